@@ -1,0 +1,28 @@
+"""The shared loss core of nd-det: pure torch, never imports detectron2.
+
+Used by both the detection meta-architecture (``nd_det.modeling``) and the classification
+package (``nd_det.classification``).
+"""
+from .class_means import (
+    ClassMeanAccumulator,
+    ClassMeans,
+    ClassMeansError,
+    load_class_means,
+    metadata_mismatches,
+    save_class_means,
+)
+from .dist import dist_loss
+from .dkd import dkd_loss
+from .kd import kd_loss
+from .nd import NDLoss, nd_loss, nd_loss_unit, unit_class_means
+from .projection import EmbeddingProjection
+from .reviewkd import ABF, ReviewKDFusion, hcl_loss
+
+__all__ = [
+    "nd_loss", "nd_loss_unit", "NDLoss", "unit_class_means",
+    "kd_loss", "dkd_loss", "dist_loss",
+    "hcl_loss", "ABF", "ReviewKDFusion",
+    "EmbeddingProjection",
+    "ClassMeanAccumulator", "ClassMeans", "ClassMeansError",
+    "load_class_means", "save_class_means", "metadata_mismatches",
+]

@@ -1,0 +1,251 @@
+"""Teacher class-mean tables: streaming accumulation, one file format, validated loading.
+
+One format serves detection and classification.  A file is a ``torch.save``'d dict::
+
+    {"format": "nd_det.class_means", "version": 1,
+     "means": (C, D) float32, "counts": (C,) int64,
+     "metadata": {"teacher_config": ..., "teacher_weights": ..., "filled_classes": [...], ...}}
+
+Accumulation keeps float64 per-class sums and int64 counts, so partial accumulators (two halves
+of a dataset, or one per process after ``all_reduce``) merge into exactly the one-pass result.
+"""
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+__all__ = [
+    "ClassMeansError",
+    "ClassMeans",
+    "ClassMeanAccumulator",
+    "save_class_means",
+    "load_class_means",
+    "metadata_mismatches",
+]
+
+FORMAT = "nd_det.class_means"
+VERSION = 1
+
+
+class ClassMeansError(ValueError):
+    """A class-means file or table that cannot be used; the message names the problem."""
+
+
+@dataclass
+class ClassMeans:
+    """A (C, D) table of class means with per-class sample counts and metadata."""
+
+    means: torch.Tensor
+    counts: torch.Tensor
+    metadata: Dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.means.shape[1])
+
+    @property
+    def filled_classes(self) -> List[int]:
+        return [int(c) for c in self.metadata.get("filled_classes", [])]
+
+
+class ClassMeanAccumulator:
+    """Streaming per-class sums and counts of embeddings.
+
+    >>> acc = ClassMeanAccumulator(num_classes=3, dim=4)
+    >>> acc.update(torch.randn(10, 4), torch.randint(0, 3, (10,)))
+    >>> acc.all_reduce()          # no-op unless torch.distributed is initialised
+    >>> table = acc.finalize({"teacher_config": "..."})
+    """
+
+    def __init__(self, num_classes: int, dim: int, device="cpu"):
+        if num_classes <= 0 or dim <= 0:
+            raise ValueError(f"num_classes and dim must be positive; got {num_classes}, {dim}")
+        self.sums = torch.zeros(num_classes, dim, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
+
+    @property
+    def num_classes(self) -> int:
+        return self.sums.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.sums.shape[1]
+
+    @torch.no_grad()
+    def update(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
+        if feats.dim() != 2 or feats.shape[1] != self.dim:
+            raise ValueError(f"expected features (N, {self.dim}); got {tuple(feats.shape)}")
+        if labels.shape != feats.shape[:1]:
+            raise ValueError(f"expected labels ({feats.shape[0]},); got {tuple(labels.shape)}")
+        if labels.numel() == 0:
+            return
+        labels = labels.to(self.counts.device, torch.int64)
+        self.sums.index_add_(0, labels, feats.to(self.sums.device, torch.float64))
+        self.counts += torch.bincount(labels, minlength=self.num_classes)
+
+    def merge(self, other: "ClassMeanAccumulator") -> "ClassMeanAccumulator":
+        if other.sums.shape != self.sums.shape:
+            raise ValueError(
+                f"cannot merge accumulators of shapes {tuple(self.sums.shape)} and "
+                f"{tuple(other.sums.shape)}"
+            )
+        self.sums += other.sums.to(self.sums.device)
+        self.counts += other.counts.to(self.counts.device)
+        return self
+
+    def all_reduce(self, group=None) -> None:
+        """Sum sums and counts over all processes (no-op when not distributed)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+            dist.all_reduce(self.sums, group=group)
+            dist.all_reduce(self.counts, group=group)
+
+    def empty_classes(self) -> List[int]:
+        return torch.nonzero(self.counts == 0).flatten().tolist()
+
+    def finalize(self, metadata: Optional[Dict] = None, allow_empty: bool = False,
+                 class_names: Optional[Sequence[str]] = None) -> ClassMeans:
+        """The table of means.  A class without samples is an error unless ``allow_empty``:
+        then its row is zero (ND then pulls no direction for it: the loss term is a constant 1)
+        and it is listed in ``metadata["filled_classes"]``."""
+        empty = self.empty_classes()
+        metadata = dict(metadata or {})
+        if empty and not allow_empty:
+            raise ClassMeansError(
+                "no samples for class(es) " + _describe_classes(empty, class_names)
+                + ": every class needs at least one sample for its mean. Use more images, or "
+                "allow empty classes (their rows are zero-filled and flagged in the metadata)."
+            )
+        means = (self.sums / self.counts.clamp_min(1).unsqueeze(1).to(self.sums.dtype)).float()
+        metadata["filled_classes"] = empty
+        return ClassMeans(means.cpu(), self.counts.cpu().clone(), metadata)
+
+
+def _describe_classes(indices: Sequence[int], names: Optional[Sequence[str]]) -> str:
+    if names is None:
+        return ", ".join(str(i) for i in indices)
+    return ", ".join(f"{i} ({names[i]})" if i < len(names) else str(i) for i in indices)
+
+
+def save_class_means(path: str, table: ClassMeans) -> None:
+    """Write ``table`` to ``path`` atomically (a temporary file, then a rename)."""
+    _validate(table, source=str(path))
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "means": table.means.detach().float().cpu().contiguous(),
+        "counts": table.counts.detach().to(torch.int64).cpu().contiguous(),
+        "metadata": dict(table.metadata),
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".class_means.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_class_means(path: str, num_classes: Optional[int] = None,
+                     dim: Optional[int] = None) -> ClassMeans:
+    """Read and validate a class-means file.
+
+    Raises :class:`ClassMeansError` naming the file and the problem when it is missing, not a
+    class-means file, truncated, of the wrong number of classes or dimension, or has NaN/inf rows
+    or rows without samples that are not flagged as filled.
+    """
+    if not os.path.isfile(path):
+        raise ClassMeansError(
+            f"class-means file not found: {path}. Create it with tools/extract_class_means.py "
+            "(detection) or tools/extract_cls_means.py (classification), or point the config at "
+            "an existing file."
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any read failure is reported the same way
+        raise ClassMeansError(
+            f"cannot read class-means file {path}: {type(e).__name__}: {e}. The file is truncated "
+            "or not a class-means file; re-create it with the extraction tool."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ClassMeansError(
+            f"{path} is not an nd-det class-means file (no 'format': '{FORMAT}' entry); "
+            "re-create it with the extraction tool."
+        )
+    if payload.get("version") != VERSION:
+        raise ClassMeansError(
+            f"{path} has class-means format version {payload.get('version')!r}; this nd-det reads "
+            f"version {VERSION}."
+        )
+    try:
+        table = ClassMeans(payload["means"], payload["counts"], dict(payload.get("metadata", {})))
+    except KeyError as e:
+        raise ClassMeansError(f"{path} lacks the {e.args[0]!r} entry of a class-means file") from None
+    _validate(table, source=path, num_classes=num_classes, dim=dim)
+    return table
+
+
+def _validate(table: ClassMeans, source: str, num_classes: Optional[int] = None,
+              dim: Optional[int] = None) -> None:
+    means, counts = table.means, table.counts
+    if not isinstance(means, torch.Tensor) or means.dim() != 2:
+        raise ClassMeansError(f"{source}: the means must be a 2-D (C, D) tensor")
+    if not isinstance(counts, torch.Tensor) or tuple(counts.shape) != (means.shape[0],):
+        raise ClassMeansError(
+            f"{source}: the counts must be a ({means.shape[0]},) tensor, one per class row"
+        )
+    C, D = means.shape
+    if num_classes is not None and C != num_classes:
+        raise ClassMeansError(
+            f"{source} holds {C} class rows but {num_classes} are needed (wrong number of "
+            "classes: was it made for another dataset or teacher?). Re-extract it for this "
+            "teacher and dataset."
+        )
+    if dim is not None and D != dim:
+        raise ClassMeansError(
+            f"{source} has embedding dimension {D} but the teacher's embedding has {dim} "
+            "(wrong dimension: made with another teacher?). Re-extract it for this teacher."
+        )
+    bad = torch.nonzero(~torch.isfinite(means).all(dim=1)).flatten().tolist()
+    if bad:
+        raise ClassMeansError(
+            f"{source}: NaN/inf in class-mean row(s) {_short(bad)}; re-extract the file."
+        )
+    filled = set(table.filled_classes)
+    missing = [c for c in torch.nonzero(counts == 0).flatten().tolist() if c not in filled]
+    if missing:
+        raise ClassMeansError(
+            f"{source}: missing class row(s) {_short(missing)} (zero samples and not flagged as "
+            "filled); re-extract with more images or allow empty classes explicitly."
+        )
+
+
+def _short(items: Sequence[int], limit: int = 10) -> str:
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def metadata_mismatches(table: ClassMeans, expected: Dict) -> List[str]:
+    """Human-readable differences between ``table.metadata`` and ``expected`` (only the keys
+    present in ``expected`` are compared; a key absent from the file counts as a difference)."""
+    out = []
+    for key, want in expected.items():
+        got = table.metadata.get(key)
+        if got != want and not (isinstance(got, float) and isinstance(want, float)
+                                and math.isclose(got, want)):
+            out.append(f"{key}: file has {got!r}, expected {want!r}")
+    return out

@@ -1,0 +1,39 @@
+"""DIST (Huang et al., 2022): inter- and intra-class relations via Pearson correlation."""
+import torch
+
+__all__ = ["dist_loss"]
+
+_EPS = 1e-8
+
+
+def _pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation between matching rows of a and b (N, K) -> (N,)."""
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + _EPS)
+
+
+def dist_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """``T^2 * (beta * inter + gamma * intra)`` with
+    inter = 1 - mean over samples of corr(p_s[i, :], p_t[i, :]),
+    intra = 1 - mean over classes of corr(p_s[:, k], p_t[:, k]),  p = softmax(logits / T).
+    """
+    if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
+        raise ValueError(
+            "dist_loss: student and teacher logits must both be (N, K); got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    if student_logits.shape[0] == 0:
+        return student_logits.float().sum() * 0.0
+    T = float(temperature)
+    ps = torch.softmax(student_logits.float() / T, dim=1)
+    pt = torch.softmax(teacher_logits.float() / T, dim=1)
+    inter = 1.0 - _pearson_rows(ps, pt).mean()
+    intra = 1.0 - _pearson_rows(ps.t(), pt.t()).mean()
+    return (T * T) * (beta * inter + gamma * intra)

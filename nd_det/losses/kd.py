@@ -1,0 +1,26 @@
+"""Classic logit distillation (Hinton et al., 2015)."""
+import torch
+import torch.nn.functional as F
+
+__all__ = ["kd_loss"]
+
+
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """``T^2 * mean over rows of KL(softmax(t/T) || softmax(s/T))``, in float32.
+
+    Returns a zero that keeps ``student_logits``' graph when there are no rows.
+    """
+    if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
+        raise ValueError(
+            "kd_loss: student and teacher logits must both be (N, K); got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    if student_logits.shape[0] == 0:
+        return student_logits.float().sum() * 0.0
+    T = float(temperature)
+    log_ps = F.log_softmax(student_logits.float() / T, dim=1)
+    log_pt = F.log_softmax(teacher_logits.float() / T, dim=1)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=1)
+    return kl.mean() * (T * T)

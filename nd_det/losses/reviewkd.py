@@ -1,0 +1,148 @@
+"""ReviewKD (Chen et al., 2021): attention-based fusion (ABF) of student features + HCL loss.
+
+The fusion runs from the deepest level to the shallowest: each level's student feature is
+reduced by a 1x1 conv, fused with the (upsampled) output of the level below it through a
+2-channel attention map, and mapped to the teacher's channel count by a 3x3 conv.  HCL compares
+each fused level with the teacher's feature at several pooled resolutions.
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ABF", "ReviewKDFusion", "hcl_loss"]
+
+_HCL_POOL_SIZES = (4, 2, 1)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "bn":
+        return nn.BatchNorm2d(channels)
+    if kind == "gn":
+        return nn.GroupNorm(32 if channels % 32 == 0 else 1, channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"ReviewKD norm must be one of 'bn', 'gn', 'none'; got {kind!r}")
+
+
+class ABF(nn.Module):
+    """One attention-based fusion block.
+
+    forward(x, residual=None, out_size=None) -> (output, new_residual): ``output`` has
+    ``out_channels`` channels and goes to the loss; ``new_residual`` (``mid_channels``) feeds the
+    next shallower level.
+    """
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, fuse: bool,
+                 norm: str = "bn"):
+        super().__init__()
+        self.reduce = nn.Sequential(
+            nn.Conv2d(in_channels, mid_channels, kernel_size=1, bias=False),
+            _norm(norm, mid_channels),
+        )
+        self.output = nn.Sequential(
+            nn.Conv2d(mid_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            _norm(norm, out_channels),
+        )
+        self.attention = (
+            nn.Sequential(nn.Conv2d(2 * mid_channels, 2, kernel_size=1), nn.Sigmoid())
+            if fuse
+            else None
+        )
+        for module in (self.reduce[0], self.output[0]):
+            nn.init.kaiming_uniform_(module.weight, a=1)
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
+                out_size: Optional[Tuple[int, int]] = None):
+        x = self.reduce(x)
+        if self.attention is not None:
+            if residual is None:
+                raise ValueError("ABF with fuse=True needs the residual of the deeper level")
+            if residual.shape[-2:] != x.shape[-2:]:
+                residual = F.interpolate(residual, size=x.shape[-2:], mode="nearest")
+            z = self.attention(torch.cat([x, residual], dim=1))
+            x = x * z[:, 0:1] + residual * z[:, 1:2]
+        if out_size is not None and tuple(x.shape[-2:]) != tuple(out_size):
+            x = F.interpolate(x, size=tuple(out_size), mode="nearest")
+        return self.output(x), x
+
+
+class ReviewKDFusion(nn.Module):
+    """A stack of ABFs over feature levels ordered shallow -> deep.
+
+    Args:
+        in_channels: student channels per level (shallow -> deep).
+        out_channels: teacher channels per level (shallow -> deep).
+        mid_channels: width of the fused residual path.
+        norm: "bn" (reference), "gn" or "none".
+
+    Works for detection (5 FPN levels of 256 channels) and for classification stages of
+    different widths and sizes; pass ``out_sizes`` (teacher spatial sizes) when they differ from
+    the student's.
+    """
+
+    def __init__(self, in_channels: Sequence[int], out_channels: Sequence[int],
+                 mid_channels: int, norm: str = "bn"):
+        super().__init__()
+        if len(in_channels) != len(out_channels) or not in_channels:
+            raise ValueError(
+                "ReviewKDFusion needs one student and one teacher channel count per level; got "
+                f"in_channels={list(in_channels)}, out_channels={list(out_channels)}"
+            )
+        n = len(in_channels)
+        self.abfs = nn.ModuleList(
+            ABF(c_in, mid_channels, c_out, fuse=(i < n - 1), norm=norm)
+            for i, (c_in, c_out) in enumerate(zip(in_channels, out_channels))
+        )
+
+    def forward(self, feats: Sequence[torch.Tensor],
+                out_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[torch.Tensor]:
+        if len(feats) != len(self.abfs):
+            raise ValueError(f"ReviewKDFusion expects {len(self.abfs)} levels, got {len(feats)}")
+        outs: List[torch.Tensor] = [None] * len(feats)  # type: ignore[list-item]
+        residual = None
+        for i in reversed(range(len(feats))):
+            size = None if out_sizes is None else out_sizes[i]
+            outs[i], residual = self.abfs[i](feats[i], residual, size)
+        return outs
+
+
+def _hcl_level(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+    loss = F.mse_loss(fs, ft)
+    weight, total = 1.0, 1.0
+    h = fs.shape[2]
+    for size in _HCL_POOL_SIZES:
+        if size >= h:
+            continue
+        weight /= 2.0
+        loss = loss + weight * F.mse_loss(
+            F.adaptive_avg_pool2d(fs, size), F.adaptive_avg_pool2d(ft, size)
+        )
+        total += weight
+    return loss / total
+
+
+def hcl_loss(student_feats: Sequence[torch.Tensor],
+             teacher_feats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Hierarchical context loss summed over levels, in float32.
+
+    Per level: MSE(fs, ft) plus, for each pooled size l in (4, 2, 1) smaller than the feature
+    height, w_l * MSE(avgpool_l(fs), avgpool_l(ft)) with w = 0.5, 0.25, 0.125; divided by the sum
+    of the weights used (1 + ...).
+    """
+    if len(student_feats) != len(teacher_feats) or not student_feats:
+        raise ValueError(
+            f"hcl_loss: need the same non-zero number of levels; got {len(student_feats)} student "
+            f"and {len(teacher_feats)} teacher levels"
+        )
+    total = None
+    for level, (fs, ft) in enumerate(zip(student_feats, teacher_feats)):
+        if fs.shape != ft.shape:
+            raise ValueError(
+                f"hcl_loss: level {level} shapes differ: student {tuple(fs.shape)} vs teacher "
+                f"{tuple(ft.shape)}"
+            )
+        term = _hcl_level(fs.float(), ft.float())
+        total = term if total is None else total + term
+    return total
