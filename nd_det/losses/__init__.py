@@ -14,12 +14,12 @@ from .class_means import (
 from .dist import dist_loss
 from .dkd import dkd_loss
 from .kd import kd_loss
-from .nd import NDLoss, nd_loss, nd_loss_unit, unit_class_means
+from .nd import NDLoss, nd_loss, nd_loss_per_row, nd_loss_unit, unit_class_means
 from .projection import EmbeddingProjection
 from .reviewkd import ABF, ReviewKDFusion, hcl_loss
 
 __all__ = [
-    "nd_loss", "nd_loss_unit", "NDLoss", "unit_class_means",
+    "nd_loss", "nd_loss_unit", "nd_loss_per_row", "NDLoss", "unit_class_means",
     "kd_loss", "dkd_loss", "dist_loss",
     "hcl_loss", "ABF", "ReviewKDFusion",
     "EmbeddingProjection",

@@ -14,15 +14,39 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["nd_loss", "nd_loss_unit", "NDLoss", "unit_class_means"]
+from .precision import at_least_float32
+
+__all__ = ["nd_loss", "nd_loss_unit", "nd_loss_per_row", "NDLoss", "unit_class_means"]
 
 _EPS = 1e-12
 
 
 def unit_class_means(class_means: torch.Tensor) -> torch.Tensor:
-    """Rows of ``class_means`` scaled to unit L2 norm (float32); all-zero rows stay zero."""
-    means = class_means.float()
+    """Rows of ``class_means`` scaled to unit L2 norm (float32, or float64 for float64 input);
+    all-zero rows stay zero."""
+    means = at_least_float32(class_means)
     return means / means.norm(dim=1, keepdim=True).clamp_min(_EPS)
+
+
+def nd_loss_per_row(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor,
+    unit_means: torch.Tensor,
+) -> torch.Tensor:
+    """The (N,) per-row ND terms against a unit-normalised class-mean table.
+
+    One gather, two row norms and a dot product: no Python loop and no host-device copy, so the
+    detection meta-architecture can keep the table on the device as a buffer.  Computed in
+    float32 for any lower-precision input (autocast-safe); float64 input stays float64.
+    """
+    _check_inputs(student, teacher, labels, unit_means)
+    s = at_least_float32(student)
+    t = at_least_float32(teacher)
+    directions = at_least_float32(unit_means).index_select(0, labels)
+    dot = (s * directions).sum(dim=1)
+    denom = torch.maximum(s.norm(dim=1), t.norm(dim=1)).clamp_min(_EPS)
+    return 1.0 - dot / denom
 
 
 def nd_loss_unit(
@@ -32,22 +56,12 @@ def nd_loss_unit(
     unit_means: torch.Tensor,
     weight: float = 1.0,
 ) -> torch.Tensor:
-    """ND loss against a table of class means that is already unit-normalised.
-
-    The detection meta-architecture keeps that table on the device as a buffer, so this form costs
-    one gather, two row norms and a dot product: no Python loop and no host-device copy.  Computed
-    in float32 whatever the input dtype (autocast-safe).
-    """
-    _check_inputs(student, teacher, labels, unit_means)
-    s = student.float()
-    t = teacher.float()
-    if s.shape[0] == 0:
-        # keep a graph node so callers can always add/backward the result
-        return s.sum() * 0.0
-    directions = unit_means.float().index_select(0, labels)
-    dot = (s * directions).sum(dim=1)
-    denom = torch.maximum(s.norm(dim=1), t.norm(dim=1)).clamp_min(_EPS)
-    return weight * (1.0 - dot / denom).mean()
+    """ND loss against a table of class means that is already unit-normalised: ``weight`` times
+    the mean of :func:`nd_loss_per_row`; 0, still attached to ``student``'s graph, for N == 0."""
+    rows = nd_loss_per_row(student, teacher, labels, unit_means)
+    if rows.shape[0] == 0:
+        return at_least_float32(student).sum() * 0.0
+    return weight * rows.mean()
 
 
 def nd_loss(

@@ -1,0 +1,43 @@
+"""Build the full config of a run from the command line and check it against the datasets."""
+import logging
+
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.engine import default_setup
+
+from ..config import add_distill_config
+from ..data import register_coco_dataset
+
+__all__ = ["setup_cfg", "check_dataset_classes"]
+
+logger = logging.getLogger(__name__)
+
+
+def setup_cfg(args, freeze: bool = True, log: bool = True) -> CfgNode:
+    """get_cfg + nd-det keys + --config-file + overrides; registers --dataset entries."""
+    for name, json_file, image_dir in getattr(args, "dataset", []) or []:
+        register_coco_dataset(name, json_file, image_dir)
+    cfg = get_cfg()
+    add_distill_config(cfg)
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    check_dataset_classes(cfg)
+    if freeze:
+        cfg.freeze()
+    if log:
+        default_setup(cfg, args)
+    return cfg
+
+
+def check_dataset_classes(cfg: CfgNode) -> None:
+    """Every registered dataset in DATASETS.TRAIN/TEST must have NUM_CLASSES classes."""
+    want = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes is not None and len(classes) != want:
+            raise ValueError(
+                f"dataset {name!r} has {len(classes)} classes but MODEL.ROI_HEADS.NUM_CLASSES is "
+                f"{want}: set MODEL.ROI_HEADS.NUM_CLASSES {len(classes)} (and use a teacher "
+                "trained on these classes)."
+            )

@@ -1,0 +1,197 @@
+"""The distillation terms of DistillRCNN, chosen by name from ``MODEL.DISTILL.LOSSES``.
+
+Each term is a small module registered under its name; ``forward(inputs)`` returns one scalar
+that goes into the loss dict as ``loss_<name>``.  A term declares which teacher outputs it needs,
+so the teacher's RoI head only runs when some term uses it.  No per-method if/elif anywhere.
+"""
+import logging
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import torch
+from detectron2.config import CfgNode
+from torch import nn
+
+from ..losses import (
+    ClassMeansError,
+    dkd_loss,
+    hcl_loss,
+    kd_loss,
+    load_class_means,
+    metadata_mismatches,
+    nd_loss_per_row,
+    unit_class_means,
+)
+from ..losses.reviewkd import ReviewKDFusion
+
+__all__ = ["DistillInputs", "DistillTerm", "DISTILL_TERMS", "build_distill_terms"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillInputs:
+    """What one training step hands to the distillation terms (student side keeps its graph)."""
+
+    labels: torch.Tensor  # (R,) int64 RoI labels of the sampled proposals; background = K
+    student_embeddings: torch.Tensor  # (R, D) student box-head output
+    student_logits: torch.Tensor  # (R, K + 1) student RoI class logits
+    student_features: Dict[str, torch.Tensor]  # student FPN levels
+    teacher_features: Dict[str, torch.Tensor]  # teacher FPN levels (no graph)
+    teacher_embeddings: Optional[torch.Tensor] = None  # (R, D) teacher box head, same boxes
+    teacher_logits: Optional[torch.Tensor] = None  # (R, K + 1)
+
+
+class DistillTerm(nn.Module):
+    """Base class: a named loss term built from the config, the student and the teacher."""
+
+    name: str = ""
+    needs_teacher_embeddings: bool = False
+    needs_teacher_logits: bool = False
+
+    def forward(self, inputs: DistillInputs) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+DISTILL_TERMS: Dict[str, Callable[..., DistillTerm]] = {}
+
+
+def _register(cls):
+    DISTILL_TERMS[cls.name] = cls
+    return cls
+
+
+@_register
+class NDTerm(DistillTerm):
+    """ND on the RoI embeddings against the teacher's class means (background row included)."""
+
+    name = "nd"
+    needs_teacher_embeddings = True
+
+    def __init__(self, cfg: CfgNode, student: nn.Module, teacher: nn.Module, teacher_identity: dict):
+        super().__init__()
+        self.weight = float(cfg.MODEL.DISTILL.ND.WEIGHT)
+        self.include_background = bool(cfg.MODEL.DISTILL.ND.INCLUDE_BACKGROUND)
+        self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+        student_dim = _box_head_dim(student)
+        teacher_dim = _box_head_dim(teacher)
+        if student_dim != teacher_dim:
+            raise ValueError(
+                f"ND needs student and teacher RoI embeddings of one size: student box head "
+                f"gives {student_dim} (MODEL.ROI_BOX_HEAD.FC_DIM), teacher {teacher_dim}. Set the "
+                "student's MODEL.ROI_BOX_HEAD.FC_DIM to the teacher's."
+            )
+        path = cfg.MODEL.DISTILL.CLASS_MEANS
+        try:
+            table = load_class_means(path, num_classes=self.num_classes + 1, dim=teacher_dim)
+        except ClassMeansError as e:
+            raise ClassMeansError(f"MODEL.DISTILL.CLASS_MEANS: {e}") from None
+        for line in metadata_mismatches(table, teacher_identity):
+            logger.warning(
+                "MODEL.DISTILL.CLASS_MEANS=%s may come from another teacher (%s). Class means "
+                "differ strongly between teachers: re-extract them for this one.", path, line
+            )
+        self.register_buffer("unit_means", unit_class_means(table.means), persistent=False)
+
+    def forward(self, inputs: DistillInputs) -> torch.Tensor:
+        rows = nd_loss_per_row(
+            inputs.student_embeddings, inputs.teacher_embeddings, inputs.labels, self.unit_means
+        )
+        if self.include_background:
+            return self.weight * rows.mean() if rows.numel() else rows.sum()
+        fg = (inputs.labels < self.num_classes).to(rows.dtype)
+        # a masked mean, without any host-device sync on the number of foreground RoIs
+        return self.weight * (rows * fg).sum() / fg.sum().clamp_min(1.0)
+
+
+@_register
+class KDTerm(DistillTerm):
+    """KD on the (K + 1)-way RoI logits."""
+
+    name = "kd"
+    needs_teacher_logits = True
+
+    def __init__(self, cfg: CfgNode, student: nn.Module, teacher: nn.Module, teacher_identity: dict):
+        super().__init__()
+        self.weight = float(cfg.MODEL.DISTILL.KD.WEIGHT)
+        self.temperature = float(cfg.MODEL.DISTILL.KD.TEMPERATURE)
+
+    def forward(self, inputs: DistillInputs) -> torch.Tensor:
+        return self.weight * kd_loss(inputs.student_logits, inputs.teacher_logits, self.temperature)
+
+
+@_register
+class DKDTerm(DistillTerm):
+    """DKD on the RoI logits with the RoI labels as targets."""
+
+    name = "dkd"
+    needs_teacher_logits = True
+
+    def __init__(self, cfg: CfgNode, student: nn.Module, teacher: nn.Module, teacher_identity: dict):
+        super().__init__()
+        c = cfg.MODEL.DISTILL.DKD
+        self.weight, self.alpha, self.beta = float(c.WEIGHT), float(c.ALPHA), float(c.BETA)
+        self.temperature = float(c.TEMPERATURE)
+
+    def forward(self, inputs: DistillInputs) -> torch.Tensor:
+        return self.weight * dkd_loss(
+            inputs.student_logits, inputs.teacher_logits, inputs.labels,
+            alpha=self.alpha, beta=self.beta, temperature=self.temperature,
+        )
+
+
+@_register
+class ReviewKDTerm(DistillTerm):
+    """ABF fusion of the student's FPN levels + HCL against the teacher's levels."""
+
+    name = "reviewkd"
+
+    def __init__(self, cfg: CfgNode, student: nn.Module, teacher: nn.Module, teacher_identity: dict):
+        super().__init__()
+        c = cfg.MODEL.DISTILL.REVIEWKD
+        self.weight = float(c.WEIGHT)
+        self.in_features = list(c.IN_FEATURES)
+        s_shapes = student.backbone.output_shape()
+        t_shapes = teacher.backbone.output_shape()
+        for who, shapes in (("student", s_shapes), ("teacher", t_shapes)):
+            missing = [f for f in self.in_features if f not in shapes]
+            if missing:
+                raise ValueError(
+                    f"MODEL.DISTILL.REVIEWKD.IN_FEATURES={self.in_features}: the {who} backbone has "
+                    f"no level(s) {missing} (it has {sorted(shapes)})."
+                )
+        self.fusion = ReviewKDFusion(
+            [s_shapes[f].channels for f in self.in_features],
+            [t_shapes[f].channels for f in self.in_features],
+            mid_channels=int(c.MID_CHANNELS),
+            norm=c.NORM,
+        )
+
+    def forward(self, inputs: DistillInputs) -> torch.Tensor:
+        teacher = [inputs.teacher_features[f] for f in self.in_features]
+        fused = self.fusion(
+            [inputs.student_features[f] for f in self.in_features],
+            out_sizes=[tuple(t.shape[-2:]) for t in teacher],
+        )
+        return self.weight * hcl_loss(fused, teacher)
+
+
+def _box_head_dim(model: nn.Module) -> int:
+    shape = model.roi_heads.box_head.output_shape
+    if shape.height or shape.width:
+        raise ValueError("ND needs a box head that outputs flat embeddings (FastRCNNConvFCHead)")
+    return int(shape.channels)
+
+
+def build_distill_terms(cfg: CfgNode, student: nn.Module, teacher: nn.Module,
+                        teacher_identity: dict) -> nn.ModuleList:
+    names: List[str] = list(cfg.MODEL.DISTILL.LOSSES)
+    unknown = [n for n in names if n not in DISTILL_TERMS]
+    if unknown:
+        raise ValueError(
+            f"MODEL.DISTILL.LOSSES has unknown name(s) {unknown}; choose from "
+            f"{sorted(DISTILL_TERMS)}."
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"MODEL.DISTILL.LOSSES lists a loss twice: {names}")
+    return nn.ModuleList(DISTILL_TERMS[n](cfg, student, teacher, teacher_identity) for n in names)
