@@ -2,6 +2,8 @@
 import torch
 import torch.nn.functional as F
 
+from .precision import at_least_float32
+
 __all__ = ["dkd_loss"]
 
 # Logit given to the target class when it must drop out of the non-target softmax.  Finite so that
@@ -17,7 +19,8 @@ def dkd_loss(
     beta: float = 8.0,
     temperature: float = 4.0,
 ) -> torch.Tensor:
-    """``alpha * TCKD + beta * NCKD``, both scaled by T^2 and averaged over rows (float32).
+    """``alpha * TCKD + beta * NCKD``, both scaled by T^2 and averaged over rows (float32; float64
+    inputs stay float64).
 
     TCKD: KL between the binary (target, rest) distributions of teacher and student.
     NCKD: KL between the teacher's and student's softmax over the non-target classes only.
@@ -34,10 +37,10 @@ def dkd_loss(
             f"got {tuple(labels.shape)}"
         )
     if student_logits.shape[0] == 0:
-        return student_logits.float().sum() * 0.0
+        return at_least_float32(student_logits).sum() * 0.0
     T = float(temperature)
-    zs = student_logits.float() / T
-    zt = teacher_logits.float() / T
+    zs = at_least_float32(student_logits) / T
+    zt = at_least_float32(teacher_logits) / T
     target = F.one_hot(labels, zs.shape[1]).bool()
 
     tckd = _binary_kl(zs, zt, target)

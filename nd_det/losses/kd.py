@@ -2,13 +2,16 @@
 import torch
 import torch.nn.functional as F
 
+from .precision import at_least_float32
+
 __all__ = ["kd_loss"]
 
 
 def kd_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
-    """``T^2 * mean over rows of KL(softmax(t/T) || softmax(s/T))``, in float32.
+    """``T^2 * mean over rows of KL(softmax(t/T) || softmax(s/T))``, in float32
+    (float64 inputs stay float64).
 
     Returns a zero that keeps ``student_logits``' graph when there are no rows.
     """
@@ -18,9 +21,9 @@ def kd_loss(
             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
         )
     if student_logits.shape[0] == 0:
-        return student_logits.float().sum() * 0.0
+        return at_least_float32(student_logits).sum() * 0.0
     T = float(temperature)
-    log_ps = F.log_softmax(student_logits.float() / T, dim=1)
-    log_pt = F.log_softmax(teacher_logits.float() / T, dim=1)
+    log_ps = F.log_softmax(at_least_float32(student_logits) / T, dim=1)
+    log_pt = F.log_softmax(at_least_float32(teacher_logits) / T, dim=1)
     kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=1)
     return kl.mean() * (T * T)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import at_least_float32
+
 __all__ = ["ABF", "ReviewKDFusion", "hcl_loss"]
 
 _HCL_POOL_SIZES = (4, 2, 1)
@@ -109,6 +111,9 @@ class ReviewKDFusion(nn.Module):
 
 
 def _hcl_level(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+    if fs.numel() == 0:
+        # an empty batch: 0 (a mean over no elements would be NaN), still attached to the graph
+        return fs.sum() * 0.0
     loss = F.mse_loss(fs, ft)
     weight, total = 1.0, 1.0
     h = fs.shape[2]
@@ -125,11 +130,13 @@ def _hcl_level(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
 
 def hcl_loss(student_feats: Sequence[torch.Tensor],
              teacher_feats: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Hierarchical context loss summed over levels, in float32.
+    """Hierarchical context loss summed over levels, in float32 (float64 inputs
+    stay float64).
 
     Per level: MSE(fs, ft) plus, for each pooled size l in (4, 2, 1) smaller than the feature
     height, w_l * MSE(avgpool_l(fs), avgpool_l(ft)) with w = 0.5, 0.25, 0.125; divided by the sum
-    of the weights used (1 + ...).
+    of the weights used (1 + ...).  An empty batch (N == 0) gives 0, still attached to the
+    graph.
     """
     if len(student_feats) != len(teacher_feats) or not student_feats:
         raise ValueError(
@@ -143,6 +150,6 @@ def hcl_loss(student_feats: Sequence[torch.Tensor],
                 f"hcl_loss: level {level} shapes differ: student {tuple(fs.shape)} vs teacher "
                 f"{tuple(ft.shape)}"
             )
-        term = _hcl_level(fs.float(), ft.float())
+        term = _hcl_level(at_least_float32(fs), at_least_float32(ft))
         total = term if total is None else total + term
     return total
