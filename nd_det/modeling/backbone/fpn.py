@@ -1,0 +1,53 @@
+"""FPN backbones for the students detectron2 lacks, registered in its BACKBONE_REGISTRY.
+
+* ``build_resnet_basic_fpn_backbone``: detectron2's own BasicBlock ResNet-18/34 (built by
+  ``build_resnet_backbone`` after :func:`check_resnet_basic_config`) under detectron2's FPN.
+* ``build_mobilenetv2_fpn_backbone``: :class:`MobileNetV2` (``MODEL.MOBILENETV2``) under FPN.
+
+Both add p6 by max-pooling p5 (``LastLevelMaxPool``), so with ``MODEL.FPN.IN_FEATURES`` at all four
+stages they return p2..p6 at strides 4..64 with ``MODEL.FPN.OUT_CHANNELS`` channels, exactly like
+detectron2's ``build_resnet_fpn_backbone``.
+"""
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+from detectron2.modeling.backbone.resnet import build_resnet_backbone
+
+from .mobilenetv2 import build_mobilenetv2_backbone
+from .resnet_basic import check_resnet_basic_config
+
+__all__ = ["build_resnet_basic_fpn_backbone", "build_mobilenetv2_fpn_backbone"]
+
+
+def _fpn_over(bottom_up: Backbone, cfg, out_features_key: str) -> FPN:
+    available = list(bottom_up.output_shape().keys())
+    in_features = list(cfg.MODEL.FPN.IN_FEATURES)
+    missing = [name for name in in_features if name not in available]
+    if not in_features or missing:
+        raise ValueError(
+            f"MODEL.FPN.IN_FEATURES is {in_features!r}, but the bottom-up network returns "
+            f"{available} ({out_features_key}); set MODEL.FPN.IN_FEATURES to a non-empty subset "
+            f"of {out_features_key} (missing: {missing})."
+        )
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=in_features,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelMaxPool(),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_basic_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
+    """ResNet-18/34 (BasicBlock, ``MODEL.RESNETS``) + FPN + p6 max-pool."""
+    check_resnet_basic_config(cfg)
+    return _fpn_over(build_resnet_backbone(cfg, input_shape), cfg, "MODEL.RESNETS.OUT_FEATURES")
+
+
+@BACKBONE_REGISTRY.register()
+def build_mobilenetv2_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
+    """MobileNetV2 (``MODEL.MOBILENETV2``) + FPN + p6 max-pool."""
+    return _fpn_over(build_mobilenetv2_backbone(cfg, input_shape), cfg,
+                     "MODEL.MOBILENETV2.OUT_FEATURES")

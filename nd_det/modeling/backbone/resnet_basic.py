@@ -1,0 +1,50 @@
+"""Config check for detectron2's own BasicBlock ResNet-18/34.
+
+detectron2's ``build_resnet_backbone`` already builds ResNet-18/34 out of ``BasicBlock`` when the
+config asks for it, but its defaults are those of ResNet-50 (``RES2_OUT_CHANNELS: 256``) and a
+wrong key ends in a bare assertion.  :func:`check_resnet_basic_config` names every key that has to
+change, so ``build_resnet_basic_fpn_backbone`` (in :mod:`.fpn`) fails with one readable error.
+Keys a ResNet-18/34 config needs::
+
+    MODEL.RESNETS.DEPTH: 18            # or 34
+    MODEL.RESNETS.RES2_OUT_CHANNELS: 64
+    MODEL.RESNETS.OUT_FEATURES: ["res2", "res3", "res4", "res5"]
+"""
+__all__ = ["RESNET_BASIC_DEPTHS", "check_resnet_basic_config"]
+
+RESNET_BASIC_DEPTHS = (18, 34)
+
+
+def check_resnet_basic_config(cfg) -> None:
+    """Raise one ValueError naming every ``MODEL.RESNETS`` key that does not fit a BasicBlock
+    ResNet-18/34, each with its fix."""
+    resnets = cfg.MODEL.RESNETS
+    problems = []
+    if resnets.DEPTH not in RESNET_BASIC_DEPTHS:
+        problems.append(
+            f"MODEL.RESNETS.DEPTH is {resnets.DEPTH!r}; set 18 or 34 (for deeper ResNets use "
+            "detectron2's build_resnet_fpn_backbone)."
+        )
+    if resnets.RES2_OUT_CHANNELS != 64:
+        problems.append(
+            f"MODEL.RESNETS.RES2_OUT_CHANNELS is {resnets.RES2_OUT_CHANNELS!r}; set 64 "
+            "(BasicBlock ResNets have 64 channels in res2; 256 is the ResNet-50 default)."
+        )
+    if any(resnets.DEFORM_ON_PER_STAGE):
+        problems.append(
+            f"MODEL.RESNETS.DEFORM_ON_PER_STAGE is {list(resnets.DEFORM_ON_PER_STAGE)!r}; set "
+            "[False, False, False, False] (no deformable BasicBlock exists)."
+        )
+    if resnets.RES5_DILATION != 1:
+        problems.append(
+            f"MODEL.RESNETS.RES5_DILATION is {resnets.RES5_DILATION!r}; set 1 (dilated res5 "
+            "exists only for bottleneck ResNets)."
+        )
+    if resnets.NUM_GROUPS != 1:
+        problems.append(
+            f"MODEL.RESNETS.NUM_GROUPS is {resnets.NUM_GROUPS!r}; set 1 (BasicBlock has no "
+            "grouped convolutions)."
+        )
+    if problems:
+        raise ValueError("Bad ResNet-18/34 (BasicBlock) backbone config:\n  "
+                         + "\n  ".join(problems))
