@@ -13,9 +13,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detectron2.engine import launch  # noqa: E402
-
 from nd_det.engine import DistillTrainer, distill_argument_parser, setup_cfg  # noqa: E402
+from nd_det.engine.cli import launch_main  # noqa: E402
 from nd_det.engine.report import print_side_by_side  # noqa: E402
 
 
@@ -36,11 +35,4 @@ if __name__ == "__main__":
     args = distill_argument_parser().parse_args()
     if args.eval_teacher and not args.eval_only:
         sys.exit("--eval-teacher works with --eval-only")
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_main(main, args)

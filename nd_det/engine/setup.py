@@ -1,5 +1,6 @@
 """Build the full config of a run from the command line and check it against the datasets."""
 import logging
+import os
 
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import MetadataCatalog
@@ -7,6 +8,7 @@ from detectron2.engine import default_setup
 
 from ..config import add_distill_config
 from ..data import register_coco_dataset
+from .cli import ConfigError
 
 __all__ = ["setup_cfg", "check_dataset_classes"]
 
@@ -20,8 +22,14 @@ def setup_cfg(args, freeze: bool = True, log: bool = True) -> CfgNode:
     cfg = get_cfg()
     add_distill_config(cfg)
     if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+        if not os.path.isfile(args.config_file):
+            raise ConfigError(f"--config-file {args.config_file}: file not found")
+        _merge(cfg.merge_from_file, args.config_file, f"config file {args.config_file}")
+    if len(args.opts) % 2:
+        raise ConfigError(
+            f"command-line overrides must be KEY VALUE pairs; got an odd list: {args.opts}"
+        )
+    _merge(cfg.merge_from_list, args.opts, "command-line overrides")
     check_dataset_classes(cfg)
     if freeze:
         cfg.freeze()
@@ -30,13 +38,24 @@ def setup_cfg(args, freeze: bool = True, log: bool = True) -> CfgNode:
     return cfg
 
 
+def _merge(merge, source, what: str) -> None:
+    try:
+        merge(source)
+    except (AssertionError, KeyError, ValueError, TypeError) as e:
+        message = str(e).strip().strip("'")
+        raise ConfigError(
+            f"{what}: {message}. Check the spelling against nd_det/config.py (MODEL.DISTILL keys) "
+            "and detectron2's config reference."
+        ) from None
+
+
 def check_dataset_classes(cfg: CfgNode) -> None:
     """Every registered dataset in DATASETS.TRAIN/TEST must have NUM_CLASSES classes."""
     want = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         classes = MetadataCatalog.get(name).get("thing_classes", None)
         if classes is not None and len(classes) != want:
-            raise ValueError(
+            raise ConfigError(
                 f"dataset {name!r} has {len(classes)} classes but MODEL.ROI_HEADS.NUM_CLASSES is "
                 f"{want}: set MODEL.ROI_HEADS.NUM_CLASSES {len(classes)} (and use a teacher "
                 "trained on these classes)."

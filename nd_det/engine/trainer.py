@@ -11,9 +11,18 @@ from detectron2.modeling import build_model
 from ..modeling.teacher import build_teacher
 from ..student_export import plain_student_cfg, student_state_dict
 
-__all__ = ["DistillTrainer"]
+__all__ = ["DistillTrainer", "StudentCheckpointer"]
 
 logger = logging.getLogger(__name__)
+
+
+class StudentCheckpointer(DetectionCheckpointer):
+    """Loads the student part of any checkpoint (DistillRCNN training checkpoints included)
+    into a plain GeneralizedRCNN, without "unexpected key" noise about distillation modules."""
+
+    def _load_model(self, checkpoint):
+        checkpoint["model"] = student_state_dict(checkpoint["model"])
+        return super()._load_model(checkpoint)
 
 
 class DistillTrainer(DefaultTrainer):
@@ -31,16 +40,9 @@ class DistillTrainer(DefaultTrainer):
         """COCO evaluation of the student alone (no teacher, no class means needed)."""
         student_cfg = plain_student_cfg(cfg)
         model = build_model(student_cfg)
-        checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
-        if weights and os.path.isfile(weights) and weights.endswith(".pth"):
-            # a DistillRCNN checkpoint: keep its student part only, no "unexpected key" noise
-            checkpoint = checkpointer._load_file(weights)  # noqa: SLF001 - d2's own loader
-            checkpoint["model"] = student_state_dict(checkpoint["model"])
-            checkpointer._load_model(checkpoint)  # noqa: SLF001
-            logger.info("Evaluating the student from %s", weights)
-        else:
-            checkpointer.load(weights)
-        return cls.test(student_cfg, model)
+        StudentCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(weights)
+        logger.info("Evaluating the student from %s", weights)
+        return cls.test_per_dataset(student_cfg, model)
 
     @classmethod
     def evaluate_teacher(cls, cfg) -> OrderedDict:
@@ -52,4 +54,12 @@ class DistillTrainer(DefaultTrainer):
         run_cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, "teacher")
         run_cfg.DATALOADER.NUM_WORKERS = cfg.DATALOADER.NUM_WORKERS
         run_cfg.freeze()
-        return cls.test(run_cfg, teacher)
+        return cls.test_per_dataset(run_cfg, teacher)
+
+    @classmethod
+    def test_per_dataset(cls, cfg, model) -> OrderedDict:
+        """``test`` that always returns {dataset: results} (detectron2 unwraps a single one)."""
+        results = cls.test(cfg, model)
+        if len(cfg.DATASETS.TEST) == 1:
+            results = OrderedDict([(cfg.DATASETS.TEST[0], results)])
+        return results

@@ -42,6 +42,26 @@ def _opts_with_classes(num_classes: int, extra: Sequence[str] = ()) -> List[str]
     return TINY_MODEL_OPTS + ["MODEL.ROI_HEADS.NUM_CLASSES", str(num_classes)] + list(extra)
 
 
+def tiny_distill_opts(tmp_dir: str, num_classes: int = 2, extra_opts: Sequence[str] = (),
+                      teacher_opts: Sequence[str] = ()) -> List[str]:
+    """Command-line style overrides (KEY VALUE ...) that shrink a COCO-Distill config for CPU
+    tests and point the teacher weights / class means into ``tmp_dir``."""
+    return _opts_with_classes(num_classes) + [
+        "MODEL.DEVICE", "cpu",
+        "MODEL.WEIGHTS", "",
+        "MODEL.DISTILL.REVIEWKD.MID_CHANNELS", "32",
+        "MODEL.DISTILL.TEACHER_OPTS", repr(_opts_with_classes(num_classes, teacher_opts)),
+        "MODEL.DISTILL.TEACHER_WEIGHTS", os.path.join(tmp_dir, "teacher.pth"),
+        "MODEL.DISTILL.CLASS_MEANS", os.path.join(tmp_dir, "class_means.pth"),
+        "INPUT.MIN_SIZE_TRAIN", "(96,)",
+        "INPUT.MAX_SIZE_TRAIN", "160",
+        "INPUT.MIN_SIZE_TEST", "96",
+        "INPUT.MAX_SIZE_TEST", "160",
+        "SOLVER.IMS_PER_BATCH", "2",
+        "OUTPUT_DIR", os.path.join(tmp_dir, "output"),
+    ] + list(extra_opts)
+
+
 def tiny_distill_cfg(
     tmp_dir: str,
     config_file: str = "R50_from_R101_nd.yaml",
@@ -56,29 +76,16 @@ def tiny_distill_cfg(
     os.makedirs(tmp_dir, exist_ok=True)
     cfg = get_cfg()
     add_distill_config(cfg)
-    path = config_file if os.path.isabs(config_file) else os.path.join(CONFIG_DIR, config_file)
-    cfg.merge_from_file(path)
-    cfg.merge_from_list(
-        _opts_with_classes(num_classes, extra_opts)
-        + [
-            "MODEL.DEVICE", "cpu",
-            "MODEL.WEIGHTS", "",
-            "MODEL.DISTILL.REVIEWKD.MID_CHANNELS", "32",
-            "INPUT.MIN_SIZE_TRAIN", "(96,)",
-            "INPUT.MAX_SIZE_TRAIN", "160",
-            "INPUT.MIN_SIZE_TEST", "96",
-            "INPUT.MAX_SIZE_TEST", "160",
-            "SOLVER.IMS_PER_BATCH", "2",
-            "OUTPUT_DIR", os.path.join(tmp_dir, "output"),
-        ]
-    )
-    cfg.MODEL.DISTILL.TEACHER_OPTS = _opts_with_classes(num_classes, teacher_opts)
-    cfg.MODEL.DISTILL.TEACHER_WEIGHTS = os.path.join(tmp_dir, "teacher.pth")
-    cfg.MODEL.DISTILL.CLASS_MEANS = os.path.join(tmp_dir, "class_means.pth")
+    cfg.merge_from_file(config_path(config_file))
+    cfg.merge_from_list(tiny_distill_opts(tmp_dir, num_classes, extra_opts, teacher_opts))
     write_teacher_checkpoint(cfg, seed=seed)
     if write_class_means:
         write_random_class_means(cfg, seed=seed)
     return cfg
+
+
+def config_path(config_file: str) -> str:
+    return config_file if os.path.isabs(config_file) else os.path.join(CONFIG_DIR, config_file)
 
 
 def write_teacher_checkpoint(cfg, seed: int = 0) -> str:
