@@ -35,4 +35,4 @@ if __name__ == "__main__":
     args = distill_argument_parser().parse_args()
     if args.eval_teacher and not args.eval_only:
         sys.exit("--eval-teacher works with --eval-only")
-    launch_main(main, args)
+    launch_main(main, args, precheck=lambda a: setup_cfg(a, log=False))

@@ -19,10 +19,27 @@ USER_ERRORS = (ConfigError, DatasetError, ClassMeansError, DistillConfigError, T
                FileNotFoundError)
 
 
-def launch_main(main, args) -> None:
-    """``launch(main, ...)`` from the usual detectron2 arguments; user errors end the process
-    with one clear line on stderr and exit status 2."""
+def _user_error_line(worker_message: str):
+    """The "<Error>: message" line of a user error raised in a spawned worker, if any."""
+    names = {f"{e.__module__}.{e.__qualname__}" for e in USER_ERRORS} | {
+        e.__qualname__ for e in USER_ERRORS}
+    for line in reversed(worker_message.strip().splitlines()):
+        head, sep, rest = line.partition(": ")
+        if sep and head.strip() in names:
+            return rest.strip()
+    return None
+
+
+def launch_main(main, args, precheck=None) -> None:
+    """``launch(main, ...)`` from the usual detectron2 arguments.
+
+    ``precheck(args)``, if given, runs first in this process (e.g. building the config), so that
+    set-up mistakes are reported before any worker starts.  User errors, here or in a worker,
+    end the process with one ``ERROR: ...`` line on stderr and exit status 2.
+    """
     try:
+        if precheck is not None:
+            precheck(args)
         launch(
             main,
             args.num_gpus,
@@ -32,5 +49,16 @@ def launch_main(main, args) -> None:
             args=(args,),
         )
     except USER_ERRORS as e:
-        print(f"ERROR: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        _fail(str(e))
+    except Exception as e:  # noqa: BLE001 - only user errors from workers are rewritten
+        from torch.multiprocessing import ProcessRaisedException
+
+        line = _user_error_line(str(e)) if isinstance(e, ProcessRaisedException) else None
+        if line is None:
+            raise
+        _fail(line)
+
+
+def _fail(message: str) -> None:
+    print(f"ERROR: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)

@@ -15,8 +15,10 @@ __all__ = ["setup_cfg", "check_dataset_classes"]
 logger = logging.getLogger(__name__)
 
 
-def setup_cfg(args, freeze: bool = True, log: bool = True) -> CfgNode:
-    """get_cfg + nd-det keys + --config-file + overrides; registers --dataset entries."""
+def setup_cfg(args, freeze: bool = True, log: bool = True,
+              splits=("TRAIN", "TEST")) -> CfgNode:
+    """get_cfg + nd-det keys + --config-file + overrides; registers --dataset entries and checks
+    that the datasets of ``splits`` (DATASETS.TRAIN / TEST) have NUM_CLASSES classes."""
     for name, json_file, image_dir in getattr(args, "dataset", []) or []:
         register_coco_dataset(name, json_file, image_dir)
     cfg = get_cfg()
@@ -30,7 +32,7 @@ def setup_cfg(args, freeze: bool = True, log: bool = True) -> CfgNode:
             f"command-line overrides must be KEY VALUE pairs; got an odd list: {args.opts}"
         )
     _merge(cfg.merge_from_list, args.opts, "command-line overrides")
-    check_dataset_classes(cfg)
+    check_dataset_classes(cfg, splits)
     if freeze:
         cfg.freeze()
     if log:
@@ -49,10 +51,10 @@ def _merge(merge, source, what: str) -> None:
         ) from None
 
 
-def check_dataset_classes(cfg: CfgNode) -> None:
-    """Every registered dataset in DATASETS.TRAIN/TEST must have NUM_CLASSES classes."""
+def check_dataset_classes(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:
+    """Every registered dataset of DATASETS.<split> must have NUM_CLASSES classes."""
     want = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+    for name in [n for split in splits for n in cfg.DATASETS[split]]:
         classes = MetadataCatalog.get(name).get("thing_classes", None)
         if classes is not None and len(classes) != want:
             raise ConfigError(
