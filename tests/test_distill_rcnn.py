@@ -21,7 +21,13 @@ CONFIGS = {
     "R50_from_R101_dkd_nd.yaml": ["loss_dkd", "loss_nd"],
     "R50_from_R101_reviewkd.yaml": ["loss_reviewkd"],
     "R50_student_only.yaml": [],
+    "R18_from_R101_nd.yaml": ["loss_reviewkd", "loss_nd"],
+    "R18_from_R101_kd_nd.yaml": ["loss_kd", "loss_nd"],
+    "MV2_from_R50_nd.yaml": ["loss_reviewkd", "loss_nd"],
+    "MV2_from_R50_kd_nd.yaml": ["loss_kd", "loss_nd"],
 }
+# GroupNorm for the MobileNetV2 student, so a random init gives sane losses
+MV2_OPTS = ["MODEL.MOBILENETV2.NORM", "GN", "MODEL.MOBILENETV2.FREEZE_AT", "0"]
 DETECTOR_KEYS = {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"}
 
 
@@ -40,8 +46,9 @@ def _train_steps(model, cfg, steps=2, empty=(1,)):
 
 
 @pytest.mark.parametrize("config_file", sorted(CONFIGS))
-def test_two_training_steps(tmp_path, config_file):
-    cfg = tiny_distill_cfg(str(tmp_path), config_file)
+def test_two_training_steps_then_eval(tmp_path, config_file):
+    extra = MV2_OPTS if config_file.startswith("MV2") else []
+    cfg = tiny_distill_cfg(str(tmp_path), config_file, extra_opts=extra)
     model = build_model(cfg)
     assert isinstance(model, DistillRCNN)
     teacher = model.teacher
@@ -66,8 +73,18 @@ def test_two_training_steps(tmp_path, config_file):
         teacher_ids = {id(p) for p in teacher.parameters()}
         assert not teacher_ids & {id(p) for p in model.parameters()}
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, student_before[k])]
-    assert any(k.startswith("backbone.") for k in changed)
+    assert any(k.startswith("backbone.bottom_up.") for k in changed)
     assert any(k.startswith("roi_heads.") for k in changed)
+
+    model.eval()
+    with torch.no_grad():
+        outputs = model([{k: v for k, v in x.items() if k != "instances"}
+                         for x in random_batch(seed=9)])
+    assert len(outputs) == 2
+    for out in outputs:
+        inst = out["instances"]
+        assert inst.image_size == (96, 128)
+        assert torch.isfinite(inst.pred_boxes.tensor).all() and torch.isfinite(inst.scores).all()
 
 
 def test_state_dict_and_optimizer_hold_no_teacher(tmp_path):

