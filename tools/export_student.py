@@ -1,0 +1,18 @@
+#!/usr/bin/env python
+"""Export the student of a distillation run for plain detectron2.
+
+  python tools/export_student.py --config-file configs/COCO-Distill/R50_from_R101_nd.yaml \
+      --weights output/R50_from_R101_nd/model_final.pth --output deploy/R50_nd [KEY VALUE ...]
+
+Writes <output>/config.yaml (a plain GeneralizedRCNN config, MODEL.WEIGHTS relative to its
+folder) and <output>/model_final.pth (the student's weights only).  See docs/deploy.md.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from nd_det.student_export import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
