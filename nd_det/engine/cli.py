@@ -6,6 +6,8 @@ from detectron2.engine import launch
 from ..data import DatasetError
 from ..losses import ClassMeansError
 from ..modeling import DistillConfigError, TeacherError
+from .checkpoint import NonFiniteWeightsError
+from .finite_losses import NonFiniteLossError
 
 __all__ = ["ConfigError", "USER_ERRORS", "launch_main"]
 
@@ -14,9 +16,10 @@ class ConfigError(ValueError):
     """A config file or override is wrong (unknown key, bad value)."""
 
 
-# Errors caused by the user's input: reported as one "ERROR: ..." line, exit status 2, no traceback.
+# Errors caused by the user's input or set-up (including a diverging run): reported as one
+# "ERROR: ..." line, exit status 2, no traceback.
 USER_ERRORS = (ConfigError, DatasetError, ClassMeansError, DistillConfigError, TeacherError,
-               FileNotFoundError)
+               FileNotFoundError, NonFiniteLossError, NonFiniteWeightsError)
 
 
 def _user_error_line(worker_message: str):

@@ -5,6 +5,8 @@ import os
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.engine import default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..config import add_distill_config
 from ..data import register_coco_dataset
@@ -37,6 +39,7 @@ def setup_cfg(args, freeze: bool = True, log: bool = True,
         cfg.freeze()
     if log:
         default_setup(cfg, args)
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="nd_det")
     return cfg
 
 

@@ -1,19 +1,34 @@
 """DistillTrainer: detectron2's DefaultTrainer with COCO evaluation for DistillRCNN runs."""
 import logging
 import os
+import weakref
 from collections import OrderedDict
+from unittest import mock
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import DefaultTrainer
+from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.engine import DefaultTrainer, create_ddp_model as d2_create_ddp_model, hooks
+from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import build_model
+from detectron2.utils import comm
 
+from .checkpoint import AtomicCheckpointer
+from .finite_losses import FiniteLossAMPTrainer, FiniteLossSimpleTrainer
+from .resumable_sampler import ResumableTrainingSampler
+from .rng_state import RNGState
 from ..modeling.teacher import build_teacher
 from ..student_export import plain_student_cfg, student_state_dict
 
 __all__ = ["DistillTrainer", "StudentCheckpointer"]
 
 logger = logging.getLogger(__name__)
+
+
+def _create_ddp_model(model, **kwargs):
+    if comm.get_world_size() > 1 and model.device.type == "cpu":
+        kwargs.setdefault("device_ids", None)
+    return d2_create_ddp_model(model, **kwargs)
 
 
 class StudentCheckpointer(DetectionCheckpointer):
@@ -27,7 +42,89 @@ class StudentCheckpointer(DetectionCheckpointer):
 
 class DistillTrainer(DefaultTrainer):
     """DefaultTrainer for DistillRCNN: the optimizer, DDP and checkpoints see the student (and
-    the distillation terms' trainable modules) only; the teacher rides along frozen."""
+    the distillation terms' trainable modules) only; the teacher rides along frozen.
+
+    On top of detectron2's trainer:
+
+    * checkpoints are written atomically and never with NaN/inf weights (AtomicCheckpointer);
+    * the first non-finite loss stops training before the optimizer step, naming the term and
+      the iteration, on every rank (FiniteLoss*Trainer);
+    * ``--resume`` continues the data stream where the checkpoint was taken and restores the
+      RNG states, so a killed single-process run resumed on CPU ends with the same weights as an
+      uninterrupted one (with DATALOADER.NUM_WORKERS 0; worker processes redraw their
+      augmentation randomness on restart).
+    """
+
+    def __init__(self, cfg):
+        self._train_sampler = None
+        # detectron2 always gives DDP a CUDA device id; CPU (gloo) runs need none
+        with mock.patch.object(d2_defaults, "create_ddp_model", _create_ddp_model):
+            super().__init__(cfg)
+        plain = self._trainer
+        checked = FiniteLossAMPTrainer if cfg.SOLVER.AMP.ENABLED else FiniteLossSimpleTrainer
+        self._trainer = checked(plain.model, plain.data_loader, plain.optimizer)
+
+    def train(self):
+        """Train; returns the last evaluation results (detectron2 returns them only when
+        TEST.EXPECTED_RESULTS is set), or None when nothing was evaluated."""
+        results = super().train()
+        return results if results is not None else getattr(self, "_last_eval_results", None)
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except BaseException:
+            self._step_failed = True
+            raise
+
+    def after_train(self):
+        if getattr(self, "_step_failed", False):
+            # a failed step must not produce a "final" checkpoint or evaluation: detectron2 runs
+            # them in after_train when the failure hit the last iteration
+            self.storage.iter = self.iter
+            for h in self._hooks:
+                if not isinstance(h, (hooks.PeriodicCheckpointer, hooks.EvalHook)):
+                    h.after_train()
+            return
+        super().after_train()
+
+    def build_train_loader(self, cfg):
+        """detectron2's train loader, with a resumable sampler for the default TrainingSampler."""
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            logger.warning("DATALOADER.SAMPLER_TRAIN=%s: a resumed run restarts that sampler's "
+                           "stream (only TrainingSampler resumes exactly)",
+                           cfg.DATALOADER.SAMPLER_TRAIN)
+            return build_detection_train_loader(cfg)
+        dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+        )
+        self._train_sampler = ResumableTrainingSampler(
+            len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None)
+        # a loader-owned generator: creating the loader's iterator (again, after a resume) then
+        # draws nothing from torch's global RNG, whose state the checkpoints restore
+        return build_detection_train_loader(
+            cfg, dataset=dataset, sampler=self._train_sampler,
+            seed=self._train_sampler._seed + comm.get_rank(),
+        )
+
+    def build_hooks(self):
+        checkpointables = {"rng": RNGState()}
+        if self._train_sampler is not None:
+            checkpointables["data_sampler"] = self._train_sampler
+        self.checkpointer = AtomicCheckpointer(
+            self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
+            **checkpointables,
+        )
+        return super().build_hooks()
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        if resume and self.start_iter > 0 and self._train_sampler is not None:
+            per_rank = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+            self._train_sampler.skip = self.start_iter * per_rank
+            logger.info("Resumed at iteration %d; the data stream skips %d images per rank",
+                        self.start_iter, self._train_sampler.skip)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

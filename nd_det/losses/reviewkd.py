@@ -20,7 +20,9 @@ _HCL_POOL_SIZES = (4, 2, 1)
 
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "bn":
-        return nn.BatchNorm2d(channels)
+        # ABFs only ever run in training (they feed a loss), so running statistics would never
+        # be used; not tracking them also keeps data-parallel ranks bit-identical
+        return nn.BatchNorm2d(channels, track_running_stats=False)
     if kind == "gn":
         return nn.GroupNorm(32 if channels % 32 == 0 else 1, channels)
     if kind == "none":
@@ -110,20 +112,27 @@ class ReviewKDFusion(nn.Module):
         return outs
 
 
+def _mean_square(x: torch.Tensor) -> torch.Tensor:
+    return x.square().mean()
+
+
 def _hcl_level(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+    """HCL of one level from the difference d = fs - ft, computed once in the working precision:
+    average pooling is linear, so MSE(pool(fs), pool(ft)) = mean(pool(d)^2); the pools run on
+    one tensor instead of two, and only d is kept for the backward pass.  ``ft`` of a lower
+    precision is promoted inside the subtraction, without a float32 copy of it."""
     if fs.numel() == 0:
         # an empty batch: 0 (a mean over no elements would be NaN), still attached to the graph
-        return fs.sum() * 0.0
-    loss = F.mse_loss(fs, ft)
+        return at_least_float32(fs).sum() * 0.0
+    diff = at_least_float32(fs) - ft  # type promotion: float32, or float64 if either is
+    loss = _mean_square(diff)
     weight, total = 1.0, 1.0
-    h = fs.shape[2]
+    h = diff.shape[2]
     for size in _HCL_POOL_SIZES:
         if size >= h:
             continue
         weight /= 2.0
-        loss = loss + weight * F.mse_loss(
-            F.adaptive_avg_pool2d(fs, size), F.adaptive_avg_pool2d(ft, size)
-        )
+        loss = loss + weight * _mean_square(F.adaptive_avg_pool2d(diff, size))
         total += weight
     return loss / total
 
@@ -150,6 +159,6 @@ def hcl_loss(student_feats: Sequence[torch.Tensor],
                 f"hcl_loss: level {level} shapes differ: student {tuple(fs.shape)} vs teacher "
                 f"{tuple(ft.shape)}"
             )
-        term = _hcl_level(at_least_float32(fs), at_least_float32(ft))
+        term = _hcl_level(fs, ft)
         total = term if total is None else total + term
     return total

@@ -1,0 +1,80 @@
+"""Crash-safe training checkpoints.
+
+``AtomicCheckpointer`` is detectron2's DetectionCheckpointer with two guarantees:
+
+* a checkpoint file, and the ``last_checkpoint`` tag, appear under their final name only when
+  complete (written to a temporary file in the same folder, flushed, fsynced, then renamed), so a
+  run killed at any moment leaves either the previous or the new checkpoint, never half of one;
+* a model holding a NaN/inf weight is never saved: the save raises instead.
+"""
+import os
+import tempfile
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = ["AtomicCheckpointer", "NonFiniteWeightsError", "atomic_torch_save", "atomic_write_text"]
+
+
+class NonFiniteWeightsError(FloatingPointError):
+    """The model has NaN/inf weights; they are not written to disk."""
+
+
+def _atomic_write(path: str, write) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """``torch.save(obj, path)``, all or nothing."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def non_finite_entries(state) -> list:
+    return [
+        k for k, v in state.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+
+
+class AtomicCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer with all-or-nothing files and a refusal to save NaN/inf weights."""
+
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        bad = non_finite_entries(data["model"])
+        if bad:
+            raise NonFiniteWeightsError(
+                f"not saving checkpoint {name}: NaN/inf in {len(bad)} weight tensor(s), e.g. "
+                f"{', '.join(bad[:5])}. The last good checkpoint in {self.save_dir} is kept; "
+                "lower the learning rate or the distillation loss weights and resume from it."
+            )
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        path = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", path)
+        os.makedirs(self.save_dir, exist_ok=True)
+        atomic_torch_save(data, path)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        atomic_write_text(last_filename_basename, os.path.join(self.save_dir, "last_checkpoint"))
