@@ -29,6 +29,12 @@ def distill_argument_parser(epilog: str = _EPILOG) -> argparse.ArgumentParser:
         "(repeatable); then name it in DATASETS.TRAIN / DATASETS.TEST",
     )
     parser.add_argument(
+        "--allow-degenerate-boxes",
+        action="store_true",
+        help="--dataset files may hold boxes of zero width/height (logged, then dropped by "
+        "detectron2, as in COCO train2017); without it they are an error",
+    )
+    parser.add_argument(
         "--eval-teacher",
         action="store_true",
         help="with --eval-only: also evaluate the teacher of MODEL.DISTILL on the same test sets "

@@ -20,9 +20,11 @@ logger = logging.getLogger(__name__)
 def setup_cfg(args, freeze: bool = True, log: bool = True,
               splits=("TRAIN", "TEST")) -> CfgNode:
     """get_cfg + nd-det keys + --config-file + overrides; registers --dataset entries and checks
-    that the datasets of ``splits`` (DATASETS.TRAIN / TEST) have NUM_CLASSES classes."""
-    for name, json_file, image_dir in getattr(args, "dataset", []) or []:
-        register_coco_dataset(name, json_file, image_dir)
+    that the datasets of ``splits`` (DATASETS.TRAIN / TEST) have NUM_CLASSES classes.
+
+    With ``log``, detectron2's ``default_setup`` runs too (loggers, config.yaml in OUTPUT_DIR,
+    seeding): tools call ``setup_cfg(args, log=False)`` once up front to fail fast, then again in
+    each worker."""
     cfg = get_cfg()
     add_distill_config(cfg)
     if args.config_file:
@@ -34,12 +36,15 @@ def setup_cfg(args, freeze: bool = True, log: bool = True,
             f"command-line overrides must be KEY VALUE pairs; got an odd list: {args.opts}"
         )
     _merge(cfg.merge_from_list, args.opts, "command-line overrides")
-    check_dataset_classes(cfg, splits)
-    if freeze:
-        cfg.freeze()
     if log:
         default_setup(cfg, args)
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="nd_det")
+    degenerate = "warn" if getattr(args, "allow_degenerate_boxes", False) else "error"
+    for name, json_file, image_dir in getattr(args, "dataset", []) or []:
+        register_coco_dataset(name, json_file, image_dir, degenerate_boxes=degenerate)
+    check_dataset_classes(cfg, splits)
+    if freeze:
+        cfg.freeze()
     return cfg
 
 

@@ -1,0 +1,268 @@
+"""The bad-input matrix: each mistake stops with one clear message naming the file/key and the
+fix, before training starts and without writing outputs; a few legal oddities must just work.
+
+See docs/reliability.md for the table of cases."""
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from nd_det.losses import ClassMeansError
+from nd_det.modeling import DistillConfigError, TeacherError
+from nd_det.modeling.teacher import build_teacher_cfg
+
+from .helpers.tiny_coco import write_tiny_coco
+from .helpers.tiny_distill import (
+    REPO,
+    config_path,
+    tiny_distill_cfg,
+    tiny_distill_opts,
+    write_random_class_means,
+    write_teacher_checkpoint,
+)
+
+TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+CONFIG = config_path("R50_from_R101_nd.yaml")
+ENV = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+
+
+# ---------------------------------------------------------------- teacher weights
+def test_truncated_teacher_weights(tmp_path):
+    cfg = tiny_distill_cfg(str(tmp_path))
+    path = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    with pytest.raises(TeacherError, match=r"cannot load teacher weights "
+                       r"MODEL.DISTILL.TEACHER_WEIGHTS=.*teacher.pth.*complete detectron2"):
+        build_model(cfg)
+
+
+def test_teacher_weights_of_another_architecture(tmp_path):
+    cfg = tiny_distill_cfg(str(tmp_path))
+    # a ResNet-34 teacher's checkpoint for a config that describes a ResNet-18 teacher
+    other = cfg.clone()
+    other.MODEL.DISTILL.TEACHER_OPTS = list(cfg.MODEL.DISTILL.TEACHER_OPTS) + [
+        "MODEL.RESNETS.DEPTH", "34"]
+    write_teacher_checkpoint(other)
+    with pytest.raises(TeacherError, match=r"do not match the teacher built from "
+                       r"MODEL.DISTILL.TEACHER_CONFIG \(unexpected keys: backbone.bottom_up.res2.2"):
+        build_model(cfg)
+
+
+def test_teacher_weights_with_a_wrong_shape(tmp_path):
+    cfg = tiny_distill_cfg(str(tmp_path))
+    other = cfg.clone()
+    other.MODEL.DISTILL.TEACHER_OPTS = list(cfg.MODEL.DISTILL.TEACHER_OPTS) + [
+        "MODEL.ROI_BOX_HEAD.FC_DIM", "32"]
+    write_teacher_checkpoint(other)
+    with pytest.raises(TeacherError, match=r"shape mismatches: roi_heads.box_head.fc1.weight "
+                       r"\(32, .*\) vs model \(64, "):
+        build_model(cfg)
+
+
+def test_teacher_weights_missing_keys(tmp_path):
+    cfg = tiny_distill_cfg(str(tmp_path))
+    path = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["model"]["roi_heads.box_predictor.cls_score.weight"]
+    torch.save(ckpt, path)
+    with pytest.raises(TeacherError, match=r"missing keys: roi_heads.box_predictor.cls_score.weight"):
+        build_model(cfg)
+
+
+def test_teacher_checkpoint_may_carry_allowed_extras(tmp_path):
+    """Old buffers (pixel_mean/std) or an nd-det student's ABF keys are not architecture errors."""
+    cfg = tiny_distill_cfg(str(tmp_path))
+    path = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model"]["pixel_mean"] = torch.zeros(3, 1, 1)
+    ckpt["model"]["distill_losses.0.fusion.abfs.0.reduce.0.weight"] = torch.zeros(1)
+    torch.save(ckpt, path)
+    build_model(cfg)
+
+
+def test_teacher_with_other_number_of_classes(tmp_path):
+    cfg = tiny_distill_cfg(str(tmp_path))
+    cfg.MODEL.DISTILL.TEACHER_OPTS = list(cfg.MODEL.DISTILL.TEACHER_OPTS) + [
+        "MODEL.ROI_HEADS.NUM_CLASSES", "7"]
+    with pytest.raises(DistillConfigError, match="NUM_CLASSES=2 but the teacher .* has 7"):
+        build_model(cfg)
+
+
+def test_unknown_teacher_config_name(tmp_path):
+    cfg = tiny_distill_cfg(str(tmp_path))
+    cfg.MODEL.DISTILL.TEACHER_CONFIG = "COCO-Detection/no_such_model.yaml"
+    with pytest.raises(TeacherError, match="neither an existing file nor a detectron2 model-zoo"):
+        build_model(cfg)
+
+
+def test_bad_teacher_autocast_value(tmp_path):
+    cfg = tiny_distill_cfg(str(tmp_path))
+    cfg.MODEL.DISTILL.TEACHER_AUTOCAST = "fp8"
+    with pytest.raises(DistillConfigError, match=r"TEACHER_AUTOCAST='fp8': use one of"):
+        build_model(cfg)
+
+
+# ---------------------------------------------------------------- class means
+def _corrupt_means(cfg, how):
+    path = cfg.MODEL.DISTILL.CLASS_MEANS
+    if how == "missing":
+        os.remove(path)
+    elif how == "truncated":
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 3])
+    elif how == "not_means":
+        torch.save(torch.randn(3, 64), path)
+    elif how == "nan_row":
+        payload = torch.load(path, weights_only=True)
+        payload["means"][1, 5] = float("nan")
+        torch.save(payload, path)
+
+
+@pytest.mark.parametrize("how, message", [
+    ("missing", r"class-means file not found: .*class_means.pth. Create it with "
+                r"tools/extract_class_means.py"),
+    ("truncated", r"cannot read class-means file .*truncated or not a class-means file"),
+    ("not_means", r"is not an nd-det class-means file"),
+    ("nan_row", r"NaN/inf in class-mean row\(s\) 1"),
+])
+def test_bad_class_means_file(tmp_path, how, message):
+    cfg = tiny_distill_cfg(str(tmp_path))
+    _corrupt_means(cfg, how)
+    with pytest.raises(ClassMeansError, match="MODEL.DISTILL.CLASS_MEANS: .*" + message):
+        build_model(cfg)
+
+
+def test_class_means_of_another_teacher_warn(tmp_path, caplog):
+    cfg = tiny_distill_cfg(str(tmp_path))
+    other = cfg.clone()
+    other.MODEL.DISTILL.TEACHER_WEIGHTS = "some/other_teacher.pkl"
+    write_random_class_means(other)  # same shape, metadata of another teacher
+    # the class-means path is the same key in both configs
+    assert other.MODEL.DISTILL.CLASS_MEANS == cfg.MODEL.DISTILL.CLASS_MEANS
+    with caplog.at_level(logging.WARNING, logger="nd_det"):
+        build_model(cfg)
+    assert "may come from another teacher (teacher_weights: file has 'some/other_teacher.pkl'" \
+        in caplog.text
+
+
+def test_student_and_teacher_embedding_sizes_differ(tmp_path):
+    cfg = tiny_distill_cfg(str(tmp_path), "R50_from_R101_kd_nd.yaml")
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 48
+    with pytest.raises(ValueError, match=r"student box head gives 48 .* teacher 64"):
+        build_model(cfg)
+
+
+# ---------------------------------------------------------------- datasets, through train_net
+def _train_net(tmp_path, json_path, image_dir, *extra, flags=()):
+    opts = tiny_distill_opts(str(tmp_path)) + [
+        "DATASETS.TRAIN", "('bad_train',)", "DATASETS.TEST", "()",
+        "DATALOADER.NUM_WORKERS", "0", "SOLVER.MAX_ITER", "1", *extra]
+    cfg_file = CONFIG
+    from detectron2.config import get_cfg
+
+    from nd_det import add_distill_config
+
+    cfg = get_cfg()
+    add_distill_config(cfg)
+    cfg.merge_from_file(cfg_file)
+    cfg.merge_from_list(opts)
+    if not os.path.exists(cfg.MODEL.DISTILL.TEACHER_WEIGHTS):
+        write_teacher_checkpoint(cfg)
+        write_random_class_means(cfg)
+    cmd = [sys.executable, TRAIN_NET, "--config-file", cfg_file, *flags,
+           "--dataset", "bad_train", str(json_path), str(image_dir), *opts]
+    return subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def _edit(json_path, edit):
+    data = json.loads(json_path.read_text())
+    edit(data)
+    json_path.write_text(json.dumps(data))
+
+
+def _drop_first_image_file(data, image_dir):
+    os.remove(os.path.join(image_dir, data["images"][0]["file_name"]))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_image", "1 of 4 image files listed in it are missing under"),
+    ("box_outside", "annotation id 1: box [x, y, width, height] = [500, 10, 20, 20] lies outside "
+                    "its image"),
+    ("zero_area", "annotation(s) have a box with zero or negative width or height: annotation "
+                  "id 1"),
+    ("unknown_category", "annotation id 1 has category_id 42"),
+    ("not_json", "is not valid JSON"),
+])
+def test_bad_coco_dataset_stops_train_net(tmp_path, case, message):
+    json_path, image_dir = write_tiny_coco(tmp_path / "data", num_images=4, seed=3)
+    if case == "missing_image":
+        _edit(json_path, lambda d: _drop_first_image_file(d, image_dir))
+    elif case == "box_outside":
+        _edit(json_path, lambda d: d["annotations"][0].update(bbox=[500, 10, 20, 20]))
+    elif case == "zero_area":
+        _edit(json_path, lambda d: d["annotations"][0].update(bbox=[5, 5, 0, 20]))
+    elif case == "unknown_category":
+        _edit(json_path, lambda d: d["annotations"][0].update(category_id=42))
+    elif case == "not_json":
+        json_path.write_text('{"images": [')
+    proc = _train_net(tmp_path, json_path, image_dir)
+    assert proc.returncode == 2, (proc.stdout + proc.stderr)[-3000:]
+    assert "ERROR: " in proc.stderr and message in proc.stderr
+    assert str(json_path) in proc.stderr  # the message names the file
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "output")  # nothing was written
+
+
+def test_zero_area_boxes_allowed_on_request(tmp_path):
+    json_path, image_dir = write_tiny_coco(tmp_path / "data", num_images=4, seed=3)
+    _edit(json_path, lambda d: d["annotations"][0].update(bbox=[5, 5, 0, 20]))
+    proc = _train_net(tmp_path, json_path, image_dir)
+    assert proc.returncode == 2
+    proc = _train_net(tmp_path, json_path, image_dir, flags=["--allow-degenerate-boxes"])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert (tmp_path / "output" / "model_final.pth").is_file()
+
+
+def test_non_contiguous_categories_and_empty_images_train(tmp_path):
+    """Legal COCO: category ids 3 and 20, and images without any box."""
+    json_path, image_dir = write_tiny_coco(tmp_path / "data", num_images=5, seed=3,
+                                           category_ids=(3, 20), empty_images=2)
+    proc = _train_net(tmp_path, json_path, image_dir, "SOLVER.MAX_ITER", "2")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "2 of 5 images have no box" in log
+    assert (tmp_path / "output" / "model_final.pth").is_file()
+
+
+def test_missing_config_file(tmp_path):
+    proc = subprocess.run([sys.executable, TRAIN_NET, "--config-file", "no/such.yaml"],
+                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "ERROR: --config-file no/such.yaml: file not found" in proc.stderr
+
+
+def test_teacher_config_is_checked_before_weights_download(tmp_path):
+    """A wrong class-means file is reported before the (possibly remote) teacher weights are
+    read: the URL below would fail if it were fetched."""
+    cfg = tiny_distill_cfg(str(tmp_path))
+    _corrupt_means(cfg, "not_means")
+    teacher_cfg = build_teacher_cfg(cfg)
+    assert teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2
+    cfg.MODEL.DISTILL.TEACHER_WEIGHTS = "https://invalid.invalid/teacher.pkl"
+    with pytest.raises(ClassMeansError, match="is not an nd-det class-means file"):
+        build_model(cfg)
+
+
+def test_teacher_checkpoint_written_by_detectron2_loads_exactly(tmp_path):
+    """A teacher checkpoint written by detectron2's checkpointer loads with every key matched."""
+    cfg = tiny_distill_cfg(str(tmp_path))
+    model = build_model(cfg)
+    ckpt = torch.load(cfg.MODEL.DISTILL.TEACHER_WEIGHTS, weights_only=True)["model"]
+    assert set(ckpt) == set(model.teacher.state_dict())
+    assert all(torch.equal(ckpt[k], v) for k, v in model.teacher.state_dict().items())
