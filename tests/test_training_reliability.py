@@ -160,3 +160,47 @@ def test_two_process_gloo_training_keeps_ranks_in_sync(tmp_path):
     ddp = [ddp_eval["bbox"][k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
     for a, b in zip(single, ddp):
         assert (math.isnan(a) and math.isnan(b)) or abs(a - b) < 1e-4, (single, ddp)
+
+
+def test_checkpointer_refuses_nan_weights_and_keeps_the_last_good_file(tmp_path):
+    from nd_det.engine.checkpoint import AtomicCheckpointer, NonFiniteWeightsError
+
+    model = torch.nn.Linear(3, 2)
+    checkpointer = AtomicCheckpointer(model, save_dir=str(tmp_path))
+    checkpointer.save("model_0000001")
+    good = (tmp_path / "model_0000001.pth").read_bytes()
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    try:
+        checkpointer.save("model_0000002")
+    except NonFiniteWeightsError as e:
+        assert "NaN/inf in 1 weight tensor(s), e.g. weight" in str(e)
+    else:
+        raise AssertionError("a NaN model was saved")
+    assert not (tmp_path / "model_0000002.pth").exists()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert (tmp_path / "model_0000001.pth").read_bytes() == good
+
+
+def test_checkpoint_write_interrupted_midway_leaves_no_partial_file(tmp_path, monkeypatch):
+    from nd_det.engine import checkpoint as ckpt_module
+
+    model = torch.nn.Linear(3, 2)
+    checkpointer = ckpt_module.AtomicCheckpointer(model, save_dir=str(tmp_path))
+    checkpointer.save("model_final")
+    before = (tmp_path / "model_final.pth").read_bytes()
+
+    def dying_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # e.g. the job is cancelled while writing
+
+    monkeypatch.setattr(ckpt_module.torch, "save", dying_save)
+    with torch.no_grad():
+        model.weight.add_(1.0)  # newer weights that never make it to disk
+    try:
+        checkpointer.save("model_final")
+    except KeyboardInterrupt:
+        pass
+    assert (tmp_path / "model_final.pth").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_final.pth"]
+
