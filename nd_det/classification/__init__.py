@@ -1,0 +1,25 @@
+"""Classification distillation with the ND loss: KD++, DKD++, ReviewKD++ and DIST++.
+
+Torch + torchvision only (no detectron2); the losses come from :mod:`nd_det.losses`.
+
+- ``models``: CIFAR-100 and ImageNet classifiers returning :class:`ClassifierOutput`
+  (logits, penultimate embedding, stage features), built by name.
+- ``data``: CIFAR-100, ImageNet-style folders, Fashion-MNIST (IDX) and scikit-learn digits.
+- ``loss_terms`` + :class:`Distiller`: CE plus any of kd / dkd / reviewkd / dist / nd by name.
+- ``trainer``: the training loop (torchrun/DDP, AMP, checkpoints, TensorBoard + JSON lines).
+- :func:`extract_class_means`: teacher class means in the format shared with detection.
+"""
+from .class_means_extraction import extract_class_means
+from .config import ConfigError, apply_overrides, load_config
+from .distiller import Distiller, warm_up_factor
+from .loss_terms import TermContext, available_loss_terms, build_loss_terms
+from .models import available_classifiers, build_classifier
+from .outputs import ClassifierOutput
+from .trainer import ClassificationTrainer, TrainingResult, run_evaluation, run_training
+
+__all__ = [
+    "ClassifierOutput", "build_classifier", "available_classifiers",
+    "Distiller", "warm_up_factor", "TermContext", "build_loss_terms", "available_loss_terms",
+    "extract_class_means", "load_config", "apply_overrides", "ConfigError",
+    "ClassificationTrainer", "TrainingResult", "run_training", "run_evaluation",
+]

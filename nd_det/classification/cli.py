@@ -1,0 +1,103 @@
+"""Command lines behind tools/train_cls.py and tools/extract_cls_means.py (kept here so the tools
+stay thin and the logic is importable and tested)."""
+import argparse
+import os
+import time
+from typing import List, Optional
+
+from torch.utils.data import DataLoader
+
+from ..losses import save_class_means
+from .checkpoint import file_sha256, load_model_weights
+from .config import apply_overrides, load_config
+from .data import ShardSampler, build_dataset
+from .class_means_extraction import extract_class_means
+from .distributed import cleanup_distributed, init_distributed
+from .models import build_classifier
+from .teacher import class_means_metadata
+from .trainer import amp_dtype_for, run_evaluation, run_training
+
+__all__ = ["train_main", "extract_class_means_main"]
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Train a classifier (teacher, student alone, or a distilled student: KD++, "
+        "DKD++, ReviewKD++, DIST++) from a yaml config. Multi-GPU / multi-node: launch with "
+        "torchrun --nproc_per_node N [--nnodes M ...] tools/train_cls.py ...",
+    )
+    p.add_argument("--config", required=True, help="yaml config (configs/classification/...)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
+                   help="resume from CHECKPOINT, or (no value) from <output_dir>/"
+                   "last_checkpoint.pth when it exists")
+    p.add_argument("--eval-only", action="store_true",
+                   help="only evaluate top-1/top-5 of --weights (or model.weights)")
+    p.add_argument("--weights", help="weights to evaluate with --eval-only")
+    p.add_argument("--amp", action="store_true", help="mixed precision (sets train.amp: true)")
+    p.add_argument("--output-dir", help="sets train.output_dir")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. solver.epochs=2 data.root=datasets/cifar100")
+    return p
+
+
+def train_main(argv: Optional[List[str]] = None):
+    args = _train_parser().parse_args(argv)
+    overrides = list(args.overrides)
+    if args.amp:
+        overrides.append("train.amp=true")
+    if args.output_dir:
+        overrides.append(f"train.output_dir={args.output_dir}")
+    cfg = apply_overrides(load_config(args.config), overrides)
+    try:
+        if args.eval_only:
+            return run_evaluation(cfg, args.weights)
+        return run_training(cfg, resume=args.resume)
+    finally:
+        cleanup_distributed()
+
+
+def _extract_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Compute a trained teacher's class means (mean penultimate embedding per "
+        "class over the training set, teacher in eval mode, no augmentation) for the ND loss.")
+    p.add_argument("--config", required=True,
+                   help="the TEACHER's training config (gives the model and the dataset)")
+    p.add_argument("--weights", required=True, help="the trained teacher (model_final.pth or a "
+                   "raw state dict)")
+    p.add_argument("--output", help="class-means file (default: class_means.pth next to "
+                   "--weights)")
+    p.add_argument("--batch-size", type=int, default=256, help="per process")
+    p.add_argument("--amp", action="store_true", help="autocast the teacher's forward pass")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    return p
+
+
+def extract_class_means_main(argv: Optional[List[str]] = None):
+    args = _extract_parser().parse_args(argv)
+    cfg = apply_overrides(load_config(args.config), args.overrides)
+    output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.weights)),
+                                         "class_means.pth")
+    ctx = init_distributed(cfg["train"]["device"])
+    try:
+        dataset, info = build_dataset(cfg["data"], train=True, augment=False)
+        model = build_classifier(cfg["model"]["name"], info.num_classes, info.in_channels)
+        load_model_weights(model, args.weights, what="teacher")
+        model.to(ctx.device)
+        loader = DataLoader(dataset, batch_size=args.batch_size,
+                            sampler=ShardSampler(len(dataset), ctx.rank, ctx.world_size),
+                            num_workers=int(cfg["data"]["num_workers"]),
+                            pin_memory=ctx.device.type == "cuda")
+        metadata = class_means_metadata(cfg["model"]["name"], args.weights,
+                                        file_sha256(args.weights), cfg.get("_source"),
+                                        cfg["data"]["name"])
+        start = time.time()
+        table = extract_class_means(model, loader, info.num_classes, ctx.device, metadata,
+                                    amp_dtype_for(ctx.device, args.amp), info.classes)
+        if ctx.is_main:
+            save_class_means(output, table)
+            print(f"class means of {cfg['model']['name']} ({table.num_classes} x {table.dim}) "
+                  f"from {int(table.counts.sum())} training images in {time.time() - start:.1f} s "
+                  f"-> {output}", flush=True)
+        return table
+    finally:
+        cleanup_distributed()

@@ -1,0 +1,30 @@
+"""A dataset of uint8 images held in memory as one (N, C, H, W) tensor."""
+from typing import Optional, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["InMemoryImages"]
+
+
+class InMemoryImages(Dataset):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None,
+                 classes: Optional[Sequence[str]] = None):
+        if images.dim() != 4 or images.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 images (N, C, H, W); got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        if labels.shape != images.shape[:1]:
+            raise ValueError(f"expected {images.shape[0]} labels; got {tuple(labels.shape)}")
+        self.images = images
+        self.targets = labels.to(torch.int64)
+        self.transform = transform
+        self.classes = list(classes) if classes is not None else None
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int):
+        image = self.images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.targets[index])

@@ -1,0 +1,48 @@
+"""Logit-based terms: KD (Hinton et al.), DKD (Zhao et al.), DIST (Huang et al.)."""
+from ...losses import dist_loss, dkd_loss, kd_loss
+from .base import LossTerm
+from .registry import register_loss_term
+
+__all__ = ["KDTerm", "DKDTerm", "DISTTerm"]
+
+
+@register_loss_term
+class KDTerm(LossTerm):
+    name = "kd"
+    warm_up_by_default = True
+
+    def __init__(self, context, weight: float = 1.0, warm_up=None, temperature: float = 4.0):
+        super().__init__(weight, warm_up)
+        self.temperature = float(temperature)
+
+    def compute(self, student, teacher, labels):
+        return kd_loss(student.logits, teacher.logits, self.temperature)
+
+
+@register_loss_term
+class DKDTerm(LossTerm):
+    name = "dkd"
+    warm_up_by_default = True
+
+    def __init__(self, context, weight: float = 1.0, warm_up=None, alpha: float = 1.0,
+                 beta: float = 8.0, temperature: float = 4.0):
+        super().__init__(weight, warm_up)
+        self.alpha, self.beta, self.temperature = float(alpha), float(beta), float(temperature)
+
+    def compute(self, student, teacher, labels):
+        return dkd_loss(student.logits, teacher.logits, labels, self.alpha, self.beta,
+                        self.temperature)
+
+
+@register_loss_term
+class DISTTerm(LossTerm):
+    name = "dist"
+    warm_up_by_default = True
+
+    def __init__(self, context, weight: float = 1.0, warm_up=None, beta: float = 1.0,
+                 gamma: float = 1.0, temperature: float = 4.0):
+        super().__init__(weight, warm_up)
+        self.beta, self.gamma, self.temperature = float(beta), float(gamma), float(temperature)
+
+    def compute(self, student, teacher, labels):
+        return dist_loss(student.logits, teacher.logits, self.beta, self.gamma, self.temperature)

@@ -1,0 +1,38 @@
+"""ND (norm and direction) on the penultimate embeddings, against the teacher's class means.
+
+When the student's embedding size differs from the teacher's, a projection (BatchNorm1d ->
+Dropout -> Linear) maps the student embedding to the teacher's size for this term only; the
+student's classifier keeps its own embedding."""
+from torch import nn
+
+from ...losses import EmbeddingProjection, NDLoss
+from .base import LossTerm
+from .registry import register_loss_term
+
+__all__ = ["NDTerm"]
+
+
+@register_loss_term
+class NDTerm(LossTerm):
+    name = "nd"
+
+    def __init__(self, context, weight: float = 1.0, warm_up=None, dropout: float = 0.5):
+        super().__init__(weight, warm_up)
+        means = context.class_means
+        s_dim = context.student.embedding_dim
+        t_dim = context.teacher.embedding_dim
+        if means is None:
+            raise ValueError("loss term 'nd' needs the teacher's class means: set "
+                             "distill.class_means to a file made by tools/extract_cls_means.py")
+        if means.dim != t_dim or means.num_classes != context.student.num_classes:
+            raise ValueError(
+                f"class means are ({means.num_classes}, {means.dim}) but the teacher embedding "
+                f"has {t_dim} dimensions and the student {context.student.num_classes} classes; "
+                "re-extract them for this teacher and dataset"
+            )
+        self.projection = (EmbeddingProjection(s_dim, t_dim, dropout) if s_dim != t_dim
+                           else nn.Identity())
+        self.nd = NDLoss(means.means)
+
+    def compute(self, student, teacher, labels):
+        return self.nd(self.projection(student.embedding), teacher.embedding, labels)

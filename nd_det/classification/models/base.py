@@ -1,0 +1,53 @@
+"""Common head of every classifier: global average pooling, linear layer, ClassifierOutput."""
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..outputs import ClassifierOutput
+
+__all__ = ["Classifier"]
+
+
+class Classifier(nn.Module):
+    """Base class.  A subclass builds its body, then calls ``_init_head`` and implements
+    ``forward_features(x) -> (stage_features, final_map)``.
+
+    ``stage_features`` are the intermediate maps ReviewKD fuses (shallow -> deep) and
+    ``final_map`` is the map that is average-pooled into the embedding.  Pooling is adaptive,
+    so every model accepts any input size its down-sampling allows.
+    """
+
+    num_classes: int
+    embedding_dim: int
+    feature_channels: List[int]
+
+    def _init_head(self, stage_channels: Sequence[int], embedding_dim: int,
+                   num_classes: int) -> None:
+        self.num_classes = int(num_classes)
+        self.embedding_dim = int(embedding_dim)
+        self.feature_channels = [int(c) for c in stage_channels] + [self.embedding_dim]
+        self.fc = nn.Linear(self.embedding_dim, self.num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> ClassifierOutput:
+        stages, final_map = self.forward_features(x)
+        embedding = F.adaptive_avg_pool2d(final_map, 1).flatten(1)
+        logits = self.fc(embedding)
+        features = list(stages) + [embedding[:, :, None, None]]
+        return ClassifierOutput(logits=logits, embedding=embedding, features=features)
+
+
+def init_conv_bn(module: nn.Module) -> None:
+    """Kaiming-normal convolutions, unit-scale BatchNorm, zero biases (the usual CIFAR init)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

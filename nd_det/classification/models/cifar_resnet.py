@@ -1,0 +1,85 @@
+"""CIFAR ResNets (He et al., 2016, section 4.2) in the widths used by the KD literature.
+
+Three stages of BasicBlocks at strides 1, 2, 2 after a 3x3 stem (no max-pool):
+``resnet{depth}`` has widths 16/16/32/64 and ``resnet{depth}x4`` 32/64/128/256, with
+(depth - 2) / 6 blocks per stage.  Embedding: the last stage's width (64, or 256 for x4).
+"""
+from typing import List, Sequence
+
+from torch import nn
+
+from .base import Classifier, init_conv_bn
+from .registry import register_classifier
+
+__all__ = ["CifarResNet"]
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class CifarResNet(Classifier):
+    """Stem width ``widths[0]``, then three stages of widths ``widths[1:]``."""
+
+    def __init__(self, depth: int, widths: Sequence[int], num_classes: int, in_channels: int = 3):
+        super().__init__()
+        if (depth - 2) % 6 != 0 or depth < 8:
+            raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1; got {depth}")
+        blocks = (depth - 2) // 6
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        stages: List[nn.Module] = []
+        channels = widths[0]
+        for stage, (width, stride) in enumerate(zip(widths[1:], (1, 2, 2))):
+            layers = []
+            for i in range(blocks):
+                layers.append(BasicBlock(channels, width, stride if i == 0 else 1))
+                channels = width
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.ModuleList(stages)
+        init_conv_bn(self)
+        self._init_head(widths[1:], channels, num_classes)
+
+    def forward_features(self, x):
+        x = self.stem(x)
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats, x
+
+
+def _register(depth: int, widths: Sequence[int], suffix: str = ""):
+    name = f"resnet{depth}{suffix}"
+
+    @register_classifier(name, "cifar", f"CIFAR ResNet-{depth}, stage widths {list(widths[1:])}")
+    def build(num_classes: int, in_channels: int = 3) -> CifarResNet:
+        return CifarResNet(depth, widths, num_classes, in_channels)
+
+    return build
+
+
+for _depth in (8, 14, 20, 32, 44, 56, 110):
+    _register(_depth, (16, 16, 32, 64))
+for _depth in (8, 32):
+    _register(_depth, (32, 64, 128, 256), "x4")

@@ -1,0 +1,81 @@
+"""ShuffleNetV1 for CIFAR (Zhang et al., 2018), 3 groups, stage widths 240/480/960, 4/8/4 units.
+
+The variant of the KD literature: a 1x1 stem to 24 channels at full resolution, then three
+stages that each start with a stride-2 unit, so 32x32 inputs give 16, 8 and 4 pixels.
+Embedding: 960.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Classifier, init_conv_bn
+from .channel_shuffle import channel_shuffle
+from .registry import register_classifier
+
+__all__ = ["ShuffleNetV1"]
+
+STEM_CHANNELS = 24
+
+
+class ShuffleUnit(nn.Module):
+    """1x1 group conv -> shuffle -> 3x3 depthwise -> 1x1 group conv, with an added (stride 1) or
+    concatenated average-pooled (stride 2) shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, groups: int):
+        super().__init__()
+        self.stride = stride
+        branch_out = out_channels - in_channels if stride == 2 else out_channels
+        mid = branch_out // 4
+        # the first unit sees the 24-channel stem, which is not split into groups
+        first_groups = 1 if in_channels == STEM_CHANNELS else groups
+        self.first_groups = first_groups
+        self.conv1 = nn.Conv2d(in_channels, mid, 1, groups=first_groups, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, branch_out, 1, groups=groups, bias=False)
+        self.bn3 = nn.BatchNorm2d(branch_out)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = channel_shuffle(out, self.first_groups)
+        out = self.bn2(self.conv2(out))
+        out = self.bn3(self.conv3(out))
+        if self.stride == 2:
+            return F.relu(torch.cat([out, F.avg_pool2d(x, 3, 2, 1)], dim=1))
+        return F.relu(out + x)
+
+
+class ShuffleNetV1(Classifier):
+    def __init__(self, num_classes: int, in_channels: int = 3, widths=(240, 480, 960),
+                 units=(4, 8, 4), groups: int = 3):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, STEM_CHANNELS, 1, bias=False),
+            nn.BatchNorm2d(STEM_CHANNELS),
+            nn.ReLU(inplace=True),
+        )
+        channels = STEM_CHANNELS
+        stages = []
+        for width, count in zip(widths, units):
+            layers = []
+            for i in range(count):
+                layers.append(ShuffleUnit(channels, width, 2 if i == 0 else 1, groups))
+                channels = width
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.ModuleList(stages)
+        init_conv_bn(self)
+        self._init_head(widths, channels, num_classes)
+
+    def forward_features(self, x):
+        x = self.stem(x)
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats, x
+
+
+@register_classifier("shufflenet_v1", "cifar", "ShuffleNetV1 (g=3) for CIFAR")
+def build_shufflenet_v1(num_classes: int, in_channels: int = 3) -> ShuffleNetV1:
+    return ShuffleNetV1(num_classes, in_channels)

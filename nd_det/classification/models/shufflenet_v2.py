@@ -1,0 +1,90 @@
+"""ShuffleNetV2 1.0x for CIFAR (Ma et al., 2018): stage widths 116/232/464, a 1x1 conv to 1024.
+
+A 3x3 stride-1 stem to 24 channels, then three stages each opened by a stride-2 unit and followed
+by 3, 7 and 3 split units; 32x32 inputs give 16, 8 and 4 pixels.  Embedding: 1024.
+"""
+import torch
+from torch import nn
+
+from .base import Classifier, init_conv_bn
+from .channel_shuffle import channel_shuffle
+from .registry import register_classifier
+
+__all__ = ["ShuffleNetV2"]
+
+
+def _conv_bn(in_channels, out_channels, kernel, stride=1, groups=1, relu=True):
+    layers = [
+        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_channels),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class SplitUnit(nn.Module):
+    """Stride 1: half the channels pass through, the other half go through the branch."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        half = channels // 2
+        self.branch = nn.Sequential(
+            _conv_bn(half, half, 1),
+            _conv_bn(half, half, 3, groups=half, relu=False),
+            _conv_bn(half, half, 1),
+        )
+
+    def forward(self, x):
+        keep, work = x.chunk(2, dim=1)
+        return channel_shuffle(torch.cat([keep, self.branch(work)], dim=1), 2)
+
+
+class DownUnit(nn.Module):
+    """Stride 2: both halves of the output come from the whole input through two branches."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        half = out_channels // 2
+        self.left = nn.Sequential(
+            _conv_bn(in_channels, in_channels, 3, 2, groups=in_channels, relu=False),
+            _conv_bn(in_channels, half, 1),
+        )
+        self.right = nn.Sequential(
+            _conv_bn(in_channels, half, 1),
+            _conv_bn(half, half, 3, 2, groups=half, relu=False),
+            _conv_bn(half, half, 1),
+        )
+
+    def forward(self, x):
+        return channel_shuffle(torch.cat([self.left(x), self.right(x)], dim=1), 2)
+
+
+class ShuffleNetV2(Classifier):
+    def __init__(self, num_classes: int, in_channels: int = 3, widths=(116, 232, 464),
+                 units=(3, 7, 3), last_channels: int = 1024):
+        super().__init__()
+        self.stem = _conv_bn(in_channels, 24, 3)
+        channels = 24
+        stages = []
+        for width, count in zip(widths, units):
+            stages.append(nn.Sequential(DownUnit(channels, width),
+                                        *[SplitUnit(width) for _ in range(count)]))
+            channels = width
+        self.stages = nn.ModuleList(stages)
+        self.last = _conv_bn(channels, last_channels, 1)
+        init_conv_bn(self)
+        self._init_head(widths, last_channels, num_classes)
+
+    def forward_features(self, x):
+        x = self.stem(x)
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats, self.last(x)
+
+
+@register_classifier("shufflenet_v2", "cifar", "ShuffleNetV2 1.0x for CIFAR")
+def build_shufflenet_v2(num_classes: int, in_channels: int = 3) -> ShuffleNetV2:
+    return ShuffleNetV2(num_classes, in_channels)

@@ -1,0 +1,73 @@
+"""Wide ResNets for CIFAR (Zagoruyko & Komodakis, 2016): WRN-depth-k, pre-activation blocks.
+
+Three stages of widths 16k/32k/64k at strides 1, 2, 2, (depth - 4) / 6 blocks each, a final
+BatchNorm + ReLU before pooling.  Embedding: 64k (WRN-40-1: 64, WRN-40-2: 128).
+"""
+from torch import nn
+
+from .base import Classifier, init_conv_bn
+from .registry import register_classifier
+
+__all__ = ["WideResNet"]
+
+
+class PreActBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.relu = nn.ReLU(inplace=False)
+        self.projection = None
+        if stride != 1 or in_channels != out_channels:
+            self.projection = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
+
+    def forward(self, x):
+        pre = self.relu(self.bn1(x))
+        out = self.conv1(pre)
+        out = self.conv2(self.relu(self.bn2(out)))
+        shortcut = x if self.projection is None else self.projection(pre)
+        return out + shortcut
+
+
+class WideResNet(Classifier):
+    def __init__(self, depth: int, widen: int, num_classes: int, in_channels: int = 3):
+        super().__init__()
+        if (depth - 4) % 6 != 0 or depth < 10:
+            raise ValueError(f"WRN depth must be 6n + 4 with n >= 1; got {depth}")
+        blocks = (depth - 4) // 6
+        widths = [16 * widen, 32 * widen, 64 * widen]
+        self.stem = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        channels = 16
+        stages = []
+        for width, stride in zip(widths, (1, 2, 2)):
+            layers = []
+            for i in range(blocks):
+                layers.append(PreActBlock(channels, width, stride if i == 0 else 1))
+                channels = width
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.ModuleList(stages)
+        self.final = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        init_conv_bn(self)
+        self._init_head(widths, channels, num_classes)
+
+    def forward_features(self, x):
+        x = self.stem(x)
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats, self.final(x)
+
+
+def _register(depth: int, widen: int):
+    @register_classifier(f"wrn_{depth}_{widen}", "cifar", f"Wide ResNet-{depth}-{widen}")
+    def build(num_classes: int, in_channels: int = 3) -> WideResNet:
+        return WideResNet(depth, widen, num_classes, in_channels)
+
+    return build
+
+
+for _depth, _widen in ((16, 1), (16, 2), (40, 1), (40, 2)):
+    _register(_depth, _widen)

@@ -1,0 +1,123 @@
+"""Small builders shared by the classification tests: tiny configs on real (scikit-learn digits)
+data, a saved teacher, its class means, and CIFAR-100 files in the official pickle format."""
+import io
+import os
+import pickle
+import struct
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+import yaml
+
+from nd_det.classification.config import apply_overrides, load_config
+
+DIGITS_TRAIN = 96   # training images used by the tiny runs (all 10 classes present)
+DIGITS_TEST = 40
+
+
+def write_yaml(path, data: Dict) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    return str(path)
+
+
+def tiny_config(tmp_path, name: str = "run", overrides=(), distill: Optional[Dict] = None,
+                model: str = "resnet8", epochs: int = 1) -> Dict:
+    """A checked config (through load_config) training ``model`` on a digits subset, on CPU."""
+    data = {
+        "model": {"name": model},
+        "data": {"name": "digits", "train_subset": DIGITS_TRAIN, "test_subset": DIGITS_TEST,
+                 "num_workers": 0},
+        "solver": {"epochs": epochs, "batch_size": 32, "eval_batch_size": 64, "lr": 0.05,
+                   "lr_schedule": "multistep", "lr_milestones": [1], "lr_gamma": 0.5},
+        "train": {"output_dir": str(tmp_path / name), "device": "cpu", "log_period": 2,
+                  "tensorboard": False},
+    }
+    if distill:
+        data["distill"] = distill
+    path = write_yaml(tmp_path / f"{name}.yaml", data)
+    return apply_overrides(load_config(path), overrides)
+
+
+def save_random_teacher(path, name: str = "wrn_16_2", num_classes: int = 10,
+                        in_channels: int = 1, seed: int = 1) -> str:
+    """A randomly initialised teacher saved as a raw state dict (a stand-in for trained weights)."""
+    from nd_det.classification.models import build_classifier
+
+    torch.manual_seed(seed)
+    model = build_classifier(name, num_classes, in_channels)
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
+def distill_section(tmp_path, losses: Dict, teacher: str = "wrn_16_2",
+                    warm_up_epochs: int = 0) -> Dict:
+    """A saved random teacher plus its class means on the tiny digits split, extracted with the
+    real tool; returns the ``distill`` config section that uses them."""
+    from nd_det.classification.cli import extract_class_means_main
+
+    weights = save_random_teacher(tmp_path / f"teacher_{teacher}.pth", teacher)
+    means = tmp_path / f"means_{teacher}.pth"
+    if not means.exists():
+        teacher_cfg = write_yaml(tmp_path / f"teacher_{teacher}.yaml", {
+            "model": {"name": teacher},
+            "data": {"name": "digits", "train_subset": DIGITS_TRAIN, "num_workers": 0},
+            "train": {"device": "cpu"},
+        })
+        extract_class_means_main(["--config", teacher_cfg, "--weights", weights,
+                                  "--output", str(means), "--batch-size", "64"])
+    return {"teacher": {"name": teacher, "weights": weights}, "class_means": str(means),
+            "warm_up_epochs": warm_up_epochs, "losses": losses}
+
+
+# ---------------------------------------------------------------- CIFAR-100 python format
+class _Python2Pickler(pickle._Pickler):
+    """Writes ``bytes`` the way Python 2 wrote its ``str`` (SHORT_BINSTRING / BINSTRING opcodes),
+    which is how the official CIFAR-100 files store their keys (b'data', b'fine_labels', ...)
+    and array buffers."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_py2_str(self, obj):
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+
+
+def dump_python2_pickle(obj, path) -> None:
+    buffer = io.BytesIO()
+    _Python2Pickler(buffer, protocol=2).dump(obj)
+    with open(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def write_tiny_cifar100(root, n_train: int = 6, n_test: int = 4, seed: int = 0):
+    """``<root>/cifar-100-python/{train,test,meta}`` with the official keys and layouts:
+    b'data' (N, 3072) uint8 in channel-major (R plane, G plane, B plane) order, b'fine_labels',
+    b'coarse_labels', b'filenames', b'batch_label'; meta with b'fine_label_names' (100) and
+    b'coarse_label_names' (20).  Returns {split: (data, fine_labels)}."""
+    rng = np.random.RandomState(seed)
+    folder = os.path.join(root, "cifar-100-python")
+    os.makedirs(folder, exist_ok=True)
+    written = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        data = rng.randint(0, 256, size=(n, 3072)).astype(np.uint8)
+        fine = [int(v) for v in rng.randint(0, 100, size=n)]
+        entry = {
+            b"filenames": [f"img_{split}_{i}.png".encode() for i in range(n)],
+            b"batch_label": f"{split}ing batch 1 of 1".encode(),
+            b"fine_labels": fine,
+            b"coarse_labels": [v // 5 for v in fine],
+            b"data": data,
+        }
+        dump_python2_pickle(entry, os.path.join(folder, split))
+        written[split] = (data, fine)
+    meta = {b"fine_label_names": [f"fine{i:02d}".encode() for i in range(100)],
+            b"coarse_label_names": [f"coarse{i:02d}".encode() for i in range(20)]}
+    dump_python2_pickle(meta, os.path.join(folder, "meta"))
+    return written

@@ -1,0 +1,121 @@
+"""The distiller composes named loss terms from nd_det.losses with weights, warm-up and the ND
+projection; the teacher stays frozen and outside the student's state."""
+import pytest
+import torch
+
+from nd_det.classification import Distiller, TermContext, build_classifier, build_loss_terms
+from nd_det.classification.distiller import warm_up_factor
+from nd_det.losses import ClassMeans, dkd_loss, dist_loss, hcl_loss, kd_loss, nd_loss
+
+NUM_CLASSES = 5
+
+
+def _setup(losses, student="resnet8", teacher="wrn_16_2", warm_up=0):
+    torch.manual_seed(0)
+    s = build_classifier(student, NUM_CLASSES)
+    t = build_classifier(teacher, NUM_CLASSES)
+    means = ClassMeans(torch.randn(NUM_CLASSES, t.embedding_dim),
+                       torch.ones(NUM_CLASSES, dtype=torch.int64))
+    terms = build_loss_terms(losses, TermContext(s, t, means))
+    return Distiller(s, t, terms, warm_up), means
+
+
+def _batch(n=6, size=16):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 3, size, size, generator=g), torch.arange(n) % NUM_CLASSES
+
+
+def test_warm_up_factor():
+    assert [warm_up_factor(e, 4) for e in (0, 1, 2, 4, 9)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    assert warm_up_factor(0, 0) == 1.0
+
+
+def test_each_term_equals_the_loss_core_times_its_weight():
+    losses = {"ce": {"weight": 0.5}, "kd": {"weight": 2.0, "temperature": 3.0},
+              "dkd": {"weight": 1.5, "alpha": 0.7, "beta": 5.0, "temperature": 2.0},
+              "dist": {"weight": 3.0, "beta": 2.0, "gamma": 0.5, "temperature": 4.0},
+              "reviewkd": {"weight": 1.2, "mid_channels": 16}, "nd": {"weight": 2.5}}
+    distiller, means = _setup(losses)
+    distiller.eval()  # no dropout in the projection, so every value is reproducible
+    images, labels = _batch()
+    out, logits = distiller(images, labels, epoch=0)
+    with torch.no_grad():
+        s, t = distiller.student(images), distiller.teacher(images)
+        terms = distiller.terms
+        projected = terms["nd"].projection(s.embedding)
+        fused = terms["reviewkd"].fusion(s.features, [f.shape[-2:] for f in t.features])
+        expected = {
+            "loss_ce": 0.5 * torch.nn.functional.cross_entropy(s.logits, labels),
+            "loss_kd": 2.0 * kd_loss(s.logits, t.logits, 3.0),
+            "loss_dkd": 1.5 * dkd_loss(s.logits, t.logits, labels, 0.7, 5.0, 2.0),
+            "loss_dist": 3.0 * dist_loss(s.logits, t.logits, 2.0, 0.5, 4.0),
+            "loss_reviewkd": 1.2 * hcl_loss(fused, t.features),
+            "loss_nd": nd_loss(projected, t.embedding, labels, means.means, 2.5),
+        }
+    assert list(out) == list(expected) + ["loss"]
+    for key, value in expected.items():
+        torch.testing.assert_close(out[key], value, msg=key)
+    torch.testing.assert_close(out["loss"], sum(expected.values()))
+    torch.testing.assert_close(logits, s.logits)
+
+
+def test_warm_up_scales_only_the_warmed_up_terms():
+    losses = {"ce": {}, "kd": {"temperature": 4.0}, "nd": {}, "dist": {"warm_up": False}}
+    distiller, _ = _setup(losses, warm_up=4)
+    distiller.eval()
+    images, labels = _batch()
+    at = {e: distiller(images, labels, epoch=e)[0] for e in (0, 2, 4, 7)}
+    assert at[0]["loss_kd"].item() == 0.0
+    torch.testing.assert_close(at[2]["loss_kd"], 0.5 * at[4]["loss_kd"])
+    torch.testing.assert_close(at[7]["loss_kd"], at[4]["loss_kd"])
+    for key in ("loss_ce", "loss_nd", "loss_dist"):   # not warmed up
+        torch.testing.assert_close(at[0][key], at[7][key])
+        assert at[0][key].item() > 0
+
+
+def test_projection_only_when_embedding_sizes_differ_and_only_for_nd():
+    distiller, _ = _setup({"ce": {}, "nd": {}}, student="resnet8", teacher="wrn_16_2")
+    projection = distiller.terms["nd"].projection
+    assert [type(m).__name__ for m in projection] == ["BatchNorm1d", "Dropout", "Linear"]
+    assert (projection[2].in_features, projection[2].out_features) == (64, 128)
+    same, _ = _setup({"ce": {}, "nd": {}}, student="resnet8", teacher="resnet14")
+    assert isinstance(same.terms["nd"].projection, torch.nn.Identity)
+    # the classifier head still sees the student's own 64-d embedding
+    assert distiller.student.fc.in_features == 64
+
+
+def test_teacher_is_frozen_and_outside_the_student_state():
+    distiller, _ = _setup({"ce": {}, "kd": {}, "reviewkd": {"mid_channels": 8}, "nd": {}})
+    teacher_ids = {id(p) for p in distiller.teacher.parameters()}
+    assert teacher_ids and not teacher_ids & {id(p) for p in distiller.parameters()}
+    assert not any(k.startswith("teacher") for k in distiller.state_dict())
+    distiller.train()
+    assert distiller.student.training and not distiller.teacher.training
+    images, labels = _batch()
+    distiller(images, labels, epoch=1)[0]["loss"].backward()
+    assert all(p.grad is None for p in distiller.teacher.parameters())
+    fusion_grads = [p.grad for p in distiller.terms["reviewkd"].parameters()]
+    assert all(g is not None for g in fusion_grads)
+    assert distiller.terms["nd"].projection[2].weight.grad.abs().sum() > 0
+
+
+def test_bad_loss_lists_are_explained():
+    s, t = build_classifier("resnet8", NUM_CLASSES), build_classifier("resnet18", NUM_CLASSES)
+    ctx = TermContext(s, t, None)
+    with pytest.raises(KeyError, match=r"unknown loss term 'kd\+\+' in distill.losses; available: "
+                                       r"ce, dist, dkd, kd, nd, reviewkd"):
+        build_loss_terms({"kd++": {}}, ctx)
+    with pytest.raises(KeyError, match=r"loss term 'kd' has no parameter\(s\) temp; its parameters "
+                                       r"are: weight, warm_up, temperature"):
+        build_loss_terms({"kd": {"temp": 4}}, ctx)
+    with pytest.raises(ValueError, match=r"loss term 'kd' needs a teacher: set distill.teacher"):
+        build_loss_terms({"kd": {}}, TermContext(s))
+    with pytest.raises(ValueError, match=r"reviewkd: the student gives 4 feature levels .* but the "
+                                         r"teacher gives 5"):
+        build_loss_terms({"reviewkd": {}}, ctx)
+    with pytest.raises(ValueError, match=r"loss term 'nd' needs the teacher's class means"):
+        build_loss_terms({"nd": {}}, ctx)
+    wrong = ClassMeans(torch.randn(NUM_CLASSES, 64), torch.ones(NUM_CLASSES, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"class means are \(5, 64\) but the teacher embedding has "
+                                         r"512 dimensions"):
+        build_loss_terms({"nd": {}}, TermContext(s, t, wrong))

@@ -1,0 +1,80 @@
+"""Top-k counting, evaluation over shards, learning-rate schedule, ETA, atomic checkpoints."""
+import os
+
+import pytest
+import torch
+
+from nd_det.classification.checkpoint import load_checkpoint, load_model_weights, save_atomic
+from nd_det.classification.metrics import topk_correct
+from nd_det.classification.progress import ProgressClock, format_duration
+from nd_det.classification.solver import learning_rate_at
+
+
+def test_topk_correct_against_a_loop():
+    torch.manual_seed(0)
+    logits = torch.randn(50, 7)
+    labels = torch.randint(0, 7, (50,))
+    expected = []
+    for k in (1, 5):
+        order = [sorted(range(7), key=lambda c: -float(row[c]))[:k] for row in logits]
+        expected.append(sum(int(labels[i]) in order[i] for i in range(50)))
+    assert topk_correct(logits, labels, (1, 5)).tolist() == expected
+    # fewer classes than k: top-5 of 3 classes is always right
+    assert topk_correct(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), (5,)).tolist() == [4]
+
+
+def test_learning_rate_schedules():
+    solver = {"lr": 0.1, "lr_schedule": "multistep", "lr_milestones": [150, 180, 210],
+              "lr_gamma": 0.1, "epochs": 240}
+    got = [learning_rate_at(e, solver) for e in (0, 149, 150, 179, 180, 210, 239)]
+    assert got == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 1e-4, 1e-4])
+    cosine = dict(solver, lr_schedule="cosine", epochs=10)
+    assert learning_rate_at(0, cosine) == pytest.approx(0.1)
+    assert learning_rate_at(5, cosine) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match=r"solver.lr_schedule must be multistep or cosine; got 'step'"):
+        learning_rate_at(0, dict(solver, lr_schedule="step"))
+
+
+def test_eta_from_the_mean_iteration_time(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("nd_det.classification.progress.time.perf_counter", lambda: now[0])
+    clock = ProgressClock(total_iters=20, done_iters=10, skip=1)
+    clock.start()
+    for duration in (5.0, 1.0, 3.0):   # the first (start-up) one is not timed
+        now[0] += duration
+        clock.step()
+    assert clock.seconds_per_iter == pytest.approx(2.0)
+    assert clock.eta_seconds() == pytest.approx(2.0 * 7)
+    assert format_duration(3725.4) == "1:02:05"
+
+
+def test_atomic_save_and_weight_loading_errors(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    save_atomic({"format": "nd_det.classification.checkpoint", "epoch": 3}, str(path))
+    assert load_checkpoint(str(path))["epoch"] == 3
+    assert os.listdir(tmp_path) == ["ckpt.pth"]   # no temporary file left behind
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        save_atomic({"x": Unpicklable()}, str(path))
+    assert load_checkpoint(str(path))["epoch"] == 3 and os.listdir(tmp_path) == ["ckpt.pth"]
+
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "raw.pth")
+    with pytest.raises(ValueError, match=r"raw\.pth is not a training checkpoint"):
+        load_checkpoint(str(tmp_path / "raw.pth"))
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=r"teacher weights .*raw\.pth do not match the Linear "
+                                         r"architecture: missing keys bias; shape mismatch weight "
+                                         r"\(2,\) in the file vs \(2, 2\) in the model\. Is the "
+                                         r"model name right\?"):
+        load_model_weights(model, str(tmp_path / "raw.pth"), what="teacher")
+    with pytest.raises(FileNotFoundError, match=r"teacher weights file '.*nope\.pth' not found"):
+        load_model_weights(model, str(tmp_path / "nope.pth"), what="teacher")
+    torch.save({"model": {"module." + k: v for k, v in model.state_dict().items()}},
+               tmp_path / "wrapped.pth")
+    other = torch.nn.Linear(2, 2)
+    load_model_weights(other, str(tmp_path / "wrapped.pth"))
+    assert torch.equal(other.weight, model.weight) and torch.equal(other.bias, model.bias)
