@@ -16,6 +16,7 @@ from nd_det.losses import ClassMeansError
 from nd_det.modeling import DistillConfigError, TeacherError
 from nd_det.modeling.teacher import build_teacher_cfg
 
+from .helpers.run_tool import run_tool_in_process
 from .helpers.tiny_coco import write_tiny_coco
 from .helpers.tiny_distill import (
     REPO,
@@ -159,25 +160,31 @@ def test_student_and_teacher_embedding_sizes_differ(tmp_path):
 
 
 # ---------------------------------------------------------------- datasets, through train_net
-def _train_net(tmp_path, json_path, image_dir, *extra, flags=()):
+def _train_net_args(tmp_path, json_path, image_dir, *extra, flags=(), name="bad_train"):
+    """train_net's argv (after the script) for a 1-iteration run on the given dataset."""
     opts = tiny_distill_opts(str(tmp_path)) + [
-        "DATASETS.TRAIN", "('bad_train',)", "DATASETS.TEST", "()",
+        "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",
         "DATALOADER.NUM_WORKERS", "0", "SOLVER.MAX_ITER", "1", *extra]
-    cfg_file = CONFIG
     from detectron2.config import get_cfg
 
     from nd_det import add_distill_config
 
     cfg = get_cfg()
     add_distill_config(cfg)
-    cfg.merge_from_file(cfg_file)
+    cfg.merge_from_file(CONFIG)
     cfg.merge_from_list(opts)
     if not os.path.exists(cfg.MODEL.DISTILL.TEACHER_WEIGHTS):
         write_teacher_checkpoint(cfg)
         write_random_class_means(cfg)
-    cmd = [sys.executable, TRAIN_NET, "--config-file", cfg_file, *flags,
-           "--dataset", "bad_train", str(json_path), str(image_dir), *opts]
-    return subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    return ["--config-file", CONFIG, *flags,
+            "--dataset", name, str(json_path), str(image_dir), *opts]
+
+
+def _train_net(tmp_path, json_path, image_dir, *extra, flags=()):
+    """A real train_net process (for runs that get as far as training)."""
+    argv = _train_net_args(tmp_path, json_path, image_dir, *extra, flags=flags)
+    return subprocess.run([sys.executable, TRAIN_NET, *argv], cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True, timeout=600)
 
 
 def _edit(json_path, edit):
@@ -211,19 +218,19 @@ def test_bad_coco_dataset_stops_train_net(tmp_path, case, message):
         _edit(json_path, lambda d: d["annotations"][0].update(category_id=42))
     elif case == "not_json":
         json_path.write_text('{"images": [')
-    proc = _train_net(tmp_path, json_path, image_dir)
-    assert proc.returncode == 2, (proc.stdout + proc.stderr)[-3000:]
-    assert "ERROR: " in proc.stderr and message in proc.stderr
-    assert str(json_path) in proc.stderr  # the message names the file
-    assert "Traceback" not in proc.stderr
+    # the command line's own code path, in this process (the checks run before any training)
+    code, stderr = run_tool_in_process(
+        TRAIN_NET, _train_net_args(tmp_path, json_path, image_dir, name="bad_" + case))
+    assert code == 2, stderr[-3000:]
+    assert "ERROR: " in stderr and message in stderr
+    assert str(json_path) in stderr  # the message names the file
+    assert "Traceback" not in stderr
     assert not os.path.exists(tmp_path / "output")  # nothing was written
 
 
 def test_zero_area_boxes_allowed_on_request(tmp_path):
     json_path, image_dir = write_tiny_coco(tmp_path / "data", num_images=4, seed=3)
     _edit(json_path, lambda d: d["annotations"][0].update(bbox=[5, 5, 0, 20]))
-    proc = _train_net(tmp_path, json_path, image_dir)
-    assert proc.returncode == 2
     proc = _train_net(tmp_path, json_path, image_dir, flags=["--allow-degenerate-boxes"])
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert (tmp_path / "output" / "model_final.pth").is_file()
@@ -240,11 +247,10 @@ def test_non_contiguous_categories_and_empty_images_train(tmp_path):
     assert (tmp_path / "output" / "model_final.pth").is_file()
 
 
-def test_missing_config_file(tmp_path):
-    proc = subprocess.run([sys.executable, TRAIN_NET, "--config-file", "no/such.yaml"],
-                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    assert "ERROR: --config-file no/such.yaml: file not found" in proc.stderr
+def test_missing_config_file():
+    code, stderr = run_tool_in_process(TRAIN_NET, ["--config-file", "no/such.yaml"])
+    assert code == 2
+    assert "ERROR: --config-file no/such.yaml: file not found" in stderr
 
 
 def test_teacher_config_is_checked_before_weights_download(tmp_path):

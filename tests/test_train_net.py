@@ -1,4 +1,5 @@
-"""tools/train_net.py end to end on a tiny COCO-format dataset, on CPU, in subprocesses."""
+"""tools/train_net.py end to end on a tiny COCO-format dataset, on CPU (real runs in
+subprocesses; set-up errors in process, through the same command-line code)."""
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ from detectron2.config import get_cfg
 
 from nd_det import add_distill_config
 
+from .helpers.run_tool import run_tool_in_process
 from .helpers.tiny_coco import write_tiny_coco
 from .helpers.tiny_distill import REPO, config_path, tiny_distill_opts, write_random_class_means
 from .helpers.tiny_distill import write_teacher_checkpoint
@@ -17,13 +19,14 @@ from .helpers.tiny_distill import write_teacher_checkpoint
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 
 
-def _prepare(tmp_path, config_file="R50_from_R101_nd.yaml"):
+def _prepare(tmp_path, config_file="R50_from_R101_nd.yaml", suffix=""):
+    train_name, val_name = "tiny_train" + suffix, "tiny_val" + suffix
     train_json, train_images = write_tiny_coco(tmp_path / "train", num_images=6, seed=1,
                                                empty_images=1)
     val_json, val_images = write_tiny_coco(tmp_path / "val", num_images=3, seed=2)
     opts = tiny_distill_opts(str(tmp_path)) + [
-        "DATASETS.TRAIN", "('tiny_train',)",
-        "DATASETS.TEST", "('tiny_val',)",
+        "DATASETS.TRAIN", f"('{train_name}',)",
+        "DATASETS.TEST", f"('{val_name}',)",
         "DATALOADER.NUM_WORKERS", "0",
         "SOLVER.MAX_ITER", "3",
         "SOLVER.CHECKPOINT_PERIOD", "2",
@@ -36,8 +39,8 @@ def _prepare(tmp_path, config_file="R50_from_R101_nd.yaml"):
     cfg.merge_from_list(opts)
     write_teacher_checkpoint(cfg)
     write_random_class_means(cfg)
-    datasets = ["--dataset", "tiny_train", str(train_json), str(train_images),
-                "--dataset", "tiny_val", str(val_json), str(val_images)]
+    datasets = ["--dataset", train_name, str(train_json), str(train_images),
+                "--dataset", val_name, str(val_json), str(val_images)]
     return [sys.executable, TRAIN_NET, "--config-file", config_path(config_file)], datasets, opts
 
 
@@ -46,9 +49,17 @@ def _run(cmd, cwd):
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_train_then_coco_eval_on_cpu(tmp_path):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One real training run (3 iterations + COCO evaluation) shared by the tests below."""
+    tmp_path = tmp_path_factory.mktemp("train_net")
     base, datasets, opts = _prepare(tmp_path)
     proc = _run(base + datasets + opts, cwd=tmp_path)
+    return tmp_path, base, datasets, opts, proc
+
+
+def test_train_then_coco_eval_on_cpu(trained):
+    tmp_path, base, datasets, opts, proc = trained
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     # detectron2's COCOEvaluator ran pycocotools and printed the AP table of the student
@@ -68,10 +79,9 @@ def test_train_then_coco_eval_on_cpu(tmp_path):
     assert (out / "inference" / "tiny_val" / "coco_instances_results.json").is_file()
 
 
-def test_eval_only_student_and_teacher_side_by_side(tmp_path):
-    base, datasets, opts = _prepare(tmp_path)
-    proc = _run(base + datasets + opts + ["SOLVER.MAX_ITER", "1"], cwd=tmp_path)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+def test_eval_only_student_and_teacher_side_by_side(trained):
+    tmp_path, base, datasets, opts, proc = trained
+    assert proc.returncode == 0
     weights = str(tmp_path / "output" / "model_final.pth")
     proc = _run(base + ["--eval-only", "--eval-teacher"] + datasets + opts
                 + ["MODEL.WEIGHTS", weights], cwd=tmp_path)
@@ -95,9 +105,11 @@ def test_eval_only_student_and_teacher_side_by_side(tmp_path):
     ],
 )
 def test_bad_setup_fails_fast_with_a_clear_message(tmp_path, override, message):
-    base, datasets, opts = _prepare(tmp_path)
-    proc = _run(base + datasets + opts + override, cwd=tmp_path)
-    assert proc.returncode == 2, (proc.stdout + proc.stderr)[-3000:]
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr  # one clear line, not a stack dump
-    assert not (tmp_path / "output" / "model_final.pth").exists()
+    # in-process runs share detectron2's dataset catalog: unique names per case
+    base, datasets, opts = _prepare(tmp_path, suffix="_" + tmp_path.name)
+    message = message.replace("tiny_train", "tiny_train_" + tmp_path.name)
+    code, stderr = run_tool_in_process(TRAIN_NET, base[2:] + datasets + opts + override)
+    assert code == 2, stderr[-3000:]
+    assert message in stderr
+    assert "Traceback" not in stderr  # one clear line, not a stack dump
+    assert not (tmp_path / "output").exists()  # failed before anything was written

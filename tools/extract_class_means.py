@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nd_det.engine import distill_argument_parser, setup_cfg  # noqa: E402
 from nd_det.engine.cli import launch_main  # noqa: E402
+from nd_det.engine.preflight import preflight_distill  # noqa: E402
 
 
 def main(args):
@@ -33,6 +34,12 @@ def main(args):
     )
 
 
+def precheck(args):
+    """Fail fast, before any worker starts: config, datasets, teacher config and weights."""
+    cfg = setup_cfg(args, log=False, splits=("TRAIN",))
+    preflight_distill(cfg, need_class_means=False)
+
+
 def parser():
     p = distill_argument_parser(epilog=__doc__)
     p.add_argument("--output", default=None,
@@ -46,5 +53,4 @@ def parser():
 
 
 if __name__ == "__main__":
-    launch_main(main, parser().parse_args(),
-                precheck=lambda a: setup_cfg(a, log=False, splits=("TRAIN",)))
+    launch_main(main, parser().parse_args(), precheck=precheck)

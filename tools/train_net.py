@@ -15,7 +15,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nd_det.engine import DistillTrainer, distill_argument_parser, setup_cfg  # noqa: E402
 from nd_det.engine.cli import launch_main  # noqa: E402
+from nd_det.engine.preflight import preflight_distill  # noqa: E402
 from nd_det.engine.report import print_side_by_side  # noqa: E402
+
+
+def precheck(args):
+    """Fail fast, before any worker starts or writes anything."""
+    cfg = setup_cfg(args, log=False)
+    if not args.eval_only or args.eval_teacher:
+        preflight_distill(cfg, need_class_means=not args.eval_only)
 
 
 def main(args):
@@ -35,4 +43,4 @@ if __name__ == "__main__":
     args = distill_argument_parser().parse_args()
     if args.eval_teacher and not args.eval_only:
         sys.exit("--eval-teacher works with --eval-only")
-    launch_main(main, args, precheck=lambda a: setup_cfg(a, log=False))
+    launch_main(main, args, precheck=precheck)

@@ -98,7 +98,7 @@ class DistillRCNN(GeneralizedRCNN):
             )
 
         teacher_cfg = build_teacher_cfg(cfg)
-        _check_num_classes(cfg, teacher_cfg)
+        check_num_classes(cfg, teacher_cfg)
         flip = _check_input_formats(cfg, teacher_cfg)
         weights = check_teacher_weights_exist(cfg)  # a wrong path fails here, in seconds
         from detectron2.modeling import build_model
@@ -237,7 +237,7 @@ def _check_autocast(value: str) -> str:
     return value
 
 
-def _check_num_classes(cfg, teacher_cfg) -> None:
+def check_num_classes(cfg, teacher_cfg) -> None:
     s, t = cfg.MODEL.ROI_HEADS.NUM_CLASSES, teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES
     if s != t:
         raise DistillConfigError(
