@@ -30,17 +30,11 @@ from detectron2.utils.events import EventStorage
 
 from .losses import ClassMeanAccumulator, ClassMeans, save_class_means
 from .modeling.teacher import build_teacher, teacher_identity
+from .utils.progress import format_duration
 
-__all__ = ["extract_class_means", "TeacherEmbedder", "format_eta"]
+__all__ = ["extract_class_means", "TeacherEmbedder"]
 
 logger = logging.getLogger(__name__)
-
-
-def format_eta(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h:d}:{m:02d}:{s:02d}"
 
 
 class TeacherEmbedder:
@@ -139,7 +133,7 @@ def extract_class_means(
             if now - last_log >= log_period or done == len(indices):
                 rate = done / max(now - start, 1e-9)
                 logger.info("[class means] %d/%d images  %.2f img/s  ETA %s", done, len(indices),
-                            rate, format_eta((len(indices) - done) / rate))
+                            rate, format_duration((len(indices) - done) / rate))
                 last_log = now
     acc.all_reduce()
 

@@ -9,7 +9,7 @@ from detectron2.data import detection_utils
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 
-from nd_det.class_means_extraction import extract_class_means, format_eta
+from nd_det.class_means_extraction import extract_class_means
 from nd_det.data import register_coco_dataset
 from nd_det.losses import load_class_means
 from nd_det.modeling.teacher import build_teacher
@@ -140,6 +140,8 @@ def test_allow_empty_classes_fills_and_flags(tmp_path):
     assert loaded.filled_classes == [2]
 
 
-def test_format_eta():
-    assert format_eta(0) == "0:00:00"
-    assert format_eta(3725.4) == "1:02:05"
+def test_format_duration():
+    from nd_det.utils.progress import format_duration
+
+    assert format_duration(-3) == "0:00:00"
+    assert format_duration(3725.4) == "1:02:05"

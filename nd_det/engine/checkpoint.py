@@ -8,10 +8,11 @@
 * a model holding a NaN/inf weight is never saved: the save raises instead.
 """
 import os
-import tempfile
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+
+from ..utils.atomic_file import atomic_torch_save, atomic_write
 
 __all__ = ["AtomicCheckpointer", "NonFiniteWeightsError", "atomic_torch_save", "atomic_write_text"]
 
@@ -20,29 +21,8 @@ class NonFiniteWeightsError(FloatingPointError):
     """The model has NaN/inf weights; they are not written to disk."""
 
 
-def _atomic_write(path: str, write) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save(obj, path)``, all or nothing."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
 def atomic_write_text(text: str, path: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def non_finite_entries(state) -> list:

@@ -11,11 +11,12 @@ of a dataset, or one per process after ``all_reduce``) merge into exactly the on
 """
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import torch
+
+from ..utils.atomic_file import atomic_torch_save
 
 __all__ = [
     "ClassMeansError",
@@ -145,19 +146,7 @@ def save_class_means(path: str, table: ClassMeans) -> None:
         "counts": table.counts.detach().to(torch.int64).cpu().contiguous(),
         "metadata": dict(table.metadata),
     }
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".class_means.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_torch_save(payload, path)
 
 
 def load_class_means(path: str, num_classes: Optional[int] = None,
