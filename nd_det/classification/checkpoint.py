@@ -1,38 +1,20 @@
-"""Training checkpoints (written atomically) and weight loading with clear errors.
+"""Training checkpoints and weight loading with clear errors.
 
-A checkpoint holds the student, the trainable parts of the loss terms (ReviewKD fusion, ND
-projection), the optimizer, the grad scaler, the epoch count and the config; never the teacher.
+A checkpoint (written all-or-nothing with ``nd_det.utils.atomic_file.atomic_torch_save``) holds
+the student, the trainable parts of the loss terms (ReviewKD fusion, ND projection), the
+optimizer, the grad scaler, the epoch count and the config; never the teacher.
 """
 import hashlib
 import os
-import tempfile
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from torch import nn
 
-__all__ = ["CHECKPOINT_FORMAT", "save_atomic", "load_checkpoint", "load_model_weights",
-           "file_sha256", "extract_state_dict"]
+__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "load_model_weights", "file_sha256",
+           "extract_state_dict"]
 
 CHECKPOINT_FORMAT = "nd_det.classification.checkpoint"
-
-
-def save_atomic(payload: Dict, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``: a crash
-    never leaves a truncated checkpoint behind."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_checkpoint(path: str) -> Dict:
@@ -100,7 +82,7 @@ def _short(keys, limit: int = 5) -> str:
     return text + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-def file_sha256(path: str, chunk: int = 1 << 20) -> Optional[str]:
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):

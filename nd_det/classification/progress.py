@@ -2,14 +2,7 @@
 import time
 from typing import Optional
 
-__all__ = ["ProgressClock", "format_duration"]
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
+__all__ = ["ProgressClock"]
 
 
 class ProgressClock:

@@ -20,13 +20,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .builders import build_datasets, build_distiller
-from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_atomic
+from ..utils.atomic_file import atomic_torch_save
+from ..utils.progress import format_duration
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from .config import merge_config
 from .data import ShardSampler
 from .distiller import Distiller
 from .distributed import DistContext, all_reduce_sum, average_buffers, init_distributed
 from .metrics import evaluate
-from .progress import ProgressClock, format_duration
+from .progress import ProgressClock
 from .run_logger import RunLogger
 from .solver import build_optimizer, learning_rate_at, set_learning_rate
 
@@ -234,12 +236,12 @@ class ClassificationTrainer:
             "best_top1": self.best_top1,
             **self.facts,
         })
-        save_atomic(payload, os.path.join(self.output_dir, LAST_CHECKPOINT))
+        atomic_torch_save(payload, os.path.join(self.output_dir, LAST_CHECKPOINT))
 
     def save_weights(self, name: str, epochs_done: int, metrics: Dict) -> None:
         if self.ctx.is_main:
-            save_atomic(self._student_payload(epochs_done, metrics),
-                        os.path.join(self.output_dir, name))
+            atomic_torch_save(self._student_payload(epochs_done, metrics),
+                              os.path.join(self.output_dir, name))
 
     # ------------------------------------------------------------------ the run
     def fit(self) -> TrainingResult:
