@@ -1,0 +1,108 @@
+"""Command line of ``tools/benchmark.py``."""
+import argparse
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from .models import BenchmarkError
+from .report import markdown_summary, write_json, write_markdown
+from .runner import DEFAULT_LOSS_SETS, BenchmarkSettings, run_benchmark
+
+__all__ = ["benchmark_argument_parser", "settings_from_args", "main"]
+
+
+def benchmark_argument_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Time the distillation step against its parts (student step, teacher "
+        "forward, ABF/HCL), ND vectorised vs per-RoI loop, peak memory and data-loader "
+        "throughput, with random weights and synthetic data.",
+        epilog="Config overrides (KEY VALUE ...) go last, after '--' when the option before "
+        "them takes a list (--losses, --dataloader-workers).",
+    )
+    p.add_argument("--config-file", required=True, help="a DistillRCNN config (yaml)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: student under autocast (like detectron2's AMP trainer) and the "
+                   "teacher under MODEL.DISTILL.TEACHER_AUTOCAST=bfloat16; losses in float32")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--height", type=int, default=320)
+    p.add_argument("--width", type=int, default=480)
+    p.add_argument("--iters", type=int, default=7, help="measured rounds (medians over them)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    p.add_argument("--losses", nargs="+", default=list(DEFAULT_LOSS_SETS),
+                   help="loss sets to time, names joined by '+' (default: %(default)s)")
+    p.add_argument("--dataloader-workers", nargs="*", type=int, default=[0, 2],
+                   help="worker counts for the data-loader check (none: skip it)")
+    p.add_argument("--dataloader-images", type=int, default=32,
+                   help="synthetic JPEG files written for the data-loader check")
+    p.add_argument("--dataloader-batches", type=int, default=20, help="timed loader batches")
+    p.add_argument("--dataloader-image-size", type=int, nargs=2, default=[480, 640],
+                   metavar=("H", "W"), help="size of the synthetic JPEG files")
+    p.add_argument("--nd-rois", type=int, default=1024)
+    p.add_argument("--nd-dim", type=int, default=1024)
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the peak-memory phases (each runs in a fresh process)")
+    p.add_argument("--memory-iters", type=int, default=2, help="steps per memory phase")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--cudnn-benchmark", choices=["on", "off"], default=None,
+                   help="torch.backends.cudnn.benchmark (default: the config's CUDNN_BENCHMARK)")
+    p.add_argument("--cast-census", choices=["on", "off"], default=None,
+                   help="count dtype casts in one distill step (default: on for bf16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", required=True, help="JSON file to write")
+    p.add_argument("--markdown", default=None,
+                   help="markdown summary to write (default: the JSON path with .md)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    return p
+
+
+def _switch(value: Optional[str]) -> Optional[bool]:
+    return None if value is None else value == "on"
+
+
+def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
+    opts = list(args.opts)
+    if opts and opts[0] == "--":
+        opts = opts[1:]
+    return BenchmarkSettings(
+        config_file=args.config_file,
+        overrides=opts,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        height=args.height,
+        width=args.width,
+        iters=args.iters,
+        warmup=args.warmup,
+        losses=list(args.losses),
+        dataloader_workers=list(args.dataloader_workers),
+        dataloader_images=args.dataloader_images,
+        dataloader_batches=args.dataloader_batches,
+        dataloader_image_size=tuple(args.dataloader_image_size),
+        nd_rois=args.nd_rois,
+        nd_dim=args.nd_dim,
+        memory=not args.no_memory,
+        memory_iters=args.memory_iters,
+        threads=args.threads,
+        cudnn_benchmark=_switch(args.cudnn_benchmark),
+        cast_census=_switch(args.cast_census),
+        seed=args.seed,
+    )
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = benchmark_argument_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("nd_det.benchmark").setLevel(logging.INFO)
+    try:
+        result = run_benchmark(settings_from_args(args))
+    except BenchmarkError as e:
+        print(f"benchmark: {e}", file=sys.stderr)
+        return 2
+    write_json(args.output, result)
+    markdown = args.markdown or os.path.splitext(args.output)[0] + ".md"
+    write_markdown(markdown, result)
+    print(markdown_summary(result))
+    print(f"wrote {args.output} and {markdown}")
+    return 0

@@ -1,0 +1,195 @@
+"""The models a benchmark run times: the configured student alone, and one DistillRCNN per loss
+set, all with the SAME random student weights and the SAME random teacher.
+
+No downloaded weights are needed: the teacher (its real config, e.g. the model-zoo R101-FPN) and
+the student are built with random weights whose FrozenBatchNorm statistics are set from the
+benchmark batch (see :mod:`nd_det.benchmark.synthetic`); the teacher is saved to a file in a
+work folder and loaded by DistillRCNN exactly as a real teacher checkpoint would be, and a
+made-up class-means table of the right shape goes next to it.
+"""
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Sequence
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.modeling import build_model
+from detectron2.solver import build_optimizer
+
+from ..config import DISTILL_LOSS_NAMES, add_distill_config
+from ..losses import ClassMeans, save_class_means
+from ..modeling.teacher import build_teacher_cfg, teacher_identity
+from ..student_export import DISTILL_STATE_PREFIX, plain_student_cfg
+from .synthetic import calibrate_frozen_batchnorm, random_class_means_table
+
+__all__ = [
+    "BenchmarkError",
+    "parse_loss_set",
+    "build_benchmark_cfg",
+    "BenchmarkFiles",
+    "prepare_weight_files",
+    "build_student",
+    "build_distiller",
+    "build_train_optimizer",
+    "parameter_bytes",
+    "loss_set_name",
+    "loss_sets_by_name",
+]
+
+TEACHER_FILE = "teacher_random.pth"
+STUDENT_FILE = "student_random.pth"
+CLASS_MEANS_FILE = "class_means_random.pth"
+
+
+class BenchmarkError(ValueError):
+    """Bad benchmark input; the message names the bad value and the fix."""
+
+
+def parse_loss_set(text: str) -> List[str]:
+    """``"kd+nd"`` -> ``["kd", "nd"]``, checked against the loss names nd-det knows."""
+    names = [n.strip() for n in text.split("+")]
+    bad = [n for n in names if n not in DISTILL_LOSS_NAMES]
+    if not text or bad:
+        raise BenchmarkError(
+            f"--losses {text!r}: unknown loss name(s) {bad or [text]}; give sets of "
+            f"{list(DISTILL_LOSS_NAMES)} joined by '+', e.g. nd kd+nd dkd+nd reviewkd+nd"
+        )
+    if len(set(names)) != len(names):
+        raise BenchmarkError(f"--losses {text!r} names a loss twice")
+    return names
+
+
+def build_benchmark_cfg(config_file: str, overrides: Sequence[str], device: str,
+                        precision: str) -> CfgNode:
+    """The distillation config: the file, the KEY VALUE overrides, the device, random student
+    weights, the teacher autocast matching ``precision`` and a zero learning rate, unless an
+    override sets those two.
+
+    Why a zero learning rate: the optimizer still does all of its work (weight decay, momentum,
+    the update itself, which adds zero), so a step costs what a training step costs, but every
+    measured step runs on the same weights; random models trained on one repeated batch at the
+    config's learning rate diverge to NaN after some steps."""
+    if not os.path.isfile(config_file):
+        raise BenchmarkError(f"--config-file {config_file!r}: file not found")
+    if len(overrides) % 2:
+        raise BenchmarkError(
+            f"config overrides must be KEY VALUE pairs; got an odd list {list(overrides)}"
+        )
+    cfg = get_cfg()
+    add_distill_config(cfg)
+    cfg.merge_from_file(config_file)
+    keys = list(overrides)[0::2]
+    if "MODEL.DISTILL.TEACHER_AUTOCAST" not in keys:
+        cfg.MODEL.DISTILL.TEACHER_AUTOCAST = "bfloat16" if precision == "bf16" else ""
+    if "SOLVER.BASE_LR" not in keys:
+        cfg.SOLVER.BASE_LR = 0.0
+    cfg.merge_from_list(list(overrides))
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.WEIGHTS = ""  # random student weights (set by prepare_weight_files)
+    if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":
+        raise BenchmarkError(
+            f"{config_file}: MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE!r}; the "
+            "benchmark needs a DistillRCNN config (configs/COCO-Distill/*.yaml)"
+        )
+    return cfg
+
+
+@dataclass
+class BenchmarkFiles:
+    """Where the random weights of one run live (all in one work folder)."""
+
+    teacher_weights: str
+    student_weights: str
+    class_means: str
+
+
+def prepare_weight_files(cfg: CfgNode, work_dir: str, student_images, teacher_images,
+                         seed: int = 0) -> BenchmarkFiles:
+    """Build the random student and teacher, calibrate their FrozenBatchNorm layers on the
+    preprocessed benchmark images (``student_images(model)`` / ``teacher_images(model)`` return
+    the ImageList tensor for a model), and write teacher, student and class-means files into
+    ``work_dir``.  ``cfg`` is updated in place to point at the teacher weights and the class
+    means."""
+    os.makedirs(work_dir, exist_ok=True)
+    files = BenchmarkFiles(
+        teacher_weights=os.path.join(work_dir, TEACHER_FILE),
+        student_weights=os.path.join(work_dir, STUDENT_FILE),
+        class_means=os.path.join(work_dir, CLASS_MEANS_FILE),
+    )
+    torch.manual_seed(seed)
+    teacher_cfg = build_teacher_cfg(cfg)
+    teacher = build_model(teacher_cfg).eval()
+    calibrate_frozen_batchnorm(teacher, lambda: teacher.backbone(teacher_images(teacher)))
+    DetectionCheckpointer(teacher, save_dir=work_dir).save(os.path.splitext(TEACHER_FILE)[0])
+    num_rows = cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1
+    dim = teacher.roi_heads.box_head.output_shape.channels
+    del teacher
+
+    torch.manual_seed(seed + 1)
+    student = build_model(plain_student_cfg(cfg)).eval()
+    calibrate_frozen_batchnorm(student, lambda: student.backbone(student_images(student)))
+    torch.save(student.state_dict(), files.student_weights)
+    del student
+
+    cfg.defrost()
+    cfg.MODEL.DISTILL.TEACHER_WEIGHTS = files.teacher_weights
+    cfg.MODEL.DISTILL.CLASS_MEANS = files.class_means
+    cfg.freeze()
+    means, counts = random_class_means_table(num_rows, dim, seed=seed)
+    save_class_means(files.class_means, ClassMeans(means, counts, teacher_identity(cfg)))
+    return files
+
+
+def _load_student_weights(model: torch.nn.Module, path: str) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(DISTILL_STATE_PREFIX)]
+    if missing or result.unexpected_keys:
+        raise BenchmarkError(
+            f"{path} does not fit the student (missing {missing[:5]}, unexpected "
+            f"{result.unexpected_keys[:5]}); it was written for another config"
+        )
+
+
+def build_student(cfg: CfgNode, files: BenchmarkFiles) -> torch.nn.Module:
+    """The plain GeneralizedRCNN student (what training without distillation runs)."""
+    model = build_model(plain_student_cfg(cfg))
+    _load_student_weights(model, files.student_weights)
+    return model.train()
+
+
+def build_distiller(cfg: CfgNode, losses: Sequence[str], files: BenchmarkFiles) -> torch.nn.Module:
+    """DistillRCNN with ``MODEL.DISTILL.LOSSES = losses``, the random teacher loaded from its
+    file and the shared student weights."""
+    run_cfg = cfg.clone()
+    run_cfg.defrost()
+    run_cfg.MODEL.DISTILL.LOSSES = list(losses)
+    run_cfg.freeze()
+    torch.manual_seed(0)  # the same ABF initialisation in every process
+    model = build_model(run_cfg)
+    _load_student_weights(model, files.student_weights)
+    return model.train()
+
+
+def build_train_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """detectron2's training optimizer (SGD, momentum, weight decay, param groups)."""
+    return build_optimizer(cfg, model)
+
+
+def parameter_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a model's parameters and buffers."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def loss_set_name(losses: Sequence[str]) -> str:
+    return "+".join(losses)
+
+
+def loss_sets_by_name(texts: Sequence[str]) -> Dict[str, List[str]]:
+    out: Dict[str, List[str]] = {}
+    for text in texts:
+        names = parse_loss_set(text)
+        out[loss_set_name(names)] = names
+    return out

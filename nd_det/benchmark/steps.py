@@ -1,0 +1,191 @@
+"""What the benchmark times: each a zero-argument callable doing one unit of work.
+
+- :class:`TrainStep`: one training step of a detectron2 model (forward under the run's
+  precision, ``zero_grad``, backward, optimizer step), as detectron2's trainers run it;
+- :class:`TeacherBackbone`, :class:`TeacherInference`: the teacher alone under ``no_grad``;
+- :class:`TeacherDistillForward`: the teacher's share of a DistillRCNN step (its preprocessing,
+  backbone and box head on the student's sampled RoIs), through DistillRCNN's own method;
+- :class:`ReviewKDAlone`: the ReviewKD term (ABF fusion + HCL) forward and backward alone.
+
+Precision: ``bf16`` runs the forward under ``torch.autocast(device, bfloat16)`` like detectron2's
+AMP trainer (no loss scaling: bfloat16 has float32's range); the teacher follows
+``MODEL.DISTILL.TEACHER_AUTOCAST``; the loss core computes in float32.
+"""
+import contextlib
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.structures import ImageList, Instances
+from detectron2.utils.events import EventStorage
+from torch import nn
+
+from ..modeling.distill_terms import DistillInputs
+
+__all__ = [
+    "precision_context",
+    "TrainStep",
+    "TeacherBackbone",
+    "TeacherInference",
+    "TeacherDistillForward",
+    "ReviewKDAlone",
+    "raw_images",
+    "teacher_image_list",
+    "sample_rois",
+    "distill_inputs",
+]
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def precision_context(device: torch.device, precision: str):
+    """autocast for ``bf16``, nothing for ``fp32``."""
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class TrainStep:
+    """One training step of ``model`` on ``batch``; the last losses (detached) are kept."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: List[Dict],
+                 precision: str):
+        self.model, self.optimizer, self.batch = model, optimizer, batch
+        self.precision = precision
+        self.last_losses: Dict[str, torch.Tensor] = {}
+
+    def __call__(self) -> None:
+        with precision_context(self.model.device, self.precision):
+            losses = self.model(self.batch)
+            total = sum(losses.values())
+        self.optimizer.zero_grad()
+        total.backward()
+        self.optimizer.step()
+        self.last_losses = {k: v.detach() for k, v in losses.items()}
+
+
+def raw_images(model: nn.Module, batch: List[Dict]) -> List[torch.Tensor]:
+    """The batch's images on the model's device (DistillRCNN copies each image once and shares
+    the copy between student and teacher)."""
+    return [model._move_to_current_device(x["image"]) for x in batch]
+
+
+def teacher_image_list(model: nn.Module, raw: List[torch.Tensor]) -> ImageList:
+    """The teacher's ImageList as DistillRCNN builds it from the shared device copy: channel
+    order reversed when the formats differ, the teacher's own mean/std and padding."""
+    teacher = model.teacher
+    if model.teacher_flip_channels:
+        raw = [x.flip(0) for x in raw]
+    return ImageList.from_tensors(
+        [(x - teacher.pixel_mean) / teacher.pixel_std for x in raw],
+        teacher.backbone.size_divisibility,
+        padding_constraints=teacher.backbone.padding_constraints,
+    )
+
+
+@torch.no_grad()
+def sample_rois(model: nn.Module, batch: List[Dict], precision: str) -> List[Instances]:
+    """The RoIs the student samples on ``batch`` (its backbone, RPN and
+    ``label_and_sample_proposals``), as one DistillRCNN step would sample them."""
+    with EventStorage(0), precision_context(model.device, precision):
+        images = model.preprocess_image(batch)
+        gt = [x["instances"].to(model.device) for x in batch]
+        features = model.backbone(images.tensor)
+        proposals, _ = model.proposal_generator(images, features, gt)
+        return model.roi_heads.label_and_sample_proposals(proposals, gt)
+
+
+class TeacherBackbone:
+    """The teacher's backbone (FPN levels) under ``no_grad`` on preprocessed images."""
+
+    def __init__(self, distiller: nn.Module, images: torch.Tensor):
+        self.distiller, self.images = distiller, images
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        with self.distiller._teacher_context():
+            self.distiller.teacher.backbone(self.images)
+
+
+class TeacherInference:
+    """The full teacher (preprocessing, backbone, RPN, box head, NMS) in eval mode."""
+
+    def __init__(self, distiller: nn.Module, inputs: List[Dict]):
+        self.distiller, self.inputs = distiller, inputs
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        with self.distiller._teacher_context():
+            self.distiller.teacher(self.inputs)
+
+
+class TeacherDistillForward:
+    """What a DistillRCNN step runs on the teacher: preprocessing from the shared device copy
+    of the images, backbone, and the box head (+ box predictor when a term needs logits) on the
+    student's sampled RoIs (``DistillRCNN._teacher_outputs``)."""
+
+    def __init__(self, distiller: nn.Module, raw: List[torch.Tensor], sampled: List[Instances]):
+        self.distiller, self.raw, self.sampled = distiller, raw, sampled
+        self.last_outputs = None
+
+    def __call__(self) -> None:
+        images = teacher_image_list(self.distiller, self.raw)
+        self.last_outputs = self.distiller._teacher_outputs(images, self.sampled)
+
+
+@torch.no_grad()
+def distill_inputs(distiller: nn.Module, batch: List[Dict], precision: str,
+                   sampled: Optional[List[Instances]] = None) -> DistillInputs:
+    """One step's DistillInputs (student tensors detached), computed as DistillRCNN does."""
+    with EventStorage(0), precision_context(distiller.device, precision):
+        sampled = sampled if sampled is not None else sample_rois(distiller, batch, precision)
+        images, teacher_images = distiller._preprocess_pair(batch)
+        features = distiller.backbone(images.tensor)
+        embeddings, logits, _ = distiller._student_box_branch(features, sampled)
+        t_features, t_embeddings, t_logits = distiller._teacher_outputs(teacher_images, sampled)
+    return DistillInputs(
+        labels=torch.cat([p.gt_classes for p in sampled]),
+        student_embeddings=embeddings,
+        student_logits=logits,
+        student_features=features,
+        teacher_features=t_features,
+        teacher_embeddings=t_embeddings,
+        teacher_logits=t_logits,
+    )
+
+
+def with_student_grad(inputs: DistillInputs) -> DistillInputs:
+    """A copy of ``inputs`` whose student tensors are fresh leaves that require grad, so a
+    term's backward computes the gradient it would send into the student."""
+    def leaf(x):
+        return None if x is None else x.detach().clone().requires_grad_(True)
+
+    return DistillInputs(
+        labels=inputs.labels,
+        student_embeddings=leaf(inputs.student_embeddings),
+        student_logits=leaf(inputs.student_logits),
+        student_features={k: leaf(v) for k, v in inputs.student_features.items()},
+        teacher_features=inputs.teacher_features,
+        teacher_embeddings=inputs.teacher_embeddings,
+        teacher_logits=inputs.teacher_logits,
+    )
+
+
+class ReviewKDAlone:
+    """The ReviewKD term alone: ABF fusion of the student's FPN levels + HCL against the
+    teacher's, forward and backward (gradients into the ABF weights and into the student
+    features, as in the full step), under the run's precision."""
+
+    def __init__(self, term: nn.Module, inputs: DistillInputs, precision: str):
+        self.term, self.precision = term, precision
+        self.inputs = with_student_grad(inputs)
+        self.device = next(iter(inputs.teacher_features.values())).device
+
+    def __call__(self) -> None:
+        for p in self.term.parameters():
+            p.grad = None
+        for f in self.inputs.student_features.values():
+            f.grad = None
+        with precision_context(self.device, self.precision):
+            loss = self.term(self.inputs)
+        loss.backward()

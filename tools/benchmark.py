@@ -1,0 +1,16 @@
+#!/usr/bin/env python
+"""Benchmark the distillation step (random weights, synthetic data); see docs/benchmarks.md.
+
+  python tools/benchmark.py --config-file configs/COCO-Distill/R50_from_R101_nd.yaml \
+      --device cpu --batch-size 2 --height 320 --width 480 --precision fp32 \
+      --iters 7 --warmup 2 --output benchmark.json
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from nd_det.benchmark.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
