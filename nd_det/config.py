@@ -28,6 +28,11 @@ def add_distill_config(cfg: CN) -> CN:
     if "DISTILL" in cfg.MODEL:
         return cfg
     _C = cfg
+    # Precision of detectron2's AMP trainer (SOLVER.AMP.ENABLED): "float16" (detectron2's
+    # choice, with a gradient scaler) or "bfloat16" (no gradient scaler needed, hence none: no
+    # extra pass and no host sync per step).  The teacher's own precision is
+    # MODEL.DISTILL.TEACHER_AUTOCAST.
+    _C.SOLVER.AMP.PRECISION = "float16"
     _C.MODEL.DISTILL = CN()
 
     # --- the teacher ---------------------------------------------------------------------------

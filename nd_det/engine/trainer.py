@@ -5,6 +5,8 @@ import weakref
 from collections import OrderedDict
 from unittest import mock
 
+import torch
+
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, create_ddp_model as d2_create_ddp_model, hooks
@@ -23,6 +25,13 @@ from ..student_export import plain_student_cfg, student_state_dict
 __all__ = ["DistillTrainer", "StudentCheckpointer"]
 
 logger = logging.getLogger(__name__)
+
+
+def _amp_precision(name: str) -> torch.dtype:
+    dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in dtypes:
+        raise ValueError(f"SOLVER.AMP.PRECISION={name!r}: use 'float16' or 'bfloat16'")
+    return dtypes[name]
 
 
 def _create_ddp_model(model, **kwargs):
@@ -61,8 +70,14 @@ class DistillTrainer(DefaultTrainer):
         with mock.patch.object(d2_defaults, "create_ddp_model", _create_ddp_model):
             super().__init__(cfg)
         plain = self._trainer
-        checked = FiniteLossAMPTrainer if cfg.SOLVER.AMP.ENABLED else FiniteLossSimpleTrainer
-        self._trainer = checked(plain.model, plain.data_loader, plain.optimizer)
+        if cfg.SOLVER.AMP.ENABLED:
+            precision = _amp_precision(cfg.SOLVER.AMP.PRECISION)
+            scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
+            self._trainer = FiniteLossAMPTrainer(plain.model, plain.data_loader, plain.optimizer,
+                                                 grad_scaler=scaler, precision=precision)
+        else:
+            self._trainer = FiniteLossSimpleTrainer(plain.model, plain.data_loader,
+                                                    plain.optimizer)
 
     def train(self):
         """Train; returns the last evaluation results (detectron2 returns them only when

@@ -41,7 +41,8 @@ def dkd_loss(
     T = float(temperature)
     zs = at_least_float32(student_logits) / T
     zt = at_least_float32(teacher_logits) / T
-    target = F.one_hot(labels, zs.shape[1]).bool()
+    # a scatter, not F.one_hot: one_hot checks the label range with a host sync
+    target = torch.zeros_like(zs, dtype=torch.bool).scatter_(1, labels.unsqueeze(1), True)
 
     tckd = _binary_kl(zs, zt, target)
     log_ps_nt = F.log_softmax(zs.masked_fill(target, _MASKED), dim=1)
