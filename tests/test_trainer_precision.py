@@ -13,7 +13,15 @@ from .helpers.tiny_distill import tiny_distill_cfg
     ("float16", torch.float16, True),
     ("bfloat16", torch.bfloat16, False),  # bf16 needs no gradient scaling: none, no host sync
 ])
-def test_amp_precision(tmp_path, precision, dtype, scaled):
+def test_amp_precision(tmp_path, monkeypatch, precision, dtype, scaled):
+    requested = []
+    real_scaler = torch.amp.GradScaler
+
+    def recording_scaler(device, enabled=True, **kwargs):
+        requested.append((device, enabled))
+        return real_scaler(device, enabled=enabled, **kwargs)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", recording_scaler)
     json_path, images = write_tiny_coco(tmp_path / "data", num_images=2)
     name = f"amp_{precision}"
     register_coco_dataset(name, json_path, images, replace=True)
@@ -22,7 +30,8 @@ def test_amp_precision(tmp_path, precision, dtype, scaled):
         "SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.PRECISION", precision])
     trainer = DistillTrainer(cfg)
     assert trainer._trainer.precision == dtype
-    # (a CUDA gradient scaler switches itself off where there is no CUDA device)
+    assert requested == [("cuda", scaled)]
+    # (a CUDA gradient scaler also switches itself off where there is no CUDA device)
     assert trainer._trainer.grad_scaler.is_enabled() == (scaled and torch.cuda.is_available())
 
 
