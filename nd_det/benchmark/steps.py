@@ -142,16 +142,7 @@ def distill_inputs(distiller: nn.Module, batch: List[Dict], precision: str,
         images, teacher_images = distiller._preprocess_pair(batch)
         features = distiller.backbone(images.tensor)
         embeddings, logits, _ = distiller._student_box_branch(features, sampled)
-        t_features, t_embeddings, t_logits = distiller._teacher_outputs(teacher_images, sampled)
-    return DistillInputs(
-        labels=torch.cat([p.gt_classes for p in sampled]),
-        student_embeddings=embeddings,
-        student_logits=logits,
-        student_features=features,
-        teacher_features=t_features,
-        teacher_embeddings=t_embeddings,
-        teacher_logits=t_logits,
-    )
+        return distiller._distill_inputs(features, embeddings, logits, teacher_images, sampled)
 
 
 def with_student_grad(inputs: DistillInputs) -> DistillInputs:

@@ -151,16 +151,7 @@ class DistillRCNN(GeneralizedRCNN):
         losses.update(self.roi_heads._forward_keypoint(features, sampled))
 
         if self.distill_losses:
-            t_features, t_embeddings, t_logits = self._teacher_outputs(teacher_images, sampled)
-            inputs = DistillInputs(
-                labels=torch.cat([p.gt_classes for p in sampled]),
-                student_embeddings=embeddings,
-                student_logits=logits,
-                student_features=features,
-                teacher_features=t_features,
-                teacher_embeddings=t_embeddings,
-                teacher_logits=t_logits,
-            )
+            inputs = self._distill_inputs(features, embeddings, logits, teacher_images, sampled)
             for term in self.distill_losses:
                 losses["loss_" + term.name] = term(inputs)
 
@@ -200,6 +191,20 @@ class DistillRCNN(GeneralizedRCNN):
         embeddings = heads.box_head(pooled)
         predictions = heads.box_predictor(embeddings)
         return embeddings, predictions[0], heads.box_predictor.losses(predictions, sampled)
+
+    def _distill_inputs(self, features, embeddings, logits, teacher_images: ImageList,
+                        sampled: List[Instances]) -> DistillInputs:
+        """The student's outputs of this step plus the teacher's on the same images and RoIs."""
+        t_features, t_embeddings, t_logits = self._teacher_outputs(teacher_images, sampled)
+        return DistillInputs(
+            labels=torch.cat([p.gt_classes for p in sampled]),
+            student_embeddings=embeddings,
+            student_logits=logits,
+            student_features=features,
+            teacher_features=t_features,
+            teacher_embeddings=t_embeddings,
+            teacher_logits=t_logits,
+        )
 
     def _teacher_context(self):
         if self.teacher_autocast == "":
