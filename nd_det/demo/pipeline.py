@@ -1,0 +1,350 @@
+"""The embedded demo, step by step, in one process (tools/demo.py is its command line).
+
+1. train the teacher (``configs/Demo/teacher_*.yaml``) on the embedded tree-crown data;
+2. extract its class means with the real tool code (:func:`extract_class_means`);
+3. train the student twice, same seed and schedule: alone (``MODEL.DISTILL.LOSSES []``), then
+   distilled from the teacher (``--method``, ReviewKD++ by default);
+4. export the distilled student (plain detectron2 config + student-only weights);
+5. evaluate the teacher, the student alone and the exported distilled student: COCO box AP on
+   the val split, parameters, inference ms/image;
+6. write ``results.json`` / ``results.md`` / ``results.png`` and print the table.
+
+Everything lands in ``--output-dir``::
+
+    log.txt                        the detailed log (detectron2's, pycocotools' output)
+    pretrained/                    the converted ImageNet MobileNetV2 file (kept between runs)
+    teacher/                       model_final.pth, metrics.json, config.yaml, inference/
+    class_means/                   teacher_class_means.pth
+    student_alone/                 model_final.pth, metrics.json, config.yaml, inference/
+    student_distilled/             the same, for the distilled student
+    distilled_student_export/      config.yaml + model_final.pth (tools/export_student.py format)
+    results.json results.md results.png
+
+The demo owns those folders: it empties them at the start of a run (``pretrained/`` excepted).
+"""
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
+
+from ..class_means_extraction import extract_class_means
+from ..data import register_embedded_dataset
+from ..engine.trainer import StudentCheckpointer
+from ..modeling.backbone import add_backbone_config
+from ..student_export import export_student, plain_student_cfg
+from .backbone_init import check_backbone_loaded, with_backbone_init
+from .configs import (DEFAULT_METHOD, DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG,
+                      DISTILL_METHODS, METHOD_NAMES, DemoConfigError, describe_backbone,
+                      load_demo_cfg, student_cfg, teacher_cfg, without_demo_keys, write_plain_cfg)
+from .evaluation import score_model
+from .figure import draw_demo_figure, pick_val_images, read_loss_curves
+from .progress import UNIT_PRICES, DemoClock, Stage, format_duration
+from .report import ROW_NAMES, format_table_for_console, make_row, distillation_verdict
+from .report import write_report
+from .run_log import log_to_file
+from .trainer import METRICS_FILE, DemoTrainer, seed_everything
+
+__all__ = ["DemoOptions", "DemoResult", "run_demo", "OUTPUT_FILES"]
+
+TEACHER_DIR = "teacher"
+CLASS_MEANS_FILE = os.path.join("class_means", "teacher_class_means.pth")
+ALONE_DIR = "student_alone"
+DISTILLED_DIR = "student_distilled"
+EXPORT_DIR = "distilled_student_export"
+PRETRAINED_DIR = "pretrained"
+FINAL_WEIGHTS = "model_final.pth"
+# every file a run writes (relative to the output folder); the smoke test checks them all
+OUTPUT_FILES = (
+    "log.txt",
+    os.path.join(TEACHER_DIR, FINAL_WEIGHTS),
+    os.path.join(TEACHER_DIR, METRICS_FILE),
+    os.path.join(TEACHER_DIR, "config.yaml"),
+    CLASS_MEANS_FILE,
+    os.path.join(ALONE_DIR, FINAL_WEIGHTS),
+    os.path.join(ALONE_DIR, METRICS_FILE),
+    os.path.join(ALONE_DIR, "config.yaml"),
+    os.path.join(DISTILLED_DIR, FINAL_WEIGHTS),
+    os.path.join(DISTILLED_DIR, METRICS_FILE),
+    os.path.join(DISTILLED_DIR, "config.yaml"),
+    os.path.join(EXPORT_DIR, "config.yaml"),
+    os.path.join(EXPORT_DIR, FINAL_WEIGHTS),
+    "results.json",
+    "results.md",
+    "results.png",
+)
+_STAGES = ("train teacher", "teacher class means", "train student alone",
+           "train distilled student", "export distilled student", "evaluate 3 models",
+           "write report + figure")
+
+
+@dataclass
+class DemoOptions:
+    """What tools/demo.py's options set (None: the config file's value)."""
+
+    output_dir: str = os.path.join("output", "demo")
+    teacher_config: str = DEFAULT_TEACHER_CONFIG
+    student_config: str = DEFAULT_STUDENT_CONFIG
+    method: str = DEFAULT_METHOD
+    teacher_iters: Optional[int] = None
+    student_iters: Optional[int] = None
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1
+    log_period: int = 10
+    class_means_images: Optional[int] = None
+    figure_images: int = 3
+    opts: List[str] = field(default_factory=list)  # KEY VALUE, for teacher and student configs
+    dataset_root: Optional[str] = None  # the embedded dataset's folder (default: its cache)
+
+
+@dataclass
+class DemoResult:
+    report: Dict
+    files: Dict[str, str]
+
+
+def _check_options(options: DemoOptions) -> None:
+    if options.method not in DISTILL_METHODS:
+        raise DemoConfigError(f"--method {options.method!r}: choose one of "
+                              f"{sorted(DISTILL_METHODS)}")
+    if options.threads < 1:
+        raise DemoConfigError(f"--threads {options.threads}: give 1 or more")
+    if options.log_period < 1:
+        raise DemoConfigError(f"--log-period {options.log_period}: give 1 or more")
+    if options.figure_images < 1:
+        raise DemoConfigError(f"--figure-images {options.figure_images}: give 1 or more")
+    if len(options.opts) % 2:
+        raise DemoConfigError(f"config overrides must be KEY VALUE pairs; got {options.opts}")
+    for what, value in (("--teacher-iters", options.teacher_iters),
+                        ("--student-iters", options.student_iters),
+                        ("--class-means-images", options.class_means_images)):
+        if value is not None and value < 1:
+            raise DemoConfigError(f"{what} {value}: give 1 or more")
+    if options.device != "cpu" and not options.device.startswith("cuda"):
+        raise DemoConfigError(f"--device {options.device!r}: use cpu or cuda")
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        raise DemoConfigError(f"--device {options.device}: torch sees no CUDA device here; "
+                              "use --device cpu")
+
+
+def _fresh_folders(root: str) -> None:
+    for name in (TEACHER_DIR, os.path.dirname(CLASS_MEANS_FILE), ALONE_DIR, DISTILLED_DIR,
+                 EXPORT_DIR):
+        path = os.path.join(root, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+    for name in ("results.json", "results.md", "results.png"):
+        path = os.path.join(root, name)
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def _train(cfg: CfgNode, clock: DemoClock, stage: str, seed: int, log_period: int) -> str:
+    """Train one model with the demo trainer; returns its final checkpoint."""
+    clock.start(stage)
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    write_plain_cfg(cfg, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    seed_everything(seed)
+    trainer = DemoTrainer(cfg, clock, stage, log_period=log_period)
+    trainer.resume_or_load(resume=False)
+    if cfg.DEMO.IMAGENET_INIT:
+        check_backbone_loaded(trainer.model, cfg.MODEL.WEIGHTS)
+    # the same random streams from the first iteration on, whatever the model building drew
+    # (a distilled student also builds a teacher and its fusion modules)
+    seed_everything(seed)
+    trainer.train()
+    weights = os.path.join(cfg.OUTPUT_DIR, FINAL_WEIGHTS)
+    if not os.path.isfile(weights):
+        raise RuntimeError(f"training {stage} ended without {weights}; see the log")
+    clock.finish(stage, f"{cfg.SOLVER.MAX_ITER} iterations")
+    return weights
+
+
+def _exportable(cfg: CfgNode) -> CfgNode:
+    """The distilled student's config as export_student gets it: without the DEMO node and,
+    while AMP is off, without nd-det's SOLVER.AMP.PRECISION key, which export_student does not
+    remove yet and stock detectron2 rejects (TODO: drop this once the export removes it)."""
+    plain = without_demo_keys(cfg)
+    if not plain.SOLVER.AMP.ENABLED and "PRECISION" in plain.SOLVER.AMP:
+        plain.defrost()
+        plain.SOLVER.AMP.pop("PRECISION")
+        plain.freeze()
+    return plain
+
+
+def _load(model, weights: str, checkpointer=DetectionCheckpointer):
+    checkpointer(model).load(weights)
+    return model.eval()
+
+
+def _exported_student(export_dir: str, output_dir: str) -> Tuple[CfgNode, torch.nn.Module]:
+    """Build the exported student the way a detectron2 user would (its config + weights)."""
+    cfg = get_cfg()
+    add_backbone_config(cfg)  # MobileNetV2 students keep MODEL.MOBILENETV2 in the export
+    cfg.merge_from_file(os.path.join(export_dir, "config.yaml"))
+    cfg.MODEL.WEIGHTS = os.path.join(export_dir, FINAL_WEIGHTS)
+    cfg.OUTPUT_DIR = output_dir
+    cfg.freeze()
+    return cfg, _load(build_model(cfg), cfg.MODEL.WEIGHTS)
+
+
+def run_demo(options: DemoOptions, emit=None) -> DemoResult:
+    """Run the whole demo (see the module docstring); ``emit(line)`` prints progress."""
+    _check_options(options)
+    out = os.path.abspath(options.output_dir)
+    os.makedirs(out, exist_ok=True)
+    _fresh_folders(out)
+    previous_threads = torch.get_num_threads()
+    previous_deterministic = (torch.are_deterministic_algorithms_enabled(),
+                              torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.set_num_threads(options.threads)
+    try:
+        with log_to_file(os.path.join(out, "log.txt")):
+            return _run(options, out, emit)
+    finally:
+        torch.set_num_threads(previous_threads)
+        torch.use_deterministic_algorithms(previous_deterministic[0],
+                                           warn_only=previous_deterministic[1])
+
+
+def _run(options: DemoOptions, out: str, emit) -> DemoResult:
+    train_name, val_name = register_embedded_dataset(options.dataset_root)
+    train_images = len(DatasetCatalog.get(train_name))
+    val_dicts = DatasetCatalog.get(val_name)
+    losses = DISTILL_METHODS[options.method]
+    method_name = METHOD_NAMES[options.method]
+
+    # ---- configs (all checked before anything runs)
+    t_iters = options.teacher_iters or load_demo_cfg(options.teacher_config,
+                                                     options.opts).SOLVER.MAX_ITER
+    s_iters = options.student_iters or load_demo_cfg(options.student_config,
+                                                     options.opts).SOLVER.MAX_ITER
+    cfg_teacher = teacher_cfg(options.teacher_config, os.path.join(out, TEACHER_DIR), t_iters,
+                              options.seed, options.device, options.opts)
+    cfg_teacher = with_backbone_init(cfg_teacher, os.path.join(out, PRETRAINED_DIR))
+    teacher_config_file = os.path.join(out, TEACHER_DIR, "config.yaml")
+    teacher_weights = os.path.join(out, TEACHER_DIR, FINAL_WEIGHTS)
+    class_means = os.path.join(out, CLASS_MEANS_FILE)
+
+    def make_student(folder: str, student_losses: List[str]) -> CfgNode:
+        cfg = student_cfg(options.student_config, os.path.join(out, folder), s_iters,
+                          options.seed, options.device, student_losses, teacher_config_file,
+                          teacher_weights, class_means, options.opts)
+        return with_backbone_init(cfg, os.path.join(out, PRETRAINED_DIR))
+
+    cfg_alone = make_student(ALONE_DIR, [])
+    cfg_distilled = make_student(DISTILLED_DIR, losses)
+    means_images = min(train_images, options.class_means_images or train_images)
+
+    batch_t, batch_s = cfg_teacher.SOLVER.IMS_PER_BATCH, cfg_alone.SOLVER.IMS_PER_BATCH
+    clock = DemoClock([
+        Stage(_STAGES[0], t_iters, batch_t * UNIT_PRICES["teacher_image"]),
+        Stage(_STAGES[1], means_images, UNIT_PRICES["inference_image"]),
+        Stage(_STAGES[2], s_iters, batch_s * UNIT_PRICES["student_image"]),
+        Stage(_STAGES[3], s_iters, batch_s * UNIT_PRICES["distilled_image"]),
+        Stage(_STAGES[4], 1, UNIT_PRICES["fixed"]),
+        Stage(_STAGES[5], 3, 2 * len(val_dicts) * UNIT_PRICES["inference_image"]),
+        Stage(_STAGES[6], 1, UNIT_PRICES["fixed"]),
+    ], **({"emit": emit} if emit is not None else {}))
+    clock.emit(f"nd-det demo: teacher {describe_backbone(cfg_teacher)} ({t_iters} iterations), "
+               f"student {describe_backbone(cfg_alone)} ({s_iters} iterations, alone and "
+               f"{method_name}); {train_images} train / {len(val_dicts)} val tiles; "
+               f"{options.threads} thread(s); output in {out}")
+
+    # ---- 1. teacher
+    _train(cfg_teacher, clock, _STAGES[0], options.seed, options.log_period)
+
+    # ---- 2. class means of the teacher (the real extraction code)
+    clock.start(_STAGES[1])
+    table = extract_class_means(without_demo_keys(cfg_distilled), output=class_means,
+                                max_images=means_images, num_workers=0)
+    clock.finish(_STAGES[1], f"{table.num_classes} x {table.dim} table from {means_images} "
+                             f"images, samples per row {table.counts.tolist()}")
+
+    # ---- 3. the student twice
+    alone_weights = _train(cfg_alone, clock, _STAGES[2], options.seed, options.log_period)
+    distilled_weights = _train(cfg_distilled, clock, _STAGES[3], options.seed,
+                               options.log_period)
+
+    # ---- 4. export the distilled student
+    clock.start(_STAGES[4])
+    export = export_student(_exportable(cfg_distilled), distilled_weights,
+                            os.path.join(out, EXPORT_DIR), overwrite=True)
+    clock.finish(_STAGES[4], f"{export.output_dir} ({export.num_tensors} tensors; left out "
+                             f"{len(export.dropped_modules)} distillation-module tensors)")
+
+    # ---- 5. evaluate
+    clock.start(_STAGES[5])
+    plain_teacher = without_demo_keys(cfg_teacher)
+    scores = {}
+    scores["teacher"] = score_model(plain_teacher, _load(build_model(plain_teacher),
+                                                         teacher_weights))
+    clock.advance(_STAGES[5], 1)
+    plain_alone = plain_student_cfg(without_demo_keys(cfg_alone))
+    scores["student alone"] = score_model(
+        plain_alone, _load(build_model(plain_alone), alone_weights, StudentCheckpointer))
+    clock.advance(_STAGES[5], 2)
+    exported_cfg, exported_model = _exported_student(export.output_dir,
+                                                     os.path.join(out, DISTILLED_DIR))
+    scores["distilled student"] = score_model(exported_cfg, exported_model)
+    clock.finish(_STAGES[5], ", ".join(f"{name} AP {s.AP:.2f}" for name, s in scores.items()))
+
+    # ---- 6. report
+    clock.start(_STAGES[6])
+    backbones = {"teacher": describe_backbone(cfg_teacher),
+                 "student alone": describe_backbone(cfg_alone),
+                 "distilled student": describe_backbone(cfg_distilled)}
+    rows = [make_row(name, backbones[name], scores[name]) for name in ROW_NAMES]
+    files = {
+        "json": os.path.join(out, "results.json"),
+        "markdown": os.path.join(out, "results.md"),
+        "figure": os.path.join(out, "results.png"),
+        "export": export.output_dir,
+        "log": os.path.join(out, "log.txt"),
+    }
+    draw_demo_figure(
+        files["figure"],
+        read_loss_curves(os.path.join(cfg_alone.OUTPUT_DIR, METRICS_FILE)),
+        read_loss_curves(os.path.join(cfg_distilled.OUTPUT_DIR, METRICS_FILE)),
+        rows, pick_val_images(val_dicts, options.figure_images),
+        scores["student alone"].detections_file, scores["distilled student"].detections_file,
+        method_name,
+    )
+    clock.finish(_STAGES[6])
+    report = {
+        "title": "nd-det demo: distilling a tree-crown detector on the CPU",
+        "dataset": {"train": train_name, "val": val_name, "train_images": train_images,
+                    "val_images": len(val_dicts),
+                    "val_boxes": sum(len(d.get("annotations", [])) for d in val_dicts)},
+        "method": options.method,
+        "method_name": method_name,
+        "distill_losses": list(losses),
+        "schedule": {"teacher_iters": t_iters, "student_iters": s_iters,
+                     "teacher_images_per_iter": batch_t, "student_images_per_iter": batch_s,
+                     "teacher_optimizer": f"{cfg_teacher.DEMO.OPTIMIZER} lr "
+                                          f"{cfg_teacher.SOLVER.BASE_LR:g}",
+                     "student_optimizer": f"{cfg_alone.DEMO.OPTIMIZER} lr "
+                                          f"{cfg_alone.SOLVER.BASE_LR:g}",
+                     "seed": options.seed,
+                     "device": options.device, "threads": options.threads},
+        "rows": rows,
+        "distillation_gain": {m: round(rows[2][m] - rows[1][m], 3) for m in ("AP", "AP50", "AP75")},
+        "teacher_minus_student_alone_AP": round(rows[0]["AP"] - rows[1]["AP"], 3),
+        "verdict": distillation_verdict(rows, method_name),
+        "wall_time_s": {"total": round(clock.elapsed(), 1), "stages": clock.stage_seconds()},
+        "files": {k: os.path.relpath(v, out) for k, v in files.items()},
+    }
+    write_report(report, files["json"], files["markdown"])
+    clock.emit("")
+    clock.emit(format_table_for_console(report))
+    clock.emit("")
+    clock.emit(f"total wall time {format_duration(clock.elapsed())}; results in "
+               f"{files['json']}, {files['markdown']}, {files['figure']}; exported student in "
+               f"{export.output_dir}")
+    return DemoResult(report=report, files=files)

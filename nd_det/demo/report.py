@@ -1,0 +1,188 @@
+"""The demo's results table: one dict, written as JSON and rendered as Markdown from that dict.
+
+``results.json`` is the source; ``results.md`` is ``render_markdown(json.load(results.json))``
+exactly, so the two never disagree (:func:`read_report` re-reads the JSON, and
+:func:`parse_markdown_table` reads the Markdown table back, for checks).
+
+Rows, in this order: ``teacher``, ``student alone``, ``distilled student``; each with ``model``,
+``backbone``, ``AP``, ``AP50``, ``AP75`` (COCO box AP in percent on the val split), ``params``
+(an integer) and ``inference_ms_per_image``.
+"""
+import json
+import math
+import os
+from typing import Dict, List, Sequence
+
+__all__ = [
+    "ROW_NAMES",
+    "TABLE_COLUMNS",
+    "make_row",
+    "distillation_verdict",
+    "render_markdown",
+    "write_report",
+    "read_report",
+    "parse_markdown_table",
+    "format_table_for_console",
+]
+
+ROW_NAMES = ("teacher", "student alone", "distilled student")
+# (column title, row key, format of the value)
+TABLE_COLUMNS = (
+    ("model", "model", "{}"),
+    ("backbone", "backbone", "{}"),
+    ("AP", "AP", "{:.2f}"),
+    ("AP50", "AP50", "{:.2f}"),
+    ("AP75", "AP75", "{:.2f}"),
+    ("params", "params", "{:,}"),
+    ("inference ms/image", "inference_ms_per_image", "{:.1f}"),
+)
+# a difference in AP smaller than this is reported as "about the same"
+_SAME_AP = 0.5
+
+
+def make_row(model: str, backbone: str, score) -> Dict:
+    """A table row from a :class:`nd_det.demo.evaluation.ModelScore`."""
+    return {
+        "model": model,
+        "backbone": backbone,
+        "AP": round(score.AP, 3),
+        "AP50": round(score.AP50, 3),
+        "AP75": round(score.AP75, 3),
+        "params": int(score.params),
+        "inference_ms_per_image": round(score.inference_ms_per_image, 2),
+        "no_detections": bool(score.no_detections),
+    }
+
+
+def distillation_verdict(rows: Sequence[Dict], method_name: str) -> str:
+    """One honest sentence on what distillation did to AP (and how the teacher compares)."""
+    teacher, alone, distilled = (_row(rows, name) for name in ROW_NAMES)
+    gain = distilled["AP"] - alone["AP"]
+    gap = teacher["AP"] - alone["AP"]
+    if gap <= 0:
+        teacher_part = (f"the teacher ({teacher['AP']:.2f} AP) is not better than the student "
+                        f"alone ({alone['AP']:.2f} AP), so this run cannot show distillation")
+    else:
+        teacher_part = f"the teacher is {gap:.2f} AP above the student alone"
+    others = ", ".join(f"{m} {distilled[m] - alone[m]:+.2f}" for m in ("AP50", "AP75"))
+    if abs(gain) < _SAME_AP:
+        effect = f"{method_name} left AP about the same ({gain:+.2f}; {others})"
+    elif gain > 0:
+        effect = f"{method_name} helped: {gain:+.2f} AP over the student alone ({others}"
+        if gap > 0:
+            effect += f"; {100.0 * gain / gap:.0f}% of the teacher-student AP gap closed"
+        effect += ")"
+    else:
+        effect = (f"{method_name} did not help: {gain:+.2f} AP against the student alone "
+                  f"({others})")
+    return f"{effect}; {teacher_part}."
+
+
+def _row(rows: Sequence[Dict], name: str) -> Dict:
+    for row in rows:
+        if row["model"] == name:
+            return row
+    raise KeyError(f"the results have no row {name!r}; rows: {[r['model'] for r in rows]}")
+
+
+def _cells(row: Dict) -> List[str]:
+    return [fmt.format(row[key]) for _, key, fmt in TABLE_COLUMNS]
+
+
+def render_markdown(report: Dict) -> str:
+    """The Markdown page of a report dict (deterministic: same dict, same text)."""
+    schedule = report["schedule"]
+    lines = [
+        f"# {report['title']}",
+        "",
+        f"COCO box AP on the val split of the embedded dataset ({report['dataset']['val_images']} "
+        f"tiles, {report['dataset']['val_boxes']} trees); the students were trained twice with "
+        f"seed {schedule['seed']} and the same {schedule['student_iters']} iterations, once alone "
+        f"and once with {report['method_name']} (MODEL.DISTILL.LOSSES "
+        f"{report['distill_losses']}).",
+        "",
+        "| " + " | ".join(title for title, _, _ in TABLE_COLUMNS) + " |",
+        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
+    ]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in report["rows"]]
+    lines += [
+        "",
+        f"**{report['verdict']}**",
+        "",
+        f"- teacher: {schedule['teacher_iters']} iterations of "
+        f"{schedule['teacher_images_per_iter']} images ({schedule['teacher_optimizer']}); "
+        f"students: {schedule['student_iters']} iterations of "
+        f"{schedule['student_images_per_iter']} images each ({schedule['student_optimizer']}); "
+        f"device {schedule['device']}, {schedule['threads']} CPU thread(s).",
+        "- inference ms/image: one image per call, mean over the val images; it depends on the "
+        "machine and its load (every other number is reproducible with the same seed on the "
+        "same machine).",
+        f"- wall time of the whole demo: {report['wall_time_s']['total']:.0f} s ("
+        + ", ".join(f"{name} {seconds:.0f} s"
+                    for name, seconds in report["wall_time_s"]["stages"].items()) + ").",
+        "- one seed and a small val split: differences of about one AP point are within the "
+        "noise of such a short run.",
+        "",
+    ]
+    for row in report["rows"]:
+        if row.get("no_detections"):
+            lines.insert(-1, f"- {row['model']} made no detection above the score threshold: its "
+                             "AP is shown as 0.")
+    return "\n".join(lines)
+
+
+def format_table_for_console(report: Dict) -> str:
+    """The table as aligned plain text, plus the verdict."""
+    header = [title for title, _, _ in TABLE_COLUMNS]
+    body = [_cells(row) for row in report["rows"]]
+    widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
+    out = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
+                     for i, (cell, w) in enumerate(zip(line, widths)))
+           for line in [header] + body]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out + ["", report["verdict"]])
+
+
+def _finite(value):
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_report(report: Dict, json_path: str, markdown_path: str) -> None:
+    """Write ``report`` as JSON, then the Markdown rendered from the JSON just written."""
+    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+    with open(json_path, "w", encoding="utf-8") as stream:
+        json.dump(_finite(report), stream, indent=1, sort_keys=False, allow_nan=False)
+        stream.write("\n")
+    with open(markdown_path, "w", encoding="utf-8") as stream:
+        stream.write(render_markdown(read_report(json_path)))
+
+
+def read_report(json_path: str) -> Dict:
+    """Re-read a ``results.json``; checks it has the three rows with every column."""
+    with open(json_path, encoding="utf-8") as stream:
+        report = json.load(stream)
+    names = [row.get("model") for row in report.get("rows", [])]
+    if names != list(ROW_NAMES):
+        raise ValueError(f"{json_path}: rows {names}, expected {list(ROW_NAMES)}")
+    for row in report["rows"]:
+        missing = [key for _, key, _ in TABLE_COLUMNS if key not in row]
+        if missing:
+            raise ValueError(f"{json_path}: row {row['model']!r} lacks {missing}")
+    return report
+
+
+def parse_markdown_table(text: str) -> List[Dict[str, str]]:
+    """The rows of the first Markdown table in ``text``, as {column title: cell text}."""
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    if len(table) < 2:
+        raise ValueError("no Markdown table found")
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|"))))
+            for line in table[2:]]
