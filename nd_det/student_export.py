@@ -81,10 +81,12 @@ def uses_nd_det_backbone(cfg: CfgNode) -> bool:
 
 
 def plain_student_cfg(cfg: CfgNode) -> CfgNode:
-    """``cfg`` as a plain detectron2 GeneralizedRCNN config: no ``MODEL.DISTILL`` keys (and no
-    nd-det backbone keys unless the student's backbone is one of nd-det's own)."""
+    """``cfg`` as a plain detectron2 GeneralizedRCNN config: no ``MODEL.DISTILL`` keys, no
+    ``SOLVER.AMP.PRECISION`` (nd-det's training-only key), and no nd-det backbone keys unless
+    the student's backbone is one of nd-det's own."""
     plain = cfg.clone()
     plain.defrost()
+    plain.SOLVER.AMP.pop("PRECISION", None)
     if plain.MODEL.META_ARCHITECTURE == "DistillRCNN":
         plain.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     keep = _ND_DET_BACKBONE_NODES if uses_nd_det_backbone(plain) else ()

@@ -231,6 +231,20 @@ def test_truncated_out_features_build_only_needed_stages():
     assert set(backbone(torch.randn(1, 3, 64, 64))) == {"m2", "m3"}
 
 
+def test_fpn_over_fewer_stages_pools_its_deepest_level():
+    """FPN.IN_FEATURES m2..m4: the extra max-pooled level follows p4 (giving p5), it does not
+    look for a p5 that does not exist."""
+    cfg = student_cfg("MV2")
+    cfg.MODEL.MOBILENETV2.OUT_FEATURES = ["m2", "m3", "m4"]
+    cfg.MODEL.FPN.IN_FEATURES = ["m2", "m3", "m4"]
+    backbone = build_backbone(cfg)
+    shapes = backbone.output_shape()
+    assert {k: v.stride for k, v in shapes.items()} == {"p2": 4, "p3": 8, "p4": 16, "p5": 32}
+    out = backbone(torch.randn(1, 3, 64, 96))
+    assert out["p5"].shape[-2:] == (2, 3)
+    torch.testing.assert_close(out["p5"], torch.nn.functional.max_pool2d(out["p4"], 1, 2))
+
+
 def test_resnet_basic_config_errors_name_keys_and_fixes():
     cfg = student_cfg("R18")
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 256

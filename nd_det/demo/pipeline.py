@@ -166,18 +166,6 @@ def _train(cfg: CfgNode, clock: DemoClock, stage: str, seed: int, log_period: in
     return weights
 
 
-def _exportable(cfg: CfgNode) -> CfgNode:
-    """The distilled student's config as export_student gets it: without the DEMO node and,
-    while AMP is off, without nd-det's SOLVER.AMP.PRECISION key, which export_student does not
-    remove yet and stock detectron2 rejects (TODO: drop this once the export removes it)."""
-    plain = without_demo_keys(cfg)
-    if not plain.SOLVER.AMP.ENABLED and "PRECISION" in plain.SOLVER.AMP:
-        plain.defrost()
-        plain.SOLVER.AMP.pop("PRECISION")
-        plain.freeze()
-    return plain
-
-
 def _load(model, weights: str, checkpointer=DetectionCheckpointer):
     checkpointer(model).load(weights)
     return model.eval()
@@ -274,7 +262,7 @@ def _run(options: DemoOptions, out: str, emit) -> DemoResult:
 
     # ---- 4. export the distilled student
     clock.start(_STAGES[4])
-    export = export_student(_exportable(cfg_distilled), distilled_weights,
+    export = export_student(without_demo_keys(cfg_distilled), distilled_weights,
                             os.path.join(out, EXPORT_DIR), overwrite=True)
     clock.finish(_STAGES[4], f"{export.output_dir} ({export.num_tensors} tensors; left out "
                              f"{len(export.dropped_modules)} distillation-module tensors)")

@@ -4,10 +4,13 @@
   ``build_resnet_backbone`` after :func:`check_resnet_basic_config`) under detectron2's FPN.
 * ``build_mobilenetv2_fpn_backbone``: :class:`MobileNetV2` (``MODEL.MOBILENETV2``) under FPN.
 
-Both add p6 by max-pooling p5 (``LastLevelMaxPool``), so with ``MODEL.FPN.IN_FEATURES`` at all four
-stages they return p2..p6 at strides 4..64 with ``MODEL.FPN.OUT_CHANNELS`` channels, exactly like
-detectron2's ``build_resnet_fpn_backbone``.
+Both add one more level by max-pooling the deepest FPN level (``LastLevelMaxPool``), so with
+``MODEL.FPN.IN_FEATURES`` at all four stages they return p2..p6 at strides 4..64 with
+``MODEL.FPN.OUT_CHANNELS`` channels, exactly like detectron2's ``build_resnet_fpn_backbone``;
+with fewer stages (e.g. m2..m4) the extra level follows the deepest one (p2..p5).
 """
+import math
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
@@ -29,12 +32,16 @@ def _fpn_over(bottom_up: Backbone, cfg, out_features_key: str) -> FPN:
             f"{available} ({out_features_key}); set MODEL.FPN.IN_FEATURES to a non-empty subset "
             f"of {out_features_key} (missing: {missing})."
         )
+    # the extra max-pooled level comes from the deepest FPN level, whichever stage that is
+    top_block = LastLevelMaxPool()
+    deepest_stride = bottom_up.output_shape()[in_features[-1]].stride
+    top_block.in_feature = f"p{int(math.log2(deepest_stride))}"
     return FPN(
         bottom_up=bottom_up,
         in_features=in_features,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
         norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelMaxPool(),
+        top_block=top_block,
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
 
