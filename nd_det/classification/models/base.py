@@ -11,8 +11,10 @@ __all__ = ["Classifier"]
 
 
 class Classifier(nn.Module):
-    """Base class.  A subclass builds its body, then calls ``_init_head`` and implements
-    ``forward_features(x) -> (stage_features, final_map)``.
+    """Base class.  A subclass builds its body, then calls ``_init_head``.  The default
+    ``forward_features(x) -> (stage_features, final_map)`` runs ``self.stem`` then each module of
+    ``self.stages`` (each stage's output is a stage feature) and ``head_input`` on the last one;
+    bodies of another shape override ``forward_features``.
 
     ``stage_features`` are the intermediate maps ReviewKD fuses (shallow -> deep) and
     ``final_map`` is the map that is average-pooled into the embedding.  Pooling is adaptive,
@@ -31,7 +33,16 @@ class Classifier(nn.Module):
         self.fc = nn.Linear(self.embedding_dim, self.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
-        raise NotImplementedError
+        x = self.stem(x)
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats, self.head_input(x)
+
+    def head_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The map that is pooled into the embedding, from the last stage's output."""
+        return x
 
     def forward(self, x: torch.Tensor) -> ClassifierOutput:
         stages, final_map = self.forward_features(x)

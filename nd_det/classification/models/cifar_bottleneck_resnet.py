@@ -60,14 +60,6 @@ class CifarBottleneckResNet(Classifier):
                 nn.init.zeros_(m.bn3.weight)  # each residual branch starts as the identity
         self._init_head(stage_channels, channels, num_classes)
 
-    def forward_features(self, x):
-        x = self.stem(x)
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats, x
-
 
 @register_classifier("resnet50_cifar", "cifar", "ResNet-50 (bottleneck) with a CIFAR stem")
 def build_resnet50_cifar(num_classes: int, in_channels: int = 3) -> CifarBottleneckResNet:

@@ -60,14 +60,6 @@ class CifarResNet(Classifier):
         init_conv_bn(self)
         self._init_head(widths[1:], channels, num_classes)
 
-    def forward_features(self, x):
-        x = self.stem(x)
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats, x
-
 
 def _register(depth: int, widths: Sequence[int], suffix: str = ""):
     name = f"resnet{depth}{suffix}"

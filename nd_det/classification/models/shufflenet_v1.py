@@ -67,14 +67,6 @@ class ShuffleNetV1(Classifier):
         init_conv_bn(self)
         self._init_head(widths, channels, num_classes)
 
-    def forward_features(self, x):
-        x = self.stem(x)
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats, x
-
 
 @register_classifier("shufflenet_v1", "cifar", "ShuffleNetV1 (g=3) for CIFAR")
 def build_shufflenet_v1(num_classes: int, in_channels: int = 3) -> ShuffleNetV1:

@@ -76,13 +76,8 @@ class ShuffleNetV2(Classifier):
         init_conv_bn(self)
         self._init_head(widths, last_channels, num_classes)
 
-    def forward_features(self, x):
-        x = self.stem(x)
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats, self.last(x)
+    def head_input(self, x):
+        return self.last(x)
 
 
 @register_classifier("shufflenet_v2", "cifar", "ShuffleNetV2 1.0x for CIFAR")

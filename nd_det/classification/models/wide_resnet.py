@@ -52,13 +52,8 @@ class WideResNet(Classifier):
         init_conv_bn(self)
         self._init_head(widths, channels, num_classes)
 
-    def forward_features(self, x):
-        x = self.stem(x)
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats, self.final(x)
+    def head_input(self, x):
+        return self.final(x)
 
 
 def _register(depth: int, widen: int):
