@@ -9,11 +9,16 @@ Usage::
     add_distill_config(cfg)
     cfg.merge_from_file("configs/COCO-Distill/R50_from_R101_nd.yaml")
 """
+import os
+from typing import Sequence
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 from .modeling.backbone.config import add_backbone_config
 
-__all__ = ["add_distill_config", "DISTILL_LOSS_NAMES"]
+__all__ = ["add_distill_config", "DISTILL_LOSS_NAMES", "ConfigError", "merge_config",
+           "load_config"]
 
 # The loss names MODEL.DISTILL.LOSSES may hold (each maps to one loss-dict key ``loss_<name>``).
 DISTILL_LOSS_NAMES = ("nd", "kd", "dkd", "reviewkd")
@@ -99,4 +104,42 @@ def add_distill_config(cfg: CN) -> CN:
     # Normalisation inside the ABF modules: "bn" (reference), "gn" or "none".
     _C.MODEL.DISTILL.REVIEWKD.NORM = "bn"
 
+    return cfg
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong (missing file, unknown key, bad value)."""
+
+
+def merge_config(cfg: CN, source, what: str) -> None:
+    """Merge a yaml file (str) or KEY VALUE overrides (list) into ``cfg``; mistakes raise one
+    ConfigError naming ``what`` and the problem."""
+    if isinstance(source, str):
+        if not os.path.isfile(source):
+            raise ConfigError(f"{what}: file not found")
+        merge = cfg.merge_from_file
+    else:
+        source = list(source)
+        if len(source) % 2:
+            raise ConfigError(f"{what} must be KEY VALUE pairs; got an odd list: {source}")
+        merge = cfg.merge_from_list
+    try:
+        merge(source)
+    except (AssertionError, KeyError, ValueError, TypeError) as e:
+        message = str(e).strip().strip("'")
+        raise ConfigError(
+            f"{what}: {message}. Check the spelling against nd_det/config.py (MODEL.DISTILL keys) "
+            "and detectron2's config reference."
+        ) from None
+
+
+def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True) -> CN:
+    """detectron2's defaults + nd-det's keys + ``config_file`` (if any) + ``opts``."""
+    cfg = get_cfg()
+    add_distill_config(cfg)
+    if config_file:
+        merge_config(cfg, config_file, f"--config-file {config_file}")
+    merge_config(cfg, opts, "command-line overrides")
+    if freeze:
+        cfg.freeze()
     return cfg

@@ -123,28 +123,14 @@ def load_checkpoint_model_state(path: str) -> Dict[str, torch.Tensor]:
 def load_distill_cfg(config_file: str, opts: List[str]) -> CfgNode:
     """get_cfg + nd-det keys + ``config_file`` + KEY VALUE ``opts``, frozen; mistakes raise
     StudentExportError."""
-    from .config import add_distill_config  # late: keeps this module importable on its own
+    from .config import ConfigError, load_config  # late: keeps this module importable on its own
 
-    if not os.path.isfile(config_file):
-        raise StudentExportError(f"--config-file {config_file}: file not found")
-    if len(opts) % 2:
-        raise StudentExportError(
-            f"overrides must be KEY VALUE pairs; got an odd list: {opts}"
-        )
-    cfg = get_cfg()
-    add_distill_config(cfg)
-    for merge, source, what in ((cfg.merge_from_file, config_file, f"config file {config_file}"),
-                                (cfg.merge_from_list, opts, "overrides")):
-        try:
-            merge(source)
-        except (AssertionError, KeyError, ValueError, TypeError) as e:
-            message = str(e).strip().strip("'")
-            raise StudentExportError(
-                f"{what}: {message}; check the key against nd_det/config.py and detectron2's "
-                "config reference"
-            ) from None
-    cfg.freeze()
-    return cfg
+    if not config_file:
+        raise StudentExportError("--config-file is required")
+    try:
+        return load_config(config_file, opts)
+    except ConfigError as e:
+        raise StudentExportError(str(e)) from None
 
 
 def _on_cpu(cfg: CfgNode) -> CfgNode:

@@ -427,8 +427,9 @@ def test_files_that_are_not_checkpoints(trained, tmp_path, capsys):
 def test_config_mistakes(trained, tmp_path, capsys):
     line = _error_of(capsys, _export_args(trained, tmp_path / "out",
                                           overrides=["MODEL.DISTILL.NO_SUCH_KEY", "1"]))
-    assert line == ("ERROR: overrides: Non-existent key: MODEL.DISTILL.NO_SUCH_KEY; check "
-                    "the key against nd_det/config.py and detectron2's config reference")
+    assert line == ("ERROR: command-line overrides: Non-existent key: MODEL.DISTILL.NO_SUCH_KEY. "
+                    "Check the spelling against nd_det/config.py (MODEL.DISTILL keys) and "
+                    "detectron2's config reference.")
     missing = str(tmp_path / "no_such.yaml")
     args = _export_args(trained, tmp_path / "out")
     args[args.index(CONFIG)] = missing

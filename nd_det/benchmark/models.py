@@ -13,11 +13,11 @@ from typing import Dict, List, Sequence
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 
-from ..config import DISTILL_LOSS_NAMES, add_distill_config
+from ..config import DISTILL_LOSS_NAMES, ConfigError, load_config, merge_config
 from ..losses import ClassMeans, save_class_means
 from ..modeling.teacher import build_teacher_cfg, teacher_identity
 from ..student_export import DISTILL_STATE_PREFIX, plain_student_cfg
@@ -70,21 +70,16 @@ def build_benchmark_cfg(config_file: str, overrides: Sequence[str], device: str,
     the update itself, which adds zero), so a step costs what a training step costs, but every
     measured step runs on the same weights; random models trained on one repeated batch at the
     config's learning rate diverge to NaN after some steps."""
-    if not os.path.isfile(config_file):
-        raise BenchmarkError(f"--config-file {config_file!r}: file not found")
-    if len(overrides) % 2:
-        raise BenchmarkError(
-            f"config overrides must be KEY VALUE pairs; got an odd list {list(overrides)}"
-        )
-    cfg = get_cfg()
-    add_distill_config(cfg)
-    cfg.merge_from_file(config_file)
-    keys = list(overrides)[0::2]
-    if "MODEL.DISTILL.TEACHER_AUTOCAST" not in keys:
-        cfg.MODEL.DISTILL.TEACHER_AUTOCAST = "bfloat16" if precision == "bf16" else ""
-    if "SOLVER.BASE_LR" not in keys:
-        cfg.SOLVER.BASE_LR = 0.0
-    cfg.merge_from_list(list(overrides))
+    try:
+        cfg = load_config(config_file, freeze=False)
+        keys = list(overrides)[0::2]
+        if "MODEL.DISTILL.TEACHER_AUTOCAST" not in keys:
+            cfg.MODEL.DISTILL.TEACHER_AUTOCAST = "bfloat16" if precision == "bf16" else ""
+        if "SOLVER.BASE_LR" not in keys:
+            cfg.SOLVER.BASE_LR = 0.0
+        merge_config(cfg, overrides, "config overrides")
+    except ConfigError as e:
+        raise BenchmarkError(str(e)) from None
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = ""  # random student weights (set by prepare_weight_files)
     if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":

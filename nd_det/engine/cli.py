@@ -3,6 +3,7 @@ import sys
 
 from detectron2.engine import launch
 
+from ..config import ConfigError
 from ..data import DatasetError
 from ..losses import ClassMeansError
 from ..modeling import DistillConfigError, TeacherError
@@ -10,10 +11,6 @@ from .checkpoint import NonFiniteWeightsError
 from .finite_losses import NonFiniteLossError
 
 __all__ = ["ConfigError", "USER_ERRORS", "launch_main"]
-
-
-class ConfigError(ValueError):
-    """A config file or override is wrong (unknown key, bad value)."""
 
 
 # Errors caused by the user's input or set-up (including a diverging run): reported as one

@@ -2,15 +2,14 @@
 import logging
 import os
 
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_distill_config
+from ..config import ConfigError, load_config
 from ..data import register_coco_dataset
-from .cli import ConfigError
 
 __all__ = ["setup_cfg", "check_dataset_classes"]
 
@@ -25,17 +24,7 @@ def setup_cfg(args, freeze: bool = True, log: bool = True,
     With ``log``, detectron2's ``default_setup`` runs too (loggers, config.yaml in OUTPUT_DIR,
     seeding): tools call ``setup_cfg(args, log=False)`` once up front to fail fast, then again in
     each worker."""
-    cfg = get_cfg()
-    add_distill_config(cfg)
-    if args.config_file:
-        if not os.path.isfile(args.config_file):
-            raise ConfigError(f"--config-file {args.config_file}: file not found")
-        _merge(cfg.merge_from_file, args.config_file, f"config file {args.config_file}")
-    if len(args.opts) % 2:
-        raise ConfigError(
-            f"command-line overrides must be KEY VALUE pairs; got an odd list: {args.opts}"
-        )
-    _merge(cfg.merge_from_list, args.opts, "command-line overrides")
+    cfg = load_config(args.config_file, args.opts, freeze=False)
     if log:
         default_setup(cfg, args)
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="nd_det")
@@ -46,17 +35,6 @@ def setup_cfg(args, freeze: bool = True, log: bool = True,
     if freeze:
         cfg.freeze()
     return cfg
-
-
-def _merge(merge, source, what: str) -> None:
-    try:
-        merge(source)
-    except (AssertionError, KeyError, ValueError, TypeError) as e:
-        message = str(e).strip().strip("'")
-        raise ConfigError(
-            f"{what}: {message}. Check the spelling against nd_det/config.py (MODEL.DISTILL keys) "
-            "and detectron2's config reference."
-        ) from None
 
 
 def check_dataset_classes(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:
