@@ -52,6 +52,16 @@ class Classifier(nn.Module):
         return ClassifierOutput(logits=logits, embedding=embedding, features=features)
 
 
+def residual_shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    """Identity when shapes match, else a strided 1x1 convolution + BatchNorm."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
+
+
 def init_conv_bn(module: nn.Module) -> None:
     """Kaiming-normal convolutions, unit-scale BatchNorm, zero biases (the usual CIFAR init)."""
     for m in module.modules():

@@ -2,7 +2,7 @@
 max-pool, so 32x32 inputs give stages of 32, 16, 8 and 4 pixels.  Embedding: 2048."""
 from torch import nn
 
-from .base import Classifier, init_conv_bn
+from .base import Classifier, init_conv_bn, residual_shortcut
 from .registry import register_classifier
 
 __all__ = ["CifarBottleneckResNet"]
@@ -21,12 +21,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.shortcut = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
+        self.shortcut = residual_shortcut(in_channels, out_channels, stride)
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))

@@ -8,7 +8,7 @@ from typing import List, Sequence
 
 from torch import nn
 
-from .base import Classifier, init_conv_bn
+from .base import Classifier, init_conv_bn, residual_shortcut
 from .registry import register_classifier
 
 __all__ = ["CifarResNet"]
@@ -22,12 +22,7 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.shortcut = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
+        self.shortcut = residual_shortcut(in_channels, out_channels, stride)
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
