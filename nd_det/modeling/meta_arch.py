@@ -111,7 +111,7 @@ class DistillRCNN(GeneralizedRCNN):
         load_teacher_weights(teacher, weights)
         logger.info("Teacher loaded from %s (config %s); distillation terms: %s", weights,
                     cfg.MODEL.DISTILL.TEACHER_CONFIG, list(cfg.MODEL.DISTILL.LOSSES))
-        ret.update(teacher=freeze(teacher), teacher_flip_channels=flip, distill_terms=terms)
+        ret.update(teacher=teacher, teacher_flip_channels=flip, distill_terms=terms)
         return ret
 
     # ---------------------------------------------------------------- teacher bookkeeping

@@ -121,7 +121,8 @@ def build_teacher_cfg(cfg: CfgNode) -> CfgNode:
 
 
 class _StrictCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer whose loads fail on missing/unexpected keys and shape mismatches."""
+    """DetectionCheckpointer that keeps the incompatible keys of its last load, for
+    :func:`load_teacher_weights` to refuse."""
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
