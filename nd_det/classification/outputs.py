@@ -15,10 +15,16 @@ class ClassifierOutput:
         logits: (N, num_classes) class scores.
         embedding: (N, D) penultimate feature: the globally pooled last feature map, the input of
             the final linear layer.  The ND loss and the class means work on it.
-        features: the stage features ReviewKD fuses, ordered shallow -> deep; the last entry is the
-            embedding viewed as (N, D, 1, 1).  ``model.feature_channels`` lists their channels.
+        features: the stage features, ordered shallow -> deep, as the stages output them (after
+            the final ReLU where a stage ends with one); the last entry is the embedding viewed
+            as (N, D, 1, 1).  ``model.feature_channels`` lists their channels.  ReviewKD fuses
+            these on the student side.
+        preact_features: the same levels before that final ReLU (the maps the ReviewKD reference
+            compares on the teacher side); a stage without a final activation gives the same map
+            in both lists, and the last entry is the same embedding.
     """
 
     logits: torch.Tensor
     embedding: torch.Tensor
     features: List[torch.Tensor]
+    preact_features: List[torch.Tensor]

@@ -41,6 +41,8 @@ def _check(model, out, batch):
     assert all(f.shape[0] == batch for f in out.features)
     # the last level is the embedding itself, and levels never grow spatially
     assert torch.equal(out.features[-1].flatten(1), out.embedding)
+    # the pre-ReLU maps are the same levels (test_preact_features.py checks their values)
+    assert [f.shape for f in out.preact_features] == [f.shape for f in out.features]
     sizes = [f.shape[-1] for f in out.features]
     assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
     # logits are the linear layer applied to the embedding
@@ -92,3 +94,26 @@ def test_torchvision_state_dict_loads_into_the_wrapper():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x).logits, reference(x))
+
+
+# Parameter counts of the reference code's models, counted from CIFAR/Models/*.py (100 classes:
+# resnet_cifar, wrn_cifar, resnetv2_cifar, mobilenetv2_cifar, shufflenetv1, shufflenetv2) and
+# ImageNet/Models/{resnet,mobilenet}.py (1000 classes).  ShuffleNetV2's count pins its 1x1 stem.
+REFERENCE_PARAMETERS = {
+    "resnet20": (100, 278_324), "resnet56": (100, 861_620), "resnet8x4": (100, 1_233_540),
+    "resnet32x4": (100, 7_433_860), "wrn_40_1": (100, 569_780), "wrn_40_2": (100, 2_255_156),
+    "resnet50_cifar": (100, 23_705_252), "mobilenet_v2_cifar": (100, 812_836),
+    "shufflenet_v1": (100, 949_258), "shufflenet_v2": (100, 1_355_528),
+    "resnet18": (1000, 11_689_512), "resnet34": (1000, 21_797_672),
+    "resnet50": (1000, 25_557_032), "mobilenet_v1": (1000, 4_231_976),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMETERS))
+def test_parameter_count_equals_the_reference_model(name):
+    num_classes, expected = REFERENCE_PARAMETERS[name]
+    model = build_classifier(name, NUM_CLASSES)
+    count = sum(p.numel() for p in model.parameters())
+    # the same body; only the final linear layer depends on the class count
+    count += (num_classes - NUM_CLASSES) * (model.embedding_dim + 1)
+    assert count == expected

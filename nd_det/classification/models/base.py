@@ -6,19 +6,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..outputs import ClassifierOutput
+from .preact import run_stage
 
 __all__ = ["Classifier"]
 
 
 class Classifier(nn.Module):
     """Base class.  A subclass builds its body, then calls ``_init_head``.  The default
-    ``forward_features(x) -> (stage_features, final_map)`` runs ``self.stem`` then each module of
-    ``self.stages`` (each stage's output is a stage feature) and ``head_input`` on the last one;
-    bodies of another shape override ``forward_features``.
+    ``forward_features(x) -> (stage_features, preact_features, final_map)`` runs ``self.stem``,
+    then each module of ``self.stages`` through :func:`~.preact.run_stage` (its output and its
+    output before the final ReLU are the stage's two features) and ``head_input`` on the last
+    stage's output; bodies of another shape override ``forward_features``.
 
-    ``stage_features`` are the intermediate maps ReviewKD fuses (shallow -> deep) and
-    ``final_map`` is the map that is average-pooled into the embedding.  Pooling is adaptive,
-    so every model accepts any input size its down-sampling allows.
+    ``stage_features`` are the intermediate maps (shallow -> deep), ``preact_features`` the same
+    maps before the stages' final ReLU (the same tensors where a stage has none), and
+    ``final_map`` is the map that is average-pooled into the embedding.  Pooling is adaptive, so
+    every model accepts any input size its down-sampling allows.
     """
 
     num_classes: int
@@ -32,24 +35,29 @@ class Classifier(nn.Module):
         self.feature_channels = [int(c) for c in stage_channels] + [self.embedding_dim]
         self.fc = nn.Linear(self.embedding_dim, self.num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
+    def forward_features(
+            self, x: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor], torch.Tensor]:
         x = self.stem(x)
-        feats = []
+        feats, preacts = [], []
         for stage in self.stages:
-            x = stage(x)
+            x, pre = run_stage(stage, x)
             feats.append(x)
-        return feats, self.head_input(x)
+            preacts.append(pre)
+        return feats, preacts, self.head_input(x)
 
     def head_input(self, x: torch.Tensor) -> torch.Tensor:
         """The map that is pooled into the embedding, from the last stage's output."""
         return x
 
     def forward(self, x: torch.Tensor) -> ClassifierOutput:
-        stages, final_map = self.forward_features(x)
+        stages, preacts, final_map = self.forward_features(x)
         embedding = F.adaptive_avg_pool2d(final_map, 1).flatten(1)
         logits = self.fc(embedding)
-        features = list(stages) + [embedding[:, :, None, None]]
-        return ClassifierOutput(logits=logits, embedding=embedding, features=features)
+        # the last level of both lists is the embedding (the reference's pooled map)
+        level = embedding[:, :, None, None]
+        return ClassifierOutput(logits=logits, embedding=embedding,
+                                features=list(stages) + [level],
+                                preact_features=list(preacts) + [level])
 
 
 def residual_shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:

@@ -1,8 +1,11 @@
 """ResNet-50 for CIFAR: ImageNet's bottleneck layout (3, 4, 6, 3) with a 3x3 stride-1 stem and no
-max-pool, so 32x32 inputs give stages of 32, 16, 8 and 4 pixels.  Embedding: 2048."""
+max-pool, so 32x32 inputs give stages of 32, 16, 8 and 4 pixels.  Embedding: 2048.
+Pre-activation features: each stage's last block output before its final ReLU (the reference's
+``f1_pre``..``f4_pre``, CIFAR/ReviewKD++/models/resnetv2_cifar.py)."""
 from torch import nn
 
 from .base import Classifier, init_conv_bn, residual_shortcut
+from .preact import ReluOutputBlock
 from .registry import register_classifier
 
 __all__ = ["CifarBottleneckResNet"]
@@ -10,7 +13,7 @@ __all__ = ["CifarBottleneckResNet"]
 EXPANSION = 4
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ReluOutputBlock):
     def __init__(self, in_channels: int, width: int, stride: int):
         super().__init__()
         out_channels = width * EXPANSION
@@ -23,11 +26,11 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = residual_shortcut(in_channels, out_channels, stride)
 
-    def forward(self, x):
+    def preact(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + self.shortcut(x))
+        return out + self.shortcut(x)
 
 
 class CifarBottleneckResNet(Classifier):

@@ -3,18 +3,21 @@
 Three stages of BasicBlocks at strides 1, 2, 2 after a 3x3 stem (no max-pool):
 ``resnet{depth}`` has widths 16/16/32/64 and ``resnet{depth}x4`` 32/64/128/256, with
 (depth - 2) / 6 blocks per stage.  Embedding: the last stage's width (64, or 256 for x4).
+Pre-activation features: each stage's last block output before its final ReLU (the reference's
+``f1_pre``..``f3_pre``, CIFAR/ReviewKD++/models/resnet_cifar.py).
 """
 from typing import List, Sequence
 
 from torch import nn
 
 from .base import Classifier, init_conv_bn, residual_shortcut
+from .preact import ReluOutputBlock
 from .registry import register_classifier
 
 __all__ = ["CifarResNet"]
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(ReluOutputBlock):
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
@@ -24,10 +27,10 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = residual_shortcut(in_channels, out_channels, stride)
 
-    def forward(self, x):
+    def preact(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        return out + self.shortcut(x)
 
 
 class CifarResNet(Classifier):

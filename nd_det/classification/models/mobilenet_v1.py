@@ -1,6 +1,10 @@
 """MobileNetV1 for ImageNet (Howard et al., 2017), width 1.0: a stride-2 3x3 stem and 13
 depthwise-separable blocks; 224x224 inputs end at 7x7.  ReviewKD taps the maps at strides 4, 8,
-16 and 32 (128, 256, 512 and 1024 channels).  Embedding: 1024."""
+16 and 32 (128, 256, 512 and 1024 channels), the outputs of the reference's ``model[3]``,
+``[5]``, ``[11]`` and ``[13]``, its stem being ``model[0]``
+(ImageNet/ReviewKD++/models/mobilenet.py).  Embedding: 1024.  Pre-activation features: those
+blocks' last BatchNorm output before its ReLU (the reference's ``preReLU`` maps)."""
+import torch.nn.functional as F
 from torch import nn
 
 from .base import Classifier, init_conv_bn
@@ -44,12 +48,16 @@ class MobileNetV1(Classifier):
 
     def forward_features(self, x):
         x = self.stem(x)
-        feats = []
+        feats, preacts = [], []
         for index, block in enumerate(self.blocks):
-            x = block(x)
             if index in _TAPPED_BLOCKS:
+                pre = block[:-1](x)  # everything but the final ReLU
+                x = F.relu(pre)
+                preacts.append(pre)
                 feats.append(x)
-        return feats, x
+            else:
+                x = block(x)
+        return feats, preacts, x
 
 
 @register_classifier("mobilenet_v1", "imagenet", "MobileNetV1 1.0 for ImageNet")

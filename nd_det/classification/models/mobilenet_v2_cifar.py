@@ -2,7 +2,9 @@
 
 A 3x3 stride-2 stem, the seven inverted-residual groups of the paper with strides 1, 1, 2, 2, 1,
 2, 1, then a 1x1 conv to 1280 channels; 32x32 inputs end at 2x2.  ReviewKD taps the outputs of
-groups 2, 3, 5 and 7 (12, 16, 48 and 160 channels).  Embedding: 1280.
+groups 2, 3, 5 and 7 (12, 16, 48 and 160 channels), as the reference does
+(CIFAR/ReviewKD++/models/mobilenetv2_cifar.py, ``f1``..``f4``).  Embedding: 1280.  The groups end
+with a linear bottleneck (no activation), so the pre-activation features are the same maps.
 """
 from torch import nn
 
@@ -75,7 +77,7 @@ class MobileNetV2Cifar(Classifier):
             x = group(x)
             if index in _TAPPED_GROUPS:
                 feats.append(x)
-        return feats, self.last(x)
+        return feats, feats, self.last(x)
 
 
 @register_classifier("mobilenet_v2_cifar", "cifar", "MobileNetV2 x0.5 for CIFAR")

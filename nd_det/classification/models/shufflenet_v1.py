@@ -1,8 +1,10 @@
 """ShuffleNetV1 for CIFAR (Zhang et al., 2018), 3 groups, stage widths 240/480/960, 4/8/4 units.
 
-The variant of the KD literature: a 1x1 stem to 24 channels at full resolution, then three
-stages that each start with a stride-2 unit, so 32x32 inputs give 16, 8 and 4 pixels.
-Embedding: 960.
+The variant of the KD literature and of the reference code (CIFAR/Models/shufflenetv1.py): a 1x1
+stem to 24 channels at full resolution, then three stages that each start with a stride-2 unit,
+so 32x32 inputs give 16, 8 and 4 pixels.  As in the reference (not in the paper's unit), the
+depthwise convolution is followed by a ReLU.  Embedding: 960.  Pre-activation features: each
+stage's last unit output before its final ReLU (the reference's ``preact``).
 """
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,7 @@ from torch import nn
 
 from .base import Classifier, init_conv_bn
 from .channel_shuffle import channel_shuffle
+from .preact import ReluOutputBlock
 from .registry import register_classifier
 
 __all__ = ["ShuffleNetV1"]
@@ -17,9 +20,9 @@ __all__ = ["ShuffleNetV1"]
 STEM_CHANNELS = 24
 
 
-class ShuffleUnit(nn.Module):
-    """1x1 group conv -> shuffle -> 3x3 depthwise -> 1x1 group conv, with an added (stride 1) or
-    concatenated average-pooled (stride 2) shortcut."""
+class ShuffleUnit(ReluOutputBlock):
+    """1x1 group conv -> shuffle -> 3x3 depthwise (+ ReLU) -> 1x1 group conv, with an added
+    (stride 1) or concatenated average-pooled (stride 2) shortcut, then a ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, groups: int):
         super().__init__()
@@ -36,14 +39,14 @@ class ShuffleUnit(nn.Module):
         self.conv3 = nn.Conv2d(mid, branch_out, 1, groups=groups, bias=False)
         self.bn3 = nn.BatchNorm2d(branch_out)
 
-    def forward(self, x):
+    def preact(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = channel_shuffle(out, self.first_groups)
-        out = self.bn2(self.conv2(out))
+        out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.stride == 2:
-            return F.relu(torch.cat([out, F.avg_pool2d(x, 3, 2, 1)], dim=1))
-        return F.relu(out + x)
+            return torch.cat([out, F.avg_pool2d(x, 3, 2, 1)], dim=1)
+        return out + x
 
 
 class ShuffleNetV1(Classifier):

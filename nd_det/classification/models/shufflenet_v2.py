@@ -1,9 +1,13 @@
 """ShuffleNetV2 1.0x for CIFAR (Ma et al., 2018): stage widths 116/232/464, a 1x1 conv to 1024.
 
-A 3x3 stride-1 stem to 24 channels, then three stages each opened by a stride-2 unit and followed
-by 3, 7 and 3 split units; 32x32 inputs give 16, 8 and 4 pixels.  Embedding: 1024.
+A 1x1 stem to 24 channels (as the reference code, CIFAR/Models/shufflenetv2.py), then three
+stages each opened by a stride-2 unit and followed by 3, 7 and 3 split units; 32x32 inputs give
+16, 8 and 4 pixels.  Embedding: 1024.  Pre-activation features: each stage's last split unit
+with its branch taken before the branch's final ReLU, concatenated with the untouched half and
+NOT channel-shuffled, exactly the reference's ``preact`` (CIFAR/ReviewKD++/models/shufflenetv2.py).
 """
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .base import Classifier, init_conv_bn
@@ -24,7 +28,8 @@ def _conv_bn(in_channels, out_channels, kernel, stride=1, groups=1, relu=True):
 
 
 class SplitUnit(nn.Module):
-    """Stride 1: half the channels pass through, the other half go through the branch."""
+    """Stride 1: half the channels pass through, the other half go through the branch (whose
+    final ReLU is applied in ``forward_with_preact``)."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -32,12 +37,21 @@ class SplitUnit(nn.Module):
         self.branch = nn.Sequential(
             _conv_bn(half, half, 1),
             _conv_bn(half, half, 3, groups=half, relu=False),
-            _conv_bn(half, half, 1),
+            _conv_bn(half, half, 1, relu=False),
         )
 
-    def forward(self, x):
+    def _halves(self, x):
         keep, work = x.chunk(2, dim=1)
-        return channel_shuffle(torch.cat([keep, self.branch(work)], dim=1), 2)
+        return keep, self.branch(work)
+
+    def forward(self, x):
+        keep, branch = self._halves(x)
+        return channel_shuffle(torch.cat([keep, F.relu(branch, inplace=True)], dim=1), 2)
+
+    def forward_with_preact(self, x):
+        keep, branch = self._halves(x)
+        out = channel_shuffle(torch.cat([keep, F.relu(branch)], dim=1), 2)
+        return out, torch.cat([keep, branch], dim=1)
 
 
 class DownUnit(nn.Module):
@@ -64,7 +78,7 @@ class ShuffleNetV2(Classifier):
     def __init__(self, num_classes: int, in_channels: int = 3, widths=(116, 232, 464),
                  units=(3, 7, 3), last_channels: int = 1024):
         super().__init__()
-        self.stem = _conv_bn(in_channels, 24, 3)
+        self.stem = _conv_bn(in_channels, 24, 1)
         channels = 24
         stages = []
         for width, count in zip(widths, units):

@@ -2,10 +2,14 @@
 
 The torchvision modules are kept under their own attribute names (conv1, bn1, layer1..4, fc), so
 a torchvision state dict (e.g. ``resnet34-b627a593.pth``) loads with every key matched.
-ReviewKD taps layer1..layer4.  Embedding: 512 (18/34) or 2048 (50/101/152).
+ReviewKD taps layer1..layer4.  Embedding: 512 (18/34) or 2048 (50/101/152).  Pre-activation
+features: each layer's last block output before its final ReLU, the maps the reference's
+ImageNet ResNet was written to return (ImageNet/ReviewKD++/models/resnet.py, ``is_last``).
 """
+import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torchvision.models.resnet import Bottleneck
 
 from .base import Classifier
 from .registry import register_classifier
@@ -38,11 +42,28 @@ class TorchvisionResNet(Classifier):
 
     def forward_features(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        feats = []
+        feats, preacts = [], []
         for layer in self._layers():
-            x = layer(x)
+            for block in layer[:-1]:
+                x = block(x)
+            x, pre = _block_with_preact(layer[-1], x)
             feats.append(x)
-        return feats, x
+            preacts.append(pre)
+        return feats, preacts, x
+
+
+def _block_with_preact(block: nn.Module, x):
+    """torchvision's BasicBlock / Bottleneck forward, also returning the sum before its final
+    ReLU (the same layers in the same order, so the output equals ``block(x)``)."""
+    identity = x if block.downsample is None else block.downsample(x)
+    out = block.relu(block.bn1(block.conv1(x)))
+    if isinstance(block, Bottleneck):
+        out = block.relu(block.bn2(block.conv2(out)))
+        out = block.bn3(block.conv3(out))
+    else:
+        out = block.bn2(block.conv2(out))
+    pre = out + identity
+    return F.relu(pre), pre
 
 
 def _register(depth: int):

@@ -2,7 +2,14 @@
 
 Three stages of widths 16k/32k/64k at strides 1, 2, 2, (depth - 4) / 6 blocks each, a final
 BatchNorm + ReLU before pooling.  Embedding: 64k (WRN-40-1: 64, WRN-40-2: 128).
+
+The blocks end without an activation, so the stage features are the raw stage outputs.  The
+pre-activation features are those outputs after the BatchNorm that comes next (the first BN of
+the next stage's first block, and the final BN after the last stage), before its ReLU: the
+reference's ``preact`` maps (CIFAR/ReviewKD++/models/wrn_cifar.py).  That BN is computed once
+and reused by the block it belongs to.
 """
+import torch.nn.functional as F
 from torch import nn
 
 from .base import Classifier, init_conv_bn
@@ -23,8 +30,11 @@ class PreActBlock(nn.Module):
         if stride != 1 or in_channels != out_channels:
             self.projection = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
 
-    def forward(self, x):
-        pre = self.relu(self.bn1(x))
+    def forward(self, x, normalised=None):
+        """``normalised``: ``self.bn1(x)`` when the caller has computed it already."""
+        if normalised is None:
+            normalised = self.bn1(x)
+        pre = self.relu(normalised)  # not in place: the caller may keep ``normalised``
         out = self.conv1(pre)
         out = self.conv2(self.relu(self.bn2(out)))
         shortcut = x if self.projection is None else self.projection(pre)
@@ -48,12 +58,26 @@ class WideResNet(Classifier):
                 channels = width
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
-        self.final = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        # the final BN (its ReLU is applied in forward_features); a Sequential for the key names
+        # final.0.* of existing checkpoints
+        self.final = nn.Sequential(nn.BatchNorm2d(channels))
         init_conv_bn(self)
         self._init_head(widths, channels, num_classes)
 
-    def head_input(self, x):
-        return self.final(x)
+    def forward_features(self, x):
+        x = self.stem(x)
+        feats, preacts = [], []
+        normalised = None  # the first block normalises the stem output itself
+        for index, stage in enumerate(self.stages):
+            x = stage[0](x, normalised)
+            for block in stage[1:]:
+                x = block(x)
+            feats.append(x)
+            following = self.stages[index + 1][0].bn1 if index + 1 < len(self.stages) \
+                else self.final[0]
+            normalised = following(x)
+            preacts.append(normalised)
+        return feats, preacts, F.relu(normalised)  # not in place: ``normalised`` is a feature
 
 
 def _register(depth: int, widen: int):
