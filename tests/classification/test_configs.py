@@ -142,3 +142,79 @@ def test_base_chain_overrides_and_loss_lists(tmp_path):
                                 "solver.lr_milestones=[1, 2]"])
     assert cfg["solver"]["lr"] == 0.01 and cfg["solver"]["lr_milestones"] == [1, 2]
     assert cfg["distill"]["losses"]["dkd"] == {"alpha": 1.0, "beta": 2}
+
+
+# The reference code's ReviewKD++ numbers, as (ReviewKD weight, ND weight, ABF mid channels,
+# student maps before the ReLU?, teacher maps before the ReLU?):
+# - CIFAR: weights from CIFAR/ReviewKD++/train_reviewkd.sh; mid channels from
+#   CIFAR/ReviewKD++/models/reviewkd.py (mid_channel = min(512, in_channels[-1]) with the
+#   student's deepest level 64, 256, 64, 1280, 960, 1024); CIFAR/ReviewKD++/train_reviewkd.py
+#   calls the student with is_feat=True and the teacher with is_feat=True, preact=True.
+# - ImageNet: weights from the table of ImageNet/ReviewKD++/train_reviewkd.sh; mid channels 512
+#   (resnet18) and 256 (mobilenetv1) from ImageNet/ReviewKD++/models/reviewkd.py; the maps its
+#   models/resnet.py returns are post-ReLU (an in-place ReLU follows), its models/mobilenet.py
+#   returns extract_feature(preReLU=True).
+REFERENCE_REVIEWKDPP = {
+    "cifar100/resnet56_resnet20": (1.2, 1.0, 64, False, True),
+    "cifar100/resnet32x4_resnet8x4": (8.0, 1.0, 256, False, True),
+    "cifar100/wrn_40_2_wrn_40_1": (5.0, 4.0, 64, False, True),
+    "cifar100/resnet50_mobilenet_v2": (6.0, 2.0, 512, False, True),
+    "cifar100/resnet32x4_shufflenet_v1": (7.0, 1.0, 512, False, True),
+    "cifar100/resnet32x4_shufflenet_v2": (8.0, 1.5, 512, False, True),
+    "imagenet/resnet34_resnet18": (1.0, 3.0, 512, False, False),
+    "imagenet/resnet50_mobilenet_v1": (8.0, 4.0, 256, True, False),
+}
+# The reference code's DKD++ numbers, as (alpha, beta, temperature, ND weight, ND warmed up?):
+# - CIFAR: the DKD table of CIFAR/train_cifar.sh; CIFAR/train_cifar_dkd.py (--t default 4)
+#   warms up only the DKD term.
+# - ImageNet: the DKD++ table of ImageNet/train.sh; ImageNet/train_dkd.py (--t default 1)
+#   multiplies the ND term by min(1, epoch / warm_up) too.
+REFERENCE_DKDPP = {
+    "cifar100/resnet56_resnet20": (2.5, 4.0, 4.0, 3.5, False),
+    "cifar100/resnet32x4_resnet8x4": (2.0, 8.0, 4.0, 0.5, False),
+    "cifar100/wrn_40_2_wrn_40_1": (1.0, 6.0, 4.0, 1.0, False),
+    "cifar100/resnet50_mobilenet_v2": (0.5, 8.0, 4.0, 1.0, False),
+    "cifar100/resnet32x4_shufflenet_v1": (0.5, 8.0, 4.0, 4.0, False),
+    "cifar100/resnet32x4_shufflenet_v2": (0.5, 6.0, 4.0, 0.5, False),
+    "imagenet/resnet34_resnet18": (0.8, 0.5, 1.0, 1.0, True),
+    "imagenet/resnet50_mobilenet_v1": (0.8, 1.0, 1.0, 1.0, True),
+}
+# warm-up epochs of both reference scripts' --warm_up defaults (CIFAR 20, ImageNet 5)
+REFERENCE_WARM_UP = {"cifar100": 20, "imagenet": 5}
+
+
+def _built_terms(pair, method):
+    cfg = load_config(os.path.join(CONFIG_DIR, pair, f"{method}.yaml"))
+    num_classes = 100 if pair.startswith("cifar100") else 1000
+    student = _model(cfg["model"]["name"], num_classes)
+    teacher = _model(cfg["distill"]["teacher"]["name"], num_classes)
+    means = ClassMeans(torch.randn(num_classes, teacher.embedding_dim),
+                       torch.ones(num_classes, dtype=torch.int64))
+    terms = build_loss_terms(cfg["distill"]["losses"], TermContext(student, teacher, means))
+    return cfg, terms
+
+
+@pytest.mark.parametrize("pair", sorted(REFERENCE_REVIEWKDPP))
+def test_reviewkdpp_configs_build_the_reference_terms(pair):
+    weight, nd_weight, mid, student_preact, teacher_preact = REFERENCE_REVIEWKDPP[pair]
+    cfg, terms = _built_terms(pair, "reviewkdpp")
+    assert list(terms) == ["ce", "reviewkd", "nd"]
+    review = terms["reviewkd"]
+    assert (review.weight, review.warm_up) == (weight, True)
+    assert {abf.reduce[0].out_channels for abf in review.fusion.abfs} == {mid}
+    assert (review.student_preact, review.teacher_preact) == (student_preact, teacher_preact)
+    assert (terms["nd"].weight, terms["nd"].warm_up) == (nd_weight, False)
+    assert (terms["ce"].weight, terms["ce"].warm_up) == (1.0, False)
+    assert cfg["distill"]["warm_up_epochs"] == REFERENCE_WARM_UP[pair.split("/")[0]]
+
+
+@pytest.mark.parametrize("pair", sorted(REFERENCE_DKDPP))
+def test_dkdpp_configs_build_the_reference_terms(pair):
+    alpha, beta, temperature, nd_weight, nd_warm_up = REFERENCE_DKDPP[pair]
+    cfg, terms = _built_terms(pair, "dkdpp")
+    assert list(terms) == ["ce", "dkd", "nd"]
+    dkd = terms["dkd"]
+    assert (dkd.weight, dkd.alpha, dkd.beta, dkd.temperature, dkd.warm_up) == (
+        1.0, alpha, beta, temperature, True)
+    assert (terms["nd"].weight, terms["nd"].warm_up) == (nd_weight, nd_warm_up)
+    assert cfg["distill"]["warm_up_epochs"] == REFERENCE_WARM_UP[pair.split("/")[0]]

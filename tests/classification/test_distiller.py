@@ -43,13 +43,14 @@ def test_each_term_equals_the_loss_core_times_its_weight():
         s, t = distiller.student(images), distiller.teacher(images)
         terms = distiller.terms
         projected = terms["nd"].projection(s.embedding)
-        fused = terms["reviewkd"].fusion(s.features, [f.shape[-2:] for f in t.features])
+        # the reference's pairing: student stage outputs fused, teacher pre-ReLU maps as targets
+        fused = terms["reviewkd"].fusion(s.features, [f.shape[-2:] for f in t.preact_features])
         expected = {
             "loss_ce": 0.5 * torch.nn.functional.cross_entropy(s.logits, labels),
             "loss_kd": 2.0 * kd_loss(s.logits, t.logits, 3.0),
             "loss_dkd": 1.5 * dkd_loss(s.logits, t.logits, labels, 0.7, 5.0, 2.0),
             "loss_dist": 3.0 * dist_loss(s.logits, t.logits, 2.0, 0.5, 4.0),
-            "loss_reviewkd": 1.2 * hcl_loss(fused, t.features),
+            "loss_reviewkd": 1.2 * hcl_loss(fused, t.preact_features),
             "loss_nd": nd_loss(projected, t.embedding, labels, means.means, 2.5),
         }
     assert list(out) == list(expected) + ["loss"]

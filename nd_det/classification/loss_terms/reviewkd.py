@@ -1,11 +1,24 @@
 """ReviewKD: fuse the student's stage features (ABF, deepest first) and match the teacher's with
 the hierarchical context loss.  The student's and teacher's ``feature_channels`` must have the
-same number of levels; spatial sizes may differ (the fusion resizes to the teacher's)."""
+same number of levels; spatial sizes may differ (the fusion resizes to the teacher's).
+
+Which maps each side gives follows the reference code: by default the student's stage outputs
+(``ClassifierOutput.features``, what its models return with ``is_feat=True``) are fused, and the
+teacher's outputs before the stages' final ReLU (``preact_features``, its ``preact=True``) are the
+targets (CIFAR/ReviewKD++/train_reviewkd.py).  ``student_preact`` / ``teacher_preact`` pick the
+other list per side, for the ImageNet pairs whose reference models return other maps.
+"""
 from ...losses import ReviewKDFusion, hcl_loss
 from .base import LossTerm
 from .registry import register_loss_term
 
 __all__ = ["ReviewKDTerm"]
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"reviewkd: {name} must be true or false; got {value!r}")
+    return value
 
 
 @register_loss_term
@@ -14,7 +27,7 @@ class ReviewKDTerm(LossTerm):
     warm_up_by_default = True
 
     def __init__(self, context, weight: float = 1.0, warm_up=None, mid_channels: int = 256,
-                 norm: str = "bn"):
+                 norm: str = "bn", student_preact: bool = False, teacher_preact: bool = True):
         super().__init__(weight, warm_up)
         s_channels = context.student.feature_channels
         t_channels = context.teacher.feature_channels
@@ -25,9 +38,17 @@ class ReviewKDTerm(LossTerm):
                 "level per teacher level (pick a pair of the same family depth, e.g. a CIFAR "
                 "ResNet/WRN/ShuffleNet pair with 4 levels, or ResNet-50 + MobileNet with 5)"
             )
+        self.student_preact = _flag("student_preact", student_preact)
+        self.teacher_preact = _flag("teacher_preact", teacher_preact)
         self.fusion = ReviewKDFusion(s_channels, t_channels, int(mid_channels), norm=norm)
 
     def compute(self, student, teacher, labels):
-        sizes = [tuple(f.shape[-2:]) for f in teacher.features]
-        fused = self.fusion(student.features, out_sizes=sizes)
-        return hcl_loss(fused, teacher.features)
+        s_feats = student.preact_features if self.student_preact else student.features
+        t_feats = teacher.preact_features if self.teacher_preact else teacher.features
+        sizes = [tuple(f.shape[-2:]) for f in t_feats]
+        fused = self.fusion(s_feats, out_sizes=sizes)
+        return hcl_loss(fused, t_feats)
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, student_preact={self.student_preact}, "
+                f"teacher_preact={self.teacher_preact}")
