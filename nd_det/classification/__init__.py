@@ -1,9 +1,11 @@
 """Classification distillation with the ND loss: KD++, DKD++, ReviewKD++ and DIST++.
 
-Torch + torchvision only (no detectron2); the losses come from :mod:`nd_det.losses`.
+Torch, torchvision and fvcore's registries only (no detectron2); the losses come from
+:mod:`nd_det.losses`.
 
 - ``models``: CIFAR-100 and ImageNet classifiers returning :class:`ClassifierOutput`
-  (logits, penultimate embedding, stage features), built by name.
+  (logits, penultimate embedding, stage features after and before their final ReLU), built by
+  name.
 - ``data``: CIFAR-100, ImageNet-style folders, Fashion-MNIST (IDX) and scikit-learn digits.
 - ``loss_terms`` + :class:`Distiller`: CE plus any of kd / dkd / reviewkd / dist / nd by name.
 - ``trainer``: the training loop (torchrun/DDP, AMP, checkpoints, TensorBoard + JSON lines).

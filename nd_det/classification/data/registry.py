@@ -9,13 +9,14 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from torch.utils.data import Dataset, Subset
 
+from ..named_registry import Registry, lookup, register_as, registered_names
 from .cifar100 import CIFAR100Dataset
 from .digits import load_digits_split
 from .fashion_mnist import DEBIAN_FASHION_MNIST_DIR, load_fashion_mnist
 from .image_folder import build_image_folder
 from .transforms import cifar_transform, imagenet_transform, small_tensor_transform
 
-__all__ = ["DatasetInfo", "build_dataset", "available_datasets"]
+__all__ = ["DATASET_REGISTRY", "DatasetInfo", "build_dataset", "available_datasets"]
 
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 DIGITS_MEAN, DIGITS_STD = (0.3050,), (0.3750,)
@@ -56,16 +57,15 @@ def _digits(cfg: Dict, train: bool, augment: bool) -> Dataset:
     return load_digits_split(train, transform)
 
 
-_DATASETS: Dict[str, _Entry] = {
-    "cifar100": _Entry(_cifar100, 3),
-    "image_folder": _Entry(_image_folder, 3),
-    "fashion_mnist": _Entry(_fashion_mnist, 1),
-    "digits": _Entry(_digits, 1),
-}
+# each entry is (builder, image channels): the builder alone would not carry the channel count
+DATASET_REGISTRY = Registry("DATASET")
+for _name, _build, _channels in (("cifar100", _cifar100, 3), ("image_folder", _image_folder, 3),
+                                 ("fashion_mnist", _fashion_mnist, 1), ("digits", _digits, 1)):
+    register_as(DATASET_REGISTRY, _name, _Entry(_build, _channels), "dataset")
 
 
 def available_datasets() -> List[str]:
-    return sorted(_DATASETS)
+    return registered_names(DATASET_REGISTRY)
 
 
 def _subset(dataset: Dataset, size, seed: int, key: str) -> Dataset:
@@ -84,10 +84,7 @@ def _subset(dataset: Dataset, size, seed: int, key: str) -> Dataset:
 
 def build_dataset(data_cfg: Dict, train: bool, augment: bool) -> Tuple[Dataset, DatasetInfo]:
     name = data_cfg.get("name")
-    if name not in _DATASETS:
-        raise KeyError(f"unknown dataset data.name={name!r}; available: "
-                       f"{', '.join(available_datasets())}")
-    entry = _DATASETS[name]
+    entry = lookup(DATASET_REGISTRY, name, f"dataset data.name={name!r}")
     dataset = entry.build(data_cfg, train, augment)
     classes = list(getattr(dataset, "classes", None) or [])
     if not classes:

@@ -6,26 +6,26 @@
       nd: {weight: 2.0}
 """
 import inspect
-from typing import Dict, List, Mapping, Optional, Type
+from typing import List, Mapping, Optional, Type
 
 from torch import nn
 
+from ..named_registry import Registry, lookup, register_as, registered_names
 from .base import LossTerm, TermContext
 
-__all__ = ["register_loss_term", "build_loss_terms", "available_loss_terms"]
+__all__ = ["LOSS_TERM_REGISTRY", "register_loss_term", "build_loss_terms", "available_loss_terms"]
 
-_REGISTRY: Dict[str, Type[LossTerm]] = {}
+LOSS_TERM_REGISTRY = Registry("LOSS_TERM")
 
 
 def register_loss_term(cls: Type[LossTerm]) -> Type[LossTerm]:
-    if not cls.name or cls.name in _REGISTRY:
-        raise ValueError(f"loss term class {cls.__name__} needs a unique name; got {cls.name!r}")
-    _REGISTRY[cls.name] = cls
+    """Class decorator: registers a LossTerm under its ``name`` (the config key)."""
+    register_as(LOSS_TERM_REGISTRY, cls.name, cls, f"loss term (class {cls.__name__})")
     return cls
 
 
 def available_loss_terms() -> List[str]:
-    return sorted(_REGISTRY)
+    return registered_names(LOSS_TERM_REGISTRY)
 
 
 def _parameters(cls: Type[LossTerm]) -> List[str]:
@@ -39,10 +39,7 @@ def build_loss_terms(losses: Mapping[str, Optional[Mapping]], context: TermConte
         raise ValueError("distill.losses is empty: list at least one loss term, e.g. ce: {weight: 1.0}")
     terms = nn.ModuleDict()
     for name, params in losses.items():
-        if name not in _REGISTRY:
-            raise KeyError(f"unknown loss term {name!r} in distill.losses; available: "
-                           f"{', '.join(available_loss_terms())}")
-        cls = _REGISTRY[name]
+        cls = lookup(LOSS_TERM_REGISTRY, name, f"loss term {name!r} in distill.losses")
         params = dict(params or {})
         allowed = _parameters(cls)
         unknown = sorted(set(params) - set(allowed))

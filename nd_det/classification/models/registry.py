@@ -1,10 +1,14 @@
 """Classifiers by name: ``build_classifier("resnet32x4", num_classes=100)``."""
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Callable, List
 
+from ..named_registry import Registry, lookup, register_as, registered_names
 from .base import Classifier
 
-__all__ = ["register_classifier", "build_classifier", "available_classifiers", "classifier_info"]
+__all__ = ["CLASSIFIER_REGISTRY", "register_classifier", "build_classifier",
+           "available_classifiers", "classifier_info"]
+
+CLASSIFIER_REGISTRY = Registry("CLASSIFIER")
 
 
 @dataclass(frozen=True)
@@ -14,31 +18,25 @@ class ClassifierEntry:
     description: str
 
 
-_REGISTRY: Dict[str, ClassifierEntry] = {}
-
-
 def register_classifier(name: str, family: str, description: str):
     """Decorator registering ``builder(num_classes, in_channels) -> Classifier`` under ``name``."""
 
     def wrap(builder):
-        if name in _REGISTRY:
-            raise ValueError(f"classifier {name!r} is registered twice")
-        _REGISTRY[name] = ClassifierEntry(builder, family, description)
+        # the registry holds the whole entry: fvcore keeps one object per name, and a builder
+        # alone would not carry its family and description
+        register_as(CLASSIFIER_REGISTRY, name, ClassifierEntry(builder, family, description),
+                    "classifier")
         return builder
 
     return wrap
 
 
 def available_classifiers() -> List[str]:
-    return sorted(_REGISTRY)
+    return registered_names(CLASSIFIER_REGISTRY)
 
 
 def classifier_info(name: str) -> ClassifierEntry:
-    if name not in _REGISTRY:
-        raise KeyError(
-            f"unknown classifier {name!r}; available: {', '.join(available_classifiers())}"
-        )
-    return _REGISTRY[name]
+    return lookup(CLASSIFIER_REGISTRY, name, f"classifier {name!r}")
 
 
 def build_classifier(name: str, num_classes: int, in_channels: int = 3) -> Classifier:

@@ -1,0 +1,32 @@
+"""fvcore registries keyed by the names configs use, with one clear error for unknown names.
+
+fvcore's ``Registry.register`` takes an entry's name from its ``__name__``; the classification
+registries key entries by config names ("resnet32x4", "reviewkd", "cifar100") that are not
+Python identifiers of the registered objects, so ``register_as`` passes the name explicitly.
+"""
+from typing import Any, List
+
+from fvcore.common.registry import Registry
+
+__all__ = ["Registry", "register_as", "registered_names", "lookup"]
+
+
+def register_as(registry: Registry, name: str, obj: Any, kind: str) -> None:
+    """Adds ``obj`` under ``name``; an empty name or a second entry of the same name is a
+    ``ValueError`` (fvcore would only assert)."""
+    if not name:
+        raise ValueError(f"{kind} needs a non-empty name; got {name!r}")
+    if name in registry:
+        raise ValueError(f"{kind} {name!r} is registered twice")
+    registry._do_register(name, obj)  # fvcore's own registration, with our name
+
+
+def registered_names(registry: Registry) -> List[str]:
+    return sorted(name for name, _ in registry)
+
+
+def lookup(registry: Registry, name: str, what: str) -> Any:
+    """The entry under ``name``, else ``KeyError("unknown <what>; available: <sorted names>")``."""
+    if name not in registry:
+        raise KeyError(f"unknown {what}; available: {', '.join(registered_names(registry))}")
+    return registry.get(name)
