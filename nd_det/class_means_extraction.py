@@ -14,7 +14,7 @@ file (``nd_det.losses.class_means`` format) with the per-class counts and the te
 """
 import logging
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 from detectron2.config import CfgNode
@@ -27,12 +27,17 @@ from detectron2.data import (
 from detectron2.data import transforms as T
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
+from detectron2.utils.logger import log_every_n_seconds
 
 from .losses import ClassMeanAccumulator, ClassMeans, save_class_means
-from .modeling.teacher import build_teacher, teacher_identity
+from .modeling.teacher import FrozenTeacher
 from .utils.progress import format_duration
 
-__all__ = ["extract_class_means", "TeacherEmbedder"]
+__all__ = ["extract_class_means", "TeacherEmbedder", "INDEX_KEY"]
+
+# key of each mapped dataset dict holding its position in the list being extracted (seeds the
+# per-image sampling, whichever process and loader worker maps it)
+INDEX_KEY = "nd_det_index"
 
 logger = logging.getLogger(__name__)
 
@@ -40,51 +45,47 @@ logger = logging.getLogger(__name__)
 class TeacherEmbedder:
     """Box-head embeddings of a frozen teacher for GT boxes and for sampled background RoIs."""
 
-    def __init__(self, teacher, seed: int = 0):
+    def __init__(self, teacher: FrozenTeacher, seed: int = 0):
         self.teacher = teacher
         self.seed = seed
-        self.num_classes = teacher.roi_heads.num_classes
+        self.num_classes = teacher.num_classes
 
     @torch.no_grad()
-    def __call__(self, inputs: Dict, index: int):
-        """(embeddings, labels) of one mapped dataset dict; ``index`` seeds the background
-        sampling, so a given image always yields the same RoIs."""
+    def __call__(self, inputs: Dict):
+        """(embeddings, labels) of one mapped dataset dict; its ``INDEX_KEY`` seeds the
+        background sampling, so a given image always yields the same RoIs."""
         teacher = self.teacher
-        images = teacher.preprocess_image([inputs])
-        features = teacher.backbone(images.tensor)
+        model = teacher.model
+        images = teacher.preprocess([inputs["image"].to(teacher.device)])
+        features = teacher.features(images)
         gt = inputs["instances"].to(teacher.device)
-        box_features = [features[f] for f in teacher.roi_heads.box_in_features]
 
-        embeddings = [self._embed(box_features, [gt.gt_boxes])]
+        embeddings = [teacher.box_embeddings(features, [gt.gt_boxes])]
         labels = [gt.gt_classes]
 
-        proposals, _ = teacher.proposal_generator(images, features, None)
+        proposals, _ = model.proposal_generator(images, features, None)
         generator_state = torch.random.get_rng_state()
-        torch.manual_seed(self.seed * 1_000_003 + index)
+        torch.manual_seed(self.seed * 1_000_003 + int(inputs[INDEX_KEY]))
         try:
-            sampled = teacher.roi_heads.label_and_sample_proposals(proposals, [gt])[0]
+            sampled = model.roi_heads.label_and_sample_proposals(proposals, [gt])[0]
         finally:
             torch.random.set_rng_state(generator_state)
         background = sampled[sampled.gt_classes == self.num_classes]
         if len(background):
-            embeddings.append(self._embed(box_features, [background.proposal_boxes]))
+            embeddings.append(teacher.box_embeddings(features, [background.proposal_boxes]))
             labels.append(background.gt_classes)
         return torch.cat(embeddings), torch.cat(labels)
 
-    def _embed(self, box_features, boxes):
-        heads = self.teacher.roi_heads
-        return heads.box_head(heads.box_pooler(box_features, boxes))
 
-
-def _mapper(cfg: CfgNode, teacher_cfg: CfgNode) -> DatasetMapper:
-    """Deterministic test-time resizing of the student config, teacher's image format,
-    annotations kept."""
+def _mapper(cfg: CfgNode) -> DatasetMapper:
+    """Deterministic test-time resizing of the student config, the student's image format (the
+    teacher converts it as in training), annotations kept."""
     return DatasetMapper(
         is_train=True,
         augmentations=[
             T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
         ],
-        image_format=teacher_cfg.INPUT.FORMAT,
+        image_format=cfg.INPUT.FORMAT,
         use_instance_mask=False,
     )
 
@@ -106,40 +107,41 @@ def extract_class_means(
     unless ``allow_empty_classes`` (their rows are then zero-filled and flagged in the metadata).
     """
     output = output or cfg.MODEL.DISTILL.CLASS_MEANS
-    teacher, teacher_cfg = build_teacher(cfg)
+    teacher = FrozenTeacher(cfg)
     dicts = get_detection_dataset_dicts(list(cfg.DATASETS.TRAIN), filter_empty=False)
     total = len(dicts)
     if max_images is not None:
         dicts = dicts[: max(0, int(max_images))]
-    num_classes = teacher.roi_heads.num_classes
-    dim = teacher.roi_heads.box_head.output_shape.channels
+    dicts = [dict(d, **{INDEX_KEY: i}) for i, d in enumerate(dicts)]
+    num_classes = teacher.num_classes
     loader = build_detection_test_loader(
         dicts,
-        mapper=_mapper(cfg, teacher_cfg),
+        mapper=_mapper(cfg),
         num_workers=cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers,
     )
-    indices = _local_indices(len(dicts))
     embedder = TeacherEmbedder(teacher, seed=seed)
-    acc = ClassMeanAccumulator(num_classes + 1, dim, device=teacher.device)
+    acc = ClassMeanAccumulator(num_classes + 1, teacher.embedding_dim, device=teacher.device)
+    local = len(loader)
 
     logger.info("Extracting teacher class means from %d of %d images of %s (%d on this rank)",
-                len(dicts), total, list(cfg.DATASETS.TRAIN), len(indices))
-    start = last_log = time.perf_counter()
+                len(dicts), total, list(cfg.DATASETS.TRAIN), local)
+    start = time.perf_counter()
     with EventStorage(0):  # the ROI head's sampler logs into an event storage
-        for done, (batch, index) in enumerate(zip(loader, indices), start=1):
-            feats, labels = embedder(batch[0], index)
+        for done, batch in enumerate(loader, start=1):
+            feats, labels = embedder(batch[0])
             acc.update(feats, labels)
-            now = time.perf_counter()
-            if now - last_log >= log_period or done == len(indices):
-                rate = done / max(now - start, 1e-9)
-                logger.info("[class means] %d/%d images  %.2f img/s  ETA %s", done, len(indices),
-                            rate, format_duration((len(indices) - done) / rate))
-                last_log = now
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            message = (f"[class means] {done}/{local} images  {rate:.2f} img/s  "
+                       f"ETA {format_duration((local - done) / rate)}")
+            if done == local:
+                logger.info(message)
+            else:
+                log_every_n_seconds(logging.INFO, message, n=log_period, name=logger.name)
     acc.all_reduce()
 
     class_names = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", None)
     names = list(class_names) + ["background"] if class_names else None
-    metadata = dict(teacher_identity(cfg))
+    metadata = dict(teacher.identity)
     metadata.update(
         datasets=list(cfg.DATASETS.TRAIN),
         num_images=len(dicts),
@@ -154,10 +156,3 @@ def extract_class_means(
                     "table", table.num_classes, table.dim, output, table.counts.tolist())
     comm.synchronize()
     return table
-
-
-def _local_indices(n: int) -> List[int]:
-    """The dataset indices this rank's InferenceSampler yields, in order."""
-    from detectron2.data.samplers import InferenceSampler
-
-    return list(InferenceSampler(n)._local_indices)

@@ -1,4 +1,5 @@
-"""Config keys of nd-det, all under ``MODEL.DISTILL`` (plus the student backbones' own keys).
+"""Config keys of nd-det: ``MODEL.DISTILL`` (distillation), the student backbones' own nodes
+(``MODEL.MOBILENETV2``) and ``SOLVER.AMP.PRECISION``.
 
 Usage::
 
@@ -15,29 +16,58 @@ from typing import Sequence
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-from .modeling.backbone.config import add_backbone_config
+from .errors import UserError
 
-__all__ = ["add_distill_config", "DISTILL_LOSS_NAMES", "ConfigError", "merge_config",
-           "load_config"]
+__all__ = ["add_distill_config", "add_backbone_config", "DISTILL_LOSS_NAMES", "ConfigError",
+           "DistillConfigError", "merge_config", "load_config"]
 
 # The loss names MODEL.DISTILL.LOSSES may hold (each maps to one loss-dict key ``loss_<name>``).
 DISTILL_LOSS_NAMES = ("nd", "kd", "dkd", "reviewkd")
 
 
-def add_distill_config(cfg: CN) -> CN:
-    """Add the ``MODEL.DISTILL`` keys (and student backbone keys) to a detectron2 config.
+def add_backbone_config(cfg: CN) -> CN:
+    """Add the keys of the student backbones detectron2 lacks (``MODEL.MOBILENETV2``), in place.
 
-    Safe to call twice.  Returns ``cfg`` for chaining.
+    This is all a process that only deploys an exported MobileNetV2 student needs.  Safe to call
+    more than once: an existing node is left as it is.  Returns ``cfg``.
+    """
+    if "MOBILENETV2" in cfg.MODEL:
+        return cfg
+    cfg.MODEL.MOBILENETV2 = CN()
+    # Stages returned by the bottom-up network: any of "stem" (stride 2, 32 channels),
+    # "m2" (stride 4, 24), "m3" (stride 8, 32), "m4" (stride 16, 96), "m5" (stride 32, 320)
+    # (channels at WIDTH_MULT 1.0).  MODEL.FPN.IN_FEATURES must be a subset of these.
+    cfg.MODEL.MOBILENETV2.OUT_FEATURES = ["m2", "m3", "m4", "m5"]
+    # Normalisation after every convolution: "FrozenBN" (fixed ImageNet statistics, the usual
+    # choice with converted torchvision weights), "BN", "SyncBN" (multi-GPU BN) or "GN"
+    # (GroupNorm with the largest group count <= 32 that divides the channels; trains sanely from
+    # random init).
+    cfg.MODEL.MOBILENETV2.NORM = "FrozenBN"
+    # Like MODEL.BACKBONE.FREEZE_AT for ResNet: 0 trains everything, 1 freezes the stem,
+    # k in 2..5 freezes the stem and stages m2..m<k> (weights fixed, BN turned into FrozenBN).
+    cfg.MODEL.MOBILENETV2.FREEZE_AT = 2
+    # Channel width multiplier of torchvision's MobileNetV2 (channels rounded to multiples of 8).
+    # The ImageNet weights (and the converter) exist for 1.0 only.
+    cfg.MODEL.MOBILENETV2.WIDTH_MULT = 1.0
+    return cfg
+
+
+def add_distill_config(cfg: CN) -> CN:
+    """Add every nd-det key (``MODEL.DISTILL``, the backbone nodes, ``SOLVER.AMP.PRECISION``) to
+    a detectron2 config.
+
+    Safe to call twice: each node is added only where it is missing.  Returns ``cfg``.
     """
     add_backbone_config(cfg)
+    if "PRECISION" not in cfg.SOLVER.AMP:
+        # Precision of detectron2's AMP trainer (SOLVER.AMP.ENABLED): "float16" (detectron2's
+        # choice, with a gradient scaler) or "bfloat16" (no gradient scaler needed, hence none:
+        # no extra pass and no host sync per step).  The teacher's own precision is
+        # MODEL.DISTILL.TEACHER_AUTOCAST.
+        cfg.SOLVER.AMP.PRECISION = "float16"
     if "DISTILL" in cfg.MODEL:
         return cfg
     _C = cfg
-    # Precision of detectron2's AMP trainer (SOLVER.AMP.ENABLED): "float16" (detectron2's
-    # choice, with a gradient scaler) or "bfloat16" (no gradient scaler needed, hence none: no
-    # extra pass and no host sync per step).  The teacher's own precision is
-    # MODEL.DISTILL.TEACHER_AUTOCAST.
-    _C.SOLVER.AMP.PRECISION = "float16"
     _C.MODEL.DISTILL = CN()
 
     # --- the teacher ---------------------------------------------------------------------------
@@ -107,8 +137,13 @@ def add_distill_config(cfg: CN) -> CN:
     return cfg
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override is wrong (missing file, unknown key, bad value)."""
+
+
+class DistillConfigError(UserError, ValueError):
+    """The distillation set-up is inconsistent (student vs teacher vs terms); the message names
+    the key and the fix."""
 
 
 def merge_config(cfg: CN, source, what: str) -> None:

@@ -15,7 +15,7 @@ from detectron2.modeling import build_model
 from nd_det.config import load_config
 from nd_det.losses import ClassMeansError
 from nd_det.modeling import DistillConfigError, TeacherError
-from nd_det.modeling.teacher import build_teacher_cfg
+from nd_det.modeling import FrozenTeacher
 
 from .helpers.run_tool import run_tool_in_process
 from .helpers.tiny_coco import write_tiny_coco
@@ -244,7 +244,7 @@ def test_teacher_config_is_checked_before_weights_download(tmp_path):
     read: the URL below would fail if it were fetched."""
     cfg = tiny_distill_cfg(str(tmp_path))
     _corrupt_means(cfg, "not_means")
-    teacher_cfg = build_teacher_cfg(cfg)
+    teacher_cfg = FrozenTeacher.check(cfg)
     assert teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2
     cfg.MODEL.DISTILL.TEACHER_WEIGHTS = "https://invalid.invalid/teacher.pkl"
     with pytest.raises(ClassMeansError, match="is not an nd-det class-means file"):

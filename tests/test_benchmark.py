@@ -249,9 +249,9 @@ def test_teacher_image_list_is_what_distill_rcnn_builds(tmp_path):
                     "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]"],
     )
     model = build_model(cfg)
-    assert model.teacher_flip_channels
+    assert model.frozen_teacher.flip_channels
     batch = random_batch(seed=2)
-    _, expected = model._preprocess_pair(batch)
+    _, expected = model.preprocess_pair(batch)
     ours = teacher_image_list(model, raw_images(model, batch))
     assert torch.equal(ours.tensor, expected.tensor)
     assert ours.image_sizes == expected.image_sizes

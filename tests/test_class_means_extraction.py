@@ -12,7 +12,7 @@ from detectron2.structures import Boxes
 from nd_det.class_means_extraction import extract_class_means
 from nd_det.data import register_coco_dataset
 from nd_det.losses import load_class_means
-from nd_det.modeling.teacher import build_teacher
+from nd_det.modeling import FrozenTeacher
 
 from .helpers.tiny_coco import write_tiny_coco
 from .helpers.tiny_distill import REPO, config_path, tiny_distill_cfg, tiny_distill_opts
@@ -39,7 +39,8 @@ def _cfg(tmp_path, dataset, num_classes=2):
 
 def _slow_reference(cfg, json_path, image_dir):
     """Per-class means of the teacher's box-head embedding of each GT box, one box at a time."""
-    teacher, teacher_cfg = build_teacher(cfg)
+    frozen = FrozenTeacher(cfg)
+    teacher, teacher_cfg = frozen.model, frozen.cfg
     data = json.loads(json_path.read_text())
     cat_index = {c["id"]: i for i, c in enumerate(sorted(data["categories"], key=lambda c: c["id"]))}
     sums = {}

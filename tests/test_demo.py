@@ -24,7 +24,7 @@ from nd_det.demo.progress import DemoClock, Stage
 from nd_det.demo.report import (ROW_NAMES, TABLE_COLUMNS, distillation_verdict,
                                 parse_markdown_table, read_report, render_markdown, write_report)
 from nd_det.demo.trainer import DemoTrainer
-from nd_det.modeling.backbone import add_backbone_config
+from nd_det.config import add_backbone_config
 
 from .helpers.tiny_distill import REPO
 

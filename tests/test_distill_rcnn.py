@@ -11,7 +11,7 @@ from detectron2.utils.events import EventStorage
 
 from nd_det.losses import ClassMeanAccumulator, ClassMeansError, save_class_means
 from nd_det.modeling import DistillConfigError, DistillRCNN, TeacherError
-from nd_det.student_export import plain_student_cfg, student_state_dict
+from nd_det.modeling import plain_student_cfg, student_state_dict
 
 from .helpers.tiny_distill import random_batch, tiny_distill_cfg
 
@@ -137,7 +137,7 @@ def test_teacher_sees_the_sampled_boxes_and_its_own_input_format(tmp_path):
                     "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]"],
     )
     model = build_model(cfg)
-    assert model.teacher_flip_channels
+    assert model.frozen_teacher.flip_channels
     captured = {}
     model.teacher.roi_heads.box_head.register_forward_hook(
         lambda m, i, o: captured.__setitem__("emb", o))

@@ -24,15 +24,11 @@ from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler, build_optimizer
 from detectron2.utils.events import EventStorage
 
+from nd_det.config import add_backbone_config
+from nd_det.config import load_config as load_distill_cfg
+from nd_det.export import StudentExportError, export_student
+from nd_det.export.cli import main
 from nd_det.modeling import DistillRCNN
-from nd_det import student_export
-from nd_det.modeling.backbone import add_backbone_config
-from nd_det.student_export import (
-    StudentExportError,
-    export_student,
-    load_distill_cfg,
-    main,
-)
 
 from .helpers.tiny_coco import write_tiny_coco
 from .helpers.tiny_distill import REPO, config_path, random_batch, tiny_distill_opts
@@ -42,7 +38,6 @@ CONFIG = config_path("R50_from_R101_nd.yaml")
 EXPORT_TOOL = os.path.join(REPO, "tools", "export_student.py")
 # test images are 96x128 and the test size is 80: both sides really resize
 TEST_SIZE = ["INPUT.MIN_SIZE_TEST", "80", "INPUT.MAX_SIZE_TEST", "120"]
-R18_WITH_ND_DET_BUILDER = ["MODEL.BACKBONE.NAME", "build_resnet_basic_fpn_backbone"]
 MOBILENETV2 = [
     "MODEL.BACKBONE.NAME", "build_mobilenetv2_fpn_backbone",
     "MODEL.MOBILENETV2.NORM", "GN",
@@ -208,12 +203,12 @@ def _assert_same_detections(ours, theirs):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny R50_from_R101_nd run whose student is a ResNet-18 built by nd-det's
-    build_resnet_basic_fpn_backbone: its training checkpoint, the DistillRCNN detections (eval
-    mode) on three image files, and the overrides."""
+    """A tiny R50_from_R101_nd run whose student is a ResNet-18 (detectron2's own
+    build_resnet_fpn_backbone): its training checkpoint, the DistillRCNN detections (eval mode)
+    on three image files, and the overrides."""
     root = tmp_path_factory.mktemp("export")
     opts = tiny_distill_opts(str(root)) + TEST_SIZE
-    cfg = load_distill_cfg(CONFIG, opts + R18_WITH_ND_DET_BUILDER)
+    cfg = load_distill_cfg(CONFIG, opts)
     write_teacher_checkpoint(cfg)
     write_random_class_means(cfg)
     model, weights = _train_and_checkpoint(cfg, root / "train")
@@ -227,20 +222,18 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def deployed(trained):
-    """The checkpoint exported twice: by the command-line tool with the config it was trained
-    with (nd-det's R18 builder name), and by the API with detectron2's builder name; both
-    loaded and evaluated by stock detectron2 in a subprocess that never imports nd_det.  Also
-    runs the tool once on a missing checkpoint, alongside."""
+    """The checkpoint exported twice: by the command-line tool and by the API, with the config
+    it was trained with; both loaded and evaluated by stock detectron2 in a subprocess that
+    never imports nd_det.  Also runs the tool once on a missing checkpoint, alongside."""
     root = trained["root"]
     tool = [sys.executable, EXPORT_TOOL, "--config-file", CONFIG]
     export_cli = _start(tool + ["--weights", trained["weights"], "--output",
-                                str(root / "export_nd_det_builder")]
-                        + trained["opts"] + R18_WITH_ND_DET_BUILDER, cwd=root)
+                                str(root / "export_cli")] + trained["opts"], cwd=root)
     missing = str(root / "no_such_run" / "model_final.pth")
     missing_cli = _start(tool + ["--weights", missing, "--output", str(root / "never")]
                          + trained["opts"], cwd=root, threads=1)  # fails before any compute
     export_student(load_distill_cfg(CONFIG, trained["opts"]), trained["weights"],
-                   str(root / "export_stock_builder"))
+                   str(root / "export_api"))
     export_cli, missing_cli = _finish(export_cli), _finish(missing_cli)
     assert export_cli.returncode == 0, (export_cli.stdout + export_cli.stderr)[-4000:]
 
@@ -248,10 +241,10 @@ def deployed(trained):
     script.write_text(STOCK_DETECTRON2_SCRIPT)
     spec = {
         "exports": {name: str(root / f"export_{name}")
-                    for name in ("nd_det_builder", "stock_builder")},
+                    for name in ("cli", "api")},
         "images": trained["images"],
         "coco": {"json": trained["coco_json"], "images": trained["coco_images"],
-                 "export": "nd_det_builder", "output_dir": str(root / "coco_eval")},
+                 "export": "cli", "output_dir": str(root / "coco_eval")},
         "result": str(root / "stock_result.pth"),
     }
     (root / "spec.json").write_text(json.dumps(spec))
@@ -261,7 +254,7 @@ def deployed(trained):
             "stock": torch.load(spec["result"], map_location="cpu", weights_only=True)}
 
 
-@pytest.mark.parametrize("name", ["nd_det_builder", "stock_builder"])
+@pytest.mark.parametrize("name", ["cli", "api"])
 def test_stock_detectron2_detects_what_distill_rcnn_detects(trained, deployed, name):
     _assert_same_detections(deployed["stock"]["predictions"][name], trained["reference"])
     model = deployed["stock"]["models"][name]
@@ -272,7 +265,7 @@ def test_stock_detectron2_detects_what_distill_rcnn_detects(trained, deployed, n
 
 
 def test_exported_files_hold_the_student_only(trained, deployed):
-    folder = trained["root"] / "export_nd_det_builder"
+    folder = trained["root"] / "export_cli"
     assert sorted(os.listdir(folder)) == ["config.yaml", "model_final.pth"]
     assert not [p for p in os.listdir(trained["root"]) if ".partial-" in p or ".old-" in p]
     text = (folder / "config.yaml").read_text()
@@ -299,19 +292,6 @@ def test_exported_files_hold_the_student_only(trained, deployed):
             "(distill_losses.*), training state ['iteration', 'optimizer', 'scheduler']") in stdout
 
 
-def test_r18_student_gets_the_stock_backbone_builder(trained, deployed):
-    plain = yaml.safe_load(
-        (trained["root"] / "export_nd_det_builder" / "config.yaml").read_text())
-    assert plain["MODEL"]["BACKBONE"]["NAME"] == "build_resnet_fpn_backbone"
-    assert plain["MODEL"]["RESNETS"]["DEPTH"] == 18
-    assert plain["MODEL"]["RESNETS"]["RES2_OUT_CHANNELS"] == 64
-    assert "MOBILENETV2" not in plain["MODEL"]
-    assert ("NOTE: MODEL.BACKBONE.NAME build_resnet_basic_fpn_backbone -> "
-            "build_resnet_fpn_backbone: detectron2's own builder makes the same network"
-            in deployed["cli"].stdout)
-    assert "exists only in nd-det" not in deployed["cli"].stdout
-
-
 def test_missing_checkpoint_is_one_line_exit_2_from_the_tool(trained, deployed):
     proc = deployed["missing_cli"]
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -330,7 +310,7 @@ def test_stock_coco_evaluation_of_the_export(trained, deployed):
         detections = json.load(f)
     with open(trained["coco_json"]) as f:
         image_ids = {img["id"]: img["file_name"] for img in json.load(f)["images"]}
-    predictions = deployed["stock"]["predictions"]["nd_det_builder"]
+    predictions = deployed["stock"]["predictions"]["cli"]
     for path, expected in zip(trained["images"], predictions):
         ours = [d for d in detections if image_ids[d["image_id"]] == os.path.basename(path)]
         ours.sort(key=lambda d: -d["score"])
@@ -372,26 +352,6 @@ def test_mobilenetv2_student_keeps_its_keys_and_says_so(trained, tmp_path, capsy
     model, found = _predict(deploy_cfg, trained["images"])
     assert type(model).__name__ == "GeneralizedRCNN"
     _assert_same_detections(found, _detect(distill_rcnn, cfg, trained["images"]))
-
-
-@pytest.mark.parametrize("opts, name, stock_name, why", [
-    (R18_WITH_ND_DET_BUILDER, "build_resnet_basic_fpn_backbone",
-     "build_retinanet_resnet_fpn_backbone", "different modules ("),
-    (MOBILENETV2, "build_mobilenetv2_fpn_backbone", "build_resnet_fpn_backbone",
-     "it fails on this config: KeyError: 'm2'"),
-])
-def test_backbone_name_kept_when_the_stock_builder_builds_another_network(
-        trained, monkeypatch, opts, name, stock_name, why):
-    """The stock name is written only after the check: deliberately wrong pairings (p6/p7 heads
-    instead of max-pool p6; MobileNetV2 stages given to a ResNet builder) are caught and the
-    nd-det name is kept."""
-    monkeypatch.setitem(student_export._STOCK_EQUIVALENT_BACKBONES, name, stock_name)
-    cfg = load_distill_cfg(CONFIG, trained["opts"] + opts)
-    student, notes = student_export.deployable_student_cfg(cfg)
-    assert student.MODEL.BACKBONE.NAME == name
-    assert notes[0].startswith(f"kept MODEL.BACKBONE.NAME {name}: detectron2's {stock_name} "
-                               f"builds another network here ({why}")
-    assert f"the student's backbone {name} exists only in nd-det" in notes[1]
 
 
 def _export_args(trained, output, weights=None, flags=(), overrides=()):
@@ -473,7 +433,7 @@ def test_checkpoint_of_another_student_names_every_mismatch(trained, tmp_path, c
 
 def test_output_folder_rules(trained, deployed, tmp_path, capsys):
     out = tmp_path / "out"
-    shutil.copytree(trained["root"] / "export_stock_builder", out)  # a previous export
+    shutil.copytree(trained["root"] / "export_api", out)  # a previous export
     first = torch.load(out / "model_final.pth", weights_only=True)
     (out / "config.yaml").write_text("stale\n")
 
@@ -502,7 +462,7 @@ def test_output_folder_rules(trained, deployed, tmp_path, capsys):
 
 def test_a_failed_write_leaves_nothing_half_written(trained, deployed, tmp_path, monkeypatch):
     cfg = load_distill_cfg(CONFIG, trained["opts"])
-    shutil.copytree(trained["root"] / "export_stock_builder", tmp_path / "old")
+    shutil.copytree(trained["root"] / "export_api", tmp_path / "old")
     before = (tmp_path / "old" / "config.yaml").read_bytes()
 
     def disk_full(*args, **kwargs):

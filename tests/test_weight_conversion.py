@@ -16,7 +16,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-from nd_det.modeling.backbone import add_backbone_config
+from nd_det.config import add_backbone_config
 from nd_det.modeling.weight_conversion import (
     DEFAULT_KEY_PREFIX,
     WeightConversionError,

@@ -5,12 +5,9 @@
       --device cpu --batch-size 2 --height 320 --width 480 --precision fp32 \
       --iters 7 --warmup 2 --output benchmark.json
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from nd_det.benchmark.cli import main  # noqa: E402
+from nd_det.benchmark.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

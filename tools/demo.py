@@ -9,12 +9,9 @@ Trains a teacher, extracts its class means, trains a student alone and distilled
 three (COCO AP on the val split), exports the distilled student and writes results.json,
 results.md and results.png under --output-dir (see nd_det/demo/pipeline.py and docs/demo.md).
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from nd_det.demo.cli import main  # noqa: E402
+from nd_det.demo.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,12 +7,9 @@
 Writes <output>/config.yaml (a plain GeneralizedRCNN config, MODEL.WEIGHTS relative to its
 folder) and <output>/model_final.pth (the student's weights only).  See docs/deploy.md.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from nd_det.student_export import main  # noqa: E402
+from nd_det.export.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,10 +17,11 @@ from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 
-from ..config import DISTILL_LOSS_NAMES, ConfigError, load_config, merge_config
+from ..config import ConfigError, load_config, merge_config
+from ..errors import UserError
 from ..losses import ClassMeans, save_class_means
-from ..modeling.teacher import build_teacher_cfg, teacher_identity
-from ..student_export import DISTILL_STATE_PREFIX, plain_student_cfg
+from ..modeling import (FrozenTeacher, available_distill_terms, is_distill_module_key,
+                        plain_student_cfg, teacher_identity)
 from .synthetic import calibrate_frozen_batchnorm, random_class_means_table
 
 __all__ = [
@@ -42,18 +43,19 @@ STUDENT_FILE = "student_random.pth"
 CLASS_MEANS_FILE = "class_means_random.pth"
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(UserError, ValueError):
     """Bad benchmark input; the message names the bad value and the fix."""
 
 
 def parse_loss_set(text: str) -> List[str]:
     """``"kd+nd"`` -> ``["kd", "nd"]``, checked against the loss names nd-det knows."""
     names = [n.strip() for n in text.split("+")]
-    bad = [n for n in names if n not in DISTILL_LOSS_NAMES]
+    known = available_distill_terms()
+    bad = [n for n in names if n not in known]
     if not text or bad:
         raise BenchmarkError(
             f"--losses {text!r}: unknown loss name(s) {bad or [text]}; give sets of "
-            f"{list(DISTILL_LOSS_NAMES)} joined by '+', e.g. nd kd+nd dkd+nd reviewkd+nd"
+            f"{known} joined by '+', e.g. nd kd+nd dkd+nd reviewkd+nd"
         )
     if len(set(names)) != len(names):
         raise BenchmarkError(f"--losses {text!r} names a loss twice")
@@ -113,13 +115,13 @@ def prepare_weight_files(cfg: CfgNode, work_dir: str, student_images, teacher_im
         class_means=os.path.join(work_dir, CLASS_MEANS_FILE),
     )
     torch.manual_seed(seed)
-    teacher_cfg = build_teacher_cfg(cfg)
-    teacher = build_model(teacher_cfg).eval()
+    frozen = FrozenTeacher(cfg, load_weights=False)  # random weights, saved as the teacher file
+    teacher = frozen.model
     calibrate_frozen_batchnorm(teacher, lambda: teacher.backbone(teacher_images(teacher)))
     DetectionCheckpointer(teacher, save_dir=work_dir).save(os.path.splitext(TEACHER_FILE)[0])
     num_rows = cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1
-    dim = teacher.roi_heads.box_head.output_shape.channels
-    del teacher
+    dim = frozen.embedding_dim
+    del teacher, frozen
 
     torch.manual_seed(seed + 1)
     student = build_model(plain_student_cfg(cfg)).eval()
@@ -139,7 +141,7 @@ def prepare_weight_files(cfg: CfgNode, work_dir: str, student_images, teacher_im
 def _load_student_weights(model: torch.nn.Module, path: str) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(DISTILL_STATE_PREFIX)]
+    missing = [k for k in result.missing_keys if not is_distill_module_key(k)]
     if missing or result.unexpected_keys:
         raise BenchmarkError(
             f"{path} does not fit the student (missing {missing[:5]}, unexpected "

@@ -107,9 +107,9 @@ def _machine(device: torch.device) -> Dict[str, object]:
 
 def _teacher_variant(model) -> str:
     parts = ["backbone"]
-    if model._needs_teacher_embeddings or model._needs_teacher_logits:
+    if model.teacher_needs.box_head:
         parts.append("box_head")
-    if model._needs_teacher_logits:
+    if model.teacher_needs.logits:
         parts.append("box_predictor")
     return "teacher_distill_forward[" + "+".join(parts) + "]"
 
@@ -174,7 +174,7 @@ def _time_steps(s, cfg, files, batch, loss_sets, device) -> Dict[str, object]:
     variants = {
         "student_step": TrainStep(student, build_train_optimizer(cfg, student), batch,
                                   s.precision),
-        "teacher_backbone": TeacherBackbone(first, teacher_image_list(first, raw).tensor),
+        "teacher_backbone": TeacherBackbone(first, teacher_image_list(first, raw)),
         "teacher_inference": TeacherInference(first, without_annotations(batch)),
     }
     teacher_variant_of = {}

@@ -4,7 +4,7 @@
   precision, ``zero_grad``, backward, optimizer step), as detectron2's trainers run it;
 - :class:`TeacherBackbone`, :class:`TeacherInference`: the teacher alone under ``no_grad``;
 - :class:`TeacherDistillForward`: the teacher's share of a DistillRCNN step (its preprocessing,
-  backbone and box head on the student's sampled RoIs), through DistillRCNN's own method;
+  backbone and box head on the student's sampled RoIs), through the FrozenTeacher's own methods;
 - :class:`ReviewKDAlone`: the ReviewKD term (ABF fusion + HCL) forward and backward alone.
 
 Precision: ``bf16`` runs the forward under ``torch.autocast(device, bfloat16)`` like detectron2's
@@ -67,20 +67,12 @@ class TrainStep:
 def raw_images(model: nn.Module, batch: List[Dict]) -> List[torch.Tensor]:
     """The batch's images on the model's device (DistillRCNN copies each image once and shares
     the copy between student and teacher)."""
-    return [model._move_to_current_device(x["image"]) for x in batch]
+    return [x["image"].to(model.device) for x in batch]
 
 
 def teacher_image_list(model: nn.Module, raw: List[torch.Tensor]) -> ImageList:
-    """The teacher's ImageList as DistillRCNN builds it from the shared device copy: channel
-    order reversed when the formats differ, the teacher's own mean/std and padding."""
-    teacher = model.teacher
-    if model.teacher_flip_channels:
-        raw = [x.flip(0) for x in raw]
-    return ImageList.from_tensors(
-        [(x - teacher.pixel_mean) / teacher.pixel_std for x in raw],
-        teacher.backbone.size_divisibility,
-        padding_constraints=teacher.backbone.padding_constraints,
-    )
+    """The teacher's ImageList as DistillRCNN builds it from the shared device copy."""
+    return model.frozen_teacher.preprocess(raw)
 
 
 @torch.no_grad()
@@ -96,15 +88,13 @@ def sample_rois(model: nn.Module, batch: List[Dict], precision: str) -> List[Ins
 
 
 class TeacherBackbone:
-    """The teacher's backbone (FPN levels) under ``no_grad`` on preprocessed images."""
+    """The teacher's backbone (FPN levels) under ``no_grad`` on its preprocessed images."""
 
-    def __init__(self, distiller: nn.Module, images: torch.Tensor):
+    def __init__(self, distiller: nn.Module, images: ImageList):
         self.distiller, self.images = distiller, images
 
-    @torch.no_grad()
     def __call__(self) -> None:
-        with self.distiller._teacher_context():
-            self.distiller.teacher.backbone(self.images)
+        self.distiller.frozen_teacher.features(self.images)
 
 
 class TeacherInference:
@@ -115,22 +105,25 @@ class TeacherInference:
 
     @torch.no_grad()
     def __call__(self) -> None:
-        with self.distiller._teacher_context():
-            self.distiller.teacher(self.inputs)
+        teacher = self.distiller.frozen_teacher
+        with teacher.precision():
+            teacher.model(self.inputs)
 
 
 class TeacherDistillForward:
     """What a DistillRCNN step runs on the teacher: preprocessing from the shared device copy
     of the images, backbone, and the box head (+ box predictor when a term needs logits) on the
-    student's sampled RoIs (``DistillRCNN._teacher_outputs``)."""
+    student's sampled RoIs (``FrozenTeacher.outputs`` with the distiller's ``teacher_needs``)."""
 
     def __init__(self, distiller: nn.Module, raw: List[torch.Tensor], sampled: List[Instances]):
         self.distiller, self.raw, self.sampled = distiller, raw, sampled
         self.last_outputs = None
 
     def __call__(self) -> None:
-        images = teacher_image_list(self.distiller, self.raw)
-        self.last_outputs = self.distiller._teacher_outputs(images, self.sampled)
+        teacher = self.distiller.frozen_teacher
+        images = teacher.preprocess(self.raw)
+        self.last_outputs = teacher.outputs(images, [p.proposal_boxes for p in self.sampled],
+                                            self.distiller.teacher_needs)
 
 
 @torch.no_grad()
@@ -139,10 +132,10 @@ def distill_inputs(distiller: nn.Module, batch: List[Dict], precision: str,
     """One step's DistillInputs (student tensors detached), computed as DistillRCNN does."""
     with EventStorage(0), precision_context(distiller.device, precision):
         sampled = sampled if sampled is not None else sample_rois(distiller, batch, precision)
-        images, teacher_images = distiller._preprocess_pair(batch)
+        images, teacher_images = distiller.preprocess_pair(batch)
         features = distiller.backbone(images.tensor)
-        embeddings, logits, _ = distiller._student_box_branch(features, sampled)
-        return distiller._distill_inputs(features, embeddings, logits, teacher_images, sampled)
+        embeddings, logits, _ = distiller.student_box_branch(features, sampled)
+        return distiller.distill_inputs(features, embeddings, logits, teacher_images, sampled)
 
 
 def with_student_grad(inputs: DistillInputs) -> DistillInputs:

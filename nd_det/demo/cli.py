@@ -1,7 +1,8 @@
 """Command line of the embedded demo (``python tools/demo.py``)."""
 import argparse
-import sys
 from typing import List, Optional
+
+from ..errors import run_cli
 
 from .configs import DEFAULT_METHOD, DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG
 from .configs import DISTILL_METHODS, METHOD_NAMES
@@ -65,12 +66,7 @@ def demo_argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Run the demo; returns the exit status (2 with one ERROR line for a user error)."""
-    from ..data import DatasetError
-    from ..engine.cli import USER_ERRORS
-    from ..student_export import StudentExportError
-    from .configs import DemoConfigError
+def _main(argv: Optional[List[str]]) -> int:
     from .pipeline import DemoOptions, run_demo
 
     args = demo_argument_parser().parse_args(argv)
@@ -82,9 +78,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         class_means_images=args.class_means_images, figure_images=args.figure_images,
         opts=list(args.opts), dataset_root=args.dataset_root,
     )
-    try:
-        run_demo(options)
-    except (DemoConfigError, DatasetError, StudentExportError) + tuple(USER_ERRORS) as error:
-        print(f"ERROR: {error}", file=sys.stderr, flush=True)
-        return 2
+    run_demo(options)
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the demo; returns the exit status (2 with one ERROR line for a user error)."""
+    return run_cli(_main, argv)

@@ -26,6 +26,7 @@ from typing import List, Sequence
 from detectron2.config import CfgNode, get_cfg
 
 from ..config import add_distill_config
+from ..errors import UserError
 from ..data.embedded import TRAIN_NAME, VAL_NAME
 
 __all__ = [
@@ -66,7 +67,7 @@ OPTIMIZERS = ("AdamW", "SGD")
 IMAGENET_INITS = ("", "mobilenet_v2")
 
 
-class DemoConfigError(ValueError):
+class DemoConfigError(UserError, ValueError):
     """A demo config file or option is wrong; the message names it and the fix."""
 
 

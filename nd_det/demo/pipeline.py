@@ -34,17 +34,18 @@ from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 
 from ..class_means_extraction import extract_class_means
+from ..config import add_backbone_config
 from ..data import register_embedded_dataset
-from ..engine.trainer import StudentCheckpointer
-from ..modeling.backbone import add_backbone_config
-from ..student_export import export_student, plain_student_cfg
+from ..export import export_student
+from ..modeling import FrozenTeacher, load_student_checkpoint, plain_student_cfg
 from .backbone_init import check_backbone_loaded, with_backbone_init
 from .configs import (DEFAULT_METHOD, DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG,
                       DISTILL_METHODS, METHOD_NAMES, DemoConfigError, describe_backbone,
                       load_demo_cfg, student_cfg, teacher_cfg, without_demo_keys, write_plain_cfg)
 from .evaluation import score_model
 from .figure import draw_demo_figure, pick_val_images, read_loss_curves
-from .progress import UNIT_PRICES, DemoClock, Stage, format_duration
+from ..utils.progress import format_duration
+from .progress import UNIT_PRICES, DemoClock, Stage
 from .report import ROW_NAMES, format_table_for_console, make_row, distillation_verdict
 from .report import write_report
 from .run_log import log_to_file
@@ -166,8 +167,8 @@ def _train(cfg: CfgNode, clock: DemoClock, stage: str, seed: int, log_period: in
     return weights
 
 
-def _load(model, weights: str, checkpointer=DetectionCheckpointer):
-    checkpointer(model).load(weights)
+def _load(model, weights: str):
+    DetectionCheckpointer(model).load(weights)
     return model.eval()
 
 
@@ -269,14 +270,14 @@ def _run(options: DemoOptions, out: str, emit) -> DemoResult:
 
     # ---- 5. evaluate
     clock.start(_STAGES[5])
-    plain_teacher = without_demo_keys(cfg_teacher)
+    teacher = FrozenTeacher(without_demo_keys(cfg_distilled))
     scores = {}
-    scores["teacher"] = score_model(plain_teacher, _load(build_model(plain_teacher),
-                                                         teacher_weights))
+    scores["teacher"] = score_model(teacher.cfg, teacher.model)
     clock.advance(_STAGES[5], 1)
     plain_alone = plain_student_cfg(without_demo_keys(cfg_alone))
-    scores["student alone"] = score_model(
-        plain_alone, _load(build_model(plain_alone), alone_weights, StudentCheckpointer))
+    alone = build_model(plain_alone)
+    load_student_checkpoint(alone, alone_weights)
+    scores["student alone"] = score_model(plain_alone, alone.eval())
     clock.advance(_STAGES[5], 2)
     exported_cfg, exported_model = _exported_student(export.output_dir,
                                                      os.path.join(out, DISTILLED_DIR))

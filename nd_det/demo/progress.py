@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["UNIT_PRICES", "Stage", "DemoClock", "format_duration"]
+from ..utils.progress import format_duration
+
+__all__ = ["UNIT_PRICES", "Stage", "DemoClock"]
 
 # Relative cost of one item of each kind of work, in "one training image through the teacher".
 # Measured with the default configs on a 2-core CPU, one thread (seconds per 4-image iteration:
@@ -28,14 +30,6 @@ UNIT_PRICES = {
     "inference_image": 0.4,
     "fixed": 8.0,  # a stage of its own (export, report, figure), in teacher-image units
 }
-
-
-def format_duration(seconds: float) -> str:
-    """``h:mm:ss`` (never negative)."""
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours:d}:{minutes:02d}:{secs:02d}"
 
 
 @dataclass

@@ -23,7 +23,8 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
 from ..engine import DistillTrainer
-from .progress import DemoClock, format_duration
+from ..utils.progress import format_duration
+from .progress import DemoClock
 
 __all__ = ["DemoTrainer", "ProgressHook", "seed_everything", "METRICS_FILE"]
 

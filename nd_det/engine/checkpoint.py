@@ -12,12 +12,13 @@ import os
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..errors import UserError
 from ..utils.atomic_file import atomic_torch_save, atomic_write
 
 __all__ = ["AtomicCheckpointer", "NonFiniteWeightsError", "atomic_torch_save", "atomic_write_text"]
 
 
-class NonFiniteWeightsError(FloatingPointError):
+class NonFiniteWeightsError(UserError, FloatingPointError):
     """The model has NaN/inf weights; they are not written to disk."""
 
 

@@ -1,64 +1,76 @@
-"""Running a tool's main under detectron2's launcher, with one-line messages for user errors."""
+"""Running a detection tool's main under detectron2's launcher, with one-line messages for
+user errors (in this process or in any worker), exit status 2.
+
+A worker that hits a :class:`~nd_det.errors.UserError` writes its message into a folder the
+parent created (one file per rank) and exits with status 2; the parent, told by torch that a
+worker exited with 2, prints the distinct messages.  Nothing is recognised by parsing
+traceback text.
+"""
+import os
 import sys
+import tempfile
 
 from detectron2.engine import launch
+from torch.multiprocessing import ProcessExitedException
 
-from ..config import ConfigError
-from ..data import DatasetError
-from ..losses import ClassMeansError
-from ..modeling import DistillConfigError, TeacherError
-from .checkpoint import NonFiniteWeightsError
-from .finite_losses import NonFiniteLossError
+from ..errors import EXIT_USER_ERROR, UserError, report_user_error
 
-__all__ = ["ConfigError", "USER_ERRORS", "launch_main"]
+__all__ = ["launch_main"]
+
+_MESSAGES_ENV = "ND_DET_WORKER_ERRORS"
 
 
-# Errors caused by the user's input or set-up (including a diverging run): reported as one
-# "ERROR: ..." line, exit status 2, no traceback.
-USER_ERRORS = (ConfigError, DatasetError, ClassMeansError, DistillConfigError, TeacherError,
-               FileNotFoundError, NonFiniteLossError, NonFiniteWeightsError)
+def _worker(main, args):
+    """Runs ``main(args)`` in a worker process; a user error ends it with status 2."""
+    try:
+        return main(args)
+    except UserError as error:
+        folder = os.environ.get(_MESSAGES_ENV)
+        if not folder:
+            raise
+        from detectron2.utils import comm
+
+        with open(os.path.join(folder, f"rank{comm.get_rank()}.txt"), "w",
+                  encoding="utf-8") as f:
+            f.write(" ".join(str(error).split()))
+        sys.exit(EXIT_USER_ERROR)
 
 
-def _user_error_line(worker_message: str):
-    """The "<Error>: message" line of a user error raised in a spawned worker, if any."""
-    names = {f"{e.__module__}.{e.__qualname__}" for e in USER_ERRORS} | {
-        e.__qualname__ for e in USER_ERRORS}
-    for line in reversed(worker_message.strip().splitlines()):
-        head, sep, rest = line.partition(": ")
-        if sep and head.strip() in names:
-            return rest.strip()
-    return None
+def _worker_messages(folder: str):
+    lines = []
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            line = f.read().strip()
+        if line and line not in lines:
+            lines.append(line)
+    return lines
 
 
 def launch_main(main, args, precheck=None) -> None:
     """``launch(main, ...)`` from the usual detectron2 arguments.
 
-    ``precheck(args)``, if given, runs first in this process (e.g. building the config), so that
-    set-up mistakes are reported before any worker starts.  User errors, here or in a worker,
-    end the process with one ``ERROR: ...`` line on stderr and exit status 2.
+    ``precheck(args)``, if given, runs first in this process, so that set-up mistakes are
+    reported before any worker starts or anything is written.  User errors, here or in a
+    worker, end the process with one ``ERROR: ...`` line per distinct message and status 2.
     """
     try:
         if precheck is not None:
             precheck(args)
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except USER_ERRORS as e:
-        _fail(str(e))
-    except Exception as e:  # noqa: BLE001 - only user errors from workers are rewritten
-        from torch.multiprocessing import ProcessRaisedException
-
-        line = _user_error_line(str(e)) if isinstance(e, ProcessRaisedException) else None
-        if line is None:
-            raise
-        _fail(line)
-
-
-def _fail(message: str) -> None:
-    print(f"ERROR: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+        world_size = args.num_gpus * args.num_machines
+        with tempfile.TemporaryDirectory(prefix="nd_det_errors_") as folder:
+            os.environ[_MESSAGES_ENV] = folder
+            try:
+                launch(_worker if world_size > 1 else main, args.num_gpus,
+                       num_machines=args.num_machines, machine_rank=args.machine_rank,
+                       dist_url=args.dist_url, args=(main, args) if world_size > 1 else (args,))
+            except ProcessExitedException as e:
+                lines = _worker_messages(folder)
+                if e.exit_code != EXIT_USER_ERROR or not lines:
+                    raise
+                for line in lines:
+                    report_user_error(UserError(line))
+                sys.exit(EXIT_USER_ERROR)
+            finally:
+                os.environ.pop(_MESSAGES_ENV, None)
+    except UserError as error:
+        sys.exit(report_user_error(error))

@@ -2,11 +2,13 @@
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 
+from ..errors import UserError
+
 __all__ = ["NonFiniteLossError", "check_finite_losses", "FiniteLossSimpleTrainer",
            "FiniteLossAMPTrainer"]
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """A loss term became NaN/inf; raised before the optimizer step, on every rank."""
 
 

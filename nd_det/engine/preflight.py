@@ -1,22 +1,25 @@
-"""Checks of a distillation set-up that need no model: run before any worker starts, so that a
-wrong path or a mismatching file is reported in seconds and nothing is written."""
+"""Checks of a distillation run that need no model: run in the parent process before any worker
+starts, so that a wrong path or a mismatching file is reported in seconds and nothing is
+written."""
 from detectron2.config import CfgNode
 
 from ..losses import ClassMeansError, load_class_means
-from ..modeling.meta_arch import check_num_classes
-from ..modeling.teacher import build_teacher_cfg, check_teacher_weights_exist
+from ..modeling.distill_terms import check_distill_loss_names
+from ..modeling.meta_arch import check_student_heads
+from ..modeling.teacher import FrozenTeacher
 
 __all__ = ["preflight_distill"]
 
 
 def preflight_distill(cfg: CfgNode, need_class_means: bool = True) -> None:
-    """Teacher config resolvable, same number of classes, teacher weights present (local
-    paths), and the class-means file readable with NUM_CLASSES + 1 valid rows (when ND is on)."""
+    """Loss names known, student heads usable, teacher config resolvable with the same number of
+    classes, teacher weights present (local paths), and the class-means file readable with
+    NUM_CLASSES + 1 valid rows (when ND is on)."""
     if not cfg.MODEL.DISTILL.LOSSES:
         return
-    teacher_cfg = build_teacher_cfg(cfg)
-    check_num_classes(cfg, teacher_cfg)
-    check_teacher_weights_exist(cfg)
+    check_distill_loss_names(cfg.MODEL.DISTILL.LOSSES)
+    check_student_heads(cfg)
+    FrozenTeacher.check(cfg)
     if need_class_means and "nd" in cfg.MODEL.DISTILL.LOSSES:
         try:
             load_class_means(cfg.MODEL.DISTILL.CLASS_MEANS,

@@ -1,40 +1,74 @@
-"""Build the full config of a run from the command line and check it against the datasets."""
+"""A run's config from the command line (checked, nothing written), and the per-process set-up
+that writes into OUTPUT_DIR (only once every check has passed)."""
 import logging
 import os
 
+import torch
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.engine import default_setup
 from detectron2.utils import comm
+from detectron2.utils.collect_env import collect_env_info
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
 from ..config import ConfigError, load_config
 from ..data import register_coco_dataset
 
-__all__ = ["setup_cfg", "check_dataset_classes"]
+__all__ = ["setup_cfg", "setup_run", "check_dataset_classes", "RUN_CONFIG_NAME"]
 
 logger = logging.getLogger(__name__)
 
+RUN_CONFIG_NAME = "config.yaml"
 
-def setup_cfg(args, freeze: bool = True, log: bool = True,
-              splits=("TRAIN", "TEST")) -> CfgNode:
-    """get_cfg + nd-det keys + --config-file + overrides; registers --dataset entries and checks
-    that the datasets of ``splits`` (DATASETS.TRAIN / TEST) have NUM_CLASSES classes.
 
-    With ``log``, detectron2's ``default_setup`` runs too (loggers, config.yaml in OUTPUT_DIR,
-    seeding): tools call ``setup_cfg(args, log=False)`` once up front to fail fast, then again in
-    each worker."""
+def setup_cfg(args, freeze: bool = True, splits=("TRAIN", "TEST"), setup: bool = False
+              ) -> CfgNode:
+    """get_cfg + nd-det keys + --config-file + overrides; registers the --dataset entries and
+    checks that the datasets of ``splits`` (DATASETS.TRAIN / TEST) have NUM_CLASSES classes.
+    Writes nothing, unless ``setup``: then :func:`setup_run` runs once the config is loaded (so
+    the dataset registration is logged)."""
     cfg = load_config(args.config_file, args.opts, freeze=False)
-    if log:
-        default_setup(cfg, args)
-        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="nd_det")
+    if setup:
+        setup_run(cfg, args)
     degenerate = "warn" if getattr(args, "allow_degenerate_boxes", False) else "error"
     for name, json_file, image_dir in getattr(args, "dataset", []) or []:
-        register_coco_dataset(name, json_file, image_dir, degenerate_boxes=degenerate)
+        register_coco_dataset(name, json_file, image_dir, degenerate_boxes=degenerate,
+                              replace=True)
     check_dataset_classes(cfg, splits)
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def setup_run(cfg: CfgNode, args) -> None:
+    """What detectron2's ``default_setup`` does, in each process of a run that passed its
+    checks: loggers into OUTPUT_DIR, the environment and command line in the log, the full config
+    saved as OUTPUT_DIR/config.yaml, seeding, cuDNN benchmark.
+
+    A resumed run (``--resume``) keeps the config.yaml of the run it continues (the record of
+    the settings the checkpoints were trained with) and writes its own next to it as
+    config.resume.yaml.  (``default_setup`` would overwrite it, hence this copy of its steps.)"""
+    output_dir = cfg.OUTPUT_DIR
+    rank = comm.get_rank()
+    if comm.is_main_process() and output_dir:
+        PathManager.mkdirs(output_dir)
+    setup_logger(output_dir, distributed_rank=rank, name="fvcore")
+    d2_logger = setup_logger(output_dir, distributed_rank=rank)
+    setup_logger(output_dir, distributed_rank=rank, name="nd_det")
+    d2_logger.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
+    d2_logger.info("Environment info:\n%s", collect_env_info())
+    d2_logger.info("Command line arguments: %s", args)
+    if comm.is_main_process() and output_dir:
+        path = os.path.join(output_dir, RUN_CONFIG_NAME)
+        if getattr(args, "resume", False) and os.path.isfile(path):
+            path = os.path.join(output_dir, "config.resume.yaml")
+        with PathManager.open(path, "w") as f:
+            f.write(cfg.dump())
+        d2_logger.info("Full config saved to %s", path)
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    if not getattr(args, "eval_only", False):
+        torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
 
 
 def check_dataset_classes(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:

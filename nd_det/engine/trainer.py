@@ -1,83 +1,110 @@
-"""DistillTrainer: detectron2's DefaultTrainer with COCO evaluation for DistillRCNN runs."""
+"""DistillTrainer: detectron2's DefaultTrainer workflow, built explicitly for DistillRCNN runs.
+
+detectron2 documents ``DefaultTrainer`` as an example of the standard workflow to copy when its
+assumptions do not hold.  Three of them do not hold here: its ``__init__`` wraps the model in
+DDP with a CUDA device id (CPU/gloo runs need none), picks a plain ``SimpleTrainer`` /
+``AMPTrainer`` and a plain ``DetectionCheckpointer``.  ``DistillTrainer.__init__`` builds the
+same objects in the same order with nd-det's pieces instead, through public names only:
+
+* checkpoints are written atomically and never with NaN/inf weights (AtomicCheckpointer);
+* the first non-finite loss stops training before the optimizer step, naming the term and the
+  iteration, on every rank (FiniteLoss*Trainer); a failed step writes no "final" checkpoint and
+  runs no final evaluation (the hooks below skip theirs after a failure);
+* ``--resume`` continues the data stream where the checkpoint was taken and restores the RNG
+  states, so a killed single-process run resumed on CPU ends with the same weights as an
+  uninterrupted one (with DATALOADER.NUM_WORKERS 0; worker processes redraw their
+  augmentation randomness on restart).
+
+The optimizer, DDP and checkpoints see the student (and the distillation terms' trainable
+modules) only; the teacher rides along frozen.
+"""
 import logging
 import os
 import weakref
 from collections import OrderedDict
-from unittest import mock
 
 import torch
-
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
-from detectron2.engine import DefaultTrainer, create_ddp_model as d2_create_ddp_model, hooks
-from detectron2.engine import defaults as d2_defaults
+from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import build_model
 from detectron2.utils import comm
+from fvcore.nn.precise_bn import get_bn_modules
+from detectron2.utils.logger import setup_logger
 
+from ..config import ConfigError
+from ..modeling.student_checkpoint import load_student_checkpoint, plain_student_cfg
+from ..modeling.teacher import FrozenTeacher
 from .checkpoint import AtomicCheckpointer
 from .finite_losses import FiniteLossAMPTrainer, FiniteLossSimpleTrainer
 from .resumable_sampler import ResumableTrainingSampler
 from .rng_state import RNGState
-from ..modeling.teacher import build_teacher
-from ..student_export import plain_student_cfg, student_state_dict
 
-__all__ = ["DistillTrainer", "StudentCheckpointer"]
+__all__ = ["DistillTrainer", "amp_precision"]
 
 logger = logging.getLogger(__name__)
 
-
-def _amp_precision(name: str) -> torch.dtype:
-    dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-    if name not in dtypes:
-        raise ValueError(f"SOLVER.AMP.PRECISION={name!r}: use 'float16' or 'bfloat16'")
-    return dtypes[name]
+_AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _create_ddp_model(model, **kwargs):
-    if comm.get_world_size() > 1 and model.device.type == "cpu":
-        kwargs.setdefault("device_ids", None)
-    return d2_create_ddp_model(model, **kwargs)
+def amp_precision(name: str) -> torch.dtype:
+    """The autocast dtype of ``SOLVER.AMP.PRECISION``."""
+    if name not in _AMP_DTYPES:
+        raise ConfigError(f"SOLVER.AMP.PRECISION={name!r}: use 'float16' or 'bfloat16'")
+    return _AMP_DTYPES[name]
 
 
-class StudentCheckpointer(DetectionCheckpointer):
-    """Loads the student part of any checkpoint (DistillRCNN training checkpoints included)
-    into a plain GeneralizedRCNN, without "unexpected key" noise about distillation modules."""
+class _AfterSuccess:
+    """Mixin for hooks whose ``after_train`` must not run after a failed step (detectron2 runs
+    them when the failure hit the last iteration: a "final" checkpoint of a diverged model)."""
 
-    def _load_model(self, checkpoint):
-        checkpoint["model"] = student_state_dict(checkpoint["model"])
-        return super()._load_model(checkpoint)
+    def after_train(self):
+        if not getattr(self.trainer, "step_failed", False):
+            super().after_train()
+
+
+class _CheckpointHook(_AfterSuccess, hooks.PeriodicCheckpointer):
+    pass
+
+
+class _EvalHook(_AfterSuccess, hooks.EvalHook):
+    pass
 
 
 class DistillTrainer(DefaultTrainer):
-    """DefaultTrainer for DistillRCNN: the optimizer, DDP and checkpoints see the student (and
-    the distillation terms' trainable modules) only; the teacher rides along frozen.
-
-    On top of detectron2's trainer:
-
-    * checkpoints are written atomically and never with NaN/inf weights (AtomicCheckpointer);
-    * the first non-finite loss stops training before the optimizer step, naming the term and
-      the iteration, on every rank (FiniteLoss*Trainer);
-    * ``--resume`` continues the data stream where the checkpoint was taken and restores the
-      RNG states, so a killed single-process run resumed on CPU ends with the same weights as an
-      uninterrupted one (with DATALOADER.NUM_WORKERS 0; worker processes redraw their
-      augmentation randomness on restart).
-    """
+    """DefaultTrainer's workflow for DistillRCNN (see the module docstring)."""
 
     def __init__(self, cfg):
-        self._train_sampler = None
-        # detectron2 always gives DDP a CUDA device id; CPU (gloo) runs need none
-        with mock.patch.object(d2_defaults, "create_ddp_model", _create_ddp_model):
-            super().__init__(cfg)
-        plain = self._trainer
+        TrainerBase.__init__(self)  # the objects DefaultTrainer.__init__ makes are built below
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        self.step_failed = False
+        self.train_sampler = None
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        ddp_options = {"broadcast_buffers": False}
+        if model.device.type == "cpu":
+            ddp_options["device_ids"] = None  # gloo: DDP on CPU takes no device ids
+        model = create_ddp_model(model, **ddp_options)
         if cfg.SOLVER.AMP.ENABLED:
-            precision = _amp_precision(cfg.SOLVER.AMP.PRECISION)
+            precision = amp_precision(cfg.SOLVER.AMP.PRECISION)
             scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
-            self._trainer = FiniteLossAMPTrainer(plain.model, plain.data_loader, plain.optimizer,
+            self._trainer = FiniteLossAMPTrainer(model, data_loader, optimizer,
                                                  grad_scaler=scaler, precision=precision)
         else:
-            self._trainer = FiniteLossSimpleTrainer(plain.model, plain.data_loader,
-                                                    plain.optimizer)
+            self._trainer = FiniteLossSimpleTrainer(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        checkpointables = {"rng": RNGState()}
+        if self.train_sampler is not None:
+            checkpointables["data_sampler"] = self.train_sampler
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR,
+                                               trainer=weakref.proxy(self), **checkpointables)
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
     def train(self):
         """Train; returns the last evaluation results (detectron2 returns them only when
@@ -89,19 +116,33 @@ class DistillTrainer(DefaultTrainer):
         try:
             super().run_step()
         except BaseException:
-            self._step_failed = True
+            self.step_failed = True
             raise
 
-    def after_train(self):
-        if getattr(self, "_step_failed", False):
-            # a failed step must not produce a "final" checkpoint or evaluation: detectron2 runs
-            # them in after_train when the failure hit the last iteration
-            self.storage.iter = self.iter
-            for h in self._hooks:
-                if not isinstance(h, (hooks.PeriodicCheckpointer, hooks.EvalHook)):
-                    h.after_train()
-            return
-        super().after_train()
+    def build_hooks(self):
+        """DefaultTrainer's hooks, with a final checkpoint and a final evaluation that happen
+        only after a successful last step."""
+        cfg = self.cfg
+        ret = [hooks.IterationTimer(), hooks.LRScheduler()]
+        if cfg.TEST.PRECISE_BN.ENABLED and get_bn_modules(self.model):
+            loader_cfg = cfg.clone()
+            loader_cfg.defrost()
+            loader_cfg.DATALOADER.NUM_WORKERS = 0  # save some memory and time for PreciseBN
+            # a loader of its own (detectron2's stock one): the training stream is not touched
+            ret.append(hooks.PreciseBN(cfg.TEST.EVAL_PERIOD, self.model,
+                                       build_detection_train_loader(loader_cfg),
+                                       cfg.TEST.PRECISE_BN.NUM_ITER))
+        if comm.is_main_process():
+            ret.append(_CheckpointHook(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+
+        def test_and_save_results():
+            self._last_eval_results = self.test(self.cfg, self.model)
+            return self._last_eval_results
+
+        ret.append(_EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
+        return ret
 
     def build_train_loader(self, cfg):
         """detectron2's train loader, with a resumable sampler for the default TrainingSampler."""
@@ -114,32 +155,22 @@ class DistillTrainer(DefaultTrainer):
             cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
-        self._train_sampler = ResumableTrainingSampler(
+        self.train_sampler = ResumableTrainingSampler(
             len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None)
         # a loader-owned generator: creating the loader's iterator (again, after a resume) then
         # draws nothing from torch's global RNG, whose state the checkpoints restore
         return build_detection_train_loader(
-            cfg, dataset=dataset, sampler=self._train_sampler,
-            seed=self._train_sampler._seed + comm.get_rank(),
+            cfg, dataset=dataset, sampler=self.train_sampler,
+            seed=self.train_sampler.seed + comm.get_rank(),
         )
-
-    def build_hooks(self):
-        checkpointables = {"rng": RNGState()}
-        if self._train_sampler is not None:
-            checkpointables["data_sampler"] = self._train_sampler
-        self.checkpointer = AtomicCheckpointer(
-            self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
-            **checkpointables,
-        )
-        return super().build_hooks()
 
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)
-        if resume and self.start_iter > 0 and self._train_sampler is not None:
+        if resume and self.start_iter > 0 and self.train_sampler is not None:
             per_rank = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
-            self._train_sampler.skip = self.start_iter * per_rank
+            self.train_sampler.skip = self.start_iter * per_rank
             logger.info("Resumed at iteration %d; the data stream skips %d images per rank",
-                        self.start_iter, self._train_sampler.skip)
+                        self.start_iter, self.train_sampler.skip)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -149,24 +180,25 @@ class DistillTrainer(DefaultTrainer):
 
     @classmethod
     def evaluate_student(cls, cfg, weights: str) -> OrderedDict:
-        """COCO evaluation of the student alone (no teacher, no class means needed)."""
+        """COCO evaluation of the student alone (no teacher, no class means needed); the
+        weights must fit the student exactly."""
         student_cfg = plain_student_cfg(cfg)
         model = build_model(student_cfg)
-        StudentCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(weights)
+        load_student_checkpoint(model, weights)
         logger.info("Evaluating the student from %s", weights)
         return cls.test_per_dataset(student_cfg, model)
 
     @classmethod
     def evaluate_teacher(cls, cfg) -> OrderedDict:
         """COCO evaluation of the teacher of MODEL.DISTILL on the same test sets."""
-        teacher, teacher_cfg = build_teacher(cfg)
-        run_cfg = teacher_cfg.clone()
+        teacher = FrozenTeacher(cfg)
+        run_cfg = teacher.cfg.clone()
         run_cfg.defrost()
         run_cfg.DATASETS.TEST = cfg.DATASETS.TEST
         run_cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, "teacher")
         run_cfg.DATALOADER.NUM_WORKERS = cfg.DATALOADER.NUM_WORKERS
         run_cfg.freeze()
-        return cls.test_per_dataset(run_cfg, teacher)
+        return cls.test_per_dataset(run_cfg, teacher.model)
 
     @classmethod
     def test_per_dataset(cls, cfg, model) -> OrderedDict:

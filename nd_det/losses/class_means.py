@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from ..errors import UserError
 from ..utils.atomic_file import atomic_torch_save
 
 __all__ = [
@@ -31,7 +32,7 @@ FORMAT = "nd_det.class_means"
 VERSION = 1
 
 
-class ClassMeansError(ValueError):
+class ClassMeansError(UserError, ValueError):
     """A class-means file or table that cannot be used; the message names the problem."""
 
 

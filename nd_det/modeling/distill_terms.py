@@ -1,16 +1,22 @@
 """The distillation terms of DistillRCNN, chosen by name from ``MODEL.DISTILL.LOSSES``.
 
-Each term is a small module registered under its name; ``forward(inputs)`` returns one scalar
-that goes into the loss dict as ``loss_<name>``.  A term declares which teacher outputs it needs,
-so the teacher's RoI head only runs when some term uses it.  No per-method if/elif anywhere.
+Each term is a small module in fvcore's registry :data:`DISTILL_TERM_REGISTRY`, with a ``name``
+(the entry of ``MODEL.DISTILL.LOSSES``); ``forward(inputs)`` returns one scalar that goes into
+the loss dict as ``loss_<name>``.  A term declares which teacher outputs it needs, so the
+teacher's RoI head only runs when some term uses it.  No per-method if/elif anywhere.  A new
+term: subclass :class:`DistillTerm`, set ``name``, decorate with
+``@DISTILL_TERM_REGISTRY.register()``.
 """
 import logging
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode
+from fvcore.common.registry import Registry
 from torch import nn
+
+from ..config import DistillConfigError
 
 from ..losses import (
     ClassMeansError,
@@ -23,8 +29,10 @@ from ..losses import (
     unit_class_means,
 )
 from ..losses.reviewkd import ReviewKDFusion
+from .teacher import FrozenTeacher
 
-__all__ = ["DistillInputs", "DistillTerm", "DISTILL_TERMS", "build_distill_terms"]
+__all__ = ["DistillInputs", "DistillTerm", "DISTILL_TERM_REGISTRY", "available_distill_terms",
+           "check_distill_loss_names", "terms_with_modules", "build_distill_terms"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,35 +56,43 @@ class DistillTerm(nn.Module):
     name: str = ""
     needs_teacher_embeddings: bool = False
     needs_teacher_logits: bool = False
+    # True when the term owns trainable modules (saved as distill_losses.* in checkpoints)
+    trains_modules: bool = False
 
     def forward(self, inputs: DistillInputs) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
-DISTILL_TERMS: Dict[str, Callable[..., DistillTerm]] = {}
+DISTILL_TERM_REGISTRY = Registry("DISTILL_TERM")
+DISTILL_TERM_REGISTRY.__doc__ = "DistillTerm subclasses; MODEL.DISTILL.LOSSES names their `name`."
 
 
-def _register(cls):
-    DISTILL_TERMS[cls.name] = cls
-    return cls
+def _terms_by_name() -> Dict[str, type]:
+    # the registry is keyed by class name; configs use each term's short ``name``
+    return {cls.name: cls for _, cls in DISTILL_TERM_REGISTRY}
 
 
-@_register
+def available_distill_terms() -> List[str]:
+    """The names ``MODEL.DISTILL.LOSSES`` may hold."""
+    return sorted(_terms_by_name())
+
+
+@DISTILL_TERM_REGISTRY.register()
 class NDTerm(DistillTerm):
     """ND on the RoI embeddings against the teacher's class means (background row included)."""
 
     name = "nd"
     needs_teacher_embeddings = True
 
-    def __init__(self, cfg: CfgNode, student: nn.Module, teacher: nn.Module, teacher_identity: dict):
+    def __init__(self, cfg: CfgNode, student: nn.Module, teacher: FrozenTeacher):
         super().__init__()
         self.weight = float(cfg.MODEL.DISTILL.ND.WEIGHT)
         self.include_background = bool(cfg.MODEL.DISTILL.ND.INCLUDE_BACKGROUND)
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         student_dim = _box_head_dim(student)
-        teacher_dim = _box_head_dim(teacher)
+        teacher_dim = teacher.embedding_dim
         if student_dim != teacher_dim:
-            raise ValueError(
+            raise DistillConfigError(
                 f"ND needs student and teacher RoI embeddings of one size: student box head "
                 f"gives {student_dim} (MODEL.ROI_BOX_HEAD.FC_DIM), teacher {teacher_dim}. Set the "
                 "student's MODEL.ROI_BOX_HEAD.FC_DIM to the teacher's."
@@ -86,7 +102,7 @@ class NDTerm(DistillTerm):
             table = load_class_means(path, num_classes=self.num_classes + 1, dim=teacher_dim)
         except ClassMeansError as e:
             raise ClassMeansError(f"MODEL.DISTILL.CLASS_MEANS: {e}") from None
-        for line in metadata_mismatches(table, teacher_identity):
+        for line in metadata_mismatches(table, teacher.identity):
             logger.warning(
                 "MODEL.DISTILL.CLASS_MEANS=%s may come from another teacher (%s). Class means "
                 "differ strongly between teachers: re-extract them for this one.", path, line
@@ -104,14 +120,14 @@ class NDTerm(DistillTerm):
         return self.weight * (rows * fg).sum() / fg.sum().clamp_min(1.0)
 
 
-@_register
+@DISTILL_TERM_REGISTRY.register()
 class KDTerm(DistillTerm):
     """KD on the (K + 1)-way RoI logits."""
 
     name = "kd"
     needs_teacher_logits = True
 
-    def __init__(self, cfg: CfgNode, student: nn.Module, teacher: nn.Module, teacher_identity: dict):
+    def __init__(self, cfg: CfgNode, student: nn.Module, teacher: FrozenTeacher):
         super().__init__()
         self.weight = float(cfg.MODEL.DISTILL.KD.WEIGHT)
         self.temperature = float(cfg.MODEL.DISTILL.KD.TEMPERATURE)
@@ -120,14 +136,14 @@ class KDTerm(DistillTerm):
         return self.weight * kd_loss(inputs.student_logits, inputs.teacher_logits, self.temperature)
 
 
-@_register
+@DISTILL_TERM_REGISTRY.register()
 class DKDTerm(DistillTerm):
     """DKD on the RoI logits with the RoI labels as targets."""
 
     name = "dkd"
     needs_teacher_logits = True
 
-    def __init__(self, cfg: CfgNode, student: nn.Module, teacher: nn.Module, teacher_identity: dict):
+    def __init__(self, cfg: CfgNode, student: nn.Module, teacher: FrozenTeacher):
         super().__init__()
         c = cfg.MODEL.DISTILL.DKD
         self.weight, self.alpha, self.beta = float(c.WEIGHT), float(c.ALPHA), float(c.BETA)
@@ -140,23 +156,24 @@ class DKDTerm(DistillTerm):
         )
 
 
-@_register
+@DISTILL_TERM_REGISTRY.register()
 class ReviewKDTerm(DistillTerm):
     """ABF fusion of the student's FPN levels + HCL against the teacher's levels."""
 
     name = "reviewkd"
+    trains_modules = True
 
-    def __init__(self, cfg: CfgNode, student: nn.Module, teacher: nn.Module, teacher_identity: dict):
+    def __init__(self, cfg: CfgNode, student: nn.Module, teacher: FrozenTeacher):
         super().__init__()
         c = cfg.MODEL.DISTILL.REVIEWKD
         self.weight = float(c.WEIGHT)
         self.in_features = list(c.IN_FEATURES)
         s_shapes = student.backbone.output_shape()
-        t_shapes = teacher.backbone.output_shape()
+        t_shapes = teacher.output_shape()
         for who, shapes in (("student", s_shapes), ("teacher", t_shapes)):
             missing = [f for f in self.in_features if f not in shapes]
             if missing:
-                raise ValueError(
+                raise DistillConfigError(
                     f"MODEL.DISTILL.REVIEWKD.IN_FEATURES={self.in_features}: the {who} backbone has "
                     f"no level(s) {missing} (it has {sorted(shapes)})."
                 )
@@ -179,19 +196,35 @@ class ReviewKDTerm(DistillTerm):
 def _box_head_dim(model: nn.Module) -> int:
     shape = model.roi_heads.box_head.output_shape
     if shape.height or shape.width:
-        raise ValueError("ND needs a box head that outputs flat embeddings (FastRCNNConvFCHead)")
+        raise DistillConfigError(
+            "ND needs a student box head that outputs flat embeddings: set "
+            "MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead")
     return int(shape.channels)
 
 
-def build_distill_terms(cfg: CfgNode, student: nn.Module, teacher: nn.Module,
-                        teacher_identity: dict) -> nn.ModuleList:
-    names: List[str] = list(cfg.MODEL.DISTILL.LOSSES)
-    unknown = [n for n in names if n not in DISTILL_TERMS]
+def check_distill_loss_names(names) -> List[str]:
+    """``MODEL.DISTILL.LOSSES`` as a list, checked: known names, none twice."""
+    names = list(names)
+    known = _terms_by_name()
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(
+        raise DistillConfigError(
             f"MODEL.DISTILL.LOSSES has unknown name(s) {unknown}; choose from "
-            f"{sorted(DISTILL_TERMS)}."
+            f"{sorted(known)}."
         )
     if len(set(names)) != len(names):
-        raise ValueError(f"MODEL.DISTILL.LOSSES lists a loss twice: {names}")
-    return nn.ModuleList(DISTILL_TERMS[n](cfg, student, teacher, teacher_identity) for n in names)
+        raise DistillConfigError(f"MODEL.DISTILL.LOSSES lists a loss twice: {names}")
+    return names
+
+
+def terms_with_modules(names) -> List[str]:
+    """The names among ``names`` whose terms own trainable modules."""
+    known = _terms_by_name()
+    return [n for n in names if n in known and known[n].trains_modules]
+
+
+def build_distill_terms(cfg: CfgNode, student: nn.Module, teacher: FrozenTeacher) -> nn.ModuleList:
+    """One term per name of ``MODEL.DISTILL.LOSSES``, in order."""
+    known = _terms_by_name()
+    names = check_distill_loss_names(cfg.MODEL.DISTILL.LOSSES)
+    return nn.ModuleList(known[n](cfg, student, teacher) for n in names)

@@ -1,43 +1,266 @@
-"""Build the frozen teacher detector from its own config file and weights.
+"""The frozen teacher detector: one class owns everything about it.
 
-The teacher is an ordinary detectron2 GeneralizedRCNN.  Its weights are loaded strictly: a
-missing key, an unexpected key (beyond a small allowed set) or a shape mismatch stops the run,
-because a silently half-loaded teacher distils noise for days before anyone notices.
+:class:`FrozenTeacher` is built from the *distillation* config (the student's config with its
+``MODEL.DISTILL`` node).  It owns
+
+* the teacher's validated config: ``TEACHER_CONFIG`` (a model-zoo name or a yaml file) +
+  ``TEACHER_OPTS``, on the student's device, as a plain ``GeneralizedRCNN``; same number of
+  classes as the student; an input format the student's images can be converted to;
+  ``TEACHER_AUTOCAST`` (:meth:`FrozenTeacher.check` runs all of it without building anything);
+* the weights check, the build, the freeze (eval mode, no gradients) and the strict load: a
+  missing key, an unexpected key (beyond a small allowed set) or a shape mismatch stops the run,
+  because a silently half-loaded teacher distils noise for days before anyone notices;
+* its identity (the metadata that ties a class-means table to it);
+* its own preprocessing of the student's images (pixel mean/std, RGB <-> BGR, padding);
+* its backbone features and its box-head embeddings / class logits on given boxes, under its
+  precision context, always without autograd.
+
+DistillRCNN, the class-mean extraction, teacher evaluation, the pre-flight checks, the benchmark
+and the demo all use this class.
 """
+import contextlib
 import logging
 import os
-from typing import List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
-from detectron2.checkpoint import DetectionCheckpointer
+import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.modeling import build_model
+from detectron2.structures import Boxes, ImageList
 from torch import nn
+
+from ..config import DistillConfigError, add_distill_config, merge_config
+from ..errors import UserError
+from ..utils.modules import freeze
+from ..utils.text import short_list
+from .student_checkpoint import DISTILL_STATE_PREFIX, StrictCheckpointer
+from .weights import local_weights_file
 
 __all__ = [
     "TeacherError",
-    "resolve_teacher_config_file",
+    "TeacherNeeds",
+    "TeacherOutputs",
+    "FrozenTeacher",
     "resolve_teacher_weights",
-    "build_teacher_cfg",
-    "load_teacher_weights",
-    "build_teacher",
-    "check_teacher_weights_exist",
-    "freeze",
     "teacher_identity",
+    "AUTOCAST_DTYPES",
 ]
 
 logger = logging.getLogger(__name__)
 
+_CHANNEL_ORDERS = {"RGB", "BGR"}
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+_AUTOCAST_VALUES = ("", "float32", *AUTOCAST_DTYPES)
 # Checkpoint keys a teacher file may carry that the built model does not have: old buffers and
 # the training-only modules of an nd-det student checkpoint (a distilled model used as teacher).
-_ALLOWED_UNEXPECTED_PREFIXES = ("distill_losses.",)
+_ALLOWED_UNEXPECTED_PREFIXES = (DISTILL_STATE_PREFIX,)
 _ALLOWED_UNEXPECTED_SUFFIXES = ("num_batches_tracked", "pixel_mean", "pixel_std")
 
 
-class TeacherError(RuntimeError):
+class TeacherError(UserError, RuntimeError):
     """The teacher cannot be built or loaded; the message names the key/file and the fix."""
 
 
-def resolve_teacher_config_file(name: str) -> str:
+@dataclass(frozen=True)
+class TeacherNeeds:
+    """Which teacher outputs beyond its backbone features a step needs."""
+
+    embeddings: bool = False  # box-head output on the sampled boxes (ND)
+    logits: bool = False  # box-predictor class logits on them (KD, DKD)
+
+    @property
+    def box_head(self) -> bool:
+        return self.embeddings or self.logits
+
+
+@dataclass
+class TeacherOutputs:
+    """The teacher's side of one step (no autograd graph)."""
+
+    features: Dict[str, torch.Tensor]
+    embeddings: Optional[torch.Tensor] = None
+    logits: Optional[torch.Tensor] = None
+
+
+def _allowed_unexpected(key: str) -> bool:
+    return (key.startswith(_ALLOWED_UNEXPECTED_PREFIXES)
+            or key.endswith(_ALLOWED_UNEXPECTED_SUFFIXES)
+            or "anchor_generator.cell_anchors" in key)
+
+
+class FrozenTeacher:
+    """The frozen teacher of a distillation config (see the module docstring).
+
+    ``FrozenTeacher(cfg)`` validates, builds, freezes and loads; ``load_weights=False`` leaves
+    the random weights (call :meth:`load_weights` later: DistillRCNN first checks the class
+    means, so that a wrong table is reported before large weights are read).  The teacher is not
+    an ``nn.Module``: whoever holds one keeps it out of ``state_dict()``, ``parameters()`` and
+    DDP, and moves it with :meth:`apply`.
+    """
+
+    def __init__(self, cfg: CfgNode, load_weights: bool = True):
+        self.cfg = self.teacher_config(cfg)
+        self.flip_channels = _needs_flip(cfg, self.cfg)
+        self.autocast = cfg.MODEL.DISTILL.TEACHER_AUTOCAST
+        self._source_cfg = cfg
+        self.weights = ""  # resolved by load_weights
+        self.identity = teacher_identity(cfg)
+        self.model = freeze(build_model(self.cfg))
+        self.weights_loaded = False
+        if load_weights:
+            self.load_weights()
+
+    # ------------------------------------------------------------------ configuration
+    @staticmethod
+    def check(cfg: CfgNode) -> CfgNode:
+        """Every check of the teacher that needs no model (its config and its weights file);
+        returns the teacher's config."""
+        teacher_cfg = FrozenTeacher.teacher_config(cfg)
+        resolve_teacher_weights(cfg)
+        return teacher_cfg
+
+    @staticmethod
+    def teacher_config(cfg: CfgNode) -> CfgNode:
+        """The teacher's validated config (without looking at its weights file)."""
+        teacher_cfg = _teacher_config(cfg)
+        s, t = cfg.MODEL.ROI_HEADS.NUM_CLASSES, teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        if s != t:
+            raise DistillConfigError(
+                f"the student has MODEL.ROI_HEADS.NUM_CLASSES={s} but the teacher "
+                f"({cfg.MODEL.DISTILL.TEACHER_CONFIG}) has {t}: they must predict the same "
+                "classes. Use a teacher trained on this dataset, or fix NUM_CLASSES "
+                "(MODEL.DISTILL.TEACHER_OPTS overrides the teacher's config)."
+            )
+        _needs_flip(cfg, teacher_cfg)
+        value = cfg.MODEL.DISTILL.TEACHER_AUTOCAST
+        if value not in _AUTOCAST_VALUES:
+            raise DistillConfigError(
+                f"MODEL.DISTILL.TEACHER_AUTOCAST={value!r}: use one of {sorted(_AUTOCAST_VALUES)}"
+            )
+        return teacher_cfg
+
+    # ------------------------------------------------------------------ weights
+    def load_weights(self) -> None:
+        """Load the teacher's weights (downloaded once if a URL) and fail unless every key
+        matched; the model stays frozen."""
+        self.weights = resolve_teacher_weights(self._source_cfg)
+        local = local_weights_file("MODEL.DISTILL.TEACHER_WEIGHTS", self.weights)
+
+        def unreadable(why: str) -> TeacherError:
+            return TeacherError(
+                f"cannot load teacher weights MODEL.DISTILL.TEACHER_WEIGHTS={self.weights!r}: "
+                f"{why}. Check that the file is a complete detectron2 checkpoint.")
+
+        checkpointer = StrictCheckpointer(self.model, unreadable=unreadable,
+                                          allowed_unexpected=_allowed_unexpected)
+        checkpointer.load(local)
+        problems = []
+        if checkpointer.missing_keys:
+            problems.append(f"missing keys: {short_list(checkpointer.missing_keys)}")
+        if checkpointer.unexpected_keys:
+            problems.append(f"unexpected keys: {short_list(checkpointer.unexpected_keys)}")
+        if checkpointer.incorrect_shapes:
+            shapes = [f"{k} {tuple(a)} vs model {tuple(b)}"
+                      for k, a, b in checkpointer.incorrect_shapes]
+            problems.append(f"shape mismatches: {short_list(shapes, 4)}")
+        if problems:
+            raise TeacherError(
+                f"teacher weights {self.weights!r} do not match the teacher built from "
+                "MODEL.DISTILL.TEACHER_CONFIG (" + "; ".join(problems) + "). Use the checkpoint "
+                "of that exact architecture, or fix TEACHER_CONFIG / TEACHER_OPTS to describe it."
+            )
+        freeze(self.model)
+        self.weights_loaded = True
+        logger.info("Teacher loaded from %s (config %s)", self.weights,
+                    self.identity["teacher_config"])
+
+    # ------------------------------------------------------------------ device and precision
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def apply(self, fn) -> "FrozenTeacher":
+        """Apply ``fn`` to the model's tensors (what ``nn.Module._apply`` does for ``.to()``)."""
+        self.model._apply(fn)
+        return self
+
+    def precision(self):
+        """The teacher's autocast context (``MODEL.DISTILL.TEACHER_AUTOCAST``): "" inherits the
+        surrounding precision, "float32" forces full precision, "bfloat16"/"float16" autocast."""
+        if self.autocast == "":
+            return contextlib.nullcontext()
+        if self.autocast == "float32":
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.autocast])
+
+    # ------------------------------------------------------------------ what it computes
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.roi_heads.num_classes)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the box-head output (the RoI embedding ND compares)."""
+        shape = self.model.roi_heads.box_head.output_shape
+        if shape.height or shape.width:
+            raise DistillConfigError(
+                "the teacher's box head does not output flat RoI embeddings; ND needs "
+                "MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead in the teacher's config")
+        return int(shape.channels)
+
+    def output_shape(self):
+        """The teacher backbone's levels (name -> ShapeSpec)."""
+        return self.model.backbone.output_shape()
+
+    def preprocess(self, images: List[torch.Tensor]) -> ImageList:
+        """The teacher's ImageList from images in the STUDENT's channel order, already on the
+        teacher's device: channels reversed when the formats differ, its own mean/std and
+        padding."""
+        if self.flip_channels:
+            images = [x.flip(0) for x in images]
+        model = self.model
+        return ImageList.from_tensors(
+            [(x - model.pixel_mean) / model.pixel_std for x in images],
+            model.backbone.size_divisibility,
+            padding_constraints=model.backbone.padding_constraints,
+        )
+
+    @torch.no_grad()
+    def features(self, images: ImageList) -> Dict[str, torch.Tensor]:
+        """Backbone (FPN) levels."""
+        with self.precision():
+            return self.model.backbone(images.tensor)
+
+    @torch.no_grad()
+    def box_embeddings(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
+        """Box-head output (after its last fc + ReLU) of ``boxes`` (one Boxes per image)."""
+        heads = self.model.roi_heads
+        with self.precision():
+            pooled = heads.box_pooler([features[f] for f in heads.box_in_features], boxes)
+            return heads.box_head(pooled)
+
+    @torch.no_grad()
+    def box_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(R, NUM_CLASSES + 1) class logits of the box predictor."""
+        with self.precision():
+            return self.model.roi_heads.box_predictor(embeddings)[0]
+
+    @torch.no_grad()
+    def outputs(self, images: ImageList, boxes: List[Boxes], needs: TeacherNeeds) -> TeacherOutputs:
+        """What a distillation step needs of the teacher on ``images`` and the sampled
+        ``boxes``: its features, and box-head embeddings / logits when ``needs`` says so."""
+        features = self.features(images)
+        out = TeacherOutputs(features=features)
+        if needs.box_head:
+            out.embeddings = self.box_embeddings(features, boxes)
+            if needs.logits:
+                out.logits = self.box_logits(out.embeddings)
+        return out
+
+
+# ---------------------------------------------------------------------- helpers of the checks
+def _teacher_config_file(name: str) -> str:
     """A path for TEACHER_CONFIG: an existing file, or a detectron2 model-zoo config name."""
     if not name:
         raise TeacherError(
@@ -46,7 +269,7 @@ def resolve_teacher_config_file(name: str) -> str:
         )
     if os.path.isfile(name):
         return name
-    from detectron2 import model_zoo
+    from detectron2 import model_zoo  # it needs pkg_resources: loaded only when a name is given
 
     try:
         return model_zoo.get_config_file(name)
@@ -57,34 +280,55 @@ def resolve_teacher_config_file(name: str) -> str:
         ) from None
 
 
-def resolve_teacher_weights(cfg: CfgNode) -> str:
-    """TEACHER_WEIGHTS, or the model-zoo URL of TEACHER_CONFIG when that is empty."""
-    weights = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
-    if weights:
-        return weights
-    name = cfg.MODEL.DISTILL.TEACHER_CONFIG
-    if not os.path.isfile(name):
-        from detectron2 import model_zoo
+def _teacher_config(cfg: CfgNode) -> CfgNode:
+    """The teacher's own config: its yaml file + TEACHER_OPTS, on the student's device."""
+    teacher_cfg = add_distill_config(get_cfg())  # the teacher file may use nd-det backbones' keys
+    teacher_cfg.set_new_allowed(True)  # a teacher yaml from another project may carry its keys
+    path = _teacher_config_file(cfg.MODEL.DISTILL.TEACHER_CONFIG)
+    merge_config(teacher_cfg, path, f"MODEL.DISTILL.TEACHER_CONFIG {path}")
+    teacher_cfg.set_new_allowed(False)
+    merge_config(teacher_cfg, list(cfg.MODEL.DISTILL.TEACHER_OPTS), "MODEL.DISTILL.TEACHER_OPTS")
+    teacher_cfg.MODEL.DEVICE = cfg.MODEL.DEVICE
+    teacher_cfg.MODEL.WEIGHTS = ""
+    # the teacher is always a plain detector, never a distiller itself
+    if teacher_cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
+        teacher_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    teacher_cfg.freeze()
+    return teacher_cfg
 
-        try:
-            return model_zoo.get_checkpoint_url(name)
-        except RuntimeError:
-            pass
-    raise TeacherError(
-        "MODEL.DISTILL.TEACHER_WEIGHTS is empty and TEACHER_CONFIG "
-        f"({name!r}) is not a model-zoo config with known weights: set TEACHER_WEIGHTS to the "
-        "teacher's checkpoint (a path or a detectron2:// URL)."
+
+def _needs_flip(cfg: CfgNode, teacher_cfg: CfgNode) -> bool:
+    """True when the teacher needs the channel order reversed (RGB <-> BGR)."""
+    s, t = cfg.INPUT.FORMAT, teacher_cfg.INPUT.FORMAT
+    if s == t:
+        return False
+    if {s, t} <= _CHANNEL_ORDERS:
+        return True
+    raise DistillConfigError(
+        f"INPUT.FORMAT {s!r} (student) and {t!r} (teacher): only RGB/BGR differences can be "
+        "bridged; give both models the same input format."
     )
 
 
-def is_local_path(path: str) -> bool:
-    return "://" not in path
+def resolve_teacher_weights(cfg: CfgNode) -> str:
+    """TEACHER_WEIGHTS, or the model-zoo URL of TEACHER_CONFIG when that is empty; a local path
+    must exist and be readable."""
+    weights = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
+    name = cfg.MODEL.DISTILL.TEACHER_CONFIG
+    if not weights and not os.path.isfile(name):
+        from detectron2 import model_zoo
 
-
-def check_teacher_weights_exist(cfg: CfgNode) -> str:
-    """Resolve the teacher weights and, for a local path, check it exists and is readable."""
-    weights = resolve_teacher_weights(cfg)
-    if is_local_path(weights):
+        try:
+            weights = model_zoo.get_checkpoint_url(name)
+        except RuntimeError:
+            weights = ""
+    if not weights:
+        raise TeacherError(
+            "MODEL.DISTILL.TEACHER_WEIGHTS is empty and TEACHER_CONFIG "
+            f"({name!r}) is not a model-zoo config with known weights: set TEACHER_WEIGHTS to the "
+            "teacher's checkpoint (a path or a detectron2:// URL)."
+        )
+    if "://" not in weights:
         if not os.path.isfile(weights):
             raise TeacherError(
                 f"MODEL.DISTILL.TEACHER_WEIGHTS={weights!r}: file not found. Point it at the "
@@ -96,116 +340,14 @@ def check_teacher_weights_exist(cfg: CfgNode) -> str:
     return weights
 
 
-def build_teacher_cfg(cfg: CfgNode) -> CfgNode:
-    """The teacher's own config: its yaml file + TEACHER_OPTS, on the student's device."""
-    from ..config import add_distill_config  # late: nd_det.config imports this package
-
-    teacher_cfg = get_cfg()
-    add_distill_config(teacher_cfg)  # the teacher file may use nd-det backbones' keys
-    teacher_cfg.set_new_allowed(True)
-    path = resolve_teacher_config_file(cfg.MODEL.DISTILL.TEACHER_CONFIG)
-    teacher_cfg.merge_from_file(path)
-    opts = list(cfg.MODEL.DISTILL.TEACHER_OPTS)
-    if len(opts) % 2:
-        raise TeacherError(
-            f"MODEL.DISTILL.TEACHER_OPTS must hold KEY VALUE pairs; got an odd list {opts}"
-        )
-    teacher_cfg.merge_from_list(opts)
-    teacher_cfg.MODEL.DEVICE = cfg.MODEL.DEVICE
-    teacher_cfg.MODEL.WEIGHTS = ""
-    # the teacher is always a plain detector, never a distiller itself
-    if teacher_cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
-        teacher_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
-    teacher_cfg.freeze()
-    return teacher_cfg
-
-
-class _StrictCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer that keeps the incompatible keys of its last load, for
-    :func:`load_teacher_weights` to refuse."""
-
-    def _load_model(self, checkpoint):
-        incompatible = super()._load_model(checkpoint)
-        self.incompatible = incompatible
-        return incompatible
-
-
-def _disallowed_unexpected(keys: List[str]) -> List[str]:
-    return [
-        k
-        for k in keys
-        if not k.startswith(_ALLOWED_UNEXPECTED_PREFIXES)
-        and not k.endswith(_ALLOWED_UNEXPECTED_SUFFIXES)
-        and "anchor_generator.cell_anchors" not in k
-    ]
-
-
-def _short(keys, limit=8) -> str:
-    keys = list(keys)
-    shown = ", ".join(str(k) for k in keys[:limit])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
-
-
-def load_teacher_weights(model: nn.Module, weights: str) -> None:
-    """Load ``weights`` into ``model`` and fail loudly unless every key matched."""
-    checkpointer = _StrictCheckpointer(model)
-    try:
-        checkpointer.load(weights)
-    except TeacherError:
-        raise
-    except Exception as e:  # noqa: BLE001 - unreadable/corrupt files surface in many types
-        raise TeacherError(
-            f"cannot load teacher weights MODEL.DISTILL.TEACHER_WEIGHTS={weights!r}: "
-            f"{type(e).__name__}: {e}. Check that the file is a complete detectron2 checkpoint."
-        ) from None
-    incompatible = getattr(checkpointer, "incompatible", None)
-    if incompatible is None:
-        raise TeacherError(f"teacher weights {weights!r} held no model state")
-    problems = []
-    if incompatible.missing_keys:
-        problems.append(f"missing keys: {_short(incompatible.missing_keys)}")
-    unexpected = _disallowed_unexpected(incompatible.unexpected_keys)
-    if unexpected:
-        problems.append(f"unexpected keys: {_short(unexpected)}")
-    if incompatible.incorrect_shapes:
-        shapes = [f"{k} {tuple(a)} vs model {tuple(b)}" for k, a, b in incompatible.incorrect_shapes]
-        problems.append(f"shape mismatches: {_short(shapes, 4)}")
-    if problems:
-        raise TeacherError(
-            f"teacher weights {weights!r} do not match the teacher built from "
-            "MODEL.DISTILL.TEACHER_CONFIG (" + "; ".join(problems) + "). Use the checkpoint of "
-            "that exact architecture, or fix TEACHER_CONFIG / TEACHER_OPTS to describe it."
-        )
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    """Eval mode and no gradients, for good."""
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def build_teacher(cfg: CfgNode, load_weights: bool = True) -> Tuple[nn.Module, CfgNode]:
-    """Build, load and freeze the teacher described by ``cfg.MODEL.DISTILL``."""
-    teacher_cfg = build_teacher_cfg(cfg)
-    weights: Optional[str] = check_teacher_weights_exist(cfg) if load_weights else None
-    model = build_model(teacher_cfg)
-    if weights is not None:
-        load_teacher_weights(model, weights)
-        logger.info("Loaded teacher weights from %s", weights)
-    return freeze(model), teacher_cfg
-
-
 def teacher_identity(cfg: CfgNode) -> dict:
-    """The metadata that ties a class-means file to its teacher."""
+    """The metadata that ties a class-means file to the teacher of ``cfg``."""
     try:
         weights = resolve_teacher_weights(cfg)
     except TeacherError:
-        weights = ""
+        weights = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
     return {
         "teacher_config": cfg.MODEL.DISTILL.TEACHER_CONFIG,
         "teacher_weights": weights,
         "teacher_opts": [str(x) for x in cfg.MODEL.DISTILL.TEACHER_OPTS],
     }
-

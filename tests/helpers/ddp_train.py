@@ -17,7 +17,7 @@ from nd_det.engine.cli import launch_main
 
 
 def main(args):
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(args, setup=True)
     trainer = DistillTrainer(cfg)
     trainer.resume_or_load(resume=False)
     results = trainer.train()

@@ -15,7 +15,7 @@ from detectron2.modeling import build_model
 import nd_det  # noqa: F401  (registers DistillRCNN and backbones)
 from nd_det import add_distill_config
 from nd_det.losses import ClassMeanAccumulator, save_class_means
-from nd_det.modeling.teacher import build_teacher_cfg, teacher_identity
+from nd_det.modeling import FrozenTeacher, teacher_identity
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_DIR = os.path.join(REPO, "configs", "COCO-Distill")
@@ -91,7 +91,7 @@ def config_path(config_file: str) -> str:
 def write_teacher_checkpoint(cfg, seed: int = 0) -> str:
     """Build the teacher of ``cfg`` with random weights and save it where cfg expects it."""
     torch.manual_seed(seed)
-    teacher = build_model(build_teacher_cfg(cfg))
+    teacher = build_model(FrozenTeacher.teacher_config(cfg))
     path = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
     folder, name = os.path.split(path)
     DetectionCheckpointer(teacher, save_dir=folder).save(os.path.splitext(name)[0])
@@ -102,7 +102,7 @@ def write_random_class_means(cfg, seed: int = 0, dim: Optional[int] = None) -> s
     """A class-means file of the right shape for ``cfg`` (random positive means)."""
     g = torch.Generator().manual_seed(seed)
     k = cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1
-    dim = dim or build_teacher_cfg(cfg).MODEL.ROI_BOX_HEAD.FC_DIM
+    dim = dim or FrozenTeacher.teacher_config(cfg).MODEL.ROI_BOX_HEAD.FC_DIM
     acc = ClassMeanAccumulator(k, dim)
     acc.update(torch.rand(4 * k, dim, generator=g), torch.arange(k).repeat(4))
     save_class_means(cfg.MODEL.DISTILL.CLASS_MEANS, acc.finalize(teacher_identity(cfg)))

@@ -1,8 +1,9 @@
 """Student backbones detectron2 lacks.  Importing this package registers, in detectron2's
-BACKBONE_REGISTRY: ``build_resnet_basic_fpn_backbone`` (ResNet-18/34 + FPN),
-``build_mobilenetv2_backbone`` (bottom-up MobileNetV2) and ``build_mobilenetv2_fpn_backbone``."""
-from .config import add_backbone_config
-from .fpn import build_mobilenetv2_fpn_backbone, build_resnet_basic_fpn_backbone
+BACKBONE_REGISTRY, ``build_mobilenetv2_backbone`` (bottom-up MobileNetV2) and
+``build_mobilenetv2_fpn_backbone``.  ResNet-18/34 students use detectron2's own
+``build_resnet_fpn_backbone``; :func:`check_resnet_basic_config` names the keys they need.
+Their config keys are added by :func:`nd_det.config.add_backbone_config`."""
+from .fpn import build_mobilenetv2_fpn_backbone, fpn_over
 from .mobilenetv2 import (
     InvertedResidual,
     MobileNetV2,
@@ -13,10 +14,9 @@ from .mobilenetv2 import (
 from .resnet_basic import check_resnet_basic_config
 
 __all__ = [
-    "add_backbone_config",
-    "build_resnet_basic_fpn_backbone",
     "build_mobilenetv2_backbone",
     "build_mobilenetv2_fpn_backbone",
+    "fpn_over",
     "check_resnet_basic_config",
     "check_mobilenetv2_config",
     "MobileNetV2",

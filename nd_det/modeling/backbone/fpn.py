@@ -1,11 +1,11 @@
-"""FPN backbones for the students detectron2 lacks, registered in its BACKBONE_REGISTRY.
+"""``build_mobilenetv2_fpn_backbone``: :class:`MobileNetV2` (``MODEL.MOBILENETV2``) under
+detectron2's FPN, registered in its BACKBONE_REGISTRY.
 
-* ``build_resnet_basic_fpn_backbone``: detectron2's own BasicBlock ResNet-18/34 (built by
-  ``build_resnet_backbone`` after :func:`check_resnet_basic_config`) under detectron2's FPN.
-* ``build_mobilenetv2_fpn_backbone``: :class:`MobileNetV2` (``MODEL.MOBILENETV2``) under FPN.
+(ResNet-18/34 students need no builder of nd-det's: detectron2's ``build_resnet_fpn_backbone``
+builds them with ``MODEL.RESNETS.DEPTH 18/34`` and ``RES2_OUT_CHANNELS 64``.)
 
-Both add one more level by max-pooling the deepest FPN level (``LastLevelMaxPool``), so with
-``MODEL.FPN.IN_FEATURES`` at all four stages they return p2..p6 at strides 4..64 with
+One more level comes from max-pooling the deepest FPN level (``LastLevelMaxPool``), so with
+``MODEL.FPN.IN_FEATURES`` at all four stages it returns p2..p6 at strides 4..64 with
 ``MODEL.FPN.OUT_CHANNELS`` channels, exactly like detectron2's ``build_resnet_fpn_backbone``;
 with fewer stages (e.g. m2..m4) the extra level follows the deepest one (p2..p5).
 """
@@ -14,15 +14,14 @@ import math
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
-from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
 from .mobilenetv2 import build_mobilenetv2_backbone
-from .resnet_basic import check_resnet_basic_config
 
-__all__ = ["build_resnet_basic_fpn_backbone", "build_mobilenetv2_fpn_backbone"]
+__all__ = ["build_mobilenetv2_fpn_backbone", "fpn_over"]
 
 
-def _fpn_over(bottom_up: Backbone, cfg, out_features_key: str) -> FPN:
+def fpn_over(bottom_up: Backbone, cfg, out_features_key: str) -> FPN:
+    """detectron2's FPN (``MODEL.FPN``) over ``bottom_up``, with a max-pooled extra level."""
     available = list(bottom_up.output_shape().keys())
     in_features = list(cfg.MODEL.FPN.IN_FEATURES)
     missing = [name for name in in_features if name not in available]
@@ -47,14 +46,7 @@ def _fpn_over(bottom_up: Backbone, cfg, out_features_key: str) -> FPN:
 
 
 @BACKBONE_REGISTRY.register()
-def build_resnet_basic_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
-    """ResNet-18/34 (BasicBlock, ``MODEL.RESNETS``) + FPN + p6 max-pool."""
-    check_resnet_basic_config(cfg)
-    return _fpn_over(build_resnet_backbone(cfg, input_shape), cfg, "MODEL.RESNETS.OUT_FEATURES")
-
-
-@BACKBONE_REGISTRY.register()
 def build_mobilenetv2_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     """MobileNetV2 (``MODEL.MOBILENETV2``) + FPN + p6 max-pool."""
-    return _fpn_over(build_mobilenetv2_backbone(cfg, input_shape), cfg,
+    return fpn_over(build_mobilenetv2_backbone(cfg, input_shape), cfg,
                      "MODEL.MOBILENETV2.OUT_FEATURES")

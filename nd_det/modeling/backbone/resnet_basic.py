@@ -3,7 +3,8 @@
 detectron2's ``build_resnet_backbone`` already builds ResNet-18/34 out of ``BasicBlock`` when the
 config asks for it, but its defaults are those of ResNet-50 (``RES2_OUT_CHANNELS: 256``) and a
 wrong key ends in a bare assertion.  :func:`check_resnet_basic_config` names every key that has to
-change, so ``build_resnet_basic_fpn_backbone`` (in :mod:`.fpn`) fails with one readable error.
+change; the run's checks call it before any model is built whenever MODEL.RESNETS.DEPTH is 18 or
+34, so a wrong key is one readable error instead of an assertion inside detectron2.
 Keys a ResNet-18/34 config needs::
 
     MODEL.RESNETS.DEPTH: 18            # or 34

@@ -1,0 +1,275 @@
+"""Export the student of a distillation run: a plain detectron2 config and a student-only
+checkpoint, in one folder (``tools/export_student.py`` is the command line)::
+
+    config.yaml       a plain detectron2 config: META_ARCHITECTURE GeneralizedRCNN, no
+                      MODEL.DISTILL, MODEL.WEIGHTS "model_final.pth" (relative to the folder)
+    model_final.pth   {"model": student state dict}, nothing else
+
+The pair loads in stock detectron2 (``get_cfg().merge_from_file``, ``DefaultPredictor``,
+``DefaultTrainer.test``) without importing nd_det, unless the student's backbone is one only
+nd-det provides (MobileNetV2-FPN): then the config keeps ``MODEL.MOBILENETV2`` and the loading
+process must ``import nd_det`` and call ``nd_det.config.add_backbone_config(cfg)`` first.
+"""
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+import torch
+from detectron2.config import CfgNode, get_cfg
+from detectron2.modeling import build_model
+
+from ..config import add_backbone_config
+from ..errors import UserError
+from ..modeling.distill_terms import terms_with_modules
+from ..modeling.student_checkpoint import (load_student_checkpoint, plain_student_cfg,
+                                           uses_nd_det_backbone)
+from ..modeling.weights import WeightsFileError, is_url, local_weights_file
+from ..utils.paths import check_writable
+from ..utils.text import first_line, short_list
+
+__all__ = [
+    "EXPORT_CONFIG_NAME",
+    "EXPORT_WEIGHTS_NAME",
+    "StudentExport",
+    "StudentExportError",
+    "load_student_weights",
+    "export_student",
+    "check_output_dir",
+]
+
+# the two files of an export folder
+EXPORT_CONFIG_NAME = "config.yaml"
+EXPORT_WEIGHTS_NAME = "model_final.pth"
+
+
+class StudentExportError(UserError, ValueError):
+    """The export cannot be made; the message names the bad file/key/folder and the fix."""
+
+
+def _on_cpu(cfg: CfgNode) -> CfgNode:
+    """A clone of ``cfg`` that builds on the CPU (the export itself needs no GPU)."""
+    cpu = cfg.clone()
+    cpu.defrost()
+    cpu.MODEL.DEVICE = "cpu"
+    cpu.freeze()
+    return cpu
+
+
+def _backbone_note(student: CfgNode) -> List[str]:
+    if not uses_nd_det_backbone(student):
+        return []
+    return [
+        f"the student's backbone {student.MODEL.BACKBONE.NAME} exists only in nd-det: "
+        "config.yaml keeps nd-det's backbone keys (MODEL.MOBILENETV2), and the process that "
+        "loads it must run `import nd_det` and `nd_det.config.add_backbone_config(cfg)` before "
+        "cfg.merge_from_file (everything else is plain detectron2)."
+    ]
+
+
+# ------------------------------------------------------------------------------ weights
+_WEIGHTS_HINT = "give the .pth a detectron2 trainer wrote (e.g. <OUTPUT_DIR>/model_final.pth)"
+
+
+def _local_checkpoint(weights: str) -> str:
+    """The local file of ``weights`` (a path or a URL, downloaded once)."""
+    if not is_url(weights) and not os.path.isfile(weights):
+        raise StudentExportError(
+            f"--weights {weights}: file not found; give the training checkpoint "
+            "(e.g. <OUTPUT_DIR>/model_final.pth) or a detectron2:// / https:// URL")
+    try:
+        return local_weights_file("--weights", weights)
+    except WeightsFileError as e:
+        raise StudentExportError(str(e)) from None
+
+
+def load_student_weights(model: torch.nn.Module, weights: str) -> Dict[str, List[str]]:
+    """Load the student entries of the checkpoint ``weights`` (path or URL) into ``model`` and
+    fail with StudentExportError unless every key matched in name and shape.
+
+    Returns what the checkpoint held beyond the student: ``{"modules": [distill_losses.* keys],
+    "entries": [top-level entries such as optimizer, scheduler, iteration]}``."""
+    _local_checkpoint(weights)
+    checkpointer = load_student_checkpoint(model, weights, "--weights", _WEIGHTS_HINT,
+                                           error=StudentExportError)
+    entries = sorted(k for k in checkpointer.extra
+                     if k not in ("model", "matching_heuristics", "__author__"))
+    return {"modules": checkpointer.training_only_keys, "entries": entries}
+
+
+def _config_text(cfg: CfgNode, notes_for_yaml: List[str]) -> str:
+    header = [
+        "Student exported by nd-det (tools/export_student.py): a plain detectron2 config.",
+        "MODEL.WEIGHTS is relative to this file's folder: before building, set it to",
+        f"os.path.join(<this folder>, \"{EXPORT_WEIGHTS_NAME}\") (or pass MODEL.WEIGHTS",
+        f"<this folder>/{EXPORT_WEIGHTS_NAME} on a detectron2 command line).",
+    ] + notes_for_yaml
+    return "".join(f"# {line}\n" for line in header) + cfg.dump()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Refuse an output folder the export must not write into (before any work)."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise StudentExportError(f"--output {output_dir} exists and is not a folder; "
+                                 "give a new folder name")
+    check_writable(output_dir, "--output", folder=True)
+    if not os.path.isdir(output_dir) or not os.listdir(output_dir):
+        return
+    if not overwrite:
+        raise StudentExportError(
+            f"--output {output_dir} is not empty; choose a new folder, or pass --overwrite to "
+            "replace the export in it"
+        )
+    others = sorted(set(os.listdir(output_dir)) - {EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME})
+    if others:
+        raise StudentExportError(
+            f"--output {output_dir} holds files that are not an export ({short_list(others, 4)}); "
+            "--overwrite replaces only a previous export folder: choose another folder"
+        )
+
+
+def _write_file(path: str, write) -> None:
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _check_yaml_loads_in_stock_detectron2(path: str, needs_nd_det: bool) -> None:
+    stock = get_cfg()
+    if needs_nd_det:
+        add_backbone_config(stock)
+    try:
+        stock.merge_from_file(path)
+    except (AssertionError, KeyError, ValueError, TypeError) as e:
+        raise StudentExportError(
+            f"the exported config would not load in detectron2 ({str(e).strip()}); it holds keys "
+            "of another detectron2 extension: remove them from the config"
+        ) from None
+
+
+def _move_into_place(staging: str, output_dir: str) -> None:
+    """Rename the finished ``staging`` folder to ``output_dir``; a previous export there is
+    swapped out first and deleted only after the new one is in place."""
+    if not os.path.isdir(output_dir) or not os.listdir(output_dir):
+        os.replace(staging, output_dir)
+        return
+    parent, base = os.path.split(output_dir)
+    old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
+    os.replace(output_dir, old)
+    try:
+        os.replace(staging, output_dir)
+    except BaseException:
+        os.replace(old, output_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_export(output_dir: str, text: str, state: Dict[str, torch.Tensor],
+                  needs_nd_det: bool) -> None:
+    """Write both files into a hidden folder next to ``output_dir``, check the yaml, then
+    rename: ``output_dir`` is never seen half-written."""
+    parent, base = os.path.split(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{base}.partial-", dir=parent)
+    try:
+        os.chmod(staging, 0o777 & ~_current_umask())
+        config_path = os.path.join(staging, EXPORT_CONFIG_NAME)
+        _write_file(config_path, lambda f: f.write(text.encode("utf-8")))
+        _check_yaml_loads_in_stock_detectron2(config_path, needs_nd_det)
+        _write_file(os.path.join(staging, EXPORT_WEIGHTS_NAME),
+                    lambda f: torch.save({"model": state}, f))
+        _move_into_place(staging, output_dir)
+    finally:
+        if os.path.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass
+class StudentExport:
+    """What :func:`export_student` wrote."""
+
+    output_dir: str
+    config_file: str
+    weights_file: str
+    num_tensors: int
+    needs_nd_det: bool
+    dropped_modules: List[str] = field(default_factory=list)  # e.g. distill_losses.* keys
+    dropped_entries: List[str] = field(default_factory=list)  # e.g. optimizer, iteration
+    notes: List[str] = field(default_factory=list)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_distilled(cfg: CfgNode, weights: str, local: str, dropped_modules: List[str]) -> None:
+    """Refuse weights that are not those of this distillation run: the teacher's own
+    checkpoint, or a checkpoint without the modules this config's terms train."""
+    if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN" or not cfg.MODEL.DISTILL.LOSSES:
+        return
+    hint = ("give the checkpoint the distillation run wrote (<OUTPUT_DIR>/model_final.pth), or "
+            "pass --allow-non-distilled-weights if you mean to export these weights")
+    teacher = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
+    if teacher and (weights == teacher or (not is_url(teacher) and _same_file(local, teacher))):
+        raise StudentExportError(
+            f"--weights {weights} is the teacher's checkpoint (MODEL.DISTILL.TEACHER_WEIGHTS), "
+            f"not a distilled student: {hint}")
+    expected = terms_with_modules(cfg.MODEL.DISTILL.LOSSES)
+    if expected and not dropped_modules:
+        raise StudentExportError(
+            f"--weights {weights} holds no distillation-module tensors (distill_losses.*), but a "
+            f"run of this config ({'+'.join(cfg.MODEL.DISTILL.LOSSES)}) trains them for "
+            f"{expected}: it is not a checkpoint of this distillation run; {hint}")
+
+
+def export_student(cfg: CfgNode, weights: str, output_dir: str, overwrite: bool = False,
+                   allow_non_distilled: bool = False) -> StudentExport:
+    """Write ``config.yaml`` + ``model_final.pth`` of the student of the distillation config
+    ``cfg``, with the weights of the training checkpoint ``weights`` (path or URL), into
+    ``output_dir``.  Raises StudentExportError (nothing written) on any bad input, including
+    weights that are not those of a run of ``cfg`` (unless ``allow_non_distilled``)."""
+    output_dir = os.path.abspath(output_dir)
+    check_output_dir(output_dir, overwrite)
+    local = _local_checkpoint(weights)  # a missing file or unreachable URL fails before any
+    student_cfg = plain_student_cfg(cfg)  # model is built
+    notes = _backbone_note(student_cfg)
+    needs_nd_det = bool(notes)
+    model = build_model(_on_cpu(student_cfg))
+    dropped = load_student_weights(model, weights)
+    if not allow_non_distilled:
+        _check_distilled(cfg, weights, local, dropped["modules"])
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    export_cfg = student_cfg.clone()
+    export_cfg.defrost()
+    export_cfg.MODEL.WEIGHTS = EXPORT_WEIGHTS_NAME
+    export_cfg.freeze()
+    yaml_notes = list(notes)
+    try:
+        _write_export(output_dir, _config_text(export_cfg, yaml_notes), state, needs_nd_det)
+    except OSError as e:
+        raise StudentExportError(
+            f"--output {output_dir}: writing the export failed ({first_line(e)}); the folder "
+            "was left as it was: check its permissions and the free disk space"
+        ) from e
+    return StudentExport(
+        output_dir=output_dir,
+        config_file=os.path.join(output_dir, EXPORT_CONFIG_NAME),
+        weights_file=os.path.join(output_dir, EXPORT_WEIGHTS_NAME),
+        num_tensors=len(state),
+        needs_nd_det=needs_nd_det,
+        dropped_modules=dropped["modules"],
+        dropped_entries=dropped["entries"],
+        notes=notes,
+    )

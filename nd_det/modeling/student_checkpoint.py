@@ -1,0 +1,188 @@
+"""The student's view of checkpoints: its config without nd-det's training keys, its entries of a
+DistillRCNN state dict, and the one checkpointer that loads them strictly.
+
+A DistillRCNN checkpoint holds the student (keys identical to a GeneralizedRCNN's) plus the
+training-only modules of the distillation terms (``distill_losses.*``, e.g. ReviewKD's ABFs) and
+the trainer's state; it never holds the teacher.
+"""
+from typing import Callable, Dict, List, Optional
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+from detectron2.modeling import BACKBONE_REGISTRY
+
+from ..errors import UserError
+from ..utils.text import first_line, short_list
+from .weights import local_weights_file
+
+__all__ = [
+    "DISTILL_STATE_PREFIX",
+    "ND_DET_MODEL_NODES",
+    "student_state_dict",
+    "is_distill_module_key",
+    "uses_nd_det_backbone",
+    "plain_student_cfg",
+    "StrictCheckpointer",
+    "StudentCheckpointer",
+    "StudentWeightsError",
+    "load_student_checkpoint",
+]
+
+# state_dict prefix of the training-only distillation modules (DistillRCNN.distill_losses)
+DISTILL_STATE_PREFIX = "distill_losses."
+# config nodes (under MODEL) that nd-det adds; stock detectron2 rejects a yaml holding them
+ND_DET_MODEL_NODES = ("DISTILL", "MOBILENETV2")
+_ND_DET_BACKBONE_NODES = ("MOBILENETV2",)
+
+
+def _without_ddp_prefix(key: str) -> str:
+    return key[len("module."):] if key.startswith("module.") else key
+
+
+def is_distill_module_key(key: str) -> bool:
+    """True for a key of the distillation terms' modules (``distill_losses.*``, DDP or not)."""
+    return _without_ddp_prefix(key).startswith(DISTILL_STATE_PREFIX)
+
+
+def student_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The student's entries of a DistillRCNN state dict (also accepts a DDP ``module.`` one)."""
+    return {_without_ddp_prefix(k): v for k, v in state.items() if not is_distill_module_key(k)}
+
+
+def uses_nd_det_backbone(cfg: CfgNode) -> bool:
+    """True when MODEL.BACKBONE.NAME is registered by nd-det (stock detectron2 lacks it)."""
+    name = cfg.MODEL.BACKBONE.NAME
+    if name not in BACKBONE_REGISTRY:
+        return False
+    return BACKBONE_REGISTRY.get(name).__module__.split(".")[0] == "nd_det"
+
+
+def plain_student_cfg(cfg: CfgNode) -> CfgNode:
+    """``cfg`` as a plain detectron2 GeneralizedRCNN config: no ``MODEL.DISTILL`` keys, no
+    ``SOLVER.AMP.PRECISION`` (nd-det's training-only key), and no nd-det backbone keys unless
+    the student's backbone is one of nd-det's own."""
+    plain = cfg.clone()
+    plain.defrost()
+    plain.SOLVER.AMP.pop("PRECISION", None)
+    if plain.MODEL.META_ARCHITECTURE == "DistillRCNN":
+        plain.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    keep = _ND_DET_BACKBONE_NODES if uses_nd_det_backbone(plain) else ()
+    for node in ND_DET_MODEL_NODES:
+        if node not in keep:
+            plain.MODEL.pop(node, None)
+    plain.freeze()
+    return plain
+
+
+class StrictCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer (paths, detectron2:// and https URLs, .pkl/.pth) that keeps what
+    its last load did not match instead of logging warnings, for the caller to refuse.
+
+    Args:
+        unreadable: turns a reason ("it holds a list", an exception's first line) into the
+            exception to raise for a file that is not a detectron2 checkpoint.
+        allowed_unexpected: keys of the file the model may lack (e.g. old buffers).
+        state_filter: applied to the file's ``model`` state before loading.
+    """
+
+    def __init__(self, model, save_dir: str = "", *,
+                 unreadable: Optional[Callable[[str], Exception]] = None,
+                 allowed_unexpected: Callable[[str], bool] = lambda key: False,
+                 state_filter: Optional[Callable[[Dict], Dict]] = None, **checkpointables):
+        super().__init__(model, save_dir, **checkpointables)
+        self.unreadable = unreadable or (lambda why: ValueError(f"not a checkpoint: {why}"))
+        self.allowed_unexpected = allowed_unexpected
+        self.state_filter = state_filter
+        self.incompatible = None
+        self.missing_keys: List[str] = []
+        self.unexpected_keys: List[str] = []
+        self.incorrect_shapes: List = []
+
+    def _load_file(self, filename):
+        try:
+            loaded = super()._load_file(filename)
+        except Exception as e:  # noqa: BLE001 - unreadable files fail in many exception types
+            raise self.unreadable(first_line(e)) from None
+        if not isinstance(loaded, dict):
+            raise self.unreadable(f"it holds a {type(loaded).__name__}")
+        return loaded
+
+    def _load_model(self, checkpoint):
+        state = checkpoint.get("model")
+        if not isinstance(state, dict) or not state:
+            raise self.unreadable("no 'model' state dict")
+        bad = [k for k, v in state.items() if not (torch.is_tensor(v) or hasattr(v, "shape"))]
+        if bad:
+            raise self.unreadable(f"'model' entries that are not tensors: {short_list(bad, 3)}")
+        if self.state_filter is not None:
+            checkpoint["model"] = self.state_filter(state)
+        self.incompatible = super()._load_model(checkpoint)
+        wrong_shape = {k for k, _, _ in self.incompatible.incorrect_shapes}
+        self.missing_keys = [k for k in self.incompatible.missing_keys if k not in wrong_shape]
+        self.unexpected_keys = [k for k in self.incompatible.unexpected_keys
+                                if not self.allowed_unexpected(k)]
+        self.incorrect_shapes = list(self.incompatible.incorrect_shapes)
+        return self.incompatible
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        """Mismatches are the caller's to report (as one error), not warnings."""
+
+    @property
+    def matched(self) -> bool:
+        """True when the last load matched every key in name and shape."""
+        return not (self.missing_keys or self.unexpected_keys or self.incorrect_shapes)
+
+
+class StudentCheckpointer(StrictCheckpointer):
+    """Loads the student part of any checkpoint (DistillRCNN training checkpoints included) into
+    a plain GeneralizedRCNN; remembers which ``distill_losses.*`` keys it left out."""
+
+    def __init__(self, model, save_dir: str = "", **kwargs):
+        kwargs.setdefault("allowed_unexpected", lambda key: key.endswith(("pixel_mean",
+                                                                          "pixel_std")))
+        super().__init__(model, save_dir, state_filter=self._student_only, **kwargs)
+        self.training_only_keys: List[str] = []
+
+    def _student_only(self, state: Dict) -> Dict:
+        self.training_only_keys = sorted(k for k in state if is_distill_module_key(k))
+        return student_state_dict(state)
+
+    def describe_mismatch(self) -> str:
+        """The last load's mismatches, e.g. "missing keys: a; shape mismatches: ..."."""
+        problems = []
+        if self.missing_keys:
+            problems.append(f"missing keys: {short_list(self.missing_keys, 6)}")
+        if self.unexpected_keys:
+            problems.append(f"unexpected keys: {short_list(self.unexpected_keys, 6)}")
+        if self.incorrect_shapes:
+            problems.append("shape mismatches: " + short_list(
+                [f"{k} {tuple(a)} in the checkpoint vs {tuple(b)} in the model"
+                 for k, a, b in self.incorrect_shapes], 3))
+        return "; ".join(problems)
+
+
+class StudentWeightsError(UserError, ValueError):
+    """Student weights that cannot be read or do not fit the student of the config."""
+
+
+def load_student_checkpoint(model, weights: str, what: str = "MODEL.WEIGHTS",
+                            hint: str = "give the model_final.pth a training run of this config "
+                            "wrote", error=StudentWeightsError) -> StudentCheckpointer:
+    """Load the student entries of ``weights`` (a path or a URL) into ``model``; raise
+    ``error`` naming ``what`` unless every key matched in name and shape.  Returns the
+    checkpointer (what it left out, the checkpoint's other entries in ``extra``)."""
+    local = local_weights_file(what, weights)
+
+    def unreadable(why: str) -> Exception:
+        return error(f"{what} {weights} is not a detectron2 checkpoint ({why}); {hint}")
+
+    checkpointer = StudentCheckpointer(model, unreadable=unreadable)
+    checkpointer.extra = checkpointer.load(local)
+    if not checkpointer.matched:
+        raise error(
+            f"{what} {weights} does not fit the student of the config ("
+            + checkpointer.describe_mismatch() + "); give the checkpoint trained with this "
+            "config, or the config and KEY VALUE overrides it was trained with"
+        )
+    return checkpointer
