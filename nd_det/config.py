@@ -26,11 +26,13 @@ DISTILL_LOSS_NAMES = ("nd", "kd", "dkd", "reviewkd")
 
 
 def add_backbone_config(cfg: CN) -> CN:
-    """Add the keys of the student backbones detectron2 lacks (``MODEL.MOBILENETV2``), in place.
+    """Add the keys of the student backbones detectron2 lacks (``MODEL.MOBILENETV2``,
+    ``MODEL.TORCHVISION``), in place.
 
-    This is all a process that only deploys an exported MobileNetV2 student needs.  Safe to call
-    more than once: an existing node is left as it is.  Returns ``cfg``.
+    This is all a process that only deploys an exported student with such a backbone needs.
+    Safe to call more than once: an existing node is left as it is.  Returns ``cfg``.
     """
+    _add_torchvision_backbone_config(cfg)
     if "MOBILENETV2" in cfg.MODEL:
         return cfg
     cfg.MODEL.MOBILENETV2 = CN()
@@ -50,6 +52,18 @@ def add_backbone_config(cfg: CN) -> CN:
     # The ImageNet weights (and the converter) exist for 1.0 only.
     cfg.MODEL.MOBILENETV2.WIDTH_MULT = 1.0
     return cfg
+
+
+def _add_torchvision_backbone_config(cfg: CN) -> None:
+    """``MODEL.TORCHVISION``: any torchvision classification model as an FPN student backbone
+    (``MODEL.BACKBONE.NAME: build_torchvision_fpn_backbone``)."""
+    if "TORCHVISION" in cfg.MODEL:
+        return
+    cfg.MODEL.TORCHVISION = CN()
+    # The torchvision.models builder name, e.g. "mobilenet_v3_large", "efficientnet_b0",
+    # "regnet_x_400mf", "resnet18", "convnext_tiny", "mobilenet_v2".
+    cfg.MODEL.TORCHVISION.ARCH = "mobilenet_v3_large"
+    # (placeholder: the remaining keys are added with the builder)
 
 
 def add_distill_config(cfg: CN) -> CN:
