@@ -13,7 +13,6 @@ Sums and counts are accumulated in float64 and all-reduced across processes; ran
 file (``nd_det.losses.class_means`` format) with the per-class counts and the teacher identity.
 """
 import logging
-import time
 from typing import Dict, Optional
 
 import torch
@@ -31,7 +30,7 @@ from detectron2.utils.logger import log_every_n_seconds
 
 from .losses import ClassMeanAccumulator, ClassMeans, save_class_means
 from .modeling.teacher import FrozenTeacher
-from .utils.progress import format_duration
+from .utils.progress import ProgressClock, format_duration
 
 __all__ = ["extract_class_means", "TeacherEmbedder", "INDEX_KEY"]
 
@@ -125,15 +124,17 @@ def extract_class_means(
 
     logger.info("Extracting teacher class means from %d of %d images of %s (%d on this rank)",
                 len(dicts), total, list(cfg.DATASETS.TRAIN), local)
-    start = time.perf_counter()
+    clock = ProgressClock(local, skip=1)
+    clock.start()
     with EventStorage(0):  # the ROI head's sampler logs into an event storage
-        for done, batch in enumerate(loader, start=1):
+        for batch in loader:
             feats, labels = embedder(batch[0])
             acc.update(feats, labels)
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            message = (f"[class means] {done}/{local} images  {rate:.2f} img/s  "
-                       f"ETA {format_duration((local - done) / rate)}")
-            if done == local:
+            clock.step()
+            eta = clock.eta_seconds()
+            message = (f"[class means] {clock.done}/{local} images  "
+                       f"ETA {'?' if eta is None else format_duration(eta)}")
+            if clock.done == local:
                 logger.info(message)
             else:
                 log_every_n_seconds(logging.INFO, message, n=log_period, name=logger.name)

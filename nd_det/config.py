@@ -61,9 +61,30 @@ def _add_torchvision_backbone_config(cfg: CN) -> None:
         return
     cfg.MODEL.TORCHVISION = CN()
     # The torchvision.models builder name, e.g. "mobilenet_v3_large", "efficientnet_b0",
-    # "regnet_x_400mf", "resnet18", "convnext_tiny", "mobilenet_v2".
+    # "regnet_x_400mf", "resnet18", "convnext_tiny", "mobilenet_v2".  Any torchvision
+    # classification model works when STAGES is given; the listed ones have default STAGES.
     cfg.MODEL.TORCHVISION.ARCH = "mobilenet_v3_large"
-    # (placeholder: the remaining keys are added with the builder)
+    # Graph node names (torchvision.models.feature_extraction.get_graph_node_names; a module
+    # name such as "features.6" means its last node) whose outputs the bottom-up network
+    # returns, shallow to deep, strides doubling (4, 8, 16, 32 for p2..p5).  [] = the built-in
+    # table for ARCH (nd_det.modeling.backbone.TORCHVISION_DEFAULT_STAGES): the last block at
+    # each of the strides 4/8/16/32, without the classifier's widening 1x1 conv.
+    cfg.MODEL.TORCHVISION.STAGES = []
+    # Names of those outputs, one per stage (MODEL.FPN.IN_FEATURES picks among them).  The
+    # default names say the stride: c<k> is at stride 2^k.
+    cfg.MODEL.TORCHVISION.OUT_FEATURES = ["c2", "c3", "c4", "c5"]
+    # Normalisation of the model's BatchNorm layers: "FrozenBN" (fixed statistics: the usual
+    # choice with ImageNet weights), "BN" (torchvision's own, trained), "SyncBN" (BN synchronised
+    # across GPUs) or "GN" (GroupNorm with the largest group count <= 32 dividing the channels;
+    # trains sanely from random init).  Other norms (ConvNeXt's LayerNorm) are kept as they are.
+    cfg.MODEL.TORCHVISION.NORM = "FrozenBN"
+    # 0 trains every layer; k in 1..len(STAGES) freezes every layer that computes the k-th stage
+    # output (weights fixed, BatchNorm turned into FrozenBN).  1 = everything up to stride 4,
+    # what detectron2's ResNet freezes with MODEL.BACKBONE.FREEZE_AT 2 (stem + res2).
+    cfg.MODEL.TORCHVISION.FREEZE_AT = 1
+    # Channel width multiplier, for the builders that take one (mobilenet_v2,
+    # mobilenet_v3_large, mobilenet_v3_small); 1.0 for every other ARCH and for ImageNet weights.
+    cfg.MODEL.TORCHVISION.WIDTH_MULT = 1.0
 
 
 def add_distill_config(cfg: CN) -> CN:

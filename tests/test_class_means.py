@@ -91,14 +91,14 @@ def test_allow_empty_fills_zero_rows_flags_them_and_the_file_loads(tmp_path):
     acc = ClassMeanAccumulator(NUM_CLASSES, DIM)
     acc.update(torch.full((3, DIM), 2.0), torch.tensor([0, 2, 2]))
     table = acc.finalize(METADATA, allow_empty=True)
-    assert table.metadata["filled_classes"] == [1, 3, 4]
-    assert table.filled_classes == [1, 3, 4]
+    assert table.metadata["zero_filled_classes"] == [1, 3, 4]
+    assert table.zero_filled_classes == [1, 3, 4]
     assert torch.equal(table.means[[1, 3, 4]], torch.zeros(3, DIM))
     assert torch.equal(table.means[[0, 2]], torch.full((2, DIM), 2.0))
     path = tmp_path / "means.pth"
     save_class_means(str(path), table)
     loaded = load_class_means(str(path), num_classes=NUM_CLASSES, dim=DIM)
-    assert loaded.filled_classes == [1, 3, 4]
+    assert loaded.zero_filled_classes == [1, 3, 4]
     assert torch.equal(loaded.means, table.means)
 
 
@@ -121,7 +121,7 @@ def test_save_load_round_trip_equals_the_one_pass_table(tmp_path):
     assert torch.equal(loaded.means, table.means)
     assert torch.allclose(loaded.means, reference.means, rtol=0, atol=1e-6)
     assert torch.equal(loaded.counts, reference.counts)
-    assert loaded.metadata == {**METADATA, "filled_classes": []}
+    assert loaded.metadata == {**METADATA, "zero_filled_classes": []}
     assert (loaded.num_classes, loaded.dim) == (NUM_CLASSES, DIM)
 
 
@@ -244,8 +244,8 @@ def test_missing_unflagged_row(tmp_path):
         load_class_means(path)
     # the same row flagged as filled is accepted
     flagged = _raw_payload(table, means=means, counts=counts,
-                           metadata={**table.metadata, "filled_classes": [1]})
-    assert load_class_means(_write(tmp_path / "flagged.pth", flagged)).filled_classes == [1]
+                           metadata={**table.metadata, "zero_filled_classes": [1]})
+    assert load_class_means(_write(tmp_path / "flagged.pth", flagged)).zero_filled_classes == [1]
 
 
 def test_wrong_version(tmp_path):

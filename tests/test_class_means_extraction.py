@@ -135,10 +135,10 @@ def test_allow_empty_classes_fills_and_flags(tmp_path):
     dataset, _, _ = _dataset(tmp_path, "means_unicorn2", extra_category=True)
     cfg = _cfg(tmp_path, dataset, num_classes=3)
     table = extract_class_means(cfg, allow_empty_classes=True)
-    assert table.filled_classes == [2]
+    assert table.zero_filled_classes == [2]
     loaded = load_class_means(cfg.MODEL.DISTILL.CLASS_MEANS, num_classes=4, dim=64)
     assert torch.count_nonzero(loaded.means[2]) == 0
-    assert loaded.filled_classes == [2]
+    assert loaded.zero_filled_classes == [2]
 
 
 def test_format_duration():

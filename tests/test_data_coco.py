@@ -8,7 +8,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .helpers.tiny_coco import CLASS_NAMES, write_tiny_coco
-from nd_det.data import (DatasetError, num_classes_of, parse_dataset_spec, register_coco_dataset,
+from nd_det.data import (DatasetError, register_coco_dataset,
                          validate_coco_json)
 
 
@@ -111,7 +111,7 @@ def test_valid_dataset_registers_and_loads_every_record(tmp_path, names):
     assert metadata.thing_classes == list(CLASS_NAMES[:2])
     assert metadata.evaluator_type == "coco"
     assert metadata.json_file == str(json_path)
-    assert num_classes_of(name) == 2
+    assert len(MetadataCatalog.get(name).thing_classes) == 2
 
 
 def test_non_contiguous_category_ids_map_to_contiguous_ids(tmp_path, names):
@@ -134,7 +134,7 @@ def test_non_contiguous_category_ids_map_to_contiguous_ids(tmp_path, names):
     got = {r["image_id"]: [a["category_id"] for a in r["annotations"]] for r in records}
     assert got == {image_id: expected.get(image_id, []) for image_id in got}
     assert set(sum(got.values(), [])) == {0, 1, 2}
-    assert num_classes_of(name) == 3
+    assert len(MetadataCatalog.get(name).thing_classes) == 3
 
 
 def test_images_without_boxes_are_logged_kept_and_filtered_by_detectron2(tmp_path, names,
@@ -168,7 +168,7 @@ def test_register_same_files_twice_and_name_collisions(tmp_path, names, tiny):
                        f"\\(with {json_path} and {image_dir}\\).*replace=True"):
         register_coco_dataset(name, other_json, other_dir)
     register_coco_dataset(name, other_json, other_dir, replace=True)
-    assert len(DatasetCatalog.get(name)) == 3 and num_classes_of(name) == 1
+    assert len(DatasetCatalog.get(name)) == 3 and len(MetadataCatalog.get(name).thing_classes) == 1
 
 
 def test_failed_validation_registers_nothing(tiny, names):
@@ -180,25 +180,6 @@ def test_failed_validation_registers_nothing(tiny, names):
         register_coco_dataset(name, json_path, image_dir)
     assert name not in DatasetCatalog.list()
 
-
-def test_num_classes_of_unvalidated_and_unknown_datasets(tiny, names):
-    json_path, image_dir, _ = tiny
-    name = names()
-    assert register_coco_dataset(name, json_path, image_dir, validate=False) is None
-    assert num_classes_of(name) == 2  # read from the JSON's categories
-    with pytest.raises(DatasetError, match="dataset 'no_such_set' is not registered. Fix: "):
-        num_classes_of("no_such_set")
-
-
-def test_parse_dataset_spec():
-    assert parse_dataset_spec("trees=data/ann.json:data/images") == \
-        ("trees", "data/ann.json", "data/images")
-    for bad in ("trees", "trees=only.json", "=a.json:imgs", "t=a.json:", "t=c:/a.json:imgs"):
-        with pytest.raises(DatasetError, match=r"NAME=JSON:IMAGE_DIR|has no '='"):
-            parse_dataset_spec(bad)
-
-
-# ---------------------------------------------------------------- each bad case, exact message
 
 def test_missing_json(tmp_path):
     missing = tmp_path / "nope.json"

@@ -21,11 +21,12 @@ from nd_det.demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG,
                                  load_demo_cfg, student_cfg, teacher_cfg, without_demo_keys)
 from nd_det.demo.figure import pick_val_images, read_loss_curves
 from nd_det.demo.progress import DemoClock, Stage
-from nd_det.demo.report import (ROW_NAMES, TABLE_COLUMNS, distillation_verdict,
-                                parse_markdown_table, read_report, render_markdown, write_report)
+from nd_det.demo.report import (ROW_NAMES, TABLE_COLUMNS, distillation_verdict, read_report,
+                                render_markdown, write_report)
 from nd_det.demo.trainer import DemoTrainer
 from nd_det.config import add_backbone_config
 
+from .helpers.markdown import parse_markdown_table
 from .helpers.tiny_distill import REPO
 
 DEMO = os.path.join(REPO, "tools", "demo.py")

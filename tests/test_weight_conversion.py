@@ -158,7 +158,7 @@ def test_unknown_architecture_is_rejected(tmp_path):
 
 def test_files_that_are_not_state_dicts_are_rejected(tmp_path):
     missing = str(tmp_path / "absent.pth")
-    with pytest.raises(FileNotFoundError, match="Weight file .*absent.pth' does not exist."):
+    with pytest.raises(WeightConversionError, match="Weight file .*absent.pth' does not exist."):
         load_torchvision_state_dict(missing)
 
     text = tmp_path / "notes.pth"
@@ -246,7 +246,7 @@ def test_command_line_tool_reports_bad_input_on_stderr(tmp_path, capsys):
                                          "--output", str(output)])
     stderr = capsys.readouterr().err
     assert status == 2
-    assert stderr.startswith("error: The keys of '")
+    assert stderr.startswith("ERROR: The keys of '")
     assert "do not match torchvision's mobilenet_v2" in stderr
     assert "convert it with arch 'resnet18'" in stderr
     assert not output.exists()

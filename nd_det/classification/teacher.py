@@ -2,9 +2,9 @@
 from typing import Dict, Optional, Tuple
 
 from ..losses import ClassMeans, load_class_means, metadata_mismatches
+from ..utils.modules import freeze
 from .checkpoint import file_sha256, load_model_weights
 from .data import DatasetInfo
-from .distiller import freeze
 from .models import Classifier, build_classifier
 
 __all__ = ["build_teacher", "load_teacher_class_means", "class_means_metadata"]

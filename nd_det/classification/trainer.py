@@ -21,14 +21,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .builders import build_datasets, build_distiller
 from ..utils.atomic_file import atomic_torch_save
-from ..utils.progress import format_duration
+from ..utils.progress import ProgressClock, format_duration
 from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from .config import merge_config
 from .data import ShardSampler
 from .distiller import Distiller
 from .distributed import DistContext, all_reduce_sum, average_buffers, init_distributed
 from .metrics import evaluate
-from .progress import ProgressClock
 from .run_logger import RunLogger
 from .solver import build_optimizer, learning_rate_at, set_learning_rate
 

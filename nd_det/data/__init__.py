@@ -1,12 +1,11 @@
 """Dataset registration for nd-det: COCO-format datasets by path (checked first) and the embedded
 offline tree-crown dataset.
 
-- ``register_coco_dataset(name, json_file, image_root)``: validate, then register with detectron2
-  (``parse_dataset_spec("NAME=JSON:IMAGE_DIR")`` for command lines; ``num_classes_of(name)``);
+- ``register_coco_dataset(name, json_file, image_root)``: validate, then register with detectron2;
 - ``validate_coco_json(json_file, image_root)``: the checks alone; raises ``DatasetError``;
 - ``register_embedded_dataset(root=None)`` -> ("deepforest_trees_train", "deepforest_trees_val").
 """
-from .coco_paths import num_classes_of, parse_dataset_spec, register_coco_dataset
+from .coco_paths import register_coco_dataset
 from .coco_validation import BOX_TOLERANCE_PX, CocoSummary, validate_coco_json
 from .embedded import (EmbeddedDataset, default_embedded_root, ensure_embedded_dataset,
                        register_embedded_dataset)
@@ -14,7 +13,7 @@ from .errors import DatasetError
 
 __all__ = [
     "DatasetError",
-    "register_coco_dataset", "parse_dataset_spec", "num_classes_of",
+    "register_coco_dataset",
     "validate_coco_json", "CocoSummary", "BOX_TOLERANCE_PX",
     "register_embedded_dataset", "ensure_embedded_dataset", "default_embedded_root",
     "EmbeddedDataset",

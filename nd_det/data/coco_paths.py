@@ -9,14 +9,11 @@ the contiguous class ids and the metadata ``COCOEvaluator`` needs (``json_file``
   and ``thing_dataset_id_to_contiguous_id`` in the metadata at once (the same values detectron2
   computes when it loads the JSON), and lets the same name be registered again with the same files
   (it is checked and registered afresh; another name's files need ``replace=True``);
-- :func:`parse_dataset_spec` reads ``NAME=JSON:IMAGE_DIR`` from a command line;
-- :func:`num_classes_of` answers how many classes a registered dataset has.
 
 Category ids that are not ``1..K`` are legal: detectron2 maps the sorted ids to ``0..K-1``.
 Images without boxes stay in the records; training drops them when
 ``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` is True (detectron2's default).
 """
-import json
 import logging
 import os
 from typing import Optional, Tuple
@@ -27,7 +24,7 @@ from detectron2.data.datasets import register_coco_instances
 from .coco_validation import CocoSummary, validate_coco_json
 from .errors import DatasetError
 
-__all__ = ["register_coco_dataset", "parse_dataset_spec", "num_classes_of"]
+__all__ = ["register_coco_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,47 +91,3 @@ def register_coco_dataset(name: str, json_file, image_root, validate: bool = Tru
                     summary.num_classes, ", ".join(summary.class_names[:10]),
                     summary.num_images_without_boxes)
     return summary
-
-
-def parse_dataset_spec(spec: str) -> Tuple[str, str, str]:
-    """Split a command-line ``NAME=JSON:IMAGE_DIR`` into ``(name, json_file, image_root)``.
-
-    Paths containing ':' cannot be written this way; pass the three strings to
-    :func:`register_coco_dataset` instead (``--dataset NAME JSON IMAGE_DIR``).
-    """
-    usage = ("write it as NAME=path/to/annotations.json:path/to/images, e.g. "
-             "trees_train=data/train.json:data/images (or give the three values separately: "
-             "--dataset NAME JSON IMAGE_DIR)")
-    if not isinstance(spec, str) or "=" not in spec:
-        raise DatasetError(f"dataset spec {spec!r} has no '='. Fix: {usage}")
-    name, _, paths = spec.partition("=")
-    parts = paths.split(":")
-    if not name.strip() or len(parts) != 2 or not all(part.strip() for part in parts):
-        raise DatasetError(f"dataset spec {spec!r} is not NAME=JSON:IMAGE_DIR. Fix: {usage}")
-    return name.strip(), parts[0].strip(), parts[1].strip()
-
-
-def num_classes_of(dataset_name: str) -> int:
-    """Number of classes (``len(thing_classes)``) of a registered dataset.
-
-    Reads the metadata; when a COCO-format dataset was registered without validation and not
-    loaded yet, reads the categories of its JSON instead of loading every record.
-    """
-    if dataset_name not in DatasetCatalog.list():
-        raise DatasetError(f"dataset '{dataset_name}' is not registered. Fix: register it first "
-                           "(register_coco_dataset(name, json_file, image_root), or --dataset "
-                           "NAME JSON IMAGE_DIR on the command line)")
-    metadata = MetadataCatalog.get(dataset_name)
-    classes = getattr(metadata, "thing_classes", None)
-    if classes is None and getattr(metadata, "json_file", None) is not None:
-        with open(metadata.json_file, "rb") as stream:
-            categories = json.load(stream).get("categories", [])
-        classes = [category["name"] for category in sorted(categories, key=lambda c: c["id"])]
-    if classes is None:
-        DatasetCatalog.get(dataset_name)  # loaders registered by hand may set thing_classes
-        classes = getattr(metadata, "thing_classes", None)
-    if not classes:
-        raise DatasetError(f"dataset '{dataset_name}' has no thing_classes in its metadata. Fix: "
-                           f"set MetadataCatalog.get('{dataset_name}').thing_classes to its list "
-                           "of class names")
-    return len(classes)

@@ -1,8 +1,7 @@
 """The demo's results table: one dict, written as JSON and rendered as Markdown from that dict.
 
 ``results.json`` is the source; ``results.md`` is ``render_markdown(json.load(results.json))``
-exactly, so the two never disagree (:func:`read_report` re-reads the JSON, and
-:func:`parse_markdown_table` reads the Markdown table back, for checks).
+exactly, so the two never disagree (:func:`read_report` re-reads the JSON).
 
 Rows, in this order: ``teacher``, ``student alone``, ``distilled student``; each with ``model``,
 ``backbone``, ``AP``, ``AP50``, ``AP75`` (COCO box AP in percent on the val split), ``params``
@@ -13,6 +12,8 @@ import math
 import os
 from typing import Dict, List, Sequence
 
+from ..utils.atomic_file import atomic_write_json, atomic_write_text
+
 __all__ = [
     "ROW_NAMES",
     "TABLE_COLUMNS",
@@ -21,7 +22,6 @@ __all__ = [
     "render_markdown",
     "write_report",
     "read_report",
-    "parse_markdown_table",
     "format_table_for_console",
 ]
 
@@ -156,12 +156,8 @@ def _finite(value):
 
 def write_report(report: Dict, json_path: str, markdown_path: str) -> None:
     """Write ``report`` as JSON, then the Markdown rendered from the JSON just written."""
-    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-    with open(json_path, "w", encoding="utf-8") as stream:
-        json.dump(_finite(report), stream, indent=1, sort_keys=False, allow_nan=False)
-        stream.write("\n")
-    with open(markdown_path, "w", encoding="utf-8") as stream:
-        stream.write(render_markdown(read_report(json_path)))
+    atomic_write_json(_finite(report), json_path, sort_keys=False, allow_nan=False)
+    atomic_write_text(render_markdown(read_report(json_path)), markdown_path)
 
 
 def read_report(json_path: str) -> Dict:
@@ -176,13 +172,3 @@ def read_report(json_path: str) -> Dict:
         if missing:
             raise ValueError(f"{json_path}: row {row['model']!r} lacks {missing}")
     return report
-
-
-def parse_markdown_table(text: str) -> List[Dict[str, str]]:
-    """The rows of the first Markdown table in ``text``, as {column title: cell text}."""
-    table = [line for line in text.splitlines() if line.startswith("|")]
-    if len(table) < 2:
-        raise ValueError("no Markdown table found")
-    header = [cell.strip() for cell in table[0].strip("|").split("|")]
-    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|"))))
-            for line in table[2:]]

@@ -13,17 +13,13 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..errors import UserError
-from ..utils.atomic_file import atomic_torch_save, atomic_write
+from ..utils.atomic_file import atomic_torch_save, atomic_write_text
 
-__all__ = ["AtomicCheckpointer", "NonFiniteWeightsError", "atomic_torch_save", "atomic_write_text"]
+__all__ = ["AtomicCheckpointer", "NonFiniteWeightsError"]
 
 
 class NonFiniteWeightsError(UserError, FloatingPointError):
     """The model has NaN/inf weights; they are not written to disk."""
-
-
-def atomic_write_text(text: str, path: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def non_finite_entries(state) -> list:

@@ -4,7 +4,7 @@ One format serves detection and classification.  A file is a ``torch.save``'d di
 
     {"format": "nd_det.class_means", "version": 1,
      "means": (C, D) float32, "counts": (C,) int64,
-     "metadata": {"teacher_config": ..., "teacher_weights": ..., "filled_classes": [...], ...}}
+     "metadata": {"teacher_config": ..., "teacher_weights": ..., "zero_filled_classes": [...], ...}}
 
 Accumulation keeps float64 per-class sums and int64 counts, so partial accumulators (two halves
 of a dataset, or one per process after ``all_reduce``) merge into exactly the one-pass result.
@@ -18,6 +18,7 @@ import torch
 
 from ..errors import UserError
 from ..utils.atomic_file import atomic_torch_save
+from ..utils.text import short_list
 
 __all__ = [
     "ClassMeansError",
@@ -53,8 +54,9 @@ class ClassMeans:
         return int(self.means.shape[1])
 
     @property
-    def filled_classes(self) -> List[int]:
-        return [int(c) for c in self.metadata.get("filled_classes", [])]
+    def zero_filled_classes(self) -> List[int]:
+        """The classes that had no sample: their rows are zeros (flagged at extraction)."""
+        return [int(c) for c in self.metadata.get("zero_filled_classes", [])]
 
 
 class ClassMeanAccumulator:
@@ -117,7 +119,7 @@ class ClassMeanAccumulator:
                  class_names: Optional[Sequence[str]] = None) -> ClassMeans:
         """The table of means.  A class without samples is an error unless ``allow_empty``:
         then its row is zero (ND then pulls no direction for it: the loss term is a constant 1)
-        and it is listed in ``metadata["filled_classes"]``."""
+        and it is listed in ``metadata["zero_filled_classes"]``."""
         empty = self.empty_classes()
         metadata = dict(metadata or {})
         if empty and not allow_empty:
@@ -127,7 +129,7 @@ class ClassMeanAccumulator:
                 "allow empty classes (their rows are zero-filled and flagged in the metadata)."
             )
         means = (self.sums / self.counts.clamp_min(1).unsqueeze(1).to(self.sums.dtype)).float()
-        metadata["filled_classes"] = empty
+        metadata["zero_filled_classes"] = empty
         return ClassMeans(means.cpu(), self.counts.cpu().clone(), metadata)
 
 
@@ -213,20 +215,15 @@ def _validate(table: ClassMeans, source: str, num_classes: Optional[int] = None,
     bad = torch.nonzero(~torch.isfinite(means).all(dim=1)).flatten().tolist()
     if bad:
         raise ClassMeansError(
-            f"{source}: NaN/inf in class-mean row(s) {_short(bad)}; re-extract the file."
+            f"{source}: NaN/inf in class-mean row(s) {short_list(bad, 10)}; re-extract the file."
         )
-    filled = set(table.filled_classes)
+    filled = set(table.zero_filled_classes)
     missing = [c for c in torch.nonzero(counts == 0).flatten().tolist() if c not in filled]
     if missing:
         raise ClassMeansError(
-            f"{source}: missing class row(s) {_short(missing)} (zero samples and not flagged as "
+            f"{source}: missing class row(s) {short_list(missing, 10)} (zero samples and not flagged as "
             "filled); re-extract with more images or allow empty classes explicitly."
         )
-
-
-def _short(items: Sequence[int], limit: int = 10) -> str:
-    shown = ", ".join(str(i) for i in items[:limit])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
 def metadata_mismatches(table: ClassMeans, expected: Dict) -> List[str]:

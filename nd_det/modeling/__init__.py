@@ -2,7 +2,8 @@
 from ..config import DistillConfigError
 from . import backbone  # noqa: F401  (registers the backbones in BACKBONE_REGISTRY)
 from .distill_terms import (DISTILL_TERM_REGISTRY, DistillInputs, DistillTerm,
-                            available_distill_terms, check_distill_loss_names)
+                            available_distill_terms, check_distill_loss_names,
+                            register_distill_term)
 from .meta_arch import DistillRCNN
 from .student_checkpoint import (DISTILL_STATE_PREFIX, StrictCheckpointer, StudentCheckpointer,
                                  StudentWeightsError, is_distill_module_key,
@@ -14,7 +15,7 @@ from .weights import WeightsFileError, local_weights_file
 
 __all__ = [
     "DistillRCNN", "DistillConfigError", "DistillInputs", "DistillTerm", "DISTILL_TERM_REGISTRY",
-    "available_distill_terms", "check_distill_loss_names",
+    "available_distill_terms", "check_distill_loss_names", "register_distill_term",
     "FrozenTeacher", "TeacherError", "TeacherNeeds", "TeacherOutputs", "resolve_teacher_weights",
     "teacher_identity",
     "DISTILL_STATE_PREFIX", "StrictCheckpointer", "StudentCheckpointer", "StudentWeightsError",

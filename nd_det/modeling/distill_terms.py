@@ -5,7 +5,7 @@ Each term is a small module in fvcore's registry :data:`DISTILL_TERM_REGISTRY`, 
 the loss dict as ``loss_<name>``.  A term declares which teacher outputs it needs, so the
 teacher's RoI head only runs when some term uses it.  No per-method if/elif anywhere.  A new
 term: subclass :class:`DistillTerm`, set ``name``, decorate with
-``@DISTILL_TERM_REGISTRY.register()``.
+``@register_distill_term``.
 """
 import logging
 from dataclasses import dataclass
@@ -13,11 +13,9 @@ from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode
-from fvcore.common.registry import Registry
 from torch import nn
 
 from ..config import DistillConfigError
-
 from ..losses import (
     ClassMeansError,
     dkd_loss,
@@ -29,9 +27,11 @@ from ..losses import (
     unit_class_means,
 )
 from ..losses.reviewkd import ReviewKDFusion
+from ..utils.registry import Registry, register_as, registered_names
 from .teacher import FrozenTeacher
 
-__all__ = ["DistillInputs", "DistillTerm", "DISTILL_TERM_REGISTRY", "available_distill_terms",
+__all__ = ["DistillInputs", "DistillTerm", "DISTILL_TERM_REGISTRY", "register_distill_term",
+           "available_distill_terms",
            "check_distill_loss_names", "terms_with_modules", "build_distill_terms"]
 
 logger = logging.getLogger(__name__)
@@ -64,20 +64,21 @@ class DistillTerm(nn.Module):
 
 
 DISTILL_TERM_REGISTRY = Registry("DISTILL_TERM")
-DISTILL_TERM_REGISTRY.__doc__ = "DistillTerm subclasses; MODEL.DISTILL.LOSSES names their `name`."
+DISTILL_TERM_REGISTRY.__doc__ = "DistillTerm subclasses under their `name` (MODEL.DISTILL.LOSSES)."
 
 
-def _terms_by_name() -> Dict[str, type]:
-    # the registry is keyed by class name; configs use each term's short ``name``
-    return {cls.name: cls for _, cls in DISTILL_TERM_REGISTRY}
+def register_distill_term(cls):
+    """Class decorator: ``cls`` under ``cls.name`` in :data:`DISTILL_TERM_REGISTRY`."""
+    register_as(DISTILL_TERM_REGISTRY, cls.name, cls, "distillation term")
+    return cls
 
 
 def available_distill_terms() -> List[str]:
     """The names ``MODEL.DISTILL.LOSSES`` may hold."""
-    return sorted(_terms_by_name())
+    return registered_names(DISTILL_TERM_REGISTRY)
 
 
-@DISTILL_TERM_REGISTRY.register()
+@register_distill_term
 class NDTerm(DistillTerm):
     """ND on the RoI embeddings against the teacher's class means (background row included)."""
 
@@ -120,7 +121,7 @@ class NDTerm(DistillTerm):
         return self.weight * (rows * fg).sum() / fg.sum().clamp_min(1.0)
 
 
-@DISTILL_TERM_REGISTRY.register()
+@register_distill_term
 class KDTerm(DistillTerm):
     """KD on the (K + 1)-way RoI logits."""
 
@@ -136,7 +137,7 @@ class KDTerm(DistillTerm):
         return self.weight * kd_loss(inputs.student_logits, inputs.teacher_logits, self.temperature)
 
 
-@DISTILL_TERM_REGISTRY.register()
+@register_distill_term
 class DKDTerm(DistillTerm):
     """DKD on the RoI logits with the RoI labels as targets."""
 
@@ -156,7 +157,7 @@ class DKDTerm(DistillTerm):
         )
 
 
-@DISTILL_TERM_REGISTRY.register()
+@register_distill_term
 class ReviewKDTerm(DistillTerm):
     """ABF fusion of the student's FPN levels + HCL against the teacher's levels."""
 
@@ -205,12 +206,11 @@ def _box_head_dim(model: nn.Module) -> int:
 def check_distill_loss_names(names) -> List[str]:
     """``MODEL.DISTILL.LOSSES`` as a list, checked: known names, none twice."""
     names = list(names)
-    known = _terms_by_name()
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in DISTILL_TERM_REGISTRY]
     if unknown:
         raise DistillConfigError(
             f"MODEL.DISTILL.LOSSES has unknown name(s) {unknown}; choose from "
-            f"{sorted(known)}."
+            f"{available_distill_terms()}."
         )
     if len(set(names)) != len(names):
         raise DistillConfigError(f"MODEL.DISTILL.LOSSES lists a loss twice: {names}")
@@ -219,12 +219,11 @@ def check_distill_loss_names(names) -> List[str]:
 
 def terms_with_modules(names) -> List[str]:
     """The names among ``names`` whose terms own trainable modules."""
-    known = _terms_by_name()
-    return [n for n in names if n in known and known[n].trains_modules]
+    return [n for n in names
+            if n in DISTILL_TERM_REGISTRY and DISTILL_TERM_REGISTRY.get(n).trains_modules]
 
 
 def build_distill_terms(cfg: CfgNode, student: nn.Module, teacher: FrozenTeacher) -> nn.ModuleList:
     """One term per name of ``MODEL.DISTILL.LOSSES``, in order."""
-    known = _terms_by_name()
     names = check_distill_loss_names(cfg.MODEL.DISTILL.LOSSES)
-    return nn.ModuleList(known[n](cfg, student, teacher) for n in names)
+    return nn.ModuleList(DISTILL_TERM_REGISTRY.get(n)(cfg, student, teacher) for n in names)

@@ -2,7 +2,7 @@
 
 Supported torchvision architectures and the detectron2 backbone each one loads into:
 
-* ``resnet18`` / ``resnet34``: ``build_resnet_basic_fpn_backbone`` (``MODEL.RESNETS.DEPTH`` 18/34,
+* ``resnet18`` / ``resnet34``: detectron2's ``build_resnet_fpn_backbone`` (``MODEL.RESNETS.DEPTH`` 18/34,
   ``RES2_OUT_CHANNELS: 64``);
 * ``resnet50``: detectron2's ``build_resnet_fpn_backbone`` with ``MODEL.RESNETS.STRIDE_IN_1X1:
   False`` (torchvision puts the stride in the 3x3 conv; detectron2's default True is for the MSRA
@@ -43,6 +43,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+from ..errors import UserError
 from .backbone.mobilenetv2 import mobilenet_v2_block_layout
 
 __all__ = [
@@ -72,7 +73,7 @@ _OFFLINE_MOBILENET_FILE = os.path.join("weights", "mobilenet_v2-b0353104.pth")
 _LISTED_KEYS = 8
 
 
-class WeightConversionError(ValueError):
+class WeightConversionError(UserError, ValueError):
     """A torchvision weight file that cannot be converted (unknown architecture, not a state
     dict, keys or shapes that do not match the architecture, bad output name)."""
 
@@ -94,7 +95,7 @@ def _check_output_path(path: str) -> None:
 def load_torchvision_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
     """Read a torchvision weight file (a plain ``state_dict()`` saved with ``torch.save``)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise WeightConversionError(
             f"Weight file {path!r} does not exist; pass the path of a torchvision .pth file."
         )
     try:

@@ -3,13 +3,14 @@
 A process killed at any moment leaves either the old file or the complete new one under the
 final name, never a truncated file (the rename is atomic on POSIX file systems).
 """
+import json
 import os
 import tempfile
 from typing import BinaryIO, Callable
 
 import torch
 
-__all__ = ["atomic_write", "atomic_torch_save"]
+__all__ = ["atomic_write", "atomic_torch_save", "atomic_write_text", "atomic_write_json"]
 
 
 def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
@@ -33,3 +34,14 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
 def atomic_torch_save(obj, path: str) -> None:
     """``torch.save(obj, path)``, all or nothing."""
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str) -> None:
+    """Write ``text`` (UTF-8) to ``path``, all or nothing."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_json(obj, path: str, **dump_options) -> None:
+    """``json.dump(obj)`` to ``path`` (indent 1 unless given, a final newline), all or nothing."""
+    dump_options.setdefault("indent", 1)
+    atomic_write_text(json.dumps(obj, **dump_options) + "\n", path)

@@ -6,7 +6,7 @@ import torch
 
 from nd_det.classification.checkpoint import load_checkpoint, load_model_weights
 from nd_det.classification.metrics import topk_correct
-from nd_det.classification.progress import ProgressClock
+from nd_det.utils.progress import ProgressClock
 from nd_det.classification.solver import learning_rate_at
 from nd_det.utils.atomic_file import atomic_torch_save
 
@@ -38,7 +38,7 @@ def test_learning_rate_schedules():
 
 def test_eta_from_the_mean_iteration_time(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr("nd_det.classification.progress.time.perf_counter", lambda: now[0])
+    monkeypatch.setattr("nd_det.utils.progress.time.perf_counter", lambda: now[0])
     clock = ProgressClock(total_iters=20, done_iters=10, skip=1)
     clock.start()
     for duration in (5.0, 1.0, 3.0):   # the first (start-up) one is not timed

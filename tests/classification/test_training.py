@@ -12,7 +12,7 @@ from nd_det.classification.builders import build_dataset
 from nd_det.classification.checkpoint import file_sha256, load_checkpoint
 from nd_det.classification.cli import extract_class_means_main, train_main
 from nd_det.classification.trainer import ClassificationTrainer
-from nd_det.classification.progress import ProgressClock
+from nd_det.utils.progress import ProgressClock
 from nd_det.losses import load_class_means
 
 from .helpers import DIGITS_TRAIN, distill_section, tiny_config, write_yaml

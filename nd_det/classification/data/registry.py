@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ..named_registry import Registry, lookup, register_as, registered_names
+from ...utils.registry import Registry, lookup, register_as, registered_names
 from .cifar100 import CIFAR100Dataset
 from .digits import load_digits_split
 from .fashion_mnist import DEBIAN_FASHION_MNIST_DIR, load_fashion_mnist

@@ -10,7 +10,7 @@ from typing import List, Mapping, Optional, Type
 
 from torch import nn
 
-from ..named_registry import Registry, lookup, register_as, registered_names
+from ...utils.registry import Registry, lookup, register_as, registered_names
 from .base import LossTerm, TermContext
 
 __all__ = ["LOSS_TERM_REGISTRY", "register_loss_term", "build_loss_terms", "available_loss_terms"]

@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 from typing import Callable, List
 
-from ..named_registry import Registry, lookup, register_as, registered_names
+from ...utils.registry import Registry, lookup, register_as, registered_names
 from .base import Classifier
 
 __all__ = ["CLASSIFIER_REGISTRY", "register_classifier", "build_classifier",

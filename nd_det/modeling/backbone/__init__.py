@@ -1,6 +1,8 @@
 """Student backbones detectron2 lacks.  Importing this package registers, in detectron2's
 BACKBONE_REGISTRY, ``build_mobilenetv2_backbone`` (bottom-up MobileNetV2) and
-``build_mobilenetv2_fpn_backbone``.  ResNet-18/34 students use detectron2's own
+``build_mobilenetv2_fpn_backbone``, and ``build_torchvision_backbone`` /
+``build_torchvision_fpn_backbone`` (any torchvision classification model, ``MODEL.TORCHVISION``;
+:func:`check_torchvision_config` validates its keys).  ResNet-18/34 students use detectron2's own
 ``build_resnet_fpn_backbone``; :func:`check_resnet_basic_config` names the keys they need.
 Their config keys are added by :func:`nd_det.config.add_backbone_config`."""
 from .fpn import build_mobilenetv2_fpn_backbone, fpn_over
@@ -11,7 +13,12 @@ from .mobilenetv2 import (
     build_mobilenetv2_backbone,
     check_mobilenetv2_config,
 )
+from .norm_conversion import BATCH_NORM_CHOICES, convert_batch_norms
 from .resnet_basic import check_resnet_basic_config
+from .torchvision_bottom_up import TorchvisionBottomUp
+from .torchvision_config import check_torchvision_config, torchvision_stages
+from .torchvision_fpn import build_torchvision_backbone, build_torchvision_fpn_backbone
+from .torchvision_stages import TORCHVISION_DEFAULT_STAGES, build_torchvision_classifier
 
 __all__ = [
     "build_mobilenetv2_backbone",
@@ -22,4 +29,13 @@ __all__ = [
     "MobileNetV2",
     "MobileNetV2Stem",
     "InvertedResidual",
+    "build_torchvision_backbone",
+    "build_torchvision_fpn_backbone",
+    "check_torchvision_config",
+    "torchvision_stages",
+    "TorchvisionBottomUp",
+    "TORCHVISION_DEFAULT_STAGES",
+    "build_torchvision_classifier",
+    "BATCH_NORM_CHOICES",
+    "convert_batch_norms",
 ]

@@ -1,8 +1,9 @@
-"""fvcore registries keyed by the names configs use, with one clear error for unknown names.
+"""fvcore registries keyed by the names configs use, with one clear error for unknown names
+(the classification registries and the detection distillation terms).
 
-fvcore's ``Registry.register`` takes an entry's name from its ``__name__``; the classification
-registries key entries by config names ("resnet32x4", "reviewkd", "cifar100") that are not
-Python identifiers of the registered objects, so ``register_as`` passes the name explicitly.
+fvcore's ``Registry.register`` takes an entry's name from its ``__name__``; these registries key
+entries by config names ("resnet32x4", "reviewkd", "cifar100") that are not the Python names of the
+registered objects, so ``register_as`` passes the name explicitly.
 """
 from typing import Any, List
 

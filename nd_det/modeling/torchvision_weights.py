@@ -1,0 +1,149 @@
+"""torchvision ImageNet files as ``MODEL.WEIGHTS`` of a student with a torchvision backbone
+(``build_torchvision_fpn_backbone``), with no conversion step.
+
+A file as torchvision publishes it (``torch.save(model.state_dict())``: keys such as
+``features.0.0.weight``) holds none of the detector's key names, so detectron2's
+DetectionCheckpointer, which loads by name into the whole GeneralizedRCNN, would load nothing
+and only warn.  The student's torchvision bottom-up keeps torchvision's module names under
+``backbone.bottom_up.body.``, so such a file maps onto it by adding that prefix.
+
+:func:`torchvision_state_for_model` recognises the layout (no key of the file belongs to the
+model's own top-level modules) and returns the file's tensors under the student's names, after
+a strict check: every key of the bottom-up present with the right shape (BatchNorm
+``num_batches_tracked`` counters may be absent), and every other key of the file a key of
+torchvision's architecture that the cut model does not use (classifier, layers past the last
+stage, BatchNorm statistics of layers turned into GroupNorm).  Anything else is one
+:class:`TorchvisionWeightsError` line naming what is missing or mismatched, and, when the file
+is another listed architecture's, which one.
+
+:class:`TorchvisionWeightsMixin` does this inside any DetectionCheckpointer subclass (put it
+first among the bases); :class:`TorchvisionWeightsCheckpointer` is DetectionCheckpointer with
+it.  Checkpoints in the detector's own layout load exactly as before.
+"""
+import functools
+from typing import Dict, Mapping, Optional, Tuple
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from torch import nn
+
+from ..errors import UserError
+from ..utils.text import short_list
+from .backbone.torchvision_bottom_up import BODY_NAME, TorchvisionBottomUp
+from .backbone.torchvision_stages import TORCHVISION_DEFAULT_STAGES, build_torchvision_classifier
+
+__all__ = [
+    "TorchvisionWeightsError",
+    "find_torchvision_bottom_up",
+    "is_torchvision_layout",
+    "torchvision_state_for_model",
+    "TorchvisionWeightsMixin",
+    "TorchvisionWeightsCheckpointer",
+]
+
+_DDP_PREFIX = "module."
+_COUNTER = "num_batches_tracked"
+
+
+class TorchvisionWeightsError(UserError, ValueError):
+    """A torchvision-layout weights file that does not fit the student's torchvision backbone."""
+
+
+def find_torchvision_bottom_up(model: nn.Module) -> Optional[Tuple[str, TorchvisionBottomUp]]:
+    """(state-dict prefix, module) of the student's torchvision bottom-up, e.g.
+    ``("backbone.bottom_up.", ...)``; None when the model has none."""
+    for name, module in model.named_modules():
+        if isinstance(module, TorchvisionBottomUp):
+            return (name + "." if name else ""), module
+    return None
+
+
+def _without_ddp(key: str) -> str:
+    return key[len(_DDP_PREFIX):] if key.startswith(_DDP_PREFIX) else key
+
+
+def is_torchvision_layout(state: Mapping[str, object], model: nn.Module) -> bool:
+    """True when no key of ``state`` starts with a top-level name of ``model``'s state dict
+    (``backbone``, ``proposal_generator``, ``roi_heads``, ...): a classifier's file, not a
+    checkpoint of this detector."""
+    own = {key.split(".", 1)[0] for key in model.state_dict()}
+    return bool(state) and not any(_without_ddp(key).split(".", 1)[0] in own for key in state)
+
+
+@functools.lru_cache(maxsize=None)
+def _reference_keys(arch: str) -> frozenset:
+    model = build_torchvision_classifier(arch, device="meta")
+    return frozenset(key for key in model.state_dict() if not key.endswith(_COUNTER))
+
+
+def _matching_architecture(keys) -> Optional[str]:
+    """The listed architecture whose state-dict keys the file holds exactly, if any."""
+    given = frozenset(key for key in keys if not key.endswith(_COUNTER))
+    return next((arch for arch in TORCHVISION_DEFAULT_STAGES if _reference_keys(arch) == given),
+                None)
+
+
+def torchvision_state_for_model(model: nn.Module, state: Mapping[str, object],
+                                source: str = "MODEL.WEIGHTS") -> Optional[Dict[str, object]]:
+    """``state`` under the names of ``model``'s torchvision bottom-up, when ``state`` is a
+    torchvision-layout file and the model has such a bottom-up (otherwise None: load it as it
+    is).  Raises TorchvisionWeightsError unless the file fits strictly (module docstring)."""
+    found = find_torchvision_bottom_up(model)
+    if found is None or not is_torchvision_layout(state, model):
+        return None
+    prefix, bottom_up = found
+    expected = {key: tuple(value.shape) for key, value in bottom_up.body.state_dict().items()}
+    missing = [key for key in expected if key not in state and not key.endswith(_COUNTER)]
+    wrong_shapes = [f"{key} {tuple(state[key].shape)} in the file vs {shape} in the model"
+                    for key, shape in expected.items()
+                    if key in state and tuple(state[key].shape) != shape]
+    unexpected = [key for key in state
+                  if key not in expected and key not in bottom_up.unused_torchvision_keys]
+    if missing or wrong_shapes or unexpected:
+        problems = []
+        if missing:
+            problems.append(f"missing {len(missing)} keys: {short_list(missing, 5)}")
+        if wrong_shapes:
+            problems.append(f"{len(wrong_shapes)} shape mismatches: {short_list(wrong_shapes, 3)}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} keys torchvision's {bottom_up.arch} lacks: "
+                            f"{short_list(unexpected, 5)}")
+        other = _matching_architecture(state)
+        hint = (f"its keys are those of torchvision's {other}: set MODEL.TORCHVISION.ARCH "
+                f"{other}, or give the {bottom_up.arch} file" if other and other != bottom_up.arch
+                else f"give torchvision's {bottom_up.arch} ImageNet file (torch.save of "
+                "model.state_dict()) for the MODEL.TORCHVISION settings of this config")
+        raise TorchvisionWeightsError(
+            f"{source} does not fit the student's torchvision backbone ({bottom_up.arch}): "
+            + "; ".join(problems) + f"; {hint}")
+    body_prefix = prefix + BODY_NAME + "."
+    return {body_prefix + key: value for key, value in state.items() if key in expected}
+
+
+class TorchvisionWeightsMixin:
+    """DetectionCheckpointer mixin: a torchvision ImageNet file loads into the student's
+    torchvision bottom-up (strictly); any other checkpoint loads as DetectionCheckpointer
+    loads it.  Use it as the first base: ``class C(TorchvisionWeightsMixin,
+    DetectionCheckpointer)``."""
+
+    def _load_file(self, filename):
+        self._torchvision_source = filename  # named in the error message
+        return super()._load_file(filename)
+
+    def _load_model(self, checkpoint):
+        state = checkpoint.get("model")
+        if isinstance(state, Mapping):
+            source = f"weights file {getattr(self, '_torchvision_source', '')}".strip()
+            routed = torchvision_state_for_model(self.model, state, source)
+            if routed is not None:
+                checkpoint = dict(checkpoint, model=routed)
+        return super()._load_model(checkpoint)
+
+
+class TorchvisionWeightsCheckpointer(TorchvisionWeightsMixin, DetectionCheckpointer):
+    """DetectionCheckpointer that also takes torchvision ImageNet files for torchvision
+    backbones."""
+
+
+def _tensor_shape(value) -> Tuple[int, ...]:  # pragma: no cover - kept for numpy/tensor parity
+    return tuple(torch.as_tensor(value).shape)

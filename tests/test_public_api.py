@@ -1,0 +1,207 @@
+"""The public names the applications (demo, benchmark, ablation) build on: FrozenTeacher,
+DistillRCNN's step pieces, the student checkpointer, the resumable sampler, the config helpers
+and the launcher's worker-error path."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data.samplers import TrainingSampler
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes
+from detectron2.utils.events import EventStorage
+
+from nd_det.config import add_distill_config
+from nd_det.engine.resumable_sampler import ResumableTrainingSampler
+from nd_det.errors import UserError, run_cli
+from nd_det.modeling import (FrozenTeacher, StudentWeightsError, TeacherNeeds,
+                             WeightsFileError, load_student_checkpoint, local_weights_file,
+                             plain_student_cfg)
+
+from .helpers.tiny_distill import REPO, random_batch, tiny_distill_cfg
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("api")
+    # RGB student, BGR teacher: the teacher must see its own channel order
+    cfg = tiny_distill_cfg(str(tmp), "R50_from_R101_kd_nd.yaml", extra_opts=[
+        "INPUT.FORMAT", "RGB", "MODEL.PIXEL_MEAN", "[120.0, 110.0, 100.0]",
+        "MODEL.PIXEL_STD", "[50.0, 55.0, 60.0]"])
+    torch.manual_seed(0)
+    return cfg, build_model(cfg)
+
+
+def test_frozen_teacher_builds_freezes_and_loads_exactly(setup):
+    cfg, _ = setup
+    teacher = FrozenTeacher(cfg)
+    assert teacher.weights_loaded and not teacher.model.training
+    assert all(not p.requires_grad for p in teacher.model.parameters())
+    saved = torch.load(cfg.MODEL.DISTILL.TEACHER_WEIGHTS, weights_only=True)["model"]
+    assert all(torch.equal(saved[k], v) for k, v in teacher.model.state_dict().items())
+    assert teacher.flip_channels  # RGB student, BGR (model-zoo style) teacher
+    assert teacher.identity["teacher_weights"] == cfg.MODEL.DISTILL.TEACHER_WEIGHTS
+    assert teacher.num_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    assert teacher.embedding_dim == 64
+
+
+def test_frozen_teacher_preprocess_and_outputs_equal_a_hand_computation(setup):
+    cfg, model = setup
+    teacher = model.frozen_teacher
+    batch = random_batch(seed=3)
+    raw = [x["image"].float() for x in batch]
+    images = teacher.preprocess(raw)
+    detector = teacher.model
+    for i, x in enumerate(raw):
+        expected = (x.flip(0) - detector.pixel_mean) / detector.pixel_std
+        h, w = x.shape[-2:]
+        torch.testing.assert_close(images.tensor[i, :, :h, :w], expected)
+    boxes = [Boxes(torch.tensor([[4.0, 4.0, 40.0, 30.0], [10.0, 20.0, 60.0, 70.0]]))] * 2
+    out = teacher.outputs(images, boxes, TeacherNeeds(embeddings=True, logits=True))
+    with torch.no_grad():
+        features = detector.backbone(images.tensor)
+        heads = detector.roi_heads
+        pooled = heads.box_pooler([features[f] for f in heads.box_in_features], boxes)
+        embeddings = heads.box_head(pooled)
+        logits = heads.box_predictor(embeddings)[0]
+    assert set(out.features) == set(features)
+    torch.testing.assert_close(out.embeddings, embeddings)
+    torch.testing.assert_close(out.logits, logits)
+    assert not out.embeddings.requires_grad
+    only_features = teacher.outputs(images, boxes, TeacherNeeds())
+    assert only_features.embeddings is None and only_features.logits is None
+
+
+def test_distill_step_pieces_compose_to_the_training_step(setup):
+    """preprocess_pair + student_box_branch + distill_inputs give the terms what forward() gives
+    them: the same loss values, with one seed for the RoI sampling."""
+    cfg, model = setup
+    batch = random_batch(seed=5)
+    model.train()
+    with EventStorage(0):
+        torch.manual_seed(11)
+        losses = model(batch)
+        torch.manual_seed(11)
+        images, teacher_images = model.preprocess_pair(batch)
+        gt = [x["instances"] for x in batch]
+        features = model.backbone(images.tensor)
+        proposals, _ = model.proposal_generator(images, features, gt)
+        sampled = model.roi_heads.label_and_sample_proposals(proposals, gt)
+        embeddings, logits, box_losses = model.student_box_branch(features, sampled)
+        inputs = model.distill_inputs(features, embeddings, logits, teacher_images, sampled)
+    assert model.teacher_needs == TeacherNeeds(embeddings=True, logits=True)
+    for term in model.distill_losses:
+        torch.testing.assert_close(term(inputs), losses["loss_" + term.name])
+    torch.testing.assert_close(box_losses["loss_cls"], losses["loss_cls"])
+
+
+def test_teacher_follows_to_and_stays_in_eval_mode(setup):
+    _, model = setup
+    model.train()
+    assert not model.teacher.training
+    model.to(torch.float64)
+    assert next(model.teacher.parameters()).dtype == torch.float64
+    model.to(torch.float32)
+    assert not any(k.startswith("frozen_teacher") for k in model.state_dict())
+
+
+def test_student_checkpoint_loads_exactly_or_names_the_mismatch(setup, tmp_path):
+    cfg, model = setup
+    path = tmp_path / "student.pth"
+    torch.save({"model": model.state_dict(), "iteration": 3}, path)
+    student = build_model(plain_student_cfg(cfg))
+    loaded = load_student_checkpoint(student, str(path))
+    assert loaded.training_only_keys == []  # KD++ trains no extra module
+    assert loaded.extra["iteration"] == 3
+    state = model.state_dict()
+    del state["roi_heads.box_predictor.cls_score.bias"]
+    torch.save({"model": state}, path)
+    with pytest.raises(StudentWeightsError, match=r"MODEL.WEIGHTS .*student.pth does not fit the "
+                       r"student of the config \(missing keys: "
+                       r"roi_heads.box_predictor.cls_score.bias\)"):
+        load_student_checkpoint(build_model(plain_student_cfg(cfg)), str(path))
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(StudentWeightsError, match="is not a detectron2 checkpoint"):
+        load_student_checkpoint(build_model(plain_student_cfg(cfg)), str(path))
+
+
+def test_weights_files_missing_or_not_downloadable_name_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(WeightsFileError, match=r"MODEL.WEIGHTS .*nope.pkl: file not found"):
+        local_weights_file("MODEL.WEIGHTS", str(tmp_path / "nope.pkl"))
+    url = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+    with pytest.raises(WeightsFileError) as error:
+        local_weights_file("MODEL.WEIGHTS", "http://127.0.0.1:9/R-50.pkl")
+    assert "could not download" in str(error.value) and "a network failure" in str(error.value)
+    # the manual fix names the real https address behind a detectron2:// URL
+    from nd_det.modeling.weights import https_url
+
+    assert https_url(url) == ("https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/"
+                              "MSRA/R-50.pkl")
+
+
+def test_resumable_sampler_is_detectron2s_stream_and_skips():
+    ours = ResumableTrainingSampler(7, seed=3)
+    theirs = TrainingSampler(7, seed=3)
+    first = [i for _, i in zip(range(30), iter(ours))]
+    assert first == [i for _, i in zip(range(30), iter(theirs))]
+    ours.skip = 12
+    assert [i for _, i in zip(range(18), iter(ours))] == first[12:]
+    restored = ResumableTrainingSampler(7, seed=99)
+    restored.load_state_dict(ours.state_dict())
+    assert restored.seed == 3
+    with pytest.raises(ValueError, match="covered 7 images but the training set now has 8"):
+        ResumableTrainingSampler(8).load_state_dict(ours.state_dict())
+
+
+def test_add_distill_config_adds_every_missing_node():
+    cfg = get_cfg()
+    add_distill_config(cfg)
+    del cfg.SOLVER.AMP["PRECISION"]  # a config that has MODEL.DISTILL but lacks the AMP key
+    add_distill_config(cfg)
+    assert cfg.SOLVER.AMP.PRECISION == "float16"
+    assert "MOBILENETV2" in cfg.MODEL and "TORCHVISION" in cfg.MODEL
+
+
+def test_run_cli_turns_a_user_error_into_one_line(capsys):
+    def failing(argv):
+        raise UserError("MODEL.X is wrong:\n  set it to 1")
+
+    assert run_cli(failing) == 2
+    assert capsys.readouterr().err == "ERROR: MODEL.X is wrong: set it to 1\n"
+
+
+WORKER_FAILS = r'''
+import sys
+from nd_det.engine.cli import launch_main
+from nd_det.errors import UserError
+
+
+class Args:
+    num_gpus, num_machines, machine_rank, dist_url = 2, 1, 0, "auto"
+
+
+def main(args):
+    from detectron2.utils import comm
+    if comm.get_rank() == 1:
+        raise UserError("rank 1 found MODEL.BAD=3: set it to 1")
+    comm.synchronize()
+
+
+if __name__ == "__main__":
+    launch_main(main, Args())
+'''
+
+
+def test_a_user_error_in_a_worker_is_one_line_and_exit_2(tmp_path):
+    script = tmp_path / "worker_fails.py"
+    script.write_text(WORKER_FAILS)
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1",
+               PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR:")]
+    assert errors == ["ERROR: rank 1 found MODEL.BAD=3: set it to 1"]
