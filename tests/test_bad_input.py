@@ -63,7 +63,7 @@ def test_teacher_weights_with_a_wrong_shape(tmp_path):
         "MODEL.ROI_BOX_HEAD.FC_DIM", "32"]
     write_teacher_checkpoint(other)
     with pytest.raises(TeacherError, match=r"shape mismatches: roi_heads.box_head.fc1.weight "
-                       r"\(32, .*\) vs model \(64, "):
+                       r"\(32, .*\) in the checkpoint vs \(64, .*\) in the model"):
         build_model(cfg)
 
 

@@ -9,7 +9,6 @@ Rows, in this order: ``teacher``, ``student alone``, ``distilled student``; each
 """
 import json
 import math
-import os
 from typing import Dict, List, Sequence
 
 from ..utils.atomic_file import atomic_write_json, atomic_write_text

@@ -23,8 +23,8 @@ from detectron2.modeling import build_model
 from ..config import add_backbone_config
 from ..errors import UserError
 from ..modeling.distill_terms import terms_with_modules
-from ..modeling.student_checkpoint import (load_student_checkpoint, plain_student_cfg,
-                                           uses_nd_det_backbone)
+from ..modeling.student_checkpoint import (BACKBONE_CONFIG_NODES, load_student_checkpoint,
+                                           plain_student_cfg, uses_nd_det_backbone)
 from ..modeling.weights import WeightsFileError, is_url, local_weights_file
 from ..utils.paths import check_writable
 from ..utils.text import first_line, short_list
@@ -62,7 +62,8 @@ def _backbone_note(student: CfgNode) -> List[str]:
         return []
     return [
         f"the student's backbone {student.MODEL.BACKBONE.NAME} exists only in nd-det: "
-        "config.yaml keeps nd-det's backbone keys (MODEL.MOBILENETV2), and the process that "
+        f"config.yaml keeps nd-det's backbone keys "
+        f"(MODEL.{BACKBONE_CONFIG_NODES.get(student.MODEL.BACKBONE.NAME, '?')}), and the process that "
         "loads it must run `import nd_det` and `nd_det.config.add_backbone_config(cfg)` before "
         "cfg.merge_from_file (everything else is plain detectron2)."
     ]

@@ -19,6 +19,7 @@ from .weights import local_weights_file
 __all__ = [
     "DISTILL_STATE_PREFIX",
     "ND_DET_MODEL_NODES",
+    "BACKBONE_CONFIG_NODES",
     "student_state_dict",
     "is_distill_module_key",
     "uses_nd_det_backbone",
@@ -32,8 +33,13 @@ __all__ = [
 # state_dict prefix of the training-only distillation modules (DistillRCNN.distill_losses)
 DISTILL_STATE_PREFIX = "distill_losses."
 # config nodes (under MODEL) that nd-det adds; stock detectron2 rejects a yaml holding them
-ND_DET_MODEL_NODES = ("DISTILL", "MOBILENETV2")
-_ND_DET_BACKBONE_NODES = ("MOBILENETV2",)
+ND_DET_MODEL_NODES = ("DISTILL", "MOBILENETV2", "TORCHVISION")
+# the node each nd-det backbone builder reads (kept in a plain config that uses the builder)
+BACKBONE_CONFIG_NODES = {
+    "build_mobilenetv2_backbone": "MOBILENETV2",
+    "build_mobilenetv2_fpn_backbone": "MOBILENETV2",
+    "build_torchvision_fpn_backbone": "TORCHVISION",
+}
 
 
 def _without_ddp_prefix(key: str) -> str:
@@ -67,9 +73,9 @@ def plain_student_cfg(cfg: CfgNode) -> CfgNode:
     plain.SOLVER.AMP.pop("PRECISION", None)
     if plain.MODEL.META_ARCHITECTURE == "DistillRCNN":
         plain.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
-    keep = _ND_DET_BACKBONE_NODES if uses_nd_det_backbone(plain) else ()
+    keep = BACKBONE_CONFIG_NODES.get(plain.MODEL.BACKBONE.NAME)
     for node in ND_DET_MODEL_NODES:
-        if node not in keep:
+        if node != keep:
             plain.MODEL.pop(node, None)
     plain.freeze()
     return plain
@@ -133,6 +139,19 @@ class StrictCheckpointer(DetectionCheckpointer):
         """True when the last load matched every key in name and shape."""
         return not (self.missing_keys or self.unexpected_keys or self.incorrect_shapes)
 
+    def describe_mismatch(self) -> str:
+        """The last load's mismatches, e.g. "missing keys: a; shape mismatches: ..."."""
+        problems = []
+        if self.missing_keys:
+            problems.append(f"missing keys: {short_list(self.missing_keys, 6)}")
+        if self.unexpected_keys:
+            problems.append(f"unexpected keys: {short_list(self.unexpected_keys, 6)}")
+        if self.incorrect_shapes:
+            problems.append("shape mismatches: " + short_list(
+                [f"{k} {tuple(a)} in the checkpoint vs {tuple(b)} in the model"
+                 for k, a, b in self.incorrect_shapes], 3))
+        return "; ".join(problems)
+
 
 class StudentCheckpointer(StrictCheckpointer):
     """Loads the student part of any checkpoint (DistillRCNN training checkpoints included) into
@@ -147,19 +166,6 @@ class StudentCheckpointer(StrictCheckpointer):
     def _student_only(self, state: Dict) -> Dict:
         self.training_only_keys = sorted(k for k in state if is_distill_module_key(k))
         return student_state_dict(state)
-
-    def describe_mismatch(self) -> str:
-        """The last load's mismatches, e.g. "missing keys: a; shape mismatches: ..."."""
-        problems = []
-        if self.missing_keys:
-            problems.append(f"missing keys: {short_list(self.missing_keys, 6)}")
-        if self.unexpected_keys:
-            problems.append(f"unexpected keys: {short_list(self.unexpected_keys, 6)}")
-        if self.incorrect_shapes:
-            problems.append("shape mismatches: " + short_list(
-                [f"{k} {tuple(a)} in the checkpoint vs {tuple(b)} in the model"
-                 for k, a, b in self.incorrect_shapes], 3))
-        return "; ".join(problems)
 
 
 class StudentWeightsError(UserError, ValueError):

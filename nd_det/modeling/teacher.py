@@ -28,12 +28,10 @@ import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, ImageList
-from torch import nn
 
 from ..config import DistillConfigError, add_distill_config, merge_config
 from ..errors import UserError
 from ..utils.modules import freeze
-from ..utils.text import short_list
 from .student_checkpoint import DISTILL_STATE_PREFIX, StrictCheckpointer
 from .weights import local_weights_file
 
@@ -155,19 +153,11 @@ class FrozenTeacher:
         checkpointer = StrictCheckpointer(self.model, unreadable=unreadable,
                                           allowed_unexpected=_allowed_unexpected)
         checkpointer.load(local)
-        problems = []
-        if checkpointer.missing_keys:
-            problems.append(f"missing keys: {short_list(checkpointer.missing_keys)}")
-        if checkpointer.unexpected_keys:
-            problems.append(f"unexpected keys: {short_list(checkpointer.unexpected_keys)}")
-        if checkpointer.incorrect_shapes:
-            shapes = [f"{k} {tuple(a)} vs model {tuple(b)}"
-                      for k, a, b in checkpointer.incorrect_shapes]
-            problems.append(f"shape mismatches: {short_list(shapes, 4)}")
+        problems = checkpointer.describe_mismatch()
         if problems:
             raise TeacherError(
                 f"teacher weights {self.weights!r} do not match the teacher built from "
-                "MODEL.DISTILL.TEACHER_CONFIG (" + "; ".join(problems) + "). Use the checkpoint "
+                f"MODEL.DISTILL.TEACHER_CONFIG ({problems}). Use the checkpoint "
                 "of that exact architecture, or fix TEACHER_CONFIG / TEACHER_OPTS to describe it."
             )
         freeze(self.model)

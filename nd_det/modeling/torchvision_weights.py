@@ -23,7 +23,6 @@ it.  Checkpoints in the detector's own layout load exactly as before.
 import functools
 from typing import Dict, Mapping, Optional, Tuple
 
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
@@ -144,6 +143,3 @@ class TorchvisionWeightsCheckpointer(TorchvisionWeightsMixin, DetectionCheckpoin
     """DetectionCheckpointer that also takes torchvision ImageNet files for torchvision
     backbones."""
 
-
-def _tensor_shape(value) -> Tuple[int, ...]:  # pragma: no cover - kept for numpy/tensor parity
-    return tuple(torch.as_tensor(value).shape)
