@@ -168,6 +168,10 @@ def add_distill_config(cfg: CN) -> CN:
     _C.MODEL.DISTILL.REVIEWKD.MID_CHANNELS = 256
     # Normalisation inside the ABF modules: "bn" (reference), "gn" or "none".
     _C.MODEL.DISTILL.REVIEWKD.NORM = "bn"
+    # With NORM "bn": the number of images each ABF BatchNorm normalises over.  The reference
+    # trained 4 GPUs x 2 images, so 2; when a process holds fewer (8 GPUs x 1 image), consecutive
+    # ranks are synchronised in groups holding BN_IMAGES images.  0: each process's own images.
+    _C.MODEL.DISTILL.REVIEWKD.BN_IMAGES = 2
 
     return cfg
 

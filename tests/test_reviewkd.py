@@ -244,3 +244,88 @@ def test_hcl_loss_and_fusion_on_an_empty_batch():
     assert loss.requires_grad
     loss.backward()
     assert student[0].grad is not None and student[0].grad.shape == (0, 2, 4, 4)
+
+
+# ----------------------------------------------------------------------------- ABF statistics
+# over a group of processes (MODEL.DISTILL.REVIEWKD.BN_IMAGES): 2 gloo processes with one image
+# each must give what one process gives with both images, forward and backward.
+_LEVELS = [(8, 6, 10), (8, 3, 5)]  # (channels, height, width), shallow -> deep
+
+
+def _fusion_and_batch(seed=0):
+    torch.manual_seed(seed)
+    fusion = ReviewKDFusion([c for c, _, _ in _LEVELS], [6, 6], mid_channels=4)
+    feats = [torch.randn(2, c, h, w, generator=_generator(seed + i)) * (1 + i)
+             for i, (c, h, w) in enumerate(_LEVELS)]
+    return fusion, feats
+
+
+def _fused_loss(fusion, feats):
+    outs = fusion(feats)
+    # the same weight for each image's outputs, wherever the image is in the batch
+    return sum((o * torch.arange(o[0].numel()).reshape(o.shape[1:]).sin()).sum()
+               for o in outs), outs
+
+
+def _group_bn_worker(rank, init_file, out_dir):
+    import os
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        plain, feats = _fusion_and_batch()
+        group = dist.new_group([0, 1])
+        synced = ReviewKDFusion([c for c, _, _ in _LEVELS], [6, 6], mid_channels=4,
+                                bn_group=group)
+        synced.load_state_dict(plain.state_dict())
+        mine = [f[rank:rank + 1].clone().requires_grad_(True) for f in feats]
+        loss, outs = _fused_loss(synced, mine)
+        loss.backward()
+        torch.save({"outs": [o.detach() for o in outs], "input_grads": [f.grad for f in mine],
+                    "param_grads": {k: p.grad for k, p in synced.named_parameters()}},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_abf_batch_norm_over_two_processes_equals_one_process_with_both_images(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_group_bn_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+             join=True)
+    fusion, feats = _fusion_and_batch()
+    feats = [f.clone().requires_grad_(True) for f in feats]
+    loss, outs = _fused_loss(fusion, feats)
+    loss.backward()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for r, got in enumerate(ranks):
+        for level, out in enumerate(outs):
+            torch.testing.assert_close(got["outs"][level], out[r:r + 1].detach(), rtol=1e-5,
+                                       atol=1e-5)
+            torch.testing.assert_close(got["input_grads"][level], feats[level].grad[r:r + 1],
+                                       rtol=1e-4, atol=1e-5)
+    # each rank holds its images' share of the parameter gradients; DDP sums them
+    for name, param in fusion.named_parameters():
+        total = ranks[0]["param_grads"][name] + ranks[1]["param_grads"][name]
+        torch.testing.assert_close(total, param.grad, rtol=1e-4, atol=1e-5)
+    # a plain BatchNorm per process (one image each) would normalise differently
+    per_image, _ = _fusion_and_batch()
+    alone = per_image([f[:1].detach() for f in feats])
+    assert not torch.allclose(alone[0], outs[0][:1].detach(), atol=1e-3)
+
+
+def test_bn_group_size_reproduces_two_images_per_batch_norm():
+    from nd_det.config import DistillConfigError
+    from nd_det.modeling.bn_groups import bn_group_size
+
+    assert bn_group_size(2, ims_per_batch=8, world_size=8) == 2  # 8 GPUs x 1 image -> pairs
+    assert bn_group_size(2, ims_per_batch=8, world_size=4) == 1  # 4 x 2: the reference itself
+    assert bn_group_size(2, ims_per_batch=8, world_size=1) == 1
+    assert bn_group_size(0, ims_per_batch=8, world_size=8) == 1
+    assert bn_group_size(4, ims_per_batch=8, world_size=8) == 4
+    with pytest.raises(DistillConfigError, match=r"BN_IMAGES=2 groups 2 processes .* does not "
+                       r"divide the 3 processes"):
+        bn_group_size(2, ims_per_batch=3, world_size=3)
+    with pytest.raises(DistillConfigError, match="BN_IMAGES=3 is not a multiple of the 2 images"):
+        bn_group_size(3, ims_per_batch=16, world_size=8)

@@ -13,6 +13,7 @@ from .class_means import (
 )
 from .dist import dist_loss
 from .dkd import dkd_loss
+from .group_batch_norm import GroupSyncBatchNorm2d
 from .kd import kd_loss
 from .nd import NDLoss, nd_loss, nd_loss_per_row, nd_loss_unit, unit_class_means
 from .projection import EmbeddingProjection
@@ -21,7 +22,7 @@ from .reviewkd import ABF, ReviewKDFusion, hcl_loss
 __all__ = [
     "nd_loss", "nd_loss_unit", "nd_loss_per_row", "NDLoss", "unit_class_means",
     "kd_loss", "dkd_loss", "dist_loss",
-    "hcl_loss", "ABF", "ReviewKDFusion",
+    "hcl_loss", "ABF", "ReviewKDFusion", "GroupSyncBatchNorm2d",
     "EmbeddingProjection",
     "ClassMeanAccumulator", "ClassMeans", "ClassMeansError",
     "load_class_means", "save_class_means", "metadata_mismatches",

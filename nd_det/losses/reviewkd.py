@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .group_batch_norm import GroupSyncBatchNorm2d
 from .precision import at_least_float32
 
 __all__ = ["ABF", "ReviewKDFusion", "hcl_loss"]
@@ -18,10 +19,12 @@ __all__ = ["ABF", "ReviewKDFusion", "hcl_loss"]
 _HCL_POOL_SIZES = (4, 2, 1)
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+def _norm(kind: str, channels: int, bn_group=None) -> nn.Module:
     if kind == "bn":
         # ABFs only ever run in training (they feed a loss), so running statistics would never
         # be used; not tracking them also keeps data-parallel ranks bit-identical
+        if bn_group is not None:
+            return GroupSyncBatchNorm2d(channels, bn_group)
         return nn.BatchNorm2d(channels, track_running_stats=False)
     if kind == "gn":
         return nn.GroupNorm(32 if channels % 32 == 0 else 1, channels)
@@ -39,15 +42,15 @@ class ABF(nn.Module):
     """
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, fuse: bool,
-                 norm: str = "bn"):
+                 norm: str = "bn", bn_group=None):
         super().__init__()
         self.reduce = nn.Sequential(
             nn.Conv2d(in_channels, mid_channels, kernel_size=1, bias=False),
-            _norm(norm, mid_channels),
+            _norm(norm, mid_channels, bn_group),
         )
         self.output = nn.Sequential(
             nn.Conv2d(mid_channels, out_channels, kernel_size=3, padding=1, bias=False),
-            _norm(norm, out_channels),
+            _norm(norm, out_channels, bn_group),
         )
         self.attention = (
             nn.Sequential(nn.Conv2d(2 * mid_channels, 2, kernel_size=1), nn.Sigmoid())
@@ -80,6 +83,8 @@ class ReviewKDFusion(nn.Module):
         out_channels: teacher channels per level (shallow -> deep).
         mid_channels: width of the fused residual path.
         norm: "bn" (reference), "gn" or "none".
+        bn_group: with "bn", a torch.distributed process group whose images the BatchNorm
+            statistics cover (:class:`GroupSyncBatchNorm2d`); None: this process's images.
 
     Works for detection (5 FPN levels of 256 channels) and for classification stages of
     different widths and sizes; pass ``out_sizes`` (teacher spatial sizes) when they differ from
@@ -87,7 +92,7 @@ class ReviewKDFusion(nn.Module):
     """
 
     def __init__(self, in_channels: Sequence[int], out_channels: Sequence[int],
-                 mid_channels: int, norm: str = "bn"):
+                 mid_channels: int, norm: str = "bn", bn_group=None):
         super().__init__()
         if len(in_channels) != len(out_channels) or not in_channels:
             raise ValueError(
@@ -96,7 +101,7 @@ class ReviewKDFusion(nn.Module):
             )
         n = len(in_channels)
         self.abfs = nn.ModuleList(
-            ABF(c_in, mid_channels, c_out, fuse=(i < n - 1), norm=norm)
+            ABF(c_in, mid_channels, c_out, fuse=(i < n - 1), norm=norm, bn_group=bn_group)
             for i, (c_in, c_out) in enumerate(zip(in_channels, out_channels))
         )
 

@@ -28,6 +28,7 @@ from ..losses import (
 )
 from ..losses.reviewkd import ReviewKDFusion
 from ..utils.registry import Registry, register_as, registered_names
+from .bn_groups import abf_bn_group
 from .teacher import FrozenTeacher
 
 __all__ = ["DistillInputs", "DistillTerm", "DISTILL_TERM_REGISTRY", "register_distill_term",
@@ -178,11 +179,14 @@ class ReviewKDTerm(DistillTerm):
                     f"MODEL.DISTILL.REVIEWKD.IN_FEATURES={self.in_features}: the {who} backbone has "
                     f"no level(s) {missing} (it has {sorted(shapes)})."
                 )
+        bn_group = (abf_bn_group(int(c.BN_IMAGES), int(cfg.SOLVER.IMS_PER_BATCH))
+                    if c.NORM == "bn" else None)
         self.fusion = ReviewKDFusion(
             [s_shapes[f].channels for f in self.in_features],
             [t_shapes[f].channels for f in self.in_features],
             mid_channels=int(c.MID_CHANNELS),
             norm=c.NORM,
+            bn_group=bn_group,
         )
 
     def forward(self, inputs: DistillInputs) -> torch.Tensor:
