@@ -8,10 +8,12 @@ is a bug: Python's traceback and exit status 1.
 This module imports nothing but the standard library, so the torch-only loss core and the
 classification package use it too.
 """
+import argparse
 import sys
 from typing import Callable, List, Optional
 
-__all__ = ["UserError", "EXIT_USER_ERROR", "ERROR_PREFIX", "report_user_error", "run_cli"]
+__all__ = ["UserError", "EXIT_USER_ERROR", "ERROR_PREFIX", "report_user_error", "run_cli",
+           "one_line_usage_errors"]
 
 EXIT_USER_ERROR = 2
 ERROR_PREFIX = "ERROR: "
@@ -35,3 +37,14 @@ def run_cli(main: Callable[[Optional[List[str]]], Optional[int]],
         return int(main(argv) or 0)
     except UserError as error:
         return report_user_error(error)
+
+
+def one_line_usage_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make ``parser`` report a bad command line (unknown flag, missing value) as the same single
+    ``ERROR:`` line, exit status 2, instead of argparse's usage block."""
+    def error(message: str):
+        report_user_error(UserError(f"{message} (see {parser.prog} --help)"))
+        sys.exit(EXIT_USER_ERROR)
+
+    parser.error = error
+    return parser

@@ -277,7 +277,7 @@ def test_zero_or_negative_area_box_names_the_annotation(tiny, width, height, cap
     image = data["images"][annotation["image_id"] - 1]["file_name"]
     assert (f"1 annotation(s) have a box with zero or negative width or height: annotation id "
             f"{annotation['id']} (bbox {annotation['bbox']} in {image}). Fix: ") in message
-    assert "degenerate_boxes='warn'" in message
+    assert "pass --allow-degenerate-boxes" in message
     with caplog.at_level(logging.WARNING, logger="nd_det.data"):
         summary = validate_coco_json(json_path, image_dir, degenerate_boxes="warn")
     assert summary.num_degenerate_boxes == 1

@@ -102,6 +102,44 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert not different, f"resumed run differs from the uninterrupted one in {different[:5]}"
 
 
+def test_resume_recovers_from_a_damaged_newest_checkpoint_and_keeps_the_run_record(tmp_path):
+    out = tmp_path / "recover"
+    args = _setup(tmp_path, out, 2, ["DATASETS.TEST", "()", "SOLVER.CHECKPOINT_PERIOD", "1"])
+    first = subprocess.run([sys.executable, TRAIN_NET, "--config-file", CONFIG, *args],
+                           env=ENV, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    record = (out / "config.yaml").read_bytes()
+    final = out / "model_final.pth"
+    final.write_bytes(final.read_bytes()[:4096])  # the newest checkpoint, truncated
+    (out / "last_checkpoint").write_bytes(b"\xff\xfe")  # and a tag that is not text
+    resumed = subprocess.run([sys.executable, TRAIN_NET, "--config-file", CONFIG, "--resume",
+                              *args, "SOLVER.MAX_ITER", "4"],
+                             env=ENV, capture_output=True, text=True, timeout=600)
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-3000:]
+    assert f"skipping {final}: it is truncated or not a checkpoint" in log
+    assert f"continuing from {out / 'model_0000001.pth'}" in log
+    assert "Starting training from iteration 2" in log
+    assert (out / "config.yaml").read_bytes() == record  # the run's record of its settings
+    assert "MAX_ITER: 4" in (out / "config.resume.yaml").read_text()
+    assert torch.load(final, weights_only=True)["iteration"] == 3
+
+
+def test_an_image_that_cannot_be_decoded_mid_run_is_named(tmp_path):
+    """Without --check-images, the broken file is found when a loader worker reaches it: one
+    line naming it, exit 2 (the worker's exception would otherwise be a traceback)."""
+    args = _setup(tmp_path, tmp_path / "broken", 3, ["DATASETS.TEST", "()",
+                                                      "DATALOADER.NUM_WORKERS", "1"])
+    image_dir = tmp_path / "train" / "images"
+    victim = sorted(os.listdir(image_dir))[0]
+    (image_dir / victim).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    proc = subprocess.run([sys.executable, TRAIN_NET, "--config-file", CONFIG, *args],
+                          env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, (proc.stdout + proc.stderr)[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR: ")]
+    assert len(errors) == 1 and f"image {image_dir / victim} cannot be decoded" in errors[0]
+
+
 def test_non_finite_distillation_loss_stops_naming_the_term(tmp_path):
     # a weight so large that the float32 ReviewKD loss overflows to inf at the first step
     args = _setup(tmp_path, tmp_path / "nan", 3, ["MODEL.DISTILL.REVIEWKD.WEIGHT", "1e39"])

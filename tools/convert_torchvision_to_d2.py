@@ -6,7 +6,7 @@ The logic (key mapping, checks, file layout) lives in :mod:`nd_det.modeling.weig
 import argparse
 import sys
 
-from nd_det.errors import UserError, run_cli
+from nd_det.errors import UserError, one_line_usage_errors, run_cli
 from nd_det.modeling.weight_conversion import (
     DEFAULT_KEY_PREFIX,
     SUPPORTED_ARCHITECTURES,
@@ -54,7 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--prefix", default=DEFAULT_KEY_PREFIX,
                         help=f"prefix of every converted key (default {DEFAULT_KEY_PREFIX!r}; "
                         "'backbone.' for a backbone without FPN)")
-    return parser.parse_args(argv)
+    return one_line_usage_errors(parser).parse_args(argv)
 
 
 def _main(argv=None) -> int:

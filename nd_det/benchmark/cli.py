@@ -2,10 +2,10 @@
 import argparse
 import logging
 import os
-import sys
 from typing import List, Optional
 
-from .models import BenchmarkError
+from ..errors import one_line_usage_errors, run_cli
+from ..utils.paths import check_writable
 from .report import markdown_summary, write_json, write_markdown
 from .runner import DEFAULT_LOSS_SETS, BenchmarkSettings, run_benchmark
 
@@ -54,7 +54,7 @@ def benchmark_argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", default=None,
                    help="markdown summary to write (default: the JSON path with .md)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return p
+    return one_line_usage_errors(p)
 
 
 def _switch(value: Optional[str]) -> Optional[bool]:
@@ -91,18 +91,21 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
     )
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _main(argv: Optional[List[str]]) -> int:
     args = benchmark_argument_parser().parse_args(argv)
+    markdown = args.markdown or os.path.splitext(args.output)[0] + ".md"
+    check_writable(args.output, "--output")  # before minutes of timing, not after
+    check_writable(markdown, "--markdown")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("nd_det.benchmark").setLevel(logging.INFO)
-    try:
-        result = run_benchmark(settings_from_args(args))
-    except BenchmarkError as e:
-        print(f"benchmark: {e}", file=sys.stderr)
-        return 2
+    result = run_benchmark(settings_from_args(args))
     write_json(args.output, result)
-    markdown = args.markdown or os.path.splitext(args.output)[0] + ".md"
     write_markdown(markdown, result)
     print(markdown_summary(result))
     print(f"wrote {args.output} and {markdown}")
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """tools/benchmark.py: exit status 0, or 2 with one ERROR line for bad input."""
+    return run_cli(_main, argv)

@@ -72,8 +72,8 @@ def register_coco_dataset(name: str, json_file, image_root, validate: bool = Tru
         if registered != (json_file, image_root) and not replace:
             where = f"{registered[0]} and {registered[1]}" if registered else "another loader"
             raise DatasetError(f"dataset name '{name}' is already registered (with {where}). "
-                               "Fix: choose another name for "
-                               f"{json_file}, or pass replace=True to re-register it")
+                               "Fix: give --dataset another name for "
+                               f"{json_file} (in Python: replace=True re-registers it)")
     summary = None
     if validate:
         summary = validate_coco_json(json_file, image_root, decode_images=decode_images,

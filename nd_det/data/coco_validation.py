@@ -285,8 +285,9 @@ def _check_annotations(json_file: str, annotations: List, images: Dict,
             raise DatasetError(
                 message + ". Fix: check the box format (COCO boxes are [x, y, width, height], not "
                 "[x1, y1, x2, y2]) and delete or correct these annotations; for files known to "
-                "carry a few such boxes (COCO train2017 has 2), validate with "
-                "degenerate_boxes='warn' (detectron2 drops them when it builds training targets).")
+                "carry a few such boxes (COCO train2017 has 2), pass --allow-degenerate-boxes "
+                "(in Python: degenerate_boxes='warn'); detectron2 drops them when it builds "
+                "training targets.")
         logger.warning("%s (detectron2 drops them when it builds training targets)", message)
     return len(degenerate), images_with_boxes, orphans
 

@@ -2,7 +2,7 @@
 import argparse
 from typing import List, Optional
 
-from ..errors import run_cli
+from ..errors import one_line_usage_errors, run_cli
 
 from .configs import DEFAULT_METHOD, DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG
 from .configs import DISTILL_METHODS, METHOD_NAMES
@@ -63,7 +63,7 @@ def demo_argument_parser() -> argparse.ArgumentParser:
                         "nd_det/data/embedded.py)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="KEY VALUE config overrides for teacher and student")
-    return parser
+    return one_line_usage_errors(parser)
 
 
 def _main(argv: Optional[List[str]]) -> int:

@@ -3,6 +3,8 @@ import argparse
 
 from detectron2.engine import default_argument_parser
 
+from ..errors import one_line_usage_errors
+
 __all__ = ["distill_argument_parser"]
 
 _EPILOG = """
@@ -17,7 +19,7 @@ Standard COCO is found under $DETECTRON2_DATASETS/coco (default ./datasets/coco)
 
 
 def distill_argument_parser(epilog: str = _EPILOG) -> argparse.ArgumentParser:
-    parser = default_argument_parser(epilog)
+    parser = one_line_usage_errors(default_argument_parser(epilog))
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "--dataset",
@@ -33,6 +35,12 @@ def distill_argument_parser(epilog: str = _EPILOG) -> argparse.ArgumentParser:
         action="store_true",
         help="--dataset files may hold boxes of zero width/height (logged, then dropped by "
         "detectron2, as in COCO train2017); without it they are an error",
+    )
+    parser.add_argument(
+        "--check-images",
+        action="store_true",
+        help="decode every image of the datasets before starting (minutes on COCO); without it "
+        "an image that cannot be decoded stops the run when it is reached, naming the file",
     )
     parser.add_argument(
         "--eval-teacher",

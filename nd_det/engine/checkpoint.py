@@ -6,16 +6,28 @@
   complete (written to a temporary file in the same folder, flushed, fsynced, then renamed), so a
   run killed at any moment leaves either the previous or the new checkpoint, never half of one;
 * a model holding a NaN/inf weight is never saved: the save raises instead.
+
+``resume_checkpoint`` picks what ``--resume`` continues from: the tagged checkpoint, or the newest
+intact one (with a warning naming what it skipped), or a clear stop when there is none.
 """
+import glob
+import logging
 import os
+import pickle
+import zipfile
+from typing import Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..errors import UserError
 from ..utils.atomic_file import atomic_torch_save, atomic_write_text
+from ..utils.text import first_line
 
-__all__ = ["AtomicCheckpointer", "NonFiniteWeightsError"]
+__all__ = ["AtomicCheckpointer", "NonFiniteWeightsError", "CheckpointFileError",
+           "integrity_problem", "check_checkpoint_file", "resume_checkpoint"]
+
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteWeightsError(UserError, FloatingPointError):
@@ -55,3 +67,68 @@ class AtomicCheckpointer(DetectionCheckpointer):
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         atomic_write_text(last_filename_basename, os.path.join(self.save_dir, "last_checkpoint"))
+
+
+class CheckpointFileError(UserError, OSError):
+    """A checkpoint file that is damaged, or no checkpoint to resume from."""
+
+
+def integrity_problem(path: str) -> Optional[str]:
+    """None if ``path`` reads as a complete checkpoint, else what is wrong with it.  A torch
+    (zip) file is checked entry by entry against its CRCs; a .pkl (detectron2 model zoo) or an
+    old-style torch file is read whole."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+            return None if damaged is None else f"damaged (entry {damaged} fails its CRC)"
+        if path.endswith(".pkl"):
+            with open(path, "rb") as f:
+                pickle.load(f, encoding="latin1")
+        else:
+            torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a damaged file fails in many exception types
+        return f"truncated or not a checkpoint ({first_line(e)})"
+    return None
+
+
+def check_checkpoint_file(path: str, what: str) -> None:
+    """Raise CheckpointFileError naming ``what`` unless ``path`` is a complete checkpoint."""
+    problem = integrity_problem(path)
+    if problem:
+        raise CheckpointFileError(f"{what} {path} is {problem}: give a complete checkpoint (a "
+                                  "model_final.pth a training run wrote, or a model-zoo .pkl)")
+
+
+def resume_checkpoint(output_dir: str) -> str:
+    """The checkpoint a ``--resume`` of ``output_dir`` continues from: the one ``last_checkpoint``
+    names, else (that tag missing, unreadable or naming a damaged file) the newest intact
+    ``model_*.pth``, with a warning naming what was skipped.  Raises CheckpointFileError when
+    there is none."""
+    tag = os.path.join(output_dir, "last_checkpoint")
+    named = None
+    if os.path.isfile(tag):
+        try:
+            with open(tag, encoding="utf-8") as f:
+                named = os.path.join(output_dir, f.read().strip())
+        except (OSError, UnicodeDecodeError) as e:
+            logger.warning("--resume: %s is unreadable (%s); looking for the newest intact "
+                           "checkpoint instead", tag, first_line(e))
+    files = sorted(glob.glob(os.path.join(output_dir, "model_*.pth")),
+                   key=os.path.getmtime, reverse=True)
+    if named is not None and not os.path.isfile(named):
+        logger.warning("--resume: %s names %s, which does not exist; looking for the newest "
+                       "intact checkpoint instead", tag, named)
+    order = ([named] if named in files else []) + [f for f in files if f != named]
+    for path in order:
+        problem = integrity_problem(path)
+        if problem is None:
+            if path != named:
+                logger.warning("--resume: continuing from %s, the newest intact checkpoint in %s",
+                               path, output_dir)
+            return path
+        logger.warning("--resume: skipping %s: it is %s", path, problem)
+    what = "holds no checkpoint" if not files else "holds no intact checkpoint"
+    raise CheckpointFileError(
+        f"--resume: OUTPUT_DIR {output_dir} {what} to resume from: run without --resume to "
+        "start a new run there, or set OUTPUT_DIR to the folder of the run to continue")

@@ -1,28 +1,241 @@
-"""Checks of a distillation run that need no model: run in the parent process before any worker
-starts, so that a wrong path or a mismatching file is reported in seconds and nothing is
-written."""
+"""Everything a detection run can check before any model is built and before anything is written
+to OUTPUT_DIR, in the parent process, before any worker starts (docs/reliability.md).
+
+Each check raises one :class:`~nd_det.errors.UserError` naming the key, flag or file, what is
+wrong and the fix.  The teacher's own checks live in :class:`~nd_det.modeling.FrozenTeacher`,
+the distillation terms' in their ``check`` methods; this module calls them in order, cheapest
+first: the command line and the config, the datasets, OUTPUT_DIR, the models' shapes (built on
+PyTorch's meta device: no weights, no memory), the files (class means, weights: a URL is
+downloaded now, once, so a network failure is reported before hours of work), the checkpoint to
+resume from.
+"""
+import logging
+import math
+from typing import Optional
+
+import torch
 from detectron2.config import CfgNode
 
+from ..config import ConfigError, DistillConfigError
+from ..errors import UserError
 from ..losses import ClassMeansError, load_class_means
-from ..modeling.distill_terms import check_distill_loss_names
+from ..modeling.backbone import check_mobilenetv2_config, check_resnet_basic_config
+from ..modeling.bn_groups import bn_group_size
+from ..modeling.distill_terms import check_distill_loss_names, check_distill_terms
 from ..modeling.meta_arch import check_student_heads
+from ..modeling.shapes import shapes_from_config, state_shapes_from_config
+from ..modeling.student_checkpoint import (plain_student_cfg, read_model_state, state_mismatch,
+                                           student_state_dict)
 from ..modeling.teacher import FrozenTeacher
+from ..modeling.weights import local_weights_file
+from ..utils.paths import check_writable
+from ..utils.text import first_line
+from .checkpoint import check_checkpoint_file, resume_checkpoint
+from .image_check import check_images
+from .setup import check_datasets
 
-__all__ = ["preflight_distill"]
+__all__ = ["preflight_distill", "check_launch", "check_training_config", "check_datasets",
+           "check_backbone_config", "check_train_run", "check_eval_run"]
+
+logger = logging.getLogger(__name__)
+
+_INPUT_FORMATS = ("BGR", "RGB", "L", "YUV-BT.601")
 
 
-def preflight_distill(cfg: CfgNode, need_class_means: bool = True) -> None:
-    """Loss names known, student heads usable, teacher config resolvable with the same number of
-    classes, teacher weights present (local paths), and the class-means file readable with
-    NUM_CLASSES + 1 valid rows (when ND is on)."""
-    if not cfg.MODEL.DISTILL.LOSSES:
-        return
+def world_size(args) -> int:
+    return int(args.num_gpus) * int(args.num_machines)
+
+
+def check_launch(cfg: CfgNode, args) -> None:
+    """The launch options against the machine and MODEL.DEVICE."""
+    if args.num_gpus < 1 or args.num_machines < 1:
+        raise UserError(f"--num-gpus {args.num_gpus} --num-machines {args.num_machines}: give 1 "
+                        "or more of each (--num-gpus is the number of processes per machine)")
+    if not 0 <= args.machine_rank < args.num_machines:
+        raise UserError(f"--machine-rank {args.machine_rank}: give 0 .. {args.num_machines - 1} "
+                        f"(--num-machines {args.num_machines})")
+    device = str(cfg.MODEL.DEVICE)
+    if device.startswith("cuda"):
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if available == 0:
+            raise ConfigError(
+                f"MODEL.DEVICE {device}: torch sees no CUDA device on this machine; add "
+                "MODEL.DEVICE cpu to the command (CPU training, --num-gpus processes on gloo)")
+        if args.num_gpus > available:
+            raise UserError(f"--num-gpus {args.num_gpus}: this machine has {available} CUDA "
+                            f"device(s); give --num-gpus {available} or fewer")
+    elif device != "cpu":
+        raise ConfigError(f"MODEL.DEVICE {device!r}: use cuda or cpu")
+
+
+def check_training_config(cfg: CfgNode, args) -> None:
+    """Solver, loader and input keys whose bad values would fail (or silently misbehave) deep
+    inside detectron2."""
+    world = world_size(args)
+    solver = cfg.SOLVER
+    if solver.IMS_PER_BATCH < world or solver.IMS_PER_BATCH % world:
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH {solver.IMS_PER_BATCH} is not divisible by the {world} "
+            f"processes (--num-gpus {args.num_gpus} x --num-machines {args.num_machines}): set it "
+            f"to a multiple of {world}, e.g. {world * max(1, solver.IMS_PER_BATCH // world)}")
+    if solver.MAX_ITER < 1:
+        raise ConfigError(f"SOLVER.MAX_ITER {solver.MAX_ITER}: give 1 or more iterations")
+    if solver.CHECKPOINT_PERIOD < 1:
+        raise ConfigError(f"SOLVER.CHECKPOINT_PERIOD {solver.CHECKPOINT_PERIOD}: give 1 or more "
+                          "(iterations between checkpoints)")
+    if not (math.isfinite(solver.BASE_LR) and solver.BASE_LR > 0):
+        raise ConfigError(f"SOLVER.BASE_LR {solver.BASE_LR}: give a positive learning rate")
+    if cfg.TEST.EVAL_PERIOD < 0:
+        raise ConfigError(f"TEST.EVAL_PERIOD {cfg.TEST.EVAL_PERIOD}: give 0 (evaluate at the "
+                          "end) or a positive number of iterations")
+    if solver.AMP.ENABLED:
+        if not str(cfg.MODEL.DEVICE).startswith("cuda"):
+            raise ConfigError("SOLVER.AMP.ENABLED True needs a CUDA device (MODEL.DEVICE "
+                              f"{cfg.MODEL.DEVICE}): set SOLVER.AMP.ENABLED False on the CPU")
+    if solver.AMP.PRECISION not in ("float16", "bfloat16"):
+        raise ConfigError(f"SOLVER.AMP.PRECISION={solver.AMP.PRECISION!r}: use 'float16' or "
+                          "'bfloat16'")
+    check_loader_and_input(cfg)
+
+
+def check_loader_and_input(cfg: CfgNode) -> None:
+    if cfg.DATALOADER.NUM_WORKERS < 0:
+        raise ConfigError(f"DATALOADER.NUM_WORKERS {cfg.DATALOADER.NUM_WORKERS}: give 0 (load "
+                          "in the training process) or more")
+    if cfg.INPUT.FORMAT not in _INPUT_FORMATS:
+        raise ConfigError(f"INPUT.FORMAT {cfg.INPUT.FORMAT!r}: use one of {list(_INPUT_FORMATS)}")
+    channels = 1 if cfg.INPUT.FORMAT == "L" else 3
+    for key in ("PIXEL_MEAN", "PIXEL_STD"):
+        if len(cfg.MODEL[key]) != channels:
+            raise ConfigError(f"MODEL.{key} has {len(cfg.MODEL[key])} values but INPUT.FORMAT "
+                              f"{cfg.INPUT.FORMAT} images have {channels} channel(s)")
+    if any(s <= 0 for s in cfg.MODEL.PIXEL_STD):
+        raise ConfigError(f"MODEL.PIXEL_STD {list(cfg.MODEL.PIXEL_STD)}: every value must be "
+                          "positive")
+
+
+def check_backbone_config(cfg: CfgNode) -> None:
+    """The keys of nd-det's / detectron2's small-student backbones, named one by one."""
+    name = cfg.MODEL.BACKBONE.NAME
+    try:
+        if "mobilenetv2" in name:
+            check_mobilenetv2_config(cfg)
+        elif "resnet" in name and cfg.MODEL.RESNETS.DEPTH in (18, 34):
+            check_resnet_basic_config(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if name == "build_torchvision_fpn_backbone":
+        from ..modeling.backbone import check_torchvision_config
+
+        check_torchvision_config(cfg)
+
+
+def _is_distillation(cfg: CfgNode) -> bool:
+    return bool(cfg.MODEL.DISTILL.LOSSES)
+
+
+def check_meta_architecture(cfg: CfgNode) -> None:
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if _is_distillation(cfg) and arch != "DistillRCNN":
+        raise DistillConfigError(
+            f"MODEL.META_ARCHITECTURE is {arch} but MODEL.DISTILL.LOSSES is "
+            f"{list(cfg.MODEL.DISTILL.LOSSES)}: that run would train a plain detector and no "
+            "distillation. Set MODEL.META_ARCHITECTURE DistillRCNN (the configs/COCO-Distill "
+            "files do), or MODEL.DISTILL.LOSSES '[]' to train the detector alone")
+
+
+def preflight_distill(cfg: CfgNode, need_class_means: bool = True) -> Optional[CfgNode]:
+    """The distillation set-up without building anything: loss names, student heads, the
+    teacher's config and weights file, both models' shapes against the terms, and the
+    class-means file (when ND is on).  Returns the teacher's config (None without distillation)."""
+    if not _is_distillation(cfg):
+        return None
     check_distill_loss_names(cfg.MODEL.DISTILL.LOSSES)
     check_student_heads(cfg)
-    FrozenTeacher.check(cfg)
+    teacher_cfg = FrozenTeacher.check(cfg)
+    check_backbone_config(teacher_cfg)
+    student = shapes_from_config(plain_student_cfg(cfg), "the student (this config)")
+    teacher = shapes_from_config(teacher_cfg, "the teacher (MODEL.DISTILL.TEACHER_CONFIG)")
+    check_distill_terms(cfg, student, teacher)
     if need_class_means and "nd" in cfg.MODEL.DISTILL.LOSSES:
         try:
             load_class_means(cfg.MODEL.DISTILL.CLASS_MEANS,
-                             num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1)
+                             num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1,
+                             dim=teacher.embedding_dim)
         except ClassMeansError as e:
             raise ClassMeansError(f"MODEL.DISTILL.CLASS_MEANS: {e}") from None
+    return teacher_cfg
+
+
+def _fetch_teacher_weights(cfg: CfgNode) -> None:
+    """The teacher's weights file, downloaded now if a URL (a network failure is one line before
+    any model is built), read and compared with the teacher's architecture."""
+    FrozenTeacher.check_weights_file(cfg)
+
+
+def check_student_weights_file(cfg: CfgNode) -> None:
+    """MODEL.WEIGHTS to evaluate: present (downloaded now if a URL), complete, and holding
+    exactly the student of ``cfg`` (a DistillRCNN checkpoint's distill_losses.* are dropped)."""
+    local = local_weights_file("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS)
+    check_checkpoint_file(local, "MODEL.WEIGHTS")
+    try:
+        state = student_state_dict(read_model_state(local))
+    except Exception as e:  # noqa: BLE001 - unreadable files fail in many exception types
+        raise ConfigError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} is not a detectron2 checkpoint "
+                          f"({first_line(e)}): give the model_final.pth a training run wrote"
+                          ) from None
+    expected = state_shapes_from_config(plain_student_cfg(cfg), "the student (this config)")
+    problems = state_mismatch(expected, state)
+    if problems:
+        raise ConfigError(
+            f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not fit the student of the config "
+            f"({problems}); give the checkpoint trained with this config, or the config and "
+            "KEY VALUE overrides it was trained with")
+
+
+def check_train_run(cfg: CfgNode, args) -> None:
+    """tools/train_net.py without --eval-only."""
+    check_launch(cfg, args)
+    check_training_config(cfg, args)
+    check_meta_architecture(cfg)
+    check_datasets(cfg)
+    check_writable(cfg.OUTPUT_DIR, "OUTPUT_DIR", folder=True)
+    check_backbone_config(cfg)
+    if _is_distillation(cfg):
+        preflight_distill(cfg)  # the student's heads and shapes against the teacher's
+        if "reviewkd" in cfg.MODEL.DISTILL.LOSSES and cfg.MODEL.DISTILL.REVIEWKD.NORM == "bn":
+            bn_group_size(int(cfg.MODEL.DISTILL.REVIEWKD.BN_IMAGES),
+                          int(cfg.SOLVER.IMS_PER_BATCH), world_size(args))
+    else:
+        shapes_from_config(plain_student_cfg(cfg), "the student (this config)")
+    if getattr(args, "check_images", False):
+        check_images(cfg, ("TRAIN", "TEST"))
+    if args.resume:
+        resume_checkpoint(cfg.OUTPUT_DIR)  # names the file it will use, or stops
+    elif cfg.MODEL.WEIGHTS:
+        local_weights_file("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS)
+    if _is_distillation(cfg):
+        _fetch_teacher_weights(cfg)
+
+
+def check_eval_run(cfg: CfgNode, args) -> None:
+    """tools/train_net.py --eval-only [--eval-teacher]."""
+    check_launch(cfg, args)
+    check_loader_and_input(cfg)
+    check_datasets(cfg, splits=("TEST",), required=("TEST",))
+    check_writable(cfg.OUTPUT_DIR, "OUTPUT_DIR", folder=True)
+    check_backbone_config(cfg)
+    shapes_from_config(plain_student_cfg(cfg), "the student (this config)")
+    if not cfg.MODEL.WEIGHTS:
+        raise ConfigError(
+            "--eval-only needs MODEL.WEIGHTS, the student checkpoint to evaluate (e.g. "
+            "MODEL.WEIGHTS output/<run>/model_final.pth); without it the AP would be that of a "
+            "randomly initialised model")
+    check_student_weights_file(cfg)
+    if args.eval_teacher:
+        teacher_cfg = FrozenTeacher.check(cfg)
+        check_backbone_config(teacher_cfg)
+        shapes_from_config(teacher_cfg, "the teacher (MODEL.DISTILL.TEACHER_CONFIG)")
+        _fetch_teacher_weights(cfg)
+    if getattr(args, "check_images", False):
+        check_images(cfg, ("TEST",))

@@ -5,7 +5,7 @@ import os
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 from detectron2.utils.collect_env import collect_env_info
 from detectron2.utils.env import seed_all_rng
@@ -13,9 +13,10 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
 from ..config import ConfigError, load_config
-from ..data import register_coco_dataset
+from ..data import DatasetError, register_coco_dataset
 
-__all__ = ["setup_cfg", "setup_run", "check_dataset_classes", "RUN_CONFIG_NAME"]
+__all__ = ["setup_cfg", "setup_run", "check_datasets", "check_dataset_classes",
+           "RUN_CONFIG_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def setup_cfg(args, freeze: bool = True, splits=("TRAIN", "TEST"), setup: bool =
     for name, json_file, image_dir in getattr(args, "dataset", []) or []:
         register_coco_dataset(name, json_file, image_dir, degenerate_boxes=degenerate,
                               replace=True)
+    check_datasets(cfg, splits, required=())
     check_dataset_classes(cfg, splits)
     if freeze:
         cfg.freeze()
@@ -69,6 +71,31 @@ def setup_run(cfg: CfgNode, args) -> None:
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
     if not getattr(args, "eval_only", False):
         torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+
+
+def check_datasets(cfg: CfgNode, splits=("TRAIN", "TEST"), required=("TRAIN",)) -> None:
+    """Every name of DATASETS.<split> is registered and its files exist."""
+    registered = set(DatasetCatalog.list())
+    for split in splits:
+        names = list(cfg.DATASETS[split])
+        if split in required and not names:
+            raise ConfigError(f"DATASETS.{split} is empty: name a registered dataset, e.g. "
+                              "--dataset NAME JSON IMAGE_DIR and DATASETS.TRAIN '(\"NAME\",)'")
+        for name in names:
+            if name not in registered:
+                raise DatasetError(
+                    f"DATASETS.{split} names {name!r}, which is not registered: register it "
+                    f"with --dataset {name} path/to/annotations.json path/to/images, or use a "
+                    "detectron2 builtin name such as coco_2017_train / coco_2017_val")
+            metadata = MetadataCatalog.get(name)
+            for key in ("json_file", "image_root"):
+                path = metadata.get(key, None)
+                if path is not None and not os.path.exists(path):
+                    raise DatasetError(
+                        f"DATASETS.{split} {name!r}: its {key} {path} does not exist. For "
+                        "detectron2's builtin datasets set DETECTRON2_DATASETS to the folder "
+                        "holding coco/ (default ./datasets); or register your copy with "
+                        f"--dataset {name} JSON IMAGE_DIR")
 
 
 def check_dataset_classes(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:

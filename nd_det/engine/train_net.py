@@ -2,7 +2,7 @@
 from ..errors import UserError
 from .args import distill_argument_parser
 from .cli import launch_main
-from .preflight import preflight_distill
+from .preflight import check_eval_run, check_train_run
 from .report import print_side_by_side
 from .setup import setup_cfg
 from .trainer import DistillTrainer
@@ -15,8 +15,10 @@ def precheck(args):
     if args.eval_teacher and not args.eval_only:
         raise UserError("--eval-teacher works with --eval-only")
     cfg = setup_cfg(args)
-    if not args.eval_only or args.eval_teacher:
-        preflight_distill(cfg, need_class_means=not args.eval_only)
+    if args.eval_only:
+        check_eval_run(cfg, args)
+    else:
+        check_train_run(cfg, args)
 
 
 def run(args):

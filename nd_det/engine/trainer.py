@@ -24,7 +24,8 @@ import weakref
 from collections import OrderedDict
 
 import torch
-from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import (DatasetMapper, build_detection_test_loader,
+                             build_detection_train_loader, get_detection_dataset_dicts)
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import build_model
@@ -35,8 +36,9 @@ from detectron2.utils.logger import setup_logger
 from ..config import ConfigError
 from ..modeling.student_checkpoint import load_student_checkpoint, plain_student_cfg
 from ..modeling.teacher import FrozenTeacher
-from .checkpoint import AtomicCheckpointer
+from .checkpoint import AtomicCheckpointer, resume_checkpoint
 from .finite_losses import FiniteLossAMPTrainer, FiniteLossSimpleTrainer
+from .image_check import DecodeGuardLoader, DecodeGuardMapper
 from .resumable_sampler import ResumableTrainingSampler
 from .rng_state import RNGState
 
@@ -146,11 +148,12 @@ class DistillTrainer(DefaultTrainer):
 
     def build_train_loader(self, cfg):
         """detectron2's train loader, with a resumable sampler for the default TrainingSampler."""
+        mapper = DecodeGuardMapper(DatasetMapper(cfg, is_train=True))
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
             logger.warning("DATALOADER.SAMPLER_TRAIN=%s: a resumed run restarts that sampler's "
                            "stream (only TrainingSampler resumes exactly)",
                            cfg.DATALOADER.SAMPLER_TRAIN)
-            return build_detection_train_loader(cfg)
+            return DecodeGuardLoader(build_detection_train_loader(cfg, mapper=mapper))
         dataset = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
@@ -159,14 +162,28 @@ class DistillTrainer(DefaultTrainer):
             len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None)
         # a loader-owned generator: creating the loader's iterator (again, after a resume) then
         # draws nothing from torch's global RNG, whose state the checkpoints restore
-        return build_detection_train_loader(
-            cfg, dataset=dataset, sampler=self.train_sampler,
+        return DecodeGuardLoader(build_detection_train_loader(
+            cfg, dataset=dataset, sampler=self.train_sampler, mapper=mapper,
             seed=self.train_sampler.seed + comm.get_rank(),
-        )
+        ))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """detectron2's test loader; an image that cannot be decoded is named (one line)."""
+        mapper = DecodeGuardMapper(DatasetMapper(cfg, is_train=False))
+        return DecodeGuardLoader(build_detection_test_loader(cfg, dataset_name, mapper=mapper))
 
     def resume_or_load(self, resume=True):
-        super().resume_or_load(resume=resume)
-        if resume and self.start_iter > 0 and self.train_sampler is not None:
+        """``resume``: continue from the checkpoint :func:`resume_checkpoint` picks (the tagged
+        one, else the newest intact one; none is an error, not a silent fresh start).
+        Otherwise: a new run, initialised from MODEL.WEIGHTS (detectron2's loading)."""
+        if not resume:
+            self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
+            return
+        self.checkpointer.load(resume_checkpoint(self.cfg.OUTPUT_DIR))
+        # the checkpoint stores the iteration that just finished: start at the next one
+        self.start_iter = self.iter + 1
+        if self.start_iter > 0 and self.train_sampler is not None:
             per_rank = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
             self.train_sampler.skip = self.start_iter * per_rank
             logger.info("Resumed at iteration %d; the data stream skips %d images per rank",

@@ -29,11 +29,13 @@ from ..losses import (
 from ..losses.reviewkd import ReviewKDFusion
 from ..utils.registry import Registry, register_as, registered_names
 from .bn_groups import abf_bn_group
+from .shapes import ModelShapes, shapes_of
 from .teacher import FrozenTeacher
 
 __all__ = ["DistillInputs", "DistillTerm", "DISTILL_TERM_REGISTRY", "register_distill_term",
            "available_distill_terms",
-           "check_distill_loss_names", "terms_with_modules", "build_distill_terms"]
+           "check_distill_loss_names", "check_distill_terms", "terms_with_modules",
+           "build_distill_terms"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +54,32 @@ class DistillInputs:
 
 
 class DistillTerm(nn.Module):
-    """Base class: a named loss term built from the config, the student and the teacher."""
+    """Base class: a named loss term built from the config, the student and the teacher.
+
+    ``check(cfg, student, teacher)`` (ModelShapes of both) raises DistillConfigError when the
+    term cannot work with these models; the pre-flight checks call it before anything is built,
+    the term's constructor calls it again on the real models."""
 
     name: str = ""
     needs_teacher_embeddings: bool = False
     needs_teacher_logits: bool = False
     # True when the term owns trainable modules (saved as distill_losses.* in checkpoints)
     trains_modules: bool = False
+
+    @classmethod
+    def check(cls, cfg: CfgNode, student: ModelShapes, teacher: ModelShapes) -> None:
+        """The term's keys: a listed term must weigh something (0 would silently train without
+        it, a negative weight would push the student away from the teacher); a temperature,
+        where the term has one, must be positive."""
+        node = cfg.MODEL.DISTILL[cls.name.upper()]
+        key = f"MODEL.DISTILL.{cls.name.upper()}"
+        if not node.WEIGHT > 0:
+            raise DistillConfigError(
+                f"{key}.WEIGHT {node.WEIGHT}: '{cls.name}' is in MODEL.DISTILL.LOSSES, so give it "
+                f"a positive weight, or remove it from LOSSES")
+        if "TEMPERATURE" in node and not node.TEMPERATURE > 0:
+            raise DistillConfigError(f"{key}.TEMPERATURE {node.TEMPERATURE}: give a positive "
+                                     "softmax temperature (1.0 in the reference's detection runs)")
 
     def forward(self, inputs: DistillInputs) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -86,22 +107,32 @@ class NDTerm(DistillTerm):
     name = "nd"
     needs_teacher_embeddings = True
 
+    @classmethod
+    def check(cls, cfg: CfgNode, student: ModelShapes, teacher: ModelShapes) -> None:
+        super().check(cfg, student, teacher)
+        for who, shapes in (("student", student), ("teacher", teacher)):
+            if shapes.embedding_dim is None:
+                raise DistillConfigError(
+                    f"ND needs a {who} box head that outputs flat RoI embeddings: set its "
+                    "MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead with NUM_FC >= 1")
+        if student.embedding_dim != teacher.embedding_dim:
+            raise DistillConfigError(
+                f"ND needs student and teacher RoI embeddings of one size: student box head "
+                f"gives {student.embedding_dim} (MODEL.ROI_BOX_HEAD.FC_DIM), teacher "
+                f"{teacher.embedding_dim}. Set the student's MODEL.ROI_BOX_HEAD.FC_DIM to the "
+                "teacher's."
+            )
+
     def __init__(self, cfg: CfgNode, student: nn.Module, teacher: FrozenTeacher):
         super().__init__()
         self.weight = float(cfg.MODEL.DISTILL.ND.WEIGHT)
         self.include_background = bool(cfg.MODEL.DISTILL.ND.INCLUDE_BACKGROUND)
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
-        student_dim = _box_head_dim(student)
-        teacher_dim = teacher.embedding_dim
-        if student_dim != teacher_dim:
-            raise DistillConfigError(
-                f"ND needs student and teacher RoI embeddings of one size: student box head "
-                f"gives {student_dim} (MODEL.ROI_BOX_HEAD.FC_DIM), teacher {teacher_dim}. Set the "
-                "student's MODEL.ROI_BOX_HEAD.FC_DIM to the teacher's."
-            )
+        self.check(cfg, shapes_of(student.backbone, student.roi_heads), teacher.shapes)
         path = cfg.MODEL.DISTILL.CLASS_MEANS
         try:
-            table = load_class_means(path, num_classes=self.num_classes + 1, dim=teacher_dim)
+            table = load_class_means(path, num_classes=self.num_classes + 1,
+                                     dim=teacher.embedding_dim)
         except ClassMeansError as e:
             raise ClassMeansError(f"MODEL.DISTILL.CLASS_MEANS: {e}") from None
         for line in metadata_mismatches(table, teacher.identity):
@@ -165,20 +196,36 @@ class ReviewKDTerm(DistillTerm):
     name = "reviewkd"
     trains_modules = True
 
+    @classmethod
+    def check(cls, cfg: CfgNode, student: ModelShapes, teacher: ModelShapes) -> None:
+        super().check(cfg, student, teacher)
+        c = cfg.MODEL.DISTILL.REVIEWKD
+        in_features = list(c.IN_FEATURES)
+        if not in_features:
+            raise DistillConfigError("MODEL.DISTILL.REVIEWKD.IN_FEATURES is empty: name the FPN "
+                                     "levels to compare, e.g. ['p2', 'p3', 'p4', 'p5', 'p6']")
+        for who, shapes in (("student", student), ("teacher", teacher)):
+            missing = [f for f in in_features if f not in shapes.levels]
+            if missing:
+                raise DistillConfigError(
+                    f"MODEL.DISTILL.REVIEWKD.IN_FEATURES={in_features}: the {who} backbone has "
+                    f"no level(s) {missing} (it has {sorted(shapes.levels)})."
+                )
+        if c.NORM not in ("bn", "gn", "none"):
+            raise DistillConfigError(f"MODEL.DISTILL.REVIEWKD.NORM={c.NORM!r}: use 'bn' (the "
+                                     "reference), 'gn' or 'none'")
+        if int(c.MID_CHANNELS) < 1:
+            raise DistillConfigError(f"MODEL.DISTILL.REVIEWKD.MID_CHANNELS={c.MID_CHANNELS}: "
+                                     "give a positive width (256 as the reference)")
+
     def __init__(self, cfg: CfgNode, student: nn.Module, teacher: FrozenTeacher):
         super().__init__()
         c = cfg.MODEL.DISTILL.REVIEWKD
         self.weight = float(c.WEIGHT)
         self.in_features = list(c.IN_FEATURES)
+        self.check(cfg, shapes_of(student.backbone, student.roi_heads), teacher.shapes)
         s_shapes = student.backbone.output_shape()
         t_shapes = teacher.output_shape()
-        for who, shapes in (("student", s_shapes), ("teacher", t_shapes)):
-            missing = [f for f in self.in_features if f not in shapes]
-            if missing:
-                raise DistillConfigError(
-                    f"MODEL.DISTILL.REVIEWKD.IN_FEATURES={self.in_features}: the {who} backbone has "
-                    f"no level(s) {missing} (it has {sorted(shapes)})."
-                )
         bn_group = (abf_bn_group(int(c.BN_IMAGES), int(cfg.SOLVER.IMS_PER_BATCH))
                     if c.NORM == "bn" else None)
         self.fusion = ReviewKDFusion(
@@ -196,15 +243,6 @@ class ReviewKDTerm(DistillTerm):
             out_sizes=[tuple(t.shape[-2:]) for t in teacher],
         )
         return self.weight * hcl_loss(fused, teacher)
-
-
-def _box_head_dim(model: nn.Module) -> int:
-    shape = model.roi_heads.box_head.output_shape
-    if shape.height or shape.width:
-        raise DistillConfigError(
-            "ND needs a student box head that outputs flat embeddings: set "
-            "MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead")
-    return int(shape.channels)
 
 
 def check_distill_loss_names(names) -> List[str]:
@@ -225,6 +263,12 @@ def terms_with_modules(names) -> List[str]:
     """The names among ``names`` whose terms own trainable modules."""
     return [n for n in names
             if n in DISTILL_TERM_REGISTRY and DISTILL_TERM_REGISTRY.get(n).trains_modules]
+
+
+def check_distill_terms(cfg: CfgNode, student: ModelShapes, teacher: ModelShapes) -> None:
+    """Every configured term's check, on the shapes of the two models (no model needed)."""
+    for name in check_distill_loss_names(cfg.MODEL.DISTILL.LOSSES):
+        DISTILL_TERM_REGISTRY.get(name).check(cfg, student, teacher)
 
 
 def build_distill_terms(cfg: CfgNode, student: nn.Module, teacher: FrozenTeacher) -> nn.ModuleList:

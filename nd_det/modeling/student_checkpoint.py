@@ -5,6 +5,7 @@ A DistillRCNN checkpoint holds the student (keys identical to a GeneralizedRCNN'
 training-only modules of the distillation terms (``distill_losses.*``, e.g. ReviewKD's ABFs) and
 the trainer's state; it never holds the teacher.
 """
+import pickle
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -28,6 +29,9 @@ __all__ = [
     "StudentCheckpointer",
     "StudentWeightsError",
     "load_student_checkpoint",
+    "describe_mismatch",
+    "read_model_state",
+    "state_mismatch",
 ]
 
 # state_dict prefix of the training-only distillation modules (DistillRCNN.distill_losses)
@@ -141,16 +145,52 @@ class StrictCheckpointer(DetectionCheckpointer):
 
     def describe_mismatch(self) -> str:
         """The last load's mismatches, e.g. "missing keys: a; shape mismatches: ..."."""
-        problems = []
-        if self.missing_keys:
-            problems.append(f"missing keys: {short_list(self.missing_keys, 6)}")
-        if self.unexpected_keys:
-            problems.append(f"unexpected keys: {short_list(self.unexpected_keys, 6)}")
-        if self.incorrect_shapes:
-            problems.append("shape mismatches: " + short_list(
-                [f"{k} {tuple(a)} in the checkpoint vs {tuple(b)} in the model"
-                 for k, a, b in self.incorrect_shapes], 3))
-        return "; ".join(problems)
+        return describe_mismatch(self.missing_keys, self.unexpected_keys, self.incorrect_shapes)
+
+
+def describe_mismatch(missing, unexpected, incorrect_shapes) -> str:
+    """"missing keys: ...; unexpected keys: ...; shape mismatches: k (a) in the checkpoint vs
+    (b) in the model" (the parts that apply); "" when everything matched."""
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {short_list(missing, 6)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {short_list(unexpected, 6)}")
+    if incorrect_shapes:
+        problems.append("shape mismatches: " + short_list(
+            [f"{k} {tuple(a)} in the checkpoint vs {tuple(b)} in the model"
+             for k, a, b in incorrect_shapes], 3))
+    return "; ".join(problems)
+
+
+def read_model_state(path: str) -> Dict:
+    """The ``model`` state of a checkpoint file as detectron2 reads it (.pkl: a pickle of numpy
+    arrays; otherwise torch.load), without building any model."""
+    if path.endswith(".pkl"):
+        with open(path, "rb") as f:
+            data = pickle.load(f, encoding="latin1")
+    else:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        return data["model"]
+    if isinstance(data, dict) and data and all(hasattr(v, "shape") for v in data.values()):
+        return data  # a bare state dict
+    raise ValueError("no 'model' state dict in it")
+
+
+def state_mismatch(model_shapes: Dict[str, tuple], state: Dict,
+                   allowed_unexpected: Callable[[str], bool] = lambda key: False) -> str:
+    """describe_mismatch of a file's ``state`` against a model's ``{key: shape}`` (e.g. of a
+    model built on the meta device): pixel_mean / pixel_std / cell anchors are never missing."""
+    def optional(key):
+        return key.endswith(("pixel_mean", "pixel_std")) or "anchor_generator.cell_anchors" in key
+
+    missing = [k for k in model_shapes if k not in state and not optional(k)]
+    unexpected = [k for k in state if k not in model_shapes and not optional(k)
+                  and not allowed_unexpected(k)]
+    shapes = [(k, tuple(state[k].shape), model_shapes[k]) for k in model_shapes
+              if k in state and tuple(state[k].shape) != tuple(model_shapes[k])]
+    return describe_mismatch(missing, unexpected, shapes)
 
 
 class StudentCheckpointer(StrictCheckpointer):

@@ -32,7 +32,10 @@ from detectron2.structures import Boxes, ImageList
 from ..config import DistillConfigError, add_distill_config, merge_config
 from ..errors import UserError
 from ..utils.modules import freeze
-from .student_checkpoint import DISTILL_STATE_PREFIX, StrictCheckpointer
+from ..utils.text import first_line
+from .shapes import ModelShapes, shapes_of, state_shapes_from_config
+from .student_checkpoint import (DISTILL_STATE_PREFIX, StrictCheckpointer, read_model_state,
+                                 state_mismatch)
 from .weights import local_weights_file
 
 __all__ = [
@@ -139,6 +142,27 @@ class FrozenTeacher:
         return teacher_cfg
 
     # ------------------------------------------------------------------ weights
+    @staticmethod
+    def check_weights_file(cfg: CfgNode) -> str:
+        """The teacher's weights file, before any model is built: downloaded now if a URL
+        (detectron2's cache keeps it for the workers), read, and compared key by key with the
+        teacher TEACHER_CONFIG describes (built on the meta device).  Returns the local path."""
+        weights = resolve_teacher_weights(cfg)
+        local = local_weights_file("MODEL.DISTILL.TEACHER_WEIGHTS", weights)
+        try:
+            state = read_model_state(local)
+        except Exception as e:  # noqa: BLE001 - unreadable files fail in many exception types
+            raise TeacherError(
+                f"cannot load teacher weights MODEL.DISTILL.TEACHER_WEIGHTS={weights!r}: "
+                f"{first_line(e)}. Check that the file is a complete detectron2 checkpoint."
+            ) from None
+        expected = state_shapes_from_config(FrozenTeacher.teacher_config(cfg),
+                                            "the teacher (MODEL.DISTILL.TEACHER_CONFIG)")
+        problems = state_mismatch(expected, state, _allowed_unexpected)
+        if problems:
+            raise TeacherError(_mismatch_message(weights, problems))
+        return local
+
     def load_weights(self) -> None:
         """Load the teacher's weights (downloaded once if a URL) and fail unless every key
         matched; the model stays frozen."""
@@ -155,11 +179,7 @@ class FrozenTeacher:
         checkpointer.load(local)
         problems = checkpointer.describe_mismatch()
         if problems:
-            raise TeacherError(
-                f"teacher weights {self.weights!r} do not match the teacher built from "
-                f"MODEL.DISTILL.TEACHER_CONFIG ({problems}). Use the checkpoint "
-                "of that exact architecture, or fix TEACHER_CONFIG / TEACHER_OPTS to describe it."
-            )
+            raise TeacherError(_mismatch_message(self.weights, problems))
         freeze(self.model)
         self.weights_loaded = True
         logger.info("Teacher loaded from %s (config %s)", self.weights,
@@ -202,6 +222,11 @@ class FrozenTeacher:
     def output_shape(self):
         """The teacher backbone's levels (name -> ShapeSpec)."""
         return self.model.backbone.output_shape()
+
+    @property
+    def shapes(self) -> ModelShapes:
+        """Backbone levels and RoI embedding width (what the distillation terms check)."""
+        return shapes_of(self.model.backbone, self.model.roi_heads)
 
     def preprocess(self, images: List[torch.Tensor]) -> ImageList:
         """The teacher's ImageList from images in the STUDENT's channel order, already on the
@@ -250,6 +275,13 @@ class FrozenTeacher:
 
 
 # ---------------------------------------------------------------------- helpers of the checks
+def _mismatch_message(weights: str, problems: str) -> str:
+    return (f"teacher weights {weights!r} do not match the teacher built from "
+            f"MODEL.DISTILL.TEACHER_CONFIG ({problems}). Use the checkpoint of that exact "
+            "architecture, or fix TEACHER_CONFIG / TEACHER_OPTS to describe it.")
+
+
+
 def _teacher_config_file(name: str) -> str:
     """A path for TEACHER_CONFIG: an existing file, or a detectron2 model-zoo config name."""
     if not name:

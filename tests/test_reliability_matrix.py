@@ -1,0 +1,299 @@
+"""The bad-input matrix of docs/reliability.md, run as a user runs the tools (each tool's own
+command-line code, in this process): every case exits with status 2 and ONE ``ERROR:`` line
+naming the key / flag / file and the fix, without a traceback, before any model is built, and
+OUTPUT_DIR (or the tool's output) holds nothing new."""
+import json
+import os
+import pickle
+import socket
+
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+
+from nd_det.config import load_config
+from nd_det.modeling import plain_student_cfg
+
+from .helpers.run_tool import run_tool_in_process
+from .helpers.tiny_coco import write_tiny_coco
+from .helpers.tiny_distill import (REPO, config_path, tiny_distill_opts, write_random_class_means,
+                                   write_teacher_checkpoint)
+
+TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+EXPORT = os.path.join(REPO, "tools", "export_student.py")
+CONFIG = config_path("R50_from_R101_nd.yaml")
+
+
+def _closed_port_url(name):
+    with socket.socket() as s:  # a port nobody listens on: the download fails at once
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/{name}"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny distillation set-up (teacher checkpoint, class means, train/val sets) and a
+    trained-looking student checkpoint; shared by every case."""
+    root = tmp_path_factory.mktemp("matrix")
+    train_json, train_dir = write_tiny_coco(root / "train", num_images=4, seed=1)
+    val_json, val_dir = write_tiny_coco(root / "val", num_images=2, seed=2)
+    opts = tiny_distill_opts(str(root)) + [
+        "DATASETS.TRAIN", "('matrix_train',)", "DATASETS.TEST", "('matrix_val',)",
+        "DATALOADER.NUM_WORKERS", "0", "SOLVER.MAX_ITER", "1"]
+    cfg = load_config(CONFIG, opts)
+    write_teacher_checkpoint(cfg)
+    write_random_class_means(cfg)
+    torch.manual_seed(0)
+    student = build_model(plain_student_cfg(cfg))
+    DetectionCheckpointer(student, str(root)).save("student_final")
+    datasets = ["--dataset", "matrix_train", str(train_json), str(train_dir),
+                "--dataset", "matrix_val", str(val_json), str(val_dir)]
+    return {"root": root, "opts": opts, "datasets": datasets, "cfg": cfg,
+            "student": str(root / "student_final.pth"), "train_dir": train_dir,
+            "train_json": train_json}
+
+
+def _prepare(world, tmp_path, case):
+    """Files some cases need; returns extra argv and overrides."""
+    root = world["root"]
+    if case == "truncated_weights":
+        data = open(world["student"], "rb").read()
+        path = tmp_path / "truncated.pth"
+        path.write_bytes(data[: len(data) // 2])
+        return [], ["MODEL.WEIGHTS", str(path)]
+    if case == "foreign_weights":
+        state = torch.load(world["student"], weights_only=True)
+        del state["model"]["roi_heads.box_predictor.cls_score.bias"]
+        path = tmp_path / "foreign.pth"
+        torch.save(state, path)
+        return [], ["MODEL.WEIGHTS", str(path)]
+    if case == "teacher_arch":
+        other = world["cfg"].clone()
+        other.defrost()
+        other.MODEL.DISTILL.TEACHER_OPTS = list(other.MODEL.DISTILL.TEACHER_OPTS) + [
+            "MODEL.RESNETS.DEPTH", "34"]
+        other.MODEL.DISTILL.TEACHER_WEIGHTS = str(tmp_path / "r34_teacher.pth")
+        write_teacher_checkpoint(other)
+        return [], ["MODEL.DISTILL.TEACHER_WEIGHTS", other.MODEL.DISTILL.TEACHER_WEIGHTS]
+    if case == "means_json":
+        path = tmp_path / "R101_emb.json"
+        path.write_text(json.dumps({str(i): [0.5] * 64 for i in range(3)}))
+        return [], ["MODEL.DISTILL.CLASS_MEANS", str(path)]
+    if case == "resume_truncated":
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / "model_0000001.pth").write_bytes(open(world["student"], "rb").read()[:1000])
+        (out / "last_checkpoint").write_text("model_0000001.pth")
+        return ["--resume"], []
+    if case == "bad_image":
+        json_path, image_dir = write_tiny_coco(tmp_path / "broken", num_images=2, seed=5)
+        first = sorted(os.listdir(image_dir))[0]
+        (image_dir / first).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+        return (["--check-images", "--dataset", "broken_train", str(json_path), str(image_dir)],
+                ["DATASETS.TRAIN", "('broken_train',)"])
+    if case == "output_blocked":
+        (tmp_path / "a_file").write_text("x")
+        return [], ["OUTPUT_DIR", str(tmp_path / "a_file" / "run")]
+    if case == "builtin_dataset_missing":
+        return [], ["DATASETS.TRAIN", "('coco_2017_train',)"]
+    if case in ("student_url", "teacher_url"):
+        key = "MODEL.WEIGHTS" if case == "student_url" else "MODEL.DISTILL.TEACHER_WEIGHTS"
+        return [], [key, _closed_port_url("model.pkl")]
+    return [], []
+
+
+# case id -> (flags, overrides, a fragment of the one ERROR line)
+TRAIN_CASES = {
+    "unknown_loss": ([], ["MODEL.DISTILL.LOSSES", "['fitnet', 'nd']"],
+                     "MODEL.DISTILL.LOSSES has unknown name(s) ['fitnet']; choose from"),
+    "loss_twice": ([], ["MODEL.DISTILL.LOSSES", "['nd', 'nd']"],
+                   "MODEL.DISTILL.LOSSES lists a loss twice"),
+    "reviewkd_level": ([], ["MODEL.DISTILL.REVIEWKD.IN_FEATURES", "['p2', 'p7']"],
+                       "REVIEWKD.IN_FEATURES=['p2', 'p7']: the student backbone has no level(s) "
+                       "['p7']"),
+    "reviewkd_norm": ([], ["MODEL.DISTILL.REVIEWKD.NORM", "'ln'"],
+                      "MODEL.DISTILL.REVIEWKD.NORM='ln': use 'bn'"),
+    "zero_weight": ([], ["MODEL.DISTILL.ND.WEIGHT", "0.0"],
+                    "MODEL.DISTILL.ND.WEIGHT 0.0: 'nd' is in MODEL.DISTILL.LOSSES, so give it a "
+                    "positive weight"),
+    "kd_temperature": ([], ["MODEL.DISTILL.LOSSES", "['kd', 'nd']",
+                            "MODEL.DISTILL.KD.TEMPERATURE", "0.0"],
+                       "MODEL.DISTILL.KD.TEMPERATURE 0.0: give a positive softmax temperature"),
+    "fc_dim": ([], ["MODEL.ROI_BOX_HEAD.FC_DIM", "48"],
+               "student box head gives 48 (MODEL.ROI_BOX_HEAD.FC_DIM), teacher 64"),
+    "teacher_opts_typo": ([], ["MODEL.DISTILL.TEACHER_OPTS",
+                               "['MODEL.ROI_HEADS.NUM_CLASSE', '2']"],
+                          "MODEL.DISTILL.TEACHER_OPTS: Non-existent key: "
+                          "MODEL.ROI_HEADS.NUM_CLASSE"),
+    "teacher_opts_odd": ([], ["MODEL.DISTILL.TEACHER_OPTS", "['MODEL.ROI_HEADS.NUM_CLASSES']"],
+                         "MODEL.DISTILL.TEACHER_OPTS must be KEY VALUE pairs"),
+    "teacher_config_name": ([], ["MODEL.DISTILL.TEACHER_CONFIG", "COCO-Detection/nope.yaml"],
+                            "is neither an existing file nor a detectron2 model-zoo config"),
+    "teacher_autocast": ([], ["MODEL.DISTILL.TEACHER_AUTOCAST", "fp8"],
+                         "MODEL.DISTILL.TEACHER_AUTOCAST='fp8': use one of"),
+    "teacher_weights_missing": ([], ["MODEL.DISTILL.TEACHER_WEIGHTS", "no/teacher.pth"],
+                                "MODEL.DISTILL.TEACHER_WEIGHTS='no/teacher.pth': file not found"),
+    "teacher_arch": ([], [], "do not match the teacher built from MODEL.DISTILL.TEACHER_CONFIG "
+                     "(unexpected keys: backbone.bottom_up.res2.2"),
+    "teacher_classes": ([], ["MODEL.ROI_HEADS.NUM_CLASSES", "3"],
+                        "dataset 'matrix_train' has 2 classes but MODEL.ROI_HEADS.NUM_CLASSES "
+                        "is 3"),
+    "means_missing": ([], ["MODEL.DISTILL.CLASS_MEANS", "no/means.pth"],
+                      "class-means file not found: no/means.pth"),
+    "means_json": ([], [], "tools/import_class_means.py"),
+    "train_unregistered": ([], ["DATASETS.TRAIN", "('no_such_set',)"],
+                           "DATASETS.TRAIN names 'no_such_set', which is not registered: "
+                           "register it with --dataset no_such_set"),
+    "test_unregistered": ([], ["DATASETS.TEST", "('no_such_val',)"],
+                          "DATASETS.TEST names 'no_such_val', which is not registered"),
+    "train_empty": ([], ["DATASETS.TRAIN", "()"], "DATASETS.TRAIN is empty"),
+    "builtin_dataset_missing": ([], [], "set DETECTRON2_DATASETS to the folder holding coco/"),
+    "batch_not_divisible": (["--num-gpus", "2"], ["SOLVER.IMS_PER_BATCH", "3"],
+                            "SOLVER.IMS_PER_BATCH 3 is not divisible by the 2 processes"),
+    "amp_on_cpu": ([], ["SOLVER.AMP.ENABLED", "True"],
+                   "SOLVER.AMP.ENABLED True needs a CUDA device"),
+    "amp_precision": ([], ["SOLVER.AMP.PRECISION", "fp8"],
+                      "SOLVER.AMP.PRECISION='fp8': use 'float16' or 'bfloat16'"),
+    "cuda_without_gpu": ([], ["MODEL.DEVICE", "cuda"],
+                         "MODEL.DEVICE cuda: torch sees no CUDA device on this machine; add "
+                         "MODEL.DEVICE cpu"),
+    "cuda_without_gpu_2": (["--num-gpus", "2"], ["MODEL.DEVICE", "cuda"],
+                           "MODEL.DEVICE cuda: torch sees no CUDA device"),
+    "device_name": ([], ["MODEL.DEVICE", "tpu"], "MODEL.DEVICE 'tpu': use cuda or cpu"),
+    "output_blocked": ([], [], "cannot be created"),
+    "max_iter": ([], ["SOLVER.MAX_ITER", "0"], "SOLVER.MAX_ITER 0: give 1 or more"),
+    "checkpoint_period": ([], ["SOLVER.CHECKPOINT_PERIOD", "0"],
+                          "SOLVER.CHECKPOINT_PERIOD 0: give 1 or more"),
+    "base_lr": ([], ["SOLVER.BASE_LR", "-0.1"], "SOLVER.BASE_LR -0.1: give a positive"),
+    "eval_period": ([], ["TEST.EVAL_PERIOD", "-5"], "TEST.EVAL_PERIOD -5"),
+    "workers": ([], ["DATALOADER.NUM_WORKERS", "-1"], "DATALOADER.NUM_WORKERS -1"),
+    "input_format": ([], ["INPUT.FORMAT", "RGBA"], "INPUT.FORMAT 'RGBA': use one of"),
+    "pixel_mean": ([], ["MODEL.PIXEL_MEAN", "[100.0, 100.0]"],
+                   "MODEL.PIXEL_MEAN has 2 values but INPUT.FORMAT BGR images have 3"),
+    "pixel_std": ([], ["MODEL.PIXEL_STD", "[1.0, 0.0, 1.0]"], "MODEL.PIXEL_STD [1.0, 0.0, 1.0]"),
+    "machine_rank": (["--num-machines", "1", "--machine-rank", "1"], [],
+                     "--machine-rank 1: give 0 .. 0"),
+    "num_gpus": (["--num-gpus", "0"], [], "--num-gpus 0 --num-machines 1: give 1 or more"),
+    "unknown_flag": (["--no-such-flag"], [], "unrecognized arguments: --no-such-flag"),
+    "value_type": ([], ["SOLVER.BASE_LR", "fast"], "command-line overrides:"),
+    "unknown_key": ([], ["MODEL.DISTILL.NO_SUCH_KEY", "1"],
+                    "Non-existent key: MODEL.DISTILL.NO_SUCH_KEY"),
+    "roi_heads": ([], ["MODEL.ROI_HEADS.NAME", "CascadeROIHeads"],
+                  "DistillRCNN supports StandardROIHeads"),
+    "pred_boxes": ([], ["MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", "True"],
+                   "TRAIN_ON_PRED_BOXES=True is not supported"),
+    "not_distill_rcnn": ([], ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN"],
+                         "MODEL.META_ARCHITECTURE is GeneralizedRCNN but MODEL.DISTILL.LOSSES is "
+                         "['reviewkd', 'nd']: that run would train a plain detector"),
+    "resnet_basic": ([], ["MODEL.RESNETS.RES2_OUT_CHANNELS", "256"],
+                     "MODEL.RESNETS.RES2_OUT_CHANNELS is 256; set 64"),
+    "bn_images": (["--num-gpus", "2"], ["MODEL.DISTILL.REVIEWKD.BN_IMAGES", "3"],
+                  "BN_IMAGES=3 groups 3 processes of 1 image(s), which does not divide the 2"),
+    "student_url": ([], [], "MODEL.WEIGHTS http://127.0.0.1:"),
+    "teacher_url": ([], [], "could not download"),
+    "resume_empty": (["--resume"], [], "--resume: OUTPUT_DIR"),
+    "resume_truncated": ([], [], "holds no intact checkpoint to resume from"),
+    "bad_image": ([], [], "cannot be decoded"),
+}
+EVAL_CASES = {
+    "eval_no_weights": (["--eval-only"], ["MODEL.WEIGHTS", ""], "--eval-only needs MODEL.WEIGHTS"),
+    "eval_missing_weights": (["--eval-only"], ["MODEL.WEIGHTS", "no/model_final.pth"],
+                             "MODEL.WEIGHTS no/model_final.pth: file not found"),
+    "truncated_weights": (["--eval-only"], [], "truncated.pth is truncated or not a checkpoint"),
+    "foreign_weights": (["--eval-only"], [], "does not fit the student of the config (missing "
+                        "keys: roi_heads.box_predictor.cls_score.bias)"),
+    "eval_teacher_alone": (["--eval-teacher"], [], "--eval-teacher works with --eval-only"),
+    "eval_teacher_missing": (["--eval-only", "--eval-teacher"],
+                             ["MODEL.DISTILL.TEACHER_WEIGHTS", "no/teacher.pth"],
+                             "MODEL.DISTILL.TEACHER_WEIGHTS='no/teacher.pth': file not found"),
+}
+ALL_CASES = {**TRAIN_CASES, **EVAL_CASES}
+
+
+def _assert_one_error(code, stderr, fragment):
+    assert code == 2, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("ERROR: ")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert fragment in errors[0], errors[0]
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("case", sorted(ALL_CASES))
+def test_train_net_case(world, tmp_path, monkeypatch, case):
+    flags, overrides, fragment = ALL_CASES[case]
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    extra_flags, extra_overrides = _prepare(world, tmp_path, case)
+    out = tmp_path / "out"
+    before = sorted(os.listdir(out)) if out.exists() else None
+    weights = [] if "--eval-only" not in flags else ["MODEL.WEIGHTS", world["student"]]
+    argv = (["--config-file", CONFIG] + flags + extra_flags + world["datasets"] + world["opts"]
+            + ["OUTPUT_DIR", str(out)] + weights + overrides + extra_overrides)
+    code, stderr = run_tool_in_process(TRAIN_NET, argv)
+    _assert_one_error(code, stderr, fragment)
+    assert (sorted(os.listdir(out)) if out.exists() else None) == before  # nothing new
+
+
+def test_resume_skips_a_damaged_newest_checkpoint_and_names_it(world, tmp_path, caplog):
+    from nd_det.engine.checkpoint import resume_checkpoint
+
+    out = tmp_path / "run"
+    out.mkdir()
+    good = out / "model_0000001.pth"
+    good.write_bytes(open(world["student"], "rb").read())
+    newest = out / "model_0000003.pth"
+    newest.write_bytes(good.read_bytes()[:5000])
+    os.utime(good, (1, 1))  # older than the damaged one
+    (out / "last_checkpoint").write_bytes(b"\xff\xfe not text")
+    with caplog.at_level("WARNING"):
+        assert resume_checkpoint(str(out)) == str(good)
+    assert f"skipping {newest}: it is truncated or not a checkpoint" in caplog.text
+    assert f"continuing from {good}, the newest intact checkpoint" in caplog.text
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("teacher_checkpoint", "is the teacher's checkpoint (MODEL.DISTILL.TEACHER_WEIGHTS), not a "
+                           "distilled student"),
+    ("no_abf_tensors", "holds no distillation-module tensors (distill_losses.*), but a run of "
+                       "this config (reviewkd+nd) trains them"),
+    ("output_is_a_file", "exists and is not a folder"),
+    ("unknown_flag", "unrecognized arguments: --zap"),
+])
+def test_export_case(world, tmp_path, case, fragment):
+    teacher = world["cfg"].MODEL.DISTILL.TEACHER_WEIGHTS
+    weights = {"teacher_checkpoint": teacher}.get(case, world["student"])
+    out = tmp_path / "export"
+    if case == "output_is_a_file":
+        out.write_text("x")
+    flags = ["--zap"] if case == "unknown_flag" else []
+    argv = (["--config-file", CONFIG, "--weights", weights, "--output", str(out)] + flags
+            + world["datasets"] + world["opts"])
+    code, stderr = run_tool_in_process(EXPORT, argv)
+    _assert_one_error(code, stderr, fragment)
+    assert (out.is_file() if case == "output_is_a_file" else not out.exists())
+
+
+def test_export_accepts_the_training_command_and_the_flag_that_means_it(world, tmp_path):
+    """The training command (with --dataset and --num-gpus) works for export as it is; the
+    student-only checkpoint of a ReviewKD++ config (no ABF tensors) exports only when asked."""
+    out = tmp_path / "export"
+    argv = (["--config-file", CONFIG, "--num-gpus", "2", "--weights", world["student"],
+             "--output", str(out), "--allow-non-distilled-weights"] + world["datasets"]
+            + world["opts"])
+    code, stderr = run_tool_in_process(EXPORT, argv)
+    assert code == 0, stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["config.yaml", "model_final.pth"]
+
+
+def test_a_pkl_student_for_eval_is_read_without_building_a_model(world, tmp_path):
+    """The eval check reads detectron2 .pkl files (numpy arrays) as detectron2 does."""
+    from nd_det.engine.preflight import check_student_weights_file
+
+    state = torch.load(world["student"], weights_only=True)["model"]
+    path = tmp_path / "student.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": {k: v.numpy() for k, v in state.items()}}, f)
+    cfg = world["cfg"].clone()
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = str(path)
+    check_student_weights_file(cfg)  # fits: no error
