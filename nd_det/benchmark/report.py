@@ -31,6 +31,10 @@ def _fmt(x, digits=1):
     return str(x)
 
 
+def _millions(n):
+    return f"{n / 1e6:.2f}"
+
+
 def _mib(n):
     return None if n is None else n / 2**20
 
@@ -44,6 +48,14 @@ def markdown_summary(result: Dict) -> str:
         f"Batch {s['batch_size']} x {s['height']}x{s['width']}, {s['precision']}, "
         f"{s['iters']} measured rounds after {s['warmup']} warm-up (interleaved, medians); "
         f"{result['rois_per_step']} sampled RoIs per step.",
+    ]
+    params = result.get("student_parameters")
+    if params:
+        lines.append(
+            f"Student parameters: {_millions(params['total'])} M ({_millions(params['trainable'])}"
+            f" M trainable); backbone with FPN {_millions(params['backbone'])} M, bottom-up "
+            f"{_millions(params['bottom_up'])} M.")
+    lines += [
         "",
         "| step | median ms | min ms | max ms | CPU-time median ms | images/s |",
         "|---|---|---|---|---|---|",

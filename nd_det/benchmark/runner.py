@@ -27,7 +27,7 @@ from .sync_ops import find_sync_ops
 from .synthetic import synthetic_batch, without_annotations
 from .timing import device_synchronizer, interleaved_samples, summarize_seconds
 
-__all__ = ["BenchmarkSettings", "run_benchmark", "SCHEMA"]
+__all__ = ["BenchmarkSettings", "run_benchmark", "student_parameter_counts", "SCHEMA"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,18 @@ def _teacher_variant(model) -> str:
     if model.teacher_needs.logits:
         parts.append("box_predictor")
     return "teacher_distill_forward[" + "+".join(parts) + "]"
+
+
+def student_parameter_counts(model: torch.nn.Module) -> Dict[str, int]:
+    """The student's parameters: all, those that train (requires_grad), the backbone's (FPN
+    included) and its bottom-up network's."""
+    def count(module, trainable_only=False):
+        return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+    backbone = model.backbone
+    bottom_up = getattr(backbone, "bottom_up", backbone)
+    return {"total": count(model), "trainable": count(model, trainable_only=True),
+            "backbone": count(backbone), "bottom_up": count(bottom_up)}
 
 
 def _finite(losses: Dict[str, torch.Tensor]) -> bool:
@@ -204,6 +216,7 @@ def _time_steps(s, cfg, files, batch, loss_sets, device) -> Dict[str, object]:
     cpu_median = {name: t["cpu_median_ms"] for name, t in timings.items()}
     steps = {n: v for n, v in variants.items() if isinstance(v, TrainStep)}
     out: Dict[str, object] = {
+        "student_parameters": student_parameter_counts(student),
         "rois_per_step": rois,
         "timings": timings,
         "images_per_s": {n: s.batch_size * 1000.0 / median[n] for n in steps},

@@ -130,6 +130,8 @@ class TorchvisionWeightsMixin:
         return super()._load_file(filename)
 
     def _load_model(self, checkpoint):
+        # DetectionCheckpointer matches names only (a torchvision file would load nothing):
+        # route such a file to the bottom-up first, then load as DetectionCheckpointer does
         state = checkpoint.get("model")
         if isinstance(state, Mapping):
             source = f"weights file {getattr(self, '_torchvision_source', '')}".strip()

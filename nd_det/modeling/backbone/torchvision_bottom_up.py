@@ -102,6 +102,8 @@ class TorchvisionBottomUp(Backbone):
     def freeze(self, freeze_at: int) -> "TorchvisionBottomUp":
         """Fix the weights of every layer the first ``freeze_at`` stages need and turn their
         BatchNorm layers into FrozenBatchNorm2d."""
+        # detectron2's ResNet.freeze walks its own stage blocks; a torchvision model has no such
+        # blocks, so its graph says which layers a stage needs
         modules, attributes = self.frozen_targets(freeze_at)
         for target in sorted(modules):
             module = self.body.get_submodule(target)

@@ -1,0 +1,175 @@
+"""tools/export_torchscript.py: the folder export_student writes becomes a TorchScript file
+(detectron2's TracingAdapter + torch.jit.trace) that gives the distilled student's boxes,
+scores and classes on the same images, also at another image size and in a process that
+imports neither nd_det nor detectron2; bad input is one ERROR line, exit status 2."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from PIL import Image
+
+from nd_det.export import export_student
+from nd_det.export.torchscript import (TorchScriptMismatchError, compare_detections,
+                                       deploy_image, export_torchscript, load_exported_student,
+                                       student_detections)
+
+from .helpers.run_tool import run_tool_in_process
+from .helpers.tiny_distill import REPO, tiny_distill_cfg
+
+TOOL = os.path.join(REPO, "tools", "export_torchscript.py")
+STUDENTS = {
+    # torchvision MobileNetV3-Large (nd-det's builder) and detectron2's own ResNet-18 FPN
+    "mv3": ("MV3_from_R50_nd.yaml", ["MODEL.TORCHVISION.NORM", "GN",
+                                     "MODEL.TORCHVISION.FREEZE_AT", "0"]),
+    "r18": ("R18_from_R101_nd.yaml", []),
+}
+
+# a deployment: torch + torchvision only; nd_det and detectron2 refuse to import
+PLAIN_TORCH_SCRIPT = r'''
+import importlib.abc
+import sys
+
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("nd_det", "detectron2"):
+            raise ImportError(name + " imported by the deployment process")
+        return None
+
+
+sys.meta_path.insert(0, Refuse())
+import torch
+import torchvision  # noqa: F401  (registers the nms / roi_align ops the module calls)
+
+model = torch.jit.load(sys.argv[1])
+images = torch.load(sys.argv[2])
+with torch.no_grad():
+    torch.save([tuple(model(image)) for image in images], sys.argv[3])
+'''
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def write_image(path, height, width, seed):
+    pixels = np.random.RandomState(seed).randint(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def distilled_export(tmp_path, student):
+    """A DistillRCNN checkpoint of the tiny config, exported with export_student.  Returns the
+    DistillRCNN (eval mode) and the export folder."""
+    config_file, opts = STUDENTS[student]
+    cfg = tiny_distill_cfg(str(tmp_path), config_file, extra_opts=opts)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    (tmp_path / "train").mkdir()
+    DetectionCheckpointer(model, str(tmp_path / "train")).save("model_final")
+    export_dir = str(tmp_path / "deploy")
+    export_student(cfg, str(tmp_path / "train" / "model_final.pth"), export_dir)
+    return model.eval(), export_dir
+
+
+def assert_same(ours, theirs):
+    boxes, scores, classes = ours
+    assert len(boxes) == len(theirs[0]) > 0
+    torch.testing.assert_close(boxes, theirs[0], rtol=0, atol=1e-3)
+    torch.testing.assert_close(scores, theirs[1], rtol=0, atol=1e-5)
+    assert torch.equal(classes, theirs[2])
+
+
+@pytest.mark.parametrize("student", list(STUDENTS))
+def test_traced_student_gives_the_distilled_students_detections(tmp_path, student):
+    distilled, export_dir = distilled_export(tmp_path, student)
+    image = write_image(tmp_path / "a.png", 120, 160, seed=0)  # resized to 96x128
+    other = write_image(tmp_path / "b.jpg", 150, 100, seed=1)  # resized to 144x96
+    result = export_torchscript(export_dir, image)
+    assert result.path == os.path.join(export_dir, "model.ts") and os.path.isfile(result.path)
+    assert result.input_size == (96, 128)
+    info = json.load(open(result.info_path))
+    cfg, python_student = load_exported_student(export_dir)
+    assert info["input"]["channel_order"] == cfg.INPUT.FORMAT
+    assert info["input"]["resize"] == {"shortest_side": 96, "longest_side_at_most": 160}
+    assert info["check"]["detections"] == result.detections > 0
+    assert sorted(os.listdir(export_dir)) == ["config.yaml", "model.ts", "model.ts.json",
+                                              "model_final.pth"]
+
+    traced = torch.jit.load(result.path)
+    for path in (image, other):
+        tensor = deploy_image(cfg, path)
+        with torch.no_grad():
+            expected = student_detections(distilled, tensor)  # DistillRCNN in eval mode
+            assert_same(student_detections(python_student, tensor), expected)
+            assert_same(tuple(traced(tensor)), expected)
+
+
+def test_traced_file_runs_without_nd_det_or_detectron2(tmp_path):
+    distilled, export_dir = distilled_export(tmp_path, "mv3")
+    paths = [write_image(tmp_path / "a.png", 120, 160, seed=0),
+             write_image(tmp_path / "b.png", 150, 100, seed=1)]
+    result = export_torchscript(export_dir, paths[0])
+    cfg, _ = load_exported_student(export_dir)
+    images = [deploy_image(cfg, p) for p in paths]
+    torch.save(images, str(tmp_path / "images.pt"))
+    script = tmp_path / "deploy.py"
+    script.write_text(PLAIN_TORCH_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), result.path, str(tmp_path / "images.pt"),
+                           str(tmp_path / "out.pt")], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    outputs = torch.load(str(tmp_path / "out.pt"))
+    for image, found in zip(images, outputs):
+        with torch.no_grad():
+            assert_same(found, student_detections(distilled, image))
+
+
+def test_tool_writes_the_file_and_refuses_bad_input(tmp_path, capsys):
+    _, export_dir = distilled_export(tmp_path, "mv3")
+    image = write_image(tmp_path / "a.png", 120, 160, seed=0)
+    code, err = run_tool_in_process(TOOL, ["--export-dir", export_dir, "--image", image])
+    assert code == 0, err
+    printed = capsys.readouterr().out
+    assert f"Wrote {os.path.join(export_dir, 'model.ts')} and " in printed
+    assert "classes equal" in printed
+
+    def refused(argv, expected):
+        code, err = run_tool_in_process(TOOL, argv)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("ERROR: "), err
+        assert expected in lines[0], lines[0]
+
+    refused(["--export-dir", export_dir, "--image", image],
+            f"--output {os.path.join(export_dir, 'model.ts')} exists; pass --overwrite")
+    refused(["--export-dir", str(tmp_path / "nowhere"), "--image", image],
+            "config.yaml not found; give the folder tools/export_student.py wrote")
+    refused(["--export-dir", export_dir, "--image", str(tmp_path / "missing.png"),
+             "--overwrite"], "missing.png: file not found")
+    refused(["--export-dir", export_dir, "--image", os.path.join(export_dir, "config.yaml"),
+             "--overwrite"], "cannot be read as an image")
+    refused(["--export-dir", str(tmp_path / "train"), "--image", image],
+            "config.yaml not found")  # a training folder is not an export
+
+
+def test_round_trip_check_refuses_different_detections():
+    boxes = torch.tensor([[1.0, 2.0, 30.0, 40.0], [5.0, 5.0, 9.0, 9.0]])
+    python = (boxes, torch.tensor([0.9, 0.5]), torch.tensor([1, 0]))
+    assert compare_detections(python, (boxes + 1e-4, python[1], python[2])) == pytest.approx(
+        (1e-4, 0.0), abs=1e-6)
+    with pytest.raises(TorchScriptMismatchError, match="max .box diff. 0.01 px"):
+        compare_detections(python, (boxes + 0.01, python[1], python[2]))
+    with pytest.raises(TorchScriptMismatchError, match="1 detections"):
+        compare_detections(python, (boxes[:1], python[1][:1], python[2][:1]))
+    with pytest.raises(TorchScriptMismatchError, match="classes"):
+        compare_detections(python, (boxes, python[1], torch.tensor([0, 0])))

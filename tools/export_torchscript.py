@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""Trace an exported student (tools/export_student.py) to TorchScript, checked on one image.
+
+  python tools/export_torchscript.py --export-dir deploy/MV3_from_R50_nd --image image.jpg
+
+Writes <export-dir>/model.ts (image -> boxes, scores, classes; needs only torch + torchvision to
+run) and model.ts.json (how to feed it, and the round-trip check).  See docs/deploy.md.
+"""
+import sys
+
+from nd_det.export.torchscript_cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
