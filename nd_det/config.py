@@ -201,10 +201,12 @@ def merge_config(cfg: CN, source, what: str) -> None:
         merge(source)
     except (AssertionError, KeyError, ValueError, TypeError) as e:
         message = str(e).strip().strip("'")
-        raise ConfigError(
-            f"{what}: {message}. Check the spelling against nd_det/config.py (MODEL.DISTILL keys) "
-            "and detectron2's config reference."
-        ) from None
+        if message.startswith("Type mismatch"):
+            hint = "Give the key a value of the type its default has."
+        else:
+            hint = ("Check the spelling against nd_det/config.py (MODEL.DISTILL keys) and "
+                    "detectron2's config reference.")
+        raise ConfigError(f"{what}: {message}. {hint}") from None
 
 
 def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True) -> CN:

@@ -297,3 +297,29 @@ def test_a_pkl_student_for_eval_is_read_without_building_a_model(world, tmp_path
     cfg.defrost()
     cfg.MODEL.WEIGHTS = str(path)
     check_student_weights_file(cfg)  # fits: no error
+
+
+BENCHMARK = os.path.join(REPO, "tools", "benchmark.py")
+CONVERTER = os.path.join(REPO, "tools", "convert_torchvision_to_d2.py")
+DEMO = os.path.join(REPO, "tools", "demo.py")
+
+
+@pytest.mark.parametrize("case, tool, argv, fragment", [
+    ("benchmark_output", BENCHMARK, ["--config-file", CONFIG, "--output", "{file}/bench.json"],
+     "--output {file}/bench.json cannot be created: {file} is a file"),
+    ("benchmark_flag", BENCHMARK, ["--config-file", CONFIG, "--output", "x.json", "--itres", "3"],
+     "unrecognized arguments: --itres"),
+    ("converter_offline", CONVERTER, ["--arch", "resnet18", "--offline", "--output", "o.pkl"],
+     "--offline provides mobilenet_v2 weights only; give --input for resnet18"),
+    ("demo_threads", DEMO, ["--threads", "0", "--output-dir", "{tmp}/demo"],
+     "--threads 0: give 1 or more"),
+    ("demo_method", DEMO, ["--method", "fitnet", "--output-dir", "{tmp}/demo"],
+     "argument --method: invalid choice: 'fitnet'"),
+])
+def test_other_tools_case(tmp_path, case, tool, argv, fragment):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    argv = [a.format(file=blocker, tmp=tmp_path) for a in argv]
+    code, stderr = run_tool_in_process(tool, argv)
+    _assert_one_error(code, stderr, fragment.format(file=blocker))
+    assert sorted(os.listdir(tmp_path)) == ["a_file"]  # nothing written
