@@ -1,20 +1,35 @@
 """Teacher class means for detection: the (NUM_CLASSES + 1, D) table ND needs.
 
-The frozen teacher (eval, no_grad) runs over the training set, one image at a time:
+The frozen teacher runs over (a subset of) the training set, one image at a time, and its
+box-head embeddings (FastRCNNConvFCHead output, after the last fc + ReLU) are averaged per class,
+with background as class index NUM_CLASSES.  Which RoIs are averaged is the *protocol*
+(:data:`PROTOCOLS`):
 
-* foreground row k: mean of the teacher's box-head embeddings (FastRCNNConvFCHead output, after
-  the last fc + ReLU) of every ground-truth box of class k;
-* background row (index NUM_CLASSES): mean over teacher proposals that match no ground truth
-  (IoU below the ROI head's threshold), sampled exactly as the ROI head samples them in training
-  (``label_and_sample_proposals``), with a sampling seed derived from the image index - so the
-  result does not depend on how many processes share the work.
+* ``reference`` (the default): what the paper's code averaged during a training run.  Each image
+  gets the TRAINING augmentation of the config (``INPUT.MIN_SIZE_TRAIN`` / ``MAX_SIZE_TRAIN`` /
+  ``MIN_SIZE_TRAIN_SAMPLING``, ``INPUT.RANDOM_FLIP``); the teacher's RPN proposes boxes with its
+  training-time top-k (``PRE/POST_NMS_TOPK_TRAIN``, as the student's RPN does in a training
+  step); the teacher's ROI head samples them as in training (``label_and_sample_proposals``:
+  ground truth appended, labels by IoU matching, ``BATCH_SIZE_PER_IMAGE`` RoIs with at most
+  ``POSITIVE_FRACTION`` foreground); every sampled RoI, foreground and background, is averaged
+  under its label.
+* ``gt-boxes``: each ground-truth box once (foreground rows) at test scale
+  (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``, no flip); the background row from the teacher's
+  test-time proposals that match no ground truth, sampled by the same ROI-head sampler.
 
-Sums and counts are accumulated in float64 and all-reduced across processes; rank 0 writes the
-file (``nd_det.losses.class_means`` format) with the per-class counts and the teacher identity.
+Randomness (augmentation, ROI sampling) is seeded from (seed, image index), and the image subset
+(``max_images``) is the first K of a permutation seeded by ``seed``: the table does not depend on
+the number of processes or loader workers.  Sums and counts are accumulated in float64 and
+all-reduced across processes; rank 0 writes the file (``nd_det.losses.class_means`` format) with
+the per-class counts, the teacher identity and the protocol's settings.
+
+:func:`check_extraction` runs every check that needs no model (the output path, the datasets,
+classes without ground truth) and is called before the pass, in the tool's parent process too.
 """
 import logging
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import (
@@ -23,52 +38,185 @@ from detectron2.data import (
     build_detection_test_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.data import transforms as T
+from detectron2.data.detection_utils import build_augmentation
+from detectron2.structures import Instances
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import log_every_n_seconds
 
-from .losses import ClassMeanAccumulator, ClassMeans, save_class_means
+from .data import DatasetError
+from .engine.setup import check_datasets
+from .losses import ClassMeanAccumulator, ClassMeans, ClassMeansError, save_class_means
 from .modeling.teacher import FrozenTeacher
+from .utils.paths import check_writable
 from .utils.progress import ProgressClock, format_duration
+from .utils.text import short_list
 
-__all__ = ["extract_class_means", "TeacherEmbedder", "INDEX_KEY"]
-
-# key of each mapped dataset dict holding its position in the list being extracted (seeds the
-# per-image sampling, whichever process and loader worker maps it)
-INDEX_KEY = "nd_det_index"
+__all__ = [
+    "extract_class_means",
+    "check_extraction",
+    "parse_max_images",
+    "select_images",
+    "image_seed",
+    "training_proposals",
+    "TeacherEmbedder",
+    "SeededMapper",
+    "PROTOCOLS",
+    "DEFAULT_PROTOCOL",
+    "REFERENCE_NUM_IMAGES",
+    "INDEX_KEY",
+]
 
 logger = logging.getLogger(__name__)
 
+PROTOCOLS = {
+    "reference": "the RoIs the teacher's ROI head samples (GT appended, IoU labels, background "
+                 "included) from its training-mode RPN proposals, under training augmentation "
+                 "(the reference code's protocol)",
+    "gt-boxes": "each ground-truth box once at test scale; background from sampled teacher "
+                "proposals that match no ground truth",
+}
+DEFAULT_PROTOCOL = "reference"
+# The reference averaged for 30,000 iterations of 2 images per process, and each process kept
+# its own sums: one table from ~60,000 images (about half of COCO train2017).
+REFERENCE_NUM_IMAGES = 60_000
+
+# key of each dataset dict holding its position in the FULL training list: it seeds the image's
+# augmentation and sampling, whichever process, loader worker or subset maps it
+INDEX_KEY = "nd_det_index"
+
+
+# ---------------------------------------------------------------------- images and seeds
+def image_seed(seed: int, index: int) -> int:
+    """The seed of image ``index`` (its position in the training list) under ``seed``."""
+    return (int(seed) * 1_000_003 + int(index)) % 2 ** 32
+
+
+def parse_max_images(value: Union[None, int, str]) -> Optional[int]:
+    """``--max-images``: a positive number, or ``"all"`` / None (every image)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        return None
+    try:
+        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else 0
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ClassMeansError(f"--max-images {value!r}: give a positive number of images, or "
+                              "'all' for the whole training set")
+    return number
+
+
+def select_images(num_images: int, max_images: Optional[int], seed: int) -> List[int]:
+    """Indices of the images to use, ascending: all of them when ``max_images`` is None or at
+    least ``num_images``, else the first ``max_images`` of a permutation seeded by ``seed``
+    (a uniform random subset, as a shuffled training loader would visit)."""
+    if max_images is None or max_images >= num_images:
+        return list(range(num_images))
+    order = np.random.RandomState(int(seed) % 2 ** 32).permutation(num_images)
+    return sorted(int(i) for i in order[:max_images])
+
+
+class SeededMapper:
+    """A DatasetMapper whose random augmentation is seeded from (seed, the image's INDEX_KEY)."""
+
+    def __init__(self, mapper: DatasetMapper, seed: int):
+        self.mapper = mapper
+        self.seed = seed
+
+    def __call__(self, dataset_dict: Dict) -> Dict:
+        # detectron2's augmentations draw from numpy's global generator (they take no generator
+        # argument), so it is seeded around each call and restored afterwards
+        state = np.random.get_state()
+        np.random.seed(image_seed(self.seed, dataset_dict[INDEX_KEY]))
+        try:
+            return self.mapper(dataset_dict)
+        finally:
+            np.random.set_state(state)
+
+
+def extraction_mapper(cfg: CfgNode, protocol: str, seed: int) -> SeededMapper:
+    """detectron2's DatasetMapper with the protocol's augmentation (training or test resizing,
+    built by detectron2 from cfg.INPUT), the student's image format (the teacher converts it as
+    in training) and the annotations kept."""
+    return SeededMapper(DatasetMapper(
+        is_train=True,  # keeps the (transformed, non-crowd) annotations
+        augmentations=build_augmentation(cfg, is_train=protocol == "reference"),
+        image_format=cfg.INPUT.FORMAT,
+        use_instance_mask=False,
+    ), seed)
+
+
+def augmentation_metadata(cfg: CfgNode, protocol: str) -> Dict:
+    """The resizing / flipping the protocol applies, as recorded in the file."""
+    if protocol == "reference":
+        return {"min_size": [int(s) for s in cfg.INPUT.MIN_SIZE_TRAIN],
+                "max_size": int(cfg.INPUT.MAX_SIZE_TRAIN),
+                "sampling": str(cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING),
+                "flip": str(cfg.INPUT.RANDOM_FLIP)}
+    return {"min_size": [int(cfg.INPUT.MIN_SIZE_TEST)], "max_size": int(cfg.INPUT.MAX_SIZE_TEST),
+            "sampling": "choice", "flip": "none"}
+
+
+# ---------------------------------------------------------------------- the teacher's RoIs
+@torch.no_grad()
+def training_proposals(teacher: FrozenTeacher, images, features, gt: Instances) -> List[Instances]:
+    """The teacher RPN's proposals with its TRAINING top-k (PRE/POST_NMS_TOPK_TRAIN), as the
+    student's RPN makes them in a training step.  detectron2's RPN chooses its top-k by its
+    training flag, so it runs in training mode (under no_grad; the ground truth is what its
+    training-mode forward needs for the losses it also returns, which are dropped)."""
+    rpn = teacher.model.proposal_generator
+    rpn.train()
+    try:
+        with teacher.precision():
+            proposals, _ = rpn(images, features, [gt])
+    finally:
+        rpn.eval()
+    return proposals
+
 
 class TeacherEmbedder:
-    """Box-head embeddings of a frozen teacher for GT boxes and for sampled background RoIs."""
+    """The (embeddings, labels) of one mapped image under a protocol (see the module docstring)."""
 
-    def __init__(self, teacher: FrozenTeacher, seed: int = 0):
+    def __init__(self, teacher: FrozenTeacher, seed: int = 0, protocol: str = DEFAULT_PROTOCOL):
+        if protocol not in PROTOCOLS:
+            raise ClassMeansError(f"protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
         self.teacher = teacher
         self.seed = seed
+        self.protocol = protocol
         self.num_classes = teacher.num_classes
 
+    def _own_rng(self):
+        """The global torch generators (CPU, the teacher's GPU) are restored on exit."""
+        device = self.teacher.device
+        return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+    def _sample(self, proposals: List[Instances], gt: Instances, index: int) -> Instances:
+        """The ROI head's training sampler on ``proposals``, seeded from the image index."""
+        with self._own_rng():
+            torch.manual_seed(image_seed(self.seed, index))
+            return self.teacher.model.roi_heads.label_and_sample_proposals(proposals, [gt])[0]
+
     @torch.no_grad()
-    def __call__(self, inputs: Dict):
+    def __call__(self, inputs: Dict) -> Tuple[torch.Tensor, torch.Tensor]:
         """(embeddings, labels) of one mapped dataset dict; its ``INDEX_KEY`` seeds the
-        background sampling, so a given image always yields the same RoIs."""
+        sampling, so a given image always yields the same RoIs."""
         teacher = self.teacher
-        model = teacher.model
+        index = int(inputs[INDEX_KEY])
         images = teacher.preprocess([inputs["image"].to(teacher.device)])
         features = teacher.features(images)
         gt = inputs["instances"].to(teacher.device)
 
+        if self.protocol == "reference":
+            with self._own_rng():  # its training-mode anchor sampling draws random numbers
+                proposals = training_proposals(teacher, images, features, gt)
+            sampled = self._sample(proposals, gt, index)
+            return teacher.box_embeddings(features, [sampled.proposal_boxes]), sampled.gt_classes
+
         embeddings = [teacher.box_embeddings(features, [gt.gt_boxes])]
         labels = [gt.gt_classes]
-
-        proposals, _ = model.proposal_generator(images, features, None)
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(self.seed * 1_000_003 + int(inputs[INDEX_KEY]))
-        try:
-            sampled = model.roi_heads.label_and_sample_proposals(proposals, [gt])[0]
-        finally:
-            torch.random.set_rng_state(generator_state)
+        with teacher.precision():
+            proposals, _ = teacher.model.proposal_generator(images, features, None)
+        sampled = self._sample(proposals, gt, index)
         background = sampled[sampled.gt_classes == self.num_classes]
         if len(background):
             embeddings.append(teacher.box_embeddings(features, [background.proposal_boxes]))
@@ -76,57 +224,137 @@ class TeacherEmbedder:
         return torch.cat(embeddings), torch.cat(labels)
 
 
-def _mapper(cfg: CfgNode) -> DatasetMapper:
-    """Deterministic test-time resizing of the student config, the student's image format (the
-    teacher converts it as in training), annotations kept."""
-    return DatasetMapper(
-        is_train=True,
-        augmentations=[
-            T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
-        ],
-        image_format=cfg.INPUT.FORMAT,
-        use_instance_mask=False,
-    )
+# ---------------------------------------------------------------------- checks before the pass
+def _output_path(cfg: CfgNode, output: Optional[str]) -> Tuple[str, str]:
+    if output:
+        return output, "--output"
+    if not cfg.MODEL.DISTILL.CLASS_MEANS:
+        raise ClassMeansError("MODEL.DISTILL.CLASS_MEANS is empty and no --output is given: "
+                              "name the file to write (e.g. --output class_means/teacher.pth)")
+    return cfg.MODEL.DISTILL.CLASS_MEANS, "MODEL.DISTILL.CLASS_MEANS"
+
+
+def _training_dicts(cfg: CfgNode) -> List[Dict]:
+    check_datasets(cfg, splits=("TRAIN",), required=("TRAIN",))  # registered, files present
+    names = list(cfg.DATASETS.TRAIN)
+    try:
+        return get_detection_dataset_dicts(names, filter_empty=False)
+    except (OSError, AssertionError) as e:
+        raise DatasetError(f"DATASETS.TRAIN {tuple(names)}: cannot load its records "
+                           f"({type(e).__name__}: {e}). Fix: check the annotation files (COCO is "
+                           "read from $DETECTRON2_DATASETS/coco)") from None
+
+
+def _class_names(cfg: CfgNode) -> Optional[List[str]]:
+    names = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", None)
+    return list(names) if names else None
+
+
+def _check_ground_truth(dicts: Sequence[Dict], num_classes: int,
+                        class_names: Optional[Sequence[str]], datasets: Sequence[str]) -> None:
+    """Every foreground class needs a (non-crowd) ground-truth box in the selected images."""
+    seen = set()  # counted from the records: DatasetMapper drops crowd boxes, so do we
+    for record in dicts:
+        seen.update(int(a["category_id"]) for a in record.get("annotations", ())
+                    if not a.get("iscrowd", 0))
+    missing = [k for k in range(num_classes) if k not in seen]
+    if missing:
+        named = [f"{k} ({class_names[k]})" if class_names and k < len(class_names) else str(k)
+                 for k in missing]
+        raise ClassMeansError(
+            f"no samples for class(es) {short_list(named, 10)}: no ground-truth box of them in "
+            f"the {len(dicts)} images selected from DATASETS.TRAIN {tuple(datasets)}. Use more "
+            "images (--max-images), or pass --allow-empty-classes to zero-fill their rows and "
+            "flag them in the file's metadata (ND then pulls no direction for them)."
+        )
+
+
+def check_extraction(cfg: CfgNode, output: Optional[str] = None,
+                     max_images: Optional[int] = REFERENCE_NUM_IMAGES,
+                     allow_empty_classes: bool = False, seed: int = 0,
+                     protocol: str = DEFAULT_PROTOCOL) -> Tuple[str, List[Dict], int]:
+    """Every check of an extraction that needs no model, in the order of their cost: the
+    protocol, the output path (writable, not .json), the teacher's config and weights file, the
+    datasets, classes without ground truth in the selected images (unless allowed).
+
+    Returns (output path, the selected dataset dicts with their INDEX_KEY, images in the set)."""
+    if protocol not in PROTOCOLS:
+        raise ClassMeansError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    max_images = parse_max_images(max_images)
+    path, what = _output_path(cfg, output)
+    if str(path).lower().endswith(".json"):
+        raise ClassMeansError(f"{what} {path}: nd-det writes its class-means format (a torch "
+                              "file), not JSON; give a .pth path")
+    check_writable(path, what)
+    FrozenTeacher.check(cfg)
+    dicts = _training_dicts(cfg)
+    chosen = [dict(dicts[i], **{INDEX_KEY: i})
+              for i in select_images(len(dicts), max_images, seed)]
+    if not allow_empty_classes:
+        _check_ground_truth(chosen, int(cfg.MODEL.ROI_HEADS.NUM_CLASSES), _class_names(cfg),
+                            list(cfg.DATASETS.TRAIN))
+    return path, chosen, len(dicts)
+
+
+# ---------------------------------------------------------------------- the pass
+def _protocol_metadata(teacher: FrozenTeacher, cfg: CfgNode, protocol: str) -> Dict:
+    tcfg = teacher.cfg
+    reference = protocol == "reference"
+    return {
+        "protocol": protocol,
+        "protocol_description": PROTOCOLS[protocol],
+        "augmentation": augmentation_metadata(cfg, protocol),
+        "rpn_topk": {"mode": "train" if reference else "test",
+                     "pre_nms": int(tcfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN if reference
+                                    else tcfg.MODEL.RPN.PRE_NMS_TOPK_TEST),
+                     "post_nms": int(tcfg.MODEL.RPN.POST_NMS_TOPK_TRAIN if reference
+                                     else tcfg.MODEL.RPN.POST_NMS_TOPK_TEST)},
+        "roi_sampling": {"batch_size_per_image": int(tcfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE),
+                         "positive_fraction": float(tcfg.MODEL.ROI_HEADS.POSITIVE_FRACTION),
+                         "iou_thresholds": [float(x) for x in tcfg.MODEL.ROI_HEADS.IOU_THRESHOLDS],
+                         "append_gt": bool(tcfg.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT),
+                         "rows": "all sampled RoIs" if reference else "background RoIs only"},
+    }
 
 
 def extract_class_means(
     cfg: CfgNode,
     output: Optional[str] = None,
-    max_images: Optional[int] = None,
+    max_images: Optional[int] = REFERENCE_NUM_IMAGES,
     allow_empty_classes: bool = False,
     num_workers: Optional[int] = None,
     log_period: float = 10.0,
     seed: int = 0,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> ClassMeans:
     """Run the teacher of ``cfg.MODEL.DISTILL`` over ``cfg.DATASETS.TRAIN`` and write the class
     means to ``output`` (default: ``cfg.MODEL.DISTILL.CLASS_MEANS``) on rank 0.
 
-    Works in a single process and under detectron2's ``launch`` (each rank takes a shard; sums
-    and counts are all-reduced).  Raises ClassMeansError naming the classes without samples
-    unless ``allow_empty_classes`` (their rows are then zero-filled and flagged in the metadata).
+    ``protocol``: a key of :data:`PROTOCOLS`; ``max_images``: at most this many images (the
+    first of a permutation seeded by ``seed``; None = all).  Works in a single process and under
+    detectron2's ``launch`` (each rank takes a shard; sums and counts are all-reduced).  Raises
+    ClassMeansError naming the classes without samples unless ``allow_empty_classes`` (their
+    rows are then zero-filled and flagged in the metadata), before the pass when the ground
+    truth already shows it.
     """
-    output = output or cfg.MODEL.DISTILL.CLASS_MEANS
+    output, dicts, total = check_extraction(cfg, output, max_images, allow_empty_classes, seed,
+                                            protocol)
     teacher = FrozenTeacher(cfg)
-    dicts = get_detection_dataset_dicts(list(cfg.DATASETS.TRAIN), filter_empty=False)
-    total = len(dicts)
-    if max_images is not None:
-        dicts = dicts[: max(0, int(max_images))]
-    dicts = [dict(d, **{INDEX_KEY: i}) for i, d in enumerate(dicts)]
     num_classes = teacher.num_classes
-    loader = build_detection_test_loader(
+    loader = build_detection_test_loader(  # InferenceSampler: one shard per process
         dicts,
-        mapper=_mapper(cfg),
+        mapper=extraction_mapper(cfg, protocol, seed),
         num_workers=cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers,
     )
-    embedder = TeacherEmbedder(teacher, seed=seed)
+    embedder = TeacherEmbedder(teacher, seed=seed, protocol=protocol)
     acc = ClassMeanAccumulator(num_classes + 1, teacher.embedding_dim, device=teacher.device)
     local = len(loader)
 
-    logger.info("Extracting teacher class means from %d of %d images of %s (%d on this rank)",
-                len(dicts), total, list(cfg.DATASETS.TRAIN), local)
+    logger.info("Extracting teacher class means (protocol %s) from %d of %d images of %s "
+                "(%d on this rank)", protocol, len(dicts), total, list(cfg.DATASETS.TRAIN), local)
     clock = ProgressClock(local, skip=1)
     clock.start()
-    with EventStorage(0):  # the ROI head's sampler logs into an event storage
+    with EventStorage(0):  # the RPN and ROI-head samplers log into an event storage
         for batch in loader:
             feats, labels = embedder(batch[0])
             acc.update(feats, labels)
@@ -140,12 +368,18 @@ def extract_class_means(
                 log_every_n_seconds(logging.INFO, message, n=log_period, name=logger.name)
     acc.all_reduce()
 
-    class_names = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", None)
-    names = list(class_names) + ["background"] if class_names else None
+    class_names = _class_names(cfg)
+    names = class_names + ["background"] if class_names else None
     metadata = dict(teacher.identity)
+    metadata.update(_protocol_metadata(teacher, cfg, protocol))
     metadata.update(
         datasets=list(cfg.DATASETS.TRAIN),
         num_images=len(dicts),
+        images_in_datasets=total,
+        image_selection=("all images" if len(dicts) == total else
+                         f"the first {len(dicts)} of a permutation seeded by {seed}"),
+        seed=int(seed),
+        counts_known=True,
         background_row=num_classes,
         embedding="teacher box head output (RoI embeddings)",
         class_names=names or [],

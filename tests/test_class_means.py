@@ -188,10 +188,26 @@ def test_dict_without_the_format_tag_is_not_a_class_means_file(tmp_path):
 
 
 def test_text_file_cannot_be_read(tmp_path):
-    path = tmp_path / "means.json"
-    path.write_text('{"0": [1.0, 2.0]}\n')
-    with pytest.raises(ClassMeansError, match=r"cannot read class-means file .*means\.json"):
+    path = tmp_path / "means.txt"
+    path.write_text("0 1.0 2.0\n")
+    with pytest.raises(ClassMeansError, match=r"cannot read class-means file .*means\.txt"):
         load_class_means(str(path))
+
+
+@pytest.mark.parametrize("name, text", [
+    ("R101_emb.json", '{\n    "15": [\n        0.8548\n    ]\n}'),  # recognised by its name
+    ("means.pth", '\ufeff  {"0": [1.0, 2.0]}'),  # by its content (BOM and spaces first)
+    ("R50_emb.JSON", "not even JSON"),
+])
+def test_a_json_table_names_the_importer(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ClassMeansError) as error:
+        load_class_means(str(path))
+    message = str(error.value)
+    assert message.startswith(f"{path} is a JSON table (like the reference code's R101_emb.json)")
+    assert f"python tools/import_class_means.py --input {path} --output" in message
+    assert "weights_only" not in message
 
 
 def test_truncated_file(tmp_path):

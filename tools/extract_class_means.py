@@ -4,7 +4,11 @@
   python tools/extract_class_means.py --config-file configs/COCO-Distill/R50_from_R101_nd.yaml
   python tools/extract_class_means.py --config-file CFG --num-gpus 8 --output means.pth
   python tools/extract_class_means.py --config-file CFG --max-images 2000   # a quick table
+  python tools/extract_class_means.py --config-file CFG --protocol gt-boxes --max-images all
 
+Default protocol 'reference': the RoIs the teacher's ROI head samples from its own training-mode
+RPN proposals, under training augmentation, on up to 60,000 images (the paper's code's protocol);
+'gt-boxes': each ground-truth box once at test scale.  See docs/class_means.md.
 Writes to MODEL.DISTILL.CLASS_MEANS unless --output is given: extract once, then train.
 """
 from nd_det.engine.extract_class_means import main

@@ -2,7 +2,8 @@
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..class_means_extraction import extract_class_means
+from ..class_means_extraction import (DEFAULT_PROTOCOL, PROTOCOLS, REFERENCE_NUM_IMAGES,
+                                      check_extraction, extract_class_means, parse_max_images)
 from .args import distill_argument_parser
 from .cli import launch_main
 from .preflight import preflight_distill
@@ -14,8 +15,11 @@ _EPILOG = """
   python tools/extract_class_means.py --config-file configs/COCO-Distill/R50_from_R101_nd.yaml
   python tools/extract_class_means.py --config-file CFG --num-gpus 8 --output means.pth
   python tools/extract_class_means.py --config-file CFG --max-images 2000   # a quick table
+  python tools/extract_class_means.py --config-file CFG --protocol gt-boxes --max-images all
 
 Writes to MODEL.DISTILL.CLASS_MEANS unless --output is given: extract once, then train.
+The paper's own tables (R101_emb.json / R50_emb.json) are converted with
+tools/import_class_means.py instead.  Protocols: see docs/class_means.md.
 """
 
 
@@ -23,30 +27,46 @@ def parser():
     p = distill_argument_parser(epilog=_EPILOG)
     p.add_argument("--output", default=None,
                    help="where to write the table (default: MODEL.DISTILL.CLASS_MEANS)")
-    p.add_argument("--max-images", type=int, default=None,
-                   help="use only the first K training images (deterministic)")
+    p.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=list(PROTOCOLS),
+                   help="which teacher RoIs are averaged. 'reference' (default): the RoIs the "
+                   "ROI head samples from the teacher's training-mode RPN proposals, GT appended, "
+                   "background included, under the config's TRAINING augmentation (INPUT."
+                   "MIN_SIZE_TRAIN, MAX_SIZE_TRAIN, MIN_SIZE_TRAIN_SAMPLING, RANDOM_FLIP), as the "
+                   "paper's code did; 'gt-boxes': each ground-truth box once at test scale, "
+                   "background from sampled teacher proposals")
+    p.add_argument("--max-images", default=str(REFERENCE_NUM_IMAGES), metavar="K",
+                   help="use at most K training images: the first K of a permutation seeded by "
+                   f"--seed, or 'all' (default {REFERENCE_NUM_IMAGES}, the reference's 30,000 "
+                   "iterations x 2 images per process; every image of a smaller set)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the image subset and, with each image's index, its augmentation "
+                   "and RoI sampling (the table does not depend on --num-gpus or loader workers; "
+                   "default 0)")
     p.add_argument("--allow-empty-classes", action="store_true",
                    help="do not fail on classes without samples: zero-fill their rows and flag "
                    "them in the file's metadata (ND then pulls no direction for them)")
     return p
 
 
+def _options(args) -> dict:
+    return dict(output=args.output, max_images=parse_max_images(args.max_images),
+                allow_empty_classes=args.allow_empty_classes, seed=args.seed,
+                protocol=args.protocol)
+
+
 def precheck(args):
-    """Fail fast, before any worker starts: config, datasets, teacher config and weights."""
+    """Fail fast, before any worker starts: config, datasets, teacher config and weights, the
+    output path, classes without ground truth in the selected images."""
     cfg = setup_cfg(args, splits=("TRAIN",))
     preflight_distill(cfg, need_class_means=False)
+    check_extraction(cfg, **_options(args))
 
 
 def run(args):
     setup_logger(distributed_rank=comm.get_rank())
     setup_logger(distributed_rank=comm.get_rank(), name="nd_det")
     cfg = setup_cfg(args, splits=("TRAIN",))
-    extract_class_means(
-        cfg,
-        output=args.output,
-        max_images=args.max_images,
-        allow_empty_classes=args.allow_empty_classes,
-    )
+    extract_class_means(cfg, **_options(args))
 
 
 def main(argv=None) -> None:

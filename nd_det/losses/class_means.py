@@ -166,6 +166,13 @@ def load_class_means(path: str, num_classes: Optional[int] = None,
             "(detection) or tools/extract_cls_means.py (classification), or point the config at "
             "an existing file."
         )
+    if _looks_like_json(path):
+        raise ClassMeansError(
+            f"{path} is a JSON table (like the reference code's R101_emb.json), not an nd-det "
+            "class-means file: convert it once with python tools/import_class_means.py --input "
+            f"{path} --output class_means/<name>.pth (add --teacher-config/--teacher-weights when "
+            "its teacher is not the model-zoo R101-FPN 3x), then point the config at the .pth."
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any read failure is reported the same way
@@ -189,6 +196,19 @@ def load_class_means(path: str, num_classes: Optional[int] = None,
         raise ClassMeansError(f"{path} lacks the {e.args[0]!r} entry of a class-means file") from None
     _validate(table, source=path, num_classes=num_classes, dim=dim)
     return table
+
+
+def _looks_like_json(path: str) -> bool:
+    """A ``.json`` name, or text starting with ``{`` / ``[`` (a torch file starts with a zip or
+    pickle header, never with these)."""
+    if str(path).lower().endswith(".json"):
+        return True
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(64)
+    except OSError:
+        return False  # the torch.load below reports the unreadable file
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[")
 
 
 def _validate(table: ClassMeans, source: str, num_classes: Optional[int] = None,

@@ -1,0 +1,309 @@
+"""Import a published class-means table into nd-det's class-means format.
+
+The paper's code ships its detection tables as JSON (``Detection/configs/Center/R101_emb.json``
+and ``R50_emb.json``)::
+
+    {"0": [1024 floats], "1": [...], ..., "80": [...]}
+
+one row per class index written as a string, background last (index NUM_CLASSES), values
+rounded to 4 decimals, no sample counts.  :func:`import_class_means` checks such a file (keys
+"0".."K" contiguous, K + 1 = ``num_classes`` + 1 rows, ``dim`` numbers each, all finite, no
+all-zero row) and writes nd-det's format with metadata naming the source file (and its sha256)
+and the teacher it belongs to (the same identity a distillation config gives
+:func:`nd_det.modeling.teacher.teacher_identity`, so training with that config accepts it
+silently).  Counts are unknown: every row is stored with count 1 and ``counts_known`` False.
+
+``python tools/import_class_means.py --input R101_emb.json`` (see :func:`parser`).
+"""
+import argparse
+import hashlib
+import json
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .errors import run_cli
+from .losses import ClassMeans, ClassMeansError, save_class_means
+from .utils.paths import check_writable
+from .utils.text import short_list
+
+__all__ = [
+    "import_class_means",
+    "read_published_table",
+    "model_zoo_weights",
+    "default_output",
+    "parser",
+    "main",
+    "DEFAULT_TEACHER_CONFIG",
+    "DEFAULT_NUM_CLASSES",
+    "DEFAULT_DIM",
+]
+
+# the teacher of the default R50 / R18 configs (configs/COCO-Distill/Base-Distill-RCNN-FPN.yaml)
+DEFAULT_TEACHER_CONFIG = "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"
+DEFAULT_NUM_CLASSES = 80  # COCO
+DEFAULT_DIM = 1024  # FastRCNNConvFCHead FC_DIM of the model-zoo detectors
+
+_SOURCE_FORMAT = ('{"0": [D numbers], ..., "K": [...]}: class index as a string, background '
+                  "last (the reference code's Detection/configs/Center/*_emb.json)")
+
+
+# ---------------------------------------------------------------------- the teacher
+def model_zoo_weights(teacher_config: str) -> Optional[str]:
+    """The ``detectron2://`` URL of a detectron2 model-zoo config's weights (as the shipped
+    configs write TEACHER_WEIGHTS), or None when ``teacher_config`` is not a model-zoo name."""
+    if os.path.isfile(teacher_config):
+        return None
+    from detectron2 import model_zoo  # needs pkg_resources: loaded only for a model-zoo name
+    from detectron2.utils.file_io import Detectron2Handler
+
+    try:
+        url = model_zoo.get_checkpoint_url(teacher_config)
+    except RuntimeError:
+        return None
+    s3 = Detectron2Handler.S3_DETECTRON2_PREFIX
+    return Detectron2Handler.PREFIX + url[len(s3):] if url.startswith(s3) else url
+
+
+def _check_teacher_config(teacher_config: str) -> None:
+    if os.path.isfile(teacher_config):
+        return
+    from detectron2 import model_zoo
+
+    try:
+        model_zoo.get_config_file(teacher_config)
+    except RuntimeError:
+        raise ClassMeansError(
+            f"--teacher-config {teacher_config!r} is neither an existing file nor a detectron2 "
+            f"model-zoo config name (e.g. {DEFAULT_TEACHER_CONFIG!r})") from None
+
+
+def _teacher_identity(teacher_config: str, teacher_weights: Optional[str],
+                      teacher_opts: Sequence[str]) -> Dict:
+    """What a distillation config with these MODEL.DISTILL.TEACHER_* values calls its teacher."""
+    from detectron2.config import get_cfg
+
+    from .config import add_distill_config
+    from .modeling.teacher import teacher_identity
+
+    _check_teacher_config(teacher_config)
+    if not teacher_weights:
+        teacher_weights = model_zoo_weights(teacher_config)
+        if teacher_weights is None:
+            raise ClassMeansError(
+                f"--teacher-config {teacher_config!r} is not a model-zoo config with known "
+                "weights: give --teacher-weights, exactly as MODEL.DISTILL.TEACHER_WEIGHTS of "
+                "the config that will train with this table")
+    cfg = add_distill_config(get_cfg())
+    cfg.MODEL.DISTILL.TEACHER_CONFIG = teacher_config
+    cfg.MODEL.DISTILL.TEACHER_WEIGHTS = teacher_weights
+    cfg.MODEL.DISTILL.TEACHER_OPTS = list(teacher_opts)
+    return teacher_identity(cfg)
+
+
+def default_output(teacher_config: str) -> str:
+    """``class_means/coco_<teacher config name>.pth``: the MODEL.DISTILL.CLASS_MEANS of the
+    shipped COCO configs for their model-zoo teachers."""
+    stem = os.path.splitext(os.path.basename(teacher_config))[0]
+    return os.path.join("class_means", f"coco_{stem}.pth")
+
+
+# ---------------------------------------------------------------------- the JSON table
+def _refuse(path: str, problem: str) -> ClassMeansError:
+    return ClassMeansError(f"--input {path}: {problem}")
+
+
+def _unique_keys(pairs: List[Tuple[str, object]]) -> Dict:
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"key {key!r} appears twice")
+        seen[key] = value
+    return seen
+
+
+def _row_indices(path: str, table: Dict, num_classes: int) -> List[int]:
+    """The class index of each key; exactly 0..num_classes must be present."""
+    indices = {}
+    for key in table:
+        if not (key.isdigit() and key.isascii() and (key == "0" or not key.startswith("0"))):
+            raise _refuse(path, f"key {key!r} is not a class index; the keys must be \"0\" .. "
+                                f"\"{num_classes}\" (background last)")
+        indices[int(key)] = key
+    rows = num_classes + 1
+    present = sorted(indices)
+    if present == list(range(len(present))) and len(present) != rows:
+        raise _refuse(path, f"holds {len(present)} rows (\"0\"..\"{len(present) - 1}\") but "
+                            f"--num-classes {num_classes} needs {rows} (classes + background); "
+                            f"pass --num-classes {len(present) - 1} if that is the dataset's "
+                            "number of classes")
+    missing = [k for k in range(rows) if k not in indices]
+    if missing:
+        raise _refuse(path, f"rows {short_list(missing, 10)} of \"0\"..\"{num_classes}\" are "
+                            "missing: the keys must be contiguous, one row per class and the "
+                            "background last")
+    extra = [k for k in present if k >= rows]
+    if extra:
+        raise _refuse(path, f"rows {short_list(extra, 10)} lie beyond \"{num_classes}\" (the "
+                            f"background row for --num-classes {num_classes})")
+    return list(range(rows))
+
+
+def _row_values(path: str, key: str, row, dim: int) -> List[float]:
+    if not isinstance(row, list):
+        raise _refuse(path, f"row {key!r} is a {type(row).__name__}, not a list of {dim} numbers")
+    if len(row) != dim:
+        raise _refuse(path, f"row {key!r} has {len(row)} values but --dim is {dim} (the "
+                            f"teacher's box-head width); pass --dim {len(row)} if that is the "
+                            "teacher's")
+    for position, value in enumerate(row):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _refuse(path, f"row {key!r} holds {value!r} at position {position}, not a "
+                                "number")
+    return row
+
+
+def read_published_table(path: str, num_classes: int = DEFAULT_NUM_CLASSES,
+                         dim: int = DEFAULT_DIM) -> Tuple[torch.Tensor, str]:
+    """The (num_classes + 1, dim) float32 table of a JSON like the reference's, and the file's
+    sha256; raises ClassMeansError naming the first problem."""
+    if not os.path.isfile(path):
+        raise _refuse(path, "file not found" if not os.path.exists(path) else
+                      "is not a file; give the JSON table (e.g. R101_emb.json)")
+    try:
+        with open(path, "rb") as stream:
+            raw = stream.read()
+    except OSError as e:
+        raise _refuse(path, f"cannot be read ({e.strerror})") from None
+    try:
+        table = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError:
+        raise _refuse(path, "is not a JSON text file (not UTF-8); give the JSON table such as "
+                            "R101_emb.json") from None
+    except json.JSONDecodeError as e:
+        raise _refuse(path, f"is not valid JSON (line {e.lineno} column {e.colno}: {e.msg})"
+                      ) from None
+    except ValueError as e:  # a key twice
+        raise _refuse(path, f"{e}: each class must have exactly one row") from None
+    if not isinstance(table, dict):
+        raise _refuse(path, f"the top level is a {type(table).__name__}, expected an object "
+                            f"{_SOURCE_FORMAT}")
+    rows = _row_indices(path, table, num_classes)
+    means = torch.tensor([_row_values(path, str(k), table[str(k)], dim) for k in rows],
+                         dtype=torch.float64)
+    bad = torch.nonzero(~torch.isfinite(means).all(dim=1)).flatten().tolist()
+    if bad:
+        raise _refuse(path, f"NaN/inf in row(s) {short_list(bad, 10)}; every mean must be finite")
+    zero = torch.nonzero((means == 0).all(dim=1)).flatten().tolist()
+    if zero:
+        raise _refuse(path, f"row(s) {short_list(zero, 10)} are all zeros: ND needs a direction "
+                            "for every class (was the table cut or made without samples?)")
+    return means.float(), hashlib.sha256(raw).hexdigest()
+
+
+def _coco_class_names(num_classes: int) -> List[str]:
+    if num_classes != DEFAULT_NUM_CLASSES:
+        return []
+    from detectron2.data import MetadataCatalog  # detectron2's built-in COCO metadata
+
+    return list(MetadataCatalog.get("coco_2017_train").thing_classes) + ["background"]
+
+
+def import_class_means(json_path: str, output: Optional[str] = None,
+                       teacher_config: str = DEFAULT_TEACHER_CONFIG,
+                       teacher_weights: Optional[str] = None, teacher_opts: Sequence[str] = (),
+                       num_classes: int = DEFAULT_NUM_CLASSES, dim: int = DEFAULT_DIM
+                       ) -> Tuple[str, ClassMeans]:
+    """Check ``json_path`` and write it to ``output`` (default :func:`default_output`) in
+    nd-det's class-means format for the given teacher (``teacher_weights`` None: the model-zoo
+    weights of ``teacher_config``).  Everything is checked before anything is written.
+    Returns (the path written, the table)."""
+    if num_classes < 1:
+        raise ClassMeansError(f"--num-classes {num_classes}: give the number of foreground "
+                              "classes (80 for COCO)")
+    if dim < 1:
+        raise ClassMeansError(f"--dim {dim}: give the teacher's box-head width (1024)")
+    output = output or default_output(teacher_config)
+    if str(output).lower().endswith(".json"):
+        raise ClassMeansError(f"--output {output}: the imported table is written in nd-det's "
+                              "class-means format (a torch file); give a .pth path")
+    check_writable(output, "--output")
+    identity = _teacher_identity(teacher_config, teacher_weights, teacher_opts)
+    means, sha256 = read_published_table(json_path, num_classes, dim)
+    metadata = dict(identity)
+    metadata.update(
+        protocol="imported",
+        protocol_description="a published table, imported; the reference code averaged the "
+                             "teacher embeddings of the RoIs its ROI head sampled in training "
+                             "(see docs/class_means.md)",
+        source_file=os.path.basename(json_path),
+        source_sha256=sha256,
+        source_format=_SOURCE_FORMAT,
+        source_rounding="as published (the reference rounds to 4 decimals)",
+        counts_known=False,
+        counts_note="the source has no sample counts; each row is stored with count 1",
+        background_row=num_classes,
+        embedding="teacher box head output (RoI embeddings)",
+        class_names=_coco_class_names(num_classes),
+        zero_filled_classes=[],
+    )
+    table = ClassMeans(means, torch.ones(num_classes + 1, dtype=torch.int64), metadata)
+    save_class_means(output, table)
+    return output, table
+
+
+# ---------------------------------------------------------------------- command line
+_EPILOG = """
+  python tools/import_class_means.py --input R101_emb.json
+      -> class_means/coco_faster_rcnn_R_101_FPN_3x.pth (the R50 / R18 configs' CLASS_MEANS)
+  python tools/import_class_means.py --input R50_emb.json \\
+      --teacher-config COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml
+      -> class_means/coco_faster_rcnn_R_50_FPN_3x.pth (the MobileNetV2 configs' CLASS_MEANS)
+
+The teacher flags must equal MODEL.DISTILL.TEACHER_CONFIG / TEACHER_WEIGHTS / TEACHER_OPTS of
+the config that trains with the table (training warns otherwise).  See docs/class_means.md.
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Write nd-det's class-means file from a published JSON table "
+                    '({"0": [...], ..., "80": [...]}, background last).',
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", required=True, metavar="JSON",
+                   help="the JSON table, e.g. the reference code's R101_emb.json or R50_emb.json")
+    p.add_argument("--output", default=None, metavar="PTH",
+                   help="where to write (default: class_means/coco_<teacher config name>.pth, "
+                   "the path the shipped COCO configs read for that teacher)")
+    p.add_argument("--teacher-config", default=DEFAULT_TEACHER_CONFIG,
+                   help="the teacher the table belongs to, as MODEL.DISTILL.TEACHER_CONFIG "
+                   f"(default: {DEFAULT_TEACHER_CONFIG}, the R50 / R18 configs' teacher)")
+    p.add_argument("--teacher-weights", default=None,
+                   help="its weights, as MODEL.DISTILL.TEACHER_WEIGHTS (default: the model-zoo "
+                   "weights of --teacher-config, as a detectron2:// URL like the configs)")
+    p.add_argument("--teacher-opts", nargs="*", default=[], metavar="KEY VALUE",
+                   help="as MODEL.DISTILL.TEACHER_OPTS of the training config (default: none)")
+    p.add_argument("--num-classes", type=int, default=DEFAULT_NUM_CLASSES,
+                   help="foreground classes; the table has one more row, the background "
+                   f"(default {DEFAULT_NUM_CLASSES}: COCO)")
+    p.add_argument("--dim", type=int, default=DEFAULT_DIM,
+                   help=f"numbers per row, the teacher's box-head width (default {DEFAULT_DIM})")
+    return p
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    path, table = import_class_means(args.input, args.output, args.teacher_config,
+                                     args.teacher_weights, args.teacher_opts, args.num_classes,
+                                     args.dim)
+    print(f"wrote {path}: {table.num_classes} x {table.dim} class means from "
+          f"{table.metadata['source_file']} (sha256 {table.metadata['source_sha256'][:12]}...) "
+          f"for teacher {table.metadata['teacher_config']} "
+          f"({table.metadata['teacher_weights']}); counts unknown (stored as 1)")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """tools/import_class_means.py: returns the exit status (2 for a user error, one line)."""
+    return run_cli(_main, argv)

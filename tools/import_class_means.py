@@ -1,0 +1,17 @@
+#!/usr/bin/env python
+"""Import a published class-means table (the paper's R101_emb.json / R50_emb.json format:
+{"0": [1024 floats], ..., "80": [...]}, background last) into nd-det's class-means format.
+
+  python tools/import_class_means.py --input R101_emb.json
+  python tools/import_class_means.py --input R50_emb.json \
+      --teacher-config COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml
+
+Writes class_means/coco_<teacher config name>.pth unless --output is given.  See
+docs/class_means.md.
+"""
+import sys
+
+from nd_det.class_means_import import main
+
+if __name__ == "__main__":
+    sys.exit(main())
