@@ -5,7 +5,9 @@
 * a checkpoint file, and the ``last_checkpoint`` tag, appear under their final name only when
   complete (written to a temporary file in the same folder, flushed, fsynced, then renamed), so a
   run killed at any moment leaves either the previous or the new checkpoint, never half of one;
-* a model holding a NaN/inf weight is never saved: the save raises instead.
+* a model holding a NaN/inf weight is never saved: the save raises instead;
+* a torchvision ImageNet file (``features.0.0.weight`` ...) given as MODEL.WEIGHTS loads, strictly,
+  into a ``build_torchvision_fpn_backbone`` student (:mod:`nd_det.modeling.torchvision_weights`).
 
 ``resume_checkpoint`` picks what ``--resume`` continues from: the tagged checkpoint, or the newest
 intact one (with a warning naming what it skipped), or a clear stop when there is none.
@@ -21,6 +23,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..errors import UserError
+from ..modeling.torchvision_weights import TorchvisionWeightsMixin
 from ..utils.atomic_file import atomic_torch_save, atomic_write_text
 from ..utils.text import first_line
 
@@ -41,8 +44,9 @@ def non_finite_entries(state) -> list:
     ]
 
 
-class AtomicCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer with all-or-nothing files and a refusal to save NaN/inf weights."""
+class AtomicCheckpointer(TorchvisionWeightsMixin, DetectionCheckpointer):
+    """DetectionCheckpointer with all-or-nothing files and a refusal to save NaN/inf weights;
+    a torchvision ImageNet file as MODEL.WEIGHTS loads strictly into a torchvision backbone."""
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:

@@ -39,9 +39,12 @@ __all__ = [
     "check_output_dir",
 ]
 
-# the two files of an export folder
+# the two files of an export folder (tools/export_torchscript.py may add model.ts + its .json)
 EXPORT_CONFIG_NAME = "config.yaml"
 EXPORT_WEIGHTS_NAME = "model_final.pth"
+TORCHSCRIPT_NAME = "model.ts"
+TORCHSCRIPT_INFO_SUFFIX = ".json"
+_EXPORT_EXTRAS = (TORCHSCRIPT_NAME, TORCHSCRIPT_NAME + TORCHSCRIPT_INFO_SUFFIX)
 
 
 class StudentExportError(UserError, ValueError):
@@ -128,7 +131,8 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
             f"--output {output_dir} is not empty; choose a new folder, or pass --overwrite to "
             "replace the export in it"
         )
-    others = sorted(set(os.listdir(output_dir)) - {EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME})
+    others = sorted(set(os.listdir(output_dir)) - {EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME,
+                                                   *_EXPORT_EXTRAS})
     if others:
         raise StudentExportError(
             f"--output {output_dir} holds files that are not an export ({short_list(others, 4)}); "

@@ -37,7 +37,8 @@ from ..modeling import backbone as _backbones  # noqa: F401  (registers nd-det's
 from ..modeling.student_checkpoint import load_student_checkpoint
 from ..utils.paths import check_writable
 from ..utils.text import first_line
-from .student import EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME
+from .student import (EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME, TORCHSCRIPT_INFO_SUFFIX,
+                      TORCHSCRIPT_NAME)
 
 __all__ = [
     "TORCHSCRIPT_NAME",
@@ -54,8 +55,6 @@ __all__ = [
     "export_torchscript",
 ]
 
-TORCHSCRIPT_NAME = "model.ts"
-TORCHSCRIPT_INFO_SUFFIX = ".json"
 # the round trip: largest differences accepted between TorchScript and Python (boxes in pixels)
 BOX_TOLERANCE = 1e-3
 SCORE_TOLERANCE = 1e-5
