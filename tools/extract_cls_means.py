@@ -4,7 +4,9 @@ detection.  See docs/classification.md.
 
     python tools/extract_cls_means.py --config <teacher config> --weights <teacher model_final.pth>
 """
-from nd_det.classification.cli import extract_class_means_main
+import sys
+
+from nd_det.classification.cli import extract_class_means_cli
 
 if __name__ == "__main__":
-    extract_class_means_main()
+    sys.exit(extract_class_means_cli())

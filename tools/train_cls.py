@@ -5,7 +5,9 @@ ReviewKD++/DIST++ student).  See docs/classification.md.
     python tools/train_cls.py --config configs/classification/quick/teacher.yaml
     torchrun --nproc_per_node 8 tools/train_cls.py --config <cfg> [--amp] [--resume]
 """
-from nd_det.classification.cli import train_main
+import sys
+
+from nd_det.classification.cli import train_cli
 
 if __name__ == "__main__":
-    train_main()
+    sys.exit(train_cli())

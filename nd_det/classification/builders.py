@@ -4,6 +4,7 @@ from typing import Dict, Tuple
 from .checkpoint import load_model_weights
 from .data import DatasetInfo, build_dataset
 from .distiller import Distiller
+from .errors import ConfigError
 from .loss_terms import TermContext, build_loss_terms
 from .models import Classifier, build_classifier
 from .teacher import build_teacher, load_teacher_class_means
@@ -21,11 +22,11 @@ def build_datasets(cfg: Dict):
 def build_student(cfg: Dict, info: DatasetInfo) -> Classifier:
     name = cfg["model"]["name"]
     if not name:
-        raise ValueError("model.name is empty: name a classifier, e.g. resnet20 "
+        raise ConfigError("model.name is empty: name a classifier, e.g. resnet20 "
                          "(see nd_det.classification.models.available_classifiers())")
     model = build_classifier(name, info.num_classes, info.in_channels)
     if cfg["model"].get("weights"):
-        load_model_weights(model, cfg["model"]["weights"], what="initial")
+        load_model_weights(model, cfg["model"]["weights"], what="initial", key="model.weights")
     return model
 
 

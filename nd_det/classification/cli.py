@@ -1,5 +1,10 @@
 """Command lines behind tools/train_cls.py and tools/extract_cls_means.py (kept here so the tools
-stay thin and the logic is importable and tested)."""
+stay thin and the logic is importable and tested).
+
+``train_main`` / ``extract_class_means_main`` return what they made and raise a ``UserError`` for
+a mistake; ``train_cli`` / ``extract_class_means_cli`` are the tools: a mistake (a bad flag
+included) is one ``ERROR:`` line on stderr and exit status 2, without a traceback.
+"""
 import argparse
 import os
 import time
@@ -7,21 +12,25 @@ from typing import List, Optional
 
 from torch.utils.data import DataLoader
 
+from ..errors import UserError, one_line_usage_errors, run_cli
 from ..losses import save_class_means
 from .checkpoint import file_sha256, load_model_weights
+from .class_means_extraction import extract_class_means
 from .config import apply_overrides, load_config
 from .data import ShardSampler, build_dataset
-from .class_means_extraction import extract_class_means
-from .distributed import cleanup_distributed, init_distributed
+from .distributed import cleanup_distributed, init_distributed, stop_if_any_rank_failed
+from .errors import ConfigError
 from .models import build_classifier
+from .preflight import check_extraction_setup
 from .teacher import class_means_metadata
 from .trainer import amp_dtype_for, run_evaluation, run_training
 
-__all__ = ["train_main", "extract_class_means_main"]
+__all__ = ["train_main", "extract_class_means_main", "train_cli", "extract_class_means_cli"]
 
 
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        prog="train_cls.py",
         description="Train a classifier (teacher, student alone, or a distilled student: KD++, "
         "DKD++, ReviewKD++, DIST++) from a yaml config. Multi-GPU / multi-node: launch with "
         "torchrun --nproc_per_node N [--nnodes M ...] tools/train_cls.py ...",
@@ -37,17 +46,24 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="sets train.output_dir")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. solver.epochs=2 data.root=datasets/cifar100")
-    return p
+    return one_line_usage_errors(p)
 
 
 def train_main(argv: Optional[List[str]] = None):
+    """Train (or with --eval-only evaluate); returns the TrainingResult (or the metrics)."""
     args = _train_parser().parse_args(argv)
-    overrides = list(args.overrides)
+    if args.weights and not args.eval_only:
+        raise ConfigError(f"--weights {args.weights} is only read with --eval-only; to start "
+                          "training from weights set model.weights, to continue a run use "
+                          "--resume")
+    if args.eval_only and args.resume:
+        raise ConfigError("--resume and --eval-only together: --eval-only evaluates --weights "
+                          "and trains nothing; drop one of them")
+    cfg = apply_overrides(load_config(args.config), args.overrides)
     if args.amp:
-        overrides.append("train.amp=true")
-    if args.output_dir:
-        overrides.append(f"train.output_dir={args.output_dir}")
-    cfg = apply_overrides(load_config(args.config), overrides)
+        cfg["train"]["amp"] = True
+    if args.output_dir:  # taken as given (as an override, yaml would read e.g. 2024 as a number)
+        cfg["train"]["output_dir"] = args.output_dir
     try:
         if args.eval_only:
             return run_evaluation(cfg, args.weights)
@@ -58,6 +74,7 @@ def train_main(argv: Optional[List[str]] = None):
 
 def _extract_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        prog="extract_cls_means.py",
         description="Compute a trained teacher's class means (mean penultimate embedding per "
         "class over the training set, teacher in eval mode, no augmentation) for the ND loss.")
     p.add_argument("--config", required=True,
@@ -69,19 +86,28 @@ def _extract_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="per process")
     p.add_argument("--amp", action="store_true", help="autocast the teacher's forward pass")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    return p
+    return one_line_usage_errors(p)
 
 
 def extract_class_means_main(argv: Optional[List[str]] = None):
+    """Extract and save the class means; returns the table."""
     args = _extract_parser().parse_args(argv)
     cfg = apply_overrides(load_config(args.config), args.overrides)
     output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.weights)),
                                          "class_means.pth")
+    check_extraction_setup(cfg, args.weights, output, args.batch_size,
+                           "--output" if args.output else
+                           "--output (default: class_means.pth next to --weights)")
     ctx = init_distributed(cfg["train"]["device"])
     try:
-        dataset, info = build_dataset(cfg["data"], train=True, augment=False)
-        model = build_classifier(cfg["model"]["name"], info.num_classes, info.in_channels)
-        load_model_weights(model, args.weights, what="teacher")
+        failure = None
+        try:  # this process's pieces; then one collective says whether every process has them
+            dataset, info = build_dataset(cfg["data"], train=True, augment=False)
+            model = build_classifier(cfg["model"]["name"], info.num_classes, info.in_channels)
+            load_model_weights(model, args.weights, what="teacher", key="--weights")
+        except UserError as error:
+            failure = error
+        stop_if_any_rank_failed(ctx, failure)
         model.to(ctx.device)
         loader = DataLoader(dataset, batch_size=args.batch_size,
                             sampler=ShardSampler(len(dataset), ctx.rank, ctx.world_size),
@@ -101,3 +127,20 @@ def extract_class_means_main(argv: Optional[List[str]] = None):
         return table
     finally:
         cleanup_distributed()
+
+
+def _tool(main):
+    def run(argv: Optional[List[str]]) -> int:
+        main(argv)
+        return 0
+    return run
+
+
+def train_cli(argv: Optional[List[str]] = None) -> int:
+    """tools/train_cls.py: exit status 0, or 2 with one ``ERROR:`` line for a user mistake."""
+    return run_cli(_tool(train_main), argv)
+
+
+def extract_class_means_cli(argv: Optional[List[str]] = None) -> int:
+    """tools/extract_cls_means.py: exit status 0, or 2 with one ``ERROR:`` line."""
+    return run_cli(_tool(extract_class_means_main), argv)

@@ -5,12 +5,16 @@ run is a single process.  The backend is NCCL on CUDA and gloo on CPU.
 """
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.distributed as dist
 
+from ..errors import UserError
+from .errors import ConfigError
+
 __all__ = ["DistContext", "init_distributed", "all_reduce_sum", "average_buffers",
-           "cleanup_distributed"]
+           "cleanup_distributed", "world_size_from_env", "check_device", "stop_if_any_rank_failed"]
 
 
 @dataclass
@@ -29,18 +33,29 @@ class DistContext:
         return self.rank == 0
 
 
-def _pick_device(requested: str, local_rank: int) -> torch.device:
+def world_size_from_env() -> int:
+    """The number of processes torchrun started (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def check_device(requested: str) -> None:
+    """ConfigError unless ``train.device`` names a device this machine has."""
     if requested not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"train.device must be auto, cpu or cuda; got {requested!r}")
+        raise ConfigError(f"train.device must be auto, cpu or cuda; got {requested!r}")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use auto or cpu")
+        raise ConfigError("train.device is 'cuda' but torch sees no CUDA device on this machine; "
+                          "set train.device=cpu (or auto)")
+
+
+def _pick_device(requested: str, local_rank: int) -> torch.device:
+    check_device(requested)
     if requested == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank)
 
 
 def init_distributed(requested_device: str = "auto") -> DistContext:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = world_size_from_env()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = _pick_device(requested_device, local_rank)
@@ -50,6 +65,23 @@ def init_distributed(requested_device: str = "auto") -> DistContext:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
     return DistContext(rank, world_size, local_rank, device)
+
+
+def stop_if_any_rank_failed(ctx: DistContext, error: Optional[UserError]) -> None:
+    """The one collective of a run's set-up: every rank says whether its set-up raised a
+    UserError.  A rank with an error raises it; the others raise one naming the first failed
+    rank and its message, so that no rank waits in a later collective for a rank that stopped.
+    Without a process group this only re-raises ``error``."""
+    if ctx.distributed and dist.is_available() and dist.is_initialized():
+        messages = [None] * ctx.world_size
+        dist.all_gather_object(messages, None if error is None else " ".join(str(error).split()))
+        failed = [(rank, m) for rank, m in enumerate(messages) if m is not None]
+        if error is None and failed:
+            rank, message = failed[0]
+            raise UserError(f"process {rank} of {ctx.world_size} stopped during set-up: "
+                            f"{message}")
+    if error is not None:
+        raise error
 
 
 def cleanup_distributed() -> None:

@@ -4,6 +4,8 @@ from typing import Dict, Iterable
 
 import torch
 
+from .errors import ConfigError
+
 __all__ = ["build_optimizer", "learning_rate_at", "set_learning_rate"]
 
 
@@ -27,7 +29,7 @@ def learning_rate_at(epoch: int, solver: Dict) -> float:
         return base * float(solver["lr_gamma"]) ** passed
     if schedule == "cosine":
         return 0.5 * base * (1.0 + math.cos(math.pi * epoch / max(1, int(solver["epochs"]))))
-    raise ValueError(f"solver.lr_schedule must be multistep or cosine; got {schedule!r}")
+    raise ConfigError(f"solver.lr_schedule must be multistep or cosine; got {schedule!r}")
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -11,7 +11,7 @@ import math
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -19,15 +19,19 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .builders import build_datasets, build_distiller
+from ..errors import UserError
 from ..utils.atomic_file import atomic_torch_save
 from ..utils.progress import ProgressClock, format_duration
-from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from .builders import build_datasets, build_distiller
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_model_weights, state_dict_problems
 from .config import merge_config
 from .data import ShardSampler
 from .distiller import Distiller
-from .distributed import DistContext, all_reduce_sum, average_buffers, init_distributed
+from .distributed import (DistContext, all_reduce_sum, average_buffers, init_distributed,
+                          stop_if_any_rank_failed)
+from .errors import BadFileError, ConfigError
 from .metrics import evaluate
+from .preflight import check_batch_split, check_training_setup
 from .run_logger import RunLogger
 from .solver import build_optimizer, learning_rate_at, set_learning_rate
 
@@ -62,49 +66,73 @@ def _seed_everything(seed: int) -> None:
 
 
 class ClassificationTrainer:
-    def __init__(self, cfg: Dict, ctx: Optional[DistContext] = None, stream=None):
+    """``ClassificationTrainer(cfg)`` builds a run; ``fit()`` trains it.
+
+    Set-up is in two parts.  First each process builds its own pieces (datasets, student,
+    teacher, loss terms, optimizer; with ``resume``, the checkpoint is read and compared with
+    them; with ``weights=(path, key)``, the student's weights are loaded): a mistake there is a
+    UserError.  Then one collective tells every process whether any of them failed
+    (:func:`~.distributed.stop_if_any_rank_failed`), so no process waits for one that stopped.
+    Only then are DDP and the data loaders made.  Nothing is written before ``fit()``.
+    """
+
+    def __init__(self, cfg: Dict, ctx: Optional[DistContext] = None, stream=None,
+                 resume: Optional[str] = None, weights: Optional[Tuple[str, str]] = None):
         self.cfg = cfg
         self.ctx = ctx or init_distributed(cfg["train"]["device"])
-        train_cfg, solver = cfg["train"], cfg["solver"]
-        self.output_dir = train_cfg["output_dir"]
-        self.seed = int(train_cfg["seed"])
-        self.logger = RunLogger(self.output_dir, enabled=self.ctx.is_main,
-                                tensorboard=bool(train_cfg["tensorboard"]), stream=stream)
+        self.output_dir = cfg["train"]["output_dir"]
+        self.seed = int(cfg["train"]["seed"])
+        self.start_epoch = 0
+        self.best_top1: Optional[float] = None
+        failure, resume_state = None, None
+        try:
+            self._build(stream, weights)
+            resume_state = self._read_resume_state(resume)
+        except UserError as error:
+            failure = error
+        stop_if_any_rank_failed(self.ctx, failure)
+
         device = self.ctx.device
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-
-        self.train_set, self.test_set, self.info = build_datasets(cfg)
-        _seed_everything(self.seed)  # identical initial weights on every rank
-        self.distiller, self.facts = build_distiller(cfg, self.info)
-        self.distiller.to(device)
-        self.distiller.teacher_to(device)
-        self.optimizer = build_optimizer(self.distiller.parameters(), solver)
-        self.amp_dtype = amp_dtype_for(device, bool(train_cfg["amp"]))
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.amp_dtype == torch.float16 and device.type == "cuda")
         self.model = self.distiller
         if self.ctx.distributed:
             self.model = DistributedDataParallel(
                 self.distiller, device_ids=[device.index] if device.type == "cuda" else None)
         self._build_loaders()
-        if self.ctx.is_main:
-            with open(os.path.join(self.output_dir, "config.yaml"), "w", encoding="utf-8") as f:
-                f.write(f"# resolved from {cfg.get('_source', '(no file)')}\n")
-                yaml.safe_dump({k: v for k, v in cfg.items() if k != "_source"}, f,
-                               sort_keys=False)
-        self.start_epoch = 0
-        self.best_top1: Optional[float] = None
+        if resume_state is not None:
+            self._apply_resume_state(*resume_state)
 
     # ------------------------------------------------------------------ set-up
+    def _build(self, stream, weights: Optional[Tuple[str, str]]) -> None:
+        """This process's pieces; raises a UserError for a set-up mistake, writes nothing."""
+        cfg, train_cfg, solver = self.cfg, self.cfg["train"], self.cfg["solver"]
+        self.logger = RunLogger(self.output_dir, enabled=self.ctx.is_main,
+                                tensorboard=bool(train_cfg["tensorboard"]), stream=stream)
+        world = self.ctx.world_size
+        self.batch_per_process = check_batch_split(solver, world)
+        self.train_set, self.test_set, self.info = build_datasets(cfg)
+        per_process = math.ceil(len(self.train_set) / world)
+        if per_process < self.batch_per_process:
+            raise ConfigError(
+                f"the training set gives {per_process} samples per process, fewer than one batch "
+                f"of {self.batch_per_process}; lower solver.batch_size or use more data "
+                "(data.train_subset)")
+        _seed_everything(self.seed)  # identical initial weights on every rank
+        self.distiller, self.facts = build_distiller(cfg, self.info)
+        if weights is not None:
+            path, key = weights
+            load_model_weights(self.distiller.student, path, what="evaluated", key=key)
+        self.distiller.to(self.ctx.device)
+        self.distiller.teacher_to(self.ctx.device)
+        self.optimizer = build_optimizer(self.distiller.parameters(), solver)
+        self.amp_dtype = amp_dtype_for(self.ctx.device, bool(train_cfg["amp"]))
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.amp_dtype == torch.float16 and self.ctx.device.type == "cuda")
+
     def _build_loaders(self) -> None:
         solver, data = self.cfg["solver"], self.cfg["data"]
         world, rank = self.ctx.world_size, self.ctx.rank
-        total = int(solver["batch_size"])
-        if total % world:
-            raise ValueError(f"solver.batch_size={total} is the total over {world} processes and "
-                             "must divide evenly; change the batch size or the process count")
-        self.batch_per_process = total // world
         pin = self.ctx.device.type == "cuda"
         workers = int(data["num_workers"])
         self.train_sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank,
@@ -114,30 +142,36 @@ class ClassificationTrainer:
                                        pin_memory=pin, drop_last=True)
         # (no persistent workers: fresh workers per epoch draw their seeds from the per-epoch
         # re-seeded generator, which is what makes a resumed run repeat an uninterrupted one)
-        if len(self.train_loader) == 0:
-            raise ValueError(
-                f"the training set gives {len(self.train_sampler)} samples per process, fewer than "
-                f"one batch of {self.batch_per_process}; lower solver.batch_size or use more data"
-            )
         self.test_loader = DataLoader(self.test_set, batch_size=int(solver["eval_batch_size"]),
                                       sampler=ShardSampler(len(self.test_set), rank, world),
                                       num_workers=workers, pin_memory=pin)
 
-    def resume(self, resume: Optional[str]) -> None:
-        """``None``: start fresh; ``"auto"``: the output folder's last checkpoint if there is one;
-        otherwise a checkpoint path that must exist."""
+    def _read_resume_state(self, resume: Optional[str]) -> Optional[Tuple[str, Dict]]:
+        """``(path, checkpoint)`` to continue from, checked against the built pieces; None to
+        start fresh (``resume`` None, or ``"auto"`` without a checkpoint in the output folder)."""
         if resume is None:
-            return
+            return None
         path = resume
         if resume == "auto":
             path = os.path.join(self.output_dir, LAST_CHECKPOINT)
             if not os.path.isfile(path):
                 self.logger.info(f"no checkpoint at {path}: starting from scratch")
-                return
+                return None
         state = load_checkpoint(path)
         if state.get("model_name") != self.cfg["model"]["name"]:
-            raise ValueError(f"checkpoint {path} holds a {state.get('model_name')!r} model but "
-                             f"the config trains {self.cfg['model']['name']!r}")
+            raise BadFileError(f"--resume: checkpoint {path} holds a {state.get('model_name')!r} "
+                               f"model but the config trains {self.cfg['model']['name']!r}; "
+                               "resume with the config of that run")
+        for what, module, key in (("student", self.distiller.student, "model"),
+                                  ("loss terms", self.distiller.terms, "loss_terms")):
+            problems = state_dict_problems(module, state.get(key) or {})
+            if problems:
+                raise BadFileError(f"--resume: the {what} in checkpoint {path} do not fit this "
+                                   f"config ({'; '.join(problems)}); resume with the config of "
+                                   "that run (same model, dataset and distill.losses)")
+        return path, state
+
+    def _apply_resume_state(self, path: str, state: Dict) -> None:
         self.distiller.student.load_state_dict(state["model"])
         self.distiller.terms.load_state_dict(state["loss_terms"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -146,6 +180,24 @@ class ClassificationTrainer:
         self.start_epoch = int(state["epoch"])
         self.best_top1 = state.get("best_top1")
         self.logger.info(f"resumed from {path} after epoch {self.start_epoch}")
+
+    def resume(self, resume: Optional[str]) -> None:
+        """``None``: start fresh; ``"auto"``: the output folder's last checkpoint if there is one;
+        otherwise a checkpoint path that must exist.  (``ClassificationTrainer(cfg, resume=...)``
+        does the same during set-up, before any collective.)"""
+        found = self._read_resume_state(resume)
+        if found is not None:
+            self._apply_resume_state(*found)
+
+    def _prepare_output(self) -> None:
+        """The output folder, TensorBoard writer and resolved ``config.yaml`` (main process)."""
+        if not self.ctx.is_main:
+            return
+        self.logger.start()
+        with open(os.path.join(self.output_dir, "config.yaml"), "w", encoding="utf-8") as f:
+            f.write(f"# resolved from {self.cfg.get('_source', '(no file)')}\n")
+            yaml.safe_dump({k: v for k, v in self.cfg.items() if k != "_source"}, f,
+                           sort_keys=False)
 
     # ------------------------------------------------------------------ steps
     def train_one_epoch(self, epoch: int, clock: ProgressClock) -> Dict[str, float]:
@@ -247,6 +299,7 @@ class ClassificationTrainer:
         solver, cfg_train = self.cfg["solver"], self.cfg["train"]
         epochs = int(solver["epochs"])
         iters = len(self.train_loader)
+        self._prepare_output()
         self._describe()
         clock = ProgressClock(epochs * iters, self.start_epoch * iters)
         last_eval: Dict = {}
@@ -284,23 +337,22 @@ class ClassificationTrainer:
 
 
 def run_training(cfg: Dict, resume: Optional[str] = None, stream=None) -> TrainingResult:
-    trainer = ClassificationTrainer(cfg, stream=stream)
-    trainer.resume(resume)
+    """Check the set-up (:func:`~.preflight.check_training_setup`), build and train."""
+    check_training_setup(cfg, resume=resume)
+    trainer = ClassificationTrainer(cfg, stream=stream, resume=resume)
     return trainer.fit()
 
 
 def run_evaluation(cfg: Dict, weights: Optional[str] = None, stream=None) -> Dict[str, float]:
     """Top-1/top-5 of the config's model on the test split, with ``weights`` (a training output
     or raw state dict) or else ``model.weights``."""
-    from .checkpoint import load_model_weights
-
+    check_training_setup(cfg, eval_only=True, weights=weights)
     source = weights or cfg["model"].get("weights")
+    key = "--weights" if weights else "model.weights"
     # only the student is evaluated: no teacher, class means or distillation terms are built
-    cfg = merge_config(cfg, {"distill": {"teacher": {"name": None}, "losses": {"ce": {}}}})
-    trainer = ClassificationTrainer(cfg, stream=stream)
-    if not source:
-        raise ValueError("evaluation needs weights: pass --weights or set model.weights")
-    load_model_weights(trainer.distiller.student, source, what="evaluated")
+    cfg = merge_config(cfg, {"model": {"weights": None}, "distill": {
+        "teacher": {"name": None, "weights": None}, "losses": {"ce": {}}}})
+    trainer = ClassificationTrainer(cfg, stream=stream, weights=(source, key))
     result = trainer.evaluate()
     trainer.logger.info(f"{cfg['model']['name']} from {source}: top-1 {result['top1']:.2f} "
                         f"top-5 {result['top5']:.2f} loss {result['loss']:.4f} "

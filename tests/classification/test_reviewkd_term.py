@@ -73,6 +73,6 @@ def test_mid_channels_is_the_abf_width_and_flags_must_be_booleans():
     term = build_loss_terms({"reviewkd": {"mid_channels": 24}},
                             TermContext(student, teacher))["reviewkd"]
     assert {abf.reduce[0].out_channels for abf in term.fusion.abfs} == {24}
-    with pytest.raises(ValueError, match=r"reviewkd: teacher_preact must be true or false; "
-                                         r"got 'yes'"):
+    with pytest.raises(ValueError, match=r"distill\.losses\.reviewkd\.teacher_preact='yes' must "
+                                         r"be true or false"):
         build_loss_terms({"reviewkd": {"teacher_preact": "yes"}}, TermContext(student, teacher))

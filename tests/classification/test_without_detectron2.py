@@ -35,7 +35,10 @@ _CHILD = textwrap.dedent(
 
     tool, config = sys.argv[1], sys.argv[2]
     sys.argv = [tool, "--config", config]
-    runpy.run_path(tool, run_name="__main__")
+    try:
+        runpy.run_path(tool, run_name="__main__")
+    except SystemExit as done:  # the tool ends with sys.exit(status)
+        assert done.code == 0, done.code
     loaded = sorted(m for m in sys.modules if m.split(".")[0] == "detectron2")
     assert not loaded, loaded
     print("TRAINED-WITHOUT-DETECTRON2")

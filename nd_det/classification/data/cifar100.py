@@ -11,10 +11,25 @@ import os
 from torchvision.datasets import CIFAR100
 from torchvision.datasets.utils import check_md5
 
-__all__ = ["CIFAR100Dataset", "CIFAR100_FILES"]
+from ..errors import BadFileError, MissingFileError
+
+__all__ = ["CIFAR100Dataset", "CIFAR100_FILES", "check_cifar100_files"]
 
 CIFAR100_FILES = ("train", "test", "meta")
 _HOME = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
+
+def check_cifar100_files(root: str) -> None:
+    """MissingFileError naming the files of ``<root>/cifar-100-python`` that are not there."""
+    folder = os.path.join(root, CIFAR100.base_folder)
+    missing = [f for f in CIFAR100_FILES if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise MissingFileError(
+            f"CIFAR-100 not found: {', '.join(os.path.join(folder, f) for f in missing)} "
+            f"missing. Download cifar-100-python.tar.gz from {_HOME} and extract it into "
+            f"{root} (giving {folder}/), set data.root to where it is, or set "
+            "data.download: true."
+        )
 
 
 class CIFAR100Dataset(CIFAR100):
@@ -28,20 +43,14 @@ class CIFAR100Dataset(CIFAR100):
                  verify_checksums: bool = True):
         folder = os.path.join(root, self.base_folder)
         if not download:
-            missing = [f for f in CIFAR100_FILES if not os.path.isfile(os.path.join(folder, f))]
-            if missing:
-                raise FileNotFoundError(
-                    f"CIFAR-100 not found: {', '.join(os.path.join(folder, f) for f in missing)} "
-                    f"missing. Download cifar-100-python.tar.gz from {_HOME} and extract it into "
-                    f"{root} (giving {folder}/), or set data.download: true."
-                )
+            check_cifar100_files(root)
         if verify_checksums:
             expected = dict(self.train_list + self.test_list)
             expected[self.meta["filename"]] = self.meta["md5"]
             for name, md5 in expected.items():
                 path = os.path.join(folder, name)
                 if os.path.isfile(path) and not check_md5(path, md5):
-                    raise ValueError(
+                    raise BadFileError(
                         f"{path} is not the official CIFAR-100 file (md5 differs from {md5}). "
                         "Re-extract cifar-100-python.tar.gz, or set data.verify_checksums: false "
                         "to use your own files in the same format."

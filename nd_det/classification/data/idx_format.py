@@ -8,6 +8,8 @@ import struct
 
 import numpy as np
 
+from ..errors import BadFileError
+
 __all__ = ["read_idx"]
 
 _TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -18,7 +20,7 @@ def read_idx(path: str) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _TYPES:
-        raise ValueError(
+        raise BadFileError(
             f"{path} is not an IDX file (bad magic number {data[:4].hex() or 'empty'}); expected "
             "e.g. train-images-idx3-ubyte(.gz) of Fashion-MNIST"
         )
@@ -28,7 +30,7 @@ def read_idx(path: str) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", data[4:header])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:
-        raise ValueError(
+        raise BadFileError(
             f"{path} is truncated or padded: the header announces shape {shape} "
             f"({expected} bytes) but {len(data) - header} bytes follow"
         )

@@ -3,15 +3,27 @@ import os
 
 from torchvision.datasets import ImageFolder
 
-__all__ = ["build_image_folder"]
+from ..errors import MissingFileError
+
+__all__ = ["build_image_folder", "check_image_folder"]
 
 
-def build_image_folder(root: str, split_dir: str, transform) -> ImageFolder:
+def check_image_folder(root: str, split_dir: str) -> str:
+    """``<root>/<split_dir>``; MissingFileError when that folder does not exist."""
     path = os.path.join(root, split_dir)
     if not os.path.isdir(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"image folder {path} not found: expected <root>/{split_dir}/<class>/<image> "
             "(e.g. ImageNet's train/ and val/ with one sub-folder per class). Set data.root, "
             "or data.train_dir / data.test_dir."
         )
-    return ImageFolder(path, transform=transform)
+    return path
+
+
+def build_image_folder(root: str, split_dir: str, transform) -> ImageFolder:
+    path = check_image_folder(root, split_dir)
+    try:
+        return ImageFolder(path, transform=transform)
+    except FileNotFoundError as e:  # torchvision: no class sub-folder, or a class without images
+        raise MissingFileError(f"image folder {path}: {e}. Expected <class>/<image> files "
+                               "inside (one sub-folder per class).") from None

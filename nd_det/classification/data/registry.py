@@ -3,20 +3,23 @@
 ``build_dataset(data_cfg, train=True, augment=True)`` returns ``(dataset, DatasetInfo)``; items
 are ``(float image tensor (C, H, W), int label)``.
 """
+import importlib.util
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple
 
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ...utils.registry import Registry, lookup, register_as, registered_names
-from .cifar100 import CIFAR100Dataset
+from ...utils.registry import Registry, register_as, registered_names
+from ..errors import ConfigError, MissingDependencyError, lookup_name
+from .cifar100 import CIFAR100Dataset, check_cifar100_files
 from .digits import load_digits_split
-from .fashion_mnist import DEBIAN_FASHION_MNIST_DIR, load_fashion_mnist
-from .image_folder import build_image_folder
+from .fashion_mnist import DEBIAN_FASHION_MNIST_DIR, check_fashion_mnist_files, load_fashion_mnist
+from .image_folder import build_image_folder, check_image_folder
 from .transforms import cifar_transform, imagenet_transform, small_tensor_transform
 
-__all__ = ["DATASET_REGISTRY", "DatasetInfo", "build_dataset", "available_datasets"]
+__all__ = ["DATASET_REGISTRY", "DatasetInfo", "build_dataset", "available_datasets",
+           "check_dataset"]
 
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 DIGITS_MEAN, DIGITS_STD = (0.3050,), (0.3750,)
@@ -33,23 +36,56 @@ class DatasetInfo:
 class _Entry:
     build: Callable[[Dict, bool, bool], Dataset]
     in_channels: int
+    check: Callable[[Dict], None]   # raises a UserError when the files are not there (cheap)
+
+
+def _cifar100_root(cfg: Dict) -> str:
+    return cfg.get("root") or "datasets/cifar100"
+
+
+def _check_cifar100(cfg: Dict) -> None:
+    if not cfg.get("download", False):
+        check_cifar100_files(_cifar100_root(cfg))
 
 
 def _cifar100(cfg: Dict, train: bool, augment: bool) -> Dataset:
-    return CIFAR100Dataset(cfg.get("root") or "datasets/cifar100", train, cifar_transform(augment),
+    return CIFAR100Dataset(_cifar100_root(cfg), train, cifar_transform(augment),
                            download=bool(cfg.get("download", False)),
                            verify_checksums=bool(cfg.get("verify_checksums", True)))
+
+
+def _image_folder_root(cfg: Dict) -> str:
+    return cfg.get("root") or "datasets/imagenet"
+
+
+def _check_image_folder(cfg: Dict) -> None:
+    for split_dir in (cfg.get("train_dir", "train"), cfg.get("test_dir", "val")):
+        check_image_folder(_image_folder_root(cfg), split_dir)
 
 
 def _image_folder(cfg: Dict, train: bool, augment: bool) -> Dataset:
     split_dir = cfg.get("train_dir", "train") if train else cfg.get("test_dir", "val")
     transform = imagenet_transform(augment, int(cfg.get("image_size", 224)))
-    return build_image_folder(cfg.get("root") or "datasets/imagenet", split_dir, transform)
+    return build_image_folder(_image_folder_root(cfg), split_dir, transform)
+
+
+def _fashion_mnist_root(cfg: Dict) -> str:
+    return cfg.get("root") or DEBIAN_FASHION_MNIST_DIR
+
+
+def _check_fashion_mnist(cfg: Dict) -> None:
+    check_fashion_mnist_files(_fashion_mnist_root(cfg))
 
 
 def _fashion_mnist(cfg: Dict, train: bool, augment: bool) -> Dataset:
     transform = small_tensor_transform(augment, 28, 2, True, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
-    return load_fashion_mnist(cfg.get("root") or DEBIAN_FASHION_MNIST_DIR, train, transform)
+    return load_fashion_mnist(_fashion_mnist_root(cfg), train, transform)
+
+
+def _check_digits(cfg: Dict) -> None:
+    if importlib.util.find_spec("sklearn") is None:
+        raise MissingDependencyError("data.name digits reads scikit-learn's bundled digits, but "
+                                     "scikit-learn is not installed: pip install scikit-learn")
 
 
 def _digits(cfg: Dict, train: bool, augment: bool) -> Dataset:
@@ -57,11 +93,14 @@ def _digits(cfg: Dict, train: bool, augment: bool) -> Dataset:
     return load_digits_split(train, transform)
 
 
-# each entry is (builder, image channels): the builder alone would not carry the channel count
+# each entry is (builder, image channels, file check): the builder alone would not carry them
 DATASET_REGISTRY = Registry("DATASET")
-for _name, _build, _channels in (("cifar100", _cifar100, 3), ("image_folder", _image_folder, 3),
-                                 ("fashion_mnist", _fashion_mnist, 1), ("digits", _digits, 1)):
-    register_as(DATASET_REGISTRY, _name, _Entry(_build, _channels), "dataset")
+for _name, _build, _channels, _check in (
+        ("cifar100", _cifar100, 3, _check_cifar100),
+        ("image_folder", _image_folder, 3, _check_image_folder),
+        ("fashion_mnist", _fashion_mnist, 1, _check_fashion_mnist),
+        ("digits", _digits, 1, _check_digits)):
+    register_as(DATASET_REGISTRY, _name, _Entry(_build, _channels, _check), "dataset")
 
 
 def available_datasets() -> List[str]:
@@ -73,8 +112,8 @@ def _subset(dataset: Dataset, size, seed: int, key: str) -> Dataset:
         return dataset
     size = int(size)
     if not 0 < size <= len(dataset):
-        raise ValueError(f"data.{key} must be between 1 and {len(dataset)} (the split's size); "
-                         f"got {size}")
+        raise ConfigError(f"data.{key} must be between 1 and {len(dataset)} (the split's size); "
+                          f"got {size}")
     generator = torch.Generator().manual_seed(int(seed))
     keep = torch.randperm(len(dataset), generator=generator)[:size].sort().values.tolist()
     subset = Subset(dataset, keep)
@@ -82,9 +121,20 @@ def _subset(dataset: Dataset, size, seed: int, key: str) -> Dataset:
     return subset
 
 
+def _entry(data_cfg: Dict) -> _Entry:
+    name = data_cfg.get("name")
+    return lookup_name(DATASET_REGISTRY, name, f"dataset data.name={name!r}")
+
+
+def check_dataset(data_cfg: Dict) -> None:
+    """The dataset's name is registered and its files are where the config says (both splits);
+    nothing is read beyond file names, so this runs before anything else."""
+    _entry(data_cfg).check(data_cfg)
+
+
 def build_dataset(data_cfg: Dict, train: bool, augment: bool) -> Tuple[Dataset, DatasetInfo]:
     name = data_cfg.get("name")
-    entry = lookup(DATASET_REGISTRY, name, f"dataset data.name={name!r}")
+    entry = _entry(data_cfg)
     dataset = entry.build(data_cfg, train, augment)
     classes = list(getattr(dataset, "classes", None) or [])
     if not classes:

@@ -1,6 +1,6 @@
 """A loss term of the classification distiller: one named, weighted piece of the objective."""
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -25,11 +25,17 @@ class LossTerm(nn.Module):
     """Subclasses set ``name``, ``needs_teacher`` and ``warm_up_by_default`` and implement
     ``compute``, which returns the UNWEIGHTED value; the distiller applies ``weight`` and, when
     ``warm_up`` is true, the warm-up factor.  Parameters a term owns (ReviewKD's fusion, ND's
-    projection) are trained with the student and saved in its checkpoints."""
+    projection) are trained with the student and saved in its checkpoints.  ``positive_params``,
+    ``fraction_params`` and ``param_choices`` declare the ranges of the config parameters, which
+    the registry checks before any model is built."""
 
     name: str = ""
     needs_teacher: bool = True
     warm_up_by_default: bool = False
+    # checked by the registry before any model is built (types come from the defaults)
+    positive_params: Tuple[str, ...] = ("weight",)
+    fraction_params: Tuple[str, ...] = ()           # in [0, 1)
+    param_choices: Dict[str, Tuple] = {}
 
     def __init__(self, weight: float = 1.0, warm_up: Optional[bool] = None):
         super().__init__()

@@ -11,6 +11,7 @@ __all__ = ["CrossEntropyTerm"]
 class CrossEntropyTerm(LossTerm):
     name = "ce"
     needs_teacher = False
+    fraction_params = ("label_smoothing",)
 
     def __init__(self, context, weight: float = 1.0, warm_up=None, label_smoothing: float = 0.0):
         super().__init__(weight, warm_up)

@@ -10,6 +10,7 @@ __all__ = ["KDTerm", "DKDTerm", "DISTTerm"]
 class KDTerm(LossTerm):
     name = "kd"
     warm_up_by_default = True
+    positive_params = ("weight", "temperature")
 
     def __init__(self, context, weight: float = 1.0, warm_up=None, temperature: float = 4.0):
         super().__init__(weight, warm_up)
@@ -23,6 +24,7 @@ class KDTerm(LossTerm):
 class DKDTerm(LossTerm):
     name = "dkd"
     warm_up_by_default = True
+    positive_params = ("weight", "temperature")
 
     def __init__(self, context, weight: float = 1.0, warm_up=None, alpha: float = 1.0,
                  beta: float = 8.0, temperature: float = 4.0):
@@ -38,6 +40,7 @@ class DKDTerm(LossTerm):
 class DISTTerm(LossTerm):
     name = "dist"
     warm_up_by_default = True
+    positive_params = ("weight", "temperature")
 
     def __init__(self, context, weight: float = 1.0, warm_up=None, beta: float = 1.0,
                  gamma: float = 1.0, temperature: float = 4.0):

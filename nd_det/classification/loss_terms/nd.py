@@ -5,7 +5,8 @@ Dropout -> Linear) maps the student embedding to the teacher's size for this ter
 student's classifier keeps its own embedding."""
 from torch import nn
 
-from ...losses import EmbeddingProjection, NDLoss
+from ...losses import ClassMeansError, EmbeddingProjection, NDLoss
+from ..errors import ConfigError
 from .base import LossTerm
 from .registry import register_loss_term
 
@@ -15,6 +16,7 @@ __all__ = ["NDTerm"]
 @register_loss_term
 class NDTerm(LossTerm):
     name = "nd"
+    fraction_params = ("dropout",)
 
     def __init__(self, context, weight: float = 1.0, warm_up=None, dropout: float = 0.5):
         super().__init__(weight, warm_up)
@@ -22,10 +24,10 @@ class NDTerm(LossTerm):
         s_dim = context.student.embedding_dim
         t_dim = context.teacher.embedding_dim
         if means is None:
-            raise ValueError("loss term 'nd' needs the teacher's class means: set "
+            raise ConfigError("loss term 'nd' needs the teacher's class means: set "
                              "distill.class_means to a file made by tools/extract_cls_means.py")
         if means.dim != t_dim or means.num_classes != context.student.num_classes:
-            raise ValueError(
+            raise ClassMeansError(
                 f"class means are ({means.num_classes}, {means.dim}) but the teacher embedding "
                 f"has {t_dim} dimensions and the student {context.student.num_classes} classes; "
                 "re-extract them for this teacher and dataset"

@@ -6,14 +6,16 @@
       nd: {weight: 2.0}
 """
 import inspect
-from typing import List, Mapping, Optional, Type
+from typing import Any, Dict, List, Mapping, Optional, Type
 
 from torch import nn
 
-from ...utils.registry import Registry, lookup, register_as, registered_names
+from ...utils.registry import Registry, register_as, registered_names
+from ..errors import ConfigError, UnknownNameError, lookup_name
 from .base import LossTerm, TermContext
 
-__all__ = ["LOSS_TERM_REGISTRY", "register_loss_term", "build_loss_terms", "available_loss_terms"]
+__all__ = ["LOSS_TERM_REGISTRY", "register_loss_term", "build_loss_terms", "available_loss_terms",
+           "check_loss_terms", "loss_term_class"]
 
 LOSS_TERM_REGISTRY = Registry("LOSS_TERM")
 
@@ -28,26 +30,83 @@ def available_loss_terms() -> List[str]:
     return registered_names(LOSS_TERM_REGISTRY)
 
 
-def _parameters(cls: Type[LossTerm]) -> List[str]:
-    names = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "context")]
-    return names
+def loss_term_class(name: str) -> Type[LossTerm]:
+    """The registered term ``name``; an unknown name is an UnknownNameError listing the known."""
+    return lookup_name(LOSS_TERM_REGISTRY, name, f"loss term {name!r} in distill.losses")
 
 
-def build_loss_terms(losses: Mapping[str, Optional[Mapping]], context: TermContext) -> nn.ModuleDict:
-    """One module per entry of ``losses`` (name -> parameters), in the mapping's order."""
-    if not losses:
-        raise ValueError("distill.losses is empty: list at least one loss term, e.g. ce: {weight: 1.0}")
-    terms = nn.ModuleDict()
+def _parameters(cls: Type[LossTerm]) -> Dict[str, Any]:
+    """The term's config parameters and their defaults (``inspect.Parameter.empty`` if none)."""
+    return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name not in ("self", "context")}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_parameter(term: str, cls: Type[LossTerm], key: str, value, default) -> None:
+    """Type (that of the default), then the class's declared ranges and choices."""
+    where = f"distill.losses.{term}.{key}={value!r}"
+    if key == "warm_up" and value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true, false or null (the term's default)")
+    if isinstance(default, bool):
+        wrong = not isinstance(value, bool)
+        kind = "true or false"
+    elif isinstance(default, int):
+        wrong = not (isinstance(value, int) and not isinstance(value, bool))
+        kind = "an integer"
+    elif isinstance(default, float):
+        wrong = not _is_number(value)
+        kind = "a number"
+    elif isinstance(default, str):
+        wrong = not isinstance(value, str)
+        kind = "a string"
+    else:  # no default or None: the term checks it
+        wrong, kind = False, ""
+    if wrong:
+        raise ConfigError(f"{where} must be {kind} (the default is {default!r})")
+    if key in cls.positive_params and not value > 0:
+        hint = (f"; to train without '{term}', remove it from distill.losses" if key == "weight"
+                else "")
+        raise ConfigError(f"{where}: give a positive value{hint}")
+    if key in cls.fraction_params and not 0 <= value < 1:
+        raise ConfigError(f"{where}: give a value in [0, 1)")
+    choices = cls.param_choices.get(key)
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: use one of {', '.join(map(repr, choices))}")
+
+
+def check_loss_terms(losses, has_teacher: bool) -> None:
+    """Every mistake in a ``distill.losses`` mapping that needs no model: an empty list, unknown
+    term names, unknown parameters, values of the wrong type or range, a term that needs a
+    teacher without one."""
+    if not isinstance(losses, Mapping) or not losses:
+        raise ConfigError("distill.losses is empty: list at least one loss term, e.g. "
+                          "ce: {weight: 1.0}")
     for name, params in losses.items():
-        cls = lookup(LOSS_TERM_REGISTRY, name, f"loss term {name!r} in distill.losses")
+        cls = loss_term_class(name)
+        if params is not None and not isinstance(params, Mapping):
+            raise ConfigError(f"distill.losses.{name} must be a mapping of parameters (or null); "
+                              f"got {params!r}")
         params = dict(params or {})
         allowed = _parameters(cls)
         unknown = sorted(set(params) - set(allowed))
         if unknown:
-            raise KeyError(f"loss term {name!r} has no parameter(s) {', '.join(unknown)}; its "
-                           f"parameters are: {', '.join(allowed)}")
-        if cls.needs_teacher and context.teacher is None:
-            raise ValueError(f"loss term {name!r} needs a teacher: set distill.teacher.name and "
-                             "distill.teacher.weights, or remove the term")
-        terms[name] = cls(context, **params)
+            raise UnknownNameError(f"loss term {name!r} has no parameter(s) {', '.join(unknown)}; "
+                                   f"its parameters are: {', '.join(allowed)}")
+        if cls.needs_teacher and not has_teacher:
+            raise ConfigError(f"loss term {name!r} needs a teacher: set distill.teacher.name and "
+                              "distill.teacher.weights, or remove the term")
+        for key, value in params.items():
+            _check_parameter(name, cls, key, value, allowed[key])
+
+
+def build_loss_terms(losses: Mapping[str, Optional[Mapping]],
+                     context: TermContext) -> nn.ModuleDict:
+    """One module per entry of ``losses`` (name -> parameters), in the mapping's order."""
+    check_loss_terms(losses, context.teacher is not None)
+    terms = nn.ModuleDict()
+    for name, params in losses.items():
+        terms[name] = loss_term_class(name)(context, **dict(params or {}))
     return terms

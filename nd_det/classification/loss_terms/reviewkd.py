@@ -9,22 +9,19 @@ targets (CIFAR/ReviewKD++/train_reviewkd.py).  ``student_preact`` / ``teacher_pr
 other list per side, for the ImageNet pairs whose reference models return other maps.
 """
 from ...losses import ReviewKDFusion, hcl_loss
+from ..errors import ConfigError
 from .base import LossTerm
 from .registry import register_loss_term
 
 __all__ = ["ReviewKDTerm"]
 
 
-def _flag(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"reviewkd: {name} must be true or false; got {value!r}")
-    return value
-
-
 @register_loss_term
 class ReviewKDTerm(LossTerm):
     name = "reviewkd"
     warm_up_by_default = True
+    positive_params = ("weight", "mid_channels")
+    param_choices = {"norm": ("bn", "gn", "none")}
 
     def __init__(self, context, weight: float = 1.0, warm_up=None, mid_channels: int = 256,
                  norm: str = "bn", student_preact: bool = False, teacher_preact: bool = True):
@@ -32,14 +29,15 @@ class ReviewKDTerm(LossTerm):
         s_channels = context.student.feature_channels
         t_channels = context.teacher.feature_channels
         if len(s_channels) != len(t_channels):
-            raise ValueError(
+            raise ConfigError(
                 f"reviewkd: the student gives {len(s_channels)} feature levels {s_channels} but "
                 f"the teacher gives {len(t_channels)} {t_channels}; ReviewKD needs one student "
                 "level per teacher level (pick a pair of the same family depth, e.g. a CIFAR "
                 "ResNet/WRN/ShuffleNet pair with 4 levels, or ResNet-50 + MobileNet with 5)"
             )
-        self.student_preact = _flag("student_preact", student_preact)
-        self.teacher_preact = _flag("teacher_preact", teacher_preact)
+        # (types and ranges of the parameters are checked by the registry with the config)
+        self.student_preact = bool(student_preact)
+        self.teacher_preact = bool(teacher_preact)
         self.fusion = ReviewKDFusion(s_channels, t_channels, int(mid_channels), norm=norm)
 
     def compute(self, student, teacher, labels):

@@ -16,11 +16,13 @@ from .base import Classifier
 from .registry import (
     available_classifiers,
     build_classifier,
+    check_classifier_name,
     classifier_info,
     register_classifier,
 )
 
 __all__ = [
     "Classifier", "build_classifier", "available_classifiers", "classifier_info",
+    "check_classifier_name",
     "register_classifier",
 ]

@@ -2,11 +2,12 @@
 from dataclasses import dataclass
 from typing import Callable, List
 
-from ...utils.registry import Registry, lookup, register_as, registered_names
+from ...utils.registry import Registry, register_as, registered_names
+from ..errors import ConfigError, lookup_name
 from .base import Classifier
 
 __all__ = ["CLASSIFIER_REGISTRY", "register_classifier", "build_classifier",
-           "available_classifiers", "classifier_info"]
+           "available_classifiers", "classifier_info", "check_classifier_name"]
 
 CLASSIFIER_REGISTRY = Registry("CLASSIFIER")
 
@@ -36,11 +37,20 @@ def available_classifiers() -> List[str]:
 
 
 def classifier_info(name: str) -> ClassifierEntry:
-    return lookup(CLASSIFIER_REGISTRY, name, f"classifier {name!r}")
+    return lookup_name(CLASSIFIER_REGISTRY, name, f"classifier {name!r}")
+
+
+def check_classifier_name(name, key: str) -> None:
+    """A config's classifier name (``key``: the config key that gave it) must be registered."""
+    if not name:
+        raise ConfigError(f"{key} is empty: name a classifier, e.g. resnet20; available: "
+                          f"{', '.join(available_classifiers())}")
+    lookup_name(CLASSIFIER_REGISTRY, name, f"classifier {key}={name!r}")
 
 
 def build_classifier(name: str, num_classes: int, in_channels: int = 3) -> Classifier:
-    """A randomly initialised classifier.  Raises ``KeyError`` listing the known names."""
+    """A randomly initialised classifier.  An unknown name raises ``UnknownNameError`` (a
+    ``KeyError`` and a ``UserError``) listing the known names."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}")
     return classifier_info(name).builder(num_classes=num_classes, in_channels=in_channels)
