@@ -1,5 +1,5 @@
-"""Config keys of nd-det: ``MODEL.DISTILL`` (distillation), the student backbones' own nodes
-(``MODEL.MOBILENETV2``) and ``SOLVER.AMP.PRECISION``.
+"""Config keys of nd-det: ``MODEL.DISTILL`` (distillation), the student backbones' own node
+(``MODEL.TORCHVISION``) and ``SOLVER.AMP.PRECISION``.
 
 Usage::
 
@@ -26,31 +26,13 @@ DISTILL_LOSS_NAMES = ("nd", "kd", "dkd", "reviewkd")
 
 
 def add_backbone_config(cfg: CN) -> CN:
-    """Add the keys of the student backbones detectron2 lacks (``MODEL.MOBILENETV2``,
-    ``MODEL.TORCHVISION``), in place.
+    """Add the keys of the student backbones detectron2 lacks (``MODEL.TORCHVISION``: any
+    torchvision classifier, MobileNetV2 and MobileNetV3 included), in place.
 
     This is all a process that only deploys an exported student with such a backbone needs.
     Safe to call more than once: an existing node is left as it is.  Returns ``cfg``.
     """
     _add_torchvision_backbone_config(cfg)
-    if "MOBILENETV2" in cfg.MODEL:
-        return cfg
-    cfg.MODEL.MOBILENETV2 = CN()
-    # Stages returned by the bottom-up network: any of "stem" (stride 2, 32 channels),
-    # "m2" (stride 4, 24), "m3" (stride 8, 32), "m4" (stride 16, 96), "m5" (stride 32, 320)
-    # (channels at WIDTH_MULT 1.0).  MODEL.FPN.IN_FEATURES must be a subset of these.
-    cfg.MODEL.MOBILENETV2.OUT_FEATURES = ["m2", "m3", "m4", "m5"]
-    # Normalisation after every convolution: "FrozenBN" (fixed ImageNet statistics, the usual
-    # choice with converted torchvision weights), "BN", "SyncBN" (multi-GPU BN) or "GN"
-    # (GroupNorm with the largest group count <= 32 that divides the channels; trains sanely from
-    # random init).
-    cfg.MODEL.MOBILENETV2.NORM = "FrozenBN"
-    # Like MODEL.BACKBONE.FREEZE_AT for ResNet: 0 trains everything, 1 freezes the stem,
-    # k in 2..5 freezes the stem and stages m2..m<k> (weights fixed, BN turned into FrozenBN).
-    cfg.MODEL.MOBILENETV2.FREEZE_AT = 2
-    # Channel width multiplier of torchvision's MobileNetV2 (channels rounded to multiples of 8).
-    # The ImageNet weights (and the converter) exist for 1.0 only.
-    cfg.MODEL.MOBILENETV2.WIDTH_MULT = 1.0
     return cfg
 
 

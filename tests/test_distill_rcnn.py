@@ -27,7 +27,7 @@ CONFIGS = {
     "MV2_from_R50_kd_nd.yaml": ["loss_kd", "loss_nd"],
 }
 # GroupNorm for the MobileNetV2 student, so a random init gives sane losses
-MV2_OPTS = ["MODEL.MOBILENETV2.NORM", "GN", "MODEL.MOBILENETV2.FREEZE_AT", "0"]
+MV2_OPTS = ["MODEL.TORCHVISION.NORM", "GN", "MODEL.TORCHVISION.FREEZE_AT", "0"]
 DETECTOR_KEYS = {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"}
 
 

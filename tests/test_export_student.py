@@ -38,12 +38,14 @@ CONFIG = config_path("R50_from_R101_nd.yaml")
 EXPORT_TOOL = os.path.join(REPO, "tools", "export_student.py")
 # test images are 96x128 and the test size is 80: both sides really resize
 TEST_SIZE = ["INPUT.MIN_SIZE_TEST", "80", "INPUT.MAX_SIZE_TEST", "120"]
+# a MobileNetV2 student (torchvision's, nd-det's builder) at half width, from random init
 MOBILENETV2 = [
-    "MODEL.BACKBONE.NAME", "build_mobilenetv2_fpn_backbone",
-    "MODEL.MOBILENETV2.NORM", "GN",
-    "MODEL.MOBILENETV2.FREEZE_AT", "0",
-    "MODEL.MOBILENETV2.WIDTH_MULT", "0.5",
-    "MODEL.FPN.IN_FEATURES", "['m2', 'm3', 'm4', 'm5']",
+    "MODEL.BACKBONE.NAME", "build_torchvision_fpn_backbone",
+    "MODEL.TORCHVISION.ARCH", "mobilenet_v2",
+    "MODEL.TORCHVISION.NORM", "GN",
+    "MODEL.TORCHVISION.FREEZE_AT", "0",
+    "MODEL.TORCHVISION.WIDTH_MULT", "0.5",
+    "MODEL.FPN.IN_FEATURES", "['c2', 'c3', 'c4', 'c5']",
 ]
 
 # Runs in a fresh interpreter that refuses to import nd_det: stock detectron2 only, the way a
@@ -269,7 +271,7 @@ def test_exported_files_hold_the_student_only(trained, deployed):
     assert sorted(os.listdir(folder)) == ["config.yaml", "model_final.pth"]
     assert not [p for p in os.listdir(trained["root"]) if ".partial-" in p or ".old-" in p]
     text = (folder / "config.yaml").read_text()
-    assert "DISTILL" not in text and "MOBILENETV2" not in text and "nd_det" not in text
+    assert "DISTILL" not in text and "TORCHVISION" not in text and "nd_det" not in text
     plain = yaml.safe_load(text)
     assert plain["MODEL"]["META_ARCHITECTURE"] == "GeneralizedRCNN"
     assert plain["MODEL"]["WEIGHTS"] == "model_final.pth"
@@ -333,17 +335,18 @@ def test_mobilenetv2_student_keeps_its_keys_and_says_so(trained, tmp_path, capsy
     out = tmp_path / "export_mv2"
     assert main(["--config-file", CONFIG, "--weights", weights, "--output", str(out)] + opts) == 0
     printed = capsys.readouterr().out
-    assert ("NOTE: the student's backbone build_mobilenetv2_fpn_backbone exists only in nd-det"
+    assert ("NOTE: the student's backbone build_torchvision_fpn_backbone exists only in nd-det"
             in printed)
     assert "`import nd_det`" in printed
 
     text = (out / "config.yaml").read_text()
     assert "import nd_det" in text.split("CUDNN_BENCHMARK")[0]  # the yaml's header says it too
     plain = yaml.safe_load(text)
-    assert plain["MODEL"]["BACKBONE"]["NAME"] == "build_mobilenetv2_fpn_backbone"
-    assert plain["MODEL"]["MOBILENETV2"]["WIDTH_MULT"] == 0.5
+    assert plain["MODEL"]["BACKBONE"]["NAME"] == "build_torchvision_fpn_backbone"
+    assert plain["MODEL"]["TORCHVISION"]["ARCH"] == "mobilenet_v2"
+    assert plain["MODEL"]["TORCHVISION"]["WIDTH_MULT"] == 0.5
     assert "DISTILL" not in plain["MODEL"]
-    with pytest.raises(KeyError, match="MODEL.MOBILENETV2"):
+    with pytest.raises(KeyError, match="MODEL.TORCHVISION"):
         get_cfg().merge_from_file(str(out / "config.yaml"))  # why the note is needed
 
     deploy_cfg = add_backbone_config(get_cfg())

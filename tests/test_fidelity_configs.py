@@ -76,6 +76,14 @@ def test_schedule_sampling_and_reviewkd_layout_are_the_references(name):
 def test_mobilenetv2_trains_every_layer_with_frozen_batch_norm(name):
     # ReviewKD++/MV2-R50.yaml and KD++/MV2-R50.yaml: MODEL.BACKBONE.FREEZE_AT 0, FrozenBN
     cfg = load_config(config_path(name))
-    assert cfg.MODEL.MOBILENETV2.FREEZE_AT == 0
-    assert cfg.MODEL.MOBILENETV2.NORM == "FrozenBN"
-    assert list(cfg.MODEL.MOBILENETV2.OUT_FEATURES) == ["m2", "m3", "m4", "m5"]
+    tv = cfg.MODEL.TORCHVISION
+    assert cfg.MODEL.BACKBONE.NAME == "build_torchvision_fpn_backbone"
+    assert tv.ARCH == "mobilenet_v2" and tv.WIDTH_MULT == 1.0
+    assert tv.FREEZE_AT == 0  # the torchvision builder's 0: every layer trains
+    assert tv.NORM == "FrozenBN"
+    assert list(tv.OUT_FEATURES) == list(cfg.MODEL.FPN.IN_FEATURES) == ["c2", "c3", "c4", "c5"]
+    # what differs: torchvision's ImageNet file as published, hence RGB and ImageNet mean/std
+    assert cfg.MODEL.WEIGHTS == "pretrained/mobilenet_v2-b0353104.pth"
+    assert cfg.INPUT.FORMAT == "RGB"
+    assert list(cfg.MODEL.PIXEL_MEAN) == [123.675, 116.28, 103.53]
+    assert list(cfg.MODEL.PIXEL_STD) == [58.395, 57.12, 57.375]

