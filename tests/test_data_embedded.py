@@ -9,7 +9,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from nd_det.data import DatasetError, num_classes_of
+from nd_det.data import DatasetError
 from nd_det.data import embedded
 from nd_det.data.deepforest_source import deepforest_data_dir
 from nd_det.data.tiling import Tile, boxes_in_tile, tile_grid
@@ -198,7 +198,7 @@ def test_register_embedded_dataset(built):
         assert len(val) == len(_load(built.val_json)["images"])
         assert all(a["category_id"] == 0 for r in train + val for a in r["annotations"])
         assert MetadataCatalog.get(val_name).thing_classes == ["tree"]
-        assert num_classes_of(train_name) == 1
+        assert len(MetadataCatalog.get(train_name).thing_classes) == 1
         assert embedded.register_embedded_dataset(built.root) == (train_name, val_name)
     finally:
         for name in ("deepforest_trees_train", "deepforest_trees_val"):

@@ -8,7 +8,6 @@ torchvision file into the torchvision backbone strictly
 checks that every tensor of the backbone came from the file (a checkpointer without that loading
 would match no name and merely warn).
 """
-from typing import Optional
 
 import torch
 from detectron2.config import CfgNode
@@ -20,10 +19,9 @@ from .configs import DemoConfigError
 __all__ = ["with_backbone_init", "check_backbone_loaded"]
 
 
-def with_backbone_init(cfg: CfgNode, folder: Optional[str] = None) -> CfgNode:
+def with_backbone_init(cfg: CfgNode) -> CfgNode:
     """``cfg`` itself when DEMO.IMAGENET_INIT is empty; else a frozen copy whose MODEL.WEIGHTS is
-    the offline ImageNet file.  ``folder`` is not used (the file loads as published, nothing is
-    converted or written); it is accepted for callers that still pass one."""
+    the offline ImageNet file (it loads as published: nothing is converted or written)."""
     if not cfg.DEMO.IMAGENET_INIT:
         return cfg
     source = find_offline_mobilenet_v2_weights()

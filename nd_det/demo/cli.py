@@ -51,6 +51,10 @@ def demo_argument_parser() -> argparse.ArgumentParser:
                         help="torch CPU threads (default: 1, the safe choice on a machine shared "
                         "with other jobs; more is faster on an idle one, and the numbers can "
                         "differ slightly with another count)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="processes for the two student runs, side by side, each with "
+                        "--threads threads (default 0: 2 where the machine has 2 cores or more; "
+                        "1 runs them one after the other, with the same numbers)")
     parser.add_argument("--log-period", type=int, default=10, metavar="N",
                         help="a progress line (and a metrics.json record) every N iterations")
     parser.add_argument("--class-means-images", type=int, default=None, metavar="N",
@@ -74,7 +78,8 @@ def _main(argv: Optional[List[str]]) -> int:
         output_dir=args.output_dir, teacher_config=args.teacher_config,
         student_config=args.student_config, method=args.method,
         teacher_iters=args.teacher_iters, student_iters=args.student_iters, seed=args.seed,
-        device=args.device, threads=args.threads, log_period=args.log_period,
+        device=args.device, threads=args.threads, workers=args.workers,
+        log_period=args.log_period,
         class_means_images=args.class_means_images, figure_images=args.figure_images,
         opts=list(args.opts), dataset_root=args.dataset_root,
     )

@@ -12,7 +12,6 @@
 Everything lands in ``--output-dir``::
 
     log.txt                        the detailed log (detectron2's, pycocotools' output)
-    pretrained/                    the converted ImageNet MobileNetV2 file (kept between runs)
     teacher/                       model_final.pth, metrics.json, config.yaml, inference/
     class_means/                   teacher_class_means.pth
     student_alone/                 model_final.pth, metrics.json, config.yaml, inference/
@@ -20,7 +19,8 @@ Everything lands in ``--output-dir``::
     distilled_student_export/      config.yaml + model_final.pth (tools/export_student.py format)
     results.json results.md results.png
 
-The demo owns those folders: it empties them at the start of a run (``pretrained/`` excepted).
+The demo owns those folders: it empties them at the start of a run.  The two students train side
+by side, one process of ``--threads`` threads each (``--workers``); each writes its own log.txt.
 """
 import os
 import shutil
@@ -38,18 +38,20 @@ from ..config import add_backbone_config
 from ..data import register_embedded_dataset
 from ..export import export_student
 from ..modeling import FrozenTeacher, load_student_checkpoint, plain_student_cfg
-from .backbone_init import check_backbone_loaded, with_backbone_init
+from ..utils.parallel import default_workers, run_jobs
+from ..utils.progress import format_duration
+from .backbone_init import with_backbone_init
 from .configs import (DEFAULT_METHOD, DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG,
                       DISTILL_METHODS, METHOD_NAMES, DemoConfigError, describe_backbone,
-                      load_demo_cfg, student_cfg, teacher_cfg, without_demo_keys, write_plain_cfg)
+                      load_demo_cfg, student_cfg, teacher_cfg, without_demo_keys)
 from .evaluation import score_model
 from .figure import draw_demo_figure, pick_val_images, read_loss_curves
-from ..utils.progress import format_duration
 from .progress import UNIT_PRICES, DemoClock, Stage
 from .report import ROW_NAMES, format_table_for_console, make_row, distillation_verdict
 from .report import write_report
 from .run_log import log_to_file
-from .trainer import METRICS_FILE, DemoTrainer, seed_everything
+from .jobs import FINAL_WEIGHTS, train_detector, train_detector_job
+from .trainer import METRICS_FILE
 
 __all__ = ["DemoOptions", "DemoResult", "run_demo", "OUTPUT_FILES"]
 
@@ -58,8 +60,6 @@ CLASS_MEANS_FILE = os.path.join("class_means", "teacher_class_means.pth")
 ALONE_DIR = "student_alone"
 DISTILLED_DIR = "student_distilled"
 EXPORT_DIR = "distilled_student_export"
-PRETRAINED_DIR = "pretrained"
-FINAL_WEIGHTS = "model_final.pth"
 # every file a run writes (relative to the output folder); the smoke test checks them all
 OUTPUT_FILES = (
     "log.txt",
@@ -97,6 +97,7 @@ class DemoOptions:
     seed: int = 0
     device: str = "cpu"
     threads: int = 1
+    workers: int = 0  # processes for the two student runs (0: min(2, usable cores))
     log_period: int = 10
     class_means_images: Optional[int] = None
     figure_images: int = 3
@@ -116,6 +117,8 @@ def _check_options(options: DemoOptions) -> None:
                               f"{sorted(DISTILL_METHODS)}")
     if options.threads < 1:
         raise DemoConfigError(f"--threads {options.threads}: give 1 or more")
+    if options.workers < 0:
+        raise DemoConfigError(f"--workers {options.workers}: give 1 or more (0: every core)")
     if options.log_period < 1:
         raise DemoConfigError(f"--log-period {options.log_period}: give 1 or more")
     if options.figure_images < 1:
@@ -146,27 +149,6 @@ def _fresh_folders(root: str) -> None:
             os.remove(path)
 
 
-def _train(cfg: CfgNode, clock: DemoClock, stage: str, seed: int, log_period: int) -> str:
-    """Train one model with the demo trainer; returns its final checkpoint."""
-    clock.start(stage)
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    write_plain_cfg(cfg, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
-    seed_everything(seed)
-    trainer = DemoTrainer(cfg, clock, stage, log_period=log_period)
-    trainer.resume_or_load(resume=False)
-    if cfg.DEMO.IMAGENET_INIT:
-        check_backbone_loaded(trainer.model, cfg.MODEL.WEIGHTS)
-    # the same random streams from the first iteration on, whatever the model building drew
-    # (a distilled student also builds a teacher and its fusion modules)
-    seed_everything(seed)
-    trainer.train()
-    weights = os.path.join(cfg.OUTPUT_DIR, FINAL_WEIGHTS)
-    if not os.path.isfile(weights):
-        raise RuntimeError(f"training {stage} ended without {weights}; see the log")
-    clock.finish(stage, f"{cfg.SOLVER.MAX_ITER} iterations")
-    return weights
-
-
 def _load(model, weights: str):
     DetectionCheckpointer(model).load(weights)
     return model.eval()
@@ -175,7 +157,7 @@ def _load(model, weights: str):
 def _exported_student(export_dir: str, output_dir: str) -> Tuple[CfgNode, torch.nn.Module]:
     """Build the exported student the way a detectron2 user would (its config + weights)."""
     cfg = get_cfg()
-    add_backbone_config(cfg)  # MobileNetV2 students keep MODEL.MOBILENETV2 in the export
+    add_backbone_config(cfg)  # torchvision-backbone students keep MODEL.TORCHVISION
     cfg.merge_from_file(os.path.join(export_dir, "config.yaml"))
     cfg.MODEL.WEIGHTS = os.path.join(export_dir, FINAL_WEIGHTS)
     cfg.OUTPUT_DIR = output_dir
@@ -186,6 +168,7 @@ def _exported_student(export_dir: str, output_dir: str) -> Tuple[CfgNode, torch.
 def run_demo(options: DemoOptions, emit=None) -> DemoResult:
     """Run the whole demo (see the module docstring); ``emit(line)`` prints progress."""
     _check_options(options)
+    options.workers = default_workers(options.workers or 2)
     out = os.path.abspath(options.output_dir)
     os.makedirs(out, exist_ok=True)
     _fresh_folders(out)
@@ -216,7 +199,7 @@ def _run(options: DemoOptions, out: str, emit) -> DemoResult:
                                                      options.opts).SOLVER.MAX_ITER
     cfg_teacher = teacher_cfg(options.teacher_config, os.path.join(out, TEACHER_DIR), t_iters,
                               options.seed, options.device, options.opts)
-    cfg_teacher = with_backbone_init(cfg_teacher, os.path.join(out, PRETRAINED_DIR))
+    cfg_teacher = with_backbone_init(cfg_teacher)
     teacher_config_file = os.path.join(out, TEACHER_DIR, "config.yaml")
     teacher_weights = os.path.join(out, TEACHER_DIR, FINAL_WEIGHTS)
     class_means = os.path.join(out, CLASS_MEANS_FILE)
@@ -225,7 +208,7 @@ def _run(options: DemoOptions, out: str, emit) -> DemoResult:
         cfg = student_cfg(options.student_config, os.path.join(out, folder), s_iters,
                           options.seed, options.device, student_losses, teacher_config_file,
                           teacher_weights, class_means, options.opts)
-        return with_backbone_init(cfg, os.path.join(out, PRETRAINED_DIR))
+        return with_backbone_init(cfg)
 
     cfg_alone = make_student(ALONE_DIR, [])
     cfg_distilled = make_student(DISTILLED_DIR, losses)
@@ -244,10 +227,11 @@ def _run(options: DemoOptions, out: str, emit) -> DemoResult:
     clock.emit(f"nd-det demo: teacher {describe_backbone(cfg_teacher)} ({t_iters} iterations), "
                f"student {describe_backbone(cfg_alone)} ({s_iters} iterations, alone and "
                f"{method_name}); {train_images} train / {len(val_dicts)} val tiles; "
-               f"{options.threads} thread(s); output in {out}")
+               f"{options.threads} thread(s), the two students side by side in "
+               f"{min(2, options.workers)} process(es); output in {out}")
 
     # ---- 1. teacher
-    _train(cfg_teacher, clock, _STAGES[0], options.seed, options.log_period)
+    train_detector(cfg_teacher, clock, _STAGES[0], options.seed, options.log_period)
 
     # ---- 2. class means of the teacher (the real extraction code)
     clock.start(_STAGES[1])
@@ -256,10 +240,23 @@ def _run(options: DemoOptions, out: str, emit) -> DemoResult:
     clock.finish(_STAGES[1], f"{table.num_classes} x {table.dim} table from {means_images} "
                              f"images, samples per row {table.counts.tolist()}")
 
-    # ---- 3. the student twice
-    alone_weights = _train(cfg_alone, clock, _STAGES[2], options.seed, options.log_period)
-    distilled_weights = _train(cfg_distilled, clock, _STAGES[3], options.seed,
-                               options.log_period)
+    # ---- 3. the student twice, side by side (one process of one thread each)
+    students = {_STAGES[2]: (cfg_alone, UNIT_PRICES["student_image"] * batch_s),
+                _STAGES[3]: (cfg_distilled, UNIT_PRICES["distilled_image"] * batch_s)}
+    tail = sum(stage.units for stage in clock.stages[4:])
+    jobs = {}
+    for stage, (cfg, units_per_iter) in students.items():
+        clock.start(stage)
+        jobs[stage] = (train_detector_job, dict(
+            cfg=cfg, stage=stage, seed=options.seed, log_period=options.log_period,
+            log_file=os.path.join(cfg.OUTPUT_DIR, "log.txt"), units_per_iter=units_per_iter,
+            tail_units=tail, dataset_root=options.dataset_root))
+    weights = {}
+    for stage, path in run_jobs(jobs, min(len(jobs), options.workers)):
+        weights[stage] = path
+        clock.finish(stage, f"{s_iters} iterations (log: "
+                            f"{os.path.relpath(os.path.join(os.path.dirname(path), 'log.txt'), out)})")
+    alone_weights, distilled_weights = weights[_STAGES[2]], weights[_STAGES[3]]
 
     # ---- 4. export the distilled student
     clock.start(_STAGES[4])
@@ -321,7 +318,8 @@ def _run(options: DemoOptions, out: str, emit) -> DemoResult:
                      "student_optimizer": f"{cfg_alone.DEMO.OPTIMIZER} lr "
                                           f"{cfg_alone.SOLVER.BASE_LR:g}",
                      "seed": options.seed,
-                     "device": options.device, "threads": options.threads},
+                     "device": options.device, "threads": options.threads,
+                     "student_processes": min(2, options.workers)},
         "rows": rows,
         "distillation_gain": {m: round(rows[2][m] - rows[1][m], 3) for m in ("AP", "AP50", "AP75")},
         "teacher_minus_student_alone_AP": round(rows[0]["AP"] - rows[1]["AP"], 3),

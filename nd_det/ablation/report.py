@@ -1,0 +1,144 @@
+"""The ablation's results: per method mean +- std over seeds, per pair X -> X++ the paired
+per-seed difference (mean, std, sign count), the share of the teacher-student gap each method
+closes; written as results.json (the source), results.md (rendered from it) and results.png."""
+import math
+import os
+import statistics
+from typing import Dict, List, Sequence
+
+from ..utils.atomic_file import atomic_write_json, atomic_write_text
+from .plan import PAIRS
+
+__all__ = ["summarize", "render_markdown", "write_report", "draw_figure", "PRIMARY_METRIC"]
+
+PRIMARY_METRIC = {"detection": "AP", "classification": "top1"}
+_METRICS = {"detection": ("AP", "AP50", "AP75"), "classification": ("top1",)}
+
+
+def _mean_std(values: Sequence[float]) -> Dict[str, float]:
+    values = list(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
+
+
+def summarize(domain: str, teacher: Dict, runs: Dict[str, Dict[int, Dict]]) -> Dict:
+    """``runs[method][seed] = {"metrics": {...}}`` -> the domain's summary."""
+    metrics = _METRICS[domain]
+    primary = PRIMARY_METRIC[domain]
+    methods = {}
+    for name, by_seed in runs.items():
+        methods[name] = {
+            "seeds": sorted(by_seed),
+            "per_seed": {str(s): by_seed[s]["metrics"] for s in sorted(by_seed)},
+            **{m: _mean_std([by_seed[s]["metrics"][m] for s in sorted(by_seed)])
+               for m in metrics},
+        }
+    alone = methods.get("student alone", {}).get(primary, {}).get("mean")
+    teacher_value = teacher["metrics"][primary]
+    gap = None if alone is None else teacher_value - alone
+    for name, row in methods.items():
+        row["gap_closed_percent"] = (None if not gap or name == "student alone"
+                                     else 100.0 * (row[primary]["mean"] - alone) / gap)
+    pairs = []
+    for base, plus in PAIRS:
+        if base not in runs or plus not in runs:
+            continue
+        seeds = sorted(set(runs[base]) & set(runs[plus]))
+        diffs = [runs[plus][s]["metrics"][primary] - runs[base][s]["metrics"][primary]
+                 for s in seeds]
+        pairs.append({"pair": f"{base} -> {plus}", "metric": primary, "seeds": seeds,
+                      "differences": diffs, **_mean_std(diffs),
+                      "plus_better": sum(d > 0 for d in diffs),
+                      "plus_worse": sum(d < 0 for d in diffs)})
+    spread = {name: row[primary]["std"] for name, row in methods.items()}
+    return {"metric": primary, "teacher": teacher, "methods": methods, "pairs": pairs,
+            "seed_std": spread,
+            "mean_seed_std": statistics.fmean(spread.values()) if spread else math.nan}
+
+
+def _fmt(x, digits=2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def render_markdown(report: Dict) -> str:
+    lines = [f"# {report['title']}", "", report["summary_line"], ""]
+    for domain, block in report["domains"].items():
+        metrics = _METRICS[domain]
+        teacher = " / ".join(f"{m} {_fmt(block['teacher']['metrics'][m])}" for m in metrics)
+        lines += [f"## {domain.capitalize()}: {block['setting']}", "", f"Teacher: {teacher}.",
+                  "", "| method | " + " | ".join(f"{m} (mean ± std)" for m in metrics)
+                  + " | gap closed | per seed (" + block["metric"] + ") |",
+                  "|---|" + "---|" * (len(metrics) + 2)]
+        for name, row in block["methods"].items():
+            cells = [f"{row[m]['mean']:.2f} ± {row[m]['std']:.2f}" for m in metrics]
+            per_seed = ", ".join(f"{row['per_seed'][str(s)][block['metric']]:.2f}"
+                                 for s in row["seeds"])
+            gap = row["gap_closed_percent"]
+            lines.append(f"| {name} | " + " | ".join(cells)
+                         + f" | {'-' if gap is None else f'{gap:.0f}%'} | {per_seed} |")
+        lines += ["", f"Paired difference X++ - X in {block['metric']} (same seed, same data "
+                  "order, same initial weights):", "",
+                  "| pair | per seed | mean ± std | X++ better / worse |", "|---|---|---|---|"]
+        for pair in block["pairs"]:
+            per = ", ".join(f"{d:+.2f}" for d in pair["differences"])
+            lines.append(f"| {pair['pair']} | {per} | {pair['mean']:+.2f} ± {pair['std']:.2f} | "
+                         f"{pair['plus_better']} / {pair['plus_worse']} of {pair['n']} |")
+        lines += ["", f"Seed-to-seed std of {block['metric']}, mean over methods: "
+                  f"{block['mean_seed_std']:.2f}.", ""]
+    lines += [f"Wall time: {report['wall_time_s'] / 60:.1f} min ({report['machine']}); "
+              f"{report['jobs_run']} runs made, {report['jobs_cached']} taken from the cache.", ""]
+    return "\n".join(lines)
+
+
+def draw_figure(report: Dict, path: str) -> None:
+    """Per domain: mean ± std per method (teacher as a line); paired X++ - X per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = list(report["domains"].items())
+    fig, axes = plt.subplots(len(domains), 2, figsize=(13, 4.2 * len(domains)), squeeze=False)
+    for row, (domain, block) in enumerate(domains):
+        metric = block["metric"]
+        names = list(block["methods"])
+        means = [block["methods"][n][metric]["mean"] for n in names]
+        stds = [block["methods"][n][metric]["std"] for n in names]
+        ax = axes[row][0]
+        ax.bar(range(len(names)), means, yerr=stds, capsize=4,
+               color=["0.6" if n == "student alone" else
+                      ("tab:blue" if n.endswith("++") else "tab:orange") for n in names])
+        ax.axhline(block["teacher"]["metrics"][metric], color="tab:green", linestyle="--",
+                   label="teacher")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=30, ha="right")
+        ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+        ax.set_title(f"({'ac'[row]}) {domain}: {metric} per method")
+        ax.legend(loc="lower right")
+        ax = axes[row][1]
+        for i, pair in enumerate(block["pairs"]):
+            ax.scatter([i] * len(pair["differences"]), pair["differences"], color="tab:blue",
+                       zorder=3)
+            ax.errorbar([i + 0.15], [pair["mean"]], yerr=[pair["std"]], fmt="s",
+                        color="black", capsize=4)
+        ax.axhline(0.0, color="0.4", linewidth=1)
+        ax.set_xticks(range(len(block["pairs"])))
+        ax.set_xticklabels([p["pair"] for p in block["pairs"]], rotation=20, ha="right")
+        ax.set_ylabel(f"{metric}: X++ - X (per seed; mean ± std)")
+        ax.set_title(f"({'bd'[row]}) {domain}: what ND adds, paired by seed")
+    fig.tight_layout()
+    fig.savefig(path + ".partial.png", dpi=110)
+    plt.close(fig)
+    os.replace(path + ".partial.png", path)
+
+
+def write_report(report: Dict, json_path: str, markdown_path: str, figure_path: str) -> None:
+    """results.json first (the source), then the Markdown and the figure rendered from it."""
+    atomic_write_json(report, json_path, allow_nan=False)
+    atomic_write_text(render_markdown(report), markdown_path)
+    draw_figure(report, figure_path)
+
+
+def pair_rows(report: Dict) -> List[Dict]:
+    """Every pair of every domain, flat (for the console)."""
+    return [dict(p, domain=d) for d, block in report["domains"].items() for p in block["pairs"]]

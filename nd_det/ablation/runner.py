@@ -1,0 +1,252 @@
+"""One ablation: the teachers, then every (domain, method, seed) run, in parallel processes
+(one torch thread each), each finished run cached under ``<output>/cache/`` and skipped on a
+rerun; a progress line with the overall ETA after every run; the report written atomically."""
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+from ..errors import UserError
+from ..utils.atomic_file import atomic_write_json
+from ..utils.parallel import default_workers, run_jobs
+from ..utils.paths import check_writable
+from ..utils.progress import format_duration
+from . import classification, detection
+from .plan import (CLASSIFICATION_METHODS, DEFAULT_METHODS, DEFAULT_SEEDS, DEFAULT_SIZES,
+                   DETECTION_METHODS, QUICK_METHODS, QUICK_SIZES, Method, Sizes)
+from .report import PRIMARY_METRIC, summarize, write_report
+
+__all__ = ["AblationOptions", "run_ablation", "DOMAINS", "OUTPUT_FILES"]
+
+DOMAINS = ("detection", "classification")
+OUTPUT_FILES = ("results.json", "results.md", "results.png")
+# relative cost of one job, for the ETA only (seconds come from the jobs measured so far):
+# detection per iteration (student alone = 1), classification per epoch (ResNet-8 alone = 1)
+_DETECTION_COST = {"student alone": 1.0, "KD": 1.45, "KD++": 1.5, "DKD": 1.45, "DKD++": 1.5,
+                   "ReviewKD": 1.7, "ReviewKD++": 1.75, "teacher": 1.4}
+_CLASSIFICATION_COST = {"student alone": 1.0, "teacher": 2.5}
+_CLASSIFICATION_DISTILLED = 1.8
+
+
+@dataclass
+class AblationOptions:
+    output_dir: str = os.path.join("output", "ablation")
+    seeds: Sequence[int] = tuple(DEFAULT_SEEDS)
+    workers: int = 0                 # 0: every core this process may use
+    quick: bool = False              # toy sizes (the CI smoke test)
+    domains: Sequence[str] = DOMAINS
+    dataset_root: Optional[str] = None  # the embedded dataset's folder (default: its cache)
+    methods: Optional[Sequence[str]] = None  # the methods to run (default: DEFAULT_METHODS;
+    # quick: QUICK_METHODS); the student alone always runs
+
+
+@dataclass
+class _Job:
+    name: str
+    domain: str
+    method: str
+    seed: Optional[int]
+    function: Callable
+    kwargs: Dict
+    cost: float
+    key: str = ""
+    result: Optional[Dict] = field(default=None)
+
+
+def _key(*parts) -> str:
+    text = json.dumps(parts, sort_keys=True, default=lambda o: asdict(o))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _check(options: AblationOptions) -> None:
+    unknown = [d for d in options.domains if d not in DOMAINS]
+    if unknown or not options.domains:
+        raise UserError(f"--only {list(options.domains)}: choose among {list(DOMAINS)}")
+    if not options.seeds or len(set(options.seeds)) != len(options.seeds):
+        raise UserError(f"--seeds {list(options.seeds)}: give distinct seeds, e.g. 0 1 2")
+    if options.workers < 0:
+        raise UserError(f"--workers {options.workers}: give 1 or more (0: every core)")
+    known = {m.name for m in DETECTION_METHODS + CLASSIFICATION_METHODS}
+    bad = [m for m in (options.methods or []) if m not in known]
+    if bad:
+        raise UserError(f"--methods {bad}: unknown; choose among {sorted(known)}")
+    check_writable(options.output_dir, "--output-dir", folder=True)
+    if "classification" in options.domains and not options.quick:
+        from ..classification.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR
+
+        if not os.path.isdir(DEBIAN_FASHION_MNIST_DIR):
+            raise UserError(
+                f"the classification ablation needs Fashion-MNIST in {DEBIAN_FASHION_MNIST_DIR}: "
+                "install it with `apt-get install -y dataset-fashion-mnist` (as root), or run "
+                "--only detection")
+
+
+def _methods(all_methods: List[Method], wanted, domain: str) -> List[Method]:
+    wanted = DEFAULT_METHODS[domain] if wanted is None else wanted
+    return [m for m in all_methods if m.name in wanted or m.name == "student alone"]
+
+
+def _plan(options: AblationOptions, sizes: Sizes, root: str):
+    teachers, students = [], []
+    if "detection" in options.domains:
+        teachers.append(_Job("detection teacher", "detection", "teacher", None,
+                             detection.teacher_job,
+                             {"root": root, "sizes": sizes, "dataset_root": options.dataset_root},
+                             sizes.teacher_iters * _DETECTION_COST["teacher"]))
+        for method in _methods(DETECTION_METHODS, options.methods, "detection"):
+            for seed in options.seeds:
+                students.append(_Job(f"detection {method.name} seed {seed}", "detection",
+                                     method.name, seed, detection.student_job,
+                                     {"root": root, "method": method, "seed": seed,
+                                      "sizes": sizes, "dataset_root": options.dataset_root},
+                                     sizes.student_iters * _DETECTION_COST[method.name]))
+    if "classification" in options.domains:
+        teachers.append(_Job("classification teacher", "classification", "teacher", None,
+                             classification.teacher_job, {"root": root, "sizes": sizes},
+                             sizes.cls_epochs * _CLASSIFICATION_COST["teacher"]))
+        for method in _methods(CLASSIFICATION_METHODS, options.methods, "classification"):
+            price = 1.0 if method.is_baseline else _CLASSIFICATION_DISTILLED
+            for seed in options.seeds:
+                students.append(_Job(f"classification {method.name} seed {seed}",
+                                     "classification", method.name, seed,
+                                     classification.student_job,
+                                     {"root": root, "method": method, "seed": seed,
+                                      "sizes": sizes}, sizes.cls_epochs * price))
+    for job in teachers:
+        job.key = _key(job.domain, "teacher", job.kwargs["sizes"])
+    teacher_keys = {job.domain: job.key for job in teachers}
+    for job in students:
+        job.key = _key(job.domain, job.kwargs["method"], job.seed, job.kwargs["sizes"],
+                       teacher_keys[job.domain])
+    # the longest first, so that the last job to finish is a short one
+    students.sort(key=lambda j: -j.cost)
+    return teachers, students
+
+
+class _Progress:
+    """Seconds per cost unit measured per domain on the jobs run so far; the ETA of the rest
+    divided among the workers."""
+
+    def __init__(self, jobs: List[_Job], workers: int, emit):
+        self.total = len(jobs)
+        self.left = {j.name: j for j in jobs}
+        self.workers = workers
+        self.emit = emit
+        self.start = time.perf_counter()
+        self.spent: Dict[str, float] = {}
+        self.units: Dict[str, float] = {}
+        self.done = 0
+
+    def finished(self, job: _Job, seconds: Optional[float], line: str) -> None:
+        self.left.pop(job.name, None)
+        self.done += 1
+        if seconds is not None:
+            self.spent[job.domain] = self.spent.get(job.domain, 0.0) + seconds
+            self.units[job.domain] = self.units.get(job.domain, 0.0) + job.cost
+        rates = {d: self.spent[d] / self.units[d] for d in self.spent if self.units[d] > 0}
+        fallback = sum(self.spent.values()) / max(sum(self.units.values()), 1e-9)
+        left = sum(j.cost * rates.get(j.domain, fallback) for j in self.left.values())
+        eta = format_duration(left / self.workers) if self.spent else "?"
+        self.emit(f"[ablation {self.done}/{self.total}] {line}  elapsed "
+                  f"{format_duration(time.perf_counter() - self.start)}, overall ETA {eta}")
+
+
+def _timed(function, **kwargs):
+    """The job's result with its wall and CPU seconds (this process; one thread)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    result = function(**kwargs)
+    return dict(result, seconds=time.perf_counter() - start,
+                cpu_seconds=time.process_time() - cpu)
+
+
+def _run_stage(jobs: List[_Job], cache_dir: str, workers: int, progress: _Progress) -> int:
+    """Runs the jobs not in the cache; returns how many ran."""
+    todo = {}
+    for job in jobs:
+        path = os.path.join(cache_dir, f"{job.key}.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                cached = json.load(f)
+            if cached.get("key") == job.key:
+                job.result = cached["result"]
+                progress.finished(job, None, f"{job.name}: cached")
+                continue
+        todo[job.name] = job
+    calls = {name: (_timed, dict(job.kwargs, function=job.function))
+             for name, job in todo.items()}
+    for name, result in run_jobs(calls, workers):
+        job = todo[name]
+        job.result = result
+        atomic_write_json({"key": job.key, "job": job.name, "result": result},
+                          os.path.join(cache_dir, f"{job.key}.json"))
+        metric = PRIMARY_METRIC[job.domain]
+        progress.finished(job, result["seconds"], f"{job.name}: {metric} "
+                          f"{result['metrics'][metric]:.2f} in {format_duration(result['seconds'])}")
+    return len(todo)
+
+
+def run_ablation(options: AblationOptions, emit=None) -> Dict:
+    """Run (or complete) the ablation and write its report; returns the report dict."""
+    emit = emit or (lambda line: print(line, flush=True))
+    _check(options)
+    sizes = QUICK_SIZES if options.quick else DEFAULT_SIZES
+    root = os.path.abspath(options.output_dir)
+    cache_dir = os.path.join(root, "cache")
+    os.makedirs(cache_dir, exist_ok=True)
+    workers = default_workers(options.workers)
+    if options.quick and options.methods is None:
+        options.methods = tuple(QUICK_METHODS)
+    teachers, students = _plan(options, sizes, root)
+    emit(f"nd-det ablation: {len(teachers)} teacher(s) and {len(students)} student runs "
+         f"({', '.join(options.domains)}; seeds {list(options.seeds)}) in {workers} process(es) "
+         f"of one thread; output in {root}")
+    start = time.perf_counter()
+    progress = _Progress(teachers + students, workers, emit)
+    ran = _run_stage(teachers, cache_dir, workers, progress)
+    ran += _run_stage(students, cache_dir, workers, progress)
+    report = _report(options, sizes, teachers, students, workers, ran,
+                     time.perf_counter() - start)
+    write_report(report, *(os.path.join(root, name) for name in OUTPUT_FILES))
+    emit(f"wrote {', '.join(os.path.join(root, n) for n in OUTPUT_FILES)}")
+    return report
+
+
+def _report(options, sizes, teachers, students, workers, ran, seconds) -> Dict:
+    domains = {}
+    for teacher in teachers:
+        order = DETECTION_METHODS if teacher.domain == "detection" else CLASSIFICATION_METHODS
+        runs: Dict[str, Dict[int, Dict]] = {m.name: {} for m in order}  # the plan's order
+        for job in students:
+            if job.domain == teacher.domain:
+                runs[job.method][job.seed] = job.result
+        runs = {name: by_seed for name, by_seed in runs.items() if by_seed}
+        block = summarize(teacher.domain, teacher.result, runs)
+        block["setting"] = _setting(teacher.domain, sizes, teacher.result)
+        domains[teacher.domain] = block
+    pairs = [f"{p['pair']} {p['mean']:+.2f}" for b in domains.values() for p in b["pairs"]]
+    return {
+        "title": "nd-det ablation: what ND adds to KD, DKD, DIST and ReviewKD",
+        "summary_line": "Mean paired difference X++ - X over seeds: " + "; ".join(pairs) + ".",
+        "options": {"seeds": list(options.seeds), "quick": options.quick,
+                    "domains": list(options.domains), "workers": workers},
+        "sizes": asdict(sizes),
+        "domains": domains,
+        "wall_time_s": round(seconds, 1),
+        "jobs_run": ran,
+        "jobs_cached": len(teachers) + len(students) - ran,
+        "machine": f"{platform.machine()}, {default_workers()} core(s) usable, "
+                   f"Python {platform.python_version()}",
+    }
+
+
+def _setting(domain: str, sizes: Sizes, teacher: Dict) -> str:
+    if domain == "detection":
+        return (f"embedded tree crowns, ablation split; MobileNetV2-FPN teacher (ImageNet init, "
+                f"{sizes.teacher_iters} iterations) -> half-width MobileNetV2-FPN student "
+                f"(random init, {sizes.student_iters} iterations of 4 images)")
+    return (f"{sizes.cls_dataset}, {sizes.cls_train_images} training images, "
+            f"{sizes.cls_epochs} epochs; {classification.TEACHER_MODEL} teacher -> "
+            f"{classification.STUDENT_MODEL} student")

@@ -1,0 +1,84 @@
+"""tools/ablation.py: the quick run writes every file with every field, a rerun takes every run
+from the cache and gives the same tables; the parallel job runner; bad options."""
+import json
+import os
+
+import pytest
+
+from nd_det.ablation import OUTPUT_FILES, AblationOptions, run_ablation
+from nd_det.ablation.report import render_markdown
+from nd_det.errors import UserError
+from nd_det.utils.parallel import run_jobs
+
+from .helpers.run_tool import run_tool_in_process
+from .helpers.tiny_distill import REPO
+
+
+def test_quick_ablation_writes_its_files_and_a_rerun_reuses_every_run(tmp_path):
+    out = tmp_path / "ablation"
+    lines = []
+    first = run_ablation(AblationOptions(output_dir=str(out), quick=True, seeds=(0, 1),
+                                         workers=1), emit=lines.append)
+    for name in OUTPUT_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((out / "results.json").read_text())
+    assert (out / "results.md").read_text() == render_markdown(report)
+    assert set(report["domains"]) == {"detection", "classification"}
+    for domain, metric in (("detection", "AP"), ("classification", "top1")):
+        block = report["domains"][domain]
+        assert block["metric"] == metric and metric in block["teacher"]["metrics"]
+        assert list(block["methods"]) == ["student alone", "KD", "KD++"]
+        for name, row in block["methods"].items():
+            assert row["seeds"] == [0, 1]
+            assert set(row[metric]) == {"mean", "std", "n"} and row[metric]["n"] == 2
+            values = [row["per_seed"][str(s)][metric] for s in (0, 1)]
+            assert row[metric]["mean"] == pytest.approx(sum(values) / 2)
+            assert (row["gap_closed_percent"] is None) == (name == "student alone")
+        [pair] = block["pairs"]
+        assert pair["pair"] == "KD -> KD++" and len(pair["differences"]) == 2
+        per_seed = block["methods"]
+        for seed, diff in zip(pair["seeds"], pair["differences"]):
+            assert diff == pytest.approx(per_seed["KD++"]["per_seed"][str(seed)][metric]
+                                         - per_seed["KD"]["per_seed"][str(seed)][metric])
+        assert pair["plus_better"] + pair["plus_worse"] <= 2
+    assert first["jobs_run"] == 14 and first["jobs_cached"] == 0
+    # progress: a line per run, with the overall ETA
+    assert sum("overall ETA" in line for line in lines) == 14
+    assert report["domains"]["detection"]["setting"].startswith("embedded tree crowns")
+
+    again = run_ablation(AblationOptions(output_dir=str(out), quick=True, seeds=(0, 1),
+                                         workers=1), emit=lambda line: None)
+    assert again["jobs_run"] == 0 and again["jobs_cached"] == 14
+    assert again["domains"] == report["domains"]  # the same tables from the cache
+
+
+def _square(x):
+    return {"value": x * x, "pid": os.getpid()}
+
+
+def _fails(message):
+    raise UserError(message)
+
+
+def test_jobs_run_in_separate_processes_and_a_user_error_keeps_its_message():
+    results = dict(run_jobs({f"job{i}": (_square, {"x": i}) for i in range(3)}, workers=2))
+    assert {k: v["value"] for k, v in results.items()} == {"job0": 0, "job1": 1, "job2": 4}
+    assert len({v["pid"] for v in results.values()} | {os.getpid()}) == 4  # fresh processes
+    with pytest.raises(UserError, match="MODEL.X is wrong"):
+        list(run_jobs({"bad": (_fails, {"message": "MODEL.X is wrong"})}, workers=2))
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--seeds", "1", "1"], "--seeds [1, 1]: give distinct seeds"),
+    (["--methods", "FitNet"], "--methods ['FitNet']: unknown"),
+    (["--workers", "-1"], "--workers -1: give 1 or more"),
+    (["--only", "segmentation"], "argument --only: invalid choice: 'segmentation'"),
+])
+def test_bad_options_are_one_line(tmp_path, argv, fragment):
+    code, stderr = run_tool_in_process(os.path.join(REPO, "tools", "ablation.py"),
+                                       argv + ["--output-dir", str(tmp_path / "out")])
+    assert code == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("ERROR: ")]
+    assert len(errors) == 1 and fragment in errors[0]
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""What ND adds to each distillation method (X vs X++), over several seeds, offline.
+
+  python tools/ablation.py                    # the default protocol (docs/ablation.md)
+  python tools/ablation.py --quick            # the whole pipeline at toy size
+
+Writes results.json, results.md and results.png under --output-dir; see docs/ablation.md.
+"""
+import sys
+
+from nd_det.ablation.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
