@@ -97,6 +97,21 @@ def test_demo_end_to_end_at_toy_size(tmp_path):
     assert "loss_nd" in distilled_curves and "loss_reviewkd" in distilled_curves
     assert "loss_nd" not in alone_curves
 
+    # the two students trained side by side (two processes); one after the other (--workers 1)
+    # they end with the same weights
+    assert report["schedule"]["student_processes"] == 2
+    sequential = tmp_path / "demo_sequential"
+    proc = subprocess.run([sys.executable, DEMO, "--output-dir", str(sequential), "--workers", "1"]
+                          + TOY_ARGS, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert read_report(str(sequential / "results.json"))["schedule"]["student_processes"] == 1
+    for folder in ("student_alone", "student_distilled"):
+        side_by_side = torch.load(out / folder / "model_final.pth", weights_only=True)["model"]
+        one_by_one = torch.load(sequential / folder / "model_final.pth",
+                                weights_only=True)["model"]
+        assert all(torch.equal(v, one_by_one[k]) for k, v in side_by_side.items()), folder
+
 
 # --------------------------------------------------------------------------- parts
 def _score_rows(teacher, alone, distilled):

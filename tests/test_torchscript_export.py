@@ -173,3 +173,19 @@ def test_round_trip_check_refuses_different_detections():
         compare_detections(python, (boxes[:1], python[1][:1], python[2][:1]))
     with pytest.raises(TorchScriptMismatchError, match="classes"):
         compare_detections(python, (boxes, python[1], torch.tensor([0, 0])))
+
+
+def test_a_failed_round_trip_writes_nothing(tmp_path, monkeypatch):
+    import nd_det.export.torchscript as torchscript
+
+    _, export_dir = distilled_export(tmp_path, "mv3")
+    image = write_image(tmp_path / "a.png", 120, 160, seed=0)
+    before = sorted(os.listdir(export_dir))
+
+    def differs(python, traced):
+        raise TorchScriptMismatchError("the traced module gives 0 detections, the student 3")
+
+    monkeypatch.setattr(torchscript, "compare_detections", differs)
+    with pytest.raises(TorchScriptMismatchError, match="0 detections"):
+        export_torchscript(export_dir, image)
+    assert sorted(os.listdir(export_dir)) == before  # no model.ts, no .json, no temporary file

@@ -21,6 +21,10 @@ def benchmark_argument_parser() -> argparse.ArgumentParser:
         "them takes a list (--losses, --dataloader-workers).",
     )
     p.add_argument("--config-file", required=True, help="a DistillRCNN config (yaml)")
+    p.add_argument("--dataset", nargs=3, action="append", default=[],
+                   metavar=("NAME", "JSON", "IMAGE_DIR"),
+                   help="accepted so that a training command's arguments can be reused; the "
+                   "benchmark times synthetic batches and reads no dataset")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="bf16: student under autocast (like detectron2's AMP trainer) and the "

@@ -9,13 +9,13 @@ for data whatever the model costs.
 import json
 import os
 import tempfile
-import time
 import uuid
 from typing import Dict, Tuple
 
 import numpy as np
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
+from detectron2.data.benchmark import iter_benchmark
 from PIL import Image
 
 from ..data import register_coco_dataset
@@ -88,14 +88,19 @@ def loader_throughput(cfg: CfgNode, workers: int, batch_size: int, num_images: i
         iterator = None
         try:
             iterator = iter(build_detection_train_loader(loader_cfg))
-            for _ in range(warmup_batches + 2 * workers):
-                next(iterator)
             sizes = []
-            t0 = time.perf_counter()
-            for _ in range(batches):
-                batch = next(iterator)
-                sizes.extend(tuple(x["image"].shape[-2:]) for x in batch)
-            elapsed = time.perf_counter() - t0
+
+            def batches_seen(source):
+                for batch in source:
+                    sizes.extend(tuple(x["image"].shape[-2:]) for x in batch)
+                    yield batch
+
+            # detectron2's own loader timing (its DataLoaderBenchmark only logs its figures);
+            # the warm-up covers worker start-up and what the workers prefetched meanwhile
+            warmup = warmup_batches + 2 * workers
+            seconds_per_batch, times = iter_benchmark(batches_seen(iterator), batches,
+                                                      warmup=warmup)
+            sizes = sizes[warmup * batch_size:]
         finally:
             del iterator  # stops the worker processes
             DatasetCatalog.remove(name)
@@ -103,8 +108,8 @@ def loader_throughput(cfg: CfgNode, workers: int, batch_size: int, num_images: i
     return {
         "workers": workers,
         "batch_size": batch_size,
-        "timed_batches": batches,
-        "images_per_s": batches * batch_size / elapsed,
+        "timed_batches": len(times),
+        "images_per_s": batch_size / seconds_per_batch,
         "source_image_size": [height, width],
         "median_output_size": [int(np.median([s[0] for s in sizes])),
                                int(np.median([s[1] for s in sizes]))],

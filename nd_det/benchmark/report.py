@@ -1,26 +1,14 @@
 """Benchmark results: the JSON file and a markdown summary of it."""
-import json
-import os
-import tempfile
 from typing import Dict, List
+
+from ..utils.atomic_file import atomic_write_json, atomic_write_text
 
 __all__ = ["write_json", "markdown_summary", "write_markdown"]
 
 
 def write_json(path: str, result: Dict) -> None:
-    """Write ``result`` to ``path`` (atomically: a temporary file, then a rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".benchmark.", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``result`` to ``path`` atomically."""
+    atomic_write_json(result, path, sort_keys=False)
 
 
 def _fmt(x, digits=1):
@@ -111,5 +99,4 @@ def markdown_summary(result: Dict) -> str:
 
 
 def write_markdown(path: str, result: Dict) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(markdown_summary(result))
+    atomic_write_text(markdown_summary(result), path)

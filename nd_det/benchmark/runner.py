@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from detectron2.utils.events import EventStorage
 
+from ..utils.progress import ProgressClock, format_duration
 from .dataloader import loader_throughput
 from .dtype_casts import dtype_census
 from .memory import MemoryPhase, measure_phase_in_fresh_process
@@ -81,6 +82,7 @@ def _check_settings(s: BenchmarkSettings) -> torch.device:
 
 def _machine(device: torch.device) -> Dict[str, object]:
     import detectron2
+    from detectron2.utils.collect_env import collect_env_info
 
     name = platform.processor() or platform.machine()
     try:
@@ -102,7 +104,26 @@ def _machine(device: torch.device) -> Dict[str, object]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "detectron2": detectron2.__version__,
+        # detectron2's description of the environment (its table lacks the CPU's model name,
+        # read above from /proc/cpuinfo)
+        "environment": collect_env_info(),
     }
+
+
+def _round_progress(what: str):
+    """A progress line after every timing round, with the ETA of the rounds left."""
+    clock = {}
+
+    def report(done: int, total: int) -> None:
+        if "clock" not in clock:
+            clock["clock"] = ProgressClock(total, skip=0)
+            clock["clock"].start()
+        clock["clock"].step()
+        eta = clock["clock"].eta_seconds()
+        logger.info("[%s] timing round %d/%d done, ETA %s", what, done, total,
+                    format_duration(eta or 0))
+
+    return report
 
 
 def _teacher_variant(model) -> str:
@@ -207,7 +228,8 @@ def _time_steps(s, cfg, files, batch, loss_sets, device) -> Dict[str, object]:
 
     logger.info("timing %d variants: %d warm-up + %d measured rounds", len(variants), s.warmup,
                 s.iters)
-    samples = interleaved_samples(variants, s.iters, s.warmup, device_synchronizer(device))
+    samples = interleaved_samples(variants, s.iters, s.warmup, device_synchronizer(device),
+                                  progress=_round_progress("steps"))
     timings = {}
     for name in variants:
         timings[name] = summarize_seconds(samples["wall"][name])
@@ -305,7 +327,8 @@ def _nd_loss(s, device, num_classes) -> Dict[str, object]:
     inputs = nd_benchmark_inputs(s.nd_rois, s.nd_dim, num_classes, device, seed=s.seed)
     check = compare_nd_implementations(inputs)
     variants = {name: NDForwardBackward(inputs, name) for name in ("vectorised", "per_roi_loop")}
-    samples = interleaved_samples(variants, s.iters, s.warmup, device_synchronizer(device))
+    samples = interleaved_samples(variants, s.iters, s.warmup, device_synchronizer(device),
+                                  progress=_round_progress("nd_loss"))
     vec = summarize_seconds(samples["wall"]["vectorised"])
     loop = summarize_seconds(samples["wall"]["per_roi_loop"])
     return {

@@ -13,7 +13,7 @@ clock when other processes compete for the cores; on a GPU run it is host time o
 """
 import statistics
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -32,9 +32,11 @@ def device_synchronizer(device: torch.device) -> Callable[[], None]:
 def interleaved_samples(variants: Dict[str, Callable[[], object]], iters: int, warmup: int,
                         synchronize: Callable[[], None] = lambda: None,
                         clocks: Dict[str, Callable[[], float]] = None,
+                        progress: Optional[Callable[[int, int], None]] = None,
                         ) -> Dict[str, Dict[str, List[float]]]:
     """Seconds per call of each variant by each clock (``{clock: {variant: [s, ...]}}``),
-    ``iters`` samples each, after ``warmup`` unrecorded rounds."""
+    ``iters`` samples each, after ``warmup`` unrecorded rounds.  ``progress(done, total)`` is
+    called after every round."""
     if iters < 1 or warmup < 0:
         raise ValueError(f"need iters >= 1 and warmup >= 0; got iters={iters}, warmup={warmup}")
     if not variants:
@@ -53,6 +55,8 @@ def interleaved_samples(variants: Dict[str, Callable[[], object]], iters: int, w
             if round_index >= warmup:
                 for c in clocks:
                     samples[c][name].append(after[c] - before[c])
+        if progress is not None:
+            progress(round_index + 1, warmup + iters)
     return samples
 
 

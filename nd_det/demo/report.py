@@ -53,6 +53,17 @@ def make_row(model: str, backbone: str, score) -> Dict:
     }
 
 
+# What the ablation measured for these models and this schedule over 3 seeds, on a split with
+# twice the val tiles (docs/ablation.md, default run of 2026-12-01, 2-core x86_64 CPU): the
+# spread that tells how far a one-seed difference of the demo can be trusted.
+SEED_SPREAD_NOTE = (
+    "the ablation (docs/ablation.md: these models, this schedule, 3 seeds, 18 val tiles) "
+    "measured a seed-to-seed std of 0.60 AP for the student alone, ReviewKD++ minus the student "
+    "alone at +1.59 +- 1.15 AP (paired by seed; ReviewKD alone +1.37 +- 0.21) and ReviewKD++ "
+    "minus ReviewKD at +0.22 +- 1.26 AP: a one-seed gain over the student alone of one or two AP "
+    "points is mostly signal, what ND adds on top of ReviewKD is within the noise.")
+
+
 def distillation_verdict(rows: Sequence[Dict], method_name: str) -> str:
     """One honest sentence on what distillation did to AP (and how the teacher compares)."""
     teacher, alone, distilled = (_row(rows, name) for name in ROW_NAMES)
@@ -112,15 +123,15 @@ def render_markdown(report: Dict) -> str:
         f"{schedule['teacher_images_per_iter']} images ({schedule['teacher_optimizer']}); "
         f"students: {schedule['student_iters']} iterations of "
         f"{schedule['student_images_per_iter']} images each ({schedule['student_optimizer']}); "
-        f"device {schedule['device']}, {schedule['threads']} CPU thread(s).",
+        f"device {schedule['device']}, {schedule['threads']} CPU thread(s) per process, the two "
+        f"students side by side in {schedule.get('student_processes', 1)} process(es).",
         "- inference ms/image: one image per call, mean over the val images; it depends on the "
         "machine and its load (every other number is reproducible with the same seed on the "
         "same machine).",
         f"- wall time of the whole demo: {report['wall_time_s']['total']:.0f} s ("
         + ", ".join(f"{name} {seconds:.0f} s"
                     for name, seconds in report["wall_time_s"]["stages"].items()) + ").",
-        "- one seed and a small val split: differences of about one AP point are within the "
-        "noise of such a short run.",
+        "- how much of this is signal: " + SEED_SPREAD_NOTE,
         "",
     ]
     for row in report["rows"]:

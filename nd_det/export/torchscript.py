@@ -17,9 +17,7 @@ inside.  It returns boxes (N, 4; x1, y1, x2, y2 in that image's pixels), scores 
 ``torch`` and ``torchvision`` (whose ``nms`` / ``roi_align`` ops it calls): no detectron2, no
 nd-det.
 """
-import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -35,6 +33,7 @@ from ..config import add_backbone_config, merge_config
 from ..errors import UserError
 from ..modeling import backbone as _backbones  # noqa: F401  (registers nd-det's backbones)
 from ..modeling.student_checkpoint import load_student_checkpoint
+from ..utils.atomic_file import atomic_write, atomic_write_json
 from ..utils.paths import check_writable
 from ..utils.text import first_line
 from .student import (EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME, TORCHSCRIPT_INFO_SUFFIX,
@@ -175,12 +174,6 @@ def _info(cfg: CfgNode, result: TorchScriptExport, device: str) -> dict:
     }
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def export_torchscript(export_dir: str, image_path: str, output: Optional[str] = None,
                        device: str = "cpu", overwrite: bool = False) -> TorchScriptExport:
     """Trace the student of ``export_dir`` on ``image_path``, check the saved module against
@@ -202,27 +195,21 @@ def export_torchscript(export_dir: str, image_path: str, output: Optional[str] =
         traced = torch.jit.trace(adapter, (image,), check_trace=False)
     trace_seconds = time.perf_counter() - start
 
-    folder = os.path.dirname(output)
-    os.makedirs(folder, exist_ok=True)
-    fd, staging = tempfile.mkstemp(prefix=".model.", suffix=".ts.partial", dir=folder)
-    os.close(fd)
-    try:
-        torch.jit.save(traced, staging)
-        reloaded = torch.jit.load(staging, map_location=device)
+    outcome = {}
+
+    def check_saved(staged: str) -> None:
+        reloaded = torch.jit.load(staged, map_location=device)
         with torch.no_grad():
             python = student_detections(model, image)
             box_diff, score_diff = compare_detections(python, tuple(reloaded(image)))
-        result = TorchScriptExport(
+        outcome["result"] = TorchScriptExport(
             path=output, info_path=info_path, image=os.path.abspath(image_path),
             input_size=(int(image.shape[1]), int(image.shape[2])), detections=len(python[0]),
             max_box_diff=box_diff, max_score_diff=score_diff, trace_seconds=trace_seconds)
-        os.chmod(staging, 0o666 & ~_current_umask())  # mkstemp made it private (0600)
-        os.replace(staging, output)
-    finally:
-        if os.path.exists(staging):
-            os.unlink(staging)
-    with open(info_path, "w", encoding="utf-8") as f:
-        json.dump(_info(cfg, result, device), f, indent=1)
-        f.write("\n")
+
+    # compare_detections raises TorchScriptMismatchError before the file reaches its name
+    atomic_write(output, lambda f: torch.jit.save(traced, f), verify=check_saved)
+    result = outcome["result"]
+    atomic_write_json(_info(cfg, result, device), info_path)
     return result
 

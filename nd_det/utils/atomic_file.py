@@ -6,15 +6,26 @@ final name, never a truncated file (the rename is atomic on POSIX file systems).
 import json
 import os
 import tempfile
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Optional
 
 import torch
 
 __all__ = ["atomic_write", "atomic_torch_save", "atomic_write_text", "atomic_write_json"]
 
 
-def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(f)`` on a temporary binary file next to ``path``, then move it to ``path``."""
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str, write: Callable[[BinaryIO], None],
+                 verify: Optional[Callable[[str], None]] = None) -> None:
+    """Call ``write(f)`` on a temporary binary file next to ``path``, then move it to ``path``.
+
+    ``verify(temporary_path)``, when given, runs on the complete temporary file before the move;
+    an exception from it leaves ``path`` untouched.  The file gets the permissions a plain
+    ``open()`` would give it (mkstemp makes it private to its owner)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
@@ -24,6 +35,9 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if verify is not None:
+            verify(tmp)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

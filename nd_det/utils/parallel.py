@@ -9,9 +9,9 @@ one distributed job, not a queue of independent ones; concurrent.futures does th
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
-from typing import Callable, Dict, Iterator, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
-__all__ = ["default_workers", "run_jobs"]
+__all__ = ["default_workers", "run_jobs", "Jobs"]
 
 
 def default_workers(limit: int = 0) -> int:
@@ -30,23 +30,33 @@ def _one_thread() -> None:
     torch.set_num_interop_threads(1)
 
 
-def run_jobs(jobs: Dict[str, Tuple[Callable, dict]], workers: int
+Jobs = Dict[str, Tuple[Callable, dict]]
+
+
+def run_jobs(jobs: Jobs, workers: int, then: Optional[Callable[[str, object], Jobs]] = None
              ) -> Iterator[Tuple[str, object]]:
     """Run ``{name: (function, kwargs)}`` (module-level functions) in ``workers`` processes;
-    yields ``(name, result)`` as each finishes.  The first job that raises stops the others and
-    its exception is raised here (a ``UserError`` keeps its one-line message)."""
-    if not jobs:
-        return
+    yields ``(name, result)`` as each finishes.  ``then(name, result)`` may return more jobs to
+    run once that one is done (jobs that need its result: a teacher's students).  The first job
+    that raises stops the others and its exception is raised here (a ``UserError`` keeps its
+    one-line message)."""
+    follow = then or (lambda name, result: {})
     if workers <= 1:  # in this process, one after another (same numbers: one thread each)
         import torch
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
+        queue = list(jobs.items())
         try:
-            for name, (function, kwargs) in jobs.items():
-                yield name, function(**kwargs)
+            while queue:
+                name, (function, kwargs) = queue.pop(0)
+                result = function(**kwargs)
+                yield name, result
+                queue.extend(follow(name, result).items())
         finally:
             torch.set_num_threads(threads)
+        return
+    if not jobs:
         return
     context = get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_thread,
@@ -58,7 +68,10 @@ def run_jobs(jobs: Dict[str, Tuple[Callable, dict]], workers: int
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     name = pending.pop(future)
-                    yield name, future.result()
+                    result = future.result()
+                    yield name, result
+                    for new, (function, kwargs) in follow(name, result).items():
+                        pending[pool.submit(function, **kwargs)] = new
         finally:
             for future in pending:
                 future.cancel()
