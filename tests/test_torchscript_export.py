@@ -20,6 +20,7 @@ from nd_det.export.torchscript import (TorchScriptMismatchError, compare_detecti
                                        student_detections)
 
 from .helpers.run_tool import run_tool_in_process
+from .helpers.threads import one_torch_thread  # noqa: F401  (autouse fixture)
 from .helpers.tiny_distill import REPO, tiny_distill_cfg
 
 TOOL = os.path.join(REPO, "tools", "export_torchscript.py")
@@ -52,14 +53,6 @@ images = torch.load(sys.argv[2])
 with torch.no_grad():
     torch.save([tuple(model(image)) for image in images], sys.argv[3])
 '''
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def write_image(path, height, width, seed):

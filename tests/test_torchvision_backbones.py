@@ -21,6 +21,7 @@ from nd_det.demo.configs import DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, 
 from nd_det.modeling.backbone import TORCHVISION_DEFAULT_STAGES, check_torchvision_config
 from nd_det.modeling.backbone.torchvision_stages import stage_shapes
 
+from .helpers.threads import one_torch_thread  # noqa: F401  (autouse fixture)
 from .helpers.tiny_distill import REPO, config_path, random_batch, tiny_distill_cfg
 
 # stage channels at strides 4, 8, 16, 32, as torchvision's models have them
@@ -36,15 +37,6 @@ STAGE_CHANNELS = {
 ARCHS = list(STAGE_CHANNELS)
 HEIGHT, WIDTH = 64, 96
 FPN_STRIDES = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run faster on one intra-op thread on a shared CPU (restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def torchvision_cfg(arch="mobilenet_v3_large", norm="GN", freeze_at=0, fpn_channels=32):

@@ -18,17 +18,10 @@ from nd_det.modeling.torchvision_weights import (OFFLINE_MOBILENET_V2_FILE,
                                                  TorchvisionWeightsError, TorchvisionWeightsMixin,
                                                  find_offline_mobilenet_v2_weights)
 
+from .helpers.threads import one_torch_thread  # noqa: F401  (autouse fixture)
 from .helpers.tiny_distill import config_path, tiny_distill_opts
 
 PREFIX = "backbone.bottom_up.body."
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def student(tmp_path, arch="mobilenet_v3_large", extra=(), config="MV3_from_R50_nd.yaml"):

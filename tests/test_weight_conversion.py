@@ -182,7 +182,7 @@ def test_keys_of_another_architecture_are_named():
         convert_torchvision_state_dict(resnet34, "resnet18")
     message = str(error.value)
     assert message.startswith("The keys of the state dict do not match torchvision's resnet18: "
-                              "unexpected 96 keys: layer1.2.bn1.bias")
+                              "96 unexpected keys: layer1.2.bn1.bias")
     assert "convert it with arch 'resnet34'" in message
 
     truncated = torchvision.models.resnet18().state_dict()
@@ -192,7 +192,7 @@ def test_keys_of_another_architecture_are_named():
         convert_torchvision_state_dict(truncated, "resnet18")
     message = str(error.value)
     assert "missing 1 keys: layer4.1.conv2.weight" in message
-    assert ("1 keys with the wrong shape: layer1.0.conv1.weight (32, 64, 3, 3) "
+    assert ("1 shape mismatches: layer1.0.conv1.weight (32, 64, 3, 3) "
             "(expected (64, 64, 3, 3))") in message
 
 

@@ -33,7 +33,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
 from ..errors import UserError
-from ..utils.text import short_list
+from ..utils.text import key_problems
 from .backbone.torchvision_bottom_up import BODY_NAME, TorchvisionBottomUp
 from .backbone.torchvision_stages import TORCHVISION_DEFAULT_STAGES, build_torchvision_classifier
 
@@ -112,14 +112,8 @@ def torchvision_state_for_model(model: nn.Module, state: Mapping[str, object],
     unexpected = [key for key in state
                   if key not in expected and key not in bottom_up.unused_torchvision_keys]
     if missing or wrong_shapes or unexpected:
-        problems = []
-        if missing:
-            problems.append(f"missing {len(missing)} keys: {short_list(missing, 5)}")
-        if wrong_shapes:
-            problems.append(f"{len(wrong_shapes)} shape mismatches: {short_list(wrong_shapes, 3)}")
-        if unexpected:
-            problems.append(f"{len(unexpected)} keys torchvision's {bottom_up.arch} lacks: "
-                            f"{short_list(unexpected, 5)}")
+        problems = key_problems(missing, wrong_shapes, unexpected,
+                                f"keys torchvision's {bottom_up.arch} lacks")
         other = _matching_architecture(state)
         hint = (f"its keys are those of torchvision's {other}: set MODEL.TORCHVISION.ARCH "
                 f"{other}, or give the {bottom_up.arch} file" if other and other != bottom_up.arch

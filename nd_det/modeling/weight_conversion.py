@@ -40,11 +40,12 @@ import os
 import pickle
 import re
 from collections import OrderedDict
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 
 from ..errors import UserError
+from ..utils.text import key_problems
 from .backbone.torchvision_stages import TORCHVISION_DEFAULT_STAGES
 
 __all__ = [
@@ -137,12 +138,6 @@ def torchvision_reference_shapes(arch: str) -> Dict[str, Tuple[int, ...]]:
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
-def _listed(keys: List[str]) -> str:
-    shown = ", ".join(sorted(keys)[:_LISTED_KEYS])
-    more = len(keys) - _LISTED_KEYS
-    return shown + (f" (+{more} more)" if more > 0 else "")
-
-
 def check_torchvision_keys(state_dict: Mapping[str, torch.Tensor], arch: str,
                            source: str = "the state dict") -> None:
     """Raise a WeightConversionError naming the missing keys, unexpected keys and shape
@@ -160,14 +155,8 @@ def check_torchvision_keys(state_dict: Mapping[str, torch.Tensor], arch: str,
                     and to_detectron2(key) is not None]
     if not (missing or unexpected or wrong_shapes):
         return
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} keys: {_listed(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} keys: {_listed(unexpected)}")
-    if wrong_shapes:
-        problems.append(f"{len(wrong_shapes)} keys with the wrong shape: "
-                        f"{'; '.join(sorted(wrong_shapes)[:_LISTED_KEYS])}")
+    problems = key_problems(sorted(missing), sorted(wrong_shapes), sorted(unexpected),
+                            limit=_LISTED_KEYS)
     hint = f"pass the torchvision {arch} ImageNet file"
     for other in SUPPORTED_ARCHITECTURES:
         if other != arch and _matches_exactly(state_dict, other):

@@ -1,7 +1,7 @@
 """Short renderings of lists and exceptions for one-line messages (stdlib only)."""
-from typing import Iterable
+from typing import Iterable, List, Sequence
 
-__all__ = ["short_list", "first_line"]
+__all__ = ["short_list", "first_line", "key_problems"]
 
 
 def short_list(items: Iterable, limit: int = 8) -> str:
@@ -16,3 +16,20 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     text = str(error).strip().splitlines()
     line = text[0] if text else ""
     return f"{type(error).__name__}: {line[:limit]}"
+
+
+def key_problems(missing: Sequence[str], wrong_shapes: Sequence[str], unexpected: Sequence[str],
+                 unexpected_label: str = "unexpected keys", limit: int = 5) -> List[str]:
+    """The parts of a weights-file mismatch message, counted and shortened: ``"missing 3 keys:
+    a, b, c"``, ``"2 shape mismatches: ..."``, ``"4 <unexpected_label>: ..."`` (those that
+    apply, in the order given; shape mismatches shortened to ``limit`` // 2 + 1)."""
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} keys: {short_list(missing, limit)}")
+    if wrong_shapes:
+        problems.append(f"{len(wrong_shapes)} shape mismatches: "
+                        f"{short_list(wrong_shapes, limit // 2 + 1)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} {unexpected_label}: "
+                        f"{short_list(unexpected, limit)}")
+    return problems
