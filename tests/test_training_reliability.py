@@ -61,16 +61,16 @@ def _model_state(path):
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     max_iter = 10
-    # the uninterrupted run
-    args = _setup(tmp_path, tmp_path / "straight", max_iter, ["DATASETS.TEST", "()"])
-    proc = subprocess.run([sys.executable, TRAIN_NET, "--config-file", CONFIG, *args],
-                          env=ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    straight = _model_state(tmp_path / "straight" / "model_final.pth")
-
-    # the same run, killed (SIGKILL) as soon as its first checkpoint is tagged
     out = tmp_path / "killed"
+    straight_args = _setup(tmp_path, tmp_path / "straight", max_iter, ["DATASETS.TEST", "()"])
     args = _setup(tmp_path, out, max_iter, ["DATASETS.TEST", "()"])
+    # the uninterrupted run, beside (one thread each) ...
+    straight_log = tmp_path / "straight.log"
+    with open(straight_log, "wb") as log_file:
+        straight_run = subprocess.Popen(
+            [sys.executable, TRAIN_NET, "--config-file", CONFIG, *straight_args],
+            env=ENV, stdout=log_file, stderr=subprocess.STDOUT)
+    # ... the same run, killed (SIGKILL) as soon as its first checkpoint is tagged
     cmd = [sys.executable, TRAIN_NET, "--config-file", CONFIG, *args]
     victim = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tag = out / "last_checkpoint"
@@ -87,6 +87,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     for name in os.listdir(out):
         if name.endswith(".pth"):
             assert "model" in torch.load(out / name, map_location="cpu", weights_only=True)
+
+    assert straight_run.wait(timeout=600) == 0, straight_log.read_text()[-3000:]
+    straight = _model_state(tmp_path / "straight" / "model_final.pth")
 
     resume_cmd = cmd[:4] + ["--resume"] + cmd[4:]
     proc = subprocess.run(resume_cmd, env=ENV, capture_output=True, text=True, timeout=600)

@@ -17,7 +17,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from detectron2.config import CfgNode
@@ -25,8 +25,8 @@ from detectron2.data import build_detection_test_loader
 
 from ..engine import DistillTrainer
 
-__all__ = ["ModelScore", "count_parameters", "coco_box_ap", "inference_ms_per_image",
-           "score_model", "RESULTS_FILE_NAME"]
+__all__ = ["ModelScore", "count_parameters", "coco_box_ap", "box_metrics",
+           "inference_ms_per_image", "score_model", "RESULTS_FILE_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +84,17 @@ def inference_ms_per_image(cfg: CfgNode, model: torch.nn.Module,
     return 1000.0 * sum(times) / len(times)
 
 
-def score_model(cfg: CfgNode, model: torch.nn.Module) -> ModelScore:
-    """AP, parameters and inference time of ``model`` (built from ``cfg``, weights loaded)."""
+def box_metrics(cfg: CfgNode, model: torch.nn.Module) -> Tuple[Dict[str, float], bool]:
+    """AP, AP50, AP75 of ``model`` on ``cfg.DATASETS.TEST[0]`` (all 0.0 when it detects
+    nothing, where pycocotools gives NaN), and whether it detected nothing."""
     metrics = coco_box_ap(cfg, model)
     no_detections = all(not math.isfinite(metrics.get(m, float("nan"))) for m in _METRICS)
-    values = {m: (0.0 if no_detections else float(metrics[m])) for m in _METRICS}
+    return {m: (0.0 if no_detections else float(metrics[m])) for m in _METRICS}, no_detections
+
+
+def score_model(cfg: CfgNode, model: torch.nn.Module) -> ModelScore:
+    """AP, parameters and inference time of ``model`` (built from ``cfg``, weights loaded)."""
+    values, no_detections = box_metrics(cfg, model)
     return ModelScore(
         **values,
         params=count_parameters(model),
