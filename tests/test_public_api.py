@@ -205,3 +205,34 @@ def test_a_user_error_in_a_worker_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR:")]
     assert errors == ["ERROR: rank 1 found MODEL.BAD=3: set it to 1"]
+
+
+DETECTION_TOOLS = ["ablation", "benchmark", "convert_torchvision_to_d2", "demo",
+                   "export_student", "export_torchscript", "extract_class_means",
+                   "import_class_means", "train_net"]
+
+
+@pytest.mark.parametrize("tool", DETECTION_TOOLS)
+def test_every_detection_tool_silences_the_import_time_jit_warning_first(tool):
+    import ast
+
+    tree = ast.parse(open(os.path.join(REPO, "tools", f"{tool}.py"), encoding="utf-8").read())
+    order = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module.startswith("nd_det"):
+            order.append(node.module)
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            order.append(getattr(node.value.func, "id", ""))
+    assert order[:2] == ["nd_det.utils.import_warnings", "ignore_import_time_jit_warnings"], order
+
+
+def test_a_mistake_is_the_only_line_on_stderr_with_warnings_on(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
+                           "--config-file", os.path.join(REPO, "configs", "COCO-Distill",
+                                                         "R50_from_R101_nd.yaml"),
+                           "OUTPUT_DIR", str(tmp_path / "out"), "MODEL.DISTILL.NO_SUCH_KEY", "1"],
+                          capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("ERROR: "), lines
+    assert "MODEL.DISTILL.NO_SUCH_KEY" in proc.stderr and not (tmp_path / "out").exists()

@@ -4,8 +4,10 @@ scores and classes on the same images, also at another image size and in a proce
 imports neither nd_det nor detectron2; bad input is one ERROR line, exit status 2."""
 import json
 import os
+import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -35,6 +37,7 @@ STUDENTS = {
 PLAIN_TORCH_SCRIPT = r'''
 import importlib.abc
 import sys
+import warnings
 
 
 class Refuse(importlib.abc.MetaPathFinder):
@@ -131,11 +134,20 @@ def test_traced_file_runs_without_nd_det_or_detectron2(tmp_path):
 def test_tool_writes_the_file_and_refuses_bad_input(tmp_path, capsys):
     _, export_dir = distilled_export(tmp_path, "mv3")
     image = write_image(tmp_path / "a.png", 120, 160, seed=0)
-    code, err = run_tool_in_process(TOOL, ["--export-dir", export_dir, "--image", image])
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        code, err = run_tool_in_process(TOOL, ["--export-dir", export_dir, "--image", image])
     assert code == 0, err
     printed = capsys.readouterr().out
     assert f"Wrote {os.path.join(export_dir, 'model.ts')} and " in printed
     assert "classes equal" in printed
+    # the tracer's warnings: gathered into the .json and one printed line, not shown one by one
+    assert not [w for w in shown if issubclass(w.category, torch.jit.TracerWarning)]
+    with open(os.path.join(export_dir, "model.ts.json"), encoding="utf-8") as f:
+        sites = json.load(f)["check"]["tracer_warnings"]
+    assert sites and len(set(sites)) == len(sites)
+    assert all(re.fullmatch(r"(detectron2|torch|torchvision|nd_det)/\S+\.py:\d+", s) for s in sites)
+    assert f"The tracer warned at {len(sites)} places" in printed
 
     def refused(argv, expected):
         code, err = run_tool_in_process(TOOL, argv)

@@ -8,7 +8,10 @@ Writes results.json, results.md and results.png under --output-dir; see docs/abl
 """
 import sys
 
-from nd_det.ablation.cli import main
+from nd_det.utils.import_warnings import ignore_import_time_jit_warnings
+
+ignore_import_time_jit_warnings()  # before detectron2 is imported
+from nd_det.ablation.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

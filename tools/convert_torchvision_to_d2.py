@@ -6,8 +6,11 @@ The logic (key mapping, checks, file layout) lives in :mod:`nd_det.modeling.weig
 import argparse
 import sys
 
-from nd_det.errors import one_line_usage_errors, run_cli
-from nd_det.modeling.weight_conversion import (
+from nd_det.utils.import_warnings import ignore_import_time_jit_warnings
+
+ignore_import_time_jit_warnings()  # before detectron2 is imported
+from nd_det.errors import one_line_usage_errors, run_cli  # noqa: E402
+from nd_det.modeling.weight_conversion import (  # noqa: E402
     DEFAULT_KEY_PREFIX,
     SUPPORTED_ARCHITECTURES,
     TORCHVISION_PIXEL_MEAN,

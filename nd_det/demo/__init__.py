@@ -4,10 +4,10 @@
 """
 import warnings
 
+from ..utils.import_warnings import ignore_import_time_jit_warnings
+
 with warnings.catch_warnings():
-    # detectron2 / fvcore call torch.jit.script at import time, which this torch deprecates:
-    # noise on the demo's console that no user can act on
-    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit\.script")
+    ignore_import_time_jit_warnings()
     from .configs import DISTILL_METHODS, DemoConfigError
     from .pipeline import OUTPUT_FILES, DemoOptions, DemoResult, run_demo
 

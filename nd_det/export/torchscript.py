@@ -17,10 +17,12 @@ inside.  It returns boxes (N, 4; x1, y1, x2, y2 in that image's pixels), scores 
 ``torch`` and ``torchvision`` (whose ``nms`` / ``roi_align`` ops it calls): no detectron2, no
 nd-det.
 """
+import contextlib
 import os
 import time
-from dataclasses import dataclass
-from typing import Optional, Tuple
+import warnings
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
 
 import torch
 from detectron2.config import CfgNode, get_cfg
@@ -81,6 +83,8 @@ class TorchScriptExport:
     max_box_diff: float
     max_score_diff: float
     trace_seconds: float
+    # where the tracer warned that a tensor became a Python value ("file:line", once each)
+    tracer_warnings: List[str] = field(default_factory=list)
 
 
 def load_exported_student(export_dir: str, device: str = "cpu") -> Tuple[CfgNode, torch.nn.Module]:
@@ -169,9 +173,33 @@ def _info(cfg: CfgNode, result: TorchScriptExport, device: str) -> dict:
         "device": device,
         "check": {"image": os.path.basename(result.image), "input_size": list(result.input_size),
                   "detections": result.detections, "max_box_diff": result.max_box_diff,
-                  "max_score_diff": result.max_score_diff},
+                  "max_score_diff": result.max_score_diff,
+                  "tracer_warnings": result.tracer_warnings},
         "torch": torch.__version__,
     }
+
+
+@contextlib.contextmanager
+def _collect_tracer_warnings(sites: List[str]):
+    """Gather the tracer's warnings instead of printing them: detectron2's inference code turns
+    tensors into Python values (box-size and shape checks), which a trace freezes, and says so
+    a dozen times per trace; the round trip (and docs/deploy.md's second-size check) is what
+    tells whether the file is right.  Every other warning is shown as usual."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, torch.jit.TracerWarning):
+            parts = warning.filename.replace(os.sep, "/").split("/")
+            start = max((i for i, part in enumerate(parts) if part in ("detectron2", "torch",
+                                                                       "torchvision", "nd_det")),
+                        default=len(parts) - 1)
+            site = f"{'/'.join(parts[start:])}:{warning.lineno}"
+            if site not in sites:
+                sites.append(site)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno)
 
 
 def export_torchscript(export_dir: str, image_path: str, output: Optional[str] = None,
@@ -190,7 +218,8 @@ def export_torchscript(export_dir: str, image_path: str, output: Optional[str] =
 
     start = time.perf_counter()
     adapter = TracingAdapter(model, image, student_detections)
-    with torch.no_grad():
+    tracer_warnings: List[str] = []
+    with torch.no_grad(), _collect_tracer_warnings(tracer_warnings):
         # check_trace re-runs with exact comparison; the round trip below checks with tolerances
         traced = torch.jit.trace(adapter, (image,), check_trace=False)
     trace_seconds = time.perf_counter() - start
@@ -205,7 +234,8 @@ def export_torchscript(export_dir: str, image_path: str, output: Optional[str] =
         outcome["result"] = TorchScriptExport(
             path=output, info_path=info_path, image=os.path.abspath(image_path),
             input_size=(int(image.shape[1]), int(image.shape[2])), detections=len(python[0]),
-            max_box_diff=box_diff, max_score_diff=score_diff, trace_seconds=trace_seconds)
+            max_box_diff=box_diff, max_score_diff=score_diff, trace_seconds=trace_seconds,
+            tracer_warnings=tracer_warnings)
 
     # compare_detections raises TorchScriptMismatchError before the file reaches its name
     atomic_write(output, lambda f: torch.jit.save(traced, f), verify=check_saved)
