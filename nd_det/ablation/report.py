@@ -6,7 +6,7 @@ import os
 import statistics
 from typing import Dict, List, Sequence
 
-from ..utils.atomic_file import atomic_write_json, atomic_write_text
+from ..utils.atomic_file import atomic_write, atomic_write_json, atomic_write_text
 from .plan import PAIRS
 
 __all__ = ["summarize", "render_markdown", "write_report", "draw_figure", "PRIMARY_METRIC"]
@@ -132,9 +132,8 @@ def draw_figure(report: Dict, path: str) -> None:
         ax.set_ylabel(f"{metric}: X++ - X (per seed; mean ± std)")
         ax.set_title(f"({'bd'[row]}) {domain}: what ND adds, paired by seed")
     fig.tight_layout()
-    fig.savefig(path + ".partial.png", dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
-    os.replace(path + ".partial.png", path)
 
 
 def write_report(report: Dict, json_path: str, markdown_path: str, figure_path: str) -> None:
@@ -142,8 +141,3 @@ def write_report(report: Dict, json_path: str, markdown_path: str, figure_path: 
     atomic_write_json(report, json_path, allow_nan=False)
     atomic_write_text(render_markdown(report), markdown_path)
     draw_figure(report, figure_path)
-
-
-def pair_rows(report: Dict) -> List[Dict]:
-    """Every pair of every domain, flat (for the console)."""
-    return [dict(p, domain=d) for d, block in report["domains"].items() for p in block["pairs"]]

@@ -10,6 +10,8 @@ import json
 from collections import defaultdict
 from typing import Dict, List, Sequence
 
+from ..utils.atomic_file import atomic_write
+
 __all__ = ["DETECTION_LOSSES", "read_loss_curves", "pick_val_images", "draw_demo_figure"]
 
 DETECTION_LOSSES = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")
@@ -132,5 +134,5 @@ def draw_demo_figure(path: str, curves_alone: Dict, curves_distilled: Dict, rows
     figure.suptitle("nd-det demo: teacher, student alone and distilled student on the embedded "
                     "tree-crown data (dashed white: ground truth)", fontsize=12)
     figure.tight_layout()
-    figure.savefig(path)
+    atomic_write(path, lambda f: figure.savefig(f, format="png"))
     return path
