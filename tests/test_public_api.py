@@ -213,7 +213,7 @@ DETECTION_TOOLS = ["ablation", "benchmark", "convert_torchvision_to_d2", "demo",
 
 
 @pytest.mark.parametrize("tool", DETECTION_TOOLS)
-def test_every_detection_tool_silences_the_import_time_jit_warning_first(tool):
+def test_every_detection_tool_silences_detectron2s_import_warnings_first(tool):
     import ast
 
     tree = ast.parse(open(os.path.join(REPO, "tools", f"{tool}.py"), encoding="utf-8").read())
@@ -223,7 +223,7 @@ def test_every_detection_tool_silences_the_import_time_jit_warning_first(tool):
             order.append(node.module)
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
             order.append(getattr(node.value.func, "id", ""))
-    assert order[:2] == ["nd_det.utils.import_warnings", "ignore_import_time_jit_warnings"], order
+    assert order[:2] == ["nd_det.utils.import_warnings", "ignore_detectron2_import_warnings"], order
 
 
 def test_a_mistake_is_the_only_line_on_stderr_with_warnings_on(tmp_path):

@@ -8,9 +8,9 @@ Writes results.json, results.md and results.png under --output-dir; see docs/abl
 """
 import sys
 
-from nd_det.utils.import_warnings import ignore_import_time_jit_warnings
+from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
 
-ignore_import_time_jit_warnings()  # before detectron2 is imported
+ignore_detectron2_import_warnings()  # before detectron2 is imported
 from nd_det.ablation.cli import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@
 """
 import sys
 
-from nd_det.utils.import_warnings import ignore_import_time_jit_warnings
+from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
 
-ignore_import_time_jit_warnings()  # before detectron2 is imported
+ignore_detectron2_import_warnings()  # before detectron2 is imported
 from nd_det.benchmark.cli import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ The logic (key mapping, checks, file layout) lives in :mod:`nd_det.modeling.weig
 import argparse
 import sys
 
-from nd_det.utils.import_warnings import ignore_import_time_jit_warnings
+from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
 
-ignore_import_time_jit_warnings()  # before detectron2 is imported
+ignore_detectron2_import_warnings()  # before detectron2 is imported
 from nd_det.errors import one_line_usage_errors, run_cli  # noqa: E402
 from nd_det.modeling.weight_conversion import (  # noqa: E402
     DEFAULT_KEY_PREFIX,

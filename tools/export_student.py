@@ -9,9 +9,9 @@ folder) and <output>/model_final.pth (the student's weights only).  See docs/dep
 """
 import sys
 
-from nd_det.utils.import_warnings import ignore_import_time_jit_warnings
+from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
 
-ignore_import_time_jit_warnings()  # before detectron2 is imported
+ignore_detectron2_import_warnings()  # before detectron2 is imported
 from nd_det.export.cli import main  # noqa: E402
 
 if __name__ == "__main__":

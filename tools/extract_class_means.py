@@ -11,9 +11,9 @@ RPN proposals, under training augmentation, on up to 60,000 images (the paper's 
 'gt-boxes': each ground-truth box once at test scale.  See docs/class_means.md.
 Writes to MODEL.DISTILL.CLASS_MEANS unless --output is given: extract once, then train.
 """
-from nd_det.utils.import_warnings import ignore_import_time_jit_warnings
+from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
 
-ignore_import_time_jit_warnings()  # before detectron2 is imported
+ignore_detectron2_import_warnings()  # before detectron2 is imported
 from nd_det.engine.extract_class_means import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@
 
 Multi-machine: --num-machines M --machine-rank R --dist-url tcp://HOST:PORT (detectron2 launch).
 """
-from nd_det.utils.import_warnings import ignore_import_time_jit_warnings
+from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
 
-ignore_import_time_jit_warnings()  # before detectron2 is imported
+ignore_detectron2_import_warnings()  # before detectron2 is imported
 from nd_det.engine.train_net import main  # noqa: E402
 
 if __name__ == "__main__":

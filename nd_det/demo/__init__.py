@@ -4,10 +4,10 @@
 """
 import warnings
 
-from ..utils.import_warnings import ignore_import_time_jit_warnings
+from ..utils.import_warnings import ignore_detectron2_import_warnings
 
 with warnings.catch_warnings():
-    ignore_import_time_jit_warnings()
+    ignore_detectron2_import_warnings()
     from .configs import DISTILL_METHODS, DemoConfigError
     from .pipeline import OUTPUT_FILES, DemoOptions, DemoResult, run_demo
 
