@@ -10,6 +10,7 @@ from nd_det.ablation.report import render_markdown
 from nd_det.errors import UserError
 from nd_det.utils.parallel import run_jobs
 
+from .helpers.jobs import fails, square
 from .helpers.run_tool import run_tool_in_process
 from .helpers.tiny_distill import REPO
 
@@ -53,20 +54,12 @@ def test_quick_ablation_writes_its_files_and_a_rerun_reuses_every_run(tmp_path):
     assert again["domains"] == report["domains"]  # the same tables from the cache
 
 
-def _square(x):
-    return {"value": x * x, "pid": os.getpid()}
-
-
-def _fails(message):
-    raise UserError(message)
-
-
 def test_jobs_run_in_separate_processes_and_a_user_error_keeps_its_message():
-    results = dict(run_jobs({f"job{i}": (_square, {"x": i}) for i in range(3)}, workers=2))
+    results = dict(run_jobs({f"job{i}": (square, {"x": i}) for i in range(3)}, workers=2))
     assert {k: v["value"] for k, v in results.items()} == {"job0": 0, "job1": 1, "job2": 4}
     assert len({v["pid"] for v in results.values()} | {os.getpid()}) == 4  # fresh processes
     with pytest.raises(UserError, match="MODEL.X is wrong"):
-        list(run_jobs({"bad": (_fails, {"message": "MODEL.X is wrong"})}, workers=2))
+        list(run_jobs({"bad": (fails, {"message": "MODEL.X is wrong"})}, workers=2))
 
 
 @pytest.mark.parametrize("argv, fragment", [
