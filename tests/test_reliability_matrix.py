@@ -186,6 +186,9 @@ TRAIN_CASES = {
     "not_distill_rcnn": ([], ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN"],
                          "MODEL.META_ARCHITECTURE is GeneralizedRCNN but MODEL.DISTILL.LOSSES is "
                          "['reviewkd', 'nd']: that run would train a plain detector"),
+    "seed_range": (["--num-gpus", "2"], ["SEED", "4294967295"],
+                   "SEED 4294967295: give a seed between 0 and 4294967294 (each of the 2 "
+                   "process(es) adds its rank), or -1 for a random one"),
     "resnet_basic": ([], ["MODEL.RESNETS.RES2_OUT_CHANNELS", "256"],
                      "MODEL.RESNETS.RES2_OUT_CHANNELS is 256; set 64"),
     "bn_images": (["--num-gpus", "2"], ["MODEL.DISTILL.REVIEWKD.BN_IMAGES", "3"],
@@ -302,6 +305,9 @@ def test_a_pkl_student_for_eval_is_read_without_building_a_model(world, tmp_path
 BENCHMARK = os.path.join(REPO, "tools", "benchmark.py")
 CONVERTER = os.path.join(REPO, "tools", "convert_torchvision_to_d2.py")
 DEMO = os.path.join(REPO, "tools", "demo.py")
+ABLATION = os.path.join(REPO, "tools", "ablation.py")
+EXTRACT = os.path.join(REPO, "tools", "extract_class_means.py")
+_SEED_RANGE = "give a seed between 0 and 4294967295"
 
 
 @pytest.mark.parametrize("case, tool, argv, fragment", [
@@ -316,6 +322,18 @@ DEMO = os.path.join(REPO, "tools", "demo.py")
      "--threads 0: give 1 or more"),
     ("demo_method", DEMO, ["--method", "fitnet", "--output-dir", "{tmp}/demo"],
      "argument --method: invalid choice: 'fitnet'"),
+    ("demo_seed", DEMO, ["--seed", "-1", "--output-dir", "{tmp}/demo"],
+     f"argument --seed: '-1': {_SEED_RANGE}"),
+    ("ablation_seeds", ABLATION, ["--quick", "--seeds", "0", "5000000000",
+                                  "--output-dir", "{tmp}/ablation"],
+     f"argument --seeds: '5000000000': {_SEED_RANGE}"),
+    ("benchmark_seed", BENCHMARK, ["--config-file", CONFIG, "--output", "x.json", "--seed", "-2"],
+     f"argument --seed: '-2': {_SEED_RANGE}"),
+    ("extraction_seed", EXTRACT, ["--config-file", CONFIG, "--seed", "x"],
+     f"argument --seed: 'x': {_SEED_RANGE}"),
+    # the flag's value is checked before the config's datasets (COCO is not there)
+    ("extraction_max_images", EXTRACT, ["--config-file", CONFIG, "--max-images", "0"],
+     "--max-images '0': give a positive number of images, or 'all'"),
 ])
 def test_other_tools_case(tmp_path, case, tool, argv, fragment):
     blocker = tmp_path / "a_file"

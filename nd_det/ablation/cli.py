@@ -3,6 +3,7 @@ import argparse
 from typing import List, Optional
 
 from ..errors import one_line_usage_errors, run_cli
+from ..utils.seed import seed_argument
 from .plan import DEFAULT_SEEDS, QUICK_SEEDS
 from .runner import DOMAINS, AblationOptions, run_ablation
 
@@ -27,7 +28,7 @@ def ablation_argument_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="output/ablation", metavar="DIR",
                         help="results, per-run outputs and the run cache (default: %(default)s)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+    parser.add_argument("--seeds", type=seed_argument, nargs="+", default=None, metavar="S",
                         help="seeds of every method (default: 0 1 2; --quick: 0 1)")
     parser.add_argument("--workers", type=int, default=0, metavar="N",
                         help="parallel single-threaded processes (default 0: every core)")

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 from ..errors import one_line_usage_errors, run_cli
 from ..utils.paths import check_writable
+from ..utils.seed import seed_argument
 from .report import markdown_summary, write_json, write_markdown
 from .runner import DEFAULT_LOSS_SETS, BenchmarkSettings, run_benchmark
 
@@ -53,7 +54,7 @@ def benchmark_argument_parser() -> argparse.ArgumentParser:
                    help="torch.backends.cudnn.benchmark (default: the config's CUDNN_BENCHMARK)")
     p.add_argument("--cast-census", choices=["on", "off"], default=None,
                    help="count dtype casts in one distill step (default: on for bf16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_argument, default=0)
     p.add_argument("--output", required=True, help="JSON file to write")
     p.add_argument("--markdown", default=None,
                    help="markdown summary to write (default: the JSON path with .md)")

@@ -3,6 +3,7 @@ import argparse
 from typing import List, Optional
 
 from ..errors import one_line_usage_errors, run_cli
+from ..utils.seed import seed_argument
 
 from .configs import DEFAULT_METHOD, DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG
 from .configs import DISTILL_METHODS, METHOD_NAMES
@@ -45,7 +46,7 @@ def demo_argument_parser() -> argparse.ArgumentParser:
                         help="teacher training iterations (default: the config's MAX_ITER)")
     parser.add_argument("--student-iters", type=int, default=None, metavar="N",
                         help="iterations of each student run (default: the config's MAX_ITER)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of everything (default: 0)")
+    parser.add_argument("--seed", type=seed_argument, default=0, help="seed of everything (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="torch CPU threads (default: 1, the safe choice on a machine shared "

@@ -4,6 +4,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..class_means_extraction import (DEFAULT_PROTOCOL, PROTOCOLS, REFERENCE_NUM_IMAGES,
                                       check_extraction, extract_class_means, parse_max_images)
+from ..utils.seed import seed_argument
 from .args import distill_argument_parser
 from .cli import launch_main
 from .preflight import preflight_distill
@@ -38,7 +39,7 @@ def parser():
                    help="use at most K training images: the first K of a permutation seeded by "
                    f"--seed, or 'all' (default {REFERENCE_NUM_IMAGES}, the reference's 30,000 "
                    "iterations x 2 images per process; every image of a smaller set)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed_argument, default=0,
                    help="seeds the image subset and, with each image's index, its augmentation "
                    "and RoI sampling (the table does not depend on --num-gpus or loader workers; "
                    "default 0)")
@@ -57,9 +58,10 @@ def _options(args) -> dict:
 def precheck(args):
     """Fail fast, before any worker starts: config, datasets, teacher config and weights, the
     output path, classes without ground truth in the selected images."""
+    options = _options(args)  # the flags' own values first: nothing to load for them
     cfg = setup_cfg(args, splits=("TRAIN",))
     preflight_distill(cfg, need_class_means=False)
-    check_extraction(cfg, **_options(args))
+    check_extraction(cfg, **options)
 
 
 def run(args):

@@ -29,6 +29,7 @@ from ..modeling.student_checkpoint import (plain_student_cfg, read_model_state, 
 from ..modeling.teacher import FrozenTeacher
 from ..modeling.weights import local_weights_file
 from ..utils.paths import check_writable
+from ..utils.seed import config_seed_problem
 from ..utils.text import first_line
 from .checkpoint import check_checkpoint_file, resume_checkpoint
 from .image_check import check_images
@@ -80,6 +81,8 @@ def check_training_config(cfg: CfgNode, args) -> None:
             f"to a multiple of {world}, e.g. {world * max(1, solver.IMS_PER_BATCH // world)}")
     if solver.MAX_ITER < 1:
         raise ConfigError(f"SOLVER.MAX_ITER {solver.MAX_ITER}: give 1 or more iterations")
+    if config_seed_problem(cfg.SEED, world):
+        raise ConfigError(config_seed_problem(cfg.SEED, world))
     if solver.CHECKPOINT_PERIOD < 1:
         raise ConfigError(f"SOLVER.CHECKPOINT_PERIOD {solver.CHECKPOINT_PERIOD}: give 1 or more "
                           "(iterations between checkpoints)")

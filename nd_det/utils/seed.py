@@ -1,0 +1,29 @@
+"""The seeds the tools accept: what numpy's legacy seeding takes (0 .. 2**32 - 1), since
+detectron2's ``seed_all_rng``, the demo and the data loaders seed numpy with them; anything
+else would fail deep inside a run, after its output folder was made."""
+import argparse
+
+__all__ = ["MAX_SEED", "seed_argument", "config_seed_problem"]
+
+MAX_SEED = 2 ** 32 - 1
+
+
+def seed_argument(text: str) -> int:
+    """argparse ``type=`` for a ``--seed`` flag."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a seed between 0 and {MAX_SEED}")
+    return value
+
+
+def config_seed_problem(seed: int, processes: int) -> str:
+    """What is wrong with a detectron2 ``SEED`` (negative: a random seed; process ``r`` seeds
+    with ``SEED + r``), or ``""``."""
+    top = MAX_SEED - (processes - 1)
+    if seed > top:
+        return (f"SEED {seed}: give a seed between 0 and {top} (each of the {processes} "
+                "process(es) adds its rank), or -1 for a random one")
+    return ""
