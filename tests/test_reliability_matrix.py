@@ -331,6 +331,13 @@ _SEED_RANGE = "give a seed between 0 and 4294967295"
      f"argument --seed: '-2': {_SEED_RANGE}"),
     ("extraction_seed", EXTRACT, ["--config-file", CONFIG, "--seed", "x"],
      f"argument --seed: 'x': {_SEED_RANGE}"),
+    ("demo_output_under_a_file", DEMO, ["--output-dir", "{file}/demo"],
+     "--output-dir {file}/demo cannot be created: {file} is a file"),
+    ("benchmark_height", BENCHMARK, ["--config-file", CONFIG, "--output", "x.json",
+                                     "--height", "0"], "--height 0: give 32 pixels or more"),
+    ("benchmark_loader_workers", BENCHMARK, ["--config-file", CONFIG, "--output", "x.json",
+                                             "--dataloader-workers", "-1"],
+     "--dataloader-workers [-1]: give 0 or more workers each"),
     # the flag's value is checked before the config's datasets (COCO is not there)
     ("extraction_max_images", EXTRACT, ["--config-file", CONFIG, "--max-images", "0"],
      "--max-images '0': give a positive number of images, or 'all'"),

@@ -25,7 +25,7 @@ from .steps import (PRECISIONS, ReviewKDAlone, TeacherBackbone, TeacherDistillFo
                     TeacherInference, TrainStep, distill_inputs, precision_context, raw_images,
                     sample_rois, teacher_image_list, with_student_grad)
 from .sync_ops import find_sync_ops
-from .synthetic import synthetic_batch, without_annotations
+from .synthetic import MIN_IMAGE_SIDE, synthetic_batch, without_annotations
 from .timing import device_synchronizer, interleaved_samples, summarize_seconds
 
 __all__ = ["BenchmarkSettings", "run_benchmark", "student_parameter_counts", "SCHEMA"]
@@ -75,6 +75,20 @@ def _check_settings(s: BenchmarkSettings) -> torch.device:
             raise BenchmarkError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(s, name)}")
     if s.warmup < 0:
         raise BenchmarkError(f"--warmup must be >= 0; got {s.warmup}")
+    for name, value in (("--height", s.height), ("--width", s.width)):
+        if value < MIN_IMAGE_SIDE:
+            raise BenchmarkError(f"{name} {value}: give {MIN_IMAGE_SIDE} pixels or more")
+    if s.dataloader_workers:
+        if any(w < 0 for w in s.dataloader_workers):
+            raise BenchmarkError(f"--dataloader-workers {s.dataloader_workers}: give 0 or more "
+                                 "workers each")
+        for name, value in (("--dataloader-images", s.dataloader_images),
+                            ("--dataloader-batches", s.dataloader_batches)):
+            if value < 1:
+                raise BenchmarkError(f"{name} {value}: give 1 or more")
+        if min(s.dataloader_image_size) < 1:
+            raise BenchmarkError(f"--dataloader-image-size {list(s.dataloader_image_size)}: "
+                                 "give a positive height and width")
     if not s.losses:
         raise BenchmarkError("--losses: give at least one loss set, e.g. nd or reviewkd+nd")
     return torch.device(s.device)

@@ -15,6 +15,7 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 
 __all__ = [
+    "MIN_IMAGE_SIDE",
     "synthetic_batch",
     "without_annotations",
     "calibrate_frozen_batchnorm",
@@ -22,13 +23,17 @@ __all__ = [
 ]
 
 
+MIN_IMAGE_SIDE = 32  # the smallest side the synthetic images (and their boxes) are made with
+
+
 def synthetic_batch(batch_size: int, height: int, width: int, num_classes: int,
                     boxes_per_image: int = 5, seed: int = 0) -> List[Dict]:
     """detectron2 training inputs: ``batch_size`` random uint8 (3, H, W) images, each with
     ``boxes_per_image`` ground-truth boxes of random classes covering 1/10 to 1/2 of each side."""
-    if batch_size < 1 or height < 32 or width < 32:
+    if batch_size < 1 or min(height, width) < MIN_IMAGE_SIDE:
         raise ValueError(
-            f"synthetic_batch: need batch_size >= 1 and images of at least 32x32 pixels; got "
+            f"synthetic_batch: need batch_size >= 1 and images of at least {MIN_IMAGE_SIDE}x"
+            f"{MIN_IMAGE_SIDE} pixels; got "
             f"batch_size={batch_size}, height={height}, width={width}"
         )
     g = torch.Generator().manual_seed(seed)

@@ -38,6 +38,7 @@ from ..config import add_backbone_config
 from ..data import register_embedded_dataset
 from ..export import export_student
 from ..modeling import FrozenTeacher, load_student_checkpoint, plain_student_cfg
+from ..utils.paths import check_writable
 from ..utils.parallel import default_workers, run_jobs
 from ..utils.progress import format_duration
 from .backbone_init import with_backbone_init
@@ -135,6 +136,7 @@ def _check_options(options: DemoOptions) -> None:
     if options.device.startswith("cuda") and not torch.cuda.is_available():
         raise DemoConfigError(f"--device {options.device}: torch sees no CUDA device here; "
                               "use --device cpu")
+    check_writable(options.output_dir, "--output-dir", folder=True)
 
 
 def _fresh_folders(root: str) -> None:
