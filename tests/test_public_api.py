@@ -173,6 +173,29 @@ def test_run_cli_turns_a_user_error_into_one_line(capsys):
     assert capsys.readouterr().err == "ERROR: MODEL.X is wrong: set it to 1\n"
 
 
+def test_a_one_process_run_makes_no_worker_message_folder(tmp_path, monkeypatch, capsys):
+    """Only multi-process runs need the folder workers report user errors in (a killed
+    one-process run would leave it behind in the temporary directory)."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from nd_det.engine.cli import launch_main
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    args = SimpleNamespace(num_gpus=1, num_machines=1, machine_rank=0, dist_url="auto")
+    seen = []
+    launch_main(seen.append, args)
+    assert seen == [args] and os.listdir(tmp_path) == []
+
+    def fails(_):
+        raise UserError("MODEL.X is wrong")
+
+    with pytest.raises(SystemExit) as stop:
+        launch_main(fails, args)
+    assert stop.value.code == 2 and capsys.readouterr().err == "ERROR: MODEL.X is wrong\n"
+    assert os.listdir(tmp_path) == []
+
+
 WORKER_FAILS = r'''
 import sys
 from nd_det.engine.cli import launch_main

@@ -57,12 +57,16 @@ def launch_main(main, args, precheck=None) -> None:
         if precheck is not None:
             precheck(args)
         world_size = args.num_gpus * args.num_machines
+        if world_size == 1:  # no worker processes: a user error surfaces here directly
+            launch(main, 1, num_machines=1, machine_rank=args.machine_rank,
+                   dist_url=args.dist_url, args=(args,))
+            return
         with tempfile.TemporaryDirectory(prefix="nd_det_errors_") as folder:
             os.environ[_MESSAGES_ENV] = folder
             try:
-                launch(_worker if world_size > 1 else main, args.num_gpus,
-                       num_machines=args.num_machines, machine_rank=args.machine_rank,
-                       dist_url=args.dist_url, args=(main, args) if world_size > 1 else (args,))
+                launch(_worker, args.num_gpus, num_machines=args.num_machines,
+                       machine_rank=args.machine_rank, dist_url=args.dist_url,
+                       args=(main, args))
             except ProcessExitedException as e:
                 lines = _worker_messages(folder)
                 if e.exit_code != EXIT_USER_ERROR or not lines:
