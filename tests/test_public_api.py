@@ -184,8 +184,8 @@ def test_a_one_process_run_makes_no_worker_message_folder(tmp_path, monkeypatch,
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     args = SimpleNamespace(num_gpus=1, num_machines=1, machine_rank=0, dist_url="auto")
     seen = []
-    launch_main(seen.append, args)
-    assert seen == [args] and os.listdir(tmp_path) == []
+    launch_main(lambda a: seen.append((a, os.listdir(tmp_path))), args)  # nothing made meanwhile
+    assert seen == [(args, [])] and os.listdir(tmp_path) == []
 
     def fails(_):
         raise UserError("MODEL.X is wrong")
