@@ -35,7 +35,10 @@ def test_quick_ablation_writes_its_files_and_a_rerun_reuses_every_run(tmp_path):
             assert set(row[metric]) == {"mean", "std", "n"} and row[metric]["n"] == 2
             values = [row["per_seed"][str(s)][metric] for s in (0, 1)]
             assert row[metric]["mean"] == pytest.approx(sum(values) / 2)
-            assert (row["gap_closed_percent"] is None) == (name == "student alone")
+            teacher_above = block["teacher"]["metrics"][metric] > \
+                block["methods"]["student alone"][metric]["mean"]
+            assert (row["gap_closed_percent"] is None) == (name == "student alone"
+                                                           or not teacher_above)
         [pair] = block["pairs"]
         assert pair["pair"] == "KD -> KD++" and len(pair["differences"]) == 2
         per_seed = block["methods"]
@@ -75,3 +78,35 @@ def test_bad_options_are_one_line(tmp_path, argv, fragment):
     errors = [line for line in stderr.splitlines() if line.startswith("ERROR: ")]
     assert len(errors) == 1 and fragment in errors[0]
     assert not (tmp_path / "out").exists()
+
+
+def _toy_report(runs, teacher_top1):
+    from nd_det.ablation.report import summarize
+
+    block = summarize("classification", {"metrics": {"top1": teacher_top1}},
+                      {name: {seed: {"metrics": {"top1": v}} for seed, v in by_seed.items()}
+                       for name, by_seed in runs.items()})
+    block["setting"] = "toy"
+    return block, {"title": "t", "summary_line": "s", "domains": {"classification": block},
+                   "wall_time_s": 1.0, "machine": "m", "jobs_run": 1, "jobs_cached": 0,
+                   "runs_seconds_total": 1.0}
+
+
+def test_report_of_one_seed_no_pair_and_a_teacher_below_the_student():
+    block, report = _toy_report({"student alone": {0: 50.0}, "KD": {0: 52.0}, "KD++": {0: 51.0}},
+                                teacher_top1=60.0)
+    assert block["methods"]["KD"]["top1"] == {"mean": 52.0, "std": None, "n": 1}
+    assert block["mean_seed_std"] is None and block["pairs"][0]["std"] is None
+    assert block["methods"]["KD"]["gap_closed_percent"] == pytest.approx(20.0)
+    text = render_markdown(report)
+    assert "| KD | 52.00 (1 seed) | 20% | 52.00 |" in text
+    assert "| KD -> KD++ | -1.00 | -1.00 (1 seed) | 0 / 1 of 1 |" in text
+    assert "mean over methods: none (one seed)." in text and "± 0.00" not in text
+
+    block, report = _toy_report({"student alone": {0: 50.0, 1: 54.0}, "KD++": {0: 49.0, 1: 53.0}},
+                                teacher_top1=40.0)
+    assert block["pairs"] == [] and block["methods"]["KD++"]["gap_closed_percent"] is None
+    text = render_markdown(report)
+    assert "No X / X++ pair among the methods run: nothing to pair." in text
+    assert "| pair |" not in text and "the teacher is not above the student alone" in text
+    assert "| KD++ | 51.00 ± 2.83 | - |" in text

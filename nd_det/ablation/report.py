@@ -1,7 +1,6 @@
 """The ablation's results: per method mean +- std over seeds, per pair X -> X++ the paired
 per-seed difference (mean, std, sign count), the share of the teacher-student gap each method
 closes; written as results.json (the source), results.md (rendered from it) and results.png."""
-import math
 import os
 import statistics
 from typing import Dict, List, Sequence
@@ -16,9 +15,16 @@ _METRICS = {"detection": ("AP", "AP50", "AP75"), "classification": ("top1",)}
 
 
 def _mean_std(values: Sequence[float]) -> Dict[str, float]:
+    """Mean, sample std (None for one value: there is no spread to report) and count."""
     values = list(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    std = statistics.stdev(values) if len(values) > 1 else None
     return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
+
+
+def _with_std(stat: Dict[str, float], sign: str = "") -> str:
+    if stat["std"] is None:
+        return f"{stat['mean']:{sign}.2f} (1 seed)"
+    return f"{stat['mean']:{sign}.2f} ± {stat['std']:.2f}"
 
 
 def summarize(domain: str, teacher: Dict, runs: Dict[str, Dict[int, Dict]]) -> Dict:
@@ -35,9 +41,10 @@ def summarize(domain: str, teacher: Dict, runs: Dict[str, Dict[int, Dict]]) -> D
         }
     alone = methods.get("student alone", {}).get(primary, {}).get("mean")
     teacher_value = teacher["metrics"][primary]
-    gap = None if alone is None else teacher_value - alone
+    # no gap to close when the teacher is not above the student alone (e.g. a toy schedule)
+    gap = None if alone is None or teacher_value <= alone else teacher_value - alone
     for name, row in methods.items():
-        row["gap_closed_percent"] = (None if not gap or name == "student alone"
+        row["gap_closed_percent"] = (None if gap is None or name == "student alone"
                                      else 100.0 * (row[primary]["mean"] - alone) / gap)
     pairs = []
     for base, plus in PAIRS:
@@ -51,9 +58,9 @@ def summarize(domain: str, teacher: Dict, runs: Dict[str, Dict[int, Dict]]) -> D
                       "plus_better": sum(d > 0 for d in diffs),
                       "plus_worse": sum(d < 0 for d in diffs)})
     spread = {name: row[primary]["std"] for name, row in methods.items()}
+    known = [std for std in spread.values() if std is not None]
     return {"metric": primary, "teacher": teacher, "methods": methods, "pairs": pairs,
-            "seed_std": spread,
-            "mean_seed_std": statistics.fmean(spread.values()) if spread else math.nan}
+            "seed_std": spread, "mean_seed_std": statistics.fmean(known) if known else None}
 
 
 def _fmt(x, digits=2) -> str:
@@ -70,21 +77,28 @@ def render_markdown(report: Dict) -> str:
                   + " | gap closed | per seed (" + block["metric"] + ") |",
                   "|---|" + "---|" * (len(metrics) + 2)]
         for name, row in block["methods"].items():
-            cells = [f"{row[m]['mean']:.2f} ± {row[m]['std']:.2f}" for m in metrics]
+            cells = [_with_std(row[m]) for m in metrics]
             per_seed = ", ".join(f"{row['per_seed'][str(s)][block['metric']]:.2f}"
                                  for s in row["seeds"])
             gap = row["gap_closed_percent"]
             lines.append(f"| {name} | " + " | ".join(cells)
                          + f" | {'-' if gap is None else f'{gap:.0f}%'} | {per_seed} |")
-        lines += ["", f"Paired difference X++ - X in {block['metric']} (same seed, same data "
-                  "order, same initial weights):", "",
-                  "| pair | per seed | mean ± std | X++ better / worse |", "|---|---|---|---|"]
+        if all(row["gap_closed_percent"] is None for row in block["methods"].values()):
+            lines += ["", "(gap closed: none, the teacher is not above the student alone.)"]
+        if block["pairs"]:
+            lines += ["", f"Paired difference X++ - X in {block['metric']} (same seed, same "
+                      "data order, same initial weights):", "",
+                      "| pair | per seed | mean ± std | X++ better / worse |",
+                      "|---|---|---|---|"]
+        else:
+            lines += ["", "No X / X++ pair among the methods run: nothing to pair."]
         for pair in block["pairs"]:
             per = ", ".join(f"{d:+.2f}" for d in pair["differences"])
-            lines.append(f"| {pair['pair']} | {per} | {pair['mean']:+.2f} ± {pair['std']:.2f} | "
+            lines.append(f"| {pair['pair']} | {per} | {_with_std(pair, '+')} | "
                          f"{pair['plus_better']} / {pair['plus_worse']} of {pair['n']} |")
+        spread = block["mean_seed_std"]
         lines += ["", f"Seed-to-seed std of {block['metric']}, mean over methods: "
-                  f"{block['mean_seed_std']:.2f}.", ""]
+                  + ("none (one seed)" if spread is None else f"{spread:.2f}") + ".", ""]
     lines += [f"Wall time of this invocation: {report['wall_time_s'] / 60:.1f} min "
               f"({report['machine']}); {report['jobs_run']} runs made, {report['jobs_cached']} "
               f"taken from the cache; the runs' own wall times add up to "
@@ -105,7 +119,7 @@ def draw_figure(report: Dict, path: str) -> None:
         metric = block["metric"]
         names = list(block["methods"])
         means = [block["methods"][n][metric]["mean"] for n in names]
-        stds = [block["methods"][n][metric]["std"] for n in names]
+        stds = [block["methods"][n][metric]["std"] or 0.0 for n in names]  # None: one seed
         ax = axes[row][0]
         ax.bar(range(len(names)), means, yerr=stds, capsize=4,
                color=["0.6" if n == "student alone" else
@@ -124,7 +138,7 @@ def draw_figure(report: Dict, path: str) -> None:
         for i, pair in enumerate(block["pairs"]):
             ax.scatter([i] * len(pair["differences"]), pair["differences"], color="tab:blue",
                        zorder=3)
-            ax.errorbar([i + 0.15], [pair["mean"]], yerr=[pair["std"]], fmt="s",
+            ax.errorbar([i + 0.15], [pair["mean"]], yerr=[pair["std"] or 0.0], fmt="s",
                         color="black", capsize=4)
         ax.axhline(0.0, color="0.4", linewidth=1)
         ax.set_xticks(range(len(block["pairs"])))

@@ -262,7 +262,8 @@ def _report(options, sizes, teachers, students, workers, ran, seconds) -> Dict:
              for p in b["pairs"]]
     return {
         "title": "nd-det ablation: what ND adds to KD, DKD, DIST and ReviewKD",
-        "summary_line": "Mean paired difference X++ - X over seeds: " + "; ".join(pairs) + ".",
+        "summary_line": ("Mean paired difference X++ - X over seeds: " + "; ".join(pairs) + "."
+                         if pairs else "No X / X++ pair among the methods run."),
         "options": {"seeds": list(options.seeds), "quick": options.quick,
                     "domains": list(options.domains), "workers": workers},
         "sizes": asdict(sizes),
