@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .errors import run_cli
+from .errors import one_line_usage_errors, run_cli
 from .losses import ClassMeans, ClassMeansError, save_class_means
 from .utils.paths import check_writable
 from .utils.text import short_list
@@ -289,7 +289,7 @@ def parser() -> argparse.ArgumentParser:
                    f"(default {DEFAULT_NUM_CLASSES}: COCO)")
     p.add_argument("--dim", type=int, default=DEFAULT_DIM,
                    help=f"numbers per row, the teacher's box-head width (default {DEFAULT_DIM})")
-    return p
+    return one_line_usage_errors(p)
 
 
 def _main(argv: Optional[List[str]] = None) -> int:

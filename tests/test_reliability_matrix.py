@@ -349,3 +349,15 @@ def test_other_tools_case(tmp_path, case, tool, argv, fragment):
     code, stderr = run_tool_in_process(tool, argv)
     _assert_one_error(code, stderr, fragment.format(file=blocker))
     assert sorted(os.listdir(tmp_path)) == ["a_file"]  # nothing written
+
+
+@pytest.mark.parametrize("tool", sorted(f for f in os.listdir(os.path.join(REPO, "tools"))
+                                        if f.endswith(".py")))
+def test_every_tool_reports_a_bad_flag_in_one_line(tool, tmp_path, monkeypatch):
+    """The same style for every tool: an unknown flag is one ERROR line naming it, exit 2."""
+    monkeypatch.chdir(tmp_path)
+    code, stderr = run_tool_in_process(os.path.join(REPO, "tools", tool), ["--no-such-flag"])
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("ERROR: "), stderr[-2000:]
+    assert f"(see {tool}" in lines[0] or f"(see tools/{tool}" in lines[0], lines[0]
+    assert os.listdir(tmp_path) == []

@@ -4,7 +4,7 @@ import argparse
 import time
 from typing import List, Optional
 
-from ..errors import run_cli
+from ..errors import one_line_usage_errors, run_cli
 from .torchscript import TORCHSCRIPT_INFO_SUFFIX, TORCHSCRIPT_NAME, export_torchscript
 
 __all__ = ["torchscript_argument_parser", "main"]
@@ -37,7 +37,7 @@ def torchscript_argument_parser() -> argparse.ArgumentParser:
                         help="device to trace on, and the one the file then runs on "
                         "(default cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    return parser
+    return one_line_usage_errors(parser)
 
 
 def _main(argv: Optional[List[str]]) -> int:
