@@ -1,9 +1,8 @@
 """The ablation's results: per method mean +- std over seeds, per pair X -> X++ the paired
 per-seed difference (mean, std, sign count), the share of the teacher-student gap each method
 closes; written as results.json (the source), results.md (rendered from it) and results.png."""
-import os
 import statistics
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 from ..utils.atomic_file import atomic_write, atomic_write_json, atomic_write_text
 from .plan import PAIRS

@@ -46,7 +46,8 @@ def demo_argument_parser() -> argparse.ArgumentParser:
                         help="teacher training iterations (default: the config's MAX_ITER)")
     parser.add_argument("--student-iters", type=int, default=None, metavar="N",
                         help="iterations of each student run (default: the config's MAX_ITER)")
-    parser.add_argument("--seed", type=seed_argument, default=0, help="seed of everything (default: 0)")
+    parser.add_argument("--seed", type=seed_argument, default=0,
+                        help="seed of everything (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="torch CPU threads (default: 1, the safe choice on a machine shared "

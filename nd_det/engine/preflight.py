@@ -81,8 +81,9 @@ def check_training_config(cfg: CfgNode, args) -> None:
             f"to a multiple of {world}, e.g. {world * max(1, solver.IMS_PER_BATCH // world)}")
     if solver.MAX_ITER < 1:
         raise ConfigError(f"SOLVER.MAX_ITER {solver.MAX_ITER}: give 1 or more iterations")
-    if config_seed_problem(cfg.SEED, world):
-        raise ConfigError(config_seed_problem(cfg.SEED, world))
+    seed_problem = config_seed_problem(cfg.SEED, world)
+    if seed_problem:
+        raise ConfigError(seed_problem)
     if solver.CHECKPOINT_PERIOD < 1:
         raise ConfigError(f"SOLVER.CHECKPOINT_PERIOD {solver.CHECKPOINT_PERIOD}: give 1 or more "
                           "(iterations between checkpoints)")
