@@ -125,12 +125,11 @@ def load_model_weights(model: nn.Module, path: str, what: str = "model", key: st
     payload = _read(path, f"{what} weights", key)
     state = extract_state_dict(payload, path)
     problems = state_dict_problems(model, state)
-    if not problems:
-        model.load_state_dict(state, strict=True)
-    else:
+    if problems:
         where = f"{key}: " if key else ""
         raise BadFileError(f"{where}{what} weights {path} do not match the {type(model).__name__} "
                            f"architecture: {'; '.join(problems)}. Is the model name right?")
+    model.load_state_dict(state, strict=True)
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:

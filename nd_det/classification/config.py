@@ -134,6 +134,12 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# the test of each kind but "number" (which also reads numbers written as text)
+_FITS = {"int": _is_int, "bool": lambda v: isinstance(v, bool),
+         "str": lambda v: isinstance(v, str),
+         "int_list": lambda v: isinstance(v, list) and all(map(_is_int, v))}
+
+
 def _as_number(value):
     """``value`` as an int/float, or None; text such as '1e-3' (a string to YAML 1.1) counts."""
     if _is_int(value) or isinstance(value, float):
@@ -154,14 +160,8 @@ def _check_value(dotted: str, value, rule: ValueRule, source: str):
     default = _default_of(dotted)
     if rule.kind == "number":
         checked = _as_number(value)
-    elif rule.kind == "int":
-        checked = value if _is_int(value) else None
-    elif rule.kind == "bool":
-        checked = value if isinstance(value, bool) else None
-    elif rule.kind == "str":
-        checked = value if isinstance(value, str) else None
-    else:  # int_list
-        checked = value if isinstance(value, list) and all(map(_is_int, value)) else None
+    else:
+        checked = value if _FITS[rule.kind](value) else None
     if checked is None:
         raise ConfigError(
             f"{source}: {dotted}={value!r} must be {_KIND_TEXT[rule.kind]}"
@@ -248,14 +248,16 @@ def _read_yaml(path: str, chain: List[str]) -> Dict:
     return merge_config(_read_yaml(base_path, chain + [path]), data)
 
 
+def _unknown_key(source: str, where: Tuple[str, ...], reference) -> ConfigError:
+    valid = ", ".join(sorted(reference)) if isinstance(reference, dict) else "(none)"
+    return ConfigError(f"{source}: unknown key {'.'.join(where)!r}; valid keys here: {valid}")
+
+
 def _check_keys(cfg: Dict, reference: Dict, source: str, prefix=()) -> None:
     for key, value in cfg.items():
         where = prefix + (key,)
         if key not in reference:
-            raise ConfigError(
-                f"{source}: unknown key {'.'.join(where)!r}; valid keys here: "
-                f"{', '.join(sorted(reference))}"
-            )
+            raise _unknown_key(source, where, reference)
         if where in _FREE_FORM:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {'.'.join(where)} must be a mapping "
@@ -297,9 +299,7 @@ def apply_overrides(cfg: Dict, overrides: Iterable[str]) -> Dict:
             inside_free_form = any(tuple(keys[:i]) in _FREE_FORM for i in range(1, depth + 1))
             if not inside_free_form:
                 if not isinstance(ref, dict) or key not in ref:
-                    valid = ", ".join(sorted(ref)) if isinstance(ref, dict) else "(none)"
-                    raise ConfigError(f"{source}: unknown key "
-                                      f"{'.'.join(where)!r}; valid keys here: {valid}")
+                    raise _unknown_key(source, where, ref)
                 ref = ref[key]
             if depth == len(keys) - 1:
                 if isinstance(ref, dict) and not inside_free_form and where not in _FREE_FORM:

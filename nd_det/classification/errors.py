@@ -8,7 +8,7 @@ Each class also derives from the built-in type the package raised before, so cod
 from typing import Any
 
 from ..errors import UserError
-from ..utils.registry import Registry, registered_names
+from ..utils.registry import Registry, lookup
 
 __all__ = ["ConfigError", "UnknownNameError", "MissingFileError", "BadFileError",
            "MissingDependencyError", "lookup_name"]
@@ -40,9 +40,9 @@ class MissingDependencyError(UserError, ImportError):
 
 
 def lookup_name(registry: Registry, name, what: str) -> Any:
-    """The entry of ``registry`` under the user-given ``name``, else UnknownNameError
-    ``"unknown <what>; available: <sorted names>"`` (the wording of ``utils.registry.lookup``)."""
-    if name not in registry:
-        raise UnknownNameError(
-            f"unknown {what}; available: {', '.join(registered_names(registry))}")
-    return registry.get(name)
+    """``utils.registry.lookup`` (``"unknown <what>; available: <sorted names>"``), its KeyError
+    raised as an UnknownNameError."""
+    try:
+        return lookup(registry, name, what)
+    except KeyError as error:
+        raise UnknownNameError(error.args[0]) from None

@@ -31,9 +31,7 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, amp_dtype=Non
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images).logits
         logits = logits.float()
-        correct = topk_correct(logits, labels, (1, 5))
-        sums[0] += correct[0]
-        sums[1] += correct[1]
+        sums[:2] += topk_correct(logits, labels, (1, 5))
         sums[2] += F.cross_entropy(logits, labels, reduction="sum").double()
         sums[3] += labels.numel()
     all_reduce_sum(sums)

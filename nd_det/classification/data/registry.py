@@ -34,73 +34,64 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class _Entry:
-    build: Callable[[Dict, bool, bool], Dataset]
+    build: Callable[[Dict, str, bool, bool], Dataset]   # (data section, root, train, augment)
     in_channels: int
-    check: Callable[[Dict], None]   # raises a UserError when the files are not there (cheap)
+    check: Callable[[Dict, str], None]   # raises a UserError when the files are not there (cheap)
+    default_root: str = ""               # where data.root points when it is null
 
 
-def _cifar100_root(cfg: Dict) -> str:
-    return cfg.get("root") or "datasets/cifar100"
-
-
-def _check_cifar100(cfg: Dict) -> None:
+def _check_cifar100(cfg: Dict, root: str) -> None:
     if not cfg.get("download", False):
-        check_cifar100_files(_cifar100_root(cfg))
+        check_cifar100_files(root)
 
 
-def _cifar100(cfg: Dict, train: bool, augment: bool) -> Dataset:
-    return CIFAR100Dataset(_cifar100_root(cfg), train, cifar_transform(augment),
+def _cifar100(cfg: Dict, root: str, train: bool, augment: bool) -> Dataset:
+    return CIFAR100Dataset(root, train, cifar_transform(augment),
                            download=bool(cfg.get("download", False)),
                            verify_checksums=bool(cfg.get("verify_checksums", True)))
 
 
-def _image_folder_root(cfg: Dict) -> str:
-    return cfg.get("root") or "datasets/imagenet"
-
-
-def _check_image_folder(cfg: Dict) -> None:
+def _check_image_folder(cfg: Dict, root: str) -> None:
     for split_dir in (cfg.get("train_dir", "train"), cfg.get("test_dir", "val")):
-        check_image_folder(_image_folder_root(cfg), split_dir)
+        check_image_folder(root, split_dir)
 
 
-def _image_folder(cfg: Dict, train: bool, augment: bool) -> Dataset:
+def _image_folder(cfg: Dict, root: str, train: bool, augment: bool) -> Dataset:
     split_dir = cfg.get("train_dir", "train") if train else cfg.get("test_dir", "val")
     transform = imagenet_transform(augment, int(cfg.get("image_size", 224)))
-    return build_image_folder(_image_folder_root(cfg), split_dir, transform)
+    return build_image_folder(root, split_dir, transform)
 
 
-def _fashion_mnist_root(cfg: Dict) -> str:
-    return cfg.get("root") or DEBIAN_FASHION_MNIST_DIR
+def _check_fashion_mnist(cfg: Dict, root: str) -> None:
+    check_fashion_mnist_files(root)
 
 
-def _check_fashion_mnist(cfg: Dict) -> None:
-    check_fashion_mnist_files(_fashion_mnist_root(cfg))
-
-
-def _fashion_mnist(cfg: Dict, train: bool, augment: bool) -> Dataset:
+def _fashion_mnist(cfg: Dict, root: str, train: bool, augment: bool) -> Dataset:
     transform = small_tensor_transform(augment, 28, 2, True, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
-    return load_fashion_mnist(_fashion_mnist_root(cfg), train, transform)
+    return load_fashion_mnist(root, train, transform)
 
 
-def _check_digits(cfg: Dict) -> None:
+def _check_digits(cfg: Dict, root: str) -> None:
     if importlib.util.find_spec("sklearn") is None:
         raise MissingDependencyError("data.name digits reads scikit-learn's bundled digits, but "
                                      "scikit-learn is not installed: pip install scikit-learn")
 
 
-def _digits(cfg: Dict, train: bool, augment: bool) -> Dataset:
+def _digits(cfg: Dict, root: str, train: bool, augment: bool) -> Dataset:
     transform = small_tensor_transform(augment, 8, 1, False, DIGITS_MEAN, DIGITS_STD)
     return load_digits_split(train, transform)
 
 
-# each entry is (builder, image channels, file check): the builder alone would not carry them
+# each entry is (builder, image channels, file check, default root): the builder alone would
+# not carry them
 DATASET_REGISTRY = Registry("DATASET")
-for _name, _build, _channels, _check in (
-        ("cifar100", _cifar100, 3, _check_cifar100),
-        ("image_folder", _image_folder, 3, _check_image_folder),
-        ("fashion_mnist", _fashion_mnist, 1, _check_fashion_mnist),
-        ("digits", _digits, 1, _check_digits)):
-    register_as(DATASET_REGISTRY, _name, _Entry(_build, _channels, _check), "dataset")
+for _name, _dataset_entry in (
+        ("cifar100", _Entry(_cifar100, 3, _check_cifar100, "datasets/cifar100")),
+        ("image_folder", _Entry(_image_folder, 3, _check_image_folder, "datasets/imagenet")),
+        ("fashion_mnist", _Entry(_fashion_mnist, 1, _check_fashion_mnist,
+                                 DEBIAN_FASHION_MNIST_DIR)),
+        ("digits", _Entry(_digits, 1, _check_digits))):
+    register_as(DATASET_REGISTRY, _name, _dataset_entry, "dataset")
 
 
 def available_datasets() -> List[str]:
@@ -121,21 +112,24 @@ def _subset(dataset: Dataset, size, seed: int, key: str) -> Dataset:
     return subset
 
 
-def _entry(data_cfg: Dict) -> _Entry:
+def _entry(data_cfg: Dict) -> Tuple[_Entry, str]:
+    """The registered entry of ``data.name`` and the dataset's root folder."""
     name = data_cfg.get("name")
-    return lookup_name(DATASET_REGISTRY, name, f"dataset data.name={name!r}")
+    entry = lookup_name(DATASET_REGISTRY, name, f"dataset data.name={name!r}")
+    return entry, data_cfg.get("root") or entry.default_root
 
 
 def check_dataset(data_cfg: Dict) -> None:
     """The dataset's name is registered and its files are where the config says (both splits);
     nothing is read beyond file names, so this runs before anything else."""
-    _entry(data_cfg).check(data_cfg)
+    entry, root = _entry(data_cfg)
+    entry.check(data_cfg, root)
 
 
 def build_dataset(data_cfg: Dict, train: bool, augment: bool) -> Tuple[Dataset, DatasetInfo]:
     name = data_cfg.get("name")
-    entry = _entry(data_cfg)
-    dataset = entry.build(data_cfg, train, augment)
+    entry, root = _entry(data_cfg)
+    dataset = entry.build(data_cfg, root, train, augment)
     classes = list(getattr(dataset, "classes", None) or [])
     if not classes:
         raise ValueError(f"dataset {name!r} reports no classes")

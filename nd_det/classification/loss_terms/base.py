@@ -25,14 +25,13 @@ class LossTerm(nn.Module):
     """Subclasses set ``name``, ``needs_teacher`` and ``warm_up_by_default`` and implement
     ``compute``, which returns the UNWEIGHTED value; the distiller applies ``weight`` and, when
     ``warm_up`` is true, the warm-up factor.  Parameters a term owns (ReviewKD's fusion, ND's
-    projection) are trained with the student and saved in its checkpoints.  ``positive_params``,
-    ``fraction_params`` and ``param_choices`` declare the ranges of the config parameters, which
-    the registry checks before any model is built."""
+    projection) are trained with the student and saved in its checkpoints."""
 
     name: str = ""
     needs_teacher: bool = True
     warm_up_by_default: bool = False
-    # checked by the registry before any model is built (types come from the defaults)
+    # the ranges of the config parameters, checked by the registry before any model is built
+    # (their types come from the defaults)
     positive_params: Tuple[str, ...] = ("weight",)
     fraction_params: Tuple[str, ...] = ()           # in [0, 1)
     param_choices: Dict[str, Tuple] = {}

@@ -45,27 +45,24 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+_PARAMETER_KINDS = ((bool, lambda v: isinstance(v, bool), "true or false"),
+                    (int, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+                    (float, _is_number, "a number"),
+                    (str, lambda v: isinstance(v, str), "a string"))
+
+
 def _check_parameter(term: str, cls: Type[LossTerm], key: str, value, default) -> None:
     """Type (that of the default), then the class's declared ranges and choices."""
     where = f"distill.losses.{term}.{key}={value!r}"
     if key == "warm_up" and value is not None and not isinstance(value, bool):
         raise ConfigError(f"{where} must be true, false or null (the term's default)")
-    if isinstance(default, bool):
-        wrong = not isinstance(value, bool)
-        kind = "true or false"
-    elif isinstance(default, int):
-        wrong = not (isinstance(value, int) and not isinstance(value, bool))
-        kind = "an integer"
-    elif isinstance(default, float):
-        wrong = not _is_number(value)
-        kind = "a number"
-    elif isinstance(default, str):
-        wrong = not isinstance(value, str)
-        kind = "a string"
-    else:  # no default or None: the term checks it
-        wrong, kind = False, ""
-    if wrong:
-        raise ConfigError(f"{where} must be {kind} (the default is {default!r})")
+    # the first type the default is an instance of (bool before int); no default or None: the
+    # term checks the value itself
+    for kind, fits, text in _PARAMETER_KINDS:
+        if isinstance(default, kind):
+            if not fits(value):
+                raise ConfigError(f"{where} must be {text} (the default is {default!r})")
+            break
     if key in cls.positive_params and not value > 0:
         hint = (f"; to train without '{term}', remove it from distill.losses" if key == "weight"
                 else "")

@@ -23,6 +23,5 @@ from .registry import (
 
 __all__ = [
     "Classifier", "build_classifier", "available_classifiers", "classifier_info",
-    "check_classifier_name",
-    "register_classifier",
+    "check_classifier_name", "register_classifier",
 ]

@@ -18,10 +18,9 @@ class Classifier(nn.Module):
     output before the final ReLU are the stage's two features) and ``head_input`` on the last
     stage's output; bodies of another shape override ``forward_features``.
 
-    ``stage_features`` are the intermediate maps (shallow -> deep), ``preact_features`` the same
-    maps before the stages' final ReLU (the same tensors where a stage has none), and
-    ``final_map`` is the map that is average-pooled into the embedding.  Pooling is adaptive, so
-    every model accepts any input size its down-sampling allows.
+    The two feature lists are those of :class:`~..outputs.ClassifierOutput`, less its last level
+    (the embedding); ``final_map`` is the map that is average-pooled into the embedding.  Pooling
+    is adaptive, so every model accepts any input size its down-sampling allows.
     """
 
     num_classes: int
@@ -58,6 +57,26 @@ class Classifier(nn.Module):
         return ClassifierOutput(logits=logits, embedding=embedding,
                                 features=list(stages) + [level],
                                 preact_features=list(preacts) + [level])
+
+
+def conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1,
+            relu: bool = True) -> nn.Sequential:
+    """Convolution (no bias, padding ``kernel // 2``) + BatchNorm (+ in-place ReLU)."""
+    layers = [nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups,
+                        bias=False),
+              nn.BatchNorm2d(out_channels)]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def make_stage(block, in_channels: int, out_channels: int, count: int, stride: int,
+               **kwargs) -> nn.Sequential:
+    """``count`` blocks ``block(in, out, stride, **kwargs)``: the first one changes the width and
+    strides, the others keep both."""
+    layers = [block(in_channels, out_channels, stride, **kwargs)]
+    layers += [block(out_channels, out_channels, 1, **kwargs) for _ in range(count - 1)]
+    return nn.Sequential(*layers)
 
 
 def residual_shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:

@@ -2,9 +2,11 @@
 max-pool, so 32x32 inputs give stages of 32, 16, 8 and 4 pixels.  Embedding: 2048.
 Pre-activation features: each stage's last block output before its final ReLU (the reference's
 ``f1_pre``..``f4_pre``, CIFAR/ReviewKD++/models/resnetv2_cifar.py)."""
+from functools import partial
+
 from torch import nn
 
-from .base import Classifier, init_conv_bn, residual_shortcut
+from .base import Classifier, conv_bn, init_conv_bn, make_stage, residual_shortcut
 from .preact import ReluOutputBlock
 from .registry import register_classifier
 
@@ -14,9 +16,9 @@ EXPANSION = 4
 
 
 class Bottleneck(ReluOutputBlock):
-    def __init__(self, in_channels: int, width: int, stride: int):
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
-        out_channels = width * EXPANSION
+        width = out_channels // EXPANSION
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
@@ -36,29 +38,17 @@ class Bottleneck(ReluOutputBlock):
 class CifarBottleneckResNet(Classifier):
     def __init__(self, blocks_per_stage, num_classes: int, in_channels: int = 3):
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(64),
-            nn.ReLU(inplace=True),
-        )
-        channels = 64
-        stages = []
-        stage_channels = []
-        for width, blocks, stride in zip((64, 128, 256, 512), blocks_per_stage, (1, 2, 2, 2)):
-            layers = []
-            for i in range(blocks):
-                layers.append(Bottleneck(channels, width, stride if i == 0 else 1))
-                channels = width * EXPANSION
-            stages.append(nn.Sequential(*layers))
-            stage_channels.append(channels)
-        self.stages = nn.ModuleList(stages)
+        self.stem = conv_bn(in_channels, 64, 3)
+        widths = [width * EXPANSION for width in (64, 128, 256, 512)]
+        self.stages = nn.ModuleList(
+            make_stage(Bottleneck, c_in, c_out, blocks, stride) for c_in, c_out, blocks, stride
+            in zip([64] + widths[:-1], widths, blocks_per_stage, (1, 2, 2, 2)))
         init_conv_bn(self)
         for m in self.modules():
             if isinstance(m, Bottleneck):
                 nn.init.zeros_(m.bn3.weight)  # each residual branch starts as the identity
-        self._init_head(stage_channels, channels, num_classes)
+        self._init_head(widths, widths[-1], num_classes)
 
 
-@register_classifier("resnet50_cifar", "cifar", "ResNet-50 (bottleneck) with a CIFAR stem")
-def build_resnet50_cifar(num_classes: int, in_channels: int = 3) -> CifarBottleneckResNet:
-    return CifarBottleneckResNet((3, 4, 6, 3), num_classes, in_channels)
+register_classifier("resnet50_cifar", "cifar", "ResNet-50 (bottleneck) with a CIFAR stem")(
+    partial(CifarBottleneckResNet, (3, 4, 6, 3)))

@@ -6,11 +6,12 @@ Three stages of BasicBlocks at strides 1, 2, 2 after a 3x3 stem (no max-pool):
 Pre-activation features: each stage's last block output before its final ReLU (the reference's
 ``f1_pre``..``f3_pre``, CIFAR/ReviewKD++/models/resnet_cifar.py).
 """
-from typing import List, Sequence
+from functools import partial
+from typing import Sequence
 
 from torch import nn
 
-from .base import Classifier, init_conv_bn, residual_shortcut
+from .base import Classifier, conv_bn, init_conv_bn, make_stage, residual_shortcut
 from .preact import ReluOutputBlock
 from .registry import register_classifier
 
@@ -41,32 +42,18 @@ class CifarResNet(Classifier):
         if (depth - 2) % 6 != 0 or depth < 8:
             raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1; got {depth}")
         blocks = (depth - 2) // 6
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(inplace=True),
-        )
-        stages: List[nn.Module] = []
-        channels = widths[0]
-        for stage, (width, stride) in enumerate(zip(widths[1:], (1, 2, 2))):
-            layers = []
-            for i in range(blocks):
-                layers.append(BasicBlock(channels, width, stride if i == 0 else 1))
-                channels = width
-            stages.append(nn.Sequential(*layers))
-        self.stages = nn.ModuleList(stages)
+        self.stem = conv_bn(in_channels, widths[0], 3)
+        self.stages = nn.ModuleList(
+            make_stage(BasicBlock, c_in, c_out, blocks, stride)
+            for c_in, c_out, stride in zip(widths[:-1], widths[1:], (1, 2, 2)))
         init_conv_bn(self)
-        self._init_head(widths[1:], channels, num_classes)
+        self._init_head(widths[1:], widths[-1], num_classes)
 
 
-def _register(depth: int, widths: Sequence[int], suffix: str = ""):
-    name = f"resnet{depth}{suffix}"
-
-    @register_classifier(name, "cifar", f"CIFAR ResNet-{depth}, stage widths {list(widths[1:])}")
-    def build(num_classes: int, in_channels: int = 3) -> CifarResNet:
-        return CifarResNet(depth, widths, num_classes, in_channels)
-
-    return build
+def _register(depth: int, widths: Sequence[int], suffix: str = "") -> None:
+    description = f"CIFAR ResNet-{depth}, stage widths {list(widths[1:])}"
+    register_classifier(f"resnet{depth}{suffix}", "cifar", description)(
+        partial(CifarResNet, depth, widths))
 
 
 for _depth in (8, 14, 20, 32, 44, 56, 110):

@@ -7,7 +7,7 @@ blocks' last BatchNorm output before its ReLU (the reference's ``preReLU`` maps)
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Classifier, init_conv_bn
+from .base import Classifier, conv_bn, init_conv_bn
 from .registry import register_classifier
 
 __all__ = ["MobileNetV1"]
@@ -19,32 +19,21 @@ _TAPPED_BLOCKS = (2, 4, 10, 12)
 
 
 def _separable(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, in_channels, 3, stride, 1, groups=in_channels, bias=False),
-        nn.BatchNorm2d(in_channels),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(in_channels, out_channels, 1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+    """3x3 depthwise + BN + ReLU, 1x1 + BN + ReLU, as one flat Sequential (keys 0..5)."""
+    return nn.Sequential(*conv_bn(in_channels, in_channels, 3, stride, groups=in_channels),
+                         *conv_bn(in_channels, out_channels, 1))
 
 
+@register_classifier("mobilenet_v1", "imagenet", "MobileNetV1 1.0 for ImageNet")
 class MobileNetV1(Classifier):
     def __init__(self, num_classes: int, in_channels: int = 3):
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, 2, 1, bias=False),
-            nn.BatchNorm2d(32),
-            nn.ReLU(inplace=True),
-        )
-        channels = 32
-        blocks = []
-        for out_channels, stride in _BLOCKS:
-            blocks.append(_separable(channels, out_channels, stride))
-            channels = out_channels
-        self.blocks = nn.ModuleList(blocks)
+        self.stem = conv_bn(in_channels, 32, 3, 2)
+        self.blocks = nn.ModuleList(
+            _separable(c_in, c_out, stride)
+            for c_in, (c_out, stride) in zip([32] + [c for c, _ in _BLOCKS], _BLOCKS))
         init_conv_bn(self)
-        self._init_head([_BLOCKS[i][0] for i in _TAPPED_BLOCKS], channels, num_classes)
+        self._init_head([_BLOCKS[i][0] for i in _TAPPED_BLOCKS], _BLOCKS[-1][0], num_classes)
 
     def forward_features(self, x):
         x = self.stem(x)
@@ -58,8 +47,3 @@ class MobileNetV1(Classifier):
             else:
                 x = block(x)
         return feats, preacts, x
-
-
-@register_classifier("mobilenet_v1", "imagenet", "MobileNetV1 1.0 for ImageNet")
-def build_mobilenet_v1(num_classes: int, in_channels: int = 3) -> MobileNetV1:
-    return MobileNetV1(num_classes, in_channels)

@@ -8,7 +8,7 @@ with a linear bottleneck (no activation), so the pre-activation features are the
 """
 from torch import nn
 
-from .base import Classifier, init_conv_bn
+from .base import Classifier, conv_bn, init_conv_bn, make_stage
 from .registry import register_classifier
 
 __all__ = ["MobileNetV2Cifar"]
@@ -24,15 +24,10 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = in_channels * expansion
         self.use_residual = stride == 1 and in_channels == out_channels
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, hidden, 1, bias=False),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, out_channels, 1, bias=False),
-            nn.BatchNorm2d(out_channels),
+        self.body = nn.Sequential(  # flat (keys body.0..7), the last BN without a ReLU
+            *conv_bn(in_channels, hidden, 1),
+            *conv_bn(hidden, hidden, 3, stride, groups=hidden),
+            *conv_bn(hidden, out_channels, 1, relu=False),
         )
 
     def forward(self, x):
@@ -40,33 +35,20 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
+@register_classifier("mobilenet_v2_cifar", "cifar", "MobileNetV2 x0.5 for CIFAR")
 class MobileNetV2Cifar(Classifier):
     def __init__(self, num_classes: int, in_channels: int = 3, width: float = 0.5,
                  last_channels: int = 1280):
         super().__init__()
         channels = int(32 * width)
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, 2, 1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-        )
+        self.stem = conv_bn(in_channels, channels, 3, 2)
         groups = []
-        tapped_channels = []
-        for index, (t, c, n, s) in enumerate(_GROUPS):
-            out_channels = int(c * width)
-            units = []
-            for i in range(n):
-                units.append(InvertedResidual(channels, out_channels, s if i == 0 else 1, t))
-                channels = out_channels
-            groups.append(nn.Sequential(*units))
-            if index in _TAPPED_GROUPS:
-                tapped_channels.append(channels)
+        for t, c, n, s in _GROUPS:
+            groups.append(make_stage(InvertedResidual, channels, int(c * width), n, s, expansion=t))
+            channels = int(c * width)
         self.groups = nn.ModuleList(groups)
-        self.last = nn.Sequential(
-            nn.Conv2d(channels, last_channels, 1, bias=False),
-            nn.BatchNorm2d(last_channels),
-            nn.ReLU(inplace=True),
-        )
+        self.last = conv_bn(channels, last_channels, 1)
+        tapped_channels = [int(_GROUPS[i][1] * width) for i in _TAPPED_GROUPS]
         init_conv_bn(self)
         self._init_head(tapped_channels, last_channels, num_classes)
 
@@ -78,8 +60,3 @@ class MobileNetV2Cifar(Classifier):
             if index in _TAPPED_GROUPS:
                 feats.append(x)
         return feats, feats, self.last(x)
-
-
-@register_classifier("mobilenet_v2_cifar", "cifar", "MobileNetV2 x0.5 for CIFAR")
-def build_mobilenet_v2_cifar(num_classes: int, in_channels: int = 3) -> MobileNetV2Cifar:
-    return MobileNetV2Cifar(num_classes, in_channels)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Classifier, init_conv_bn
+from .base import Classifier, conv_bn, init_conv_bn, make_stage
 from .channel_shuffle import channel_shuffle
 from .preact import ReluOutputBlock
 from .registry import register_classifier
@@ -30,9 +30,8 @@ class ShuffleUnit(ReluOutputBlock):
         branch_out = out_channels - in_channels if stride == 2 else out_channels
         mid = branch_out // 4
         # the first unit sees the 24-channel stem, which is not split into groups
-        first_groups = 1 if in_channels == STEM_CHANNELS else groups
-        self.first_groups = first_groups
-        self.conv1 = nn.Conv2d(in_channels, mid, 1, groups=first_groups, bias=False)
+        self.first_groups = 1 if in_channels == STEM_CHANNELS else groups
+        self.conv1 = nn.Conv2d(in_channels, mid, 1, groups=self.first_groups, bias=False)
         self.bn1 = nn.BatchNorm2d(mid)
         self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False)
         self.bn2 = nn.BatchNorm2d(mid)
@@ -49,28 +48,14 @@ class ShuffleUnit(ReluOutputBlock):
         return out + x
 
 
+@register_classifier("shufflenet_v1", "cifar", "ShuffleNetV1 (g=3) for CIFAR")
 class ShuffleNetV1(Classifier):
     def __init__(self, num_classes: int, in_channels: int = 3, widths=(240, 480, 960),
                  units=(4, 8, 4), groups: int = 3):
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, STEM_CHANNELS, 1, bias=False),
-            nn.BatchNorm2d(STEM_CHANNELS),
-            nn.ReLU(inplace=True),
-        )
-        channels = STEM_CHANNELS
-        stages = []
-        for width, count in zip(widths, units):
-            layers = []
-            for i in range(count):
-                layers.append(ShuffleUnit(channels, width, 2 if i == 0 else 1, groups))
-                channels = width
-            stages.append(nn.Sequential(*layers))
-        self.stages = nn.ModuleList(stages)
+        self.stem = conv_bn(in_channels, STEM_CHANNELS, 1)
+        self.stages = nn.ModuleList(
+            make_stage(ShuffleUnit, c_in, c_out, count, 2, groups=groups)
+            for c_in, c_out, count in zip((STEM_CHANNELS,) + tuple(widths[:-1]), widths, units))
         init_conv_bn(self)
-        self._init_head(widths, channels, num_classes)
-
-
-@register_classifier("shufflenet_v1", "cifar", "ShuffleNetV1 (g=3) for CIFAR")
-def build_shufflenet_v1(num_classes: int, in_channels: int = 3) -> ShuffleNetV1:
-    return ShuffleNetV1(num_classes, in_channels)
+        self._init_head(widths, widths[-1], num_classes)

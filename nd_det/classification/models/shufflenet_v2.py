@@ -10,21 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Classifier, init_conv_bn
+from .base import Classifier, conv_bn, init_conv_bn
 from .channel_shuffle import channel_shuffle
 from .registry import register_classifier
 
 __all__ = ["ShuffleNetV2"]
-
-
-def _conv_bn(in_channels, out_channels, kernel, stride=1, groups=1, relu=True):
-    layers = [
-        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(out_channels),
-    ]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
 
 
 class SplitUnit(nn.Module):
@@ -35,9 +25,9 @@ class SplitUnit(nn.Module):
         super().__init__()
         half = channels // 2
         self.branch = nn.Sequential(
-            _conv_bn(half, half, 1),
-            _conv_bn(half, half, 3, groups=half, relu=False),
-            _conv_bn(half, half, 1, relu=False),
+            conv_bn(half, half, 1),
+            conv_bn(half, half, 3, groups=half, relu=False),
+            conv_bn(half, half, 1, relu=False),
         )
 
     def _halves(self, x):
@@ -61,39 +51,31 @@ class DownUnit(nn.Module):
         super().__init__()
         half = out_channels // 2
         self.left = nn.Sequential(
-            _conv_bn(in_channels, in_channels, 3, 2, groups=in_channels, relu=False),
-            _conv_bn(in_channels, half, 1),
+            conv_bn(in_channels, in_channels, 3, 2, groups=in_channels, relu=False),
+            conv_bn(in_channels, half, 1),
         )
         self.right = nn.Sequential(
-            _conv_bn(in_channels, half, 1),
-            _conv_bn(half, half, 3, 2, groups=half, relu=False),
-            _conv_bn(half, half, 1),
+            conv_bn(in_channels, half, 1),
+            conv_bn(half, half, 3, 2, groups=half, relu=False),
+            conv_bn(half, half, 1),
         )
 
     def forward(self, x):
         return channel_shuffle(torch.cat([self.left(x), self.right(x)], dim=1), 2)
 
 
+@register_classifier("shufflenet_v2", "cifar", "ShuffleNetV2 1.0x for CIFAR")
 class ShuffleNetV2(Classifier):
     def __init__(self, num_classes: int, in_channels: int = 3, widths=(116, 232, 464),
                  units=(3, 7, 3), last_channels: int = 1024):
         super().__init__()
-        self.stem = _conv_bn(in_channels, 24, 1)
-        channels = 24
-        stages = []
-        for width, count in zip(widths, units):
-            stages.append(nn.Sequential(DownUnit(channels, width),
-                                        *[SplitUnit(width) for _ in range(count)]))
-            channels = width
-        self.stages = nn.ModuleList(stages)
-        self.last = _conv_bn(channels, last_channels, 1)
+        self.stem = conv_bn(in_channels, 24, 1)
+        self.stages = nn.ModuleList(
+            nn.Sequential(DownUnit(c_in, c_out), *[SplitUnit(c_out) for _ in range(count)])
+            for c_in, c_out, count in zip((24,) + tuple(widths[:-1]), widths, units))
+        self.last = conv_bn(widths[-1], last_channels, 1)
         init_conv_bn(self)
         self._init_head(widths, last_channels, num_classes)
 
     def head_input(self, x):
         return self.last(x)
-
-
-@register_classifier("shufflenet_v2", "cifar", "ShuffleNetV2 1.0x for CIFAR")
-def build_shufflenet_v2(num_classes: int, in_channels: int = 3) -> ShuffleNetV2:
-    return ShuffleNetV2(num_classes, in_channels)

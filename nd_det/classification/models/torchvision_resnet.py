@@ -6,6 +6,8 @@ ReviewKD taps layer1..layer4.  Embedding: 512 (18/34) or 2048 (50/101/152).  Pre
 features: each layer's last block output before its final ReLU, the maps the reference's
 ImageNet ResNet was written to return (ImageNet/ReviewKD++/models/resnet.py, ``is_last``).
 """
+from functools import partial
+
 import torch.nn.functional as F
 import torchvision
 from torch import nn
@@ -66,15 +68,6 @@ def _block_with_preact(block: nn.Module, x):
     return F.relu(pre), pre
 
 
-def _register(depth: int):
-    arch = f"resnet{depth}"
-
-    @register_classifier(arch, "imagenet", f"torchvision ResNet-{depth}")
-    def build(num_classes: int, in_channels: int = 3) -> TorchvisionResNet:
-        return TorchvisionResNet(arch, num_classes, in_channels)
-
-    return build
-
-
 for _depth in (18, 34, 50, 101, 152):
-    _register(_depth)
+    register_classifier(f"resnet{_depth}", "imagenet", f"torchvision ResNet-{_depth}")(
+        partial(TorchvisionResNet, f"resnet{_depth}"))

@@ -9,10 +9,12 @@ the next stage's first block, and the final BN after the last stage), before its
 reference's ``preact`` maps (CIFAR/ReviewKD++/models/wrn_cifar.py).  That BN is computed once
 and reused by the block it belongs to.
 """
+from functools import partial
+
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Classifier, init_conv_bn
+from .base import Classifier, init_conv_bn, make_stage
 from .registry import register_classifier
 
 __all__ = ["WideResNet"]
@@ -49,20 +51,14 @@ class WideResNet(Classifier):
         blocks = (depth - 4) // 6
         widths = [16 * widen, 32 * widen, 64 * widen]
         self.stem = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
-        channels = 16
-        stages = []
-        for width, stride in zip(widths, (1, 2, 2)):
-            layers = []
-            for i in range(blocks):
-                layers.append(PreActBlock(channels, width, stride if i == 0 else 1))
-                channels = width
-            stages.append(nn.Sequential(*layers))
-        self.stages = nn.ModuleList(stages)
+        self.stages = nn.ModuleList(
+            make_stage(PreActBlock, c_in, c_out, blocks, stride)
+            for c_in, c_out, stride in zip([16] + widths[:-1], widths, (1, 2, 2)))
         # the final BN (its ReLU is applied in forward_features); a Sequential for the key names
         # final.0.* of existing checkpoints
-        self.final = nn.Sequential(nn.BatchNorm2d(channels))
+        self.final = nn.Sequential(nn.BatchNorm2d(widths[-1]))
         init_conv_bn(self)
-        self._init_head(widths, channels, num_classes)
+        self._init_head(widths, widths[-1], num_classes)
 
     def forward_features(self, x):
         x = self.stem(x)
@@ -80,13 +76,6 @@ class WideResNet(Classifier):
         return feats, preacts, F.relu(normalised)  # not in place: ``normalised`` is a feature
 
 
-def _register(depth: int, widen: int):
-    @register_classifier(f"wrn_{depth}_{widen}", "cifar", f"Wide ResNet-{depth}-{widen}")
-    def build(num_classes: int, in_channels: int = 3) -> WideResNet:
-        return WideResNet(depth, widen, num_classes, in_channels)
-
-    return build
-
-
 for _depth, _widen in ((16, 1), (16, 2), (40, 1), (40, 2)):
-    _register(_depth, _widen)
+    register_classifier(f"wrn_{_depth}_{_widen}", "cifar", f"Wide ResNet-{_depth}-{_widen}")(
+        partial(WideResNet, _depth, _widen))
