@@ -326,3 +326,19 @@ def test_train_step_at_the_benchmark_learning_rate_keeps_the_weights(tmp_path):
     buffers = [optimizer.state[p].get("momentum_buffer") for p in model.parameters()]
     assert all(b is not None for b in buffers)
     assert any(float(b.abs().sum()) > 0 for b in buffers)
+
+
+def test_round_progress_counts_the_first_round_in_its_eta(caplog):
+    """The ETA after round 1 of 3 rounds of 0.4 s is 0.8 s (it printed 0:00:00 when the clock
+    started only at the end of the first round)."""
+    import logging
+    import time
+
+    from nd_det.benchmark.runner import _round_progress
+
+    with caplog.at_level(logging.INFO, logger="nd_det.benchmark.runner"):
+        interleaved_samples({"sleep": lambda: time.sleep(0.4)}, iters=3, warmup=0,
+                            progress=_round_progress("steps"))
+    lines = [r.getMessage() for r in caplog.records if "timing round" in r.getMessage()]
+    assert lines[0] == "[steps] timing round 1/3 done, ETA 0:00:01"
+    assert lines[-1] == "[steps] timing round 3/3 done, ETA 0:00:00"

@@ -1,13 +1,15 @@
 """Command line of ``tools/benchmark.py``."""
 import argparse
+import dataclasses
 import logging
 import os
 from typing import List, Optional
 
 from ..errors import one_line_usage_errors, run_cli
+from ..utils.atomic_file import atomic_write_json, atomic_write_text
 from ..utils.paths import check_writable
 from ..utils.seed import seed_argument
-from .report import markdown_summary, write_json, write_markdown
+from .report import markdown_summary
 from .runner import DEFAULT_LOSS_SETS, BenchmarkSettings, run_benchmark
 
 __all__ = ["benchmark_argument_parser", "settings_from_args", "main"]
@@ -67,33 +69,22 @@ def _switch(value: Optional[str]) -> Optional[bool]:
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
+    """Every flag named like a setting is that setting; the others are converted here."""
     opts = list(args.opts)
     if opts and opts[0] == "--":
         opts = opts[1:]
-    return BenchmarkSettings(
-        config_file=args.config_file,
+    same_name = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchmarkSettings)
+                 if hasattr(args, f.name)}
+    return BenchmarkSettings(**dict(
+        same_name,
         overrides=opts,
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        height=args.height,
-        width=args.width,
-        iters=args.iters,
-        warmup=args.warmup,
         losses=list(args.losses),
         dataloader_workers=list(args.dataloader_workers),
-        dataloader_images=args.dataloader_images,
-        dataloader_batches=args.dataloader_batches,
         dataloader_image_size=tuple(args.dataloader_image_size),
-        nd_rois=args.nd_rois,
-        nd_dim=args.nd_dim,
         memory=not args.no_memory,
-        memory_iters=args.memory_iters,
-        threads=args.threads,
         cudnn_benchmark=_switch(args.cudnn_benchmark),
         cast_census=_switch(args.cast_census),
-        seed=args.seed,
-    )
+    ))
 
 
 def _main(argv: Optional[List[str]]) -> int:
@@ -104,9 +95,10 @@ def _main(argv: Optional[List[str]]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("nd_det.benchmark").setLevel(logging.INFO)
     result = run_benchmark(settings_from_args(args))
-    write_json(args.output, result)
-    write_markdown(markdown, result)
-    print(markdown_summary(result))
+    atomic_write_json(result, args.output)
+    summary = markdown_summary(result)
+    atomic_write_text(summary, markdown)
+    print(summary)
     print(f"wrote {args.output} and {markdown}")
     return 0
 

@@ -95,8 +95,7 @@ def loader_throughput(cfg: CfgNode, workers: int, batch_size: int, num_images: i
                     sizes.extend(tuple(x["image"].shape[-2:]) for x in batch)
                     yield batch
 
-            # detectron2's own loader timing (its DataLoaderBenchmark only logs its figures);
-            # the warm-up covers worker start-up and what the workers prefetched meanwhile
+            # detectron2's own loader timing (its DataLoaderBenchmark only logs its figures)
             warmup = warmup_batches + 2 * workers
             seconds_per_batch, times = iter_benchmark(batches_seen(iterator), batches,
                                                       warmup=warmup)

@@ -16,6 +16,7 @@ from typing import Callable, Dict, List
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 __all__ = ["dtype_census"]
 
@@ -25,11 +26,7 @@ _SHORT = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16",
 
 
 def _floating_tensors(values):
-    for v in values:
-        if isinstance(v, torch.Tensor) and v.is_floating_point():
-            yield v
-        elif isinstance(v, (list, tuple)):
-            yield from _floating_tensors(v)
+    return [v for v in tree_leaves(values) if isinstance(v, torch.Tensor) and v.is_floating_point()]
 
 
 class _Census(TorchDispatchMode):
@@ -42,7 +39,7 @@ class _Census(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func._schema.name.split("::")[-1]
-        inputs = list(_floating_tensors(args))
+        inputs = _floating_tensors(args)
         if name == "_to_copy" and inputs and isinstance(out, torch.Tensor):
             src, dst = inputs[0].dtype, out.dtype
             if src != dst and out.is_floating_point():
@@ -52,7 +49,7 @@ class _Census(TorchDispatchMode):
             # that take float32 affine parameters with low-precision data and write low
             # precision, like batch_norm, are not counted: they copy nothing)
             low = [t for t in inputs if t.dtype in _LOW and t.dim() > 0]
-            outs = list(_floating_tensors([out]))
+            outs = _floating_tensors(out)
             if low and outs and outs[0].dtype == torch.float32 and \
                     any(t.dtype == torch.float32 for t in inputs):
                 self._add("promote", name, low[0].dtype, torch.float32,

@@ -91,9 +91,8 @@ def _reset_peak_rss() -> bool:
 class _CpuMeter:
     def __init__(self):
         _release_free_memory()
-        self.base = _status_kib("VmRSS") * 1024
+        self.start = _status_kib("VmRSS") * 1024
         self.method = "cpu: VmHWM - VmRSS (peak reset via /proc/self/clear_refs)"
-        self.start = self.base
 
     def mark(self, from_here: bool) -> None:
         _release_free_memory()
@@ -112,7 +111,7 @@ class _CudaMeter:
     def __init__(self, device):
         self.device = device
         torch.cuda.synchronize(device)
-        self.base = self.start = torch.cuda.memory_allocated(device)
+        self.start = torch.cuda.memory_allocated(device)
         self.method = "cuda: torch.cuda.max_memory_allocated"
 
     def mark(self, from_here: bool) -> None:
@@ -144,10 +143,8 @@ def measure_phase(spec: MemoryPhase) -> Dict[str, object]:
             run = TeacherDistillForward(model, raw_images(model, batch),
                                         sample_rois(model, batch, spec.precision))
         else:
-            if spec.phase == "student_step":
-                model = build_student(spec.cfg, spec.files)
-            else:
-                model = build_distiller(spec.cfg, spec.losses, spec.files)
+            model = (build_student(spec.cfg, spec.files) if spec.phase == "student_step"
+                     else build_distiller(spec.cfg, spec.losses, spec.files))
             run = TrainStep(model, build_train_optimizer(spec.cfg, model), batch, spec.precision)
         meter.mark(from_here=spec.phase == "teacher_distill_forward")
         for _ in range(spec.iters):
@@ -156,8 +153,7 @@ def measure_phase(spec: MemoryPhase) -> Dict[str, object]:
     return {"peak_bytes": int(peak), "method": meter.method, "iters": spec.iters}
 
 
-def measure_phase_in_fresh_process(spec: MemoryPhase, timeout: float = 3600.0
-                                   ) -> Dict[str, object]:
+def measure_phase_in_fresh_process(spec: MemoryPhase) -> Dict[str, object]:
     """:func:`measure_phase` in a new Python process (``python -m nd_det.benchmark.memory``)."""
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ)
@@ -169,7 +165,7 @@ def measure_phase_in_fresh_process(spec: MemoryPhase, timeout: float = 3600.0
             pickle.dump(spec, f)
         proc = subprocess.run(
             [sys.executable, "-m", "nd_det.benchmark.memory", spec_path, out_path],
-            env=env, capture_output=True, text=True, timeout=timeout,
+            env=env, capture_output=True, text=True, timeout=3600.0,
         )
         if proc.returncode != 0 or not os.path.isfile(out_path):
             raise RuntimeError(

@@ -34,7 +34,6 @@ __all__ = [
     "build_distiller",
     "build_train_optimizer",
     "parameter_bytes",
-    "loss_set_name",
     "loss_sets_by_name",
 ]
 
@@ -101,13 +100,12 @@ class BenchmarkFiles:
     class_means: str
 
 
-def prepare_weight_files(cfg: CfgNode, work_dir: str, student_images, teacher_images,
+def prepare_weight_files(cfg: CfgNode, work_dir: str, batch: List[Dict],
                          seed: int = 0) -> BenchmarkFiles:
-    """Build the random student and teacher, calibrate their FrozenBatchNorm layers on the
-    preprocessed benchmark images (``student_images(model)`` / ``teacher_images(model)`` return
-    the ImageList tensor for a model), and write teacher, student and class-means files into
-    ``work_dir``.  ``cfg`` is updated in place to point at the teacher weights and the class
-    means."""
+    """Build the random student and teacher, calibrate their FrozenBatchNorm layers on
+    ``batch`` as each model preprocesses it, and write teacher, student and class-means files
+    into ``work_dir``.  ``cfg`` is updated in place to point at the teacher weights and the
+    class means."""
     os.makedirs(work_dir, exist_ok=True)
     files = BenchmarkFiles(
         teacher_weights=os.path.join(work_dir, TEACHER_FILE),
@@ -117,7 +115,7 @@ def prepare_weight_files(cfg: CfgNode, work_dir: str, student_images, teacher_im
     torch.manual_seed(seed)
     frozen = FrozenTeacher(cfg, load_weights=False)  # random weights, saved as the teacher file
     teacher = frozen.model
-    calibrate_frozen_batchnorm(teacher, lambda: teacher.backbone(teacher_images(teacher)))
+    calibrate_frozen_batchnorm(teacher, lambda: _backbone_on(teacher, batch))
     DetectionCheckpointer(teacher, save_dir=work_dir).save(os.path.splitext(TEACHER_FILE)[0])
     num_rows = cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1
     dim = frozen.embedding_dim
@@ -125,7 +123,7 @@ def prepare_weight_files(cfg: CfgNode, work_dir: str, student_images, teacher_im
 
     torch.manual_seed(seed + 1)
     student = build_model(plain_student_cfg(cfg)).eval()
-    calibrate_frozen_batchnorm(student, lambda: student.backbone(student_images(student)))
+    calibrate_frozen_batchnorm(student, lambda: _backbone_on(student, batch))
     torch.save(student.state_dict(), files.student_weights)
     del student
 
@@ -138,7 +136,13 @@ def prepare_weight_files(cfg: CfgNode, work_dir: str, student_images, teacher_im
     return files
 
 
-def _load_student_weights(model: torch.nn.Module, path: str) -> None:
+def _backbone_on(model: torch.nn.Module, batch: List[Dict]):
+    return model.backbone(model.preprocess_image(batch).tensor)
+
+
+def _with_student_weights(model: torch.nn.Module, files: BenchmarkFiles) -> torch.nn.Module:
+    """``model`` in training mode, with the shared random student weights."""
+    path = files.student_weights
     state = torch.load(path, map_location="cpu", weights_only=True)
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not is_distill_module_key(k)]
@@ -147,13 +151,12 @@ def _load_student_weights(model: torch.nn.Module, path: str) -> None:
             f"{path} does not fit the student (missing {missing[:5]}, unexpected "
             f"{result.unexpected_keys[:5]}); it was written for another config"
         )
+    return model.train()
 
 
 def build_student(cfg: CfgNode, files: BenchmarkFiles) -> torch.nn.Module:
     """The plain GeneralizedRCNN student (what training without distillation runs)."""
-    model = build_model(plain_student_cfg(cfg))
-    _load_student_weights(model, files.student_weights)
-    return model.train()
+    return _with_student_weights(build_model(plain_student_cfg(cfg)), files)
 
 
 def build_distiller(cfg: CfgNode, losses: Sequence[str], files: BenchmarkFiles) -> torch.nn.Module:
@@ -164,14 +167,11 @@ def build_distiller(cfg: CfgNode, losses: Sequence[str], files: BenchmarkFiles) 
     run_cfg.MODEL.DISTILL.LOSSES = list(losses)
     run_cfg.freeze()
     torch.manual_seed(0)  # the same ABF initialisation in every process
-    model = build_model(run_cfg)
-    _load_student_weights(model, files.student_weights)
-    return model.train()
+    return _with_student_weights(build_model(run_cfg), files)
 
 
-def build_train_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """detectron2's training optimizer (SGD, momentum, weight decay, param groups)."""
-    return build_optimizer(cfg, model)
+# detectron2's training optimizer (SGD, momentum, weight decay, param groups)
+build_train_optimizer = build_optimizer
 
 
 def parameter_bytes(model: torch.nn.Module) -> int:
@@ -180,13 +180,9 @@ def parameter_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def loss_set_name(losses: Sequence[str]) -> str:
-    return "+".join(losses)
-
-
 def loss_sets_by_name(texts: Sequence[str]) -> Dict[str, List[str]]:
     out: Dict[str, List[str]] = {}
     for text in texts:
         names = parse_loss_set(text)
-        out[loss_set_name(names)] = names
+        out["+".join(names)] = names
     return out

@@ -18,8 +18,7 @@ __all__ = ["nd_loss_per_roi_loop", "nd_benchmark_inputs", "compare_nd_implementa
 
 
 def nd_loss_per_roi_loop(student: torch.Tensor, teacher: torch.Tensor,
-                         labels: Sequence[int], class_means: List[List[float]],
-                         weight: float = 1.0) -> torch.Tensor:
+                         labels: Sequence[int], class_means: List[List[float]]) -> torch.Tensor:
     """Reference-style ND: one RoI at a time, each class centre made from a Python list and
     copied to the device."""
     device = student.device
@@ -29,7 +28,7 @@ def nd_loss_per_roi_loop(student: torch.Tensor, teacher: torch.Tensor,
         direction = centre / centre.norm()
         s, t = student[i], teacher[i]
         terms.append(1.0 - (s * direction).sum() / torch.max(s.norm(), t.norm()))
-    return weight * torch.stack(terms).mean()
+    return torch.stack(terms).mean()
 
 
 def nd_benchmark_inputs(rois: int, dim: int, num_classes: int, device: torch.device,

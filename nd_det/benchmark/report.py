@@ -1,14 +1,7 @@
-"""Benchmark results: the JSON file and a markdown summary of it."""
-from typing import Dict, List
+"""Benchmark results: a markdown summary of the JSON file's content."""
+from typing import Dict, List, Sequence
 
-from ..utils.atomic_file import atomic_write_json, atomic_write_text
-
-__all__ = ["write_json", "markdown_summary", "write_markdown"]
-
-
-def write_json(path: str, result: Dict) -> None:
-    """Write ``result`` to ``path`` atomically."""
-    atomic_write_json(result, path, sort_keys=False)
+__all__ = ["markdown_summary"]
 
 
 def _fmt(x, digits=1):
@@ -27,6 +20,12 @@ def _mib(n):
     return None if n is None else n / 2**20
 
 
+def _table(header: Sequence[str], rows) -> List[str]:
+    """A blank line, then a markdown table: the header, its separator, one line per row."""
+    return ["", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + [
+        "| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
 def markdown_summary(result: Dict) -> str:
     s = result["settings"]
     m = result["machine"]
@@ -43,21 +42,15 @@ def markdown_summary(result: Dict) -> str:
             f"Student parameters: {_millions(params['total'])} M ({_millions(params['trainable'])}"
             f" M trainable); backbone with FPN {_millions(params['backbone'])} M, bottom-up "
             f"{_millions(params['bottom_up'])} M.")
-    lines += [
-        "",
-        "| step | median ms | min ms | max ms | CPU-time median ms | images/s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, t in result["timings"].items():
-        ips = result["images_per_s"].get(name)
-        lines.append(f"| {name} | {_fmt(t['median_ms'])} | {_fmt(t['min_ms'])} | "
-                     f"{_fmt(t['max_ms'])} | {_fmt(t['cpu_median_ms'])} | {_fmt(ips, 2)} |")
-    lines += ["", "| loss set | distill step ms | baseline | baseline ms | ratio | "
-              "CPU-time ratio |", "|---|---|---|---|---|---|"]
-    for name, r in result["ratios"].items():
-        lines.append(f"| {name} | {_fmt(r['distill_ms'])} | {r['baseline']} | "
-                     f"{_fmt(r['baseline_ms'])} | {_fmt(r['ratio'], 3)} | "
-                     f"{_fmt(r['cpu_ratio'], 3)} |")
+    lines += _table(
+        ["step", "median ms", "min ms", "max ms", "CPU-time median ms", "images/s"],
+        [(name, _fmt(t["median_ms"]), _fmt(t["min_ms"]), _fmt(t["max_ms"]),
+          _fmt(t["cpu_median_ms"]), _fmt(result["images_per_s"].get(name), 2))
+         for name, t in result["timings"].items()])
+    lines += _table(
+        ["loss set", "distill step ms", "baseline", "baseline ms", "ratio", "CPU-time ratio"],
+        [(name, _fmt(r["distill_ms"]), r["baseline"], _fmt(r["baseline_ms"]),
+          _fmt(r["ratio"], 3), _fmt(r["cpu_ratio"], 3)) for name, r in result["ratios"].items()])
     abf = result.get("reviewkd_abf_hcl")
     if abf:
         lines += ["", f"ABF/HCL alone (forward + backward): {_fmt(abf['median_ms'])} ms = "
@@ -73,30 +66,22 @@ def markdown_summary(result: Dict) -> str:
     ]
     mem = result.get("memory")
     if mem:
-        lines += ["", f"Peak memory ({mem['method']}), MiB:", "",
-                  "| loss set | distill step peak | student step peak | teacher weights | "
-                  "teacher forward activations | ratio |", "|---|---|---|---|---|---|"]
-        for name, r in mem["ratios"].items():
-            lines.append(
-                f"| {name} | {_fmt(_mib(mem['distill_step_peak_bytes'][name]))} | "
-                f"{_fmt(_mib(mem['student_step_peak_bytes']))} | "
-                f"{_fmt(_mib(mem['teacher_weight_bytes']))} | "
-                f"{_fmt(_mib(mem['teacher_forward_activation_bytes']))} | {_fmt(r, 3)} |")
+        shared = [_fmt(_mib(mem[k])) for k in ("student_step_peak_bytes", "teacher_weight_bytes",
+                                               "teacher_forward_activation_bytes")]
+        lines += ["", f"Peak memory ({mem['method']}), MiB:"] + _table(
+            ["loss set", "distill step peak", "student step peak", "teacher weights",
+             "teacher forward activations", "ratio"],
+            [(name, _fmt(_mib(mem["distill_step_peak_bytes"][name])), *shared, _fmt(r, 3))
+             for name, r in mem["ratios"].items()])
     loaders = result.get("dataloader") or []
     if loaders:
-        lines += ["", "| data loader workers | images/s | source size | median output size |",
-                  "|---|---|---|---|"]
-        for r in loaders:
-            lines.append(f"| {r['workers']} | {_fmt(r['images_per_s'])} | "
-                         f"{r['source_image_size'][0]}x{r['source_image_size'][1]} | "
-                         f"{r['median_output_size'][0]}x{r['median_output_size'][1]} |")
+        lines += _table(
+            ["data loader workers", "images/s", "source size", "median output size"],
+            [(r["workers"], _fmt(r["images_per_s"]), "x".join(map(str, r["source_image_size"])),
+              "x".join(map(str, r["median_output_size"]))) for r in loaders])
     syncs = result.get("loss_path_sync_ops") or {}
     if syncs:
         lines += ["", "Host-device sync ops in the loss path: " + "; ".join(
             f"{k}: {len(v)}" + (f" ({', '.join(sorted({e['op'] for e in v}))})" if v else "")
             for k, v in syncs.items())]
     return "\n".join(lines) + "\n"
-
-
-def write_markdown(path: str, result: Dict) -> None:
-    atomic_write_text(markdown_summary(result), path)

@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import tempfile
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -21,9 +22,9 @@ from .models import (BenchmarkError, build_benchmark_cfg, build_distiller, build
                      build_train_optimizer, loss_sets_by_name, parameter_bytes,
                      prepare_weight_files)
 from .nd_reference import NDForwardBackward, compare_nd_implementations, nd_benchmark_inputs
-from .steps import (PRECISIONS, ReviewKDAlone, TeacherBackbone, TeacherDistillForward,
-                    TeacherInference, TrainStep, distill_inputs, precision_context, raw_images,
-                    sample_rois, teacher_image_list, with_student_grad)
+from .steps import (PRECISIONS, TeacherDistillForward, TrainStep, distill_inputs,
+                    precision_context, raw_images, reviewkd_alone, sample_rois, teacher_backbone,
+                    teacher_image_list, teacher_inference, with_student_grad)
 from .sync_ops import find_sync_ops
 from .synthetic import MIN_IMAGE_SIDE, synthetic_batch, without_annotations
 from .timing import device_synchronizer, interleaved_samples, summarize_seconds
@@ -98,19 +99,16 @@ def _machine(device: torch.device) -> Dict[str, object]:
     import detectron2
     from detectron2.utils.collect_env import collect_env_info
 
-    name = platform.processor() or platform.machine()
+    cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name"))
+            cpu = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    cpu_name = name
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
     return {
-        "device_name": name,
-        "cpu": cpu_name,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
+        "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
@@ -125,17 +123,16 @@ def _machine(device: torch.device) -> Dict[str, object]:
 
 
 def _round_progress(what: str):
-    """A progress line after every timing round, with the ETA of the rounds left."""
-    clock = {}
+    """A progress line after every timing round, with the ETA of the rounds left; made right
+    before the first round, so that round's time counts too."""
+    clock = ProgressClock(0, skip=0)
+    clock.start()
 
     def report(done: int, total: int) -> None:
-        if "clock" not in clock:
-            clock["clock"] = ProgressClock(total, skip=0)
-            clock["clock"].start()
-        clock["clock"].step()
-        eta = clock["clock"].eta_seconds()
+        clock.total = total
+        clock.step()
         logger.info("[%s] timing round %d/%d done, ETA %s", what, done, total,
-                    format_duration(eta or 0))
+                    format_duration(clock.eta_seconds() or 0))
 
     return report
 
@@ -161,10 +158,6 @@ def student_parameter_counts(model: torch.nn.Module) -> Dict[str, int]:
             "backbone": count(backbone), "bottom_up": count(bottom_up)}
 
 
-def _finite(losses: Dict[str, torch.Tensor]) -> bool:
-    return all(math.isfinite(float(v)) for v in losses.values())
-
-
 def run_benchmark(s: BenchmarkSettings) -> Dict[str, object]:
     device = _check_settings(s)
     if s.threads:
@@ -185,12 +178,7 @@ def run_benchmark(s: BenchmarkSettings) -> Dict[str, object]:
                          loss_sets=loss_sets),
     }
     with tempfile.TemporaryDirectory(prefix="nd_det_benchmark_") as work_dir:
-        files = prepare_weight_files(
-            cfg, work_dir,
-            student_images=lambda m: m.preprocess_image(batch).tensor,
-            teacher_images=lambda m: m.preprocess_image(batch).tensor,
-            seed=s.seed,
-        )
+        files = prepare_weight_files(cfg, work_dir, batch, seed=s.seed)
         with EventStorage(0):
             result.update(_time_steps(s, cfg, files, batch, loss_sets, device))
         gc.collect()  # the timed models are gone: free their memory before the phases run
@@ -221,21 +209,19 @@ def _time_steps(s, cfg, files, batch, loss_sets, device) -> Dict[str, object]:
     variants = {
         "student_step": TrainStep(student, build_train_optimizer(cfg, student), batch,
                                   s.precision),
-        "teacher_backbone": TeacherBackbone(first, teacher_image_list(first, raw)),
-        "teacher_inference": TeacherInference(first, without_annotations(batch)),
+        "teacher_backbone": teacher_backbone(first, teacher_image_list(first, raw)),
+        "teacher_inference": teacher_inference(first, without_annotations(batch)),
     }
-    teacher_variant_of = {}
-    for name, model in distillers.items():
-        key = _teacher_variant(model)
-        teacher_variant_of[name] = key
+    teacher_variant_of = {name: _teacher_variant(model) for name, model in distillers.items()}
+    for name, key in teacher_variant_of.items():
         if key not in variants:
-            variants[key] = TeacherDistillForward(model, raw, sampled)
+            variants[key] = TeacherDistillForward(distillers[name], raw, sampled)
     reviewkd_owner = next((n for n, l in loss_sets.items() if "reviewkd" in l), None)
     if reviewkd_owner is not None:
         model = distillers[reviewkd_owner]
         term = next(t for t in model.distill_losses if t.name == "reviewkd")
         inputs = distill_inputs(model, batch, s.precision, sampled)
-        variants["reviewkd_abf_hcl"] = ReviewKDAlone(term, inputs, s.precision)
+        variants["reviewkd_abf_hcl"] = reviewkd_alone(term, inputs, s.precision)
     for name, model in distillers.items():
         variants["distill_step:" + name] = TrainStep(
             model, build_train_optimizer(cfg, model), batch, s.precision)
@@ -244,10 +230,9 @@ def _time_steps(s, cfg, files, batch, loss_sets, device) -> Dict[str, object]:
                 s.iters)
     samples = interleaved_samples(variants, s.iters, s.warmup, device_synchronizer(device),
                                   progress=_round_progress("steps"))
-    timings = {}
-    for name in variants:
-        timings[name] = summarize_seconds(samples["wall"][name])
-        timings[name]["cpu_median_ms"] = summarize_seconds(samples["cpu"][name])["median_ms"]
+    timings = {name: dict(summarize_seconds(samples["wall"][name]),
+                          cpu_median_ms=summarize_seconds(samples["cpu"][name])["median_ms"])
+               for name in variants}
     median = {name: t["median_ms"] for name, t in timings.items()}
     cpu_median = {name: t["cpu_median_ms"] for name, t in timings.items()}
     steps = {n: v for n, v in variants.items() if isinstance(v, TrainStep)}
@@ -256,7 +241,8 @@ def _time_steps(s, cfg, files, batch, loss_sets, device) -> Dict[str, object]:
         "rois_per_step": rois,
         "timings": timings,
         "images_per_s": {n: s.batch_size * 1000.0 / median[n] for n in steps},
-        "losses_finite": {n: _finite(v.last_losses) for n, v in steps.items()},
+        "losses_finite": {n: all(math.isfinite(float(x)) for x in v.last_losses.values())
+                          for n, v in steps.items()},
         "last_losses": {n: {k: float(x) for k, x in v.last_losses.items()}
                         for n, v in steps.items()},
     }
@@ -289,10 +275,9 @@ def _time_steps(s, cfg, files, batch, loss_sets, device) -> Dict[str, object]:
         model = distillers[name]
         step = variants["distill_step:" + name]
         rows = dtype_census(step, {"student": model, "teacher": model.teacher})
-        totals: Dict[str, int] = {}
+        totals: Dict[str, int] = defaultdict(int)
         for row in rows:
-            key = f"{row['kind']} {row['from']}->{row['to']}"
-            totals[key] = totals.get(key, 0) + row["elements"]
+            totals[f"{row['kind']} {row['from']}->{row['to']}"] += row["elements"]
         out["dtype_census"] = {"loss_set": name, "elements_by_kind": totals,
                                "rows": rows[:CENSUS_ROWS]}
     out["teacher_weight_bytes"] = parameter_bytes(first.teacher)

@@ -1,18 +1,13 @@
 """What the benchmark times: each a zero-argument callable doing one unit of work.
 
-- :class:`TrainStep`: one training step of a detectron2 model (forward under the run's
-  precision, ``zero_grad``, backward, optimizer step), as detectron2's trainers run it;
-- :class:`TeacherBackbone`, :class:`TeacherInference`: the teacher alone under ``no_grad``;
-- :class:`TeacherDistillForward`: the teacher's share of a DistillRCNN step (its preprocessing,
-  backbone and box head on the student's sampled RoIs), through the FrozenTeacher's own methods;
-- :class:`ReviewKDAlone`: the ReviewKD term (ABF fusion + HCL) forward and backward alone.
-
 Precision: ``bf16`` runs the forward under ``torch.autocast(device, bfloat16)`` like detectron2's
 AMP trainer (no loss scaling: bfloat16 has float32's range); the teacher follows
 ``MODEL.DISTILL.TEACHER_AUTOCAST``; the loss core computes in float32.
 """
 import contextlib
-from typing import Dict, List, Optional
+import dataclasses
+import functools
+from typing import Callable, Dict, List, Optional
 
 import torch
 from detectron2.structures import ImageList, Instances
@@ -24,10 +19,10 @@ from ..modeling.distill_terms import DistillInputs
 __all__ = [
     "precision_context",
     "TrainStep",
-    "TeacherBackbone",
-    "TeacherInference",
+    "teacher_backbone",
+    "teacher_inference",
     "TeacherDistillForward",
-    "ReviewKDAlone",
+    "reviewkd_alone",
     "raw_images",
     "teacher_image_list",
     "sample_rois",
@@ -46,7 +41,9 @@ def precision_context(device: torch.device, precision: str):
 
 
 class TrainStep:
-    """One training step of ``model`` on ``batch``; the last losses (detached) are kept."""
+    """One training step of ``model`` on ``batch`` (forward under the run's precision,
+    ``zero_grad``, backward, optimizer step), as detectron2's trainers run it; the last losses
+    (detached) are kept."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: List[Dict],
                  precision: str):
@@ -87,27 +84,21 @@ def sample_rois(model: nn.Module, batch: List[Dict], precision: str) -> List[Ins
         return model.roi_heads.label_and_sample_proposals(proposals, gt)
 
 
-class TeacherBackbone:
+def teacher_backbone(distiller: nn.Module, images: ImageList) -> Callable[[], object]:
     """The teacher's backbone (FPN levels) under ``no_grad`` on its preprocessed images."""
-
-    def __init__(self, distiller: nn.Module, images: ImageList):
-        self.distiller, self.images = distiller, images
-
-    def __call__(self) -> None:
-        self.distiller.frozen_teacher.features(self.images)
+    return functools.partial(distiller.frozen_teacher.features, images)
 
 
-class TeacherInference:
+def teacher_inference(distiller: nn.Module, inputs: List[Dict]) -> Callable[[], None]:
     """The full teacher (preprocessing, backbone, RPN, box head, NMS) in eval mode."""
-
-    def __init__(self, distiller: nn.Module, inputs: List[Dict]):
-        self.distiller, self.inputs = distiller, inputs
+    teacher = distiller.frozen_teacher
 
     @torch.no_grad()
-    def __call__(self) -> None:
-        teacher = self.distiller.frozen_teacher
+    def run() -> None:
         with teacher.precision():
-            teacher.model(self.inputs)
+            teacher.model(inputs)
+
+    return run
 
 
 class TeacherDistillForward:
@@ -144,32 +135,27 @@ def with_student_grad(inputs: DistillInputs) -> DistillInputs:
     def leaf(x):
         return None if x is None else x.detach().clone().requires_grad_(True)
 
-    return DistillInputs(
-        labels=inputs.labels,
+    return dataclasses.replace(
+        inputs,
         student_embeddings=leaf(inputs.student_embeddings),
         student_logits=leaf(inputs.student_logits),
         student_features={k: leaf(v) for k, v in inputs.student_features.items()},
-        teacher_features=inputs.teacher_features,
-        teacher_embeddings=inputs.teacher_embeddings,
-        teacher_logits=inputs.teacher_logits,
     )
 
 
-class ReviewKDAlone:
+def reviewkd_alone(term: nn.Module, inputs: DistillInputs, precision: str) -> Callable[[], None]:
     """The ReviewKD term alone: ABF fusion of the student's FPN levels + HCL against the
     teacher's, forward and backward (gradients into the ABF weights and into the student
     features, as in the full step), under the run's precision."""
+    inputs = with_student_grad(inputs)
+    device = next(iter(inputs.teacher_features.values())).device
 
-    def __init__(self, term: nn.Module, inputs: DistillInputs, precision: str):
-        self.term, self.precision = term, precision
-        self.inputs = with_student_grad(inputs)
-        self.device = next(iter(inputs.teacher_features.values())).device
-
-    def __call__(self) -> None:
-        for p in self.term.parameters():
-            p.grad = None
-        for f in self.inputs.student_features.values():
+    def run() -> None:
+        term.zero_grad(set_to_none=True)
+        for f in inputs.student_features.values():
             f.grad = None
-        with precision_context(self.device, self.precision):
-            loss = self.term(self.inputs)
+        with precision_context(device, precision):
+            loss = term(inputs)
         loss.backward()
+
+    return run

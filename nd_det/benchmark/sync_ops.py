@@ -2,20 +2,15 @@
 in a piece of code (e.g. the distillation loss path: every term's forward and the backward).
 
 A ``TorchDispatchMode`` sees every ATen operation after autograd and autocast, on any device,
-so the check runs on CPU too.  Flagged:
-
-- ``_local_scalar_dense``: ``.item()``, ``float(t)``, ``bool(t)``, ``if t:`` (copies a value
-  to the host and waits for the device);
-- ``nonzero``, ``masked_select``, ``unique`` variants, indexing with a boolean mask (their
-  output size depends on the data, so the host must wait for it);
-- ``lift_fresh``: ``torch.tensor(python_data)``, a tensor made from Python values (on a GPU
-  run, followed by a host-to-device copy);
-- copies between CPU and another device.
+so the check runs on CPU too.  Flagged: the ops of :data:`SYNC_OPS` (each with the reason),
+indexing with a boolean mask (a data-dependent output size) and copies between CPU and another
+device.
 """
 from typing import Callable, Dict, List
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 __all__ = ["SYNC_OPS", "find_sync_ops"]
 
@@ -38,11 +33,7 @@ _INDEX_OPS = ("index", "index_put", "index_put_", "_index_put_impl_")
 
 
 def _tensors(values):
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            yield v
-        elif isinstance(v, (list, tuple)):
-            yield from _tensors(v)
+    return [v for v in tree_leaves(values) if isinstance(v, torch.Tensor)]
 
 
 class _SyncOpRecorder(TorchDispatchMode):

@@ -63,25 +63,20 @@ def calibrate_frozen_batchnorm(module: nn.Module, run_forward) -> int:
     0, so its output is normalised.  Layers are set in forward order, each before it runs, so a
     layer sees inputs that the layers before it already normalise.  Returns how many layers
     were set."""
-    handles = []
-    calibrated: List[str] = []
+    calibrated: List[FrozenBatchNorm2d] = []
 
-    def set_from_input(name):
-        def hook(layer: FrozenBatchNorm2d, args):
-            x = args[0].detach().float()
-            layer.running_mean.copy_(x.mean(dim=(0, 2, 3)))
-            # running_var + eps must equal the input variance for a unit-variance output
-            var = x.var(dim=(0, 2, 3), unbiased=False)
-            layer.running_var.copy_((var - layer.eps).clamp_min(0.0))
-            layer.weight.fill_(1.0)
-            layer.bias.fill_(0.0)
-            calibrated.append(name)
+    def set_from_input(layer: FrozenBatchNorm2d, args):
+        x = args[0].detach().float()
+        layer.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        # running_var + eps must equal the input variance for a unit-variance output
+        var = x.var(dim=(0, 2, 3), unbiased=False)
+        layer.running_var.copy_((var - layer.eps).clamp_min(0.0))
+        layer.weight.fill_(1.0)
+        layer.bias.fill_(0.0)
+        calibrated.append(layer)
 
-        return hook
-
-    for name, layer in module.named_modules():
-        if isinstance(layer, FrozenBatchNorm2d):
-            handles.append(layer.register_forward_pre_hook(set_from_input(name)))
+    handles = [layer.register_forward_pre_hook(set_from_input) for layer in module.modules()
+               if isinstance(layer, FrozenBatchNorm2d)]
     try:
         run_forward()
     finally:
