@@ -254,7 +254,7 @@ def test_teacher_starts_from_the_offline_imagenet_file_as_published(tmp_path):
     MobileNetV2 and the check confirms every backbone tensor came from it."""
     from detectron2.modeling import build_model
 
-    from nd_det.demo.backbone_init import check_backbone_loaded, with_backbone_init
+    from nd_det.demo.configs import check_backbone_loaded, with_backbone_init
     from nd_det.demo.configs import describe_backbone
     from nd_det.engine.checkpoint import AtomicCheckpointer
     from nd_det.modeling.torchvision_weights import find_offline_mobilenet_v2_weights
@@ -278,7 +278,7 @@ def test_teacher_starts_from_the_offline_imagenet_file_as_published(tmp_path):
 def test_backbone_init_check_catches_weights_that_did_not_land(tmp_path):
     import torchvision
 
-    from nd_det.demo.backbone_init import check_backbone_loaded
+    from nd_det.demo.configs import check_backbone_loaded
     from nd_det.modeling.backbone import TORCHVISION_DEFAULT_STAGES, TorchvisionBottomUp
     from nd_det.modeling.torchvision_weights import (TorchvisionWeightsCheckpointer,
                                                      TorchvisionWeightsError)

@@ -9,10 +9,9 @@ from typing import Dict
 from ..classification import run_training
 from ..classification.cli import extract_class_means_main
 from ..classification.config import DEFAULTS, check_values, merge_config
-from .plan import Method, Sizes
+from .plan import Method, Sizes, run_folder, teacher_paths
 
-__all__ = ["TEACHER_MODEL", "STUDENT_MODEL", "run_config", "teacher_paths", "teacher_job",
-           "student_job"]
+__all__ = ["TEACHER_MODEL", "STUDENT_MODEL", "run_config", "teacher_job", "student_job"]
 
 TEACHER_MODEL = "resnet20"
 STUDENT_MODEL = "resnet8"
@@ -38,40 +37,30 @@ def run_config(model: str, output_dir: str, sizes: Sizes, seed: int, distill=Non
     return cfg
 
 
-def teacher_paths(root: str) -> Dict[str, str]:
-    folder = os.path.join(root, "classification", "teacher")
-    return {"folder": folder, "weights": os.path.join(folder, "model_final.pth"),
-            "config": os.path.join(folder, "config.yaml"),
-            "class_means": os.path.join(folder, "class_means.pth")}
-
-
-def _top1(result) -> float:
+def _trained_top1(model: str, folder: str, sizes: Sizes, seed: int, distill=None) -> float:
+    """Train with the ablation's recipe (its log lines discarded); the final test top-1."""
+    with open(os.devnull, "w") as quiet:
+        result = run_training(run_config(model, folder, sizes, seed, distill), stream=quiet)
     return float(result.last_eval["top1"])
 
 
 def teacher_job(root: str, sizes: Sizes, seed: int = 0) -> Dict:
     """Train the teacher, then its class means over the same training subset."""
-    paths = teacher_paths(root)
-    with open(os.devnull, "w") as quiet:
-        result = run_training(run_config(TEACHER_MODEL, paths["folder"], sizes, seed),
-                              stream=quiet)
-        extract_class_means_main(["--config", paths["config"], "--weights", paths["weights"],
-                                  "--output", paths["class_means"]])
-    return {"metrics": {"top1": _top1(result)}}
+    paths = teacher_paths(root, "classification")
+    top1 = _trained_top1(TEACHER_MODEL, paths["folder"], sizes, seed)
+    extract_class_means_main(["--config", paths["config"], "--weights", paths["weights"],
+                              "--output", paths["class_means"]])
+    return {"metrics": {"top1": top1}}
 
 
 def student_job(root: str, method: Method, seed: int, sizes: Sizes) -> Dict:
     """Train ResNet-8 with ``method`` and ``seed``; its test top-1."""
-    paths = teacher_paths(root)
+    paths = teacher_paths(root, "classification")
     distill = {"losses": dict(method.terms)}
     if not method.is_baseline:
         distill.update(teacher={"name": TEACHER_MODEL, "weights": paths["weights"],
                                 "config": paths["config"]},
                        class_means=paths["class_means"],
                        warm_up_epochs=sizes.cls_warm_up_epochs)
-    slug = method.name.lower().replace("++", "pp").replace(" ", "_")
-    folder = os.path.join(root, "classification", "runs", f"{slug}-seed{seed}")
-    with open(os.devnull, "w") as quiet:
-        result = run_training(run_config(STUDENT_MODEL, folder, sizes, seed, distill),
-                              stream=quiet)
-    return {"metrics": {"top1": _top1(result)}}
+    folder = run_folder(root, "classification", method, seed)
+    return {"metrics": {"top1": _trained_top1(STUDENT_MODEL, folder, sizes, seed, distill)}}

@@ -11,18 +11,15 @@ from detectron2.modeling import build_model
 from ..class_means_extraction import extract_class_means
 from ..demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, student_cfg,
                             teacher_cfg, without_demo_keys)
-from ..demo.backbone_init import with_backbone_init
 from ..demo.evaluation import box_metrics, count_parameters
-from ..demo.jobs import train_detector
+from ..demo.trainer import train_detector
 from ..demo.progress import DemoClock, Stage
 from ..demo.run_log import log_to_file
 from ..modeling import FrozenTeacher, load_student_checkpoint, plain_student_cfg
-from .plan import Method, Sizes
+from .plan import Method, Sizes, run_folder, teacher_paths
 from .splits import register_splits
 
 __all__ = ["teacher_job", "student_job", "input_opts"]
-
-logger = logging.getLogger(__name__)
 
 
 def input_opts(sizes: Sizes) -> List[str]:
@@ -34,60 +31,38 @@ def input_opts(sizes: Sizes) -> List[str]:
             "INPUT.MIN_SIZE_TEST", s, "INPUT.MAX_SIZE_TEST", s]
 
 
-def _on_splits(cfg, train: str, val: str):
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (train,), (val,)
-    cfg.freeze()
-    return cfg
-
-
 def _quiet_clock(stage: str, iters: int) -> DemoClock:
     return DemoClock([Stage(stage, iters, 1.0)],
                      emit=lambda line: logging.getLogger("nd_det.ablation").info(line.strip()))
 
 
-def teacher_paths(root: str) -> Dict[str, str]:
-    folder = os.path.join(root, "detection", "teacher")
-    return {"folder": folder, "config": os.path.join(folder, "config.yaml"),
-            "weights": os.path.join(folder, "model_final.pth"),
-            "class_means": os.path.join(folder, "class_means.pth")}
-
-
-def teacher_job(root: str, sizes: Sizes, seed: int = 0, dataset_root: Optional[str] = None,
-                teacher_config: str = DEFAULT_TEACHER_CONFIG) -> Dict:
+def teacher_job(root: str, sizes: Sizes, seed: int = 0, dataset_root: Optional[str] = None) -> Dict:
     """Train the teacher, extract its class means (the default, reference protocol, every
     training image), evaluate it; returns its metrics."""
     import nd_det.modeling  # noqa: F401  (registers DistillRCNN and the backbones here)
 
-    paths = teacher_paths(root)
+    paths = teacher_paths(root, "detection")
     os.makedirs(paths["folder"], exist_ok=True)
     with log_to_file(os.path.join(paths["folder"], "log.txt")):
-        train, val = register_splits(os.path.join(root, "detection"), dataset_root)
-        cfg = teacher_cfg(teacher_config, paths["folder"], sizes.teacher_iters, seed, "cpu",
-                          input_opts(sizes))
-        cfg = _on_splits(with_backbone_init(cfg), train, val)
+        splits = register_splits(os.path.join(root, "detection"), dataset_root)
+        cfg = teacher_cfg(DEFAULT_TEACHER_CONFIG, paths["folder"], sizes.teacher_iters, seed, "cpu",
+                          input_opts(sizes), splits)
         train_detector(cfg, _quiet_clock("teacher", sizes.teacher_iters), "teacher", seed, 10)
         # any distillation config with this teacher names it for the extraction
-        distill_cfg = without_demo_keys(_student_cfg(root, paths, Method("KD++", ("kd", "nd")),
-                                                     sizes, seed, train, val))
+        distill_cfg = without_demo_keys(_student_cfg(root, Method("KD++", ("kd", "nd")), sizes,
+                                                     seed, splits))
         table = extract_class_means(distill_cfg, output=paths["class_means"], num_workers=0)
         teacher = FrozenTeacher(distill_cfg)
         result = _scored(teacher.cfg, teacher.model)
     return dict(result, class_means_counts=table.counts.tolist())
 
 
-def _student_cfg(root, paths, method: Method, sizes: Sizes, seed: int, train: str, val: str,
-                 student_config: str = DEFAULT_STUDENT_CONFIG):
-    folder = os.path.join(root, "detection", "runs", f"{_slug(method.name)}-seed{seed}")
-    cfg = student_cfg(student_config, folder, sizes.student_iters, seed, "cpu",
-                      list(method.losses), paths["config"], paths["weights"],
-                      paths["class_means"], input_opts(sizes) + list(method.overrides))
-    return _on_splits(with_backbone_init(cfg), train, val)
-
-
-def _slug(name: str) -> str:
-    return name.lower().replace("++", "pp").replace(" ", "_")
+def _student_cfg(root, method: Method, sizes: Sizes, seed: int, splits):
+    paths = teacher_paths(root, "detection")
+    return student_cfg(DEFAULT_STUDENT_CONFIG, run_folder(root, "detection", method, seed),
+                       sizes.student_iters, seed, "cpu", list(method.losses), paths["config"],
+                       paths["weights"], paths["class_means"],
+                       input_opts(sizes) + list(method.overrides), splits)
 
 
 def student_job(root: str, method: Method, seed: int, sizes: Sizes,
@@ -95,11 +70,9 @@ def student_job(root: str, method: Method, seed: int, sizes: Sizes,
     """Train the demo's student with ``method`` and ``seed``; its COCO metrics on val."""
     import nd_det.modeling  # noqa: F401
 
-    paths = teacher_paths(root)
-    with log_to_file(os.path.join(root, "detection", "runs",
-                                  f"{_slug(method.name)}-seed{seed}.log")):
-        train, val = register_splits(os.path.join(root, "detection"), dataset_root)
-        cfg = _student_cfg(root, paths, method, sizes, seed, train, val)
+    with log_to_file(run_folder(root, "detection", method, seed) + ".log"):
+        splits = register_splits(os.path.join(root, "detection"), dataset_root)
+        cfg = _student_cfg(root, method, sizes, seed, splits)
         weights = train_detector(cfg, _quiet_clock(method.name, sizes.student_iters),
                                  method.name, seed, 10)
         plain = plain_student_cfg(without_demo_keys(cfg))

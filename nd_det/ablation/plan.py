@@ -7,11 +7,13 @@ pair of the paper closest to the embedded demo's MobileNetV2 student; classifica
 nd-det's CIFAR-100 resnet56 -> resnet20 configs (the reference's published pair of CIFAR ResNets
 closest to the ResNet-20 -> ResNet-8 pair here).
 """
+import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple
 
 __all__ = ["Method", "DETECTION_METHODS", "CLASSIFICATION_METHODS", "PAIRS", "Sizes",
-           "DEFAULT_SIZES", "QUICK_SIZES", "DEFAULT_SEEDS", "QUICK_SEEDS", "QUICK_METHODS", "DEFAULT_METHODS"]
+           "DEFAULT_SIZES", "QUICK_SIZES", "DEFAULT_SEEDS", "QUICK_SEEDS", "QUICK_METHODS",
+           "DEFAULT_METHODS", "teacher_paths", "run_folder"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +108,17 @@ DEFAULT_SIZES = Sizes(teacher_iters=150, student_iters=150, cls_dataset="fashion
 QUICK_SIZES = Sizes(teacher_iters=2, student_iters=2, cls_dataset="digits",
                     cls_train_images=200, cls_test_images=100, cls_epochs=1,
                     cls_warm_up_epochs=1, cls_batch_size=50, det_input_size=192)
+
+
+def teacher_paths(root: str, domain: str) -> Dict[str, str]:
+    """Where the teacher of ``domain`` writes its config, weights and class means."""
+    folder = os.path.join(root, domain, "teacher")
+    return {"folder": folder, "config": os.path.join(folder, "config.yaml"),
+            "weights": os.path.join(folder, "model_final.pth"),
+            "class_means": os.path.join(folder, "class_means.pth")}
+
+
+def run_folder(root: str, domain: str, method: Method, seed: int) -> str:
+    """The output folder of one student run, e.g. ``<root>/detection/runs/kdpp-seed0``."""
+    slug = method.name.lower().replace("++", "pp").replace(" ", "_")
+    return os.path.join(root, domain, "runs", f"{slug}-seed{seed}")

@@ -16,7 +16,7 @@ from ..utils.paths import check_writable
 from ..utils.progress import format_duration
 from . import classification, detection
 from .plan import (CLASSIFICATION_METHODS, DEFAULT_METHODS, DEFAULT_SEEDS, DEFAULT_SIZES,
-                   DETECTION_METHODS, QUICK_METHODS, QUICK_SIZES, Method, Sizes)
+                   DETECTION_METHODS, QUICK_METHODS, QUICK_SIZES, Sizes)
 from .report import PRIMARY_METRIC, summarize, write_report
 from .splits import register_splits, split_summary
 
@@ -33,6 +33,9 @@ _CLASSIFICATION_DISTILLED = 1.8
 # seconds per cost unit before a domain's first job has been measured (two jobs side by side on
 # a 2-core machine: a detection iteration ~1 s, a ResNet-8 epoch on 4,000 images ~5 s)
 _PRIOR_SECONDS_PER_UNIT = {"detection": 1.0, "classification": 5.0}
+# each domain's job functions and its methods, in the order of the plan and the report
+_DOMAIN_JOBS = {"detection": (detection, DETECTION_METHODS),
+                "classification": (classification, CLASSIFICATION_METHODS)}
 
 
 @dataclass
@@ -88,43 +91,30 @@ def _check(options: AblationOptions) -> None:
                 "--only detection")
 
 
-def _methods(all_methods: List[Method], wanted, domain: str) -> List[Method]:
-    wanted = DEFAULT_METHODS[domain] if wanted is None else wanted
-    return [m for m in all_methods if m.name in wanted or m.name == "student alone"]
+def _cost(domain: str, method: str, sizes: Sizes) -> float:
+    if domain == "detection":
+        iters = sizes.teacher_iters if method == "teacher" else sizes.student_iters
+        return iters * _DETECTION_COST[method]
+    return sizes.cls_epochs * _CLASSIFICATION_COST.get(method, _CLASSIFICATION_DISTILLED)
 
 
 def _plan(options: AblationOptions, sizes: Sizes, root: str):
     teachers, students = [], []
-    if "detection" in options.domains:
-        teachers.append(_Job("detection teacher", "detection", "teacher", None,
-                             detection.teacher_job,
-                             {"root": root, "sizes": sizes, "dataset_root": options.dataset_root},
-                             sizes.teacher_iters * _DETECTION_COST["teacher"]))
-        for method in _methods(DETECTION_METHODS, options.methods, "detection"):
+    for domain in (d for d in DOMAINS if d in options.domains):
+        module, methods = _DOMAIN_JOBS[domain]
+        extra = {"dataset_root": options.dataset_root} if domain == "detection" else {}
+        teacher = _Job(f"{domain} teacher", domain, "teacher", None, module.teacher_job,
+                       dict(root=root, sizes=sizes, **extra), _cost(domain, "teacher", sizes),
+                       key=_key(domain, "teacher", sizes))
+        teachers.append(teacher)
+        wanted = DEFAULT_METHODS[domain] if options.methods is None else options.methods
+        for method in (m for m in methods if m.name in wanted or m.name == "student alone"):
             for seed in options.seeds:
-                students.append(_Job(f"detection {method.name} seed {seed}", "detection",
-                                     method.name, seed, detection.student_job,
-                                     {"root": root, "method": method, "seed": seed,
-                                      "sizes": sizes, "dataset_root": options.dataset_root},
-                                     sizes.student_iters * _DETECTION_COST[method.name]))
-    if "classification" in options.domains:
-        teachers.append(_Job("classification teacher", "classification", "teacher", None,
-                             classification.teacher_job, {"root": root, "sizes": sizes},
-                             sizes.cls_epochs * _CLASSIFICATION_COST["teacher"]))
-        for method in _methods(CLASSIFICATION_METHODS, options.methods, "classification"):
-            price = 1.0 if method.is_baseline else _CLASSIFICATION_DISTILLED
-            for seed in options.seeds:
-                students.append(_Job(f"classification {method.name} seed {seed}",
-                                     "classification", method.name, seed,
-                                     classification.student_job,
-                                     {"root": root, "method": method, "seed": seed,
-                                      "sizes": sizes}, sizes.cls_epochs * price))
-    for job in teachers:
-        job.key = _key(job.domain, "teacher", job.kwargs["sizes"])
-    teacher_keys = {job.domain: job.key for job in teachers}
-    for job in students:
-        job.key = _key(job.domain, job.kwargs["method"], job.seed, job.kwargs["sizes"],
-                       teacher_keys[job.domain])
+                students.append(_Job(f"{domain} {method.name} seed {seed}", domain, method.name,
+                                     seed, module.student_job,
+                                     dict(root=root, method=method, seed=seed, sizes=sizes,
+                                          **extra), _cost(domain, method.name, sizes),
+                                     key=_key(domain, method, seed, sizes, teacher.key)))
     # the longest first, so that the last job to finish is a short one
     students.sort(key=lambda j: -j.cost)
     return teachers, students
@@ -242,7 +232,7 @@ def run_ablation(options: AblationOptions, emit=None) -> Dict:
 def _report(options, sizes, teachers, students, workers, ran, seconds) -> Dict:
     domains = {}
     for teacher in teachers:
-        order = DETECTION_METHODS if teacher.domain == "detection" else CLASSIFICATION_METHODS
+        order = _DOMAIN_JOBS[teacher.domain][1]
         runs: Dict[str, Dict[int, Dict]] = {m.name: {} for m in order}  # the plan's order
         for job in students:
             if job.domain == teacher.domain:

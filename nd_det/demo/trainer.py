@@ -1,34 +1,42 @@
-"""DemoTrainer: nd-det's DistillTrainer with the demo's optimizer choice and progress lines.
+"""Training one detector the demo's way, in this process or as a job of its own.
 
-On top of :class:`nd_det.engine.DistillTrainer` (detectron2's DefaultTrainer):
+:class:`DemoTrainer` is :class:`nd_det.engine.DistillTrainer` (detectron2's DefaultTrainer) with
+``DEMO.OPTIMIZER`` (see :mod:`nd_det.demo.configs`: AdamW over detectron2's parameter groups and
+SOLVER.CLIP_GRADIENTS, or detectron2's SGD), ``metrics.json`` (the loss curves of the figure) and
+a :class:`ProgressHook` line every ``log_period`` iterations, and no evaluation hook: the demo
+evaluates every model itself, after training, with the same code for all three.
 
-* ``build_optimizer`` honours ``DEMO.OPTIMIZER`` (see :mod:`nd_det.demo.configs`): AdamW over
-  detectron2's parameter groups (no weight decay on norm layers when SOLVER.WEIGHT_DECAY_NORM is
-  0), wrapped by detectron2's SOLVER.CLIP_GRADIENTS clipping; "SGD" keeps detectron2's optimizer;
-* writers: ``metrics.json`` (detectron2's JSONWriter; the demo's loss curves read it) and
-  detectron2's metric printer (into the log file), every ``log_period`` iterations;
-* a :class:`ProgressHook` prints one line every ``log_period`` iterations with the stage's and
-  the whole demo's ETA (:class:`nd_det.demo.progress.DemoClock`);
-* no evaluation hook: the demo evaluates every model itself, after training (one COCO evaluation
-  per model, with the same code for all three).
+:func:`train_detector` trains one model from its demo config and returns the final checkpoint;
+:func:`train_detector_job` does the same in a fresh process started by
+:func:`nd_det.utils.parallel.run_jobs` (the demo's two students side by side, the ablation's many
+runs): it re-registers the embedded data, logs into its own file and prints its progress lines
+with the stage's ETA and the ETA of the whole plan.
 """
+import logging
 import os
 import random
+from typing import Optional
 
 import numpy as np
 import torch
+from detectron2.config import CfgNode
 from detectron2.engine import hooks
 from detectron2.engine.train_loop import HookBase
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
+from ..data import register_embedded_dataset
 from ..engine import DistillTrainer
 from ..utils.progress import format_duration
-from .progress import DemoClock
+from .configs import check_backbone_loaded, write_plain_cfg
+from .progress import DemoClock, Stage
+from .run_log import log_to_file
 
-__all__ = ["DemoTrainer", "ProgressHook", "seed_everything", "METRICS_FILE"]
+__all__ = ["DemoTrainer", "ProgressHook", "seed_everything", "METRICS_FILE", "FINAL_WEIGHTS",
+           "train_detector", "train_detector_job"]
 
 METRICS_FILE = "metrics.json"
+FINAL_WEIGHTS = "model_final.pth"
 
 
 def seed_everything(seed: int) -> None:
@@ -106,3 +114,52 @@ class DemoTrainer(DistillTrainer):
         kept.append(ProgressHook(self._clock, self._stage, self._log_period))
         kept.append(hooks.PeriodicWriter(self.build_writers(), period=self._log_period))
         return kept
+
+
+def train_detector(cfg: CfgNode, clock: DemoClock, stage: str, seed: int,
+                   log_period: int) -> str:
+    """Train one model with the demo trainer; returns its final checkpoint."""
+    clock.start(stage)
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    write_plain_cfg(cfg, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    seed_everything(seed)
+    trainer = DemoTrainer(cfg, clock, stage, log_period=log_period)
+    trainer.resume_or_load(resume=False)
+    if cfg.DEMO.IMAGENET_INIT:
+        check_backbone_loaded(trainer.model, cfg.MODEL.WEIGHTS)
+    # the same random streams from the first iteration on, whatever the model building drew
+    # (a distilled student also builds a teacher and its fusion modules)
+    seed_everything(seed)
+    trainer.train()
+    weights = os.path.join(cfg.OUTPUT_DIR, FINAL_WEIGHTS)
+    if not os.path.isfile(weights):
+        raise RuntimeError(f"training {stage} ended without {weights}; see the log")
+    clock.finish(stage, f"{cfg.SOLVER.MAX_ITER} iterations")
+    return weights
+
+
+def train_detector_job(cfg: CfgNode, stage: str, seed: int, log_period: int, log_file: str,
+                       units_per_iter: float, tail_units: float = 0.0,
+                       dataset_root: Optional[str] = None) -> str:
+    """:func:`train_detector` in a process of its own (see the module docstring).
+
+    ``units_per_iter`` prices one iteration and ``tail_units`` what the plan still has to do
+    after this job (DemoClock's units), so its lines show the plan's ETA."""
+    import nd_det.modeling  # noqa: F401  (registers DistillRCNN and the backbones here)
+
+    register_embedded_dataset(dataset_root)
+    stages = [Stage(stage, int(cfg.SOLVER.MAX_ITER), units_per_iter)]
+    if tail_units > 0:
+        stages.append(Stage("rest of the plan", 1, tail_units))
+    with log_to_file(log_file):
+        logger = logging.getLogger("nd_det.demo")
+
+        def emit(line: str) -> None:
+            logger.info(line.strip())
+            # the iteration lines ("  [stage] iter ...") only: the caller prints the stages'
+            # start and end
+            if line.startswith("  ["):
+                print(line, flush=True)
+
+        clock = DemoClock(stages, emit=emit)
+        return train_detector(cfg, clock, stage, seed, log_period)
