@@ -27,6 +27,7 @@ from ..modeling.distill_terms import terms_with_modules
 from ..modeling.student_checkpoint import (BACKBONE_CONFIG_NODES, load_student_checkpoint,
                                            plain_student_cfg, uses_nd_det_backbone)
 from ..modeling.weights import WeightsFileError, is_url, local_weights_file
+from ..utils.atomic_file import atomic_torch_save, atomic_write_text, current_umask
 from ..utils.paths import check_writable
 from ..utils.text import first_line, short_list
 
@@ -113,12 +114,6 @@ def _config_text(cfg: CfgNode, notes_for_yaml: List[str]) -> str:
     return "".join(f"# {line}\n" for line in header) + cfg.dump()
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
     """Refuse an output folder the export must not write into (before any work)."""
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
@@ -139,13 +134,6 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
             f"--output {output_dir} holds files that are not an export ({short_list(others, 4)}); "
             "--overwrite replaces only a previous export folder: choose another folder"
         )
-
-
-def _write_file(path: str, write) -> None:
-    with open(path, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _check_yaml_loads_in_stock_detectron2(path: str, needs_nd_det: bool) -> None:
@@ -186,12 +174,11 @@ def _write_export(output_dir: str, text: str, state: Dict[str, torch.Tensor],
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{base}.partial-", dir=parent)
     try:
-        os.chmod(staging, 0o777 & ~_current_umask())
+        os.chmod(staging, 0o777 & ~current_umask())
         config_path = os.path.join(staging, EXPORT_CONFIG_NAME)
-        _write_file(config_path, lambda f: f.write(text.encode("utf-8")))
+        atomic_write_text(text, config_path)
         _check_yaml_loads_in_stock_detectron2(config_path, needs_nd_det)
-        _write_file(os.path.join(staging, EXPORT_WEIGHTS_NAME),
-                    lambda f: torch.save({"model": state}, f))
+        atomic_torch_save({"model": state}, os.path.join(staging, EXPORT_WEIGHTS_NAME))
         _move_into_place(staging, output_dir)
     finally:
         if os.path.isdir(staging):

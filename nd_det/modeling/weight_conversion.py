@@ -40,7 +40,7 @@ import os
 import pickle
 import re
 from collections import OrderedDict
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -144,7 +144,6 @@ def check_torchvision_keys(state_dict: Mapping[str, torch.Tensor], arch: str,
     mismatches of ``state_dict`` against torchvision's ``arch``.  ``num_batches_tracked``
     counters may be absent, and the classifier may have any number of classes (it is dropped)."""
     reference = torchvision_reference_shapes(arch)
-    to_detectron2 = _KEY_MAPPERS[arch]
     given = set(state_dict)
     missing = [key for key in reference
                if key not in given and not key.endswith("num_batches_tracked")]
@@ -152,7 +151,7 @@ def check_torchvision_keys(state_dict: Mapping[str, torch.Tensor], arch: str,
     wrong_shapes = [f"{key} {tuple(state_dict[key].shape)} (expected {reference[key]})"
                     for key in given if key in reference
                     and tuple(state_dict[key].shape) != reference[key]
-                    and to_detectron2(key) is not None]
+                    and _resnet_key(key) is not None]
     if not (missing or unexpected or wrong_shapes):
         return
     problems = key_problems(sorted(missing), sorted(wrong_shapes), sorted(unexpected),
@@ -171,10 +170,9 @@ def check_torchvision_keys(state_dict: Mapping[str, torch.Tensor], arch: str,
 def _matches_exactly(state_dict: Mapping[str, torch.Tensor], arch: str) -> bool:
     reference = torchvision_reference_shapes(arch)
     required = {key for key in reference if not key.endswith("num_batches_tracked")}
-    to_detectron2 = _KEY_MAPPERS[arch]
     return required <= set(state_dict) <= set(reference) and all(
         tuple(state_dict[key].shape) == reference[key] for key in state_dict
-        if to_detectron2(key) is not None)
+        if _resnet_key(key) is not None)
 
 
 def _resnet_key(key: str) -> Optional[str]:
@@ -194,13 +192,6 @@ def _resnet_key(key: str) -> Optional[str]:
     return f"res{int(stage) + 1}.{block}.{target}.{leaf}"
 
 
-_KEY_MAPPERS: Dict[str, Callable[[str], Optional[str]]] = {
-    "resnet18": _resnet_key,
-    "resnet34": _resnet_key,
-    "resnet50": _resnet_key,
-}
-
-
 def convert_torchvision_state_dict(
     state_dict: Mapping[str, torch.Tensor], arch: str, prefix: str = DEFAULT_KEY_PREFIX,
     source: str = "the state dict",
@@ -209,12 +200,11 @@ def convert_torchvision_state_dict(
     (each prefixed with ``prefix``), without the classifier and ``num_batches_tracked``."""
     _check_architecture(arch)
     check_torchvision_keys(state_dict, arch, source)
-    to_detectron2 = _KEY_MAPPERS[arch]
     converted = OrderedDict()
     for key, value in state_dict.items():
         if key.endswith("num_batches_tracked"):
             continue
-        new_key = to_detectron2(key)
+        new_key = _resnet_key(key)
         if new_key is not None:
             converted[prefix + new_key] = value.detach().clone()
     return converted

@@ -10,10 +10,12 @@ from typing import BinaryIO, Callable, Optional
 
 import torch
 
-__all__ = ["atomic_write", "atomic_torch_save", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_write", "atomic_torch_save", "atomic_write_text", "atomic_write_json",
+           "current_umask"]
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
+    """The process's umask (os.umask can only be read by setting it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -37,7 +39,7 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None],
             os.fsync(f.fileno())
         if verify is not None:
             verify(tmp)
-        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
