@@ -17,8 +17,8 @@ from nd_det.config import add_distill_config
 from nd_det.engine.resumable_sampler import ResumableTrainingSampler
 from nd_det.errors import UserError, run_cli
 from nd_det.modeling import (FrozenTeacher, StudentWeightsError, TeacherNeeds,
-                             WeightsFileError, load_student_checkpoint, local_weights_file,
-                             plain_student_cfg)
+                             WeightsFileError, build_plain_student, load_student_checkpoint,
+                             local_weights_file, plain_student_cfg)
 
 from .helpers.tiny_distill import REPO, random_batch, tiny_distill_cfg
 
@@ -125,6 +125,30 @@ def test_student_checkpoint_loads_exactly_or_names_the_mismatch(setup, tmp_path)
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(StudentWeightsError, match="is not a detectron2 checkpoint"):
         load_student_checkpoint(build_model(plain_student_cfg(cfg)), str(path))
+
+
+def test_plain_student_is_built_loaded_strictly_and_in_eval_mode(setup, tmp_path):
+    cfg, model = setup
+    path = tmp_path / "student.pth"
+    torch.save({"model": model.state_dict()}, path)
+    student_cfg, student = build_plain_student(cfg, str(path))
+    assert student_cfg == plain_student_cfg(cfg)
+    assert student_cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
+    assert not student.training
+    loaded = student.state_dict()
+    assert loaded.keys() == {k for k in model.state_dict() if not k.startswith("distill_losses.")}
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.items())
+    state = model.state_dict()
+    del state["roi_heads.box_predictor.cls_score.bias"]
+    torch.save({"model": state}, path)
+    with pytest.raises(StudentWeightsError, match=r"MODEL.WEIGHTS .*student.pth does not fit the "
+                       r"student of the config \(missing keys: "
+                       r"roi_heads.box_predictor.cls_score.bias\); give the checkpoint trained "
+                       r"with this config"):
+        build_plain_student(cfg, str(path))
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(StudentWeightsError, match="is not a detectron2 checkpoint"):
+        build_plain_student(cfg, str(path))
 
 
 def test_weights_files_missing_or_not_downloadable_name_the_key(tmp_path, monkeypatch):

@@ -6,8 +6,6 @@ import logging
 import os
 from typing import Dict, List, Optional
 
-from detectron2.modeling import build_model
-
 from ..class_means_extraction import extract_class_means
 from ..demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, student_cfg,
                             teacher_cfg, without_demo_keys)
@@ -15,7 +13,7 @@ from ..demo.evaluation import box_metrics, count_parameters
 from ..demo.trainer import train_detector
 from ..demo.progress import DemoClock, Stage
 from ..demo.run_log import log_to_file
-from ..modeling import FrozenTeacher, load_student_checkpoint, plain_student_cfg
+from ..modeling import FrozenTeacher, build_plain_student
 from .plan import Method, Sizes, run_folder, teacher_paths
 from .splits import register_splits
 
@@ -75,10 +73,7 @@ def student_job(root: str, method: Method, seed: int, sizes: Sizes,
         cfg = _student_cfg(root, method, sizes, seed, splits)
         weights = train_detector(cfg, _quiet_clock(method.name, sizes.student_iters),
                                  method.name, seed, 10)
-        plain = plain_student_cfg(without_demo_keys(cfg))
-        model = build_model(plain)
-        load_student_checkpoint(model, weights)
-        return _scored(plain, model.eval())
+        return _scored(*build_plain_student(without_demo_keys(cfg), weights))
 
 
 def _scored(cfg, model) -> Dict:

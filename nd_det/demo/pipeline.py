@@ -37,7 +37,7 @@ from ..class_means_extraction import extract_class_means
 from ..config import add_backbone_config
 from ..data import register_embedded_dataset
 from ..export import export_student
-from ..modeling import FrozenTeacher, load_student_checkpoint, plain_student_cfg
+from ..modeling import FrozenTeacher, build_plain_student
 from ..utils.paths import check_writable
 from ..utils.parallel import default_workers, run_jobs
 from ..utils.progress import format_duration
@@ -255,10 +255,8 @@ def _run(options: DemoOptions, out: str, emit) -> DemoResult:
     teacher = FrozenTeacher(without_demo_keys(cfg_distilled))
     scores = {"teacher": score_model(teacher.cfg, teacher.model)}
     clock.advance(_STAGES[5], 1)
-    plain_alone = plain_student_cfg(without_demo_keys(cfg_alone))
-    alone = build_model(plain_alone)
-    load_student_checkpoint(alone, alone_weights)
-    scores["student alone"] = score_model(plain_alone, alone.eval())
+    plain_alone, alone = build_plain_student(without_demo_keys(cfg_alone), alone_weights)
+    scores["student alone"] = score_model(plain_alone, alone)
     clock.advance(_STAGES[5], 2)
     exported_cfg, exported_model = _exported_student(export.output_dir,
                                                      os.path.join(out, DISTILLED_DIR))

@@ -28,13 +28,12 @@ from detectron2.data import (DatasetMapper, build_detection_test_loader,
                              build_detection_train_loader, get_detection_dataset_dicts)
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import COCOEvaluator
-from detectron2.modeling import build_model
 from detectron2.utils import comm
 from fvcore.nn.precise_bn import get_bn_modules
 from detectron2.utils.logger import setup_logger
 
 from ..config import ConfigError
-from ..modeling.student_checkpoint import load_student_checkpoint, plain_student_cfg
+from ..modeling.student_checkpoint import build_plain_student
 from ..modeling.teacher import FrozenTeacher
 from .checkpoint import AtomicCheckpointer, resume_checkpoint
 from .finite_losses import FiniteLossAMPTrainer, FiniteLossSimpleTrainer
@@ -199,9 +198,7 @@ class DistillTrainer(DefaultTrainer):
     def evaluate_student(cls, cfg, weights: str) -> OrderedDict:
         """COCO evaluation of the student alone (no teacher, no class means needed); the
         weights must fit the student exactly."""
-        student_cfg = plain_student_cfg(cfg)
-        model = build_model(student_cfg)
-        load_student_checkpoint(model, weights)
+        student_cfg, model = build_plain_student(cfg, weights)
         logger.info("Evaluating the student from %s", weights)
         return cls.test_per_dataset(student_cfg, model)
 

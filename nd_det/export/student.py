@@ -53,13 +53,13 @@ class StudentExportError(UserError, ValueError):
     """The export cannot be made; the message names the bad file/key/folder and the fix."""
 
 
-def _on_cpu(cfg: CfgNode) -> CfgNode:
-    """A clone of ``cfg`` that builds on the CPU (the export itself needs no GPU)."""
-    cpu = cfg.clone()
-    cpu.defrost()
-    cpu.MODEL.DEVICE = "cpu"
-    cpu.freeze()
-    return cpu
+def _with_model_keys(cfg: CfgNode, **keys) -> CfgNode:
+    """A clone of ``cfg`` with these ``MODEL`` keys changed."""
+    changed = cfg.clone()
+    changed.defrost()
+    changed.MODEL.update(keys)
+    changed.freeze()
+    return changed
 
 
 def _backbone_note(student: CfgNode) -> List[str]:
@@ -68,9 +68,9 @@ def _backbone_note(student: CfgNode) -> List[str]:
     return [
         f"the student's backbone {student.MODEL.BACKBONE.NAME} exists only in nd-det: "
         f"config.yaml keeps nd-det's backbone keys "
-        f"(MODEL.{BACKBONE_CONFIG_NODES.get(student.MODEL.BACKBONE.NAME, '?')}), and the process that "
-        "loads it must run `import nd_det` and `nd_det.config.add_backbone_config(cfg)` before "
-        "cfg.merge_from_file (everything else is plain detectron2)."
+        f"(MODEL.{BACKBONE_CONFIG_NODES.get(student.MODEL.BACKBONE.NAME, '?')}), and the process "
+        "that loads it must run `import nd_det` and `nd_det.config.add_backbone_config(cfg)` "
+        "before cfg.merge_from_file (everything else is plain detectron2)."
     ]
 
 
@@ -180,9 +180,8 @@ def _write_export(output_dir: str, text: str, state: Dict[str, torch.Tensor],
         _check_yaml_loads_in_stock_detectron2(config_path, needs_nd_det)
         atomic_torch_save({"model": state}, os.path.join(staging, EXPORT_WEIGHTS_NAME))
         _move_into_place(staging, output_dir)
-    finally:
-        if os.path.isdir(staging):
-            shutil.rmtree(staging, ignore_errors=True)
+    finally:  # nothing is left there once the folder has been moved into place
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @dataclass
@@ -238,19 +237,15 @@ def export_student(cfg: CfgNode, weights: str, output_dir: str, overwrite: bool 
     student_cfg = plain_student_cfg(cfg)  # model is built
     notes = _backbone_note(student_cfg)
     needs_nd_det = bool(notes)
-    model = build_model(_on_cpu(student_cfg))
+    model = build_model(_with_model_keys(student_cfg, DEVICE="cpu"))  # the export needs no GPU
     dropped = load_student_weights(model, weights)
     if not allow_non_distilled:
         _check_distilled(cfg, weights, local, dropped["modules"])
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    export_cfg = student_cfg.clone()
-    export_cfg.defrost()
-    export_cfg.MODEL.WEIGHTS = EXPORT_WEIGHTS_NAME
-    export_cfg.freeze()
-    yaml_notes = list(notes)
+    export_cfg = _with_model_keys(student_cfg, WEIGHTS=EXPORT_WEIGHTS_NAME)
     try:
-        _write_export(output_dir, _config_text(export_cfg, yaml_notes), state, needs_nd_det)
+        _write_export(output_dir, _config_text(export_cfg, notes), state, needs_nd_det)
     except OSError as e:
         raise StudentExportError(
             f"--output {output_dir}: writing the export failed ({first_line(e)}); the folder "

@@ -1,6 +1,7 @@
 """DIST (Huang et al., 2022): inter- and intra-class relations via Pearson correlation."""
 import torch
 
+from .kd import check_logit_pair
 from .precision import at_least_float32
 
 __all__ = ["dist_loss"]
@@ -31,11 +32,7 @@ def dist_loss(
     inter = 1 - mean over samples of corr(p_s[i, :], p_t[i, :]),
     intra = 1 - mean over classes of corr(p_s[:, k], p_t[:, k]),  p = softmax(logits / T).
     """
-    if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
-        raise ValueError(
-            "dist_loss: student and teacher logits must both be (N, K); got "
-            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
-        )
+    check_logit_pair("dist_loss", student_logits, teacher_logits)
     if student_logits.shape[0] == 0:
         return at_least_float32(student_logits).sum() * 0.0
     T = float(temperature)

@@ -2,6 +2,7 @@
 import torch
 import torch.nn.functional as F
 
+from .kd import check_logit_pair
 from .precision import at_least_float32
 
 __all__ = ["dkd_loss"]
@@ -26,11 +27,7 @@ def dkd_loss(
     NCKD: KL between the teacher's and student's softmax over the non-target classes only.
     Computed in log space, so saturated logits give no log(0).
     """
-    if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
-        raise ValueError(
-            "dkd_loss: student and teacher logits must both be (N, K); got "
-            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
-        )
+    check_logit_pair("dkd_loss", student_logits, teacher_logits)
     if labels.shape != student_logits.shape[:1]:
         raise ValueError(
             f"dkd_loss: labels must be (N,) = ({student_logits.shape[0]},); "

@@ -7,6 +7,15 @@ from .precision import at_least_float32
 __all__ = ["kd_loss"]
 
 
+def check_logit_pair(loss: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+    """Raise a ValueError naming ``loss`` unless both logits are (N, K) of one shape."""
+    if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
+        raise ValueError(
+            f"{loss}: student and teacher logits must both be (N, K); got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+
+
 def kd_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
@@ -15,11 +24,7 @@ def kd_loss(
 
     Returns a zero that keeps ``student_logits``' graph when there are no rows.
     """
-    if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
-        raise ValueError(
-            "kd_loss: student and teacher logits must both be (N, K); got "
-            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
-        )
+    check_logit_pair("kd_loss", student_logits, teacher_logits)
     if student_logits.shape[0] == 0:
         return at_least_float32(student_logits).sum() * 0.0
     T = float(temperature)

@@ -116,10 +116,6 @@ class NDLoss(nn.Module):
         self.weight = float(weight)
         self.register_buffer("unit_means", unit_class_means(class_means), persistent=False)
 
-    @property
-    def num_classes(self) -> int:
-        return self.unit_means.shape[0]
-
     def forward(self, student, teacher, labels, weight: Optional[float] = None):
         w = self.weight if weight is None else weight
         return nd_loss_unit(student, teacher, labels, self.unit_means, w)

@@ -13,5 +13,3 @@ class EmbeddingProjection(nn.Sequential):
             nn.Dropout(dropout),
             nn.Linear(student_dim, teacher_dim),
         )
-        self.student_dim = student_dim
-        self.teacher_dim = teacher_dim

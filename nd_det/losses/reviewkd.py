@@ -117,10 +117,6 @@ class ReviewKDFusion(nn.Module):
         return outs
 
 
-def _mean_square(x: torch.Tensor) -> torch.Tensor:
-    return x.square().mean()
-
-
 def _hcl_level(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
     """HCL of one level from the difference d = fs - ft, computed once in the working precision:
     average pooling is linear, so MSE(pool(fs), pool(ft)) = mean(pool(d)^2); the pools run on
@@ -130,14 +126,14 @@ def _hcl_level(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
         # an empty batch: 0 (a mean over no elements would be NaN), still attached to the graph
         return at_least_float32(fs).sum() * 0.0
     diff = at_least_float32(fs) - ft  # type promotion: float32, or float64 if either is
-    loss = _mean_square(diff)
+    loss = diff.square().mean()
     weight, total = 1.0, 1.0
     h = diff.shape[2]
     for size in _HCL_POOL_SIZES:
         if size >= h:
             continue
         weight /= 2.0
-        loss = loss + weight * _mean_square(F.adaptive_avg_pool2d(diff, size))
+        loss = loss + weight * F.adaptive_avg_pool2d(diff, size).square().mean()
         total += weight
     return loss / total
 

@@ -6,7 +6,7 @@ from .distill_terms import (DISTILL_TERM_REGISTRY, DistillInputs, DistillTerm,
                             register_distill_term)
 from .meta_arch import DistillRCNN
 from .student_checkpoint import (DISTILL_STATE_PREFIX, StrictCheckpointer, StudentCheckpointer,
-                                 StudentWeightsError, is_distill_module_key,
+                                 StudentWeightsError, build_plain_student, is_distill_module_key,
                                  load_student_checkpoint, plain_student_cfg, student_state_dict,
                                  uses_nd_det_backbone)
 from .teacher import (FrozenTeacher, TeacherError, TeacherNeeds, TeacherOutputs,
@@ -19,7 +19,7 @@ __all__ = [
     "FrozenTeacher", "TeacherError", "TeacherNeeds", "TeacherOutputs", "resolve_teacher_weights",
     "teacher_identity",
     "DISTILL_STATE_PREFIX", "StrictCheckpointer", "StudentCheckpointer", "StudentWeightsError",
-    "is_distill_module_key", "load_student_checkpoint", "plain_student_cfg",
+    "is_distill_module_key", "load_student_checkpoint", "build_plain_student", "plain_student_cfg",
     "student_state_dict", "uses_nd_det_backbone",
     "WeightsFileError", "local_weights_file",
 ]

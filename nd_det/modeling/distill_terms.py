@@ -223,14 +223,13 @@ class ReviewKDTerm(DistillTerm):
         c = cfg.MODEL.DISTILL.REVIEWKD
         self.weight = float(c.WEIGHT)
         self.in_features = list(c.IN_FEATURES)
-        self.check(cfg, shapes_of(student.backbone, student.roi_heads), teacher.shapes)
-        s_shapes = student.backbone.output_shape()
-        t_shapes = teacher.output_shape()
+        s_shapes, t_shapes = shapes_of(student.backbone, student.roi_heads), teacher.shapes
+        self.check(cfg, s_shapes, t_shapes)
         bn_group = (abf_bn_group(int(c.BN_IMAGES), int(cfg.SOLVER.IMS_PER_BATCH))
                     if c.NORM == "bn" else None)
         self.fusion = ReviewKDFusion(
-            [s_shapes[f].channels for f in self.in_features],
-            [t_shapes[f].channels for f in self.in_features],
+            [s_shapes.levels[f].channels for f in self.in_features],
+            [t_shapes.levels[f].channels for f in self.in_features],
             mid_channels=int(c.MID_CHANNELS),
             norm=c.NORM,
             bn_group=bn_group,

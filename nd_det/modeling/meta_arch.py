@@ -141,11 +141,7 @@ class DistillRCNN(GeneralizedRCNN):
         """Student and teacher ImageLists from ONE host-to-device copy of each image (the
         teacher's is None without distillation)."""
         raw = [self._move_to_current_device(x["image"]) for x in batched_inputs]
-        images = ImageList.from_tensors(
-            [(x - self.pixel_mean) / self.pixel_std for x in raw],
-            self.backbone.size_divisibility,
-            padding_constraints=self.backbone.padding_constraints,
-        )
+        images = self.preprocess_image([{"image": x} for x in raw])  # moves nothing again
         if self.frozen_teacher is None:
             return images, None
         return images, self.frozen_teacher.preprocess(raw)

@@ -6,12 +6,12 @@ training-only modules of the distillation terms (``distill_losses.*``, e.g. Revi
 the trainer's state; it never holds the teacher.
 """
 import pickle
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
-from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling import BACKBONE_REGISTRY, build_model
 
 from ..errors import UserError
 from ..utils.text import first_line, short_list
@@ -29,6 +29,7 @@ __all__ = [
     "StudentCheckpointer",
     "StudentWeightsError",
     "load_student_checkpoint",
+    "build_plain_student",
     "describe_mismatch",
     "read_model_state",
     "state_mismatch",
@@ -102,7 +103,6 @@ class StrictCheckpointer(DetectionCheckpointer):
         self.unreadable = unreadable or (lambda why: ValueError(f"not a checkpoint: {why}"))
         self.allowed_unexpected = allowed_unexpected
         self.state_filter = state_filter
-        self.incompatible = None
         self.missing_keys: List[str] = []
         self.unexpected_keys: List[str] = []
         self.incorrect_shapes: List = []
@@ -125,21 +125,16 @@ class StrictCheckpointer(DetectionCheckpointer):
             raise self.unreadable(f"'model' entries that are not tensors: {short_list(bad, 3)}")
         if self.state_filter is not None:
             checkpoint["model"] = self.state_filter(state)
-        self.incompatible = super()._load_model(checkpoint)
-        wrong_shape = {k for k, _, _ in self.incompatible.incorrect_shapes}
-        self.missing_keys = [k for k in self.incompatible.missing_keys if k not in wrong_shape]
-        self.unexpected_keys = [k for k in self.incompatible.unexpected_keys
+        incompatible = super()._load_model(checkpoint)
+        wrong_shape = {k for k, _, _ in incompatible.incorrect_shapes}
+        self.missing_keys = [k for k in incompatible.missing_keys if k not in wrong_shape]
+        self.unexpected_keys = [k for k in incompatible.unexpected_keys
                                 if not self.allowed_unexpected(k)]
-        self.incorrect_shapes = list(self.incompatible.incorrect_shapes)
-        return self.incompatible
+        self.incorrect_shapes = list(incompatible.incorrect_shapes)
+        return incompatible
 
     def _log_incompatible_keys(self, incompatible) -> None:
         """Mismatches are the caller's to report (as one error), not warnings."""
-
-    @property
-    def matched(self) -> bool:
-        """True when the last load matched every key in name and shape."""
-        return not (self.missing_keys or self.unexpected_keys or self.incorrect_shapes)
 
     def describe_mismatch(self) -> str:
         """The last load's mismatches, e.g. "missing keys: a; shape mismatches: ..."."""
@@ -223,10 +218,22 @@ def load_student_checkpoint(model, weights: str, what: str = "MODEL.WEIGHTS",
 
     checkpointer = StudentCheckpointer(model, unreadable=unreadable)
     checkpointer.extra = checkpointer.load(local)
-    if not checkpointer.matched:
+    problems = checkpointer.describe_mismatch()
+    if problems:
         raise error(
-            f"{what} {weights} does not fit the student of the config ("
-            + checkpointer.describe_mismatch() + "); give the checkpoint trained with this "
-            "config, or the config and KEY VALUE overrides it was trained with"
+            f"{what} {weights} does not fit the student of the config ({problems}); give the "
+            "checkpoint trained with this config, or the config and KEY VALUE overrides it was "
+            "trained with"
         )
     return checkpointer
+
+
+def build_plain_student(cfg: CfgNode, weights: str,
+                        **load_options) -> Tuple[CfgNode, torch.nn.Module]:
+    """``(plain_student_cfg(cfg), its model)`` for a distillation or plain config: built, the
+    student entries of ``weights`` loaded strictly (:func:`load_student_checkpoint`, which
+    ``load_options`` go to), in eval mode."""
+    student_cfg = plain_student_cfg(cfg)
+    model = build_model(student_cfg)
+    load_student_checkpoint(model, weights, **load_options)
+    return student_cfg, model.eval()

@@ -19,6 +19,7 @@ DistillRCNN, the class-mean extraction, teacher evaluation, the pre-flight check
 and the demo all use this class.
 """
 import contextlib
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode, get_cfg
-from detectron2.modeling import build_model
+from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.structures import Boxes, ImageList
 
 from ..config import DistillConfigError, add_distill_config, merge_config
@@ -123,8 +124,22 @@ class FrozenTeacher:
 
     @staticmethod
     def teacher_config(cfg: CfgNode) -> CfgNode:
-        """The teacher's validated config (without looking at its weights file)."""
-        teacher_cfg = _teacher_config(cfg)
+        """The teacher's validated config (without looking at its weights file): its yaml file +
+        TEACHER_OPTS, on the student's device."""
+        # the teacher file may use nd-det backbones' keys
+        teacher_cfg = add_distill_config(get_cfg())
+        teacher_cfg.set_new_allowed(True)  # a teacher yaml from another project may carry its keys
+        path = _teacher_config_file(cfg.MODEL.DISTILL.TEACHER_CONFIG)
+        merge_config(teacher_cfg, path, f"MODEL.DISTILL.TEACHER_CONFIG {path}")
+        teacher_cfg.set_new_allowed(False)
+        merge_config(teacher_cfg, list(cfg.MODEL.DISTILL.TEACHER_OPTS),
+                     "MODEL.DISTILL.TEACHER_OPTS")
+        teacher_cfg.MODEL.DEVICE = cfg.MODEL.DEVICE
+        teacher_cfg.MODEL.WEIGHTS = ""
+        # the teacher is always a plain detector, never a distiller itself
+        if teacher_cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
+            teacher_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+        teacher_cfg.freeze()
         s, t = cfg.MODEL.ROI_HEADS.NUM_CLASSES, teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES
         if s != t:
             raise DistillConfigError(
@@ -152,10 +167,7 @@ class FrozenTeacher:
         try:
             state = read_model_state(local)
         except Exception as e:  # noqa: BLE001 - unreadable files fail in many exception types
-            raise TeacherError(
-                f"cannot load teacher weights MODEL.DISTILL.TEACHER_WEIGHTS={weights!r}: "
-                f"{first_line(e)}. Check that the file is a complete detectron2 checkpoint."
-            ) from None
+            raise _unreadable(weights, first_line(e)) from None
         expected = state_shapes_from_config(FrozenTeacher.teacher_config(cfg),
                                             "the teacher (MODEL.DISTILL.TEACHER_CONFIG)")
         problems = state_mismatch(expected, state, _allowed_unexpected)
@@ -168,13 +180,8 @@ class FrozenTeacher:
         matched; the model stays frozen."""
         self.weights = resolve_teacher_weights(self._source_cfg)
         local = local_weights_file("MODEL.DISTILL.TEACHER_WEIGHTS", self.weights)
-
-        def unreadable(why: str) -> TeacherError:
-            return TeacherError(
-                f"cannot load teacher weights MODEL.DISTILL.TEACHER_WEIGHTS={self.weights!r}: "
-                f"{why}. Check that the file is a complete detectron2 checkpoint.")
-
-        checkpointer = StrictCheckpointer(self.model, unreadable=unreadable,
+        checkpointer = StrictCheckpointer(self.model,
+                                          unreadable=functools.partial(_unreadable, self.weights),
                                           allowed_unexpected=_allowed_unexpected)
         checkpointer.load(local)
         problems = checkpointer.describe_mismatch()
@@ -219,10 +226,6 @@ class FrozenTeacher:
                 "MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead in the teacher's config")
         return int(shape.channels)
 
-    def output_shape(self):
-        """The teacher backbone's levels (name -> ShapeSpec)."""
-        return self.model.backbone.output_shape()
-
     @property
     def shapes(self) -> ModelShapes:
         """Backbone levels and RoI embedding width (what the distillation terms check)."""
@@ -234,12 +237,9 @@ class FrozenTeacher:
         padding."""
         if self.flip_channels:
             images = [x.flip(0) for x in images]
-        model = self.model
-        return ImageList.from_tensors(
-            [(x - model.pixel_mean) / model.pixel_std for x in images],
-            model.backbone.size_divisibility,
-            padding_constraints=model.backbone.padding_constraints,
-        )
+        # GeneralizedRCNN's own, not an override of the teacher's meta-architecture; the images
+        # are on its device already, so its device copy moves nothing
+        return GeneralizedRCNN.preprocess_image(self.model, [{"image": x} for x in images])
 
     @torch.no_grad()
     def features(self, images: ImageList) -> Dict[str, torch.Tensor]:
@@ -256,12 +256,6 @@ class FrozenTeacher:
             return heads.box_head(pooled)
 
     @torch.no_grad()
-    def box_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(R, NUM_CLASSES + 1) class logits of the box predictor."""
-        with self.precision():
-            return self.model.roi_heads.box_predictor(embeddings)[0]
-
-    @torch.no_grad()
     def outputs(self, images: ImageList, boxes: List[Boxes], needs: TeacherNeeds) -> TeacherOutputs:
         """What a distillation step needs of the teacher on ``images`` and the sampled
         ``boxes``: its features, and box-head embeddings / logits when ``needs`` says so."""
@@ -269,17 +263,23 @@ class FrozenTeacher:
         out = TeacherOutputs(features=features)
         if needs.box_head:
             out.embeddings = self.box_embeddings(features, boxes)
-            if needs.logits:
-                out.logits = self.box_logits(out.embeddings)
+            if needs.logits:  # (R, NUM_CLASSES + 1) class logits of the box predictor
+                with self.precision():
+                    out.logits = self.model.roi_heads.box_predictor(out.embeddings)[0]
         return out
 
 
 # ---------------------------------------------------------------------- helpers of the checks
+def _unreadable(weights: str, why: str) -> TeacherError:
+    return TeacherError(
+        f"cannot load teacher weights MODEL.DISTILL.TEACHER_WEIGHTS={weights!r}: {why}. Check "
+        "that the file is a complete detectron2 checkpoint.")
+
+
 def _mismatch_message(weights: str, problems: str) -> str:
     return (f"teacher weights {weights!r} do not match the teacher built from "
             f"MODEL.DISTILL.TEACHER_CONFIG ({problems}). Use the checkpoint of that exact "
             "architecture, or fix TEACHER_CONFIG / TEACHER_OPTS to describe it.")
-
 
 
 def _teacher_config_file(name: str) -> str:
@@ -300,23 +300,6 @@ def _teacher_config_file(name: str) -> str:
             f"MODEL.DISTILL.TEACHER_CONFIG={name!r} is neither an existing file nor a detectron2 "
             "model-zoo config name (e.g. 'COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml')."
         ) from None
-
-
-def _teacher_config(cfg: CfgNode) -> CfgNode:
-    """The teacher's own config: its yaml file + TEACHER_OPTS, on the student's device."""
-    teacher_cfg = add_distill_config(get_cfg())  # the teacher file may use nd-det backbones' keys
-    teacher_cfg.set_new_allowed(True)  # a teacher yaml from another project may carry its keys
-    path = _teacher_config_file(cfg.MODEL.DISTILL.TEACHER_CONFIG)
-    merge_config(teacher_cfg, path, f"MODEL.DISTILL.TEACHER_CONFIG {path}")
-    teacher_cfg.set_new_allowed(False)
-    merge_config(teacher_cfg, list(cfg.MODEL.DISTILL.TEACHER_OPTS), "MODEL.DISTILL.TEACHER_OPTS")
-    teacher_cfg.MODEL.DEVICE = cfg.MODEL.DEVICE
-    teacher_cfg.MODEL.WEIGHTS = ""
-    # the teacher is always a plain detector, never a distiller itself
-    if teacher_cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
-        teacher_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
-    teacher_cfg.freeze()
-    return teacher_cfg
 
 
 def _needs_flip(cfg: CfgNode, teacher_cfg: CfgNode) -> bool:

@@ -16,10 +16,6 @@ stage, BatchNorm statistics of layers turned into GroupNorm).  Anything else is 
 :class:`TorchvisionWeightsError` line naming what is missing or mismatched, and, when the file
 is another listed architecture's, which one.
 
-:class:`TorchvisionWeightsMixin` does this inside any DetectionCheckpointer subclass (put it
-first among the bases); :class:`TorchvisionWeightsCheckpointer` is DetectionCheckpointer with
-it.  Checkpoints in the detector's own layout load exactly as before.
-
 :func:`find_offline_mobilenet_v2_weights` locates torchvision's MobileNetV2 ImageNet file that
 the set-up installs offline (the demo's teacher starts from it; the MobileNetV2 configs name a
 copy of it).
@@ -36,6 +32,7 @@ from ..errors import UserError
 from ..utils.text import key_problems
 from .backbone.torchvision_bottom_up import BODY_NAME, TorchvisionBottomUp
 from .backbone.torchvision_stages import TORCHVISION_DEFAULT_STAGES, build_torchvision_classifier
+from .student_checkpoint import _without_ddp_prefix
 
 __all__ = [
     "TorchvisionWeightsError",
@@ -48,7 +45,6 @@ __all__ = [
     "find_offline_mobilenet_v2_weights",
 ]
 
-_DDP_PREFIX = "module."
 _COUNTER = "num_batches_tracked"
 # torchvision's MobileNet_V2_Weights.IMAGENET1K_V1 file, under the name torchvision publishes it
 OFFLINE_MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
@@ -70,16 +66,13 @@ def find_torchvision_bottom_up(model: nn.Module) -> Optional[Tuple[str, Torchvis
     return None
 
 
-def _without_ddp(key: str) -> str:
-    return key[len(_DDP_PREFIX):] if key.startswith(_DDP_PREFIX) else key
-
-
 def is_torchvision_layout(state: Mapping[str, object], model: nn.Module) -> bool:
     """True when no key of ``state`` starts with a top-level name of ``model``'s state dict
     (``backbone``, ``proposal_generator``, ``roi_heads``, ...): a classifier's file, not a
     checkpoint of this detector."""
     own = {key.split(".", 1)[0] for key in model.state_dict()}
-    return bool(state) and not any(_without_ddp(key).split(".", 1)[0] in own for key in state)
+    return bool(state) and not any(_without_ddp_prefix(key).split(".", 1)[0] in own
+                                   for key in state)
 
 
 @functools.lru_cache(maxsize=None)

@@ -46,7 +46,7 @@ import torch
 
 from ..errors import UserError
 from ..utils.text import key_problems
-from .backbone.torchvision_stages import TORCHVISION_DEFAULT_STAGES
+from .backbone.torchvision_stages import TORCHVISION_DEFAULT_STAGES, build_torchvision_classifier
 
 __all__ = [
     "SUPPORTED_ARCHITECTURES",
@@ -131,10 +131,7 @@ def torchvision_reference_shapes(arch: str) -> Dict[str, Tuple[int, ...]]:
     """Key -> shape of torchvision's ``arch`` state dict (built on the meta device: no memory,
     no download)."""
     _check_architecture(arch)
-    import torchvision
-
-    with torch.device("meta"):
-        model = getattr(torchvision.models, arch)()
+    model = build_torchvision_classifier(arch, device="meta")
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
@@ -198,7 +195,6 @@ def convert_torchvision_state_dict(
 ) -> "OrderedDict[str, torch.Tensor]":
     """Check ``state_dict`` against torchvision's ``arch`` and return it under detectron2 names
     (each prefixed with ``prefix``), without the classifier and ``num_batches_tracked``."""
-    _check_architecture(arch)
     check_torchvision_keys(state_dict, arch, source)
     converted = OrderedDict()
     for key, value in state_dict.items():

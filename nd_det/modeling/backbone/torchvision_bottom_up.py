@@ -17,7 +17,7 @@ ImageNet file maps onto the student by adding the prefix ``backbone.bottom_up.bo
 from typing import Dict, List, Sequence, Set, Tuple
 
 import torch
-from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
+from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling.backbone import Backbone
 from torch import fx, nn
 from torchvision.models.feature_extraction import create_feature_extractor
@@ -74,7 +74,6 @@ class TorchvisionBottomUp(Backbone):
         if not 0 <= freeze_at <= len(stages):
             raise ValueError(f"freeze_at must be in 0..{len(stages)}, got {freeze_at!r}")
         self.arch = arch or type(model).__name__
-        self.stages = tuple(stages)
         self._out_features = list(out_features)
         full_keys = set(model.state_dict())
         body = create_feature_extractor(model, dict(zip(stages, out_features)))
@@ -83,13 +82,16 @@ class TorchvisionBottomUp(Backbone):
         # torchvision keys the cut model does not hold (classifier, layers past the last stage)
         self.unused_torchvision_keys = frozenset(full_keys - set(body.state_dict()))
         self.freeze(freeze_at)
+        # Backbone.output_shape() reads these two
         shapes = measure_stage_shapes(body)
         self._out_feature_channels = {name: shapes[name].channels for name in out_features}
         self._out_feature_strides = {name: shapes[name].stride for name in out_features}
 
-    def frozen_targets(self, freeze_at: int) -> Tuple[Set[str], Set[str]]:
-        """(module names, attribute names) inside ``body`` that the first ``freeze_at`` stage
-        outputs depend on."""
+    def freeze(self, freeze_at: int) -> "TorchvisionBottomUp":
+        """Fix the weights of every layer the first ``freeze_at`` stages need and turn their
+        BatchNorm layers into FrozenBatchNorm2d."""
+        # detectron2's ResNet.freeze walks its own stage blocks; a torchvision model has no such
+        # blocks, so its graph says which layers a stage needs
         modules: Set[str] = set()
         attributes: Set[str] = set()
         for name in self._out_features[:freeze_at]:
@@ -97,14 +99,6 @@ class TorchvisionBottomUp(Backbone):
                 used_modules, used_attributes = _used_by_output(graph, name)
                 modules |= used_modules
                 attributes |= used_attributes
-        return modules, attributes
-
-    def freeze(self, freeze_at: int) -> "TorchvisionBottomUp":
-        """Fix the weights of every layer the first ``freeze_at`` stages need and turn their
-        BatchNorm layers into FrozenBatchNorm2d."""
-        # detectron2's ResNet.freeze walks its own stage blocks; a torchvision model has no such
-        # blocks, so its graph says which layers a stage needs
-        modules, attributes = self.frozen_targets(freeze_at)
         for target in sorted(modules):
             module = self.body.get_submodule(target)
             for parameter in module.parameters():
@@ -123,9 +117,3 @@ class TorchvisionBottomUp(Backbone):
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         return self.body(x)
-
-    def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {name: ShapeSpec(channels=self._out_feature_channels[name],
-                                stride=self._out_feature_strides[name])
-                for name in self._out_features}
-

@@ -4,22 +4,50 @@
 With the four default stages (strides 4..32) and ``MODEL.FPN.IN_FEATURES`` set to all of
 ``MODEL.TORCHVISION.OUT_FEATURES`` it returns p2..p6 (strides 4..64, ``MODEL.FPN.OUT_CHANNELS``
 channels, p6 max-pooled from p5) exactly like detectron2's ``build_resnet_fpn_backbone``, so
-the RPN, the ROI heads and ReviewKD work unchanged.  Example::
+the RPN, the ROI heads and ReviewKD work unchanged; with fewer stages (e.g. c2..c4) the extra
+level follows the deepest one (p2..p5).  Example::
 
     MODEL:
       BACKBONE: {NAME: "build_torchvision_fpn_backbone"}
       TORCHVISION: {ARCH: "mobilenet_v3_large"}
       FPN: {IN_FEATURES: ["c2", "c3", "c4", "c5"]}
 """
-from detectron2.layers import ShapeSpec
-from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN
+import math
 
-from .fpn import fpn_over
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+
 from .torchvision_bottom_up import TorchvisionBottomUp
 from .torchvision_config import check_torchvision_config, torchvision_stages
 from .torchvision_stages import build_torchvision_classifier
 
-__all__ = ["build_torchvision_backbone", "build_torchvision_fpn_backbone"]
+__all__ = ["fpn_over", "build_torchvision_backbone", "build_torchvision_fpn_backbone"]
+
+
+def fpn_over(bottom_up: Backbone, cfg, out_features_key: str) -> FPN:
+    """detectron2's FPN (``MODEL.FPN``) over ``bottom_up``, with a max-pooled extra level."""
+    available = list(bottom_up.output_shape().keys())
+    in_features = list(cfg.MODEL.FPN.IN_FEATURES)
+    missing = [name for name in in_features if name not in available]
+    if not in_features or missing:
+        raise ValueError(
+            f"MODEL.FPN.IN_FEATURES is {in_features!r}, but the bottom-up network returns "
+            f"{available} ({out_features_key}); set MODEL.FPN.IN_FEATURES to a non-empty subset "
+            f"of {out_features_key} (missing: {missing})."
+        )
+    # the extra max-pooled level comes from the deepest FPN level, whichever stage that is
+    top_block = LastLevelMaxPool()
+    deepest_stride = bottom_up.output_shape()[in_features[-1]].stride
+    top_block.in_feature = f"p{int(math.log2(deepest_stride))}"
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=in_features,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=top_block,
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
 
 
 @BACKBONE_REGISTRY.register()
