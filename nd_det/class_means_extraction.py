@@ -51,6 +51,7 @@ from .modeling.teacher import FrozenTeacher
 from .utils.paths import check_writable
 from .utils.progress import ProgressClock, format_duration
 from .utils.text import short_list
+from .utils.values import is_int
 
 __all__ = [
     "extract_class_means",
@@ -97,7 +98,7 @@ def parse_max_images(value: Union[None, int, str]) -> Optional[int]:
     if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
         return None
     try:
-        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else 0
+        number = int(value) if is_int(value) or isinstance(value, str) else 0
     except ValueError:
         number = 0
     if number < 1:
@@ -300,15 +301,14 @@ def check_extraction(cfg: CfgNode, output: Optional[str] = None,
 def _protocol_metadata(teacher: FrozenTeacher, cfg: CfgNode, protocol: str) -> Dict:
     tcfg = teacher.cfg
     reference = protocol == "reference"
+    mode = "train" if reference else "test"
     return {
         "protocol": protocol,
         "protocol_description": PROTOCOLS[protocol],
         "augmentation": augmentation_metadata(cfg, protocol),
-        "rpn_topk": {"mode": "train" if reference else "test",
-                     "pre_nms": int(tcfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN if reference
-                                    else tcfg.MODEL.RPN.PRE_NMS_TOPK_TEST),
-                     "post_nms": int(tcfg.MODEL.RPN.POST_NMS_TOPK_TRAIN if reference
-                                     else tcfg.MODEL.RPN.POST_NMS_TOPK_TEST)},
+        "rpn_topk": {"mode": mode,
+                     "pre_nms": int(tcfg.MODEL.RPN[f"PRE_NMS_TOPK_{mode.upper()}"]),
+                     "post_nms": int(tcfg.MODEL.RPN[f"POST_NMS_TOPK_{mode.upper()}"])},
         "roi_sampling": {"batch_size_per_image": int(tcfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE),
                          "positive_fraction": float(tcfg.MODEL.ROI_HEADS.POSITIVE_FRACTION),
                          "iou_thresholds": [float(x) for x in tcfg.MODEL.ROI_HEADS.IOU_THRESHOLDS],
@@ -323,7 +323,6 @@ def extract_class_means(
     max_images: Optional[int] = REFERENCE_NUM_IMAGES,
     allow_empty_classes: bool = False,
     num_workers: Optional[int] = None,
-    log_period: float = 10.0,
     seed: int = 0,
     protocol: str = DEFAULT_PROTOCOL,
 ) -> ClassMeans:
@@ -365,7 +364,7 @@ def extract_class_means(
             if clock.done == local:
                 logger.info(message)
             else:
-                log_every_n_seconds(logging.INFO, message, n=log_period, name=logger.name)
+                log_every_n_seconds(logging.INFO, message, n=10, name=logger.name)
     acc.all_reduce()
 
     class_names = _class_names(cfg)

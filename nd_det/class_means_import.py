@@ -27,6 +27,7 @@ from .errors import one_line_usage_errors, run_cli
 from .losses import ClassMeans, ClassMeansError, save_class_means
 from .utils.paths import check_writable
 from .utils.text import short_list
+from .utils.values import is_number
 
 __all__ = [
     "import_class_means",
@@ -158,7 +159,7 @@ def _row_values(path: str, key: str, row, dim: int) -> List[float]:
                             f"teacher's box-head width); pass --dim {len(row)} if that is the "
                             "teacher's")
     for position, value in enumerate(row):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_number(value):
             raise _refuse(path, f"row {key!r} holds {value!r} at position {position}, not a "
                                 "number")
     return row

@@ -26,21 +26,15 @@ DISTILL_LOSS_NAMES = ("nd", "kd", "dkd", "reviewkd")
 
 
 def add_backbone_config(cfg: CN) -> CN:
-    """Add the keys of the student backbones detectron2 lacks (``MODEL.TORCHVISION``: any
-    torchvision classifier, MobileNetV2 and MobileNetV3 included), in place.
+    """Add the keys of the student backbones detectron2 lacks, in place: ``MODEL.TORCHVISION``,
+    any torchvision classifier (MobileNetV2 and MobileNetV3 included) as an FPN student backbone
+    (``MODEL.BACKBONE.NAME: build_torchvision_fpn_backbone``).
 
     This is all a process that only deploys an exported student with such a backbone needs.
     Safe to call more than once: an existing node is left as it is.  Returns ``cfg``.
     """
-    _add_torchvision_backbone_config(cfg)
-    return cfg
-
-
-def _add_torchvision_backbone_config(cfg: CN) -> None:
-    """``MODEL.TORCHVISION``: any torchvision classification model as an FPN student backbone
-    (``MODEL.BACKBONE.NAME: build_torchvision_fpn_backbone``)."""
     if "TORCHVISION" in cfg.MODEL:
-        return
+        return cfg
     cfg.MODEL.TORCHVISION = CN()
     # The torchvision.models builder name, e.g. "mobilenet_v3_large", "efficientnet_b0",
     # "regnet_x_400mf", "resnet18", "convnext_tiny", "mobilenet_v2".  Any torchvision
@@ -67,6 +61,7 @@ def _add_torchvision_backbone_config(cfg: CN) -> None:
     # Channel width multiplier, for the builders that take one (mobilenet_v2,
     # mobilenet_v3_large, mobilenet_v3_small); 1.0 for every other ARCH and for ImageNet weights.
     cfg.MODEL.TORCHVISION.WIDTH_MULT = 1.0
+    return cfg
 
 
 def add_distill_config(cfg: CN) -> CN:

@@ -5,6 +5,7 @@ import statistics
 from typing import Dict, Sequence
 
 from ..utils.atomic_file import atomic_write, atomic_write_json, atomic_write_text
+from ..utils.text import markdown_table
 from .plan import PAIRS
 
 __all__ = ["summarize", "render_markdown", "write_report", "draw_figure", "PRIMARY_METRIC"]
@@ -71,30 +72,27 @@ def render_markdown(report: Dict) -> str:
     for domain, block in report["domains"].items():
         metrics = _METRICS[domain]
         teacher = " / ".join(f"{m} {_fmt(block['teacher']['metrics'][m])}" for m in metrics)
-        lines += [f"## {domain.capitalize()}: {block['setting']}", "", f"Teacher: {teacher}.",
-                  "", "| method | " + " | ".join(f"{m} (mean ± std)" for m in metrics)
-                  + " | gap closed | per seed (" + block["metric"] + ") |",
-                  "|---|" + "---|" * (len(metrics) + 2)]
+        rows = []
         for name, row in block["methods"].items():
-            cells = [_with_std(row[m]) for m in metrics]
             per_seed = ", ".join(f"{row['per_seed'][str(s)][block['metric']]:.2f}"
                                  for s in row["seeds"])
             gap = row["gap_closed_percent"]
-            lines.append(f"| {name} | " + " | ".join(cells)
-                         + f" | {'-' if gap is None else f'{gap:.0f}%'} | {per_seed} |")
+            rows.append([name, *(_with_std(row[m]) for m in metrics),
+                         "-" if gap is None else f"{gap:.0f}%", per_seed])
+        lines += [f"## {domain.capitalize()}: {block['setting']}", "", f"Teacher: {teacher}.",
+                  ""] + markdown_table(["method", *(f"{m} (mean ± std)" for m in metrics),
+                                        "gap closed", f"per seed ({block['metric']})"], rows)
         if all(row["gap_closed_percent"] is None for row in block["methods"].values()):
             lines += ["", "(gap closed: none, the teacher is not above the student alone.)"]
         if block["pairs"]:
             lines += ["", f"Paired difference X++ - X in {block['metric']} (same seed, same "
-                      "data order, same initial weights):", "",
-                      "| pair | per seed | mean ± std | X++ better / worse |",
-                      "|---|---|---|---|"]
+                      "data order, same initial weights):", ""] + markdown_table(
+                ["pair", "per seed", "mean ± std", "X++ better / worse"],
+                [(pair["pair"], ", ".join(f"{d:+.2f}" for d in pair["differences"]),
+                  _with_std(pair, "+"), f"{pair['plus_better']} / {pair['plus_worse']} of "
+                  f"{pair['n']}") for pair in block["pairs"]])
         else:
             lines += ["", "No X / X++ pair among the methods run: nothing to pair."]
-        for pair in block["pairs"]:
-            per = ", ".join(f"{d:+.2f}" for d in pair["differences"])
-            lines.append(f"| {pair['pair']} | {per} | {_with_std(pair, '+')} | "
-                         f"{pair['plus_better']} / {pair['plus_worse']} of {pair['n']} |")
         spread = block["mean_seed_std"]
         lines += ["", f"Seed-to-seed std of {block['metric']}, mean over methods: "
                   + ("none (one seed)" if spread is None else f"{spread:.2f}") + ".", ""]

@@ -1,5 +1,7 @@
 """Benchmark results: a markdown summary of the JSON file's content."""
-from typing import Dict, List, Sequence
+from typing import Dict, List
+
+from ..utils.text import markdown_table
 
 __all__ = ["markdown_summary"]
 
@@ -20,12 +22,6 @@ def _mib(n):
     return None if n is None else n / 2**20
 
 
-def _table(header: Sequence[str], rows) -> List[str]:
-    """A blank line, then a markdown table: the header, its separator, one line per row."""
-    return ["", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + [
-        "| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-
-
 def markdown_summary(result: Dict) -> str:
     s = result["settings"]
     m = result["machine"]
@@ -42,12 +38,12 @@ def markdown_summary(result: Dict) -> str:
             f"Student parameters: {_millions(params['total'])} M ({_millions(params['trainable'])}"
             f" M trainable); backbone with FPN {_millions(params['backbone'])} M, bottom-up "
             f"{_millions(params['bottom_up'])} M.")
-    lines += _table(
+    lines += [""] + markdown_table(
         ["step", "median ms", "min ms", "max ms", "CPU-time median ms", "images/s"],
         [(name, _fmt(t["median_ms"]), _fmt(t["min_ms"]), _fmt(t["max_ms"]),
           _fmt(t["cpu_median_ms"]), _fmt(result["images_per_s"].get(name), 2))
          for name, t in result["timings"].items()])
-    lines += _table(
+    lines += [""] + markdown_table(
         ["loss set", "distill step ms", "baseline", "baseline ms", "ratio", "CPU-time ratio"],
         [(name, _fmt(r["distill_ms"]), r["baseline"], _fmt(r["baseline_ms"]),
           _fmt(r["ratio"], 3), _fmt(r["cpu_ratio"], 3)) for name, r in result["ratios"].items()])
@@ -68,14 +64,14 @@ def markdown_summary(result: Dict) -> str:
     if mem:
         shared = [_fmt(_mib(mem[k])) for k in ("student_step_peak_bytes", "teacher_weight_bytes",
                                                "teacher_forward_activation_bytes")]
-        lines += ["", f"Peak memory ({mem['method']}), MiB:"] + _table(
+        lines += ["", f"Peak memory ({mem['method']}), MiB:", ""] + markdown_table(
             ["loss set", "distill step peak", "student step peak", "teacher weights",
              "teacher forward activations", "ratio"],
             [(name, _fmt(_mib(mem["distill_step_peak_bytes"][name])), *shared, _fmt(r, 3))
              for name, r in mem["ratios"].items()])
     loaders = result.get("dataloader") or []
     if loaders:
-        lines += _table(
+        lines += [""] + markdown_table(
             ["data loader workers", "images/s", "source size", "median output size"],
             [(r["workers"], _fmt(r["images_per_s"]), "x".join(map(str, r["source_image_size"])),
               "x".join(map(str, r["median_output_size"]))) for r in loaders])

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import yaml
 
+from ..utils.values import is_int
 from .errors import ConfigError
 
 __all__ = ["DEFAULTS", "VALUE_RULES", "ConfigError", "load_config", "apply_overrides",
@@ -130,19 +131,15 @@ _KIND_TEXT = {"int": "an integer", "number": "a number", "bool": "true or false"
               "str": "a string", "int_list": "a list of integers, e.g. [150, 180, 210]"}
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 # the test of each kind but "number" (which also reads numbers written as text)
-_FITS = {"int": _is_int, "bool": lambda v: isinstance(v, bool),
+_FITS = {"int": is_int, "bool": lambda v: isinstance(v, bool),
          "str": lambda v: isinstance(v, str),
-         "int_list": lambda v: isinstance(v, list) and all(map(_is_int, v))}
+         "int_list": lambda v: isinstance(v, list) and all(map(is_int, v))}
 
 
 def _as_number(value):
     """``value`` as an int/float, or None; text such as '1e-3' (a string to YAML 1.1) counts."""
-    if _is_int(value) or isinstance(value, float):
+    if is_int(value) or isinstance(value, float):
         return value
     if isinstance(value, str):
         try:

@@ -5,6 +5,7 @@ import sys
 import time
 from typing import Dict, Optional
 
+from ..utils.values import is_number
 from .errors import MissingDependencyError
 
 __all__ = ["RunLogger"]
@@ -56,7 +57,7 @@ class RunLogger:
             f.write(json.dumps({"type": kind, **values}, sort_keys=True) + "\n")
         if self._writer is not None and step is not None:
             for key, value in values.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if is_number(value):
                     self._writer.add_scalar(f"{kind}/{key}", value, step)
 
     def close(self) -> None:

@@ -38,30 +38,15 @@ def _registered_files(name: str) -> Optional[Tuple[str, str]]:
     return os.fspath(json_file), os.fspath(image_root)
 
 
-def _forget(name: str) -> None:
-    DatasetCatalog.remove(name)
-    if name in MetadataCatalog.list():
-        MetadataCatalog.remove(name)
-
-
-def register_coco_dataset(name: str, json_file, image_root, validate: bool = True,
-                          replace: bool = False, decode_images: bool = False,
-                          degenerate_boxes: str = "error") -> Optional[CocoSummary]:
-    """Register a COCO-format instances dataset under ``name`` in detectron2's catalogs.
-
-    Args:
-        name: the dataset name used in ``DATASETS.TRAIN`` / ``DATASETS.TEST``.
-        json_file: the COCO instances JSON.
-        image_root: the folder the JSON's ``file_name`` entries are relative to.
-        validate: check the JSON and that the image files exist before registering (fast; see
-            :func:`validate_coco_json`); raises :class:`DatasetError` on the first problem.
-        replace: if ``name`` is already registered with other files, replace that registration
-            (default: raise).  The same name with the same files is always re-registered.
-        decode_images, degenerate_boxes: passed to :func:`validate_coco_json`.
-
-    Returns:
-        the validation summary (None when ``validate`` is False).
-    """
+def register_coco_dataset(name: str, json_file, image_root, replace: bool = False,
+                          decode_images: bool = False, degenerate_boxes: str = "error"
+                          ) -> CocoSummary:
+    """Check (:func:`validate_coco_json`, which raises :class:`DatasetError` on the first
+    problem), then register a COCO-format instances dataset under ``name`` (the name used in
+    ``DATASETS.TRAIN`` / ``DATASETS.TEST``); ``image_root`` is the folder the JSON's
+    ``file_name`` entries are relative to.  ``replace``: if ``name`` is already registered with
+    other files, replace that registration (default: raise).  ``decode_images`` and
+    ``degenerate_boxes`` are passed to :func:`validate_coco_json`.  Returns its summary."""
     if not isinstance(name, str) or not name.strip() or name != name.strip():
         raise DatasetError(f"dataset name {name!r} is not usable. Fix: pass a non-empty name "
                            "without surrounding spaces, e.g. 'trees_train'")
@@ -74,20 +59,19 @@ def register_coco_dataset(name: str, json_file, image_root, validate: bool = Tru
             raise DatasetError(f"dataset name '{name}' is already registered (with {where}). "
                                "Fix: give --dataset another name for "
                                f"{json_file} (in Python: replace=True re-registers it)")
-    summary = None
-    if validate:
-        summary = validate_coco_json(json_file, image_root, decode_images=decode_images,
-                                     degenerate_boxes=degenerate_boxes)
+    summary = validate_coco_json(json_file, image_root, decode_images=decode_images,
+                                 degenerate_boxes=degenerate_boxes)
     if name in DatasetCatalog.list():
-        _forget(name)
+        DatasetCatalog.remove(name)
+        if name in MetadataCatalog.list():
+            MetadataCatalog.remove(name)
     register_coco_instances(name, {}, json_file, image_root)
-    if summary is not None:
-        MetadataCatalog.get(name).set(
-            thing_classes=list(summary.class_names),
-            thing_dataset_id_to_contiguous_id=summary.dataset_id_to_contiguous_id,
-        )
-        logger.info("registered dataset '%s': %d images, %d boxes, %d classes (%s), %d images "
-                    "without boxes", name, summary.num_images, summary.num_annotations,
-                    summary.num_classes, ", ".join(summary.class_names[:10]),
-                    summary.num_images_without_boxes)
+    MetadataCatalog.get(name).set(
+        thing_classes=list(summary.class_names),
+        thing_dataset_id_to_contiguous_id=summary.dataset_id_to_contiguous_id,
+    )
+    logger.info("registered dataset '%s': %d images, %d boxes, %d classes (%s), %d images "
+                "without boxes", name, summary.num_images, summary.num_annotations,
+                summary.num_classes, ", ".join(summary.class_names[:10]),
+                summary.num_images_without_boxes)
     return summary

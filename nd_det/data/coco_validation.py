@@ -39,6 +39,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
+from ..utils.values import is_int, is_number
 from .errors import DatasetError
 
 __all__ = ["BOX_TOLERANCE_PX", "CocoSummary", "validate_coco_json"]
@@ -85,13 +86,12 @@ def _fail(json_file: str, problem: str, fix: str) -> DatasetError:
     return DatasetError(f"{json_file}: {problem}. Fix: {fix}.")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _is_finite(value) -> bool:
+    return is_number(value) and math.isfinite(value)
 
 
-def _is_number(value) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+def _is_id(value) -> bool:
+    return is_int(value) or isinstance(value, str)
 
 
 def _name_some(items: Sequence[str]) -> str:
@@ -143,7 +143,7 @@ def _check_categories(json_file: str, categories: List) -> Dict[int, str]:
                     'list the classes, e.g. "categories": [{"id": 1, "name": "tree"}]')
     names_by_id: Dict[int, str] = {}
     for index, category in enumerate(categories):
-        if not isinstance(category, dict) or not _is_int(category.get("id")) \
+        if not isinstance(category, dict) or not is_int(category.get("id")) \
                 or not isinstance(category.get("name"), str):
             raise _fail(json_file, f"category #{index} ({category!r:.80}) lacks an int 'id' or a "
                         "str 'name'", 'write every category as {"id": <int>, "name": <str>}')
@@ -164,7 +164,7 @@ def _check_images(json_file: str, images: List) -> Dict:
             raise _fail(json_file, f"image #{index} is a {type(image).__name__}, not a dict",
                         "convert it to COCO instances format")
         image_id = image.get("id")
-        if not (_is_int(image_id) or isinstance(image_id, str)):
+        if not _is_id(image_id):
             raise _fail(json_file, f"image #{index} ({image.get('file_name')!r}) has no int or str "
                         f"'id' (got {image_id!r})", "give every image a unique int 'id'")
         id_types.add(type(image_id))
@@ -173,7 +173,7 @@ def _check_images(json_file: str, images: List) -> Dict:
             raise _fail(json_file, f"image id {image_id!r} has no 'file_name'",
                         "give every image the path of its file relative to the image folder")
         for key in ("height", "width"):
-            if not _is_number(image.get(key)) or image[key] <= 0:
+            if not _is_finite(image.get(key)) or image[key] <= 0:
                 raise _fail(json_file, f"image id {image_id!r} ({file_name}) has {key}="
                             f"{image.get(key)!r}", f"write the image's {key} in pixels "
                             "(a positive number; detectron2 needs both height and width)")
@@ -233,8 +233,7 @@ def _check_annotations(json_file: str, annotations: List, images: Dict,
     orphans = 0
     known = sorted(names_by_id)
     for index, annotation in enumerate(annotations):
-        if not isinstance(annotation, dict) or not (
-                _is_int(annotation.get("id")) or isinstance(annotation.get("id"), str)):
+        if not isinstance(annotation, dict) or not _is_id(annotation.get("id")):
             raise _fail(json_file, f"annotation #{index} ({annotation!r:.80}) has no int 'id'",
                         "give every annotation a unique int 'id' (pycocotools indexes by it)")
         ann_id = annotation["id"]
@@ -244,7 +243,7 @@ def _check_annotations(json_file: str, annotations: List, images: Dict,
                             "give every annotation its own 'id'")
             seen_ids.add(ann_id)
         category_id = annotation.get("category_id")
-        if not _is_int(category_id) or category_id not in names_by_id:
+        if not is_int(category_id) or category_id not in names_by_id:
             raise _fail(json_file, f"annotation id {ann_id!r} has category_id {category_id!r}, "
                         f"which is not in 'categories' (known ids: {_name_some(known)})",
                         "add that category to 'categories' or correct the annotation's "
@@ -254,11 +253,11 @@ def _check_annotations(json_file: str, annotations: List, images: Dict,
                         f"{annotation['ignore']!r}, which detectron2 does not support",
                         "delete ignored annotations, or mark crowd regions with \"iscrowd\": 1")
         bbox = annotation.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_is_number, bbox)):
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_is_finite, bbox)):
             raise _fail(json_file, f"annotation id {ann_id!r} has bbox {bbox!r:.80}, not four "
                         "finite numbers", "write each box as [x, y, width, height] in pixels")
         image_id = annotation.get("image_id")
-        if not (_is_int(image_id) or isinstance(image_id, str)):
+        if not _is_id(image_id):
             raise _fail(json_file, f"annotation id {ann_id!r} has image_id {image_id!r}",
                         "point every annotation at the 'id' of its image")
         image = images.get(image_id)
@@ -294,18 +293,10 @@ def _check_annotations(json_file: str, annotations: List, images: Dict,
 
 def validate_coco_json(json_file, image_root, decode_images: bool = False,
                        degenerate_boxes: str = "error") -> CocoSummary:
-    """Check a COCO instances JSON and its image folder; raise one DatasetError on the first problem.
-
-    Args:
-        json_file: path of the COCO instances JSON.
-        image_root: folder the images' ``file_name`` entries are relative to.
-        decode_images: also open and decode every image and compare its size with the JSON
-            (slow on large datasets; off by default, which only checks that the files exist).
-        degenerate_boxes: "error" (default) or "warn" for boxes with zero/negative width or height.
-
-    Returns:
-        a :class:`CocoSummary` (counts, sorted category ids and class names).
-    """
+    """Check a COCO instances JSON and its image folder (the folder the images' ``file_name``
+    entries are relative to; see the module docstring); raise one DatasetError on the first
+    problem.  ``decode_images``: also decode every image and compare its size with the JSON (slow
+    on large datasets).  Returns a :class:`CocoSummary`."""
     if degenerate_boxes not in DEGENERATE_BOX_POLICIES:
         raise ValueError(f"degenerate_boxes={degenerate_boxes!r}: use one of "
                          f"{DEGENERATE_BOX_POLICIES}")

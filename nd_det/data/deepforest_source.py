@@ -102,10 +102,9 @@ def read_voc_xml(xml_path: Path) -> AnnotatedImage:
     height = _int_field(root, "size/height", xml_path)
     boxes, labels = [], []
     for obj in root.iter("object"):
-        x0 = max(0, _int_field(obj, "bndbox/xmin", xml_path))
-        y0 = max(0, _int_field(obj, "bndbox/ymin", xml_path))
-        x1 = min(width, _int_field(obj, "bndbox/xmax", xml_path))
-        y1 = min(height, _int_field(obj, "bndbox/ymax", xml_path))
+        x0, y0, x1, y1 = (_int_field(obj, f"bndbox/{key}", xml_path)
+                          for key in ("xmin", "ymin", "xmax", "ymax"))
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
         if x1 > x0 and y1 > y0:
             boxes.append((x0, y0, x1, y1))
             labels.append((obj.findtext("name") or "").strip())

@@ -36,10 +36,12 @@ import hashlib
 import json
 import os
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from ..utils.atomic_file import atomic_write_json
 from .atomic_build import build_atomically
 from .deepforest_source import (AnnotatedImage, deepforest_version, read_deepforest_images)
 from .errors import DatasetError
@@ -118,12 +120,6 @@ def _stamp(sources: List[AnnotatedImage]) -> Dict:
     }
 
 
-def _paths(root: Path) -> EmbeddedDataset:
-    return EmbeddedDataset(root=root, image_dir=root / IMAGE_DIR,
-                           train_json=root / SPLIT_FILES["train"],
-                           val_json=root / SPLIT_FILES["val"])
-
-
 def _is_current(root: Path, stamp: Dict) -> bool:
     """True when ``root`` holds a complete build made from the same inputs and parameters."""
     try:
@@ -189,12 +185,8 @@ def _build(staging: Path, sources: List[AnnotatedImage], stamp: Dict) -> None:
     for name, content in splits.items():
         document = dict(_coco_header(name), **content,
                         categories=[{"id": 1, "name": CLASS_NAME, "supercategory": "plant"}])
-        with open(staging / SPLIT_FILES[name], "w", encoding="utf-8") as stream:
-            json.dump(document, stream, indent=1)
-            stream.write("\n")
-    with open(staging / STAMP_FILE, "w", encoding="utf-8") as stream:
-        json.dump(stamp, stream, indent=1, sort_keys=True)
-        stream.write("\n")
+        atomic_write_json(document, str(staging / SPLIT_FILES[name]))
+    atomic_write_json(stamp, str(staging / STAMP_FILE), sort_keys=True)
 
 
 def ensure_embedded_dataset(root=None, force: bool = False) -> EmbeddedDataset:
@@ -208,7 +200,9 @@ def ensure_embedded_dataset(root=None, force: bool = False) -> EmbeddedDataset:
     stamp = _stamp(sources)
     build_atomically(root, lambda folder: (not force) and _is_current(folder, stamp),
                      lambda staging: _build(staging, sources, stamp))
-    return _paths(root)
+    return EmbeddedDataset(root=root, image_dir=root / IMAGE_DIR,
+                           train_json=root / SPLIT_FILES["train"],
+                           val_json=root / SPLIT_FILES["val"])
 
 
 def register_embedded_dataset(root=None) -> Tuple[str, str]:
@@ -233,9 +227,7 @@ def summarize_embedded_dataset(dataset: EmbeddedDataset) -> Dict[str, Dict]:
             coco = json.load(stream)
         with_boxes = {annotation["image_id"] for annotation in coco["annotations"]}
         sides = [max(a["bbox"][2], a["bbox"][3]) for a in coco["annotations"]]
-        per_source: Dict[str, int] = {}
-        for image in coco["images"]:
-            per_source[image["source"]] = per_source.get(image["source"], 0) + 1
+        per_source = dict(Counter(image["source"] for image in coco["images"]))
         summary[split] = {
             "tiles": len(coco["images"]),
             "boxes": len(coco["annotations"]),

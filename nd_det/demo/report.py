@@ -12,6 +12,7 @@ import math
 from typing import Dict, List, Sequence
 
 from ..utils.atomic_file import atomic_write_json, atomic_write_text
+from ..utils.text import markdown_table
 
 __all__ = [
     "ROW_NAMES",
@@ -111,10 +112,9 @@ def render_markdown(report: Dict) -> str:
         f"and once with {report['method_name']} (MODEL.DISTILL.LOSSES "
         f"{report['distill_losses']}).",
         "",
-        "| " + " | ".join(title for title, _, _ in TABLE_COLUMNS) + " |",
-        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
     ]
-    lines += ["| " + " | ".join(_cells(row)) + " |" for row in report["rows"]]
+    lines += markdown_table([title for title, _, _ in TABLE_COLUMNS],
+                            [_cells(row) for row in report["rows"]])
     lines += [
         "",
         f"**{report['verdict']}**",

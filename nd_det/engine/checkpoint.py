@@ -45,8 +45,7 @@ def non_finite_entries(state) -> list:
 
 
 class AtomicCheckpointer(TorchvisionWeightsMixin, DetectionCheckpointer):
-    """DetectionCheckpointer with all-or-nothing files and a refusal to save NaN/inf weights;
-    a torchvision ImageNet file as MODEL.WEIGHTS loads strictly into a torchvision backbone."""
+    """DetectionCheckpointer with the guarantees of the module docstring."""
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -65,8 +64,7 @@ class AtomicCheckpointer(TorchvisionWeightsMixin, DetectionCheckpointer):
         basename = f"{name}.pth"
         path = os.path.join(self.save_dir, basename)
         self.logger.info("Saving checkpoint to %s", path)
-        os.makedirs(self.save_dir, exist_ok=True)
-        atomic_torch_save(data, path)
+        atomic_torch_save(data, path)  # makes save_dir when missing
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:

@@ -9,6 +9,7 @@ traceback text.
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 from detectron2.engine import launch
 from torch.multiprocessing import ProcessExitedException
@@ -30,20 +31,15 @@ def _worker(main, args):
             raise
         from detectron2.utils import comm
 
-        with open(os.path.join(folder, f"rank{comm.get_rank()}.txt"), "w",
-                  encoding="utf-8") as f:
-            f.write(" ".join(str(error).split()))
+        path = Path(folder, f"rank{comm.get_rank()}.txt")
+        path.write_text(" ".join(str(error).split()), encoding="utf-8")
         sys.exit(EXIT_USER_ERROR)
 
 
 def _worker_messages(folder: str):
-    lines = []
-    for name in sorted(os.listdir(folder)):
-        with open(os.path.join(folder, name), encoding="utf-8") as f:
-            line = f.read().strip()
-        if line and line not in lines:
-            lines.append(line)
-    return lines
+    """The distinct messages, in rank order."""
+    lines = (path.read_text(encoding="utf-8").strip() for path in sorted(Path(folder).iterdir()))
+    return list(dict.fromkeys(line for line in lines if line))
 
 
 def launch_main(main, args, precheck=None) -> None:

@@ -34,6 +34,7 @@ from ..utils.text import first_line
 from .checkpoint import check_checkpoint_file, resume_checkpoint
 from .image_check import check_images
 from .setup import check_datasets
+from .trainer import amp_precision
 
 __all__ = ["preflight_distill", "check_launch", "check_training_config", "check_datasets",
            "check_backbone_config", "check_train_run", "check_eval_run"]
@@ -92,13 +93,10 @@ def check_training_config(cfg: CfgNode, args) -> None:
     if cfg.TEST.EVAL_PERIOD < 0:
         raise ConfigError(f"TEST.EVAL_PERIOD {cfg.TEST.EVAL_PERIOD}: give 0 (evaluate at the "
                           "end) or a positive number of iterations")
-    if solver.AMP.ENABLED:
-        if not str(cfg.MODEL.DEVICE).startswith("cuda"):
-            raise ConfigError("SOLVER.AMP.ENABLED True needs a CUDA device (MODEL.DEVICE "
-                              f"{cfg.MODEL.DEVICE}): set SOLVER.AMP.ENABLED False on the CPU")
-    if solver.AMP.PRECISION not in ("float16", "bfloat16"):
-        raise ConfigError(f"SOLVER.AMP.PRECISION={solver.AMP.PRECISION!r}: use 'float16' or "
-                          "'bfloat16'")
+    if solver.AMP.ENABLED and not str(cfg.MODEL.DEVICE).startswith("cuda"):
+        raise ConfigError("SOLVER.AMP.ENABLED True needs a CUDA device (MODEL.DEVICE "
+                          f"{cfg.MODEL.DEVICE}): set SOLVER.AMP.ENABLED False on the CPU")
+    amp_precision(solver.AMP.PRECISION)  # the trainer's own check of the name
     check_loader_and_input(cfg)
 
 
@@ -167,12 +165,6 @@ def preflight_distill(cfg: CfgNode, need_class_means: bool = True) -> Optional[C
     return teacher_cfg
 
 
-def _fetch_teacher_weights(cfg: CfgNode) -> None:
-    """The teacher's weights file, downloaded now if a URL (a network failure is one line before
-    any model is built), read and compared with the teacher's architecture."""
-    FrozenTeacher.check_weights_file(cfg)
-
-
 def check_student_weights_file(cfg: CfgNode) -> None:
     """MODEL.WEIGHTS to evaluate: present (downloaded now if a URL), complete, and holding
     exactly the student of ``cfg`` (a DistillRCNN checkpoint's distill_losses.* are dropped)."""
@@ -215,7 +207,8 @@ def check_train_run(cfg: CfgNode, args) -> None:
     elif cfg.MODEL.WEIGHTS:
         local_weights_file("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS)
     if _is_distillation(cfg):
-        _fetch_teacher_weights(cfg)
+        # downloaded now if a URL: a network failure is one line before any model is built
+        FrozenTeacher.check_weights_file(cfg)
 
 
 def check_eval_run(cfg: CfgNode, args) -> None:
@@ -236,6 +229,6 @@ def check_eval_run(cfg: CfgNode, args) -> None:
         teacher_cfg = FrozenTeacher.check(cfg)
         check_backbone_config(teacher_cfg)
         shapes_from_config(teacher_cfg, "the teacher (MODEL.DISTILL.TEACHER_CONFIG)")
-        _fetch_teacher_weights(cfg)
+        FrozenTeacher.check_weights_file(cfg)
     if getattr(args, "check_images", False):
         check_images(cfg, ("TEST",))

@@ -1,6 +1,8 @@
 """Printing evaluation results of several models side by side."""
 from typing import Dict, Mapping
 
+from ..utils.text import markdown_table
+
 __all__ = ["side_by_side_table", "print_side_by_side"]
 
 _METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -12,14 +14,13 @@ def side_by_side_table(results: Mapping[str, Mapping[str, Dict]]) -> str:
     ``results`` maps a model name ("student", "teacher") to detectron2's evaluation output
     ({dataset: {"bbox": {"AP": ...}}}).
     """
-    lines = ["| model | dataset | " + " | ".join(_METRICS) + " |",
-             "|---|---|" + "---|" * len(_METRICS)]
+    rows = []
     for model, per_dataset in results.items():
         for dataset, tasks in per_dataset.items():
             bbox = tasks.get("bbox", {}) if isinstance(tasks, Mapping) else {}
-            cells = [f"{bbox[m]:.2f}" if m in bbox else "-" for m in _METRICS]
-            lines.append(f"| {model} | {dataset} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            rows.append([model, dataset] + [f"{bbox[m]:.2f}" if m in bbox else "-"
+                                            for m in _METRICS])
+    return "\n".join(markdown_table(["model", "dataset", *_METRICS], rows))
 
 
 def print_side_by_side(results) -> None:

@@ -23,11 +23,10 @@ class ResumableTrainingSampler(Sampler):
     and stream are private.
     """
 
-    def __init__(self, size: int, shuffle: bool = True, seed=None):
+    def __init__(self, size: int, seed=None):
         if not isinstance(size, int) or size <= 0:
             raise ValueError(f"ResumableTrainingSampler needs a positive int size; got {size!r}")
         self.size = size
-        self.shuffle = shuffle
         self.seed = int(comm.shared_random_seed() if seed is None else seed)
         self.rank = comm.get_rank()
         self.world_size = comm.get_world_size()
@@ -37,10 +36,7 @@ class ResumableTrainingSampler(Sampler):
         generator = torch.Generator()
         generator.manual_seed(self.seed)
         while True:
-            if self.shuffle:
-                yield from torch.randperm(self.size, generator=generator).tolist()
-            else:
-                yield from range(self.size)
+            yield from torch.randperm(self.size, generator=generator).tolist()
 
     def __iter__(self):
         mine = itertools.islice(self._stream(), self.rank, None, self.world_size)

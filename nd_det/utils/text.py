@@ -1,7 +1,8 @@
-"""Short renderings of lists and exceptions for one-line messages (stdlib only)."""
+"""Short renderings of lists and exceptions for one-line messages, and Markdown tables
+(stdlib only)."""
 from typing import Iterable, List, Sequence
 
-__all__ = ["short_list", "first_line", "key_problems"]
+__all__ = ["short_list", "first_line", "key_problems", "markdown_table"]
 
 
 def short_list(items: Iterable, limit: int = 8) -> str:
@@ -33,3 +34,9 @@ def key_problems(missing: Sequence[str], wrong_shapes: Sequence[str], unexpected
         problems.append(f"{len(unexpected)} {unexpected_label}: "
                         f"{short_list(unexpected, limit)}")
     return problems
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> List[str]:
+    """The lines of a Markdown table: the header, its ``|---|`` separator, one line per row."""
+    return (["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+            + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Type
 from torch import nn
 
 from ...utils.registry import Registry, register_as, registered_names
+from ...utils.values import is_int, is_number
 from ..errors import ConfigError, UnknownNameError, lookup_name
 from .base import LossTerm, TermContext
 
@@ -41,13 +42,9 @@ def _parameters(cls: Type[LossTerm]) -> Dict[str, Any]:
             if p.name not in ("self", "context")}
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 _PARAMETER_KINDS = ((bool, lambda v: isinstance(v, bool), "true or false"),
-                    (int, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-                    (float, _is_number, "a number"),
+                    (int, is_int, "an integer"),
+                    (float, is_number, "a number"),
                     (str, lambda v: isinstance(v, str), "a string"))
 
 
