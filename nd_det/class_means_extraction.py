@@ -85,6 +85,8 @@ REFERENCE_NUM_IMAGES = 60_000
 # key of each dataset dict holding its position in the FULL training list: it seeds the image's
 # augmentation and sampling, whichever process, loader worker or subset maps it
 INDEX_KEY = "nd_det_index"
+# seconds between two progress lines of the pass (the last image always gets one)
+_LOG_PERIOD_S = 10.0
 
 
 # ---------------------------------------------------------------------- images and seeds
@@ -364,7 +366,7 @@ def extract_class_means(
             if clock.done == local:
                 logger.info(message)
             else:
-                log_every_n_seconds(logging.INFO, message, n=10, name=logger.name)
+                log_every_n_seconds(logging.INFO, message, n=_LOG_PERIOD_S, name=logger.name)
     acc.all_reduce()
 
     class_names = _class_names(cfg)

@@ -30,6 +30,7 @@ __all__ = [
     "StudentWeightsError",
     "load_student_checkpoint",
     "build_plain_student",
+    "without_ddp_prefix",
     "describe_mismatch",
     "read_model_state",
     "state_mismatch",
@@ -45,18 +46,19 @@ BACKBONE_CONFIG_NODES = {
 }
 
 
-def _without_ddp_prefix(key: str) -> str:
+def without_ddp_prefix(key: str) -> str:
+    """``key`` without the ``module.`` prefix a DistributedDataParallel wrapper adds."""
     return key[len("module."):] if key.startswith("module.") else key
 
 
 def is_distill_module_key(key: str) -> bool:
     """True for a key of the distillation terms' modules (``distill_losses.*``, DDP or not)."""
-    return _without_ddp_prefix(key).startswith(DISTILL_STATE_PREFIX)
+    return without_ddp_prefix(key).startswith(DISTILL_STATE_PREFIX)
 
 
 def student_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """The student's entries of a DistillRCNN state dict (also accepts a DDP ``module.`` one)."""
-    return {_without_ddp_prefix(k): v for k, v in state.items() if not is_distill_module_key(k)}
+    return {without_ddp_prefix(k): v for k, v in state.items() if not is_distill_module_key(k)}
 
 
 def uses_nd_det_backbone(cfg: CfgNode) -> bool:

@@ -32,7 +32,7 @@ from ..errors import UserError
 from ..utils.text import key_problems
 from .backbone.torchvision_bottom_up import BODY_NAME, TorchvisionBottomUp
 from .backbone.torchvision_stages import TORCHVISION_DEFAULT_STAGES, build_torchvision_classifier
-from .student_checkpoint import _without_ddp_prefix
+from .student_checkpoint import without_ddp_prefix
 
 __all__ = [
     "TorchvisionWeightsError",
@@ -71,7 +71,7 @@ def is_torchvision_layout(state: Mapping[str, object], model: nn.Module) -> bool
     (``backbone``, ``proposal_generator``, ``roi_heads``, ...): a classifier's file, not a
     checkpoint of this detector."""
     own = {key.split(".", 1)[0] for key in model.state_dict()}
-    return bool(state) and not any(_without_ddp_prefix(key).split(".", 1)[0] in own
+    return bool(state) and not any(without_ddp_prefix(key).split(".", 1)[0] in own
                                    for key in state)
 
 
