@@ -37,8 +37,6 @@ def _quiet_clock(stage: str, iters: int) -> DemoClock:
 def teacher_job(root: str, sizes: Sizes, seed: int = 0, dataset_root: Optional[str] = None) -> Dict:
     """Train the teacher, extract its class means (the default, reference protocol, every
     training image), evaluate it; returns its metrics."""
-    import nd_det.modeling  # noqa: F401  (registers DistillRCNN and the backbones here)
-
     paths = teacher_paths(root, "detection")
     os.makedirs(paths["folder"], exist_ok=True)
     with log_to_file(os.path.join(paths["folder"], "log.txt")):
@@ -66,8 +64,6 @@ def _student_cfg(root, method: Method, sizes: Sizes, seed: int, splits):
 def student_job(root: str, method: Method, seed: int, sizes: Sizes,
                 dataset_root: Optional[str] = None) -> Dict:
     """Train the demo's student with ``method`` and ``seed``; its COCO metrics on val."""
-    import nd_det.modeling  # noqa: F401
-
     with log_to_file(run_folder(root, "detection", method, seed) + ".log"):
         splits = register_splits(os.path.join(root, "detection"), dataset_root)
         cfg = _student_cfg(root, method, sizes, seed, splits)

@@ -145,8 +145,6 @@ def train_detector_job(cfg: CfgNode, stage: str, seed: int, log_period: int, log
 
     ``units_per_iter`` prices one iteration and ``tail_units`` what the plan still has to do
     after this job (DemoClock's units), so its lines show the plan's ETA."""
-    import nd_det.modeling  # noqa: F401  (registers DistillRCNN and the backbones here)
-
     register_embedded_dataset(dataset_root)
     stages = [Stage(stage, int(cfg.SOLVER.MAX_ITER), units_per_iter)]
     if tail_units > 0:
