@@ -1,22 +1,15 @@
-"""Build the pieces of a run from a checked config: datasets, student, teacher, distiller."""
+"""Build the pieces of a run from a checked config: student, teacher, distiller."""
 from typing import Dict, Tuple
 
 from .checkpoint import load_model_weights
-from .data import DatasetInfo, build_dataset
+from .data import DatasetInfo
 from .distiller import Distiller
 from .errors import ConfigError
 from .loss_terms import TermContext, build_loss_terms
 from .models import Classifier, build_classifier
 from .teacher import build_teacher, load_teacher_class_means
 
-__all__ = ["build_datasets", "build_student", "build_distiller"]
-
-
-def build_datasets(cfg: Dict):
-    """``(train_set, test_set, info)``; the training set is augmented, the test set is not."""
-    train_set, info = build_dataset(cfg["data"], train=True, augment=True)
-    test_set, _ = build_dataset(cfg["data"], train=False, augment=False)
-    return train_set, test_set, info
+__all__ = ["build_student", "build_distiller"]
 
 
 def build_student(cfg: Dict, info: DatasetInfo) -> Classifier:

@@ -12,13 +12,13 @@ from typing import List, Optional
 
 from torch.utils.data import DataLoader
 
-from ..errors import UserError, one_line_usage_errors, run_cli
+from ..errors import one_line_usage_errors, run_cli
 from ..losses import save_class_means
 from .checkpoint import file_sha256, load_model_weights
 from .class_means_extraction import extract_class_means
 from .config import apply_overrides, load_config
 from .data import ShardSampler, build_dataset
-from .distributed import cleanup_distributed, init_distributed, stop_if_any_rank_failed
+from .distributed import cleanup_distributed, init_distributed, stop_if_any_rank_fails
 from .errors import ConfigError
 from .models import build_classifier
 from .preflight import check_extraction_setup
@@ -100,14 +100,11 @@ def extract_class_means_main(argv: Optional[List[str]] = None):
                            "--output (default: class_means.pth next to --weights)")
     ctx = init_distributed(cfg["train"]["device"])
     try:
-        failure = None
-        try:  # this process's pieces; then one collective says whether every process has them
+        # this process's pieces; then one collective says whether every process has them
+        with stop_if_any_rank_fails(ctx):
             dataset, info = build_dataset(cfg["data"], train=True, augment=False)
             model = build_classifier(cfg["model"]["name"], info.num_classes, info.in_channels)
             load_model_weights(model, args.weights, what="teacher", key="--weights")
-        except UserError as error:
-            failure = error
-        stop_if_any_rank_failed(ctx, failure)
         model.to(ctx.device)
         loader = DataLoader(dataset, batch_size=args.batch_size,
                             sampler=ShardSampler(len(dataset), ctx.rank, ctx.world_size),

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import yaml
 
-from ..utils.values import is_int
+from ..utils.values import is_int, is_number
 from .errors import ConfigError
 
 __all__ = ["DEFAULTS", "VALUE_RULES", "ConfigError", "load_config", "apply_overrides",
@@ -139,7 +139,7 @@ _FITS = {"int": is_int, "bool": lambda v: isinstance(v, bool),
 
 def _as_number(value):
     """``value`` as an int/float, or None; text such as '1e-3' (a string to YAML 1.1) counts."""
-    if is_int(value) or isinstance(value, float):
+    if is_number(value):
         return value
     if isinstance(value, str):
         try:

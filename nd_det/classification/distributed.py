@@ -4,8 +4,9 @@
 run is a single process.  The backend is NCCL on CUDA and gloo on CPU.
 """
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -14,7 +15,7 @@ from ..errors import UserError
 from .errors import ConfigError
 
 __all__ = ["DistContext", "init_distributed", "all_reduce_sum", "average_buffers",
-           "cleanup_distributed", "world_size_from_env", "check_device", "stop_if_any_rank_failed"]
+           "cleanup_distributed", "world_size_from_env", "check_device", "stop_if_any_rank_fails"]
 
 
 @dataclass
@@ -47,18 +48,14 @@ def check_device(requested: str) -> None:
                           "set train.device=cpu (or auto)")
 
 
-def _pick_device(requested: str, local_rank: int) -> torch.device:
-    check_device(requested)
-    if requested == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank)
-
-
 def init_distributed(requested_device: str = "auto") -> DistContext:
     world_size = world_size_from_env()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _pick_device(requested_device, local_rank)
+    check_device(requested_device)
+    device = torch.device("cpu")
+    if requested_device != "cpu" and torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
@@ -67,11 +64,17 @@ def init_distributed(requested_device: str = "auto") -> DistContext:
     return DistContext(rank, world_size, local_rank, device)
 
 
-def stop_if_any_rank_failed(ctx: DistContext, error: Optional[UserError]) -> None:
-    """The one collective of a run's set-up: every rank says whether its set-up raised a
-    UserError.  A rank with an error raises it; the others raise one naming the first failed
-    rank and its message, so that no rank waits in a later collective for a rank that stopped.
-    Without a process group this only re-raises ``error``."""
+@contextmanager
+def stop_if_any_rank_fails(ctx: DistContext) -> Iterator[None]:
+    """The one collective of a run's set-up, around it: every rank says whether its set-up
+    raised a UserError.  A rank with an error raises it; the others raise one naming the first
+    failed rank and its message, so that no rank waits in a later collective for a rank that
+    stopped.  Without a process group this only re-raises the error."""
+    error = None
+    try:
+        yield
+    except UserError as e:
+        error = e
     if ctx.distributed and dist.is_available() and dist.is_initialized():
         messages = [None] * ctx.world_size
         dist.all_gather_object(messages, None if error is None else " ".join(str(error).split()))

@@ -9,10 +9,7 @@ from .errors import ConfigError
 from .models import Classifier, build_classifier, check_classifier_name
 
 __all__ = ["build_teacher", "check_teacher_config", "load_teacher_class_means",
-           "read_class_means_file", "class_means_metadata", "NEEDS_CLASS_MEANS"]
-
-NEEDS_CLASS_MEANS = ("loss term 'nd' needs distill.class_means: make the file with "
-                     "tools/extract_cls_means.py --config <teacher config> --weights <teacher>")
+           "read_class_means_file", "class_means_metadata"]
 
 
 def check_teacher_config(teacher_cfg: Dict) -> None:
@@ -67,7 +64,8 @@ def read_class_means_file(path: Optional[str], num_classes: Optional[int] = None
     """The class-means file ``distill.class_means`` names (its shape checked when ``num_classes``
     / ``dim`` are given); errors name the key."""
     if not path:
-        raise ConfigError(NEEDS_CLASS_MEANS)
+        raise ConfigError("loss term 'nd' needs distill.class_means: make the file with tools/"
+                          "extract_cls_means.py --config <teacher config> --weights <teacher>")
     try:
         return load_class_means(path, num_classes=num_classes, dim=dim)
     except ClassMeansError as e:  # the same error, naming the config key the file came from

@@ -19,16 +19,14 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..errors import UserError
 from ..utils.atomic_file import atomic_torch_save
 from ..utils.progress import ProgressClock, format_duration
-from .builders import build_datasets, build_distiller
+from .builders import build_distiller
 from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_model_weights, state_dict_problems
 from .config import merge_config
-from .data import ShardSampler
+from .data import ShardSampler, build_dataset
 from .distiller import Distiller
-from .distributed import (DistContext, all_reduce_sum, average_buffers, init_distributed,
-                          stop_if_any_rank_failed)
+from .distributed import all_reduce_sum, average_buffers, init_distributed, stop_if_any_rank_fails
 from .errors import BadFileError, ConfigError
 from .metrics import evaluate
 from .preflight import check_batch_split, check_training_setup
@@ -72,25 +70,21 @@ class ClassificationTrainer:
     teacher, loss terms, optimizer; with ``resume``, the checkpoint is read and compared with
     them; with ``weights=(path, key)``, the student's weights are loaded): a mistake there is a
     UserError.  Then one collective tells every process whether any of them failed
-    (:func:`~.distributed.stop_if_any_rank_failed`), so no process waits for one that stopped.
+    (:func:`~.distributed.stop_if_any_rank_fails`), so no process waits for one that stopped.
     Only then are DDP and the data loaders made.  Nothing is written before ``fit()``.
     """
 
-    def __init__(self, cfg: Dict, ctx: Optional[DistContext] = None, stream=None,
-                 resume: Optional[str] = None, weights: Optional[Tuple[str, str]] = None):
+    def __init__(self, cfg: Dict, stream=None, resume: Optional[str] = None,
+                 weights: Optional[Tuple[str, str]] = None):
         self.cfg = cfg
-        self.ctx = ctx or init_distributed(cfg["train"]["device"])
+        self.ctx = init_distributed(cfg["train"]["device"])
         self.output_dir = cfg["train"]["output_dir"]
         self.seed = int(cfg["train"]["seed"])
         self.start_epoch = 0
         self.best_top1: Optional[float] = None
-        failure, resume_state = None, None
-        try:
+        with stop_if_any_rank_fails(self.ctx):
             self._build(stream, weights)
             resume_state = self._read_resume_state(resume)
-        except UserError as error:
-            failure = error
-        stop_if_any_rank_failed(self.ctx, failure)
 
         device = self.ctx.device
         if device.type == "cuda":
@@ -111,7 +105,8 @@ class ClassificationTrainer:
                                 tensorboard=bool(train_cfg["tensorboard"]), stream=stream)
         world = self.ctx.world_size
         self.batch_per_process = check_batch_split(solver, world)
-        self.train_set, self.test_set, self.info = build_datasets(cfg)
+        self.train_set, self.info = build_dataset(cfg["data"], train=True, augment=True)
+        self.test_set, _ = build_dataset(cfg["data"], train=False, augment=False)
         per_process = math.ceil(len(self.train_set) / world)
         if per_process < self.batch_per_process:
             raise ConfigError(

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 import torchvision
 
 from nd_det.classification.models import build_classifier
-from nd_det.classification.models.channel_shuffle import channel_shuffle
 
 NUM_CLASSES = 7
 
@@ -88,7 +87,7 @@ def _slow_shufflenet_v1(model, x):
     for stage in model.stages:
         for unit in stage:
             y = torch.relu(unit.bn1(unit.conv1(x)))
-            y = channel_shuffle(y, unit.first_groups)
+            y = F.channel_shuffle(y, unit.first_groups)
             y = torch.relu(unit.bn2(unit.conv2(y)))
             y = unit.bn3(unit.conv3(y))
             if unit.stride == 2:
@@ -115,7 +114,7 @@ def _slow_shufflenet_v2(model, x):
             b = unit.branch[1](b)
             b = unit.branch[2][1](unit.branch[2][0](b))  # last conv + BN, no ReLU yet
             s = torch.cat([keep, b], dim=1)
-            x = channel_shuffle(torch.cat([keep, torch.relu(b)], dim=1), 2)
+            x = F.channel_shuffle(torch.cat([keep, torch.relu(b)], dim=1), 2)
         pre.append(s)
         post.append(x)
     return post, pre, model.last(x)

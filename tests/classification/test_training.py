@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from nd_det.classification.builders import build_dataset
 from nd_det.classification.checkpoint import file_sha256, load_checkpoint
 from nd_det.classification.cli import extract_class_means_main, train_main
+from nd_det.classification.data import build_dataset
 from nd_det.classification.trainer import ClassificationTrainer
 from nd_det.utils.progress import ProgressClock
 from nd_det.losses import load_class_means

@@ -1,6 +1,4 @@
 """Samplers for distributed training and evaluation."""
-import math
-
 from torch.utils.data import Sampler
 
 __all__ = ["ShardSampler"]
@@ -20,4 +18,4 @@ class ShardSampler(Sampler):
         return iter(range(self.rank, self.size, self.world_size))
 
     def __len__(self) -> int:
-        return max(0, math.ceil((self.size - self.rank) / self.world_size))
+        return len(range(self.rank, self.size, self.world_size))

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Classifier, conv_bn, init_conv_bn, make_stage
-from .channel_shuffle import channel_shuffle
 from .preact import ReluOutputBlock
 from .registry import register_classifier
 
@@ -40,7 +39,7 @@ class ShuffleUnit(ReluOutputBlock):
 
     def preact(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
-        out = channel_shuffle(out, self.first_groups)
+        out = F.channel_shuffle(out, self.first_groups)
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.stride == 2:

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Classifier, conv_bn, init_conv_bn
-from .channel_shuffle import channel_shuffle
 from .registry import register_classifier
 
 __all__ = ["ShuffleNetV2"]
@@ -36,11 +35,11 @@ class SplitUnit(nn.Module):
 
     def forward(self, x):
         keep, branch = self._halves(x)
-        return channel_shuffle(torch.cat([keep, F.relu(branch, inplace=True)], dim=1), 2)
+        return F.channel_shuffle(torch.cat([keep, F.relu(branch, inplace=True)], dim=1), 2)
 
     def forward_with_preact(self, x):
         keep, branch = self._halves(x)
-        out = channel_shuffle(torch.cat([keep, F.relu(branch)], dim=1), 2)
+        out = F.channel_shuffle(torch.cat([keep, F.relu(branch)], dim=1), 2)
         return out, torch.cat([keep, branch], dim=1)
 
 
@@ -61,7 +60,7 @@ class DownUnit(nn.Module):
         )
 
     def forward(self, x):
-        return channel_shuffle(torch.cat([self.left(x), self.right(x)], dim=1), 2)
+        return F.channel_shuffle(torch.cat([self.left(x), self.right(x)], dim=1), 2)
 
 
 @register_classifier("shufflenet_v2", "cifar", "ShuffleNetV2 1.0x for CIFAR")
