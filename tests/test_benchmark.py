@@ -15,15 +15,14 @@ from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.modeling.backbone import build_resnet_backbone
+from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
 from nd_det.benchmark.dtype_casts import dtype_census
-from nd_det.benchmark.models import (BenchmarkError, build_benchmark_cfg, build_train_optimizer,
-                                     parse_loss_set)
+from nd_det.benchmark.models import BenchmarkError, build_benchmark_cfg, parse_loss_set
 from nd_det.benchmark.nd_reference import (compare_nd_implementations, nd_benchmark_inputs,
                                            nd_loss_per_roi_loop)
-from nd_det.benchmark.steps import (TrainStep, distill_inputs, raw_images, teacher_image_list,
-                                    with_student_grad)
+from nd_det.benchmark.steps import TrainStep, distill_inputs, raw_images, with_student_grad
 from nd_det.benchmark.sync_ops import find_sync_ops
 from nd_det.benchmark.synthetic import calibrate_frozen_batchnorm, synthetic_batch
 from nd_det.benchmark.timing import interleaved_samples
@@ -252,7 +251,7 @@ def test_teacher_image_list_is_what_distill_rcnn_builds(tmp_path):
     assert model.frozen_teacher.flip_channels
     batch = random_batch(seed=2)
     _, expected = model.preprocess_pair(batch)
-    ours = teacher_image_list(model, raw_images(model, batch))
+    ours = model.frozen_teacher.preprocess(raw_images(model, batch))
     assert torch.equal(ours.tensor, expected.tensor)
     assert ours.image_sizes == expected.image_sizes
 
@@ -311,7 +310,7 @@ def test_train_step_at_the_benchmark_learning_rate_keeps_the_weights(tmp_path):
                               tiny_distill_opts(str(tmp_path)), "cpu", "fp32")
     assert cfg.MODEL.DISTILL.TEACHER_WEIGHTS == tiny.MODEL.DISTILL.TEACHER_WEIGHTS
     model = build_model(cfg)
-    optimizer = build_train_optimizer(cfg, model)
+    optimizer = build_optimizer(cfg, model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     step = TrainStep(model.train(), optimizer, random_batch(seed=4), "fp32")
     with EventStorage(0):

@@ -32,8 +32,8 @@ def ablation_argument_parser() -> argparse.ArgumentParser:
                         help="seeds of every method (default: 0 1 2; --quick: 0 1)")
     parser.add_argument("--workers", type=int, default=0, metavar="N",
                         help="parallel single-threaded processes (default 0: every core)")
-    parser.add_argument("--only", nargs="+", default=list(DOMAINS), choices=DOMAINS,
-                        help="run one half only (default: both)")
+    parser.add_argument("--only", dest="domains", nargs="+", default=list(DOMAINS),
+                        choices=DOMAINS, help="run one half only (default: both)")
     parser.add_argument("--methods", nargs="+", default=None, metavar="NAME",
                         help="the methods to run, e.g. KD KD++ DKD DKD++ (the student alone "
                         "always runs; default: detection without DKD / DKD++, every "
@@ -48,10 +48,9 @@ def ablation_argument_parser() -> argparse.ArgumentParser:
 def _main(argv: Optional[List[str]]) -> int:
     args = ablation_argument_parser().parse_args(argv)
     seeds = args.seeds or (QUICK_SEEDS if args.quick else DEFAULT_SEEDS)
-    run_ablation(AblationOptions(output_dir=args.output_dir, seeds=tuple(seeds),
-                                 workers=args.workers, quick=args.quick,
-                                 domains=tuple(args.only), dataset_root=args.dataset_root,
-                                 methods=args.methods))
+    # every option is a field of AblationOptions, under the same name
+    run_ablation(AblationOptions(**dict(vars(args), seeds=tuple(seeds),
+                                        domains=tuple(args.domains))))
     return 0
 
 

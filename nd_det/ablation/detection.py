@@ -6,10 +6,12 @@ import logging
 import os
 from typing import Dict, List, Optional
 
+from fvcore.nn import parameter_count
+
 from ..class_means_extraction import extract_class_means
 from ..demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, student_cfg,
                             teacher_cfg, without_demo_keys)
-from ..demo.evaluation import box_metrics, count_parameters
+from ..demo.evaluation import box_metrics
 from ..demo.trainer import train_detector
 from ..demo.progress import DemoClock, Stage
 from ..demo.run_log import log_to_file
@@ -75,4 +77,4 @@ def student_job(root: str, method: Method, seed: int, sizes: Sizes,
 def _scored(cfg, model) -> Dict:
     # the demo's metrics without its inference timing pass (the ablation reports no speed)
     metrics, _ = box_metrics(cfg, model)
-    return {"metrics": metrics, "params": count_parameters(model)}
+    return {"metrics": metrics, "params": parameter_count(model)[""]}

@@ -31,9 +31,10 @@ from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode
+from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
-from .models import BenchmarkFiles, build_distiller, build_student, build_train_optimizer
+from .models import BenchmarkFiles, build_distiller, build_student
 from .steps import TeacherDistillForward, TrainStep, raw_images, sample_rois
 from .synthetic import synthetic_batch
 
@@ -145,7 +146,7 @@ def measure_phase(spec: MemoryPhase) -> Dict[str, object]:
         else:
             model = (build_student(spec.cfg, spec.files) if spec.phase == "student_step"
                      else build_distiller(spec.cfg, spec.losses, spec.files))
-            run = TrainStep(model, build_train_optimizer(spec.cfg, model), batch, spec.precision)
+            run = TrainStep(model, build_optimizer(spec.cfg, model), batch, spec.precision)
         meter.mark(from_here=spec.phase == "teacher_distill_forward")
         for _ in range(spec.iters):
             run()

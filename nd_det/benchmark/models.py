@@ -15,7 +15,6 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
-from detectron2.solver import build_optimizer
 
 from ..config import ConfigError, load_config, merge_config
 from ..errors import UserError
@@ -32,7 +31,6 @@ __all__ = [
     "prepare_weight_files",
     "build_student",
     "build_distiller",
-    "build_train_optimizer",
     "parameter_bytes",
     "loss_sets_by_name",
 ]
@@ -168,10 +166,6 @@ def build_distiller(cfg: CfgNode, losses: Sequence[str], files: BenchmarkFiles) 
     run_cfg.freeze()
     torch.manual_seed(0)  # the same ABF initialisation in every process
     return _with_student_weights(build_model(run_cfg), files)
-
-
-# detectron2's training optimizer (SGD, momentum, weight decay, param groups)
-build_train_optimizer = build_optimizer
 
 
 def parameter_bytes(model: torch.nn.Module) -> int:

@@ -1,6 +1,7 @@
 """One benchmark run: build the models, time every step interleaved, measure peak memory,
 compare ND implementations, check the loss path for sync ops, time the data loader; one dict
 of results (the JSON the tool writes; its fields are described in docs/benchmarks.md)."""
+import functools
 import gc
 import logging
 import math
@@ -12,19 +13,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import torch
+from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
+from fvcore.nn import parameter_count
 
 from ..utils.progress import ProgressClock, format_duration
 from .dataloader import loader_throughput
 from .dtype_casts import dtype_census
 from .memory import MemoryPhase, measure_phase_in_fresh_process
 from .models import (BenchmarkError, build_benchmark_cfg, build_distiller, build_student,
-                     build_train_optimizer, loss_sets_by_name, parameter_bytes,
-                     prepare_weight_files)
+                     loss_sets_by_name, parameter_bytes, prepare_weight_files)
 from .nd_reference import NDForwardBackward, compare_nd_implementations, nd_benchmark_inputs
 from .steps import (PRECISIONS, TeacherDistillForward, TrainStep, distill_inputs,
-                    precision_context, raw_images, reviewkd_alone, sample_rois, teacher_backbone,
-                    teacher_image_list, teacher_inference, with_student_grad)
+                    precision_context, raw_images, reviewkd_alone, sample_rois, teacher_inference,
+                    with_student_grad)
 from .sync_ops import find_sync_ops
 from .synthetic import MIN_IMAGE_SIDE, synthetic_batch, without_annotations
 from .timing import device_synchronizer, interleaved_samples, summarize_seconds
@@ -149,13 +151,11 @@ def _teacher_variant(model) -> str:
 def student_parameter_counts(model: torch.nn.Module) -> Dict[str, int]:
     """The student's parameters: all, those that train (requires_grad), the backbone's (FPN
     included) and its bottom-up network's."""
-    def count(module, trainable_only=False):
-        return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-    backbone = model.backbone
-    bottom_up = getattr(backbone, "bottom_up", backbone)
-    return {"total": count(model), "trainable": count(model, trainable_only=True),
-            "backbone": count(backbone), "bottom_up": count(bottom_up)}
+    counts = parameter_count(model)  # by module name; "": the whole model
+    bottom_up = "backbone.bottom_up" if hasattr(model.backbone, "bottom_up") else "backbone"
+    return {"total": counts[""],
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "backbone": counts["backbone"], "bottom_up": counts[bottom_up]}
 
 
 def run_benchmark(s: BenchmarkSettings) -> Dict[str, object]:
@@ -207,9 +207,10 @@ def _time_steps(s, cfg, files, batch, loss_sets, device) -> Dict[str, object]:
     rois = sum(len(p) for p in sampled)
 
     variants = {
-        "student_step": TrainStep(student, build_train_optimizer(cfg, student), batch,
-                                  s.precision),
-        "teacher_backbone": teacher_backbone(first, teacher_image_list(first, raw)),
+        "student_step": TrainStep(student, build_optimizer(cfg, student), batch, s.precision),
+        # the teacher's backbone (FPN levels, under no_grad) on its preprocessed images
+        "teacher_backbone": functools.partial(first.frozen_teacher.features,
+                                              first.frozen_teacher.preprocess(raw)),
         "teacher_inference": teacher_inference(first, without_annotations(batch)),
     }
     teacher_variant_of = {name: _teacher_variant(model) for name, model in distillers.items()}
@@ -224,7 +225,7 @@ def _time_steps(s, cfg, files, batch, loss_sets, device) -> Dict[str, object]:
         variants["reviewkd_abf_hcl"] = reviewkd_alone(term, inputs, s.precision)
     for name, model in distillers.items():
         variants["distill_step:" + name] = TrainStep(
-            model, build_train_optimizer(cfg, model), batch, s.precision)
+            model, build_optimizer(cfg, model), batch, s.precision)
 
     logger.info("timing %d variants: %d warm-up + %d measured rounds", len(variants), s.warmup,
                 s.iters)

@@ -6,11 +6,10 @@ AMP trainer (no loss scaling: bfloat16 has float32's range); the teacher follows
 """
 import contextlib
 import dataclasses
-import functools
 from typing import Callable, Dict, List, Optional
 
 import torch
-from detectron2.structures import ImageList, Instances
+from detectron2.structures import Instances
 from detectron2.utils.events import EventStorage
 from torch import nn
 
@@ -19,12 +18,10 @@ from ..modeling.distill_terms import DistillInputs
 __all__ = [
     "precision_context",
     "TrainStep",
-    "teacher_backbone",
     "teacher_inference",
     "TeacherDistillForward",
     "reviewkd_alone",
     "raw_images",
-    "teacher_image_list",
     "sample_rois",
     "distill_inputs",
 ]
@@ -67,11 +64,6 @@ def raw_images(model: nn.Module, batch: List[Dict]) -> List[torch.Tensor]:
     return [x["image"].to(model.device) for x in batch]
 
 
-def teacher_image_list(model: nn.Module, raw: List[torch.Tensor]) -> ImageList:
-    """The teacher's ImageList as DistillRCNN builds it from the shared device copy."""
-    return model.frozen_teacher.preprocess(raw)
-
-
 @torch.no_grad()
 def sample_rois(model: nn.Module, batch: List[Dict], precision: str) -> List[Instances]:
     """The RoIs the student samples on ``batch`` (its backbone, RPN and
@@ -82,11 +74,6 @@ def sample_rois(model: nn.Module, batch: List[Dict], precision: str) -> List[Ins
         features = model.backbone(images.tensor)
         proposals, _ = model.proposal_generator(images, features, gt)
         return model.roi_heads.label_and_sample_proposals(proposals, gt)
-
-
-def teacher_backbone(distiller: nn.Module, images: ImageList) -> Callable[[], object]:
-    """The teacher's backbone (FPN levels) under ``no_grad`` on its preprocessed images."""
-    return functools.partial(distiller.frozen_teacher.features, images)
 
 
 def teacher_inference(distiller: nn.Module, inputs: List[Dict]) -> Callable[[], None]:

@@ -130,8 +130,9 @@ def _check_demo_keys(cfg: CfgNode, path: str) -> None:
 
 def _run_cfg(config_file: str, role: str, architecture: str, hint: str, output_dir: str,
              iters: Optional[int], seed: int, device: str, opts: Sequence[str],
-             datasets: Tuple[str, str]) -> CfgNode:
-    """The run settings of one model on its config file (not frozen)."""
+             datasets: Tuple[str, str], **distill) -> CfgNode:
+    """The run settings of one model on its config file, ``distill`` its MODEL.DISTILL keys;
+    frozen, with DEMO.IMAGENET_INIT applied (:func:`with_backbone_init`)."""
     cfg = load_demo_cfg(config_file, opts)
     if cfg.MODEL.META_ARCHITECTURE != architecture:
         raise DemoConfigError(f"{role} config {config_file}: MODEL.META_ARCHITECTURE is "
@@ -147,7 +148,10 @@ def _run_cfg(config_file: str, role: str, architecture: str, hint: str, output_d
     cfg.MODEL.DEVICE = device
     cfg.DATASETS.TRAIN = (datasets[0],)
     cfg.DATASETS.TEST = (datasets[1],)
-    return cfg
+    for key, value in distill.items():
+        setattr(cfg.MODEL.DISTILL, key, value)
+    cfg.freeze()
+    return with_backbone_init(cfg)
 
 
 def teacher_cfg(config_file: str, output_dir: str, iters: Optional[int], seed: int, device: str,
@@ -155,10 +159,8 @@ def teacher_cfg(config_file: str, output_dir: str, iters: Optional[int], seed: i
     """The teacher's training config: a plain GeneralizedRCNN, trained on ``datasets`` (train,
     val) for ``iters`` iterations (None: the config's MAX_ITER), with DEMO.IMAGENET_INIT
     applied (:func:`with_backbone_init`)."""
-    cfg = _run_cfg(config_file, "teacher", "GeneralizedRCNN", "the teacher is a plain detector: ",
-                   output_dir, iters, seed, device, opts, datasets)
-    cfg.freeze()
-    return with_backbone_init(cfg)
+    return _run_cfg(config_file, "teacher", "GeneralizedRCNN", "the teacher is a plain detector: ",
+                    output_dir, iters, seed, device, opts, datasets)
 
 
 def student_cfg(config_file: str, output_dir: str, iters: Optional[int], seed: int, device: str,
@@ -168,14 +170,9 @@ def student_cfg(config_file: str, output_dir: str, iters: Optional[int], seed: i
     """A student's training config, as :func:`teacher_cfg`: DistillRCNN with ``losses`` (``[]``:
     the student alone; DistillRCNN then builds no teacher and trains exactly like
     GeneralizedRCNN)."""
-    cfg = _run_cfg(config_file, "student", "DistillRCNN", "", output_dir, iters, seed, device,
-                   opts, datasets)
-    cfg.MODEL.DISTILL.LOSSES = list(losses)
-    cfg.MODEL.DISTILL.TEACHER_CONFIG = teacher_config
-    cfg.MODEL.DISTILL.TEACHER_WEIGHTS = teacher_weights
-    cfg.MODEL.DISTILL.CLASS_MEANS = class_means
-    cfg.freeze()
-    return with_backbone_init(cfg)
+    return _run_cfg(config_file, "student", "DistillRCNN", "", output_dir, iters, seed, device,
+                    opts, datasets, LOSSES=list(losses), TEACHER_CONFIG=teacher_config,
+                    TEACHER_WEIGHTS=teacher_weights, CLASS_MEANS=class_means)
 
 
 def with_backbone_init(cfg: CfgNode) -> CfgNode:
@@ -228,9 +225,8 @@ def without_demo_keys(cfg: CfgNode) -> CfgNode:
 
 def write_plain_cfg(cfg: CfgNode, path: str) -> None:
     """Write ``cfg`` without the DEMO node and with an empty MODEL.WEIGHTS as yaml at ``path``."""
-    plain = cfg.clone()
+    plain = without_demo_keys(cfg)
     plain.defrost()
-    plain.pop("DEMO", None)
     plain.MODEL.WEIGHTS = ""
     atomic_write_text(plain.dump(), path)
 

@@ -22,11 +22,12 @@ from typing import Dict, Tuple
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import build_detection_test_loader
+from fvcore.nn import parameter_count
 
 from ..engine import DistillTrainer
 
-__all__ = ["ModelScore", "count_parameters", "box_metrics", "inference_ms_per_image",
-           "score_model", "RESULTS_FILE_NAME"]
+__all__ = ["ModelScore", "box_metrics", "inference_ms_per_image", "score_model",
+           "RESULTS_FILE_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +46,6 @@ class ModelScore:
     inference_ms_per_image: float
     detections_file: str
     no_detections: bool = False
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @torch.no_grad()
@@ -89,7 +86,7 @@ def score_model(cfg: CfgNode, model: torch.nn.Module) -> ModelScore:
     values, no_detections = box_metrics(cfg, model)
     return ModelScore(
         **values,
-        params=count_parameters(model),
+        params=parameter_count(model)[""],
         inference_ms_per_image=inference_ms_per_image(cfg, model),
         detections_file=os.path.join(cfg.OUTPUT_DIR, "inference", cfg.DATASETS.TEST[0],
                                      RESULTS_FILE_NAME),

@@ -28,15 +28,13 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
-from detectron2.modeling import build_model
 
 from ..class_means_extraction import extract_class_means
-from ..config import add_backbone_config
 from ..data import register_embedded_dataset
 from ..export import export_student
+from ..export.torchscript import load_exported_student
 from ..modeling import FrozenTeacher, build_plain_student
 from ..utils.paths import check_writable
 from ..utils.parallel import default_workers, run_jobs
@@ -143,21 +141,8 @@ def _fresh_folders(root: str) -> None:
             os.remove(path)
 
 
-def _exported_student(export_dir: str, output_dir: str) -> Tuple[CfgNode, torch.nn.Module]:
-    """Build the exported student the way a detectron2 user would (its config + weights)."""
-    cfg = get_cfg()
-    add_backbone_config(cfg)  # torchvision-backbone students keep MODEL.TORCHVISION
-    cfg.merge_from_file(os.path.join(export_dir, "config.yaml"))
-    cfg.MODEL.WEIGHTS = os.path.join(export_dir, FINAL_WEIGHTS)
-    cfg.OUTPUT_DIR = output_dir
-    cfg.freeze()
-    model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    return cfg, model.eval()
-
-
-def run_demo(options: DemoOptions, emit=None) -> DemoResult:
-    """Run the whole demo (see the module docstring); ``emit(line)`` prints progress."""
+def run_demo(options: DemoOptions) -> DemoResult:
+    """Run the whole demo (see the module docstring), its progress lines on stdout."""
     _check_options(options)
     options.workers = default_workers(options.workers or 2)
     out = os.path.abspath(options.output_dir)
@@ -169,14 +154,14 @@ def run_demo(options: DemoOptions, emit=None) -> DemoResult:
     torch.set_num_threads(options.threads)
     try:
         with log_to_file(os.path.join(out, "log.txt")):
-            return _run(options, out, emit)
+            return _run(options, out)
     finally:
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_deterministic[0],
                                            warn_only=previous_deterministic[1])
 
 
-def _run(options: DemoOptions, out: str, emit) -> DemoResult:
+def _run(options: DemoOptions, out: str) -> DemoResult:
     train_name, val_name = register_embedded_dataset(options.dataset_root)
     train_images = len(DatasetCatalog.get(train_name))
     val_dicts = DatasetCatalog.get(val_name)
@@ -209,7 +194,7 @@ def _run(options: DemoOptions, out: str, emit) -> DemoResult:
         Stage(_STAGES[4], 1, UNIT_PRICES["fixed"]),
         Stage(_STAGES[5], 3, 2 * len(val_dicts) * UNIT_PRICES["inference_image"]),
         Stage(_STAGES[6], 1, UNIT_PRICES["fixed"]),
-    ], **({"emit": emit} if emit is not None else {}))
+    ])
     clock.emit(f"nd-det demo: teacher {describe_backbone(cfg_teacher)} ({t_iters} iterations), "
                f"student {describe_backbone(cfg_alone)} ({s_iters} iterations, alone and "
                f"{method_name}); {train_images} train / {len(val_dicts)} val tiles; "
@@ -258,8 +243,9 @@ def _run(options: DemoOptions, out: str, emit) -> DemoResult:
     plain_alone, alone = build_plain_student(without_demo_keys(cfg_alone), alone_weights)
     scores["student alone"] = score_model(plain_alone, alone)
     clock.advance(_STAGES[5], 2)
-    exported_cfg, exported_model = _exported_student(export.output_dir,
-                                                     os.path.join(out, DISTILLED_DIR))
+    # built from the export folder alone, as a detectron2 user would (its config keeps the
+    # distilled run's OUTPUT_DIR: the evaluation writes there)
+    exported_cfg, exported_model = load_exported_student(export.output_dir, options.device)
     scores["distilled student"] = score_model(exported_cfg, exported_model)
     clock.finish(_STAGES[5], ", ".join(f"{name} AP {s.AP:.2f}" for name, s in scores.items()))
 
