@@ -47,6 +47,7 @@ from detectron2.utils.logger import log_every_n_seconds
 from .data import DatasetError
 from .engine.setup import check_datasets
 from .losses import ClassMeanAccumulator, ClassMeans, ClassMeansError, save_class_means
+from .losses.class_means import class_labels
 from .modeling.teacher import FrozenTeacher
 from .utils.paths import check_writable
 from .utils.progress import ProgressClock, format_duration
@@ -120,10 +121,18 @@ def select_images(num_images: int, max_images: Optional[int], seed: int) -> List
 
 
 class SeededMapper:
-    """A DatasetMapper whose random augmentation is seeded from (seed, the image's INDEX_KEY)."""
+    """detectron2's DatasetMapper with the protocol's augmentation (training or test resizing,
+    built by detectron2 from cfg.INPUT), the student's image format (the teacher converts it as
+    in training) and the annotations kept; its random augmentation is seeded from (seed, the
+    image's INDEX_KEY)."""
 
-    def __init__(self, mapper: DatasetMapper, seed: int):
-        self.mapper = mapper
+    def __init__(self, cfg: CfgNode, protocol: str, seed: int):
+        self.mapper = DatasetMapper(
+            is_train=True,  # keeps the (transformed, non-crowd) annotations
+            augmentations=build_augmentation(cfg, is_train=protocol == "reference"),
+            image_format=cfg.INPUT.FORMAT,
+            use_instance_mask=False,
+        )
         self.seed = seed
 
     def __call__(self, dataset_dict: Dict) -> Dict:
@@ -135,29 +144,6 @@ class SeededMapper:
             return self.mapper(dataset_dict)
         finally:
             np.random.set_state(state)
-
-
-def extraction_mapper(cfg: CfgNode, protocol: str, seed: int) -> SeededMapper:
-    """detectron2's DatasetMapper with the protocol's augmentation (training or test resizing,
-    built by detectron2 from cfg.INPUT), the student's image format (the teacher converts it as
-    in training) and the annotations kept."""
-    return SeededMapper(DatasetMapper(
-        is_train=True,  # keeps the (transformed, non-crowd) annotations
-        augmentations=build_augmentation(cfg, is_train=protocol == "reference"),
-        image_format=cfg.INPUT.FORMAT,
-        use_instance_mask=False,
-    ), seed)
-
-
-def augmentation_metadata(cfg: CfgNode, protocol: str) -> Dict:
-    """The resizing / flipping the protocol applies, as recorded in the file."""
-    if protocol == "reference":
-        return {"min_size": [int(s) for s in cfg.INPUT.MIN_SIZE_TRAIN],
-                "max_size": int(cfg.INPUT.MAX_SIZE_TRAIN),
-                "sampling": str(cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING),
-                "flip": str(cfg.INPUT.RANDOM_FLIP)}
-    return {"min_size": [int(cfg.INPUT.MIN_SIZE_TEST)], "max_size": int(cfg.INPUT.MAX_SIZE_TEST),
-            "sampling": "choice", "flip": "none"}
 
 
 # ---------------------------------------------------------------------- the teacher's RoIs
@@ -186,7 +172,6 @@ class TeacherEmbedder:
         self.teacher = teacher
         self.seed = seed
         self.protocol = protocol
-        self.num_classes = teacher.num_classes
 
     def _own_rng(self):
         """The global torch generators (CPU, the teacher's GPU) are restored on exit."""
@@ -220,7 +205,7 @@ class TeacherEmbedder:
         with teacher.precision():
             proposals, _ = teacher.model.proposal_generator(images, features, None)
         sampled = self._sample(proposals, gt, index)
-        background = sampled[sampled.gt_classes == self.num_classes]
+        background = sampled[sampled.gt_classes == teacher.num_classes]
         if len(background):
             embeddings.append(teacher.box_embeddings(features, [background.proposal_boxes]))
             labels.append(background.gt_classes)
@@ -262,8 +247,7 @@ def _check_ground_truth(dicts: Sequence[Dict], num_classes: int,
                     if not a.get("iscrowd", 0))
     missing = [k for k in range(num_classes) if k not in seen]
     if missing:
-        named = [f"{k} ({class_names[k]})" if class_names and k < len(class_names) else str(k)
-                 for k in missing]
+        named = class_labels(missing, class_names)
         raise ClassMeansError(
             f"no samples for class(es) {short_list(named, 10)}: no ground-truth box of them in "
             f"the {len(dicts)} images selected from DATASETS.TRAIN {tuple(datasets)}. Use more "
@@ -301,13 +285,19 @@ def check_extraction(cfg: CfgNode, output: Optional[str] = None,
 
 # ---------------------------------------------------------------------- the pass
 def _protocol_metadata(teacher: FrozenTeacher, cfg: CfgNode, protocol: str) -> Dict:
-    tcfg = teacher.cfg
+    """What the file records of the protocol: resizing / flipping, RPN top-k, ROI sampling."""
+    tcfg, inp = teacher.cfg, cfg.INPUT
     reference = protocol == "reference"
     mode = "train" if reference else "test"
     return {
         "protocol": protocol,
         "protocol_description": PROTOCOLS[protocol],
-        "augmentation": augmentation_metadata(cfg, protocol),
+        "augmentation": ({"min_size": [int(s) for s in inp.MIN_SIZE_TRAIN],
+                          "max_size": int(inp.MAX_SIZE_TRAIN),
+                          "sampling": str(inp.MIN_SIZE_TRAIN_SAMPLING),
+                          "flip": str(inp.RANDOM_FLIP)} if reference else
+                         {"min_size": [int(inp.MIN_SIZE_TEST)], "max_size": int(inp.MAX_SIZE_TEST),
+                          "sampling": "choice", "flip": "none"}),
         "rpn_topk": {"mode": mode,
                      "pre_nms": int(tcfg.MODEL.RPN[f"PRE_NMS_TOPK_{mode.upper()}"]),
                      "post_nms": int(tcfg.MODEL.RPN[f"POST_NMS_TOPK_{mode.upper()}"])},
@@ -344,7 +334,7 @@ def extract_class_means(
     num_classes = teacher.num_classes
     loader = build_detection_test_loader(  # InferenceSampler: one shard per process
         dicts,
-        mapper=extraction_mapper(cfg, protocol, seed),
+        mapper=SeededMapper(cfg, protocol, seed),
         num_workers=cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers,
     )
     embedder = TeacherEmbedder(teacher, seed=seed, protocol=protocol)

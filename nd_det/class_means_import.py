@@ -53,24 +53,12 @@ _SOURCE_FORMAT = ('{"0": [D numbers], ..., "K": [...]}: class index as a string,
 # ---------------------------------------------------------------------- the teacher
 def model_zoo_weights(teacher_config: str) -> Optional[str]:
     """The ``detectron2://`` URL of a detectron2 model-zoo config's weights (as the shipped
-    configs write TEACHER_WEIGHTS), or None when ``teacher_config`` is not a model-zoo name."""
+    configs write TEACHER_WEIGHTS), or None for an existing file or a model-zoo config without
+    published weights; raises ClassMeansError when ``teacher_config`` is neither."""
     if os.path.isfile(teacher_config):
         return None
     from detectron2 import model_zoo  # needs pkg_resources: loaded only for a model-zoo name
     from detectron2.utils.file_io import Detectron2Handler
-
-    try:
-        url = model_zoo.get_checkpoint_url(teacher_config)
-    except RuntimeError:
-        return None
-    s3 = Detectron2Handler.S3_DETECTRON2_PREFIX
-    return Detectron2Handler.PREFIX + url[len(s3):] if url.startswith(s3) else url
-
-
-def _check_teacher_config(teacher_config: str) -> None:
-    if os.path.isfile(teacher_config):
-        return
-    from detectron2 import model_zoo
 
     try:
         model_zoo.get_config_file(teacher_config)
@@ -78,6 +66,12 @@ def _check_teacher_config(teacher_config: str) -> None:
         raise ClassMeansError(
             f"--teacher-config {teacher_config!r} is neither an existing file nor a detectron2 "
             f"model-zoo config name (e.g. {DEFAULT_TEACHER_CONFIG!r})") from None
+    try:
+        url = model_zoo.get_checkpoint_url(teacher_config)
+    except RuntimeError:
+        return None
+    s3 = Detectron2Handler.S3_DETECTRON2_PREFIX
+    return Detectron2Handler.PREFIX + url[len(s3):] if url.startswith(s3) else url
 
 
 def _teacher_identity(teacher_config: str, teacher_weights: Optional[str],
@@ -88,14 +82,13 @@ def _teacher_identity(teacher_config: str, teacher_weights: Optional[str],
     from .config import add_distill_config
     from .modeling.teacher import teacher_identity
 
-    _check_teacher_config(teacher_config)
-    if not teacher_weights:
-        teacher_weights = model_zoo_weights(teacher_config)
-        if teacher_weights is None:
-            raise ClassMeansError(
-                f"--teacher-config {teacher_config!r} is not a model-zoo config with known "
-                "weights: give --teacher-weights, exactly as MODEL.DISTILL.TEACHER_WEIGHTS of "
-                "the config that will train with this table")
+    zoo_weights = model_zoo_weights(teacher_config)  # also refuses an unknown config name
+    teacher_weights = teacher_weights or zoo_weights
+    if teacher_weights is None:
+        raise ClassMeansError(
+            f"--teacher-config {teacher_config!r} is not a model-zoo config with known "
+            "weights: give --teacher-weights, exactly as MODEL.DISTILL.TEACHER_WEIGHTS of "
+            "the config that will train with this table")
     cfg = add_distill_config(get_cfg())
     cfg.MODEL.DISTILL.TEACHER_CONFIG = teacher_config
     cfg.MODEL.DISTILL.TEACHER_WEIGHTS = teacher_weights

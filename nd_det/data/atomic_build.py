@@ -3,34 +3,20 @@
 A reader never sees a half-built folder under the final name: the builder writes into
 ``.<name>.building-XXXX`` next to it and renames that folder over the final name when done (an
 out-of-date folder is first renamed aside, then deleted).  Processes that build the same folder at
-the same time (e.g. the ranks of a multi-process run) take turns through an advisory lock file
-``.<name>.lock`` beside it (``fcntl``; where that is missing, as on Windows, they do not wait for
-each other but still never expose a partial folder).  Leftovers of a killed build are deleted by
-the next build.
+the same time (e.g. the ranks of a multi-process run) take turns through a lock file
+``.<name>.lock`` beside it (fvcore's ``file_lock``, as detectron2 locks its cached COCO
+conversions; a waiter gives up after an hour).  Leftovers of a killed build are deleted by the
+next build.
 """
-import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
 
+from fvcore.common.file_io import file_lock
+
 __all__ = ["build_atomically"]
-
-
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: Path):
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no inter-process lock
-        yield
-        return
-    with open(lock_path, "a+b") as lock_file:
-        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
 
 
 def _remove_leftovers(parent: Path, name: str) -> None:
@@ -53,7 +39,7 @@ def build_atomically(root: Path, is_current: Callable[[Path], bool],
     """
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(root.parent / f".{root.name}.lock"):
+    with file_lock(str(root.parent / f".{root.name}")):  # locks .<name>.lock
         if root.is_dir() and is_current(root):
             return False
         _remove_leftovers(root.parent, root.name)

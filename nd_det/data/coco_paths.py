@@ -39,14 +39,13 @@ def _registered_files(name: str) -> Optional[Tuple[str, str]]:
 
 
 def register_coco_dataset(name: str, json_file, image_root, replace: bool = False,
-                          decode_images: bool = False, degenerate_boxes: str = "error"
-                          ) -> CocoSummary:
+                          degenerate_boxes: str = "error") -> CocoSummary:
     """Check (:func:`validate_coco_json`, which raises :class:`DatasetError` on the first
     problem), then register a COCO-format instances dataset under ``name`` (the name used in
     ``DATASETS.TRAIN`` / ``DATASETS.TEST``); ``image_root`` is the folder the JSON's
     ``file_name`` entries are relative to.  ``replace``: if ``name`` is already registered with
-    other files, replace that registration (default: raise).  ``decode_images`` and
-    ``degenerate_boxes`` are passed to :func:`validate_coco_json`.  Returns its summary."""
+    other files, replace that registration (default: raise).  ``degenerate_boxes`` is passed
+    to :func:`validate_coco_json`.  Returns its summary."""
     if not isinstance(name, str) or not name.strip() or name != name.strip():
         raise DatasetError(f"dataset name {name!r} is not usable. Fix: pass a non-empty name "
                            "without surrounding spaces, e.g. 'trees_train'")
@@ -59,12 +58,9 @@ def register_coco_dataset(name: str, json_file, image_root, replace: bool = Fals
             raise DatasetError(f"dataset name '{name}' is already registered (with {where}). "
                                "Fix: give --dataset another name for "
                                f"{json_file} (in Python: replace=True re-registers it)")
-    summary = validate_coco_json(json_file, image_root, decode_images=decode_images,
-                                 degenerate_boxes=degenerate_boxes)
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        if name in MetadataCatalog.list():
-            MetadataCatalog.remove(name)
+    summary = validate_coco_json(json_file, image_root, degenerate_boxes=degenerate_boxes)
+    if DatasetCatalog.pop(name, None) is not None:  # a name registered before: replaced whole
+        MetadataCatalog.pop(name, None)
     register_coco_instances(name, {}, json_file, image_root)
     MetadataCatalog.get(name).set(
         thing_classes=list(summary.class_names),

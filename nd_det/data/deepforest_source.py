@@ -112,9 +112,9 @@ def read_voc_xml(xml_path: Path) -> AnnotatedImage:
                           width=width, height=height, boxes=tuple(boxes), labels=tuple(labels))
 
 
-def read_deepforest_images(data_dir: Path = None) -> List[AnnotatedImage]:
+def read_deepforest_images() -> List[AnnotatedImage]:
     """Every annotated image of the deepforest data folder, sorted by XML file name."""
-    data_dir = deepforest_data_dir() if data_dir is None else Path(data_dir)
+    data_dir = deepforest_data_dir()
     xml_paths = sorted(p for p in data_dir.iterdir() if p.suffix.lower() == ".xml")
     if not xml_paths:
         raise DatasetError(f"no Pascal-VOC .xml file in {data_dir}. Fix: reinstall deepforest "

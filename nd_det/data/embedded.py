@@ -136,17 +136,6 @@ def _is_current(root: Path, stamp: Dict) -> bool:
     return True
 
 
-def _coco_header(split: str) -> Dict:
-    return {
-        "info": {
-            "description": f"deepforest tree crowns ({split} split), tiled by nd-det "
-                           f"(build format {BUILD_FORMAT_VERSION})",
-            "source": "data files of the PyPI package deepforest (MIT licence)",
-        },
-        "licenses": [{"id": 1, "name": "MIT", "url": "https://opensource.org/licenses/MIT"}],
-    }
-
-
 def _build(staging: Path, sources: List[AnnotatedImage], stamp: Dict) -> None:
     from PIL import Image
 
@@ -183,8 +172,14 @@ def _build(staging: Path, sources: List[AnnotatedImage], stamp: Dict) -> None:
                 next_annotation_id += 1
             next_image_id += 1
     for name, content in splits.items():
-        document = dict(_coco_header(name), **content,
-                        categories=[{"id": 1, "name": CLASS_NAME, "supercategory": "plant"}])
+        document = {
+            "info": {"description": f"deepforest tree crowns ({name} split), tiled by nd-det "
+                                    f"(build format {BUILD_FORMAT_VERSION})",
+                     "source": "data files of the PyPI package deepforest (MIT licence)"},
+            "licenses": [{"id": 1, "name": "MIT", "url": "https://opensource.org/licenses/MIT"}],
+            **content,
+            "categories": [{"id": 1, "name": CLASS_NAME, "supercategory": "plant"}],
+        }
         atomic_write_json(document, str(staging / SPLIT_FILES[name]))
     atomic_write_json(stamp, str(staging / STAMP_FILE), sort_keys=True)
 

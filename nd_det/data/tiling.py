@@ -47,7 +47,7 @@ def _spans(length: int, tile_size: int, min_edge_tile: int) -> List[Tuple[int, i
     spans = []
     for start in range(0, length, tile_size):
         end = min(start + tile_size, length)
-        if end - start == tile_size or end - start >= min_edge_tile or start == 0:
+        if end - start >= min_edge_tile or start == 0:  # a full tile is >= min_edge_tile
             spans.append((start, end))
     return spans
 

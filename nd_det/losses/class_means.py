@@ -104,13 +104,13 @@ class ClassMeanAccumulator:
         self.counts += other.counts.to(self.counts.device)
         return self
 
-    def all_reduce(self, group=None) -> None:
+    def all_reduce(self) -> None:
         """Sum sums and counts over all processes (no-op when not distributed)."""
         import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
-            dist.all_reduce(self.sums, group=group)
-            dist.all_reduce(self.counts, group=group)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(self.sums)
+            dist.all_reduce(self.counts)
 
     def empty_classes(self) -> List[int]:
         return torch.nonzero(self.counts == 0).flatten().tolist()
@@ -124,7 +124,7 @@ class ClassMeanAccumulator:
         metadata = dict(metadata or {})
         if empty and not allow_empty:
             raise ClassMeansError(
-                "no samples for class(es) " + _describe_classes(empty, class_names)
+                "no samples for class(es) " + ", ".join(class_labels(empty, class_names))
                 + ": every class needs at least one sample for its mean. Use more images, or "
                 "allow empty classes (their rows are zero-filled and flagged in the metadata)."
             )
@@ -133,10 +133,9 @@ class ClassMeanAccumulator:
         return ClassMeans(means.cpu(), self.counts.cpu().clone(), metadata)
 
 
-def _describe_classes(indices: Sequence[int], names: Optional[Sequence[str]]) -> str:
-    if names is None:
-        return ", ".join(str(i) for i in indices)
-    return ", ".join(f"{i} ({names[i]})" if i < len(names) else str(i) for i in indices)
+def class_labels(indices: Sequence[int], names: Optional[Sequence[str]]) -> List[str]:
+    """``"3 (dog)"`` for each class index, or ``"3"`` where ``names`` has no name for it."""
+    return [f"{i} ({names[i]})" if names and i < len(names) else str(i) for i in indices]
 
 
 def save_class_means(path: str, table: ClassMeans) -> None:

@@ -44,7 +44,7 @@ def dkd_loss(
     tckd = _binary_kl(zs, zt, target)
     log_ps_nt = F.log_softmax(zs.masked_fill(target, _MASKED), dim=1)
     log_pt_nt = F.log_softmax(zt.masked_fill(target, _MASKED), dim=1)
-    nckd = (log_pt_nt.exp() * (log_pt_nt - log_ps_nt)).sum(dim=1)
+    nckd = F.kl_div(log_ps_nt, log_pt_nt, reduction="none", log_target=True).sum(dim=1)
     return (alpha * tckd.mean() + beta * nckd.mean()) * (T * T)
 
 
@@ -58,4 +58,4 @@ def _binary_kl(zs, zt, target):
         return torch.stack([log_p_target, log_p_rest], dim=1)
 
     log_bs, log_bt = log_binary(zs), log_binary(zt)
-    return (log_bt.exp() * (log_bt - log_bs)).sum(dim=1)
+    return F.kl_div(log_bs, log_bt, reduction="none", log_target=True).sum(dim=1)

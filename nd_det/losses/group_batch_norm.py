@@ -23,8 +23,8 @@ class GroupSyncBatchNorm2d(nn.BatchNorm2d):
     concatenated batch.  Without a group (or outside torch.distributed) it is plain BatchNorm.
     Statistics are computed in float32 (as autocast does for batch norm)."""
 
-    def __init__(self, num_features: int, group=None, eps: float = 1e-5):
-        super().__init__(num_features, eps=eps, track_running_stats=False)
+    def __init__(self, num_features: int, group=None):
+        super().__init__(num_features, track_running_stats=False)
         self.group = group
 
     def _synchronised(self) -> bool:

@@ -30,5 +30,5 @@ def kd_loss(
     T = float(temperature)
     log_ps = F.log_softmax(at_least_float32(student_logits) / T, dim=1)
     log_pt = F.log_softmax(at_least_float32(teacher_logits) / T, dim=1)
-    kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=1)
+    kl = F.kl_div(log_ps, log_pt, reduction="none", log_target=True).sum(dim=1)
     return kl.mean() * (T * T)

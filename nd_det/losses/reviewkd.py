@@ -153,13 +153,10 @@ def hcl_loss(student_feats: Sequence[torch.Tensor],
             f"hcl_loss: need the same non-zero number of levels; got {len(student_feats)} student "
             f"and {len(teacher_feats)} teacher levels"
         )
-    total = None
     for level, (fs, ft) in enumerate(zip(student_feats, teacher_feats)):
         if fs.shape != ft.shape:
             raise ValueError(
                 f"hcl_loss: level {level} shapes differ: student {tuple(fs.shape)} vs teacher "
                 f"{tuple(ft.shape)}"
             )
-        term = _hcl_level(fs, ft)
-        total = term if total is None else total + term
-    return total
+    return sum(_hcl_level(fs, ft) for fs, ft in zip(student_feats, teacher_feats))
