@@ -18,11 +18,8 @@ from detectron2.config import get_cfg
 
 from .errors import UserError
 
-__all__ = ["add_distill_config", "add_backbone_config", "DISTILL_LOSS_NAMES", "ConfigError",
-           "DistillConfigError", "merge_config", "load_config"]
-
-# The loss names MODEL.DISTILL.LOSSES may hold (each maps to one loss-dict key ``loss_<name>``).
-DISTILL_LOSS_NAMES = ("nd", "kd", "dkd", "reviewkd")
+__all__ = ["add_distill_config", "add_backbone_config", "ConfigError", "DistillConfigError",
+           "merge_config", "load_config"]
 
 
 def add_backbone_config(cfg: CN) -> CN:

@@ -37,13 +37,6 @@ class NonFiniteWeightsError(UserError, FloatingPointError):
     """The model has NaN/inf weights; they are not written to disk."""
 
 
-def non_finite_entries(state) -> list:
-    return [
-        k for k, v in state.items()
-        if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()
-    ]
-
-
 class AtomicCheckpointer(TorchvisionWeightsMixin, DetectionCheckpointer):
     """DetectionCheckpointer with the guarantees of the module docstring."""
 
@@ -51,7 +44,8 @@ class AtomicCheckpointer(TorchvisionWeightsMixin, DetectionCheckpointer):
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
-        bad = non_finite_entries(data["model"])
+        bad = [k for k, v in data["model"].items() if isinstance(v, torch.Tensor)
+               and v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise NonFiniteWeightsError(
                 f"not saving checkpoint {name}: NaN/inf in {len(bad)} weight tensor(s), e.g. "

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from detectron2.engine import launch
+from detectron2.utils import comm
 from torch.multiprocessing import ProcessExitedException
 
 from ..errors import EXIT_USER_ERROR, UserError, report_user_error
@@ -29,8 +30,6 @@ def _worker(main, args):
         folder = os.environ.get(_MESSAGES_ENV)
         if not folder:
             raise
-        from detectron2.utils import comm
-
         path = Path(folder, f"rank{comm.get_rank()}.txt")
         path.write_text(" ".join(str(error).split()), encoding="utf-8")
         sys.exit(EXIT_USER_ERROR)

@@ -18,14 +18,13 @@ from detectron2.config import CfgNode
 
 from ..config import ConfigError, DistillConfigError
 from ..errors import UserError
-from ..losses import ClassMeansError, load_class_means
 from ..modeling.backbone import check_resnet_basic_config, check_torchvision_config
 from ..modeling.bn_groups import bn_group_size
-from ..modeling.distill_terms import check_distill_loss_names, check_distill_terms
+from ..modeling.distill_terms import NDTerm, check_distill_loss_names, check_distill_terms
 from ..modeling.meta_arch import check_student_heads
 from ..modeling.shapes import shapes_from_config, state_shapes_from_config
 from ..modeling.student_checkpoint import (plain_student_cfg, read_model_state, state_mismatch,
-                                           student_state_dict)
+                                           student_mismatch_message, student_state_dict)
 from ..modeling.teacher import FrozenTeacher
 from ..modeling.weights import local_weights_file
 from ..utils.paths import check_writable
@@ -120,10 +119,7 @@ def check_backbone_config(cfg: CfgNode) -> None:
     """The keys of nd-det's / detectron2's small-student backbones, named one by one."""
     name = cfg.MODEL.BACKBONE.NAME
     if "resnet" in name and cfg.MODEL.RESNETS.DEPTH in (18, 34):
-        try:
-            check_resnet_basic_config(cfg)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        check_resnet_basic_config(cfg)
     if name == "build_torchvision_fpn_backbone":
         check_torchvision_config(cfg)
 
@@ -156,12 +152,7 @@ def preflight_distill(cfg: CfgNode, need_class_means: bool = True) -> Optional[C
     teacher = shapes_from_config(teacher_cfg, "the teacher (MODEL.DISTILL.TEACHER_CONFIG)")
     check_distill_terms(cfg, student, teacher)
     if need_class_means and "nd" in cfg.MODEL.DISTILL.LOSSES:
-        try:
-            load_class_means(cfg.MODEL.DISTILL.CLASS_MEANS,
-                             num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1,
-                             dim=teacher.embedding_dim)
-        except ClassMeansError as e:
-            raise ClassMeansError(f"MODEL.DISTILL.CLASS_MEANS: {e}") from None
+        NDTerm.class_means_table(cfg, teacher.embedding_dim)  # the term's own reading
     return teacher_cfg
 
 
@@ -179,10 +170,7 @@ def check_student_weights_file(cfg: CfgNode) -> None:
     expected = state_shapes_from_config(plain_student_cfg(cfg), "the student (this config)")
     problems = state_mismatch(expected, state)
     if problems:
-        raise ConfigError(
-            f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not fit the student of the config "
-            f"({problems}); give the checkpoint trained with this config, or the config and "
-            "KEY VALUE overrides it was trained with")
+        raise ConfigError(student_mismatch_message("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS, problems))
 
 
 def check_train_run(cfg: CfgNode, args) -> None:

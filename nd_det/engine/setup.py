@@ -23,10 +23,9 @@ logger = logging.getLogger(__name__)
 RUN_CONFIG_NAME = "config.yaml"
 
 
-def setup_cfg(args, freeze: bool = True, splits=("TRAIN", "TEST"), setup: bool = False
-              ) -> CfgNode:
-    """get_cfg + nd-det keys + --config-file + overrides; registers the --dataset entries and
-    checks that the datasets of ``splits`` (DATASETS.TRAIN / TEST) have NUM_CLASSES classes.
+def setup_cfg(args, splits=("TRAIN", "TEST"), setup: bool = False) -> CfgNode:
+    """get_cfg + nd-det keys + --config-file + overrides, frozen; registers the --dataset entries
+    and checks that the datasets of ``splits`` (DATASETS.TRAIN / TEST) have NUM_CLASSES classes.
     Writes nothing, unless ``setup``: then :func:`setup_run` runs once the config is loaded (so
     the dataset registration is logged)."""
     cfg = load_config(args.config_file, args.opts, freeze=False)
@@ -38,8 +37,7 @@ def setup_cfg(args, freeze: bool = True, splits=("TRAIN", "TEST"), setup: bool =
                               replace=True)
     check_datasets(cfg, splits, required=())
     check_dataset_classes(cfg, splits)
-    if freeze:
-        cfg.freeze()
+    cfg.freeze()
     return cfg
 
 

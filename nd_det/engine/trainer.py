@@ -34,7 +34,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import ConfigError
 from ..modeling.student_checkpoint import build_plain_student
-from ..modeling.teacher import FrozenTeacher
+from ..modeling.teacher import AUTOCAST_DTYPES, FrozenTeacher
 from .checkpoint import AtomicCheckpointer, resume_checkpoint
 from .finite_losses import FiniteLossAMPTrainer, FiniteLossSimpleTrainer
 from .image_check import DecodeGuardLoader, DecodeGuardMapper
@@ -45,14 +45,12 @@ __all__ = ["DistillTrainer", "amp_precision"]
 
 logger = logging.getLogger(__name__)
 
-_AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
 
 def amp_precision(name: str) -> torch.dtype:
-    """The autocast dtype of ``SOLVER.AMP.PRECISION``."""
-    if name not in _AMP_DTYPES:
+    """The autocast dtype of ``SOLVER.AMP.PRECISION`` (its names are TEACHER_AUTOCAST's)."""
+    if name not in AUTOCAST_DTYPES:
         raise ConfigError(f"SOLVER.AMP.PRECISION={name!r}: use 'float16' or 'bfloat16'")
-    return _AMP_DTYPES[name]
+    return AUTOCAST_DTYPES[name]
 
 
 class _AfterSuccess:

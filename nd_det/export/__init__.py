@@ -1,7 +1,7 @@
 """Deploying the student alone: a plain detectron2 config + student-only weights
 (:func:`export_student`, ``tools/export_student.py``)."""
 from .student import (EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME, StudentExport, StudentExportError,
-                      export_student, load_student_weights)
+                      export_student)
 
 __all__ = ["EXPORT_CONFIG_NAME", "EXPORT_WEIGHTS_NAME", "StudentExport", "StudentExportError",
-           "export_student", "load_student_weights"]
+           "export_student"]

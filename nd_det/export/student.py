@@ -36,7 +36,6 @@ __all__ = [
     "EXPORT_WEIGHTS_NAME",
     "StudentExport",
     "StudentExportError",
-    "load_student_weights",
     "export_student",
     "check_output_dir",
 ]
@@ -88,20 +87,6 @@ def _local_checkpoint(weights: str) -> str:
         return local_weights_file("--weights", weights)
     except WeightsFileError as e:
         raise StudentExportError(str(e)) from None
-
-
-def load_student_weights(model: torch.nn.Module, weights: str) -> Dict[str, List[str]]:
-    """Load the student entries of the checkpoint ``weights`` (path or URL) into ``model`` and
-    fail with StudentExportError unless every key matched in name and shape.
-
-    Returns what the checkpoint held beyond the student: ``{"modules": [distill_losses.* keys],
-    "entries": [top-level entries such as optimizer, scheduler, iteration]}``."""
-    _local_checkpoint(weights)
-    checkpointer = load_student_checkpoint(model, weights, "--weights", _WEIGHTS_HINT,
-                                           error=StudentExportError)
-    entries = sorted(k for k in checkpointer.extra
-                     if k not in ("model", "matching_heuristics", "__author__"))
-    return {"modules": checkpointer.training_only_keys, "entries": entries}
 
 
 def _config_text(cfg: CfgNode, notes_for_yaml: List[str]) -> str:
@@ -238,9 +223,11 @@ def export_student(cfg: CfgNode, weights: str, output_dir: str, overwrite: bool 
     notes = _backbone_note(student_cfg)
     needs_nd_det = bool(notes)
     model = build_model(_with_model_keys(student_cfg, DEVICE="cpu"))  # the export needs no GPU
-    dropped = load_student_weights(model, weights)
+    # every key must match in name and shape; what else the checkpoint held is reported
+    checkpointer = load_student_checkpoint(model, weights, "--weights", _WEIGHTS_HINT,
+                                           error=StudentExportError)
     if not allow_non_distilled:
-        _check_distilled(cfg, weights, local, dropped["modules"])
+        _check_distilled(cfg, weights, local, checkpointer.training_only_keys)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     export_cfg = _with_model_keys(student_cfg, WEIGHTS=EXPORT_WEIGHTS_NAME)
@@ -257,7 +244,8 @@ def export_student(cfg: CfgNode, weights: str, output_dir: str, overwrite: bool 
         weights_file=os.path.join(output_dir, EXPORT_WEIGHTS_NAME),
         num_tensors=len(state),
         needs_nd_det=needs_nd_det,
-        dropped_modules=dropped["modules"],
-        dropped_entries=dropped["entries"],
+        dropped_modules=checkpointer.training_only_keys,
+        dropped_entries=sorted(k for k in checkpointer.extra  # optimizer, iteration, ...
+                               if k not in ("model", "matching_heuristics", "__author__")),
         notes=notes,
     )

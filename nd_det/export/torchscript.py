@@ -99,7 +99,7 @@ def load_exported_student(export_dir: str, device: str = "cpu") -> Tuple[CfgNode
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise TorchScriptExportError(f"--device {device}: no CUDA device here; use cpu")
     cfg = add_backbone_config(get_cfg())
-    merge_config(cfg, config_file, f"{config_file}")
+    merge_config(cfg, config_file, config_file)
     if cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
         raise TorchScriptExportError(
             f"{config_file} has MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE}, not "

@@ -123,6 +123,16 @@ class NDTerm(DistillTerm):
                 "teacher's."
             )
 
+    @staticmethod
+    def class_means_table(cfg: CfgNode, dim: int):
+        """MODEL.DISTILL.CLASS_MEANS, read and checked (NUM_CLASSES + 1 rows of ``dim``
+        values); a bad file is one ClassMeansError naming the key."""
+        try:
+            return load_class_means(cfg.MODEL.DISTILL.CLASS_MEANS,
+                                    num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1, dim=dim)
+        except ClassMeansError as e:
+            raise ClassMeansError(f"MODEL.DISTILL.CLASS_MEANS: {e}") from None
+
     def __init__(self, cfg: CfgNode, student: nn.Module, teacher: FrozenTeacher):
         super().__init__()
         self.weight = float(cfg.MODEL.DISTILL.ND.WEIGHT)
@@ -130,11 +140,7 @@ class NDTerm(DistillTerm):
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         self.check(cfg, shapes_of(student.backbone, student.roi_heads), teacher.shapes)
         path = cfg.MODEL.DISTILL.CLASS_MEANS
-        try:
-            table = load_class_means(path, num_classes=self.num_classes + 1,
-                                     dim=teacher.embedding_dim)
-        except ClassMeansError as e:
-            raise ClassMeansError(f"MODEL.DISTILL.CLASS_MEANS: {e}") from None
+        table = self.class_means_table(cfg, teacher.embedding_dim)
         for line in metadata_mismatches(table, teacher.identity):
             logger.warning(
                 "MODEL.DISTILL.CLASS_MEANS=%s may come from another teacher (%s). Class means "

@@ -34,6 +34,7 @@ __all__ = [
     "describe_mismatch",
     "read_model_state",
     "state_mismatch",
+    "student_mismatch_message",
 ]
 
 # state_dict prefix of the training-only distillation modules (DistillRCNN.distill_losses)
@@ -48,7 +49,7 @@ BACKBONE_CONFIG_NODES = {
 
 def without_ddp_prefix(key: str) -> str:
     """``key`` without the ``module.`` prefix a DistributedDataParallel wrapper adds."""
-    return key[len("module."):] if key.startswith("module.") else key
+    return key.removeprefix("module.")
 
 
 def is_distill_module_key(key: str) -> bool:
@@ -105,9 +106,7 @@ class StrictCheckpointer(DetectionCheckpointer):
         self.unreadable = unreadable or (lambda why: ValueError(f"not a checkpoint: {why}"))
         self.allowed_unexpected = allowed_unexpected
         self.state_filter = state_filter
-        self.missing_keys: List[str] = []
-        self.unexpected_keys: List[str] = []
-        self.incorrect_shapes: List = []
+        self.mismatch = ""  # the last load's mismatches (describe_mismatch), "" when none
 
     def _load_file(self, filename):
         try:
@@ -129,18 +128,14 @@ class StrictCheckpointer(DetectionCheckpointer):
             checkpoint["model"] = self.state_filter(state)
         incompatible = super()._load_model(checkpoint)
         wrong_shape = {k for k, _, _ in incompatible.incorrect_shapes}
-        self.missing_keys = [k for k in incompatible.missing_keys if k not in wrong_shape]
-        self.unexpected_keys = [k for k in incompatible.unexpected_keys
-                                if not self.allowed_unexpected(k)]
-        self.incorrect_shapes = list(incompatible.incorrect_shapes)
+        self.mismatch = describe_mismatch(
+            [k for k in incompatible.missing_keys if k not in wrong_shape],
+            [k for k in incompatible.unexpected_keys if not self.allowed_unexpected(k)],
+            incompatible.incorrect_shapes)
         return incompatible
 
     def _log_incompatible_keys(self, incompatible) -> None:
         """Mismatches are the caller's to report (as one error), not warnings."""
-
-    def describe_mismatch(self) -> str:
-        """The last load's mismatches, e.g. "missing keys: a; shape mismatches: ..."."""
-        return describe_mismatch(self.missing_keys, self.unexpected_keys, self.incorrect_shapes)
 
 
 def describe_mismatch(missing, unexpected, incorrect_shapes) -> str:
@@ -188,6 +183,13 @@ def state_mismatch(model_shapes: Dict[str, tuple], state: Dict,
     return describe_mismatch(missing, unexpected, shapes)
 
 
+def student_mismatch_message(what: str, weights: str, problems: str) -> str:
+    """The message for student weights (named by ``what``) that do not fit the config."""
+    return (f"{what} {weights} does not fit the student of the config ({problems}); give the "
+            "checkpoint trained with this config, or the config and KEY VALUE overrides it was "
+            "trained with")
+
+
 class StudentCheckpointer(StrictCheckpointer):
     """Loads the student part of any checkpoint (DistillRCNN training checkpoints included) into
     a plain GeneralizedRCNN; remembers which ``distill_losses.*`` keys it left out."""
@@ -220,22 +222,16 @@ def load_student_checkpoint(model, weights: str, what: str = "MODEL.WEIGHTS",
 
     checkpointer = StudentCheckpointer(model, unreadable=unreadable)
     checkpointer.extra = checkpointer.load(local)
-    problems = checkpointer.describe_mismatch()
-    if problems:
-        raise error(
-            f"{what} {weights} does not fit the student of the config ({problems}); give the "
-            "checkpoint trained with this config, or the config and KEY VALUE overrides it was "
-            "trained with"
-        )
+    if checkpointer.mismatch:
+        raise error(student_mismatch_message(what, weights, checkpointer.mismatch))
     return checkpointer
 
 
-def build_plain_student(cfg: CfgNode, weights: str,
-                        **load_options) -> Tuple[CfgNode, torch.nn.Module]:
+def build_plain_student(cfg: CfgNode, weights: str) -> Tuple[CfgNode, torch.nn.Module]:
     """``(plain_student_cfg(cfg), its model)`` for a distillation or plain config: built, the
-    student entries of ``weights`` loaded strictly (:func:`load_student_checkpoint`, which
-    ``load_options`` go to), in eval mode."""
+    student entries of ``weights`` loaded strictly (:func:`load_student_checkpoint`), in eval
+    mode."""
     student_cfg = plain_student_cfg(cfg)
     model = build_model(student_cfg)
-    load_student_checkpoint(model, weights, **load_options)
+    load_student_checkpoint(model, weights)
     return student_cfg, model.eval()

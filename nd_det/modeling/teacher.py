@@ -54,10 +54,6 @@ logger = logging.getLogger(__name__)
 _CHANNEL_ORDERS = {"RGB", "BGR"}
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 _AUTOCAST_VALUES = ("", "float32", *AUTOCAST_DTYPES)
-# Checkpoint keys a teacher file may carry that the built model does not have: old buffers and
-# the training-only modules of an nd-det student checkpoint (a distilled model used as teacher).
-_ALLOWED_UNEXPECTED_PREFIXES = (DISTILL_STATE_PREFIX,)
-_ALLOWED_UNEXPECTED_SUFFIXES = ("num_batches_tracked", "pixel_mean", "pixel_std")
 
 
 class TeacherError(UserError, RuntimeError):
@@ -86,8 +82,10 @@ class TeacherOutputs:
 
 
 def _allowed_unexpected(key: str) -> bool:
-    return (key.startswith(_ALLOWED_UNEXPECTED_PREFIXES)
-            or key.endswith(_ALLOWED_UNEXPECTED_SUFFIXES)
+    # keys a teacher file may carry that the built model does not have: old buffers and the
+    # training-only modules of an nd-det student checkpoint (a distilled model used as teacher)
+    return (key.startswith(DISTILL_STATE_PREFIX)
+            or key.endswith(("num_batches_tracked", "pixel_mean", "pixel_std"))
             or "anchor_generator.cell_anchors" in key)
 
 
@@ -184,9 +182,8 @@ class FrozenTeacher:
                                           unreadable=functools.partial(_unreadable, self.weights),
                                           allowed_unexpected=_allowed_unexpected)
         checkpointer.load(local)
-        problems = checkpointer.describe_mismatch()
-        if problems:
-            raise TeacherError(_mismatch_message(self.weights, problems))
+        if checkpointer.mismatch:
+            raise TeacherError(_mismatch_message(self.weights, checkpointer.mismatch))
         freeze(self.model)
         self.weights_loaded = True
         logger.info("Teacher loaded from %s (config %s)", self.weights,

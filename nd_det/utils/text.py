@@ -12,11 +12,11 @@ def short_list(items: Iterable, limit: int = 8) -> str:
     return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
-def first_line(error: BaseException, limit: int = 200) -> str:
-    """``"TypeName: first line of the message"`` (cut at ``limit`` characters)."""
+def first_line(error: BaseException) -> str:
+    """``"TypeName: first line of the message"`` (cut at 200 characters)."""
     text = str(error).strip().splitlines()
     line = text[0] if text else ""
-    return f"{type(error).__name__}: {line[:limit]}"
+    return f"{type(error).__name__}: {line[:200]}"
 
 
 def key_problems(missing: Sequence[str], wrong_shapes: Sequence[str], unexpected: Sequence[str],

@@ -11,14 +11,16 @@ Keys a ResNet-18/34 config needs::
     MODEL.RESNETS.RES2_OUT_CHANNELS: 64
     MODEL.RESNETS.OUT_FEATURES: ["res2", "res3", "res4", "res5"]
 """
+from ...config import ConfigError
+
 __all__ = ["RESNET_BASIC_DEPTHS", "check_resnet_basic_config"]
 
 RESNET_BASIC_DEPTHS = (18, 34)
 
 
 def check_resnet_basic_config(cfg) -> None:
-    """Raise one ValueError naming every ``MODEL.RESNETS`` key that does not fit a BasicBlock
-    ResNet-18/34, each with its fix."""
+    """Raise one ConfigError (a ValueError) naming every ``MODEL.RESNETS`` key that does not fit
+    a BasicBlock ResNet-18/34, each with its fix."""
     resnets = cfg.MODEL.RESNETS
     checks = [  # (the key does not fit, its problem and fix)
         (resnets.DEPTH not in RESNET_BASIC_DEPTHS,
@@ -39,5 +41,5 @@ def check_resnet_basic_config(cfg) -> None:
     ]
     problems = [problem for bad, problem in checks if bad]
     if problems:
-        raise ValueError("Bad ResNet-18/34 (BasicBlock) backbone config:\n  "
-                         + "\n  ".join(problems))
+        raise ConfigError("Bad ResNet-18/34 (BasicBlock) backbone config:\n  "
+                          + "\n  ".join(problems))

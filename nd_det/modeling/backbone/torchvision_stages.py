@@ -85,14 +85,14 @@ def is_graph_node(name: str, nodes: Sequence[str]) -> bool:
     return name in nodes or any(node.startswith(name + ".") for node in nodes)
 
 
-def measure_stage_shapes(body: nn.Module, in_channels: int = 3) -> Dict[str, ShapeSpec]:
+def measure_stage_shapes(body: nn.Module) -> Dict[str, ShapeSpec]:
     """Channels and stride of each output of the feature extractor ``body``, from one eval-mode
     run on the meta device (``body``'s own tensors, training mode and statistics are not
     touched).  (torchvision's own detection backbones list channels per model by hand; this
     works for any model.)"""
     meta = {name: torch.empty_like(t, device="meta")
             for name, t in list(body.named_parameters()) + list(body.named_buffers())}
-    image = torch.empty(1, in_channels, _MEASURE_SIZE, _MEASURE_SIZE, device="meta")
+    image = torch.empty(1, 3, _MEASURE_SIZE, _MEASURE_SIZE, device="meta")
     was_training = body.training
     body.eval()
     try:
