@@ -289,15 +289,17 @@ def _protocol_metadata(teacher: FrozenTeacher, cfg: CfgNode, protocol: str) -> D
     tcfg, inp = teacher.cfg, cfg.INPUT
     reference = protocol == "reference"
     mode = "train" if reference else "test"
+    if reference:
+        augmentation = {"min_size": [int(s) for s in inp.MIN_SIZE_TRAIN],
+                        "max_size": int(inp.MAX_SIZE_TRAIN),
+                        "sampling": str(inp.MIN_SIZE_TRAIN_SAMPLING), "flip": str(inp.RANDOM_FLIP)}
+    else:
+        augmentation = {"min_size": [int(inp.MIN_SIZE_TEST)], "max_size": int(inp.MAX_SIZE_TEST),
+                        "sampling": "choice", "flip": "none"}
     return {
         "protocol": protocol,
         "protocol_description": PROTOCOLS[protocol],
-        "augmentation": ({"min_size": [int(s) for s in inp.MIN_SIZE_TRAIN],
-                          "max_size": int(inp.MAX_SIZE_TRAIN),
-                          "sampling": str(inp.MIN_SIZE_TRAIN_SAMPLING),
-                          "flip": str(inp.RANDOM_FLIP)} if reference else
-                         {"min_size": [int(inp.MIN_SIZE_TEST)], "max_size": int(inp.MAX_SIZE_TEST),
-                          "sampling": "choice", "flip": "none"}),
+        "augmentation": augmentation,
         "rpn_topk": {"mode": mode,
                      "pre_nms": int(tcfg.MODEL.RPN[f"PRE_NMS_TOPK_{mode.upper()}"]),
                      "post_nms": int(tcfg.MODEL.RPN[f"POST_NMS_TOPK_{mode.upper()}"])},
