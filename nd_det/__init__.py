@@ -1,10 +1,17 @@
 """nd-det: distill detectron2 detectors (and classifiers) with the ND loss.
 
-``nd_det.add_distill_config`` and ``nd_det.DistillRCNN`` load the detection side on first use,
-which registers the ``DistillRCNN`` meta-architecture and the student backbones in detectron2's
-registries (importing ``nd_det.modeling`` does the same).  The loss core, ``nd_det.losses``, and
-the classification package, ``nd_det.classification``, need only torch: importing them never
-imports detectron2.
+As with a detectron2 project (``import point_rend``)::
+
+    import nd_det
+    cfg = get_cfg()
+    nd_det.add_distill_config(cfg)
+    model = detectron2.modeling.build_model(cfg)   # a DistillRCNN
+
+The first use of ``nd_det.add_distill_config`` or ``nd_det.DistillRCNN`` imports the detection
+side (``nd_det.modeling``), which registers the ``DistillRCNN`` meta-architecture and the
+student backbones in detectron2's registries.  ``import nd_det`` alone imports nothing heavy:
+the loss core, ``nd_det.losses``, and the classification package, ``nd_det.classification``,
+need only torch and never import detectron2.
 """
 import importlib
 
@@ -17,6 +24,7 @@ _LAZY = {"add_distill_config": "nd_det.config", "DistillRCNN": "nd_det.modeling"
 
 def __getattr__(name):
     if name in _LAZY:
+        importlib.import_module("nd_det.modeling")  # registers DistillRCNN and the backbones
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value

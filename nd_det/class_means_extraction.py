@@ -44,9 +44,9 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import log_every_n_seconds
 
-from .data import DatasetError
 from .engine.setup import check_datasets
-from .losses import ClassMeanAccumulator, ClassMeans, ClassMeansError, save_class_means
+from .errors import DataError
+from .losses import ClassMeanAccumulator, ClassMeans, save_class_means
 from .losses.class_means import class_labels
 from .modeling.teacher import FrozenTeacher
 from .utils.paths import check_writable
@@ -105,7 +105,7 @@ def parse_max_images(value: Union[None, int, str]) -> Optional[int]:
     except ValueError:
         number = 0
     if number < 1:
-        raise ClassMeansError(f"--max-images {value!r}: give a positive number of images, or "
+        raise DataError(f"--max-images {value!r}: give a positive number of images, or "
                               "'all' for the whole training set")
     return number
 
@@ -168,7 +168,7 @@ class TeacherEmbedder:
 
     def __init__(self, teacher: FrozenTeacher, seed: int = 0, protocol: str = DEFAULT_PROTOCOL):
         if protocol not in PROTOCOLS:
-            raise ClassMeansError(f"protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+            raise DataError(f"protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
         self.teacher = teacher
         self.seed = seed
         self.protocol = protocol
@@ -217,7 +217,7 @@ def _output_path(cfg: CfgNode, output: Optional[str]) -> Tuple[str, str]:
     if output:
         return output, "--output"
     if not cfg.MODEL.DISTILL.CLASS_MEANS:
-        raise ClassMeansError("MODEL.DISTILL.CLASS_MEANS is empty and no --output is given: "
+        raise DataError("MODEL.DISTILL.CLASS_MEANS is empty and no --output is given: "
                               "name the file to write (e.g. --output class_means/teacher.pth)")
     return cfg.MODEL.DISTILL.CLASS_MEANS, "MODEL.DISTILL.CLASS_MEANS"
 
@@ -228,7 +228,7 @@ def _training_dicts(cfg: CfgNode) -> List[Dict]:
     try:
         return get_detection_dataset_dicts(names, filter_empty=False)
     except (OSError, AssertionError) as e:
-        raise DatasetError(f"DATASETS.TRAIN {tuple(names)}: cannot load its records "
+        raise DataError(f"DATASETS.TRAIN {tuple(names)}: cannot load its records "
                            f"({type(e).__name__}: {e}). Fix: check the annotation files (COCO is "
                            "read from $DETECTRON2_DATASETS/coco)") from None
 
@@ -248,7 +248,7 @@ def _check_ground_truth(dicts: Sequence[Dict], num_classes: int,
     missing = [k for k in range(num_classes) if k not in seen]
     if missing:
         named = class_labels(missing, class_names)
-        raise ClassMeansError(
+        raise DataError(
             f"no samples for class(es) {short_list(named, 10)}: no ground-truth box of them in "
             f"the {len(dicts)} images selected from DATASETS.TRAIN {tuple(datasets)}. Use more "
             "images (--max-images), or pass --allow-empty-classes to zero-fill their rows and "
@@ -266,11 +266,11 @@ def check_extraction(cfg: CfgNode, output: Optional[str] = None,
 
     Returns (output path, the selected dataset dicts with their INDEX_KEY, images in the set)."""
     if protocol not in PROTOCOLS:
-        raise ClassMeansError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+        raise DataError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
     max_images = parse_max_images(max_images)
     path, what = _output_path(cfg, output)
     if str(path).lower().endswith(".json"):
-        raise ClassMeansError(f"{what} {path}: nd-det writes its class-means format (a torch "
+        raise DataError(f"{what} {path}: nd-det writes its class-means format (a torch "
                               "file), not JSON; give a .pth path")
     check_writable(path, what)
     FrozenTeacher.check(cfg)
@@ -326,7 +326,7 @@ def extract_class_means(
     ``protocol``: a key of :data:`PROTOCOLS`; ``max_images``: at most this many images (the
     first of a permutation seeded by ``seed``; None = all).  Works in a single process and under
     detectron2's ``launch`` (each rank takes a shard; sums and counts are all-reduced).  Raises
-    ClassMeansError naming the classes without samples unless ``allow_empty_classes`` (their
+    DataError naming the classes without samples unless ``allow_empty_classes`` (their
     rows are then zero-filled and flagged in the metadata), before the pass when the ground
     truth already shows it.
     """

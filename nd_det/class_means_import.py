@@ -23,8 +23,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .errors import DataError
 from .errors import one_line_usage_errors, run_cli
-from .losses import ClassMeans, ClassMeansError, save_class_means
+from .losses import ClassMeans, save_class_means
 from .utils.paths import check_writable
 from .utils.text import short_list
 from .utils.values import is_number
@@ -54,7 +55,7 @@ _SOURCE_FORMAT = ('{"0": [D numbers], ..., "K": [...]}: class index as a string,
 def model_zoo_weights(teacher_config: str) -> Optional[str]:
     """The ``detectron2://`` URL of a detectron2 model-zoo config's weights (as the shipped
     configs write TEACHER_WEIGHTS), or None for an existing file or a model-zoo config without
-    published weights; raises ClassMeansError when ``teacher_config`` is neither."""
+    published weights; raises DataError when ``teacher_config`` is neither."""
     if os.path.isfile(teacher_config):
         return None
     from detectron2 import model_zoo  # needs pkg_resources: loaded only for a model-zoo name
@@ -63,7 +64,7 @@ def model_zoo_weights(teacher_config: str) -> Optional[str]:
     try:
         model_zoo.get_config_file(teacher_config)
     except RuntimeError:
-        raise ClassMeansError(
+        raise DataError(
             f"--teacher-config {teacher_config!r} is neither an existing file nor a detectron2 "
             f"model-zoo config name (e.g. {DEFAULT_TEACHER_CONFIG!r})") from None
     try:
@@ -85,7 +86,7 @@ def _teacher_identity(teacher_config: str, teacher_weights: Optional[str],
     zoo_weights = model_zoo_weights(teacher_config)  # also refuses an unknown config name
     teacher_weights = teacher_weights or zoo_weights
     if teacher_weights is None:
-        raise ClassMeansError(
+        raise DataError(
             f"--teacher-config {teacher_config!r} is not a model-zoo config with known "
             "weights: give --teacher-weights, exactly as MODEL.DISTILL.TEACHER_WEIGHTS of "
             "the config that will train with this table")
@@ -104,8 +105,8 @@ def default_output(teacher_config: str) -> str:
 
 
 # ---------------------------------------------------------------------- the JSON table
-def _refuse(path: str, problem: str) -> ClassMeansError:
-    return ClassMeansError(f"--input {path}: {problem}")
+def _refuse(path: str, problem: str) -> DataError:
+    return DataError(f"--input {path}: {problem}")
 
 
 def _unique_keys(pairs: List[Tuple[str, object]]) -> Dict:
@@ -161,7 +162,7 @@ def _row_values(path: str, key: str, row, dim: int) -> List[float]:
 def read_published_table(path: str, num_classes: int = DEFAULT_NUM_CLASSES,
                          dim: int = DEFAULT_DIM) -> Tuple[torch.Tensor, str]:
     """The (num_classes + 1, dim) float32 table of a JSON like the reference's, and the file's
-    sha256; raises ClassMeansError naming the first problem."""
+    sha256; raises DataError naming the first problem."""
     if not os.path.isfile(path):
         raise _refuse(path, "file not found" if not os.path.exists(path) else
                       "is not a file; give the JSON table (e.g. R101_emb.json)")
@@ -214,13 +215,13 @@ def import_class_means(json_path: str, output: Optional[str] = None,
     weights of ``teacher_config``).  Everything is checked before anything is written.
     Returns (the path written, the table)."""
     if num_classes < 1:
-        raise ClassMeansError(f"--num-classes {num_classes}: give the number of foreground "
+        raise DataError(f"--num-classes {num_classes}: give the number of foreground "
                               "classes (80 for COCO)")
     if dim < 1:
-        raise ClassMeansError(f"--dim {dim}: give the teacher's box-head width (1024)")
+        raise DataError(f"--dim {dim}: give the teacher's box-head width (1024)")
     output = output or default_output(teacher_config)
     if str(output).lower().endswith(".json"):
-        raise ClassMeansError(f"--output {output}: the imported table is written in nd-det's "
+        raise DataError(f"--output {output}: the imported table is written in nd-det's "
                               "class-means format (a torch file); give a .pth path")
     check_writable(output, "--output")
     identity = _teacher_identity(teacher_config, teacher_weights, teacher_opts)

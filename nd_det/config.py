@@ -16,9 +16,10 @@ from typing import Sequence
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-from .errors import UserError
+from .errors import ConfigError
 
-__all__ = ["add_distill_config", "add_backbone_config", "ConfigError", "DistillConfigError",
+
+__all__ = ["add_distill_config", "add_backbone_config",
            "merge_config", "load_config"]
 
 
@@ -148,15 +149,6 @@ def add_distill_config(cfg: CN) -> CN:
     _C.MODEL.DISTILL.REVIEWKD.BN_IMAGES = 2
 
     return cfg
-
-
-class ConfigError(UserError, ValueError):
-    """A config file or override is wrong (missing file, unknown key, bad value)."""
-
-
-class DistillConfigError(UserError, ValueError):
-    """The distillation set-up is inconsistent (student vs teacher vs terms); the message names
-    the key and the fix."""
 
 
 def merge_config(cfg: CN, source, what: str) -> None:

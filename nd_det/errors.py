@@ -1,9 +1,21 @@
-"""The one error type for mistakes a user made, and the one way tools report them.
+"""The error types for mistakes a user made, and the one way tools report them.
 
 Every error caused by what the user typed or pointed at (a config key, a file, a dataset, a
-command-line flag) derives from :class:`UserError`.  The command-line tools print it as a single
-``ERROR: <message>`` line on stderr, without a traceback, and exit with status 2; anything else
-is a bug: Python's traceback and exit status 1.
+command-line flag) is a :class:`UserError`, of one of a few kinds:
+
+* :class:`ConfigError`: a config key, a value, a flag, or a combination of them (student vs
+  teacher vs distillation terms, weights that do not fit the model the config builds);
+* :class:`DataError`: a dataset, an annotation, an image or a class-means table whose content
+  cannot be used;
+* :class:`FileError`: a file or folder that is missing, unreadable, damaged, or cannot be
+  written (the ``[Errno N]`` cause named when the system gave one);
+* :class:`NonFiniteError`: training diverged (a NaN/inf loss or weight);
+* :class:`ExportError`: an exported model that does not reproduce the student: nothing written;
+* :class:`MissingDependencyError`: an optional package that is not installed.
+
+The command-line tools print a ``UserError`` as a single ``ERROR: <message>`` line on stderr,
+without a traceback, and exit with status 2; anything else is a bug: Python's traceback and
+exit status 1.
 
 This module imports nothing but the standard library, so the torch-only loss core and the
 classification package use it too.
@@ -12,8 +24,9 @@ import argparse
 import sys
 from typing import Callable, List, Optional
 
-__all__ = ["UserError", "EXIT_USER_ERROR", "ERROR_PREFIX", "report_user_error", "run_cli",
-           "one_line_usage_errors"]
+__all__ = ["UserError", "ConfigError", "DataError", "FileError", "NonFiniteError", "ExportError",
+           "MissingDependencyError", "EXIT_USER_ERROR", "ERROR_PREFIX", "report_user_error",
+           "run_cli", "one_line_usage_errors", "os_error_text"]
 
 EXIT_USER_ERROR = 2
 ERROR_PREFIX = "ERROR: "
@@ -21,6 +34,37 @@ ERROR_PREFIX = "ERROR: "
 
 class UserError(Exception):
     """A mistake in the user's input; the message names the key/file/flag and the fix."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config key or value, a flag, or a combination of them that cannot work."""
+
+
+class DataError(UserError, ValueError):
+    """A dataset, annotation file, image or class-means table whose content cannot be used."""
+
+
+class FileError(UserError, OSError):
+    """A file or folder that is missing, unreadable, damaged or cannot be written."""
+
+
+class NonFiniteError(UserError, FloatingPointError):
+    """A NaN/inf loss or weight: training stops, nothing non-finite is written."""
+
+
+class ExportError(UserError, RuntimeError):
+    """An exported model that does not reproduce the student; nothing is written."""
+
+
+class MissingDependencyError(UserError, ImportError):
+    """An optional package a command needs is not installed (the message gives the pip line)."""
+
+
+def os_error_text(error: OSError) -> str:
+    """``"[Errno 28] No space left on device"``: the cause of an OSError without its path."""
+    if error.errno is None:
+        return str(error)
+    return f"[Errno {error.errno}] {error.strerror}"
 
 
 def report_user_error(error: BaseException) -> int:

@@ -19,7 +19,8 @@ from detectron2.modeling import build_backbone, build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from nd_det.config import ConfigError, add_backbone_config, load_config
+from nd_det.errors import ConfigError
+from nd_det.config import add_backbone_config, load_config
 from nd_det.modeling.backbone import check_resnet_basic_config
 from nd_det.modeling.torchvision_weights import (TorchvisionWeightsCheckpointer,
                                                  find_offline_mobilenet_v2_weights)

@@ -18,8 +18,9 @@ from detectron2.modeling.backbone import build_resnet_backbone
 from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
+from nd_det.errors import ConfigError
 from nd_det.benchmark.dtype_casts import dtype_census
-from nd_det.benchmark.models import BenchmarkError, build_benchmark_cfg, parse_loss_set
+from nd_det.benchmark.models import build_benchmark_cfg, parse_loss_set
 from nd_det.benchmark.nd_reference import (compare_nd_implementations, nd_benchmark_inputs,
                                            nd_loss_per_roi_loop)
 from nd_det.benchmark.steps import TrainStep, distill_inputs, raw_images, with_student_grad
@@ -141,11 +142,11 @@ def test_tool_refuses_cuda_without_a_gpu_and_bad_loss_names(tmp_path):
 
 def test_bad_settings_give_one_clear_error(tmp_path):
     assert parse_loss_set("reviewkd+nd") == ["reviewkd", "nd"]
-    with pytest.raises(BenchmarkError, match="names a loss twice"):
+    with pytest.raises(ConfigError, match="names a loss twice"):
         parse_loss_set("nd+nd")
-    with pytest.raises(BenchmarkError, match="KEY VALUE pairs; got an odd list"):
+    with pytest.raises(ConfigError, match="KEY VALUE pairs; got an odd list"):
         build_benchmark_cfg(config_path("R50_from_R101_nd.yaml"), ["MODEL.DEVICE"], "cpu", "fp32")
-    with pytest.raises(BenchmarkError, match="no_such.yaml'?: file not found"):
+    with pytest.raises(ConfigError, match="no_such.yaml'?: file not found"):
         build_benchmark_cfg(str(tmp_path / "no_such.yaml"), [], "cpu", "fp32")
     cfg = build_benchmark_cfg(config_path("R50_from_R101_nd.yaml"), [], "cpu", "bf16")
     assert cfg.MODEL.DISTILL.TEACHER_AUTOCAST == "bfloat16" and cfg.MODEL.WEIGHTS == ""
@@ -248,10 +249,10 @@ def test_teacher_image_list_is_what_distill_rcnn_builds(tmp_path):
                     "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]"],
     )
     model = build_model(cfg)
-    assert model.frozen_teacher.flip_channels
+    assert model.teacher.flip_channels
     batch = random_batch(seed=2)
     _, expected = model.preprocess_pair(batch)
-    ours = model.frozen_teacher.preprocess(raw_images(model, batch))
+    ours = model.teacher.preprocess(raw_images(model, batch))
     assert torch.equal(ours.tensor, expected.tensor)
     assert ours.image_sizes == expected.image_sizes
 
@@ -266,7 +267,7 @@ def test_distillation_loss_path_has_no_host_device_sync(tmp_path, config_file):
     inputs = with_student_grad(distill_inputs(model, random_batch(seed=1), "fp32"))
 
     def loss_path():
-        sum(term(inputs) for term in model.distill_losses).backward()
+        sum(term(inputs) for term in model.distill_terms).backward()
 
     assert find_sync_ops(loss_path) == []
     assert inputs.student_embeddings.grad is not None  # the path really ran backward

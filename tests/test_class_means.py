@@ -5,14 +5,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from nd_det.losses import (
-    ClassMeanAccumulator,
-    ClassMeans,
-    ClassMeansError,
-    load_class_means,
-    metadata_mismatches,
-    save_class_means,
-)
+from nd_det.errors import DataError
+from nd_det.losses import (ClassMeanAccumulator, ClassMeans, load_class_means, metadata_mismatches, save_class_means)
 
 NUM_CLASSES, DIM = 5, 7
 METADATA = {"teacher_config": "configs/teacher.yaml", "teacher_weights": "teacher.pkl",
@@ -81,9 +75,9 @@ def test_update_ignores_empty_batches_and_rejects_bad_shapes():
 def test_finalize_names_the_empty_classes():
     acc = ClassMeanAccumulator(NUM_CLASSES, DIM)
     acc.update(torch.ones(3, DIM), torch.tensor([0, 2, 2]))
-    with pytest.raises(ClassMeansError, match=r"no samples for class\(es\) 1, 3, 4: "):
+    with pytest.raises(DataError, match=r"no samples for class\(es\) 1, 3, 4: "):
         acc.finalize()
-    with pytest.raises(ClassMeansError, match=r"class\(es\) 1 \(dog\), 3 \(cat\), 4 \(bird\)"):
+    with pytest.raises(DataError, match=r"class\(es\) 1 \(dog\), 3 \(cat\), 4 \(bird\)"):
         acc.finalize(class_names=["person", "dog", "car", "cat", "bird"])
 
 
@@ -156,7 +150,7 @@ def test_save_refuses_an_invalid_table(tmp_path):
     table = _table()
     table.means[2, 0] = float("nan")
     path = tmp_path / "means.pth"
-    with pytest.raises(ClassMeansError, match=r"NaN/inf in class-mean row\(s\) 2"):
+    with pytest.raises(DataError, match=r"NaN/inf in class-mean row\(s\) 2"):
         save_class_means(str(path), table)
     assert not path.exists()
     assert os.listdir(tmp_path) == []
@@ -170,27 +164,27 @@ def _write(path, payload):
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nowhere.pth"
-    with pytest.raises(ClassMeansError, match=r"class-means file not found: .*nowhere\.pth"):
+    with pytest.raises(DataError, match=r"class-means file not found: .*nowhere\.pth"):
         load_class_means(str(path))
 
 
 def test_plain_tensor_file_is_not_a_class_means_file(tmp_path):
     path = _write(tmp_path / "tensor.pth", torch.randn(NUM_CLASSES, DIM))
-    with pytest.raises(ClassMeansError, match=r"tensor\.pth is not an nd-det class-means file"):
+    with pytest.raises(DataError, match=r"tensor\.pth is not an nd-det class-means file"):
         load_class_means(path)
 
 
 def test_dict_without_the_format_tag_is_not_a_class_means_file(tmp_path):
     table = _table()
     path = _write(tmp_path / "other.pth", {"means": table.means, "counts": table.counts})
-    with pytest.raises(ClassMeansError, match=r"other\.pth is not an nd-det class-means file"):
+    with pytest.raises(DataError, match=r"other\.pth is not an nd-det class-means file"):
         load_class_means(path)
 
 
 def test_text_file_cannot_be_read(tmp_path):
     path = tmp_path / "means.txt"
     path.write_text("0 1.0 2.0\n")
-    with pytest.raises(ClassMeansError, match=r"cannot read class-means file .*means\.txt"):
+    with pytest.raises(DataError, match=r"cannot read class-means file .*means\.txt"):
         load_class_means(str(path))
 
 
@@ -202,7 +196,7 @@ def test_text_file_cannot_be_read(tmp_path):
 def test_a_json_table_names_the_importer(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(ClassMeansError) as error:
+    with pytest.raises(DataError) as error:
         load_class_means(str(path))
     message = str(error.value)
     assert message.startswith(f"{path} is a JSON table (like the reference code's R101_emb.json)")
@@ -215,7 +209,7 @@ def test_truncated_file(tmp_path):
     save_class_means(str(path), _table())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ClassMeansError,
+    with pytest.raises(DataError,
                        match=r"cannot read class-means file .*means\.pth.*truncated"):
         load_class_means(str(path))
 
@@ -223,7 +217,7 @@ def test_truncated_file(tmp_path):
 def test_wrong_number_of_classes(tmp_path):
     path = tmp_path / "means.pth"
     save_class_means(str(path), _table())
-    with pytest.raises(ClassMeansError,
+    with pytest.raises(DataError,
                        match=r"holds 5 class rows but 81 are needed \(wrong number of classes"):
         load_class_means(str(path), num_classes=81, dim=DIM)
 
@@ -231,7 +225,7 @@ def test_wrong_number_of_classes(tmp_path):
 def test_wrong_dimension(tmp_path):
     path = tmp_path / "means.pth"
     save_class_means(str(path), _table())
-    with pytest.raises(ClassMeansError,
+    with pytest.raises(DataError,
                        match=r"embedding dimension 7 but the teacher's embedding has 1024 "
                              r"\(wrong dimension"):
         load_class_means(str(path), num_classes=NUM_CLASSES, dim=1024)
@@ -243,7 +237,7 @@ def test_nan_row(tmp_path):
     means[3, 1] = float("nan")
     means[4, 0] = float("inf")
     path = _write(tmp_path / "means.pth", _raw_payload(table, means=means))
-    with pytest.raises(ClassMeansError, match=r"NaN/inf in class-mean row\(s\) 3, 4;"):
+    with pytest.raises(DataError, match=r"NaN/inf in class-mean row\(s\) 3, 4;"):
         load_class_means(path)
 
 
@@ -254,7 +248,7 @@ def test_missing_unflagged_row(tmp_path):
     means = table.means.clone()
     means[1] = 0.0
     path = _write(tmp_path / "means.pth", _raw_payload(table, means=means, counts=counts))
-    with pytest.raises(ClassMeansError,
+    with pytest.raises(DataError,
                        match=r"missing class row\(s\) 1 "
                              r"\(zero samples and not flagged as filled\)"):
         load_class_means(path)
@@ -266,7 +260,7 @@ def test_missing_unflagged_row(tmp_path):
 
 def test_wrong_version(tmp_path):
     path = _write(tmp_path / "means.pth", _raw_payload(_table(), version=2))
-    with pytest.raises(ClassMeansError, match=r"format version 2; this nd-det reads version 1"):
+    with pytest.raises(DataError, match=r"format version 2; this nd-det reads version 1"):
         load_class_means(path)
 
 
@@ -275,14 +269,14 @@ def test_missing_entry(tmp_path, key):
     payload = _raw_payload(_table())
     del payload[key]
     path = _write(tmp_path / "means.pth", payload)
-    with pytest.raises(ClassMeansError, match=f"lacks the '{key}' entry"):
+    with pytest.raises(DataError, match=f"lacks the '{key}' entry"):
         load_class_means(path)
 
 
 def test_counts_of_the_wrong_length(tmp_path):
     table = _table()
     path = _write(tmp_path / "means.pth", _raw_payload(table, counts=table.counts[:3]))
-    with pytest.raises(ClassMeansError, match=r"counts must be a \(5,\) tensor"):
+    with pytest.raises(DataError, match=r"counts must be a \(5,\) tensor"):
         load_class_means(path)
 
 

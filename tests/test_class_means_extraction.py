@@ -15,10 +15,11 @@ from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_p
 from detectron2.structures import Boxes, pairwise_iou
 from PIL import Image
 
+from nd_det.errors import DataError
 from nd_det.class_means_extraction import (PROTOCOLS, REFERENCE_NUM_IMAGES, check_extraction,
                                            extract_class_means, parse_max_images)
 from nd_det.data import register_coco_dataset
-from nd_det.losses import ClassMeansError, load_class_means
+from nd_det.losses import load_class_means
 from nd_det.modeling import FrozenTeacher
 
 from .helpers.tiny_coco import write_tiny_coco
@@ -258,7 +259,7 @@ def test_max_images_values():
     assert parse_max_images("all") is None and parse_max_images(None) is None
     assert parse_max_images("7") == 7 and parse_max_images(REFERENCE_NUM_IMAGES) == 60_000
     for bad in ("0", "-3", "many", "2.5"):
-        with pytest.raises(ClassMeansError, match=r"--max-images .*positive number.*'all'"):
+        with pytest.raises(DataError, match=r"--max-images .*positive number.*'all'"):
             parse_max_images(bad)
 
 
@@ -270,8 +271,7 @@ def test_default_output_is_the_config_key_and_training_uses_it(tmp_path):
     table = load_class_means(cfg.MODEL.DISTILL.CLASS_MEANS)
     assert table.means.shape == (3, 64)
     model = build_model(cfg)  # the ND term loads and validates the new file
-    unit = model.distill_losses[1].unit_means
-    torch.testing.assert_close(unit, table.means / table.means.norm(dim=1, keepdim=True))
+    torch.testing.assert_close(model.distill_terms[1].class_means, table.means)
 
 
 # ----------------------------------------------------------------------------- before the pass
@@ -301,9 +301,9 @@ def test_unwritable_output_fails_before_the_pass(tmp_path):
 
 def test_json_output_and_unknown_protocol_are_refused(tiny):
     cfg = tiny[4]
-    with pytest.raises(ClassMeansError, match=r"--output x\.json: .* give a \.pth path"):
+    with pytest.raises(DataError, match=r"--output x\.json: .* give a \.pth path"):
         check_extraction(cfg, output="x.json")
-    with pytest.raises(ClassMeansError, match=r"--protocol 'roi': use one of reference, gt-boxes"):
+    with pytest.raises(DataError, match=r"--protocol 'roi': use one of reference, gt-boxes"):
         check_extraction(cfg, output="x.pth", protocol="roi")
 
 

@@ -13,9 +13,10 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
+from nd_det.errors import DataError
 from nd_det.class_means_import import main
 from nd_det.config import load_config
-from nd_det.losses import ClassMeansError, load_class_means, metadata_mismatches
+from nd_det.losses import load_class_means, metadata_mismatches
 from nd_det.modeling import teacher_identity
 
 from .helpers.tiny_distill import CONFIG_DIR, REPO, tiny_distill_cfg
@@ -169,7 +170,7 @@ def test_training_given_the_json_names_the_importer_then_uses_the_import(tmp_pat
     source = tmp_path / "R101_emb.json"
     expected = _published_table(source, rows=3, dim=64)
     cfg.MODEL.DISTILL.CLASS_MEANS = str(source)
-    with pytest.raises(ClassMeansError, match=r"MODEL.DISTILL.CLASS_MEANS: .*R101_emb.json is a "
+    with pytest.raises(DataError, match=r"MODEL.DISTILL.CLASS_MEANS: .*R101_emb.json is a "
                        r"JSON table .* python tools/import_class_means.py --input"):
         build_model(cfg)
 
@@ -187,5 +188,4 @@ def test_training_given_the_json_names_the_importer_then_uses_the_import(tmp_pat
     table = load_class_means(str(out))
     assert metadata_mismatches(table, teacher_identity(cfg)) == []
     assert table.metadata["class_names"] == []  # not COCO: no names known
-    torch.testing.assert_close(model.distill_losses[1].unit_means,
-                               expected / expected.norm(dim=1, keepdim=True))
+    torch.testing.assert_close(model.distill_terms[1].class_means, expected)

@@ -7,9 +7,9 @@ import os
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from nd_det.errors import DataError
 from .helpers.tiny_coco import CLASS_NAMES, write_tiny_coco
-from nd_det.data import (DatasetError, register_coco_dataset,
-                         validate_coco_json)
+from nd_det.data import register_coco_dataset, validate_coco_json
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def _rewrite(json_path, data):
 
 
 def _error(json_path, image_dir, **kwargs) -> str:
-    with pytest.raises(DatasetError) as caught:
+    with pytest.raises(DataError) as caught:
         validate_coco_json(json_path, image_dir, **kwargs)
     assert isinstance(caught.value, ValueError)
     message = str(caught.value)
@@ -164,7 +164,7 @@ def test_register_same_files_twice_and_name_collisions(tmp_path, names, tiny):
     name = names()
     register_coco_dataset(name, json_path, image_dir)
     register_coco_dataset(name, json_path, image_dir)  # same files: fine
-    with pytest.raises(DatasetError, match=f"dataset name '{name}' is already registered "
+    with pytest.raises(DataError, match=f"dataset name '{name}' is already registered "
                        f"\\(with {json_path} and {image_dir}\\).*replace=True"):
         register_coco_dataset(name, other_json, other_dir)
     register_coco_dataset(name, other_json, other_dir, replace=True)
@@ -176,7 +176,7 @@ def test_failed_validation_registers_nothing(tiny, names):
     data["annotations"][0]["category_id"] = 99
     _rewrite(json_path, data)
     name = names()
-    with pytest.raises(DatasetError):
+    with pytest.raises(DataError):
         register_coco_dataset(name, json_path, image_dir)
     assert name not in DatasetCatalog.list()
 

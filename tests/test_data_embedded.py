@@ -9,7 +9,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from nd_det.data import DatasetError
+from nd_det.errors import DataError
 from nd_det.data import embedded
 from nd_det.data.deepforest_source import deepforest_data_dir
 from nd_det.data.tiling import Tile, boxes_in_tile, tile_grid
@@ -222,7 +222,7 @@ def test_missing_deepforest_names_the_setup_script(monkeypatch, tmp_path):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "deepforest" else real_find_spec(name, *a))
-    with pytest.raises(DatasetError) as caught:
+    with pytest.raises(DataError) as caught:
         embedded.ensure_embedded_dataset(tmp_path / "trees")
     assert str(caught.value) == (
         "the embedded tree-crown dataset needs the data files of the PyPI package "

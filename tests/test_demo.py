@@ -15,10 +15,11 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 
+from nd_det.errors import ConfigError
 from nd_det.demo import OUTPUT_FILES
 from nd_det.demo.cli import main as demo_main
-from nd_det.demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, DemoConfigError,
-                                 load_demo_cfg, student_cfg, teacher_cfg, without_demo_keys)
+from nd_det.demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, load_demo_cfg,
+                                 student_cfg, teacher_cfg, without_demo_keys)
 from nd_det.demo.figure import pick_val_images, read_loss_curves
 from nd_det.demo.progress import DemoClock, Stage
 from nd_det.demo.report import (ROW_NAMES, TABLE_COLUMNS, distillation_verdict, read_report,
@@ -88,7 +89,7 @@ def test_demo_end_to_end_at_toy_size(tmp_path):
     assert "DISTILL" not in exported.MODEL and "DEMO" not in exported
     state = torch.load(out / "distilled_student_export" / "model_final.pth", map_location="cpu",
                        weights_only=True)["model"]
-    assert not any(k.startswith("distill_losses.") for k in state)
+    assert not any(k.startswith("distill_terms.") for k in state)
 
     # loss curves of both students, with the distillation terms in the distilled one only
     alone_curves = read_loss_curves(str(out / "student_alone" / "metrics.json"))
@@ -180,20 +181,20 @@ def test_overall_eta_uses_measured_rates(monkeypatch):
 
 
 def test_config_errors_name_the_key_and_the_fix(tmp_path):
-    with pytest.raises(DemoConfigError, match="file not found"):
+    with pytest.raises(ConfigError, match="file not found"):
         load_demo_cfg(str(tmp_path / "missing.yaml"))
-    with pytest.raises(DemoConfigError, match=r"DEMO.OPTIMIZER='Adam'; use one of"):
+    with pytest.raises(ConfigError, match=r"DEMO.OPTIMIZER='Adam'; use one of"):
         load_demo_cfg(DEFAULT_STUDENT_CONFIG, ["DEMO.OPTIMIZER", "Adam"])
-    with pytest.raises(DemoConfigError,
+    with pytest.raises(ConfigError,
                        match=r"overrides \['MODEL.NOPE', '1'\]: Non-existent key: MODEL.NOPE \("):
         load_demo_cfg(DEFAULT_STUDENT_CONFIG, ["MODEL.NOPE", "1"])
-    with pytest.raises(DemoConfigError, match="NUM_CLASSES=3; the embedded dataset has one"):
+    with pytest.raises(ConfigError, match="NUM_CLASSES=3; the embedded dataset has one"):
         load_demo_cfg(DEFAULT_STUDENT_CONFIG, ["MODEL.ROI_HEADS.NUM_CLASSES", "3"])
-    with pytest.raises(DemoConfigError, match="WIDTH_MULT 1.0"):
+    with pytest.raises(ConfigError, match="WIDTH_MULT 1.0"):
         load_demo_cfg(DEFAULT_STUDENT_CONFIG, ["DEMO.IMAGENET_INIT", "mobilenet_v2"])
-    with pytest.raises(DemoConfigError, match="set it to GeneralizedRCNN"):
+    with pytest.raises(ConfigError, match="set it to GeneralizedRCNN"):
         teacher_cfg(DEFAULT_STUDENT_CONFIG, str(tmp_path), 5, 0, "cpu")
-    with pytest.raises(DemoConfigError, match="iterations must be at least 1"):
+    with pytest.raises(ConfigError, match="iterations must be at least 1"):
         teacher_cfg(DEFAULT_TEACHER_CONFIG, str(tmp_path), 0, 0, "cpu")
 
 
@@ -280,8 +281,7 @@ def test_backbone_init_check_catches_weights_that_did_not_land(tmp_path):
 
     from nd_det.demo.configs import check_backbone_loaded
     from nd_det.modeling.backbone import TORCHVISION_DEFAULT_STAGES, TorchvisionBottomUp
-    from nd_det.modeling.torchvision_weights import (TorchvisionWeightsCheckpointer,
-                                                     TorchvisionWeightsError)
+    from nd_det.modeling.torchvision_weights import TorchvisionWeightsCheckpointer
 
     torch.manual_seed(0)
     network = torchvision.models.mobilenet_v2(width_mult=0.5)
@@ -298,15 +298,15 @@ def test_backbone_init_check_catches_weights_that_did_not_land(tmp_path):
     assert checked == len(model.backbone.bottom_up.state_dict())
     with torch.no_grad():
         model.backbone.bottom_up.body.get_parameter("features.5.conv.0.0.weight").add_(1.0)
-    with pytest.raises(DemoConfigError, match="was not loaded into the backbone .1 tensors "
+    with pytest.raises(ConfigError, match="was not loaded into the backbone .1 tensors "
                        "differ, e.g. backbone.bottom_up.body.features.5.conv.0.0.weight"):
         check_backbone_loaded(model, str(weights))
     other = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), other)
-    with pytest.raises(TorchvisionWeightsError, match="its keys are those of torchvision's "
+    with pytest.raises(ConfigError, match="its keys are those of torchvision's "
                        "resnet18"):
         check_backbone_loaded(model, str(other))
     del model.backbone.bottom_up
     model.backbone.bottom_up = torch.nn.Linear(2, 2)  # no torchvision backbone at all
-    with pytest.raises(DemoConfigError, match="not a torchvision file for this model's backbone"):
+    with pytest.raises(ConfigError, match="not a torchvision file for this model's backbone"):
         check_backbone_loaded(model, str(weights))

@@ -9,8 +9,9 @@ from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
-from nd_det.losses import ClassMeanAccumulator, ClassMeansError, save_class_means
-from nd_det.modeling import DistillConfigError, DistillRCNN, TeacherError
+from nd_det.errors import ConfigError, DataError
+from nd_det.losses import ClassMeanAccumulator, save_class_means
+from nd_det.modeling import DistillRCNN
 from nd_det.modeling import plain_student_cfg, student_state_dict
 
 from .helpers.tiny_distill import random_batch, tiny_distill_cfg
@@ -51,7 +52,7 @@ def test_two_training_steps_then_eval(tmp_path, config_file):
     cfg = tiny_distill_cfg(str(tmp_path), config_file, extra_opts=extra)
     model = build_model(cfg)
     assert isinstance(model, DistillRCNN)
-    teacher = model.teacher
+    teacher = None if model.teacher is None else model.teacher.model
     teacher_before = (
         {k: v.clone() for k, v in teacher.state_dict().items()} if teacher is not None else None
     )
@@ -90,18 +91,18 @@ def test_two_training_steps_then_eval(tmp_path, config_file):
 def test_state_dict_and_optimizer_hold_no_teacher(tmp_path):
     cfg = tiny_distill_cfg(str(tmp_path))
     model = build_model(cfg)
-    teacher_keys = set(model.teacher.state_dict())
+    teacher_keys = set(model.teacher.model.state_dict())
     keys = set(model.state_dict())
     # the student's keys are exactly a plain GeneralizedRCNN's, plus the ABF modules
     plain = build_model(plain_student_cfg(cfg))
     assert set(student_state_dict(model.state_dict())) == set(plain.state_dict())
-    assert keys - set(plain.state_dict()) == {k for k in keys if k.startswith("distill_losses.")}
-    assert any(k.startswith("distill_losses.0.fusion.abfs") for k in keys)
+    assert keys - set(plain.state_dict()) == {k for k in keys if k.startswith("distill_terms.")}
+    assert any(k.startswith("distill_terms.0.fusion.abfs") for k in keys)
     assert not any("teacher" in k for k in keys)
     # the teacher's parameter tensors are nowhere among the trainable ones
     optimizer = build_optimizer(cfg, model)
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    assert not optimized & {id(p) for p in model.teacher.parameters()}
+    assert not optimized & {id(p) for p in model.teacher.model.parameters()}
     assert len(teacher_keys) > 0
 
 
@@ -109,10 +110,10 @@ def test_teacher_stays_in_eval_and_follows_dtype(tmp_path):
     cfg = tiny_distill_cfg(str(tmp_path))
     model = build_model(cfg)
     model.train()
-    assert model.training and not model.teacher.training
+    assert model.training and not model.teacher.model.training
     model.double()
-    assert next(model.teacher.parameters()).dtype == torch.float64
-    assert all(not p.requires_grad for p in model.teacher.parameters())
+    assert next(model.teacher.model.parameters()).dtype == torch.float64
+    assert all(not p.requires_grad for p in model.teacher.model.parameters())
 
 
 def test_student_box_head_runs_once_per_step(tmp_path):
@@ -121,7 +122,7 @@ def test_student_box_head_runs_once_per_step(tmp_path):
     calls = {"student": 0, "teacher": 0}
     model.roi_heads.box_head.register_forward_hook(lambda *a: calls.__setitem__(
         "student", calls["student"] + 1))
-    model.teacher.roi_heads.box_head.register_forward_hook(lambda *a: calls.__setitem__(
+    model.teacher.model.roi_heads.box_head.register_forward_hook(lambda *a: calls.__setitem__(
         "teacher", calls["teacher"] + 1))
     _train_steps(model, cfg, steps=1)
     assert calls == {"student": 1, "teacher": 1}
@@ -137,18 +138,18 @@ def test_teacher_sees_the_sampled_boxes_and_its_own_input_format(tmp_path):
                     "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]"],
     )
     model = build_model(cfg)
-    assert model.frozen_teacher.flip_channels
+    assert model.teacher.flip_channels
     captured = {}
-    model.teacher.roi_heads.box_head.register_forward_hook(
+    model.teacher.model.roi_heads.box_head.register_forward_hook(
         lambda m, i, o: captured.__setitem__("emb", o))
-    model.teacher.roi_heads.box_pooler.register_forward_hook(
+    model.teacher.model.roi_heads.box_pooler.register_forward_hook(
         lambda m, i, o: captured.__setitem__("boxes", [b.tensor.clone() for b in i[1]]))
     batch = random_batch(seed=3)
     model.train()
     with EventStorage(0):
         model(batch)
 
-    teacher = model.teacher
+    teacher = model.teacher.model
     bgr = [dict(x, image=x["image"].flip(0)) for x in batch]  # what the teacher expects
     with torch.no_grad():
         images = teacher.preprocess_image(bgr)
@@ -207,7 +208,7 @@ def test_bad_class_means_shape_stops_before_training(tmp_path):
     wrong = ClassMeanAccumulator(5, 64)  # 5 rows but the model needs NUM_CLASSES + 1 = 3
     wrong.update(torch.rand(10, 64), torch.arange(5).repeat(2))
     save_class_means(cfg.MODEL.DISTILL.CLASS_MEANS, wrong.finalize())
-    with pytest.raises(ClassMeansError, match=r"MODEL.DISTILL.CLASS_MEANS: .* holds 5 class rows "
+    with pytest.raises(DataError, match=r"MODEL.DISTILL.CLASS_MEANS: .* holds 5 class rows "
                        r"but 3 are needed"):
         build_model(cfg)
 
@@ -217,14 +218,14 @@ def test_class_means_of_wrong_dimension(tmp_path):
     wrong = ClassMeanAccumulator(3, 32)
     wrong.update(torch.rand(6, 32), torch.arange(3).repeat(2))
     save_class_means(cfg.MODEL.DISTILL.CLASS_MEANS, wrong.finalize())
-    with pytest.raises(ClassMeansError, match="embedding dimension 32 but the teacher's"):
+    with pytest.raises(DataError, match="embedding dimension 32 but the teacher's"):
         build_model(cfg)
 
 
 def test_missing_teacher_weights_stops_before_training(tmp_path):
     cfg = tiny_distill_cfg(str(tmp_path))
     cfg.MODEL.DISTILL.TEACHER_WEIGHTS = str(tmp_path / "no_such_teacher.pth")
-    with pytest.raises(TeacherError, match=r"MODEL.DISTILL.TEACHER_WEIGHTS=.*no_such_teacher.pth"
+    with pytest.raises(ConfigError, match=r"MODEL.DISTILL.TEACHER_WEIGHTS=.*no_such_teacher.pth"
                        r".*file not found"):
         build_model(cfg)
 
@@ -233,7 +234,7 @@ def test_teacher_with_other_number_of_classes_is_refused(tmp_path):
     cfg = tiny_distill_cfg(str(tmp_path))
     cfg.MODEL.DISTILL.TEACHER_OPTS = list(cfg.MODEL.DISTILL.TEACHER_OPTS) + [
         "MODEL.ROI_HEADS.NUM_CLASSES", "5"]
-    with pytest.raises(DistillConfigError, match="NUM_CLASSES=2 but the teacher .* has 5"):
+    with pytest.raises(ConfigError, match="NUM_CLASSES=2 but the teacher .* has 5"):
         build_model(cfg)
 
 

@@ -24,9 +24,10 @@ from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler, build_optimizer
 from detectron2.utils.events import EventStorage
 
+from nd_det.errors import ConfigError
 from nd_det.config import add_backbone_config
 from nd_det.config import load_config as load_distill_cfg
-from nd_det.export import StudentExportError, export_student
+from nd_det.export import export_student
 from nd_det.export.cli import main
 from nd_det.modeling import DistillRCNN
 
@@ -280,10 +281,10 @@ def test_exported_files_hold_the_student_only(trained, deployed):
 
     exported = torch.load(folder / "model_final.pth", map_location="cpu", weights_only=True)
     assert list(exported) == ["model"]  # no optimizer, scheduler or iteration
-    assert not [k for k in exported["model"] if k.startswith("distill_losses") or "teacher" in k]
+    assert not [k for k in exported["model"] if k.startswith("distill_terms") or "teacher" in k]
     training = torch.load(trained["weights"], map_location="cpu", weights_only=True)
     assert {"optimizer", "scheduler", "iteration"} <= set(training)
-    student = {k: v for k, v in training["model"].items() if not k.startswith("distill_losses.")}
+    student = {k: v for k, v in training["model"].items() if not k.startswith("distill_terms.")}
     assert len(student) < len(training["model"])  # the ABF modules were there to drop
     assert sorted(exported["model"]) == sorted(student)
     for key, value in student.items():
@@ -291,7 +292,7 @@ def test_exported_files_hold_the_student_only(trained, deployed):
     stdout = deployed["cli"].stdout
     assert f"Exported the student to {folder}: config.yaml, model_final.pth" in stdout
     assert (f"Left out: {len(training['model']) - len(student)} distillation-module tensors "
-            "(distill_losses.*), training state ['iteration', 'optimizer', 'scheduler']") in stdout
+            "(distill_terms.*), training state ['iteration', 'optimizer', 'scheduler']") in stdout
 
 
 def test_missing_checkpoint_is_one_line_exit_2_from_the_tool(trained, deployed):
@@ -426,9 +427,9 @@ def test_checkpoint_of_another_student_names_every_mismatch(trained, tmp_path, c
         f"ERROR: --weights {edited} does not fit the student of the config ("
         "missing keys: roi_heads.box_head.fc1.bias; "
         "unexpected keys: roi_heads.extra_head.weight; "
-        "shape mismatches: roi_heads.box_predictor.cls_score.weight (3, 64) in the checkpoint vs "
-        "(4, 64) in the model, roi_heads.box_predictor.cls_score.bias (3,) in the checkpoint vs "
-        "(4,) in the model, roi_heads.box_predictor.bbox_pred.weight (8, 64) in the checkpoint "
+        "shape mismatches: roi_heads.box_predictor.cls_score.weight (3, 64) in the file vs "
+        "(4, 64) in the model, roi_heads.box_predictor.cls_score.bias (3,) in the file vs "
+        "(4,) in the model, roi_heads.box_predictor.bbox_pred.weight (8, 64) in the file "
         "vs (12, 64) in the model, ... (4 in all)); give the checkpoint trained with this "
         "config, or the config and KEY VALUE overrides it was trained with")
     assert not (tmp_path / "out").exists()
@@ -473,7 +474,7 @@ def test_a_failed_write_leaves_nothing_half_written(trained, deployed, tmp_path,
 
     monkeypatch.setattr(torch, "save", disk_full)
     for target, overwrite in ((tmp_path / "new", False), (tmp_path / "old", True)):
-        with pytest.raises(StudentExportError, match=(
+        with pytest.raises(ConfigError, match=(
                 rf"--output {target}: writing the export failed \(OSError: \[Errno 28\] No space "
                 r"left on device\); the folder was left as it was")):
             export_student(cfg, trained["weights"], str(target), overwrite=overwrite)
@@ -513,6 +514,6 @@ def test_weights_from_a_url(trained, tmp_path, monkeypatch):
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
     dead = f"http://127.0.0.1:{closed_port}/model_final.pth"
-    with pytest.raises(StudentExportError, match=rf"--weights {dead}: could not download \("):
+    with pytest.raises(ConfigError, match=rf"--weights {dead}: could not download \("):
         export_student(cfg, dead, str(tmp_path / "never"))
     assert not (tmp_path / "never").exists()

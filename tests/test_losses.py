@@ -11,10 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from nd_det.losses import (
-    NDLoss, dist_loss, dkd_loss, kd_loss, nd_loss, nd_loss_per_row, nd_loss_unit,
-    unit_class_means,
-)
+from nd_det.losses import dist_loss, dkd_loss, kd_loss, nd_loss
 
 
 # ----------------------------------------------------------------------------- plain-math helpers
@@ -265,26 +262,19 @@ def test_nd_loss_minimum_is_zero_for_students_along_the_class_mean():
     assert nd_loss(perturbed, teacher, labels, means).item() > 0.0
 
 
-def test_nd_loss_unit_and_module_forms_equal_nd_loss():
-    student, teacher, labels, means = _nd_inputs(9, 7, 4, seed=21)
-    want = nd_loss(student, teacher, labels, means, weight=2.0)
-    assert torch.equal(nd_loss_unit(student, teacher, labels, unit_class_means(means), 2.0), want)
-    module = NDLoss(means, weight=2.0)
-    assert torch.equal(module(student, teacher, labels), want)
-    assert module(student, teacher, labels, weight=1.0).item() == pytest.approx(want.item() / 2)
-    assert "unit_means" not in module.state_dict()  # rebuilt from the file, never checkpointed
-
-
-def test_nd_loss_per_row_matches_the_reference_row_by_row():
+def test_nd_loss_per_row_reduction_matches_the_reference_row_by_row():
     student, teacher, labels, means = _nd_inputs(10, 6, 3, seed=22, dtype=torch.float64)
     student[0] = 0.0
     teacher[1] = 0.0
-    rows = nd_loss_per_row(student, teacher, labels, unit_class_means(means))
+    rows = nd_loss(student, teacher, labels, means, weight=2.0, reduction="none")
     assert rows.shape == (10,) and rows.dtype == torch.float64
     for i in range(10):
         want = reference_nd(student[i:i + 1], teacher[i:i + 1], labels[i:i + 1], means)
-        assert rows[i].item() == pytest.approx(want, rel=1e-12, abs=1e-12), i
-    assert nd_loss_per_row(student[:0], teacher[:0], labels[:0], unit_class_means(means)).shape == (0,)
+        assert rows[i].item() == pytest.approx(2.0 * want, rel=1e-12, abs=1e-12), i
+    assert torch.equal(nd_loss(student, teacher, labels, means, weight=2.0), 2.0 * (rows / 2.0).mean())
+    assert nd_loss(student[:0], teacher[:0], labels[:0], means, reduction="none").shape == (0,)
+    with pytest.raises(ValueError, match="reduction='sum'; use one of"):
+        nd_loss(student, teacher, labels, means, reduction="sum")
 
 
 @pytest.mark.parametrize(

@@ -13,12 +13,11 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 
+from nd_det.errors import UserError, ConfigError, FileError
 from nd_det.config import add_distill_config
 from nd_det.engine.resumable_sampler import ResumableTrainingSampler
-from nd_det.errors import UserError, run_cli
-from nd_det.modeling import (FrozenTeacher, StudentWeightsError, TeacherNeeds,
-                             WeightsFileError, build_plain_student, load_student_checkpoint,
-                             local_weights_file, plain_student_cfg)
+from nd_det.errors import run_cli
+from nd_det.modeling import (FrozenTeacher, TeacherNeeds, build_plain_student, load_student_checkpoint, local_weights_file, plain_student_cfg)
 
 from .helpers.tiny_distill import REPO, random_batch, tiny_distill_cfg
 
@@ -49,7 +48,7 @@ def test_frozen_teacher_builds_freezes_and_loads_exactly(setup):
 
 def test_frozen_teacher_preprocess_and_outputs_equal_a_hand_computation(setup):
     cfg, model = setup
-    teacher = model.frozen_teacher
+    teacher = model.teacher
     batch = random_batch(seed=3)
     raw = [x["image"].float() for x in batch]
     images = teacher.preprocess(raw)
@@ -92,7 +91,7 @@ def test_distill_step_pieces_compose_to_the_training_step(setup):
         embeddings, logits, box_losses = model.student_box_branch(features, sampled)
         inputs = model.distill_inputs(features, embeddings, logits, teacher_images, sampled)
     assert model.teacher_needs == TeacherNeeds(embeddings=True, logits=True)
-    for term in model.distill_losses:
+    for term in model.distill_terms:
         torch.testing.assert_close(term(inputs), losses["loss_" + term.name])
     torch.testing.assert_close(box_losses["loss_cls"], losses["loss_cls"])
 
@@ -100,11 +99,11 @@ def test_distill_step_pieces_compose_to_the_training_step(setup):
 def test_teacher_follows_to_and_stays_in_eval_mode(setup):
     _, model = setup
     model.train()
-    assert not model.teacher.training
+    assert not model.teacher.model.training
     model.to(torch.float64)
-    assert next(model.teacher.parameters()).dtype == torch.float64
+    assert next(model.teacher.model.parameters()).dtype == torch.float64
     model.to(torch.float32)
-    assert not any(k.startswith("frozen_teacher") for k in model.state_dict())
+    assert not any(k.startswith("teacher") for k in model.state_dict())
 
 
 def test_student_checkpoint_loads_exactly_or_names_the_mismatch(setup, tmp_path):
@@ -118,12 +117,12 @@ def test_student_checkpoint_loads_exactly_or_names_the_mismatch(setup, tmp_path)
     state = model.state_dict()
     del state["roi_heads.box_predictor.cls_score.bias"]
     torch.save({"model": state}, path)
-    with pytest.raises(StudentWeightsError, match=r"MODEL.WEIGHTS .*student.pth does not fit the "
+    with pytest.raises(ConfigError, match=r"MODEL.WEIGHTS .*student.pth does not fit the "
                        r"student of the config \(missing keys: "
                        r"roi_heads.box_predictor.cls_score.bias\)"):
         load_student_checkpoint(build_model(plain_student_cfg(cfg)), str(path))
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(StudentWeightsError, match="is not a detectron2 checkpoint"):
+    with pytest.raises(ConfigError, match="is not a detectron2 checkpoint"):
         load_student_checkpoint(build_model(plain_student_cfg(cfg)), str(path))
 
 
@@ -136,27 +135,27 @@ def test_plain_student_is_built_loaded_strictly_and_in_eval_mode(setup, tmp_path
     assert student_cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
     assert not student.training
     loaded = student.state_dict()
-    assert loaded.keys() == {k for k in model.state_dict() if not k.startswith("distill_losses.")}
+    assert loaded.keys() == {k for k in model.state_dict() if not k.startswith("distill_terms.")}
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.items())
     state = model.state_dict()
     del state["roi_heads.box_predictor.cls_score.bias"]
     torch.save({"model": state}, path)
-    with pytest.raises(StudentWeightsError, match=r"MODEL.WEIGHTS .*student.pth does not fit the "
+    with pytest.raises(ConfigError, match=r"MODEL.WEIGHTS .*student.pth does not fit the "
                        r"student of the config \(missing keys: "
                        r"roi_heads.box_predictor.cls_score.bias\); give the checkpoint trained "
                        r"with this config"):
         build_plain_student(cfg, str(path))
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(StudentWeightsError, match="is not a detectron2 checkpoint"):
+    with pytest.raises(ConfigError, match="is not a detectron2 checkpoint"):
         build_plain_student(cfg, str(path))
 
 
 def test_weights_files_missing_or_not_downloadable_name_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(WeightsFileError, match=r"MODEL.WEIGHTS .*nope.pkl: file not found"):
+    with pytest.raises(FileError, match=r"MODEL.WEIGHTS .*nope.pkl: file not found"):
         local_weights_file("MODEL.WEIGHTS", str(tmp_path / "nope.pkl"))
     url = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
-    with pytest.raises(WeightsFileError) as error:
+    with pytest.raises(FileError) as error:
         local_weights_file("MODEL.WEIGHTS", "http://127.0.0.1:9/R-50.pkl")
     assert "could not download" in str(error.value) and "a network failure" in str(error.value)
     # the manual fix names the real https address behind a detectron2:// URL

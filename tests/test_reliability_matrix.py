@@ -154,7 +154,7 @@ TRAIN_CASES = {
     "amp_on_cpu": ([], ["SOLVER.AMP.ENABLED", "True"],
                    "SOLVER.AMP.ENABLED True needs a CUDA device"),
     "amp_precision": ([], ["SOLVER.AMP.PRECISION", "fp8"],
-                      "SOLVER.AMP.PRECISION='fp8': use 'float16' or 'bfloat16'"),
+                      "SOLVER.AMP.PRECISION='fp8': use one of ['bfloat16', 'float16']"),
     "cuda_without_gpu": ([], ["MODEL.DEVICE", "cuda"],
                          "MODEL.DEVICE cuda: torch sees no CUDA device on this machine; add "
                          "MODEL.DEVICE cpu"),
@@ -257,7 +257,7 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_names_it(world, tmp_path, 
 @pytest.mark.parametrize("case, fragment", [
     ("teacher_checkpoint", "is the teacher's checkpoint (MODEL.DISTILL.TEACHER_WEIGHTS), not a "
                            "distilled student"),
-    ("no_abf_tensors", "holds no distillation-module tensors (distill_losses.*), but a run of "
+    ("no_abf_tensors", "holds no distillation-module tensors (distill_terms.*), but a run of "
                        "this config (reviewkd+nd) trains them"),
     ("output_is_a_file", "exists and is not a folder"),
     ("unknown_flag", "unrecognized arguments: --zap"),

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+from nd_det.errors import ConfigError
 from nd_det.losses import ABF, ReviewKDFusion, hcl_loss
 
 
@@ -316,7 +317,6 @@ def test_abf_batch_norm_over_two_processes_equals_one_process_with_both_images(t
 
 
 def test_bn_group_size_reproduces_two_images_per_batch_norm():
-    from nd_det.config import DistillConfigError
     from nd_det.modeling.bn_groups import bn_group_size
 
     assert bn_group_size(2, ims_per_batch=8, world_size=8) == 2  # 8 GPUs x 1 image -> pairs
@@ -324,8 +324,8 @@ def test_bn_group_size_reproduces_two_images_per_batch_norm():
     assert bn_group_size(2, ims_per_batch=8, world_size=1) == 1
     assert bn_group_size(0, ims_per_batch=8, world_size=8) == 1
     assert bn_group_size(4, ims_per_batch=8, world_size=8) == 4
-    with pytest.raises(DistillConfigError, match=r"BN_IMAGES=2 groups 2 processes .* does not "
+    with pytest.raises(ConfigError, match=r"BN_IMAGES=2 groups 2 processes .* does not "
                        r"divide the 3 processes"):
         bn_group_size(2, ims_per_batch=3, world_size=3)
-    with pytest.raises(DistillConfigError, match="BN_IMAGES=3 is not a multiple of the 2 images"):
+    with pytest.raises(ConfigError, match="BN_IMAGES=3 is not a multiple of the 2 images"):
         bn_group_size(3, ims_per_batch=16, world_size=8)

@@ -74,7 +74,7 @@ def test_train_then_coco_eval_on_cpu(trained):
     assert state["iteration"] == 2
     keys = list(state["model"])
     assert any(k.startswith("backbone.") for k in keys)
-    assert any(k.startswith("distill_losses.") for k in keys)  # ABFs are resumed, too
+    assert any(k.startswith("distill_terms.") for k in keys)  # ABFs are resumed, too
     assert not any("teacher" in k for k in keys)
     assert (out / "inference" / "tiny_val" / "coco_instances_results.json").is_file()
 
@@ -91,7 +91,7 @@ def test_eval_only_student_and_teacher_side_by_side(trained):
     assert re.search(r"\| student \| tiny_val \| [\d.]+ \|", log)
     assert re.search(r"\| teacher \| tiny_val \| [\d.]+ \|", log)
     # the student was built without its teacher: no "unexpected key" noise about distill modules
-    assert "distill_losses" not in log.split("Evaluating the student")[-1].split("\n")[0]
+    assert "distill_terms" not in log.split("Evaluating the student")[-1].split("\n")[0]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import time
 import torch
 from detectron2.config import get_cfg
 
+from nd_det.errors import NonFiniteError
 from nd_det import add_distill_config
 
 from .helpers.tiny_coco import write_tiny_coco
@@ -204,7 +205,7 @@ def test_two_process_gloo_training_keeps_ranks_in_sync(tmp_path):
 
 
 def test_checkpointer_refuses_nan_weights_and_keeps_the_last_good_file(tmp_path):
-    from nd_det.engine.checkpoint import AtomicCheckpointer, NonFiniteWeightsError
+    from nd_det.engine.checkpoint import AtomicCheckpointer
 
     model = torch.nn.Linear(3, 2)
     checkpointer = AtomicCheckpointer(model, save_dir=str(tmp_path))
@@ -214,7 +215,7 @@ def test_checkpointer_refuses_nan_weights_and_keeps_the_last_good_file(tmp_path)
         model.weight[0, 0] = float("nan")
     try:
         checkpointer.save("model_0000002")
-    except NonFiniteWeightsError as e:
+    except NonFiniteError as e:
         assert "NaN/inf in 1 weight tensor(s), e.g. weight" in str(e)
     else:
         raise AssertionError("a NaN model was saved")

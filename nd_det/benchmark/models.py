@@ -16,15 +16,14 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 
-from ..config import ConfigError, load_config, merge_config
-from ..errors import UserError
+from ..config import load_config, merge_config
+from ..errors import ConfigError
 from ..losses import ClassMeans, save_class_means
 from ..modeling import (FrozenTeacher, available_distill_terms, is_distill_module_key,
                         plain_student_cfg, teacher_identity)
 from .synthetic import calibrate_frozen_batchnorm, random_class_means_table
 
 __all__ = [
-    "BenchmarkError",
     "parse_loss_set",
     "build_benchmark_cfg",
     "BenchmarkFiles",
@@ -40,22 +39,18 @@ STUDENT_FILE = "student_random.pth"
 CLASS_MEANS_FILE = "class_means_random.pth"
 
 
-class BenchmarkError(UserError, ValueError):
-    """Bad benchmark input; the message names the bad value and the fix."""
-
-
 def parse_loss_set(text: str) -> List[str]:
     """``"kd+nd"`` -> ``["kd", "nd"]``, checked against the loss names nd-det knows."""
     names = [n.strip() for n in text.split("+")]
     known = available_distill_terms()
     bad = [n for n in names if n not in known]
     if not text or bad:
-        raise BenchmarkError(
+        raise ConfigError(
             f"--losses {text!r}: unknown loss name(s) {bad or [text]}; give sets of "
             f"{known} joined by '+', e.g. nd kd+nd dkd+nd reviewkd+nd"
         )
     if len(set(names)) != len(names):
-        raise BenchmarkError(f"--losses {text!r} names a loss twice")
+        raise ConfigError(f"--losses {text!r} names a loss twice")
     return names
 
 
@@ -78,11 +73,11 @@ def build_benchmark_cfg(config_file: str, overrides: Sequence[str], device: str,
             cfg.SOLVER.BASE_LR = 0.0
         merge_config(cfg, overrides, "config overrides")
     except ConfigError as e:
-        raise BenchmarkError(str(e)) from None
+        raise ConfigError(str(e)) from None
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = ""  # random student weights (set by prepare_weight_files)
     if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":
-        raise BenchmarkError(
+        raise ConfigError(
             f"{config_file}: MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE!r}; the "
             "benchmark needs a DistillRCNN config (configs/COCO-Distill/*.yaml)"
         )
@@ -145,7 +140,7 @@ def _with_student_weights(model: torch.nn.Module, files: BenchmarkFiles) -> torc
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not is_distill_module_key(k)]
     if missing or result.unexpected_keys:
-        raise BenchmarkError(
+        raise ConfigError(
             f"{path} does not fit the student (missing {missing[:5]}, unexpected "
             f"{result.unexpected_keys[:5]}); it was written for another config"
         )

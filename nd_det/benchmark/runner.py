@@ -17,12 +17,12 @@ from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 from fvcore.nn import parameter_count
 
+from ..errors import ConfigError
 from ..utils.progress import ProgressClock, format_duration
 from .dataloader import loader_throughput
 from .dtype_casts import dtype_census
 from .memory import MemoryPhase, measure_phase_in_fresh_process
-from .models import (BenchmarkError, build_benchmark_cfg, build_distiller, build_student,
-                     loss_sets_by_name, parameter_bytes, prepare_weight_files)
+from .models import (build_benchmark_cfg, build_distiller, build_student, loss_sets_by_name, parameter_bytes, prepare_weight_files)
 from .nd_reference import NDForwardBackward, compare_nd_implementations, nd_benchmark_inputs
 from .steps import (PRECISIONS, TeacherDistillForward, TrainStep, distill_inputs,
                     precision_context, raw_images, reviewkd_alone, sample_rois, teacher_inference,
@@ -68,32 +68,32 @@ class BenchmarkSettings:
 
 def _check_settings(s: BenchmarkSettings) -> torch.device:
     if s.precision not in PRECISIONS:
-        raise BenchmarkError(f"--precision {s.precision!r}: use one of {sorted(PRECISIONS)}")
+        raise ConfigError(f"--precision {s.precision!r}: use one of {sorted(PRECISIONS)}")
     if s.device not in ("cpu", "cuda") and not s.device.startswith("cuda:"):
-        raise BenchmarkError(f"--device {s.device!r}: use cpu or cuda (cuda:N)")
+        raise ConfigError(f"--device {s.device!r}: use cpu or cuda (cuda:N)")
     if s.device.startswith("cuda") and not torch.cuda.is_available():
-        raise BenchmarkError(f"--device {s.device}: no CUDA device is available here; use cpu")
+        raise ConfigError(f"--device {s.device}: no CUDA device is available here; use cpu")
     for name in ("batch_size", "iters", "nd_rois", "nd_dim", "memory_iters"):
         if getattr(s, name) < 1:
-            raise BenchmarkError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(s, name)}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(s, name)}")
     if s.warmup < 0:
-        raise BenchmarkError(f"--warmup must be >= 0; got {s.warmup}")
+        raise ConfigError(f"--warmup must be >= 0; got {s.warmup}")
     for name, value in (("--height", s.height), ("--width", s.width)):
         if value < MIN_IMAGE_SIDE:
-            raise BenchmarkError(f"{name} {value}: give {MIN_IMAGE_SIDE} pixels or more")
+            raise ConfigError(f"{name} {value}: give {MIN_IMAGE_SIDE} pixels or more")
     if s.dataloader_workers:
         if any(w < 0 for w in s.dataloader_workers):
-            raise BenchmarkError(f"--dataloader-workers {s.dataloader_workers}: give 0 or more "
+            raise ConfigError(f"--dataloader-workers {s.dataloader_workers}: give 0 or more "
                                  "workers each")
         for name, value in (("--dataloader-images", s.dataloader_images),
                             ("--dataloader-batches", s.dataloader_batches)):
             if value < 1:
-                raise BenchmarkError(f"{name} {value}: give 1 or more")
+                raise ConfigError(f"{name} {value}: give 1 or more")
         if min(s.dataloader_image_size) < 1:
-            raise BenchmarkError(f"--dataloader-image-size {list(s.dataloader_image_size)}: "
+            raise ConfigError(f"--dataloader-image-size {list(s.dataloader_image_size)}: "
                                  "give a positive height and width")
     if not s.losses:
-        raise BenchmarkError("--losses: give at least one loss set, e.g. nd or reviewkd+nd")
+        raise ConfigError("--losses: give at least one loss set, e.g. nd or reviewkd+nd")
     return torch.device(s.device)
 
 
@@ -209,8 +209,8 @@ def _time_steps(s, cfg, files, batch, loss_sets, device) -> Dict[str, object]:
     variants = {
         "student_step": TrainStep(student, build_optimizer(cfg, student), batch, s.precision),
         # the teacher's backbone (FPN levels, under no_grad) on its preprocessed images
-        "teacher_backbone": functools.partial(first.frozen_teacher.features,
-                                              first.frozen_teacher.preprocess(raw)),
+        "teacher_backbone": functools.partial(first.teacher.features,
+                                              first.teacher.preprocess(raw)),
         "teacher_inference": teacher_inference(first, without_annotations(batch)),
     }
     teacher_variant_of = {name: _teacher_variant(model) for name, model in distillers.items()}
@@ -220,7 +220,7 @@ def _time_steps(s, cfg, files, batch, loss_sets, device) -> Dict[str, object]:
     reviewkd_owner = next((n for n, l in loss_sets.items() if "reviewkd" in l), None)
     if reviewkd_owner is not None:
         model = distillers[reviewkd_owner]
-        term = next(t for t in model.distill_losses if t.name == "reviewkd")
+        term = next(t for t in model.distill_terms if t.name == "reviewkd")
         inputs = distill_inputs(model, batch, s.precision, sampled)
         variants["reviewkd_abf_hcl"] = reviewkd_alone(term, inputs, s.precision)
     for name, model in distillers.items():
@@ -275,13 +275,13 @@ def _time_steps(s, cfg, files, batch, loss_sets, device) -> Dict[str, object]:
         name = reviewkd_owner or next(iter(distillers))
         model = distillers[name]
         step = variants["distill_step:" + name]
-        rows = dtype_census(step, {"student": model, "teacher": model.teacher})
+        rows = dtype_census(step, {"student": model, "teacher": model.teacher.model})
         totals: Dict[str, int] = defaultdict(int)
         for row in rows:
             totals[f"{row['kind']} {row['from']}->{row['to']}"] += row["elements"]
         out["dtype_census"] = {"loss_set": name, "elements_by_kind": totals,
                                "rows": rows[:CENSUS_ROWS]}
-    out["teacher_weight_bytes"] = parameter_bytes(first.teacher)
+    out["teacher_weight_bytes"] = parameter_bytes(first.teacher.model)
     return out
 
 
@@ -290,7 +290,7 @@ def _loss_path_sync_ops(model, batch, precision, sampled) -> List[Dict[str, str]
 
     def loss_path():
         with precision_context(model.device, precision):
-            total = sum(term(inputs) for term in model.distill_losses)
+            total = sum(term(inputs) for term in model.distill_terms)
         total.backward()
 
     return find_sync_ops(loss_path)

@@ -78,7 +78,7 @@ def sample_rois(model: nn.Module, batch: List[Dict], precision: str) -> List[Ins
 
 def teacher_inference(distiller: nn.Module, inputs: List[Dict]) -> Callable[[], None]:
     """The full teacher (preprocessing, backbone, RPN, box head, NMS) in eval mode."""
-    teacher = distiller.frozen_teacher
+    teacher = distiller.teacher
 
     @torch.no_grad()
     def run() -> None:
@@ -98,7 +98,7 @@ class TeacherDistillForward:
         self.last_outputs = None
 
     def __call__(self) -> None:
-        teacher = self.distiller.frozen_teacher
+        teacher = self.distiller.teacher
         images = teacher.preprocess(self.raw)
         self.last_outputs = teacher.outputs(images, [p.proposal_boxes for p in self.sampled],
                                             self.distiller.teacher_needs)

@@ -12,7 +12,7 @@ Torch, torchvision and fvcore's registries only (no detectron2); the losses come
 - :func:`extract_class_means`: teacher class means in the format shared with detection.
 """
 from .class_means_extraction import extract_class_means
-from .config import ConfigError, apply_overrides, load_config
+from .config import apply_overrides, load_config
 from .distiller import Distiller, warm_up_factor
 from .loss_terms import TermContext, available_loss_terms, build_loss_terms
 from .models import available_classifiers, build_classifier
@@ -22,6 +22,6 @@ from .trainer import ClassificationTrainer, TrainingResult, run_evaluation, run_
 __all__ = [
     "ClassifierOutput", "build_classifier", "available_classifiers",
     "Distiller", "warm_up_factor", "TermContext", "build_loss_terms", "available_loss_terms",
-    "extract_class_means", "load_config", "apply_overrides", "ConfigError",
+    "extract_class_means", "load_config", "apply_overrides",
     "ClassificationTrainer", "TrainingResult", "run_training", "run_evaluation",
 ]

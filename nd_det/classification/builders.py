@@ -1,10 +1,10 @@
 """Build the pieces of a run from a checked config: student, teacher, distiller."""
 from typing import Dict, Tuple
 
+from ..errors import ConfigError
 from .checkpoint import load_model_weights
 from .data import DatasetInfo
 from .distiller import Distiller
-from .errors import ConfigError
 from .loss_terms import TermContext, build_loss_terms
 from .models import Classifier, build_classifier
 from .teacher import build_teacher, load_teacher_class_means

@@ -19,7 +19,7 @@ from .class_means_extraction import extract_class_means
 from .config import apply_overrides, load_config
 from .data import ShardSampler, build_dataset
 from .distributed import cleanup_distributed, init_distributed, stop_if_any_rank_fails
-from .errors import ConfigError
+from ..errors import ConfigError
 from .models import build_classifier
 from .preflight import check_extraction_setup
 from .teacher import class_means_metadata

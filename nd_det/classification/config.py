@@ -16,10 +16,10 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import yaml
 
+from ..errors import ConfigError
 from ..utils.values import is_int, is_number
-from .errors import ConfigError
 
-__all__ = ["DEFAULTS", "VALUE_RULES", "ConfigError", "load_config", "apply_overrides",
+__all__ = ["DEFAULTS", "VALUE_RULES", "load_config", "apply_overrides",
            "merge_config", "check_values"]
 
 DEFAULTS: Dict[str, Any] = {

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import UserError
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["DistContext", "init_distributed", "all_reduce_sum", "average_buffers",
            "cleanup_distributed", "world_size_from_env", "check_device", "stop_if_any_rank_fails"]

@@ -11,11 +11,11 @@ is built, still before any data loader and before anything is written
 import os
 from typing import Dict, Optional
 
+from ..errors import ConfigError, FileError
 from ..utils.paths import check_writable
 from .checkpoint import check_weights_file
 from .data import check_dataset
 from .distributed import check_device, world_size_from_env
-from .errors import ConfigError, MissingFileError
 from .loss_terms import check_loss_terms
 from .models import check_classifier_name
 from .teacher import check_teacher_config, read_class_means_file
@@ -76,7 +76,7 @@ def check_training_setup(cfg: Dict, resume: Optional[str] = None, eval_only: boo
             check_weights_file(cfg["model"]["weights"], "initial", "model.weights")
         _check_distillation(cfg["distill"])
         if resume not in (None, "auto") and not os.path.isfile(resume):
-            raise MissingFileError(f"--resume {resume}: file not found; give the "
+            raise FileError(f"--resume {resume}: file not found; give the "
                                    "last_checkpoint.pth of the run to continue, or --resume "
                                    "without a value for <train.output_dir>/last_checkpoint.pth")
     check_writable(cfg["train"]["output_dir"], "train.output_dir", folder=True)

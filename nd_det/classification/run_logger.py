@@ -5,8 +5,8 @@ import sys
 import time
 from typing import Dict, Optional
 
+from ..errors import MissingDependencyError
 from ..utils.values import is_number
-from .errors import MissingDependencyError
 
 __all__ = ["RunLogger"]
 

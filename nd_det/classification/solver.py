@@ -4,7 +4,8 @@ from typing import Dict, Iterable
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
+
 
 __all__ = ["build_optimizer", "learning_rate_at", "set_learning_rate"]
 

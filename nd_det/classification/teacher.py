@@ -1,11 +1,11 @@
 """The teacher of a distillation config, and the class means that must belong to it."""
 from typing import Dict, Optional, Tuple
 
-from ..losses import ClassMeans, ClassMeansError, load_class_means, metadata_mismatches
+from ..errors import ConfigError, DataError
+from ..losses import ClassMeans, load_class_means, metadata_mismatches
 from ..utils.modules import freeze
 from .checkpoint import check_weights_file, file_sha256, load_model_weights
 from .data import DatasetInfo
-from .errors import ConfigError
 from .models import Classifier, build_classifier, check_classifier_name
 
 __all__ = ["build_teacher", "check_teacher_config", "load_teacher_class_means",
@@ -68,8 +68,8 @@ def read_class_means_file(path: Optional[str], num_classes: Optional[int] = None
                           "extract_cls_means.py --config <teacher config> --weights <teacher>")
     try:
         return load_class_means(path, num_classes=num_classes, dim=dim)
-    except ClassMeansError as e:  # the same error, naming the config key the file came from
-        raise ClassMeansError(f"distill.class_means: {e}") from None
+    except DataError as e:  # the same error, naming the config key the file came from
+        raise DataError(f"distill.class_means: {e}") from None
 
 
 def load_teacher_class_means(path: Optional[str], teacher: Classifier, teacher_name: str,
@@ -79,7 +79,7 @@ def load_teacher_class_means(path: Optional[str], teacher: Classifier, teacher_n
                 "dataset": dataset}
     problems = metadata_mismatches(table, expected)
     if problems:
-        raise ClassMeansError(
+        raise DataError(
             f"distill.class_means: class means {path} were not made with this teacher/dataset "
             f"({'; '.join(problems)}). "
             "Re-extract them with tools/extract_cls_means.py for distill.teacher.weights."

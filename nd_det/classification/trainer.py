@@ -19,15 +19,16 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..errors import ConfigError, FileError
 from ..utils.atomic_file import atomic_torch_save
+from ..utils.precision import AUTOCAST_DTYPES
 from ..utils.progress import ProgressClock, format_duration
 from .builders import build_distiller
-from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_model_weights, state_dict_problems
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_model_weights, module_mismatch
 from .config import merge_config
 from .data import ShardSampler, build_dataset
 from .distiller import Distiller
 from .distributed import all_reduce_sum, average_buffers, init_distributed, stop_if_any_rank_fails
-from .errors import BadFileError, ConfigError
 from .metrics import evaluate
 from .preflight import check_batch_split, check_training_setup
 from .run_logger import RunLogger
@@ -54,7 +55,7 @@ def amp_dtype_for(device: torch.device, enabled: bool):
     """float16 on CUDA (with a GradScaler), bfloat16 on CPU; None when AMP is off."""
     if not enabled:
         return None
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
+    return AUTOCAST_DTYPES["float16" if device.type == "cuda" else "bfloat16"]
 
 
 def _seed_everything(seed: int) -> None:
@@ -154,15 +155,15 @@ class ClassificationTrainer:
                 return None
         state = load_checkpoint(path)
         if state.get("model_name") != self.cfg["model"]["name"]:
-            raise BadFileError(f"--resume: checkpoint {path} holds a {state.get('model_name')!r} "
+            raise FileError(f"--resume: checkpoint {path} holds a {state.get('model_name')!r} "
                                f"model but the config trains {self.cfg['model']['name']!r}; "
                                "resume with the config of that run")
         for what, module, key in (("student", self.distiller.student, "model"),
                                   ("loss terms", self.distiller.terms, "loss_terms")):
-            problems = state_dict_problems(module, state.get(key) or {})
+            problems = module_mismatch(module, state.get(key) or {})
             if problems:
-                raise BadFileError(f"--resume: the {what} in checkpoint {path} do not fit this "
-                                   f"config ({'; '.join(problems)}); resume with the config of "
+                raise FileError(f"--resume: the {what} in checkpoint {path} do not fit this "
+                                   f"config ({problems}); resume with the config of "
                                    "that run (same model, dataset and distill.losses)")
         return path, state
 

@@ -21,8 +21,8 @@ from typing import Optional, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
+from ..errors import DataError
 from .coco_validation import CocoSummary, validate_coco_json
-from .errors import DatasetError
 
 __all__ = ["register_coco_dataset"]
 
@@ -40,14 +40,14 @@ def _registered_files(name: str) -> Optional[Tuple[str, str]]:
 
 def register_coco_dataset(name: str, json_file, image_root, replace: bool = False,
                           degenerate_boxes: str = "error") -> CocoSummary:
-    """Check (:func:`validate_coco_json`, which raises :class:`DatasetError` on the first
+    """Check (:func:`validate_coco_json`, which raises :class:`DataError` on the first
     problem), then register a COCO-format instances dataset under ``name`` (the name used in
     ``DATASETS.TRAIN`` / ``DATASETS.TEST``); ``image_root`` is the folder the JSON's
     ``file_name`` entries are relative to.  ``replace``: if ``name`` is already registered with
     other files, replace that registration (default: raise).  ``degenerate_boxes`` is passed
     to :func:`validate_coco_json`.  Returns its summary."""
     if not isinstance(name, str) or not name.strip() or name != name.strip():
-        raise DatasetError(f"dataset name {name!r} is not usable. Fix: pass a non-empty name "
+        raise DataError(f"dataset name {name!r} is not usable. Fix: pass a non-empty name "
                            "without surrounding spaces, e.g. 'trees_train'")
     json_file = os.path.abspath(os.path.expanduser(os.fspath(json_file)))
     image_root = os.path.abspath(os.path.expanduser(os.fspath(image_root)))
@@ -55,7 +55,7 @@ def register_coco_dataset(name: str, json_file, image_root, replace: bool = Fals
         registered = _registered_files(name)
         if registered != (json_file, image_root) and not replace:
             where = f"{registered[0]} and {registered[1]}" if registered else "another loader"
-            raise DatasetError(f"dataset name '{name}' is already registered (with {where}). "
+            raise DataError(f"dataset name '{name}' is already registered (with {where}). "
                                "Fix: give --dataset another name for "
                                f"{json_file} (in Python: replace=True re-registers it)")
     summary = validate_coco_json(json_file, image_root, degenerate_boxes=degenerate_boxes)

@@ -2,7 +2,7 @@
 
 ``validate_coco_json`` reads the JSON once and checks that the listed image files exist; it does
 not decode images unless ``decode_images=True``.  The first problem found raises one
-:class:`DatasetError` whose message names the JSON file, the offending image / annotation /
+:class:`DataError` whose message names the JSON file, the offending image / annotation /
 category id and the fix.  Checked, in this order:
 
 1. the JSON file exists, is readable, parses, and is a COCO instances file (a dict with lists
@@ -39,8 +39,8 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
+from ..errors import DataError
 from ..utils.values import is_int, is_number
-from .errors import DatasetError
 
 __all__ = ["BOX_TOLERANCE_PX", "CocoSummary", "validate_coco_json"]
 
@@ -82,8 +82,8 @@ class CocoSummary:
         return {cat_id: index for index, cat_id in enumerate(self.category_ids)}
 
 
-def _fail(json_file: str, problem: str, fix: str) -> DatasetError:
-    return DatasetError(f"{json_file}: {problem}. Fix: {fix}.")
+def _fail(json_file: str, problem: str, fix: str) -> DataError:
+    return DataError(f"{json_file}: {problem}. Fix: {fix}.")
 
 
 def _is_finite(value) -> bool:
@@ -281,7 +281,7 @@ def _check_annotations(json_file: str, annotations: List, images: Dict,
         message = (f"{json_file}: {len(degenerate)} annotation(s) have a box with zero or negative "
                    f"width or height: annotation id {_name_some(degenerate)}")
         if degenerate_boxes == "error":
-            raise DatasetError(
+            raise DataError(
                 message + ". Fix: check the box format (COCO boxes are [x, y, width, height], not "
                 "[x1, y1, x2, y2]) and delete or correct these annotations; for files known to "
                 "carry a few such boxes (COCO train2017 has 2), pass --allow-degenerate-boxes "
@@ -294,7 +294,7 @@ def _check_annotations(json_file: str, annotations: List, images: Dict,
 def validate_coco_json(json_file, image_root, decode_images: bool = False,
                        degenerate_boxes: str = "error") -> CocoSummary:
     """Check a COCO instances JSON and its image folder (the folder the images' ``file_name``
-    entries are relative to; see the module docstring); raise one DatasetError on the first
+    entries are relative to; see the module docstring); raise one DataError on the first
     problem.  ``decode_images``: also decode every image and compare its size with the JSON (slow
     on large datasets).  Returns a :class:`CocoSummary`."""
     if degenerate_boxes not in DEGENERATE_BOX_POLICIES:

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Tuple
 
-from .errors import DatasetError
+from ..errors import DataError
+
 
 __all__ = ["AnnotatedImage", "deepforest_data_dir", "deepforest_version", "read_voc_xml",
            "read_deepforest_images"]
@@ -48,14 +49,14 @@ def deepforest_data_dir() -> Path:
     """The ``data`` folder of the installed deepforest package (the package is not imported)."""
     spec = importlib.util.find_spec("deepforest")
     if spec is None or not spec.submodule_search_locations:
-        raise DatasetError("the embedded tree-crown dataset needs the data files of the PyPI "
+        raise DataError("the embedded tree-crown dataset needs the data files of the PyPI "
                            "package deepforest==2.1.0, which is not installed in this Python. "
                            f"Fix: {SETUP_FIX}")
     for location in spec.submodule_search_locations:
         data_dir = Path(location) / "data"
         if data_dir.is_dir():
             return data_dir
-    raise DatasetError(f"the deepforest package at {list(spec.submodule_search_locations)} has no "
+    raise DataError(f"the deepforest package at {list(spec.submodule_search_locations)} has no "
                        f"data/ folder. Fix: reinstall it: {SETUP_FIX}")
 
 
@@ -72,7 +73,7 @@ def _int_field(element, path: str, xml_path: Path) -> int:
     try:
         return int(round(float(node.text)))
     except (AttributeError, TypeError, ValueError):
-        raise DatasetError(f"{xml_path}: no number at <{path}>. Fix: reinstall deepforest "
+        raise DataError(f"{xml_path}: no number at <{path}>. Fix: reinstall deepforest "
                            f"({SETUP_FIX})") from None
 
 
@@ -85,7 +86,7 @@ def _image_file(xml_path: Path, file_name: str) -> Path:
         candidate = named.with_suffix(suffix)
         if candidate.is_file():
             return candidate
-    raise DatasetError(f"{xml_path} names the image {file_name}, which is not in {xml_path.parent}. "
+    raise DataError(f"{xml_path} names the image {file_name}, which is not in {xml_path.parent}. "
                        f"Fix: reinstall deepforest ({SETUP_FIX})")
 
 
@@ -95,7 +96,7 @@ def read_voc_xml(xml_path: Path) -> AnnotatedImage:
     try:
         root = ElementTree.parse(xml_path).getroot()
     except (OSError, ElementTree.ParseError) as error:
-        raise DatasetError(f"{xml_path}: cannot parse the Pascal-VOC XML ({error}). Fix: reinstall "
+        raise DataError(f"{xml_path}: cannot parse the Pascal-VOC XML ({error}). Fix: reinstall "
                            f"deepforest ({SETUP_FIX})") from error
     file_name = (root.findtext("filename") or "").strip()
     width = _int_field(root, "size/width", xml_path)
@@ -117,7 +118,7 @@ def read_deepforest_images() -> List[AnnotatedImage]:
     data_dir = deepforest_data_dir()
     xml_paths = sorted(p for p in data_dir.iterdir() if p.suffix.lower() == ".xml")
     if not xml_paths:
-        raise DatasetError(f"no Pascal-VOC .xml file in {data_dir}. Fix: reinstall deepforest "
+        raise DataError(f"no Pascal-VOC .xml file in {data_dir}. Fix: reinstall deepforest "
                            f"({SETUP_FIX})")
     return [read_voc_xml(path) for path in xml_paths]
 

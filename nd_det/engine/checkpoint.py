@@ -15,26 +15,20 @@ intact one (with a warning naming what it skipped), or a clear stop when there i
 import glob
 import logging
 import os
-import pickle
-import zipfile
-from typing import Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ..errors import UserError
+from ..errors import FileError, NonFiniteError
 from ..modeling.torchvision_weights import TorchvisionWeightsMixin
 from ..utils.atomic_file import atomic_torch_save, atomic_write_text
+from ..utils.checkpoint_files import file_problem
 from ..utils.text import first_line
 
-__all__ = ["AtomicCheckpointer", "NonFiniteWeightsError", "CheckpointFileError",
-           "integrity_problem", "check_checkpoint_file", "resume_checkpoint"]
+__all__ = ["AtomicCheckpointer",
+           "check_checkpoint_file", "resume_checkpoint"]
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteWeightsError(UserError, FloatingPointError):
-    """The model has NaN/inf weights; they are not written to disk."""
 
 
 class AtomicCheckpointer(TorchvisionWeightsMixin, DetectionCheckpointer):
@@ -47,7 +41,7 @@ class AtomicCheckpointer(TorchvisionWeightsMixin, DetectionCheckpointer):
         bad = [k for k, v in data["model"].items() if isinstance(v, torch.Tensor)
                and v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
-            raise NonFiniteWeightsError(
+            raise NonFiniteError(
                 f"not saving checkpoint {name}: NaN/inf in {len(bad)} weight tensor(s), e.g. "
                 f"{', '.join(bad[:5])}. The last good checkpoint in {self.save_dir} is kept; "
                 "lower the learning rate or the distillation loss weights and resume from it."
@@ -65,41 +59,18 @@ class AtomicCheckpointer(TorchvisionWeightsMixin, DetectionCheckpointer):
         atomic_write_text(last_filename_basename, os.path.join(self.save_dir, "last_checkpoint"))
 
 
-class CheckpointFileError(UserError, OSError):
-    """A checkpoint file that is damaged, or no checkpoint to resume from."""
-
-
-def integrity_problem(path: str) -> Optional[str]:
-    """None if ``path`` reads as a complete checkpoint, else what is wrong with it.  A torch
-    (zip) file is checked entry by entry against its CRCs; a .pkl (detectron2 model zoo) or an
-    old-style torch file is read whole."""
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                damaged = archive.testzip()
-            return None if damaged is None else f"damaged (entry {damaged} fails its CRC)"
-        if path.endswith(".pkl"):
-            with open(path, "rb") as f:
-                pickle.load(f, encoding="latin1")
-        else:
-            torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a damaged file fails in many exception types
-        return f"truncated or not a checkpoint ({first_line(e)})"
-    return None
-
-
 def check_checkpoint_file(path: str, what: str) -> None:
-    """Raise CheckpointFileError naming ``what`` unless ``path`` is a complete checkpoint."""
-    problem = integrity_problem(path)
+    """Raise FileError naming ``what`` unless ``path`` is a complete checkpoint."""
+    problem = file_problem(path)
     if problem:
-        raise CheckpointFileError(f"{what} {path} is {problem}: give a complete checkpoint (a "
+        raise FileError(f"{what} {path} is {problem}: give a complete checkpoint (a "
                                   "model_final.pth a training run wrote, or a model-zoo .pkl)")
 
 
 def resume_checkpoint(output_dir: str) -> str:
     """The checkpoint a ``--resume`` of ``output_dir`` continues from: the one ``last_checkpoint``
     names, else (that tag missing, unreadable or naming a damaged file) the newest intact
-    ``model_*.pth``, with a warning naming what was skipped.  Raises CheckpointFileError when
+    ``model_*.pth``, with a warning naming what was skipped.  Raises FileError when
     there is none."""
     tag = os.path.join(output_dir, "last_checkpoint")
     named = None
@@ -117,7 +88,7 @@ def resume_checkpoint(output_dir: str) -> str:
                        "intact checkpoint instead", tag, named)
     order = ([named] if named in files else []) + [f for f in files if f != named]
     for path in order:
-        problem = integrity_problem(path)
+        problem = file_problem(path)
         if problem is None:
             if path != named:
                 logger.warning("--resume: continuing from %s, the newest intact checkpoint in %s",
@@ -125,6 +96,6 @@ def resume_checkpoint(output_dir: str) -> str:
             return path
         logger.warning("--resume: skipping %s: it is %s", path, problem)
     what = "holds no checkpoint" if not files else "holds no intact checkpoint"
-    raise CheckpointFileError(
+    raise FileError(
         f"--resume: OUTPUT_DIR {output_dir} {what} to resume from: run without --resume to "
         "start a new run there, or set OUTPUT_DIR to the folder of the run to continue")

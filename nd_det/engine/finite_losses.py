@@ -2,18 +2,15 @@
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 
-from ..errors import UserError
+from ..errors import NonFiniteError
 
-__all__ = ["NonFiniteLossError", "check_finite_losses", "FiniteLossSimpleTrainer",
+
+__all__ = [ "check_finite_losses", "FiniteLossSimpleTrainer",
            "FiniteLossAMPTrainer"]
 
 
-class NonFiniteLossError(UserError, FloatingPointError):
-    """A loss term became NaN/inf; raised before the optimizer step, on every rank."""
-
-
 def check_finite_losses(loss_dict, iteration: int) -> None:
-    """Raise NonFiniteLossError naming every non-finite term (one host sync)."""
+    """Raise NonFiniteError naming every non-finite term (one host sync)."""
     values = list(loss_dict.values())
     if not values:
         return
@@ -22,7 +19,7 @@ def check_finite_losses(loss_dict, iteration: int) -> None:
         return
     bad = [f"{k}={float(v.detach().float().mean()):g}"
            for (k, v), ok in zip(loss_dict.items(), finite.tolist()) if not ok]
-    raise NonFiniteLossError(
+    raise NonFiniteError(
         f"non-finite loss at iteration {iteration}: {', '.join(bad)}. Training stopped before "
         "the optimizer step (no NaN weights were written). Lower the learning rate or the "
         "weight of that loss (MODEL.DISTILL.<LOSS>.WEIGHT), check the class-means file, and "
@@ -38,8 +35,8 @@ class _FiniteLossMixin:
 
 
 class FiniteLossSimpleTrainer(_FiniteLossMixin, SimpleTrainer):
-    """SimpleTrainer that stops with NonFiniteLossError naming the bad term."""
+    """SimpleTrainer that stops with NonFiniteError naming the bad term."""
 
 
 class FiniteLossAMPTrainer(_FiniteLossMixin, AMPTrainer):
-    """AMPTrainer that stops with NonFiniteLossError naming the bad term."""
+    """AMPTrainer that stops with NonFiniteError naming the bad term."""

@@ -4,7 +4,7 @@
   progress line; on COCO it costs minutes, hence a flag.
 * ``DecodeGuardMapper`` + ``DecodeGuardLoader``: during a run, a mapper (in a loader worker) that
   fails to read an image hands on a marker naming the file instead of crashing the worker; the
-  loader, in the training process, turns the marker into one DatasetError line.  (An exception
+  loader, in the training process, turns the marker into one DataError line.  (An exception
   raised in a loader worker reaches the main process only as traceback text.)
 """
 import logging
@@ -13,7 +13,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import log_every_n_seconds
 
-from ..data import DatasetError
+from ..errors import DataError
 from ..utils.progress import ProgressClock, format_duration
 from ..utils.text import first_line
 
@@ -34,13 +34,13 @@ def _decode_error(file_name: str):
     return None
 
 
-def _unreadable(file_name: str, why: str) -> DatasetError:
-    return DatasetError(f"image {file_name} cannot be decoded ({why}): replace the file, or "
+def _unreadable(file_name: str, why: str) -> DataError:
+    return DataError(f"image {file_name} cannot be decoded ({why}): replace the file, or "
                         "remove its entry from the dataset's JSON")
 
 
 def check_images(cfg, splits=("TRAIN", "TEST")) -> int:
-    """Decode every image of DATASETS.<splits>; the first that fails is one DatasetError.
+    """Decode every image of DATASETS.<splits>; the first that fails is one DataError.
     Returns the number of images checked."""
     files = sorted({d["file_name"] for split in splits for name in cfg.DATASETS[split]
                     for d in DatasetCatalog.get(name)})
@@ -77,7 +77,7 @@ class DecodeGuardMapper:
 
 
 class DecodeGuardLoader:
-    """Wraps a data loader of batches (lists of records): a marker becomes a DatasetError in the
+    """Wraps a data loader of batches (lists of records): a marker becomes a DataError in the
     process that iterates."""
 
     def __init__(self, loader):

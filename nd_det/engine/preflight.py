@@ -16,14 +16,13 @@ from typing import Optional
 import torch
 from detectron2.config import CfgNode
 
-from ..config import ConfigError, DistillConfigError
-from ..errors import UserError
+from ..errors import UserError, ConfigError
 from ..modeling.backbone import check_resnet_basic_config, check_torchvision_config
 from ..modeling.bn_groups import bn_group_size
 from ..modeling.distill_terms import NDTerm, check_distill_loss_names, check_distill_terms
 from ..modeling.meta_arch import check_student_heads
 from ..modeling.shapes import shapes_from_config, state_shapes_from_config
-from ..modeling.student_checkpoint import (plain_student_cfg, read_model_state, state_mismatch,
+from ..modeling.student_checkpoint import (plain_student_cfg, read_model_state, model_state_mismatch,
                                            student_mismatch_message, student_state_dict)
 from ..modeling.teacher import FrozenTeacher
 from ..modeling.weights import local_weights_file
@@ -131,7 +130,7 @@ def _is_distillation(cfg: CfgNode) -> bool:
 def check_meta_architecture(cfg: CfgNode) -> None:
     arch = cfg.MODEL.META_ARCHITECTURE
     if _is_distillation(cfg) and arch != "DistillRCNN":
-        raise DistillConfigError(
+        raise ConfigError(
             f"MODEL.META_ARCHITECTURE is {arch} but MODEL.DISTILL.LOSSES is "
             f"{list(cfg.MODEL.DISTILL.LOSSES)}: that run would train a plain detector and no "
             "distillation. Set MODEL.META_ARCHITECTURE DistillRCNN (the configs/COCO-Distill "
@@ -158,7 +157,7 @@ def preflight_distill(cfg: CfgNode, need_class_means: bool = True) -> Optional[C
 
 def check_student_weights_file(cfg: CfgNode) -> None:
     """MODEL.WEIGHTS to evaluate: present (downloaded now if a URL), complete, and holding
-    exactly the student of ``cfg`` (a DistillRCNN checkpoint's distill_losses.* are dropped)."""
+    exactly the student of ``cfg`` (a DistillRCNN checkpoint's distill_terms.* are dropped)."""
     local = local_weights_file("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS)
     check_checkpoint_file(local, "MODEL.WEIGHTS")
     try:
@@ -168,7 +167,7 @@ def check_student_weights_file(cfg: CfgNode) -> None:
                           f"({first_line(e)}): give the model_final.pth a training run wrote"
                           ) from None
     expected = state_shapes_from_config(plain_student_cfg(cfg), "the student (this config)")
-    problems = state_mismatch(expected, state)
+    problems = model_state_mismatch(expected, state)
     if problems:
         raise ConfigError(student_mismatch_message("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS, problems))
 

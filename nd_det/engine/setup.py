@@ -12,8 +12,9 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
-from ..config import ConfigError, load_config
-from ..data import DatasetError, register_coco_dataset
+from ..config import load_config
+from ..data import register_coco_dataset
+from ..errors import ConfigError, DataError
 
 __all__ = ["setup_cfg", "setup_run", "check_datasets", "check_dataset_classes",
            "RUN_CONFIG_NAME"]
@@ -81,7 +82,7 @@ def check_datasets(cfg: CfgNode, splits=("TRAIN", "TEST"), required=("TRAIN",)) 
                               "--dataset NAME JSON IMAGE_DIR and DATASETS.TRAIN '(\"NAME\",)'")
         for name in names:
             if name not in registered:
-                raise DatasetError(
+                raise DataError(
                     f"DATASETS.{split} names {name!r}, which is not registered: register it "
                     f"with --dataset {name} path/to/annotations.json path/to/images, or use a "
                     "detectron2 builtin name such as coco_2017_train / coco_2017_val")
@@ -89,7 +90,7 @@ def check_datasets(cfg: CfgNode, splits=("TRAIN", "TEST"), required=("TRAIN",)) 
             for key in ("json_file", "image_root"):
                 path = metadata.get(key, None)
                 if path is not None and not os.path.exists(path):
-                    raise DatasetError(
+                    raise DataError(
                         f"DATASETS.{split} {name!r}: its {key} {path} does not exist. For "
                         "detectron2's builtin datasets set DETECTRON2_DATASETS to the folder "
                         "holding coco/ (default ./datasets); or register your copy with "

@@ -29,12 +29,12 @@ from detectron2.data import (DatasetMapper, build_detection_test_loader,
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
-from fvcore.nn.precise_bn import get_bn_modules
 from detectron2.utils.logger import setup_logger
+from fvcore.nn.precise_bn import get_bn_modules
 
-from ..config import ConfigError
 from ..modeling.student_checkpoint import build_plain_student
-from ..modeling.teacher import AUTOCAST_DTYPES, FrozenTeacher
+from ..modeling.teacher import FrozenTeacher
+from ..utils.precision import autocast_dtype
 from .checkpoint import AtomicCheckpointer, resume_checkpoint
 from .finite_losses import FiniteLossAMPTrainer, FiniteLossSimpleTrainer
 from .image_check import DecodeGuardLoader, DecodeGuardMapper
@@ -48,9 +48,7 @@ logger = logging.getLogger(__name__)
 
 def amp_precision(name: str) -> torch.dtype:
     """The autocast dtype of ``SOLVER.AMP.PRECISION`` (its names are TEACHER_AUTOCAST's)."""
-    if name not in AUTOCAST_DTYPES:
-        raise ConfigError(f"SOLVER.AMP.PRECISION={name!r}: use 'float16' or 'bfloat16'")
-    return AUTOCAST_DTYPES[name]
+    return autocast_dtype(name, "SOLVER.AMP.PRECISION")
 
 
 class _AfterSuccess:

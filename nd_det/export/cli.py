@@ -55,7 +55,7 @@ def _main(argv: Optional[List[str]]) -> int:
           f"{EXPORT_WEIGHTS_NAME} ({result.num_tensors} tensors)")
     if result.dropped_modules or result.dropped_entries:
         print(f"Left out: {len(result.dropped_modules)} distillation-module tensors "
-              f"(distill_losses.*), training state {result.dropped_entries}")
+              f"(distill_terms.*), training state {result.dropped_entries}")
     for note in result.notes:
         print(f"NOTE: {note}")
     return 0

@@ -22,11 +22,11 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.modeling import build_model
 
 from ..config import add_backbone_config
-from ..errors import UserError
+from ..errors import ConfigError, FileError
 from ..modeling.distill_terms import terms_with_modules
 from ..modeling.student_checkpoint import (BACKBONE_CONFIG_NODES, load_student_checkpoint,
                                            plain_student_cfg, uses_nd_det_backbone)
-from ..modeling.weights import WeightsFileError, is_url, local_weights_file
+from ..modeling.weights import is_url, local_weights_file
 from ..utils.atomic_file import atomic_torch_save, atomic_write_text, current_umask
 from ..utils.paths import check_writable
 from ..utils.text import first_line, short_list
@@ -35,7 +35,6 @@ __all__ = [
     "EXPORT_CONFIG_NAME",
     "EXPORT_WEIGHTS_NAME",
     "StudentExport",
-    "StudentExportError",
     "export_student",
     "check_output_dir",
 ]
@@ -46,10 +45,6 @@ EXPORT_WEIGHTS_NAME = "model_final.pth"
 TORCHSCRIPT_NAME = "model.ts"
 TORCHSCRIPT_INFO_SUFFIX = ".json"
 _EXPORT_EXTRAS = (TORCHSCRIPT_NAME, TORCHSCRIPT_NAME + TORCHSCRIPT_INFO_SUFFIX)
-
-
-class StudentExportError(UserError, ValueError):
-    """The export cannot be made; the message names the bad file/key/folder and the fix."""
 
 
 def _with_model_keys(cfg: CfgNode, **keys) -> CfgNode:
@@ -80,13 +75,13 @@ _WEIGHTS_HINT = "give the .pth a detectron2 trainer wrote (e.g. <OUTPUT_DIR>/mod
 def _local_checkpoint(weights: str) -> str:
     """The local file of ``weights`` (a path or a URL, downloaded once)."""
     if not is_url(weights) and not os.path.isfile(weights):
-        raise StudentExportError(
+        raise ConfigError(
             f"--weights {weights}: file not found; give the training checkpoint "
             "(e.g. <OUTPUT_DIR>/model_final.pth) or a detectron2:// / https:// URL")
     try:
         return local_weights_file("--weights", weights)
-    except WeightsFileError as e:
-        raise StudentExportError(str(e)) from None
+    except FileError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _config_text(cfg: CfgNode, notes_for_yaml: List[str]) -> str:
@@ -102,20 +97,20 @@ def _config_text(cfg: CfgNode, notes_for_yaml: List[str]) -> str:
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
     """Refuse an output folder the export must not write into (before any work)."""
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise StudentExportError(f"--output {output_dir} exists and is not a folder; "
+        raise ConfigError(f"--output {output_dir} exists and is not a folder; "
                                  "give a new folder name")
     check_writable(output_dir, "--output", folder=True)
     if not os.path.isdir(output_dir) or not os.listdir(output_dir):
         return
     if not overwrite:
-        raise StudentExportError(
+        raise ConfigError(
             f"--output {output_dir} is not empty; choose a new folder, or pass --overwrite to "
             "replace the export in it"
         )
     others = sorted(set(os.listdir(output_dir)) - {EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME,
                                                    *_EXPORT_EXTRAS})
     if others:
-        raise StudentExportError(
+        raise ConfigError(
             f"--output {output_dir} holds files that are not an export ({short_list(others, 4)}); "
             "--overwrite replaces only a previous export folder: choose another folder"
         )
@@ -128,7 +123,7 @@ def _check_yaml_loads_in_stock_detectron2(path: str, needs_nd_det: bool) -> None
     try:
         stock.merge_from_file(path)
     except (AssertionError, KeyError, ValueError, TypeError) as e:
-        raise StudentExportError(
+        raise ConfigError(
             f"the exported config would not load in detectron2 ({str(e).strip()}); it holds keys "
             "of another detectron2 extension: remove them from the config"
         ) from None
@@ -178,7 +173,7 @@ class StudentExport:
     weights_file: str
     num_tensors: int
     needs_nd_det: bool
-    dropped_modules: List[str] = field(default_factory=list)  # e.g. distill_losses.* keys
+    dropped_modules: List[str] = field(default_factory=list)  # e.g. distill_terms.* keys
     dropped_entries: List[str] = field(default_factory=list)  # e.g. optimizer, iteration
     notes: List[str] = field(default_factory=list)
 
@@ -199,13 +194,13 @@ def _check_distilled(cfg: CfgNode, weights: str, local: str, dropped_modules: Li
             "pass --allow-non-distilled-weights if you mean to export these weights")
     teacher = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
     if teacher and (weights == teacher or (not is_url(teacher) and _same_file(local, teacher))):
-        raise StudentExportError(
+        raise ConfigError(
             f"--weights {weights} is the teacher's checkpoint (MODEL.DISTILL.TEACHER_WEIGHTS), "
             f"not a distilled student: {hint}")
     expected = terms_with_modules(cfg.MODEL.DISTILL.LOSSES)
     if expected and not dropped_modules:
-        raise StudentExportError(
-            f"--weights {weights} holds no distillation-module tensors (distill_losses.*), but a "
+        raise ConfigError(
+            f"--weights {weights} holds no distillation-module tensors (distill_terms.*), but a "
             f"run of this config ({'+'.join(cfg.MODEL.DISTILL.LOSSES)}) trains them for "
             f"{expected}: it is not a checkpoint of this distillation run; {hint}")
 
@@ -214,7 +209,7 @@ def export_student(cfg: CfgNode, weights: str, output_dir: str, overwrite: bool 
                    allow_non_distilled: bool = False) -> StudentExport:
     """Write ``config.yaml`` + ``model_final.pth`` of the student of the distillation config
     ``cfg``, with the weights of the training checkpoint ``weights`` (path or URL), into
-    ``output_dir``.  Raises StudentExportError (nothing written) on any bad input, including
+    ``output_dir``.  Raises ConfigError (nothing written) on any bad input, including
     weights that are not those of a run of ``cfg`` (unless ``allow_non_distilled``)."""
     output_dir = os.path.abspath(output_dir)
     check_output_dir(output_dir, overwrite)
@@ -225,7 +220,7 @@ def export_student(cfg: CfgNode, weights: str, output_dir: str, overwrite: bool 
     model = build_model(_with_model_keys(student_cfg, DEVICE="cpu"))  # the export needs no GPU
     # every key must match in name and shape; what else the checkpoint held is reported
     checkpointer = load_student_checkpoint(model, weights, "--weights", _WEIGHTS_HINT,
-                                           error=StudentExportError)
+                                           error=ConfigError)
     if not allow_non_distilled:
         _check_distilled(cfg, weights, local, checkpointer.training_only_keys)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -234,7 +229,7 @@ def export_student(cfg: CfgNode, weights: str, output_dir: str, overwrite: bool 
     try:
         _write_export(output_dir, _config_text(export_cfg, notes), state, needs_nd_det)
     except OSError as e:
-        raise StudentExportError(
+        raise ConfigError(
             f"--output {output_dir}: writing the export failed ({first_line(e)}); the folder "
             "was left as it was: check its permissions and the free disk space"
         ) from e

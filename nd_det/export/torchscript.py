@@ -32,7 +32,7 @@ from detectron2.export import TracingAdapter
 from detectron2.modeling import build_model
 
 from ..config import add_backbone_config, merge_config
-from ..errors import UserError
+from ..errors import ConfigError, ExportError
 from ..modeling import backbone as _backbones  # noqa: F401  (registers nd-det's backbones)
 from ..modeling.student_checkpoint import load_student_checkpoint
 from ..utils.atomic_file import atomic_write, atomic_write_json
@@ -46,8 +46,6 @@ __all__ = [
     "TORCHSCRIPT_INFO_SUFFIX",
     "BOX_TOLERANCE",
     "SCORE_TOLERANCE",
-    "TorchScriptExportError",
-    "TorchScriptMismatchError",
     "TorchScriptExport",
     "load_exported_student",
     "deploy_image",
@@ -59,16 +57,6 @@ __all__ = [
 # the round trip: largest differences accepted between TorchScript and Python (boxes in pixels)
 BOX_TOLERANCE = 1e-3
 SCORE_TOLERANCE = 1e-5
-
-
-class TorchScriptExportError(UserError, ValueError):
-    """The export folder, image or output path cannot be used; the message names it and the
-    fix."""
-
-
-class TorchScriptMismatchError(RuntimeError):
-    """The traced module does not reproduce the student's detections (a tracing bug: nothing is
-    written)."""
 
 
 @dataclass
@@ -93,15 +81,15 @@ def load_exported_student(export_dir: str, device: str = "cpu") -> Tuple[CfgNode
     weights_file = os.path.join(export_dir, EXPORT_WEIGHTS_NAME)
     for path in (config_file, weights_file):
         if not os.path.isfile(path):
-            raise TorchScriptExportError(
+            raise ConfigError(
                 f"--export-dir {export_dir}: {os.path.basename(path)} not found; give the folder "
                 "tools/export_student.py wrote (config.yaml + model_final.pth)")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TorchScriptExportError(f"--device {device}: no CUDA device here; use cpu")
+        raise ConfigError(f"--device {device}: no CUDA device here; use cpu")
     cfg = add_backbone_config(get_cfg())
     merge_config(cfg, config_file, config_file)
     if cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
-        raise TorchScriptExportError(
+        raise ConfigError(
             f"{config_file} has MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE}, not "
             "GeneralizedRCNN: export the student first with tools/export_student.py")
     cfg.MODEL.DEVICE = device
@@ -110,7 +98,7 @@ def load_exported_student(export_dir: str, device: str = "cpu") -> Tuple[CfgNode
     model = build_model(cfg)
     load_student_checkpoint(model, weights_file, what=weights_file,
                             hint="give the folder tools/export_student.py wrote",
-                            error=TorchScriptExportError)
+                            error=ConfigError)
     return cfg, model.eval()
 
 
@@ -118,11 +106,11 @@ def deploy_image(cfg: CfgNode, image_path: str) -> torch.Tensor:
     """The image file as the traced module takes it: float32 (3, H, W), 0..255, channels in
     ``INPUT.FORMAT``, resized as detectron2's DefaultPredictor resizes."""
     if not os.path.isfile(image_path):
-        raise TorchScriptExportError(f"--image {image_path}: file not found; give an image file")
+        raise ConfigError(f"--image {image_path}: file not found; give an image file")
     try:
         image = read_image(image_path, format=cfg.INPUT.FORMAT)
     except Exception as e:  # noqa: BLE001 - PIL raises many types for files that are not images
-        raise TorchScriptExportError(
+        raise ConfigError(
             f"--image {image_path} cannot be read as an image ({first_line(e)}); give a JPEG or "
             "PNG file") from None
     resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
@@ -138,18 +126,18 @@ def student_detections(model: torch.nn.Module, image: torch.Tensor
 
 
 def compare_detections(python, traced) -> Tuple[float, float]:
-    """Largest box and score differences; raises TorchScriptMismatchError when the detections
+    """Largest box and score differences; raises ExportError when the detections
     are not the same."""
     (boxes, scores, classes), (ts_boxes, ts_scores, ts_classes) = python, traced
     if len(ts_boxes) != len(boxes) or not torch.equal(ts_classes, classes):
-        raise TorchScriptMismatchError(
+        raise ExportError(
             f"TorchScript gives {len(ts_boxes)} detections (classes {ts_classes.tolist()[:10]}), "
             f"Python {len(boxes)} (classes {classes.tolist()[:10]}): tracing lost part of the "
             "model; nothing was written")
     box_diff = float((ts_boxes - boxes).abs().max()) if len(boxes) else 0.0
     score_diff = float((ts_scores - scores).abs().max()) if len(boxes) else 0.0
     if box_diff > BOX_TOLERANCE or score_diff > SCORE_TOLERANCE:
-        raise TorchScriptMismatchError(
+        raise ExportError(
             f"TorchScript and Python detections differ: max |box diff| {box_diff:.3g} px "
             f"(tolerance {BOX_TOLERANCE}), max |score diff| {score_diff:.3g} (tolerance "
             f"{SCORE_TOLERANCE}); nothing was written")
@@ -206,13 +194,13 @@ def export_torchscript(export_dir: str, image_path: str, output: Optional[str] =
                        device: str = "cpu", overwrite: bool = False) -> TorchScriptExport:
     """Trace the student of ``export_dir`` on ``image_path``, check the saved module against
     the student on that image, and write ``output`` (default ``<export_dir>/model.ts``) and
-    ``output + ".json"``.  Raises TorchScriptExportError for bad input and
-    TorchScriptMismatchError when the round trip differs; nothing is written in both cases."""
+    ``output + ".json"``.  Raises ConfigError for bad input and
+    ExportError when the round trip differs; nothing is written in both cases."""
     output = os.path.abspath(output or os.path.join(export_dir, TORCHSCRIPT_NAME))
     info_path = output + TORCHSCRIPT_INFO_SUFFIX
     check_writable(output, "--output")
     if os.path.exists(output) and not overwrite:
-        raise TorchScriptExportError(f"--output {output} exists; pass --overwrite to replace it")
+        raise ConfigError(f"--output {output} exists; pass --overwrite to replace it")
     cfg, model = load_exported_student(export_dir, device)
     image = deploy_image(cfg, image_path).to(device)
 
@@ -237,7 +225,7 @@ def export_torchscript(export_dir: str, image_path: str, output: Optional[str] =
             max_box_diff=box_diff, max_score_diff=score_diff, trace_seconds=trace_seconds,
             tracer_warnings=tracer_warnings)
 
-    # compare_detections raises TorchScriptMismatchError before the file reaches its name
+    # compare_detections raises ExportError before the file reaches its name
     atomic_write(output, lambda f: torch.jit.save(traced, f), verify=check_saved)
     result = outcome["result"]
     atomic_write_json(_info(cfg, result, device), info_path)

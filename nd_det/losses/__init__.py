@@ -3,27 +3,20 @@
 Used by both the detection meta-architecture (``nd_det.modeling``) and the classification
 package (``nd_det.classification``).
 """
-from .class_means import (
-    ClassMeanAccumulator,
-    ClassMeans,
-    ClassMeansError,
-    load_class_means,
-    metadata_mismatches,
-    save_class_means,
-)
+from .class_means import (ClassMeanAccumulator, ClassMeans, load_class_means, metadata_mismatches, save_class_means)
 from .dist import dist_loss
 from .dkd import dkd_loss
 from .group_batch_norm import GroupSyncBatchNorm2d
 from .kd import kd_loss
-from .nd import NDLoss, nd_loss, nd_loss_per_row, nd_loss_unit, unit_class_means
+from .nd import nd_loss
 from .projection import EmbeddingProjection
 from .reviewkd import ABF, ReviewKDFusion, hcl_loss
 
 __all__ = [
-    "nd_loss", "nd_loss_unit", "nd_loss_per_row", "NDLoss", "unit_class_means",
+    "nd_loss",
     "kd_loss", "dkd_loss", "dist_loss",
     "hcl_loss", "ABF", "ReviewKDFusion", "GroupSyncBatchNorm2d",
     "EmbeddingProjection",
-    "ClassMeanAccumulator", "ClassMeans", "ClassMeansError",
+    "ClassMeanAccumulator", "ClassMeans",
     "load_class_means", "save_class_means", "metadata_mismatches",
 ]

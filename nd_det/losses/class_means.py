@@ -16,12 +16,11 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from ..errors import UserError
+from ..errors import DataError
 from ..utils.atomic_file import atomic_torch_save
 from ..utils.text import short_list
 
 __all__ = [
-    "ClassMeansError",
     "ClassMeans",
     "ClassMeanAccumulator",
     "save_class_means",
@@ -31,10 +30,6 @@ __all__ = [
 
 FORMAT = "nd_det.class_means"
 VERSION = 1
-
-
-class ClassMeansError(UserError, ValueError):
-    """A class-means file or table that cannot be used; the message names the problem."""
 
 
 @dataclass
@@ -123,7 +118,7 @@ class ClassMeanAccumulator:
         empty = self.empty_classes()
         metadata = dict(metadata or {})
         if empty and not allow_empty:
-            raise ClassMeansError(
+            raise DataError(
                 "no samples for class(es) " + ", ".join(class_labels(empty, class_names))
                 + ": every class needs at least one sample for its mean. Use more images, or "
                 "allow empty classes (their rows are zero-filled and flagged in the metadata)."
@@ -155,18 +150,18 @@ def load_class_means(path: str, num_classes: Optional[int] = None,
                      dim: Optional[int] = None) -> ClassMeans:
     """Read and validate a class-means file.
 
-    Raises :class:`ClassMeansError` naming the file and the problem when it is missing, not a
+    Raises :class:`DataError` naming the file and the problem when it is missing, not a
     class-means file, truncated, of the wrong number of classes or dimension, or has NaN/inf rows
     or rows without samples that are not flagged as filled.
     """
     if not os.path.isfile(path):
-        raise ClassMeansError(
+        raise DataError(
             f"class-means file not found: {path}. Create it with tools/extract_class_means.py "
             "(detection) or tools/extract_cls_means.py (classification), or point the config at "
             "an existing file."
         )
     if _looks_like_json(path):
-        raise ClassMeansError(
+        raise DataError(
             f"{path} is a JSON table (like the reference code's R101_emb.json), not an nd-det "
             "class-means file: convert it once with python tools/import_class_means.py --input "
             f"{path} --output class_means/<name>.pth (add --teacher-config/--teacher-weights when "
@@ -175,24 +170,24 @@ def load_class_means(path: str, num_classes: Optional[int] = None,
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any read failure is reported the same way
-        raise ClassMeansError(
+        raise DataError(
             f"cannot read class-means file {path}: {type(e).__name__}: {e}. The file is truncated "
             "or not a class-means file; re-create it with the extraction tool."
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ClassMeansError(
+        raise DataError(
             f"{path} is not an nd-det class-means file (no 'format': '{FORMAT}' entry); "
             "re-create it with the extraction tool."
         )
     if payload.get("version") != VERSION:
-        raise ClassMeansError(
+        raise DataError(
             f"{path} has class-means format version {payload.get('version')!r}; this nd-det reads "
             f"version {VERSION}."
         )
     try:
         table = ClassMeans(payload["means"], payload["counts"], dict(payload.get("metadata", {})))
     except KeyError as e:
-        raise ClassMeansError(f"{path} lacks the {e.args[0]!r} entry of a class-means file") from None
+        raise DataError(f"{path} lacks the {e.args[0]!r} entry of a class-means file") from None
     _validate(table, source=path, num_classes=num_classes, dim=dim)
     return table
 
@@ -214,32 +209,32 @@ def _validate(table: ClassMeans, source: str, num_classes: Optional[int] = None,
               dim: Optional[int] = None) -> None:
     means, counts = table.means, table.counts
     if not isinstance(means, torch.Tensor) or means.dim() != 2:
-        raise ClassMeansError(f"{source}: the means must be a 2-D (C, D) tensor")
+        raise DataError(f"{source}: the means must be a 2-D (C, D) tensor")
     if not isinstance(counts, torch.Tensor) or tuple(counts.shape) != (means.shape[0],):
-        raise ClassMeansError(
+        raise DataError(
             f"{source}: the counts must be a ({means.shape[0]},) tensor, one per class row"
         )
     C, D = means.shape
     if num_classes is not None and C != num_classes:
-        raise ClassMeansError(
+        raise DataError(
             f"{source} holds {C} class rows but {num_classes} are needed (wrong number of "
             "classes: was it made for another dataset or teacher?). Re-extract it for this "
             "teacher and dataset."
         )
     if dim is not None and D != dim:
-        raise ClassMeansError(
+        raise DataError(
             f"{source} has embedding dimension {D} but the teacher's embedding has {dim} "
             "(wrong dimension: made with another teacher?). Re-extract it for this teacher."
         )
     bad = torch.nonzero(~torch.isfinite(means).all(dim=1)).flatten().tolist()
     if bad:
-        raise ClassMeansError(
+        raise DataError(
             f"{source}: NaN/inf in class-mean row(s) {short_list(bad, 10)}; re-extract the file."
         )
     filled = set(table.zero_filled_classes)
     missing = [c for c in torch.nonzero(counts == 0).flatten().tolist() if c not in filled]
     if missing:
-        raise ClassMeansError(
+        raise DataError(
             f"{source}: missing class row(s) {short_list(missing, 10)} (zero samples and not flagged as "
             "filled); re-extract with more images or allow empty classes explicitly."
         )

@@ -15,17 +15,8 @@ import torch
 from detectron2.config import CfgNode
 from torch import nn
 
-from ..config import DistillConfigError
-from ..losses import (
-    ClassMeansError,
-    dkd_loss,
-    hcl_loss,
-    kd_loss,
-    load_class_means,
-    metadata_mismatches,
-    nd_loss_per_row,
-    unit_class_means,
-)
+from ..errors import ConfigError, DataError
+from ..losses import dkd_loss, hcl_loss, kd_loss, load_class_means, metadata_mismatches, nd_loss
 from ..losses.reviewkd import ReviewKDFusion
 from ..utils.registry import Registry, register_as, registered_names
 from .bn_groups import abf_bn_group
@@ -56,14 +47,14 @@ class DistillInputs:
 class DistillTerm(nn.Module):
     """Base class: a named loss term built from the config, the student and the teacher.
 
-    ``check(cfg, student, teacher)`` (ModelShapes of both) raises DistillConfigError when the
+    ``check(cfg, student, teacher)`` (ModelShapes of both) raises ConfigError when the
     term cannot work with these models; the pre-flight checks call it before anything is built,
     the term's constructor calls it again on the real models."""
 
     name: str = ""
     needs_teacher_embeddings: bool = False
     needs_teacher_logits: bool = False
-    # True when the term owns trainable modules (saved as distill_losses.* in checkpoints)
+    # True when the term owns trainable modules (saved as distill_terms.* in checkpoints)
     trains_modules: bool = False
 
     @classmethod
@@ -74,11 +65,11 @@ class DistillTerm(nn.Module):
         node = cfg.MODEL.DISTILL[cls.name.upper()]
         key = f"MODEL.DISTILL.{cls.name.upper()}"
         if not node.WEIGHT > 0:
-            raise DistillConfigError(
+            raise ConfigError(
                 f"{key}.WEIGHT {node.WEIGHT}: '{cls.name}' is in MODEL.DISTILL.LOSSES, so give it "
                 f"a positive weight, or remove it from LOSSES")
         if "TEMPERATURE" in node and not node.TEMPERATURE > 0:
-            raise DistillConfigError(f"{key}.TEMPERATURE {node.TEMPERATURE}: give a positive "
+            raise ConfigError(f"{key}.TEMPERATURE {node.TEMPERATURE}: give a positive "
                                      "softmax temperature (1.0 in the reference's detection runs)")
 
     def forward(self, inputs: DistillInputs) -> torch.Tensor:  # pragma: no cover - abstract
@@ -112,11 +103,11 @@ class NDTerm(DistillTerm):
         super().check(cfg, student, teacher)
         for who, shapes in (("student", student), ("teacher", teacher)):
             if shapes.embedding_dim is None:
-                raise DistillConfigError(
+                raise ConfigError(
                     f"ND needs a {who} box head that outputs flat RoI embeddings: set its "
                     "MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead with NUM_FC >= 1")
         if student.embedding_dim != teacher.embedding_dim:
-            raise DistillConfigError(
+            raise ConfigError(
                 f"ND needs student and teacher RoI embeddings of one size: student box head "
                 f"gives {student.embedding_dim} (MODEL.ROI_BOX_HEAD.FC_DIM), teacher "
                 f"{teacher.embedding_dim}. Set the student's MODEL.ROI_BOX_HEAD.FC_DIM to the "
@@ -126,12 +117,12 @@ class NDTerm(DistillTerm):
     @staticmethod
     def class_means_table(cfg: CfgNode, dim: int):
         """MODEL.DISTILL.CLASS_MEANS, read and checked (NUM_CLASSES + 1 rows of ``dim``
-        values); a bad file is one ClassMeansError naming the key."""
+        values); a bad file is one DataError naming the key."""
         try:
             return load_class_means(cfg.MODEL.DISTILL.CLASS_MEANS,
                                     num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1, dim=dim)
-        except ClassMeansError as e:
-            raise ClassMeansError(f"MODEL.DISTILL.CLASS_MEANS: {e}") from None
+        except DataError as e:
+            raise DataError(f"MODEL.DISTILL.CLASS_MEANS: {e}") from None
 
     def __init__(self, cfg: CfgNode, student: nn.Module, teacher: FrozenTeacher):
         super().__init__()
@@ -146,14 +137,15 @@ class NDTerm(DistillTerm):
                 "MODEL.DISTILL.CLASS_MEANS=%s may come from another teacher (%s). Class means "
                 "differ strongly between teachers: re-extract them for this one.", path, line
             )
-        self.register_buffer("unit_means", unit_class_means(table.means), persistent=False)
+        # rebuilt from the file at every start, never checkpointed
+        self.register_buffer("class_means", table.means, persistent=False)
 
     def forward(self, inputs: DistillInputs) -> torch.Tensor:
-        rows = nd_loss_per_row(
-            inputs.student_embeddings, inputs.teacher_embeddings, inputs.labels, self.unit_means
-        )
+        args = (inputs.student_embeddings, inputs.teacher_embeddings, inputs.labels,
+                self.class_means)
         if self.include_background:
-            return self.weight * rows.mean() if rows.numel() else rows.sum()
+            return nd_loss(*args, weight=self.weight)
+        rows = nd_loss(*args, reduction="none")
         fg = (inputs.labels < self.num_classes).to(rows.dtype)
         # a masked mean, without any host-device sync on the number of foreground RoIs
         return self.weight * (rows * fg).sum() / fg.sum().clamp_min(1.0)
@@ -208,20 +200,20 @@ class ReviewKDTerm(DistillTerm):
         c = cfg.MODEL.DISTILL.REVIEWKD
         in_features = list(c.IN_FEATURES)
         if not in_features:
-            raise DistillConfigError("MODEL.DISTILL.REVIEWKD.IN_FEATURES is empty: name the FPN "
+            raise ConfigError("MODEL.DISTILL.REVIEWKD.IN_FEATURES is empty: name the FPN "
                                      "levels to compare, e.g. ['p2', 'p3', 'p4', 'p5', 'p6']")
         for who, shapes in (("student", student), ("teacher", teacher)):
             missing = [f for f in in_features if f not in shapes.levels]
             if missing:
-                raise DistillConfigError(
+                raise ConfigError(
                     f"MODEL.DISTILL.REVIEWKD.IN_FEATURES={in_features}: the {who} backbone has "
                     f"no level(s) {missing} (it has {sorted(shapes.levels)})."
                 )
         if c.NORM not in ("bn", "gn", "none"):
-            raise DistillConfigError(f"MODEL.DISTILL.REVIEWKD.NORM={c.NORM!r}: use 'bn' (the "
+            raise ConfigError(f"MODEL.DISTILL.REVIEWKD.NORM={c.NORM!r}: use 'bn' (the "
                                      "reference), 'gn' or 'none'")
         if int(c.MID_CHANNELS) < 1:
-            raise DistillConfigError(f"MODEL.DISTILL.REVIEWKD.MID_CHANNELS={c.MID_CHANNELS}: "
+            raise ConfigError(f"MODEL.DISTILL.REVIEWKD.MID_CHANNELS={c.MID_CHANNELS}: "
                                      "give a positive width (256 as the reference)")
 
     def __init__(self, cfg: CfgNode, student: nn.Module, teacher: FrozenTeacher):
@@ -255,12 +247,12 @@ def check_distill_loss_names(names) -> List[str]:
     names = list(names)
     unknown = [n for n in names if n not in DISTILL_TERM_REGISTRY]
     if unknown:
-        raise DistillConfigError(
+        raise ConfigError(
             f"MODEL.DISTILL.LOSSES has unknown name(s) {unknown}; choose from "
             f"{available_distill_terms()}."
         )
     if len(set(names)) != len(names):
-        raise DistillConfigError(f"MODEL.DISTILL.LOSSES lists a loss twice: {names}")
+        raise ConfigError(f"MODEL.DISTILL.LOSSES lists a loss twice: {names}")
     return names
 
 

@@ -1,6 +1,6 @@
 """DistillRCNN: a detectron2 GeneralizedRCNN student distilled from a frozen teacher detector.
 
-One training step (see ARCHITECTURE.md):
+One training step (docs/architecture.md):
 
 1. the student preprocesses, runs its backbone, RPN and RoI sampling as usual;
 2. the student's box head runs ONCE on the sampled RoIs; its embeddings feed both the detector
@@ -24,7 +24,7 @@ from detectron2.structures import ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from ..config import DistillConfigError
+from ..errors import ConfigError
 from .distill_terms import DistillInputs, build_distill_terms
 from .teacher import FrozenTeacher, TeacherNeeds
 
@@ -36,12 +36,12 @@ logger = logging.getLogger(__name__)
 def check_student_heads(cfg) -> None:
     """The student's ROI heads must be ones DistillRCNN can feed to the teacher."""
     if cfg.MODEL.ROI_HEADS.NAME != "StandardROIHeads":
-        raise DistillConfigError(
+        raise ConfigError(
             f"MODEL.ROI_HEADS.NAME={cfg.MODEL.ROI_HEADS.NAME}: DistillRCNN supports "
             "StandardROIHeads (Faster/Mask R-CNN); use MODEL.ROI_HEADS.NAME StandardROIHeads."
         )
     if cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES:
-        raise DistillConfigError(
+        raise ConfigError(
             "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES=True is not supported by DistillRCNN "
             "(the teacher must see the sampled proposals); set it to False."
         )
@@ -63,10 +63,10 @@ class DistillRCNN(GeneralizedRCNN):
         """
         super().__init__(**kwargs)
         if distill_terms and teacher is None:
-            raise DistillConfigError("distillation terms were given without a teacher")
+            raise ConfigError("distillation terms were given without a teacher")
         # not an nn.Module: the teacher stays out of state_dict, parameters and DDP
-        self.frozen_teacher = teacher
-        self.distill_losses = distill_terms
+        self.teacher = teacher
+        self.distill_terms = distill_terms
         self.teacher_needs = TeacherNeeds(
             embeddings=any(t.needs_teacher_embeddings for t in distill_terms),
             logits=any(t.needs_teacher_logits for t in distill_terms),
@@ -90,21 +90,16 @@ class DistillRCNN(GeneralizedRCNN):
         return ret
 
     # ---------------------------------------------------------------- teacher bookkeeping
-    @property
-    def teacher(self) -> Optional[nn.Module]:
-        """The teacher's detector module (None without distillation)."""
-        return None if self.frozen_teacher is None else self.frozen_teacher.model
-
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
-        if self.frozen_teacher is not None:
-            self.frozen_teacher.apply(fn)
+        if self.teacher is not None:
+            self.teacher.apply(fn)
         return self
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.frozen_teacher is not None:
-            self.frozen_teacher.model.eval()  # the teacher never leaves eval mode
+        if self.teacher is not None:
+            self.teacher.model.eval()  # the teacher never leaves eval mode
         return self
 
     # ---------------------------------------------------------------- training step
@@ -126,9 +121,9 @@ class DistillRCNN(GeneralizedRCNN):
         losses.update(self.roi_heads._forward_mask(features, sampled))
         losses.update(self.roi_heads._forward_keypoint(features, sampled))
 
-        if self.distill_losses:
+        if self.distill_terms:
             inputs = self.distill_inputs(features, embeddings, logits, teacher_images, sampled)
-            for term in self.distill_losses:
+            for term in self.distill_terms:
                 losses["loss_" + term.name] = term(inputs)
 
         if self.vis_period > 0:
@@ -142,9 +137,9 @@ class DistillRCNN(GeneralizedRCNN):
         teacher's is None without distillation)."""
         raw = [self._move_to_current_device(x["image"]) for x in batched_inputs]
         images = self.preprocess_image([{"image": x} for x in raw])  # moves nothing again
-        if self.frozen_teacher is None:
+        if self.teacher is None:
             return images, None
-        return images, self.frozen_teacher.preprocess(raw)
+        return images, self.teacher.preprocess(raw)
 
     def student_box_branch(self, features, sampled: List[Instances]):
         """The student's box branch on the sampled RoIs, run once: embeddings, class logits and
@@ -160,7 +155,7 @@ class DistillRCNN(GeneralizedRCNN):
     def distill_inputs(self, features, embeddings, logits, teacher_images: ImageList,
                        sampled: List[Instances]) -> DistillInputs:
         """The student's outputs of this step plus the teacher's on the same images and RoIs."""
-        teacher = self.frozen_teacher.outputs(
+        teacher = self.teacher.outputs(
             teacher_images, [p.proposal_boxes for p in sampled], self.teacher_needs)
         return DistillInputs(
             labels=torch.cat([p.gt_classes for p in sampled]),

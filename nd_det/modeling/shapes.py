@@ -11,7 +11,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.roi_heads import build_roi_heads
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..utils.text import first_line
 
 __all__ = ["ModelShapes", "shapes_of", "shapes_from_config", "state_shapes_from_config"]

@@ -2,7 +2,7 @@
 DistillRCNN state dict, and the one checkpointer that loads them strictly.
 
 A DistillRCNN checkpoint holds the student (keys identical to a GeneralizedRCNN's) plus the
-training-only modules of the distillation terms (``distill_losses.*``, e.g. ReviewKD's ABFs) and
+training-only modules of the distillation terms (``distill_terms.*``, e.g. ReviewKD's ABFs) and
 the trainer's state; it never holds the teacher.
 """
 import pickle
@@ -13,7 +13,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.modeling import BACKBONE_REGISTRY, build_model
 
-from ..errors import UserError
+from ..errors import ConfigError
+from ..utils.checkpoint_files import mismatch_text, state_mismatch
 from ..utils.text import first_line, short_list
 from .weights import local_weights_file
 
@@ -27,18 +28,16 @@ __all__ = [
     "plain_student_cfg",
     "StrictCheckpointer",
     "StudentCheckpointer",
-    "StudentWeightsError",
     "load_student_checkpoint",
     "build_plain_student",
     "without_ddp_prefix",
-    "describe_mismatch",
     "read_model_state",
-    "state_mismatch",
+    "model_state_mismatch",
     "student_mismatch_message",
 ]
 
-# state_dict prefix of the training-only distillation modules (DistillRCNN.distill_losses)
-DISTILL_STATE_PREFIX = "distill_losses."
+# state_dict prefix of the training-only distillation modules (DistillRCNN.distill_terms)
+DISTILL_STATE_PREFIX = "distill_terms."
 # config nodes (under MODEL) that nd-det adds; stock detectron2 rejects a yaml holding them
 ND_DET_MODEL_NODES = ("DISTILL", "TORCHVISION")
 # the node each nd-det backbone builder reads (kept in a plain config that uses the builder)
@@ -53,8 +52,9 @@ def without_ddp_prefix(key: str) -> str:
 
 
 def is_distill_module_key(key: str) -> bool:
-    """True for a key of the distillation terms' modules (``distill_losses.*``, DDP or not)."""
-    return without_ddp_prefix(key).startswith(DISTILL_STATE_PREFIX)
+    """True for a key of the distillation terms' modules (``distill_terms.*``, DDP or not;
+    ``distill_losses.*`` in checkpoints written before the attribute was renamed)."""
+    return without_ddp_prefix(key).startswith((DISTILL_STATE_PREFIX, "distill_losses."))
 
 
 def student_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -106,7 +106,7 @@ class StrictCheckpointer(DetectionCheckpointer):
         self.unreadable = unreadable or (lambda why: ValueError(f"not a checkpoint: {why}"))
         self.allowed_unexpected = allowed_unexpected
         self.state_filter = state_filter
-        self.mismatch = ""  # the last load's mismatches (describe_mismatch), "" when none
+        self.mismatch = ""  # the last load's mismatch_text, "" when none
 
     def _load_file(self, filename):
         try:
@@ -128,7 +128,7 @@ class StrictCheckpointer(DetectionCheckpointer):
             checkpoint["model"] = self.state_filter(state)
         incompatible = super()._load_model(checkpoint)
         wrong_shape = {k for k, _, _ in incompatible.incorrect_shapes}
-        self.mismatch = describe_mismatch(
+        self.mismatch = mismatch_text(
             [k for k in incompatible.missing_keys if k not in wrong_shape],
             [k for k in incompatible.unexpected_keys if not self.allowed_unexpected(k)],
             incompatible.incorrect_shapes)
@@ -136,21 +136,6 @@ class StrictCheckpointer(DetectionCheckpointer):
 
     def _log_incompatible_keys(self, incompatible) -> None:
         """Mismatches are the caller's to report (as one error), not warnings."""
-
-
-def describe_mismatch(missing, unexpected, incorrect_shapes) -> str:
-    """"missing keys: ...; unexpected keys: ...; shape mismatches: k (a) in the checkpoint vs
-    (b) in the model" (the parts that apply); "" when everything matched."""
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {short_list(missing, 6)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {short_list(unexpected, 6)}")
-    if incorrect_shapes:
-        problems.append("shape mismatches: " + short_list(
-            [f"{k} {tuple(a)} in the checkpoint vs {tuple(b)} in the model"
-             for k, a, b in incorrect_shapes], 3))
-    return "; ".join(problems)
 
 
 def read_model_state(path: str) -> Dict:
@@ -168,19 +153,19 @@ def read_model_state(path: str) -> Dict:
     raise ValueError("no 'model' state dict in it")
 
 
-def state_mismatch(model_shapes: Dict[str, tuple], state: Dict,
-                   allowed_unexpected: Callable[[str], bool] = lambda key: False) -> str:
-    """describe_mismatch of a file's ``state`` against a model's ``{key: shape}`` (e.g. of a
-    model built on the meta device): pixel_mean / pixel_std / cell anchors are never missing."""
-    def optional(key):
-        return key.endswith(("pixel_mean", "pixel_std")) or "anchor_generator.cell_anchors" in key
+def _optional_model_key(key: str) -> bool:
+    # buffers detectron2 rebuilds from the config, never required in a file
+    return key.endswith(("pixel_mean", "pixel_std")) or "anchor_generator.cell_anchors" in key
 
-    missing = [k for k in model_shapes if k not in state and not optional(k)]
-    unexpected = [k for k in state if k not in model_shapes and not optional(k)
-                  and not allowed_unexpected(k)]
-    shapes = [(k, tuple(state[k].shape), model_shapes[k]) for k in model_shapes
-              if k in state and tuple(state[k].shape) != tuple(model_shapes[k])]
-    return describe_mismatch(missing, unexpected, shapes)
+
+def model_state_mismatch(model_shapes: Dict[str, tuple], state: Dict,
+                         allowed_unexpected: Callable[[str], bool] = lambda key: False) -> str:
+    """The mismatch text (``nd_det.utils.checkpoint_files``) of a detectron2 checkpoint's
+    ``state`` against a model's ``{key: shape}``: pixel_mean / pixel_std / cell anchors are
+    never missing, ``allowed_unexpected`` keys may be extra."""
+    return state_mismatch(model_shapes, state,
+                          lambda k: _optional_model_key(k) or (k not in model_shapes
+                                                               and allowed_unexpected(k)))
 
 
 def student_mismatch_message(what: str, weights: str, problems: str) -> str:
@@ -192,7 +177,7 @@ def student_mismatch_message(what: str, weights: str, problems: str) -> str:
 
 class StudentCheckpointer(StrictCheckpointer):
     """Loads the student part of any checkpoint (DistillRCNN training checkpoints included) into
-    a plain GeneralizedRCNN; remembers which ``distill_losses.*`` keys it left out."""
+    a plain GeneralizedRCNN; remembers which ``distill_terms.*`` keys it left out."""
 
     def __init__(self, model, save_dir: str = "", **kwargs):
         kwargs.setdefault("allowed_unexpected", lambda key: key.endswith(("pixel_mean",
@@ -205,13 +190,9 @@ class StudentCheckpointer(StrictCheckpointer):
         return student_state_dict(state)
 
 
-class StudentWeightsError(UserError, ValueError):
-    """Student weights that cannot be read or do not fit the student of the config."""
-
-
 def load_student_checkpoint(model, weights: str, what: str = "MODEL.WEIGHTS",
                             hint: str = "give the model_final.pth a training run of this config "
-                            "wrote", error=StudentWeightsError) -> StudentCheckpointer:
+                            "wrote", error=ConfigError) -> StudentCheckpointer:
     """Load the student entries of ``weights`` (a path or a URL) into ``model``; raise
     ``error`` naming ``what`` unless every key matched in name and shape.  Returns the
     checkpointer (what it left out, the checkpoint's other entries in ``extra``)."""

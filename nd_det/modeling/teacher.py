@@ -30,34 +30,28 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.structures import Boxes, ImageList
 
-from ..config import DistillConfigError, add_distill_config, merge_config
-from ..errors import UserError
+from ..config import add_distill_config, merge_config
+from ..errors import ConfigError
 from ..utils.modules import freeze
+from ..utils.precision import AUTOCAST_DTYPES
 from ..utils.text import first_line
 from .shapes import ModelShapes, shapes_of, state_shapes_from_config
 from .student_checkpoint import (DISTILL_STATE_PREFIX, StrictCheckpointer, read_model_state,
-                                 state_mismatch)
+                                 model_state_mismatch)
 from .weights import local_weights_file
 
 __all__ = [
-    "TeacherError",
     "TeacherNeeds",
     "TeacherOutputs",
     "FrozenTeacher",
     "resolve_teacher_weights",
     "teacher_identity",
-    "AUTOCAST_DTYPES",
 ]
 
 logger = logging.getLogger(__name__)
 
 _CHANNEL_ORDERS = {"RGB", "BGR"}
-AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 _AUTOCAST_VALUES = ("", "float32", *AUTOCAST_DTYPES)
-
-
-class TeacherError(UserError, RuntimeError):
-    """The teacher cannot be built or loaded; the message names the key/file and the fix."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +134,7 @@ class FrozenTeacher:
         teacher_cfg.freeze()
         s, t = cfg.MODEL.ROI_HEADS.NUM_CLASSES, teacher_cfg.MODEL.ROI_HEADS.NUM_CLASSES
         if s != t:
-            raise DistillConfigError(
+            raise ConfigError(
                 f"the student has MODEL.ROI_HEADS.NUM_CLASSES={s} but the teacher "
                 f"({cfg.MODEL.DISTILL.TEACHER_CONFIG}) has {t}: they must predict the same "
                 "classes. Use a teacher trained on this dataset, or fix NUM_CLASSES "
@@ -149,7 +143,7 @@ class FrozenTeacher:
         _needs_flip(cfg, teacher_cfg)
         value = cfg.MODEL.DISTILL.TEACHER_AUTOCAST
         if value not in _AUTOCAST_VALUES:
-            raise DistillConfigError(
+            raise ConfigError(
                 f"MODEL.DISTILL.TEACHER_AUTOCAST={value!r}: use one of {sorted(_AUTOCAST_VALUES)}"
             )
         return teacher_cfg
@@ -168,9 +162,9 @@ class FrozenTeacher:
             raise _unreadable(weights, first_line(e)) from None
         expected = state_shapes_from_config(FrozenTeacher.teacher_config(cfg),
                                             "the teacher (MODEL.DISTILL.TEACHER_CONFIG)")
-        problems = state_mismatch(expected, state, _allowed_unexpected)
+        problems = model_state_mismatch(expected, state, _allowed_unexpected)
         if problems:
-            raise TeacherError(_mismatch_message(weights, problems))
+            raise ConfigError(_mismatch_message(weights, problems))
         return local
 
     def load_weights(self) -> None:
@@ -183,7 +177,7 @@ class FrozenTeacher:
                                           allowed_unexpected=_allowed_unexpected)
         checkpointer.load(local)
         if checkpointer.mismatch:
-            raise TeacherError(_mismatch_message(self.weights, checkpointer.mismatch))
+            raise ConfigError(_mismatch_message(self.weights, checkpointer.mismatch))
         freeze(self.model)
         self.weights_loaded = True
         logger.info("Teacher loaded from %s (config %s)", self.weights,
@@ -218,7 +212,7 @@ class FrozenTeacher:
         """Width of the box-head output (the RoI embedding ND compares)."""
         shape = self.model.roi_heads.box_head.output_shape
         if shape.height or shape.width:
-            raise DistillConfigError(
+            raise ConfigError(
                 "the teacher's box head does not output flat RoI embeddings; ND needs "
                 "MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead in the teacher's config")
         return int(shape.channels)
@@ -267,8 +261,8 @@ class FrozenTeacher:
 
 
 # ---------------------------------------------------------------------- helpers of the checks
-def _unreadable(weights: str, why: str) -> TeacherError:
-    return TeacherError(
+def _unreadable(weights: str, why: str) -> ConfigError:
+    return ConfigError(
         f"cannot load teacher weights MODEL.DISTILL.TEACHER_WEIGHTS={weights!r}: {why}. Check "
         "that the file is a complete detectron2 checkpoint.")
 
@@ -282,7 +276,7 @@ def _mismatch_message(weights: str, problems: str) -> str:
 def _teacher_config_file(name: str) -> str:
     """A path for TEACHER_CONFIG: an existing file, or a detectron2 model-zoo config name."""
     if not name:
-        raise TeacherError(
+        raise ConfigError(
             "MODEL.DISTILL.TEACHER_CONFIG is empty: set it to a detectron2 model-zoo name such as "
             "'COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml' or to a yaml file."
         )
@@ -293,7 +287,7 @@ def _teacher_config_file(name: str) -> str:
     try:
         return model_zoo.get_config_file(name)
     except RuntimeError:
-        raise TeacherError(
+        raise ConfigError(
             f"MODEL.DISTILL.TEACHER_CONFIG={name!r} is neither an existing file nor a detectron2 "
             "model-zoo config name (e.g. 'COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml')."
         ) from None
@@ -306,7 +300,7 @@ def _needs_flip(cfg: CfgNode, teacher_cfg: CfgNode) -> bool:
         return False
     if {s, t} <= _CHANNEL_ORDERS:
         return True
-    raise DistillConfigError(
+    raise ConfigError(
         f"INPUT.FORMAT {s!r} (student) and {t!r} (teacher): only RGB/BGR differences can be "
         "bridged; give both models the same input format."
     )
@@ -325,20 +319,20 @@ def resolve_teacher_weights(cfg: CfgNode) -> str:
         except RuntimeError:
             weights = ""
     if not weights:
-        raise TeacherError(
+        raise ConfigError(
             "MODEL.DISTILL.TEACHER_WEIGHTS is empty and TEACHER_CONFIG "
             f"({name!r}) is not a model-zoo config with known weights: set TEACHER_WEIGHTS to the "
             "teacher's checkpoint (a path or a detectron2:// URL)."
         )
     if "://" not in weights:
         if not os.path.isfile(weights):
-            raise TeacherError(
+            raise ConfigError(
                 f"MODEL.DISTILL.TEACHER_WEIGHTS={weights!r}: file not found. Point it at the "
                 "teacher checkpoint (.pkl from the detectron2 model zoo or a .pth written by "
                 "detectron2), or use a detectron2:// URL."
             )
         if not os.access(weights, os.R_OK):
-            raise TeacherError(f"MODEL.DISTILL.TEACHER_WEIGHTS={weights!r}: file is not readable.")
+            raise ConfigError(f"MODEL.DISTILL.TEACHER_WEIGHTS={weights!r}: file is not readable.")
     return weights
 
 
@@ -346,7 +340,7 @@ def teacher_identity(cfg: CfgNode) -> dict:
     """The metadata that ties a class-means file to the teacher of ``cfg``."""
     try:
         weights = resolve_teacher_weights(cfg)
-    except TeacherError:
+    except ConfigError:
         weights = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
     return {
         "teacher_config": cfg.MODEL.DISTILL.TEACHER_CONFIG,

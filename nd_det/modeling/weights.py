@@ -6,14 +6,10 @@ import os
 
 from detectron2.utils.file_io import Detectron2Handler, PathManager
 
-from ..errors import UserError
+from ..errors import FileError
 from ..utils.text import first_line
 
-__all__ = ["WeightsFileError", "is_url", "https_url", "local_weights_file"]
-
-
-class WeightsFileError(UserError, FileNotFoundError):
-    """A weights file that is missing, unreadable or cannot be downloaded."""
+__all__ = [ "is_url", "https_url", "local_weights_file"]
 
 
 def is_url(path: str) -> bool:
@@ -30,26 +26,26 @@ def https_url(url: str) -> str:
 
 def local_weights_file(key: str, value: str) -> str:
     """A local file for the weights ``value`` of config key ``key``: the path itself (checked)
-    or, for a URL, the downloaded copy.  Raises WeightsFileError naming the key."""
+    or, for a URL, the downloaded copy.  Raises FileError naming the key."""
     if not value:
-        raise WeightsFileError(f"{key} is empty: set it to a weights file (a path or a URL)")
+        raise FileError(f"{key} is empty: set it to a weights file (a path or a URL)")
     if not is_url(value):
         if not os.path.isfile(value):
-            raise WeightsFileError(
+            raise FileError(
                 f"{key} {value}: file not found; point it at an existing weights file "
                 "(.pkl or .pth) or a detectron2:// / https:// URL")
         if not os.access(value, os.R_OK):
-            raise WeightsFileError(f"{key} {value}: the file is not readable (permissions)")
+            raise FileError(f"{key} {value}: the file is not readable (permissions)")
         return value
     try:
         local = PathManager.get_local_path(value)
     except Exception as e:  # noqa: BLE001 - network and handler errors come in many types
-        raise WeightsFileError(
+        raise FileError(
             f"{key} {value}: could not download ({first_line(e)}): a network failure. On a "
             f"machine with network access fetch {https_url(value)} by hand, copy it here and set "
             f"{key} to its local path") from None
     if not os.path.isfile(local):
-        raise WeightsFileError(
+        raise FileError(
             f"{key} {value}: no handler can fetch this URL; use a local path, a detectron2:// "
             "or an https:// URL")
     return local

@@ -1,13 +1,10 @@
 """Checks that a file or folder can be written, made before any work is done (stdlib only)."""
 import os
 
-from ..errors import UserError
-
-__all__ = ["PathError", "nearest_existing_folder", "check_writable"]
+from ..errors import FileError
 
 
-class PathError(UserError, OSError):
-    """A path that cannot be written (or that is a file where a folder is needed)."""
+__all__ = [ "nearest_existing_folder", "check_writable"]
 
 
 def nearest_existing_folder(path: str) -> str:
@@ -22,22 +19,22 @@ def nearest_existing_folder(path: str) -> str:
 
 
 def check_writable(path: str, what: str, folder: bool = False) -> None:
-    """Raise PathError naming ``what`` (a key or flag) unless ``path`` can be created or
+    """Raise FileError naming ``what`` (a key or flag) unless ``path`` can be created or
     rewritten: a folder (``folder=True``) or a file whose folder may not exist yet."""
     path = os.path.abspath(path)
     if folder and os.path.exists(path) and not os.path.isdir(path):
-        raise PathError(f"{what} {path} exists and is not a folder; give a folder path")
+        raise FileError(f"{what} {path} exists and is not a folder; give a folder path")
     if not folder and os.path.isdir(path):
-        raise PathError(f"{what} {path} is a folder; give a file path")
+        raise FileError(f"{what} {path} is a folder; give a file path")
     if not folder and os.path.exists(path):
         if not os.access(path, os.W_OK) or not os.access(os.path.dirname(path), os.W_OK):
-            raise PathError(f"{what} {path} exists and cannot be replaced (permissions); "
+            raise FileError(f"{what} {path} exists and cannot be replaced (permissions); "
                             "choose another path")
         return
     existing = nearest_existing_folder(path if folder else os.path.dirname(path))
     blocked = os.path.join(existing, os.path.relpath(path, existing).split(os.sep)[0])
     if os.path.exists(blocked) and not os.path.isdir(blocked):
-        raise PathError(f"{what} {path} cannot be created: {blocked} is a file")
+        raise FileError(f"{what} {path} cannot be created: {blocked} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise PathError(f"{what} {path} cannot be created: {existing} is not writable; choose a "
+        raise FileError(f"{what} {path} cannot be created: {existing} is not writable; choose a "
                         "folder you can write to")

@@ -9,6 +9,9 @@ from typing import Any, List
 
 from fvcore.common.registry import Registry
 
+from ..errors import ConfigError
+
+
 __all__ = ["Registry", "register_as", "registered_names", "lookup"]
 
 
@@ -27,7 +30,7 @@ def registered_names(registry: Registry) -> List[str]:
 
 
 def lookup(registry: Registry, name: str, what: str) -> Any:
-    """The entry under ``name``, else ``KeyError("unknown <what>; available: <sorted names>")``."""
+    """The entry under ``name``, else ``ConfigError("unknown <what>; available: <sorted names>")``."""
     if name not in registry:
-        raise KeyError(f"unknown {what}; available: {', '.join(registered_names(registry))}")
+        raise ConfigError(f"unknown {what}; available: {', '.join(registered_names(registry))}")
     return registry.get(name)

@@ -3,9 +3,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from nd_det.errors import DataError
 from nd_det.classification import build_classifier, extract_class_means
 from nd_det.classification.data import ShardSampler, build_dataset
-from nd_det.losses import ClassMeansError, load_class_means, save_class_means
+from nd_det.losses import load_class_means, save_class_means
 
 
 def _slow_reference(model, dataset, num_classes):
@@ -56,7 +57,7 @@ def test_extraction_matches_the_per_sample_reference(tmp_path):
     save_class_means(str(path), table)
     loaded = load_class_means(str(path), num_classes=10, dim=model.embedding_dim)
     assert torch.equal(loaded.means, table.means) and loaded.metadata == table.metadata
-    with pytest.raises(ClassMeansError, match=r"embedding dimension 64 but the teacher's embedding "
+    with pytest.raises(DataError, match=r"embedding dimension 64 but the teacher's embedding "
                                               r"has 128"):
         load_class_means(str(path), num_classes=10, dim=128)
 
@@ -64,6 +65,6 @@ def test_extraction_matches_the_per_sample_reference(tmp_path):
 def test_a_class_without_samples_is_an_error():
     dataset, info = build_dataset({"name": "digits", "train_subset": 3}, train=True, augment=False)
     model = build_classifier("resnet8", info.num_classes, info.in_channels)
-    with pytest.raises(ClassMeansError, match=r"no samples for class\(es\) .*\(\d\)"):
+    with pytest.raises(DataError, match=r"no samples for class\(es\) .*\(\d\)"):
         extract_class_means(model, DataLoader(dataset, batch_size=3), info.num_classes,
                             torch.device("cpu"), class_names=info.classes)

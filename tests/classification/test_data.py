@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from nd_det.errors import ConfigError, FileError
 from nd_det.classification.data import (
     CIFAR100Dataset, ShardSampler, build_dataset, load_digits_split, load_fashion_mnist, read_idx)
 from nd_det.classification.data.transforms import CIFAR100_MEAN, CIFAR100_STD
@@ -48,11 +49,11 @@ def test_cifar100_reads_the_official_pickle_format(tmp_path):
 
 
 def test_cifar100_errors_name_the_file_and_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"cifar-100-python/train, .*meta missing\. "
+    with pytest.raises(FileError, match=r"cifar-100-python/train, .*meta missing\. "
                                                 r"Download cifar-100-python\.tar\.gz"):
         CIFAR100Dataset(str(tmp_path), True)
     write_tiny_cifar100(tmp_path)
-    with pytest.raises(ValueError, match=r"cifar-100-python/(train|test|meta) is not the official "
+    with pytest.raises(FileError, match=r"cifar-100-python/(train|test|meta) is not the official "
                                          r"CIFAR-100 file .*verify_checksums: false"):
         CIFAR100Dataset(str(tmp_path), True, verify_checksums=True)
 
@@ -72,7 +73,7 @@ def test_image_folder(tmp_path):
     assert (len(train), len(val), info.classes, info.num_classes) == (6, 4, ["ant", "cat"], 2)
     image, label = val[3]
     assert image.shape == (3, 32, 32) and label == 1
-    with pytest.raises(FileNotFoundError, match=r"image folder .*nowhere.train not found"):
+    with pytest.raises(FileError, match=r"image folder .*nowhere.train not found"):
         build_dataset({"name": "image_folder", "root": str(tmp_path / "nowhere")}, True, True)
 
 
@@ -94,17 +95,17 @@ def test_fashion_mnist_idx_files(tmp_path):
     image, label = dataset[2]
     assert torch.equal(image, torch.from_numpy(images[2])[None]) and label == 9
 
-    with pytest.raises(FileNotFoundError, match=r"train-images-idx3-ubyte\(\.gz\) not found.*"
+    with pytest.raises(FileError, match=r"train-images-idx3-ubyte\(\.gz\) not found.*"
                                                 r"apt-get install dataset-fashion-mnist"):
         load_fashion_mnist(str(tmp_path), train=True)
     bad = tmp_path / "bad.gz"
     with gzip.open(bad, "wb") as f:
         f.write(b"\x01\x02\x08\x01" + b"\x00" * 8)
-    with pytest.raises(ValueError, match=r"bad\.gz is not an IDX file \(bad magic number 01020801"):
+    with pytest.raises(FileError, match=r"bad\.gz is not an IDX file \(bad magic number 01020801"):
         read_idx(str(bad))
     with gzip.open(bad, "wb") as f:
         f.write(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + b"\x00" * 7)
-    with pytest.raises(ValueError, match=r"truncated or padded: .*shape \(10,\) \(10 bytes\) but "
+    with pytest.raises(FileError, match=r"truncated or padded: .*shape \(10,\) \(10 bytes\) but "
                                          r"7 bytes follow"):
         read_idx(str(bad))
 
@@ -127,7 +128,7 @@ def test_subset_is_fixed_and_checked():
     assert len(a) == 50 and a.indices == b.indices
     with pytest.raises(ValueError, match=r"data.train_subset must be between 1 and 1438"):
         build_dataset(dict(cfg, train_subset=5000), True, False)
-    with pytest.raises(KeyError, match=r"unknown dataset data.name='mnist'; available: cifar100, "
+    with pytest.raises(ConfigError, match=r"unknown dataset data.name='mnist'; available: cifar100, "
                                        r"digits, fashion_mnist, image_folder"):
         build_dataset({"name": "mnist"}, True, False)
 

@@ -3,6 +3,7 @@ projection; the teacher stays frozen and outside the student's state."""
 import pytest
 import torch
 
+from nd_det.errors import ConfigError
 from nd_det.classification import Distiller, TermContext, build_classifier, build_loss_terms
 from nd_det.classification.distiller import warm_up_factor
 from nd_det.losses import ClassMeans, dkd_loss, dist_loss, hcl_loss, kd_loss, nd_loss
@@ -103,10 +104,10 @@ def test_teacher_is_frozen_and_outside_the_student_state():
 def test_bad_loss_lists_are_explained():
     s, t = build_classifier("resnet8", NUM_CLASSES), build_classifier("resnet18", NUM_CLASSES)
     ctx = TermContext(s, t, None)
-    with pytest.raises(KeyError, match=r"unknown loss term 'kd\+\+' in distill.losses; available: "
+    with pytest.raises(ConfigError, match=r"unknown loss term 'kd\+\+' in distill.losses; available: "
                                        r"ce, dist, dkd, kd, nd, reviewkd"):
         build_loss_terms({"kd++": {}}, ctx)
-    with pytest.raises(KeyError, match=r"loss term 'kd' has no parameter\(s\) temp; its parameters "
+    with pytest.raises(ConfigError, match=r"loss term 'kd' has no parameter\(s\) temp; its parameters "
                                        r"are: weight, warm_up, temperature"):
         build_loss_terms({"kd": {"temp": 4}}, ctx)
     with pytest.raises(ValueError, match=r"loss term 'kd' needs a teacher: set distill.teacher"):

@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 
+from nd_det.errors import FileError
 from nd_det.classification.checkpoint import load_checkpoint, load_model_weights
 from nd_det.classification.metrics import topk_correct
 from nd_det.utils.progress import ProgressClock
@@ -63,15 +64,15 @@ def test_checkpoints_and_weight_loading_errors(tmp_path):
     assert load_checkpoint(str(path))["epoch"] == 3 and os.listdir(tmp_path) == ["ckpt.pth"]
 
     torch.save({"weight": torch.zeros(2)}, tmp_path / "raw.pth")
-    with pytest.raises(ValueError, match=r"raw\.pth is not a training checkpoint"):
+    with pytest.raises(FileError, match=r"raw\.pth is not a training checkpoint"):
         load_checkpoint(str(tmp_path / "raw.pth"))
     model = torch.nn.Linear(2, 2)
-    with pytest.raises(ValueError, match=r"teacher weights .*raw\.pth do not match the Linear "
-                                         r"architecture: missing keys bias; shape mismatch weight "
+    with pytest.raises(FileError, match=r"teacher weights .*raw\.pth do not match the Linear "
+                                         r"architecture: missing keys: bias; shape mismatches: weight "
                                          r"\(2,\) in the file vs \(2, 2\) in the model\. Is the "
                                          r"model name right\?"):
         load_model_weights(model, str(tmp_path / "raw.pth"), what="teacher")
-    with pytest.raises(FileNotFoundError, match=r"teacher weights file '.*nope\.pth' not found"):
+    with pytest.raises(FileError, match=r"teacher weights file '.*nope\.pth' not found"):
         load_model_weights(model, str(tmp_path / "nope.pth"), what="teacher")
     torch.save({"model": {"module." + k: v for k, v in model.state_dict().items()}},
                tmp_path / "wrapped.pth")

@@ -3,6 +3,7 @@ shapes, on a CIFAR-sized and an ImageNet-sized input."""
 import pytest
 import torch
 
+from nd_det.errors import ConfigError
 from nd_det.classification.models import available_classifiers, build_classifier, classifier_info
 
 NUM_CLASSES = 7
@@ -81,7 +82,7 @@ def test_shapes_on_cifar_and_imagenet_sized_inputs(name):
 def test_grayscale_input_and_unknown_name():
     model = build_classifier("resnet8", 10, in_channels=1)
     assert model(torch.randn(2, 1, 28, 28)).logits.shape == (2, 10)
-    with pytest.raises(KeyError, match=r"unknown classifier 'resnet9'; available: .*resnet8"):
+    with pytest.raises(ConfigError, match=r"unknown classifier 'resnet9'; available: .*resnet8"):
         build_classifier("resnet9", 10)
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from fvcore.common.registry import Registry
 
+from nd_det.errors import ConfigError
 from nd_det.classification.data import available_datasets, build_dataset
 from nd_det.classification.data.registry import DATASET_REGISTRY
 from nd_det.classification.loss_terms import (
@@ -29,15 +30,15 @@ def test_the_registries_are_fvcore_registries_with_every_entry():
 
 
 def test_unknown_names_list_the_available_ones():
-    with pytest.raises(KeyError, match=r"unknown classifier 'resnet9'; available: mobilenet_v1, "
+    with pytest.raises(ConfigError, match=r"unknown classifier 'resnet9'; available: mobilenet_v1, "
                                        r"mobilenet_v2_cifar, resnet101, "):
         build_classifier("resnet9", 10)
-    with pytest.raises(KeyError, match=r"unknown classifier 'vgg'; available: .*, wrn_40_2"):
+    with pytest.raises(ConfigError, match=r"unknown classifier 'vgg'; available: .*, wrn_40_2"):
         classifier_info("vgg")
-    with pytest.raises(KeyError, match=r"unknown loss term 'crd' in distill.losses; available: "
+    with pytest.raises(ConfigError, match=r"unknown loss term 'crd' in distill.losses; available: "
                                        r"ce, dist, dkd, kd, nd, reviewkd"):
         build_loss_terms({"crd": {}}, TermContext(build_classifier("resnet8", 3)))
-    with pytest.raises(KeyError, match=r"unknown dataset data.name=None; available: cifar100, "
+    with pytest.raises(ConfigError, match=r"unknown dataset data.name=None; available: cifar100, "
                                        r"digits, fashion_mnist, image_folder"):
         build_dataset({}, True, False)
 

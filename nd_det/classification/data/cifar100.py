@@ -11,7 +11,8 @@ import os
 from torchvision.datasets import CIFAR100
 from torchvision.datasets.utils import check_md5
 
-from ..errors import BadFileError, MissingFileError
+from ...errors import FileError
+
 
 __all__ = ["CIFAR100Dataset", "CIFAR100_FILES", "check_cifar100_files"]
 
@@ -20,11 +21,11 @@ _HOME = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
 
 def check_cifar100_files(root: str) -> None:
-    """MissingFileError naming the files of ``<root>/cifar-100-python`` that are not there."""
+    """FileError naming the files of ``<root>/cifar-100-python`` that are not there."""
     folder = os.path.join(root, CIFAR100.base_folder)
     missing = [f for f in CIFAR100_FILES if not os.path.isfile(os.path.join(folder, f))]
     if missing:
-        raise MissingFileError(
+        raise FileError(
             f"CIFAR-100 not found: {', '.join(os.path.join(folder, f) for f in missing)} "
             f"missing. Download cifar-100-python.tar.gz from {_HOME} and extract it into "
             f"{root} (giving {folder}/), set data.root to where it is, or set "
@@ -50,7 +51,7 @@ class CIFAR100Dataset(CIFAR100):
             for name, md5 in expected.items():
                 path = os.path.join(folder, name)
                 if os.path.isfile(path) and not check_md5(path, md5):
-                    raise BadFileError(
+                    raise FileError(
                         f"{path} is not the official CIFAR-100 file (md5 differs from {md5}). "
                         "Re-extract cifar-100-python.tar.gz, or set data.verify_checksums: false "
                         "to use your own files in the same format."

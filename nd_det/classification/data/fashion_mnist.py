@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from ..errors import BadFileError, MissingFileError
+from ...errors import FileError
 from .idx_format import read_idx
 from .in_memory import InMemoryImages
 
@@ -23,7 +23,7 @@ def _find(root: str, stem: str) -> str:
         path = os.path.join(root, name)
         if os.path.isfile(path):
             return path
-    raise MissingFileError(
+    raise FileError(
         f"Fashion-MNIST file {os.path.join(root, stem)}(.gz) not found. Install it with "
         "`apt-get install dataset-fashion-mnist` (files then in "
         f"{DEBIAN_FASHION_MNIST_DIR}) or point data.root at a folder holding the four IDX files."
@@ -31,7 +31,7 @@ def _find(root: str, stem: str) -> str:
 
 
 def check_fashion_mnist_files(root: str) -> None:
-    """MissingFileError naming the first of the four IDX files that is not in ``root``."""
+    """FileError naming the first of the four IDX files that is not in ``root``."""
     for train in (True, False):
         for kind in ("images-idx3", "labels-idx1"):
             _find(root, f"{_PREFIX[train]}-{kind}-ubyte")
@@ -41,7 +41,7 @@ def load_fashion_mnist(root: str, train: bool, transform=None) -> InMemoryImages
     images = read_idx(_find(root, f"{_PREFIX[train]}-images-idx3-ubyte"))
     labels = read_idx(_find(root, f"{_PREFIX[train]}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise BadFileError(
+        raise FileError(
             f"Fashion-MNIST files in {root} disagree: images {images.shape}, "
             f"labels {labels.shape}; "
             "reinstall them (apt-get install --reinstall dataset-fashion-mnist)"

@@ -8,7 +8,8 @@ import struct
 
 import numpy as np
 
-from ..errors import BadFileError
+from ...errors import FileError
+
 
 __all__ = ["read_idx"]
 
@@ -20,7 +21,7 @@ def read_idx(path: str) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _TYPES:
-        raise BadFileError(
+        raise FileError(
             f"{path} is not an IDX file (bad magic number {data[:4].hex() or 'empty'}); expected "
             "e.g. train-images-idx3-ubyte(.gz) of Fashion-MNIST"
         )
@@ -30,7 +31,7 @@ def read_idx(path: str) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", data[4:header])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:
-        raise BadFileError(
+        raise FileError(
             f"{path} is truncated or padded: the header announces shape {shape} "
             f"({expected} bytes) but {len(data) - header} bytes follow"
         )

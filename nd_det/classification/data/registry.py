@@ -10,8 +10,9 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from torch.utils.data import Dataset, Subset
 
+from ...errors import ConfigError, MissingDependencyError
 from ...utils.registry import Registry, register_as, registered_names
-from ..errors import ConfigError, MissingDependencyError, lookup_name
+from ...utils.registry import lookup
 from .cifar100 import CIFAR100Dataset, check_cifar100_files
 from .digits import load_digits_split
 from .fashion_mnist import DEBIAN_FASHION_MNIST_DIR, check_fashion_mnist_files, load_fashion_mnist
@@ -115,7 +116,7 @@ def _subset(dataset: Dataset, size, seed: int, key: str) -> Dataset:
 def _entry(data_cfg: Dict) -> Tuple[_Entry, str]:
     """The registered entry of ``data.name`` and the dataset's root folder."""
     name = data_cfg.get("name")
-    entry = lookup_name(DATASET_REGISTRY, name, f"dataset data.name={name!r}")
+    entry = lookup(DATASET_REGISTRY, name, f"dataset data.name={name!r}")
     return entry, data_cfg.get("root") or entry.default_root
 
 

@@ -5,8 +5,8 @@ Dropout -> Linear) maps the student embedding to the teacher's size for this ter
 student's classifier keeps its own embedding."""
 from torch import nn
 
-from ...losses import ClassMeansError, EmbeddingProjection, NDLoss
-from ..errors import ConfigError
+from ...errors import ConfigError, DataError
+from ...losses import EmbeddingProjection, nd_loss
 from .base import LossTerm
 from .registry import register_loss_term
 
@@ -27,14 +27,16 @@ class NDTerm(LossTerm):
             raise ConfigError("loss term 'nd' needs the teacher's class means: set "
                              "distill.class_means to a file made by tools/extract_cls_means.py")
         if means.dim != t_dim or means.num_classes != context.student.num_classes:
-            raise ClassMeansError(
+            raise DataError(
                 f"class means are ({means.num_classes}, {means.dim}) but the teacher embedding "
                 f"has {t_dim} dimensions and the student {context.student.num_classes} classes; "
                 "re-extract them for this teacher and dataset"
             )
         self.projection = (EmbeddingProjection(s_dim, t_dim, dropout) if s_dim != t_dim
                            else nn.Identity())
-        self.nd = NDLoss(means.means)
+        # rebuilt from the file at every start, never checkpointed
+        self.register_buffer("class_means", means.means, persistent=False)
 
     def compute(self, student, teacher, labels):
-        return self.nd(self.projection(student.embedding), teacher.embedding, labels)
+        return nd_loss(self.projection(student.embedding), teacher.embedding, labels,
+                       self.class_means)

@@ -10,9 +10,10 @@ from typing import Any, Dict, List, Mapping, Optional, Type
 
 from torch import nn
 
+from ...errors import ConfigError
 from ...utils.registry import Registry, register_as, registered_names
 from ...utils.values import is_int, is_number
-from ..errors import ConfigError, UnknownNameError, lookup_name
+from ...utils.registry import lookup
 from .base import LossTerm, TermContext
 
 __all__ = ["LOSS_TERM_REGISTRY", "register_loss_term", "build_loss_terms", "available_loss_terms",
@@ -32,8 +33,8 @@ def available_loss_terms() -> List[str]:
 
 
 def loss_term_class(name: str) -> Type[LossTerm]:
-    """The registered term ``name``; an unknown name is an UnknownNameError listing the known."""
-    return lookup_name(LOSS_TERM_REGISTRY, name, f"loss term {name!r} in distill.losses")
+    """The registered term ``name``; an unknown name is a ConfigError listing the known."""
+    return lookup(LOSS_TERM_REGISTRY, name, f"loss term {name!r} in distill.losses")
 
 
 def _parameters(cls: Type[LossTerm]) -> Dict[str, Any]:
@@ -87,7 +88,7 @@ def check_loss_terms(losses, has_teacher: bool) -> None:
         allowed = _parameters(cls)
         unknown = sorted(set(params) - set(allowed))
         if unknown:
-            raise UnknownNameError(f"loss term {name!r} has no parameter(s) {', '.join(unknown)}; "
+            raise ConfigError(f"loss term {name!r} has no parameter(s) {', '.join(unknown)}; "
                                    f"its parameters are: {', '.join(allowed)}")
         if cls.needs_teacher and not has_teacher:
             raise ConfigError(f"loss term {name!r} needs a teacher: set distill.teacher.name and "

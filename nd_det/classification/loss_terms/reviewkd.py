@@ -8,8 +8,8 @@ teacher's outputs before the stages' final ReLU (``preact_features``, its ``prea
 targets (CIFAR/ReviewKD++/train_reviewkd.py).  ``student_preact`` / ``teacher_preact`` pick the
 other list per side, for the ImageNet pairs whose reference models return other maps.
 """
+from ...errors import ConfigError
 from ...losses import ReviewKDFusion, hcl_loss
-from ..errors import ConfigError
 from .base import LossTerm
 from .registry import register_loss_term
 

@@ -2,8 +2,9 @@
 from dataclasses import dataclass
 from typing import Callable, List
 
+from ...errors import ConfigError
 from ...utils.registry import Registry, register_as, registered_names
-from ..errors import ConfigError, lookup_name
+from ...utils.registry import lookup
 from .base import Classifier
 
 __all__ = ["CLASSIFIER_REGISTRY", "register_classifier", "build_classifier",
@@ -37,7 +38,7 @@ def available_classifiers() -> List[str]:
 
 
 def classifier_info(name: str) -> ClassifierEntry:
-    return lookup_name(CLASSIFIER_REGISTRY, name, f"classifier {name!r}")
+    return lookup(CLASSIFIER_REGISTRY, name, f"classifier {name!r}")
 
 
 def check_classifier_name(name, key: str) -> None:
@@ -45,11 +46,11 @@ def check_classifier_name(name, key: str) -> None:
     if not name:
         raise ConfigError(f"{key} is empty: name a classifier, e.g. resnet20; available: "
                           f"{', '.join(available_classifiers())}")
-    lookup_name(CLASSIFIER_REGISTRY, name, f"classifier {key}={name!r}")
+    lookup(CLASSIFIER_REGISTRY, name, f"classifier {key}={name!r}")
 
 
 def build_classifier(name: str, num_classes: int, in_channels: int = 3) -> Classifier:
-    """A randomly initialised classifier.  An unknown name raises ``UnknownNameError`` (a
+    """A randomly initialised classifier.  An unknown name raises ``ConfigError`` (a
     ``KeyError`` and a ``UserError``) listing the known names."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}")

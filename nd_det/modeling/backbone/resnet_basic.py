@@ -1,3 +1,5 @@
+
+from ...errors import ConfigError
 """Config check for detectron2's own BasicBlock ResNet-18/34.
 
 detectron2's ``build_resnet_backbone`` already builds ResNet-18/34 out of ``BasicBlock`` when the
@@ -11,7 +13,6 @@ Keys a ResNet-18/34 config needs::
     MODEL.RESNETS.RES2_OUT_CHANNELS: 64
     MODEL.RESNETS.OUT_FEATURES: ["res2", "res3", "res4", "res5"]
 """
-from ...config import ConfigError
 
 __all__ = ["RESNET_BASIC_DEPTHS", "check_resnet_basic_config"]
 

@@ -9,7 +9,7 @@ second the first time and nothing after.
 import math
 from typing import Tuple
 
-from ...config import ConfigError
+from ...errors import ConfigError
 from ...utils.text import short_list
 from .norm_conversion import BATCH_NORM_CHOICES
 from .torchvision_stages import (TORCHVISION_DEFAULT_STAGES, WIDTH_MULT_ARCHS, graph_node_names,

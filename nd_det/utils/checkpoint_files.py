@@ -1,0 +1,78 @@
+"""Weights and checkpoint files, whatever model they hold (torch and stdlib only: the
+classification package uses this too): whether a file is complete, and the one wording of what
+keeps a state dict from fitting a model.
+
+detectron2's checkpointer only logs mismatches as warnings and loads what matches; torch's
+``load_state_dict(strict=True)`` raises a multi-line error.  nd-det refuses a mismatch with one
+line naming the keys, hence this text."""
+import pickle
+import zipfile
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
+
+import torch
+
+from .text import first_line, short_list
+
+__all__ = ["file_problem", "mismatch_text", "state_mismatch"]
+
+# how torch.save's old (pre-1.6, non-zip) format starts: the pickled magic number
+_LEGACY_TORCH_HEADER = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)[:-1]
+
+
+def file_problem(path: str) -> Optional[str]:
+    """None if ``path`` reads as a complete checkpoint, else what is wrong with it.  A torch (zip)
+    file is checked entry by entry against its CRCs without unpickling (a cut-off file has no
+    central directory); a ``.pkl`` (detectron2 model zoo) is unpickled whole; an old-style torch
+    file is recognised by its header."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                damaged = archive.testzip()
+            if damaged is not None:
+                return f"damaged (entry {damaged} fails its CRC)"
+            if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+                return "a zip archive without the data.pkl entry of a torch file"
+            return None
+        if path.endswith(".pkl"):
+            with open(path, "rb") as f:
+                pickle.load(f, encoding="latin1")
+            return None
+        with open(path, "rb") as f:
+            head = f.read(len(_LEGACY_TORCH_HEADER))
+    except Exception as e:  # noqa: BLE001 - a damaged file fails in many exception types
+        return f"truncated or not a checkpoint ({first_line(e)})"
+    if head == _LEGACY_TORCH_HEADER:
+        return None
+    return "truncated or not a checkpoint (no zip directory and no torch header)"
+
+
+def mismatch_text(missing: Sequence[str], unexpected: Sequence[str],
+                  wrong_shapes: Iterable[Tuple[str, tuple, tuple]],
+                  unexpected_label: str = "unexpected keys") -> str:
+    """``"missing keys: a, b; unexpected keys: c; shape mismatches: k (a) in the file vs (b) in
+    the model"`` (the parts that apply; long lists shortened with their count); ``""`` when
+    everything matched.  ``wrong_shapes``: ``(key, shape in the file, shape in the model)``."""
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {short_list(missing, 6)}")
+    if unexpected:
+        problems.append(f"{unexpected_label}: {short_list(unexpected, 6)}")
+    shapes = [f"{k} {tuple(a)} in the file vs {tuple(b)} in the model" for k, a, b in wrong_shapes]
+    if shapes:
+        problems.append(f"shape mismatches: {short_list(shapes, 3)}")
+    return "; ".join(problems)
+
+
+def state_mismatch(model_shapes: Dict[str, tuple], state: Dict,
+                   optional: Callable[[str], bool] = lambda key: False,
+                   unexpected_label: str = "unexpected keys") -> str:
+    """:func:`mismatch_text` of a file's ``state`` against a model's ``{key: shape}`` (e.g. of a
+    model built on the meta device, or ``module.state_dict()``); keys for which ``optional``
+    is true may be missing from either side."""
+    missing = [k for k in model_shapes if k not in state and not optional(k)]
+    unexpected = [k for k in state if k not in model_shapes and not optional(k)]
+    shapes = [(k, tuple(state[k].shape), tuple(model_shapes[k])) for k in model_shapes
+              if k in state and hasattr(state[k], "shape")
+              and tuple(state[k].shape) != tuple(model_shapes[k])]
+    return mismatch_text(missing, unexpected, shapes, unexpected_label)
