@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from nd_det.ablation import OUTPUT_FILES, AblationOptions, run_ablation
-from nd_det.ablation.report import render_markdown
+from nd_ablation import OUTPUT_FILES, AblationOptions, run_ablation
+from nd_ablation.report import render_markdown
 from nd_det.errors import UserError
-from nd_det.utils.parallel import run_jobs
+from nd_demo.jobs import run_jobs
 
 from .helpers.jobs import fails, square
 from .helpers.run_tool import run_tool_in_process
@@ -81,7 +81,7 @@ def test_bad_options_are_one_line(tmp_path, argv, fragment):
 
 
 def _toy_report(runs, teacher_top1):
-    from nd_det.ablation.report import summarize
+    from nd_ablation.report import summarize
 
     block = summarize("classification", {"metrics": {"top1": teacher_top1}},
                       {name: {seed: {"metrics": {"top1": v}} for seed, v in by_seed.items()}

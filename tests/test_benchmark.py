@@ -1,4 +1,4 @@
-"""tools/benchmark.py and nd_det.benchmark: the tool runs end to end on CPU with a tiny set-up
+"""tools/benchmark.py and nd_benchmark: the tool runs end to end on CPU with a tiny set-up
 and writes every documented field; the per-RoI ND reference agrees with the vectorised loss;
 the building blocks (interleaved timing, FrozenBN calibration, sync-op and dtype censuses,
 teacher preprocessing) do what they claim.  No timing thresholds: timings are only checked for
@@ -19,14 +19,14 @@ from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
 from nd_det.errors import ConfigError
-from nd_det.benchmark.dtype_casts import dtype_census
-from nd_det.benchmark.models import build_benchmark_cfg, parse_loss_set
-from nd_det.benchmark.nd_reference import (compare_nd_implementations, nd_benchmark_inputs,
+from nd_benchmark.dtype_casts import dtype_census
+from nd_benchmark.models import build_benchmark_cfg, parse_loss_set
+from nd_benchmark.nd_reference import (compare_nd_implementations, nd_benchmark_inputs,
                                            nd_loss_per_roi_loop)
-from nd_det.benchmark.steps import TrainStep, distill_inputs, raw_images, with_student_grad
-from nd_det.benchmark.sync_ops import find_sync_ops
-from nd_det.benchmark.synthetic import calibrate_frozen_batchnorm, synthetic_batch
-from nd_det.benchmark.timing import interleaved_samples
+from nd_benchmark.steps import TrainStep, distill_inputs, raw_images, with_student_grad
+from nd_benchmark.sync_ops import find_sync_ops
+from nd_benchmark.synthetic import calibrate_frozen_batchnorm, synthetic_batch
+from nd_benchmark.timing import interleaved_samples
 
 from .helpers.run_tool import run_tool_in_process
 from .helpers.tiny_distill import (REPO, config_path, random_batch, tiny_distill_cfg,
@@ -334,9 +334,9 @@ def test_round_progress_counts_the_first_round_in_its_eta(caplog):
     import logging
     import time
 
-    from nd_det.benchmark.runner import _round_progress
+    from nd_benchmark.runner import _round_progress
 
-    with caplog.at_level(logging.INFO, logger="nd_det.benchmark.runner"):
+    with caplog.at_level(logging.INFO, logger="nd_benchmark.runner"):
         interleaved_samples({"sleep": lambda: time.sleep(0.3)}, iters=3, warmup=0,
                             progress=_round_progress("steps"))
     lines = [r.getMessage() for r in caplog.records if "timing round" in r.getMessage()]

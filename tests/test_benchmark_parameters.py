@@ -3,7 +3,7 @@ against torchvision's own MobileNetV3-Large for a frozen-stem torchvision studen
 import torchvision
 from detectron2.modeling import build_model
 
-from nd_det.benchmark.runner import student_parameter_counts
+from nd_benchmark.runner import student_parameter_counts
 from nd_det.config import load_config
 from nd_det.modeling.student_checkpoint import plain_student_cfg
 

@@ -10,9 +10,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 from nd_det.errors import DataError
-from nd_det.data import embedded
-from nd_det.data.deepforest_source import deepforest_data_dir
-from nd_det.data.tiling import Tile, boxes_in_tile, tile_grid
+from nd_demo.embedded import embedded
+from nd_demo.embedded.deepforest_source import deepforest_data_dir
+from nd_demo.embedded.tiling import Tile, boxes_in_tile, tile_grid
 
 
 @pytest.fixture(scope="module")

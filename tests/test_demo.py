@@ -16,15 +16,15 @@ import torch
 from detectron2.config import get_cfg
 
 from nd_det.errors import ConfigError
-from nd_det.demo import OUTPUT_FILES
-from nd_det.demo.cli import main as demo_main
-from nd_det.demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, load_demo_cfg,
+from nd_demo import OUTPUT_FILES
+from nd_demo.cli import main as demo_main
+from nd_demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, load_demo_cfg,
                                  student_cfg, teacher_cfg, without_demo_keys)
-from nd_det.demo.figure import pick_val_images, read_loss_curves
-from nd_det.demo.progress import DemoClock, Stage
-from nd_det.demo.report import (ROW_NAMES, TABLE_COLUMNS, distillation_verdict, read_report,
+from nd_demo.figure import pick_val_images, read_loss_curves
+from nd_demo.progress import DemoClock, Stage
+from nd_demo.report import (ROW_NAMES, TABLE_COLUMNS, distillation_verdict, read_report,
                                 render_markdown, write_report)
-from nd_det.demo.trainer import DemoTrainer
+from nd_demo.trainer import DemoTrainer
 from nd_det.config import add_backbone_config
 
 from .helpers.markdown import parse_markdown_table
@@ -165,7 +165,7 @@ def test_report_json_and_markdown_agree(tmp_path):
 
 def test_overall_eta_uses_measured_rates(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr("nd_det.demo.progress.time.perf_counter", lambda: now[0])
+    monkeypatch.setattr("nd_demo.progress.time.perf_counter", lambda: now[0])
     lines = []
     clock = DemoClock([Stage("a", 10, 2.0), Stage("b", 5, 4.0)], emit=lines.append)
     assert clock.overall_eta() == 0.0  # nothing measured yet
@@ -255,8 +255,8 @@ def test_teacher_starts_from_the_offline_imagenet_file_as_published(tmp_path):
     MobileNetV2 and the check confirms every backbone tensor came from it."""
     from detectron2.modeling import build_model
 
-    from nd_det.demo.configs import check_backbone_loaded, with_backbone_init
-    from nd_det.demo.configs import describe_backbone
+    from nd_demo.configs import check_backbone_loaded, with_backbone_init
+    from nd_demo.configs import describe_backbone
     from nd_det.engine.checkpoint import AtomicCheckpointer
     from nd_det.modeling.torchvision_weights import find_offline_mobilenet_v2_weights
 
@@ -279,7 +279,7 @@ def test_teacher_starts_from_the_offline_imagenet_file_as_published(tmp_path):
 def test_backbone_init_check_catches_weights_that_did_not_land(tmp_path):
     import torchvision
 
-    from nd_det.demo.configs import check_backbone_loaded
+    from nd_demo.configs import check_backbone_loaded
     from nd_det.modeling.backbone import TORCHVISION_DEFAULT_STAGES, TorchvisionBottomUp
     from nd_det.modeling.torchvision_weights import TorchvisionWeightsCheckpointer
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from nd_det.errors import ConfigError
 from nd_det.config import add_backbone_config, load_config
-from nd_det.demo.configs import DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, load_demo_cfg
+from nd_demo.configs import DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, load_demo_cfg
 from nd_det.modeling.backbone import TORCHVISION_DEFAULT_STAGES, check_torchvision_config
 from nd_det.modeling.backbone.torchvision_stages import stage_shapes
 

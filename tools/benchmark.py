@@ -5,12 +5,15 @@
       --device cpu --batch-size 2 --height 320 --width 480 --precision fp32 \
       --iters 7 --warmup 2 --output benchmark.json
 """
+import os
 import sys
 
 from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
 
 ignore_detectron2_import_warnings()  # before detectron2 is imported
-from nd_det.benchmark.cli import main  # noqa: E402
+# the application lives in projects/ (outside the library, as detectron2 keeps its projects)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects"))
+from nd_benchmark.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,7 +4,7 @@
 """
 import warnings
 
-from ..utils.import_warnings import ignore_detectron2_import_warnings
+from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
 
 with warnings.catch_warnings():
     ignore_detectron2_import_warnings()

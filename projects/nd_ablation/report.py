@@ -4,8 +4,8 @@ closes; written as results.json (the source), results.md (rendered from it) and 
 import statistics
 from typing import Dict, Sequence
 
-from ..utils.atomic_file import atomic_write, atomic_write_json, atomic_write_text
-from ..utils.text import markdown_table
+from nd_det.utils.atomic_file import atomic_write, atomic_write_json, atomic_write_text
+from nd_det.utils.text import markdown_table
 from .plan import PAIRS
 
 __all__ = ["summarize", "render_markdown", "write_report", "draw_figure", "PRIMARY_METRIC"]

@@ -6,9 +6,9 @@ dataset-fashion-mnist; scikit-learn's digits for the quick run), through
 import os
 from typing import Dict
 
-from ..classification import run_training
-from ..classification.cli import extract_class_means_main
-from ..classification.config import DEFAULTS, check_values, merge_config
+from nd_det.classification import run_training
+from nd_det.classification.cli import extract_class_means_main
+from nd_det.classification.config import DEFAULTS, check_values, merge_config
 from .plan import Method, Sizes, run_folder, teacher_paths
 
 __all__ = ["TEACHER_MODEL", "STUDENT_MODEL", "run_config", "teacher_job", "student_job"]

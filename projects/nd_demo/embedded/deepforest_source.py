@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Tuple
 
-from ..errors import DataError
+from nd_det.errors import DataError
 
 
 __all__ = ["AnnotatedImage", "deepforest_data_dir", "deepforest_version", "read_voc_xml",

@@ -2,8 +2,8 @@
 import argparse
 from typing import List, Optional
 
-from ..errors import one_line_usage_errors, run_cli
-from ..utils.seed import seed_argument
+from nd_det.errors import one_line_usage_errors, run_cli
+from nd_det.utils.seed import seed_argument
 from .plan import DEFAULT_SEEDS, QUICK_SEEDS
 from .runner import DOMAINS, AblationOptions, run_ablation
 

@@ -16,10 +16,10 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 
-from ..config import load_config, merge_config
-from ..errors import ConfigError
-from ..losses import ClassMeans, save_class_means
-from ..modeling import (FrozenTeacher, available_distill_terms, is_distill_module_key,
+from nd_det.config import load_config, merge_config
+from nd_det.errors import ConfigError
+from nd_det.losses import ClassMeans, save_class_means
+from nd_det.modeling import (FrozenTeacher, available_distill_terms, is_distill_module_key,
                         plain_student_cfg, teacher_identity)
 from .synthetic import calibrate_frozen_batchnorm, random_class_means_table
 

@@ -8,14 +8,14 @@ from typing import Dict, List, Optional
 
 from fvcore.nn import parameter_count
 
-from ..class_means_extraction import extract_class_means
-from ..demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, student_cfg,
+from nd_det.class_means_extraction import extract_class_means
+from nd_demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, student_cfg,
                             teacher_cfg, without_demo_keys)
-from ..demo.evaluation import box_metrics
-from ..demo.trainer import train_detector
-from ..demo.progress import DemoClock, Stage
-from ..demo.run_log import log_to_file
-from ..modeling import FrozenTeacher, build_plain_student
+from nd_demo.evaluation import box_metrics
+from nd_demo.trainer import train_detector
+from nd_demo.progress import DemoClock, Stage
+from nd_demo.run_log import log_to_file
+from nd_det.modeling import FrozenTeacher, build_plain_student
 from .plan import Method, Sizes, run_folder, teacher_paths
 from .splits import register_splits
 

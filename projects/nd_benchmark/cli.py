@@ -5,10 +5,10 @@ import logging
 import os
 from typing import List, Optional
 
-from ..errors import one_line_usage_errors, run_cli
-from ..utils.atomic_file import atomic_write_json, atomic_write_text
-from ..utils.paths import check_writable
-from ..utils.seed import seed_argument
+from nd_det.errors import one_line_usage_errors, run_cli
+from nd_det.utils.atomic_file import atomic_write_json, atomic_write_text
+from nd_det.utils.paths import check_writable
+from nd_det.utils.seed import seed_argument
 from .report import markdown_summary
 from .runner import DEFAULT_LOSS_SETS, BenchmarkSettings, run_benchmark
 

@@ -1,7 +1,7 @@
 """Benchmark results: a markdown summary of the JSON file's content."""
 from typing import Dict, List
 
-from ..utils.text import markdown_table
+from nd_det.utils.text import markdown_table
 
 __all__ = ["markdown_summary"]
 

@@ -9,11 +9,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ..errors import UserError
-from ..utils.atomic_file import atomic_write_json
-from ..utils.parallel import default_workers, run_jobs
-from ..utils.paths import check_writable
-from ..utils.progress import format_duration
+from nd_det.errors import UserError
+from nd_det.utils.atomic_file import atomic_write_json
+from nd_demo.jobs import default_workers, run_jobs
+from nd_det.utils.paths import check_writable
+from nd_det.utils.progress import format_duration
 from . import classification, detection
 from .plan import (CLASSIFICATION_METHODS, DEFAULT_METHODS, DEFAULT_SEEDS, DEFAULT_SIZES,
                    DETECTION_METHODS, QUICK_METHODS, QUICK_SIZES, Sizes)
@@ -82,7 +82,7 @@ def _check(options: AblationOptions) -> None:
         raise UserError(f"--methods {bad}: unknown; choose among {sorted(known)}")
     check_writable(options.output_dir, "--output-dir", folder=True)
     if "classification" in options.domains and not options.quick:
-        from ..classification.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR
+        from nd_det.classification.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR
 
         if not os.path.isdir(DEBIAN_FASHION_MNIST_DIR):
             raise UserError(

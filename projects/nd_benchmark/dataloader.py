@@ -18,7 +18,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_tra
 from detectron2.data.benchmark import iter_benchmark
 from PIL import Image
 
-from ..data import register_coco_dataset
+from nd_det.data import register_coco_dataset
 
 __all__ = ["write_synthetic_coco", "loader_throughput"]
 

@@ -24,7 +24,7 @@ from detectron2.config import CfgNode
 from detectron2.data import build_detection_test_loader
 from fvcore.nn import parameter_count
 
-from ..engine import DistillTrainer
+from nd_det.engine import DistillTrainer
 
 __all__ = ["ModelScore", "box_metrics", "inference_ms_per_image", "score_model",
            "RESULTS_FILE_NAME"]

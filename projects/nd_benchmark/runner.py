@@ -17,8 +17,8 @@ from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 from fvcore.nn import parameter_count
 
-from ..errors import ConfigError
-from ..utils.progress import ProgressClock, format_duration
+from nd_det.errors import ConfigError
+from nd_det.utils.progress import ProgressClock, format_duration
 from .dataloader import loader_throughput
 from .dtype_casts import dtype_census
 from .memory import MemoryPhase, measure_phase_in_fresh_process

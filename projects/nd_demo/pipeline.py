@@ -31,15 +31,15 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 
-from ..class_means_extraction import extract_class_means
-from ..data import register_embedded_dataset
-from ..errors import ConfigError
-from ..export import export_student
-from ..export.torchscript import load_exported_student
-from ..modeling import FrozenTeacher, build_plain_student
-from ..utils.paths import check_writable
-from ..utils.parallel import default_workers, run_jobs
-from ..utils.progress import format_duration
+from nd_det.class_means_extraction import extract_class_means
+from nd_demo.embedded import register_embedded_dataset
+from nd_det.errors import ConfigError
+from nd_det.export import export_student
+from nd_det.export.torchscript import load_exported_student
+from nd_det.modeling import FrozenTeacher, build_plain_student
+from nd_det.utils.paths import check_writable
+from nd_demo.jobs import default_workers, run_jobs
+from nd_det.utils.progress import format_duration
 from .configs import (DEFAULT_METHOD, DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, DISTILL_METHODS, METHOD_NAMES, describe_backbone, student_cfg, teacher_cfg, without_demo_keys)
 from .evaluation import score_model
 from .figure import draw_demo_figure, pick_val_images, read_loss_curves

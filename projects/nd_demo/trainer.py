@@ -25,9 +25,9 @@ from detectron2.engine.train_loop import HookBase
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
-from ..data import register_embedded_dataset
-from ..engine import DistillTrainer
-from ..utils.progress import format_duration
+from nd_demo.embedded import register_embedded_dataset
+from nd_det.engine import DistillTrainer
+from nd_det.utils.progress import format_duration
 from .configs import check_backbone_loaded, write_plain_cfg
 from .progress import DemoClock, Stage
 from .run_log import log_to_file

@@ -11,8 +11,8 @@ import json
 import math
 from typing import Dict, List, Sequence
 
-from ..utils.atomic_file import atomic_write_json, atomic_write_text
-from ..utils.text import markdown_table
+from nd_det.utils.atomic_file import atomic_write_json, atomic_write_text
+from nd_det.utils.text import markdown_table
 
 __all__ = [
     "ROW_NAMES",

@@ -13,8 +13,9 @@ from typing import Dict, Tuple
 
 from detectron2.data import DatasetCatalog
 
-from ..data import ensure_embedded_dataset, register_coco_dataset
-from ..utils.atomic_file import atomic_write_json
+from nd_det.data import register_coco_dataset
+from nd_demo.embedded import ensure_embedded_dataset
+from nd_det.utils.atomic_file import atomic_write_json
 
 __all__ = ["TRAIN_NAME", "VAL_NAME", "VAL_RESIDUES", "write_splits", "register_splits",
            "split_summary"]

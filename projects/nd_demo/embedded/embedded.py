@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import DataError
-from ..utils.atomic_file import atomic_write_json
+from nd_det.errors import DataError
+from nd_det.utils.atomic_file import atomic_write_json
 from .atomic_build import build_atomically
 from .deepforest_source import (AnnotatedImage, deepforest_version, read_deepforest_images)
 from .tiling import Tile, boxes_in_tile, tile_grid
@@ -82,7 +82,7 @@ def default_embedded_root() -> Path:
     data_home = os.environ.get("ND_DET_DATA")
     if data_home:
         return Path(data_home).expanduser() / FOLDER_NAME
-    checkout = Path(__file__).resolve().parents[2]
+    checkout = Path(__file__).resolve().parents[3]  # projects/nd_demo/embedded/ -> the checkout
     if (checkout / "setup.py").is_file() and (checkout / "nd_det").is_dir():
         return checkout / "datasets" / FOLDER_NAME
     return Path.home() / ".cache" / "nd_det" / FOLDER_NAME
@@ -206,7 +206,7 @@ def register_embedded_dataset(root=None) -> Tuple[str, str]:
     The names are ``deepforest_trees_train`` / ``deepforest_trees_val``; registering again (e.g.
     with another root) replaces the earlier registration of these names.
     """
-    from .coco_paths import register_coco_dataset
+    from nd_det.data import register_coco_dataset
 
     dataset = ensure_embedded_dataset(root)
     register_coco_dataset(TRAIN_NAME, dataset.train_json, dataset.image_dir, replace=True)

@@ -13,7 +13,7 @@ from detectron2.structures import Instances
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from ..modeling.distill_terms import DistillInputs
+from nd_det.modeling.distill_terms import DistillInputs
 
 __all__ = [
     "precision_context",

@@ -155,8 +155,8 @@ def measure_phase(spec: MemoryPhase) -> Dict[str, object]:
 
 
 def measure_phase_in_fresh_process(spec: MemoryPhase) -> Dict[str, object]:
-    """:func:`measure_phase` in a new Python process (``python -m nd_det.benchmark.memory``)."""
-    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    """:func:`measure_phase` in a new Python process (``python -m nd_benchmark.memory``)."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # projects/
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryDirectory(prefix="nd_det_memory_") as folder:
@@ -165,7 +165,7 @@ def measure_phase_in_fresh_process(spec: MemoryPhase) -> Dict[str, object]:
         with open(spec_path, "wb") as f:
             pickle.dump(spec, f)
         proc = subprocess.run(
-            [sys.executable, "-m", "nd_det.benchmark.memory", spec_path, out_path],
+            [sys.executable, "-m", "nd_benchmark.memory", spec_path, out_path],
             env=env, capture_output=True, text=True, timeout=3600.0,
         )
         if proc.returncode != 0 or not os.path.isfile(out_path):

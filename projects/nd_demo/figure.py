@@ -10,7 +10,7 @@ import json
 from collections import defaultdict
 from typing import Dict, List, Sequence
 
-from ..utils.atomic_file import atomic_write
+from nd_det.utils.atomic_file import atomic_write
 
 __all__ = ["DETECTION_LOSSES", "read_loss_curves", "pick_val_images", "draw_demo_figure"]
 

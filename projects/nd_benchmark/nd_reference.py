@@ -11,7 +11,7 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from ..losses import nd_loss
+from nd_det.losses import nd_loss
 
 __all__ = ["nd_loss_per_roi_loop", "nd_benchmark_inputs", "compare_nd_implementations",
            "NDForwardBackward"]

@@ -30,14 +30,14 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from detectron2.config import CfgNode, get_cfg
 
-from ..config import add_distill_config
-from ..data.embedded import TRAIN_NAME, VAL_NAME
-from ..errors import ConfigError
-from ..modeling.backbone.torchvision_config import TORCHVISION_FPN_BUILDER
-from ..modeling.backbone.torchvision_stages import WIDTH_MULT_ARCHS
-from ..modeling.torchvision_weights import (find_offline_mobilenet_v2_weights,
+from nd_det.config import add_distill_config
+from nd_demo.embedded import TRAIN_NAME, VAL_NAME
+from nd_det.errors import ConfigError
+from nd_det.modeling.backbone.torchvision_config import TORCHVISION_FPN_BUILDER
+from nd_det.modeling.backbone.torchvision_stages import WIDTH_MULT_ARCHS
+from nd_det.modeling.torchvision_weights import (find_offline_mobilenet_v2_weights,
                                             torchvision_state_for_model)
-from ..utils.atomic_file import atomic_write_text
+from nd_det.utils.atomic_file import atomic_write_text
 
 __all__ = [
     "DEMO_CONFIG_DIR",
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEMO_CONFIG_DIR = os.path.join(_REPO, "configs", "Demo")
+DEMO_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 DEFAULT_TEACHER_CONFIG = os.path.join(DEMO_CONFIG_DIR, "teacher_MV2_FPN.yaml")
 DEFAULT_STUDENT_CONFIG = os.path.join(DEMO_CONFIG_DIR, "student_MV2x0.5_FPN.yaml")
 

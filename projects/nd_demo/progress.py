@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from ..utils.progress import format_duration
+from nd_det.utils.progress import format_duration
 
 __all__ = ["UNIT_PRICES", "Stage", "DemoClock"]
 
