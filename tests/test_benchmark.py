@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_model
@@ -18,15 +17,13 @@ from detectron2.modeling.backbone import build_resnet_backbone
 from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
+from nd_det.config import load_config
 from nd_det.errors import ConfigError
-from nd_benchmark.dtype_casts import dtype_census
-from nd_benchmark.models import build_benchmark_cfg, parse_loss_set
-from nd_benchmark.nd_reference import (compare_nd_implementations, nd_benchmark_inputs,
-                                           nd_loss_per_roi_loop)
-from nd_benchmark.steps import TrainStep, distill_inputs, raw_images, with_student_grad
-from nd_benchmark.sync_ops import find_sync_ops
-from nd_benchmark.synthetic import calibrate_frozen_batchnorm, synthetic_batch
-from nd_benchmark.timing import interleaved_samples
+from nd_det.modeling import plain_student_cfg
+from nd_benchmark.measure import (TrainStep, compare_nd_implementations, interleaved_samples,
+                                  nd_benchmark_inputs, nd_loss_per_roi_loop)
+from nd_benchmark.models import (build_benchmark_cfg, calibrate_frozen_batchnorm, parse_loss_set,
+                                 student_parameter_counts, synthetic_batch)
 
 from .helpers.run_tool import run_tool_in_process
 from .helpers.tiny_distill import (REPO, config_path, random_batch, tiny_distill_cfg,
@@ -112,8 +109,8 @@ def test_tool_writes_every_documented_field(tool_run):
     # the tiny config resizes the 64x96 JPEGs to a 96-pixel short edge
     assert loader["median_output_size"] == [96, 144]
 
-    assert result["loss_path_sync_ops"] == {"reviewkd+nd": []}
-    assert "dtype_census" not in result  # fp32: the census runs for bf16 only
+    params = result["student_parameters"]
+    assert params["total"] >= params["trainable"] > 0 and params["bottom_up"] < params["backbone"]
 
 
 def test_tool_writes_a_markdown_summary(tool_run):
@@ -252,55 +249,9 @@ def test_teacher_image_list_is_what_distill_rcnn_builds(tmp_path):
     assert model.teacher.flip_channels
     batch = random_batch(seed=2)
     _, expected = model.preprocess_pair(batch)
-    ours = model.teacher.preprocess(raw_images(model, batch))
+    ours = model.teacher.preprocess([x["image"] for x in batch])
     assert torch.equal(ours.tensor, expected.tensor)
     assert ours.image_sizes == expected.image_sizes
-
-
-@pytest.mark.parametrize("config_file", ["R50_from_R101_nd.yaml", "R50_from_R101_kd_nd.yaml"])
-def test_distillation_loss_path_has_no_host_device_sync(tmp_path, config_file):
-    """Every term's forward and the backward of their sum: no .item(), no data-dependent
-    shapes, no tensors from Python data.  (DKD is not listed: torch's F.one_hot checks the label
-    range with .item() on CPU only; on CUDA it relies on a device-side assert.)"""
-    cfg = tiny_distill_cfg(str(tmp_path), config_file)
-    model = build_model(cfg).train()
-    inputs = with_student_grad(distill_inputs(model, random_batch(seed=1), "fp32"))
-
-    def loss_path():
-        sum(term(inputs) for term in model.distill_terms).backward()
-
-    assert find_sync_ops(loss_path) == []
-    assert inputs.student_embeddings.grad is not None  # the path really ran backward
-
-
-def test_sync_op_finder_flags_item_nonzero_and_python_data():
-    x = torch.arange(6.0)
-    found = find_sync_ops(lambda: x.sum().item())
-    assert [f["op"] for f in found] == ["_local_scalar_dense"]
-    assert [f["op"] for f in find_sync_ops(lambda: x[x > 2])] == ["index"]  # boolean mask
-    assert [f["op"] for f in find_sync_ops(lambda: torch.nonzero(x))] == ["nonzero"]
-    assert [f["op"] for f in find_sync_ops(lambda: torch.tensor([1.0, 2.0]))] == ["lift_fresh"]
-    assert find_sync_ops(lambda: (x * 2).sum()) == []
-
-
-def test_dtype_census_finds_autocast_casts_and_nothing_in_fp32():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
-    x = torch.randn(1, 3, 8, 8)
-    target = torch.randn(1, 4, 6, 6)
-
-    def step(enabled):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            out = model(x)
-        F.mse_loss(out.float(), target).backward()
-
-    assert dtype_census(lambda: step(False), {"net": model}) == []
-    rows = dtype_census(lambda: step(True), {"net": model})
-    to_bf16 = [r for r in rows if r["module"] == "net.0" and r["to"] == "bf16"]
-    # the conv's input (3*8*8), weight (4*3*3*3) and bias (4) are cast to bfloat16
-    assert sum(r["elements"] for r in to_bf16) == 3 * 8 * 8 + 4 * 3 * 3 * 3 + 4
-    back = [r for r in rows if r["from"] == "bf16" and r["to"] == "fp32"]
-    assert sum(r["elements"] for r in back) >= 4 * 6 * 6  # the explicit .float() of the output
 
 
 def test_train_step_at_the_benchmark_learning_rate_keeps_the_weights(tmp_path):
@@ -334,11 +285,25 @@ def test_round_progress_counts_the_first_round_in_its_eta(caplog):
     import logging
     import time
 
-    from nd_benchmark.runner import _round_progress
-
-    with caplog.at_level(logging.INFO, logger="nd_benchmark.runner"):
-        interleaved_samples({"sleep": lambda: time.sleep(0.3)}, iters=3, warmup=0,
-                            progress=_round_progress("steps"))
+    with caplog.at_level(logging.INFO, logger="nd_benchmark.measure"):
+        interleaved_samples({"sleep": lambda: time.sleep(0.3)}, iters=3, warmup=0)
     lines = [r.getMessage() for r in caplog.records if "timing round" in r.getMessage()]
     assert lines[0] == "[steps] timing round 1/3 done, ETA 0:00:01"
     assert lines[-1] == "[steps] timing round 3/3 done, ETA 0:00:00"
+
+
+def test_student_parameter_counts_against_torchvisions_published_count(tmp_path):
+    """MobileNetV3-Large has 5,483,032 parameters (torchvision's model card); the bottom-up is
+    its features without features.16 (960 x 160 conv + 2 x 960 norm = 155,520) and without the
+    classifier (960 x 1280 + 1280 + 1280 x 1000 + 1000 = 2,511,080): 2,816,432 with GN norms,
+    which keep a weight and a bias per channel as BatchNorm does."""
+    def counts(freeze_at):
+        opts = tiny_distill_opts(str(tmp_path)) + ["MODEL.TORCHVISION.NORM", "GN",
+                                                   "MODEL.TORCHVISION.FREEZE_AT", str(freeze_at)]
+        cfg = load_config(config_path("MV3_from_R50_nd.yaml"), opts)
+        return student_parameter_counts(build_model(plain_student_cfg(cfg)))
+
+    frozen, trained = counts(1), counts(0)
+    assert frozen["bottom_up"] == trained["bottom_up"] == 5_483_032 - 155_520 - 2_511_080
+    assert trained["trainable"] == trained["total"] > frozen["trainable"]
+    assert frozen["total"] == trained["total"] > frozen["backbone"] > frozen["bottom_up"]

@@ -1,14 +1,9 @@
-"""Benchmarks of the distillation step (``tools/benchmark.py`` is the command line).
+"""What distillation costs on top of training the student (``tools/benchmark.py``; the method
+and the figures: docs/benchmarks.md).
 
-- :mod:`.runner`: one run, all measurements -> a dict (the JSON file's content);
-- :mod:`.models`: the student and the DistillRCNN variants with shared random weights;
-- :mod:`.synthetic`: synthetic batches, FrozenBatchNorm calibration of random models;
-- :mod:`.steps`: what is timed; :mod:`.timing`: interleaved medians;
-- :mod:`.memory`: per-phase peak memory in fresh processes;
-- :mod:`.nd_reference`: the per-RoI loop ND reference;
-- :mod:`.sync_ops`, :mod:`.dtype_casts`: host-device syncs and dtype changes in a code path;
-- :mod:`.dataloader`: data-loader throughput; :mod:`.report`: JSON + markdown.
+- :mod:`.models`: the config, synthetic batches, random-weight models that stay sane;
+- :mod:`.measure`: what is timed, interleaved timing, the per-RoI ND reference;
+- :mod:`.memory`: peak memory of each phase in a fresh process;
+- :mod:`.run`: one run -> the JSON dict, the data loader, the markdown summary;
+- :mod:`.cli`: the command line.
 """
-from .runner import DEFAULT_LOSS_SETS, SCHEMA, BenchmarkSettings, run_benchmark
-
-__all__ = ["BenchmarkSettings", "run_benchmark", "SCHEMA", "DEFAULT_LOSS_SETS"]

@@ -1,100 +1,139 @@
-"""Command line of ``tools/benchmark.py``."""
+"""Command line of ``tools/benchmark.py``: every setting is checked before anything is built."""
 import argparse
-import dataclasses
 import logging
 import os
-from typing import List, Optional
+from dataclasses import dataclass, field, fields
+from typing import List, Optional, Tuple
 
-from nd_det.errors import one_line_usage_errors, run_cli
+import torch
+
+from nd_det.errors import ConfigError, one_line_usage_errors, run_cli
 from nd_det.utils.atomic_file import atomic_write_json, atomic_write_text
 from nd_det.utils.paths import check_writable
 from nd_det.utils.seed import seed_argument
-from .report import markdown_summary
-from .runner import DEFAULT_LOSS_SETS, BenchmarkSettings, run_benchmark
 
-__all__ = ["benchmark_argument_parser", "settings_from_args", "main"]
+from .measure import PRECISIONS
+from .models import MIN_IMAGE_SIDE, parse_loss_set
+
+DEFAULT_LOSS_SETS = ("nd", "kd+nd", "dkd+nd", "reviewkd+nd")
+
+
+@dataclass
+class BenchmarkSettings:
+    """One field per command-line setting (same names); recorded in the JSON's ``settings``."""
+
+    config_file: str
+    overrides: List[str] = field(default_factory=list)
+    device: str = "cpu"
+    precision: str = "fp32"
+    batch_size: int = 2
+    height: int = 320
+    width: int = 480
+    iters: int = 7
+    warmup: int = 2
+    losses: List[str] = field(default_factory=lambda: list(DEFAULT_LOSS_SETS))
+    dataloader_workers: List[int] = field(default_factory=lambda: [0, 2])
+    dataloader_images: int = 32
+    dataloader_batches: int = 20
+    dataloader_image_size: Tuple[int, int] = (480, 640)
+    nd_rois: int = 1024
+    nd_dim: int = 1024
+    memory: bool = True
+    memory_iters: int = 2
+    threads: Optional[int] = None
+    cudnn_benchmark: Optional[bool] = None
+    seed: int = 0
+
+
+def check_settings(s: BenchmarkSettings) -> None:
+    if s.device not in ("cpu", "cuda") and not s.device.startswith("cuda:"):
+        raise ConfigError(f"--device {s.device!r}: use cpu or cuda (cuda:N)")
+    if s.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {s.device}: no CUDA device is available here; use cpu")
+    for name in ("batch_size", "iters", "nd_rois", "nd_dim", "memory_iters",
+                 "dataloader_images", "dataloader_batches"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(s, name)}")
+    if s.warmup < 0:
+        raise ConfigError(f"--warmup must be >= 0; got {s.warmup}")
+    for name, value in (("--height", s.height), ("--width", s.width)):
+        if value < MIN_IMAGE_SIDE:
+            raise ConfigError(f"{name} {value}: give {MIN_IMAGE_SIDE} pixels or more")
+    if any(w < 0 for w in s.dataloader_workers):
+        raise ConfigError(f"--dataloader-workers {s.dataloader_workers}: give 0 or more workers "
+                          "each")
+    if min(s.dataloader_image_size) < 1:
+        raise ConfigError(f"--dataloader-image-size {list(s.dataloader_image_size)}: give a "
+                          "positive height and width")
+    if not s.losses:
+        raise ConfigError("--losses: give at least one loss set, e.g. nd or reviewkd+nd")
+    for text in s.losses:
+        parse_loss_set(text)
 
 
 def benchmark_argument_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        prog="tools/benchmark.py",
         description="Time the distillation step against its parts (student step, teacher "
         "forward, ABF/HCL), ND vectorised vs per-RoI loop, peak memory and data-loader "
         "throughput, with random weights and synthetic data.",
         epilog="Config overrides (KEY VALUE ...) go last, after '--' when the option before "
-        "them takes a list (--losses, --dataloader-workers).",
-    )
-    p.add_argument("--config-file", required=True, help="a DistillRCNN config (yaml)")
-    p.add_argument("--dataset", nargs=3, action="append", default=[],
-                   metavar=("NAME", "JSON", "IMAGE_DIR"),
-                   help="accepted so that a training command's arguments can be reused; the "
-                   "benchmark times synthetic batches and reads no dataset")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                   help="bf16: student under autocast (like detectron2's AMP trainer) and the "
-                   "teacher under MODEL.DISTILL.TEACHER_AUTOCAST=bfloat16; losses in float32")
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--height", type=int, default=320)
-    p.add_argument("--width", type=int, default=480)
-    p.add_argument("--iters", type=int, default=7, help="measured rounds (medians over them)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    p.add_argument("--losses", nargs="+", default=list(DEFAULT_LOSS_SETS),
-                   help="loss sets to time, names joined by '+' (default: %(default)s)")
-    p.add_argument("--dataloader-workers", nargs="*", type=int, default=[0, 2],
-                   help="worker counts for the data-loader check (none: skip it)")
-    p.add_argument("--dataloader-images", type=int, default=32,
-                   help="synthetic JPEG files written for the data-loader check")
-    p.add_argument("--dataloader-batches", type=int, default=20, help="timed loader batches")
-    p.add_argument("--dataloader-image-size", type=int, nargs=2, default=[480, 640],
-                   metavar=("H", "W"), help="size of the synthetic JPEG files")
-    p.add_argument("--nd-rois", type=int, default=1024)
-    p.add_argument("--nd-dim", type=int, default=1024)
-    p.add_argument("--no-memory", action="store_true",
-                   help="skip the peak-memory phases (each runs in a fresh process)")
-    p.add_argument("--memory-iters", type=int, default=2, help="steps per memory phase")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--cudnn-benchmark", choices=["on", "off"], default=None,
-                   help="torch.backends.cudnn.benchmark (default: the config's CUDNN_BENCHMARK)")
-    p.add_argument("--cast-census", choices=["on", "off"], default=None,
-                   help="count dtype casts in one distill step (default: on for bf16)")
-    p.add_argument("--seed", type=seed_argument, default=0)
-    p.add_argument("--output", required=True, help="JSON file to write")
-    p.add_argument("--markdown", default=None,
-                   help="markdown summary to write (default: the JSON path with .md)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+        "them takes a list (--losses, --dataloader-workers).")
+    add = p.add_argument
+    add("--config-file", required=True, help="a DistillRCNN config (yaml)")
+    add("--dataset", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGE_DIR"),
+        help="accepted so that a training command's arguments can be reused; unused")
+    add("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    add("--precision", default="fp32", choices=sorted(PRECISIONS),
+        help="bf16: the student under autocast (as detectron2's AMP trainer) and the teacher under "
+        "MODEL.DISTILL.TEACHER_AUTOCAST=bfloat16; losses in float32")
+    add("--batch-size", type=int, default=2)
+    add("--height", type=int, default=320)
+    add("--width", type=int, default=480)
+    add("--iters", type=int, default=7, help="measured rounds (medians over them)")
+    add("--warmup", type=int, default=2, help="untimed rounds first")
+    add("--losses", nargs="+", default=list(DEFAULT_LOSS_SETS),
+        help="loss sets to time, names joined by '+' (default: %(default)s)")
+    add("--dataloader-workers", nargs="*", type=int, default=[0, 2],
+        help="worker counts for the data-loader check (none: skip it)")
+    add("--dataloader-images", type=int, default=32, help="synthetic JPEG files for the loader")
+    add("--dataloader-batches", type=int, default=20, help="timed loader batches")
+    add("--dataloader-image-size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
+    add("--nd-rois", type=int, default=1024)
+    add("--nd-dim", type=int, default=1024)
+    add("--no-memory", action="store_true", help="skip the peak-memory phases")
+    add("--memory-iters", type=int, default=2, help="steps per memory phase")
+    add("--threads", type=int, default=None, help="torch CPU threads")
+    add("--cudnn-benchmark", choices=["on", "off"], default=None,
+        help="torch.backends.cudnn.benchmark (default: the config's CUDNN_BENCHMARK)")
+    add("--seed", type=seed_argument, default=0)
+    add("--output", required=True, help="JSON file to write")
+    add("--markdown", default=None, help="markdown summary (default: the JSON path with .md)")
+    add("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return one_line_usage_errors(p)
 
 
-def _switch(value: Optional[str]) -> Optional[bool]:
-    return None if value is None else value == "on"
-
-
 def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
-    """Every flag named like a setting is that setting; the others are converted here."""
-    opts = list(args.opts)
-    if opts and opts[0] == "--":
-        opts = opts[1:]
-    same_name = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchmarkSettings)
-                 if hasattr(args, f.name)}
+    opts = list(args.opts)[1:] if args.opts[:1] == ["--"] else list(args.opts)
+    same = {f.name: getattr(args, f.name) for f in fields(BenchmarkSettings) if hasattr(args, f.name)}
     return BenchmarkSettings(**dict(
-        same_name,
-        overrides=opts,
-        losses=list(args.losses),
-        dataloader_workers=list(args.dataloader_workers),
-        dataloader_image_size=tuple(args.dataloader_image_size),
+        same, overrides=opts, dataloader_image_size=tuple(args.dataloader_image_size),
         memory=not args.no_memory,
-        cudnn_benchmark=_switch(args.cudnn_benchmark),
-        cast_census=_switch(args.cast_census),
-    ))
+        cudnn_benchmark=None if args.cudnn_benchmark is None else args.cudnn_benchmark == "on"))
 
 
 def _main(argv: Optional[List[str]]) -> int:
     args = benchmark_argument_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    check_settings(settings)
     markdown = args.markdown or os.path.splitext(args.output)[0] + ".md"
     check_writable(args.output, "--output")  # before minutes of timing, not after
     check_writable(markdown, "--markdown")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("nd_det.benchmark").setLevel(logging.INFO)
-    result = run_benchmark(settings_from_args(args))
+    logging.getLogger("nd_benchmark").setLevel(logging.INFO)
+    from .run import markdown_summary, run_benchmark
+
+    result = run_benchmark(settings)
     atomic_write_json(result, args.output)
     summary = markdown_summary(result)
     atomic_write_text(summary, markdown)
