@@ -9,11 +9,9 @@ one exactly (same data order, augmentation and dropout).
 """
 import math
 import os
-import random
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-import numpy as np
 import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
@@ -23,9 +21,10 @@ from ..errors import ConfigError, FileError
 from ..utils.atomic_file import atomic_torch_save
 from ..utils.precision import AUTOCAST_DTYPES
 from ..utils.progress import ProgressClock, format_duration
+from ..utils.seed import seed_everything
 from .builders import build_distiller
 from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_model_weights, module_mismatch
-from .config import merge_config
+from .config import config_dict, merge_config
 from .data import ShardSampler, build_dataset
 from .distiller import Distiller
 from .distributed import all_reduce_sum, average_buffers, init_distributed, stop_if_any_rank_fails
@@ -56,12 +55,6 @@ def amp_dtype_for(device: torch.device, enabled: bool):
     if not enabled:
         return None
     return AUTOCAST_DTYPES["float16" if device.type == "cuda" else "bfloat16"]
-
-
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
 
 
 class ClassificationTrainer:
@@ -114,7 +107,7 @@ class ClassificationTrainer:
                 f"the training set gives {per_process} samples per process, fewer than one batch "
                 f"of {self.batch_per_process}; lower solver.batch_size or use more data "
                 "(data.train_subset)")
-        _seed_everything(self.seed)  # identical initial weights on every rank
+        seed_everything(self.seed)  # identical initial weights on every rank
         self.distiller, self.facts = build_distiller(cfg, self.info)
         if weights is not None:
             path, key = weights
@@ -190,10 +183,10 @@ class ClassificationTrainer:
         if not self.ctx.is_main:
             return
         self.logger.start()
+        resolved = config_dict(self.cfg)
         with open(os.path.join(self.output_dir, "config.yaml"), "w", encoding="utf-8") as f:
-            f.write(f"# resolved from {self.cfg.get('_source', '(no file)')}\n")
-            yaml.safe_dump({k: v for k, v in self.cfg.items() if k != "_source"}, f,
-                           sort_keys=False)
+            f.write(f"# resolved from {resolved.pop('_source', '(no file)')}\n")
+            yaml.safe_dump(resolved, f, sort_keys=False)
 
     # ------------------------------------------------------------------ steps
     def train_one_epoch(self, epoch: int, clock: ProgressClock) -> Dict[str, float]:
@@ -201,7 +194,7 @@ class ClassificationTrainer:
         epochs = int(solver["epochs"])
         device = self.ctx.device
         self.train_sampler.set_epoch(epoch)
-        _seed_everything(self.seed * 100_003 + epoch * 1_009 + self.ctx.rank)
+        seed_everything(self.seed * 100_003 + epoch * 1_009 + self.ctx.rank)
         lr = learning_rate_at(epoch, solver)
         set_learning_rate(self.optimizer, lr)
         self.model.train()
@@ -268,7 +261,7 @@ class ClassificationTrainer:
             "in_channels": self.info.in_channels,
             "epoch": epochs_done,
             "metrics": metrics,
-            "config": self.cfg,
+            "config": config_dict(self.cfg),
         }
 
     def save_checkpoint(self, epochs_done: int, metrics: Dict) -> None:

@@ -2,8 +2,12 @@
 detectron2's ``seed_all_rng``, the demo and the data loaders seed numpy with them; anything
 else would fail deep inside a run, after its output folder was made."""
 import argparse
+import random
 
-__all__ = ["MAX_SEED", "seed_argument", "config_seed_problem"]
+import numpy as np
+import torch
+
+__all__ = ["MAX_SEED", "seed_argument", "config_seed_problem", "seed_everything"]
 
 MAX_SEED = 2 ** 32 - 1
 
@@ -27,3 +31,12 @@ def config_seed_problem(seed: int, processes: int) -> str:
         return (f"SEED {seed}: give a seed between 0 and {top} (each of the {processes} "
                 "process(es) adds its rank), or -1 for a random one")
     return ""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, Python's ``random`` and numpy (``seed`` modulo 2**32) in one call.  Written
+    here because detectron2's ``seed_all_rng`` cannot serve the classification package, which
+    never imports detectron2."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))

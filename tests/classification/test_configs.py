@@ -113,7 +113,7 @@ def test_imagenet_configs_carry_the_published_recipe():
 def test_unknown_keys_and_bad_files_are_named(tmp_path):
     bad = write_yaml(tmp_path / "bad.yaml", {"solver": {"epoch": 3}})
     with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key 'solver\.epoch'; valid keys "
-                                          r"here: batch_size, clip_grad_norm, epochs"):
+                                          r"here: batch_size, betas, clip_grad_norm, epochs"):
         load_config(bad)
     with pytest.raises(ConfigError, match=r"missing\.yaml not found \(the _BASE_ of .*child\.yaml\)"):
         load_config(write_yaml(tmp_path / "child.yaml", {"_BASE_": "missing.yaml"}))

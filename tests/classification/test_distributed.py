@@ -63,9 +63,9 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     # and training really moved the weights away from the shared initialisation
     from nd_det.classification.builders import build_distiller
     from nd_det.classification.data import build_dataset
-    from nd_det.classification.trainer import _seed_everything
+    from nd_det.utils.seed import seed_everything
 
     _, info = build_dataset(cfg["data"], train=True, augment=False)
-    _seed_everything(cfg["train"]["seed"])
+    seed_everything(cfg["train"]["seed"])
     initial = build_distiller(cfg, info)[0].student.state_dict()
     assert not torch.equal(initial["fc.weight"], states[0]["student.fc.weight"])
