@@ -46,6 +46,16 @@ def test_quick_ablation_writes_its_files_and_a_rerun_reuses_every_run(tmp_path):
             assert diff == pytest.approx(per_seed["KD++"]["per_seed"][str(seed)][metric]
                                          - per_seed["KD"]["per_seed"][str(seed)][metric])
         assert pair["plus_better"] + pair["plus_worse"] <= 2
+        # the embedding geometry of every student run, summarised and paired like the metric
+        for name, row in per_seed.items():
+            for seed in (0, 1):
+                geometry = first["domains"][domain]["methods"][name]["geometry"]
+                assert geometry["norm_ratio"]["n"] == 2 and geometry["norm_ratio"]["mean"] > 0
+                assert -1.0 <= geometry["cosine_to_class_mean"]["mean"] <= 1.0
+        cosine = pair["geometry"]["cosine_to_class_mean"]
+        assert len(cosine["differences"]) == 2 and cosine["mean"] == pytest.approx(
+            sum(cosine["differences"]) / 2)
+    assert "Embedding geometry" in (out / "results.md").read_text()
     assert first["jobs_run"] == 14 and first["jobs_cached"] == 0
     # progress: a line per run, with the overall ETA
     assert sum("overall ETA" in line for line in lines) == 14

@@ -1,25 +1,33 @@
 """The detection half of the ablation: one teacher with its class means, then one student run
-per (method, seed), all on the ablation split of the embedded tree-crown data, with the demo's
-models, trainer and evaluation (``nd_det.demo``).  Each function is a job for
-:func:`nd_det.utils.parallel.run_jobs`: it runs in a process of its own and returns a dict."""
-import logging
+per (method, seed), on the ablation split of the embedded tree-crown data, with the demo's
+models, trainer and evaluation.  Each function is a job for :func:`nd_demo.jobs.run_jobs`: it
+runs in a process of its own and returns a dict."""
 import os
 from typing import Dict, List, Optional
 
+import torch
+import torch.nn.functional as F
+from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
 from fvcore.nn import parameter_count
 
 from nd_det.class_means_extraction import extract_class_means
-from nd_demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, student_cfg,
-                            teacher_cfg, without_demo_keys)
+from nd_det.modeling import FrozenTeacher, build_plain_student, load_student_checkpoint
+from nd_demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, run_cfg,
+                             student_cfg, without_demo_keys)
 from nd_demo.evaluation import box_metrics
-from nd_demo.trainer import train_detector
-from nd_demo.progress import DemoClock, Stage
-from nd_demo.run_log import log_to_file
-from nd_det.modeling import FrozenTeacher, build_plain_student
+from nd_demo.trainer import log_to_file, train_detector
+
 from .plan import Method, Sizes, run_folder, teacher_paths
 from .splits import register_splits
 
-__all__ = ["teacher_job", "student_job", "input_opts"]
+
+def setting(sizes: Sizes) -> str:
+    return (f"embedded tree crowns, ablation split; MobileNetV2-FPN teacher (ImageNet init, "
+            f"{sizes.teacher_iters} iterations) -> half-width MobileNetV2-FPN student "
+            f"(random init, {sizes.student_iters} iterations of 4 images)")
 
 
 def input_opts(sizes: Sizes) -> List[str]:
@@ -31,30 +39,6 @@ def input_opts(sizes: Sizes) -> List[str]:
             "INPUT.MIN_SIZE_TEST", s, "INPUT.MAX_SIZE_TEST", s]
 
 
-def _quiet_clock(stage: str, iters: int) -> DemoClock:
-    return DemoClock([Stage(stage, iters, 1.0)],
-                     emit=lambda line: logging.getLogger("nd_det.ablation").info(line.strip()))
-
-
-def teacher_job(root: str, sizes: Sizes, seed: int = 0, dataset_root: Optional[str] = None) -> Dict:
-    """Train the teacher, extract its class means (the default, reference protocol, every
-    training image), evaluate it; returns its metrics."""
-    paths = teacher_paths(root, "detection")
-    os.makedirs(paths["folder"], exist_ok=True)
-    with log_to_file(os.path.join(paths["folder"], "log.txt")):
-        splits = register_splits(os.path.join(root, "detection"), dataset_root)
-        cfg = teacher_cfg(DEFAULT_TEACHER_CONFIG, paths["folder"], sizes.teacher_iters, seed, "cpu",
-                          input_opts(sizes), splits)
-        train_detector(cfg, _quiet_clock("teacher", sizes.teacher_iters), "teacher", seed, 10)
-        # any distillation config with this teacher names it for the extraction
-        distill_cfg = without_demo_keys(_student_cfg(root, Method("KD++", ("kd", "nd")), sizes,
-                                                     seed, splits))
-        table = extract_class_means(distill_cfg, output=paths["class_means"], num_workers=0)
-        teacher = FrozenTeacher(distill_cfg)
-        result = _scored(teacher.cfg, teacher.model)
-    return dict(result, class_means_counts=table.counts.tolist())
-
-
 def _student_cfg(root, method: Method, sizes: Sizes, seed: int, splits):
     paths = teacher_paths(root, "detection")
     return student_cfg(DEFAULT_STUDENT_CONFIG, run_folder(root, "detection", method, seed),
@@ -63,18 +47,74 @@ def _student_cfg(root, method: Method, sizes: Sizes, seed: int, splits):
                        input_opts(sizes) + list(method.overrides), splits)
 
 
+def teacher_job(root: str, sizes: Sizes, seed: int = 0, dataset_root: Optional[str] = None) -> Dict:
+    """Train the teacher, extract its class means (the reference protocol, every training
+    image), evaluate it; returns its metrics."""
+    paths = teacher_paths(root, "detection")
+    with log_to_file(os.path.join(paths["folder"], "log.txt"), console_prefix="[teacher] "):
+        splits = register_splits(os.path.join(root, "detection"), dataset_root)
+        cfg = run_cfg(DEFAULT_TEACHER_CONFIG, "teacher", paths["folder"], sizes.teacher_iters,
+                      seed, "cpu", input_opts(sizes), splits)
+        train_detector(cfg, seed, log_period=1000)
+        # any distillation config with this teacher names it for the extraction
+        distill_cfg = without_demo_keys(_student_cfg(root, Method("KD++", ("kd", "nd")), sizes,
+                                                     seed, splits))
+        table = extract_class_means(distill_cfg, output=paths["class_means"], num_workers=0)
+        teacher = FrozenTeacher(distill_cfg)
+        metrics, _ = box_metrics(teacher.cfg, teacher.model)
+    return {"metrics": metrics, "params": parameter_count(teacher.model)[""],
+            "class_means_counts": table.counts.tolist()}
+
+
 def student_job(root: str, method: Method, seed: int, sizes: Sizes,
                 dataset_root: Optional[str] = None) -> Dict:
-    """Train the demo's student with ``method`` and ``seed``; its COCO metrics on val."""
-    with log_to_file(run_folder(root, "detection", method, seed) + ".log"):
+    """Train the demo's student with ``method`` and ``seed``; its COCO metrics on val and the
+    geometry of its RoI embeddings (:func:`embedding_geometry`)."""
+    folder = run_folder(root, "detection", method, seed)
+    with log_to_file(folder + ".log", console_prefix=f"[{method.name} seed {seed}] "):
         splits = register_splits(os.path.join(root, "detection"), dataset_root)
         cfg = _student_cfg(root, method, sizes, seed, splits)
-        weights = train_detector(cfg, _quiet_clock(method.name, sizes.student_iters),
-                                 method.name, seed, 10)
-        return _scored(*build_plain_student(without_demo_keys(cfg), weights))
+        weights = train_detector(cfg, seed, log_period=1000)
+        plain_cfg, model = build_plain_student(without_demo_keys(cfg), weights)
+        metrics, _ = box_metrics(plain_cfg, model)
+        geometry = embedding_geometry(without_demo_keys(cfg), weights, seed)
+    return {"metrics": metrics, "params": parameter_count(model)[""], "geometry": geometry}
 
 
-def _scored(cfg, model) -> Dict:
-    # the demo's metrics without its inference timing pass (the ablation reports no speed)
-    metrics, _ = box_metrics(cfg, model)
-    return {"metrics": metrics, "params": parameter_count(model)[""]}
+@torch.no_grad()
+def embedding_geometry(cfg, weights: str, seed: int) -> Dict[str, float]:
+    """What ND acts on (protocol: docs/ablation.md): on every val image at test scale, the
+    student samples its RoIs as in training (its RPN proposals + the ground truth, 25% positive);
+    over the sampled RoIs labelled with a ground-truth class, the mean student box-head embedding
+    norm over the teacher's on the same boxes, and the mean cosine between each student
+    embedding and the teacher's class mean of its label."""
+    run = cfg.clone()
+    run.defrost()
+    run.MODEL.DISTILL.LOSSES = ["nd"]  # the teacher on the same boxes, and its class means
+    run.freeze()
+    model = build_model(run)
+    load_student_checkpoint(model, weights)
+    model.train()  # training-mode RPN and sampling; no parameter changes (no_grad, GN norms)
+    means = model.distill_terms[0].class_means
+    mapper = DatasetMapper(run, is_train=True, augmentations=[T.ResizeShortestEdge(
+        run.INPUT.MIN_SIZE_TEST, run.INPUT.MAX_SIZE_TEST)])
+    torch.manual_seed(seed)
+    student_norms, teacher_norms, cosines = [], [], []
+    with EventStorage(0):
+        for record in DatasetCatalog.get(run.DATASETS.TEST[0]):
+            batch = [mapper(record)]
+            images, teacher_images = model.preprocess_pair(batch)
+            features = model.backbone(images.tensor)
+            gt = [batch[0]["instances"].to(model.device)]
+            proposals, _ = model.proposal_generator(images, features, gt)
+            sampled = model.roi_heads.label_and_sample_proposals(proposals, gt)
+            embeddings, logits, _ = model.student_box_branch(features, sampled)
+            inputs = model.distill_inputs(features, embeddings, logits, teacher_images, sampled)
+            fg = inputs.labels < run.MODEL.ROI_HEADS.NUM_CLASSES
+            s, t = inputs.student_embeddings[fg], inputs.teacher_embeddings[fg]
+            student_norms.append(s.norm(dim=1))
+            teacher_norms.append(t.norm(dim=1))
+            cosines.append(F.cosine_similarity(s, means[inputs.labels[fg]], dim=1))
+    s_norm, t_norm = torch.cat(student_norms), torch.cat(teacher_norms)
+    return {"norm_ratio": float(s_norm.mean() / t_norm.mean()),
+            "cosine_to_class_mean": float(torch.cat(cosines).mean()), "rois": int(s_norm.numel())}

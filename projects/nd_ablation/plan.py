@@ -11,10 +11,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple
 
-__all__ = ["Method", "DETECTION_METHODS", "CLASSIFICATION_METHODS", "PAIRS", "Sizes",
-           "DEFAULT_SIZES", "QUICK_SIZES", "DEFAULT_SEEDS", "QUICK_SEEDS", "QUICK_METHODS",
-           "DEFAULT_METHODS", "teacher_paths", "run_folder"]
-
 
 @dataclass(frozen=True)
 class Method:

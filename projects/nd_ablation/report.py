@@ -8,10 +8,10 @@ from nd_det.utils.atomic_file import atomic_write, atomic_write_json, atomic_wri
 from nd_det.utils.text import markdown_table
 from .plan import PAIRS
 
-__all__ = ["summarize", "render_markdown", "write_report", "draw_figure", "PRIMARY_METRIC"]
-
 PRIMARY_METRIC = {"detection": "AP", "classification": "top1"}
 _METRICS = {"detection": ("AP", "AP50", "AP75"), "classification": ("top1",)}
+# the embedding geometry each student run records (docs/ablation.md: what ND acts on)
+GEOMETRY = ("norm_ratio", "cosine_to_class_mean")
 
 
 def _mean_std(values: Sequence[float]) -> Dict[str, float]:
@@ -21,10 +21,12 @@ def _mean_std(values: Sequence[float]) -> Dict[str, float]:
     return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
 
 
-def _with_std(stat: Dict[str, float], sign: str = "") -> str:
+def _with_std(stat: Dict[str, float], fmt: str = ".2") -> str:
+    """``fmt``: the mean's format without its "f" ("+.2": signed, ".3": three decimals)."""
+    digits = fmt.lstrip("+")
     if stat["std"] is None:
-        return f"{stat['mean']:{sign}.2f} (1 seed)"
-    return f"{stat['mean']:{sign}.2f} ± {stat['std']:.2f}"
+        return f"{stat['mean']:{fmt}f} (1 seed)"
+    return f"{stat['mean']:{fmt}f} ± {stat['std']:{digits}f}"
 
 
 def summarize(domain: str, teacher: Dict, runs: Dict[str, Dict[int, Dict]]) -> Dict:
@@ -39,6 +41,9 @@ def summarize(domain: str, teacher: Dict, runs: Dict[str, Dict[int, Dict]]) -> D
             **{m: _mean_std([by_seed[s]["metrics"][m] for s in sorted(by_seed)])
                for m in metrics},
         }
+        if all("geometry" in r for r in by_seed.values()):
+            methods[name]["geometry"] = {g: _mean_std([by_seed[s]["geometry"][g] for s in
+                                                       sorted(by_seed)]) for g in GEOMETRY}
     alone = methods.get("student alone", {}).get(primary, {}).get("mean")
     teacher_value = teacher["metrics"][primary]
     # no gap to close when the teacher is not above the student alone (e.g. a toy schedule)
@@ -53,10 +58,15 @@ def summarize(domain: str, teacher: Dict, runs: Dict[str, Dict[int, Dict]]) -> D
         seeds = sorted(set(runs[base]) & set(runs[plus]))
         diffs = [runs[plus][s]["metrics"][primary] - runs[base][s]["metrics"][primary]
                  for s in seeds]
-        pairs.append({"pair": f"{base} -> {plus}", "metric": primary, "seeds": seeds,
-                      "differences": diffs, **_mean_std(diffs),
-                      "plus_better": sum(d > 0 for d in diffs),
-                      "plus_worse": sum(d < 0 for d in diffs)})
+        pair = {"pair": f"{base} -> {plus}", "metric": primary, "seeds": seeds,
+                "differences": diffs, **_mean_std(diffs),
+                "plus_better": sum(d > 0 for d in diffs), "plus_worse": sum(d < 0 for d in diffs)}
+        if all("geometry" in runs[m][s] for m in (base, plus) for s in seeds):
+            pair["geometry"] = {}
+            for g in GEOMETRY:
+                d = [runs[plus][s]["geometry"][g] - runs[base][s]["geometry"][g] for s in seeds]
+                pair["geometry"][g] = dict(differences=d, **_mean_std(d))
+        pairs.append(pair)
     spread = {name: row[primary]["std"] for name, row in methods.items()}
     known = [std for std in spread.values() if std is not None]
     return {"metric": primary, "teacher": teacher, "methods": methods, "pairs": pairs,
@@ -89,10 +99,26 @@ def render_markdown(report: Dict) -> str:
                       "data order, same initial weights):", ""] + markdown_table(
                 ["pair", "per seed", "mean ± std", "X++ better / worse"],
                 [(pair["pair"], ", ".join(f"{d:+.2f}" for d in pair["differences"]),
-                  _with_std(pair, "+"), f"{pair['plus_better']} / {pair['plus_worse']} of "
+                  _with_std(pair, "+.2"), f"{pair['plus_better']} / {pair['plus_worse']} of "
                   f"{pair['n']}") for pair in block["pairs"]])
         else:
             lines += ["", "No X / X++ pair among the methods run: nothing to pair."]
+        with_geometry = [(n, r) for n, r in block["methods"].items() if "geometry" in r]
+        if with_geometry:
+            lines += ["", "Embedding geometry (what ND acts on; protocol in docs/ablation.md): "
+                      "student norm / teacher norm, and cosine to the teacher's class mean:",
+                      ""] + markdown_table(
+                ["method", "norm ratio (mean ± std)", "cosine (mean ± std)"],
+                [(n, _with_std(r["geometry"]["norm_ratio"], ".3"),
+                  _with_std(r["geometry"]["cosine_to_class_mean"], ".3"))
+                 for n, r in with_geometry])
+            paired = [p for p in block["pairs"] if "geometry" in p]
+            if paired:
+                lines += ["", "Paired X++ - X of the geometry (per seed; mean ± std):", ""] + \
+                    markdown_table(["pair", "norm ratio", "cosine"], [
+                        (p["pair"], *(", ".join(f"{d:+.3f}" for d in p["geometry"][g]["differences"])
+                                      + f" ({_with_std(p['geometry'][g], '+.3')})"
+                                      for g in GEOMETRY)) for p in paired])
         spread = block["mean_seed_std"]
         lines += ["", f"Seed-to-seed std of {block['metric']}, mean over methods: "
                   + ("none (one seed)" if spread is None else f"{spread:.2f}") + ".", ""]
