@@ -17,7 +17,8 @@ def build_student(cfg: Dict, info: DatasetInfo) -> Classifier:
     if not name:
         raise ConfigError("model.name is empty: name a classifier, e.g. resnet20 "
                          "(see nd_det.classification.models.available_classifiers())")
-    model = build_classifier(name, info.num_classes, info.in_channels)
+    model = build_classifier(name, info.num_classes, info.in_channels, info.image_size,
+                             float(cfg["model"].get("drop_path_rate", 0.0)))
     if cfg["model"].get("weights"):
         load_model_weights(model, cfg["model"]["weights"], what="initial", key="model.weights")
     return model

@@ -103,7 +103,8 @@ def extract_class_means_main(argv: Optional[List[str]] = None):
         # this process's pieces; then one collective says whether every process has them
         with stop_if_any_rank_fails(ctx):
             dataset, info = build_dataset(cfg["data"], train=True, augment=False)
-            model = build_classifier(cfg["model"]["name"], info.num_classes, info.in_channels)
+            model = build_classifier(cfg["model"]["name"], info.num_classes, info.in_channels,
+                                     info.image_size)
             load_model_weights(model, args.weights, what="teacher", key="--weights")
         model.to(ctx.device)
         loader = DataLoader(dataset, batch_size=args.batch_size,

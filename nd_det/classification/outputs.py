@@ -1,6 +1,6 @@
 """What every classifier of this package returns."""
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -22,9 +22,14 @@ class ClassifierOutput:
         preact_features: the same levels before that final ReLU (the maps the ReviewKD reference
             compares on the teacher side); a stage without a final activation gives the same map
             in both lists, and the last entry is the same embedding.
+        distill_logits: the distillation head's class scores of a model that has one (DeiT's
+            distillation token), the side the logit-distillation terms compare with the
+            teacher; None for the others.  Such a model's ``logits`` are its class-token head's
+            in training and the mean of both heads in eval mode (DeiT's evaluation).
     """
 
     logits: torch.Tensor
     embedding: torch.Tensor
     features: List[torch.Tensor]
     preact_features: List[torch.Tensor]
+    distill_logits: Optional[torch.Tensor] = None

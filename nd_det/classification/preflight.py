@@ -14,9 +14,9 @@ from typing import Dict, Optional
 from ..errors import ConfigError, FileError
 from ..utils.paths import check_writable
 from .checkpoint import check_weights_file
-from .data import check_dataset
+from .data import check_dataset, mixes_labels
 from .distributed import check_device, world_size_from_env
-from .loss_terms import check_loss_terms
+from .loss_terms import check_loss_terms, loss_term_class
 from .models import check_classifier_name
 from .teacher import check_teacher_config, read_class_means_file
 
@@ -42,16 +42,21 @@ def check_batch_split(solver: Dict, world_size: int) -> int:
 
 def _check_solver(solver: Dict, world_size: int) -> None:
     check_batch_split(solver, world_size)
-    if solver["nesterov"] and not float(solver["momentum"]) > 0:
+    if solver["optimizer"] == "sgd" and solver["nesterov"] and not float(solver["momentum"]) > 0:
         raise ConfigError(f"solver.nesterov is true but solver.momentum is {solver['momentum']}: "
                           "Nesterov needs a positive momentum; set solver.nesterov=false or "
                           "give a momentum")
 
 
-def _check_distillation(distill: Dict) -> None:
+def _check_distillation(distill: Dict, data: Dict) -> None:
     check_teacher_config(distill["teacher"])
     has_teacher = bool(distill["teacher"].get("name"))
     check_loss_terms(distill["losses"], has_teacher=has_teacher)
+    hard = [n for n in distill["losses"] if loss_term_class(n).needs_hard_labels]
+    if hard and mixes_labels(data):
+        raise ConfigError(f"loss term {hard[0]!r} needs each image's own label, but "
+                          "data.mixup_alpha / data.cutmix_alpha mix the labels: set both to 0 "
+                          f"or remove {hard[0]!r} from distill.losses")
     if has_teacher and "nd" in distill["losses"]:
         read_class_means_file(distill.get("class_means"))
 
@@ -74,7 +79,7 @@ def check_training_setup(cfg: Dict, resume: Optional[str] = None, eval_only: boo
         _check_solver(cfg["solver"], world_size_from_env())
         if cfg["model"].get("weights"):
             check_weights_file(cfg["model"]["weights"], "initial", "model.weights")
-        _check_distillation(cfg["distill"])
+        _check_distillation(cfg["distill"], cfg["data"])
         if resume not in (None, "auto") and not os.path.isfile(resume):
             raise FileError(f"--resume {resume}: file not found; give the "
                                    "last_checkpoint.pth of the run to continue, or --resume "

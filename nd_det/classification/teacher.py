@@ -40,7 +40,7 @@ def build_teacher(teacher_cfg: Dict,
     name, weights = teacher_cfg.get("name"), teacher_cfg.get("weights")
     if not name:
         return None, None
-    teacher = build_classifier(name, info.num_classes, info.in_channels)
+    teacher = build_classifier(name, info.num_classes, info.in_channels, info.image_size)
     load_model_weights(teacher, weights, what="teacher", key="distill.teacher.weights")
     return freeze(teacher), file_sha256(weights)
 

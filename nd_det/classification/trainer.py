@@ -25,7 +25,7 @@ from ..utils.seed import seed_everything
 from .builders import build_distiller
 from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_model_weights, module_mismatch
 from .config import config_dict, merge_config
-from .data import ShardSampler, build_dataset
+from .data import ShardSampler, build_batch_mixer, build_dataset
 from .distiller import Distiller
 from .distributed import all_reduce_sum, average_buffers, init_distributed, stop_if_any_rank_fails
 from .metrics import evaluate
@@ -109,6 +109,7 @@ class ClassificationTrainer:
                 "(data.train_subset)")
         seed_everything(self.seed)  # identical initial weights on every rank
         self.distiller, self.facts = build_distiller(cfg, self.info)
+        self.mixer = build_batch_mixer(cfg["data"], self.info.num_classes)
         if weights is not None:
             path, key = weights
             load_model_weights(self.distiller.student, path, what="evaluated", key=key)
@@ -197,6 +198,7 @@ class ClassificationTrainer:
         seed_everything(self.seed * 100_003 + epoch * 1_009 + self.ctx.rank)
         lr = learning_rate_at(epoch, solver)
         set_learning_rate(self.optimizer, lr)
+        per_iteration = solver["lr_schedule"] == "warmup_cosine"
         self.model.train()
         sums: Dict[str, torch.Tensor] = {}
         seen = torch.zeros((), dtype=torch.float64, device=device)
@@ -207,6 +209,11 @@ class ClassificationTrainer:
         for it, (images, labels) in enumerate(self.train_loader):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
+            if self.mixer is not None:
+                images, labels = self.mixer(images, labels)
+            if per_iteration:
+                lr = learning_rate_at(epoch + it / iters, solver)
+                set_learning_rate(self.optimizer, lr)
             with torch.autocast(device.type, dtype=self.amp_dtype,
                                 enabled=self.amp_dtype is not None):
                 losses, _ = self.model(images, labels, epoch)

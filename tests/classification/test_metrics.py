@@ -33,7 +33,14 @@ def test_learning_rate_schedules():
     cosine = dict(solver, lr_schedule="cosine", epochs=10)
     assert learning_rate_at(0, cosine) == pytest.approx(0.1)
     assert learning_rate_at(5, cosine) == pytest.approx(0.05)
-    with pytest.raises(ValueError, match=r"solver.lr_schedule must be multistep or cosine; got 'step'"):
+    # the MAE / DeiT schedule of the reference's DeiT code: linear warm-up from 0 over 20
+    # epochs, then half a cosine from lr to min_lr over the other 280, at fractional epochs
+    deit = dict(solver, lr_schedule="warmup_cosine", lr=8e-4, epochs=300, warmup_epochs=20,
+                min_lr=1e-6)
+    assert [learning_rate_at(e, deit) for e in (0, 5.5, 20, 160, 300)] == pytest.approx(
+        [0.0, 8e-4 * 5.5 / 20, 8e-4, 1e-6 + (8e-4 - 1e-6) / 2, 1e-6])
+    with pytest.raises(ValueError, match=r"solver.lr_schedule must be multistep, cosine or "
+                                         r"warmup_cosine; got 'step'"):
         learning_rate_at(0, dict(solver, lr_schedule="step"))
 
 

@@ -30,8 +30,9 @@ def test_the_registries_are_fvcore_registries_with_every_entry():
 
 
 def test_unknown_names_list_the_available_ones():
-    with pytest.raises(ConfigError, match=r"unknown classifier 'resnet9'; available: mobilenet_v1, "
-                                       r"mobilenet_v2_cifar, resnet101, "):
+    with pytest.raises(ConfigError, match=r"unknown classifier 'resnet9'; available: "
+                                       r"deit_b_distilled, mobilenet_v1, mobilenet_v2_cifar, "
+                                       r"regnet_y_16gf, resnet101, "):
         build_classifier("resnet9", 10)
     with pytest.raises(ConfigError, match=r"unknown classifier 'vgg'; available: .*, wrn_40_2"):
         classifier_info("vgg")

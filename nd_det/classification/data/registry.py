@@ -31,6 +31,7 @@ class DatasetInfo:
     num_classes: int
     in_channels: int
     classes: List[str]
+    image_size: int = 224    # the side of the images the model sees
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class _Entry:
     in_channels: int
     check: Callable[[Dict, str], None]   # raises a UserError when the files are not there (cheap)
     default_root: str = ""               # where data.root points when it is null
+    image_size: int = 0                  # the images' side (0: data.image_size)
 
 
 def _check_cifar100(cfg: Dict, root: str) -> None:
@@ -59,7 +61,8 @@ def _check_image_folder(cfg: Dict, root: str) -> None:
 
 def _image_folder(cfg: Dict, root: str, train: bool, augment: bool) -> Dataset:
     split_dir = cfg.get("train_dir", "train") if train else cfg.get("test_dir", "val")
-    transform = imagenet_transform(augment, int(cfg.get("image_size", 224)))
+    transform = imagenet_transform(augment, int(cfg.get("image_size", 224)),
+                                   cfg.get("augment", "standard"))
     return build_image_folder(root, split_dir, transform)
 
 
@@ -87,11 +90,11 @@ def _digits(cfg: Dict, root: str, train: bool, augment: bool) -> Dataset:
 # not carry them
 DATASET_REGISTRY = Registry("DATASET")
 for _name, _dataset_entry in (
-        ("cifar100", _Entry(_cifar100, 3, _check_cifar100, "datasets/cifar100")),
+        ("cifar100", _Entry(_cifar100, 3, _check_cifar100, "datasets/cifar100", 32)),
         ("image_folder", _Entry(_image_folder, 3, _check_image_folder, "datasets/imagenet")),
         ("fashion_mnist", _Entry(_fashion_mnist, 1, _check_fashion_mnist,
-                                 DEBIAN_FASHION_MNIST_DIR)),
-        ("digits", _Entry(_digits, 1, _check_digits))):
+                                 DEBIAN_FASHION_MNIST_DIR, 28)),
+        ("digits", _Entry(_digits, 1, _check_digits, "", 8))):
     register_as(DATASET_REGISTRY, _name, _dataset_entry, "dataset")
 
 
@@ -124,6 +127,15 @@ def check_dataset(data_cfg: Dict) -> None:
     """The dataset's name is registered and its files are where the config says (both splits);
     nothing is read beyond file names, so this runs before anything else."""
     entry, root = _entry(data_cfg)
+    augment = data_cfg.get("augment", "standard")
+    if augment != "standard":
+        if data_cfg.get("name") != "image_folder":
+            raise ConfigError(f"data.augment={augment!r} applies to data.name=image_folder "
+                              "only; set data.augment=standard")
+        if importlib.util.find_spec("timm") is None:
+            raise MissingDependencyError(
+                f"data.augment={augment!r} is timm's DeiT augmentation, but timm is not "
+                "installed: pip install 'nd-det[timm]' (or pip install timm)")
     entry.check(data_cfg, root)
 
 
@@ -136,4 +148,5 @@ def build_dataset(data_cfg: Dict, train: bool, augment: bool) -> Tuple[Dataset, 
         raise ValueError(f"dataset {name!r} reports no classes")
     key = "train_subset" if train else "test_subset"
     dataset = _subset(dataset, data_cfg.get(key), data_cfg.get("subset_seed", 0), key)
-    return dataset, DatasetInfo(len(classes), entry.in_channels, classes)
+    image_size = entry.image_size or int(data_cfg.get("image_size", 224))
+    return dataset, DatasetInfo(len(classes), entry.in_channels, classes, image_size)

@@ -21,13 +21,25 @@ def cifar_transform(augment: bool) -> T.Compose:
     return T.Compose(steps + [T.ToTensor(), T.Normalize(CIFAR100_MEAN, CIFAR100_STD)])
 
 
-def imagenet_transform(augment: bool, image_size: int = 224) -> T.Compose:
+def imagenet_transform(augment: bool, image_size: int = 224,
+                       recipe: str = "standard") -> T.Compose:
     """The standard ImageNet recipe: random-resized crop + flip for training; resize to
-    image_size * 256 / 224 and centre crop for evaluation."""
+    image_size * 256 / 224 and centre crop for evaluation.  ``recipe="deit"``: the DeiT recipe
+    of the reference's ImageNet/DeiT code, timm's training transform (bicubic random-resized
+    crop + flip, RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25 'pixel') and a bicubic
+    resize for evaluation."""
+    resize_mode = T.InterpolationMode.BICUBIC if recipe == "deit" else T.InterpolationMode.BILINEAR
+    if augment and recipe == "deit":
+        from timm.data import create_transform  # the optional extra, checked by check_dataset
+
+        return create_transform(image_size, is_training=True, color_jitter=None,
+                                auto_augment="rand-m9-mstd0.5-inc1", interpolation="bicubic",
+                                re_prob=0.25, re_mode="pixel", re_count=1,
+                                mean=IMAGENET_MEAN, std=IMAGENET_STD)
     if augment:
         steps = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
     else:
-        steps = [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)]
+        steps = [T.Resize(round(image_size * 256 / 224), resize_mode), T.CenterCrop(image_size)]
     return T.Compose(steps + [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 

@@ -29,6 +29,7 @@ class LossTerm(nn.Module):
 
     name: str = ""
     needs_teacher: bool = True
+    needs_hard_labels: bool = False   # refuses the mixed targets of data.mixup/cutmix_alpha
     warm_up_by_default: bool = False
     # the ranges of the config parameters, checked by the registry before any model is built
     # (their types come from the defaults)

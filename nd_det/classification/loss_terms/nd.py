@@ -2,7 +2,9 @@
 
 When the student's embedding size differs from the teacher's, a projection (BatchNorm1d ->
 Dropout -> Linear) maps the student embedding to the teacher's size for this term only; the
-student's classifier keeps its own embedding."""
+student's classifier keeps its own embedding.  Mixed targets (data.mixup/cutmix_alpha) mix
+the class means with the same weights, as the reference's DeiT code does."""
+import torch
 from torch import nn
 
 from ...errors import ConfigError, DataError
@@ -38,5 +40,8 @@ class NDTerm(LossTerm):
         self.register_buffer("class_means", means.means, persistent=False)
 
     def compute(self, student, teacher, labels):
-        return nd_loss(self.projection(student.embedding), teacher.embedding, labels,
-                       self.class_means)
+        means = self.class_means
+        if labels.dim() == 2:  # (N, C) mixed targets: each row's mix of the class means
+            means = labels.to(means.dtype) @ means
+            labels = torch.arange(len(means), device=means.device)
+        return nd_loss(self.projection(student.embedding), teacher.embedding, labels, means)

@@ -9,7 +9,9 @@ from . import (  # noqa: F401  (imported to register the models)
     mobilenet_v2_cifar,
     shufflenet_v1,
     shufflenet_v2,
+    torchvision_regnet,
     torchvision_resnet,
+    vision_transformers,
     wide_resnet,
 )
 from .base import Classifier

@@ -1,8 +1,9 @@
 """Classifiers by name: ``build_classifier("resnet32x4", num_classes=100)``."""
+import importlib.util
 from dataclasses import dataclass
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
-from ...errors import ConfigError
+from ...errors import ConfigError, MissingDependencyError
 from ...utils.registry import Registry, register_as, registered_names
 from ...utils.registry import lookup
 from .base import Classifier
@@ -16,17 +17,22 @@ CLASSIFIER_REGISTRY = Registry("CLASSIFIER")
 @dataclass(frozen=True)
 class ClassifierEntry:
     builder: Callable[..., Classifier]
-    family: str          # "cifar" (32x32 designs) or "imagenet" (224x224 designs)
+    family: str          # "cifar" (32x32 designs), "imagenet" (224x224 CNNs) or "vit"
     description: str
+    options: Tuple[str, ...] = ()   # build options it takes: image_size, drop_path_rate
+    requires: str = ""              # an optional package it needs (imported when built)
 
 
-def register_classifier(name: str, family: str, description: str):
-    """Decorator registering ``builder(num_classes, in_channels) -> Classifier`` under ``name``."""
+def register_classifier(name: str, family: str, description: str,
+                        options: Tuple[str, ...] = (), requires: str = ""):
+    """Decorator registering ``builder(num_classes, in_channels, **options) -> Classifier``
+    under ``name``."""
 
     def wrap(builder):
         # the registry holds the whole entry: fvcore keeps one object per name, and a builder
-        # alone would not carry its family and description
-        register_as(CLASSIFIER_REGISTRY, name, ClassifierEntry(builder, family, description),
+        # alone would not carry its family, description, options and requirement
+        register_as(CLASSIFIER_REGISTRY, name,
+                    ClassifierEntry(builder, family, description, options, requires),
                     "classifier")
         return builder
 
@@ -46,12 +52,30 @@ def check_classifier_name(name, key: str) -> None:
     if not name:
         raise ConfigError(f"{key} is empty: name a classifier, e.g. resnet20; available: "
                           f"{', '.join(available_classifiers())}")
-    lookup(CLASSIFIER_REGISTRY, name, f"classifier {key}={name!r}")
+    _require(lookup(CLASSIFIER_REGISTRY, name, f"classifier {key}={name!r}"), f"{key}={name!r}")
 
 
-def build_classifier(name: str, num_classes: int, in_channels: int = 3) -> Classifier:
-    """A randomly initialised classifier.  An unknown name raises ``ConfigError`` (a
-    ``KeyError`` and a ``UserError``) listing the known names."""
+def _require(entry: ClassifierEntry, what: str) -> None:
+    """MissingDependencyError when the optional package ``entry`` needs is not installed."""
+    if entry.requires and importlib.util.find_spec(entry.requires) is None:
+        raise MissingDependencyError(
+            f"{what} ({entry.description}) needs {entry.requires}, which is not installed: "
+            f"pip install 'nd-det[{entry.requires}]' (or pip install {entry.requires})")
+
+
+def build_classifier(name: str, num_classes: int, in_channels: int = 3, image_size: int = 224,
+                     drop_path_rate: float = 0.0) -> Classifier:
+    """A randomly initialised classifier (``image_size``: the input size, for the models whose
+    weights depend on it; ``drop_path_rate``: stochastic depth, for those that have it).  An
+    unknown name raises ``ConfigError`` (a ``KeyError`` and a ``UserError``) listing the known
+    names."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}")
-    return classifier_info(name).builder(num_classes=num_classes, in_channels=in_channels)
+    entry = classifier_info(name)
+    _require(entry, f"classifier {name!r}")
+    if drop_path_rate and "drop_path_rate" not in entry.options:
+        raise ConfigError(f"model.drop_path_rate={drop_path_rate}: classifier {name!r} has no "
+                          "stochastic depth; set it to 0")
+    options = {"image_size": image_size, "drop_path_rate": drop_path_rate}
+    return entry.builder(num_classes=num_classes, in_channels=in_channels,
+                         **{k: options[k] for k in entry.options})
