@@ -25,7 +25,8 @@ __all__ = ["check_training_setup", "check_extraction_setup", "check_batch_split"
 
 def _check_model_and_data(cfg: Dict) -> None:
     check_device(cfg["train"]["device"])
-    check_classifier_name(cfg["model"]["name"], "model.name")
+    check_classifier_name(cfg["model"]["name"], "model.name",
+                          float(cfg["model"].get("drop_path_rate", 0.0)))
     check_dataset(cfg["data"])
 
 

@@ -140,6 +140,17 @@ CASES = {
     "unknown_teacher_model": lambda c, t: (
         TRAIN, ["--config", _config(c, t), "distill.teacher.name=resnet99"],
         "unknown classifier distill.teacher.name='resnet99'"),
+    "drop_path_without_stochastic_depth": lambda c, t: (
+        TRAIN, ["--config", _config(c), "model.drop_path_rate=0.1"],
+        "model.drop_path_rate=0.1: model.name='resnet8' has no stochastic depth; set it to 0"),
+    "deit_augmentation_not_on_an_image_folder": lambda c, t: (
+        TRAIN, ["--config", _config(c), "data.augment=deit"],
+        "data.augment='deit' applies to data.name=image_folder only"),
+    "mixed_labels_with_dkd": lambda c, t: (
+        TRAIN, ["--config", _config(c, t, losses={"ce": {}, "dkd": {}, "nd": {}}),
+                "data.mixup_alpha=0.8"],
+        "loss term 'dkd' needs each image's own label, but data.mixup_alpha / "
+        "data.cutmix_alpha mix the labels"),
     "unknown_dataset": lambda c, t: (
         TRAIN, ["--config", _config(c), "data.name=mnist"],
         "unknown dataset data.name='mnist'; available: cifar100, digits"),

@@ -47,20 +47,24 @@ def classifier_info(name: str) -> ClassifierEntry:
     return lookup(CLASSIFIER_REGISTRY, name, f"classifier {name!r}")
 
 
-def check_classifier_name(name, key: str) -> None:
-    """A config's classifier name (``key``: the config key that gave it) must be registered."""
+def check_classifier_name(name, key: str, drop_path_rate: float = 0.0) -> None:
+    """A config's classifier name (``key``: the config key that gave it) must be registered,
+    the optional package it needs installed, and ``drop_path_rate`` 0 unless it has one."""
     if not name:
         raise ConfigError(f"{key} is empty: name a classifier, e.g. resnet20; available: "
                           f"{', '.join(available_classifiers())}")
-    _require(lookup(CLASSIFIER_REGISTRY, name, f"classifier {key}={name!r}"), f"{key}={name!r}")
+    entry = lookup(CLASSIFIER_REGISTRY, name, f"classifier {key}={name!r}")
+    _check_entry(entry, f"{key}={name!r}", drop_path_rate)
 
 
-def _require(entry: ClassifierEntry, what: str) -> None:
-    """MissingDependencyError when the optional package ``entry`` needs is not installed."""
+def _check_entry(entry: ClassifierEntry, what: str, drop_path_rate: float) -> None:
     if entry.requires and importlib.util.find_spec(entry.requires) is None:
         raise MissingDependencyError(
             f"{what} ({entry.description}) needs {entry.requires}, which is not installed: "
             f"pip install 'nd-det[{entry.requires}]' (or pip install {entry.requires})")
+    if drop_path_rate and "drop_path_rate" not in entry.options:
+        raise ConfigError(f"model.drop_path_rate={drop_path_rate}: {what} has no stochastic "
+                          "depth; set it to 0")
 
 
 def build_classifier(name: str, num_classes: int, in_channels: int = 3, image_size: int = 224,
@@ -72,10 +76,7 @@ def build_classifier(name: str, num_classes: int, in_channels: int = 3, image_si
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}")
     entry = classifier_info(name)
-    _require(entry, f"classifier {name!r}")
-    if drop_path_rate and "drop_path_rate" not in entry.options:
-        raise ConfigError(f"model.drop_path_rate={drop_path_rate}: classifier {name!r} has no "
-                          "stochastic depth; set it to 0")
+    _check_entry(entry, f"classifier {name!r}", drop_path_rate)
     options = {"image_size": image_size, "drop_path_rate": drop_path_rate}
     return entry.builder(num_classes=num_classes, in_channels=in_channels,
                          **{k: options[k] for k in entry.options})
