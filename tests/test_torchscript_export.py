@@ -1,4 +1,5 @@
-"""tools/export_torchscript.py: the folder export_student writes becomes a TorchScript file
+"""tools/export_torchscript.py (legacy; tools/export_model.py --format torchscript): the folder
+export_student writes becomes a TorchScript file
 (detectron2's TracingAdapter + torch.jit.trace) that gives the distilled student's boxes,
 scores and classes on the same images, also at another image size and in a process that
 imports neither nd_det nor detectron2; bad input is one ERROR line, exit status 2."""
@@ -18,7 +19,9 @@ from PIL import Image
 
 from nd_det.errors import ExportError
 from nd_det.export import export_student
-from nd_det.export.torchscript import (compare_detections, deploy_image, export_torchscript, load_exported_student, student_detections)
+from nd_det.export.contract import (compare_detections, deploy_image, load_exported_student,
+                                    student_detections)
+from nd_det.export.formats import export_model
 
 from .helpers.run_tool import run_tool_in_process
 from .helpers.threads import one_torch_thread  # noqa: F401  (autouse fixture)
@@ -90,14 +93,14 @@ def test_traced_student_gives_the_distilled_students_detections(tmp_path, studen
     distilled, export_dir = distilled_export(tmp_path, student)
     image = write_image(tmp_path / "a.png", 120, 160, seed=0)  # resized to 96x128
     other = write_image(tmp_path / "b.jpg", 150, 100, seed=1)  # resized to 144x96
-    result = export_torchscript(export_dir, image)
+    result = export_model(export_dir, image, "torchscript")
     assert result.path == os.path.join(export_dir, "model.ts") and os.path.isfile(result.path)
     assert result.input_size == (96, 128)
     info = json.load(open(result.info_path))
     cfg, python_student = load_exported_student(export_dir)
     assert info["input"]["channel_order"] == cfg.INPUT.FORMAT
     assert info["input"]["resize"] == {"shortest_side": 96, "longest_side_at_most": 160}
-    assert info["check"]["detections"] == result.detections > 0
+    assert info["check"]["sizes"][0]["detections"] == result.detections > 0
     assert sorted(os.listdir(export_dir)) == ["config.yaml", "model.ts", "model.ts.json",
                                               "model_final.pth"]
 
@@ -114,7 +117,7 @@ def test_traced_file_runs_without_nd_det_or_detectron2(tmp_path):
     distilled, export_dir = distilled_export(tmp_path, "mv3")
     paths = [write_image(tmp_path / "a.png", 120, 160, seed=0),
              write_image(tmp_path / "b.png", 150, 100, seed=1)]
-    result = export_torchscript(export_dir, paths[0])
+    result = export_model(export_dir, paths[0], "torchscript")
     cfg, _ = load_exported_student(export_dir)
     images = [deploy_image(cfg, p) for p in paths]
     torch.save(images, str(tmp_path / "images.pt"))
@@ -143,7 +146,7 @@ def test_tool_writes_the_file_and_refuses_bad_input(tmp_path, capsys):
     # the tracer's warnings: gathered into the .json and one printed line, not shown one by one
     assert not [w for w in shown if issubclass(w.category, torch.jit.TracerWarning)]
     with open(os.path.join(export_dir, "model.ts.json"), encoding="utf-8") as f:
-        sites = json.load(f)["check"]["tracer_warnings"]
+        sites = json.load(f)["tracer_warnings"]
     assert sites and len(set(sites)) == len(sites)
     assert all(re.fullmatch(r"(detectron2|torch|torchvision|nd_det)/\S+\.py:\d+", s) for s in sites)
     assert f"The tracer warned at {len(sites)} places" in printed
@@ -180,16 +183,16 @@ def test_round_trip_check_refuses_different_detections():
 
 
 def test_a_failed_round_trip_writes_nothing(tmp_path, monkeypatch):
-    import nd_det.export.torchscript as torchscript
+    import nd_det.export.contract as contract
 
     _, export_dir = distilled_export(tmp_path, "mv3")
     image = write_image(tmp_path / "a.png", 120, 160, seed=0)
     before = sorted(os.listdir(export_dir))
 
-    def differs(python, traced):
+    def differs(python, traced, what):
         raise ExportError("the traced module gives 0 detections, the student 3")
 
-    monkeypatch.setattr(torchscript, "compare_detections", differs)
+    monkeypatch.setattr(contract, "compare_detections", differs)
     with pytest.raises(ExportError, match="0 detections"):
-        export_torchscript(export_dir, image)
+        export_model(export_dir, image, "torchscript")
     assert sorted(os.listdir(export_dir)) == before  # no model.ts, no .json, no temporary file

@@ -39,12 +39,14 @@ __all__ = [
     "check_output_dir",
 ]
 
-# the two files of an export folder (tools/export_torchscript.py may add model.ts + its .json)
+# the two files of an export folder, and the deploy files tools/export_model.py may add to it
+# (each with its .json record)
 EXPORT_CONFIG_NAME = "config.yaml"
 EXPORT_WEIGHTS_NAME = "model_final.pth"
-TORCHSCRIPT_NAME = "model.ts"
-TORCHSCRIPT_INFO_SUFFIX = ".json"
-_EXPORT_EXTRAS = (TORCHSCRIPT_NAME, TORCHSCRIPT_NAME + TORCHSCRIPT_INFO_SUFFIX)
+DEPLOY_FILE_NAMES = {"pt2": "model.pt2", "onnx": "model.onnx", "torchscript": "model.ts"}
+DEPLOY_RECORD_SUFFIX = ".json"
+_EXPORT_EXTRAS = tuple(name + suffix for name in DEPLOY_FILE_NAMES.values()
+                       for suffix in ("", DEPLOY_RECORD_SUFFIX))
 
 
 def _with_model_keys(cfg: CfgNode, **keys) -> CfgNode:

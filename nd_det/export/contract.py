@@ -1,0 +1,203 @@
+"""What every deploy format of ``tools/export_model.py`` shares: the export folder it reads, the
+one input contract, the student's own detections as the reference, the parity check made
+before a file is written, and the JSON record written next to it.
+
+The input contract, the same for ``.pt2``, ``.onnx`` and TorchScript: one image as a float32
+tensor ``(3, H, W)`` of 0..255 pixels in the config's ``INPUT.FORMAT`` channel order, already
+resized by the test transform (``ResizeShortestEdge`` with ``INPUT.MIN_SIZE_TEST`` /
+``INPUT.MAX_SIZE_TEST``); the model normalises inside.  Outputs, in this order and (ONNX)
+under these names: ``boxes`` float32 ``(N, 4)`` (x0, y0, x1, y1 in that resized image's
+pixels), ``scores`` float32 ``(N,)``, ``classes`` int64 ``(N,)``.
+"""
+import os
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torchvision
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import transforms as T
+from detectron2.data.detection_utils import read_image
+from detectron2.modeling import build_model
+
+from ..config import add_backbone_config, merge_config
+from ..errors import ConfigError, DataError, ExportError, FileError
+from ..modeling import backbone as _backbones  # noqa: F401  (registers nd-det's backbones)
+from ..modeling.student_checkpoint import load_student_checkpoint
+from ..utils.text import first_line
+from .student import DEPLOY_RECORD_SUFFIX, EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME
+
+__all__ = [
+    "TOLERANCE",
+    "INPUT_NAME",
+    "OUTPUT_NAMES",
+    "RECORD_SUFFIX",
+    "SECOND_SIZE_SCALE",
+    "SizeCheck",
+    "load_exported_student",
+    "deploy_image",
+    "parity_images",
+    "student_detections",
+    "compare_detections",
+    "check_parity",
+    "deploy_record",
+]
+
+# largest difference accepted between the exported model and the student in Python, for boxes
+# (pixels of the input tensor) and scores; classes and the number of detections must be equal
+TOLERANCE = 1e-3
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("boxes", "scores", "classes")
+RECORD_SUFFIX = DEPLOY_RECORD_SUFFIX  # model.pt2 -> model.pt2.json
+# the parity check's second input: the same image resized for a test size this much smaller
+# (or 1/this larger when the smaller one would be under the format's smallest side)
+SECOND_SIZE_SCALE = 0.75
+
+Detections = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def load_exported_student(export_dir: str, device: str = "cpu") -> Tuple[CfgNode, torch.nn.Module]:
+    """The config and the eval-mode student of an export folder, its weights loaded strictly."""
+    config_file = os.path.join(export_dir, EXPORT_CONFIG_NAME)
+    weights_file = os.path.join(export_dir, EXPORT_WEIGHTS_NAME)
+    for path in (config_file, weights_file):
+        if not os.path.isfile(path):
+            raise FileError(
+                f"--export-dir {export_dir}: {os.path.basename(path)} not found; give the folder "
+                "tools/export_student.py wrote (config.yaml + model_final.pth)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device here; use cpu")
+    cfg = add_backbone_config(get_cfg())
+    merge_config(cfg, config_file, config_file)
+    if cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
+        raise ConfigError(
+            f"{config_file} has MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE}, not "
+            "GeneralizedRCNN: export the student first with tools/export_student.py")
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.WEIGHTS = weights_file
+    cfg.freeze()
+    model = build_model(cfg)
+    load_student_checkpoint(model, weights_file, what=weights_file,
+                            hint="give the folder tools/export_student.py wrote",
+                            error=ConfigError)
+    return cfg, model.eval()
+
+
+def read_deploy_image(image_path: str, channel_order: str):
+    """The image file as an HxWx3 uint8 array in ``channel_order`` (one ERROR line if it
+    cannot be read)."""
+    if not os.path.isfile(image_path):
+        raise FileError(f"--image {image_path}: file not found; give an image file")
+    try:
+        return read_image(image_path, format=channel_order)
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for files that are not images
+        raise DataError(
+            f"--image {image_path} cannot be read as an image ({first_line(e)}); give a JPEG or "
+            "PNG file") from None
+
+
+def deploy_image(cfg: CfgNode, image_path: str, scale: float = 1.0) -> torch.Tensor:
+    """The image file as the exported model takes it: float32 (3, H, W), 0..255, channels in
+    ``INPUT.FORMAT``, resized as detectron2's DefaultPredictor resizes (with both test sizes
+    times ``scale``: the parity check's second size)."""
+    image = read_deploy_image(image_path, cfg.INPUT.FORMAT)
+    shortest = round(cfg.INPUT.MIN_SIZE_TEST * scale)
+    resize = T.ResizeShortestEdge([shortest] * 2, round(cfg.INPUT.MAX_SIZE_TEST * scale))
+    image = resize.get_transform(image).apply_image(image)
+    return torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
+
+
+def parity_images(cfg: CfgNode, image_path: str, min_side: int = 1) -> List[torch.Tensor]:
+    """The two inputs the parity check runs: the image at the test size, and at a second size
+    (``SECOND_SIZE_SCALE`` smaller, or larger if that falls under ``min_side``)."""
+    first = deploy_image(cfg, image_path)
+    if min(first.shape[1:]) < min_side:
+        raise DataError(
+            f"--image {image_path} is {first.shape[1]}x{first.shape[2]} after the test resize; "
+            f"this format needs at least {min_side} pixels a side (the FPN's coarsest level "
+            "must have 2 cells): give an image of a less extreme aspect ratio")
+    second = deploy_image(cfg, image_path, SECOND_SIZE_SCALE)
+    if min(second.shape[1:]) < min_side:
+        second = deploy_image(cfg, image_path, 1 / SECOND_SIZE_SCALE)
+    return [first, second]
+
+
+def student_detections(model: torch.nn.Module, image: torch.Tensor) -> Detections:
+    """(boxes, scores, classes) of one image, in that image's pixels: the reference."""
+    instances = model.inference([{"image": image}], do_postprocess=False)[0]
+    return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
+
+
+def compare_detections(python: Detections, exported: Sequence[torch.Tensor],
+                       what: str = "the exported model") -> Tuple[float, float]:
+    """Largest box and score differences; raises ExportError (one line saying how much) when
+    the number of detections, a class, or a value beyond TOLERANCE differs."""
+    (boxes, scores, classes), (ex_boxes, ex_scores, ex_classes) = python, tuple(exported)
+    if len(ex_boxes) != len(boxes) or not torch.equal(ex_classes.to(classes), classes):
+        raise ExportError(
+            f"{what} gives {len(ex_boxes)} detections (classes {ex_classes.tolist()[:10]}), "
+            f"Python {len(boxes)} (classes {classes.tolist()[:10]}): the export lost part of "
+            "the model; nothing was written")
+    box_diff = float((ex_boxes.to(boxes) - boxes).abs().max()) if len(boxes) else 0.0
+    score_diff = float((ex_scores.to(scores) - scores).abs().max()) if len(boxes) else 0.0
+    if box_diff > TOLERANCE or score_diff > TOLERANCE:
+        raise ExportError(
+            f"{what} and Python detections differ: max |box diff| {box_diff:.3g} px, max "
+            f"|score diff| {score_diff:.3g} (tolerance {TOLERANCE}); nothing was written")
+    return box_diff, score_diff
+
+
+@dataclass
+class SizeCheck:
+    """The parity check on one input size."""
+
+    input_size: Tuple[int, int]
+    detections: int
+    max_box_diff: float
+    max_score_diff: float
+
+
+def check_parity(run: Callable[[torch.Tensor], Sequence[torch.Tensor]], model: torch.nn.Module,
+                 images: Sequence[torch.Tensor], what: str) -> List[SizeCheck]:
+    """Run the exported model ``run`` and the Python student on every image and compare
+    (:func:`compare_detections`)."""
+    checks = []
+    for image in images:
+        with torch.no_grad():
+            python = student_detections(model, image)
+            box_diff, score_diff = compare_detections(python, run(image), what)
+        checks.append(SizeCheck((int(image.shape[1]), int(image.shape[2])), len(python[0]),
+                                box_diff, score_diff))
+    return checks
+
+
+def deploy_record(cfg: CfgNode, fmt: str, path: str, exporter: str, image_path: str,
+                  checks: Sequence[SizeCheck], sizes: str,
+                  versions: Optional[Dict[str, str]] = None, notes: Sequence[str] = (),
+                  **extra) -> dict:
+    """The JSON record written next to an exported file: how it was made, how to feed it,
+    what it returns, and the parity check it passed."""
+    return {
+        "format": fmt,
+        "file": os.path.basename(path),
+        "exporter": exporter,
+        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
+                     **(versions or {})},
+        "input": {
+            "name": INPUT_NAME,
+            "tensor": "float32 (3, H, W), pixel values 0..255 (normalised inside)",
+            "channel_order": cfg.INPUT.FORMAT,
+            "resize": {"shortest_side": cfg.INPUT.MIN_SIZE_TEST,
+                       "longest_side_at_most": cfg.INPUT.MAX_SIZE_TEST},
+            "sizes": sizes,
+        },
+        "outputs": {
+            "boxes": "float32 (N, 4): x0, y0, x1, y1 in the input tensor's pixels",
+            "scores": "float32 (N,)",
+            "classes": "int64 (N,): contiguous class ids 0..NUM_CLASSES-1",
+        },
+        "check": {"image": os.path.basename(image_path), "tolerance": TOLERANCE,
+                  "sizes": [asdict(c) for c in checks]},
+        "notes": list(notes),
+        **extra,
+    }

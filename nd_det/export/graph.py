@@ -1,0 +1,148 @@
+"""The student's inference as one module of tensors in, tensors out: what torch.export and the
+ONNX exporter see.
+
+:class:`ExportableStudent` wraps a detectron2 Faster R-CNN (``GeneralizedRCNN`` with an RPN and
+``StandardROIHeads``, box head only) and runs its own modules (backbone, RPN head, anchor
+generator, box pooler, box head, box predictor) with its weights; only the steps whose
+detectron2 code branches in Python on tensor values or sizes are nd-det's own:
+
+* normalise and pad the image to the backbone's size divisibility with the image size as a
+  (symbolic) integer: detectron2's ``ImageList.from_tensors`` computes the padding through
+  tensors and ``.item()``, which torch.export turns into unknown sizes;
+* proposal selection and the box head's score threshold + NMS
+  (:mod:`nd_det.export.postprocess`).
+
+It takes one image, float32 (3, H, W), 0..255, channels in ``INPUT.FORMAT``, already resized
+by the test transform, and returns ``boxes`` (N, 4, x0 y0 x1 y1 in that image's pixels),
+``scores`` (N,) and ``classes`` (N,, int64): the same as ``model.inference(...,
+do_postprocess=False)``.
+"""
+import contextlib
+import warnings
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import CfgNode
+from detectron2.modeling.poolers import assign_boxes_to_levels
+from detectron2.modeling.proposal_generator import RPN
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers, StandardROIHeads
+from detectron2.structures import Boxes
+
+from ..errors import ConfigError
+from .postprocess import detections_per_class, top_rpn_proposals
+
+__all__ = ["ExportableStudent", "check_exportable", "min_image_side", "dynamic_image_shapes",
+           "exporting"]
+
+
+def check_exportable(cfg: CfgNode, model: torch.nn.Module) -> None:
+    """Refuse a detector :class:`ExportableStudent` does not cover (one line naming it)."""
+    roi_heads = getattr(model, "roi_heads", None)
+    problems = []
+    if type(getattr(model, "proposal_generator", None)) is not RPN:
+        problems.append(f"MODEL.PROPOSAL_GENERATOR.NAME {cfg.MODEL.PROPOSAL_GENERATOR.NAME}")
+    if type(roi_heads) is not StandardROIHeads:  # Cascade heads run three box stages
+        problems.append(f"MODEL.ROI_HEADS.NAME {cfg.MODEL.ROI_HEADS.NAME}")
+    elif roi_heads.mask_on or roi_heads.keypoint_on:
+        problems.append("MODEL.MASK_ON / MODEL.KEYPOINT_ON")
+    elif type(roi_heads.box_predictor) is not FastRCNNOutputLayers:
+        problems.append(f"box predictor {type(roi_heads.box_predictor).__name__}")
+    if problems:
+        raise ConfigError(
+            f"the student uses {', '.join(problems)}: torch.export / ONNX export covers Faster "
+            "R-CNN students (RPN + StandardROIHeads, boxes only); use --format torchscript")
+
+
+def min_image_side(model: torch.nn.Module) -> int:
+    """The smallest input height and width the exported graph takes: one more than the
+    coarsest FPN stride.  Below that the coarsest level has a single cell, where broadcasting
+    and GroupNorm take other code paths than the traced ones (torch.export refuses a range
+    that includes them)."""
+    return max(shape.stride for shape in model.backbone.output_shape().values()) + 1
+
+
+@contextlib.contextmanager
+def exporting():
+    """No autograd, and without the FutureWarning torchvision's own fake ``nms`` kernel raises
+    on every NMS call while torch.export traces (it calls ``create_unbacked_symint``, which
+    torch 2.14 renames; nothing a user of nd-det can change)."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning,
+                                message=r"`create_unbacked_symint` is deprecated")
+        yield
+
+
+def dynamic_image_shapes(model: torch.nn.Module) -> dict:
+    """``dynamic_shapes`` for torch.export / torch.onnx.export: height and width free from
+    :func:`min_image_side` up."""
+    side = min_image_side(model)
+    return {"image": {1: torch.export.Dim("height", min=side),
+                      2: torch.export.Dim("width", min=side)}}
+
+
+class ExportableStudent(torch.nn.Module):
+    """One image -> (boxes, scores, classes) with the weights of ``model`` (see the module
+    docstring); ``model`` must pass :func:`check_exportable`."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def _normalised_padded(self, image: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        image = (image - model.pixel_mean) / model.pixel_std
+        stride = model.backbone.size_divisibility
+        height, width = image.shape[-2:]
+        if stride > 1:  # pad bottom/right with 0 (after normalising), as ImageList does
+            # written as stride * ceil(size / stride) so that the exporter can prove the sizes
+            # of the FPN levels (each twice the next) for every image size
+            image = F.pad(image, [0, stride * ((width + stride - 1) // stride) - width,
+                                  0, stride * ((height + stride - 1) // stride) - height])
+        return image.unsqueeze(0)
+
+    def _proposals(self, features, height, width) -> torch.Tensor:
+        rpn = self.model.proposal_generator
+        maps = [features[name] for name in rpn.in_features]
+        logits, deltas = rpn.rpn_head(maps)
+        anchors = rpn.anchor_generator(maps)
+        box_dim = rpn.anchor_generator.box_dim
+        # RPN.forward's reshapes for image 0: (A, Hi, Wi) -> (Hi*Wi*A,), (A*B, Hi, Wi) -> (.., B)
+        logits = [x[0].permute(1, 2, 0).flatten() for x in logits]
+        deltas = [x[0].view(-1, box_dim, x.shape[-2], x.shape[-1]).permute(2, 3, 0, 1)
+                  .reshape(-1, box_dim) for x in deltas]
+        proposals = [rpn.box2box_transform.apply_deltas(d, a.tensor)
+                     for d, a in zip(deltas, anchors)]
+        boxes, _ = top_rpn_proposals(
+            proposals, logits, height, width, rpn.nms_thresh, rpn.pre_nms_topk[False],
+            rpn.post_nms_topk[False], rpn.min_box_size)
+        return boxes
+
+    def _pooled(self, maps, boxes: torch.Tensor) -> torch.Tensor:
+        """ROIPooler.forward for one image (its box-format helper turns the box count into a
+        tensor through ``torch.as_tensor``, which torch.export cannot size)."""
+        pooler = self.model.roi_heads.box_pooler
+        rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)  # image index 0
+        if len(pooler.level_poolers) == 1:
+            return pooler.level_poolers[0](maps[0], rois)
+        levels = assign_boxes_to_levels([Boxes(boxes)], pooler.min_level, pooler.max_level,
+                                        pooler.canonical_box_size, pooler.canonical_level)
+        size = pooler.output_size
+        pooled = maps[0].new_zeros(boxes.shape[0], maps[0].shape[1], size[0], size[1])
+        for level, level_pooler in enumerate(pooler.level_poolers):
+            index = (levels == level).nonzero()[:, 0]
+            pooled.index_put_((index,), level_pooler(maps[level], rois[index]))
+        return pooled
+
+    def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        height, width = image.shape[-2:]
+        features = self.model.backbone(self._normalised_padded(image))
+        proposals = self._proposals(features, height, width)
+        heads = self.model.roi_heads
+        pooled = self._pooled([features[f] for f in heads.box_in_features], proposals)
+        predictor = heads.box_predictor
+        scores, deltas = predictor(heads.box_head(pooled))
+        probs = scores.sigmoid() if predictor.use_sigmoid_ce else F.softmax(scores, dim=-1)
+        boxes = predictor.box2box_transform.apply_deltas(deltas, proposals)
+        return detections_per_class(boxes, probs, height, width, predictor.test_score_thresh,
+                                    predictor.test_nms_thresh, predictor.test_topk_per_image)

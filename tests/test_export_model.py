@@ -1,0 +1,206 @@
+"""tools/export_model.py: an export folder (tools/export_student.py) becomes model.pt2
+(torch.export) or model.onnx (dynamo exporter, run in ONNX Runtime) that reproduce the distilled
+student's detections on two image sizes, for the demo's student at its size, a toy R50-FPN and a
+toy MobileNetV3-FPN; the input/output contract holds; bad input is one ERROR line, exit 2,
+nothing written."""
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from nd_demo.configs import DEFAULT_STUDENT_CONFIG, load_demo_cfg, without_demo_keys
+from PIL import Image
+
+from nd_det.export import export_student
+from nd_det.export.contract import (TOLERANCE, deploy_image, load_exported_student,
+                                    student_detections)
+from nd_det.modeling.student_checkpoint import plain_student_cfg
+
+from .helpers.run_tool import run_tool_in_process
+from .helpers.threads import one_torch_thread  # noqa: F401  (autouse fixture)
+from .helpers.tiny_distill import REPO, tiny_distill_cfg
+
+TOOL = os.path.join(REPO, "tools", "export_model.py")
+TOY_STUDENTS = {
+    # detectron2's ResNet under FPN (the tiny test sizes: depth 18, GroupNorm) and torchvision's
+    # MobileNetV3-Large under FPN (nd-det's builder)
+    "r50": ("R50_from_R101_nd.yaml", []),
+    "mv3": ("MV3_from_R50_nd.yaml", ["MODEL.TORCHVISION.NORM", "GN",
+                                     "MODEL.TORCHVISION.FREEZE_AT", "0"]),
+}
+
+
+def write_image(path, height, width, seed):
+    pixels = np.random.RandomState(seed).randint(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def toy_export(tmp, student):
+    """A DistillRCNN checkpoint of the tiny config exported with export_student: (the
+    DistillRCNN in eval mode, the export folder, two images: 96x128 and 144x96 once resized)."""
+    config_file, opts = TOY_STUDENTS[student]
+    cfg = tiny_distill_cfg(str(tmp), config_file, extra_opts=opts)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    (tmp / "train").mkdir()
+    DetectionCheckpointer(model, str(tmp / "train")).save("model_final")
+    export_student(cfg, str(tmp / "train" / "model_final.pth"), str(tmp / "deploy"))
+    images = [write_image(tmp / "a.png", 120, 160, seed=0), write_image(tmp / "b.jpg", 150, 100,
+                                                                        seed=1)]
+    return model.eval(), str(tmp / "deploy"), images
+
+
+def demo_export(tmp):
+    """The demo's student (MobileNetV2 x0.5 FPN, 400 px, one class) from random init, exported:
+    (the student, the export folder, two images: 300x400 and 400x260 once resized)."""
+    cfg = without_demo_keys(load_demo_cfg(DEFAULT_STUDENT_CONFIG, ["MODEL.DEVICE", "cpu"]))
+    torch.manual_seed(0)
+    model = build_model(plain_student_cfg(cfg))
+    (tmp / "train").mkdir()
+    DetectionCheckpointer(model, str(tmp / "train")).save("model_final")
+    export_student(cfg, str(tmp / "train" / "model_final.pth"), str(tmp / "deploy"),
+                   allow_non_distilled=True)
+    images = [write_image(tmp / "a.png", 300, 400, seed=2), write_image(tmp / "b.png", 520, 338,
+                                                                        seed=3)]
+    return model.eval(), str(tmp / "deploy"), images
+
+
+@pytest.fixture(scope="module")
+def students(tmp_path_factory):
+    made = {}
+
+    def get(name):
+        if name not in made:
+            tmp = tmp_path_factory.mktemp(name)
+            made[name] = demo_export(tmp) if name == "demo" else toy_export(tmp, name)
+        return made[name]
+
+    return get
+
+
+def check_pt2(program):
+    """The input contract of the loaded ExportedProgram; returns its module."""
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
+    image = placeholders[-1].meta["val"]  # the user input comes after the weights
+    assert placeholders[-1].name == "image" and image.dtype == torch.float32
+    assert image.shape[0] == 3 and all(isinstance(s, torch.SymInt) for s in image.shape[1:])
+    # height and width: free from the FPN's coarsest stride + 1 up
+    assert [program.range_constraints[s.node.expr].lower for s in image.shape[1:]] == [65, 65]
+    module = program.module()
+    return lambda image: module(image)
+
+
+def load_onnx(path):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    [image] = session.get_inputs()
+    assert (image.name, image.type, image.shape) == ("image", "tensor(float)",
+                                                     [3, "height", "width"])
+    assert [(o.name, o.type, o.shape) for o in session.get_outputs()] == [
+        ("boxes", "tensor(float)", ["detections", 4]), ("scores", "tensor(float)", ["detections"]),
+        ("classes", "tensor(int64)", ["detections"])]
+    return lambda image: [torch.from_numpy(x) for x in session.run(None, {"image": image.numpy()})]
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+@pytest.mark.parametrize("student", ["demo", "r50", "mv3"])
+def test_exported_file_gives_the_students_detections(students, student, fmt, capsys,
+                                                     monkeypatch):
+    reference, export_dir, images = students(student)
+    # the program the tool loads back from its file with torch.export.load (loading a .pt2
+    # takes seconds: this test runs its own checks on the same loaded program)
+    loaded = []
+    load = torch.export.load
+    monkeypatch.setattr(torch.export, "load", lambda f: loaded.append(load(f)) or loaded[-1])
+    code, err = run_tool_in_process(TOOL, ["--export-dir", export_dir, "--format", fmt,
+                                           "--image", images[0]])
+    assert code == 0, err
+    path = os.path.join(export_dir, f"model.{fmt}")
+    assert f"Wrote {path} and {path}.json" in capsys.readouterr().out
+    with open(path + ".json", encoding="utf-8") as f:
+        record = json.load(f)
+    assert record["format"] == fmt and record["versions"]["torch"] == torch.__version__
+    assert record["notes"] == []  # no fallback to the legacy exporter
+    checks = record["check"]["sizes"]
+    assert len(checks) == 2 and checks[0]["input_size"] != checks[1]["input_size"]
+    assert all(c["max_box_diff"] <= TOLERANCE and c["max_score_diff"] <= TOLERANCE
+               for c in checks)
+
+    assert len(loaded) == (fmt == "pt2")
+    run = check_pt2(loaded[0]) if fmt == "pt2" else load_onnx(path)
+    cfg, _ = load_exported_student(export_dir)
+    assert record["input"]["channel_order"] == cfg.INPUT.FORMAT
+    for image_path in images:  # the check image and another size and aspect ratio
+        tensor = deploy_image(cfg, image_path)
+        with torch.no_grad():
+            expected = student_detections(reference, tensor)
+            boxes, scores, classes = run(tensor)
+        assert (boxes.dtype, scores.dtype, classes.dtype) == (torch.float32, torch.float32,
+                                                              torch.int64)
+        assert boxes.shape == (len(expected[0]), 4) and len(expected[0]) > 0
+        assert scores.shape == classes.shape == (len(expected[0]),)
+        torch.testing.assert_close(boxes, expected[0], rtol=0, atol=TOLERANCE)
+        torch.testing.assert_close(scores, expected[1], rtol=0, atol=TOLERANCE)
+        assert torch.equal(classes, expected[2])
+
+
+def refused(argv, expected):
+    code, err = run_tool_in_process(TOOL, argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("ERROR: "), err
+    assert expected in lines[0], lines[0]
+
+
+def test_bad_input_is_one_error_line_and_nothing_is_written(students, tmp_path, monkeypatch):
+    _, export_dir, images = students("r50")
+    folders = {export_dir: sorted(os.listdir(export_dir)), str(tmp_path): []}
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not an image")
+    folders[str(tmp_path)] = sorted(os.listdir(tmp_path))
+    argv = ["--export-dir", export_dir, "--format", "onnx", "--image", images[0], "--output",
+            str(tmp_path / "model.onnx")]
+    refused(["--export-dir", str(tmp_path), "--format", "pt2", "--image", images[0]],
+            "config.yaml not found; give the folder tools/export_student.py wrote")
+    refused(["--export-dir", export_dir, "--format", "pt2", "--image", str(not_an_image),
+             "--output", str(tmp_path / "model.pt2")], "cannot be read as an image")
+    refused(["--export-dir", export_dir, "--format", "pt2", "--image", str(tmp_path / "no.png"),
+             "--output", str(tmp_path / "model.pt2")], "no.png: file not found")
+    refused(["--export-dir", export_dir, "--format", "tflite", "--image", images[0]],
+            "argument --format: invalid choice: 'tflite'")
+    refused(["--export-dir", export_dir, "--format", "pt2", "--image", images[0], "--output",
+             str(tmp_path / "model.pt2"), "--device", "cuda"], "--device cuda: .pt2 and .onnx")
+    refused(["--export-dir", export_dir, "--format", "pt2", "--image", images[0], "--output",
+             str(not_an_image)], f"--output {not_an_image} exists; pass --overwrite")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    refused(argv, "--format onnx needs the Python package onnxruntime, which is not installed: "
+                  "pip install onnx onnxscript onnxruntime")
+    for folder, before in folders.items():
+        assert sorted(os.listdir(folder)) == before
+
+
+def test_a_file_that_differs_from_the_student_is_not_written(students, tmp_path, monkeypatch):
+    import nd_det.export.torchscript as torchscript
+
+    _, export_dir, images = students("r50")
+    load = torchscript.load
+
+    def off_by_a_hundredth(path, device):  # the reloaded file's boxes 0.01 px off
+        run = load(path, device)
+        return lambda image: (lambda b, s, c: (b + 0.01, s, c))(*run(image))
+
+    monkeypatch.setattr(torchscript, "load", off_by_a_hundredth)
+    # torch's FutureWarnings about TorchScript itself print as usual; only the ERROR line counts
+    monkeypatch.setattr(warnings, "filters", list(warnings.filters))
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+    refused(["--export-dir", export_dir, "--format", "torchscript", "--image", images[0],
+             "--output", str(tmp_path / "model.ts")],
+            "TorchScript and Python detections differ: max |box diff| 0.01 px, max |score diff| "
+            "0 (tolerance 0.001); nothing was written")
+    assert os.listdir(tmp_path) == []
