@@ -13,7 +13,9 @@ and the teacher it belongs to (the same identity a distillation config gives
 :func:`nd_det.modeling.teacher.teacher_identity`, so training with that config accepts it
 silently).  Counts are unknown: every row is stored with count 1 and ``counts_known`` False.
 
-``python tools/import_class_means.py --input R101_emb.json`` (see :func:`parser`).
+``python tools/import_class_means.py --input R101_emb.json`` (see :func:`parser`).  With
+``--task classification`` the tool imports the reference's classification tables instead (no
+background row): :mod:`nd_det.classification.class_means_import`.
 """
 import argparse
 import hashlib
@@ -33,6 +35,8 @@ from .utils.values import is_number
 __all__ = [
     "import_class_means",
     "read_published_table",
+    "imported_metadata",
+    "check_output",
     "model_zoo_weights",
     "default_output",
     "parser",
@@ -118,30 +122,34 @@ def _unique_keys(pairs: List[Tuple[str, object]]) -> Dict:
     return seen
 
 
-def _row_indices(path: str, table: Dict, num_classes: int) -> List[int]:
-    """The class index of each key; exactly 0..num_classes must be present."""
+def _row_indices(path: str, table: Dict, num_classes: int, background: bool = True) -> List[int]:
+    """The class index of each key; exactly 0..num_classes - 1 (and num_classes, the background
+    row, when ``background``) must be present."""
+    rows = num_classes + int(background)
+    last = f"\"{rows - 1}\"" + (" (background last)" if background else "")
     indices = {}
     for key in table:
         if not (key.isdigit() and key.isascii() and (key == "0" or not key.startswith("0"))):
             raise _refuse(path, f"key {key!r} is not a class index; the keys must be \"0\" .. "
-                                f"\"{num_classes}\" (background last)")
+                                f"{last}")
         indices[int(key)] = key
-    rows = num_classes + 1
     present = sorted(indices)
     if present == list(range(len(present))) and len(present) != rows:
         raise _refuse(path, f"holds {len(present)} rows (\"0\"..\"{len(present) - 1}\") but "
-                            f"--num-classes {num_classes} needs {rows} (classes + background); "
-                            f"pass --num-classes {len(present) - 1} if that is the dataset's "
-                            "number of classes")
+                            f"--num-classes {num_classes} needs {rows}"
+                            f"{' (classes + background)' if background else ''}; pass "
+                            f"--num-classes {len(present) - int(background)} if that is the "
+                            "dataset's number of classes")
     missing = [k for k in range(rows) if k not in indices]
     if missing:
-        raise _refuse(path, f"rows {short_list(missing, 10)} of \"0\"..\"{num_classes}\" are "
-                            "missing: the keys must be contiguous, one row per class and the "
-                            "background last")
+        raise _refuse(path, f"rows {short_list(missing, 10)} of \"0\"..\"{rows - 1}\" are "
+                            "missing: the keys must be contiguous, one row per class"
+                            f"{' and the background last' if background else ''}")
     extra = [k for k in present if k >= rows]
     if extra:
-        raise _refuse(path, f"rows {short_list(extra, 10)} lie beyond \"{num_classes}\" (the "
-                            f"background row for --num-classes {num_classes})")
+        raise _refuse(path, f"rows {short_list(extra, 10)} lie beyond \"{rows - 1}\" (the "
+                            f"{'background' if background else 'last'} row for --num-classes "
+                            f"{num_classes})")
     return list(range(rows))
 
 
@@ -150,7 +158,7 @@ def _row_values(path: str, key: str, row, dim: int) -> List[float]:
         raise _refuse(path, f"row {key!r} is a {type(row).__name__}, not a list of {dim} numbers")
     if len(row) != dim:
         raise _refuse(path, f"row {key!r} has {len(row)} values but --dim is {dim} (the "
-                            f"teacher's box-head width); pass --dim {len(row)} if that is the "
+                            f"teacher's embedding size); pass --dim {len(row)} if that is the "
                             "teacher's")
     for position, value in enumerate(row):
         if not is_number(value):
@@ -160,9 +168,11 @@ def _row_values(path: str, key: str, row, dim: int) -> List[float]:
 
 
 def read_published_table(path: str, num_classes: int = DEFAULT_NUM_CLASSES,
-                         dim: int = DEFAULT_DIM) -> Tuple[torch.Tensor, str]:
-    """The (num_classes + 1, dim) float32 table of a JSON like the reference's, and the file's
-    sha256; raises DataError naming the first problem."""
+                         dim: int = DEFAULT_DIM, background: bool = True
+                         ) -> Tuple[torch.Tensor, str]:
+    """The (num_classes + 1, dim) float32 table of a JSON like the reference's (num_classes
+    rows without ``background``), and the file's sha256; raises DataError naming the first
+    problem."""
     if not os.path.isfile(path):
         raise _refuse(path, "file not found" if not os.path.exists(path) else
                       "is not a file; give the JSON table (e.g. R101_emb.json)")
@@ -184,7 +194,7 @@ def read_published_table(path: str, num_classes: int = DEFAULT_NUM_CLASSES,
     if not isinstance(table, dict):
         raise _refuse(path, f"the top level is a {type(table).__name__}, expected an object "
                             f"{_SOURCE_FORMAT}")
-    rows = _row_indices(path, table, num_classes)
+    rows = _row_indices(path, table, num_classes, background)
     means = torch.tensor([_row_values(path, str(k), table[str(k)], dim) for k in rows],
                          dtype=torch.float64)
     bad = torch.nonzero(~torch.isfinite(means).all(dim=1)).flatten().tolist()
@@ -205,6 +215,29 @@ def _coco_class_names(num_classes: int) -> List[str]:
     return list(MetadataCatalog.get("coco_2017_train").thing_classes) + ["background"]
 
 
+def check_output(output: str) -> None:
+    """``--output`` names a torch file that can be written."""
+    if str(output).lower().endswith(".json"):
+        raise DataError(f"--output {output}: the imported table is written in nd-det's "
+                        "class-means format (a torch file); give a .pth path")
+    check_writable(output, "--output")
+
+
+def imported_metadata(json_path: str, sha256: str, source_format: str, how_made: str) -> Dict:
+    """What every imported table records: its source, and that its counts are unknown."""
+    return dict(
+        protocol="imported",
+        protocol_description=f"a published table, imported; {how_made}",
+        source_file=os.path.basename(json_path),
+        source_sha256=sha256,
+        source_format=source_format,
+        source_rounding="as published (the reference rounds to 4 decimals)",
+        counts_known=False,
+        counts_note="the source has no sample counts; each row is stored with count 1",
+        zero_filled_classes=[],
+    )
+
+
 def import_class_means(json_path: str, output: Optional[str] = None,
                        teacher_config: str = DEFAULT_TEACHER_CONFIG,
                        teacher_weights: Optional[str] = None, teacher_opts: Sequence[str] = (),
@@ -220,28 +253,17 @@ def import_class_means(json_path: str, output: Optional[str] = None,
     if dim < 1:
         raise DataError(f"--dim {dim}: give the teacher's box-head width (1024)")
     output = output or default_output(teacher_config)
-    if str(output).lower().endswith(".json"):
-        raise DataError(f"--output {output}: the imported table is written in nd-det's "
-                              "class-means format (a torch file); give a .pth path")
-    check_writable(output, "--output")
+    check_output(output)
     identity = _teacher_identity(teacher_config, teacher_weights, teacher_opts)
     means, sha256 = read_published_table(json_path, num_classes, dim)
     metadata = dict(identity)
     metadata.update(
-        protocol="imported",
-        protocol_description="a published table, imported; the reference code averaged the "
-                             "teacher embeddings of the RoIs its ROI head sampled in training "
-                             "(see docs/class_means.md)",
-        source_file=os.path.basename(json_path),
-        source_sha256=sha256,
-        source_format=_SOURCE_FORMAT,
-        source_rounding="as published (the reference rounds to 4 decimals)",
-        counts_known=False,
-        counts_note="the source has no sample counts; each row is stored with count 1",
+        imported_metadata(json_path, sha256, _SOURCE_FORMAT,
+                          "the reference code averaged the teacher embeddings of the RoIs its "
+                          "ROI head sampled in training (see docs/class_means.md)"),
         background_row=num_classes,
         embedding="teacher box head output (RoI embeddings)",
         class_names=_coco_class_names(num_classes),
-        zero_filled_classes=[],
     )
     table = ClassMeans(means, torch.ones(num_classes + 1, dtype=torch.int64), metadata)
     save_class_means(output, table)
@@ -258,6 +280,15 @@ _EPILOG = """
 
 The teacher flags must equal MODEL.DISTILL.TEACHER_CONFIG / TEACHER_WEIGHTS / TEACHER_OPTS of
 the config that trains with the table (training warns otherwise).  See docs/class_means.md.
+
+  python tools/import_class_means.py --task classification --input center_emb_train.json \\
+      --teacher-model resnet50 --teacher-weights pretrained/resnet50-0676ba61.pth
+      -> output/classification/imagenet/teachers/resnet50/class_means.pth (the reference's
+         ImageNet ResNet-50 table, for the configs with that teacher; no background row)
+
+Classification: --teacher-model, --teacher-weights and --dataset must equal
+distill.teacher.name, distill.teacher.weights and data.name of the config that trains with it
+(training refuses it otherwise).  See docs/paper_rows.md.
 """
 
 
@@ -266,32 +297,54 @@ def parser() -> argparse.ArgumentParser:
         description="Write nd-det's class-means file from a published JSON table "
                     '({"0": [...], ..., "80": [...]}, background last).',
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=("detection", "classification"), default="detection",
+                   help="detection (a table with a background row, default) or classification "
+                   "(the reference's center_emb_train.json tables)")
     p.add_argument("--input", required=True, metavar="JSON",
                    help="the JSON table, e.g. the reference code's R101_emb.json or R50_emb.json")
     p.add_argument("--output", default=None, metavar="PTH",
                    help="where to write (default: class_means/coco_<teacher config name>.pth, "
                    "the path the shipped COCO configs read for that teacher)")
-    p.add_argument("--teacher-config", default=DEFAULT_TEACHER_CONFIG,
+    p.add_argument("--teacher-config", default=None,
                    help="the teacher the table belongs to, as MODEL.DISTILL.TEACHER_CONFIG "
-                   f"(default: {DEFAULT_TEACHER_CONFIG}, the R50 / R18 configs' teacher)")
+                   f"(default: {DEFAULT_TEACHER_CONFIG}, the R50 / R18 configs' teacher); "
+                   "classification: its training config, recorded only")
     p.add_argument("--teacher-weights", default=None,
                    help="its weights, as MODEL.DISTILL.TEACHER_WEIGHTS (default: the model-zoo "
-                   "weights of --teacher-config, as a detectron2:// URL like the configs)")
+                   "weights of --teacher-config, as a detectron2:// URL like the configs); "
+                   "classification (required): the file of distill.teacher.weights")
+    p.add_argument("--teacher-model", default=None,
+                   help="classification: the teacher's classifier, as distill.teacher.name")
+    p.add_argument("--dataset", default=None,
+                   help="classification: data.name of the training config (default "
+                   "image_folder)")
     p.add_argument("--teacher-opts", nargs="*", default=[], metavar="KEY VALUE",
                    help="as MODEL.DISTILL.TEACHER_OPTS of the training config (default: none)")
-    p.add_argument("--num-classes", type=int, default=DEFAULT_NUM_CLASSES,
+    p.add_argument("--num-classes", type=int, default=None,
                    help="foreground classes; the table has one more row, the background "
-                   f"(default {DEFAULT_NUM_CLASSES}: COCO)")
-    p.add_argument("--dim", type=int, default=DEFAULT_DIM,
-                   help=f"numbers per row, the teacher's box-head width (default {DEFAULT_DIM})")
+                   f"(default {DEFAULT_NUM_CLASSES}: COCO); classification: the classes, one "
+                   "row each (default 1000: ImageNet)")
+    p.add_argument("--dim", type=int, default=None,
+                   help=f"numbers per row, the teacher's box-head width (default {DEFAULT_DIM}); "
+                   "classification: its embedding size (default: that of --teacher-model)")
     return one_line_usage_errors(p)
 
 
 def _main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
-    path, table = import_class_means(args.input, args.output, args.teacher_config,
-                                     args.teacher_weights, args.teacher_opts, args.num_classes,
-                                     args.dim)
+    if args.task == "classification":
+        from .classification.class_means_import import classification_main
+
+        return classification_main(args)
+    for flag, value in (("--teacher-model", args.teacher_model), ("--dataset", args.dataset)):
+        if value is not None:
+            raise DataError(f"{flag} is a flag of --task classification; a detection table's "
+                            "teacher is --teacher-config / --teacher-weights")
+    path, table = import_class_means(
+        args.input, args.output, args.teacher_config or DEFAULT_TEACHER_CONFIG,
+        args.teacher_weights, args.teacher_opts,
+        DEFAULT_NUM_CLASSES if args.num_classes is None else args.num_classes,
+        DEFAULT_DIM if args.dim is None else args.dim)
     print(f"wrote {path}: {table.num_classes} x {table.dim} class means from "
           f"{table.metadata['source_file']} (sha256 {table.metadata['source_sha256'][:12]}...) "
           f"for teacher {table.metadata['teacher_config']} "
