@@ -285,8 +285,9 @@ def check_extraction(cfg: CfgNode, output: Optional[str] = None,
 
 # ---------------------------------------------------------------------- the pass
 def _protocol_metadata(teacher: FrozenTeacher, cfg: CfgNode, protocol: str) -> Dict:
-    """What the file records of the protocol: resizing / flipping, RPN top-k, ROI sampling."""
-    tcfg, inp = teacher.cfg, cfg.INPUT
+    """What the file records of the protocol: resizing / flipping, RPN top-k, ROI sampling
+    (read from the teacher's modules: a yacs or a LazyConfig teacher alike)."""
+    rpn, heads, inp = teacher.model.proposal_generator, teacher.model.roi_heads, cfg.INPUT
     reference = protocol == "reference"
     mode = "train" if reference else "test"
     if reference:
@@ -300,13 +301,14 @@ def _protocol_metadata(teacher: FrozenTeacher, cfg: CfgNode, protocol: str) -> D
         "protocol": protocol,
         "protocol_description": PROTOCOLS[protocol],
         "augmentation": augmentation,
-        "rpn_topk": {"mode": mode,
-                     "pre_nms": int(tcfg.MODEL.RPN[f"PRE_NMS_TOPK_{mode.upper()}"]),
-                     "post_nms": int(tcfg.MODEL.RPN[f"POST_NMS_TOPK_{mode.upper()}"])},
-        "roi_sampling": {"batch_size_per_image": int(tcfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE),
-                         "positive_fraction": float(tcfg.MODEL.ROI_HEADS.POSITIVE_FRACTION),
-                         "iou_thresholds": [float(x) for x in tcfg.MODEL.ROI_HEADS.IOU_THRESHOLDS],
-                         "append_gt": bool(tcfg.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT),
+        "rpn_topk": {"mode": mode,  # detectron2's RPN keys its top-k by its training flag
+                     "pre_nms": int(rpn.pre_nms_topk[reference]),
+                     "post_nms": int(rpn.post_nms_topk[reference])},
+        "roi_sampling": {"batch_size_per_image": int(heads.batch_size_per_image),
+                         "positive_fraction": float(heads.positive_fraction),
+                         "iou_thresholds": [  # the Matcher holds them between -inf and inf
+                             float(x) for x in heads.proposal_matcher.thresholds[1:-1]],
+                         "append_gt": bool(heads.proposal_append_gt),
                          "rows": "all sampled RoIs" if reference else "background RoIs only"},
     }
 

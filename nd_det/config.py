@@ -81,16 +81,27 @@ def add_distill_config(cfg: CN) -> CN:
     _C.MODEL.DISTILL = CN()
 
     # --- the teacher ---------------------------------------------------------------------------
-    # Teacher config: a detectron2 model-zoo name ("COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml")
-    # or a path to a yaml file.  The teacher is built from it as a plain GeneralizedRCNN.
+    # Teacher config: a detectron2 model-zoo name or a path, either a yacs yaml
+    # ("COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml", built by build_model) or a LazyConfig .py
+    # ("new_baselines/mask_rcnn_R_101_FPN_400ep_LSJ.py", a ViTDet / MViTv2 file of detectron2's
+    # projects/: LazyConfig.load + instantiate(cfg.model)).  Faster, Mask (its mask head never
+    # runs) and Cascade R-CNN teachers; each keeps its own input format and pixel mean/std.
     _C.MODEL.DISTILL.TEACHER_CONFIG = "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"
     # Teacher weights: a local path or a URL detectron2's checkpointer understands
     # ("detectron2://...", "https://...").  Empty: the model-zoo weights of TEACHER_CONFIG (only
     # when it is a model-zoo name).  Missing or mismatching keys stop the run.
     _C.MODEL.DISTILL.TEACHER_WEIGHTS = ""
-    # Extra "KEY VALUE" overrides applied to the teacher config after loading it, e.g.
-    # ["MODEL.ROI_HEADS.NUM_CLASSES", "1"].  MODEL.DEVICE always follows the student's.
+    # Overrides applied to the teacher config after loading it: "KEY VALUE" pairs for a yaml
+    # teacher, e.g. ["MODEL.ROI_HEADS.NUM_CLASSES", "1"]; dotted "key=value" strings for a
+    # LazyConfig teacher (LazyConfig.apply_overrides syntax; every key must exist in the file),
+    # e.g. ["model.roi_heads.num_classes=1"].  The device always follows the student's.
     _C.MODEL.DISTILL.TEACHER_OPTS = []
+    # Which box head of a Cascade R-CNN teacher gives the RoI embeddings and logits the terms use
+    # (and the class means are averaged from): 0 .. stages-1, counted from the first, or -1 for
+    # the last.  -1 by default: the last stage's head is trained on the best-localised boxes
+    # (IoU 0.7) and gives the cascade's final boxes, so its embeddings separate the classes best.
+    # It runs on the student's sampled boxes as they are.  Other teachers have one head: keep -1.
+    _C.MODEL.DISTILL.TEACHER_CASCADE_STAGE = -1
     # Run the teacher forward under autocast with this dtype on CUDA ("" = full precision;
     # "bfloat16" or "float16").  Distillation losses are always computed in float32.
     _C.MODEL.DISTILL.TEACHER_AUTOCAST = ""
@@ -114,6 +125,13 @@ def add_distill_config(cfg: CN) -> CN:
     # Include background RoIs (class NUM_CLASSES, the table's last row) in ND, as the reference
     # does.  False: ND averages over foreground RoIs only.
     _C.MODEL.DISTILL.ND.INCLUDE_BACKGROUND = True
+    # When the student's box-head embedding is narrower or wider than the teacher's: True passes
+    # it, for ND only, through a student-side projector to the teacher's width (BatchNorm1d ->
+    # Dropout 0.5 -> Linear, the reference's ImageNet/Models/embtrans.py answer for
+    # classification), and ND is computed in the teacher's width.  The projector trains with the
+    # student, is saved with the distillation modules (distill_terms.*) and left out of the
+    # export.  False: differing widths are an error.  Equal widths never build one.
+    _C.MODEL.DISTILL.ND.PROJECTOR = False
 
     # KD on the (NUM_CLASSES + 1)-way RoI classification logits.
     _C.MODEL.DISTILL.KD = CN()

@@ -16,6 +16,7 @@ from detectron2.utils import comm
 from torch.multiprocessing import ProcessExitedException
 
 from ..errors import EXIT_USER_ERROR, UserError, report_user_error
+from .external_launch import run_in_external_group
 
 __all__ = ["launch_main"]
 
@@ -47,7 +48,10 @@ def launch_main(main, args, precheck=None) -> None:
     ``precheck(args)``, if given, runs first in this process, so that set-up mistakes are
     reported before any worker starts or anything is written.  User errors, here or in a
     worker, end the process with one ``ERROR: ...`` line per distinct message and status 2.
+    Started by torchrun or srun, the process joins their group instead (external_launch.py).
     """
+    if run_in_external_group(main, args, precheck):
+        return
     try:
         if precheck is not None:
             precheck(args)

@@ -11,7 +11,6 @@ resume from.
 """
 import logging
 import math
-from typing import Optional
 
 import torch
 from detectron2.config import CfgNode
@@ -24,7 +23,7 @@ from ..modeling.meta_arch import check_student_heads
 from ..modeling.shapes import shapes_from_config, state_shapes_from_config
 from ..modeling.student_checkpoint import (plain_student_cfg, read_model_state, model_state_mismatch,
                                            student_mismatch_message, student_state_dict)
-from ..modeling.teacher import FrozenTeacher
+from ..modeling.teacher import FrozenTeacher, resolve_teacher_weights
 from ..modeling.weights import local_weights_file
 from ..utils.paths import check_writable
 from ..utils.seed import config_seed_problem
@@ -137,18 +136,28 @@ def check_meta_architecture(cfg: CfgNode) -> None:
             "files do), or MODEL.DISTILL.LOSSES '[]' to train the detector alone")
 
 
-def preflight_distill(cfg: CfgNode, need_class_means: bool = True) -> Optional[CfgNode]:
+def _checked_teacher_config(cfg: CfgNode):
+    """The teacher's config (FrozenTeacher's config checks), with nd-det's backbone keys of a
+    yacs teacher named one by one (a LazyConfig teacher has no such keys)."""
+    teacher_cfg = FrozenTeacher.teacher_config(cfg)
+    if isinstance(teacher_cfg, CfgNode):
+        check_backbone_config(teacher_cfg)
+    return teacher_cfg
+
+
+def preflight_distill(cfg: CfgNode, need_class_means: bool = True):
     """The distillation set-up without building anything: loss names, student heads, the
     teacher's config and weights file, both models' shapes against the terms, and the
-    class-means file (when ND is on).  Returns the teacher's config (None without distillation)."""
+    class-means file (when ND is on).  Returns the teacher's config (a yacs CfgNode, or the
+    LazyConfig of a .py teacher; None without distillation)."""
     if not _is_distillation(cfg):
         return None
     check_distill_loss_names(cfg.MODEL.DISTILL.LOSSES)
     check_student_heads(cfg)
-    teacher_cfg = FrozenTeacher.check(cfg)
-    check_backbone_config(teacher_cfg)
+    teacher_cfg = _checked_teacher_config(cfg)
     student = shapes_from_config(plain_student_cfg(cfg), "the student (this config)")
-    teacher = shapes_from_config(teacher_cfg, "the teacher (MODEL.DISTILL.TEACHER_CONFIG)")
+    teacher = FrozenTeacher.shapes_from_config(cfg)  # every check of its meta-device model
+    resolve_teacher_weights(cfg)
     check_distill_terms(cfg, student, teacher)
     if need_class_means and "nd" in cfg.MODEL.DISTILL.LOSSES:
         NDTerm.class_means_table(cfg, teacher.embedding_dim)  # the term's own reading
@@ -213,9 +222,8 @@ def check_eval_run(cfg: CfgNode, args) -> None:
             "randomly initialised model")
     check_student_weights_file(cfg)
     if args.eval_teacher:
-        teacher_cfg = FrozenTeacher.check(cfg)
-        check_backbone_config(teacher_cfg)
-        shapes_from_config(teacher_cfg, "the teacher (MODEL.DISTILL.TEACHER_CONFIG)")
+        _checked_teacher_config(cfg)
+        FrozenTeacher.check(cfg)
         FrozenTeacher.check_weights_file(cfg)
     if getattr(args, "check_images", False):
         check_images(cfg, ("TEST",))

@@ -202,13 +202,7 @@ class DistillTrainer(DefaultTrainer):
     def evaluate_teacher(cls, cfg) -> OrderedDict:
         """COCO evaluation of the teacher of MODEL.DISTILL on the same test sets."""
         teacher = FrozenTeacher(cfg)
-        run_cfg = teacher.cfg.clone()
-        run_cfg.defrost()
-        run_cfg.DATASETS.TEST = cfg.DATASETS.TEST
-        run_cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, "teacher")
-        run_cfg.DATALOADER.NUM_WORKERS = cfg.DATALOADER.NUM_WORKERS
-        run_cfg.freeze()
-        return cls.test_per_dataset(run_cfg, teacher.model)
+        return cls.test_per_dataset(teacher.evaluation_cfg(cfg), teacher.model)
 
     @classmethod
     def test_per_dataset(cls, cfg, model) -> OrderedDict:

@@ -16,7 +16,8 @@ from detectron2.config import CfgNode
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from ..losses import dkd_loss, hcl_loss, kd_loss, load_class_means, metadata_mismatches, nd_loss
+from ..losses import (EmbeddingProjection, dkd_loss, hcl_loss, kd_loss, load_class_means,
+                      metadata_mismatches, nd_loss)
 from ..losses.reviewkd import ReviewKDFusion
 from ..utils.registry import Registry, register_as, registered_names
 from .bn_groups import abf_bn_group
@@ -93,7 +94,9 @@ def available_distill_terms() -> List[str]:
 
 @register_distill_term
 class NDTerm(DistillTerm):
-    """ND on the RoI embeddings against the teacher's class means (background row included)."""
+    """ND on the RoI embeddings against the teacher's class means (background row included);
+    the student's embeddings pass through a projector to the teacher's width when they differ
+    (MODEL.DISTILL.ND.PROJECTOR)."""
 
     name = "nd"
     needs_teacher_embeddings = True
@@ -106,12 +109,13 @@ class NDTerm(DistillTerm):
                 raise ConfigError(
                     f"ND needs a {who} box head that outputs flat RoI embeddings: set its "
                     "MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead with NUM_FC >= 1")
-        if student.embedding_dim != teacher.embedding_dim:
+        if student.embedding_dim != teacher.embedding_dim and not cfg.MODEL.DISTILL.ND.PROJECTOR:
             raise ConfigError(
                 f"ND needs student and teacher RoI embeddings of one size: student box head "
                 f"gives {student.embedding_dim} (MODEL.ROI_BOX_HEAD.FC_DIM), teacher "
                 f"{teacher.embedding_dim}. Set the student's MODEL.ROI_BOX_HEAD.FC_DIM to the "
-                "teacher's."
+                "teacher's, or MODEL.DISTILL.ND.PROJECTOR True (a student-side projector to the "
+                "teacher's width, for ND only)."
             )
 
     @staticmethod
@@ -129,7 +133,12 @@ class NDTerm(DistillTerm):
         self.weight = float(cfg.MODEL.DISTILL.ND.WEIGHT)
         self.include_background = bool(cfg.MODEL.DISTILL.ND.INCLUDE_BACKGROUND)
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
-        self.check(cfg, shapes_of(student.backbone, student.roi_heads), teacher.shapes)
+        student_shapes = shapes_of(student.backbone, student.roi_heads)
+        self.check(cfg, student_shapes, teacher.shapes)
+        s_dim, t_dim = student_shapes.embedding_dim, teacher.embedding_dim
+        # widths that differ passed the check only with ND.PROJECTOR on (trained with the
+        # student, saved as distill_terms.*, left out of the export)
+        self.projection = EmbeddingProjection(s_dim, t_dim) if s_dim != t_dim else nn.Identity()
         path = cfg.MODEL.DISTILL.CLASS_MEANS
         table = self.class_means_table(cfg, teacher.embedding_dim)
         for line in metadata_mismatches(table, teacher.identity):
@@ -141,8 +150,8 @@ class NDTerm(DistillTerm):
         self.register_buffer("class_means", table.means, persistent=False)
 
     def forward(self, inputs: DistillInputs) -> torch.Tensor:
-        args = (inputs.student_embeddings, inputs.teacher_embeddings, inputs.labels,
-                self.class_means)
+        args = (self.projection(inputs.student_embeddings), inputs.teacher_embeddings,
+                inputs.labels, self.class_means)
         if self.include_background:
             return nd_loss(*args, weight=self.weight)
         rows = nd_loss(*args, reduction="none")

@@ -23,8 +23,10 @@ class ModelShapes:
     embedding_dim: Optional[int]  # RoI box-head output width; None if it is not flat
 
 
-def shapes_of(backbone, roi_heads) -> ModelShapes:
-    shape = roi_heads.box_head.output_shape
+def shapes_of(backbone, roi_heads, box_head=None) -> ModelShapes:
+    """``box_head``: the one whose output is the RoI embedding (default ``roi_heads.box_head``;
+    a Cascade teacher's chosen stage)."""
+    shape = (roi_heads.box_head if box_head is None else box_head).output_shape
     flat = not (shape.height or shape.width)
     return ModelShapes(dict(backbone.output_shape()), int(shape.channels) if flat else None)
 

@@ -1,9 +1,9 @@
 """Run tools/train_net.py's training under detectron2's launcher and dump each rank's weights.
 
-Used by the multi-process test: ``python -m tests.helpers.ddp_train --num-gpus 2 --dump DIR
---config-file CFG [--dataset ...] KEY VALUE ...`` trains like tools/train_net.py, then every rank
-writes its student state dict to DIR/rank<r>.pth and rank 0 writes the final evaluation to
-DIR/eval.json.
+Used by the multi-process tests: ``python -m tests.helpers.ddp_train --num-gpus 2 --dump DIR
+--config-file CFG [--dataset ...] KEY VALUE ...`` (or the same under torchrun / srun, without
+--num-gpus) checks and trains like tools/train_net.py, then every rank writes its student state
+dict to DIR/rank<r>.pth and rank 0 writes the final evaluation to DIR/eval.json.
 """
 import json
 import os
@@ -14,6 +14,7 @@ from detectron2.utils import comm
 
 from nd_det.engine import DistillTrainer, distill_argument_parser, setup_cfg
 from nd_det.engine.cli import launch_main
+from nd_det.engine.train_net import precheck
 
 
 def main(args):
@@ -32,4 +33,4 @@ def main(args):
 if __name__ == "__main__":
     parser = distill_argument_parser()
     parser.add_argument("--dump", required=True)
-    launch_main(main, parser.parse_args(sys.argv[1:]))
+    launch_main(main, parser.parse_args(sys.argv[1:]), precheck=precheck)

@@ -10,7 +10,6 @@ from typing import List, Optional, Sequence
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.modeling import build_model
 
 import nd_det  # noqa: F401  (registers DistillRCNN and backbones)
 from nd_det import add_distill_config
@@ -89,9 +88,10 @@ def config_path(config_file: str) -> str:
 
 
 def write_teacher_checkpoint(cfg, seed: int = 0) -> str:
-    """Build the teacher of ``cfg`` with random weights and save it where cfg expects it."""
+    """Build the teacher of ``cfg`` (yacs or LazyConfig) with random weights and save it where
+    cfg expects it."""
     torch.manual_seed(seed)
-    teacher = build_model(FrozenTeacher.teacher_config(cfg))
+    teacher = FrozenTeacher(cfg, load_weights=False).model
     path = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
     folder, name = os.path.split(path)
     DetectionCheckpointer(teacher, save_dir=folder).save(os.path.splitext(name)[0])

@@ -1,0 +1,313 @@
+"""The frozen teacher detector: one class owns everything about it.
+
+:class:`FrozenTeacher` is built from the *distillation* config (the student's config with its
+``MODEL.DISTILL`` node).  It owns
+
+* the teacher's validated config: ``TEACHER_CONFIG`` (a yacs ``.yaml`` or a LazyConfig ``.py``,
+  model-zoo name or file; :mod:`.source`) + ``TEACHER_OPTS``, on the student's device, as a plain
+  R-CNN (Faster, Mask or Cascade); same number of classes as the student; an input format the
+  student's images can be converted to; a square padding (ViTDet) no smaller than the student's
+  images (:mod:`.input_size`); ``TEACHER_AUTOCAST``.  :meth:`FrozenTeacher.check` runs all of it
+  on the meta device, before anything real is built;
+* the weights check, the build, the freeze (eval mode, no gradients) and the strict load: a
+  missing key, an unexpected key (beyond a small allowed set) or a shape mismatch stops the run,
+  because a silently half-loaded teacher distils noise for days before anyone notices;
+* its identity (the metadata that ties a class-means table to it);
+* its own preprocessing of the student's images (pixel mean/std, RGB <-> BGR, padding);
+* its backbone features and, from ONE box head (a Cascade's stage: :mod:`.box_stage`), the
+  RoI embeddings / class logits on given boxes, under its precision context, always without
+  autograd.  A Mask R-CNN teacher is used for its boxes: its mask head never runs here.
+
+DistillRCNN, the class-mean extraction, teacher evaluation, the pre-flight checks, the benchmark
+and the demo all use this class.
+"""
+import contextlib
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.modeling import GeneralizedRCNN
+from detectron2.modeling.roi_heads import StandardROIHeads
+from detectron2.structures import Boxes, ImageList
+from torch import nn
+
+from ...errors import ConfigError
+from ...utils.modules import freeze
+from ...utils.precision import AUTOCAST_DTYPES
+from ...utils.text import first_line
+from ..shapes import ModelShapes, shapes_of
+from ..student_checkpoint import StrictCheckpointer, model_state_mismatch, read_model_state
+from ..weights import local_weights_file
+from .box_stage import box_stage, num_box_stages
+from .input_size import check_input_size
+from .source import TeacherSource
+from .weights import (allowed_unexpected, resolve_teacher_weights, teacher_identity,
+                      unreadable_weights, weights_mismatch_message)
+
+__all__ = ["TeacherNeeds", "TeacherOutputs", "FrozenTeacher"]
+
+logger = logging.getLogger(__name__)
+
+_CHANNEL_ORDERS = {"RGB", "BGR"}
+_AUTOCAST_VALUES = ("", "float32", *AUTOCAST_DTYPES)
+
+
+@dataclass(frozen=True)
+class TeacherNeeds:
+    """Which teacher outputs beyond its backbone features a step needs."""
+
+    embeddings: bool = False  # box-head output on the sampled boxes (ND)
+    logits: bool = False  # box-predictor class logits on them (KD, DKD)
+
+    @property
+    def box_head(self) -> bool:
+        return self.embeddings or self.logits
+
+
+@dataclass
+class TeacherOutputs:
+    """The teacher's side of one step (no autograd graph)."""
+
+    features: Dict[str, torch.Tensor]
+    embeddings: Optional[torch.Tensor] = None
+    logits: Optional[torch.Tensor] = None
+
+
+class FrozenTeacher:
+    """The frozen teacher of a distillation config (see the module docstring).
+
+    ``FrozenTeacher(cfg)`` validates, builds, freezes and loads; ``load_weights=False`` leaves
+    the random weights (call :meth:`load_weights` later: DistillRCNN first checks the class
+    means, so that a wrong table is reported before large weights are read).  The teacher is not
+    an ``nn.Module``: whoever holds one keeps it out of ``state_dict()``, ``parameters()`` and
+    DDP, and moves it with :meth:`apply`.
+    """
+
+    def __init__(self, cfg: CfgNode, load_weights: bool = True):
+        self.source = _checked_source(cfg)
+        self.cfg = self.source.config  # a yacs CfgNode, or the LazyConfig of a .py teacher
+        self.flip_channels = _needs_flip(cfg, self.source)
+        self.autocast = cfg.MODEL.DISTILL.TEACHER_AUTOCAST
+        self._source_cfg = cfg
+        self.weights = ""  # resolved by load_weights
+        self.model = freeze(self.source.build())
+        self.box_head, self.box_predictor, self.box_stage = _checked_model(cfg, self.model)
+        self.identity = teacher_identity(cfg)
+        if num_box_stages(self.model.roi_heads) > 1:  # class means are per stage
+            self.identity["teacher_box_stage"] = self.box_stage
+        self.weights_loaded = False
+        if load_weights:
+            self.load_weights()
+
+    # ------------------------------------------------------------------ configuration
+    @staticmethod
+    def check(cfg: CfgNode):
+        """Every check of the teacher that needs no real model (its config, the model it builds
+        on the meta device, its weights file's name); returns the teacher's config."""
+        source = _checked_source(cfg)
+        _checked_model(cfg, source.build_meta())
+        resolve_teacher_weights(cfg)
+        return source.config
+
+    @staticmethod
+    def teacher_config(cfg: CfgNode):
+        """The teacher's validated config (a yacs CfgNode, or the LazyConfig of a .py teacher),
+        from its file + TEACHER_OPTS, on the student's device; nothing is built."""
+        return _checked_source(cfg).config
+
+    @staticmethod
+    def shapes_from_config(cfg: CfgNode) -> ModelShapes:
+        """Backbone levels and RoI embedding width of the teacher (its chosen box stage), from
+        the model built on the meta device, after every check of that model."""
+        model = _checked_source(cfg).build_meta()
+        head, _, _ = _checked_model(cfg, model)
+        return shapes_of(model.backbone, model.roi_heads, head)
+
+    # ------------------------------------------------------------------ weights
+    @staticmethod
+    def check_weights_file(cfg: CfgNode) -> str:
+        """The teacher's weights file, before any model is built: downloaded now if a URL
+        (detectron2's cache keeps it for the workers), read, and compared key by key with the
+        teacher TEACHER_CONFIG describes (built on the meta device).  Returns the local path."""
+        weights = resolve_teacher_weights(cfg)
+        local = local_weights_file("MODEL.DISTILL.TEACHER_WEIGHTS", weights)
+        try:
+            state = read_model_state(local)
+        except Exception as e:  # noqa: BLE001 - unreadable files fail in many exception types
+            raise unreadable_weights(weights, first_line(e)) from None
+        model = _checked_source(cfg).build_meta()
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        problems = model_state_mismatch(expected, state, allowed_unexpected)
+        if problems:
+            raise ConfigError(weights_mismatch_message(weights, problems))
+        return local
+
+    def load_weights(self) -> None:
+        """Load the teacher's weights (downloaded once if a URL) and fail unless every key
+        matched; the model stays frozen."""
+        self.weights = resolve_teacher_weights(self._source_cfg)
+        local = local_weights_file("MODEL.DISTILL.TEACHER_WEIGHTS", self.weights)
+        checkpointer = StrictCheckpointer(
+            self.model, unreadable=functools.partial(unreadable_weights, self.weights),
+            allowed_unexpected=allowed_unexpected)
+        checkpointer.load(local)
+        if checkpointer.mismatch:
+            raise ConfigError(weights_mismatch_message(self.weights, checkpointer.mismatch))
+        freeze(self.model)
+        self.weights_loaded = True
+        logger.info("Teacher loaded from %s (config %s)", self.weights,
+                    self.identity["teacher_config"])
+
+    # ------------------------------------------------------------------ device and precision
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def apply(self, fn) -> "FrozenTeacher":
+        """Apply ``fn`` to the model's tensors (what ``nn.Module._apply`` does for ``.to()``)."""
+        self.model._apply(fn)
+        return self
+
+    def precision(self):
+        """The teacher's autocast context (``MODEL.DISTILL.TEACHER_AUTOCAST``): "" inherits the
+        surrounding precision, "float32" forces full precision, "bfloat16"/"float16" autocast."""
+        if self.autocast == "":
+            return contextlib.nullcontext()
+        if self.autocast == "float32":
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.autocast])
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluation_cfg(self, cfg: CfgNode) -> CfgNode:
+        """The yacs config detectron2's evaluation loop reads for this teacher: its own (a yacs
+        teacher), or the student's with the teacher's input format (a LazyConfig teacher: its
+        images resized as the student's test images); the datasets, loader workers and an output
+        folder of the run ``cfg``."""
+        run_cfg = (cfg if self.source.lazy else self.cfg).clone()
+        run_cfg.defrost()
+        run_cfg.INPUT.FORMAT = self.source.input_format
+        run_cfg.DATASETS.TEST = cfg.DATASETS.TEST
+        run_cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, "teacher")
+        run_cfg.DATALOADER.NUM_WORKERS = cfg.DATALOADER.NUM_WORKERS
+        run_cfg.freeze()
+        return run_cfg
+
+    # ------------------------------------------------------------------ what it computes
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.roi_heads.num_classes)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the box-head output (the RoI embedding ND compares)."""
+        dim = self.shapes.embedding_dim
+        if dim is None:
+            raise ConfigError(
+                "the teacher's box head does not output flat RoI embeddings; ND needs "
+                "MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead in the teacher's config")
+        return dim
+
+    @property
+    def shapes(self) -> ModelShapes:
+        """Backbone levels and RoI embedding width (what the distillation terms check)."""
+        return shapes_of(self.model.backbone, self.model.roi_heads, self.box_head)
+
+    def preprocess(self, images: List[torch.Tensor]) -> ImageList:
+        """The teacher's ImageList from images in the STUDENT's channel order, already on the
+        teacher's device: channels reversed when the formats differ, its own mean/std and
+        padding."""
+        if self.flip_channels:
+            images = [x.flip(0) for x in images]
+        # GeneralizedRCNN's own, not an override of the teacher's meta-architecture; the images
+        # are on its device already, so its device copy moves nothing
+        return GeneralizedRCNN.preprocess_image(self.model, [{"image": x} for x in images])
+
+    @torch.no_grad()
+    def features(self, images: ImageList) -> Dict[str, torch.Tensor]:
+        """Backbone (FPN) levels."""
+        with self.precision():
+            return self.model.backbone(images.tensor)
+
+    @torch.no_grad()
+    def box_embeddings(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
+        """Output of the chosen box head (after its last fc + ReLU) on ``boxes`` (one Boxes per
+        image)."""
+        heads = self.model.roi_heads
+        with self.precision():
+            pooled = heads.box_pooler([features[f] for f in heads.box_in_features], boxes)
+            return self.box_head(pooled)
+
+    @torch.no_grad()
+    def outputs(self, images: ImageList, boxes: List[Boxes], needs: TeacherNeeds) -> TeacherOutputs:
+        """What a distillation step needs of the teacher on ``images`` and the sampled
+        ``boxes``: its features, and box-head embeddings / logits when ``needs`` says so."""
+        features = self.features(images)
+        out = TeacherOutputs(features=features)
+        if needs.box_head:
+            out.embeddings = self.box_embeddings(features, boxes)
+            if needs.logits:  # (R, NUM_CLASSES + 1) class logits of the chosen box predictor
+                with self.precision():
+                    out.logits = self.box_predictor(out.embeddings)[0]
+        return out
+
+
+# ---------------------------------------------------------------------- the checks
+def _checked_source(cfg: CfgNode) -> TeacherSource:
+    """The teacher's config, with every check that needs no model."""
+    source = TeacherSource(cfg)
+    if not source.lazy:  # a LazyConfig's classes are read from its model (_checked_model)
+        _check_classes(cfg, int(source.config.MODEL.ROI_HEADS.NUM_CLASSES))
+    _needs_flip(cfg, source)
+    value = cfg.MODEL.DISTILL.TEACHER_AUTOCAST
+    if value not in _AUTOCAST_VALUES:
+        raise ConfigError(
+            f"MODEL.DISTILL.TEACHER_AUTOCAST={value!r}: use one of {sorted(_AUTOCAST_VALUES)}"
+        )
+    return source
+
+
+def _checked_model(cfg: CfgNode, model: nn.Module) -> Tuple[nn.Module, nn.Module, int]:
+    """The checks of the built teacher (real or on the meta device): a two-stage R-CNN with the
+    student's classes, the chosen box stage, its square padding against the student's images.
+    Returns (box head, box predictor, stage) of the chosen stage."""
+    name = cfg.MODEL.DISTILL.TEACHER_CONFIG
+    heads = getattr(model, "roi_heads", None)
+    if not (isinstance(model, GeneralizedRCNN) and model.proposal_generator is not None
+            and isinstance(heads, StandardROIHeads)):
+        raise ConfigError(
+            f"the teacher ({name}) builds a {type(model).__name__} with ROI heads "
+            f"{type(heads).__name__}: nd-det distils from two-stage R-CNN detectors (a "
+            "GeneralizedRCNN with an RPN and StandardROIHeads or CascadeROIHeads: Faster, Mask "
+            "or Cascade R-CNN)")
+    _check_classes(cfg, int(heads.num_classes))
+    head, predictor, stage = box_stage(heads, int(cfg.MODEL.DISTILL.TEACHER_CASCADE_STAGE))
+    check_input_size(cfg, model.backbone, name)
+    return head, predictor, stage
+
+
+def _check_classes(cfg: CfgNode, teacher_classes: int) -> None:
+    s = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if s != teacher_classes:
+        raise ConfigError(
+            f"the student has MODEL.ROI_HEADS.NUM_CLASSES={s} but the teacher "
+            f"({cfg.MODEL.DISTILL.TEACHER_CONFIG}) has {teacher_classes}: they must predict the "
+            "same classes. Use a teacher trained on this dataset, or fix NUM_CLASSES "
+            "(MODEL.DISTILL.TEACHER_OPTS overrides the teacher's config)."
+        )
+
+
+def _needs_flip(cfg: CfgNode, source: TeacherSource) -> bool:
+    """True when the teacher needs the channel order reversed (RGB <-> BGR)."""
+    s, t = cfg.INPUT.FORMAT, source.input_format
+    if s == t:
+        return False
+    if {s, t} <= _CHANNEL_ORDERS:
+        return True
+    raise ConfigError(
+        f"INPUT.FORMAT {s!r} (student) and {t!r} (teacher): only RGB/BGR differences can be "
+        "bridged; give both models the same input format."
+    )
