@@ -44,6 +44,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import log_every_n_seconds
 
+from .data.image_scan import scan_registered_datasets
 from .engine.setup import check_datasets
 from .errors import DataError
 from .losses import ClassMeanAccumulator, ClassMeans, save_class_means
@@ -275,6 +276,7 @@ def check_extraction(cfg: CfgNode, output: Optional[str] = None,
     check_writable(path, what)
     FrozenTeacher.check(cfg)
     dicts = _training_dicts(cfg)
+    scan_registered_datasets(cfg.DATASETS.TRAIN)  # every image decodes, at its JSON size
     chosen = [dict(dicts[i], **{INDEX_KEY: i})
               for i in select_images(len(dicts), max_images, seed)]
     if not allow_empty_classes:

@@ -28,6 +28,7 @@ import torch
 from .errors import DataError
 from .errors import one_line_usage_errors, run_cli
 from .losses import ClassMeans, save_class_means
+from .losses.class_means import directionless_rows
 from .utils.paths import check_writable
 from .utils.text import short_list
 from .utils.values import is_number
@@ -200,10 +201,11 @@ def read_published_table(path: str, num_classes: int = DEFAULT_NUM_CLASSES,
     bad = torch.nonzero(~torch.isfinite(means).all(dim=1)).flatten().tolist()
     if bad:
         raise _refuse(path, f"NaN/inf in row(s) {short_list(bad, 10)}; every mean must be finite")
-    zero = torch.nonzero((means == 0).all(dim=1)).flatten().tolist()
+    zero = directionless_rows(means)
     if zero:
-        raise _refuse(path, f"row(s) {short_list(zero, 10)} are all zeros: ND needs a direction "
-                            "for every class (was the table cut or made without samples?)")
+        raise _refuse(path, f"row(s) {short_list(zero, 10)} are all zeros or of (almost) zero "
+                            "norm: ND needs a direction for every class (was the table cut or "
+                            "made without samples?)")
     return means.float(), hashlib.sha256(raw).hexdigest()
 
 

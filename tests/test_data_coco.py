@@ -337,19 +337,22 @@ def test_bad_box_values_and_ignore_flag(tiny):
         json_path, image_dir)
 
 
-def test_decode_images_checks_sizes_and_readability(tiny):
+def test_every_image_is_decoded_and_compared_with_its_json_size(tiny):
+    """Validation opens every image (nd_det.data.image_scan): a size the JSON gets wrong, which
+    detectron2 would raise on when a loader reaches the image, and a file that does not decode
+    are each one DataError naming the file, before any model exists."""
     json_path, image_dir, data = tiny
-    validate_coco_json(json_path, image_dir, decode_images=True)
+    validate_coco_json(json_path, image_dir)
     data["images"][0]["width"] = 130
     _rewrite(json_path, data)
-    validate_coco_json(json_path, image_dir)  # without decoding the size is not checked
-    assert (f"image id 1 ({image_dir / '0000.png'}) is 128x96 (width x height) but the JSON says "
-            "130x96") in _error(json_path, image_dir, decode_images=True)
+    assert (f"1 of 8 images are not the size the JSON gives them (width x height): "
+            f"{image_dir / '0000.png'} is 128x96, the JSON says 130x96") in _error(json_path,
+                                                                                image_dir)
     data["images"][0]["width"] = 128
     _rewrite(json_path, data)
     (image_dir / "0004.png").write_bytes(b"not a png at all")
-    assert f"image id 5: cannot decode {image_dir / '0004.png'}" in _error(
-        json_path, image_dir, decode_images=True)
+    assert (f"1 of 8 images cannot be decoded: {image_dir / '0004.png'} "
+            "(UnidentifiedImageError: cannot identify image file") in _error(json_path, image_dir)
 
 
 def test_annotations_key_may_be_absent(tiny):

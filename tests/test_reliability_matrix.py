@@ -90,8 +90,20 @@ def _prepare(world, tmp_path, case):
         json_path, image_dir = write_tiny_coco(tmp_path / "broken", num_images=2, seed=5)
         first = sorted(os.listdir(image_dir))[0]
         (image_dir / first).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-        return (["--check-images", "--dataset", "broken_train", str(json_path), str(image_dir)],
+        return (["--dataset", "broken_train", str(json_path), str(image_dir)],
                 ["DATASETS.TRAIN", "('broken_train',)"])
+    if case == "image_size":
+        json_path, image_dir = write_tiny_coco(tmp_path / "sizes", num_images=2, seed=5)
+        data = json.loads(json_path.read_text())
+        data["images"][1]["height"] = 100  # the file is 96 pixels high
+        json_path.write_text(json.dumps(data))
+        return (["--dataset", "sizes_train", str(json_path), str(image_dir)],
+                ["DATASETS.TRAIN", "('sizes_train',)"])
+    if case == "output_dangling_link":
+        os.symlink(tmp_path / "gone", tmp_path / "link")  # a link to a folder that is not there
+        return [], ["OUTPUT_DIR", str(tmp_path / "link" / "run")]
+    if case == "output_name_too_long":
+        return [], ["OUTPUT_DIR", str(tmp_path / ("r" * 300))]
     if case == "output_blocked":
         (tmp_path / "a_file").write_text("x")
         return [], ["OUTPUT_DIR", str(tmp_path / "a_file" / "run")]
@@ -197,7 +209,11 @@ TRAIN_CASES = {
     "teacher_url": ([], [], "could not download"),
     "resume_empty": (["--resume"], [], "--resume: OUTPUT_DIR"),
     "resume_truncated": ([], [], "holds no intact checkpoint to resume from"),
-    "bad_image": ([], [], "cannot be decoded"),
+    "bad_image": ([], [], "1 of 2 images cannot be decoded: "),
+    "image_size": ([], [], "1 of 2 images are not the size the JSON gives them (width x "
+                           "height): "),
+    "output_dangling_link": ([], [], "/link/run cannot be created: [Errno 17] File exists"),
+    "output_name_too_long": ([], [], " cannot be created: [Errno 36] File name too long"),
 }
 EVAL_CASES = {
     "eval_no_weights": (["--eval-only"], ["MODEL.WEIGHTS", ""], "--eval-only needs MODEL.WEIGHTS"),

@@ -1,13 +1,16 @@
-"""Killed and resumed runs, non-finite losses, and 2-process (gloo) training via the launcher."""
+"""Killed, preempted and resumed runs, full disks, non-finite losses, and 2-process (gloo)
+training via the launcher."""
 import json
 import math
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from detectron2.config import get_cfg
 
@@ -60,50 +63,154 @@ def _model_state(path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
-    max_iter = 10
-    out = tmp_path / "killed"
-    straight_args = _setup(tmp_path, tmp_path / "straight", max_iter, ["DATASETS.TEST", "()"])
-    args = _setup(tmp_path, out, max_iter, ["DATASETS.TEST", "()"])
-    # the uninterrupted run, beside (one thread each) ...
-    straight_log = tmp_path / "straight.log"
-    with open(straight_log, "wb") as log_file:
-        straight_run = subprocess.Popen(
-            [sys.executable, TRAIN_NET, "--config-file", CONFIG, *straight_args],
-            env=ENV, stdout=log_file, stderr=subprocess.STDOUT)
-    # ... the same run, killed (SIGKILL) as soon as its first checkpoint is tagged
-    cmd = [sys.executable, TRAIN_NET, "--config-file", CONFIG, *args]
-    victim = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    tag = out / "last_checkpoint"
-    deadline = time.time() + 300
-    while not tag.exists() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (out / "model_final.pth").exists()
-    resumed_from = tag.read_text().strip()
-    assert re.fullmatch(r"model_\d{7}\.pth", resumed_from)
-    # every checkpoint under its final name is complete (atomic writes)
-    for name in os.listdir(out):
-        if name.endswith(".pth"):
-            assert "model" in torch.load(out / name, map_location="cpu", weights_only=True)
+# ---------------------------------------------------------------- killed, preempted, full disk
+# One tiny single-process run, 30 iterations, a checkpoint every 2: the reference every test
+# below compares its final weights with.  The runs are forked by tests.helpers.forked_runs
+# (the tool's own main, in a fresh process each, without re-importing torch and detectron2).
+FORKED_MAX_ITER = 30
 
-    assert straight_run.wait(timeout=600) == 0, straight_log.read_text()[-3000:]
-    straight = _model_state(tmp_path / "straight" / "model_final.pth")
 
-    resume_cmd = cmd[:4] + ["--resume"] + cmd[4:]
-    proc = subprocess.run(resume_cmd, env=ENV, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
-    start = int(resumed_from[6:13]) + 1
-    assert f"Starting training from iteration {start}" in log
-    assert f"Resumed at iteration {start}; the data stream skips {start * 2} images" in log
-    resumed = _model_state(out / "model_final.pth")
+def _forked(tmp_path, argv, runs, timing=None, seed=26):
+    plan = tmp_path / f"plan{len(list(tmp_path.glob('plan*.json')))}.json"
+    report = plan.with_suffix(".report.json")
+    plan.write_text(json.dumps({"argv": argv, "seed": seed, "timing": timing, "runs": runs}))
+    proc = subprocess.run([sys.executable, "-m", "tests.helpers.forked_runs", str(plan),
+                           str(report)], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return json.loads(report.read_text())
 
-    assert resumed.keys() == straight.keys()
-    different = [k for k in straight if not torch.equal(straight[k], resumed[k])]
+
+def _run(folder, name, **options):
+    return dict(output=str(folder / name), log=str(folder / f"{name}.log"), **options)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """(train_net argv, the reference run's report entry, its final weights)."""
+    root = tmp_path_factory.mktemp("forked")
+    argv = ["--config-file", CONFIG, *_setup(root, root / "unused", FORKED_MAX_ITER,
+                                             ["DATASETS.TEST", "()",
+                                              "SOLVER.CHECKPOINT_PERIOD", "2",
+                                              # a frozen student backbone: no optimizer state
+                                              # for it, half-size checkpoints, quick steps
+                                              "MODEL.BACKBONE.FREEZE_AT", "5"])]
+    entry, = _forked(root, argv, [_run(root, "straight")])
+    assert entry["status"] == 0, (root / "straight.log").read_text()[-3000:]
+    weights = _model_state(root / "straight" / "model_final.pth")
+    for path in (root / "straight").glob("*.pth"):
+        path.unlink()  # 90 MB each
+    return argv, entry, weights
+
+
+def _assert_same_weights(path, expected):
+    resumed = _model_state(path)
+    assert resumed.keys() == expected.keys()
+    different = [k for k in expected if not torch.equal(expected[k], resumed[k])]
     assert not different, f"resumed run differs from the uninterrupted one in {different[:5]}"
+
+
+def _intact_checkpoints(entry):
+    """The checkpoints a run left (its report entry): all intact, last_checkpoint names one."""
+    names = [n for n in entry["files"] if n.endswith(".pth")]
+    assert entry["intact"] == names, entry
+    assert entry["last_checkpoint"] is None or entry["last_checkpoint"] in names, entry
+    return names
+
+
+def test_sigkill_at_ten_moments_then_resume_ends_with_the_uninterrupted_weights(tmp_path,
+                                                                                straight):
+    """SIGKILL at 10 moments drawn from a seeded generator: during set-up, during training,
+    during a checkpoint write; each time the next run is started with --resume (the first run
+    is killed once training has begun, so that its folder holds the run's record)."""
+    argv, timing, expected = straight
+    kinds = ["training", "setup", "during_write", "training", "training", "during_write",
+             "setup", "training", "during_write", "training"]
+    runs = [_run(tmp_path, f"kill{i}", kill=kind, resume=i > 0) for i, kind in enumerate(kinds)]
+    for run in runs:
+        run["output"] = str(tmp_path / "killed")
+    runs.append(dict(_run(tmp_path, "final", resume=True), output=str(tmp_path / "killed")))
+    report = _forked(tmp_path, argv, runs, timing=timing)
+    out = tmp_path / "killed"
+    for entry, run in zip(report[:-1], runs):
+        log = open(run["log"]).read()[-3000:]
+        assert entry["killed"] and entry["status"] == -signal.SIGKILL, (entry, log)
+        _intact_checkpoints(entry)  # whatever the moment, no half-written checkpoint
+    assert all(entry["during_write"] for entry in report if entry["kill"] == "during_write")
+    assert report[-1]["status"] == 0, open(runs[-1]["log"]).read()[-3000:]
+    final_log = open(runs[-1]["log"]).read()
+    start = int(re.search(r"Starting training from iteration (\d+)", final_log).group(1))
+    assert 0 < start < FORKED_MAX_ITER  # the killed runs made progress, the last one finished it
+    assert not [f for f in report[-1]["files"] if f.endswith(".tmp")]  # cut-short writes: gone
+    assert "model_final.pth" in _intact_checkpoints(report[-1])
+    _assert_same_weights(out / "model_final.pth", expected)
+
+
+def test_sigusr1_writes_a_checkpoint_of_the_current_iteration_and_exits_3(tmp_path, straight):
+    argv, timing, expected = straight
+    out = tmp_path / "preempted"
+    runs = [dict(_run(tmp_path, "signalled", kill="training", signal=signal.SIGUSR1),
+                 output=str(out)),
+            dict(_run(tmp_path, "resumed", resume=True), output=str(out))]
+    signalled, resumed = _forked(tmp_path, argv, runs, timing=timing, seed=5)
+    log = open(runs[0]["log"]).read()
+    assert signalled["status"] == 3, log[-3000:]
+    stopped = re.search(r"SIGUSR1 received: training stopped after iteration (\d+), checkpoint "
+                        r"(\S+) written; continue with --resume \(exit status 3\)", log)
+    assert stopped, log[-3000:]
+    iteration = int(stopped.group(1))
+    assert stopped.group(2) == str(out / f"model_{iteration:07d}.pth")
+    assert signalled["last_checkpoint"] == f"model_{iteration:07d}.pth"
+    assert torch.load(stopped.group(2), weights_only=True)["iteration"] == iteration
+    assert "model_final.pth" not in _intact_checkpoints(signalled)
+    assert "Traceback" not in log
+    assert resumed["status"] == 0, open(runs[1]["log"]).read()[-3000:]
+    assert f"Starting training from iteration {iteration + 1}" in open(runs[1]["log"]).read()
+    _assert_same_weights(out / "model_final.pth", expected)
+
+
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one_and_resumes(tmp_path,
+                                                                                straight):
+    """ENOSPC half-way through model_0000009.pth (simulated in the forked run: the write of its
+    temporary file stops after half of its bytes): one line, the previous checkpoint and its
+    tag intact, and --resume continues from it to the uninterrupted weights."""
+    argv, timing, expected = straight
+    out = tmp_path / "full"
+    runs = [dict(_run(tmp_path, "full_disk", fault="enospc_checkpoint:model_0000009.pth"),
+                 output=str(out)),
+            dict(_run(tmp_path, "resumed", resume=True), output=str(out))]
+    failed, resumed = _forked(tmp_path, argv, runs, timing=timing)
+    log = open(runs[0]["log"]).read()
+    assert failed["status"] == 2, log[-3000:]
+    errors = [line for line in log.splitlines() if line.startswith("ERROR: ")]
+    assert errors == [
+        f"ERROR: checkpoint {out / 'model_0000009.pth'} could not be written: [Errno 28] No "
+        f"space left on device; nothing was replaced ({out / 'last_checkpoint'} still names "
+        f"model_0000007.pth, which is intact): free space or fix {out}, then continue with "
+        "--resume"], log[-3000:]
+    assert "Traceback" not in log
+    assert _intact_checkpoints(failed) == [f"model_{i:07d}.pth" for i in (1, 3, 5, 7)]
+    assert failed["last_checkpoint"] == "model_0000007.pth"
+    assert not [f for f in failed["files"] if f.endswith(".tmp")]
+    assert resumed["status"] == 0, open(runs[1]["log"]).read()[-3000:]
+    assert "Starting training from iteration 8" in open(runs[1]["log"]).read()
+    _assert_same_weights(out / "model_final.pth", expected)
+
+
+def test_a_full_disk_when_metrics_are_written_is_one_line_naming_the_file(tmp_path, straight):
+    argv, timing, _ = straight
+    out = tmp_path / "metrics"
+    entry, = _forked(tmp_path, argv, [dict(_run(tmp_path, "metrics", fault="enospc_metrics"),
+                                           output=str(out))], timing=timing)
+    log = open(tmp_path / "metrics.log").read()
+    assert entry["status"] == 2, log[-3000:]
+    errors = [line for line in log.splitlines() if line.startswith("ERROR: ")]
+    assert errors == [
+        f"ERROR: training metrics {out / 'metrics.json'} could not be written: [Errno 28] No "
+        "space left on device; free space or fix OUTPUT_DIR, then continue from the last "
+        "checkpoint with --resume"], log[-3000:]
+    assert "Traceback" not in log
+    assert "model_final.pth" not in _intact_checkpoints(entry)
 
 
 def test_resume_recovers_from_a_damaged_newest_checkpoint_and_keeps_the_run_record(tmp_path):
@@ -129,11 +236,11 @@ def test_resume_recovers_from_a_damaged_newest_checkpoint_and_keeps_the_run_reco
     assert torch.load(final, weights_only=True)["iteration"] == 3
 
 
-def test_an_image_that_cannot_be_decoded_mid_run_is_named(tmp_path):
-    """Without --check-images, the broken file is found when a loader worker reaches it: one
-    line naming it, exit 2 (the worker's exception would otherwise be a traceback)."""
-    args = _setup(tmp_path, tmp_path / "broken", 3, ["DATASETS.TEST", "()",
-                                                      "DATALOADER.NUM_WORKERS", "1"])
+def test_a_damaged_image_is_named_before_any_model_is_built(tmp_path):
+    """The up-front scan decodes every image: a damaged file is one line before the run starts
+    (no training, no traceback from a loader worker, OUTPUT_DIR not even made)."""
+    out = tmp_path / "broken"
+    args = _setup(tmp_path, out, 3, ["DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "1"])
     image_dir = tmp_path / "train" / "images"
     victim = sorted(os.listdir(image_dir))[0]
     (image_dir / victim).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
@@ -141,7 +248,11 @@ def test_an_image_that_cannot_be_decoded_mid_run_is_named(tmp_path):
                           env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2, (proc.stdout + proc.stderr)[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR: ")]
-    assert len(errors) == 1 and f"image {image_dir / victim} cannot be decoded" in errors[0]
+    assert len(errors) == 1 and f"1 of 6 images cannot be decoded: {image_dir / victim} (" \
+        in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "Starting training" not in proc.stdout
+    assert not out.exists()
 
 
 def test_non_finite_distillation_loss_stops_naming_the_term(tmp_path):
@@ -202,6 +313,65 @@ def test_two_process_gloo_training_keeps_ranks_in_sync(tmp_path):
     ddp = [ddp_eval["bbox"][k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
     for a, b in zip(single, ddp):
         assert (math.isnan(a) and math.isnan(b)) or abs(a - b) < 1e-4, (single, ddp)
+
+
+def _started(log_path, text, process, timeout=300):
+    """Seconds until ``text`` appears in the log file of ``process`` (None if it ended first)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if text in log_path.read_text(errors="replace"):
+            return time.perf_counter() - start
+        if process.poll() is not None:
+            return None
+        time.sleep(0.01)
+    raise AssertionError(f"no {text!r} in {log_path} after {timeout} s")
+
+
+def test_sigterm_to_a_two_process_gloo_run_checkpoints_and_resumes_to_the_same_weights(
+        tmp_path):
+    """SIGTERM, as SLURM sends it, to the launcher of a 2-process gloo run at a random moment
+    of its training: both workers stop after the same iteration, rank 0 writes its checkpoint
+    (with both ranks' RNG states), exit status 3; --resume ends bit-identical to an
+    uninterrupted 2-process run."""
+    max_iter = 16
+    args = _setup(tmp_path, tmp_path / "unused", max_iter,
+                  ["DATASETS.TEST", "()", "SOLVER.CHECKPOINT_PERIOD", "100",
+                   "MODEL.BACKBONE.FREEZE_AT", "5"])
+    cmd = [sys.executable, TRAIN_NET, "--num-gpus", "2", "--config-file", CONFIG, *args]
+
+    def launch(name, output, *flags):
+        log = tmp_path / f"{name}.log"
+        with open(log, "wb") as f:
+            process = subprocess.Popen(cmd[:2] + list(flags) + cmd[2:] + [
+                "OUTPUT_DIR", str(tmp_path / output)], env=ENV, stdout=f,
+                stderr=subprocess.STDOUT)
+        return process, log
+
+    straight, straight_log = launch("straight", "straight")
+    assert straight.wait(timeout=600) == 0, straight_log.read_text()[-3000:]
+    expected = _model_state(tmp_path / "straight" / "model_final.pth")
+
+    victim, victim_log = launch("preempted", "preempted")
+    assert _started(victim_log, "Starting training from iteration 0", victim) is not None
+    time.sleep(random.Random(26).uniform(0.0, 0.8))  # 16 steps take about 2 s here
+    victim.send_signal(signal.SIGTERM)
+    assert victim.wait(timeout=600) == 3, victim_log.read_text()[-3000:]
+    log = victim_log.read_text()
+    stopped = re.search(r"SIGTERM received: training stopped after iteration (\d+)", log)
+    assert stopped, log[-3000:]
+    iteration = int(stopped.group(1))
+    assert iteration < max_iter - 1
+    out = tmp_path / "preempted"
+    assert (out / "last_checkpoint").read_text() == f"model_{iteration:07d}.pth"
+    assert not (out / "model_final.pth").exists()
+    assert "Traceback" not in log
+    state = torch.load(out / f"model_{iteration:07d}.pth", weights_only=True)
+    assert state["iteration"] == iteration and len(state["rng"]["ranks"]) == 2  # each rank's
+
+    resumed, resumed_log = launch("resumed", "preempted", "--resume")
+    assert resumed.wait(timeout=600) == 0, resumed_log.read_text()[-3000:]
+    assert f"Starting training from iteration {iteration + 1}" in resumed_log.read_text()
+    _assert_same_weights(out / "model_final.pth", expected)
 
 
 def test_checkpointer_refuses_nan_weights_and_keeps_the_last_good_file(tmp_path):

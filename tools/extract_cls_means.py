@@ -6,7 +6,10 @@ detection.  See docs/classification.md.
 """
 import sys
 
-from nd_det.classification.cli import extract_class_means_cli
+from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
+
+ignore_detectron2_import_warnings()  # before torch is imported
+from nd_det.classification.cli import extract_class_means_cli  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(extract_class_means_cli())

@@ -7,7 +7,10 @@ ReviewKD++/DIST++ student).  See docs/classification.md.
 """
 import sys
 
-from nd_det.classification.cli import train_cli
+from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
+
+ignore_detectron2_import_warnings()  # before torch is imported
+from nd_det.classification.cli import train_cli  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(train_cli())

@@ -5,7 +5,8 @@ the contiguous class ids and the metadata ``COCOEvaluator`` needs (``json_file``
 ``evaluator_type="coco"``) are exactly detectron2's.  What this module adds:
 
 - :func:`register_coco_dataset` runs :func:`~nd_det.data.coco_validation.validate_coco_json`
-  first (one clear error instead of a KeyError an hour into training), stores ``thing_classes``
+  first (one clear error instead of a KeyError an hour into training; every image decoded once,
+  :mod:`~nd_det.data.image_scan`), stores ``thing_classes``
   and ``thing_dataset_id_to_contiguous_id`` in the metadata at once (the same values detectron2
   computes when it loads the JSON), and lets the same name be registered again with the same files
   (it is checked and registered afresh; another name's files need ``replace=True``);
@@ -23,6 +24,7 @@ from detectron2.data.datasets import register_coco_instances
 
 from ..errors import DataError
 from .coco_validation import CocoSummary, validate_coco_json
+from .image_scan import SCANNED_KEY
 
 __all__ = ["register_coco_dataset"]
 
@@ -65,6 +67,7 @@ def register_coco_dataset(name: str, json_file, image_root, replace: bool = Fals
     MetadataCatalog.get(name).set(
         thing_classes=list(summary.class_names),
         thing_dataset_id_to_contiguous_id=summary.dataset_id_to_contiguous_id,
+        **{SCANNED_KEY: True},  # validate_coco_json scanned its images
     )
     logger.info("registered dataset '%s': %d images, %d boxes, %d classes (%s), %d images "
                 "without boxes", name, summary.num_images, summary.num_annotations,

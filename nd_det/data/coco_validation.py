@@ -1,9 +1,9 @@
 """Fast checks of a COCO-format instances JSON and its image folder, run before registration.
 
-``validate_coco_json`` reads the JSON once and checks that the listed image files exist; it does
-not decode images unless ``decode_images=True``.  The first problem found raises one
-:class:`DataError` whose message names the JSON file, the offending image / annotation /
-category id and the fix.  Checked, in this order:
+``validate_coco_json`` reads the JSON once, checks it, then opens every image it lists once
+(:mod:`nd_det.data.image_scan`: a full decode and the size against the JSON, cached between
+runs).  The first problem found raises one :class:`DataError` whose message names the JSON file,
+the offending image / annotation / category id and the fix.  Checked, in this order:
 
 1. the JSON file exists, is readable, parses, and is a COCO instances file (a dict with lists
    ``images`` and ``categories``; ``annotations`` may be absent, as in COCO's test-dev info files);
@@ -16,7 +16,9 @@ category id and the fix.  Checked, in this order:
    contains ``minival``, which detectron2 also exempts), a ``category_id`` listed in
    ``categories``, a ``bbox`` of four finite numbers ``[x, y, width, height]`` with positive width
    and height, lying inside its image up to ``BOX_TOLERANCE_PX`` pixels, and no ``ignore`` flag
-   (detectron2 does not support it).
+   (detectron2 does not support it);
+6. every image decodes, and its size (after its EXIF orientation) is the JSON's ``width`` x
+   ``height`` (:func:`~nd_det.data.image_scan.scan_images`; last, being the slow check).
 
 Legal, and only logged:
 
@@ -41,6 +43,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from ..errors import DataError
 from ..utils.values import is_int, is_number
+from .image_scan import scan_images
 
 __all__ = ["BOX_TOLERANCE_PX", "CocoSummary", "validate_coco_json"]
 
@@ -204,25 +207,6 @@ def _check_image_files(json_file: str, image_root: str, images: Dict) -> None:
                     "from 'images'")
 
 
-def _decode_images(json_file: str, image_root: str, images: Dict) -> None:
-    from PIL import Image, ImageOps
-
-    for image in images.values():
-        path = os.path.join(image_root, image["file_name"])
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                width, height = ImageOps.exif_transpose(opened).size
-        except Exception as error:  # PIL raises many types for broken files
-            raise _fail(json_file, f"image id {image['id']!r}: cannot decode {path} ({error})",
-                        "replace the file with a readable image or remove its entry") from error
-        if (width, height) != (image["width"], image["height"]):
-            raise _fail(json_file, f"image id {image['id']!r} ({path}) is {width}x{height} "
-                        f"(width x height) but the JSON says {image['width']}x{image['height']}",
-                        "write the real size in the JSON (detectron2 checks it when it loads "
-                        "the image)")
-
-
 def _check_annotations(json_file: str, annotations: List, images: Dict,
                        names_by_id: Dict[int, str], degenerate_boxes: str) -> Tuple[int, set, int]:
     """Returns (number of degenerate boxes, ids of images with a box, annotations of unknown images)."""
@@ -291,12 +275,10 @@ def _check_annotations(json_file: str, annotations: List, images: Dict,
     return len(degenerate), images_with_boxes, orphans
 
 
-def validate_coco_json(json_file, image_root, decode_images: bool = False,
-                       degenerate_boxes: str = "error") -> CocoSummary:
+def validate_coco_json(json_file, image_root, degenerate_boxes: str = "error") -> CocoSummary:
     """Check a COCO instances JSON and its image folder (the folder the images' ``file_name``
     entries are relative to; see the module docstring); raise one DataError on the first
-    problem.  ``decode_images``: also decode every image and compare its size with the JSON (slow
-    on large datasets).  Returns a :class:`CocoSummary`."""
+    problem.  Returns a :class:`CocoSummary`."""
     if degenerate_boxes not in DEGENERATE_BOX_POLICIES:
         raise ValueError(f"degenerate_boxes={degenerate_boxes!r}: use one of "
                          f"{DEGENERATE_BOX_POLICIES}")
@@ -306,11 +288,12 @@ def validate_coco_json(json_file, image_root, decode_images: bool = False,
     names_by_id = _check_categories(json_file, data["categories"])
     images = _check_images(json_file, data["images"])
     _check_image_files(json_file, image_root, images)
-    if decode_images:
-        _decode_images(json_file, image_root, images)
     annotations = data.get("annotations", [])
     num_degenerate, images_with_boxes, orphans = _check_annotations(
         json_file, annotations, images, names_by_id, degenerate_boxes)
+    scan_images([{"file_name": os.path.join(image_root, image["file_name"]),
+                  "width": image["width"], "height": image["height"]}
+                 for image in images.values()], json_file)
 
     category_ids = tuple(sorted(names_by_id))
     summary = CocoSummary(

@@ -37,12 +37,6 @@ def distill_argument_parser(epilog: str = _EPILOG) -> argparse.ArgumentParser:
         "detectron2, as in COCO train2017); without it they are an error",
     )
     parser.add_argument(
-        "--check-images",
-        action="store_true",
-        help="decode every image of the datasets before starting (minutes on COCO); without it "
-        "an image that cannot be decoded stops the run when it is reached, naming the file",
-    )
-    parser.add_argument(
         "--eval-teacher",
         action="store_true",
         help="with --eval-only: also evaluate the teacher of MODEL.DISTILL on the same test sets "

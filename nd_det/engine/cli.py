@@ -17,6 +17,7 @@ from torch.multiprocessing import ProcessExitedException
 
 from ..errors import EXIT_USER_ERROR, UserError, report_user_error
 from .external_launch import run_in_external_group
+from .preemption import EXIT_PREEMPTED, PREEMPTION_SIGNALS, forward_signals
 
 __all__ = ["launch_main"]
 
@@ -63,10 +64,13 @@ def launch_main(main, args, precheck=None) -> None:
         with tempfile.TemporaryDirectory(prefix="nd_det_errors_") as folder:
             os.environ[_MESSAGES_ENV] = folder
             try:
-                launch(_worker, args.num_gpus, num_machines=args.num_machines,
-                       machine_rank=args.machine_rank, dist_url=args.dist_url,
-                       args=(main, args))
+                with forward_signals():  # a preemption reaches the workers, which train
+                    launch(_worker, args.num_gpus, num_machines=args.num_machines,
+                           machine_rank=args.machine_rank, dist_url=args.dist_url,
+                           args=(main, args))
             except ProcessExitedException as e:
+                if e.exit_code == EXIT_PREEMPTED or -e.exit_code in PREEMPTION_SIGNALS:
+                    sys.exit(EXIT_PREEMPTED)  # the workers saved what there was (preemption.py)
                 lines = _worker_messages(folder)
                 if e.exit_code != EXIT_USER_ERROR or not lines:
                     raise

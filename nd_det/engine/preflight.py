@@ -5,7 +5,8 @@ Each check raises one :class:`~nd_det.errors.UserError` naming the key, flag or 
 wrong and the fix.  The teacher's own checks live in :class:`~nd_det.modeling.FrozenTeacher`,
 the distillation terms' in their ``check`` methods; this module calls them in order, cheapest
 first: the command line and the config, the datasets, OUTPUT_DIR, the models' shapes (built on
-PyTorch's meta device: no weights, no memory), the files (class means, weights: a URL is
+PyTorch's meta device: no weights, no memory), every image of the datasets (decoded once and
+compared with its JSON, :mod:`nd_det.data.image_scan`), the files (class means, weights: a URL is
 downloaded now, once, so a network failure is reported before hours of work), the checkpoint to
 resume from.
 """
@@ -15,6 +16,7 @@ import math
 import torch
 from detectron2.config import CfgNode
 
+from ..data.image_scan import scan_registered_datasets
 from ..errors import UserError, ConfigError
 from ..modeling.backbone import check_resnet_basic_config, check_torchvision_config
 from ..modeling.bn_groups import bn_group_size
@@ -29,7 +31,6 @@ from ..utils.paths import check_writable
 from ..utils.seed import config_seed_problem
 from ..utils.text import first_line
 from .checkpoint import check_checkpoint_file, resume_checkpoint
-from .image_check import check_images
 from .setup import check_datasets
 from .trainer import amp_precision
 
@@ -196,8 +197,7 @@ def check_train_run(cfg: CfgNode, args) -> None:
                           int(cfg.SOLVER.IMS_PER_BATCH), world_size(args))
     else:
         shapes_from_config(plain_student_cfg(cfg), "the student (this config)")
-    if getattr(args, "check_images", False):
-        check_images(cfg, ("TRAIN", "TEST"))
+    scan_registered_datasets([*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST])  # --dataset ones: done
     if args.resume:
         resume_checkpoint(cfg.OUTPUT_DIR)  # names the file it will use, or stops
     elif cfg.MODEL.WEIGHTS:
@@ -225,5 +225,4 @@ def check_eval_run(cfg: CfgNode, args) -> None:
         _checked_teacher_config(cfg)
         FrozenTeacher.check(cfg)
         FrozenTeacher.check_weights_file(cfg)
-    if getattr(args, "check_images", False):
-        check_images(cfg, ("TEST",))
+    scan_registered_datasets(cfg.DATASETS.TEST)

@@ -10,10 +10,15 @@ same objects in the same order with nd-det's pieces instead, through public name
 * the first non-finite loss stops training before the optimizer step, naming the term and the
   iteration, on every rank (FiniteLoss*Trainer); a failed step writes no "final" checkpoint and
   runs no final evaluation (the hooks below skip theirs after a failure);
-* ``--resume`` continues the data stream where the checkpoint was taken and restores the RNG
-  states, so a killed single-process run resumed on CPU ends with the same weights as an
+* ``--resume`` continues the data stream where the checkpoint was taken and restores every
+  rank's RNG states, so a killed or preempted run resumed on CPU ends with the same weights as an
   uninterrupted one (with DATALOADER.NUM_WORKERS 0; worker processes redraw their
-  augmentation randomness on restart).
+  augmentation randomness on restart);
+* SIGTERM / SIGUSR1 (a preemption) stops training after the running step with a checkpoint of
+  it, exit status 3 (:mod:`.preemption`);
+* a checkpoint or metrics file the system refuses to write (a full disk) is one FileError naming
+  it, and a user error raised in the training loop is that one line, without detectron2's
+  "Exception during training" traceback in the log.
 
 The optimizer, DDP and checkpoints see the student (and the distillation terms' trainable
 modules) only; the teacher rides along frozen.
@@ -24,20 +29,22 @@ import weakref
 from collections import OrderedDict
 
 import torch
-from detectron2.data import (DatasetMapper, build_detection_test_loader,
-                             build_detection_train_loader, get_detection_dataset_dicts)
+from detectron2.data import (DatasetMapper, build_detection_train_loader,
+                             get_detection_dataset_dicts)
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from fvcore.nn.precise_bn import get_bn_modules
 
+from ..errors import UserError
 from ..modeling.student_checkpoint import build_plain_student
 from ..modeling.teacher import FrozenTeacher
+from ..utils.paths import write_failed
 from ..utils.precision import autocast_dtype
-from .checkpoint import AtomicCheckpointer, resume_checkpoint
+from .checkpoint import AtomicCheckpointer, remove_partial_checkpoints, resume_checkpoint
 from .finite_losses import FiniteLossAMPTrainer, FiniteLossSimpleTrainer
-from .image_check import DecodeGuardLoader, DecodeGuardMapper
+from .preemption import PreemptionHook
 from .resumable_sampler import ResumableTrainingSampler
 from .rng_state import RNGState
 
@@ -66,6 +73,40 @@ class _CheckpointHook(_AfterSuccess, hooks.PeriodicCheckpointer):
 
 class _EvalHook(_AfterSuccess, hooks.EvalHook):
     pass
+
+
+class _WriterHook(hooks.PeriodicWriter):
+    """PeriodicWriter whose failed write (metrics.json on a full disk) is one FileError naming
+    the file, not a traceback."""
+
+    def _guarded(self, write):
+        try:
+            write()
+        except OSError as e:
+            files = [getattr(getattr(w, "_file_handle", None), "name", None) for w in self._writers]
+            where = ", ".join(f for f in files if f) or self.trainer.cfg.OUTPUT_DIR
+            raise write_failed("training metrics", where, e, "free space or fix OUTPUT_DIR, then "
+                               "continue from the last checkpoint with --resume") from None
+
+    def after_step(self):
+        self._guarded(super().after_step)
+
+    def after_train(self):
+        self._guarded(super().after_train)
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """detectron2's training loop logs every exception with its traceback before re-raising it;
+    a user error (a full disk, a NaN loss) is reported as its one ERROR line instead."""
+
+    def filter(self, record):
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, UserError)
+
+
+_LOOP_LOGGER = logging.getLogger("detectron2.engine.train_loop")
+if not any(isinstance(f, _NoTracebackForUserErrors) for f in _LOOP_LOGGER.filters):
+    _LOOP_LOGGER.addFilter(_NoTracebackForUserErrors())
 
 
 class DistillTrainer(DefaultTrainer):
@@ -116,6 +157,13 @@ class DistillTrainer(DefaultTrainer):
             self.step_failed = True
             raise
 
+    def after_step(self):
+        try:
+            super().after_step()
+        except BaseException:  # a failed checkpoint write, a preemption: no "final" step
+            self.step_failed = True
+            raise
+
     def build_hooks(self):
         """DefaultTrainer's hooks, with a final checkpoint and a final evaluation that happen
         only after a successful last step."""
@@ -129,8 +177,9 @@ class DistillTrainer(DefaultTrainer):
             ret.append(hooks.PreciseBN(cfg.TEST.EVAL_PERIOD, self.model,
                                        build_detection_train_loader(loader_cfg),
                                        cfg.TEST.PRECISE_BN.NUM_ITER))
-        if comm.is_main_process():
-            ret.append(_CheckpointHook(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+        # on every rank: a checkpoint gathers every rank's RNG states (rank 0 writes it)
+        ret.append(_CheckpointHook(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+        ret.append(PreemptionHook(self.checkpointer))
 
         def test_and_save_results():
             self._last_eval_results = self.test(self.cfg, self.model)
@@ -138,17 +187,21 @@ class DistillTrainer(DefaultTrainer):
 
         ret.append(_EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
         if comm.is_main_process():
-            ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
+            try:
+                writers = self.build_writers()  # opens metrics.json
+            except OSError as e:
+                raise write_failed("training metrics", cfg.OUTPUT_DIR, e,
+                                   "free space or fix OUTPUT_DIR") from None
+            ret.append(_WriterHook(writers, period=20))
         return ret
 
     def build_train_loader(self, cfg):
         """detectron2's train loader, with a resumable sampler for the default TrainingSampler."""
-        mapper = DecodeGuardMapper(DatasetMapper(cfg, is_train=True))
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
             logger.warning("DATALOADER.SAMPLER_TRAIN=%s: a resumed run restarts that sampler's "
                            "stream (only TrainingSampler resumes exactly)",
                            cfg.DATALOADER.SAMPLER_TRAIN)
-            return DecodeGuardLoader(build_detection_train_loader(cfg, mapper=mapper))
+            return build_detection_train_loader(cfg)
         dataset = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
@@ -157,25 +210,23 @@ class DistillTrainer(DefaultTrainer):
             len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None)
         # a loader-owned generator: creating the loader's iterator (again, after a resume) then
         # draws nothing from torch's global RNG, whose state the checkpoints restore
-        return DecodeGuardLoader(build_detection_train_loader(
-            cfg, dataset=dataset, sampler=self.train_sampler, mapper=mapper,
+        return build_detection_train_loader(
+            cfg, dataset=dataset, sampler=self.train_sampler, mapper=DatasetMapper(cfg, True),
             seed=self.train_sampler.seed + comm.get_rank(),
-        ))
-
-    @classmethod
-    def build_test_loader(cls, cfg, dataset_name):
-        """detectron2's test loader; an image that cannot be decoded is named (one line)."""
-        mapper = DecodeGuardMapper(DatasetMapper(cfg, is_train=False))
-        return DecodeGuardLoader(build_detection_test_loader(cfg, dataset_name, mapper=mapper))
+        )
 
     def resume_or_load(self, resume=True):
         """``resume``: continue from the checkpoint :func:`resume_checkpoint` picks (the tagged
-        one, else the newest intact one; none is an error, not a silent fresh start).
+        one, else the newest intact one; a folder without any run is an error, not a silent fresh
+        start; a run stopped before its first checkpoint starts again from iteration 0).
         Otherwise: a new run, initialised from MODEL.WEIGHTS (detectron2's loading)."""
-        if not resume:
+        checkpoint = resume_checkpoint(self.cfg.OUTPUT_DIR) if resume else None
+        if resume and comm.is_main_process():
+            remove_partial_checkpoints(self.cfg.OUTPUT_DIR)
+        if checkpoint is None:
             self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
             return
-        self.checkpointer.load(resume_checkpoint(self.cfg.OUTPUT_DIR))
+        self.checkpointer.load(checkpoint)
         # the checkpoint stores the iteration that just finished: start at the next one
         self.start_iter = self.iter + 1
         if self.start_iter > 0 and self.train_sampler is not None:

@@ -8,7 +8,16 @@ One format serves detection and classification.  A file is a ``torch.save``'d di
 
 Accumulation keeps float64 per-class sums and int64 counts, so partial accumulators (two halves
 of a dataset, or one per process after ``all_reduce``) merge into exactly the one-pass result.
+
+ND normalises each mean to unit length, so a row it cannot take a direction from is refused,
+naming the class (by the ``class_names`` of the metadata when it has them), when a table is
+finalised, saved or loaded: a non-finite row, a row of zero or near-zero norm
+(:func:`directionless_rows`), and a class with zero samples.  The one consent is
+``allow_empty`` at extraction (``--allow-empty-classes`` of the tools): such rows are then
+zero-filled and listed in ``metadata["zero_filled_classes"]`` (ND pulls no direction for them;
+loading the table warns, naming them).
 """
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -20,16 +29,23 @@ from ..errors import DataError
 from ..utils.atomic_file import atomic_torch_save
 from ..utils.text import short_list
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "ClassMeans",
     "ClassMeanAccumulator",
     "save_class_means",
     "load_class_means",
     "metadata_mismatches",
+    "directionless_rows",
 ]
 
 FORMAT = "nd_det.class_means"
 VERSION = 1
+# a mean whose norm is at most this fraction of the median row norm gives ND no direction that
+# float32 rounding would not decide; ND_NORM_FLOOR is the norm nd_loss divides by at least
+RELATIVE_MIN_NORM = 1e-6
+ND_NORM_FLOOR = 1e-12
 
 
 @dataclass
@@ -112,9 +128,10 @@ class ClassMeanAccumulator:
 
     def finalize(self, metadata: Optional[Dict] = None, allow_empty: bool = False,
                  class_names: Optional[Sequence[str]] = None) -> ClassMeans:
-        """The table of means.  A class without samples is an error unless ``allow_empty``:
-        then its row is zero (ND then pulls no direction for it: the loss term is a constant 1)
-        and it is listed in ``metadata["zero_filled_classes"]``."""
+        """The table of means.  A class without samples, or whose mean has (almost) zero norm
+        (:func:`directionless_rows`), is an error naming it unless ``allow_empty``: then its
+        row is zero (ND then pulls no direction for it: the loss term is a constant 1) and it is
+        listed in ``metadata["zero_filled_classes"]``."""
         empty = self.empty_classes()
         metadata = dict(metadata or {})
         if empty and not allow_empty:
@@ -124,8 +141,28 @@ class ClassMeanAccumulator:
                 "allow empty classes (their rows are zero-filled and flagged in the metadata)."
             )
         means = (self.sums / self.counts.clamp_min(1).unsqueeze(1).to(self.sums.dtype)).float()
-        metadata["zero_filled_classes"] = empty
+        weak = [c for c in directionless_rows(means) if c not in empty]
+        if weak and not allow_empty:
+            raise DataError(
+                "the mean of class(es) " + ", ".join(class_labels(weak, class_names))
+                + " has (almost) zero norm although they have samples ("
+                + ", ".join(str(int(self.counts[c])) for c in weak) + "): the teacher's "
+                "embeddings of them are (nearly) all zero, and ND, which normalises each mean, "
+                "can take no direction from it. Check the teacher and its weights, or allow "
+                "empty classes (their rows are zero-filled and flagged in the metadata).")
+        means[weak] = 0.0
+        metadata["zero_filled_classes"] = sorted(empty + weak)
         return ClassMeans(means.cpu(), self.counts.cpu().clone(), metadata)
+
+
+def directionless_rows(means: torch.Tensor) -> List[int]:
+    """The finite rows of ``means`` whose norm is at most ``ND_NORM_FLOOR`` or at most
+    ``RELATIVE_MIN_NORM`` times the median norm of the finite rows."""
+    norms = means.detach().double().norm(dim=1)
+    finite = torch.isfinite(norms)
+    median = float(norms[finite].median()) if bool(finite.any()) else 0.0
+    limit = max(ND_NORM_FLOOR, RELATIVE_MIN_NORM * median)
+    return torch.nonzero(finite & (norms <= limit)).flatten().tolist()
 
 
 def class_labels(indices: Sequence[int], names: Optional[Sequence[str]]) -> List[str]:
@@ -189,6 +226,12 @@ def load_class_means(path: str, num_classes: Optional[int] = None,
     except KeyError as e:
         raise DataError(f"{path} lacks the {e.args[0]!r} entry of a class-means file") from None
     _validate(table, source=path, num_classes=num_classes, dim=dim)
+    if table.zero_filled_classes:
+        names = table.metadata.get("class_names") or None
+        logger.warning("%s: ND pulls no direction for class(es) %s: their rows were zero-filled "
+                       "at extraction (--allow-empty-classes); re-extract with more images to "
+                       "give them a mean", path,
+                       short_list(class_labels(table.zero_filled_classes, names), 10))
     return table
 
 
@@ -226,17 +269,29 @@ def _validate(table: ClassMeans, source: str, num_classes: Optional[int] = None,
             f"{source} has embedding dimension {D} but the teacher's embedding has {dim} "
             "(wrong dimension: made with another teacher?). Re-extract it for this teacher."
         )
+    names = table.metadata.get("class_names") or None
     bad = torch.nonzero(~torch.isfinite(means).all(dim=1)).flatten().tolist()
     if bad:
         raise DataError(
-            f"{source}: NaN/inf in class-mean row(s) {short_list(bad, 10)}; re-extract the file."
+            f"{source}: NaN/inf in class-mean row(s) {short_list(class_labels(bad, names), 10)}; "
+            "re-extract the file."
         )
     filled = set(table.zero_filled_classes)
     missing = [c for c in torch.nonzero(counts == 0).flatten().tolist() if c not in filled]
     if missing:
         raise DataError(
-            f"{source}: missing class row(s) {short_list(missing, 10)} (zero samples and not flagged as "
-            "filled); re-extract with more images or allow empty classes explicitly."
+            f"{source}: missing class row(s) {short_list(class_labels(missing, names), 10)} (zero "
+            "samples and not flagged as filled); re-extract with more images or allow empty "
+            "classes explicitly (--allow-empty-classes)."
+        )
+    weak = [c for c in directionless_rows(means) if c not in filled]
+    if weak:
+        raise DataError(
+            f"{source}: class-mean row(s) {short_list(class_labels(weak, names), 10)} have "
+            "(almost) zero norm and are not flagged as zero-filled: ND normalises each mean and "
+            "can take no direction from them. Re-extract the file with this teacher, or extract "
+            "with --allow-empty-classes to train without ND's pull for these classes (their "
+            "rows are then zero-filled and flagged)."
         )
 
 
