@@ -10,9 +10,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 from nd_det.errors import DataError
-from nd_demo.embedded import embedded
-from nd_demo.embedded.deepforest_source import deepforest_data_dir
-from nd_demo.embedded.tiling import Tile, boxes_in_tile, tile_grid
+from nd_demo import embedded
+from nd_demo.embedded import deepforest_data_dir
 
 
 @pytest.fixture(scope="module")
@@ -41,30 +40,22 @@ def _reference_source_boxes():
     return boxes
 
 
-# ---------------------------------------------------------------- tiling rules
-
-def test_tile_grid_covers_the_image_without_overlap():
-    tiles = tile_grid(1249, 1035, 400, 100)
-    # columns 0-400-800-1200 (the last 49 px strip is under 100 px: left out); rows 400,400,235
-    assert [t.window for t in tiles if t.row == 2] == [(0, 800, 400, 1035), (400, 800, 800, 1035),
-                                                       (800, 800, 1200, 1035)]
-    assert len(tiles) == 9 and {(t.width, t.height) for t in tiles} == {(400, 400), (400, 235)}
-    assert tile_grid(400, 400, 400, 100) == [Tile(0, 0, 0, 0, 400, 400)]
-    assert tile_grid(50, 30, 400, 100) == [Tile(0, 0, 0, 0, 50, 30)]  # a small image: kept whole
-
-
-def test_boxes_are_clipped_and_small_fragments_dropped():
-    tile = Tile(0, 1, 400, 0, 800, 400)
-    boxes = [(380, 10, 420, 50),   # half inside: kept, clipped
-             (390, 60, 420, 100),  # 2/3 inside: kept
-             (370, 60, 410, 100),  # 1/4 inside: dropped (< 0.4 of its area)
-             (797, 10, 830, 50),   # 3 px wide piece: dropped (side < 4)
-             (500, 390, 540, 430),  # 1/4 inside at the bottom: dropped
-             (10, 10, 50, 50)]     # outside
-    assert boxes_in_tile(boxes, tile, 0.4, 4) == [(0, (0, 10, 20, 50)), (1, (0, 60, 20, 100))]
-
-
 # ---------------------------------------------------------------- the built dataset
+
+def test_tiles_cover_each_image_without_overlap(built):
+    """The 1249 x 1035 crop: columns 0-400-800-1200 (the last 49 px strip is under 100 px: left
+    out), rows 400, 400 and 235 px tall; the 400 x 400 images are kept whole.  (How boxes are
+    clipped to the tiles: test_boxes_match_an_independent_clip_of_the_source_annotations.)"""
+    images = [i for path in (built.train_json, built.val_json) for i in _load(path)["images"]]
+    windows = [i["window"] for i in images
+               if i["source"] == "2019_YELL_2_541000_4977000_image_crop.png"]
+    assert sorted(windows) == sorted([x, y0, x + 400, y1] for x in (0, 400, 800)
+                                     for y0, y1 in ((0, 400), (400, 800), (800, 1035)))
+    assert all(i["width"] == i["window"][2] - i["window"][0] for i in images)
+    whole = {i["file_name"]: i["window"] for i in images
+             if i["source"] in ("OSBS_029.tif", "SOAP_061.png")}
+    assert whole == {"OSBS_029.png": [0, 0, 400, 400], "SOAP_061.png": [0, 0, 400, 400]}
+
 
 def test_one_class_and_every_box_inside_its_tile(built):
     for path in (built.train_json, built.val_json):

@@ -7,8 +7,6 @@ from nd_det.utils.seed import seed_argument
 from .plan import DEFAULT_SEEDS, QUICK_SEEDS
 from .runner import DOMAINS, AblationOptions, run_ablation
 
-__all__ = ["ablation_argument_parser", "main"]
-
 _EPILOG = """
 Examples:
   python tools/ablation.py                          # the default protocol (docs/ablation.md)

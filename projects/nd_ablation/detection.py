@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
-from detectron2.utils.events import EventStorage
 from fvcore.nn import parameter_count
 
 from nd_det.class_means_extraction import extract_class_means
 from nd_det.modeling import FrozenTeacher, build_plain_student, load_student_checkpoint
+from nd_benchmark.measure import student_step_inputs
 from nd_demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, run_cfg,
                              student_cfg, without_demo_keys)
 from nd_demo.evaluation import box_metrics
@@ -100,21 +100,14 @@ def embedding_geometry(cfg, weights: str, seed: int) -> Dict[str, float]:
         run.INPUT.MIN_SIZE_TEST, run.INPUT.MAX_SIZE_TEST)])
     torch.manual_seed(seed)
     student_norms, teacher_norms, cosines = [], [], []
-    with EventStorage(0):
-        for record in DatasetCatalog.get(run.DATASETS.TEST[0]):
-            batch = [mapper(record)]
-            images, teacher_images = model.preprocess_pair(batch)
-            features = model.backbone(images.tensor)
-            gt = [batch[0]["instances"].to(model.device)]
-            proposals, _ = model.proposal_generator(images, features, gt)
-            sampled = model.roi_heads.label_and_sample_proposals(proposals, gt)
-            embeddings, logits, _ = model.student_box_branch(features, sampled)
-            inputs = model.distill_inputs(features, embeddings, logits, teacher_images, sampled)
-            fg = inputs.labels < run.MODEL.ROI_HEADS.NUM_CLASSES
-            s, t = inputs.student_embeddings[fg], inputs.teacher_embeddings[fg]
-            student_norms.append(s.norm(dim=1))
-            teacher_norms.append(t.norm(dim=1))
-            cosines.append(F.cosine_similarity(s, means[inputs.labels[fg]], dim=1))
+    for record in DatasetCatalog.get(run.DATASETS.TEST[0]):
+        # the training step's own pieces, as the benchmark times them
+        inputs = student_step_inputs(model, [mapper(record)], "fp32")[2]
+        fg = inputs.labels < run.MODEL.ROI_HEADS.NUM_CLASSES
+        s, t = inputs.student_embeddings[fg], inputs.teacher_embeddings[fg]
+        student_norms.append(s.norm(dim=1))
+        teacher_norms.append(t.norm(dim=1))
+        cosines.append(F.cosine_similarity(s, means[inputs.labels[fg]], dim=1))
     s_norm, t_norm = torch.cat(student_norms), torch.cat(teacher_norms)
     return {"norm_ratio": float(s_norm.mean() / t_norm.mean()),
             "cosine_to_class_mean": float(torch.cat(cosines).mean()), "rois": int(s_norm.numel())}

@@ -9,6 +9,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
+from detectron2.data import DatasetCatalog
+
+from nd_det.classification.data.fashion_mnist import (DEBIAN_FASHION_MNIST_DIR,
+                                                      check_fashion_mnist_files)
 from nd_det.errors import ConfigError
 from nd_det.utils.atomic_file import atomic_write_json
 from nd_det.utils.paths import check_writable
@@ -19,7 +23,7 @@ from . import classification, detection
 from .plan import (CLASSIFICATION_METHODS, DEFAULT_METHODS, DEFAULT_SEEDS, DEFAULT_SIZES,
                    DETECTION_METHODS, QUICK_METHODS, QUICK_SIZES)
 from .report import PRIMARY_METRIC, summarize, write_report
-from .splits import register_splits, split_summary
+from .splits import register_splits
 
 DOMAINS = ("detection", "classification")
 OUTPUT_FILES = ("results.json", "results.md", "results.png")
@@ -41,8 +45,6 @@ class AblationOptions:
 
 
 def _check(o: AblationOptions) -> None:
-    if not o.domains or any(d not in DOMAINS for d in o.domains):
-        raise ConfigError(f"--only {list(o.domains)}: choose among {list(DOMAINS)}")
     if not o.seeds or len(set(o.seeds)) != len(o.seeds):
         raise ConfigError(f"--seeds {list(o.seeds)}: give distinct seeds, e.g. 0 1 2")
     if o.workers < 0:
@@ -53,13 +55,7 @@ def _check(o: AblationOptions) -> None:
         raise ConfigError(f"--methods {bad}: unknown; choose among {sorted(known)}")
     check_writable(o.output_dir, "--output-dir", folder=True)
     if "classification" in o.domains and not o.quick:
-        from nd_det.classification.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR
-
-        if not os.path.isdir(DEBIAN_FASHION_MNIST_DIR):
-            raise ConfigError(
-                f"the classification ablation needs Fashion-MNIST in {DEBIAN_FASHION_MNIST_DIR}: "
-                "install it with `apt-get install -y dataset-fashion-mnist` (as root), or run "
-                "--only detection")
+        check_fashion_mnist_files(DEBIAN_FASHION_MNIST_DIR)
 
 
 def _key(*parts) -> str:
@@ -121,14 +117,15 @@ def run_ablation(o: AblationOptions, emit=None) -> Dict:
     clock = ProgressClock(sum("result" not in j for j in jobs), skip=0)
     clock.start()
 
-    def todo(domain_jobs):
+    def todo(selected) -> Dict:
         return {j["name"]: (_timed, dict(j["call"][1], function=j["call"][0]))
-                for j in domain_jobs if "result" not in j}
+                for j in selected if "result" not in j}
 
     def students_of(name, result=None) -> Dict:
-        job = by_name[name]
-        return todo(j for j in jobs if j["domain"] == job["domain"] and j["method"] != "teacher") \
-            if job["method"] == "teacher" else {}
+        """Once a teacher is there, its students can run."""
+        domain = by_name[name]["domain"]
+        return todo(j for j in jobs if j["domain"] == domain and j["method"] != "teacher") \
+            if by_name[name]["method"] == "teacher" else {}
 
     first = todo(j for j in jobs if j["method"] == "teacher")
     for job in jobs:  # a cached teacher's students can start at once
@@ -162,8 +159,10 @@ def _report(o, sizes, jobs, workers, ran, seconds) -> Dict:
         block = summarize(domain, teacher["result"], {k: v for k, v in runs.items() if v})
         block["setting"] = _DOMAIN_JOBS[domain][0].setting(sizes)
         if domain == "detection":
-            register_splits(os.path.join(o.output_dir, "detection"), o.dataset_root)
-            block["splits"] = split_summary()
+            names = register_splits(os.path.join(o.output_dir, "detection"), o.dataset_root)
+            block["splits"] = {split: {"tiles": len(records), "boxes": sum(
+                len(r.get("annotations", [])) for r in records)} for split, records in
+                zip(("train", "val"), map(DatasetCatalog.get, names))}
             block["setting"] += "; train {} tiles / {} boxes, val {} tiles / {} boxes".format(
                 *(block["splits"][s][k] for s in ("train", "val") for k in ("tiles", "boxes")))
         domains[domain] = block

@@ -3,53 +3,36 @@ demo's, so that the val AP of one run moves less with the tiles it happens to ho
 
 The demo puts one tile in five of each large image in val (tile row r, column c with
 (r + 2c) mod 5 == 2).  The ablation takes two in five ((r + 2c) mod 5 in {2, 4}): the same
-lattice, still no two val tiles side by side, every other tile and the two whole 400 x 400
-images in train.  The two COCO files are written next to the ablation's results; the images stay
-in the embedded dataset's folder.
+lattice, still no two val tiles side by side; every other tile and the two whole 400 x 400
+images (row 0, column 0) in train.  The two COCO files are written next to the ablation's
+results; the images stay in the embedded dataset's folder.
 """
 import json
 import os
-from typing import Dict, Tuple
-
-from detectron2.data import DatasetCatalog
+from typing import Tuple
 
 from nd_det.data import register_coco_dataset
-from nd_demo.embedded import ensure_embedded_dataset
 from nd_det.utils.atomic_file import atomic_write_json
-
-__all__ = ["TRAIN_NAME", "VAL_NAME", "VAL_RESIDUES", "write_splits", "register_splits",
-           "split_summary"]
+from nd_demo.embedded import TILE_SIZE, ensure_embedded_dataset
 
 TRAIN_NAME = "nd_det_ablation_trees_train"
 VAL_NAME = "nd_det_ablation_trees_val"
 VAL_RESIDUES = (2, 4)
-_TILE = 400
-
-
-def _is_val(image: Dict) -> bool:
-    x0, y0, x1, y1 = image["window"]
-    whole = image["file_name"] == image["source"]
-    row, col = y0 // _TILE, x0 // _TILE
-    return not whole and (row + 2 * col) % 5 in VAL_RESIDUES
 
 
 def write_splits(folder: str, dataset_root=None) -> None:
     """Write ``train.json`` / ``val.json`` of the ablation split into ``folder``."""
     dataset = ensure_embedded_dataset(dataset_root)
-    merged = {"images": [], "annotations": []}
-    header = None
-    for path in (dataset.train_json, dataset.val_json):
-        with open(path, encoding="utf-8") as f:
-            part = json.load(f)
-        header = header or {k: v for k, v in part.items() if k not in ("images", "annotations")}
-        merged["images"] += part["images"]
-        merged["annotations"] += part["annotations"]
+    parts = [json.loads(path.read_text(encoding="utf-8"))
+             for path in (dataset.train_json, dataset.val_json)]
+    header = {k: v for k, v in parts[0].items() if k not in ("images", "annotations")}
     for split, wanted in (("train", False), ("val", True)):
-        images = sorted((im for im in merged["images"] if _is_val(im) == wanted),
-                        key=lambda im: im["id"])
+        images = sorted((im for part in parts for im in part["images"]
+                         if ((im["window"][1] // TILE_SIZE + 2 * (im["window"][0] // TILE_SIZE))
+                             % 5 in VAL_RESIDUES) == wanted), key=lambda im: im["id"])
         ids = {im["id"] for im in images}
-        annotations = sorted((a for a in merged["annotations"] if a["image_id"] in ids),
-                             key=lambda a: a["id"])
+        annotations = sorted((a for part in parts for a in part["annotations"]
+                              if a["image_id"] in ids), key=lambda a: a["id"])
         atomic_write_json(dict(header, images=images, annotations=annotations),
                           os.path.join(folder, f"{split}.json"))
 
@@ -63,13 +46,3 @@ def register_splits(folder: str, dataset_root=None) -> Tuple[str, str]:
     register_coco_dataset(TRAIN_NAME, train_json, image_dir, replace=True)
     register_coco_dataset(VAL_NAME, val_json, image_dir, replace=True)
     return TRAIN_NAME, VAL_NAME
-
-
-def split_summary() -> Dict[str, Dict[str, int]]:
-    """Tiles and boxes of each registered split."""
-    out = {}
-    for split, name in (("train", TRAIN_NAME), ("val", VAL_NAME)):
-        records = DatasetCatalog.get(name)
-        out[split] = {"tiles": len(records),
-                      "boxes": sum(len(r.get("annotations", [])) for r in records)}
-    return out

@@ -2,8 +2,8 @@
 import argparse
 import logging
 import os
-from dataclasses import dataclass, field, fields
-from typing import List, Optional, Tuple
+from types import SimpleNamespace
+from typing import List, Optional
 
 import torch
 
@@ -13,39 +13,13 @@ from nd_det.utils.paths import check_writable
 from nd_det.utils.seed import seed_argument
 
 from .measure import PRECISIONS
-from .models import MIN_IMAGE_SIDE, parse_loss_set
+from .models import MIN_IMAGE_SIDE
 
 DEFAULT_LOSS_SETS = ("nd", "kd+nd", "dkd+nd", "reviewkd+nd")
 
 
-@dataclass
-class BenchmarkSettings:
-    """One field per command-line setting (same names); recorded in the JSON's ``settings``."""
-
-    config_file: str
-    overrides: List[str] = field(default_factory=list)
-    device: str = "cpu"
-    precision: str = "fp32"
-    batch_size: int = 2
-    height: int = 320
-    width: int = 480
-    iters: int = 7
-    warmup: int = 2
-    losses: List[str] = field(default_factory=lambda: list(DEFAULT_LOSS_SETS))
-    dataloader_workers: List[int] = field(default_factory=lambda: [0, 2])
-    dataloader_images: int = 32
-    dataloader_batches: int = 20
-    dataloader_image_size: Tuple[int, int] = (480, 640)
-    nd_rois: int = 1024
-    nd_dim: int = 1024
-    memory: bool = True
-    memory_iters: int = 2
-    threads: Optional[int] = None
-    cudnn_benchmark: Optional[bool] = None
-    seed: int = 0
-
-
-def check_settings(s: BenchmarkSettings) -> None:
+def check_settings(s) -> None:
+    """The settings argparse does not check (the loss names: :func:`.models.parse_loss_set`)."""
     if s.device not in ("cpu", "cuda") and not s.device.startswith("cuda:"):
         raise ConfigError(f"--device {s.device!r}: use cpu or cuda (cuda:N)")
     if s.device.startswith("cuda") and not torch.cuda.is_available():
@@ -65,10 +39,6 @@ def check_settings(s: BenchmarkSettings) -> None:
     if min(s.dataloader_image_size) < 1:
         raise ConfigError(f"--dataloader-image-size {list(s.dataloader_image_size)}: give a "
                           "positive height and width")
-    if not s.losses:
-        raise ConfigError("--losses: give at least one loss set, e.g. nd or reviewkd+nd")
-    for text in s.losses:
-        parse_loss_set(text)
 
 
 def benchmark_argument_parser() -> argparse.ArgumentParser:
@@ -101,7 +71,7 @@ def benchmark_argument_parser() -> argparse.ArgumentParser:
     add("--dataloader-image-size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
     add("--nd-rois", type=int, default=1024)
     add("--nd-dim", type=int, default=1024)
-    add("--no-memory", action="store_true", help="skip the peak-memory phases")
+    add("--no-memory", dest="memory", action="store_false", help="skip the peak-memory phases")
     add("--memory-iters", type=int, default=2, help="steps per memory phase")
     add("--threads", type=int, default=None, help="torch CPU threads")
     add("--cudnn-benchmark", choices=["on", "off"], default=None,
@@ -109,24 +79,23 @@ def benchmark_argument_parser() -> argparse.ArgumentParser:
     add("--seed", type=seed_argument, default=0)
     add("--output", required=True, help="JSON file to write")
     add("--markdown", default=None, help="markdown summary (default: the JSON path with .md)")
-    add("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    add("overrides", nargs=argparse.REMAINDER, metavar="opts",
+        help="config overrides KEY VALUE ...")
     return one_line_usage_errors(p)
-
-
-def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
-    opts = list(args.opts)[1:] if args.opts[:1] == ["--"] else list(args.opts)
-    same = {f.name: getattr(args, f.name) for f in fields(BenchmarkSettings) if hasattr(args, f.name)}
-    return BenchmarkSettings(**dict(
-        same, overrides=opts, dataloader_image_size=tuple(args.dataloader_image_size),
-        memory=not args.no_memory,
-        cudnn_benchmark=None if args.cudnn_benchmark is None else args.cudnn_benchmark == "on"))
 
 
 def _main(argv: Optional[List[str]]) -> int:
     args = benchmark_argument_parser().parse_args(argv)
-    settings = settings_from_args(args)
-    check_settings(settings)
     markdown = args.markdown or os.path.splitext(args.output)[0] + ".md"
+    # the settings, recorded in the JSON's "settings": every option but the unused --dataset
+    # and the output files
+    settings = SimpleNamespace(**{k: v for k, v in vars(args).items()
+                                  if k not in ("dataset", "output", "markdown")})
+    if settings.overrides[:1] == ["--"]:
+        settings.overrides = settings.overrides[1:]
+    if settings.cudnn_benchmark is not None:
+        settings.cudnn_benchmark = settings.cudnn_benchmark == "on"
+    check_settings(settings)
     check_writable(args.output, "--output")  # before minutes of timing, not after
     check_writable(markdown, "--markdown")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")

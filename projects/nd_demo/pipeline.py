@@ -1,28 +1,13 @@
-"""The embedded demo as a straight pipeline (tools/demo.py is its command line):
-
-1. train the teacher on the embedded tree-crown data;
-2. extract its class means with the library's extraction;
-3. train the student twice, same seed and schedule, side by side in two processes: alone
-   (``MODEL.DISTILL.LOSSES []``) and distilled (``--method``, ReviewKD++ by default);
-4. export the distilled student (plain detectron2 config + student-only weights);
-5. evaluate the teacher, the student alone and the exported student (COCO box AP on val,
-   parameters, inference ms/image);
-6. write results.json / results.md / results.png and print the table.
-
-Everything lands in ``--output-dir`` (the demo empties its own folders there at the start):
-log.txt; teacher/, student_alone/, student_distilled/ (config.yaml, model_final.pth,
-metrics.json, inference/, log.txt of each student); class_means/teacher_class_means.pth;
-distilled_student_export/ (config.yaml, model_final.pth); results.json, results.md, results.png.
-
-Threads: the one-process stages (teacher, class means, evaluation) use every core of the
-machine; the two students run side by side with one thread each.
+"""The embedded demo as a straight pipeline (tools/demo.py is its command line; the steps,
+outputs and options: docs/demo.md): train the teacher; extract its class means; train the
+student alone and distilled, side by side; export the distilled student; evaluate the three;
+write results.json / results.md / results.png.  The one-process stages use every core, the two
+students one thread each.
 """
 import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
-from typing import List, Optional
 
 import torch
 from detectron2.data import DatasetCatalog
@@ -35,8 +20,7 @@ from nd_det.modeling import FrozenTeacher, build_plain_student
 from nd_det.utils.paths import check_writable
 from nd_det.utils.progress import format_duration
 
-from .configs import (DEFAULT_METHOD, DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG,
-                      DISTILL_METHODS, describe_backbone, run_cfg, student_cfg, without_demo_keys)
+from .configs import DISTILL_METHODS, describe_backbone, run_cfg, student_cfg, without_demo_keys
 from .embedded import register_embedded_dataset
 from .evaluation import score_model
 from .figure import draw_demo_figure, pick_val_images, read_loss_curves
@@ -60,31 +44,8 @@ OUTPUT_FILES = (("log.txt",) + tuple(os.path.join(FOLDERS[k], f) for k in
                 + RESULT_FILES)
 
 
-@dataclass
-class DemoOptions:
-    """What tools/demo.py's options set (None: the config file's value)."""
-
-    output_dir: str = os.path.join("output", "demo")
-    teacher_config: str = DEFAULT_TEACHER_CONFIG
-    student_config: str = DEFAULT_STUDENT_CONFIG
-    method: str = DEFAULT_METHOD
-    teacher_iters: Optional[int] = None
-    student_iters: Optional[int] = None
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 0  # 0: every core for the one-process stages
-    workers: int = 0  # processes for the two student runs (0: 2 where there are 2 cores)
-    log_period: int = 10
-    class_means_images: Optional[int] = None
-    figure_images: int = 3
-    dataset_root: Optional[str] = None  # the embedded dataset's folder (default: its cache)
-    opts: List[str] = field(default_factory=list)  # KEY VALUE, for teacher and student configs
-
-
-def check_options(o: DemoOptions) -> None:
-    """Every option, before anything is built or written."""
-    if o.method not in DISTILL_METHODS:
-        raise ConfigError(f"--method {o.method!r}: choose one of {sorted(DISTILL_METHODS)}")
+def check_options(o) -> None:
+    """The options argparse does not check, before anything is built or written."""
     for flag, value, least in (("--threads", o.threads, 0), ("--workers", o.workers, 0),
                                ("--log-period", o.log_period, 1),
                                ("--figure-images", o.figure_images, 1),
@@ -93,17 +54,25 @@ def check_options(o: DemoOptions) -> None:
                                ("--class-means-images", o.class_means_images, 1)):
         if value is not None and value < least:
             raise ConfigError(f"{flag} {value}: give {least} or more")
-    if len(o.opts) % 2:
-        raise ConfigError(f"config overrides must be KEY VALUE pairs; got {o.opts}")
     if o.device != "cpu" and not (o.device.startswith("cuda") and torch.cuda.is_available()):
         raise ConfigError(f"--device {o.device!r}: use cpu, or cuda where torch sees a GPU")
     check_writable(o.output_dir, "--output-dir", folder=True)
 
 
-def run_demo(o: DemoOptions) -> dict:
-    """Run the whole demo; returns the report (also written to results.json)."""
+def run_demo(o) -> dict:
+    """Run the whole demo (``o``: tools/demo.py's parsed options); returns the report (also
+    written to results.json)."""
     check_options(o)
     out = os.path.abspath(o.output_dir)
+    folder = {key: os.path.join(out, name) for key, name in FOLDERS.items()}
+    # the configs first: a config mistake stops the demo before it deletes anything
+    teacher = run_cfg(o.teacher_config, "teacher", folder["teacher"], o.teacher_iters, o.seed,
+                      o.device, o.opts)
+    students = {key: student_cfg(o.student_config, folder[key], o.student_iters, o.seed,
+                                 o.device, losses, os.path.join(folder["teacher"], "config.yaml"),
+                                 os.path.join(folder["teacher"], FINAL_WEIGHTS),
+                                 os.path.join(out, CLASS_MEANS_FILE), o.opts)
+                for key, losses in (("alone", []), ("distilled", DISTILL_METHODS[o.method][0]))}
     os.makedirs(out, exist_ok=True)
     for name in list(FOLDERS.values()) + list(RESULT_FILES):  # the demo owns these
         path = os.path.join(out, name)
@@ -112,26 +81,17 @@ def run_demo(o: DemoOptions) -> dict:
     torch.set_num_threads(o.threads or default_workers())
     try:
         with log_to_file(os.path.join(out, "log.txt")):
-            return _pipeline(o, out)
+            return _pipeline(o, out, folder, teacher, students)
     finally:
         torch.set_num_threads(threads)
 
 
-def _pipeline(o: DemoOptions, out: str) -> dict:
+def _pipeline(o, out: str, folder: dict, teacher, students: dict) -> dict:
     start = time.perf_counter()
     seconds = {}
     train_name, val_name = register_embedded_dataset(o.dataset_root)
     train_images, val_dicts = len(DatasetCatalog.get(train_name)), DatasetCatalog.get(val_name)
     losses, method_name = DISTILL_METHODS[o.method]
-    folder = {key: os.path.join(out, name) for key, name in FOLDERS.items()}
-    teacher = run_cfg(o.teacher_config, "teacher", folder["teacher"], o.teacher_iters, o.seed,
-                      o.device, o.opts)
-    students = {key: student_cfg(o.student_config, folder[key], o.student_iters, o.seed,
-                                 o.device, student_losses,
-                                 os.path.join(folder["teacher"], "config.yaml"),
-                                 os.path.join(folder["teacher"], FINAL_WEIGHTS),
-                                 os.path.join(out, CLASS_MEANS_FILE), o.opts)
-                for key, student_losses in (("alone", []), ("distilled", losses))}
     processes = min(2, default_workers(o.workers or 2))
     logger.info("nd-det demo: teacher %s (%d iterations), student %s (%d iterations, alone and "
                 "%s); %d train / %d val tiles; %d thread(s), the two students side by side in "
@@ -174,7 +134,7 @@ def _pipeline(o: DemoOptions, out: str) -> dict:
                 score_model(*load_exported_student(export.output_dir, o.device))]
 
     scores = stage(5, "evaluate 3 models", evaluate, lambda s: ": " + ", ".join(
-        f"{name} AP {score.AP:.2f}" for name, score in zip(ROW_NAMES, s)))
+        f"{name} AP {score['AP']:.2f}" for name, score in zip(ROW_NAMES, s)))
     rows = [make_row(name, describe_backbone(cfg), score) for name, cfg, score in
             zip(ROW_NAMES, (teacher, students["alone"], students["distilled"]), scores)]
     files = {"json": os.path.join(out, "results.json"), "markdown": os.path.join(out, "results.md"),
@@ -183,8 +143,8 @@ def _pipeline(o: DemoOptions, out: str) -> dict:
     stage(6, "write report + figure", lambda: draw_demo_figure(
         files["figure"], *(read_loss_curves(os.path.join(folder[k], METRICS_FILE))
                            for k in ("alone", "distilled")),
-        rows, pick_val_images(val_dicts, o.figure_images), scores[1].detections_file,
-        scores[2].detections_file, method_name))
+        rows, pick_val_images(val_dicts, o.figure_images), scores[1]["detections_file"],
+        scores[2]["detections_file"], method_name))
     report = {
         "title": "nd-det demo: distilling a tree-crown detector on the CPU",
         "dataset": {"train": train_name, "val": val_name, "train_images": train_images,

@@ -8,22 +8,10 @@ Rows, in this order: ``teacher``, ``student alone``, ``distilled student``; each
 (an integer) and ``inference_ms_per_image``.
 """
 import json
-import math
 from typing import Dict, List, Sequence
 
 from nd_det.utils.atomic_file import atomic_write_json, atomic_write_text
 from nd_det.utils.text import markdown_table
-
-__all__ = [
-    "ROW_NAMES",
-    "TABLE_COLUMNS",
-    "make_row",
-    "distillation_verdict",
-    "render_markdown",
-    "write_report",
-    "read_report",
-    "format_table_for_console",
-]
 
 ROW_NAMES = ("teacher", "student alone", "distilled student")
 # (column title, row key, format of the value)
@@ -40,18 +28,13 @@ TABLE_COLUMNS = (
 _SAME_AP = 0.5
 
 
-def make_row(model: str, backbone: str, score) -> Dict:
-    """A table row from a :class:`nd_det.demo.evaluation.ModelScore`."""
-    return {
-        "model": model,
-        "backbone": backbone,
-        "AP": round(score.AP, 3),
-        "AP50": round(score.AP50, 3),
-        "AP75": round(score.AP75, 3),
-        "params": int(score.params),
-        "inference_ms_per_image": round(score.inference_ms_per_image, 2),
-        "no_detections": bool(score.no_detections),
-    }
+def make_row(model: str, backbone: str, score: Dict) -> Dict:
+    """A table row from a score of :func:`nd_demo.evaluation.score_model`."""
+    return {"model": model, "backbone": backbone,
+            **{m: round(score[m], 3) for m in ("AP", "AP50", "AP75")},
+            "params": int(score["params"]),
+            "inference_ms_per_image": round(score["inference_ms_per_image"], 2),
+            "no_detections": bool(score["no_detections"])}
 
 
 # What the ablation measured for these models and this schedule over 3 seeds, on a split with
@@ -67,7 +50,7 @@ SEED_SPREAD_NOTE = (
 
 def distillation_verdict(rows: Sequence[Dict], method_name: str) -> str:
     """One honest sentence on what distillation did to AP (and how the teacher compares)."""
-    teacher, alone, distilled = (_row(rows, name) for name in ROW_NAMES)
+    teacher, alone, distilled = rows  # in ROW_NAMES order
     gain = distilled["AP"] - alone["AP"]
     gap = teacher["AP"] - alone["AP"]
     if gap <= 0:
@@ -87,13 +70,6 @@ def distillation_verdict(rows: Sequence[Dict], method_name: str) -> str:
         effect = (f"{method_name} did not help: {gain:+.2f} AP against the student alone "
                   f"({others})")
     return f"{effect}; {teacher_part}."
-
-
-def _row(rows: Sequence[Dict], name: str) -> Dict:
-    for row in rows:
-        if row["model"] == name:
-            return row
-    raise KeyError(f"the results have no row {name!r}; rows: {[r['model'] for r in rows]}")
 
 
 def _cells(row: Dict) -> List[str]:
@@ -153,32 +129,17 @@ def format_table_for_console(report: Dict) -> str:
     return "\n".join(out + ["", report["verdict"]])
 
 
-def _finite(value):
-    """JSON has no NaN/inf: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def write_report(report: Dict, json_path: str, markdown_path: str) -> None:
     """Write ``report`` as JSON, then the Markdown rendered from the JSON just written."""
-    atomic_write_json(_finite(report), json_path, sort_keys=False, allow_nan=False)
+    atomic_write_json(report, json_path, allow_nan=False)
     atomic_write_text(render_markdown(read_report(json_path)), markdown_path)
 
 
 def read_report(json_path: str) -> Dict:
-    """Re-read a ``results.json``; checks it has the three rows with every column."""
+    """Re-read a ``results.json``; checks it has the three rows."""
     with open(json_path, encoding="utf-8") as stream:
         report = json.load(stream)
     names = [row.get("model") for row in report.get("rows", [])]
     if names != list(ROW_NAMES):
         raise ValueError(f"{json_path}: rows {names}, expected {list(ROW_NAMES)}")
-    for row in report["rows"]:
-        missing = [key for _, key, _ in TABLE_COLUMNS if key not in row]
-        if missing:
-            raise ValueError(f"{json_path}: row {row['model']!r} lacks {missing}")
     return report

@@ -17,8 +17,9 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
 from nd_det.engine import DistillTrainer
+from nd_det.utils.atomic_file import atomic_write_text
 
-from .configs import write_plain_cfg
+from .configs import without_demo_keys
 from .embedded import register_embedded_dataset
 
 METRICS_FILE = "metrics.json"
@@ -87,9 +88,12 @@ class DemoTrainer(DistillTrainer):
 
 
 def train_detector(cfg, seed: int, log_period: int) -> str:
-    """Train one model with the demo trainer; returns its final checkpoint."""
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    write_plain_cfg(cfg, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    """Train one model with the demo trainer; returns its final checkpoint.  Its config.yaml is
+    the config without the DEMO node and with an empty MODEL.WEIGHTS (plain detectron2's)."""
+    plain = without_demo_keys(cfg).clone()
+    plain.defrost()
+    plain.MODEL.WEIGHTS = ""
+    atomic_write_text(plain.dump(), os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
     # deterministic kernels where torch has them (the others only warn): one seed, one result
     torch.use_deterministic_algorithms(True, warn_only=True)
     seed_all_rng(seed)
