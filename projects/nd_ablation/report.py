@@ -73,15 +73,11 @@ def summarize(domain: str, teacher: Dict, runs: Dict[str, Dict[int, Dict]]) -> D
             "seed_std": spread, "mean_seed_std": statistics.fmean(known) if known else None}
 
 
-def _fmt(x, digits=2) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
 def render_markdown(report: Dict) -> str:
     lines = [f"# {report['title']}", "", report["summary_line"], ""]
     for domain, block in report["domains"].items():
         metrics = _METRICS[domain]
-        teacher = " / ".join(f"{m} {_fmt(block['teacher']['metrics'][m])}" for m in metrics)
+        teacher = " / ".join(f"{m} {block['teacher']['metrics'][m]:.2f}" for m in metrics)
         rows = []
         for name, row in block["methods"].items():
             per_seed = ", ".join(f"{row['per_seed'][str(s)][block['metric']]:.2f}"

@@ -1,14 +1,8 @@
-"""What the benchmark times, and how.
-
-Every variant is a zero-argument callable doing one unit of work.  ``bf16`` runs the forward
-under ``torch.autocast(device, bfloat16)`` like detectron2's AMP trainer; the teacher follows
-``MODEL.DISTILL.TEACHER_AUTOCAST``; the loss core computes in float32.
-
-Timing is interleaved: every round runs each variant once, starting one variant further along
-each round, so that the drifts of a shared machine hit all variants alike (torch.utils.benchmark
-and fvcore's Timer time one statement at a time, hence this loop).  Two clocks are read: wall
-time and the process's CPU time (steadier on a shared CPU); on CUDA the device is synchronised
-before each clock read.
+"""What the benchmark times, and how: every variant is a zero-argument callable doing one unit of
+work (``bf16``: the forward under ``torch.autocast`` like detectron2's AMP trainer).  Timing is
+interleaved: every round runs each variant once, starting one variant further along each round,
+so that the drifts of a shared machine hit all variants alike (torch.utils.benchmark and fvcore's
+Timer time one statement at a time, hence this loop); wall and CPU time are read.
 """
 import contextlib
 import dataclasses

@@ -47,11 +47,8 @@ def build_benchmark_cfg(config_file: str, overrides: Sequence[str], device: str,
     update, which adds zero), so a step costs what a training step costs, but every measured
     step runs on the same weights (random models trained on one repeated batch diverge)."""
     cfg = load_config(config_file, freeze=False)
-    keys = list(overrides)[0::2]
-    if "MODEL.DISTILL.TEACHER_AUTOCAST" not in keys:
-        cfg.MODEL.DISTILL.TEACHER_AUTOCAST = "bfloat16" if precision == "bf16" else ""
-    if "SOLVER.BASE_LR" not in keys:
-        cfg.SOLVER.BASE_LR = 0.0
+    cfg.MODEL.DISTILL.TEACHER_AUTOCAST = "bfloat16" if precision == "bf16" else ""
+    cfg.SOLVER.BASE_LR = 0.0
     merge_config(cfg, overrides, "config overrides")
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = ""

@@ -104,38 +104,30 @@ def deepforest_data_dir() -> Path:
                     f"data/ folder. Fix: reinstall it: {SETUP_FIX}")
 
 
-def _read_voc_xml(xml_path: Path) -> Tuple[Path, List[Tuple[int, ...]], List[str]]:
-    """(the image it names, its boxes (x0, y0, x1, y1), their labels) of one Pascal-VOC file."""
-    try:
-        root = ElementTree.parse(xml_path).getroot()
-    except (OSError, ElementTree.ParseError) as error:
-        raise DataError(f"{xml_path}: cannot parse the Pascal-VOC XML ({error}). Fix: reinstall "
-                        f"deepforest ({SETUP_FIX})") from error
-    image_path = xml_path.parent / (root.findtext("filename") or "").strip()
-    if not image_path.is_file():
-        raise DataError(f"{xml_path} names the image {image_path.name}, which is not in "
-                        f"{xml_path.parent}. Fix: reinstall deepforest ({SETUP_FIX})")
-    boxes, labels = [], []
-    for obj in root.iter("object"):
-        try:
-            boxes.append(tuple(int(round(float(obj.findtext(f"bndbox/{key}"))))
-                               for key in ("xmin", "ymin", "xmax", "ymax")))
-        except (TypeError, ValueError):
-            raise DataError(f"{xml_path}: a box without numbers. Fix: reinstall deepforest "
-                            f"({SETUP_FIX})") from None
-        labels.append((obj.findtext("name") or "").strip())
-    return image_path, boxes, labels
-
-
 def _sources() -> List[Tuple[Path, Path, List[Tuple[int, ...]], List[str]]]:
-    """(xml, image, boxes, labels) of every annotated image of deepforest's data folder, by XML
-    name (the images without an XML, e.g. SOAP_031.png, are not used)."""
+    """(xml, image, boxes (x0, y0, x1, y1), labels) of every Pascal-VOC file of deepforest's data
+    folder, by file name (the images without one, e.g. SOAP_031.png, are not used)."""
     data_dir = deepforest_data_dir()
-    xml_paths = sorted(p for p in data_dir.iterdir() if p.suffix.lower() == ".xml")
-    if not xml_paths:
+    sources = []
+    for xml_path in sorted(p for p in data_dir.iterdir() if p.suffix.lower() == ".xml"):
+        try:
+            root = ElementTree.parse(xml_path).getroot()
+            boxes = [tuple(int(round(float(obj.findtext(f"bndbox/{key}"))))
+                           for key in ("xmin", "ymin", "xmax", "ymax"))
+                     for obj in root.iter("object")]
+        except (OSError, ElementTree.ParseError, TypeError, ValueError) as error:
+            raise DataError(f"{xml_path}: not a readable Pascal-VOC file ({error}). Fix: "
+                            f"reinstall deepforest ({SETUP_FIX})") from error
+        image_path = xml_path.parent / (root.findtext("filename") or "").strip()
+        if not image_path.is_file():
+            raise DataError(f"{xml_path} names the image {image_path.name}, which is not in "
+                            f"{data_dir}. Fix: reinstall deepforest ({SETUP_FIX})")
+        labels = [(obj.findtext("name") or "").strip() for obj in root.iter("object")]
+        sources.append((xml_path, image_path, boxes, labels))
+    if not sources:
         raise DataError(f"no Pascal-VOC .xml file in {data_dir}. Fix: reinstall deepforest "
                         f"({SETUP_FIX})")
-    return [(path, *_read_voc_xml(path)) for path in xml_paths]
+    return sources
 
 
 # ---------------------------------------------------------------- the build

@@ -15,7 +15,7 @@ from detectron2.data import DatasetCatalog
 from nd_det.class_means_extraction import extract_class_means
 from nd_det.errors import ConfigError
 from nd_det.export import export_student
-from nd_det.export.torchscript import load_exported_student
+from nd_det.export.contract import load_exported_student
 from nd_det.modeling import FrozenTeacher, build_plain_student
 from nd_det.utils.paths import check_writable
 from nd_det.utils.progress import format_duration
