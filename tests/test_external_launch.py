@@ -177,3 +177,27 @@ def test_simulated_srun_mistake_is_one_line_from_rank_zero(tmp_path):
     assert len(errors[0]) == 1 and not errors[1], errors
     assert "MODEL.DISTILL.LOSSES has unknown name(s) ['fitnet']" in errors[0][0]
     assert not out.exists()
+
+
+def test_torchrun_class_mean_extraction_equals_one_process(tmp_path):
+    from nd_det.class_means_extraction import extract_class_means
+    from nd_det.losses import load_class_means
+
+    from .helpers.tiny_distill import config_path, tiny_distill_opts
+    from .test_class_means_extraction import TOOL, _cfg, _dataset, _dataset_opts
+
+    dataset, json_path, images = _dataset(tmp_path, name="torchrun_means")
+    one = extract_class_means(_cfg(tmp_path, dataset), output=str(tmp_path / "one.pth"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(_free_port()), TOOL,
+         "--config-file", config_path("R50_from_R101_nd.yaml"),
+         "--dataset", dataset, str(json_path), str(images), "--output", str(tmp_path / "two.pth"),
+         *tiny_distill_opts(str(tmp_path)), *_dataset_opts(dataset)],
+        cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "from 5 of 5 images" in log and "(3 on this rank)" in log  # rank 0's shard of 2
+    two = load_class_means(str(tmp_path / "two.pth"), num_classes=3, dim=64)
+    assert torch.equal(one.counts, two.counts)
+    torch.testing.assert_close(one.means, two.means, rtol=1e-5, atol=1e-5)

@@ -21,7 +21,8 @@ from nd_det.engine import DistillTrainer
 from nd_det.engine.preflight import preflight_distill
 from nd_det.errors import ConfigError
 from nd_det.export.student import export_student
-from nd_det.losses import ClassMeanAccumulator, load_class_means, save_class_means
+from nd_det.losses import (ClassMeanAccumulator, load_class_means, metadata_mismatches,
+                           save_class_means)
 from nd_det.modeling import FrozenTeacher, TeacherNeeds
 from nd_det.modeling.shapes import shapes_from_config
 from nd_det.modeling.student_checkpoint import plain_student_cfg
@@ -197,6 +198,9 @@ def test_cascade_teacher_uses_the_chosen_stage_for_embeddings_logits_and_means(t
     assert model.teacher.box_head is model.teacher.model.roi_heads.box_head[1]
     table, _ = _extract(cfg, tmp_path, "cascade_means")
     assert table.metadata["teacher_box_stage"] == 1  # means of the head the terms use
+    # training with the last stage would warn that this table comes from another teacher
+    assert metadata_mismatches(table, last.identity) == [
+        "teacher_box_stage: file has 1, expected 2"]
 
 
 # ----------------------------------------------------------------------------- Mask R-CNN
