@@ -19,11 +19,7 @@ def read_loss_curves(metrics_file: str) -> Dict[str, List]:
     a detectron2 ``metrics.json`` (one JSON object per line; lines without losses skipped)."""
     curves: Dict[str, List] = defaultdict(list)
     with open(metrics_file, encoding="utf-8") as stream:
-        for line in stream:
-            line = line.strip()
-            if not line:
-                continue
-            record = json.loads(line)
+        for record in map(json.loads, stream):
             if "total_loss" not in record:
                 continue
             curves["iteration"].append(record["iteration"] + 1)
@@ -31,8 +27,6 @@ def read_loss_curves(metrics_file: str) -> Dict[str, List]:
             for key, value in record.items():
                 if key.startswith("loss_") and key not in DETECTION_LOSSES:
                     curves[key].append(value)
-    if not curves["iteration"]:
-        raise ValueError(f"{metrics_file} holds no loss record: did the training run?")
     return dict(curves)
 
 
