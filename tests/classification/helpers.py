@@ -96,11 +96,13 @@ def dump_python2_pickle(obj, path) -> None:
         f.write(buffer.getvalue())
 
 
-def write_tiny_cifar100(root, n_train: int = 6, n_test: int = 4, seed: int = 0):
+def write_tiny_cifar100(root, n_train: int = 6, n_test: int = 4, seed: int = 0,
+                        every_class: bool = False):
     """``<root>/cifar-100-python/{train,test,meta}`` with the official keys and layouts:
     b'data' (N, 3072) uint8 in channel-major (R plane, G plane, B plane) order, b'fine_labels',
     b'coarse_labels', b'filenames', b'batch_label'; meta with b'fine_label_names' (100) and
-    b'coarse_label_names' (20).  Returns {split: (data, fine_labels)}."""
+    b'coarse_label_names' (20).  ``every_class``: the training labels are 0..99 in turn (for
+    class means).  Returns {split: (data, fine_labels)}."""
     rng = np.random.RandomState(seed)
     folder = os.path.join(root, "cifar-100-python")
     os.makedirs(folder, exist_ok=True)
@@ -108,6 +110,8 @@ def write_tiny_cifar100(root, n_train: int = 6, n_test: int = 4, seed: int = 0):
     for split, n in (("train", n_train), ("test", n_test)):
         data = rng.randint(0, 256, size=(n, 3072)).astype(np.uint8)
         fine = [int(v) for v in rng.randint(0, 100, size=n)]
+        if every_class and split == "train":
+            fine = [i % 100 for i in range(n)]
         entry = {
             b"filenames": [f"img_{split}_{i}.png".encode() for i in range(n)],
             b"batch_label": f"{split}ing batch 1 of 1".encode(),

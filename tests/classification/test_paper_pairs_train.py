@@ -1,8 +1,9 @@
-"""Each ImageNet pair added for the paper's rows (docs/paper_rows.md) trains two steps through
-tools/train_cls.py with its shipped config: the real architectures with random weights, at toy
-size (three classes of 32x32 random images in an image folder this test writes, batch 2, one
-epoch), the teacher's class means extracted with tools/extract_cls_means.py from its shipped
-teacher config.  Only the data, sizes, files and device are overridden."""
+"""The config of every classification row of the paper (docs/paper_rows.md) trains two steps
+through tools/train_cls.py: the real architectures with random weights, at toy size (32x32
+images: three classes of random images in an image folder, or CIFAR-100 files of one random image
+per class in the official format, both written here; two steps of batch 2), the teacher's class means
+extracted with tools/extract_cls_means.py from the teacher config the row's config names.  Only
+the data, sizes, files and device are overridden."""
 import json
 import os
 
@@ -11,91 +12,112 @@ import pytest
 import torch
 from PIL import Image
 
+from nd_det.classification.config import load_config
+from nd_det.classification.loss_terms import loss_term_class
 from nd_det.classification.models import build_classifier
 
 from ..helpers.run_tool import run_tool_in_process
+from .helpers import write_tiny_cifar100
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "tools", "train_cls.py")
 EXTRACT = os.path.join(REPO, "tools", "extract_cls_means.py")
-CONFIGS = os.path.join(REPO, "configs", "classification", "imagenet")
-CLASSES, SIZE = 3, 32
-# pair folder -> (teacher, student)
-NEW_PAIRS = {
-    "resnet152_resnet101": ("resnet152", "resnet101"),
-    "resnet152_resnet50": ("resnet152", "resnet50"),
-    "resnet152_resnet34": ("resnet152", "resnet34"),
-    "resnet152_resnet18": ("resnet152", "resnet18"),
-    "resnet101_resnet18": ("resnet101", "resnet18"),
-    "resnet50_resnet18": ("resnet50", "resnet18"),
-    "vit_b_16_resnet18": ("vit_b_16", "resnet18"),
-    "vit_s_16_resnet18": ("vit_s_16", "resnet18"),
-    "regnet_y_16gf_deit_b_distilled": ("regnet_y_16gf", "deit_b_distilled"),
+SIZE = 32
+# the config of each classification row, with the loss terms it trains
+ROW_CONFIGS = {
+    "cifar100/resnet32x4_shufflenet_v2/reviewkdpp.yaml": ("ce", "reviewkd", "nd"),
+    "cifar100/resnet32x4_shufflenet_v1/reviewkdpp.yaml": ("ce", "reviewkd", "nd"),
+    "cifar100/resnet32x4_resnet8x4/dkdpp.yaml": ("ce", "dkd", "nd"),
+    "cifar100/wrn_40_2_wrn_40_1/reviewkdpp.yaml": ("ce", "reviewkd", "nd"),
+    "cifar100/resnet56_resnet20/kdpp.yaml": ("ce", "kd", "nd"),
+    "cifar100/resnet50_mobilenet_v2/dkdpp.yaml": ("ce", "dkd", "nd"),
+    "imagenet/regnet_y_16gf_deit_b_distilled/kdpp.yaml": ("ce", "kd", "nd"),
+    "imagenet/resnet152_resnet101/kdpp.yaml": ("ce", "kd", "nd"),
+    "imagenet/resnet152_resnet50/kdpp.yaml": ("ce", "kd", "nd"),
+    "imagenet/resnet152_resnet34/kdpp.yaml": ("ce", "kd", "nd"),
+    "imagenet/resnet50_mobilenet_v1/reviewkdpp.yaml": ("ce", "reviewkd", "nd"),
+    "imagenet/resnet152_resnet18/kdpp.yaml": ("ce", "kd", "nd"),
+    "imagenet/resnet101_resnet18/kdpp.yaml": ("ce", "kd", "nd"),
+    "imagenet/resnet50_resnet18/kdpp.yaml": ("ce", "kd", "nd"),
+    "imagenet/resnet34_resnet18/kdpp.yaml": ("ce", "kd", "nd"),
+    "imagenet/resnet34_resnet18/dkdpp.yaml": ("ce", "dkd", "nd"),
+    "imagenet/vit_b_16_resnet18/kdpp.yaml": ("ce", "kd", "nd"),
+    "imagenet/vit_s_16_resnet18/kdpp.yaml": ("ce", "kd", "nd"),
 }
 
 
 @pytest.fixture(scope="module")
-def image_root(tmp_path_factory):
-    """<root>/{train,val}/<class>/*.png: two training and one test image per class."""
-    root = tmp_path_factory.mktemp("images")
+def data(tmp_path_factory):
+    """data.name -> (the overrides that point a config at the toy data, its class count)."""
+    root = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(0)
     for split, count in (("train", 2), ("val", 1)):
-        for c in range(CLASSES):
-            folder = root / split / f"class{c}"
+        for c in range(3):
+            folder = root / "folder" / split / f"class{c}"
             folder.mkdir(parents=True)
             for i in range(count):
                 pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i}.png")
-    return str(root)
-
-
-def _toy(image_root):
-    return [f"data.root={image_root}", f"data.image_size={SIZE}", "data.num_workers=0",
-            "train.device=cpu"]
+    write_tiny_cifar100(root / "cifar", n_train=100, n_test=3, every_class=True)
+    common = ["data.num_workers=0", "train.device=cpu"]
+    return {"image_folder": ([f"data.root={root / 'folder'}", f"data.image_size={SIZE}",
+                              *common], 3),
+            "cifar100": ([f"data.root={root / 'cifar'}", "data.verify_checksums=false",
+                          *common], 100)}
 
 
 @pytest.fixture(scope="module")
-def teachers(tmp_path_factory, image_root):
-    """teacher name -> (random weights, class means extracted with the real tool), made once."""
+def teachers(tmp_path_factory, data):
+    """(teacher config, dataset) -> (random weights, class means extracted with the real tool),
+    made once."""
     root = tmp_path_factory.mktemp("teachers")
     made = {}
 
-    def get(name):
-        if name not in made:
+    def get(config, dataset):
+        if config not in made:
+            toy, classes = data[dataset]
+            name = load_config(os.path.join(REPO, config))["model"]["name"]
+            stem = os.path.join(root, f"{len(made)}_{name}")
             torch.manual_seed(0)
-            weights = str(root / f"{name}.pth")
-            torch.save(build_classifier(name, CLASSES, image_size=SIZE).state_dict(), weights)
-            means = str(root / f"{name}_means.pth")
+            torch.save(build_classifier(name, classes, image_size=SIZE).state_dict(),
+                       f"{stem}.pth")
             code, err = run_tool_in_process(EXTRACT, [
-                "--config", os.path.join(CONFIGS, "teachers", f"{name}.yaml"),
-                "--weights", weights, "--output", means, "--batch-size", "6", *_toy(image_root)])
+                "--config", os.path.join(REPO, config), "--weights", f"{stem}.pth",
+                "--output", f"{stem}_means.pth", "--batch-size", "6", *toy])
             assert code == 0, err
-            made[name] = weights, means
-        return made[name]
+            made[config] = f"{stem}.pth", f"{stem}_means.pth"
+        return made[config]
 
     return get
 
 
-@pytest.mark.parametrize("pair", sorted(NEW_PAIRS))
-def test_new_imagenet_pair_trains_two_steps(pair, image_root, teachers, tmp_path):
-    teacher, student = NEW_PAIRS[pair]
-    weights, means = teachers(teacher)
+@pytest.mark.parametrize("row_config", sorted(ROW_CONFIGS))
+def test_row_config_trains_two_steps(row_config, data, teachers, tmp_path):
+    path = os.path.join(REPO, "configs", "classification", row_config)
+    cfg = load_config(path)
+    toy, classes = data[cfg["data"]["name"]]
+    weights, means = teachers(cfg["distill"]["teacher"]["config"], cfg["data"]["name"])
     out = tmp_path / "run"
     code, err = run_tool_in_process(TRAIN, [
-        "--config", os.path.join(CONFIGS, pair, "kdpp.yaml"), *_toy(image_root),
-        "data.train_subset=4", "solver.batch_size=2", "solver.eval_batch_size=3", "solver.epochs=1",
-        f"distill.teacher.weights={weights}", f"distill.class_means={means}",
-        f"train.output_dir={out}", "train.log_period=1", "train.tensorboard=false"])
+        "--config", path, *toy, "data.train_subset=4", "solver.batch_size=2",
+        "solver.eval_batch_size=3", "solver.epochs=1", f"distill.teacher.weights={weights}",
+        f"distill.class_means={means}", f"train.output_dir={out}", "train.log_period=1",
+        "train.tensorboard=false"])
     assert code == 0, err
     records = [json.loads(line) for line in open(out / "metrics.jsonl")]
     steps = [r for r in records if r["type"] == "iter"]
     assert [r["iter"] for r in steps] == [1, 2]
-    for step in steps:  # CE, KD (warm-up factor 0 in the first epoch) and ND, finite
-        losses = [step[f"loss_{term}"] for term in ("ce", "kd", "nd")]
-        assert all(np.isfinite(losses)) and losses[1] == 0 and losses[2] > 0, step
-        assert step["loss"] == pytest.approx(sum(losses), rel=1e-5)
+    terms = cfg["distill"]["losses"]
+    assert tuple(terms) == ROW_CONFIGS[row_config]
+    warmed = {t for t, params in terms.items()
+              if (params or {}).get("warm_up", loss_term_class(t).warm_up_by_default)}
+    for step in steps:  # every term computed and finite; a warmed-up one is 0 in epoch 1
+        losses = {t: step[f"loss_{t}"] for t in terms}
+        assert all(np.isfinite(list(losses.values()))), step
+        assert {t for t, v in losses.items() if v == 0} == warmed, step
+        assert step["loss"] == pytest.approx(sum(losses.values()), rel=1e-5)
     final = torch.load(out / "model_final.pth", weights_only=False)
-    assert final["model_name"] == student and final["epoch"] == 1
-    assert final["config"]["distill"]["teacher"]["name"] == teacher
+    assert final["model_name"] == cfg["model"]["name"] and final["epoch"] == 1
     # strict: every key and shape of the student
-    build_classifier(student, CLASSES, image_size=SIZE).load_state_dict(final["model"])
+    build_classifier(cfg["model"]["name"], classes, image_size=SIZE).load_state_dict(
+        final["model"])
