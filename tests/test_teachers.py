@@ -145,6 +145,16 @@ def test_lazyconfig_teacher_trains_a_student_and_its_class_means_are_extracted(t
     _write_means(cfg, teacher)
     _assert_trains_with_nd_and_reviewkd(cfg)
 
+    # --eval-teacher: the LazyConfig teacher in its own format on a box-only set (its masks are
+    # predicted but not scored, as the Faster R-CNN student predicts none)
+    _dataset(tmp_path, "lazy_val", seed=2, num_images=2)
+    eval_cfg = cfg.clone()
+    eval_cfg.defrost()
+    eval_cfg.DATASETS.TEST = ("lazy_val",)
+    eval_cfg.DATALOADER.NUM_WORKERS = 0
+    results = DistillTrainer.evaluate_teacher(eval_cfg)
+    assert set(results["lazy_val"]) == {"bbox"}
+
     table, loaded = _extract(cfg, tmp_path, "lazy_means")
     assert tuple(loaded.means.shape) == (3, 64) and loaded.counts[-1] > 0
     # the protocol's settings come from the LazyConfig teacher's own modules (the overrides)

@@ -239,7 +239,10 @@ class DistillTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, output_dir=output_folder)
+        # the tasks the config's heads predict (detectron2 would take them from the predictions:
+        # a Mask R-CNN teacher's masks on a dataset without masks)
+        tasks = ("bbox",) + (("segm",) if cfg.MODEL.MASK_ON else ())
+        return COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder)
 
     @classmethod
     def evaluate_student(cls, cfg, weights: str) -> OrderedDict:

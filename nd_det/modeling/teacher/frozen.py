@@ -186,10 +186,11 @@ class FrozenTeacher:
         """The yacs config detectron2's evaluation loop reads for this teacher: its own (a yacs
         teacher), or the student's with the teacher's input format (a LazyConfig teacher: its
         images resized as the student's test images); the datasets, loader workers and an output
-        folder of the run ``cfg``."""
+        folder of the run ``cfg``; masks evaluated only when the student predicts them."""
         run_cfg = (cfg if self.source.lazy else self.cfg).clone()
         run_cfg.defrost()
         run_cfg.INPUT.FORMAT = self.source.input_format
+        run_cfg.MODEL.MASK_ON = cfg.MODEL.MASK_ON  # the evaluator's tasks (build_evaluator)
         run_cfg.DATASETS.TEST = cfg.DATASETS.TEST
         run_cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, "teacher")
         run_cfg.DATALOADER.NUM_WORKERS = cfg.DATALOADER.NUM_WORKERS
