@@ -13,7 +13,6 @@ Either way the result is a plain detector on the student's device; :class:`Teach
 builds it on PyTorch's meta device (no weights, no memory) for the checks made before anything
 real is built.
 """
-import logging
 import os
 from typing import List
 
@@ -28,8 +27,6 @@ from ...errors import ConfigError
 from ...utils.text import first_line, short_list
 
 __all__ = ["TeacherSource", "teacher_config_file", "is_lazy_config"]
-
-logger = logging.getLogger(__name__)
 
 _KEY = "MODEL.DISTILL.TEACHER_CONFIG"
 _OPTS = "MODEL.DISTILL.TEACHER_OPTS"
