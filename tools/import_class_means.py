@@ -8,6 +8,12 @@
 
 Writes class_means/coco_<teacher config name>.pth unless --output is given.  See
 docs/class_means.md.
+
+  python tools/import_class_means.py --task classification --input center_emb_train.json \
+      --teacher-model resnet50 --teacher-weights pretrained/resnet50-0676ba61.pth
+
+imports one of the reference's classification tables (one row per class, no background) for the
+configs with that teacher.  See docs/paper_rows.md.
 """
 import sys
 
