@@ -49,8 +49,8 @@ class DistillTerm(nn.Module):
     """Base class: a named loss term built from the config, the student and the teacher.
 
     ``check(cfg, student, teacher)`` (ModelShapes of both) raises ConfigError when the
-    term cannot work with these models; the pre-flight checks call it before anything is built,
-    the term's constructor calls it again on the real models."""
+    term cannot work with these models: the pre-flight calls it on meta-device shapes before
+    anything is built, :func:`build_distill_terms` on the real models (one call each)."""
 
     name: str = ""
     needs_teacher_embeddings: bool = False
@@ -134,7 +134,6 @@ class NDTerm(DistillTerm):
         self.include_background = bool(cfg.MODEL.DISTILL.ND.INCLUDE_BACKGROUND)
         self.num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         student_shapes = shapes_of(student.backbone, student.roi_heads)
-        self.check(cfg, student_shapes, teacher.shapes)
         s_dim, t_dim = student_shapes.embedding_dim, teacher.embedding_dim
         # widths that differ passed the check only with ND.PROJECTOR on (trained with the
         # student, saved as distill_terms.*, left out of the export)
@@ -231,7 +230,6 @@ class ReviewKDTerm(DistillTerm):
         self.weight = float(c.WEIGHT)
         self.in_features = list(c.IN_FEATURES)
         s_shapes, t_shapes = shapes_of(student.backbone, student.roi_heads), teacher.shapes
-        self.check(cfg, s_shapes, t_shapes)
         bn_group = (abf_bn_group(int(c.BN_IMAGES), int(cfg.SOLVER.IMS_PER_BATCH))
                     if c.NORM == "bn" else None)
         self.fusion = ReviewKDFusion(
@@ -278,6 +276,9 @@ def check_distill_terms(cfg: CfgNode, student: ModelShapes, teacher: ModelShapes
 
 
 def build_distill_terms(cfg: CfgNode, student: nn.Module, teacher: FrozenTeacher) -> nn.ModuleList:
-    """One term per name of ``MODEL.DISTILL.LOSSES``, in order."""
+    """One term per name of ``MODEL.DISTILL.LOSSES``, in order, after the terms' checks (the
+    same :func:`check_distill_terms` the pre-flight runs on shapes of meta-device models; here
+    on the real models, for a caller that built without the pre-flight)."""
     names = check_distill_loss_names(cfg.MODEL.DISTILL.LOSSES)
+    check_distill_terms(cfg, shapes_of(student.backbone, student.roi_heads), teacher.shapes)
     return nn.ModuleList(DISTILL_TERM_REGISTRY.get(n)(cfg, student, teacher) for n in names)

@@ -6,6 +6,7 @@ training-only modules of the distillation terms (``distill_terms.*``, e.g. Revie
 the trainer's state; it never holds the teacher.
 """
 import pickle
+import zipfile
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -144,8 +145,9 @@ def read_model_state(path: str) -> Dict:
     if path.endswith(".pkl"):
         with open(path, "rb") as f:
             data = pickle.load(f, encoding="latin1")
-    else:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+    else:  # a zip-format file is memory-mapped: checking names and shapes reads no tensor data
+        data = torch.load(path, map_location="cpu", weights_only=True,
+                          mmap=zipfile.is_zipfile(path))
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         return data["model"]
     if isinstance(data, dict) and data and all(hasattr(v, "shape") for v in data.values()):
