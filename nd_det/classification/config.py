@@ -151,6 +151,8 @@ def check_values(cfg: Dict, source: str, prefix: Tuple[str, ...] = ()) -> None:
     for key, value in cfg.items():
         where = prefix + (key,)
         dotted = ".".join(where)
+        if where == ("_source",):  # recorded by load_config, not a setting
+            continue
         if key not in reference:
             valid = ", ".join(sorted(reference))
             raise ConfigError(f"{source}: unknown key {dotted!r}; valid keys here: {valid}")
