@@ -336,3 +336,63 @@ def test_all_reduce_without_a_process_group_changes_nothing():
     sums, counts = acc.sums.clone(), acc.counts.clone()
     acc.all_reduce()
     assert torch.equal(acc.sums, sums) and torch.equal(acc.counts, counts)
+
+
+# ----------------------------------------------------------------------------- rows ND cannot use
+NAMES = ["person", "dog", "car", "cat", "bird"]
+
+
+def _named_table():
+    table = _table()
+    return ClassMeans(table.means, table.counts, {**table.metadata, "class_names": NAMES})
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-13, 1e-7])
+def test_a_row_of_zero_or_near_zero_norm_is_refused_by_class_name(tmp_path, scale):
+    """ND divides each mean by its norm: a row of (almost) no length has no direction; the
+    loss of a silently accepted one would be a constant (zero row) or float32 noise."""
+    table = _named_table()
+    means = table.means.clone()
+    means[3] = scale * torch.ones(DIM)  # the other rows have norms of about 10
+    path = _write(tmp_path / "means.pth", _raw_payload(table, means=means))
+    with pytest.raises(DataError, match=r"class-mean row\(s\) 3 \(cat\) have \(almost\) zero "
+                                        r"norm and are not flagged as zero-filled"):
+        load_class_means(path)
+    with pytest.raises(DataError, match=r"3 \(cat\) have \(almost\) zero norm"):
+        save_class_means(str(tmp_path / "new.pth"), ClassMeans(means, table.counts,
+                                                               table.metadata))
+    assert not (tmp_path / "new.pth").exists()
+
+
+def test_non_finite_and_missing_rows_are_named_by_class(tmp_path):
+    table = _named_table()
+    means = table.means.clone()
+    means[4, 0] = float("nan")
+    with pytest.raises(DataError, match=r"NaN/inf in class-mean row\(s\) 4 \(bird\);"):
+        load_class_means(_write(tmp_path / "nan.pth", _raw_payload(table, means=means)))
+    counts = table.counts.clone()
+    counts[2] = 0
+    with pytest.raises(DataError, match=r"missing class row\(s\) 2 \(car\) \(zero samples"):
+        load_class_means(_write(tmp_path / "zero.pth", _raw_payload(table, counts=counts)))
+
+
+def test_extraction_never_writes_a_directionless_row_without_flagging_it(tmp_path, caplog):
+    """A class whose samples average to (almost) nothing (the teacher's embeddings of it are
+    zero, or cancel out) is refused by name; with consent its row is zero-filled and flagged,
+    and loading the table warns, naming it."""
+    acc = ClassMeanAccumulator(NUM_CLASSES, DIM)
+    feats, labels = _samples(40, seed=3)
+    feats[labels == 1] = 0.0  # dead teacher features for class 1
+    acc.update(feats, labels)
+    with pytest.raises(DataError, match=r"the mean of class\(es\) 1 \(dog\) has \(almost\) zero "
+                                        r"norm although they have samples \(\d+\)"):
+        acc.finalize(METADATA, class_names=NAMES)
+    table = acc.finalize({**METADATA, "class_names": NAMES}, allow_empty=True,
+                         class_names=NAMES)
+    assert table.zero_filled_classes == [1] and torch.equal(table.means[1], torch.zeros(DIM))
+    path = tmp_path / "means.pth"
+    save_class_means(str(path), table)
+    with caplog.at_level("WARNING", logger="nd_det.losses.class_means"):
+        assert load_class_means(str(path)).zero_filled_classes == [1]
+    assert (f"{path}: ND pulls no direction for class(es) 1 (dog): their rows were zero-filled "
+            "at extraction (--allow-empty-classes)") in caplog.text

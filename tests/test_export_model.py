@@ -185,6 +185,29 @@ def test_bad_input_is_one_error_line_and_nothing_is_written(students, tmp_path, 
         assert sorted(os.listdir(folder)) == before
 
 
+def test_a_full_disk_while_the_file_is_written_is_one_line_and_leaves_nothing(students,
+                                                                              tmp_path,
+                                                                              monkeypatch):
+    import errno
+
+    import nd_det.export.program as program
+
+    _, export_dir, images = students("r50")
+    save = program.save
+
+    def half_then_full(built, file):  # the disk fills up half-way through the file
+        save(built, file)
+        file.truncate(file.tell() // 2)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(program, "save", half_then_full)
+    out = tmp_path / "model.pt2"
+    refused(["--export-dir", export_dir, "--format", "pt2", "--image", images[0], "--output",
+             str(out)], f"--output {out} could not be written: [Errno 28] No space left on "
+                        "device; nothing was written")
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_file_that_differs_from_the_student_is_not_written(students, tmp_path, monkeypatch):
     import nd_det.export.torchscript as torchscript
 

@@ -24,7 +24,7 @@ from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler, build_optimizer
 from detectron2.utils.events import EventStorage
 
-from nd_det.errors import ConfigError
+from nd_det.errors import ConfigError, FileError
 from nd_det.config import add_backbone_config
 from nd_det.config import load_config as load_distill_cfg
 from nd_det.export import export_student
@@ -474,9 +474,9 @@ def test_a_failed_write_leaves_nothing_half_written(trained, deployed, tmp_path,
 
     monkeypatch.setattr(torch, "save", disk_full)
     for target, overwrite in ((tmp_path / "new", False), (tmp_path / "old", True)):
-        with pytest.raises(ConfigError, match=(
-                rf"--output {target}: writing the export failed \(OSError: \[Errno 28\] No space "
-                r"left on device\); the folder was left as it was")):
+        with pytest.raises(FileError, match=(
+                rf"--output {target} could not be written: \[Errno 28\] No space left on "
+                r"device; the folder was left as it was")):
             export_student(cfg, trained["weights"], str(target), overwrite=overwrite)
     assert sorted(os.listdir(tmp_path)) == ["old"]
     assert sorted(os.listdir(tmp_path / "old")) == ["config.yaml", "model_final.pth"]

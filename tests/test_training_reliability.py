@@ -374,6 +374,25 @@ def test_sigterm_to_a_two_process_gloo_run_checkpoints_and_resumes_to_the_same_w
     _assert_same_weights(out / "model_final.pth", expected)
 
 
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_at_zero(tmp_path, caplog):
+    """A run killed during set-up or its first steps left its config.yaml but no checkpoint:
+    --resume (as a requeued job repeats it) starts it again; a folder holding no run at all
+    stays an error (it may be a mistyped OUTPUT_DIR)."""
+    from nd_det.engine.checkpoint import resume_checkpoint
+    from nd_det.errors import FileError
+
+    with pytest.raises(FileError, match="holds no checkpoint to resume from"):
+        resume_checkpoint(str(tmp_path))
+    (tmp_path / "config.yaml").write_text("MODEL: {}\n")
+    with caplog.at_level("WARNING", logger="nd_det.engine.checkpoint"):
+        assert resume_checkpoint(str(tmp_path)) is None
+    assert "holds a run stopped before its first checkpoint; it starts again from iteration 0" \
+        in caplog.text
+    (tmp_path / "model_0000001.pth").write_bytes(b"PK\x03\x04 cut")  # a damaged one: still refused
+    with pytest.raises(FileError, match="holds no intact checkpoint to resume from"):
+        resume_checkpoint(str(tmp_path))
+
+
 def test_checkpointer_refuses_nan_weights_and_keeps_the_last_good_file(tmp_path):
     from nd_det.engine.checkpoint import AtomicCheckpointer
 

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import ConfigError
 from ..utils.atomic_file import atomic_write, atomic_write_json
-from ..utils.paths import check_writable
+from ..utils.paths import check_writable, write_failed
 from . import onnx_export, program, torchscript
 from .contract import (RECORD_SUFFIX, SizeCheck, check_parity, deploy_record, load_exported_student,
                        parity_images, read_deploy_image)
@@ -88,9 +88,17 @@ def export_model(export_dir: str, image_path: str, fmt: str, output: Optional[st
         checks.extend(check_parity(kind.load(staged, device), model, images, kind.WHAT))
 
     # check_parity raises ExportError before the file reaches its name
-    atomic_write(output, lambda f: kind.save(built, f), verify=check_saved)
+    try:
+        atomic_write(output, lambda f: kind.save(built, f), verify=check_saved)
+    except OSError as e:  # a full disk: nothing was written
+        raise write_failed("--output", output, e, "nothing was written: free space or fix the "
+                           "folder, then export again") from None
     record = deploy_record(cfg, fmt, output, kind.EXPORTER, image_path, checks,
                            kind.sizes(model), kind.versions(), notes, device=device, **details)
-    atomic_write_json(record, info_path)
+    try:
+        atomic_write_json(record, info_path)
+    except OSError as e:
+        raise write_failed("--output", info_path, e, f"{output} was written without this "
+                           "record of it: free space, then export again") from None
     return ModelExport(fmt, output, info_path, os.path.abspath(image_path), checks,
                        export_seconds, details, notes)

@@ -28,8 +28,8 @@ from ..modeling.student_checkpoint import (BACKBONE_CONFIG_NODES, load_student_c
                                            plain_student_cfg, uses_nd_det_backbone)
 from ..modeling.weights import is_url, local_weights_file
 from ..utils.atomic_file import atomic_torch_save, atomic_write_text, current_umask
-from ..utils.paths import check_writable
-from ..utils.text import first_line, short_list
+from ..utils.paths import check_writable, write_failed
+from ..utils.text import short_list
 
 __all__ = [
     "EXPORT_CONFIG_NAME",
@@ -231,10 +231,8 @@ def export_student(cfg: CfgNode, weights: str, output_dir: str, overwrite: bool 
     try:
         _write_export(output_dir, _config_text(export_cfg, notes), state, needs_nd_det)
     except OSError as e:
-        raise ConfigError(
-            f"--output {output_dir}: writing the export failed ({first_line(e)}); the folder "
-            "was left as it was: check its permissions and the free disk space"
-        ) from e
+        raise write_failed("--output", output_dir, e, "the folder was left as it was: free "
+                           "space or fix its permissions, then export again") from None
     return StudentExport(
         output_dir=output_dir,
         config_file=os.path.join(output_dir, EXPORT_CONFIG_NAME),

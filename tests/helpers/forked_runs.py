@@ -13,7 +13,8 @@ the start; forking from a process that has only imported the modules saves the ~
 per run.  ``kill`` sends SIGKILL at a moment drawn from a seeded generator: ``"setup"``, between
 the start and the time the first (unkilled) run needed to start training; ``"training"``, once
 the run's log says that training started, after up to an eighth of the first run's training
-time; ``"during_write"``, as soon as a checkpoint's temporary file appears in the output folder.
+time; ``"during_write"``, as soon as a checkpoint's temporary file of this run appears in the output
+folder.
 ``timing``: the report entry of an earlier unkilled run, to time the kills instead of the first
 run.  ``signal``: another signal than SIGKILL (e.g. 15, SIGTERM, for a preemption).  A ``fault`` makes the run's writes fail with ENOSPC half-way: the temporary file
 of the named checkpoint, or metrics.json, as a full disk would.  REPORT lists, per run, its exit
@@ -110,12 +111,17 @@ def _temporary_checkpoints(output: str):
 def _run(argv, run, delay):
     """Fork one run; kill it per ``run["kill"]`` (``delay``: seconds from the start, or from the
     start of training for "training"); returns its report entry."""
+    left_before = set(_temporary_checkpoints(run["output"]))  # by a run killed earlier
     start = time.perf_counter()
     pid = os.fork()
     if pid == 0:
         _child(argv, run)
     kill = run.get("kill")
     killed, during_write, started_at = False, False, None
+
+    def writing():  # a checkpoint's temporary file of this run
+        return set(_temporary_checkpoints(run["output"])) - left_before
+
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
@@ -130,10 +136,10 @@ def _run(argv, run, delay):
         elif kill == "training":
             due = started_at is not None and now >= started_at + delay
         else:
-            due = kill == "during_write" and bool(_temporary_checkpoints(run["output"]))
+            due = kill == "during_write" and bool(writing())
         if due and not killed:
             os.kill(pid, run.get("signal", 9))
-            killed, during_write = True, bool(_temporary_checkpoints(run["output"]))
+            killed, during_write = True, bool(writing())
         time.sleep(_POLL_S)
     seconds = time.perf_counter() - start
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
