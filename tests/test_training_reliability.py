@@ -64,30 +64,24 @@ def _model_state(path):
 
 
 # ---------------------------------------------------------------- killed, preempted, full disk
-# One tiny single-process run, 30 iterations, a checkpoint every 2: the reference every test
+# One tiny single-process run, 20 iterations, a checkpoint every 2: the reference every test
 # below compares its final weights with.  The runs are forked by tests.helpers.forked_runs
 # (the tool's own main, in a fresh process each, without re-importing torch and detectron2).
-FORKED_MAX_ITER = 30
+FORKED_MAX_ITER = 20
 
 
-def _forked(tmp_path, argv, runs, timing=None, seed=26):
-    plan = tmp_path / f"plan{len(list(tmp_path.glob('plan*.json')))}.json"
-    report = plan.with_suffix(".report.json")
-    plan.write_text(json.dumps({"argv": argv, "seed": seed, "timing": timing, "runs": runs}))
-    proc = subprocess.run([sys.executable, "-m", "tests.helpers.forked_runs", str(plan),
-                           str(report)], cwd=REPO, env=ENV, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    return json.loads(report.read_text())
+KILL_MOMENTS = ["training", "setup", "during_write", "training", "training", "during_write",
+                "setup", "training", "during_write", "training"]
 
 
-def _run(folder, name, **options):
-    return dict(output=str(folder / name), log=str(folder / f"{name}.log"), **options)
+def _run(folder, name, output=None, **options):
+    return dict(output=str(folder / (output or name)), log=str(folder / f"{name}.log"), **options)
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory):
-    """(train_net argv, the reference run's report entry, its final weights)."""
+def forked(tmp_path_factory):
+    """Every forked run of the tests below, in one plan (one import of torch and detectron2):
+    {group: [(report entry, run)]}, the reference's final weights, and the folder."""
     root = tmp_path_factory.mktemp("forked")
     argv = ["--config-file", CONFIG, *_setup(root, root / "unused", FORKED_MAX_ITER,
                                              ["DATASETS.TEST", "()",
@@ -95,12 +89,37 @@ def straight(tmp_path_factory):
                                               # a frozen student backbone: no optimizer state
                                               # for it, half-size checkpoints, quick steps
                                               "MODEL.BACKBONE.FREEZE_AT", "5"])]
-    entry, = _forked(root, argv, [_run(root, "straight")])
-    assert entry["status"] == 0, (root / "straight.log").read_text()[-3000:]
-    weights = _model_state(root / "straight" / "model_final.pth")
-    for path in (root / "straight").glob("*.pth"):
-        path.unlink()  # 90 MB each
-    return argv, entry, weights
+    groups = {
+        # the uninterrupted run: the weights to reach, and the timing of the kill moments
+        "straight": [_run(root, "straight")],
+        "killed": [_run(root, f"kill{i}", "killed", kill=kind, resume=i > 0)
+                   for i, kind in enumerate(KILL_MOMENTS)]
+        + [_run(root, "killed_final", "killed", resume=True)],
+        "sigusr1": [_run(root, "signalled", "preempted", kill="training",
+                         signal=signal.SIGUSR1),
+                    _run(root, "preempted_resumed", "preempted", resume=True)],
+        "full_disk": [_run(root, "full_disk", "full", fault="enospc_checkpoint:model_0000009.pth"),
+                      _run(root, "full_resumed", "full", resume=True)],
+        "metrics": [_run(root, "metrics", fault="enospc_metrics")],
+    }
+    runs = [run for group in groups.values() for run in group]
+    plan, report = root / "plan.json", root / "report.json"
+    plan.write_text(json.dumps({"argv": argv, "seed": 26, "runs": runs}))
+    proc = subprocess.run([sys.executable, "-m", "tests.helpers.forked_runs", str(plan),
+                           str(report)], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    entries = iter(json.loads(report.read_text()))
+    outcome = {name: [(next(entries), run) for run in group] for name, group in groups.items()}
+    (straight, run), = outcome["straight"]
+    assert straight["status"] == 0, open(run["log"]).read()[-3000:]
+    yield outcome, _model_state(root / "straight" / "model_final.pth"), root
+    for path in root.glob("*/*.pth"):
+        path.unlink()  # some 45 MB each
+
+
+def _log(run):
+    return open(run["log"]).read()
 
 
 def _assert_same_weights(path, expected):
@@ -118,42 +137,31 @@ def _intact_checkpoints(entry):
     return names
 
 
-def test_sigkill_at_ten_moments_then_resume_ends_with_the_uninterrupted_weights(tmp_path,
-                                                                                straight):
+def test_sigkill_at_ten_moments_then_resume_ends_with_the_uninterrupted_weights(forked):
     """SIGKILL at 10 moments drawn from a seeded generator: during set-up, during training,
-    during a checkpoint write; each time the next run is started with --resume (the first run
-    is killed once training has begun, so that its folder holds the run's record)."""
-    argv, timing, expected = straight
-    kinds = ["training", "setup", "during_write", "training", "training", "during_write",
-             "setup", "training", "during_write", "training"]
-    runs = [_run(tmp_path, f"kill{i}", kill=kind, resume=i > 0) for i, kind in enumerate(kinds)]
-    for run in runs:
-        run["output"] = str(tmp_path / "killed")
-    runs.append(dict(_run(tmp_path, "final", resume=True), output=str(tmp_path / "killed")))
-    report = _forked(tmp_path, argv, runs, timing=timing)
-    out = tmp_path / "killed"
-    for entry, run in zip(report[:-1], runs):
-        log = open(run["log"]).read()[-3000:]
-        assert entry["killed"] and entry["status"] == -signal.SIGKILL, (entry, log)
+    during a checkpoint write (a run's second); each time the next run is started with --resume
+    (the first run is killed once training has begun, so that its folder holds the run's
+    record)."""
+    outcome, expected, root = forked
+    *kills, (final, final_run) = outcome["killed"]
+    for entry, run in kills:
+        assert entry["killed"] and entry["status"] == -signal.SIGKILL, (entry, _log(run)[-3000:])
         _intact_checkpoints(entry)  # whatever the moment, no half-written checkpoint
-    assert all(entry["during_write"] for entry in report if entry["kill"] == "during_write")
-    assert report[-1]["status"] == 0, open(runs[-1]["log"]).read()[-3000:]
-    final_log = open(runs[-1]["log"]).read()
-    start = int(re.search(r"Starting training from iteration (\d+)", final_log).group(1))
+        if run["kill"] == "during_write":
+            assert entry["during_write"], entry
+    assert final["status"] == 0, _log(final_run)[-3000:]
+    start = int(re.search(r"Starting training from iteration (\d+)", _log(final_run)).group(1))
     assert 0 < start < FORKED_MAX_ITER  # the killed runs made progress, the last one finished it
-    assert not [f for f in report[-1]["files"] if f.endswith(".tmp")]  # cut-short writes: gone
-    assert "model_final.pth" in _intact_checkpoints(report[-1])
-    _assert_same_weights(out / "model_final.pth", expected)
+    assert not [f for f in final["files"] if f.endswith(".tmp")]  # cut-short writes: gone
+    assert "model_final.pth" in _intact_checkpoints(final)
+    _assert_same_weights(root / "killed" / "model_final.pth", expected)
 
 
-def test_sigusr1_writes_a_checkpoint_of_the_current_iteration_and_exits_3(tmp_path, straight):
-    argv, timing, expected = straight
-    out = tmp_path / "preempted"
-    runs = [dict(_run(tmp_path, "signalled", kill="training", signal=signal.SIGUSR1),
-                 output=str(out)),
-            dict(_run(tmp_path, "resumed", resume=True), output=str(out))]
-    signalled, resumed = _forked(tmp_path, argv, runs, timing=timing, seed=5)
-    log = open(runs[0]["log"]).read()
+def test_sigusr1_writes_a_checkpoint_of_the_current_iteration_and_exits_3(forked):
+    outcome, expected, root = forked
+    (signalled, run), (resumed, resumed_run) = outcome["sigusr1"]
+    out = root / "preempted"
+    log = _log(run)
     assert signalled["status"] == 3, log[-3000:]
     stopped = re.search(r"SIGUSR1 received: training stopped after iteration (\d+), checkpoint "
                         r"(\S+) written; continue with --resume \(exit status 3\)", log)
@@ -164,23 +172,19 @@ def test_sigusr1_writes_a_checkpoint_of_the_current_iteration_and_exits_3(tmp_pa
     assert torch.load(stopped.group(2), weights_only=True)["iteration"] == iteration
     assert "model_final.pth" not in _intact_checkpoints(signalled)
     assert "Traceback" not in log
-    assert resumed["status"] == 0, open(runs[1]["log"]).read()[-3000:]
-    assert f"Starting training from iteration {iteration + 1}" in open(runs[1]["log"]).read()
+    assert resumed["status"] == 0, _log(resumed_run)[-3000:]
+    assert f"Starting training from iteration {iteration + 1}" in _log(resumed_run)
     _assert_same_weights(out / "model_final.pth", expected)
 
 
-def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one_and_resumes(tmp_path,
-                                                                                straight):
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one_and_resumes(forked):
     """ENOSPC half-way through model_0000009.pth (simulated in the forked run: the write of its
     temporary file stops after half of its bytes): one line, the previous checkpoint and its
     tag intact, and --resume continues from it to the uninterrupted weights."""
-    argv, timing, expected = straight
-    out = tmp_path / "full"
-    runs = [dict(_run(tmp_path, "full_disk", fault="enospc_checkpoint:model_0000009.pth"),
-                 output=str(out)),
-            dict(_run(tmp_path, "resumed", resume=True), output=str(out))]
-    failed, resumed = _forked(tmp_path, argv, runs, timing=timing)
-    log = open(runs[0]["log"]).read()
+    outcome, expected, root = forked
+    (failed, run), (resumed, resumed_run) = outcome["full_disk"]
+    out = root / "full"
+    log = _log(run)
     assert failed["status"] == 2, log[-3000:]
     errors = [line for line in log.splitlines() if line.startswith("ERROR: ")]
     assert errors == [
@@ -192,25 +196,23 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one_and_resume
     assert _intact_checkpoints(failed) == [f"model_{i:07d}.pth" for i in (1, 3, 5, 7)]
     assert failed["last_checkpoint"] == "model_0000007.pth"
     assert not [f for f in failed["files"] if f.endswith(".tmp")]
-    assert resumed["status"] == 0, open(runs[1]["log"]).read()[-3000:]
-    assert "Starting training from iteration 8" in open(runs[1]["log"]).read()
+    assert resumed["status"] == 0, _log(resumed_run)[-3000:]
+    assert "Starting training from iteration 8" in _log(resumed_run)
     _assert_same_weights(out / "model_final.pth", expected)
 
 
-def test_a_full_disk_when_metrics_are_written_is_one_line_naming_the_file(tmp_path, straight):
-    argv, timing, _ = straight
-    out = tmp_path / "metrics"
-    entry, = _forked(tmp_path, argv, [dict(_run(tmp_path, "metrics", fault="enospc_metrics"),
-                                           output=str(out))], timing=timing)
-    log = open(tmp_path / "metrics.log").read()
+def test_a_full_disk_when_metrics_are_written_is_one_line_naming_the_file(forked):
+    outcome, _, root = forked
+    (entry, run), = outcome["metrics"]
+    log = _log(run)
     assert entry["status"] == 2, log[-3000:]
     errors = [line for line in log.splitlines() if line.startswith("ERROR: ")]
     assert errors == [
-        f"ERROR: training metrics {out / 'metrics.json'} could not be written: [Errno 28] No "
-        "space left on device; free space or fix OUTPUT_DIR, then continue from the last "
-        "checkpoint with --resume"], log[-3000:]
+        f"ERROR: training metrics {root / 'metrics' / 'metrics.json'} could not be written: "
+        "[Errno 28] No space left on device; free space or fix OUTPUT_DIR, then continue from "
+        "the last checkpoint with --resume"], log[-3000:]
     assert "Traceback" not in log
-    assert "model_final.pth" not in _intact_checkpoints(entry)
+    _intact_checkpoints(entry)  # the failed write of metrics spoilt no checkpoint
 
 
 def test_resume_recovers_from_a_damaged_newest_checkpoint_and_keeps_the_run_record(tmp_path):
@@ -276,17 +278,31 @@ def test_non_finite_loss_at_the_last_iteration_writes_no_final_checkpoint(tmp_pa
     assert "Evaluation results" not in proc.stdout + proc.stderr
 
 
-def test_two_process_gloo_training_keeps_ranks_in_sync(tmp_path):
-    dump = tmp_path / "dump"
-    dump.mkdir()
-    args = _setup(tmp_path, tmp_path / "ddp", 3, ["SOLVER.CHECKPOINT_PERIOD", "100"])
+TWO_PROCESS_MAX_ITER = 16
+
+
+@pytest.fixture(scope="module")
+def two_process(tmp_path_factory):
+    """An uninterrupted 2-process gloo run through detectron2's launcher (tests.helpers.ddp_train:
+    tools/train_net.py's training, plus each rank's weights and the evaluation dumped):
+    (its folder, the train_net arguments, the log)."""
+    root = tmp_path_factory.mktemp("two_process")
+    (root / "dump").mkdir()
+    args = _setup(root, root / "ddp", TWO_PROCESS_MAX_ITER,
+                  ["SOLVER.CHECKPOINT_PERIOD", "100", "MODEL.BACKBONE.FREEZE_AT", "5"])
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.helpers.ddp_train", "--num-gpus", "2", "--dump", str(dump),
-         "--config-file", CONFIG, *args],
+        [sys.executable, "-m", "tests.helpers.ddp_train", "--num-gpus", "2", "--dump",
+         str(root / "dump"), "--config-file", CONFIG, *args],
         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600,
     )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
+    return root, args, log
+
+
+def test_two_process_gloo_training_keeps_ranks_in_sync(two_process):
+    tmp_path, args, log = two_process
+    dump = tmp_path / "dump"
     assert "World size: 2" in log
     rank0 = torch.load(dump / "rank0.pth", weights_only=True)
     rank1 = torch.load(dump / "rank1.pth", weights_only=True)
@@ -328,15 +344,14 @@ def _started(log_path, text, process, timeout=300):
 
 
 def test_sigterm_to_a_two_process_gloo_run_checkpoints_and_resumes_to_the_same_weights(
-        tmp_path):
+        tmp_path, two_process):
     """SIGTERM, as SLURM sends it, to the launcher of a 2-process gloo run at a random moment
     of its training: both workers stop after the same iteration, rank 0 writes its checkpoint
-    (with both ranks' RNG states), exit status 3; --resume ends bit-identical to an
-    uninterrupted 2-process run."""
-    max_iter = 16
-    args = _setup(tmp_path, tmp_path / "unused", max_iter,
-                  ["DATASETS.TEST", "()", "SOLVER.CHECKPOINT_PERIOD", "100",
-                   "MODEL.BACKBONE.FREEZE_AT", "5"])
+    (with both ranks' RNG states), exit status 3; --resume ends bit-identical to the
+    uninterrupted 2-process run of the same command."""
+    reference, args, _ = two_process
+    expected = _model_state(reference / "ddp" / "model_final.pth")
+    max_iter = TWO_PROCESS_MAX_ITER
     cmd = [sys.executable, TRAIN_NET, "--num-gpus", "2", "--config-file", CONFIG, *args]
 
     def launch(name, output, *flags):
@@ -346,10 +361,6 @@ def test_sigterm_to_a_two_process_gloo_run_checkpoints_and_resumes_to_the_same_w
                 "OUTPUT_DIR", str(tmp_path / output)], env=ENV, stdout=f,
                 stderr=subprocess.STDOUT)
         return process, log
-
-    straight, straight_log = launch("straight", "straight")
-    assert straight.wait(timeout=600) == 0, straight_log.read_text()[-3000:]
-    expected = _model_state(tmp_path / "straight" / "model_final.pth")
 
     victim, victim_log = launch("preempted", "preempted")
     assert _started(victim_log, "Starting training from iteration 0", victim) is not None

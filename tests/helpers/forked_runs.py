@@ -13,8 +13,8 @@ the start; forking from a process that has only imported the modules saves the ~
 per run.  ``kill`` sends SIGKILL at a moment drawn from a seeded generator: ``"setup"``, between
 the start and the time the first (unkilled) run needed to start training; ``"training"``, once
 the run's log says that training started, after up to an eighth of the first run's training
-time; ``"during_write"``, as soon as a checkpoint's temporary file of this run appears in the output
-folder.
+time; ``"during_write"``, as soon as the temporary file of this run's second checkpoint appears in the
+output folder (the first one completes: each such run moves the training on).
 ``timing``: the report entry of an earlier unkilled run, to time the kills instead of the first
 run.  ``signal``: another signal than SIGKILL (e.g. 15, SIGTERM, for a preemption).  A ``fault`` makes the run's writes fail with ENOSPC half-way: the temporary file
 of the named checkpoint, or metrics.json, as a full disk would.  REPORT lists, per run, its exit
@@ -119,8 +119,12 @@ def _run(argv, run, delay):
     kill = run.get("kill")
     killed, during_write, started_at = False, False, None
 
-    def writing():  # a checkpoint's temporary file of this run
-        return set(_temporary_checkpoints(run["output"])) - left_before
+    seen = set()
+
+    def writing():  # the temporary files of this run's checkpoint writes under way
+        now_writing = set(_temporary_checkpoints(run["output"])) - left_before
+        seen.update(now_writing)
+        return now_writing
 
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -136,7 +140,7 @@ def _run(argv, run, delay):
         elif kill == "training":
             due = started_at is not None and now >= started_at + delay
         else:
-            due = kill == "during_write" and bool(writing())
+            due = kill == "during_write" and bool(writing()) and len(seen) >= 2
         if due and not killed:
             os.kill(pid, run.get("signal", 9))
             killed, during_write = True, bool(writing())
