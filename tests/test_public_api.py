@@ -281,3 +281,21 @@ def test_a_mistake_is_the_only_line_on_stderr_with_warnings_on(tmp_path):
     lines = proc.stderr.splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("ERROR: "), lines
     assert "MODEL.DISTILL.NO_SUCH_KEY" in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_import_nd_det_registers_distill_rcnn_as_a_detectron2_project(tmp_path):
+    """The README's use as a detectron2 project, in a fresh interpreter: ``import nd_det``,
+    ``nd_det.add_distill_config(cfg)``, detectron2's ``build_model`` -> a DistillRCNN (the
+    package imported only lazily before: the registry had no DistillRCNN)."""
+    import subprocess
+    import sys
+
+    code = ("import nd_det; from detectron2.config import get_cfg; "
+            "from detectron2.modeling import build_model; cfg=get_cfg(); "
+            "nd_det.add_distill_config(cfg); "
+            "cfg.merge_from_file('configs/COCO-Distill/R50_student_only.yaml'); "
+            "cfg.MODEL.DEVICE='cpu'; cfg.MODEL.WEIGHTS=''; print(type(build_model(cfg)).__name__)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "DistillRCNN"
