@@ -147,3 +147,14 @@ def test_an_unwritable_cache_only_warns(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="nd_det.data.image_scan"):
         assert scan_images(records, "few.json").num_decoded == 2
     assert "cannot write the image-scan cache" in caplog.text and "[Errno" in caplog.text
+
+
+def test_records_without_sizes_are_decoded_but_not_compared(tmp_path):
+    """detectron2 compares only the sizes a dataset gives (check_image_size), so does the scan;
+    such files are still decoded."""
+    record, = _records(tmp_path, [(20, 10)])
+    del record["width"], record["height"]
+    assert scan_images([record], "no_sizes.json").num_decoded == 1
+    open(record["file_name"], "wb").write(b"GIF89a cut")
+    with pytest.raises(DataError, match=r"1 of 1 images cannot be decoded"):
+        scan_images([record], "no_sizes.json")

@@ -189,8 +189,8 @@ def _size_problem(path: str, want: Tuple, got: Tuple) -> str:
 
 
 def scan_images(records: Sequence[Dict], source: str, workers: Optional[int] = None) -> ImageScan:
-    """Check every image of ``records`` (dicts with ``file_name``, ``width`` and ``height``, as
-    detectron2's dataset dicts; ``file_name`` an existing path) as the module docstring says.
+    """Check every image of ``records`` (detectron2's dataset dicts: ``file_name``, and
+    ``width`` and ``height`` where the dataset gives them) as the module docstring says.
     ``source`` names the dataset in messages and keys the cache (the annotation file's path).
     ``workers``: decoding processes (default: one per CPU core, up to 16, for 64 images or
     more).  Raises one :class:`DataError` naming the files; returns an :class:`ImageScan`."""
@@ -241,14 +241,15 @@ def scan_images(records: Sequence[Dict], source: str, workers: Optional[int] = N
 
 def _compare(records: Sequence[Dict], results: List, source: str, num_decoded: int) -> ImageScan:
     mismatched = [_size_problem(r["file_name"], (r["width"], r["height"]), got)
-                  for r, got in zip(records, results)
-                  if (got[0], got[1]) != (r["width"], r["height"])]
+                  for r, got in zip(records, results)  # detectron2 too checks only given sizes
+                  if "width" in r and "height" in r
+                  and (got[0], got[1]) != (r["width"], r["height"])]
     if mismatched:
         exif = any("EXIF" in text for text in mismatched)
         raise DataError(
             f"{source}: {len(mismatched)} of {len(records)} images are not the size the JSON "
-            f"gives them (width x height): {short_list(mismatched, _NAMED)}. Fix: write each file's "
-            "real width and height in its 'images' entry, or replace the file (detectron2 "
+            f"gives them (width x height): {short_list(mismatched, _NAMED)}. Fix: write each "
+            "file's real width and height in its 'images' entry, or replace the file (detectron2 "
             "raises SizeMismatchError when it loads such an image)"
             + ("; detectron2 turns an image by its EXIF orientation before use, so record the "
                "turned size and draw the boxes on the turned image, or save the file without "

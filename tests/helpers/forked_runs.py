@@ -13,11 +13,12 @@ the start; forking from a process that has only imported the modules saves the ~
 per run.  ``kill`` sends SIGKILL at a moment drawn from a seeded generator: ``"setup"``, between
 the start and the time the first (unkilled) run needed to start training; ``"training"``, once
 the run's log says that training started, after up to an eighth of the first run's training
-time; ``"during_write"``, as soon as the temporary file of this run's second checkpoint appears in the
-output folder (the first one completes: each such run moves the training on).
+time; ``"during_write"``, as soon as the temporary file of this run's second checkpoint appears
+in the output folder (the first one completes: each such run moves the training on).
 ``timing``: the report entry of an earlier unkilled run, to time the kills instead of the first
-run.  ``signal``: another signal than SIGKILL (e.g. 15, SIGTERM, for a preemption).  A ``fault`` makes the run's writes fail with ENOSPC half-way: the temporary file
-of the named checkpoint, or metrics.json, as a full disk would.  REPORT lists, per run, its exit
+run.  ``signal``: another signal than SIGKILL (e.g. 10, SIGUSR1, for a preemption).  A
+``fault`` makes the run's writes fail with ENOSPC half-way: the temporary file of the named
+checkpoint, or metrics.json, as a full disk would.  REPORT lists, per run, its exit
 status (negative: the signal), whether it was killed, whether a checkpoint write was under way
 then, its seconds, and what the output folder held when it ended: the files, which ``.pth``
 files are intact (:func:`nd_det.utils.checkpoint_files.file_problem`) and what
