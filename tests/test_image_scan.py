@@ -158,3 +158,31 @@ def test_records_without_sizes_are_decoded_but_not_compared(tmp_path):
     open(record["file_name"], "wb").write(b"GIF89a cut")
     with pytest.raises(DataError, match=r"1 of 1 images cannot be decoded"):
         scan_images([record], "no_sizes.json")
+
+
+def test_a_dataset_registered_by_detectron2_itself_is_scanned_from_its_records(tmp_path):
+    """detectron2's builtin COCO sets are registered by detectron2, not by nd-det: the preflight
+    scans them from their records (DatasetCatalog), once per process."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets import register_coco_instances
+
+    from nd_det.data.image_scan import SCANNED_KEY, scan_registered_datasets
+
+    json_path, image_dir = write_tiny_coco(tmp_path / "d2", num_images=3, seed=4)
+    data = json.loads(json_path.read_text())
+    data["images"][2]["width"] = 64
+    json_path.write_text(json.dumps(data))
+    name = "test_image_scan_registered_by_detectron2"
+    register_coco_instances(name, {}, str(json_path), str(image_dir))
+    try:
+        with pytest.raises(DataError, match=rf"{json_path}: 1 of 3 images are not the size the "
+                                            r"JSON gives them .*0002.png is 128x96, the JSON says "
+                                            r"64x96"):
+            scan_registered_datasets([name])
+        data["images"][2]["width"] = 128
+        json_path.write_text(json.dumps(data))
+        scan_registered_datasets([name, name])
+        assert MetadataCatalog.get(name).get(SCANNED_KEY) is True
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
