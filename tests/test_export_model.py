@@ -17,7 +17,7 @@ from nd_demo.configs import DEFAULT_STUDENT_CONFIG, load_demo_cfg, without_demo_
 from PIL import Image
 
 from nd_det.export import export_student
-from nd_det.export.contract import (TOLERANCE, deploy_image, load_exported_student,
+from nd_det.export.contract import (BOX_RTOL, TOLERANCE, deploy_image, load_exported_student,
                                     student_detections)
 from nd_det.modeling.student_checkpoint import plain_student_cfg
 
@@ -92,21 +92,51 @@ def check_pt2(program):
     assert image.shape[0] == 3 and all(isinstance(s, torch.SymInt) for s in image.shape[1:])
     # height and width: free from the FPN's coarsest stride + 1 up
     assert [program.range_constraints[s.node.expr].lower for s in image.shape[1:]] == [65, 65]
-    module = program.module()
-    return lambda image: module(image)
+    return program.module()
+
+
+CLS_WEIGHT = "model.roi_heads.box_predictor.cls_score.weight"
+
+
+def certain_background(weight):
+    """Classifier weights whose logits make every RoI background (the box head's output is
+    non-negative after its ReLU): the student then detects nothing."""
+    changed = torch.full_like(weight, -1e4)
+    changed[-1] = 1e4
+    return changed
+
+
+def onnx_session(model):
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+
+def onnx_without_detections(path):
+    """The ONNX file with :func:`certain_background` classifier weights, as a session."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(path)
+    [init] = [i for i in proto.graph.initializer if i.name == CLS_WEIGHT]
+    weight = torch.from_numpy(numpy_helper.to_array(init).copy())
+    init.CopyFrom(numpy_helper.from_array(certain_background(weight).numpy(), CLS_WEIGHT))
+    return onnx_session(proto.SerializeToString())
+
+
+def run_onnx(session):
+    return lambda image: [torch.from_numpy(x) for x in session.run(None, {"image": image.numpy()})]
 
 
 def load_onnx(path):
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    session = onnx_session(path)
     [image] = session.get_inputs()
     assert (image.name, image.type, image.shape) == ("image", "tensor(float)",
                                                      [3, "height", "width"])
     assert [(o.name, o.type, o.shape) for o in session.get_outputs()] == [
         ("boxes", "tensor(float)", ["detections", 4]), ("scores", "tensor(float)", ["detections"]),
         ("classes", "tensor(int64)", ["detections"])]
-    return lambda image: [torch.from_numpy(x) for x in session.run(None, {"image": image.numpy()})]
+    return run_onnx(session)
 
 
 @pytest.mark.parametrize("fmt", ["pt2", "onnx"])
@@ -134,7 +164,8 @@ def test_exported_file_gives_the_students_detections(students, student, fmt, cap
                for c in checks)
 
     assert len(loaded) == (fmt == "pt2")
-    run = check_pt2(loaded[0]) if fmt == "pt2" else load_onnx(path)
+    module = check_pt2(loaded[0]) if fmt == "pt2" else None
+    run = module if fmt == "pt2" else load_onnx(path)
     cfg, _ = load_exported_student(export_dir)
     assert record["input"]["channel_order"] == cfg.INPUT.FORMAT
     for image_path in images:  # the check image and another size and aspect ratio
@@ -146,9 +177,28 @@ def test_exported_file_gives_the_students_detections(students, student, fmt, cap
                                                               torch.int64)
         assert boxes.shape == (len(expected[0]), 4) and len(expected[0]) > 0
         assert scores.shape == classes.shape == (len(expected[0]),)
-        torch.testing.assert_close(boxes, expected[0], rtol=0, atol=TOLERANCE)
+        torch.testing.assert_close(boxes, expected[0], rtol=BOX_RTOL, atol=TOLERANCE)
         torch.testing.assert_close(scores, expected[1], rtol=0, atol=TOLERANCE)
         assert torch.equal(classes, expected[2])
+
+    # an image without detections (every RoI made background, in the file and in the student):
+    # empty outputs of the same dtypes, no failed runtime check
+    student_weight = reference.roi_heads.box_predictor.cls_score.weight
+    kept = student_weight.detach().clone()
+    with torch.no_grad():
+        student_weight.copy_(certain_background(kept))
+        if fmt == "pt2":
+            module.get_parameter(CLS_WEIGHT).copy_(certain_background(kept))
+        run = module if fmt == "pt2" else run_onnx(onnx_without_detections(path))
+        tensor = deploy_image(cfg, images[0])
+        try:
+            assert len(student_detections(reference, tensor)[0]) == 0
+            boxes, scores, classes = run(tensor)
+        finally:
+            student_weight.copy_(kept)
+    assert boxes.shape == (0, 4) and scores.shape == classes.shape == (0,)
+    assert (boxes.dtype, scores.dtype, classes.dtype) == (torch.float32, torch.float32,
+                                                          torch.int64)
 
 
 def refused(argv, expected):
@@ -225,5 +275,5 @@ def test_a_file_that_differs_from_the_student_is_not_written(students, tmp_path,
     refused(["--export-dir", export_dir, "--format", "torchscript", "--image", images[0],
              "--output", str(tmp_path / "model.ts")],
             "TorchScript and Python detections differ: max |box diff| 0.01 px, max |score diff| "
-            "0 (tolerance 0.001); nothing was written")
+            "0 (tolerance 0.001 + 1e-05 x |coordinate| px, 0.001 for scores); nothing was written")
     assert os.listdir(tmp_path) == []

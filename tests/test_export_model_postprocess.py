@@ -1,20 +1,24 @@
 """nd-det's export-friendly post-processing (nd_det.export.postprocess) and the exportable
 student (nd_det.export.graph) give detectron2's own detections in eager mode, bit for bit: the
-RPN's proposal selection (find_top_rpn_proposals), the box head's threshold + NMS
-(fast_rcnn_inference_single_image) and the whole inference (GeneralizedRCNN.inference), in both
-of torchvision's batched-NMS regimes (coordinate trick up to 1000 boxes, a loop above)."""
+RPN's proposal selection (find_top_rpn_proposals), the pooler's level of each box
+(assign_boxes_to_levels), the box head's threshold + NMS (fast_rcnn_inference_single_image)
+and the whole inference (GeneralizedRCNN.inference), in both of torchvision's batched-NMS
+regimes (coordinate trick up to 1000 boxes, a loop above)."""
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
+from detectron2.modeling.poolers import assign_boxes_to_levels
 from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
+from detectron2.structures import Boxes
 
 from nd_det.errors import ConfigError
 from nd_det.export import export_student
 from nd_det.export.contract import load_exported_student, student_detections
 from nd_det.export.graph import ExportableStudent, check_exportable, min_image_side
-from nd_det.export.postprocess import detections_per_class, nms_per_class, top_rpn_proposals
+from nd_det.export.postprocess import (box_levels, detections_per_class, nms_per_class,
+                                       top_rpn_proposals)
 
 from .helpers.threads import one_torch_thread  # noqa: F401  (autouse fixture)
 from .helpers.tiny_distill import tiny_distill_cfg
@@ -65,6 +69,15 @@ def test_detection_selection_is_detectron2s(per_class_boxes, num_proposals):
         assert torch.equal(found[0], expected.pred_boxes.tensor)
         assert torch.equal(found[1], expected.scores)
         assert torch.equal(found[2], expected.pred_classes)
+
+
+def test_box_levels_are_detectron2s():
+    g = torch.Generator().manual_seed(5)
+    xy, wh = torch.rand(500, 2, generator=g) * 900, 1 + torch.rand(500, 2, generator=g) * 700
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    expected = assign_boxes_to_levels([Boxes(boxes)], 2, 5, 224, 4)
+    assert torch.equal(box_levels(boxes, 2, 5, 224, 4), expected)
+    assert set(expected.tolist()) == {0, 1, 2, 3}
 
 
 def test_nms_per_class_takes_no_boxes():

@@ -18,19 +18,16 @@ by the test transform, and returns ``boxes`` (N, 4, x0 y0 x1 y1 in that image's 
 do_postprocess=False)``.
 """
 import contextlib
-import warnings
 from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode
-from detectron2.modeling.poolers import assign_boxes_to_levels
 from detectron2.modeling.proposal_generator import RPN
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers, StandardROIHeads
-from detectron2.structures import Boxes
 
 from ..errors import ConfigError
-from .postprocess import detections_per_class, top_rpn_proposals
+from .postprocess import box_levels, detections_per_class, top_rpn_proposals
 
 __all__ = ["ExportableStudent", "check_exportable", "min_image_side", "dynamic_image_shapes",
            "exporting"]
@@ -62,15 +59,25 @@ def min_image_side(model: torch.nn.Module) -> int:
     return max(shape.stride for shape in model.backbone.output_shape().values()) + 1
 
 
+def _nms_fake(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """What torch.export assumes of ``torchvision::nms``: any number of kept boxes, 0 included.
+    torchvision's own fake kernel (``create_unbacked_symint()``, whose default minimum is 2)
+    makes the exported graph assert that every NMS keeps at least 2 boxes, so a file would fail
+    on an image with one detection, or a level with one proposal left."""
+    return boxes.new_empty(torch.library.get_ctx().new_dynamic_size(), dtype=torch.long)
+
+
 @contextlib.contextmanager
 def exporting():
-    """No autograd, and without the FutureWarning torchvision's own fake ``nms`` kernel raises
-    on every NMS call while torch.export traces (it calls ``create_unbacked_symint``, which
-    torch 2.14 renames; nothing a user of nd-det can change)."""
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning,
-                                message=r"`create_unbacked_symint` is deprecated")
-        yield
+    """No autograd, and ``torchvision::nms`` traced with :func:`_nms_fake` (torchvision's fake
+    kernel is back in place afterwards)."""
+    library = torch.library.Library("torchvision", "FRAGMENT")
+    try:
+        torch.library.register_fake("torchvision::nms", _nms_fake, lib=library)
+        with torch.no_grad():
+            yield
+    finally:
+        library._destroy()
 
 
 def dynamic_image_shapes(model: torch.nn.Module) -> dict:
@@ -125,8 +132,8 @@ class ExportableStudent(torch.nn.Module):
         rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)  # image index 0
         if len(pooler.level_poolers) == 1:
             return pooler.level_poolers[0](maps[0], rois)
-        levels = assign_boxes_to_levels([Boxes(boxes)], pooler.min_level, pooler.max_level,
-                                        pooler.canonical_box_size, pooler.canonical_level)
+        levels = box_levels(boxes, pooler.min_level, pooler.max_level,
+                            pooler.canonical_box_size, pooler.canonical_level)
         size = pooler.output_size
         pooled = maps[0].new_zeros(boxes.shape[0], maps[0].shape[1], size[0], size[1])
         for level, level_pooler in enumerate(pooler.level_poolers):

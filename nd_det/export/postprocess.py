@@ -23,7 +23,8 @@ from typing import List, Sequence, Tuple
 import torch
 from torchvision.ops import nms
 
-__all__ = ["clip_boxes", "top_rpn_proposals", "nms_per_class", "detections_per_class"]
+__all__ = ["clip_boxes", "top_rpn_proposals", "box_levels", "nms_per_class",
+           "detections_per_class"]
 
 
 def clip_boxes(boxes: torch.Tensor, height, width) -> torch.Tensor:
@@ -61,6 +62,17 @@ def top_rpn_proposals(proposals: Sequence[torch.Tensor], logits: Sequence[torch.
     return boxes[order], scores[order]
 
 
+def box_levels(boxes: torch.Tensor, min_level: int, max_level: int, canonical_box_size: int,
+               canonical_level: int) -> torch.Tensor:
+    """detectron2's ``assign_boxes_to_levels`` for one image's (R, 4) tensor: the FPN level of
+    each box, minus ``min_level`` (its ``Boxes`` wrapper reshapes empty tensors after checking
+    ``numel() == 0``, a guard on the number of proposals)."""
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    levels = torch.floor(canonical_level + torch.log2(torch.sqrt(areas) / canonical_box_size
+                                                      + 1e-8))
+    return torch.clamp(levels, min=min_level, max=max_level).to(torch.int64) - min_level
+
+
 def nms_per_class(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor,
                   iou_threshold: float) -> torch.Tensor:
     """torchvision's ``batched_nms`` by the coordinate trick, also for an empty input (its
@@ -80,8 +92,9 @@ def detections_per_class(boxes: torch.Tensor, probs: torch.Tensor, height, width
     valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(probs).all(dim=1)
     boxes, probs = boxes[valid], probs[valid]
     probs = probs[:, :-1]
-    per_class = boxes.shape[1] // 4
-    boxes = clip_boxes(boxes.reshape(-1, 4), height, width).view(-1, per_class, 4)
+    rows, per_class = boxes.shape[0], boxes.shape[1] // 4
+    # explicit sizes, not -1: with no rows left, -1 is ambiguous (a guard for the exporter)
+    boxes = clip_boxes(boxes.reshape(rows * per_class, 4), height, width).view(rows, per_class, 4)
     passed = probs > score_thresh
     index = passed.nonzero()  # (candidate, class)
     boxes = boxes[index[:, 0], 0] if per_class == 1 else boxes[passed]
