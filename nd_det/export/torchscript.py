@@ -18,8 +18,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.export import TracingAdapter
 
-from .contract import load_exported_student, student_detections  # noqa: F401  (the demo
-# imports load_exported_student from here)
+from .contract import student_detections
 from .student import DEPLOY_FILE_NAMES
 
 __all__ = ["FILE_NAME", "WHAT", "EXPORTER", "require", "check_model", "min_side", "sizes",
