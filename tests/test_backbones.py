@@ -22,8 +22,8 @@ from detectron2.utils.events import EventStorage
 from nd_det.errors import ConfigError
 from nd_det.config import add_backbone_config, load_config
 from nd_det.modeling.backbone import check_resnet_basic_config
-from nd_det.modeling.torchvision_weights import (TorchvisionWeightsCheckpointer,
-                                                 find_offline_mobilenet_v2_weights)
+from nd_det.engine.checkpoint import AtomicCheckpointer
+from nd_det.modeling.torchvision_weights import find_offline_mobilenet_v2_weights
 
 STUDENT_CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "Base-Students")
 FRAGMENTS = {"R18": "R18-FPN.yaml", "R34": "R34-FPN.yaml", "MV2": "MV2-FPN.yaml"}
@@ -160,7 +160,7 @@ def test_mobilenetv2_stages_equal_torchvision_features(tmp_path, norm, weights):
     path = str(tmp_path / "mobilenet_v2.pth")
     torch.save(reference.state_dict(), path)
     model = build_model(student_cfg("MV2", norm=norm))
-    TorchvisionWeightsCheckpointer(model).load(path)
+    AtomicCheckpointer(model).load(path)
     ours = model.backbone.bottom_up.eval()
     # The comparison must cover ReLU6's clipping, not only the convolutions: hooks on
     # torchvision's ReLU6 modules (in place, so a clipped value reads 6) count the clipped values

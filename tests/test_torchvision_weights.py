@@ -1,6 +1,6 @@
 """torchvision ImageNet files as MODEL.WEIGHTS: a state dict as torchvision publishes it loads
-into the student's torchvision backbone strictly (every backbone key, right shapes), through a
-DetectionCheckpointer with TorchvisionWeightsMixin (the trainer's AtomicCheckpointer included);
+into the student's torchvision backbone strictly (every backbone key, right shapes), through
+the trainer's AtomicCheckpointer (DetectionCheckpointer with TorchvisionWeightsMixin);
 a file of another architecture, or one missing a key or with other shapes, is refused in one
 line naming what is wrong; detector-layout checkpoints load as before."""
 import pytest
@@ -13,7 +13,7 @@ from nd_det.errors import UserError, ConfigError
 from nd_det.config import load_config
 from nd_det.engine.checkpoint import AtomicCheckpointer
 from nd_det.modeling.student_checkpoint import plain_student_cfg
-from nd_det.modeling.torchvision_weights import (OFFLINE_MOBILENET_V2_FILE, TorchvisionWeightsCheckpointer, TorchvisionWeightsMixin, find_offline_mobilenet_v2_weights)
+from nd_det.modeling.torchvision_weights import (OFFLINE_MOBILENET_V2_FILE, TorchvisionWeightsMixin, find_offline_mobilenet_v2_weights)
 
 from .helpers.threads import one_torch_thread  # noqa: F401  (autouse fixture)
 from .helpers.tiny_distill import config_path, tiny_distill_opts
@@ -77,7 +77,7 @@ def test_another_architectures_file_is_refused_naming_it(tmp_path):
     path = save(torchvision.models.resnet18().state_dict(), tmp_path, "resnet18.pth")
     model = student(tmp_path)
     with pytest.raises(ConfigError) as error:
-        TorchvisionWeightsCheckpointer(model).load(path)
+        AtomicCheckpointer(model).load(path)
     message = str(error.value)
     assert isinstance(error.value, UserError) and "\n" not in message
     assert message.startswith(f"weights file {path} does not fit the student's torchvision "
@@ -96,7 +96,7 @@ def test_a_file_missing_a_key_is_refused(tmp_path):
     with pytest.raises(ConfigError,
                        match=r"missing keys: features\.5\.block\.1\.1\.running_var; give "
                        "torchvision's mobilenet_v3_large ImageNet file"):
-        TorchvisionWeightsCheckpointer(model).load(path)
+        AtomicCheckpointer(model).load(path)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # untouched
 
 
@@ -106,7 +106,7 @@ def test_a_file_with_other_shapes_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"shape mismatches: "
                        r"features\.2\.block\.0\.0\.weight \(48, 16, 1, 1\) in the file vs "
                        r"\(64, 16, 1, 1\) in the model"):
-        TorchvisionWeightsCheckpointer(student(tmp_path)).load(path)
+        AtomicCheckpointer(student(tmp_path)).load(path)
 
 
 def test_group_norm_student_takes_the_affine_terms_and_ignores_the_statistics(tmp_path):
@@ -114,7 +114,7 @@ def test_group_norm_student_takes_the_affine_terms_and_ignores_the_statistics(tm
     state = torchvision.models.mobilenet_v3_large().state_dict()
     path = save(state, tmp_path, "mv3.pth")
     model = student(tmp_path, extra=["MODEL.TORCHVISION.NORM", "GN"])
-    TorchvisionWeightsCheckpointer(model).load(path)
+    AtomicCheckpointer(model).load(path)
     assert_loaded(model, state)
     assert not any(k.endswith("running_mean") for k in model.backbone.bottom_up.state_dict())
 
@@ -126,6 +126,6 @@ def test_detector_checkpoints_load_as_before(tmp_path):
     torch.manual_seed(5)
     for p in model.parameters():
         p.data.normal_()
-    TorchvisionWeightsCheckpointer(model).load(str(tmp_path / "student.pth"))
+    AtomicCheckpointer(model).load(str(tmp_path / "student.pth"))
     saved = trained.state_dict()
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())

@@ -25,7 +25,6 @@ import importlib.util
 import os
 from typing import Dict, Mapping, Optional, Tuple
 
-from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
 from ..errors import ConfigError
@@ -39,7 +38,6 @@ __all__ = [
     "is_torchvision_layout",
     "torchvision_state_for_model",
     "TorchvisionWeightsMixin",
-    "TorchvisionWeightsCheckpointer",
     "OFFLINE_MOBILENET_V2_FILE",
     "find_offline_mobilenet_v2_weights",
 ]
@@ -116,8 +114,8 @@ def torchvision_state_for_model(model: nn.Module, state: Mapping[str, object],
 class TorchvisionWeightsMixin:
     """DetectionCheckpointer mixin: a torchvision ImageNet file loads into the student's
     torchvision bottom-up (strictly); any other checkpoint loads as DetectionCheckpointer
-    loads it.  Use it as the first base: ``class C(TorchvisionWeightsMixin,
-    DetectionCheckpointer)``."""
+    loads it.  Its one user is the trainer's checkpointer,
+    :class:`nd_det.engine.checkpoint.AtomicCheckpointer` (the first base)."""
 
     def _load_file(self, filename):
         self._torchvision_source = filename  # named in the error message
@@ -133,11 +131,6 @@ class TorchvisionWeightsMixin:
             if routed is not None:
                 checkpoint = dict(checkpoint, model=routed)
         return super()._load_model(checkpoint)
-
-
-class TorchvisionWeightsCheckpointer(TorchvisionWeightsMixin, DetectionCheckpointer):
-    """DetectionCheckpointer that also takes torchvision ImageNet files for torchvision
-    backbones."""
 
 
 def find_offline_mobilenet_v2_weights() -> Optional[str]:
