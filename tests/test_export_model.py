@@ -8,13 +8,11 @@ import os
 import sys
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from nd_demo.configs import DEFAULT_STUDENT_CONFIG, load_demo_cfg, without_demo_keys
-from PIL import Image
 
 from nd_det.export import export_student
 from nd_det.export.contract import (BOX_RTOL, TOLERANCE, deploy_image, load_exported_student,
@@ -23,7 +21,8 @@ from nd_det.modeling.student_checkpoint import plain_student_cfg
 
 from .helpers.run_tool import run_tool_in_process
 from .helpers.threads import one_torch_thread  # noqa: F401  (autouse fixture)
-from .helpers.tiny_distill import REPO, tiny_distill_cfg
+from .helpers.tiny_distill import REPO
+from .helpers.toy_export import distilled_export, write_image
 
 TOOL = os.path.join(REPO, "tools", "export_model.py")
 TOY_STUDENTS = {
@@ -35,25 +34,13 @@ TOY_STUDENTS = {
 }
 
 
-def write_image(path, height, width, seed):
-    pixels = np.random.RandomState(seed).randint(0, 256, (height, width, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-    return str(path)
-
-
 def toy_export(tmp, student):
     """A DistillRCNN checkpoint of the tiny config exported with export_student: (the
     DistillRCNN in eval mode, the export folder, two images: 96x128 and 144x96 once resized)."""
-    config_file, opts = TOY_STUDENTS[student]
-    cfg = tiny_distill_cfg(str(tmp), config_file, extra_opts=opts)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    (tmp / "train").mkdir()
-    DetectionCheckpointer(model, str(tmp / "train")).save("model_final")
-    export_student(cfg, str(tmp / "train" / "model_final.pth"), str(tmp / "deploy"))
+    model, export_dir = distilled_export(tmp, *TOY_STUDENTS[student])
     images = [write_image(tmp / "a.png", 120, 160, seed=0), write_image(tmp / "b.jpg", 150, 100,
                                                                         seed=1)]
-    return model.eval(), str(tmp / "deploy"), images
+    return model, export_dir, images
 
 
 def demo_export(tmp):

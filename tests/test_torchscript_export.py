@@ -10,22 +10,18 @@ import subprocess
 import sys
 import warnings
 
-import numpy as np
 import pytest
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.modeling import build_model
-from PIL import Image
 
 from nd_det.errors import ExportError
-from nd_det.export import export_student
 from nd_det.export.contract import (compare_detections, deploy_image, load_exported_student,
                                     student_detections)
 from nd_det.export.formats import export_model
 
 from .helpers.run_tool import run_tool_in_process
 from .helpers.threads import one_torch_thread  # noqa: F401  (autouse fixture)
-from .helpers.tiny_distill import REPO, tiny_distill_cfg
+from .helpers.tiny_distill import REPO
+from .helpers.toy_export import distilled_export, write_image
 
 TOOL = os.path.join(REPO, "tools", "export_torchscript.py")
 STUDENTS = {
@@ -60,26 +56,6 @@ with torch.no_grad():
 '''
 
 
-def write_image(path, height, width, seed):
-    pixels = np.random.RandomState(seed).randint(0, 256, (height, width, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-    return str(path)
-
-
-def distilled_export(tmp_path, student):
-    """A DistillRCNN checkpoint of the tiny config, exported with export_student.  Returns the
-    DistillRCNN (eval mode) and the export folder."""
-    config_file, opts = STUDENTS[student]
-    cfg = tiny_distill_cfg(str(tmp_path), config_file, extra_opts=opts)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    (tmp_path / "train").mkdir()
-    DetectionCheckpointer(model, str(tmp_path / "train")).save("model_final")
-    export_dir = str(tmp_path / "deploy")
-    export_student(cfg, str(tmp_path / "train" / "model_final.pth"), export_dir)
-    return model.eval(), export_dir
-
-
 def assert_same(ours, theirs):
     boxes, scores, classes = ours
     assert len(boxes) == len(theirs[0]) > 0
@@ -90,7 +66,7 @@ def assert_same(ours, theirs):
 
 @pytest.mark.parametrize("student", list(STUDENTS))
 def test_traced_student_gives_the_distilled_students_detections(tmp_path, student):
-    distilled, export_dir = distilled_export(tmp_path, student)
+    distilled, export_dir = distilled_export(tmp_path, *STUDENTS[student])
     image = write_image(tmp_path / "a.png", 120, 160, seed=0)  # resized to 96x128
     other = write_image(tmp_path / "b.jpg", 150, 100, seed=1)  # resized to 144x96
     result = export_model(export_dir, image, "torchscript")
@@ -114,7 +90,7 @@ def test_traced_student_gives_the_distilled_students_detections(tmp_path, studen
 
 
 def test_traced_file_runs_without_nd_det_or_detectron2(tmp_path):
-    distilled, export_dir = distilled_export(tmp_path, "mv3")
+    distilled, export_dir = distilled_export(tmp_path, *STUDENTS["mv3"])
     paths = [write_image(tmp_path / "a.png", 120, 160, seed=0),
              write_image(tmp_path / "b.png", 150, 100, seed=1)]
     result = export_model(export_dir, paths[0], "torchscript")
@@ -134,7 +110,7 @@ def test_traced_file_runs_without_nd_det_or_detectron2(tmp_path):
 
 
 def test_tool_writes_the_file_and_refuses_bad_input(tmp_path, capsys):
-    _, export_dir = distilled_export(tmp_path, "mv3")
+    _, export_dir = distilled_export(tmp_path, *STUDENTS["mv3"])
     image = write_image(tmp_path / "a.png", 120, 160, seed=0)
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
@@ -185,7 +161,7 @@ def test_round_trip_check_refuses_different_detections():
 def test_a_failed_round_trip_writes_nothing(tmp_path, monkeypatch):
     import nd_det.export.contract as contract
 
-    _, export_dir = distilled_export(tmp_path, "mv3")
+    _, export_dir = distilled_export(tmp_path, *STUDENTS["mv3"])
     image = write_image(tmp_path / "a.png", 120, 160, seed=0)
     before = sorted(os.listdir(export_dir))
 
