@@ -1,4 +1,5 @@
 """nd-det: ND-loss knowledge distillation for detectron2 detectors and torchvision classifiers."""
+
 from setuptools import find_packages, setup
 
 setup(
@@ -26,7 +27,10 @@ setup(
     # has neither) and the DeiT augmentation
     # onnx: tools/export_model.py --format onnx (torch's dynamo exporter needs onnx and
     # onnxscript; the parity check runs the file in ONNX Runtime); the versions tested here
-    extras_require={"test": ["pytest", "pytest-xdist"], "demo": ["matplotlib"],
-                    "timm": ["timm>=0.9"],
-                    "onnx": ["onnx>=1.23", "onnxscript>=0.7", "onnxruntime>=1.32"]},
+    extras_require={
+        "test": ["pytest", "pytest-xdist"],
+        "demo": ["matplotlib"],
+        "timm": ["timm>=0.9"],
+        "onnx": ["onnx>=1.23", "onnxscript>=0.7", "onnxruntime>=1.32"],
+    },
 )

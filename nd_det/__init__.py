@@ -13,6 +13,7 @@ student backbones in detectron2's registries.  ``import nd_det`` alone imports n
 the loss core, ``nd_det.losses``, and the classification package, ``nd_det.classification``,
 need only torch and never import detectron2.
 """
+
 import importlib
 
 __version__ = "0.1.0"

@@ -26,8 +26,10 @@ the per-class counts, the teacher identity and the protocol's settings.
 :func:`check_extraction` runs every check that needs no model (the output path, the datasets,
 classes without ground truth) and is called before the pass, in the tool's parent process too.
 """
+
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -74,10 +76,10 @@ logger = logging.getLogger(__name__)
 
 PROTOCOLS = {
     "reference": "the RoIs the teacher's ROI head samples (GT appended, IoU labels, background "
-                 "included) from its training-mode RPN proposals, under training augmentation "
-                 "(the reference code's protocol)",
+    "included) from its training-mode RPN proposals, under training augmentation "
+    "(the reference code's protocol)",
     "gt-boxes": "each ground-truth box once at test scale; background from sampled teacher "
-                "proposals that match no ground truth",
+    "proposals that match no ground truth",
 }
 DEFAULT_PROTOCOL = "reference"
 # The reference averaged for 30,000 iterations of 2 images per process, and each process kept
@@ -94,7 +96,7 @@ _LOG_PERIOD_S = 10.0
 # ---------------------------------------------------------------------- images and seeds
 def image_seed(seed: int, index: int) -> int:
     """The seed of image ``index`` (its position in the training list) under ``seed``."""
-    return (int(seed) * 1_000_003 + int(index)) % 2 ** 32
+    return (int(seed) * 1_000_003 + int(index)) % 2**32
 
 
 def parse_max_images(value: Union[None, int, str]) -> Optional[int]:
@@ -106,18 +108,20 @@ def parse_max_images(value: Union[None, int, str]) -> Optional[int]:
     except ValueError:
         number = 0
     if number < 1:
-        raise DataError(f"--max-images {value!r}: give a positive number of images, or "
-                              "'all' for the whole training set")
+        raise DataError(
+            f"--max-images {value!r}: give a positive number of images, or "
+            "'all' for the whole training set"
+        )
     return number
 
 
-def select_images(num_images: int, max_images: Optional[int], seed: int) -> List[int]:
+def select_images(num_images: int, max_images: Optional[int], seed: int) -> list[int]:
     """Indices of the images to use, ascending: all of them when ``max_images`` is None or at
     least ``num_images``, else the first ``max_images`` of a permutation seeded by ``seed``
     (a uniform random subset, as a shuffled training loader would visit)."""
     if max_images is None or max_images >= num_images:
         return list(range(num_images))
-    order = np.random.RandomState(int(seed) % 2 ** 32).permutation(num_images)
+    order = np.random.RandomState(int(seed) % 2**32).permutation(num_images)
     return sorted(int(i) for i in order[:max_images])
 
 
@@ -136,7 +140,7 @@ class SeededMapper:
         )
         self.seed = seed
 
-    def __call__(self, dataset_dict: Dict) -> Dict:
+    def __call__(self, dataset_dict: dict) -> dict:
         # detectron2's augmentations draw from numpy's global generator (they take no generator
         # argument), so it is seeded around each call and restored afterwards
         state = np.random.get_state()
@@ -149,7 +153,7 @@ class SeededMapper:
 
 # ---------------------------------------------------------------------- the teacher's RoIs
 @torch.no_grad()
-def training_proposals(teacher: FrozenTeacher, images, features, gt: Instances) -> List[Instances]:
+def training_proposals(teacher: FrozenTeacher, images, features, gt: Instances) -> list[Instances]:
     """The teacher RPN's proposals with its TRAINING top-k (PRE/POST_NMS_TOPK_TRAIN), as the
     student's RPN makes them in a training step.  detectron2's RPN chooses its top-k by its
     training flag, so it runs in training mode (under no_grad; the ground truth is what its
@@ -179,14 +183,14 @@ class TeacherEmbedder:
         device = self.teacher.device
         return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
-    def _sample(self, proposals: List[Instances], gt: Instances, index: int) -> Instances:
+    def _sample(self, proposals: list[Instances], gt: Instances, index: int) -> Instances:
         """The ROI head's training sampler on ``proposals``, seeded from the image index."""
         with self._own_rng():
             torch.manual_seed(image_seed(self.seed, index))
             return self.teacher.model.roi_heads.label_and_sample_proposals(proposals, [gt])[0]
 
     @torch.no_grad()
-    def __call__(self, inputs: Dict) -> Tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(embeddings, labels) of one mapped dataset dict; its ``INDEX_KEY`` seeds the
         sampling, so a given image always yields the same RoIs."""
         teacher = self.teacher
@@ -214,38 +218,47 @@ class TeacherEmbedder:
 
 
 # ---------------------------------------------------------------------- checks before the pass
-def _output_path(cfg: CfgNode, output: Optional[str]) -> Tuple[str, str]:
+def _output_path(cfg: CfgNode, output: Optional[str]) -> tuple[str, str]:
     if output:
         return output, "--output"
     if not cfg.MODEL.DISTILL.CLASS_MEANS:
-        raise DataError("MODEL.DISTILL.CLASS_MEANS is empty and no --output is given: "
-                              "name the file to write (e.g. --output class_means/teacher.pth)")
+        raise DataError(
+            "MODEL.DISTILL.CLASS_MEANS is empty and no --output is given: "
+            "name the file to write (e.g. --output class_means/teacher.pth)"
+        )
     return cfg.MODEL.DISTILL.CLASS_MEANS, "MODEL.DISTILL.CLASS_MEANS"
 
 
-def _training_dicts(cfg: CfgNode) -> List[Dict]:
+def _training_dicts(cfg: CfgNode) -> list[dict]:
     check_datasets(cfg, splits=("TRAIN",), required=("TRAIN",))  # registered, files present
     names = list(cfg.DATASETS.TRAIN)
     try:
         return get_detection_dataset_dicts(names, filter_empty=False)
     except (OSError, AssertionError) as e:
-        raise DataError(f"DATASETS.TRAIN {tuple(names)}: cannot load its records "
-                           f"({type(e).__name__}: {e}). Fix: check the annotation files (COCO is "
-                           "read from $DETECTRON2_DATASETS/coco)") from None
+        raise DataError(
+            f"DATASETS.TRAIN {tuple(names)}: cannot load its records "
+            f"({type(e).__name__}: {e}). Fix: check the annotation files (COCO is "
+            "read from $DETECTRON2_DATASETS/coco)"
+        ) from None
 
 
-def _class_names(cfg: CfgNode) -> Optional[List[str]]:
+def _class_names(cfg: CfgNode) -> Optional[list[str]]:
     names = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", None)
     return list(names) if names else None
 
 
-def _check_ground_truth(dicts: Sequence[Dict], num_classes: int,
-                        class_names: Optional[Sequence[str]], datasets: Sequence[str]) -> None:
+def _check_ground_truth(
+    dicts: Sequence[dict],
+    num_classes: int,
+    class_names: Optional[Sequence[str]],
+    datasets: Sequence[str],
+) -> None:
     """Every foreground class needs a (non-crowd) ground-truth box in the selected images."""
     seen = set()  # counted from the records: DatasetMapper drops crowd boxes, so do we
     for record in dicts:
-        seen.update(int(a["category_id"]) for a in record.get("annotations", ())
-                    if not a.get("iscrowd", 0))
+        seen.update(
+            int(a["category_id"]) for a in record.get("annotations", ()) if not a.get("iscrowd", 0)
+        )
     missing = [k for k in range(num_classes) if k not in seen]
     if missing:
         named = class_labels(missing, class_names)
@@ -257,10 +270,14 @@ def _check_ground_truth(dicts: Sequence[Dict], num_classes: int,
         )
 
 
-def check_extraction(cfg: CfgNode, output: Optional[str] = None,
-                     max_images: Optional[int] = REFERENCE_NUM_IMAGES,
-                     allow_empty_classes: bool = False, seed: int = 0,
-                     protocol: str = DEFAULT_PROTOCOL) -> Tuple[str, List[Dict], int]:
+def check_extraction(
+    cfg: CfgNode,
+    output: Optional[str] = None,
+    max_images: Optional[int] = REFERENCE_NUM_IMAGES,
+    allow_empty_classes: bool = False,
+    seed: int = 0,
+    protocol: str = DEFAULT_PROTOCOL,
+) -> tuple[str, list[dict], int]:
     """Every check of an extraction that needs no model, in the order of their cost: the
     protocol, the output path (writable, not .json), the teacher's config and weights file, the
     datasets, classes without ground truth in the selected images (unless allowed).
@@ -271,47 +288,64 @@ def check_extraction(cfg: CfgNode, output: Optional[str] = None,
     max_images = parse_max_images(max_images)
     path, what = _output_path(cfg, output)
     if str(path).lower().endswith(".json"):
-        raise DataError(f"{what} {path}: nd-det writes its class-means format (a torch "
-                              "file), not JSON; give a .pth path")
+        raise DataError(
+            f"{what} {path}: nd-det writes its class-means format (a torch "
+            "file), not JSON; give a .pth path"
+        )
     check_writable(path, what)
     FrozenTeacher.check(cfg)
     dicts = _training_dicts(cfg)
     scan_registered_datasets(cfg.DATASETS.TRAIN)  # every image decodes, at its JSON size
-    chosen = [dict(dicts[i], **{INDEX_KEY: i})
-              for i in select_images(len(dicts), max_images, seed)]
+    chosen = [dict(dicts[i], **{INDEX_KEY: i}) for i in select_images(len(dicts), max_images, seed)]
     if not allow_empty_classes:
-        _check_ground_truth(chosen, int(cfg.MODEL.ROI_HEADS.NUM_CLASSES), _class_names(cfg),
-                            list(cfg.DATASETS.TRAIN))
+        _check_ground_truth(
+            chosen,
+            int(cfg.MODEL.ROI_HEADS.NUM_CLASSES),
+            _class_names(cfg),
+            list(cfg.DATASETS.TRAIN),
+        )
     return path, chosen, len(dicts)
 
 
 # ---------------------------------------------------------------------- the pass
-def _protocol_metadata(teacher: FrozenTeacher, cfg: CfgNode, protocol: str) -> Dict:
+def _protocol_metadata(teacher: FrozenTeacher, cfg: CfgNode, protocol: str) -> dict:
     """What the file records of the protocol: resizing / flipping, RPN top-k, ROI sampling
     (read from the teacher's modules: a yacs or a LazyConfig teacher alike)."""
     rpn, heads, inp = teacher.model.proposal_generator, teacher.model.roi_heads, cfg.INPUT
     reference = protocol == "reference"
     mode = "train" if reference else "test"
     if reference:
-        augmentation = {"min_size": [int(s) for s in inp.MIN_SIZE_TRAIN],
-                        "max_size": int(inp.MAX_SIZE_TRAIN),
-                        "sampling": str(inp.MIN_SIZE_TRAIN_SAMPLING), "flip": str(inp.RANDOM_FLIP)}
+        augmentation = {
+            "min_size": [int(s) for s in inp.MIN_SIZE_TRAIN],
+            "max_size": int(inp.MAX_SIZE_TRAIN),
+            "sampling": str(inp.MIN_SIZE_TRAIN_SAMPLING),
+            "flip": str(inp.RANDOM_FLIP),
+        }
     else:
-        augmentation = {"min_size": [int(inp.MIN_SIZE_TEST)], "max_size": int(inp.MAX_SIZE_TEST),
-                        "sampling": "choice", "flip": "none"}
+        augmentation = {
+            "min_size": [int(inp.MIN_SIZE_TEST)],
+            "max_size": int(inp.MAX_SIZE_TEST),
+            "sampling": "choice",
+            "flip": "none",
+        }
     return {
         "protocol": protocol,
         "protocol_description": PROTOCOLS[protocol],
         "augmentation": augmentation,
-        "rpn_topk": {"mode": mode,  # detectron2's RPN keys its top-k by its training flag
-                     "pre_nms": int(rpn.pre_nms_topk[reference]),
-                     "post_nms": int(rpn.post_nms_topk[reference])},
-        "roi_sampling": {"batch_size_per_image": int(heads.batch_size_per_image),
-                         "positive_fraction": float(heads.positive_fraction),
-                         "iou_thresholds": [  # the Matcher holds them between -inf and inf
-                             float(x) for x in heads.proposal_matcher.thresholds[1:-1]],
-                         "append_gt": bool(heads.proposal_append_gt),
-                         "rows": "all sampled RoIs" if reference else "background RoIs only"},
+        "rpn_topk": {
+            "mode": mode,  # detectron2's RPN keys its top-k by its training flag
+            "pre_nms": int(rpn.pre_nms_topk[reference]),
+            "post_nms": int(rpn.post_nms_topk[reference]),
+        },
+        "roi_sampling": {
+            "batch_size_per_image": int(heads.batch_size_per_image),
+            "positive_fraction": float(heads.positive_fraction),
+            "iou_thresholds": [  # the Matcher holds them between -inf and inf
+                float(x) for x in heads.proposal_matcher.thresholds[1:-1]
+            ],
+            "append_gt": bool(heads.proposal_append_gt),
+            "rows": "all sampled RoIs" if reference else "background RoIs only",
+        },
     }
 
 
@@ -334,8 +368,9 @@ def extract_class_means(
     rows are then zero-filled and flagged in the metadata), before the pass when the ground
     truth already shows it.
     """
-    output, dicts, total = check_extraction(cfg, output, max_images, allow_empty_classes, seed,
-                                            protocol)
+    output, dicts, total = check_extraction(
+        cfg, output, max_images, allow_empty_classes, seed, protocol
+    )
     teacher = FrozenTeacher(cfg)
     num_classes = teacher.num_classes
     loader = build_detection_test_loader(  # InferenceSampler: one shard per process
@@ -347,8 +382,14 @@ def extract_class_means(
     acc = ClassMeanAccumulator(num_classes + 1, teacher.embedding_dim, device=teacher.device)
     local = len(loader)
 
-    logger.info("Extracting teacher class means (protocol %s) from %d of %d images of %s "
-                "(%d on this rank)", protocol, len(dicts), total, list(cfg.DATASETS.TRAIN), local)
+    logger.info(
+        "Extracting teacher class means (protocol %s) from %d of %d images of %s (%d on this rank)",
+        protocol,
+        len(dicts),
+        total,
+        list(cfg.DATASETS.TRAIN),
+        local,
+    )
     clock = ProgressClock(local, skip=1)
     clock.start()
     with EventStorage(0):  # the RPN and ROI-head samplers log into an event storage
@@ -357,8 +398,10 @@ def extract_class_means(
             acc.update(feats, labels)
             clock.step()
             eta = clock.eta_seconds()
-            message = (f"[class means] {clock.done}/{local} images  "
-                       f"ETA {'?' if eta is None else format_duration(eta)}")
+            message = (
+                f"[class means] {clock.done}/{local} images  "
+                f"ETA {'?' if eta is None else format_duration(eta)}"
+            )
             if clock.done == local:
                 logger.info(message)
             else:
@@ -373,8 +416,11 @@ def extract_class_means(
         datasets=list(cfg.DATASETS.TRAIN),
         num_images=len(dicts),
         images_in_datasets=total,
-        image_selection=("all images" if len(dicts) == total else
-                         f"the first {len(dicts)} of a permutation seeded by {seed}"),
+        image_selection=(
+            "all images"
+            if len(dicts) == total
+            else f"the first {len(dicts)} of a permutation seeded by {seed}"
+        ),
         seed=int(seed),
         counts_known=True,
         background_row=num_classes,
@@ -384,7 +430,13 @@ def extract_class_means(
     table = acc.finalize(metadata, allow_empty=allow_empty_classes, class_names=names)
     if comm.is_main_process():
         save_class_means(output, table)
-        logger.info("Wrote class means %s (%d x %d) to %s; samples per class: %s",
-                    "table", table.num_classes, table.dim, output, table.counts.tolist())
+        logger.info(
+            "Wrote class means %s (%d x %d) to %s; samples per class: %s",
+            "table",
+            table.num_classes,
+            table.dim,
+            output,
+            table.counts.tolist(),
+        )
     comm.synchronize()
     return table

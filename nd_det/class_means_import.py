@@ -17,16 +17,17 @@ silently).  Counts are unknown: every row is stored with count 1 and ``counts_kn
 ``--task classification`` the tool imports the reference's classification tables instead (no
 background row): :mod:`nd_det.classification.class_means_import`.
 """
+
 import argparse
 import hashlib
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 
-from .errors import DataError
-from .errors import one_line_usage_errors, run_cli
+from .errors import DataError, one_line_usage_errors, run_cli
 from .losses import ClassMeans, save_class_means
 from .losses.class_means import directionless_rows
 from .utils.paths import check_writable
@@ -52,8 +53,10 @@ DEFAULT_TEACHER_CONFIG = "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml"
 DEFAULT_NUM_CLASSES = 80  # COCO
 DEFAULT_DIM = 1024  # FastRCNNConvFCHead FC_DIM of the model-zoo detectors
 
-_SOURCE_FORMAT = ('{"0": [D numbers], ..., "K": [...]}: class index as a string, background '
-                  "last (the reference code's Detection/configs/Center/*_emb.json)")
+_SOURCE_FORMAT = (
+    '{"0": [D numbers], ..., "K": [...]}: class index as a string, background '
+    "last (the reference code's Detection/configs/Center/*_emb.json)"
+)
 
 
 # ---------------------------------------------------------------------- the teacher
@@ -71,17 +74,19 @@ def model_zoo_weights(teacher_config: str) -> Optional[str]:
     except RuntimeError:
         raise DataError(
             f"--teacher-config {teacher_config!r} is neither an existing file nor a detectron2 "
-            f"model-zoo config name (e.g. {DEFAULT_TEACHER_CONFIG!r})") from None
+            f"model-zoo config name (e.g. {DEFAULT_TEACHER_CONFIG!r})"
+        ) from None
     try:
         url = model_zoo.get_checkpoint_url(teacher_config)
     except RuntimeError:
         return None
     s3 = Detectron2Handler.S3_DETECTRON2_PREFIX
-    return Detectron2Handler.PREFIX + url[len(s3):] if url.startswith(s3) else url
+    return Detectron2Handler.PREFIX + url[len(s3) :] if url.startswith(s3) else url
 
 
-def _teacher_identity(teacher_config: str, teacher_weights: Optional[str],
-                      teacher_opts: Sequence[str]) -> Dict:
+def _teacher_identity(
+    teacher_config: str, teacher_weights: Optional[str], teacher_opts: Sequence[str]
+) -> dict:
     """What a distillation config with these MODEL.DISTILL.TEACHER_* values calls its teacher."""
     from detectron2.config import get_cfg
 
@@ -94,7 +99,8 @@ def _teacher_identity(teacher_config: str, teacher_weights: Optional[str],
         raise DataError(
             f"--teacher-config {teacher_config!r} is not a model-zoo config with known "
             "weights: give --teacher-weights, exactly as MODEL.DISTILL.TEACHER_WEIGHTS of "
-            "the config that will train with this table")
+            "the config that will train with this table"
+        )
     cfg = add_distill_config(get_cfg())
     cfg.MODEL.DISTILL.TEACHER_CONFIG = teacher_config
     cfg.MODEL.DISTILL.TEACHER_WEIGHTS = teacher_weights
@@ -114,7 +120,7 @@ def _refuse(path: str, problem: str) -> DataError:
     return DataError(f"--input {path}: {problem}")
 
 
-def _unique_keys(pairs: List[Tuple[str, object]]) -> Dict:
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     seen = {}
     for key, value in pairs:
         if key in seen:
@@ -123,60 +129,77 @@ def _unique_keys(pairs: List[Tuple[str, object]]) -> Dict:
     return seen
 
 
-def _row_indices(path: str, table: Dict, num_classes: int, background: bool = True) -> List[int]:
+def _row_indices(path: str, table: dict, num_classes: int, background: bool = True) -> list[int]:
     """The class index of each key; exactly 0..num_classes - 1 (and num_classes, the background
     row, when ``background``) must be present."""
     rows = num_classes + int(background)
-    last = f"\"{rows - 1}\"" + (" (background last)" if background else "")
+    last = f'"{rows - 1}"' + (" (background last)" if background else "")
     indices = {}
     for key in table:
         if not (key.isdigit() and key.isascii() and (key == "0" or not key.startswith("0"))):
-            raise _refuse(path, f"key {key!r} is not a class index; the keys must be \"0\" .. "
-                                f"{last}")
+            raise _refuse(path, f'key {key!r} is not a class index; the keys must be "0" .. {last}')
         indices[int(key)] = key
     present = sorted(indices)
     if present == list(range(len(present))) and len(present) != rows:
-        raise _refuse(path, f"holds {len(present)} rows (\"0\"..\"{len(present) - 1}\") but "
-                            f"--num-classes {num_classes} needs {rows}"
-                            f"{' (classes + background)' if background else ''}; pass "
-                            f"--num-classes {len(present) - int(background)} if that is the "
-                            "dataset's number of classes")
+        raise _refuse(
+            path,
+            f'holds {len(present)} rows ("0".."{len(present) - 1}") but '
+            f"--num-classes {num_classes} needs {rows}"
+            f"{' (classes + background)' if background else ''}; pass "
+            f"--num-classes {len(present) - int(background)} if that is the "
+            "dataset's number of classes",
+        )
     missing = [k for k in range(rows) if k not in indices]
     if missing:
-        raise _refuse(path, f"rows {short_list(missing, 10)} of \"0\"..\"{rows - 1}\" are "
-                            "missing: the keys must be contiguous, one row per class"
-                            f"{' and the background last' if background else ''}")
+        raise _refuse(
+            path,
+            f'rows {short_list(missing, 10)} of "0".."{rows - 1}" are '
+            "missing: the keys must be contiguous, one row per class"
+            f"{' and the background last' if background else ''}",
+        )
     extra = [k for k in present if k >= rows]
     if extra:
-        raise _refuse(path, f"rows {short_list(extra, 10)} lie beyond \"{rows - 1}\" (the "
-                            f"{'background' if background else 'last'} row for --num-classes "
-                            f"{num_classes})")
+        raise _refuse(
+            path,
+            f'rows {short_list(extra, 10)} lie beyond "{rows - 1}" (the '
+            f"{'background' if background else 'last'} row for --num-classes "
+            f"{num_classes})",
+        )
     return list(range(rows))
 
 
-def _row_values(path: str, key: str, row, dim: int) -> List[float]:
+def _row_values(path: str, key: str, row, dim: int) -> list[float]:
     if not isinstance(row, list):
         raise _refuse(path, f"row {key!r} is a {type(row).__name__}, not a list of {dim} numbers")
     if len(row) != dim:
-        raise _refuse(path, f"row {key!r} has {len(row)} values but --dim is {dim} (the "
-                            f"teacher's embedding size); pass --dim {len(row)} if that is the "
-                            "teacher's")
+        raise _refuse(
+            path,
+            f"row {key!r} has {len(row)} values but --dim is {dim} (the "
+            f"teacher's embedding size); pass --dim {len(row)} if that is the "
+            "teacher's",
+        )
     for position, value in enumerate(row):
         if not is_number(value):
-            raise _refuse(path, f"row {key!r} holds {value!r} at position {position}, not a "
-                                "number")
+            raise _refuse(path, f"row {key!r} holds {value!r} at position {position}, not a number")
     return row
 
 
-def read_published_table(path: str, num_classes: int = DEFAULT_NUM_CLASSES,
-                         dim: int = DEFAULT_DIM, background: bool = True
-                         ) -> Tuple[torch.Tensor, str]:
+def read_published_table(
+    path: str,
+    num_classes: int = DEFAULT_NUM_CLASSES,
+    dim: int = DEFAULT_DIM,
+    background: bool = True,
+) -> tuple[torch.Tensor, str]:
     """The (num_classes + 1, dim) float32 table of a JSON like the reference's (num_classes
     rows without ``background``), and the file's sha256; raises DataError naming the first
     problem."""
     if not os.path.isfile(path):
-        raise _refuse(path, "file not found" if not os.path.exists(path) else
-                      "is not a file; give the JSON table (e.g. R101_emb.json)")
+        raise _refuse(
+            path,
+            "file not found"
+            if not os.path.exists(path)
+            else "is not a file; give the JSON table (e.g. R101_emb.json)",
+        )
     try:
         with open(path, "rb") as stream:
             raw = stream.read()
@@ -185,31 +208,38 @@ def read_published_table(path: str, num_classes: int = DEFAULT_NUM_CLASSES,
     try:
         table = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
-        raise _refuse(path, "is not a JSON text file (not UTF-8); give the JSON table such as "
-                            "R101_emb.json") from None
+        raise _refuse(
+            path, "is not a JSON text file (not UTF-8); give the JSON table such as R101_emb.json"
+        ) from None
     except json.JSONDecodeError as e:
-        raise _refuse(path, f"is not valid JSON (line {e.lineno} column {e.colno}: {e.msg})"
-                      ) from None
+        raise _refuse(
+            path, f"is not valid JSON (line {e.lineno} column {e.colno}: {e.msg})"
+        ) from None
     except ValueError as e:  # a key twice
         raise _refuse(path, f"{e}: each class must have exactly one row") from None
     if not isinstance(table, dict):
-        raise _refuse(path, f"the top level is a {type(table).__name__}, expected an object "
-                            f"{_SOURCE_FORMAT}")
+        raise _refuse(
+            path, f"the top level is a {type(table).__name__}, expected an object {_SOURCE_FORMAT}"
+        )
     rows = _row_indices(path, table, num_classes, background)
-    means = torch.tensor([_row_values(path, str(k), table[str(k)], dim) for k in rows],
-                         dtype=torch.float64)
+    means = torch.tensor(
+        [_row_values(path, str(k), table[str(k)], dim) for k in rows], dtype=torch.float64
+    )
     bad = torch.nonzero(~torch.isfinite(means).all(dim=1)).flatten().tolist()
     if bad:
         raise _refuse(path, f"NaN/inf in row(s) {short_list(bad, 10)}; every mean must be finite")
     zero = directionless_rows(means)
     if zero:
-        raise _refuse(path, f"row(s) {short_list(zero, 10)} are all zeros or of (almost) zero "
-                            "norm: ND needs a direction for every class (was the table cut or "
-                            "made without samples?)")
+        raise _refuse(
+            path,
+            f"row(s) {short_list(zero, 10)} are all zeros or of (almost) zero "
+            "norm: ND needs a direction for every class (was the table cut or "
+            "made without samples?)",
+        )
     return means.float(), hashlib.sha256(raw).hexdigest()
 
 
-def _coco_class_names(num_classes: int) -> List[str]:
+def _coco_class_names(num_classes: int) -> list[str]:
     if num_classes != DEFAULT_NUM_CLASSES:
         return []
     from detectron2.data import MetadataCatalog  # detectron2's built-in COCO metadata
@@ -220,12 +250,14 @@ def _coco_class_names(num_classes: int) -> List[str]:
 def check_output(output: str) -> None:
     """``--output`` names a torch file that can be written."""
     if str(output).lower().endswith(".json"):
-        raise DataError(f"--output {output}: the imported table is written in nd-det's "
-                        "class-means format (a torch file); give a .pth path")
+        raise DataError(
+            f"--output {output}: the imported table is written in nd-det's "
+            "class-means format (a torch file); give a .pth path"
+        )
     check_writable(output, "--output")
 
 
-def imported_metadata(json_path: str, sha256: str, source_format: str, how_made: str) -> Dict:
+def imported_metadata(json_path: str, sha256: str, source_format: str, how_made: str) -> dict:
     """What every imported table records: its source, and that its counts are unknown."""
     return dict(
         protocol="imported",
@@ -240,18 +272,23 @@ def imported_metadata(json_path: str, sha256: str, source_format: str, how_made:
     )
 
 
-def import_class_means(json_path: str, output: Optional[str] = None,
-                       teacher_config: str = DEFAULT_TEACHER_CONFIG,
-                       teacher_weights: Optional[str] = None, teacher_opts: Sequence[str] = (),
-                       num_classes: int = DEFAULT_NUM_CLASSES, dim: int = DEFAULT_DIM
-                       ) -> Tuple[str, ClassMeans]:
+def import_class_means(
+    json_path: str,
+    output: Optional[str] = None,
+    teacher_config: str = DEFAULT_TEACHER_CONFIG,
+    teacher_weights: Optional[str] = None,
+    teacher_opts: Sequence[str] = (),
+    num_classes: int = DEFAULT_NUM_CLASSES,
+    dim: int = DEFAULT_DIM,
+) -> tuple[str, ClassMeans]:
     """Check ``json_path`` and write it to ``output`` (default :func:`default_output`) in
     nd-det's class-means format for the given teacher (``teacher_weights`` None: the model-zoo
     weights of ``teacher_config``).  Everything is checked before anything is written.
     Returns (the path written, the table)."""
     if num_classes < 1:
-        raise DataError(f"--num-classes {num_classes}: give the number of foreground "
-                              "classes (80 for COCO)")
+        raise DataError(
+            f"--num-classes {num_classes}: give the number of foreground classes (80 for COCO)"
+        )
     if dim < 1:
         raise DataError(f"--dim {dim}: give the teacher's box-head width (1024)")
     output = output or default_output(teacher_config)
@@ -260,9 +297,13 @@ def import_class_means(json_path: str, output: Optional[str] = None,
     means, sha256 = read_published_table(json_path, num_classes, dim)
     metadata = dict(identity)
     metadata.update(
-        imported_metadata(json_path, sha256, _SOURCE_FORMAT,
-                          "the reference code averaged the teacher embeddings of the RoIs its "
-                          "ROI head sampled in training (see docs/class_means.md)"),
+        imported_metadata(
+            json_path,
+            sha256,
+            _SOURCE_FORMAT,
+            "the reference code averaged the teacher embeddings of the RoIs its "
+            "ROI head sampled in training (see docs/class_means.md)",
+        ),
         background_row=num_classes,
         embedding="teacher box head output (RoI embeddings)",
         class_names=_coco_class_names(num_classes),
@@ -297,42 +338,80 @@ distill.teacher.name, distill.teacher.weights and data.name of the config that t
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Write nd-det's class-means file from a published JSON table "
-                    '({"0": [...], ..., "80": [...]}, background last).',
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=("detection", "classification"), default="detection",
-                   help="detection (a table with a background row, default) or classification "
-                   "(the reference's center_emb_train.json tables)")
-    p.add_argument("--input", required=True, metavar="JSON",
-                   help="the JSON table, e.g. the reference code's R101_emb.json or R50_emb.json")
-    p.add_argument("--output", default=None, metavar="PTH",
-                   help="where to write (default: class_means/coco_<teacher config name>.pth, "
-                   "the path the shipped COCO configs read for that teacher)")
-    p.add_argument("--teacher-config", default=None,
-                   help="the teacher the table belongs to, as MODEL.DISTILL.TEACHER_CONFIG "
-                   f"(default: {DEFAULT_TEACHER_CONFIG}, the R50 / R18 configs' teacher); "
-                   "classification: its training config, recorded only")
-    p.add_argument("--teacher-weights", default=None,
-                   help="its weights, as MODEL.DISTILL.TEACHER_WEIGHTS (default: the model-zoo "
-                   "weights of --teacher-config, as a detectron2:// URL like the configs); "
-                   "classification (required): the file of distill.teacher.weights")
-    p.add_argument("--teacher-model", default=None,
-                   help="classification: the teacher's classifier, as distill.teacher.name")
-    p.add_argument("--dataset", default=None,
-                   help="classification: data.name of the training config (default "
-                   "image_folder)")
-    p.add_argument("--teacher-opts", nargs="*", default=[], metavar="KEY VALUE",
-                   help="as MODEL.DISTILL.TEACHER_OPTS of the training config (default: none)")
-    p.add_argument("--num-classes", type=int, default=None,
-                   help="foreground classes; the table has one more row, the background "
-                   f"(default {DEFAULT_NUM_CLASSES}: COCO); classification: the classes, one "
-                   "row each (default 1000: ImageNet)")
-    p.add_argument("--dim", type=int, default=None,
-                   help=f"numbers per row, the teacher's box-head width (default {DEFAULT_DIM}); "
-                   "classification: its embedding size (default: that of --teacher-model)")
+        '({"0": [...], ..., "80": [...]}, background last).',
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--task",
+        choices=("detection", "classification"),
+        default="detection",
+        help="detection (a table with a background row, default) or classification "
+        "(the reference's center_emb_train.json tables)",
+    )
+    p.add_argument(
+        "--input",
+        required=True,
+        metavar="JSON",
+        help="the JSON table, e.g. the reference code's R101_emb.json or R50_emb.json",
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        metavar="PTH",
+        help="where to write (default: class_means/coco_<teacher config name>.pth, "
+        "the path the shipped COCO configs read for that teacher)",
+    )
+    p.add_argument(
+        "--teacher-config",
+        default=None,
+        help="the teacher the table belongs to, as MODEL.DISTILL.TEACHER_CONFIG "
+        f"(default: {DEFAULT_TEACHER_CONFIG}, the R50 / R18 configs' teacher); "
+        "classification: its training config, recorded only",
+    )
+    p.add_argument(
+        "--teacher-weights",
+        default=None,
+        help="its weights, as MODEL.DISTILL.TEACHER_WEIGHTS (default: the model-zoo "
+        "weights of --teacher-config, as a detectron2:// URL like the configs); "
+        "classification (required): the file of distill.teacher.weights",
+    )
+    p.add_argument(
+        "--teacher-model",
+        default=None,
+        help="classification: the teacher's classifier, as distill.teacher.name",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="classification: data.name of the training config (default image_folder)",
+    )
+    p.add_argument(
+        "--teacher-opts",
+        nargs="*",
+        default=[],
+        metavar="KEY VALUE",
+        help="as MODEL.DISTILL.TEACHER_OPTS of the training config (default: none)",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="foreground classes; the table has one more row, the background "
+        f"(default {DEFAULT_NUM_CLASSES}: COCO); classification: the classes, one "
+        "row each (default 1000: ImageNet)",
+    )
+    p.add_argument(
+        "--dim",
+        type=int,
+        default=None,
+        help=f"numbers per row, the teacher's box-head width (default {DEFAULT_DIM}); "
+        "classification: its embedding size (default: that of --teacher-model)",
+    )
     return one_line_usage_errors(p)
 
 
-def _main(argv: Optional[List[str]] = None) -> int:
+def _main(argv: Optional[list[str]] = None) -> int:
     args = parser().parse_args(argv)
     if args.task == "classification":
         from .classification.class_means_import import classification_main
@@ -340,20 +419,28 @@ def _main(argv: Optional[List[str]] = None) -> int:
         return classification_main(args)
     for flag, value in (("--teacher-model", args.teacher_model), ("--dataset", args.dataset)):
         if value is not None:
-            raise DataError(f"{flag} is a flag of --task classification; a detection table's "
-                            "teacher is --teacher-config / --teacher-weights")
+            raise DataError(
+                f"{flag} is a flag of --task classification; a detection table's "
+                "teacher is --teacher-config / --teacher-weights"
+            )
     path, table = import_class_means(
-        args.input, args.output, args.teacher_config or DEFAULT_TEACHER_CONFIG,
-        args.teacher_weights, args.teacher_opts,
+        args.input,
+        args.output,
+        args.teacher_config or DEFAULT_TEACHER_CONFIG,
+        args.teacher_weights,
+        args.teacher_opts,
         DEFAULT_NUM_CLASSES if args.num_classes is None else args.num_classes,
-        DEFAULT_DIM if args.dim is None else args.dim)
-    print(f"wrote {path}: {table.num_classes} x {table.dim} class means from "
-          f"{table.metadata['source_file']} (sha256 {table.metadata['source_sha256'][:12]}...) "
-          f"for teacher {table.metadata['teacher_config']} "
-          f"({table.metadata['teacher_weights']}); counts unknown (stored as 1)")
+        DEFAULT_DIM if args.dim is None else args.dim,
+    )
+    print(
+        f"wrote {path}: {table.num_classes} x {table.dim} class means from "
+        f"{table.metadata['source_file']} (sha256 {table.metadata['source_sha256'][:12]}...) "
+        f"for teacher {table.metadata['teacher_config']} "
+        f"({table.metadata['teacher_weights']}); counts unknown (stored as 1)"
+    )
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """tools/import_class_means.py: returns the exit status (2 for a user error, one line)."""
     return run_cli(_main, argv)

@@ -10,17 +10,16 @@ Usage::
     add_distill_config(cfg)
     cfg.merge_from_file("configs/COCO-Distill/R50_from_R101_nd.yaml")
 """
+
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from .errors import ConfigError
 
-
-__all__ = ["add_distill_config", "add_backbone_config",
-           "merge_config", "load_config"]
+__all__ = ["add_distill_config", "add_backbone_config", "merge_config", "load_config"]
 
 
 def add_backbone_config(cfg: CN) -> CN:
@@ -188,8 +187,10 @@ def merge_config(cfg: CN, source, what: str) -> None:
         if message.startswith("Type mismatch"):
             hint = "Give the key a value of the type its default has."
         else:
-            hint = ("Check the spelling against nd_det/config.py (MODEL.DISTILL keys) and "
-                    "detectron2's config reference.")
+            hint = (
+                "Check the spelling against nd_det/config.py (MODEL.DISTILL keys) and "
+                "detectron2's config reference."
+            )
         raise ConfigError(f"{what}: {message}. {hint}") from None
 
 

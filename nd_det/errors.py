@@ -20,13 +20,26 @@ exit status 1.
 This module imports nothing but the standard library, so the torch-only loss core and the
 classification package use it too.
 """
+
 import argparse
 import sys
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
-__all__ = ["UserError", "ConfigError", "DataError", "FileError", "NonFiniteError", "ExportError",
-           "MissingDependencyError", "EXIT_USER_ERROR", "ERROR_PREFIX", "report_user_error",
-           "run_cli", "one_line_usage_errors", "os_error_text"]
+__all__ = [
+    "UserError",
+    "ConfigError",
+    "DataError",
+    "FileError",
+    "NonFiniteError",
+    "ExportError",
+    "MissingDependencyError",
+    "EXIT_USER_ERROR",
+    "ERROR_PREFIX",
+    "report_user_error",
+    "run_cli",
+    "one_line_usage_errors",
+    "os_error_text",
+]
 
 EXIT_USER_ERROR = 2
 ERROR_PREFIX = "ERROR: "
@@ -74,8 +87,9 @@ def report_user_error(error: BaseException) -> int:
     return EXIT_USER_ERROR
 
 
-def run_cli(main: Callable[[Optional[List[str]]], Optional[int]],
-            argv: Optional[List[str]] = None) -> int:
+def run_cli(
+    main: Callable[[Optional[list[str]]], Optional[int]], argv: Optional[list[str]] = None
+) -> int:
     """Run a tool's ``main(argv)``; a :class:`UserError` becomes one line and exit status 2."""
     try:
         return int(main(argv) or 0)
@@ -86,6 +100,7 @@ def run_cli(main: Callable[[Optional[List[str]]], Optional[int]],
 def one_line_usage_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Make ``parser`` report a bad command line (unknown flag, missing value) as the same single
     ``ERROR:`` line, exit status 2, instead of argparse's usage block."""
+
     def error(message: str):
         report_user_error(UserError(f"{message} (see {parser.prog} --help)"))
         sys.exit(EXIT_USER_ERROR)

@@ -8,6 +8,7 @@
 - The image-scan cache (nd_det.data.image_scan) of the test datasets lives in a temporary
   folder, not in the user's ~/.cache (subprocesses inherit the setting).
 """
+
 import os
 import shutil
 import sys
@@ -15,8 +16,9 @@ import tempfile
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported, inherited by subprocesses
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "projects"))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "projects")
+)
 _CACHE_HOME = tempfile.mkdtemp(prefix="nd_det_tests_cache_")
 os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
 

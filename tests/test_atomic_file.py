@@ -1,5 +1,6 @@
 """nd_det.utils.atomic_file: all-or-nothing writes, the permissions of a plain open(), and a
 check on the complete file before it takes its name."""
+
 import os
 import stat
 

@@ -5,13 +5,13 @@ Each builds from a config, returns p2..p6 with the FPN channels at strides 4..64
 evaluates inside a plain detectron2 Faster R-CNN; MobileNetV2's stage outputs equal torchvision's
 ``mobilenet_v2`` features given the same weights (the ImageNet file loaded as published).
 """
+
 import math
 import os
 
 import pytest
 import torch
 import torchvision
-
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
@@ -19,10 +19,10 @@ from detectron2.modeling import build_backbone, build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from nd_det.errors import ConfigError
 from nd_det.config import add_backbone_config, load_config
-from nd_det.modeling.backbone import check_resnet_basic_config
 from nd_det.engine.checkpoint import AtomicCheckpointer
+from nd_det.errors import ConfigError
+from nd_det.modeling.backbone import check_resnet_basic_config
 from nd_det.modeling.torchvision_weights import find_offline_mobilenet_v2_weights
 
 STUDENT_CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "Base-Students")
@@ -59,8 +59,10 @@ def student_cfg(student, norm="GN", fpn_channels=64):
 def random_batch(with_instances):
     generator = torch.Generator().manual_seed(0)
     batch = []
-    boxes_per_image = ([[10.0, 12.0, 70.0, 90.0], [80.0, 30.0, 150.0, 100.0]],
-                       [[20.0, 20.0, 60.0, 60.0]])
+    boxes_per_image = (
+        [[10.0, 12.0, 70.0, 90.0], [80.0, 30.0, 150.0, 100.0]],
+        [[20.0, 20.0, 60.0, 60.0]],
+    )
     for boxes in boxes_per_image:
         image = torch.randint(0, 256, (3, HEIGHT, WIDTH), generator=generator).float()
         item = {"image": image, "height": HEIGHT, "width": WIDTH}
@@ -152,8 +154,9 @@ def _torchvision_mobilenet_v2(weights):
     return model.eval()
 
 
-@pytest.mark.parametrize("norm,weights", [("FrozenBN", "random"), ("BN", "random"),
-                                          ("FrozenBN", "imagenet")])
+@pytest.mark.parametrize(
+    "norm,weights", [("FrozenBN", "random"), ("BN", "random"), ("FrozenBN", "imagenet")]
+)
 def test_mobilenetv2_stages_equal_torchvision_features(tmp_path, norm, weights):
     reference = _torchvision_mobilenet_v2(weights)
     # the file as torchvision writes it, loaded by the student's checkpointer (no conversion)
@@ -175,7 +178,9 @@ def test_mobilenetv2_stages_equal_torchvision_features(tmp_path, norm, weights):
             if isinstance(layer, torch.nn.ReLU6):
                 layer.register_forward_hook(
                     lambda module, inputs, output, name=name: clipped.__setitem__(
-                        name, clipped.get(name, 0) + int((output == 6).sum())))
+                        name, clipped.get(name, 0) + int((output == 6).sum())
+                    )
+                )
         start = end
     with torch.no_grad():
         outputs = ours(x)
@@ -229,8 +234,10 @@ def test_old_mobilenetv2_keys_are_one_config_error_line(tmp_path):
     assert "Non-existent key: MODEL.MOBILENETV2.WIDTH_MULT" in str(error.value)
     assert "\n" not in str(error.value)
     old = tmp_path / "old_mv2.yaml"
-    old.write_text('MODEL:\n  BACKBONE:\n    NAME: "build_mobilenetv2_fpn_backbone"\n'
-                   '  MOBILENETV2:\n    FREEZE_AT: 0\n')
+    old.write_text(
+        'MODEL:\n  BACKBONE:\n    NAME: "build_mobilenetv2_fpn_backbone"\n'
+        "  MOBILENETV2:\n    FREEZE_AT: 0\n"
+    )
     with pytest.raises(ConfigError) as error:
         load_config(str(old))
     assert "Non-existent config key: MODEL.MOBILENETV2" in str(error.value)

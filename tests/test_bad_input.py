@@ -2,6 +2,7 @@
 fix, before training starts and without writing outputs; a few legal oddities must just work.
 
 See docs/reliability.md for the table of cases."""
+
 import json
 import logging
 import os
@@ -12,8 +13,8 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from nd_det.errors import ConfigError, DataError
 from nd_det.config import load_config
+from nd_det.errors import ConfigError, DataError
 from nd_det.modeling import FrozenTeacher
 
 from .helpers.run_tool import run_tool_in_process
@@ -38,8 +39,11 @@ def test_truncated_teacher_weights(tmp_path):
     path = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
-    with pytest.raises(ConfigError, match=r"cannot load teacher weights "
-                       r"MODEL.DISTILL.TEACHER_WEIGHTS=.*teacher.pth.*complete detectron2"):
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot load teacher weights "
+        r"MODEL.DISTILL.TEACHER_WEIGHTS=.*teacher.pth.*complete detectron2",
+    ):
         build_model(cfg)
 
 
@@ -48,10 +52,15 @@ def test_teacher_weights_of_another_architecture(tmp_path):
     # a ResNet-34 teacher's checkpoint for a config that describes a ResNet-18 teacher
     other = cfg.clone()
     other.MODEL.DISTILL.TEACHER_OPTS = list(cfg.MODEL.DISTILL.TEACHER_OPTS) + [
-        "MODEL.RESNETS.DEPTH", "34"]
+        "MODEL.RESNETS.DEPTH",
+        "34",
+    ]
     write_teacher_checkpoint(other)
-    with pytest.raises(ConfigError, match=r"do not match the teacher built from "
-                       r"MODEL.DISTILL.TEACHER_CONFIG \(unexpected keys: backbone.bottom_up.res2.2"):
+    with pytest.raises(
+        ConfigError,
+        match=r"do not match the teacher built from "
+        r"MODEL.DISTILL.TEACHER_CONFIG \(unexpected keys: backbone.bottom_up.res2.2",
+    ):
         build_model(cfg)
 
 
@@ -59,10 +68,15 @@ def test_teacher_weights_with_a_wrong_shape(tmp_path):
     cfg = tiny_distill_cfg(str(tmp_path))
     other = cfg.clone()
     other.MODEL.DISTILL.TEACHER_OPTS = list(cfg.MODEL.DISTILL.TEACHER_OPTS) + [
-        "MODEL.ROI_BOX_HEAD.FC_DIM", "32"]
+        "MODEL.ROI_BOX_HEAD.FC_DIM",
+        "32",
+    ]
     write_teacher_checkpoint(other)
-    with pytest.raises(ConfigError, match=r"shape mismatches: roi_heads.box_head.fc1.weight "
-                       r"\(32, .*\) in the file vs \(64, .*\) in the model"):
+    with pytest.raises(
+        ConfigError,
+        match=r"shape mismatches: roi_heads.box_head.fc1.weight "
+        r"\(32, .*\) in the file vs \(64, .*\) in the model",
+    ):
         build_model(cfg)
 
 
@@ -72,7 +86,9 @@ def test_teacher_weights_missing_keys(tmp_path):
     ckpt = torch.load(path, weights_only=True)
     del ckpt["model"]["roi_heads.box_predictor.cls_score.weight"]
     torch.save(ckpt, path)
-    with pytest.raises(ConfigError, match=r"missing keys: roi_heads.box_predictor.cls_score.weight"):
+    with pytest.raises(
+        ConfigError, match=r"missing keys: roi_heads.box_predictor.cls_score.weight"
+    ):
         build_model(cfg)
 
 
@@ -117,13 +133,19 @@ def _corrupt_means(cfg, how):
         torch.save(payload, path)
 
 
-@pytest.mark.parametrize("how, message", [
-    ("missing", r"class-means file not found: .*class_means.pth. Create it with "
-                r"tools/extract_class_means.py"),
-    ("truncated", r"cannot read class-means file .*truncated or not a class-means file"),
-    ("not_means", r"is not an nd-det class-means file"),
-    ("nan_row", r"NaN/inf in class-mean row\(s\) 1"),
-])
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        (
+            "missing",
+            r"class-means file not found: .*class_means.pth. Create it with "
+            r"tools/extract_class_means.py",
+        ),
+        ("truncated", r"cannot read class-means file .*truncated or not a class-means file"),
+        ("not_means", r"is not an nd-det class-means file"),
+        ("nan_row", r"NaN/inf in class-mean row\(s\) 1"),
+    ],
+)
 def test_bad_class_means_file(tmp_path, how, message):
     cfg = tiny_distill_cfg(str(tmp_path))
     _corrupt_means(cfg, how)
@@ -140,8 +162,10 @@ def test_class_means_of_another_teacher_warn(tmp_path, caplog):
     assert other.MODEL.DISTILL.CLASS_MEANS == cfg.MODEL.DISTILL.CLASS_MEANS
     with caplog.at_level(logging.WARNING, logger="nd_det"):
         build_model(cfg)
-    assert "may come from another teacher (teacher_weights: file has 'some/other_teacher.pkl'" \
+    assert (
+        "may come from another teacher (teacher_weights: file has 'some/other_teacher.pkl'"
         in caplog.text
+    )
 
 
 def test_student_and_teacher_embedding_sizes_differ(tmp_path):
@@ -155,21 +179,43 @@ def test_student_and_teacher_embedding_sizes_differ(tmp_path):
 def _train_net_args(tmp_path, json_path, image_dir, *extra, flags=(), name="bad_train"):
     """train_net's argv (after the script) for a 1-iteration run on the given dataset."""
     opts = tiny_distill_opts(str(tmp_path)) + [
-        "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",
-        "DATALOADER.NUM_WORKERS", "0", "SOLVER.MAX_ITER", "1", *extra]
+        "DATASETS.TRAIN",
+        f"('{name}',)",
+        "DATASETS.TEST",
+        "()",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SOLVER.MAX_ITER",
+        "1",
+        *extra,
+    ]
     cfg = load_config(CONFIG, opts)
     if not os.path.exists(cfg.MODEL.DISTILL.TEACHER_WEIGHTS):
         write_teacher_checkpoint(cfg)
         write_random_class_means(cfg)
-    return ["--config-file", CONFIG, *flags,
-            "--dataset", name, str(json_path), str(image_dir), *opts]
+    return [
+        "--config-file",
+        CONFIG,
+        *flags,
+        "--dataset",
+        name,
+        str(json_path),
+        str(image_dir),
+        *opts,
+    ]
 
 
 def _train_net(tmp_path, json_path, image_dir, *extra, flags=()):
     """A real train_net process (for runs that get as far as training)."""
     argv = _train_net_args(tmp_path, json_path, image_dir, *extra, flags=flags)
-    return subprocess.run([sys.executable, TRAIN_NET, *argv], cwd=tmp_path, env=ENV,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, TRAIN_NET, *argv],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _edit(json_path, edit):
@@ -182,15 +228,22 @@ def _drop_first_image_file(data, image_dir):
     os.remove(os.path.join(image_dir, data["images"][0]["file_name"]))
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing_image", "1 of 4 image files listed in it are missing under"),
-    ("box_outside", "annotation id 1: box [x, y, width, height] = [500, 10, 20, 20] lies outside "
-                    "its image"),
-    ("zero_area", "annotation(s) have a box with zero or negative width or height: annotation "
-                  "id 1"),
-    ("unknown_category", "annotation id 1 has category_id 42"),
-    ("not_json", "is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_image", "1 of 4 image files listed in it are missing under"),
+        (
+            "box_outside",
+            "annotation id 1: box [x, y, width, height] = [500, 10, 20, 20] lies outside its image",
+        ),
+        (
+            "zero_area",
+            "annotation(s) have a box with zero or negative width or height: annotation id 1",
+        ),
+        ("unknown_category", "annotation id 1 has category_id 42"),
+        ("not_json", "is not valid JSON"),
+    ],
+)
 def test_bad_coco_dataset_stops_train_net(tmp_path, case, message):
     json_path, image_dir = write_tiny_coco(tmp_path / "data", num_images=4, seed=3)
     if case == "missing_image":
@@ -205,7 +258,8 @@ def test_bad_coco_dataset_stops_train_net(tmp_path, case, message):
         json_path.write_text('{"images": [')
     # the command line's own code path, in this process (the checks run before any training)
     code, stderr = run_tool_in_process(
-        TRAIN_NET, _train_net_args(tmp_path, json_path, image_dir, name="bad_" + case))
+        TRAIN_NET, _train_net_args(tmp_path, json_path, image_dir, name="bad_" + case)
+    )
     assert code == 2, stderr[-3000:]
     assert "ERROR: " in stderr and message in stderr
     assert str(json_path) in stderr  # the message names the file
@@ -223,8 +277,9 @@ def test_zero_area_boxes_allowed_on_request(tmp_path):
 
 def test_non_contiguous_categories_and_empty_images_train(tmp_path):
     """Legal COCO: category ids 3 and 20, and images without any box."""
-    json_path, image_dir = write_tiny_coco(tmp_path / "data", num_images=5, seed=3,
-                                           category_ids=(3, 20), empty_images=2)
+    json_path, image_dir = write_tiny_coco(
+        tmp_path / "data", num_images=5, seed=3, category_ids=(3, 20), empty_images=2
+    )
     proc = _train_net(tmp_path, json_path, image_dir, "SOLVER.MAX_ITER", "2")
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]

@@ -3,6 +3,7 @@ and writes every documented field; the per-RoI ND reference agrees with the vect
 the building blocks (interleaved timing, FrozenBN calibration, sync-op and dtype censuses,
 teacher preprocessing) do what they claim.  No timing thresholds: timings are only checked for
 being present and consistent with the ratios computed from them."""
+
 import json
 import os
 import subprocess
@@ -16,18 +17,33 @@ from detectron2.modeling import build_model
 from detectron2.modeling.backbone import build_resnet_backbone
 from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
+from nd_benchmark.measure import (
+    TrainStep,
+    compare_nd_implementations,
+    interleaved_samples,
+    nd_benchmark_inputs,
+    nd_loss_per_roi_loop,
+)
+from nd_benchmark.models import (
+    build_benchmark_cfg,
+    calibrate_frozen_batchnorm,
+    parse_loss_set,
+    student_parameter_counts,
+    synthetic_batch,
+)
 
 from nd_det.config import load_config
 from nd_det.errors import ConfigError
 from nd_det.modeling import plain_student_cfg
-from nd_benchmark.measure import (TrainStep, compare_nd_implementations, interleaved_samples,
-                                  nd_benchmark_inputs, nd_loss_per_roi_loop)
-from nd_benchmark.models import (build_benchmark_cfg, calibrate_frozen_batchnorm, parse_loss_set,
-                                 student_parameter_counts, synthetic_batch)
 
 from .helpers.run_tool import run_tool_in_process
-from .helpers.tiny_distill import (REPO, config_path, random_batch, tiny_distill_cfg,
-                                   tiny_distill_opts)
+from .helpers.tiny_distill import (
+    REPO,
+    config_path,
+    random_batch,
+    tiny_distill_cfg,
+    tiny_distill_opts,
+)
 
 TOOL = os.path.join(REPO, "tools", "benchmark.py")
 
@@ -39,14 +55,44 @@ def tool_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("benchmark")
     out = tmp / "bench.json"
     cmd = [
-        sys.executable, TOOL, "--config-file", config_path("R50_from_R101_nd.yaml"),
-        "--device", "cpu", "--batch-size", "2", "--height", "96", "--width", "128",
-        "--iters", "1", "--warmup", "0", "--nd-rois", "48", "--nd-dim", "16",
-        "--memory-iters", "1", "--threads", "1",
-        "--dataloader-images", "4", "--dataloader-batches", "2",
-        "--dataloader-image-size", "64", "96",
-        "--output", str(out),
-        "--losses", "reviewkd+nd", "--dataloader-workers", "0", "--",
+        sys.executable,
+        TOOL,
+        "--config-file",
+        config_path("R50_from_R101_nd.yaml"),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+        "--height",
+        "96",
+        "--width",
+        "128",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--nd-rois",
+        "48",
+        "--nd-dim",
+        "16",
+        "--memory-iters",
+        "1",
+        "--threads",
+        "1",
+        "--dataloader-images",
+        "4",
+        "--dataloader-batches",
+        "2",
+        "--dataloader-image-size",
+        "64",
+        "96",
+        "--output",
+        str(out),
+        "--losses",
+        "reviewkd+nd",
+        "--dataloader-workers",
+        "0",
+        "--",
     ] + tiny_distill_opts(str(tmp))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(tmp))
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -69,8 +115,14 @@ def test_tool_writes_every_documented_field(tool_run):
     assert result["rois_per_step"] == 2 * 32
 
     teacher_variant = "teacher_distill_forward[backbone+box_head]"
-    expected = {"student_step", "teacher_backbone", "teacher_inference", teacher_variant,
-                "reviewkd_abf_hcl", "distill_step:reviewkd+nd"}
+    expected = {
+        "student_step",
+        "teacher_backbone",
+        "teacher_inference",
+        teacher_variant,
+        "reviewkd_abf_hcl",
+        "distill_step:reviewkd+nd",
+    }
     assert set(result["timings"]) == expected
     for t in result["timings"].values():
         assert set(t) == {"median_ms", "min_ms", "max_ms", "samples_ms", "cpu_median_ms"}
@@ -82,11 +134,14 @@ def test_tool_writes_every_documented_field(tool_run):
     median = {k: v["median_ms"] for k, v in result["timings"].items()}
     assert ratio["baseline"] == f"student_step + {teacher_variant} + reviewkd_abf_hcl"
     assert ratio["baseline_ms"] == pytest.approx(
-        median["student_step"] + median[teacher_variant] + median["reviewkd_abf_hcl"])
+        median["student_step"] + median[teacher_variant] + median["reviewkd_abf_hcl"]
+    )
     assert ratio["ratio"] == pytest.approx(
-        median["distill_step:reviewkd+nd"] / ratio["baseline_ms"])
+        median["distill_step:reviewkd+nd"] / ratio["baseline_ms"]
+    )
     assert result["reviewkd_abf_hcl"]["share_of_reviewkd_step"] == pytest.approx(
-        median["reviewkd_abf_hcl"] / median["distill_step:reviewkd+nd"])
+        median["reviewkd_abf_hcl"] / median["distill_step:reviewkd+nd"]
+    )
 
     nd = result["nd_loss"]
     assert (nd["rois"], nd["dim"], nd["classes"]) == (48, 16, 3)
@@ -95,14 +150,21 @@ def test_tool_writes_every_documented_field(tool_run):
 
     mem = result["memory"]
     assert mem["method"].startswith("cpu:")
-    for key in ("student_step_peak_bytes", "teacher_weight_bytes",
-                "teacher_forward_activation_bytes"):
+    for key in (
+        "student_step_peak_bytes",
+        "teacher_weight_bytes",
+        "teacher_forward_activation_bytes",
+    ):
         assert mem[key] > 0, key
     assert mem["teacher_weight_bytes"] == result["teacher_weight_bytes"]
     assert mem["ratios"]["reviewkd+nd"] == pytest.approx(
-        mem["distill_step_peak_bytes"]["reviewkd+nd"] / (
-            mem["student_step_peak_bytes"] + mem["teacher_weight_bytes"]
-            + mem["teacher_forward_activation_bytes"]))
+        mem["distill_step_peak_bytes"]["reviewkd+nd"]
+        / (
+            mem["student_step_peak_bytes"]
+            + mem["teacher_weight_bytes"]
+            + mem["teacher_forward_activation_bytes"]
+        )
+    )
 
     (loader,) = result["dataloader"]
     assert loader["workers"] == 0 and loader["images_per_s"] > 0
@@ -125,8 +187,12 @@ def test_tool_writes_a_markdown_summary(tool_run):
 def test_tool_refuses_cuda_without_a_gpu_and_bad_loss_names(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the CPU-only refusal cannot be observed here")
-    base = ["--config-file", config_path("R50_from_R101_nd.yaml"),
-            "--output", str(tmp_path / "x.json")]
+    base = [
+        "--config-file",
+        config_path("R50_from_R101_nd.yaml"),
+        "--output",
+        str(tmp_path / "x.json"),
+    ]
     # the command line's own code path, in this process (the tool_run fixture starts one)
     code, err = run_tool_in_process(TOOL, base + ["--device", "cuda"])
     assert code == 2
@@ -148,9 +214,12 @@ def test_bad_settings_give_one_clear_error(tmp_path):
     cfg = build_benchmark_cfg(config_path("R50_from_R101_nd.yaml"), [], "cpu", "bf16")
     assert cfg.MODEL.DISTILL.TEACHER_AUTOCAST == "bfloat16" and cfg.MODEL.WEIGHTS == ""
     assert cfg.SOLVER.BASE_LR == 0.0  # every measured step runs on the same weights
-    cfg = build_benchmark_cfg(config_path("R50_from_R101_nd.yaml"),
-                              ["MODEL.DISTILL.TEACHER_AUTOCAST", "float32",
-                               "SOLVER.BASE_LR", "0.02"], "cpu", "bf16")
+    cfg = build_benchmark_cfg(
+        config_path("R50_from_R101_nd.yaml"),
+        ["MODEL.DISTILL.TEACHER_AUTOCAST", "float32", "SOLVER.BASE_LR", "0.02"],
+        "cpu",
+        "bf16",
+    )
     assert cfg.MODEL.DISTILL.TEACHER_AUTOCAST == "float32" and cfg.SOLVER.BASE_LR == 0.02
 
 
@@ -181,9 +250,10 @@ def test_interleaved_samples_rotate_the_order_and_drop_warmup_rounds():
     calls = []
     ticks = iter(range(10_000))
     variants = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    samples = interleaved_samples(variants, iters=3, warmup=1,
-                                  clocks={"fake": lambda: float(next(ticks))})
-    assert calls == list("abc" "bca" "cab" "abc")
+    samples = interleaved_samples(
+        variants, iters=3, warmup=1, clocks={"fake": lambda: float(next(ticks))}
+    )
+    assert calls == list("abcbcacababc")
     assert set(samples) == {"fake"}
     # every call is one clock tick long (one read before, one after)
     assert samples["fake"] == {"a": [1.0] * 3, "b": [1.0] * 3, "c": [1.0] * 3}
@@ -214,10 +284,12 @@ def test_frozen_batchnorm_calibration_normalises_every_layer():
     for h in hooks:
         h.remove()
     for out in outputs:  # each layer's output: per-channel mean 0, variance 1 on that batch
-        torch.testing.assert_close(out.mean(dim=(0, 2, 3)), torch.zeros(out.shape[1]),
-                                   atol=1e-3, rtol=0)
-        torch.testing.assert_close(out.var(dim=(0, 2, 3), unbiased=False),
-                                   torch.ones(out.shape[1]), atol=1e-2, rtol=0)
+        torch.testing.assert_close(
+            out.mean(dim=(0, 2, 3)), torch.zeros(out.shape[1]), atol=1e-3, rtol=0
+        )
+        torch.testing.assert_close(
+            out.var(dim=(0, 2, 3), unbiased=False), torch.ones(out.shape[1]), atol=1e-2, rtol=0
+        )
     # identity FrozenBN passes the input scale on and grows it; calibrated layers do not
     assert raw.abs().max() > 100 * calibrated.abs().max()
     assert torch.isfinite(calibrated).all() and 0.1 < calibrated.std() < 10
@@ -241,9 +313,16 @@ def test_synthetic_batch_is_a_detectron2_training_batch():
 def test_teacher_image_list_is_what_distill_rcnn_builds(tmp_path):
     """The timed teacher preprocessing equals DistillRCNN's own (RGB student, BGR teacher)."""
     cfg = tiny_distill_cfg(
-        str(tmp_path), "R50_from_R101_kd_nd.yaml",
-        extra_opts=["INPUT.FORMAT", "RGB", "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53]",
-                    "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]"],
+        str(tmp_path),
+        "R50_from_R101_kd_nd.yaml",
+        extra_opts=[
+            "INPUT.FORMAT",
+            "RGB",
+            "MODEL.PIXEL_MEAN",
+            "[123.675, 116.28, 103.53]",
+            "MODEL.PIXEL_STD",
+            "[58.395, 57.12, 57.375]",
+        ],
     )
     model = build_model(cfg)
     assert model.teacher.flip_channels
@@ -258,8 +337,9 @@ def test_train_step_at_the_benchmark_learning_rate_keeps_the_weights(tmp_path):
     """The benchmark's zero learning rate: the optimizer runs (momentum buffers appear, weight
     decay and the update are computed) yet the weights stay put, so every step is the same."""
     tiny = tiny_distill_cfg(str(tmp_path))
-    cfg = build_benchmark_cfg(config_path("R50_from_R101_nd.yaml"),
-                              tiny_distill_opts(str(tmp_path)), "cpu", "fp32")
+    cfg = build_benchmark_cfg(
+        config_path("R50_from_R101_nd.yaml"), tiny_distill_opts(str(tmp_path)), "cpu", "fp32"
+    )
     assert cfg.MODEL.DISTILL.TEACHER_WEIGHTS == tiny.MODEL.DISTILL.TEACHER_WEIGHTS
     model = build_model(cfg)
     optimizer = build_optimizer(cfg, model)
@@ -297,9 +377,14 @@ def test_student_parameter_counts_against_torchvisions_published_count(tmp_path)
     its features without features.16 (960 x 160 conv + 2 x 960 norm = 155,520) and without the
     classifier (960 x 1280 + 1280 + 1280 x 1000 + 1000 = 2,511,080): 2,816,432 with GN norms,
     which keep a weight and a bias per channel as BatchNorm does."""
+
     def counts(freeze_at):
-        opts = tiny_distill_opts(str(tmp_path)) + ["MODEL.TORCHVISION.NORM", "GN",
-                                                   "MODEL.TORCHVISION.FREEZE_AT", str(freeze_at)]
+        opts = tiny_distill_opts(str(tmp_path)) + [
+            "MODEL.TORCHVISION.NORM",
+            "GN",
+            "MODEL.TORCHVISION.FREEZE_AT",
+            str(freeze_at),
+        ]
         cfg = load_config(config_path("MV3_from_R50_nd.yaml"), opts)
         return student_parameter_counts(build_model(plain_student_cfg(cfg)))
 

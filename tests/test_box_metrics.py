@@ -1,12 +1,13 @@
 """nd_demo.evaluation.box_metrics: pycocotools' AP of a model on DATASETS.TEST[0]; a model
 that detects nothing scores 0.0 (not NaN) and says so."""
+
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
+from nd_demo.evaluation import box_metrics
 
 from nd_det.data import register_coco_dataset
-from nd_demo.evaluation import box_metrics
 
 from .helpers.tiny_coco import write_tiny_coco
 
@@ -23,13 +24,15 @@ class _Oracle(torch.nn.Module):
         outputs = []
         for item in batch:
             annotations = [] if self.empty else self.truth[item["image_id"]]
-            boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-                     for a in annotations]
+            boxes = [
+                BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations
+            ]
             found = Instances((item["height"], item["width"]))
             found.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
             found.scores = torch.ones(len(boxes))
-            found.pred_classes = torch.tensor([a["category_id"] for a in annotations],
-                                              dtype=torch.int64)
+            found.pred_classes = torch.tensor(
+                [a["category_id"] for a in annotations], dtype=torch.int64
+            )
             outputs.append({"instances": found})
         return outputs
 

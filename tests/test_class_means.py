@@ -1,4 +1,5 @@
 """Class-mean tables: accumulation, merging, all-reduce, the file format and its validation."""
+
 import os
 
 import pytest
@@ -6,11 +7,20 @@ import torch
 import torch.multiprocessing as mp
 
 from nd_det.errors import DataError
-from nd_det.losses import (ClassMeanAccumulator, ClassMeans, load_class_means, metadata_mismatches, save_class_means)
+from nd_det.losses import (
+    ClassMeanAccumulator,
+    ClassMeans,
+    load_class_means,
+    metadata_mismatches,
+    save_class_means,
+)
 
 NUM_CLASSES, DIM = 5, 7
-METADATA = {"teacher_config": "configs/teacher.yaml", "teacher_weights": "teacher.pkl",
-            "num_images": 12}
+METADATA = {
+    "teacher_config": "configs/teacher.yaml",
+    "teacher_weights": "teacher.pkl",
+    "num_images": 12,
+}
 
 
 def _samples(n, seed, num_classes=NUM_CLASSES, dim=DIM):
@@ -30,8 +40,13 @@ def _table(seed=0):
 
 
 def _raw_payload(table, **overrides):
-    payload = {"format": "nd_det.class_means", "version": 1, "means": table.means.clone(),
-               "counts": table.counts.clone(), "metadata": dict(table.metadata)}
+    payload = {
+        "format": "nd_det.class_means",
+        "version": 1,
+        "means": table.means.clone(),
+        "counts": table.counts.clone(),
+        "metadata": dict(table.metadata),
+    }
     payload.update(overrides)
     return payload
 
@@ -67,8 +82,9 @@ def test_update_ignores_empty_batches_and_rejects_bad_shapes():
         acc.update(torch.zeros(3, 6), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"expected labels \(3,\); got \(2,\)"):
         acc.update(torch.zeros(3, DIM), torch.zeros(2, dtype=torch.long))
-    with pytest.raises(ValueError,
-                       match=r"cannot merge accumulators of shapes \(5, 7\) and \(4, 7\)"):
+    with pytest.raises(
+        ValueError, match=r"cannot merge accumulators of shapes \(5, 7\) and \(4, 7\)"
+    ):
         acc.merge(ClassMeanAccumulator(4, DIM))
 
 
@@ -104,7 +120,7 @@ def test_save_load_round_trip_equals_the_one_pass_table(tmp_path):
     second.update(feats[33:], labels[33:])
     table = first.merge(second).finalize(METADATA)
 
-    path = tmp_path / "sub" / "means.pth"          # missing folders are created
+    path = tmp_path / "sub" / "means.pth"  # missing folders are created
     save_class_means(str(path), table)
     loaded = load_class_means(str(path), num_classes=NUM_CLASSES, dim=DIM)
 
@@ -122,7 +138,7 @@ def test_save_load_round_trip_equals_the_one_pass_table(tmp_path):
 def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
     path = tmp_path / "means.pth"
     save_class_means(str(path), _table(seed=3))
-    save_class_means(str(path), _table(seed=4))       # overwrite in place
+    save_class_means(str(path), _table(seed=4))  # overwrite in place
     assert sorted(os.listdir(tmp_path)) == ["means.pth"]
     assert torch.equal(load_class_means(str(path)).means, _table(seed=4).means)
 
@@ -188,11 +204,14 @@ def test_text_file_cannot_be_read(tmp_path):
         load_class_means(str(path))
 
 
-@pytest.mark.parametrize("name, text", [
-    ("R101_emb.json", '{\n    "15": [\n        0.8548\n    ]\n}'),  # recognised by its name
-    ("means.pth", '\ufeff  {"0": [1.0, 2.0]}'),  # by its content (BOM and spaces first)
-    ("R50_emb.JSON", "not even JSON"),
-])
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("R101_emb.json", '{\n    "15": [\n        0.8548\n    ]\n}'),  # recognised by its name
+        ("means.pth", '\ufeff  {"0": [1.0, 2.0]}'),  # by its content (BOM and spaces first)
+        ("R50_emb.JSON", "not even JSON"),
+    ],
+)
 def test_a_json_table_names_the_importer(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -209,25 +228,27 @@ def test_truncated_file(tmp_path):
     save_class_means(str(path), _table())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError,
-                       match=r"cannot read class-means file .*means\.pth.*truncated"):
+    with pytest.raises(DataError, match=r"cannot read class-means file .*means\.pth.*truncated"):
         load_class_means(str(path))
 
 
 def test_wrong_number_of_classes(tmp_path):
     path = tmp_path / "means.pth"
     save_class_means(str(path), _table())
-    with pytest.raises(DataError,
-                       match=r"holds 5 class rows but 81 are needed \(wrong number of classes"):
+    with pytest.raises(
+        DataError, match=r"holds 5 class rows but 81 are needed \(wrong number of classes"
+    ):
         load_class_means(str(path), num_classes=81, dim=DIM)
 
 
 def test_wrong_dimension(tmp_path):
     path = tmp_path / "means.pth"
     save_class_means(str(path), _table())
-    with pytest.raises(DataError,
-                       match=r"embedding dimension 7 but the teacher's embedding has 1024 "
-                             r"\(wrong dimension"):
+    with pytest.raises(
+        DataError,
+        match=r"embedding dimension 7 but the teacher's embedding has 1024 "
+        r"\(wrong dimension",
+    ):
         load_class_means(str(path), num_classes=NUM_CLASSES, dim=1024)
 
 
@@ -248,13 +269,16 @@ def test_missing_unflagged_row(tmp_path):
     means = table.means.clone()
     means[1] = 0.0
     path = _write(tmp_path / "means.pth", _raw_payload(table, means=means, counts=counts))
-    with pytest.raises(DataError,
-                       match=r"missing class row\(s\) 1 "
-                             r"\(zero samples and not flagged as filled\)"):
+    with pytest.raises(
+        DataError,
+        match=r"missing class row\(s\) 1 "
+        r"\(zero samples and not flagged as filled\)",
+    ):
         load_class_means(path)
     # the same row flagged as filled is accepted
-    flagged = _raw_payload(table, means=means, counts=counts,
-                           metadata={**table.metadata, "zero_filled_classes": [1]})
+    flagged = _raw_payload(
+        table, means=means, counts=counts, metadata={**table.metadata, "zero_filled_classes": [1]}
+    )
     assert load_class_means(_write(tmp_path / "flagged.pth", flagged)).zero_filled_classes == [1]
 
 
@@ -281,8 +305,11 @@ def test_counts_of_the_wrong_length(tmp_path):
 
 
 def test_metadata_mismatches_report_differing_keys():
-    table = ClassMeans(torch.zeros(2, 3), torch.ones(2, dtype=torch.long),
-                       {"teacher_config": "a.yaml", "teacher_weights": "a.pkl", "scale": 0.1 + 0.2})
+    table = ClassMeans(
+        torch.zeros(2, 3),
+        torch.ones(2, dtype=torch.long),
+        {"teacher_config": "a.yaml", "teacher_weights": "a.pkl", "scale": 0.1 + 0.2},
+    )
     assert metadata_mismatches(table, {"teacher_config": "a.yaml", "scale": 0.3}) == []
     assert metadata_mismatches(
         table, {"teacher_config": "b.yaml", "teacher_weights": "a.pkl", "dataset": "coco"}
@@ -299,27 +326,33 @@ _WORLD_SIZE = 2
 def _all_reduce_worker(rank, init_file, data_file, out_dir):
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=_WORLD_SIZE)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=_WORLD_SIZE
+    )
     try:
         feats, labels = torch.load(data_file)
         mine = slice(rank, None, _WORLD_SIZE)
         acc = ClassMeanAccumulator(NUM_CLASSES, DIM)
         acc.update(feats[mine], labels[mine])
         acc.all_reduce()
-        torch.save({"sums": acc.sums, "counts": acc.counts},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(
+            {"sums": acc.sums, "counts": acc.counts}, os.path.join(out_dir, f"rank{rank}.pt")
+        )
     finally:
         dist.destroy_process_group()
 
 
 def test_all_reduce_over_two_gloo_processes_equals_one_process(tmp_path):
     feats, labels = _samples(30, seed=9)
-    labels[1::2][labels[1::2] == 4] = 3   # class 4 appears on rank 0 only
+    labels[1::2][labels[1::2] == 4] = 3  # class 4 appears on rank 0 only
     data_file = tmp_path / "data.pt"
     torch.save((feats, labels), str(data_file))
-    mp.spawn(_all_reduce_worker, args=(str(tmp_path / "init"), str(data_file), str(tmp_path)),
-             nprocs=_WORLD_SIZE, join=True)
+    mp.spawn(
+        _all_reduce_worker,
+        args=(str(tmp_path / "init"), str(data_file), str(tmp_path)),
+        nprocs=_WORLD_SIZE,
+        join=True,
+    )
 
     one_process = ClassMeanAccumulator(NUM_CLASSES, DIM)
     one_process.update(feats, labels)
@@ -355,12 +388,14 @@ def test_a_row_of_zero_or_near_zero_norm_is_refused_by_class_name(tmp_path, scal
     means = table.means.clone()
     means[3] = scale * torch.ones(DIM)  # the other rows have norms of about 10
     path = _write(tmp_path / "means.pth", _raw_payload(table, means=means))
-    with pytest.raises(DataError, match=r"class-mean row\(s\) 3 \(cat\) have \(almost\) zero "
-                                        r"norm and are not flagged as zero-filled"):
+    with pytest.raises(
+        DataError,
+        match=r"class-mean row\(s\) 3 \(cat\) have \(almost\) zero "
+        r"norm and are not flagged as zero-filled",
+    ):
         load_class_means(path)
     with pytest.raises(DataError, match=r"3 \(cat\) have \(almost\) zero norm"):
-        save_class_means(str(tmp_path / "new.pth"), ClassMeans(means, table.counts,
-                                                               table.metadata))
+        save_class_means(str(tmp_path / "new.pth"), ClassMeans(means, table.counts, table.metadata))
     assert not (tmp_path / "new.pth").exists()
 
 
@@ -384,15 +419,19 @@ def test_extraction_never_writes_a_directionless_row_without_flagging_it(tmp_pat
     feats, labels = _samples(40, seed=3)
     feats[labels == 1] = 0.0  # dead teacher features for class 1
     acc.update(feats, labels)
-    with pytest.raises(DataError, match=r"the mean of class\(es\) 1 \(dog\) has \(almost\) zero "
-                                        r"norm although they have samples \(\d+\)"):
+    with pytest.raises(
+        DataError,
+        match=r"the mean of class\(es\) 1 \(dog\) has \(almost\) zero "
+        r"norm although they have samples \(\d+\)",
+    ):
         acc.finalize(METADATA, class_names=NAMES)
-    table = acc.finalize({**METADATA, "class_names": NAMES}, allow_empty=True,
-                         class_names=NAMES)
+    table = acc.finalize({**METADATA, "class_names": NAMES}, allow_empty=True, class_names=NAMES)
     assert table.zero_filled_classes == [1] and torch.equal(table.means[1], torch.zeros(DIM))
     path = tmp_path / "means.pth"
     save_class_means(str(path), table)
     with caplog.at_level("WARNING", logger="nd_det.losses.class_means"):
         assert load_class_means(str(path)).zero_filled_classes == [1]
-    assert (f"{path}: ND pulls no direction for class(es) 1 (dog): their rows were zero-filled "
-            "at extraction (--allow-empty-classes)") in caplog.text
+    assert (
+        f"{path}: ND pulls no direction for class(es) 1 (dog): their rows were zero-filled "
+        "at extraction (--allow-empty-classes)"
+    ) in caplog.text

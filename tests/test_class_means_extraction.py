@@ -1,5 +1,6 @@
 """tools/extract_class_means.py: both protocols == a slow per-image reimplementation; one process
 == two processes (gloo); the checks that run before the pass."""
+
 import json
 import os
 import subprocess
@@ -15,10 +16,15 @@ from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_p
 from detectron2.structures import Boxes, pairwise_iou
 from PIL import Image
 
-from nd_det.errors import DataError
-from nd_det.class_means_extraction import (PROTOCOLS, REFERENCE_NUM_IMAGES, check_extraction,
-                                           extract_class_means, parse_max_images)
+from nd_det.class_means_extraction import (
+    PROTOCOLS,
+    REFERENCE_NUM_IMAGES,
+    check_extraction,
+    extract_class_means,
+    parse_max_images,
+)
 from nd_det.data import register_coco_dataset
+from nd_det.errors import DataError
 from nd_det.losses import load_class_means
 from nd_det.modeling import FrozenTeacher
 
@@ -49,13 +55,17 @@ def _dataset_opts(dataset):
 
 
 def _cfg(tmp_path, dataset, num_classes=2):
-    return tiny_distill_cfg(str(tmp_path), num_classes=num_classes, write_class_means=False,
-                            extra_opts=_dataset_opts(dataset))
+    return tiny_distill_cfg(
+        str(tmp_path),
+        num_classes=num_classes,
+        write_class_means=False,
+        extra_opts=_dataset_opts(dataset),
+    )
 
 
 # ----------------------------------------------------------------------------- slow reference
 def _seed(seed, index):
-    return (seed * 1_000_003 + index) % 2 ** 32
+    return (seed * 1_000_003 + index) % 2**32
 
 
 def _one_embedding(model, feats, box):
@@ -79,8 +89,16 @@ def _proposals(model, tcfg, images, feats, train):
     rpn_cfg = tcfg.MODEL.RPN
     pre = rpn_cfg.PRE_NMS_TOPK_TRAIN if train else rpn_cfg.PRE_NMS_TOPK_TEST
     post = rpn_cfg.POST_NMS_TOPK_TRAIN if train else rpn_cfg.POST_NMS_TOPK_TEST
-    return find_top_rpn_proposals(boxes, scores, images.image_sizes, rpn_cfg.NMS_THRESH, pre,
-                                  post, tcfg.MODEL.PROPOSAL_GENERATOR.MIN_SIZE, train)[0]
+    return find_top_rpn_proposals(
+        boxes,
+        scores,
+        images.image_sizes,
+        rpn_cfg.NMS_THRESH,
+        pre,
+        post,
+        tcfg.MODEL.PROPOSAL_GENERATOR.MIN_SIZE,
+        train,
+    )[0]
 
 
 def _sample(tcfg, proposal_boxes, gt_boxes, gt_classes, num_classes, seed):
@@ -99,8 +117,12 @@ def _sample(tcfg, proposal_boxes, gt_boxes, gt_classes, num_classes, seed):
     num_pos = min(len(positive), int(heads.BATCH_SIZE_PER_IMAGE * heads.POSITIVE_FRACTION))
     num_neg = min(len(negative), heads.BATCH_SIZE_PER_IMAGE - num_pos)
     torch.manual_seed(seed)
-    chosen = torch.cat([positive[torch.randperm(len(positive))[:num_pos]],
-                        negative[torch.randperm(len(negative))[:num_neg]]])
+    chosen = torch.cat(
+        [
+            positive[torch.randperm(len(positive))[:num_pos]],
+            negative[torch.randperm(len(negative))[:num_neg]],
+        ]
+    )
     return boxes[chosen], labels[chosen]
 
 
@@ -117,11 +139,13 @@ def _slow_reference(cfg, json_path, image_dir, protocol, seed=0, indices=None):
     for index, image in enumerate(sorted(data["images"], key=lambda im: im["id"])):
         if indices is not None and index not in indices:
             continue
-        img = detection_utils.read_image(os.path.join(image_dir, image["file_name"]),
-                                         format=cfg.INPUT.FORMAT)
+        img = detection_utils.read_image(
+            os.path.join(image_dir, image["file_name"]), format=cfg.INPUT.FORMAT
+        )
         anns = [a for a in data["annotations"] if a["image_id"] == image["id"]]
-        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
-                             dtype=torch.float64).reshape(-1, 4)
+        boxes = torch.tensor(
+            [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], dtype=torch.float64
+        ).reshape(-1, 4)
         classes = torch.tensor([cat_index[a["category_id"]] for a in anns], dtype=torch.int64)
         # the augmentation by hand, drawing numpy's numbers in detectron2's order
         np.random.seed(_seed(seed, index))
@@ -137,8 +161,9 @@ def _slow_reference(cfg, json_path, image_dir, protocol, seed=0, indices=None):
         boxes = boxes * torch.tensor([new_w / w, new_h / h] * 2, dtype=torch.float64)
         if flip:
             img = img[:, ::-1]
-            boxes = torch.stack([new_w - boxes[:, 2], boxes[:, 1], new_w - boxes[:, 0],
-                                 boxes[:, 3]], dim=1)
+            boxes = torch.stack(
+                [new_w - boxes[:, 2], boxes[:, 1], new_w - boxes[:, 0], boxes[:, 3]], dim=1
+            )
         boxes = boxes.float()
         seen.append((new_h, new_w, flip))
         tensor = torch.as_tensor(np.ascontiguousarray(img.transpose(2, 0, 1)))
@@ -147,8 +172,14 @@ def _slow_reference(cfg, json_path, image_dir, protocol, seed=0, indices=None):
             images = model.preprocess_image([{"image": tensor}])
             feats = model.backbone(images.tensor)
             proposals = _proposals(model, tcfg, images, feats, train=protocol == "reference")
-            sampled, labels = _sample(tcfg, proposals.proposal_boxes.tensor, boxes, classes,
-                                      num_classes, _seed(seed, index))
+            sampled, labels = _sample(
+                tcfg,
+                proposals.proposal_boxes.tensor,
+                boxes,
+                classes,
+                num_classes,
+                _seed(seed, index),
+            )
             if protocol == "reference":
                 rois = list(zip(sampled, labels.tolist()))
             else:
@@ -169,9 +200,19 @@ def _assert_equals_reference(table, reference, ref_counts, num_rows=3):
 
 # ----------------------------------------------------------------------------- the tool
 def _run_tool(tmp_path, dataset, json_path, images, *extra, num_classes=2):
-    cmd = [sys.executable, TOOL, "--config-file", config_path("R50_from_R101_nd.yaml"),
-           "--dataset", dataset, str(json_path), str(images), *extra,
-           *tiny_distill_opts(str(tmp_path), num_classes=num_classes), *_dataset_opts(dataset)]
+    cmd = [
+        sys.executable,
+        TOOL,
+        "--config-file",
+        config_path("R50_from_R101_nd.yaml"),
+        "--dataset",
+        dataset,
+        str(json_path),
+        str(images),
+        *extra,
+        *tiny_distill_opts(str(tmp_path), num_classes=num_classes),
+        *_dataset_opts(dataset),
+    ]
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
@@ -182,8 +223,10 @@ def tiny(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("means")
     dataset, json_path, images = _dataset(tmp_path)
     cfg = _cfg(tmp_path, dataset)
-    tables = {p: extract_class_means(cfg, output=str(tmp_path / f"{p}.pth"), protocol=p)
-              for p in PROTOCOLS}
+    tables = {
+        p: extract_class_means(cfg, output=str(tmp_path / f"{p}.pth"), protocol=p)
+        for p in PROTOCOLS
+    }
     return tmp_path, dataset, json_path, images, cfg, tables
 
 
@@ -191,8 +234,16 @@ def test_one_process_equals_two_processes_and_slow_reference(tiny):
     """The default (reference) protocol: in this process, with two gloo processes and by hand."""
     tmp_path, dataset, json_path, images, cfg, tables = tiny
     one = tables["reference"]
-    proc = _run_tool(tmp_path, dataset, json_path, images,
-                     "--num-gpus", "2", "--output", str(tmp_path / "two.pth"))
+    proc = _run_tool(
+        tmp_path,
+        dataset,
+        json_path,
+        images,
+        "--num-gpus",
+        "2",
+        "--output",
+        str(tmp_path / "two.pth"),
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "ETA" in proc.stdout + proc.stderr  # progress is reported
     two = load_class_means(str(tmp_path / "two.pth"), num_classes=3, dim=64)
@@ -208,8 +259,12 @@ def test_one_process_equals_two_processes_and_slow_reference(tiny):
     # run out), far more than the ground-truth boxes
     assert int(one.counts.sum()) > 5 * 16
     meta = one.metadata
-    assert meta["augmentation"] == {"min_size": [80, 96, 112], "max_size": 160,
-                                    "sampling": "choice", "flip": "horizontal"}
+    assert meta["augmentation"] == {
+        "min_size": [80, 96, 112],
+        "max_size": 160,
+        "sampling": "choice",
+        "flip": "horizontal",
+    }
     assert meta["rpn_topk"] == {"mode": "train", "pre_nms": 200, "post_nms": 100}
     assert meta["roi_sampling"]["batch_size_per_image"] == 32
     assert meta["roi_sampling"]["append_gt"] is True
@@ -229,8 +284,12 @@ def test_gt_boxes_protocol_equals_slow_reference(tiny):
     assert int(table.counts[:2].sum()) == num_boxes  # each ground-truth box once
     meta = load_class_means(str(tiny[0] / "gt-boxes.pth")).metadata
     assert meta["protocol"] == "gt-boxes"
-    assert meta["augmentation"] == {"min_size": [96], "max_size": 160, "sampling": "choice",
-                                    "flip": "none"}
+    assert meta["augmentation"] == {
+        "min_size": [96],
+        "max_size": 160,
+        "sampling": "choice",
+        "flip": "none",
+    }
     assert meta["rpn_topk"] == {"mode": "test", "pre_nms": 100, "post_nms": 50}
 
 
@@ -245,11 +304,18 @@ def test_the_two_protocols_give_different_tables(tiny):
 
 def test_max_images_is_a_seeded_subset_independent_of_loader_workers(tiny, tmp_path):
     _, _, json_path, images, cfg, _ = tiny
-    table = extract_class_means(cfg, output=str(tmp_path / "few.pth"), max_images=3, seed=5,
-                                num_workers=2, allow_empty_classes=True)
+    table = extract_class_means(
+        cfg,
+        output=str(tmp_path / "few.pth"),
+        max_images=3,
+        seed=5,
+        num_workers=2,
+        allow_empty_classes=True,
+    )
     chosen = sorted(np.random.RandomState(5).permutation(5)[:3].tolist())
-    reference, ref_counts, _ = _slow_reference(cfg, json_path, images, "reference", seed=5,
-                                               indices=set(chosen))
+    reference, ref_counts, _ = _slow_reference(
+        cfg, json_path, images, "reference", seed=5, indices=set(chosen)
+    )
     _assert_equals_reference(table, reference, ref_counts, num_rows=len(reference))
     assert table.metadata["num_images"] == 3
     assert table.metadata["image_selection"] == "the first 3 of a permutation seeded by 5"
@@ -294,8 +360,9 @@ def test_unwritable_output_fails_before_the_pass(tmp_path):
     proc = _run_tool(tmp_path, dataset, json_path, images, "--output", str(target))
     assert proc.returncode == 2, (proc.stdout + proc.stderr)[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("ERROR:")]
-    assert lines == [f"ERROR: --output {target} cannot be created: "
-                     f"{tmp_path / 'blocker'} is a file"]
+    assert lines == [
+        f"ERROR: --output {target} cannot be created: {tmp_path / 'blocker'} is a file"
+    ]
     assert "Extracting" not in proc.stdout + proc.stderr
 
 

@@ -1,6 +1,7 @@
 """tools/import_class_means.py: a table in the reference's JSON format -> nd-det's format, tied
 to its teacher; every malformed table refused in one line, nothing written; training given the
 JSON itself names the importer."""
+
 import hashlib
 import json
 import logging
@@ -13,9 +14,9 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from nd_det.errors import DataError
 from nd_det.class_means_import import main
 from nd_det.config import load_config
+from nd_det.errors import DataError
 from nd_det.losses import load_class_means, metadata_mismatches
 from nd_det.modeling import teacher_identity
 
@@ -47,9 +48,14 @@ def _run(argv, capsys):
 def test_tool_writes_the_table_for_the_default_configs_teacher(tmp_path):
     source = tmp_path / "R101_emb.json"
     expected = _published_table(source)
-    proc = subprocess.run([sys.executable, TOOL, "--input", str(source)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    proc = subprocess.run(
+        [sys.executable, TOOL, "--input", str(source)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "wrote class_means/coco_faster_rcnn_R_101_FPN_3x.pth: 81 x 1024" in proc.stdout
 
@@ -72,8 +78,10 @@ def test_r50_teacher_import_matches_the_mobilenet_config(tmp_path, capsys, monke
     monkeypatch.chdir(tmp_path)
     source = tmp_path / "R50_emb.json"
     _published_table(source, seed=1, indent=None)
-    status, lines = _run(["--input", source, "--teacher-config",
-                          "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"], capsys)
+    status, lines = _run(
+        ["--input", source, "--teacher-config", "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"],
+        capsys,
+    )
     assert status == 0, lines
     cfg = load_config(os.path.join(CONFIG_DIR, "MV2_from_R50_nd.yaml"))
     table = load_class_means(cfg.MODEL.DISTILL.CLASS_MEANS, num_classes=81, dim=1024)
@@ -92,24 +100,47 @@ def _row_with(position, value):
     return lambda t: t["3"].__setitem__(position, value)
 
 
-@pytest.mark.parametrize("edit, argv, message", [
-    (_drop("17"), [], r"rows 17 of \"0\"..\"80\" are missing: the keys must be contiguous"),
-    (lambda t: [t.pop(str(k)) for k in range(21, 81)], [],
-     r"holds 21 rows \(\"0\"..\"20\"\) but --num-classes 80 needs 81 .* pass --num-classes 20"),
-    (_set("85", [0.5] * 1024), [], r"rows 85 lie beyond \"80\""),
-    (_set("81", [0.5] * 1024), [], r"holds 82 rows .* pass --num-classes 81"),
-    (_set("cat", [0.5] * 1024), [], r"key 'cat' is not a class index"),
-    (_set("07", [0.5] * 1024), [], r"key '07' is not a class index"),
-    (_set("5", [0.5] * 512), [], r"row '5' has 512 values but --dim is 1024 .* pass --dim 512"),
-    (_set("5", "0.5"), [], r"row '5' is a str, not a list of 1024 numbers"),
-    (_row_with(9, "x"), [], r"row '3' holds 'x' at position 9, not a number"),
-    (_row_with(9, float("nan")), [], r"NaN/inf in row\(s\) 3; every mean must be finite"),
-    (_set("80", [0.0] * 1024), [], r"row\(s\) 80 are all zeros"),
-    (None, ["--num-classes", "20"], r"holds 81 rows .* --num-classes 20 needs 21 .* "
-                                    r"pass --num-classes 80"),
-], ids=["missing-row", "too-few-rows", "row-beyond-background", "too-many-rows", "word-key",
-        "leading-zero-key", "narrow-row", "row-not-a-list", "non-number", "nan", "zero-row",
-        "wrong-num-classes"])
+@pytest.mark.parametrize(
+    "edit, argv, message",
+    [
+        (_drop("17"), [], r"rows 17 of \"0\"..\"80\" are missing: the keys must be contiguous"),
+        (
+            lambda t: [t.pop(str(k)) for k in range(21, 81)],
+            [],
+            r"holds 21 rows \(\"0\"..\"20\"\) but --num-classes 80 needs 81 "
+            r".* pass --num-classes 20",
+        ),
+        (_set("85", [0.5] * 1024), [], r"rows 85 lie beyond \"80\""),
+        (_set("81", [0.5] * 1024), [], r"holds 82 rows .* pass --num-classes 81"),
+        (_set("cat", [0.5] * 1024), [], r"key 'cat' is not a class index"),
+        (_set("07", [0.5] * 1024), [], r"key '07' is not a class index"),
+        (_set("5", [0.5] * 512), [], r"row '5' has 512 values but --dim is 1024 .* pass --dim 512"),
+        (_set("5", "0.5"), [], r"row '5' is a str, not a list of 1024 numbers"),
+        (_row_with(9, "x"), [], r"row '3' holds 'x' at position 9, not a number"),
+        (_row_with(9, float("nan")), [], r"NaN/inf in row\(s\) 3; every mean must be finite"),
+        (_set("80", [0.0] * 1024), [], r"row\(s\) 80 are all zeros"),
+        (
+            None,
+            ["--num-classes", "20"],
+            r"holds 81 rows .* --num-classes 20 needs 21 .* "
+            r"pass --num-classes 80",
+        ),
+    ],
+    ids=[
+        "missing-row",
+        "too-few-rows",
+        "row-beyond-background",
+        "too-many-rows",
+        "word-key",
+        "leading-zero-key",
+        "narrow-row",
+        "row-not-a-list",
+        "non-number",
+        "nan",
+        "zero-row",
+        "wrong-num-classes",
+    ],
+)
 def test_malformed_tables_are_refused_in_one_line(tmp_path, capsys, edit, argv, message):
     source = tmp_path / "table.json"
     _published_table(source, edit=edit)
@@ -121,38 +152,64 @@ def test_malformed_tables_are_refused_in_one_line(tmp_path, capsys, edit, argv, 
     assert not out.exists()
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"0": [1.0, 2.0], "0": [1.0, 2.0]}', r"key '0' appears twice"),
-    ('{"0": [1.0, 2.0]', r"is not valid JSON \(line 1 column"),
-    ('[[1.0, 2.0], [3.0, 4.0]]', r"the top level is a list, expected an object"),
-], ids=["duplicate-key", "cut-json", "top-level-list"])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"0": [1.0, 2.0], "0": [1.0, 2.0]}', r"key '0' appears twice"),
+        ('{"0": [1.0, 2.0]', r"is not valid JSON \(line 1 column"),
+        ("[[1.0, 2.0], [3.0, 4.0]]", r"the top level is a list, expected an object"),
+    ],
+    ids=["duplicate-key", "cut-json", "top-level-list"],
+)
 def test_files_that_are_not_such_tables_are_refused(tmp_path, capsys, text, message):
     source = tmp_path / "table.json"
     source.write_text(text)
-    status, lines = _run(["--input", source, "--output", tmp_path / "o.pth", "--num-classes",
-                          "1", "--dim", "2"], capsys)
+    status, lines = _run(
+        ["--input", source, "--output", tmp_path / "o.pth", "--num-classes", "1", "--dim", "2"],
+        capsys,
+    )
     assert status == 2 and len(lines) == 1
     assert re.search(message, lines[0]), lines[0]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--input", "{missing}"], r"ERROR: --input .*missing.json: file not found"),
-    (["--output", "{blocker}/t.pth"], r"ERROR: --output .*t.pth cannot be created: .*blocker is a "
-                                      r"file"),
-    (["--output", "t.json"], r"ERROR: --output t.json: .* give a .pth path"),
-    (["--teacher-config", "COCO-Detection/faster_rcnn_R_999.yaml"],
-     r"ERROR: --teacher-config .* is neither an existing file nor a detectron2 model-zoo"),
-    (["--teacher-config", "{local_yaml}"], r"ERROR: --teacher-config .* is not a model-zoo "
-                                           r"config with known weights: give --teacher-weights"),
-], ids=["missing-input", "unwritable-output", "json-output", "unknown-teacher",
-        "local-teacher-without-weights"])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--input", "{missing}"], r"ERROR: --input .*missing.json: file not found"),
+        (
+            ["--output", "{blocker}/t.pth"],
+            r"ERROR: --output .*t.pth cannot be created: .*blocker is a "
+            r"file",
+        ),
+        (["--output", "t.json"], r"ERROR: --output t.json: .* give a .pth path"),
+        (
+            ["--teacher-config", "COCO-Detection/faster_rcnn_R_999.yaml"],
+            r"ERROR: --teacher-config .* is neither an existing file nor a detectron2 model-zoo",
+        ),
+        (
+            ["--teacher-config", "{local_yaml}"],
+            r"ERROR: --teacher-config .* is not a model-zoo "
+            r"config with known weights: give --teacher-weights",
+        ),
+    ],
+    ids=[
+        "missing-input",
+        "unwritable-output",
+        "json-output",
+        "unknown-teacher",
+        "local-teacher-without-weights",
+    ],
+)
 def test_bad_flags_are_refused_before_anything_is_written(tmp_path, capsys, argv, message):
     source = tmp_path / "table.json"
     _published_table(source)
     (tmp_path / "blocker").write_text("a file")
     (tmp_path / "teacher.yaml").write_text("MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 80\n")
-    names = {"missing": tmp_path / "missing.json", "blocker": tmp_path / "blocker",
-             "local_yaml": tmp_path / "teacher.yaml"}
+    names = {
+        "missing": tmp_path / "missing.json",
+        "blocker": tmp_path / "blocker",
+        "local_yaml": tmp_path / "teacher.yaml",
+    }
     argv = [a.format(**names) for a in argv]
     if "--input" not in argv:
         argv = ["--input", str(source), *argv]
@@ -164,22 +221,39 @@ def test_bad_flags_are_refused_before_anything_is_written(tmp_path, capsys, argv
     assert not (tmp_path / "out.pth").exists()
 
 
-def test_training_given_the_json_names_the_importer_then_uses_the_import(tmp_path, capsys,
-                                                                         caplog):
+def test_training_given_the_json_names_the_importer_then_uses_the_import(tmp_path, capsys, caplog):
     cfg = tiny_distill_cfg(str(tmp_path), write_class_means=False)
     source = tmp_path / "R101_emb.json"
     expected = _published_table(source, rows=3, dim=64)
     cfg.MODEL.DISTILL.CLASS_MEANS = str(source)
-    with pytest.raises(DataError, match=r"MODEL.DISTILL.CLASS_MEANS: .*R101_emb.json is a "
-                       r"JSON table .* python tools/import_class_means.py --input"):
+    with pytest.raises(
+        DataError,
+        match=r"MODEL.DISTILL.CLASS_MEANS: .*R101_emb.json is a "
+        r"JSON table .* python tools/import_class_means.py --input",
+    ):
         build_model(cfg)
 
     out = tmp_path / "imported.pth"
     distill = cfg.MODEL.DISTILL
-    status, lines = _run(["--input", source, "--output", out, "--num-classes", "2", "--dim", "64",
-                          "--teacher-config", distill.TEACHER_CONFIG, "--teacher-weights",
-                          distill.TEACHER_WEIGHTS, "--teacher-opts", *distill.TEACHER_OPTS],
-                         capsys)
+    status, lines = _run(
+        [
+            "--input",
+            source,
+            "--output",
+            out,
+            "--num-classes",
+            "2",
+            "--dim",
+            "64",
+            "--teacher-config",
+            distill.TEACHER_CONFIG,
+            "--teacher-weights",
+            distill.TEACHER_WEIGHTS,
+            "--teacher-opts",
+            *distill.TEACHER_OPTS,
+        ],
+        capsys,
+    )
     assert status == 0, lines
     cfg.MODEL.DISTILL.CLASS_MEANS = str(out)
     with caplog.at_level(logging.WARNING):

@@ -1,4 +1,5 @@
 """The embedded deepforest tree-crown dataset: tiling, split, determinism, cache, registration."""
+
 import hashlib
 import json
 import shutil
@@ -7,11 +8,11 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from nd_demo import embedded
+from nd_demo.embedded import deepforest_data_dir
 from PIL import Image
 
 from nd_det.errors import DataError
-from nd_demo import embedded
-from nd_demo.embedded import deepforest_data_dir
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,11 @@ def _load(path):
 
 
 def _digests(folder):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _reference_source_boxes():
@@ -35,25 +39,35 @@ def _reference_source_boxes():
     for xml_path in sorted(deepforest_data_dir().glob("*.xml")):
         root = ElementTree.parse(xml_path).getroot()
         name = root.findtext("filename")
-        boxes[name] = [tuple(int(obj.findtext(f"bndbox/{k}")) for k in
-                             ("xmin", "ymin", "xmax", "ymax")) for obj in root.iter("object")]
+        boxes[name] = [
+            tuple(int(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax"))
+            for obj in root.iter("object")
+        ]
     return boxes
 
 
 # ---------------------------------------------------------------- the built dataset
+
 
 def test_tiles_cover_each_image_without_overlap(built):
     """The 1249 x 1035 crop: columns 0-400-800-1200 (the last 49 px strip is under 100 px: left
     out), rows 400, 400 and 235 px tall; the 400 x 400 images are kept whole.  (How boxes are
     clipped to the tiles: test_boxes_match_an_independent_clip_of_the_source_annotations.)"""
     images = [i for path in (built.train_json, built.val_json) for i in _load(path)["images"]]
-    windows = [i["window"] for i in images
-               if i["source"] == "2019_YELL_2_541000_4977000_image_crop.png"]
-    assert sorted(windows) == sorted([x, y0, x + 400, y1] for x in (0, 400, 800)
-                                     for y0, y1 in ((0, 400), (400, 800), (800, 1035)))
+    windows = [
+        i["window"] for i in images if i["source"] == "2019_YELL_2_541000_4977000_image_crop.png"
+    ]
+    assert sorted(windows) == sorted(
+        [x, y0, x + 400, y1]
+        for x in (0, 400, 800)
+        for y0, y1 in ((0, 400), (400, 800), (800, 1035))
+    )
     assert all(i["width"] == i["window"][2] - i["window"][0] for i in images)
-    whole = {i["file_name"]: i["window"] for i in images
-             if i["source"] in ("OSBS_029.tif", "SOAP_061.png")}
+    whole = {
+        i["file_name"]: i["window"]
+        for i in images
+        if i["source"] in ("OSBS_029.tif", "SOAP_061.png")
+    }
     assert whole == {"OSBS_029.png": [0, 0, 400, 400], "SOAP_061.png": [0, 0, 400, 400]}
 
 
@@ -90,8 +104,7 @@ def test_boxes_match_an_independent_clip_of_the_source_annotations(built):
                 cx0, cy0, cx1, cy1 = max(x0, wx0), max(y0, wy0), min(x1, wx1), min(y1, wy1)
                 visible = max(cx1 - cx0, 0) * max(cy1 - cy0, 0)
                 if min(cx1 - cx0, cy1 - cy0) >= 4 and visible >= 0.4 * (x1 - x0) * (y1 - y0):
-                    expected.add((image["file_name"], (cx0 - wx0, cy0 - wy0, cx1 - cx0,
-                                                       cy1 - cy0)))
+                    expected.add((image["file_name"], (cx0 - wx0, cy0 - wy0, cx1 - cx0, cy1 - cy0)))
     assert got == expected
 
 
@@ -130,8 +143,9 @@ def test_build_is_deterministic(built, tmp_path):
     assert _digests(again.root) == _digests(built.root)
 
 
-def test_current_cache_is_reused_and_a_missing_tile_or_new_stamp_rebuilds(built, tmp_path,
-                                                                          monkeypatch):
+def test_current_cache_is_reused_and_a_missing_tile_or_new_stamp_rebuilds(
+    built, tmp_path, monkeypatch
+):
     root = tmp_path / "trees"
     shutil.copytree(built.root, root)
     reference = _digests(root)
@@ -156,12 +170,14 @@ def test_current_cache_is_reused_and_a_missing_tile_or_new_stamp_rebuilds(built,
     (root / "build_stamp.json").write_text(json.dumps(stamp))
     embedded.ensure_embedded_dataset(root)
     assert calls == [1, 1] and _digests(root) == reference
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".trees.") and
-            p.name != ".trees.lock"] == []  # no staging or old folder left behind
+    assert [
+        p.name
+        for p in tmp_path.iterdir()
+        if p.name.startswith(".trees.") and p.name != ".trees.lock"
+    ] == []  # no staging or old folder left behind
 
 
-def test_failed_build_keeps_the_old_folder_and_leaves_no_partial_one(built, tmp_path,
-                                                                    monkeypatch):
+def test_failed_build_keeps_the_old_folder_and_leaves_no_partial_one(built, tmp_path, monkeypatch):
     def broken_build(staging, *args):
         (staging / "train.json").write_text("{")
         raise RuntimeError("disk full")
@@ -202,8 +218,11 @@ def test_summary_command(built, capsys):
     lines = capsys.readouterr().out.splitlines()
     train, val = _load(built.train_json), _load(built.val_json)
     assert lines[0] == f"embedded dataset in {built.root}"
-    assert lines[2].split()[:3] == ["train", str(len(train["images"])),
-                                    str(len(train["annotations"]))]
+    assert lines[2].split()[:3] == [
+        "train",
+        str(len(train["images"])),
+        str(len(train["annotations"])),
+    ]
     assert lines[3].split()[:3] == ["val", str(len(val["images"])), str(len(val["annotations"]))]
 
 
@@ -211,15 +230,19 @@ def test_missing_deepforest_names_the_setup_script(monkeypatch, tmp_path):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "deepforest" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "deepforest" else real_find_spec(name, *a),
+    )
     with pytest.raises(DataError) as caught:
         embedded.ensure_embedded_dataset(tmp_path / "trees")
     assert str(caught.value) == (
         "the embedded tree-crown dataset needs the data files of the PyPI package "
         "deepforest==2.1.0, which is not installed in this Python. Fix: run "
         "`bash scripts/setup_env.sh` from the repository root (it installs it), or "
-        "`pip install --no-deps deepforest==2.1.0` in this Python environment")
+        "`pip install --no-deps deepforest==2.1.0` in this Python environment"
+    )
     assert not (tmp_path / "trees").exists()
 
 

@@ -6,6 +6,7 @@ and renders to exactly the Markdown written, and that the exported student is a 
 model.  It does not check AP values (two iterations learn nothing): the full-size numbers are in
 docs/demo_results.md.
 """
+
 import json
 import os
 import subprocess
@@ -14,27 +15,56 @@ import sys
 import pytest
 import torch
 from detectron2.config import get_cfg
-
-from nd_det.errors import ConfigError
 from nd_demo.cli import main as demo_main
-from nd_demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, describe_backbone,
-                             load_demo_cfg, run_cfg, student_cfg, without_demo_keys)
+from nd_demo.configs import (
+    DEFAULT_STUDENT_CONFIG,
+    DEFAULT_TEACHER_CONFIG,
+    describe_backbone,
+    load_demo_cfg,
+    run_cfg,
+    student_cfg,
+    without_demo_keys,
+)
 from nd_demo.figure import pick_val_images, read_loss_curves
 from nd_demo.pipeline import OUTPUT_FILES
-from nd_demo.report import (ROW_NAMES, TABLE_COLUMNS, distillation_verdict, read_report,
-                            render_markdown, write_report)
+from nd_demo.report import (
+    ROW_NAMES,
+    TABLE_COLUMNS,
+    distillation_verdict,
+    read_report,
+    render_markdown,
+    write_report,
+)
 from nd_demo.trainer import DemoTrainer
+
 from nd_det.config import add_backbone_config
+from nd_det.errors import ConfigError
 
 from .helpers.markdown import parse_markdown_table
 from .helpers.tiny_distill import REPO
 
 DEMO = os.path.join(REPO, "tools", "demo.py")
 # toy size: 192 px images, two iterations per model, class means from two images
-TOY_ARGS = ["--teacher-iters", "2", "--student-iters", "2", "--log-period", "1",
-            "--class-means-images", "2", "--figure-images", "2",
-            "INPUT.MIN_SIZE_TRAIN", "(192,)", "INPUT.MAX_SIZE_TRAIN", "192",
-            "INPUT.MIN_SIZE_TEST", "192", "INPUT.MAX_SIZE_TEST", "192"]
+TOY_ARGS = [
+    "--teacher-iters",
+    "2",
+    "--student-iters",
+    "2",
+    "--log-period",
+    "1",
+    "--class-means-images",
+    "2",
+    "--figure-images",
+    "2",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(192,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "192",
+    "INPUT.MIN_SIZE_TEST",
+    "192",
+    "INPUT.MAX_SIZE_TEST",
+    "192",
+]
 
 
 def _formatted(row, key):
@@ -45,8 +75,14 @@ def _formatted(row, key):
 def test_demo_end_to_end_at_toy_size(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run([sys.executable, DEMO, "--output-dir", str(out)] + TOY_ARGS,
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, DEMO, "--output-dir", str(out)] + TOY_ARGS,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     console = proc.stdout + proc.stderr
     assert proc.returncode == 0, console[-4000:]
 
@@ -60,8 +96,9 @@ def test_demo_end_to_end_at_toy_size(tmp_path):
     assert "[demo 6/6] write report + figure done in" in console
     lines = console.splitlines()
     for prefix in ("", "  [student_alone] ", "  [student_distilled] "):
-        assert any(line.startswith(prefix + " eta: 0:00:00  iter: 1  total_loss:")
-                   for line in lines), prefix
+        assert any(
+            line.startswith(prefix + " eta: 0:00:00  iter: 1  total_loss:") for line in lines
+        ), prefix
     assert not any("not found in the checkpoint" in line for line in lines)  # in log.txt only
 
     # the table: three rows with every column, in the console, the JSON and the Markdown
@@ -90,8 +127,9 @@ def test_demo_end_to_end_at_toy_size(tmp_path):
     exported.merge_from_file(str(out / "distilled_student_export" / "config.yaml"))
     assert exported.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
     assert "DISTILL" not in exported.MODEL and "DEMO" not in exported
-    state = torch.load(out / "distilled_student_export" / "model_final.pth", map_location="cpu",
-                       weights_only=True)["model"]
+    state = torch.load(
+        out / "distilled_student_export" / "model_final.pth", map_location="cpu", weights_only=True
+    )["model"]
     assert not any(k.startswith("distill_terms.") for k in state)
 
     # loss curves of both students, with the distillation terms in the distilled one only
@@ -105,23 +143,37 @@ def test_demo_end_to_end_at_toy_size(tmp_path):
     # they end with the same weights
     assert report["schedule"]["student_processes"] == 2
     sequential = tmp_path / "demo_sequential"
-    proc = subprocess.run([sys.executable, DEMO, "--output-dir", str(sequential), "--workers", "1"]
-                          + TOY_ARGS, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, DEMO, "--output-dir", str(sequential), "--workers", "1"] + TOY_ARGS,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert read_report(str(sequential / "results.json"))["schedule"]["student_processes"] == 1
     for folder in ("student_alone", "student_distilled"):
         side_by_side = torch.load(out / folder / "model_final.pth", weights_only=True)["model"]
-        one_by_one = torch.load(sequential / folder / "model_final.pth",
-                                weights_only=True)["model"]
+        one_by_one = torch.load(sequential / folder / "model_final.pth", weights_only=True)["model"]
         assert all(torch.equal(v, one_by_one[k]) for k, v in side_by_side.items()), folder
 
 
 # --------------------------------------------------------------------------- parts
 def _score_rows(teacher, alone, distilled):
     names = ROW_NAMES
-    return [{"model": n, "backbone": "b", "AP": ap, "AP50": ap, "AP75": ap, "params": 10,
-             "inference_ms_per_image": 1.0} for n, ap in zip(names, (teacher, alone, distilled))]
+    return [
+        {
+            "model": n,
+            "backbone": "b",
+            "AP": ap,
+            "AP50": ap,
+            "AP75": ap,
+            "params": 10,
+            "inference_ms_per_image": 1.0,
+        }
+        for n, ap in zip(names, (teacher, alone, distilled))
+    ]
 
 
 def test_verdict_is_honest_both_ways():
@@ -129,11 +181,14 @@ def test_verdict_is_honest_both_ways():
     rows[2]["AP75"] = 19.0
     assert distillation_verdict(rows, "ReviewKD++") == (
         "ReviewKD++ helped: +5.00 AP over the student alone (AP50 +5.00, AP75 -1.00; 50% of the "
-        "teacher-student AP gap closed); the teacher is 10.00 AP above the student alone.")
+        "teacher-student AP gap closed); the teacher is 10.00 AP above the student alone."
+    )
     assert distillation_verdict(_score_rows(30.0, 20.0, 18.0), "KD++").startswith(
-        "KD++ did not help: -2.00 AP against the student alone (AP50 -2.00, AP75 -2.00)")
+        "KD++ did not help: -2.00 AP against the student alone (AP50 -2.00, AP75 -2.00)"
+    )
     assert distillation_verdict(_score_rows(30.0, 20.0, 20.2), "ND").startswith(
-        "ND left AP about the same (+0.20; AP50 +0.20, AP75 +0.20)")
+        "ND left AP about the same (+0.20; AP50 +0.20, AP75 +0.20)"
+    )
     assert "cannot show distillation" in distillation_verdict(_score_rows(10.0, 20.0, 21.0), "ND")
 
 
@@ -141,13 +196,23 @@ def test_report_json_and_markdown_agree(tmp_path):
     rows = _score_rows(31.25, 20.5, 24.125)
     rows[0]["params"] = 2866645
     report = {
-        "title": "t", "dataset": {"val_images": 9, "val_boxes": 197}, "method_name": "KD++",
+        "title": "t",
+        "dataset": {"val_images": 9, "val_boxes": 197},
+        "method_name": "KD++",
         "distill_losses": ["kd", "nd"],
-        "schedule": {"seed": 0, "teacher_iters": 5, "student_iters": 4,
-                     "teacher_images_per_iter": 4, "student_images_per_iter": 4,
-                     "teacher_optimizer": "AdamW lr 0.0003", "student_optimizer": "SGD lr 0.02",
-                     "device": "cpu", "threads": 1},
-        "rows": rows, "verdict": distillation_verdict(rows, "KD++"),
+        "schedule": {
+            "seed": 0,
+            "teacher_iters": 5,
+            "student_iters": 4,
+            "teacher_images_per_iter": 4,
+            "student_images_per_iter": 4,
+            "teacher_optimizer": "AdamW lr 0.0003",
+            "student_optimizer": "SGD lr 0.02",
+            "device": "cpu",
+            "threads": 1,
+        },
+        "rows": rows,
+        "verdict": distillation_verdict(rows, "KD++"),
         "wall_time_s": {"total": 12.0, "stages": {"a": 5.0, "b": 7.0}},
     }
     write_report(report, str(tmp_path / "r.json"), str(tmp_path / "r.md"))
@@ -187,14 +252,17 @@ def test_cli_reports_bad_options_in_one_line(tmp_path, capsys):
     assert demo_main(["--output-dir", str(tmp_path), "--teacher-iters", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["ERROR: --teacher-iters 0: give 1 or more"]
-    assert demo_main(["--output-dir", str(tmp_path), "--student-config",
-                      str(tmp_path / "nope.yaml")]) == 2
+    assert (
+        demo_main(["--output-dir", str(tmp_path), "--student-config", str(tmp_path / "nope.yaml")])
+        == 2
+    )
     assert "nope.yaml: file not found" in capsys.readouterr().err
 
 
 def test_student_cfg_run_settings_and_without_demo_keys(tmp_path):
-    cfg = student_cfg(DEFAULT_STUDENT_CONFIG, str(tmp_path), 7, 3, "cpu", [], "t.yaml", "t.pth",
-                      "m.pth")
+    cfg = student_cfg(
+        DEFAULT_STUDENT_CONFIG, str(tmp_path), 7, 3, "cpu", [], "t.yaml", "t.pth", "m.pth"
+    )
     assert cfg.SOLVER.MAX_ITER == 7 and cfg.SEED == 3 and cfg.MODEL.DISTILL.LOSSES == []
     assert cfg.SOLVER.WARMUP_ITERS == 1  # never longer than a tenth of the run
     plain = get_cfg()
@@ -221,13 +289,33 @@ def test_optimizer_follows_demo_optimizer_key(tmp_path):
 
 def test_loss_curves_and_image_choice(tmp_path):
     metrics = tmp_path / "metrics.json"
-    metrics.write_text("\n".join(json.dumps(r) for r in [
-        {"iteration": 0, "total_loss": 3.0, "loss_cls": 1.0, "loss_box_reg": 0.5,
-         "loss_rpn_cls": 0.25, "loss_rpn_loc": 0.25, "loss_nd": 1.0},
-        {"iteration": 1, "bbox/AP": 3.0},  # not a loss record
-        {"iteration": 9, "total_loss": 2.0, "loss_cls": 0.5, "loss_box_reg": 0.5,
-         "loss_rpn_cls": 0.25, "loss_rpn_loc": 0.25, "loss_nd": 0.5},
-    ]) + "\n")
+    metrics.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {
+                    "iteration": 0,
+                    "total_loss": 3.0,
+                    "loss_cls": 1.0,
+                    "loss_box_reg": 0.5,
+                    "loss_rpn_cls": 0.25,
+                    "loss_rpn_loc": 0.25,
+                    "loss_nd": 1.0,
+                },
+                {"iteration": 1, "bbox/AP": 3.0},  # not a loss record
+                {
+                    "iteration": 9,
+                    "total_loss": 2.0,
+                    "loss_cls": 0.5,
+                    "loss_box_reg": 0.5,
+                    "loss_rpn_cls": 0.25,
+                    "loss_rpn_loc": 0.25,
+                    "loss_nd": 0.5,
+                },
+            ]
+        )
+        + "\n"
+    )
     curves = read_loss_curves(str(metrics))
     assert curves == {"iteration": [1, 10], "detection": [2.0, 1.5], "loss_nd": [1.0, 0.5]}
     records = [{"image_id": i, "annotations": [{}] * n} for i, n in ((1, 2), (2, 5), (3, 5))]
@@ -255,7 +343,8 @@ def test_teacher_starts_from_the_offline_imagenet_file_as_published(tmp_path):
     body = model.backbone.bottom_up.body.state_dict()
     compared = [k for k in body if k in published]
     assert len(compared) > 100 and all(torch.equal(body[k], published[k]) for k in compared)
-    student = student_cfg(DEFAULT_STUDENT_CONFIG, str(tmp_path), 5, 0, "cpu", [], "t.yaml",
-                          "t.pth", "m.pth")
+    student = student_cfg(
+        DEFAULT_STUDENT_CONFIG, str(tmp_path), 5, 0, "cpu", [], "t.yaml", "t.pth", "m.pth"
+    )
     assert student.MODEL.WEIGHTS == ""  # random init
     assert describe_backbone(student) == "torchvision mobilenet_v2-FPN x0.5 (64 ch), random init"

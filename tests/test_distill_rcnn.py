@@ -1,5 +1,6 @@
 """DistillRCNN: training steps of every COCO-Distill config on CPU, teacher isolation, eval
 equivalence with a plain GeneralizedRCNN, teacher input format, early validation errors."""
+
 import copy
 import math
 
@@ -11,8 +12,7 @@ from detectron2.utils.events import EventStorage
 
 from nd_det.errors import ConfigError, DataError
 from nd_det.losses import ClassMeanAccumulator, save_class_means
-from nd_det.modeling import DistillRCNN
-from nd_det.modeling import plain_student_cfg, student_state_dict
+from nd_det.modeling import DistillRCNN, plain_student_cfg, student_state_dict
 
 from .helpers.tiny_distill import random_batch, tiny_distill_cfg
 
@@ -79,8 +79,9 @@ def test_two_training_steps_then_eval(tmp_path, config_file):
 
     model.eval()
     with torch.no_grad():
-        outputs = model([{k: v for k, v in x.items() if k != "instances"}
-                         for x in random_batch(seed=9)])
+        outputs = model(
+            [{k: v for k, v in x.items() if k != "instances"} for x in random_batch(seed=9)]
+        )
     assert len(outputs) == 2
     for out in outputs:
         inst = out["instances"]
@@ -120,10 +121,12 @@ def test_student_box_head_runs_once_per_step(tmp_path):
     cfg = tiny_distill_cfg(str(tmp_path), "R50_from_R101_kd_nd.yaml")
     model = build_model(cfg)
     calls = {"student": 0, "teacher": 0}
-    model.roi_heads.box_head.register_forward_hook(lambda *a: calls.__setitem__(
-        "student", calls["student"] + 1))
-    model.teacher.model.roi_heads.box_head.register_forward_hook(lambda *a: calls.__setitem__(
-        "teacher", calls["teacher"] + 1))
+    model.roi_heads.box_head.register_forward_hook(
+        lambda *a: calls.__setitem__("student", calls["student"] + 1)
+    )
+    model.teacher.model.roi_heads.box_head.register_forward_hook(
+        lambda *a: calls.__setitem__("teacher", calls["teacher"] + 1)
+    )
     _train_steps(model, cfg, steps=1)
     assert calls == {"student": 1, "teacher": 1}
 
@@ -133,17 +136,26 @@ def test_teacher_sees_the_sampled_boxes_and_its_own_input_format(tmp_path):
     means: the teacher embeddings DistillRCNN computes equal the teacher's own preprocessing +
     box head on the same boxes."""
     cfg = tiny_distill_cfg(
-        str(tmp_path), "R50_from_R101_kd_nd.yaml",
-        extra_opts=["INPUT.FORMAT", "RGB", "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53]",
-                    "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]"],
+        str(tmp_path),
+        "R50_from_R101_kd_nd.yaml",
+        extra_opts=[
+            "INPUT.FORMAT",
+            "RGB",
+            "MODEL.PIXEL_MEAN",
+            "[123.675, 116.28, 103.53]",
+            "MODEL.PIXEL_STD",
+            "[58.395, 57.12, 57.375]",
+        ],
     )
     model = build_model(cfg)
     assert model.teacher.flip_channels
     captured = {}
     model.teacher.model.roi_heads.box_head.register_forward_hook(
-        lambda m, i, o: captured.__setitem__("emb", o))
+        lambda m, i, o: captured.__setitem__("emb", o)
+    )
     model.teacher.model.roi_heads.box_pooler.register_forward_hook(
-        lambda m, i, o: captured.__setitem__("boxes", [b.tensor.clone() for b in i[1]]))
+        lambda m, i, o: captured.__setitem__("boxes", [b.tensor.clone() for b in i[1]])
+    )
     batch = random_batch(seed=3)
     model.train()
     with EventStorage(0):
@@ -195,8 +207,11 @@ def test_batch_of_images_without_boxes_trains_finite(tmp_path):
 
 
 def test_nd_foreground_only_option(tmp_path):
-    cfg = tiny_distill_cfg(str(tmp_path), "R50_from_R101_kd_nd.yaml",
-                           extra_opts=["MODEL.DISTILL.ND.INCLUDE_BACKGROUND", "False"])
+    cfg = tiny_distill_cfg(
+        str(tmp_path),
+        "R50_from_R101_kd_nd.yaml",
+        extra_opts=["MODEL.DISTILL.ND.INCLUDE_BACKGROUND", "False"],
+    )
     model = build_model(cfg)
     history = _train_steps(model, cfg, steps=1, empty=(0, 1))
     # no foreground RoI at all: the masked mean is exactly 0, not NaN
@@ -208,8 +223,11 @@ def test_bad_class_means_shape_stops_before_training(tmp_path):
     wrong = ClassMeanAccumulator(5, 64)  # 5 rows but the model needs NUM_CLASSES + 1 = 3
     wrong.update(torch.rand(10, 64), torch.arange(5).repeat(2))
     save_class_means(cfg.MODEL.DISTILL.CLASS_MEANS, wrong.finalize())
-    with pytest.raises(DataError, match=r"MODEL.DISTILL.CLASS_MEANS: .* holds 5 class rows "
-                       r"but 3 are needed"):
+    with pytest.raises(
+        DataError,
+        match=r"MODEL.DISTILL.CLASS_MEANS: .* holds 5 class rows "
+        r"but 3 are needed",
+    ):
         build_model(cfg)
 
 
@@ -225,15 +243,20 @@ def test_class_means_of_wrong_dimension(tmp_path):
 def test_missing_teacher_weights_stops_before_training(tmp_path):
     cfg = tiny_distill_cfg(str(tmp_path))
     cfg.MODEL.DISTILL.TEACHER_WEIGHTS = str(tmp_path / "no_such_teacher.pth")
-    with pytest.raises(ConfigError, match=r"MODEL.DISTILL.TEACHER_WEIGHTS=.*no_such_teacher.pth"
-                       r".*file not found"):
+    with pytest.raises(
+        ConfigError,
+        match=r"MODEL.DISTILL.TEACHER_WEIGHTS=.*no_such_teacher.pth"
+        r".*file not found",
+    ):
         build_model(cfg)
 
 
 def test_teacher_with_other_number_of_classes_is_refused(tmp_path):
     cfg = tiny_distill_cfg(str(tmp_path))
     cfg.MODEL.DISTILL.TEACHER_OPTS = list(cfg.MODEL.DISTILL.TEACHER_OPTS) + [
-        "MODEL.ROI_HEADS.NUM_CLASSES", "5"]
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        "5",
+    ]
     with pytest.raises(ConfigError, match="NUM_CLASSES=2 but the teacher .* has 5"):
         build_model(cfg)
 

@@ -3,6 +3,7 @@
 student's detections on two image sizes, for the demo's student at its size, a toy R50-FPN and a
 toy MobileNetV3-FPN; the input/output contract holds; bad input is one ERROR line, exit 2,
 nothing written."""
+
 import json
 import os
 import sys
@@ -15,8 +16,13 @@ from detectron2.modeling import build_model
 from nd_demo.configs import DEFAULT_STUDENT_CONFIG, load_demo_cfg, without_demo_keys
 
 from nd_det.export import export_student
-from nd_det.export.contract import (BOX_RTOL, TOLERANCE, deploy_image, load_exported_student,
-                                    student_detections)
+from nd_det.export.contract import (
+    BOX_RTOL,
+    TOLERANCE,
+    deploy_image,
+    load_exported_student,
+    student_detections,
+)
 from nd_det.modeling.student_checkpoint import plain_student_cfg
 
 from .helpers.run_tool import run_tool_in_process
@@ -29,8 +35,10 @@ TOY_STUDENTS = {
     # detectron2's ResNet under FPN (the tiny test sizes: depth 18, GroupNorm) and torchvision's
     # MobileNetV3-Large under FPN (nd-det's builder)
     "r50": ("R50_from_R101_nd.yaml", []),
-    "mv3": ("MV3_from_R50_nd.yaml", ["MODEL.TORCHVISION.NORM", "GN",
-                                     "MODEL.TORCHVISION.FREEZE_AT", "0"]),
+    "mv3": (
+        "MV3_from_R50_nd.yaml",
+        ["MODEL.TORCHVISION.NORM", "GN", "MODEL.TORCHVISION.FREEZE_AT", "0"],
+    ),
 }
 
 
@@ -38,8 +46,10 @@ def toy_export(tmp, student):
     """A DistillRCNN checkpoint of the tiny config exported with export_student: (the
     DistillRCNN in eval mode, the export folder, two images: 96x128 and 144x96 once resized)."""
     model, export_dir = distilled_export(tmp, *TOY_STUDENTS[student])
-    images = [write_image(tmp / "a.png", 120, 160, seed=0), write_image(tmp / "b.jpg", 150, 100,
-                                                                        seed=1)]
+    images = [
+        write_image(tmp / "a.png", 120, 160, seed=0),
+        write_image(tmp / "b.jpg", 150, 100, seed=1),
+    ]
     return model, export_dir, images
 
 
@@ -51,10 +61,13 @@ def demo_export(tmp):
     model = build_model(plain_student_cfg(cfg))
     (tmp / "train").mkdir()
     DetectionCheckpointer(model, str(tmp / "train")).save("model_final")
-    export_student(cfg, str(tmp / "train" / "model_final.pth"), str(tmp / "deploy"),
-                   allow_non_distilled=True)
-    images = [write_image(tmp / "a.png", 300, 400, seed=2), write_image(tmp / "b.png", 520, 338,
-                                                                        seed=3)]
+    export_student(
+        cfg, str(tmp / "train" / "model_final.pth"), str(tmp / "deploy"), allow_non_distilled=True
+    )
+    images = [
+        write_image(tmp / "a.png", 300, 400, seed=2),
+        write_image(tmp / "b.png", 520, 338, seed=3),
+    ]
     return model.eval(), str(tmp / "deploy"), images
 
 
@@ -118,26 +131,31 @@ def run_onnx(session):
 def load_onnx(path):
     session = onnx_session(path)
     [image] = session.get_inputs()
-    assert (image.name, image.type, image.shape) == ("image", "tensor(float)",
-                                                     [3, "height", "width"])
+    assert (image.name, image.type, image.shape) == (
+        "image",
+        "tensor(float)",
+        [3, "height", "width"],
+    )
     assert [(o.name, o.type, o.shape) for o in session.get_outputs()] == [
-        ("boxes", "tensor(float)", ["detections", 4]), ("scores", "tensor(float)", ["detections"]),
-        ("classes", "tensor(int64)", ["detections"])]
+        ("boxes", "tensor(float)", ["detections", 4]),
+        ("scores", "tensor(float)", ["detections"]),
+        ("classes", "tensor(int64)", ["detections"]),
+    ]
     return run_onnx(session)
 
 
 @pytest.mark.parametrize("fmt", ["pt2", "onnx"])
 @pytest.mark.parametrize("student", ["demo", "r50", "mv3"])
-def test_exported_file_gives_the_students_detections(students, student, fmt, capsys,
-                                                     monkeypatch):
+def test_exported_file_gives_the_students_detections(students, student, fmt, capsys, monkeypatch):
     reference, export_dir, images = students(student)
     # the program the tool loads back from its file with torch.export.load (loading a .pt2
     # takes seconds: this test runs its own checks on the same loaded program)
     loaded = []
     load = torch.export.load
     monkeypatch.setattr(torch.export, "load", lambda f: loaded.append(load(f)) or loaded[-1])
-    code, err = run_tool_in_process(TOOL, ["--export-dir", export_dir, "--format", fmt,
-                                           "--image", images[0]])
+    code, err = run_tool_in_process(
+        TOOL, ["--export-dir", export_dir, "--format", fmt, "--image", images[0]]
+    )
     assert code == 0, err
     path = os.path.join(export_dir, f"model.{fmt}")
     assert f"Wrote {path} and {path}.json" in capsys.readouterr().out
@@ -147,8 +165,7 @@ def test_exported_file_gives_the_students_detections(students, student, fmt, cap
     assert record["notes"] == []  # no fallback to the legacy exporter
     checks = record["check"]["sizes"]
     assert len(checks) == 2 and checks[0]["input_size"] != checks[1]["input_size"]
-    assert all(c["max_box_diff"] <= TOLERANCE and c["max_score_diff"] <= TOLERANCE
-               for c in checks)
+    assert all(c["max_box_diff"] <= TOLERANCE and c["max_score_diff"] <= TOLERANCE for c in checks)
 
     assert len(loaded) == (fmt == "pt2")
     module = check_pt2(loaded[0]) if fmt == "pt2" else None
@@ -160,8 +177,11 @@ def test_exported_file_gives_the_students_detections(students, student, fmt, cap
         with torch.no_grad():
             expected = student_detections(reference, tensor)
             boxes, scores, classes = run(tensor)
-        assert (boxes.dtype, scores.dtype, classes.dtype) == (torch.float32, torch.float32,
-                                                              torch.int64)
+        assert (boxes.dtype, scores.dtype, classes.dtype) == (
+            torch.float32,
+            torch.float32,
+            torch.int64,
+        )
         assert boxes.shape == (len(expected[0]), 4) and len(expected[0]) > 0
         assert scores.shape == classes.shape == (len(expected[0]),)
         torch.testing.assert_close(boxes, expected[0], rtol=BOX_RTOL, atol=TOLERANCE)
@@ -184,8 +204,7 @@ def test_exported_file_gives_the_students_detections(students, student, fmt, cap
         finally:
             student_weight.copy_(kept)
     assert boxes.shape == (0, 4) and scores.shape == classes.shape == (0,)
-    assert (boxes.dtype, scores.dtype, classes.dtype) == (torch.float32, torch.float32,
-                                                          torch.int64)
+    assert (boxes.dtype, scores.dtype, classes.dtype) == (torch.float32, torch.float32, torch.int64)
 
 
 def refused(argv, expected):
@@ -201,30 +220,91 @@ def test_bad_input_is_one_error_line_and_nothing_is_written(students, tmp_path, 
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("not an image")
     folders[str(tmp_path)] = sorted(os.listdir(tmp_path))
-    argv = ["--export-dir", export_dir, "--format", "onnx", "--image", images[0], "--output",
-            str(tmp_path / "model.onnx")]
-    refused(["--export-dir", str(tmp_path), "--format", "pt2", "--image", images[0]],
-            "config.yaml not found; give the folder tools/export_student.py wrote")
-    refused(["--export-dir", export_dir, "--format", "pt2", "--image", str(not_an_image),
-             "--output", str(tmp_path / "model.pt2")], "cannot be read as an image")
-    refused(["--export-dir", export_dir, "--format", "pt2", "--image", str(tmp_path / "no.png"),
-             "--output", str(tmp_path / "model.pt2")], "no.png: file not found")
-    refused(["--export-dir", export_dir, "--format", "tflite", "--image", images[0]],
-            "argument --format: invalid choice: 'tflite'")
-    refused(["--export-dir", export_dir, "--format", "pt2", "--image", images[0], "--output",
-             str(tmp_path / "model.pt2"), "--device", "cuda"], "--device cuda: .pt2 and .onnx")
-    refused(["--export-dir", export_dir, "--format", "pt2", "--image", images[0], "--output",
-             str(not_an_image)], f"--output {not_an_image} exists; pass --overwrite")
+    argv = [
+        "--export-dir",
+        export_dir,
+        "--format",
+        "onnx",
+        "--image",
+        images[0],
+        "--output",
+        str(tmp_path / "model.onnx"),
+    ]
+    refused(
+        ["--export-dir", str(tmp_path), "--format", "pt2", "--image", images[0]],
+        "config.yaml not found; give the folder tools/export_student.py wrote",
+    )
+    refused(
+        [
+            "--export-dir",
+            export_dir,
+            "--format",
+            "pt2",
+            "--image",
+            str(not_an_image),
+            "--output",
+            str(tmp_path / "model.pt2"),
+        ],
+        "cannot be read as an image",
+    )
+    refused(
+        [
+            "--export-dir",
+            export_dir,
+            "--format",
+            "pt2",
+            "--image",
+            str(tmp_path / "no.png"),
+            "--output",
+            str(tmp_path / "model.pt2"),
+        ],
+        "no.png: file not found",
+    )
+    refused(
+        ["--export-dir", export_dir, "--format", "tflite", "--image", images[0]],
+        "argument --format: invalid choice: 'tflite'",
+    )
+    refused(
+        [
+            "--export-dir",
+            export_dir,
+            "--format",
+            "pt2",
+            "--image",
+            images[0],
+            "--output",
+            str(tmp_path / "model.pt2"),
+            "--device",
+            "cuda",
+        ],
+        "--device cuda: .pt2 and .onnx",
+    )
+    refused(
+        [
+            "--export-dir",
+            export_dir,
+            "--format",
+            "pt2",
+            "--image",
+            images[0],
+            "--output",
+            str(not_an_image),
+        ],
+        f"--output {not_an_image} exists; pass --overwrite",
+    )
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
-    refused(argv, "--format onnx needs the Python package onnxruntime, which is not installed: "
-                  "pip install onnx onnxscript onnxruntime")
+    refused(
+        argv,
+        "--format onnx needs the Python package onnxruntime, which is not installed: "
+        "pip install onnx onnxscript onnxruntime",
+    )
     for folder, before in folders.items():
         assert sorted(os.listdir(folder)) == before
 
 
-def test_a_full_disk_while_the_file_is_written_is_one_line_and_leaves_nothing(students,
-                                                                              tmp_path,
-                                                                              monkeypatch):
+def test_a_full_disk_while_the_file_is_written_is_one_line_and_leaves_nothing(
+    students, tmp_path, monkeypatch
+):
     import errno
 
     import nd_det.export.program as program
@@ -239,9 +319,11 @@ def test_a_full_disk_while_the_file_is_written_is_one_line_and_leaves_nothing(st
 
     monkeypatch.setattr(program, "save", half_then_full)
     out = tmp_path / "model.pt2"
-    refused(["--export-dir", export_dir, "--format", "pt2", "--image", images[0], "--output",
-             str(out)], f"--output {out} could not be written: [Errno 28] No space left on "
-                        "device; nothing was written")
+    refused(
+        ["--export-dir", export_dir, "--format", "pt2", "--image", images[0], "--output", str(out)],
+        f"--output {out} could not be written: [Errno 28] No space left on "
+        "device; nothing was written",
+    )
     assert os.listdir(tmp_path) == []
 
 
@@ -259,8 +341,18 @@ def test_a_file_that_differs_from_the_student_is_not_written(students, tmp_path,
     # torch's FutureWarnings about TorchScript itself print as usual; only the ERROR line counts
     monkeypatch.setattr(warnings, "filters", list(warnings.filters))
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
-    refused(["--export-dir", export_dir, "--format", "torchscript", "--image", images[0],
-             "--output", str(tmp_path / "model.ts")],
-            "TorchScript and Python detections differ: max |box diff| 0.01 px, max |score diff| "
-            "0 (tolerance 0.001 + 1e-05 x |coordinate| px, 0.001 for scores); nothing was written")
+    refused(
+        [
+            "--export-dir",
+            export_dir,
+            "--format",
+            "torchscript",
+            "--image",
+            images[0],
+            "--output",
+            str(tmp_path / "model.ts"),
+        ],
+        "TorchScript and Python detections differ: max |box diff| 0.01 px, max |score diff| "
+        "0 (tolerance 0.001 + 1e-05 x |coordinate| px, 0.001 for scores); nothing was written",
+    )
     assert os.listdir(tmp_path) == []

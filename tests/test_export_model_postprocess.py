@@ -4,6 +4,7 @@ RPN's proposal selection (find_top_rpn_proposals), the pooler's level of each bo
 (assign_boxes_to_levels), the box head's threshold + NMS (fast_rcnn_inference_single_image)
 and the whole inference (GeneralizedRCNN.inference), in both of torchvision's batched-NMS
 regimes (coordinate trick up to 1000 boxes, a loop above)."""
+
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -17,8 +18,12 @@ from nd_det.errors import ConfigError
 from nd_det.export import export_student
 from nd_det.export.contract import load_exported_student, student_detections
 from nd_det.export.graph import ExportableStudent, check_exportable, min_image_side
-from nd_det.export.postprocess import (box_levels, detections_per_class, nms_per_class,
-                                       top_rpn_proposals)
+from nd_det.export.postprocess import (
+    box_levels,
+    detections_per_class,
+    nms_per_class,
+    top_rpn_proposals,
+)
 
 from .helpers.threads import one_torch_thread  # noqa: F401  (autouse fixture)
 from .helpers.tiny_distill import tiny_distill_cfg
@@ -41,11 +46,19 @@ def test_proposal_selection_is_detectron2s(pre_nms_topk):
     proposals[0][3] = float("nan")  # a diverged box and a diverged score: dropped by both
     logits[1][5] = float("inf")
     for min_box_size in (0.0, 4.0):
-        expected = find_top_rpn_proposals([p[None] for p in proposals], [s[None] for s in logits],
-                                          [(height, width)], 0.7, pre_nms_topk, 300,
-                                          min_box_size, training=False)[0]
-        boxes, scores = top_rpn_proposals(proposals, logits, height, width, 0.7, pre_nms_topk,
-                                          300, min_box_size)
+        expected = find_top_rpn_proposals(
+            [p[None] for p in proposals],
+            [s[None] for s in logits],
+            [(height, width)],
+            0.7,
+            pre_nms_topk,
+            300,
+            min_box_size,
+            training=False,
+        )[0]
+        boxes, scores = top_rpn_proposals(
+            proposals, logits, height, width, 0.7, pre_nms_topk, 300, min_box_size
+        )
         assert len(boxes) == len(expected) > 100
         assert torch.equal(boxes, expected.proposal_boxes.tensor)
         assert torch.equal(scores, expected.objectness_logits)
@@ -56,14 +69,17 @@ def test_proposal_selection_is_detectron2s(pre_nms_topk):
 def test_detection_selection_is_detectron2s(per_class_boxes, num_proposals):
     g = torch.Generator().manual_seed(num_proposals + per_class_boxes)
     classes = 3
-    boxes = torch.cat([random_boxes(num_proposals, 120, g)
-                       for _ in range(classes if per_class_boxes else 1)], dim=1)
+    boxes = torch.cat(
+        [random_boxes(num_proposals, 120, g) for _ in range(classes if per_class_boxes else 1)],
+        dim=1,
+    )
     probs = torch.softmax(torch.randn(num_proposals, classes + 1, generator=g) * 2, dim=1)
     boxes[7, 1] = float("inf")  # a non-finite box and a non-finite score: dropped by both
     probs[11, 0] = float("nan")
     for threshold, topk in ((0.05, 100), (0.3, -1)):
-        expected, _ = fast_rcnn_inference_single_image(boxes, probs, (100, 120), threshold,
-                                                       0.5, topk)
+        expected, _ = fast_rcnn_inference_single_image(
+            boxes, probs, (100, 120), threshold, 0.5, topk
+        )
         found = detections_per_class(boxes, probs, 100, 120, threshold, 0.5, topk)
         assert len(found[0]) == len(expected) > 20
         assert torch.equal(found[0], expected.pred_boxes.tensor)
@@ -118,7 +134,8 @@ def test_smallest_side_and_unsupported_students(tiny_student):
     check_exportable(cfg, model)
     heads = model.roi_heads
     heads.mask_on = True
-    with pytest.raises(ConfigError, match="MODEL.MASK_ON / MODEL.KEYPOINT_ON.*use --format "
-                                          "torchscript"):
+    with pytest.raises(
+        ConfigError, match="MODEL.MASK_ON / MODEL.KEYPOINT_ON.*use --format torchscript"
+    ):
         check_exportable(cfg, model)
     heads.mask_on = False

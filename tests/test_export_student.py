@@ -1,6 +1,7 @@
 """tools/export_student.py: a DistillRCNN training checkpoint becomes a plain detectron2 config +
 student-only checkpoint that stock detectron2 loads, in a process that never imports nd_det, and
 that detects exactly what DistillRCNN detects in eval mode."""
+
 import functools
 import http.server
 import json
@@ -24,16 +25,22 @@ from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler, build_optimizer
 from detectron2.utils.events import EventStorage
 
-from nd_det.errors import ConfigError, FileError
 from nd_det.config import add_backbone_config
 from nd_det.config import load_config as load_distill_cfg
+from nd_det.errors import ConfigError, FileError
 from nd_det.export import export_student
 from nd_det.export.cli import main
 from nd_det.modeling import DistillRCNN
 
 from .helpers.tiny_coco import write_tiny_coco
-from .helpers.tiny_distill import REPO, config_path, random_batch, tiny_distill_opts
-from .helpers.tiny_distill import write_random_class_means, write_teacher_checkpoint
+from .helpers.tiny_distill import (
+    REPO,
+    config_path,
+    random_batch,
+    tiny_distill_opts,
+    write_random_class_means,
+    write_teacher_checkpoint,
+)
 
 CONFIG = config_path("R50_from_R101_nd.yaml")
 EXPORT_TOOL = os.path.join(REPO, "tools", "export_student.py")
@@ -41,18 +48,24 @@ EXPORT_TOOL = os.path.join(REPO, "tools", "export_student.py")
 TEST_SIZE = ["INPUT.MIN_SIZE_TEST", "80", "INPUT.MAX_SIZE_TEST", "120"]
 # a MobileNetV2 student (torchvision's, nd-det's builder) at half width, from random init
 MOBILENETV2 = [
-    "MODEL.BACKBONE.NAME", "build_torchvision_fpn_backbone",
-    "MODEL.TORCHVISION.ARCH", "mobilenet_v2",
-    "MODEL.TORCHVISION.NORM", "GN",
-    "MODEL.TORCHVISION.FREEZE_AT", "0",
-    "MODEL.TORCHVISION.WIDTH_MULT", "0.5",
-    "MODEL.FPN.IN_FEATURES", "['c2', 'c3', 'c4', 'c5']",
+    "MODEL.BACKBONE.NAME",
+    "build_torchvision_fpn_backbone",
+    "MODEL.TORCHVISION.ARCH",
+    "mobilenet_v2",
+    "MODEL.TORCHVISION.NORM",
+    "GN",
+    "MODEL.TORCHVISION.FREEZE_AT",
+    "0",
+    "MODEL.TORCHVISION.WIDTH_MULT",
+    "0.5",
+    "MODEL.FPN.IN_FEATURES",
+    "['c2', 'c3', 'c4', 'c5']",
 ]
 
 # Runs in a fresh interpreter that refuses to import nd_det: stock detectron2 only, the way a
 # deployment would use the export (DefaultPredictor, and DefaultTrainer.test + COCOEvaluator as
 # detectron2's tools/train_net.py --eval-only does).
-STOCK_DETECTRON2_SCRIPT = r'''
+STOCK_DETECTRON2_SCRIPT = r"""
 import importlib.abc
 import json
 import os
@@ -118,7 +131,7 @@ out["coco"] = {task: dict(metrics) for task, metrics in results.items()}
 out["nd_det_modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "nd_det")
 assert "nd_det" not in sys.modules, out["nd_det_modules"]
 torch.save(out, spec["result"])
-'''
+"""
 
 
 def _env(threads=None):
@@ -133,8 +146,9 @@ def _run(cmd, cwd):
 
 
 def _start(cmd, cwd, threads=None):
-    return subprocess.Popen(cmd, cwd=cwd, env=_env(threads), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=_env(threads), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _finish(proc):
@@ -159,7 +173,8 @@ def _train_and_checkpoint(cfg, folder):
         scheduler.step()
     folder.mkdir(parents=True, exist_ok=True)
     DetectionCheckpointer(model, str(folder), optimizer=optimizer, scheduler=scheduler).save(
-        "model_0000001", iteration=1)
+        "model_0000001", iteration=1
+    )
     return model, str(folder / "model_0000001.pth")
 
 
@@ -178,8 +193,13 @@ def _detect(model, cfg, image_paths):
             assert resized.shape[:2] != (height, width)  # the resize is really exercised
             tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
             inst = model([{"image": tensor, "height": height, "width": width}])[0]["instances"]
-            found.append({"boxes": inst.pred_boxes.tensor, "scores": inst.scores,
-                          "classes": inst.pred_classes})
+            found.append(
+                {
+                    "boxes": inst.pred_boxes.tensor,
+                    "scores": inst.scores,
+                    "classes": inst.pred_classes,
+                }
+            )
     return found
 
 
@@ -189,8 +209,9 @@ def _predict(cfg, image_paths):
     found = []
     for path in image_paths:
         inst = predictor(read_image(path, format="BGR"))["instances"].to("cpu")
-        found.append({"boxes": inst.pred_boxes.tensor, "scores": inst.scores,
-                      "classes": inst.pred_classes})
+        found.append(
+            {"boxes": inst.pred_boxes.tensor, "scores": inst.scores, "classes": inst.pred_classes}
+        )
     return predictor.model, found
 
 
@@ -218,9 +239,15 @@ def trained(tmp_path_factory):
     assert isinstance(model, DistillRCNN) and model.teacher is not None
     json_file, image_dir = write_tiny_coco(root / "val", num_images=3, seed=2)
     images = sorted(str(image_dir / name) for name in os.listdir(image_dir))
-    return {"root": root, "opts": opts, "weights": weights, "images": images,
-            "coco_json": str(json_file), "coco_images": str(image_dir),
-            "reference": _detect(model, cfg, images)}
+    return {
+        "root": root,
+        "opts": opts,
+        "weights": weights,
+        "images": images,
+        "coco_json": str(json_file),
+        "coco_images": str(image_dir),
+        "reference": _detect(model, cfg, images),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -230,40 +257,58 @@ def deployed(trained):
     never imports nd_det.  Also runs the tool once on a missing checkpoint, alongside."""
     root = trained["root"]
     tool = [sys.executable, EXPORT_TOOL, "--config-file", CONFIG]
-    export_cli = _start(tool + ["--weights", trained["weights"], "--output",
-                                str(root / "export_cli")] + trained["opts"], cwd=root)
+    export_cli = _start(
+        tool
+        + ["--weights", trained["weights"], "--output", str(root / "export_cli")]
+        + trained["opts"],
+        cwd=root,
+    )
     missing = str(root / "no_such_run" / "model_final.pth")
-    missing_cli = _start(tool + ["--weights", missing, "--output", str(root / "never")]
-                         + trained["opts"], cwd=root, threads=1)  # fails before any compute
-    export_student(load_distill_cfg(CONFIG, trained["opts"]), trained["weights"],
-                   str(root / "export_api"))
+    missing_cli = _start(
+        tool + ["--weights", missing, "--output", str(root / "never")] + trained["opts"],
+        cwd=root,
+        threads=1,
+    )  # fails before any compute
+    export_student(
+        load_distill_cfg(CONFIG, trained["opts"]), trained["weights"], str(root / "export_api")
+    )
     export_cli, missing_cli = _finish(export_cli), _finish(missing_cli)
     assert export_cli.returncode == 0, (export_cli.stdout + export_cli.stderr)[-4000:]
 
     script = root / "stock_detectron2.py"
     script.write_text(STOCK_DETECTRON2_SCRIPT)
     spec = {
-        "exports": {name: str(root / f"export_{name}")
-                    for name in ("cli", "api")},
+        "exports": {name: str(root / f"export_{name}") for name in ("cli", "api")},
         "images": trained["images"],
-        "coco": {"json": trained["coco_json"], "images": trained["coco_images"],
-                 "export": "cli", "output_dir": str(root / "coco_eval")},
+        "coco": {
+            "json": trained["coco_json"],
+            "images": trained["coco_images"],
+            "export": "cli",
+            "output_dir": str(root / "coco_eval"),
+        },
         "result": str(root / "stock_result.pth"),
     }
     (root / "spec.json").write_text(json.dumps(spec))
     stock = _run([sys.executable, str(script), str(root / "spec.json")], cwd=root)
     assert stock.returncode == 0, (stock.stdout + stock.stderr)[-4000:]
-    return {"cli": export_cli, "missing_cli": missing_cli, "missing": missing,
-            "stock": torch.load(spec["result"], map_location="cpu", weights_only=True)}
+    return {
+        "cli": export_cli,
+        "missing_cli": missing_cli,
+        "missing": missing,
+        "stock": torch.load(spec["result"], map_location="cpu", weights_only=True),
+    }
 
 
 @pytest.mark.parametrize("name", ["cli", "api"])
 def test_stock_detectron2_detects_what_distill_rcnn_detects(trained, deployed, name):
     _assert_same_detections(deployed["stock"]["predictions"][name], trained["reference"])
     model = deployed["stock"]["models"][name]
-    assert model == {"meta_architecture": "GeneralizedRCNN",
-                     "backbone": "detectron2.modeling.backbone.fpn",
-                     "same_keys": True, "same_values": True}
+    assert model == {
+        "meta_architecture": "GeneralizedRCNN",
+        "backbone": "detectron2.modeling.backbone.fpn",
+        "same_keys": True,
+        "same_values": True,
+    }
     assert deployed["stock"]["nd_det_modules"] == []
 
 
@@ -291,8 +336,10 @@ def test_exported_files_hold_the_student_only(trained, deployed):
         assert torch.equal(exported["model"][key], value), key
     stdout = deployed["cli"].stdout
     assert f"Exported the student to {folder}: config.yaml, model_final.pth" in stdout
-    assert (f"Left out: {len(training['model']) - len(student)} distillation-module tensors "
-            "(distill_terms.*), training state ['iteration', 'optimizer', 'scheduler']") in stdout
+    assert (
+        f"Left out: {len(training['model']) - len(student)} distillation-module tensors "
+        "(distill_terms.*), training state ['iteration', 'optimizer', 'scheduler']"
+    ) in stdout
 
 
 def test_missing_checkpoint_is_one_line_exit_2_from_the_tool(trained, deployed):
@@ -300,7 +347,8 @@ def test_missing_checkpoint_is_one_line_exit_2_from_the_tool(trained, deployed):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"ERROR: --weights {deployed['missing']}: file not found; give the training checkpoint "
-        "(e.g. <OUTPUT_DIR>/model_final.pth) or a detectron2:// / https:// URL")
+        "(e.g. <OUTPUT_DIR>/model_final.pth) or a detectron2:// / https:// URL"
+    )
     assert "Traceback" not in proc.stderr
     assert not (trained["root"] / "never").exists()
 
@@ -321,8 +369,9 @@ def test_stock_coco_evaluation_of_the_export(trained, deployed):
         torch.testing.assert_close(scores, expected["scores"], rtol=1e-5, atol=1e-6)
         boxes = expected["boxes"].clone()
         boxes[:, 2:] -= boxes[:, :2]  # XYXY -> COCO's XYWH
-        torch.testing.assert_close(torch.tensor([d["bbox"] for d in ours]).reshape(-1, 4), boxes,
-                                   rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(
+            torch.tensor([d["bbox"] for d in ours]).reshape(-1, 4), boxes, rtol=1e-5, atol=1e-3
+        )
 
 
 def test_mobilenetv2_student_keeps_its_keys_and_says_so(trained, tmp_path, capsys):
@@ -336,8 +385,10 @@ def test_mobilenetv2_student_keeps_its_keys_and_says_so(trained, tmp_path, capsy
     out = tmp_path / "export_mv2"
     assert main(["--config-file", CONFIG, "--weights", weights, "--output", str(out)] + opts) == 0
     printed = capsys.readouterr().out
-    assert ("NOTE: the student's backbone build_torchvision_fpn_backbone exists only in nd-det"
-            in printed)
+    assert (
+        "NOTE: the student's backbone build_torchvision_fpn_backbone exists only in nd-det"
+        in printed
+    )
     assert "`import nd_det`" in printed
 
     text = (out / "config.yaml").read_text()
@@ -359,8 +410,19 @@ def test_mobilenetv2_student_keeps_its_keys_and_says_so(trained, tmp_path, capsy
 
 
 def _export_args(trained, output, weights=None, flags=(), overrides=()):
-    return (["--config-file", CONFIG, "--weights", weights or trained["weights"],
-             "--output", str(output)] + list(flags) + trained["opts"] + list(overrides))
+    return (
+        [
+            "--config-file",
+            CONFIG,
+            "--weights",
+            weights or trained["weights"],
+            "--output",
+            str(output),
+        ]
+        + list(flags)
+        + trained["opts"]
+        + list(overrides)
+    )
 
 
 def _error_of(capsys, argv) -> str:
@@ -378,22 +440,29 @@ def test_files_that_are_not_checkpoints(trained, tmp_path, capsys):
     text_file.write_text("this is not a checkpoint\n")
     line = _error_of(capsys, _export_args(trained, tmp_path / "out", str(text_file)))
     assert line.startswith(f"ERROR: --weights {text_file} is not a detectron2 checkpoint (")
-    assert line.endswith("give the .pth a detectron2 trainer wrote (e.g. "
-                         "<OUTPUT_DIR>/model_final.pth)")
+    assert line.endswith(
+        "give the .pth a detectron2 trainer wrote (e.g. <OUTPUT_DIR>/model_final.pth)"
+    )
 
     means = trained["root"] / "class_means.pth"  # a torch file, but a class-means table
     line = _error_of(capsys, _export_args(trained, tmp_path / "out", str(means)))
-    assert line.startswith(f"ERROR: --weights {means} is not a detectron2 checkpoint ('model' "
-                           "entries that are not tensors: ")
+    assert line.startswith(
+        f"ERROR: --weights {means} is not a detectron2 checkpoint ('model' "
+        "entries that are not tensors: "
+    )
     assert not (tmp_path / "out").exists()
 
 
 def test_config_mistakes(trained, tmp_path, capsys):
-    line = _error_of(capsys, _export_args(trained, tmp_path / "out",
-                                          overrides=["MODEL.DISTILL.NO_SUCH_KEY", "1"]))
-    assert line == ("ERROR: command-line overrides: Non-existent key: MODEL.DISTILL.NO_SUCH_KEY. "
-                    "Check the spelling against nd_det/config.py (MODEL.DISTILL keys) and "
-                    "detectron2's config reference.")
+    line = _error_of(
+        capsys,
+        _export_args(trained, tmp_path / "out", overrides=["MODEL.DISTILL.NO_SUCH_KEY", "1"]),
+    )
+    assert line == (
+        "ERROR: command-line overrides: Non-existent key: MODEL.DISTILL.NO_SUCH_KEY. "
+        "Check the spelling against nd_det/config.py (MODEL.DISTILL keys) and "
+        "detectron2's config reference."
+    )
     missing = str(tmp_path / "no_such.yaml")
     args = _export_args(trained, tmp_path / "out")
     args[args.index(CONFIG)] = missing
@@ -406,10 +475,13 @@ def test_detectron2_pkl_weights(trained, tmp_path):
     state = torch.load(trained["weights"], map_location="cpu", weights_only=True)["model"]
     pkl = tmp_path / "student.pkl"
     with open(pkl, "wb") as f:
-        pickle.dump({"model": {k: v.numpy() for k, v in state.items()},
-                     "__author__": "a detectron2 user"}, f)
-    result = export_student(load_distill_cfg(CONFIG, trained["opts"]), str(pkl),
-                            str(tmp_path / "out"))
+        pickle.dump(
+            {"model": {k: v.numpy() for k, v in state.items()}, "__author__": "a detectron2 user"},
+            f,
+        )
+    result = export_student(
+        load_distill_cfg(CONFIG, trained["opts"]), str(pkl), str(tmp_path / "out")
+    )
     exported = torch.load(result.weights_file, weights_only=True)["model"]
     assert len(result.dropped_modules) > 0 and result.dropped_entries == []
     assert all(torch.equal(v, state[k]) for k, v in exported.items())
@@ -421,8 +493,12 @@ def test_checkpoint_of_another_student_names_every_mismatch(trained, tmp_path, c
     checkpoint["model"]["roi_heads.extra_head.weight"] = torch.zeros(3)
     edited = tmp_path / "edited.pth"
     torch.save(checkpoint, edited)
-    line = _error_of(capsys, _export_args(trained, tmp_path / "out", str(edited),
-                                          overrides=["MODEL.ROI_HEADS.NUM_CLASSES", "3"]))
+    line = _error_of(
+        capsys,
+        _export_args(
+            trained, tmp_path / "out", str(edited), overrides=["MODEL.ROI_HEADS.NUM_CLASSES", "3"]
+        ),
+    )
     assert line == (
         f"ERROR: --weights {edited} does not fit the student of the config ("
         "missing keys: roi_heads.box_head.fc1.bias; "
@@ -431,7 +507,8 @@ def test_checkpoint_of_another_student_names_every_mismatch(trained, tmp_path, c
         "(4, 64) in the model, roi_heads.box_predictor.cls_score.bias (3,) in the file vs "
         "(4,) in the model, roi_heads.box_predictor.bbox_pred.weight (8, 64) in the file "
         "vs (12, 64) in the model, ... (4 in all)); give the checkpoint trained with this "
-        "config, or the config and KEY VALUE overrides it was trained with")
+        "config, or the config and KEY VALUE overrides it was trained with"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -442,8 +519,10 @@ def test_output_folder_rules(trained, deployed, tmp_path, capsys):
     (out / "config.yaml").write_text("stale\n")
 
     line = _error_of(capsys, _export_args(trained, out))
-    assert line == (f"ERROR: --output {out} is not empty; choose a new folder, or pass "
-                    "--overwrite to replace the export in it")
+    assert line == (
+        f"ERROR: --output {out} is not empty; choose a new folder, or pass "
+        "--overwrite to replace the export in it"
+    )
     assert (out / "config.yaml").read_text() == "stale\n"
 
     assert main(_export_args(trained, out, flags=["--overwrite"])) == 0
@@ -453,8 +532,10 @@ def test_output_folder_rules(trained, deployed, tmp_path, capsys):
 
     (out / "train_log.txt").write_text("not part of an export\n")
     line = _error_of(capsys, _export_args(trained, out, flags=["--overwrite"]))
-    assert line == (f"ERROR: --output {out} holds files that are not an export (train_log.txt); "
-                    "--overwrite replaces only a previous export folder: choose another folder")
+    assert line == (
+        f"ERROR: --output {out} holds files that are not an export (train_log.txt); "
+        "--overwrite replaces only a previous export folder: choose another folder"
+    )
     assert (out / "train_log.txt").exists() and (out / "model_final.pth").exists()
 
     a_file = tmp_path / "a_file"
@@ -474,9 +555,13 @@ def test_a_failed_write_leaves_nothing_half_written(trained, deployed, tmp_path,
 
     monkeypatch.setattr(torch, "save", disk_full)
     for target, overwrite in ((tmp_path / "new", False), (tmp_path / "old", True)):
-        with pytest.raises(FileError, match=(
+        with pytest.raises(
+            FileError,
+            match=(
                 rf"--output {target} could not be written: \[Errno 28\] No space left on "
-                r"device; the folder was left as it was")):
+                r"device; the folder was left as it was"
+            ),
+        ):
             export_student(cfg, trained["weights"], str(target), overwrite=overwrite)
     assert sorted(os.listdir(tmp_path)) == ["old"]
     assert sorted(os.listdir(tmp_path / "old")) == ["config.yaml", "model_final.pth"]
@@ -494,7 +579,8 @@ def test_weights_from_a_url(trained, tmp_path, monkeypatch):
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "download_cache"))
     folder = os.path.dirname(trained["weights"])
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_QuietFiles, directory=folder))
+        ("127.0.0.1", 0), functools.partial(_QuietFiles, directory=folder)
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

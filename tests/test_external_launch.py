@@ -1,6 +1,7 @@
 """torchrun and srun: a tool they start joins their process group (one run on world size 2, the
 ranks' weights bit-identical, one set of files) instead of spawning its own; their numbers against
 --num-gpus / --num-machines; a mistake is one ERROR line from rank 0, exit 2, nothing written."""
+
 import json
 import os
 import socket
@@ -31,8 +32,11 @@ def _free_port():
 
 def _clean_env(**extra):
     """The test environment without any launcher variable of the machine running the tests."""
-    env = {k: v for k, v in ENV.items()
-           if not k.startswith("SLURM_") and k not in (*TORCHRUN_ENV, "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in ENV.items()
+        if not k.startswith("SLURM_") and k not in (*TORCHRUN_ENV, "MASTER_ADDR", "MASTER_PORT")
+    }
     env.update(extra)
     return env
 
@@ -42,18 +46,24 @@ def _args(num_gpus=1, num_machines=1, machine_rank=0):
 
 
 def test_launcher_environments_are_read_and_checked():
-    torchrun = external_launch({**TORCHRUN_ENV, "RANK": "3", "WORLD_SIZE": "4",
-                                "LOCAL_RANK": "1"})
+    torchrun = external_launch({**TORCHRUN_ENV, "RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
     assert torchrun == ExternalLaunch("torchrun", 3, 4, 1, 2)
     assert (torchrun.num_machines, torchrun.machine_rank) == (2, 1)
-    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
-             "SLURM_TASKS_PER_NODE": "4(x2)"}
+    slurm = {
+        "SLURM_PROCID": "5",
+        "SLURM_NTASKS": "8",
+        "SLURM_LOCALID": "1",
+        "SLURM_TASKS_PER_NODE": "4(x2)",
+    }
     assert external_launch(slurm) == ExternalLaunch("srun", 5, 8, 1, 4)
-    assert external_launch({**slurm, "SLURM_NTASKS_PER_NODE": "8", "SLURM_PROCID": "1"}) == \
-        ExternalLaunch("srun", 1, 8, 1, 8)
+    assert external_launch(
+        {**slurm, "SLURM_NTASKS_PER_NODE": "8", "SLURM_PROCID": "1"}
+    ) == ExternalLaunch("srun", 1, 8, 1, 8)
     # one task is not a group: detectron2's launch spawns --num-gpus workers as before
-    assert external_launch({**slurm, "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
-                            "SLURM_LOCALID": "0"}) is None
+    assert (
+        external_launch({**slurm, "SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"})
+        is None
+    )
     assert external_launch({}) is None
     with pytest.raises(ConfigError, match="puts different numbers of tasks on the nodes"):
         external_launch({**slurm, "SLURM_TASKS_PER_NODE": "4,3"})
@@ -72,25 +82,32 @@ def test_num_gpus_left_at_one_follows_the_launcher_and_a_conflict_is_refused():
     assert (args.num_gpus, args.num_machines, args.machine_rank) == (2, 2, 1)
     agreeing = _args(2, 2, 1)
     adopt_launch(agreeing, launch)
-    with pytest.raises(ConfigError, match=r"--num-gpus 4 --num-machines 1 --machine-rank 0 \(4 "
-                       r"processes\), but torchrun started 4 processes, 2 per machine"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--num-gpus 4 --num-machines 1 --machine-rank 0 \(4 "
+        r"processes\), but torchrun started 4 processes, 2 per machine",
+    ):
         adopt_launch(_args(4), launch)
 
 
 @pytest.mark.parametrize("rank, printed", [("0", True), ("1", False)])
-def test_torchrun_world_size_conflicting_with_num_gpus_is_one_line(tmp_path, monkeypatch, rank,
-                                                                   printed):
+def test_torchrun_world_size_conflicting_with_num_gpus_is_one_line(
+    tmp_path, monkeypatch, rank, printed
+):
     for key, value in {**TORCHRUN_ENV, "RANK": rank, "LOCAL_RANK": rank}.items():
         monkeypatch.setenv(key, value)
     out = tmp_path / "out"
-    code, stderr = run_tool_in_process(TRAIN_NET, ["--config-file", CONFIG, "--num-gpus", "4",
-                                                   "OUTPUT_DIR", str(out)])
+    code, stderr = run_tool_in_process(
+        TRAIN_NET, ["--config-file", CONFIG, "--num-gpus", "4", "OUTPUT_DIR", str(out)]
+    )
     assert code == 2, stderr[-2000:]
     errors = [line for line in stderr.splitlines() if line.startswith("ERROR: ")]
     assert len(errors) == int(printed), stderr[-2000:]  # rank 0 speaks for the group
     if printed:
-        assert ("--num-gpus 4 --num-machines 1 --machine-rank 0 (4 processes), but torchrun "
-                "started 2 processes, 2 per machine on 1 machine(s)") in errors[0]
+        assert (
+            "--num-gpus 4 --num-machines 1 --machine-rank 0 (4 processes), but torchrun "
+            "started 2 processes, 2 per machine on 1 machine(s)"
+        ) in errors[0]
     assert "Traceback" not in stderr
     assert not out.exists()
 
@@ -104,8 +121,12 @@ def test_srun_without_master_address_is_one_line(tmp_path, monkeypatch):
     code, stderr = run_tool_in_process(TRAIN_NET, ["--config-file", CONFIG, "OUTPUT_DIR", str(out)])
     assert code == 2
     errors = [line for line in stderr.splitlines() if line.startswith("ERROR: ")]
-    assert len(errors) == 1 and "srun started 2 processes but MASTER_ADDR and MASTER_PORT are " \
-        "not set: export MASTER_ADDR" in errors[0], stderr[-2000:]
+    assert (
+        len(errors) == 1
+        and "srun started 2 processes but MASTER_ADDR and MASTER_PORT are "
+        "not set: export MASTER_ADDR"
+        in errors[0]
+    ), stderr[-2000:]
     assert not out.exists()
 
 
@@ -130,10 +151,27 @@ def test_torchrun_trains_one_run_on_world_size_two(tmp_path):
     out = tmp_path / "run"
     args = _setup(tmp_path, out, 2, ["DATASETS.TEST", "()", "SOLVER.CHECKPOINT_PERIOD", "100"])
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(_free_port()), *HELPER, "--dump", str(dump),
-         "--config-file", CONFIG, *args],
-        cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            *HELPER,
+            "--dump",
+            str(dump),
+            "--config-file",
+            CONFIG,
+            *args,
+        ],
+        cwd=REPO,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     _assert_one_run_on_two_ranks(log, out, dump)
@@ -144,15 +182,26 @@ def _srun(tmp_path, argv, port):
     stderr) of each (written to files: a full pipe would stall a rank inside a collective)."""
     procs = []
     for rank in (0, 1):
-        env = _clean_env(SLURM_PROCID=str(rank), SLURM_NTASKS="2", SLURM_LOCALID=str(rank),
-                         SLURM_NNODES="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        with open(tmp_path / f"out{rank}.txt", "w") as out, \
-                open(tmp_path / f"err{rank}.txt", "w") as err:
-            procs.append(subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env,
-                                          stdout=out, stderr=err))
+        env = _clean_env(
+            SLURM_PROCID=str(rank),
+            SLURM_NTASKS="2",
+            SLURM_LOCALID=str(rank),
+            SLURM_NNODES="1",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+        )
+        with (
+            open(tmp_path / f"out{rank}.txt", "w") as out,
+            open(tmp_path / f"err{rank}.txt", "w") as err,
+        ):
+            procs.append(
+                subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, stdout=out, stderr=err)
+            )
     codes = [p.wait(timeout=300) for p in procs]
-    return [(code, (tmp_path / f"out{r}.txt").read_text(), (tmp_path / f"err{r}.txt").read_text())
-            for r, code in enumerate(codes)]
+    return [
+        (code, (tmp_path / f"out{r}.txt").read_text(), (tmp_path / f"err{r}.txt").read_text())
+        for r, code in enumerate(codes)
+    ]
 
 
 def test_simulated_srun_trains_one_run_on_world_size_two(tmp_path):
@@ -160,8 +209,9 @@ def test_simulated_srun_trains_one_run_on_world_size_two(tmp_path):
     dump.mkdir()
     out = tmp_path / "run"
     args = _setup(tmp_path, out, 2, ["DATASETS.TEST", "()", "SOLVER.CHECKPOINT_PERIOD", "100"])
-    results = _srun(tmp_path, [*HELPER, "--dump", str(dump), "--config-file", CONFIG, *args],
-                    _free_port())
+    results = _srun(
+        tmp_path, [*HELPER, "--dump", str(dump), "--config-file", CONFIG, *args], _free_port()
+    )
     log = "".join(o + e for _, o, e in results)
     assert [code for code, _, _ in results] == [0, 0], log[-4000:]
     _assert_one_run_on_two_ranks(log, out, dump)
@@ -172,8 +222,9 @@ def test_simulated_srun_mistake_is_one_line_from_rank_zero(tmp_path):
     args = _setup(tmp_path, out, 2, ["MODEL.DISTILL.LOSSES", "['fitnet']"])
     results = _srun(tmp_path, [TRAIN_NET, "--config-file", CONFIG, *args], _free_port())
     assert [code for code, _, _ in results] == [2, 2], results[0][2][-3000:]
-    errors = [[line for line in err.splitlines() if line.startswith("ERROR: ")]
-              for _, _, err in results]
+    errors = [
+        [line for line in err.splitlines() if line.startswith("ERROR: ")] for _, _, err in results
+    ]
     assert len(errors[0]) == 1 and not errors[1], errors
     assert "MODEL.DISTILL.LOSSES has unknown name(s) ['fitnet']" in errors[0][0]
     assert not out.exists()
@@ -189,12 +240,32 @@ def test_torchrun_class_mean_extraction_equals_one_process(tmp_path):
     dataset, json_path, images = _dataset(tmp_path, name="torchrun_means")
     one = extract_class_means(_cfg(tmp_path, dataset), output=str(tmp_path / "one.pth"))
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(_free_port()), TOOL,
-         "--config-file", config_path("R50_from_R101_nd.yaml"),
-         "--dataset", dataset, str(json_path), str(images), "--output", str(tmp_path / "two.pth"),
-         *tiny_distill_opts(str(tmp_path)), *_dataset_opts(dataset)],
-        cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            TOOL,
+            "--config-file",
+            config_path("R50_from_R101_nd.yaml"),
+            "--dataset",
+            dataset,
+            str(json_path),
+            str(images),
+            "--output",
+            str(tmp_path / "two.pth"),
+            *tiny_distill_opts(str(tmp_path)),
+            *_dataset_opts(dataset),
+        ],
+        cwd=REPO,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "from 5 of 5 images" in log and "(3 on this rank)" in log  # rank 0's shard of 2

@@ -1,6 +1,7 @@
 """The COCO-Distill configs hold the reference's recipe (docs/fidelity.md): the numbers below are
 copied from the reference's yaml files (GitHub WangYZ1608/Knowledge-Distillation-via-ND,
 Detection/configs/...), each named beside its values."""
+
 import pytest
 
 from nd_det.config import load_config
@@ -12,14 +13,18 @@ REFERENCE = {
     # ReviewKD++/R50-R101.yaml: NDReviewKD KD_WEIGHT 1.4, ND_WEIGHT 1.0
     "R50_from_R101_nd.yaml": (["reviewkd", "nd"], {"REVIEWKD.WEIGHT": 1.4, "ND.WEIGHT": 1.0}),
     # KD++/R50-R101.yaml: NDKD KD_WEIGHT 1.0, ND_WEIGHT 1.0, T 1.0
-    "R50_from_R101_kd_nd.yaml": (["kd", "nd"], {"KD.WEIGHT": 1.0, "KD.TEMPERATURE": 1.0,
-                                                "ND.WEIGHT": 1.0}),
+    "R50_from_R101_kd_nd.yaml": (
+        ["kd", "nd"],
+        {"KD.WEIGHT": 1.0, "KD.TEMPERATURE": 1.0, "ND.WEIGHT": 1.0},
+    ),
     # ReviewKD/ReviewKD-R50-R101.yaml: REVIEWKD LOSS_WEIGHT 1.0
     "R50_from_R101_reviewkd.yaml": (["reviewkd"], {"REVIEWKD.WEIGHT": 1.0}),
     # DKD/DKD-R50-R101.yaml + model/config.py defaults: ALPHA 1.0, BETA 0.25, T 1.0 (ND added
     # by nd-det: the reference has no DKD++ detection run)
-    "R50_from_R101_dkd_nd.yaml": (["dkd", "nd"], {"DKD.ALPHA": 1.0, "DKD.BETA": 0.25,
-                                                  "DKD.TEMPERATURE": 1.0, "ND.WEIGHT": 1.0}),
+    "R50_from_R101_dkd_nd.yaml": (
+        ["dkd", "nd"],
+        {"DKD.ALPHA": 1.0, "DKD.BETA": 0.25, "DKD.TEMPERATURE": 1.0, "ND.WEIGHT": 1.0},
+    ),
     # ReviewKD++/R18-R101.yaml: KD_WEIGHT 1.2, ND_WEIGHT 1.5 (the code ran ND 1.0, see the yaml)
     "R18_from_R101_nd.yaml": (["reviewkd", "nd"], {"REVIEWKD.WEIGHT": 1.2, "ND.WEIGHT": 1.5}),
     # KD++/R18-R101.yaml: KD_WEIGHT 1.0, ND_WEIGHT 1.5
@@ -30,10 +35,14 @@ REFERENCE = {
     "MV2_from_R50_kd_nd.yaml": (["kd", "nd"], {"KD.WEIGHT": 1.0, "ND.WEIGHT": 1.0}),
     "R50_student_only.yaml": ([], {}),
 }
-R101 = ("COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml",
-        "detectron2://COCO-Detection/faster_rcnn_R_101_FPN_3x/137851257/model_final_f6e8b1.pkl")
-R50 = ("COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
-       "detectron2://COCO-Detection/faster_rcnn_R_50_FPN_3x/137849458/model_final_280758.pkl")
+R101 = (
+    "COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml",
+    "detectron2://COCO-Detection/faster_rcnn_R_101_FPN_3x/137851257/model_final_f6e8b1.pkl",
+)
+R50 = (
+    "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
+    "detectron2://COCO-Detection/faster_rcnn_R_50_FPN_3x/137849458/model_final_280758.pkl",
+)
 
 
 def _get(node, dotted):

@@ -1,6 +1,7 @@
 """The up-front image scan (nd_det.data.image_scan): every image decoded once and compared with
 its JSON as detectron2 compares it, what detectron2 tolerates counted, worker processes, the
 cache between runs and its invalidation."""
+
 import json
 import logging
 import os
@@ -60,8 +61,10 @@ def test_sizes_are_compared_after_the_exif_orientation_as_detectron2_does(tmp_pa
     assert not _detectron2_accepts(stored) and _detectron2_accepts(turned)  # the reference
     with pytest.raises(DataError) as caught:
         scan_images([stored], "turned.json")
-    assert (f"{path} is 30x40 after its EXIF orientation 6 (stored 40x30), the JSON says 40x30"
-            in str(caught.value))
+    assert (
+        f"{path} is 30x40 after its EXIF orientation 6 (stored 40x30), the JSON says 40x30"
+        in str(caught.value)
+    )
     assert "record the turned size and draw the boxes on the turned image" in str(caught.value)
     scan = scan_images([turned], "turned.json")
     assert (scan.num_images, scan.num_oriented) == (1, 1)
@@ -83,25 +86,26 @@ def test_what_detectron2_tolerates_is_one_warning_with_a_count(tmp_path, caplog)
         "mixed.json: 1 of 5 images carry an EXIF orientation tag: detectron2 turns them before "
         "use, so their boxes must be drawn on the turned image (the recorded sizes already are "
         "the turned ones)",
-        "mixed.json: 1 of 5 images are not RGB (1 L): detectron2 converts them when it reads "
-        "them"]
+        "mixed.json: 1 of 5 images are not RGB (1 L): detectron2 converts them when it reads them",
+    ]
 
 
 def test_a_file_whose_header_reads_but_whose_data_is_cut_is_refused(tmp_path):
     """The header alone would pass: only the full decode finds a truncated JPEG."""
-    record, = _records(tmp_path, [(64, 48)], "jpg", quality=90)
+    (record,) = _records(tmp_path, [(64, 48)], "jpg", quality=90)
     data = open(record["file_name"], "rb").read()
     open(record["file_name"], "wb").write(data[: len(data) * 2 // 3])
     with Image.open(record["file_name"]) as header_only:
         assert header_only.size == (64, 48)
     with pytest.raises(DataError) as caught:
         scan_images([record], "cut.json")
-    assert (f"cut.json: 1 of 1 images cannot be decoded: {record['file_name']} (OSError: image "
-            "file is truncated") in str(caught.value)
+    assert (
+        f"cut.json: 1 of 1 images cannot be decoded: {record['file_name']} (OSError: image "
+        "file is truncated"
+    ) in str(caught.value)
 
 
-def test_many_images_are_decoded_in_worker_processes_with_progress(tmp_path, caplog,
-                                                                   monkeypatch):
+def test_many_images_are_decoded_in_worker_processes_with_progress(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(image_scan, "_PROGRESS_MIN", 10)
     records = _records(tmp_path / "many", [(16, 12)] * 70)
     bad = records[41]["file_name"]
@@ -117,11 +121,12 @@ def test_many_images_are_decoded_in_worker_processes_with_progress(tmp_path, cap
     assert scan_images(records, "many.json", workers=2).num_decoded == 0  # kept from before
 
 
-def test_the_cache_makes_a_second_scan_decode_nothing_until_a_file_changes(tmp_path,
-                                                                           monkeypatch):
+def test_the_cache_makes_a_second_scan_decode_nothing_until_a_file_changes(tmp_path, monkeypatch):
     json_path, image_dir = write_tiny_coco(tmp_path / "data", num_images=6, seed=3)
-    records = [{"file_name": str(image_dir / i["file_name"]), "width": i["width"],
-                "height": i["height"]} for i in json.loads(json_path.read_text())["images"]]
+    records = [
+        {"file_name": str(image_dir / i["file_name"]), "width": i["width"], "height": i["height"]}
+        for i in json.loads(json_path.read_text())["images"]
+    ]
     assert scan_images(records, str(json_path)).num_decoded == 6
     files = list(cache_folder().iterdir())
     assert len(files) == 1 and json.loads(files[0].read_text())["source"] == str(json_path)
@@ -152,7 +157,7 @@ def test_an_unwritable_cache_only_warns(tmp_path, monkeypatch, caplog):
 def test_records_without_sizes_are_decoded_but_not_compared(tmp_path):
     """detectron2 compares only the sizes a dataset gives (check_image_size), so does the scan;
     such files are still decoded."""
-    record, = _records(tmp_path, [(20, 10)])
+    (record,) = _records(tmp_path, [(20, 10)])
     del record["width"], record["height"]
     assert scan_images([record], "no_sizes.json").num_decoded == 1
     open(record["file_name"], "wb").write(b"GIF89a cut")
@@ -175,9 +180,12 @@ def test_a_dataset_registered_by_detectron2_itself_is_scanned_from_its_records(t
     name = "test_image_scan_registered_by_detectron2"
     register_coco_instances(name, {}, str(json_path), str(image_dir))
     try:
-        with pytest.raises(DataError, match=rf"{json_path}: 1 of 3 images are not the size the "
-                                            r"JSON gives them .*0002.png is 128x96, the JSON says "
-                                            r"64x96"):
+        with pytest.raises(
+            DataError,
+            match=rf"{json_path}: 1 of 3 images are not the size the "
+            r"JSON gives them .*0002.png is 128x96, the JSON says "
+            r"64x96",
+        ):
             scan_registered_datasets([name])
         data["images"][2]["width"] = 128
         json_path.write_text(json.dumps(data))

@@ -1,10 +1,10 @@
 """The distillation loss path forces no host-device synchronisation: every term's forward and
 the backward of their sum run without .item(), data-dependent shapes or tensors made from
 Python data (each would stall a GPU step)."""
+
 import pytest
 import torch
 from detectron2.modeling import build_model
-
 from nd_benchmark.measure import student_step_inputs
 
 from .helpers.sync_ops import find_sync_ops

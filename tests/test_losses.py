@@ -4,6 +4,7 @@ Each reference walks the rows one at a time in Python floats (float64) and follo
 METHOD.md / ARCHITECTURE.md literally; the vectorised losses must agree with it on random inputs
 of several shapes, on empty batches and on degenerate (zero-norm) rows.
 """
+
 import math
 
 import pytest
@@ -173,37 +174,44 @@ def test_nd_loss_float64_matches_reference_tightly():
     student, teacher, labels, means = _nd_inputs(20, 12, 5, seed=3, dtype=torch.float64)
     got = nd_loss(student, teacher, labels, means, weight=0.7)
     assert got.dtype == torch.float64
-    assert got.item() == pytest.approx(reference_nd(student, teacher, labels, means, 0.7),
-                                       rel=1e-12, abs=1e-12)
+    assert got.item() == pytest.approx(
+        reference_nd(student, teacher, labels, means, 0.7), rel=1e-12, abs=1e-12
+    )
 
 
 def test_nd_loss_degenerate_rows_match_reference_and_have_finite_gradients():
     student, teacher, labels, means = _nd_inputs(8, 6, 4, seed=11)
     labels[:] = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
-    student[0] = 0.0            # zero-norm student, non-zero teacher -> term 1
-    teacher[1] = 0.0            # zero-norm teacher -> term 1 - cos(s, c)
-    student[2] = 0.0            # both zero -> term 1
+    student[0] = 0.0  # zero-norm student, non-zero teacher -> term 1
+    teacher[1] = 0.0  # zero-norm teacher -> term 1 - cos(s, c)
+    student[2] = 0.0  # both zero -> term 1
     teacher[2] = 0.0
-    means[3] = 0.0              # zero class mean: no direction -> term 1 (rows 3 and 7)
+    means[3] = 0.0  # zero class mean: no direction -> term 1 (rows 3 and 7)
     student.requires_grad_(True)
     teacher.requires_grad_(True)
     means.requires_grad_(True)
     loss = nd_loss(student, teacher, labels, means)
     assert torch.isfinite(loss)
-    assert loss.item() == pytest.approx(reference_nd(student, teacher, labels, means),
-                                        rel=1e-5, abs=1e-6)
+    assert loss.item() == pytest.approx(
+        reference_nd(student, teacher, labels, means), rel=1e-5, abs=1e-6
+    )
     loss.backward()
     for name, tensor in (("student", student), ("teacher", teacher), ("means", means)):
         assert torch.isfinite(tensor.grad).all(), name
 
     # per-row values of the degenerate rows, one row at a time
     def row(i):
-        return nd_loss(student[i:i + 1].detach(), teacher[i:i + 1].detach(), labels[i:i + 1],
-                       means.detach()).item()
+        return nd_loss(
+            student[i : i + 1].detach(),
+            teacher[i : i + 1].detach(),
+            labels[i : i + 1],
+            means.detach(),
+        ).item()
 
     assert row(0) == pytest.approx(1.0)
     assert row(1) == pytest.approx(
-        1.0 - F.cosine_similarity(student[1].double(), means[1].double(), dim=0).item(), abs=1e-6)
+        1.0 - F.cosine_similarity(student[1].double(), means[1].double(), dim=0).item(), abs=1e-6
+    )
     assert row(2) == pytest.approx(1.0)
     assert row(3) == pytest.approx(1.0)
     assert row(7) == pytest.approx(1.0)
@@ -231,7 +239,8 @@ def test_nd_loss_is_one_minus_cosine_when_student_norm_dominates():
     means = torch.randn(c, d, generator=g, dtype=torch.float64)
     cos = F.cosine_similarity(student, means[labels], dim=1)
     assert nd_loss(student, teacher, labels, means).item() == pytest.approx(
-        (1.0 - cos).mean().item(), rel=1e-12)
+        (1.0 - cos).mean().item(), rel=1e-12
+    )
 
     # with ||s|| < ||t|| the loss is larger than 1 - cos for rows pointing along their mean
     aligned = means[labels] * 0.5 + 0.1 * torch.randn(n, d, generator=g, dtype=torch.float64)
@@ -269,9 +278,11 @@ def test_nd_loss_per_row_reduction_matches_the_reference_row_by_row():
     rows = nd_loss(student, teacher, labels, means, weight=2.0, reduction="none")
     assert rows.shape == (10,) and rows.dtype == torch.float64
     for i in range(10):
-        want = reference_nd(student[i:i + 1], teacher[i:i + 1], labels[i:i + 1], means)
+        want = reference_nd(student[i : i + 1], teacher[i : i + 1], labels[i : i + 1], means)
         assert rows[i].item() == pytest.approx(2.0 * want, rel=1e-12, abs=1e-12), i
-    assert torch.equal(nd_loss(student, teacher, labels, means, weight=2.0), 2.0 * (rows / 2.0).mean())
+    assert torch.equal(
+        nd_loss(student, teacher, labels, means, weight=2.0), 2.0 * (rows / 2.0).mean()
+    )
     assert nd_loss(student[:0], teacher[:0], labels[:0], means, reduction="none").shape == (0,)
     with pytest.raises(ValueError, match="reduction='sum'; use one of"):
         nd_loss(student, teacher, labels, means, reduction="sum")
@@ -285,11 +296,16 @@ def test_nd_loss_per_row_reduction_matches_the_reference_row_by_row():
         ((4, 8), (4, 8), (4,), (3, 7), "class_means must be (C, 8)"),
     ],
 )
-def test_nd_loss_rejects_bad_shapes_with_a_clear_message(student_shape, teacher_shape, label_shape,
-                                                         means_shape, fragment):
+def test_nd_loss_rejects_bad_shapes_with_a_clear_message(
+    student_shape, teacher_shape, label_shape, means_shape, fragment
+):
     with pytest.raises(ValueError, match=r".*" + fragment.replace("(", r"\(").replace(")", r"\)")):
-        nd_loss(torch.randn(student_shape), torch.randn(teacher_shape),
-                torch.zeros(label_shape, dtype=torch.long), torch.randn(means_shape))
+        nd_loss(
+            torch.randn(student_shape),
+            torch.randn(teacher_shape),
+            torch.zeros(label_shape, dtype=torch.long),
+            torch.randn(means_shape),
+        )
 
 
 def test_nd_loss_under_bfloat16_autocast_is_finite_float32_and_close_to_fp32():
@@ -309,7 +325,8 @@ def test_nd_loss_under_bfloat16_autocast_is_finite_float32_and_close_to_fp32():
     assert torch.isfinite(low)
     # same value as fp32 on the bf16-rounded inputs, and close to fp32 on the originals
     assert low.item() == pytest.approx(
-        nd_loss(s16.detach().float(), t16.float(), labels, m16.float()).item(), abs=1e-6)
+        nd_loss(s16.detach().float(), t16.float(), labels, m16.float()).item(), abs=1e-6
+    )
     assert low.item() == pytest.approx(fp32.item(), abs=1e-2)
     low.backward()
     assert s16.grad.dtype == torch.bfloat16
@@ -340,8 +357,9 @@ def test_kd_loss_is_zero_for_equal_logits_and_finite_when_saturated():
 
 # ----------------------------------------------------------------------------- dkd_loss
 @pytest.mark.parametrize("n,k", SHAPES_LOGITS)
-@pytest.mark.parametrize("alpha,beta,temperature",
-                         [(1.0, 8.0, 4.0), (1.0, 0.25, 1.0), (2.5, 4.0, 2.0)])
+@pytest.mark.parametrize(
+    "alpha,beta,temperature", [(1.0, 8.0, 4.0), (1.0, 0.25, 1.0), (2.5, 4.0, 2.0)]
+)
 def test_dkd_loss_matches_reference(n, k, alpha, beta, temperature):
     student, teacher, labels = _logit_inputs(n, k, seed=n * 100 + k + 7)
     got = dkd_loss(student, teacher, labels, alpha=alpha, beta=beta, temperature=temperature)
@@ -354,27 +372,31 @@ def test_dkd_loss_parts_separate_target_and_non_target_terms():
     student, teacher, labels = _logit_inputs(10, 6, seed=51)
     tckd_only = dkd_loss(student, teacher, labels, alpha=1.0, beta=0.0, temperature=2.0)
     nckd_only = dkd_loss(student, teacher, labels, alpha=0.0, beta=1.0, temperature=2.0)
-    assert tckd_only.item() == pytest.approx(reference_dkd(student, teacher, labels, 1.0, 0.0, 2.0),
-                                             rel=1e-5)
-    assert nckd_only.item() == pytest.approx(reference_dkd(student, teacher, labels, 0.0, 1.0, 2.0),
-                                             rel=1e-5)
-    assert dkd_loss(student, teacher, labels, alpha=3.0, beta=5.0, temperature=2.0).item() == \
-        pytest.approx(3.0 * tckd_only.item() + 5.0 * nckd_only.item(), rel=1e-5)
+    assert tckd_only.item() == pytest.approx(
+        reference_dkd(student, teacher, labels, 1.0, 0.0, 2.0), rel=1e-5
+    )
+    assert nckd_only.item() == pytest.approx(
+        reference_dkd(student, teacher, labels, 0.0, 1.0, 2.0), rel=1e-5
+    )
+    assert dkd_loss(
+        student, teacher, labels, alpha=3.0, beta=5.0, temperature=2.0
+    ).item() == pytest.approx(3.0 * tckd_only.item() + 5.0 * nckd_only.item(), rel=1e-5)
     # changing only the target logits by the same amount in both leaves NCKD unchanged
     shifted_s = student.clone()
     shifted_t = teacher.clone()
     rows = torch.arange(10)
     shifted_s[rows, labels] += 5.0
     shifted_t[rows, labels] -= 3.0
-    assert dkd_loss(shifted_s, shifted_t, labels, alpha=0.0, beta=1.0, temperature=2.0).item() == \
-        pytest.approx(nckd_only.item(), rel=1e-5)
+    assert dkd_loss(
+        shifted_s, shifted_t, labels, alpha=0.0, beta=1.0, temperature=2.0
+    ).item() == pytest.approx(nckd_only.item(), rel=1e-5)
 
 
 def test_dkd_loss_is_finite_for_saturated_logits():
     student, teacher, labels = _logit_inputs(8, 12, seed=61)
     rows = torch.arange(8)
-    student[rows, labels] = 80.0      # target probability 1 - ~1e-30
-    teacher[rows, labels] = -80.0     # target probability ~1e-30
+    student[rows, labels] = 80.0  # target probability 1 - ~1e-30
+    teacher[rows, labels] = -80.0  # target probability ~1e-30
     student = student.requires_grad_(True)
     got = dkd_loss(student, teacher, labels, alpha=1.0, beta=8.0, temperature=1.0)
     assert torch.isfinite(got)
@@ -420,8 +442,11 @@ def test_logit_losses_on_an_empty_batch_are_zero_and_backwardable(name):
 
 @pytest.mark.parametrize("name", sorted(_LOGIT_LOSSES))
 def test_logit_losses_reject_mismatched_shapes(name):
-    with pytest.raises(ValueError, match=r"student and teacher logits must both be \(N, K\); "
-                                         r"got \(4, 5\) and \(4, 6\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"student and teacher logits must both be \(N, K\); "
+        r"got \(4, 5\) and \(4, 6\)",
+    ):
         _LOGIT_LOSSES[name](torch.randn(4, 5), torch.randn(4, 6), torch.zeros(4, dtype=torch.long))
 
 
@@ -438,12 +463,13 @@ def _double(*shape, seed):
 def test_gradcheck_nd_loss():
     n, d, c = 6, 5, 3
     student = _double(n, d, seed=81).requires_grad_(True)
-    teacher = (_double(n, d, seed=82) * torch.linspace(0.3, 2.0, n, dtype=torch.float64)[:, None])
+    teacher = _double(n, d, seed=82) * torch.linspace(0.3, 2.0, n, dtype=torch.float64)[:, None]
     teacher.requires_grad_(True)
     means = _double(c, d, seed=83).requires_grad_(True)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
-    assert gradcheck(lambda s, t, m: nd_loss(s, t, labels, m, weight=1.3),
-                     (student, teacher, means))
+    assert gradcheck(
+        lambda s, t, m: nd_loss(s, t, labels, m, weight=1.3), (student, teacher, means)
+    )
 
 
 def test_gradcheck_kd_loss():
@@ -456,15 +482,18 @@ def test_gradcheck_dkd_loss():
     student = _double(5, 7, seed=86).requires_grad_(True)
     teacher = _double(5, 7, seed=87).requires_grad_(True)
     labels = torch.tensor([0, 6, 3, 3, 1])
-    assert gradcheck(lambda s, t: dkd_loss(s, t, labels, alpha=1.5, beta=4.0, temperature=2.0),
-                     (student, teacher))
+    assert gradcheck(
+        lambda s, t: dkd_loss(s, t, labels, alpha=1.5, beta=4.0, temperature=2.0),
+        (student, teacher),
+    )
 
 
 def test_gradcheck_dist_loss():
     student = _double(6, 5, seed=88).requires_grad_(True)
     teacher = _double(6, 5, seed=89).requires_grad_(True)
-    assert gradcheck(lambda s, t: dist_loss(s, t, beta=1.0, gamma=2.0, temperature=2.0),
-                     (student, teacher))
+    assert gradcheck(
+        lambda s, t: dist_loss(s, t, beta=1.0, gamma=2.0, temperature=2.0), (student, teacher)
+    )
 
 
 def test_dist_loss_keeps_the_correlation_of_low_spread_classes():

@@ -4,6 +4,7 @@ A child interpreter (the same Python that runs the tests) installs an import blo
 detectron2 before anything else, proves the blocker works, then imports nd_det.losses and
 computes every loss once.
 """
+
 import subprocess
 import sys
 import textwrap

@@ -1,6 +1,7 @@
 """The public names the applications (demo, benchmark, ablation) build on: FrozenTeacher,
 DistillRCNN's step pieces, the student checkpointer, the resumable sampler, the config helpers
 and the launcher's worker-error path."""
+
 import os
 import subprocess
 import sys
@@ -13,11 +14,17 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 
-from nd_det.errors import UserError, ConfigError, FileError
 from nd_det.config import add_distill_config
 from nd_det.engine.resumable_sampler import ResumableTrainingSampler
-from nd_det.errors import run_cli
-from nd_det.modeling import (FrozenTeacher, TeacherNeeds, build_plain_student, load_student_checkpoint, local_weights_file, plain_student_cfg)
+from nd_det.errors import ConfigError, FileError, UserError, run_cli
+from nd_det.modeling import (
+    FrozenTeacher,
+    TeacherNeeds,
+    build_plain_student,
+    load_student_checkpoint,
+    local_weights_file,
+    plain_student_cfg,
+)
 
 from .helpers.tiny_distill import REPO, random_batch, tiny_distill_cfg
 
@@ -26,9 +33,18 @@ from .helpers.tiny_distill import REPO, random_batch, tiny_distill_cfg
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("api")
     # RGB student, BGR teacher: the teacher must see its own channel order
-    cfg = tiny_distill_cfg(str(tmp), "R50_from_R101_kd_nd.yaml", extra_opts=[
-        "INPUT.FORMAT", "RGB", "MODEL.PIXEL_MEAN", "[120.0, 110.0, 100.0]",
-        "MODEL.PIXEL_STD", "[50.0, 55.0, 60.0]"])
+    cfg = tiny_distill_cfg(
+        str(tmp),
+        "R50_from_R101_kd_nd.yaml",
+        extra_opts=[
+            "INPUT.FORMAT",
+            "RGB",
+            "MODEL.PIXEL_MEAN",
+            "[120.0, 110.0, 100.0]",
+            "MODEL.PIXEL_STD",
+            "[50.0, 55.0, 60.0]",
+        ],
+    )
     torch.manual_seed(0)
     return cfg, build_model(cfg)
 
@@ -117,9 +133,12 @@ def test_student_checkpoint_loads_exactly_or_names_the_mismatch(setup, tmp_path)
     state = model.state_dict()
     del state["roi_heads.box_predictor.cls_score.bias"]
     torch.save({"model": state}, path)
-    with pytest.raises(ConfigError, match=r"MODEL.WEIGHTS .*student.pth does not fit the "
-                       r"student of the config \(missing keys: "
-                       r"roi_heads.box_predictor.cls_score.bias\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"MODEL.WEIGHTS .*student.pth does not fit the "
+        r"student of the config \(missing keys: "
+        r"roi_heads.box_predictor.cls_score.bias\)",
+    ):
         load_student_checkpoint(build_model(plain_student_cfg(cfg)), str(path))
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="is not a detectron2 checkpoint"):
@@ -140,10 +159,13 @@ def test_plain_student_is_built_loaded_strictly_and_in_eval_mode(setup, tmp_path
     state = model.state_dict()
     del state["roi_heads.box_predictor.cls_score.bias"]
     torch.save({"model": state}, path)
-    with pytest.raises(ConfigError, match=r"MODEL.WEIGHTS .*student.pth does not fit the "
-                       r"student of the config \(missing keys: "
-                       r"roi_heads.box_predictor.cls_score.bias\); give the checkpoint trained "
-                       r"with this config"):
+    with pytest.raises(
+        ConfigError,
+        match=r"MODEL.WEIGHTS .*student.pth does not fit the "
+        r"student of the config \(missing keys: "
+        r"roi_heads.box_predictor.cls_score.bias\); give the checkpoint trained "
+        r"with this config",
+    ):
         build_plain_student(cfg, str(path))
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="is not a detectron2 checkpoint"):
@@ -161,8 +183,9 @@ def test_weights_files_missing_or_not_downloadable_name_the_key(tmp_path, monkey
     # the manual fix names the real https address behind a detectron2:// URL
     from nd_det.modeling.weights import https_url
 
-    assert https_url(url) == ("https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/"
-                              "MSRA/R-50.pkl")
+    assert https_url(url) == (
+        "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-50.pkl"
+    )
 
 
 def test_resumable_sampler_is_detectron2s_stream_and_skips():
@@ -219,7 +242,7 @@ def test_a_one_process_run_makes_no_worker_message_folder(tmp_path, monkeypatch,
     assert os.listdir(tmp_path) == []
 
 
-WORKER_FAILS = r'''
+WORKER_FAILS = r"""
 import sys
 from nd_det.engine.cli import launch_main
 from nd_det.errors import UserError
@@ -238,23 +261,24 @@ def main(args):
 
 if __name__ == "__main__":
     launch_main(main, Args())
-'''
+"""
 
 
 def test_a_user_error_in_a_worker_is_one_line_and_exit_2(tmp_path):
     script = tmp_path / "worker_fails.py"
     script.write_text(WORKER_FAILS)
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1",
-               PYTHONPATH=REPO)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          env=env, timeout=300)
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR:")]
     assert errors == ["ERROR: rank 1 found MODEL.BAD=3: set it to 1"]
 
 
-EVERY_TOOL = sorted(name[:-3] for name in os.listdir(os.path.join(REPO, "tools"))
-                    if name.endswith(".py"))
+EVERY_TOOL = sorted(
+    name[:-3] for name in os.listdir(os.path.join(REPO, "tools")) if name.endswith(".py")
+)
 
 
 @pytest.mark.parametrize("tool", EVERY_TOOL)
@@ -273,11 +297,23 @@ def test_every_tool_silences_its_dependencies_warnings_first(tool):
 
 def test_a_mistake_is_the_only_line_on_stderr_with_warnings_on(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"),
-                           "--config-file", os.path.join(REPO, "configs", "COCO-Distill",
-                                                         "R50_from_R101_nd.yaml"),
-                           "OUTPUT_DIR", str(tmp_path / "out"), "MODEL.DISTILL.NO_SUCH_KEY", "1"],
-                          capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "train_net.py"),
+            "--config-file",
+            os.path.join(REPO, "configs", "COCO-Distill", "R50_from_R101_nd.yaml"),
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+            "MODEL.DISTILL.NO_SUCH_KEY",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tmp_path),
+        timeout=300,
+    )
     lines = proc.stderr.splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("ERROR: "), lines
     assert "MODEL.DISTILL.NO_SUCH_KEY" in proc.stderr and not (tmp_path / "out").exists()
@@ -290,12 +326,15 @@ def test_import_nd_det_registers_distill_rcnn_as_a_detectron2_project(tmp_path):
     import subprocess
     import sys
 
-    code = ("import nd_det; from detectron2.config import get_cfg; "
-            "from detectron2.modeling import build_model; cfg=get_cfg(); "
-            "nd_det.add_distill_config(cfg); "
-            "cfg.merge_from_file('configs/COCO-Distill/R50_student_only.yaml'); "
-            "cfg.MODEL.DEVICE='cpu'; cfg.MODEL.WEIGHTS=''; print(type(build_model(cfg)).__name__)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+    code = (
+        "import nd_det; from detectron2.config import get_cfg; "
+        "from detectron2.modeling import build_model; cfg=get_cfg(); "
+        "nd_det.add_distill_config(cfg); "
+        "cfg.merge_from_file('configs/COCO-Distill/R50_student_only.yaml'); "
+        "cfg.MODEL.DEVICE='cpu'; cfg.MODEL.WEIGHTS=''; print(type(build_model(cfg)).__name__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "DistillRCNN"

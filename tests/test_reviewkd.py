@@ -1,4 +1,5 @@
 """ReviewKD: ABF fusion shapes and gradients, and hcl_loss against a slow reference."""
+
 import math
 
 import pytest
@@ -64,8 +65,9 @@ def reference_hcl(student_feats, teacher_feats):
             if size >= h:
                 continue
             w = 0.5 ** len(weights_used)
-            loss += w * _mean_squared_difference(_adaptive_average_pool(fs, size),
-                                                 _adaptive_average_pool(ft, size))
+            loss += w * _mean_squared_difference(
+                _adaptive_average_pool(fs, size), _adaptive_average_pool(ft, size)
+            )
             weights_used.append(w)
         total += loss / sum(weights_used)
     return total
@@ -109,10 +111,10 @@ def _checkerboard(h, w):
     [
         # a +-1 checkerboard difference: MSE 1, every pooled MSE 0 (each bin holds as many +1 as -1,
         # for the bins of even size used here), so the value is 1 / (sum of the weights used)
-        (1, 1.0),                        # no pooled size below 1
-        (2, 1.0 / 1.5),                  # pool 1 only, weight 0.5
-        (4, 1.0 / 1.75),                 # pools 2 and 1 (4 >= 4 skipped): 0.5, 0.25
-        (8, 1.0 / 1.875),                # pools 4, 2, 1: 0.5, 0.25, 0.125
+        (1, 1.0),  # no pooled size below 1
+        (2, 1.0 / 1.5),  # pool 1 only, weight 0.5
+        (4, 1.0 / 1.75),  # pools 2 and 1 (4 >= 4 skipped): 0.5, 0.25
+        (8, 1.0 / 1.875),  # pools 4, 2, 1: 0.5, 0.25, 0.125
     ],
 )
 def test_hcl_loss_weights_pooled_levels_by_halves_of_the_sizes_used(h, expected):
@@ -133,23 +135,28 @@ def test_hcl_loss_rejects_mismatched_levels_and_shapes():
         hcl_loss(a, a[:1])
     with pytest.raises(ValueError, match="got 0 student and 0 teacher levels"):
         hcl_loss([], [])
-    with pytest.raises(ValueError, match=r"level 1 shapes differ: student \(1, 2, 2, 2\) "
-                                         r"vs teacher \(1, 3, 2, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"level 1 shapes differ: student \(1, 2, 2, 2\) "
+        r"vs teacher \(1, 3, 2, 2\)",
+    ):
         hcl_loss(a, [a[0], torch.zeros(1, 3, 2, 2)])
 
 
 def test_gradcheck_hcl_loss():
     g = _generator(7)
     shapes = [(1, 2, 5, 4), (1, 2, 3, 3), (1, 2, 1, 2)]
-    student = [torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_(True)
-               for s in shapes]
-    teacher = [torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_(True)
-               for s in shapes]
+    student = [
+        torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_(True) for s in shapes
+    ]
+    teacher = [
+        torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_(True) for s in shapes
+    ]
     assert gradcheck(lambda *x: hcl_loss(list(x[:3]), list(x[3:])), (*student, *teacher))
 
 
 # ----------------------------------------------------------------------------- ABF / fusion
-FPN_SIZES = [(16, 24), (8, 12), (4, 6), (2, 3), (1, 2)]   # a 64x96 image at strides 4, 8, ..., 64
+FPN_SIZES = [(16, 24), (8, 12), (4, 6), (2, 3), (1, 2)]  # a 64x96 image at strides 4, 8, ..., 64
 
 
 def test_fusion_over_five_fpn_levels_keeps_shapes():
@@ -168,13 +175,14 @@ def test_fusion_over_five_fpn_levels_keeps_shapes():
     "out_sizes,expected_sizes",
     [
         (None, [(32, 32), (16, 16), (8, 8)]),
-        ([(16, 16), (8, 8), (4, 4)], [(16, 16), (8, 8), (4, 4)]),   # teacher at half resolution
+        ([(16, 16), (8, 8), (4, 4)], [(16, 16), (8, 8), (4, 4)]),  # teacher at half resolution
         ([(32, 32), (16, 16), (4, 4)], [(32, 32), (16, 16), (4, 4)]),  # only the deepest differs
-        ([(7, 5), (3, 2), (1, 1)], [(7, 5), (3, 2), (1, 1)]),       # odd, non-square sizes
+        ([(7, 5), (3, 2), (1, 1)], [(7, 5), (3, 2), (1, 1)]),  # odd, non-square sizes
     ],
 )
-def test_fusion_over_cifar_stages_maps_student_widths_to_teacher_widths_and_sizes(out_sizes,
-                                                                                  expected_sizes):
+def test_fusion_over_cifar_stages_maps_student_widths_to_teacher_widths_and_sizes(
+    out_sizes, expected_sizes
+):
     torch.manual_seed(0)
     fusion = ReviewKDFusion([16, 32, 64], [32, 64, 128], mid_channels=64)
     feats = [torch.randn(3, 16, 32, 32), torch.randn(3, 32, 16, 16), torch.randn(3, 64, 8, 8)]
@@ -205,8 +213,10 @@ def test_gradient_reaches_every_fusion_parameter(norm):
         assert f.grad is not None and f.grad.abs().sum() > 0, f"student level {level}"
     # attention convs exist on the fused levels and were among the parameters checked
     assert {n for n in params if ".attention." in n} == {
-        "abfs.0.attention.0.weight", "abfs.0.attention.0.bias",
-        "abfs.1.attention.0.weight", "abfs.1.attention.0.bias",
+        "abfs.0.attention.0.weight",
+        "abfs.0.attention.0.bias",
+        "abfs.1.attention.0.weight",
+        "abfs.1.attention.0.bias",
     }
 
 
@@ -214,7 +224,7 @@ def test_abf_returns_output_and_residual_and_fuses_a_coarser_residual():
     torch.manual_seed(2)
     abf = ABF(in_channels=8, mid_channels=6, out_channels=10, fuse=True)
     x = torch.randn(2, 8, 6, 4)
-    residual = torch.randn(2, 6, 3, 2)          # the coarser level, upsampled inside
+    residual = torch.randn(2, 6, 3, 2)  # the coarser level, upsampled inside
     out, new_residual = abf(x, residual)
     assert out.shape == (2, 10, 6, 4)
     assert new_residual.shape == (2, 6, 6, 4)
@@ -236,8 +246,10 @@ def test_fusion_rejects_bad_configuration_and_inputs():
 
 def test_hcl_loss_and_fusion_on_an_empty_batch():
     fusion = ReviewKDFusion([2, 3], [4, 5], mid_channels=4)
-    student = [torch.randn(0, 2, 4, 4, requires_grad=True),
-               torch.randn(0, 3, 2, 2, requires_grad=True)]
+    student = [
+        torch.randn(0, 2, 4, 4, requires_grad=True),
+        torch.randn(0, 3, 2, 2, requires_grad=True),
+    ]
     outs = fusion(student, out_sizes=[(8, 8), (4, 4)])
     assert [tuple(o.shape) for o in outs] == [(0, 4, 8, 8), (0, 5, 4, 4)]
     loss = hcl_loss(outs, [torch.randn(0, 4, 8, 8), torch.randn(0, 5, 4, 4)])
@@ -256,16 +268,19 @@ _LEVELS = [(8, 6, 10), (8, 3, 5)]  # (channels, height, width), shallow -> deep
 def _fusion_and_batch(seed=0):
     torch.manual_seed(seed)
     fusion = ReviewKDFusion([c for c, _, _ in _LEVELS], [6, 6], mid_channels=4)
-    feats = [torch.randn(2, c, h, w, generator=_generator(seed + i)) * (1 + i)
-             for i, (c, h, w) in enumerate(_LEVELS)]
+    feats = [
+        torch.randn(2, c, h, w, generator=_generator(seed + i)) * (1 + i)
+        for i, (c, h, w) in enumerate(_LEVELS)
+    ]
     return fusion, feats
 
 
 def _fused_loss(fusion, feats):
     outs = fusion(feats)
     # the same weight for each image's outputs, wherever the image is in the batch
-    return sum((o * torch.arange(o[0].numel()).reshape(o.shape[1:]).sin()).sum()
-               for o in outs), outs
+    return sum(
+        (o * torch.arange(o[0].numel()).reshape(o.shape[1:]).sin()).sum() for o in outs
+    ), outs
 
 
 def _group_bn_worker(rank, init_file, out_dir):
@@ -277,15 +292,19 @@ def _group_bn_worker(rank, init_file, out_dir):
     try:
         plain, feats = _fusion_and_batch()
         group = dist.new_group([0, 1])
-        synced = ReviewKDFusion([c for c, _, _ in _LEVELS], [6, 6], mid_channels=4,
-                                bn_group=group)
+        synced = ReviewKDFusion([c for c, _, _ in _LEVELS], [6, 6], mid_channels=4, bn_group=group)
         synced.load_state_dict(plain.state_dict())
-        mine = [f[rank:rank + 1].clone().requires_grad_(True) for f in feats]
+        mine = [f[rank : rank + 1].clone().requires_grad_(True) for f in feats]
         loss, outs = _fused_loss(synced, mine)
         loss.backward()
-        torch.save({"outs": [o.detach() for o in outs], "input_grads": [f.grad for f in mine],
-                    "param_grads": {k: p.grad for k, p in synced.named_parameters()}},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(
+            {
+                "outs": [o.detach() for o in outs],
+                "input_grads": [f.grad for f in mine],
+                "param_grads": {k: p.grad for k, p in synced.named_parameters()},
+            },
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -293,8 +312,7 @@ def _group_bn_worker(rank, init_file, out_dir):
 def test_abf_batch_norm_over_two_processes_equals_one_process_with_both_images(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_group_bn_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2,
-             join=True)
+    mp.spawn(_group_bn_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     fusion, feats = _fusion_and_batch()
     feats = [f.clone().requires_grad_(True) for f in feats]
     loss, outs = _fused_loss(fusion, feats)
@@ -302,10 +320,12 @@ def test_abf_batch_norm_over_two_processes_equals_one_process_with_both_images(t
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for r, got in enumerate(ranks):
         for level, out in enumerate(outs):
-            torch.testing.assert_close(got["outs"][level], out[r:r + 1].detach(), rtol=1e-5,
-                                       atol=1e-5)
-            torch.testing.assert_close(got["input_grads"][level], feats[level].grad[r:r + 1],
-                                       rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(
+                got["outs"][level], out[r : r + 1].detach(), rtol=1e-5, atol=1e-5
+            )
+            torch.testing.assert_close(
+                got["input_grads"][level], feats[level].grad[r : r + 1], rtol=1e-4, atol=1e-5
+            )
     # each rank holds its images' share of the parameter gradients; DDP sums them
     for name, param in fusion.named_parameters():
         total = ranks[0]["param_grads"][name] + ranks[1]["param_grads"][name]
@@ -324,8 +344,11 @@ def test_bn_group_size_reproduces_two_images_per_batch_norm():
     assert bn_group_size(2, ims_per_batch=8, world_size=1) == 1
     assert bn_group_size(0, ims_per_batch=8, world_size=8) == 1
     assert bn_group_size(4, ims_per_batch=8, world_size=8) == 4
-    with pytest.raises(ConfigError, match=r"BN_IMAGES=2 groups 2 processes .* does not "
-                       r"divide the 3 processes"):
+    with pytest.raises(
+        ConfigError,
+        match=r"BN_IMAGES=2 groups 2 processes .* does not "
+        r"divide the 3 processes",
+    ):
         bn_group_size(2, ims_per_batch=3, world_size=3)
     with pytest.raises(ConfigError, match="BN_IMAGES=3 is not a multiple of the 2 images"):
         bn_group_size(3, ims_per_batch=16, world_size=8)

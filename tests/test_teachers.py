@@ -3,6 +3,7 @@ overrides), a Cascade teacher and its chosen stage, a ViTDet-style teacher (its 
 statistics and square padding), Mask R-CNN teachers and students, the ND projector for embedding
 widths that differ, the new configs built on the meta device, and the wrong inputs (one ERROR
 line each, exit 2, nothing written)."""
+
 import json
 import os
 
@@ -21,8 +22,12 @@ from nd_det.engine import DistillTrainer
 from nd_det.engine.preflight import preflight_distill
 from nd_det.errors import ConfigError
 from nd_det.export.student import export_student
-from nd_det.losses import (ClassMeanAccumulator, load_class_means, metadata_mismatches,
-                           save_class_means)
+from nd_det.losses import (
+    ClassMeanAccumulator,
+    load_class_means,
+    metadata_mismatches,
+    save_class_means,
+)
 from nd_det.modeling import FrozenTeacher, TeacherNeeds
 from nd_det.modeling.shapes import shapes_from_config
 from nd_det.modeling.student_checkpoint import plain_student_cfg
@@ -35,13 +40,18 @@ TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 LSJ_R50 = "new_baselines/mask_rcnn_R_50_FPN_400ep_LSJ.py"
 # the LSJ R50 Mask R-CNN at toy size: 2 classes, GroupNorm (sane from random init), a 1-conv
 # 1-fc box head of the student's width (64), fewer RoIs and proposals
-LSJ_TOY = ["model.roi_heads.num_classes=2", "model.backbone.bottom_up.stem.norm=GN",
-           "model.backbone.bottom_up.stages.norm=GN", "model.backbone.norm=GN",
-           "model.roi_heads.box_head.conv_dims=[16]", "model.roi_heads.box_head.fc_dims=[64]",
-           "model.roi_heads.box_predictor.input_shape.channels=64",
-           "model.roi_heads.batch_size_per_image=32",
-           "model.proposal_generator.pre_nms_topk=[200,100]",
-           "model.proposal_generator.post_nms_topk=[100,50]"]
+LSJ_TOY = [
+    "model.roi_heads.num_classes=2",
+    "model.backbone.bottom_up.stem.norm=GN",
+    "model.backbone.bottom_up.stages.norm=GN",
+    "model.backbone.norm=GN",
+    "model.roi_heads.box_head.conv_dims=[16]",
+    "model.roi_heads.box_head.fc_dims=[64]",
+    "model.roi_heads.box_predictor.input_shape.channels=64",
+    "model.roi_heads.batch_size_per_image=32",
+    "model.proposal_generator.pre_nms_topk=[200,100]",
+    "model.proposal_generator.post_nms_topk=[100,50]",
+]
 CASCADE = "Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml"
 # a ViTDet-shaped teacher (detectron2's own common/models/mask_rcnn_vitdet.py: ViT +
 # SimpleFeaturePyramid padding every image to a square, RGB, ImageNet mean/std) at toy size
@@ -113,8 +123,9 @@ def _assert_trains_with_nd_and_reviewkd(cfg):
         assert {"loss_nd", "loss_reviewkd"} <= set(losses)
         assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), losses
     assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
-    assert all(torch.equal(v, teacher_before[k])
-               for k, v in model.teacher.model.state_dict().items())
+    assert all(
+        torch.equal(v, teacher_before[k]) for k, v in model.teacher.model.state_dict().items()
+    )
     return model
 
 
@@ -125,16 +136,15 @@ def _extract(cfg, tmp_path, name):
     run_cfg.DATASETS.TRAIN = (name,)
     run_cfg.DATALOADER.NUM_WORKERS = 0
     output = str(tmp_path / f"{name}_means.pth")
-    table = extract_class_means(run_cfg, output=output, max_images=None,
-                                allow_empty_classes=True)
-    return table, load_class_means(output, num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1,
-                                   dim=64)
+    table = extract_class_means(run_cfg, output=output, max_images=None, allow_empty_classes=True)
+    return table, load_class_means(output, num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1, dim=64)
 
 
 # ----------------------------------------------------------------------------- LazyConfig
 def test_lazyconfig_teacher_trains_a_student_and_its_class_means_are_extracted(tmp_path):
-    cfg = tiny_distill_cfg(str(tmp_path), write_class_means=False,
-                           extra_opts=_lazy_opts(LSJ_R50, LSJ_TOY))
+    cfg = tiny_distill_cfg(
+        str(tmp_path), write_class_means=False, extra_opts=_lazy_opts(LSJ_R50, LSJ_TOY)
+    )
     teacher = FrozenTeacher(cfg)
     saved = torch.load(cfg.MODEL.DISTILL.TEACHER_WEIGHTS, weights_only=True)["model"]
     assert teacher.source.lazy and teacher.weights_loaded
@@ -166,8 +176,9 @@ def test_lazyconfig_teacher_trains_a_student_and_its_class_means_are_extracted(t
 def test_vitdet_style_teacher_keeps_its_format_statistics_and_square(tmp_path):
     config = tmp_path / "vit_toy.py"
     config.write_text(VIT_TOY)
-    cfg = tiny_distill_cfg(str(tmp_path), write_class_means=False,
-                           extra_opts=_lazy_opts(str(config), []))
+    cfg = tiny_distill_cfg(
+        str(tmp_path), write_class_means=False, extra_opts=_lazy_opts(str(config), [])
+    )
     assert FrozenTeacher.shapes_from_config(cfg).embedding_dim == 64  # built off the meta device
     teacher = FrozenTeacher(cfg)
     assert teacher.flip_channels  # BGR student, RGB teacher
@@ -183,8 +194,9 @@ def test_vitdet_style_teacher_keeps_its_format_statistics_and_square(tmp_path):
 
 # ----------------------------------------------------------------------------- Cascade
 def test_cascade_teacher_uses_the_chosen_stage_for_embeddings_logits_and_means(tmp_path):
-    cfg = tiny_distill_cfg(str(tmp_path), write_class_means=False,
-                           extra_opts=["MODEL.DISTILL.TEACHER_CONFIG", CASCADE])
+    cfg = tiny_distill_cfg(
+        str(tmp_path), write_class_means=False, extra_opts=["MODEL.DISTILL.TEACHER_CONFIG", CASCADE]
+    )
     last = FrozenTeacher(cfg)
     assert last.box_stage == 2 and last.identity["teacher_box_stage"] == 2
     cfg.defrost()
@@ -210,22 +222,36 @@ def test_cascade_teacher_uses_the_chosen_stage_for_embeddings_logits_and_means(t
     assert table.metadata["teacher_box_stage"] == 1  # means of the head the terms use
     # training with the last stage would warn that this table comes from another teacher
     assert metadata_mismatches(table, last.identity) == [
-        "teacher_box_stage: file has 1, expected 2"]
+        "teacher_box_stage: file has 1, expected 2"
+    ]
 
 
 # ----------------------------------------------------------------------------- Mask R-CNN
 def test_mask_student_trains_and_is_evaluated_with_segm_ap(tmp_path):
     _dataset(tmp_path, "mask_train", seed=1, num_images=4, masks=True)
     _dataset(tmp_path, "mask_val", seed=2, num_images=2, masks=True)
-    cfg = tiny_distill_cfg(str(tmp_path), "R50_from_R101_mask_nd.yaml", extra_opts=[
-        "DATASETS.TRAIN", "('mask_train',)", "DATASETS.TEST", "('mask_val',)",
-        "DATALOADER.NUM_WORKERS", "0", "SOLVER.MAX_ITER", "2",
-        "MODEL.ROI_MASK_HEAD.CONV_DIM", "16"])
+    cfg = tiny_distill_cfg(
+        str(tmp_path),
+        "R50_from_R101_mask_nd.yaml",
+        extra_opts=[
+            "DATASETS.TRAIN",
+            "('mask_train',)",
+            "DATASETS.TEST",
+            "('mask_val',)",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "SOLVER.MAX_ITER",
+            "2",
+            "MODEL.ROI_MASK_HEAD.CONV_DIM",
+            "16",
+        ],
+    )
     trainer = DistillTrainer(cfg)
     trainer.resume_or_load(resume=False)
     teacher_mask_calls = []
     trainer.model.teacher.model.roi_heads.mask_head.register_forward_hook(
-        lambda *args: teacher_mask_calls.append(1))
+        lambda *args: teacher_mask_calls.append(1)
+    )
     results = trainer.train()
     assert set(results) == {"bbox", "segm"}
     assert all(k in results["segm"] for k in ("AP", "AP50", "AP75"))
@@ -238,8 +264,11 @@ def test_mask_student_trains_and_is_evaluated_with_segm_ap(tmp_path):
 def test_projector_bridges_embedding_widths_and_the_export_leaves_it_out(tmp_path):
     narrow = ["MODEL.ROI_BOX_HEAD.FC_DIM", "32"]
     cfg = tiny_distill_cfg(str(tmp_path), extra_opts=narrow)
-    with pytest.raises(ConfigError, match=r"student box head gives 32 \(MODEL.ROI_BOX_HEAD."
-                       r"FC_DIM\), teacher 64\. .* or MODEL.DISTILL.ND.PROJECTOR True"):
+    with pytest.raises(
+        ConfigError,
+        match=r"student box head gives 32 \(MODEL.ROI_BOX_HEAD."
+        r"FC_DIM\), teacher 64\. .* or MODEL.DISTILL.ND.PROJECTOR True",
+    ):
         build_model(cfg)
     cfg.defrost()
     cfg.MODEL.DISTILL.ND.PROJECTOR = True
@@ -264,16 +293,36 @@ def test_projector_bridges_embedding_widths_and_the_export_leaves_it_out(tmp_pat
 
 # ----------------------------------------------------------------------------- configs
 NEW_CONFIGS = {  # config -> (teacher config, losses, ReviewKD weight, student MASK_ON)
-    "R50_from_LSJ_R101_nd.yaml": ("new_baselines/mask_rcnn_R_101_FPN_400ep_LSJ.py",
-                                  ["reviewkd", "nd"], 1.4, False),
-    "R50_from_R101_mask_nd.yaml": ("COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml",
-                                   ["reviewkd", "nd"], 0.8, True),
-    "R50_from_R101_mask_reviewkd.yaml": ("COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml",
-                                         ["reviewkd"], 0.8, True),
-    "R18_from_R101_mask_nd.yaml": ("COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml",
-                                   ["reviewkd", "nd"], 1.5, True),
-    "MV2_from_R50_mask_nd.yaml": ("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml",
-                                  ["reviewkd", "nd"], 1.0, True),
+    "R50_from_LSJ_R101_nd.yaml": (
+        "new_baselines/mask_rcnn_R_101_FPN_400ep_LSJ.py",
+        ["reviewkd", "nd"],
+        1.4,
+        False,
+    ),
+    "R50_from_R101_mask_nd.yaml": (
+        "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml",
+        ["reviewkd", "nd"],
+        0.8,
+        True,
+    ),
+    "R50_from_R101_mask_reviewkd.yaml": (
+        "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml",
+        ["reviewkd"],
+        0.8,
+        True,
+    ),
+    "R18_from_R101_mask_nd.yaml": (
+        "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml",
+        ["reviewkd", "nd"],
+        1.5,
+        True,
+    ),
+    "MV2_from_R50_mask_nd.yaml": (
+        "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml",
+        ["reviewkd", "nd"],
+        1.0,
+        True,
+    ),
 }
 
 
@@ -306,30 +355,59 @@ def bad_input_world(tmp_path_factory):
     (root / "no_model.py").write_text("train = dict(max_iter=10)\n")
     vit = root / "vit_toy.py"
     vit.write_text(VIT_TOY.replace("square_pad = 160", "square_pad = 128"))
-    argv = ["--config-file", config_path("R50_from_R101_nd.yaml"),
-            "--dataset", "teacher_cases_train", str(train_json), str(train_dir),
-            "DATASETS.TRAIN", "('teacher_cases_train',)", "DATASETS.TEST", "()",
-            "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.NUM_CLASSES", "2",
-            "MODEL.DISTILL.TEACHER_WEIGHTS", cfg.MODEL.DISTILL.TEACHER_WEIGHTS,
-            "MODEL.DISTILL.CLASS_MEANS", cfg.MODEL.DISTILL.CLASS_MEANS,
-            "INPUT.MAX_SIZE_TRAIN", "160", "INPUT.MAX_SIZE_TEST", "160"]
+    argv = [
+        "--config-file",
+        config_path("R50_from_R101_nd.yaml"),
+        "--dataset",
+        "teacher_cases_train",
+        str(train_json),
+        str(train_dir),
+        "DATASETS.TRAIN",
+        "('teacher_cases_train',)",
+        "DATASETS.TEST",
+        "()",
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        "2",
+        "MODEL.DISTILL.TEACHER_WEIGHTS",
+        cfg.MODEL.DISTILL.TEACHER_WEIGHTS,
+        "MODEL.DISTILL.CLASS_MEANS",
+        cfg.MODEL.DISTILL.CLASS_MEANS,
+        "INPUT.MAX_SIZE_TRAIN",
+        "160",
+        "INPUT.MAX_SIZE_TEST",
+        "160",
+    ]
     return root, argv, cfg
 
 
 TEACHER_CASES = {
-    "lazy_no_model": (lambda root: _lazy_opts(str(root / "no_model.py"), []),
-                      "no_model.py is a LazyConfig without a `model` entry (it has train)"),
-    "lazy_unknown_key": (lambda root: _lazy_opts(LSJ_R50, ["model.roi_heads.num_clases=2"]),
-                         "MODEL.DISTILL.TEACHER_OPTS 'model.roi_heads.num_clases=2': the "
-                         "teacher's LazyConfig (new_baselines/mask_rcnn_R_50_FPN_400ep_LSJ.py) "
-                         "has no key 'model.roi_heads.num_clases'; model.roi_heads has"),
-    "cascade_stage": (lambda root: ["MODEL.DISTILL.TEACHER_CONFIG", CASCADE,
-                                    "MODEL.DISTILL.TEACHER_CASCADE_STAGE", "3"],
-                      "MODEL.DISTILL.TEACHER_CASCADE_STAGE 3: the Cascade teacher has 3 stages; "
-                      "give 0 .. 2 (counted from the first) or -1 for the last"),
-    "vit_input_size": (lambda root: _lazy_opts(str(root / "vit_toy.py"), []),
-                       "pads every image to a 128 x 128 square, but the student's images reach "
-                       "160 pixels on their longer side (INPUT.MAX_SIZE_TRAIN 160)"),
+    "lazy_no_model": (
+        lambda root: _lazy_opts(str(root / "no_model.py"), []),
+        "no_model.py is a LazyConfig without a `model` entry (it has train)",
+    ),
+    "lazy_unknown_key": (
+        lambda root: _lazy_opts(LSJ_R50, ["model.roi_heads.num_clases=2"]),
+        "MODEL.DISTILL.TEACHER_OPTS 'model.roi_heads.num_clases=2': the "
+        "teacher's LazyConfig (new_baselines/mask_rcnn_R_50_FPN_400ep_LSJ.py) "
+        "has no key 'model.roi_heads.num_clases'; model.roi_heads has",
+    ),
+    "cascade_stage": (
+        lambda root: [
+            "MODEL.DISTILL.TEACHER_CONFIG",
+            CASCADE,
+            "MODEL.DISTILL.TEACHER_CASCADE_STAGE",
+            "3",
+        ],
+        "MODEL.DISTILL.TEACHER_CASCADE_STAGE 3: the Cascade teacher has 3 stages; "
+        "give 0 .. 2 (counted from the first) or -1 for the last",
+    ),
+    "vit_input_size": (
+        lambda root: _lazy_opts(str(root / "vit_toy.py"), []),
+        "pads every image to a 128 x 128 square, but the student's images reach "
+        "160 pixels on their longer side (INPUT.MAX_SIZE_TRAIN 160)",
+    ),
 }
 
 
@@ -339,8 +417,9 @@ def test_teacher_mistake_is_one_line_before_anything_is_written(bad_input_world,
     overrides, fragment = TEACHER_CASES[case]
     teacher_opts = ["MODEL.DISTILL.TEACHER_OPTS", repr(list(cfg.MODEL.DISTILL.TEACHER_OPTS))]
     out = tmp_path / "out"
-    code, stderr = run_tool_in_process(TRAIN_NET, argv + teacher_opts + overrides(root)
-                                       + ["OUTPUT_DIR", str(out)])
+    code, stderr = run_tool_in_process(
+        TRAIN_NET, argv + teacher_opts + overrides(root) + ["OUTPUT_DIR", str(out)]
+    )
     assert code == 2, stderr[-3000:]
     errors = [line for line in stderr.splitlines() if line.startswith("ERROR: ")]
     assert len(errors) == 1 and fragment in errors[0], stderr[-3000:]

@@ -3,6 +3,7 @@ export_student writes becomes a TorchScript file
 (detectron2's TracingAdapter + torch.jit.trace) that gives the distilled student's boxes,
 scores and classes on the same images, also at another image size and in a process that
 imports neither nd_det nor detectron2; bad input is one ERROR line, exit status 2."""
+
 import json
 import os
 import re
@@ -14,8 +15,12 @@ import pytest
 import torch
 
 from nd_det.errors import ExportError
-from nd_det.export.contract import (compare_detections, deploy_image, load_exported_student,
-                                    student_detections)
+from nd_det.export.contract import (
+    compare_detections,
+    deploy_image,
+    load_exported_student,
+    student_detections,
+)
 from nd_det.export.formats import export_model
 
 from .helpers.run_tool import run_tool_in_process
@@ -26,13 +31,15 @@ from .helpers.toy_export import distilled_export, write_image
 TOOL = os.path.join(REPO, "tools", "export_torchscript.py")
 STUDENTS = {
     # torchvision MobileNetV3-Large (nd-det's builder) and detectron2's own ResNet-18 FPN
-    "mv3": ("MV3_from_R50_nd.yaml", ["MODEL.TORCHVISION.NORM", "GN",
-                                     "MODEL.TORCHVISION.FREEZE_AT", "0"]),
+    "mv3": (
+        "MV3_from_R50_nd.yaml",
+        ["MODEL.TORCHVISION.NORM", "GN", "MODEL.TORCHVISION.FREEZE_AT", "0"],
+    ),
     "r18": ("R18_from_R101_nd.yaml", []),
 }
 
 # a deployment: torch + torchvision only; nd_det and detectron2 refuse to import
-PLAIN_TORCH_SCRIPT = r'''
+PLAIN_TORCH_SCRIPT = r"""
 import importlib.abc
 import sys
 import warnings
@@ -53,7 +60,7 @@ model = torch.jit.load(sys.argv[1])
 images = torch.load(sys.argv[2])
 with torch.no_grad():
     torch.save([tuple(model(image)) for image in images], sys.argv[3])
-'''
+"""
 
 
 def assert_same(ours, theirs):
@@ -77,8 +84,12 @@ def test_traced_student_gives_the_distilled_students_detections(tmp_path, studen
     assert info["input"]["channel_order"] == cfg.INPUT.FORMAT
     assert info["input"]["resize"] == {"shortest_side": 96, "longest_side_at_most": 160}
     assert info["check"]["sizes"][0]["detections"] == result.detections > 0
-    assert sorted(os.listdir(export_dir)) == ["config.yaml", "model.ts", "model.ts.json",
-                                              "model_final.pth"]
+    assert sorted(os.listdir(export_dir)) == [
+        "config.yaml",
+        "model.ts",
+        "model.ts.json",
+        "model_final.pth",
+    ]
 
     traced = torch.jit.load(result.path)
     for path in (image, other):
@@ -91,17 +102,29 @@ def test_traced_student_gives_the_distilled_students_detections(tmp_path, studen
 
 def test_traced_file_runs_without_nd_det_or_detectron2(tmp_path):
     distilled, export_dir = distilled_export(tmp_path, *STUDENTS["mv3"])
-    paths = [write_image(tmp_path / "a.png", 120, 160, seed=0),
-             write_image(tmp_path / "b.png", 150, 100, seed=1)]
+    paths = [
+        write_image(tmp_path / "a.png", 120, 160, seed=0),
+        write_image(tmp_path / "b.png", 150, 100, seed=1),
+    ]
     result = export_model(export_dir, paths[0], "torchscript")
     cfg, _ = load_exported_student(export_dir)
     images = [deploy_image(cfg, p) for p in paths]
     torch.save(images, str(tmp_path / "images.pt"))
     script = tmp_path / "deploy.py"
     script.write_text(PLAIN_TORCH_SCRIPT)
-    done = subprocess.run([sys.executable, str(script), result.path, str(tmp_path / "images.pt"),
-                           str(tmp_path / "out.pt")], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            result.path,
+            str(tmp_path / "images.pt"),
+            str(tmp_path / "out.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     outputs = torch.load(str(tmp_path / "out.pt"))
     for image, found in zip(images, outputs):
@@ -133,23 +156,39 @@ def test_tool_writes_the_file_and_refuses_bad_input(tmp_path, capsys):
         assert code == 2 and len(lines) == 1 and lines[0].startswith("ERROR: "), err
         assert expected in lines[0], lines[0]
 
-    refused(["--export-dir", export_dir, "--image", image],
-            f"--output {os.path.join(export_dir, 'model.ts')} exists; pass --overwrite")
-    refused(["--export-dir", str(tmp_path / "nowhere"), "--image", image],
-            "config.yaml not found; give the folder tools/export_student.py wrote")
-    refused(["--export-dir", export_dir, "--image", str(tmp_path / "missing.png"),
-             "--overwrite"], "missing.png: file not found")
-    refused(["--export-dir", export_dir, "--image", os.path.join(export_dir, "config.yaml"),
-             "--overwrite"], "cannot be read as an image")
-    refused(["--export-dir", str(tmp_path / "train"), "--image", image],
-            "config.yaml not found")  # a training folder is not an export
+    refused(
+        ["--export-dir", export_dir, "--image", image],
+        f"--output {os.path.join(export_dir, 'model.ts')} exists; pass --overwrite",
+    )
+    refused(
+        ["--export-dir", str(tmp_path / "nowhere"), "--image", image],
+        "config.yaml not found; give the folder tools/export_student.py wrote",
+    )
+    refused(
+        ["--export-dir", export_dir, "--image", str(tmp_path / "missing.png"), "--overwrite"],
+        "missing.png: file not found",
+    )
+    refused(
+        [
+            "--export-dir",
+            export_dir,
+            "--image",
+            os.path.join(export_dir, "config.yaml"),
+            "--overwrite",
+        ],
+        "cannot be read as an image",
+    )
+    refused(
+        ["--export-dir", str(tmp_path / "train"), "--image", image], "config.yaml not found"
+    )  # a training folder is not an export
 
 
 def test_round_trip_check_refuses_different_detections():
     boxes = torch.tensor([[1.0, 2.0, 30.0, 40.0], [5.0, 5.0, 9.0, 9.0]])
     python = (boxes, torch.tensor([0.9, 0.5]), torch.tensor([1, 0]))
     assert compare_detections(python, (boxes + 1e-4, python[1], python[2])) == pytest.approx(
-        (1e-4, 0.0), abs=1e-6)
+        (1e-4, 0.0), abs=1e-6
+    )
     with pytest.raises(ExportError, match="max .box diff. 0.01 px"):
         compare_detections(python, (boxes + 0.01, python[1], python[2]))
     with pytest.raises(ExportError, match="1 detections"):

@@ -6,6 +6,7 @@ step at toy size; FREEZE_AT and NORM do what the config says; bad keys give one 
 line; the MobileNetV2 configs keep the stage layout of the hand-written MobileNetV2 they used
 before.
 """
+
 import math
 
 import pytest
@@ -14,11 +15,11 @@ from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 from detectron2.utils.events import EventStorage
+from nd_demo.configs import DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, load_demo_cfg
 from torch import nn
 
-from nd_det.errors import ConfigError
 from nd_det.config import add_backbone_config, load_config
-from nd_demo.configs import DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, load_demo_cfg
+from nd_det.errors import ConfigError
 from nd_det.modeling.backbone import TORCHVISION_DEFAULT_STAGES, check_torchvision_config
 from nd_det.modeling.backbone.torchvision_stages import stage_shapes
 
@@ -70,7 +71,8 @@ def test_backbone_returns_p2_to_p6(arch):
     assert [s.stride for s in bottom_up.values()] == [4, 8, 16, 32]
     shapes = backbone.output_shape()
     assert {k: (s.channels, s.stride) for k, s in shapes.items()} == {
-        k: (32, stride) for k, stride in FPN_STRIDES.items()}
+        k: (32, stride) for k, stride in FPN_STRIDES.items()
+    }
     backbone.eval()
     with torch.no_grad():
         features = backbone(torch.randn(2, 3, HEIGHT, WIDTH))
@@ -83,14 +85,24 @@ def test_backbone_returns_p2_to_p6(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("config_file", ["MV3_from_R50_nd.yaml", "MV3_from_R50_kd_nd.yaml"])
 def test_distill_train_and_eval_step(tmp_path, arch, config_file):
-    cfg = tiny_distill_cfg(str(tmp_path), config_file, extra_opts=[
-        "MODEL.TORCHVISION.ARCH", arch, "MODEL.TORCHVISION.NORM", "GN",
-        "MODEL.TORCHVISION.FREEZE_AT", "0"])
+    cfg = tiny_distill_cfg(
+        str(tmp_path),
+        config_file,
+        extra_opts=[
+            "MODEL.TORCHVISION.ARCH",
+            arch,
+            "MODEL.TORCHVISION.NORM",
+            "GN",
+            "MODEL.TORCHVISION.FREEZE_AT",
+            "0",
+        ],
+    )
     torch.manual_seed(0)
     model = build_model(cfg)
     term = "loss_reviewkd" if "reviewkd" in cfg.MODEL.DISTILL.LOSSES else "loss_kd"
     first = model.backbone.bottom_up.body.get_parameter(
-        next(name for name, _ in model.backbone.bottom_up.body.named_parameters()))
+        next(name for name, _ in model.backbone.bottom_up.body.named_parameters())
+    )
     before = first.detach().clone()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     model.train()
@@ -121,22 +133,25 @@ def _trainable(bottom_up):
 
 def test_freeze_at_freezes_what_the_first_stages_need():
     # resnet18, FREEZE_AT 1: the stem and layer1 (the stride-4 stage), nothing else
-    bottom_up = build_backbone(torchvision_cfg("resnet18", norm="BN", freeze_at=1),
-                               ShapeSpec(channels=3)).bottom_up
+    bottom_up = build_backbone(
+        torchvision_cfg("resnet18", norm="BN", freeze_at=1), ShapeSpec(channels=3)
+    ).bottom_up
     names = [name for name, _ in bottom_up.body.named_parameters()]
     frozen = set(names) - _trainable(bottom_up)
     assert frozen == {n for n in names if n.startswith(("conv1.", "bn1.", "layer1."))}
     assert isinstance(bottom_up.body.get_submodule("layer1.0.bn1"), FrozenBatchNorm2d)
     assert type(bottom_up.body.get_submodule("layer2.0.bn1")) is nn.BatchNorm2d
     # mobilenet_v3_large, FREEZE_AT 2: features.0 .. features.6 (up to stride 8)
-    bottom_up = build_backbone(torchvision_cfg("mobilenet_v3_large", norm="BN", freeze_at=2),
-                               ShapeSpec(channels=3)).bottom_up
+    bottom_up = build_backbone(
+        torchvision_cfg("mobilenet_v3_large", norm="BN", freeze_at=2), ShapeSpec(channels=3)
+    ).bottom_up
     names = [name for name, _ in bottom_up.body.named_parameters()]
     early = {n for n in names if int(n.split(".")[1]) <= 6}
     assert set(names) - _trainable(bottom_up) == early
     # convnext_tiny: parameters read directly by the graph (layer_scale) are frozen too
-    bottom_up = build_backbone(torchvision_cfg("convnext_tiny", freeze_at=1),
-                               ShapeSpec(channels=3)).bottom_up
+    bottom_up = build_backbone(
+        torchvision_cfg("convnext_tiny", freeze_at=1), ShapeSpec(channels=3)
+    ).bottom_up
     assert not bottom_up.body.get_parameter("features.1.0.layer_scale").requires_grad
     assert bottom_up.body.get_parameter("features.3.0.layer_scale").requires_grad
     # FREEZE_AT 0 trains everything
@@ -146,11 +161,14 @@ def test_freeze_at_freezes_what_the_first_stages_need():
 
 def test_norm_replaces_every_batch_norm():
     def norms(norm):
-        bottom_up = build_backbone(torchvision_cfg("mobilenet_v3_large", norm=norm),
-                                   ShapeSpec(channels=3)).bottom_up
-        return {type(m) for m in bottom_up.modules()
-                if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
-                                  FrozenBatchNorm2d))}, bottom_up
+        bottom_up = build_backbone(
+            torchvision_cfg("mobilenet_v3_large", norm=norm), ShapeSpec(channels=3)
+        ).bottom_up
+        return {
+            type(m)
+            for m in bottom_up.modules()
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, FrozenBatchNorm2d))
+        }, bottom_up
 
     assert norms("BN")[0] == {nn.BatchNorm2d}
     assert norms("FrozenBN")[0] == {FrozenBatchNorm2d}
@@ -162,18 +180,31 @@ def test_norm_replaces_every_batch_norm():
     assert (gn.num_groups, gn.num_channels) == (8, 40)
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("ARCH", "mobilenet_v9", "MODEL.TORCHVISION.ARCH is 'mobilenet_v9'"),
-    ("STAGES", ["features.3", "features.6", "features.12", "features.99"],
-     "MODEL.TORCHVISION.STAGES: 'features.99' is not a graph node"),
-    ("STAGES", ["features.3", "features.4", "features.6", "features.15"],
-     "have strides [4, 8, 8, 32]"),
-    ("NORM", "LN", "MODEL.TORCHVISION.NORM is 'LN'; set one of ['FrozenBN', 'BN', 'SyncBN', 'GN']"),
-    ("FREEZE_AT", 5, "MODEL.TORCHVISION.FREEZE_AT is 5; set an integer in 0..4"),
-    ("FREEZE_AT", "2", "MODEL.TORCHVISION.FREEZE_AT is '2'"),
-    ("OUT_FEATURES", ["c2", "c3"], "MODEL.TORCHVISION.OUT_FEATURES is ['c2', 'c3']; give 4"),
-    ("WIDTH_MULT", 0.0, "MODEL.TORCHVISION.WIDTH_MULT is 0.0"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("ARCH", "mobilenet_v9", "MODEL.TORCHVISION.ARCH is 'mobilenet_v9'"),
+        (
+            "STAGES",
+            ["features.3", "features.6", "features.12", "features.99"],
+            "MODEL.TORCHVISION.STAGES: 'features.99' is not a graph node",
+        ),
+        (
+            "STAGES",
+            ["features.3", "features.4", "features.6", "features.15"],
+            "have strides [4, 8, 8, 32]",
+        ),
+        (
+            "NORM",
+            "LN",
+            "MODEL.TORCHVISION.NORM is 'LN'; set one of ['FrozenBN', 'BN', 'SyncBN', 'GN']",
+        ),
+        ("FREEZE_AT", 5, "MODEL.TORCHVISION.FREEZE_AT is 5; set an integer in 0..4"),
+        ("FREEZE_AT", "2", "MODEL.TORCHVISION.FREEZE_AT is '2'"),
+        ("OUT_FEATURES", ["c2", "c3"], "MODEL.TORCHVISION.OUT_FEATURES is ['c2', 'c3']; give 4"),
+        ("WIDTH_MULT", 0.0, "MODEL.TORCHVISION.WIDTH_MULT is 0.0"),
+    ],
+)
 def test_bad_keys_are_one_config_error_line(key, value, expected):
     cfg = torchvision_cfg()
     cfg.MODEL.TORCHVISION[key] = value
@@ -193,8 +224,10 @@ def test_bad_keys_name_the_valid_choices():
     cfg = torchvision_cfg()
     cfg.MODEL.TORCHVISION.STAGES = ["layer1", "layer2", "layer3", "layer9"]
     cfg.MODEL.TORCHVISION.ARCH = "resnet18"
-    with pytest.raises(ConfigError, match="nodes at that depth: conv1, bn1, relu, maxpool, "
-                       "layer1, layer2, layer3, layer4"):
+    with pytest.raises(
+        ConfigError,
+        match="nodes at that depth: conv1, bn1, relu, maxpool, layer1, layer2, layer3, layer4",
+    ):
         check_torchvision_config(cfg)
     cfg = torchvision_cfg("resnet18")
     cfg.MODEL.TORCHVISION.WIDTH_MULT = 0.5
@@ -202,40 +235,54 @@ def test_bad_keys_name_the_valid_choices():
         check_torchvision_config(cfg)
     cfg = torchvision_cfg()
     cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
-    with pytest.raises(ConfigError, match=r"MODEL.FPN.IN_FEATURES is \['res2'.*returns "
-                       r"\['c2', 'c3', 'c4', 'c5'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"MODEL.FPN.IN_FEATURES is \['res2'.*returns "
+        r"\['c2', 'c3', 'c4', 'c5'\]",
+    ):
         check_torchvision_config(cfg)
 
 
 def test_any_torchvision_classifier_with_explicit_stages():
     cfg = torchvision_cfg("shufflenet_v2_x0_5")
-    with pytest.raises(ConfigError, match="STAGES is empty and ARCH 'shufflenet_v2_x0_5' has no "
-                       "built-in stages"):
+    with pytest.raises(
+        ConfigError, match="STAGES is empty and ARCH 'shufflenet_v2_x0_5' has no built-in stages"
+    ):
         check_torchvision_config(cfg)
     cfg.MODEL.TORCHVISION.STAGES = ["maxpool", "stage2", "stage3", "stage4"]
     shapes = build_backbone(cfg, ShapeSpec(channels=3)).bottom_up.output_shape()
-    assert [(s.channels, s.stride) for s in shapes.values()] == [(24, 4), (48, 8), (96, 16),
-                                                                  (192, 32)]
+    assert [(s.channels, s.stride) for s in shapes.values()] == [
+        (24, 4),
+        (48, 8),
+        (96, 16),
+        (192, 32),
+    ]
 
 
 # The hand-written MobileNetV2 these configs used before (stages m2..m5, removed): channels and
 # stride of each stage, and its parameter count, as it measured them with each config's norm.
-OLD_MV2_STAGES = {1.0: [(24, 4), (32, 8), (96, 16), (320, 32)],
-                  0.5: [(16, 4), (16, 8), (48, 16), (160, 32)]}
+OLD_MV2_STAGES = {
+    1.0: [(24, 4), (32, 8), (96, 16), (320, 32)],
+    0.5: [(16, 4), (16, 8), (48, 16), (160, 32)],
+}
 OLD_MV2_PARAMETERS = {(1.0, "FrozenBN"): 1_780_160, (0.5, "GN"): 480_320}
 # its FREEZE_AT 2 (stem + m2) froze these many parameters: torchvision's features.0 .. features.3
 OLD_MV2_STEM_AND_M2_PARAMETERS = 14_576
 MV2_CONFIGS = {
     "COCO MV2_from_R50_nd": lambda: load_config(config_path("MV2_from_R50_nd.yaml")),
     "COCO MV2_from_R50_kd_nd": lambda: load_config(config_path("MV2_from_R50_kd_nd.yaml")),
-    "Base-Students/MV2-FPN": lambda: load_config(
-        f"{REPO}/configs/Base-Students/MV2-FPN.yaml"),
+    "Base-Students/MV2-FPN": lambda: load_config(f"{REPO}/configs/Base-Students/MV2-FPN.yaml"),
     "demo teacher": lambda: load_demo_cfg(DEFAULT_TEACHER_CONFIG),
     "demo student": lambda: load_demo_cfg(DEFAULT_STUDENT_CONFIG),
 }
 # how many stages each config freezes (0: every layer trains, as the reference's MV2 runs)
-MV2_FREEZE_AT = {"COCO MV2_from_R50_nd": 0, "COCO MV2_from_R50_kd_nd": 0,
-                 "Base-Students/MV2-FPN": 1, "demo teacher": 1, "demo student": 0}
+MV2_FREEZE_AT = {
+    "COCO MV2_from_R50_nd": 0,
+    "COCO MV2_from_R50_kd_nd": 0,
+    "Base-Students/MV2-FPN": 1,
+    "demo teacher": 1,
+    "demo student": 0,
+}
 
 
 @pytest.mark.parametrize("name", MV2_CONFIGS)
@@ -247,15 +294,20 @@ def test_mobilenet_v2_configs_keep_the_old_stage_layout(name):
     assert tv.FREEZE_AT == MV2_FREEZE_AT[name]
     bottom_up = build_backbone(cfg, ShapeSpec(channels=3)).bottom_up
     width = float(tv.WIDTH_MULT)
-    assert [(s.channels, s.stride) for s in bottom_up.output_shape().values()] == \
-        OLD_MV2_STAGES[width]
+    assert [(s.channels, s.stride) for s in bottom_up.output_shape().values()] == OLD_MV2_STAGES[
+        width
+    ]
     parameters = list(bottom_up.parameters())
     assert sum(p.numel() for p in parameters) == OLD_MV2_PARAMETERS[(width, tv.NORM)]
     frozen = sum(p.numel() for p in parameters if not p.requires_grad)
     assert frozen == (OLD_MV2_STEM_AND_M2_PARAMETERS if tv.FREEZE_AT == 1 else 0)
     if tv.FREEZE_AT == 1:
-        assert {n.split(".")[1] for n, p in bottom_up.body.named_parameters()
-                if not p.requires_grad} == {"0", "1", "2", "3"}
-    norms = {type(m) for m in bottom_up.modules()
-             if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, FrozenBatchNorm2d))}
+        assert {
+            n.split(".")[1] for n, p in bottom_up.body.named_parameters() if not p.requires_grad
+        } == {"0", "1", "2", "3"}
+    norms = {
+        type(m)
+        for m in bottom_up.modules()
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, FrozenBatchNorm2d))
+    }
     assert norms == {FrozenBatchNorm2d if tv.NORM == "FrozenBN" else nn.GroupNorm}

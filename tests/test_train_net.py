@@ -1,5 +1,6 @@
 """tools/train_net.py end to end on a tiny COCO-format dataset, on CPU (real runs in
 subprocesses; set-up errors in process, through the same command-line code)."""
+
 import os
 import re
 import subprocess
@@ -13,25 +14,38 @@ from nd_det import add_distill_config
 
 from .helpers.run_tool import run_tool_in_process
 from .helpers.tiny_coco import write_tiny_coco
-from .helpers.tiny_distill import REPO, config_path, tiny_distill_opts, write_random_class_means
-from .helpers.tiny_distill import write_teacher_checkpoint
+from .helpers.tiny_distill import (
+    REPO,
+    config_path,
+    tiny_distill_opts,
+    write_random_class_means,
+    write_teacher_checkpoint,
+)
 
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 
 
 def _prepare(tmp_path, config_file="R50_from_R101_nd.yaml", suffix=""):
     train_name, val_name = "tiny_train" + suffix, "tiny_val" + suffix
-    train_json, train_images = write_tiny_coco(tmp_path / "train", num_images=6, seed=1,
-                                               empty_images=1)
+    train_json, train_images = write_tiny_coco(
+        tmp_path / "train", num_images=6, seed=1, empty_images=1
+    )
     val_json, val_images = write_tiny_coco(tmp_path / "val", num_images=3, seed=2)
     opts = tiny_distill_opts(str(tmp_path)) + [
-        "DATASETS.TRAIN", f"('{train_name}',)",
-        "DATASETS.TEST", f"('{val_name}',)",
-        "DATALOADER.NUM_WORKERS", "0",
-        "SOLVER.MAX_ITER", "3",
-        "SOLVER.CHECKPOINT_PERIOD", "2",
-        "SOLVER.WARMUP_ITERS", "1",
-        "SOLVER.BASE_LR", "0.001",
+        "DATASETS.TRAIN",
+        f"('{train_name}',)",
+        "DATASETS.TEST",
+        f"('{val_name}',)",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SOLVER.MAX_ITER",
+        "3",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "2",
+        "SOLVER.WARMUP_ITERS",
+        "1",
+        "SOLVER.BASE_LR",
+        "0.001",
     ]
     cfg = get_cfg()
     add_distill_config(cfg)
@@ -39,8 +53,16 @@ def _prepare(tmp_path, config_file="R50_from_R101_nd.yaml", suffix=""):
     cfg.merge_from_list(opts)
     write_teacher_checkpoint(cfg)
     write_random_class_means(cfg)
-    datasets = ["--dataset", train_name, str(train_json), str(train_images),
-                "--dataset", val_name, str(val_json), str(val_images)]
+    datasets = [
+        "--dataset",
+        train_name,
+        str(train_json),
+        str(train_images),
+        "--dataset",
+        val_name,
+        str(val_json),
+        str(val_images),
+    ]
     return [sys.executable, TRAIN_NET, "--config-file", config_path(config_file)], datasets, opts
 
 
@@ -83,8 +105,10 @@ def test_eval_only_student_and_teacher_side_by_side(trained):
     tmp_path, base, datasets, opts, proc = trained
     assert proc.returncode == 0
     weights = str(tmp_path / "output" / "model_final.pth")
-    proc = _run(base + ["--eval-only", "--eval-teacher"] + datasets + opts
-                + ["MODEL.WEIGHTS", weights], cwd=tmp_path)
+    proc = _run(
+        base + ["--eval-only", "--eval-teacher"] + datasets + opts + ["MODEL.WEIGHTS", weights],
+        cwd=tmp_path,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "| model | dataset | AP | AP50 | AP75 |" in log
@@ -97,11 +121,18 @@ def test_eval_only_student_and_teacher_side_by_side(trained):
 @pytest.mark.parametrize(
     "override, message",
     [
-        (["MODEL.ROI_HEADS.NUM_CLASSES", "3"], "dataset 'tiny_train' has 2 classes but "
-         "MODEL.ROI_HEADS.NUM_CLASSES is 3"),
-        (["MODEL.DISTILL.TEACHER_WEIGHTS", "missing/teacher.pkl"],
-         "MODEL.DISTILL.TEACHER_WEIGHTS='missing/teacher.pkl': file not found"),
-        (["MODEL.DISTILL.NO_SUCH_KEY", "1"], "ERROR: command-line overrides: Non-existent key: MODEL.DISTILL.NO_SUCH_KEY"),
+        (
+            ["MODEL.ROI_HEADS.NUM_CLASSES", "3"],
+            "dataset 'tiny_train' has 2 classes but MODEL.ROI_HEADS.NUM_CLASSES is 3",
+        ),
+        (
+            ["MODEL.DISTILL.TEACHER_WEIGHTS", "missing/teacher.pkl"],
+            "MODEL.DISTILL.TEACHER_WEIGHTS='missing/teacher.pkl': file not found",
+        ),
+        (
+            ["MODEL.DISTILL.NO_SUCH_KEY", "1"],
+            "ERROR: command-line overrides: Non-existent key: MODEL.DISTILL.NO_SUCH_KEY",
+        ),
     ],
 )
 def test_bad_setup_fails_fast_with_a_clear_message(tmp_path, override, message):

@@ -1,5 +1,6 @@
 """Killed, preempted and resumed runs, full disks, non-finite losses, and 2-process (gloo)
 training via the launcher."""
+
 import json
 import math
 import os
@@ -14,8 +15,8 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 
-from nd_det.errors import NonFiniteError
 from nd_det import add_distill_config
+from nd_det.errors import NonFiniteError
 
 from .helpers.tiny_coco import write_tiny_coco
 from .helpers.tiny_distill import (
@@ -36,15 +37,24 @@ def _setup(tmp_path, output, max_iter, extra=()):
     train_json, train_images = write_tiny_coco(tmp_path / "train", num_images=6, seed=1)
     val_json, val_images = write_tiny_coco(tmp_path / "val", num_images=3, seed=2)
     opts = tiny_distill_opts(str(tmp_path)) + [
-        "DATASETS.TRAIN", "('rel_train',)",
-        "DATASETS.TEST", "('rel_val',)",
-        "DATALOADER.NUM_WORKERS", "0",
-        "SOLVER.MAX_ITER", str(max_iter),
-        "SOLVER.CHECKPOINT_PERIOD", "2",
-        "SOLVER.WARMUP_ITERS", "2",
-        "SOLVER.BASE_LR", "0.002",
-        "SEED", "7",
-        "OUTPUT_DIR", str(output),
+        "DATASETS.TRAIN",
+        "('rel_train',)",
+        "DATASETS.TEST",
+        "('rel_val',)",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SOLVER.MAX_ITER",
+        str(max_iter),
+        "SOLVER.CHECKPOINT_PERIOD",
+        "2",
+        "SOLVER.WARMUP_ITERS",
+        "2",
+        "SOLVER.BASE_LR",
+        "0.002",
+        "SEED",
+        "7",
+        "OUTPUT_DIR",
+        str(output),
         *extra,
     ]
     cfg = get_cfg()
@@ -54,8 +64,16 @@ def _setup(tmp_path, output, max_iter, extra=()):
     if not os.path.exists(cfg.MODEL.DISTILL.TEACHER_WEIGHTS):
         write_teacher_checkpoint(cfg)
         write_random_class_means(cfg)
-    datasets = ["--dataset", "rel_train", str(train_json), str(train_images),
-                "--dataset", "rel_val", str(val_json), str(val_images)]
+    datasets = [
+        "--dataset",
+        "rel_train",
+        str(train_json),
+        str(train_images),
+        "--dataset",
+        "rel_val",
+        str(val_json),
+        str(val_images),
+    ]
     return datasets + opts
 
 
@@ -70,8 +88,18 @@ def _model_state(path):
 FORKED_MAX_ITER = 20
 
 
-KILL_MOMENTS = ["training", "setup", "during_write", "training", "training", "during_write",
-                "setup", "training", "during_write", "training"]
+KILL_MOMENTS = [
+    "training",
+    "setup",
+    "during_write",
+    "training",
+    "training",
+    "during_write",
+    "setup",
+    "training",
+    "during_write",
+    "training",
+]
 
 
 def _run(folder, name, output=None, **options):
@@ -83,35 +111,58 @@ def forked(tmp_path_factory):
     """Every forked run of the tests below, in one plan (one import of torch and detectron2):
     {group: [(report entry, run)]}, the reference's final weights, and the folder."""
     root = tmp_path_factory.mktemp("forked")
-    argv = ["--config-file", CONFIG, *_setup(root, root / "unused", FORKED_MAX_ITER,
-                                             ["DATASETS.TEST", "()",
-                                              "SOLVER.CHECKPOINT_PERIOD", "2",
-                                              # a frozen student backbone: no optimizer state
-                                              # for it, half-size checkpoints, quick steps
-                                              "MODEL.BACKBONE.FREEZE_AT", "5"])]
+    argv = [
+        "--config-file",
+        CONFIG,
+        *_setup(
+            root,
+            root / "unused",
+            FORKED_MAX_ITER,
+            [
+                "DATASETS.TEST",
+                "()",
+                "SOLVER.CHECKPOINT_PERIOD",
+                "2",
+                # a frozen student backbone: no optimizer state
+                # for it, half-size checkpoints, quick steps
+                "MODEL.BACKBONE.FREEZE_AT",
+                "5",
+            ],
+        ),
+    ]
     groups = {
         # the uninterrupted run: the weights to reach, and the timing of the kill moments
         "straight": [_run(root, "straight")],
-        "killed": [_run(root, f"kill{i}", "killed", kill=kind, resume=i > 0)
-                   for i, kind in enumerate(KILL_MOMENTS)]
+        "killed": [
+            _run(root, f"kill{i}", "killed", kill=kind, resume=i > 0)
+            for i, kind in enumerate(KILL_MOMENTS)
+        ]
         + [_run(root, "killed_final", "killed", resume=True)],
-        "sigusr1": [_run(root, "signalled", "preempted", kill="training",
-                         signal=signal.SIGUSR1),
-                    _run(root, "preempted_resumed", "preempted", resume=True)],
-        "full_disk": [_run(root, "full_disk", "full", fault="enospc_checkpoint:model_0000009.pth"),
-                      _run(root, "full_resumed", "full", resume=True)],
+        "sigusr1": [
+            _run(root, "signalled", "preempted", kill="training", signal=signal.SIGUSR1),
+            _run(root, "preempted_resumed", "preempted", resume=True),
+        ],
+        "full_disk": [
+            _run(root, "full_disk", "full", fault="enospc_checkpoint:model_0000009.pth"),
+            _run(root, "full_resumed", "full", resume=True),
+        ],
         "metrics": [_run(root, "metrics", fault="enospc_metrics")],
     }
     runs = [run for group in groups.values() for run in group]
     plan, report = root / "plan.json", root / "report.json"
     plan.write_text(json.dumps({"argv": argv, "seed": 26, "runs": runs}))
-    proc = subprocess.run([sys.executable, "-m", "tests.helpers.forked_runs", str(plan),
-                           str(report)], cwd=REPO, env=ENV, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.helpers.forked_runs", str(plan), str(report)],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     entries = iter(json.loads(report.read_text()))
     outcome = {name: [(next(entries), run) for run in group] for name, group in groups.items()}
-    (straight, run), = outcome["straight"]
+    ((straight, run),) = outcome["straight"]
     assert straight["status"] == 0, open(run["log"]).read()[-3000:]
     yield outcome, _model_state(root / "straight" / "model_final.pth"), root
     for path in root.glob("*/*.pth"):
@@ -163,8 +214,11 @@ def test_sigusr1_writes_a_checkpoint_of_the_current_iteration_and_exits_3(forked
     out = root / "preempted"
     log = _log(run)
     assert signalled["status"] == 3, log[-3000:]
-    stopped = re.search(r"SIGUSR1 received: training stopped after iteration (\d+), checkpoint "
-                        r"(\S+) written; continue with --resume \(exit status 3\)", log)
+    stopped = re.search(
+        r"SIGUSR1 received: training stopped after iteration (\d+), checkpoint "
+        r"(\S+) written; continue with --resume \(exit status 3\)",
+        log,
+    )
     assert stopped, log[-3000:]
     iteration = int(stopped.group(1))
     assert stopped.group(2) == str(out / f"model_{iteration:07d}.pth")
@@ -191,7 +245,8 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one_and_resume
         f"ERROR: checkpoint {out / 'model_0000009.pth'} could not be written: [Errno 28] No "
         f"space left on device; nothing was replaced ({out / 'last_checkpoint'} still names "
         f"model_0000007.pth, which is intact): free space or fix {out}, then continue with "
-        "--resume"], log[-3000:]
+        "--resume"
+    ], log[-3000:]
     assert "Traceback" not in log
     assert _intact_checkpoints(failed) == [f"model_{i:07d}.pth" for i in (1, 3, 5, 7)]
     assert failed["last_checkpoint"] == "model_0000007.pth"
@@ -203,14 +258,15 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one_and_resume
 
 def test_a_full_disk_when_metrics_are_written_is_one_line_naming_the_file(forked):
     outcome, _, root = forked
-    (entry, run), = outcome["metrics"]
+    ((entry, run),) = outcome["metrics"]
     log = _log(run)
     assert entry["status"] == 2, log[-3000:]
     errors = [line for line in log.splitlines() if line.startswith("ERROR: ")]
     assert errors == [
         f"ERROR: training metrics {root / 'metrics' / 'metrics.json'} could not be written: "
         "[Errno 28] No space left on device; free space or fix OUTPUT_DIR, then continue from "
-        "the last checkpoint with --resume"], log[-3000:]
+        "the last checkpoint with --resume"
+    ], log[-3000:]
     assert "Traceback" not in log
     _intact_checkpoints(entry)  # the failed write of metrics spoilt no checkpoint
 
@@ -218,16 +274,34 @@ def test_a_full_disk_when_metrics_are_written_is_one_line_naming_the_file(forked
 def test_resume_recovers_from_a_damaged_newest_checkpoint_and_keeps_the_run_record(tmp_path):
     out = tmp_path / "recover"
     args = _setup(tmp_path, out, 2, ["DATASETS.TEST", "()", "SOLVER.CHECKPOINT_PERIOD", "1"])
-    first = subprocess.run([sys.executable, TRAIN_NET, "--config-file", CONFIG, *args],
-                           env=ENV, capture_output=True, text=True, timeout=600)
+    first = subprocess.run(
+        [sys.executable, TRAIN_NET, "--config-file", CONFIG, *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     record = (out / "config.yaml").read_bytes()
     final = out / "model_final.pth"
     final.write_bytes(final.read_bytes()[:4096])  # the newest checkpoint, truncated
     (out / "last_checkpoint").write_bytes(b"\xff\xfe")  # and a tag that is not text
-    resumed = subprocess.run([sys.executable, TRAIN_NET, "--config-file", CONFIG, "--resume",
-                              *args, "SOLVER.MAX_ITER", "4"],
-                             env=ENV, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            TRAIN_NET,
+            "--config-file",
+            CONFIG,
+            "--resume",
+            *args,
+            "SOLVER.MAX_ITER",
+            "4",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-3000:]
     assert f"skipping {final}: it is truncated or not a checkpoint" in log
@@ -246,12 +320,18 @@ def test_a_damaged_image_is_named_before_any_model_is_built(tmp_path):
     image_dir = tmp_path / "train" / "images"
     victim = sorted(os.listdir(image_dir))[0]
     (image_dir / victim).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    proc = subprocess.run([sys.executable, TRAIN_NET, "--config-file", CONFIG, *args],
-                          env=ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, TRAIN_NET, "--config-file", CONFIG, *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 2, (proc.stdout + proc.stderr)[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR: ")]
-    assert len(errors) == 1 and f"1 of 6 images cannot be decoded: {image_dir / victim} (" \
-        in errors[0], proc.stderr[-3000:]
+    assert (
+        len(errors) == 1 and f"1 of 6 images cannot be decoded: {image_dir / victim} (" in errors[0]
+    ), proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "Starting training" not in proc.stdout
     assert not out.exists()
@@ -260,8 +340,13 @@ def test_a_damaged_image_is_named_before_any_model_is_built(tmp_path):
 def test_non_finite_distillation_loss_stops_naming_the_term(tmp_path):
     # a weight so large that the float32 ReviewKD loss overflows to inf at the first step
     args = _setup(tmp_path, tmp_path / "nan", 3, ["MODEL.DISTILL.REVIEWKD.WEIGHT", "1e39"])
-    proc = subprocess.run([sys.executable, TRAIN_NET, "--config-file", CONFIG, *args],
-                          env=ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, TRAIN_NET, "--config-file", CONFIG, *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 2
     assert "ERROR: non-finite loss at iteration 0: loss_reviewkd=inf" in proc.stderr
     assert "loss_nd" not in proc.stderr.split("ERROR:")[-1]  # only the bad term is named
@@ -271,8 +356,13 @@ def test_non_finite_distillation_loss_stops_naming_the_term(tmp_path):
 
 def test_non_finite_loss_at_the_last_iteration_writes_no_final_checkpoint(tmp_path):
     args = _setup(tmp_path, tmp_path / "nan_last", 1, ["MODEL.DISTILL.REVIEWKD.WEIGHT", "1e39"])
-    proc = subprocess.run([sys.executable, TRAIN_NET, "--config-file", CONFIG, *args],
-                          env=ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, TRAIN_NET, "--config-file", CONFIG, *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 2
     assert not (tmp_path / "nan_last" / "model_final.pth").exists()
     assert "Evaluation results" not in proc.stdout + proc.stderr
@@ -288,12 +378,30 @@ def two_process(tmp_path_factory):
     (its folder, the train_net arguments, the log)."""
     root = tmp_path_factory.mktemp("two_process")
     (root / "dump").mkdir()
-    args = _setup(root, root / "ddp", TWO_PROCESS_MAX_ITER,
-                  ["SOLVER.CHECKPOINT_PERIOD", "100", "MODEL.BACKBONE.FREEZE_AT", "5"])
+    args = _setup(
+        root,
+        root / "ddp",
+        TWO_PROCESS_MAX_ITER,
+        ["SOLVER.CHECKPOINT_PERIOD", "100", "MODEL.BACKBONE.FREEZE_AT", "5"],
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.helpers.ddp_train", "--num-gpus", "2", "--dump",
-         str(root / "dump"), "--config-file", CONFIG, *args],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "tests.helpers.ddp_train",
+            "--num-gpus",
+            "2",
+            "--dump",
+            str(root / "dump"),
+            "--config-file",
+            CONFIG,
+            *args,
+        ],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
@@ -317,10 +425,22 @@ def test_two_process_gloo_training_keeps_ranks_in_sync(two_process):
     # evaluating that checkpoint in one process gives the 2-process run's result
     ddp_eval = json.loads((dump / "eval.json").read_text())
     proc = subprocess.run(
-        [sys.executable, TRAIN_NET, "--config-file", CONFIG, "--eval-only", *args,
-         "MODEL.WEIGHTS", str(tmp_path / "ddp" / "model_final.pth"),
-         "OUTPUT_DIR", str(tmp_path / "single_eval")],
-        env=ENV, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            TRAIN_NET,
+            "--config-file",
+            CONFIG,
+            "--eval-only",
+            *args,
+            "MODEL.WEIGHTS",
+            str(tmp_path / "ddp" / "model_final.pth"),
+            "OUTPUT_DIR",
+            str(tmp_path / "single_eval"),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
@@ -344,7 +464,8 @@ def _started(log_path, text, process, timeout=300):
 
 
 def test_sigterm_to_a_two_process_gloo_run_checkpoints_and_resumes_to_the_same_weights(
-        tmp_path, two_process):
+    tmp_path, two_process
+):
     """SIGTERM, as SLURM sends it, to the launcher of a 2-process gloo run at a random moment
     of its training: both workers stop after the same iteration, rank 0 writes its checkpoint
     (with both ranks' RNG states), exit status 3; --resume ends bit-identical to the
@@ -357,9 +478,12 @@ def test_sigterm_to_a_two_process_gloo_run_checkpoints_and_resumes_to_the_same_w
     def launch(name, output, *flags):
         log = tmp_path / f"{name}.log"
         with open(log, "wb") as f:
-            process = subprocess.Popen(cmd[:2] + list(flags) + cmd[2:] + [
-                "OUTPUT_DIR", str(tmp_path / output)], env=ENV, stdout=f,
-                stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                cmd[:2] + list(flags) + cmd[2:] + ["OUTPUT_DIR", str(tmp_path / output)],
+                env=ENV,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+            )
         return process, log
 
     victim, victim_log = launch("preempted", "preempted")
@@ -397,8 +521,10 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_at_zero(tmp_
     (tmp_path / "config.yaml").write_text("MODEL: {}\n")
     with caplog.at_level("WARNING", logger="nd_det.engine.checkpoint"):
         assert resume_checkpoint(str(tmp_path)) is None
-    assert "holds a run stopped before its first checkpoint; it starts again from iteration 0" \
+    assert (
+        "holds a run stopped before its first checkpoint; it starts again from iteration 0"
         in caplog.text
+    )
     (tmp_path / "model_0000001.pth").write_bytes(b"PK\x03\x04 cut")  # a damaged one: still refused
     with pytest.raises(FileError, match="holds no intact checkpoint to resume from"):
         resume_checkpoint(str(tmp_path))
@@ -445,4 +571,3 @@ def test_checkpoint_write_interrupted_midway_leaves_no_partial_file(tmp_path, mo
         pass
     assert (tmp_path / "model_final.pth").read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_final.pth"]
-

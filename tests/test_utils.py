@@ -1,4 +1,5 @@
 """nd_det.utils.text.markdown_table and nd_det.utils.values (stdlib-only helpers)."""
+
 import math
 
 from nd_det.utils.text import markdown_table
@@ -17,8 +18,10 @@ def test_markdown_table_lines():
 
 def test_markdown_table_parses_back():
     text = "\n".join(markdown_table(["model", "AP"], [("student", "1.25"), ("teacher", "40.00")]))
-    assert parse_markdown_table(text) == [{"model": "student", "AP": "1.25"},
-                                          {"model": "teacher", "AP": "40.00"}]
+    assert parse_markdown_table(text) == [
+        {"model": "student", "AP": "1.25"},
+        {"model": "teacher", "AP": "40.00"},
+    ]
 
 
 def test_is_int_and_is_number_refuse_bools():

@@ -1,5 +1,6 @@
 """torchvision -> detectron2 ResNet weight converter (nd_det.modeling.weight_conversion and its
 CLI); torchvision files of the torchvision builder's students are refused with what to do."""
+
 import importlib.util
 import os
 import pickle
@@ -9,7 +10,6 @@ import sys
 import pytest
 import torch
 import torchvision
-
 from detectron2 import model_zoo
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
@@ -17,9 +17,14 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-from nd_det.errors import ConfigError
 from nd_det.config import add_backbone_config
-from nd_det.modeling.weight_conversion import (DEFAULT_KEY_PREFIX, convert_torchvision_file, convert_torchvision_state_dict, load_torchvision_state_dict)
+from nd_det.errors import ConfigError
+from nd_det.modeling.weight_conversion import (
+    DEFAULT_KEY_PREFIX,
+    convert_torchvision_file,
+    convert_torchvision_state_dict,
+    load_torchvision_state_dict,
+)
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 STUDENT_CONFIGS = os.path.join(REPO, "configs", "Base-Students")
@@ -54,8 +59,9 @@ def load_and_check_backbone_keys(model, path):
     assert incompatible.unexpected_keys == []
     assert incompatible.incorrect_shapes == []
     assert [k for k in incompatible.missing_keys if k.startswith(DEFAULT_KEY_PREFIX)] == []
-    model_backbone = {k: v for k, v in model.state_dict().items()
-                      if k.startswith(DEFAULT_KEY_PREFIX)}
+    model_backbone = {
+        k: v for k, v in model.state_dict().items() if k.startswith(DEFAULT_KEY_PREFIX)
+    }
     if path.endswith(".pkl"):
         with open(path, "rb") as f:
             saved = {k: torch.as_tensor(v) for k, v in pickle.load(f)["model"].items()}
@@ -127,9 +133,9 @@ def test_classifier_of_any_size_is_dropped():
 
 
 def test_unknown_architecture_is_rejected(tmp_path):
-    with pytest.raises(ConfigError,
-                       match="Unknown architecture 'vgg16'; supported: resnet18, resnet34, "
-                             "resnet50."):
+    with pytest.raises(
+        ConfigError, match="Unknown architecture 'vgg16'; supported: resnet18, resnet34, resnet50."
+    ):
         convert_torchvision_file("vgg16", str(tmp_path / "a.pth"), str(tmp_path / "b.pkl"))
 
 
@@ -141,7 +147,8 @@ def test_torchvision_builder_architectures_need_no_conversion(tmp_path):
     assert str(error.value).startswith(
         "torchvision's mobilenet_v2 file needs no conversion: give it as it is as MODEL.WEIGHTS "
         "of a student with MODEL.BACKBONE.NAME build_torchvision_fpn_backbone and "
-        "MODEL.TORCHVISION.ARCH mobilenet_v2")
+        "MODEL.TORCHVISION.ARCH mobilenet_v2"
+    )
     assert not (tmp_path / "b.pkl").exists()
 
 
@@ -152,22 +159,29 @@ def test_files_that_are_not_state_dicts_are_rejected(tmp_path):
 
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
-    with pytest.raises(ConfigError, match=r"Cannot read .*notes.pth' as a torch state "
-                                                    r"dict \(.*\); pass the .pth file written by"):
+    with pytest.raises(
+        ConfigError,
+        match=r"Cannot read .*notes.pth' as a torch state "
+        r"dict \(.*\); pass the .pth file written by",
+    ):
         load_torchvision_state_dict(str(text))
 
     a_list = str(tmp_path / "list.pth")
     torch.save([torch.zeros(2)], a_list)
-    with pytest.raises(ConfigError,
-                       match=r"list.pth' holds a list, not a state dict .*save "
-                             r"model.state_dict\(\) instead."):
+    with pytest.raises(
+        ConfigError,
+        match=r"list.pth' holds a list, not a state dict .*save "
+        r"model.state_dict\(\) instead.",
+    ):
         load_torchvision_state_dict(a_list)
 
     wrapped = str(tmp_path / "checkpoint.pth")
     torch.save({"epoch": 3, "state_dict": {"conv1.weight": torch.zeros(1)}}, wrapped)
-    with pytest.raises(ConfigError,
-                       match=r"checkpoint.pth' is not a state dict: entries \['epoch', "
-                             r"'state_dict'\] are not name -> tensor pairs"):
+    with pytest.raises(
+        ConfigError,
+        match=r"checkpoint.pth' is not a state dict: entries \['epoch', "
+        r"'state_dict'\] are not name -> tensor pairs",
+    ):
         load_torchvision_state_dict(wrapped)
 
 
@@ -176,8 +190,10 @@ def test_keys_of_another_architecture_are_named():
     with pytest.raises(ConfigError) as error:
         convert_torchvision_state_dict(resnet34, "resnet18")
     message = str(error.value)
-    assert message.startswith("The keys of the state dict do not match torchvision's resnet18: "
-                              "unexpected keys: layer1.2.bn1.bias")
+    assert message.startswith(
+        "The keys of the state dict do not match torchvision's resnet18: "
+        "unexpected keys: layer1.2.bn1.bias"
+    )
     assert "convert it with arch 'resnet34'" in message
 
     truncated = torchvision.models.resnet18().state_dict()
@@ -187,15 +203,16 @@ def test_keys_of_another_architecture_are_named():
         convert_torchvision_state_dict(truncated, "resnet18")
     message = str(error.value)
     assert "missing keys: layer4.1.conv2.weight" in message
-    assert ("shape mismatches: layer1.0.conv1.weight (32, 64, 3, 3) in the file vs "
-            "(64, 64, 3, 3) in the model") in message
+    assert (
+        "shape mismatches: layer1.0.conv1.weight (32, 64, 3, 3) in the file vs "
+        "(64, 64, 3, 3) in the model"
+    ) in message
 
 
 def test_bad_output_name_is_rejected(tmp_path):
     source = str(tmp_path / "resnet18.pth")
     torch.save(torchvision.models.resnet18().state_dict(), source)
-    with pytest.raises(ConfigError,
-                       match=r"Output .*out.yaml' must end in .pkl .* or .pth."):
+    with pytest.raises(ConfigError, match=r"Output .*out.yaml' must end in .pkl .* or .pth."):
         convert_torchvision_file("resnet18", source, str(tmp_path / "out.yaml"))
 
 
@@ -204,9 +221,19 @@ def test_command_line_tool_writes_the_file_in_a_subprocess(tmp_path):
     torch.save(random_resnet18_state_dict().state_dict(), source)
     output = tmp_path / "out" / "resnet18_d2.pkl"
     done = subprocess.run(
-        [sys.executable, CONVERTER, "--arch", "resnet18", "--input", source,
-         "--output", str(output)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            CONVERTER,
+            "--arch",
+            "resnet18",
+            "--input",
+            source,
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert f"Wrote 100 tensors of resnet18 to {output}" in done.stdout
@@ -215,8 +242,10 @@ def test_command_line_tool_writes_the_file_in_a_subprocess(tmp_path):
     assert saved["conversion"]["input_format"] == "RGB"
     assert saved["conversion"]["pixel_mean"] == [123.675, 116.28, 103.53]
     assert saved["conversion"]["pixel_std"] == [58.395, 57.12, 57.375]
-    assert (saved["model"][DEFAULT_KEY_PREFIX + "res2.0.conv1.norm.running_mean"]
-            == torch.load(source, weights_only=True)["layer1.0.bn1.running_mean"].numpy()).all()
+    assert (
+        saved["model"][DEFAULT_KEY_PREFIX + "res2.0.conv1.norm.running_mean"]
+        == torch.load(source, weights_only=True)["layer1.0.bn1.running_mean"].numpy()
+    ).all()
 
 
 def load_converter_tool():
@@ -230,8 +259,9 @@ def test_command_line_tool_reports_bad_input_on_stderr(tmp_path, capsys):
     source = str(tmp_path / "resnet18.pth")
     torch.save(torchvision.models.resnet18().state_dict(), source)
     output = tmp_path / "wrong.pkl"
-    status = load_converter_tool().main(["--arch", "resnet34", "--input", source,
-                                         "--output", str(output)])
+    status = load_converter_tool().main(
+        ["--arch", "resnet34", "--input", source, "--output", str(output)]
+    )
     stderr = capsys.readouterr().err
     assert status == 2
     assert stderr.startswith("ERROR: The keys of '")
@@ -248,5 +278,7 @@ def test_help_documents_the_input_normalisation(capsys):
     assert 'INPUT.FORMAT: "RGB"' in stdout
     assert "MODEL.PIXEL_MEAN: [123.675, 116.28, 103.53]" in stdout
     assert "MODEL.PIXEL_STD: [58.395, 57.12, 57.375]" in stdout
-    assert "build_torchvision_fpn_backbone (MobileNetV2, MobileNetV3, ...)\nneed no conversion" \
+    assert (
+        "build_torchvision_fpn_backbone (MobileNetV2, MobileNetV3, ...)\nneed no conversion"
         in stdout
+    )

@@ -6,6 +6,7 @@
 
 Writes results.json, results.md and results.png under --output-dir; see docs/ablation.md.
 """
+
 import os
 import sys
 

@@ -5,6 +5,7 @@
       --device cpu --batch-size 2 --height 320 --width 480 --precision fp32 \
       --iters 7 --warmup 2 --output benchmark.json
 """
+
 import os
 import sys
 

@@ -3,6 +3,7 @@
 
 The logic (key mapping, checks, file layout) lives in :mod:`nd_det.modeling.weight_conversion`.
 """
+
 import argparse
 import sys
 
@@ -44,15 +45,26 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # checked by the converter, whose error says what to do with other torchvision files
-    parser.add_argument("--arch", required=True, metavar="{" + ",".join(SUPPORTED_ARCHITECTURES)
-                        + "}", help="torchvision architecture the input file belongs to")
-    parser.add_argument("--input", required=True,
-                        help="torchvision weight file (a state_dict saved with torch.save)")
-    parser.add_argument("--output", required=True,
-                        help="converted checkpoint, ending in .pkl or .pth")
-    parser.add_argument("--prefix", default=DEFAULT_KEY_PREFIX,
-                        help=f"prefix of every converted key (default {DEFAULT_KEY_PREFIX!r}; "
-                        "'backbone.' for a backbone without FPN)")
+    parser.add_argument(
+        "--arch",
+        required=True,
+        metavar="{" + ",".join(SUPPORTED_ARCHITECTURES) + "}",
+        help="torchvision architecture the input file belongs to",
+    )
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="torchvision weight file (a state_dict saved with torch.save)",
+    )
+    parser.add_argument(
+        "--output", required=True, help="converted checkpoint, ending in .pkl or .pth"
+    )
+    parser.add_argument(
+        "--prefix",
+        default=DEFAULT_KEY_PREFIX,
+        help=f"prefix of every converted key (default {DEFAULT_KEY_PREFIX!r}; "
+        "'backbone.' for a backbone without FPN)",
+    )
     return one_line_usage_errors(parser).parse_args(argv)
 
 

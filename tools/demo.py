@@ -9,6 +9,7 @@ Trains a teacher, extracts its class means, trains a student alone and distilled
 three (COCO AP on the val split), exports the distilled student and writes results.json,
 results.md and results.png under --output-dir (see projects/nd_demo/pipeline.py and docs/demo.md).
 """
+
 import os
 import sys
 

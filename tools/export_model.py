@@ -8,6 +8,7 @@ Writes <export-dir>/model.pt2 (torch.export), model.onnx (ONNX Runtime) or model
 (TorchScript, legacy) and a .json record beside it (input contract, parity check).  See
 docs/deploy.md.
 """
+
 import sys
 
 from nd_det.utils.import_warnings import ignore_detectron2_import_warnings

@@ -7,6 +7,7 @@
 Writes <output>/config.yaml (a plain GeneralizedRCNN config, MODEL.WEIGHTS relative to its
 folder) and <output>/model_final.pth (the student's weights only).  See docs/deploy.md.
 """
+
 import sys
 
 from nd_det.utils.import_warnings import ignore_detectron2_import_warnings

@@ -7,6 +7,7 @@
 Writes <export-dir>/model.ts (image -> boxes, scores, classes; needs only torch + torchvision to
 run) and model.ts.json (how to feed it, and the parity check).  See docs/deploy.md.
 """
+
 import sys
 
 from nd_det.utils.import_warnings import ignore_detectron2_import_warnings

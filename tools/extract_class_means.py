@@ -11,6 +11,7 @@ RPN proposals, under training augmentation, on up to 60,000 images (the paper's 
 'gt-boxes': each ground-truth box once at test scale.  See docs/class_means.md.
 Writes to MODEL.DISTILL.CLASS_MEANS unless --output is given: extract once, then train.
 """
+
 from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
 
 ignore_detectron2_import_warnings()  # before detectron2 is imported

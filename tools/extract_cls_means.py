@@ -4,6 +4,7 @@ detection.  See docs/classification.md.
 
     python tools/extract_cls_means.py --config <teacher config> --weights <teacher model_final.pth>
 """
+
 import sys
 
 from nd_det.utils.import_warnings import ignore_detectron2_import_warnings

@@ -15,6 +15,7 @@ docs/class_means.md.
 imports one of the reference's classification tables (one row per class, no background) for the
 configs with that teacher.  See docs/paper_rows.md.
 """
+
 import sys
 
 from nd_det.utils.import_warnings import ignore_detectron2_import_warnings

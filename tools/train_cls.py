@@ -5,6 +5,7 @@ ReviewKD++/DIST++ student).  See docs/classification.md.
     python tools/train_cls.py --config configs/classification/quick/teacher.yaml
     torchrun --nproc_per_node 8 tools/train_cls.py --config <cfg> [--amp] [--resume]
 """
+
 import sys
 
 from nd_det.utils.import_warnings import ignore_detectron2_import_warnings

@@ -8,6 +8,7 @@
 
 Multi-machine: --num-machines M --machine-rank R --dist-url tcp://HOST:PORT (detectron2 launch).
 """
+
 from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
 
 ignore_detectron2_import_warnings()  # before detectron2 is imported

@@ -11,6 +11,7 @@ Torch, torchvision and fvcore's registries only (no detectron2); the losses come
 - ``trainer``: the training loop (torchrun/DDP, AMP, checkpoints, TensorBoard + JSON lines).
 - :func:`extract_class_means`: teacher class means in the format shared with detection.
 """
+
 from .class_means_extraction import extract_class_means
 from .config import apply_overrides, load_config
 from .distiller import Distiller, warm_up_factor
@@ -20,8 +21,19 @@ from .outputs import ClassifierOutput
 from .trainer import ClassificationTrainer, TrainingResult, run_evaluation, run_training
 
 __all__ = [
-    "ClassifierOutput", "build_classifier", "available_classifiers",
-    "Distiller", "warm_up_factor", "TermContext", "build_loss_terms", "available_loss_terms",
-    "extract_class_means", "load_config", "apply_overrides",
-    "ClassificationTrainer", "TrainingResult", "run_training", "run_evaluation",
+    "ClassifierOutput",
+    "build_classifier",
+    "available_classifiers",
+    "Distiller",
+    "warm_up_factor",
+    "TermContext",
+    "build_loss_terms",
+    "available_loss_terms",
+    "extract_class_means",
+    "load_config",
+    "apply_overrides",
+    "ClassificationTrainer",
+    "TrainingResult",
+    "run_training",
+    "run_evaluation",
 ]

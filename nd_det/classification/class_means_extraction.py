@@ -4,7 +4,8 @@
 Works in one process or distributed (each rank takes a disjoint shard, sums are all-reduced), and
 writes the class-means file format shared with detection (``nd_det.losses.class_means``).
 """
-from typing import Dict, Optional
+
+from typing import Optional
 
 import torch
 
@@ -14,9 +15,15 @@ __all__ = ["extract_class_means"]
 
 
 @torch.no_grad()
-def extract_class_means(model: torch.nn.Module, loader, num_classes: int, device: torch.device,
-                        metadata: Optional[Dict] = None, amp_dtype=None,
-                        class_names=None) -> ClassMeans:
+def extract_class_means(
+    model: torch.nn.Module,
+    loader,
+    num_classes: int,
+    device: torch.device,
+    metadata: Optional[dict] = None,
+    amp_dtype=None,
+    class_names=None,
+) -> ClassMeans:
     was_training = model.training
     model.eval()
     accumulator = ClassMeanAccumulator(num_classes, model.embedding_dim, device=device)

@@ -6,7 +6,8 @@
 ``state_dict()``, ``parameters()`` (so out of the optimizer and checkpoints) and out of
 DistributedDataParallel; it always runs in eval mode under ``torch.no_grad``.
 """
-from typing import Dict, Optional, Tuple
+
+from typing import Optional
 
 import torch
 from torch import nn
@@ -28,8 +29,13 @@ def warm_up_factor(epoch: int, warm_up_epochs: float) -> float:
 
 
 class Distiller(nn.Module):
-    def __init__(self, student: Classifier, teacher: Optional[Classifier], terms: nn.ModuleDict,
-                 warm_up_epochs: float = 0.0):
+    def __init__(
+        self,
+        student: Classifier,
+        teacher: Optional[Classifier],
+        terms: nn.ModuleDict,
+        warm_up_epochs: float = 0.0,
+    ):
         super().__init__()
         self.student = student
         self.terms = terms
@@ -47,15 +53,16 @@ class Distiller(nn.Module):
             self.teacher.eval()
         return self
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor,
-                epoch: int = 0) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor, epoch: int = 0
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         teacher_out = None
         if self.teacher is not None:
             with torch.no_grad():
                 teacher_out = self.teacher(images)
         student_out = self.student(images)
         factor = warm_up_factor(epoch, self.warm_up_epochs)
-        losses: Dict[str, torch.Tensor] = {}
+        losses: dict[str, torch.Tensor] = {}
         for name, term in self.terms.items():
             value = term.compute(student_out, teacher_out, labels).float() * term.weight
             if term.warm_up:

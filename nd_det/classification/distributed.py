@@ -3,19 +3,27 @@
 ``torchrun`` sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; without them the
 run is a single process.  The backend is NCCL on CUDA and gloo on CPU.
 """
+
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.distributed as dist
 
-from ..errors import UserError
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 
-__all__ = ["DistContext", "init_distributed", "all_reduce_sum", "average_buffers",
-           "cleanup_distributed", "world_size_from_env", "check_device", "stop_if_any_rank_fails"]
+__all__ = [
+    "DistContext",
+    "init_distributed",
+    "all_reduce_sum",
+    "average_buffers",
+    "cleanup_distributed",
+    "world_size_from_env",
+    "check_device",
+    "stop_if_any_rank_fails",
+]
 
 
 @dataclass
@@ -44,8 +52,10 @@ def check_device(requested: str) -> None:
     if requested not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"train.device must be auto, cpu or cuda; got {requested!r}")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but torch sees no CUDA device on this machine; "
-                          "set train.device=cpu (or auto)")
+        raise ConfigError(
+            "train.device is 'cuda' but torch sees no CUDA device on this machine; "
+            "set train.device=cpu (or auto)"
+        )
 
 
 def init_distributed(requested_device: str = "auto") -> DistContext:
@@ -81,8 +91,7 @@ def stop_if_any_rank_fails(ctx: DistContext) -> Iterator[None]:
         failed = [(rank, m) for rank, m in enumerate(messages) if m is not None]
         if error is None and failed:
             rank, message = failed[0]
-            raise UserError(f"process {rank} of {ctx.world_size} stopped during set-up: "
-                            f"{message}")
+            raise UserError(f"process {rank} of {ctx.world_size} stopped during set-up: {message}")
     if error is not None:
         raise error
 

@@ -1,5 +1,6 @@
 """Top-k accuracy counts and evaluation over a (possibly sharded) loader."""
-from typing import Dict, Sequence
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,11 +16,13 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int]) 
     kmax = min(max(ks), logits.shape[1])
     top = logits.topk(kmax, dim=1).indices
     hits = top.eq(labels[:, None])
-    return torch.stack([hits[:, :min(k, kmax)].any(dim=1).sum() for k in ks])
+    return torch.stack([hits[:, : min(k, kmax)].any(dim=1).sum() for k in ks])
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, device: torch.device, amp_dtype=None) -> Dict[str, float]:
+def evaluate(
+    model: torch.nn.Module, loader, device: torch.device, amp_dtype=None
+) -> dict[str, float]:
     """Top-1 / top-5 accuracy (percent) and mean cross-entropy of ``model`` over ``loader``,
     summed over all processes when distributed (each sample must be seen by exactly one rank)."""
     was_training = model.training
@@ -37,5 +40,9 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, amp_dtype=Non
     all_reduce_sum(sums)
     model.train(was_training)
     count = max(1.0, float(sums[3]))
-    return {"top1": 100.0 * float(sums[0]) / count, "top5": 100.0 * float(sums[1]) / count,
-            "loss": float(sums[2]) / count, "samples": int(sums[3])}
+    return {
+        "top1": 100.0 * float(sums[0]) / count,
+        "top5": 100.0 * float(sums[1]) / count,
+        "loss": float(sums[2]) / count,
+        "samples": int(sums[3]),
+    }

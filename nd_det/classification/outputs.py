@@ -1,6 +1,7 @@
 """What every classifier of this package returns."""
+
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Optional
 
 import torch
 
@@ -30,6 +31,6 @@ class ClassifierOutput:
 
     logits: torch.Tensor
     embedding: torch.Tensor
-    features: List[torch.Tensor]
-    preact_features: List[torch.Tensor]
+    features: list[torch.Tensor]
+    preact_features: list[torch.Tensor]
     distill_logits: Optional[torch.Tensor] = None

@@ -1,9 +1,10 @@
 """Where a run reports: console lines, a JSON-lines file and TensorBoard (main process only)."""
+
 import json
 import os
 import sys
 import time
-from typing import Dict, Optional
+from typing import Optional
 
 from ..errors import MissingDependencyError
 from ..utils.values import is_number
@@ -17,8 +18,9 @@ class RunLogger:
     does nothing.  Nothing is written (not even the folder) before the first record, so a run
     that stops during set-up leaves its output folder as it was."""
 
-    def __init__(self, output_dir: str, enabled: bool = True, tensorboard: bool = True,
-                 stream=None):
+    def __init__(
+        self, output_dir: str, enabled: bool = True, tensorboard: bool = True, stream=None
+    ):
         self.enabled = enabled
         self.stream = stream or sys.stdout
         self.output_dir = output_dir
@@ -48,7 +50,7 @@ class RunLogger:
         if self.enabled:
             print(f"[{time.strftime('%H:%M:%S')}] {message}", file=self.stream, flush=True)
 
-    def record(self, kind: str, values: Dict, step: Optional[int] = None) -> None:
+    def record(self, kind: str, values: dict, step: Optional[int] = None) -> None:
         """Append a JSON record and, for numeric values, TensorBoard scalars ``<kind>/<key>``."""
         if not self.enabled:
             return

@@ -1,5 +1,6 @@
 """The teacher of a distillation config, and the class means that must belong to it."""
-from typing import Dict, Optional, Tuple
+
+from typing import Optional
 
 from ..errors import ConfigError, DataError
 from ..losses import ClassMeans, load_class_means, metadata_mismatches
@@ -8,11 +9,16 @@ from .checkpoint import check_weights_file, file_sha256, load_model_weights
 from .data import DatasetInfo
 from .models import Classifier, build_classifier, check_classifier_name
 
-__all__ = ["build_teacher", "check_teacher_config", "load_teacher_class_means",
-           "read_class_means_file", "class_means_metadata"]
+__all__ = [
+    "build_teacher",
+    "check_teacher_config",
+    "load_teacher_class_means",
+    "read_class_means_file",
+    "class_means_metadata",
+]
 
 
-def check_teacher_config(teacher_cfg: Dict) -> None:
+def check_teacher_config(teacher_cfg: dict) -> None:
     """``distill.teacher`` names a registered classifier and an existing weights file, or no
     teacher at all (checked without building anything)."""
     name, weights = teacher_cfg.get("name"), teacher_cfg.get("weights")
@@ -21,7 +27,8 @@ def check_teacher_config(teacher_cfg: Dict) -> None:
             raise ConfigError(
                 f"distill.teacher.weights is set ({weights}) but distill.teacher.name is empty, "
                 "so no teacher would be used: set distill.teacher.name to the teacher's "
-                "classifier, or remove the weights")
+                "classifier, or remove the weights"
+            )
         return
     check_classifier_name(name, "distill.teacher.name")
     if not weights:
@@ -33,8 +40,9 @@ def check_teacher_config(teacher_cfg: Dict) -> None:
     check_weights_file(weights, "teacher", "distill.teacher.weights")
 
 
-def build_teacher(teacher_cfg: Dict,
-                  info: DatasetInfo) -> Tuple[Optional[Classifier], Optional[str]]:
+def build_teacher(
+    teacher_cfg: dict, info: DatasetInfo
+) -> tuple[Optional[Classifier], Optional[str]]:
     """``(frozen teacher, sha256 of its weights file)``, or ``(None, None)`` without a teacher."""
     check_teacher_config(teacher_cfg)
     name, weights = teacher_cfg.get("name"), teacher_cfg.get("weights")
@@ -45,8 +53,13 @@ def build_teacher(teacher_cfg: Dict,
     return freeze(teacher), file_sha256(weights)
 
 
-def class_means_metadata(teacher_name: str, teacher_weights: str, weights_sha256: str,
-                         teacher_config: Optional[str], dataset: str) -> Dict:
+def class_means_metadata(
+    teacher_name: str,
+    teacher_weights: str,
+    weights_sha256: str,
+    teacher_config: Optional[str],
+    dataset: str,
+) -> dict:
     """The metadata written into (and later checked against) a classification class-means file."""
     return {
         "teacher_model": teacher_name,
@@ -59,24 +72,31 @@ def class_means_metadata(teacher_name: str, teacher_weights: str, weights_sha256
     }
 
 
-def read_class_means_file(path: Optional[str], num_classes: Optional[int] = None,
-                          dim: Optional[int] = None) -> ClassMeans:
+def read_class_means_file(
+    path: Optional[str], num_classes: Optional[int] = None, dim: Optional[int] = None
+) -> ClassMeans:
     """The class-means file ``distill.class_means`` names (its shape checked when ``num_classes``
     / ``dim`` are given); errors name the key."""
     if not path:
-        raise ConfigError("loss term 'nd' needs distill.class_means: make the file with tools/"
-                          "extract_cls_means.py --config <teacher config> --weights <teacher>")
+        raise ConfigError(
+            "loss term 'nd' needs distill.class_means: make the file with tools/"
+            "extract_cls_means.py --config <teacher config> --weights <teacher>"
+        )
     try:
         return load_class_means(path, num_classes=num_classes, dim=dim)
     except DataError as e:  # the same error, naming the config key the file came from
         raise DataError(f"distill.class_means: {e}") from None
 
 
-def load_teacher_class_means(path: Optional[str], teacher: Classifier, teacher_name: str,
-                             weights_sha256: str, dataset: str) -> ClassMeans:
+def load_teacher_class_means(
+    path: Optional[str], teacher: Classifier, teacher_name: str, weights_sha256: str, dataset: str
+) -> ClassMeans:
     table = read_class_means_file(path, teacher.num_classes, teacher.embedding_dim)
-    expected = {"teacher_model": teacher_name, "teacher_weights_sha256": weights_sha256,
-                "dataset": dataset}
+    expected = {
+        "teacher_model": teacher_name,
+        "teacher_weights_sha256": weights_sha256,
+        "dataset": dataset,
+    }
     problems = metadata_mismatches(table, expected)
     if problems:
         raise DataError(

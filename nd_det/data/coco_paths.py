@@ -15,9 +15,10 @@ Category ids that are not ``1..K`` are legal: detectron2 maps the sorted ids to 
 Images without boxes stay in the records; training drops them when
 ``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` is True (detectron2's default).
 """
+
 import logging
 import os
-from typing import Optional, Tuple
+from typing import Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
@@ -31,7 +32,7 @@ __all__ = ["register_coco_dataset"]
 logger = logging.getLogger(__name__)
 
 
-def _registered_files(name: str) -> Optional[Tuple[str, str]]:
+def _registered_files(name: str) -> Optional[tuple[str, str]]:
     metadata = MetadataCatalog.get(name)
     json_file = getattr(metadata, "json_file", None)
     image_root = getattr(metadata, "image_root", None)
@@ -40,8 +41,9 @@ def _registered_files(name: str) -> Optional[Tuple[str, str]]:
     return os.fspath(json_file), os.fspath(image_root)
 
 
-def register_coco_dataset(name: str, json_file, image_root, replace: bool = False,
-                          degenerate_boxes: str = "error") -> CocoSummary:
+def register_coco_dataset(
+    name: str, json_file, image_root, replace: bool = False, degenerate_boxes: str = "error"
+) -> CocoSummary:
     """Check (:func:`validate_coco_json`, which raises :class:`DataError` on the first
     problem), then register a COCO-format instances dataset under ``name`` (the name used in
     ``DATASETS.TRAIN`` / ``DATASETS.TEST``); ``image_root`` is the folder the JSON's
@@ -49,17 +51,21 @@ def register_coco_dataset(name: str, json_file, image_root, replace: bool = Fals
     other files, replace that registration (default: raise).  ``degenerate_boxes`` is passed
     to :func:`validate_coco_json`.  Returns its summary."""
     if not isinstance(name, str) or not name.strip() or name != name.strip():
-        raise DataError(f"dataset name {name!r} is not usable. Fix: pass a non-empty name "
-                           "without surrounding spaces, e.g. 'trees_train'")
+        raise DataError(
+            f"dataset name {name!r} is not usable. Fix: pass a non-empty name "
+            "without surrounding spaces, e.g. 'trees_train'"
+        )
     json_file = os.path.abspath(os.path.expanduser(os.fspath(json_file)))
     image_root = os.path.abspath(os.path.expanduser(os.fspath(image_root)))
     if name in DatasetCatalog.list():
         registered = _registered_files(name)
         if registered != (json_file, image_root) and not replace:
             where = f"{registered[0]} and {registered[1]}" if registered else "another loader"
-            raise DataError(f"dataset name '{name}' is already registered (with {where}). "
-                               "Fix: give --dataset another name for "
-                               f"{json_file} (in Python: replace=True re-registers it)")
+            raise DataError(
+                f"dataset name '{name}' is already registered (with {where}). "
+                "Fix: give --dataset another name for "
+                f"{json_file} (in Python: replace=True re-registers it)"
+            )
     summary = validate_coco_json(json_file, image_root, degenerate_boxes=degenerate_boxes)
     if DatasetCatalog.pop(name, None) is not None:  # a name registered before: replaced whole
         MetadataCatalog.pop(name, None)
@@ -69,8 +75,13 @@ def register_coco_dataset(name: str, json_file, image_root, replace: bool = Fals
         thing_dataset_id_to_contiguous_id=summary.dataset_id_to_contiguous_id,
         **{SCANNED_KEY: True},  # validate_coco_json scanned its images
     )
-    logger.info("registered dataset '%s': %d images, %d boxes, %d classes (%s), %d images "
-                "without boxes", name, summary.num_images, summary.num_annotations,
-                summary.num_classes, ", ".join(summary.class_names[:10]),
-                summary.num_images_without_boxes)
+    logger.info(
+        "registered dataset '%s': %d images, %d boxes, %d classes (%s), %d images without boxes",
+        name,
+        summary.num_images,
+        summary.num_annotations,
+        summary.num_classes,
+        ", ".join(summary.class_names[:10]),
+        summary.num_images_without_boxes,
+    )
     return summary

@@ -24,23 +24,31 @@ cache format changes, and failures are never cached.  Within one process the res
 kept in memory, so registering a dataset again (the tools check in their parent process, then
 each training process registers the same files) reads no image twice.
 """
+
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Optional
 
 from ..errors import DataError, os_error_text
 from ..utils.atomic_file import atomic_write_json
 from ..utils.progress import ProgressClock, format_duration
 from ..utils.text import first_line, short_list
 
-__all__ = ["ImageScan", "scan_images", "scan_registered_datasets", "cache_folder", "CACHE_FORMAT",
-           "SCANNED_KEY"]
+__all__ = [
+    "ImageScan",
+    "scan_images",
+    "scan_registered_datasets",
+    "cache_folder",
+    "CACHE_FORMAT",
+    "SCANNED_KEY",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +68,7 @@ _NAMED = 3
 SCANNED_KEY = "nd_det_images_scanned"
 
 # (path, byte size, mtime in ns) -> (width, height, orientation, mode): results of this process
-_MEMO: Dict[Tuple[str, int, int], Tuple[int, int, int, str]] = {}
+_MEMO: dict[tuple[str, int, int], tuple[int, int, int, str]] = {}
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,7 @@ class ImageScan:
     num_images: int
     num_decoded: int  # decoded now; the others came from the cache or this process's memory
     num_oriented: int  # images an EXIF orientation tag turns or flips
-    modes: Dict[str, int] = field(default_factory=dict)  # images per PIL mode other than RGB
+    modes: dict[str, int] = field(default_factory=dict)  # images per PIL mode other than RGB
 
 
 def cache_folder() -> Path:
@@ -116,35 +124,50 @@ def _cache_path(source: str) -> Path:
     return cache_folder() / (hashlib.sha256(source.encode("utf-8")).hexdigest()[:24] + ".json")
 
 
-def _read_cache(path: Path) -> Dict[str, list]:
+def _read_cache(path: Path) -> dict[str, list]:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT \
-            or data.get("pillow") != _pillow_version() or not isinstance(data.get("images"), dict):
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != CACHE_FORMAT
+        or data.get("pillow") != _pillow_version()
+        or not isinstance(data.get("images"), dict)
+    ):
         return {}
     return data["images"]
 
 
-def _write_cache(path: Path, source: str, entries: Dict[str, list]) -> None:
+def _write_cache(path: Path, source: str, entries: dict[str, list]) -> None:
     try:
-        atomic_write_json({"format": CACHE_FORMAT, "pillow": _pillow_version(), "source": source,
-                           "images": entries}, str(path), indent=None)
+        atomic_write_json(
+            {
+                "format": CACHE_FORMAT,
+                "pillow": _pillow_version(),
+                "source": source,
+                "images": entries,
+            },
+            str(path),
+            indent=None,
+        )
     except OSError as error:
-        logger.warning("cannot write the image-scan cache %s (%s): the next run decodes these "
-                       "images again", path, os_error_text(error))
+        logger.warning(
+            "cannot write the image-scan cache %s (%s): the next run decodes these images again",
+            path,
+            os_error_text(error),
+        )
 
 
-def _decode(paths: List[str], source: str, workers: Optional[int]) -> List:
+def _decode(paths: list[str], source: str, workers: Optional[int]) -> list:
     """_probe of every path, in worker processes for many paths, with progress lines."""
     if workers is None:
         workers = min(os.cpu_count() or 1, 16) if len(paths) >= _PARALLEL_MIN else 1
     workers = max(1, min(workers, len(paths)))
     if len(paths) >= _PROGRESS_MIN or workers > 1:
         logger.info("%s: decoding %d images with %d processes", source, len(paths), workers)
-    results: List = [None] * len(paths)
+    results: list = [None] * len(paths)
     clock = ProgressClock(len(paths), skip=0)
     clock.start()
     if workers == 1:
@@ -164,8 +187,12 @@ def _decode(paths: List[str], source: str, workers: Optional[int]) -> List:
             if len(paths) >= _PROGRESS_MIN:
                 eta = clock.eta_seconds()
                 log_every_n_seconds(
-                    logging.INFO, f"{source}: {clock.done}/{len(paths)} images decoded, ETA "
-                    f"{format_duration(eta or 0)}", n=_PROGRESS_PERIOD_S, name=logger.name)
+                    logging.INFO,
+                    f"{source}: {clock.done}/{len(paths)} images decoded, ETA "
+                    f"{format_duration(eta or 0)}",
+                    n=_PROGRESS_PERIOD_S,
+                    name=logger.name,
+                )
     finally:
         if pool is not None:
             pool.terminate()
@@ -180,22 +207,24 @@ def _stat(path: str):
     return info.st_size, info.st_mtime_ns
 
 
-def _size_problem(path: str, want: Tuple, got: Tuple) -> str:
+def _size_problem(path: str, want: tuple, got: tuple) -> str:
     width, height, orientation, _ = got
     if orientation in _TRANSPOSING:
-        return (f"{path} is {width}x{height} after its EXIF orientation {orientation} (stored "
-                f"{height}x{width}), the JSON says {want[0]}x{want[1]}")
+        return (
+            f"{path} is {width}x{height} after its EXIF orientation {orientation} (stored "
+            f"{height}x{width}), the JSON says {want[0]}x{want[1]}"
+        )
     return f"{path} is {width}x{height}, the JSON says {want[0]}x{want[1]}"
 
 
-def scan_images(records: Sequence[Dict], source: str, workers: Optional[int] = None) -> ImageScan:
+def scan_images(records: Sequence[dict], source: str, workers: Optional[int] = None) -> ImageScan:
     """Check every image of ``records`` (detectron2's dataset dicts: ``file_name``, and
     ``width`` and ``height`` where the dataset gives them) as the module docstring says.
     ``source`` names the dataset in messages and keys the cache (the annotation file's path).
     ``workers``: decoding processes (default: one per CPU core, up to 16, for 64 images or
     more).  Raises one :class:`DataError` naming the files; returns an :class:`ImageScan`."""
     source = os.fspath(source)
-    unreadable: List[str] = []
+    unreadable: list[str] = []
     stats = []
     for record in records:
         stat = _stat(record["file_name"])
@@ -203,13 +232,15 @@ def scan_images(records: Sequence[Dict], source: str, workers: Optional[int] = N
             unreadable.append(f"{record['file_name']} ({stat})")
         stats.append(stat)
     if unreadable:
-        raise DataError(f"{source}: {len(unreadable)} of {len(records)} image files cannot be "
-                        f"read: {short_list(unreadable, _NAMED)}. Fix: check that the files exist "
-                        "and are readable, or remove their entries from the dataset")
+        raise DataError(
+            f"{source}: {len(unreadable)} of {len(records)} image files cannot be "
+            f"read: {short_list(unreadable, _NAMED)}. Fix: check that the files exist "
+            "and are readable, or remove their entries from the dataset"
+        )
     keys = [(r["file_name"], s[0], s[1]) for r, s in zip(records, stats)]
-    results: List = [_MEMO.get(key) for key in keys]
+    results: list = [_MEMO.get(key) for key in keys]
     cache_path = _cache_path(source)
-    cached: Dict[str, list] = {}
+    cached: dict[str, list] = {}
     if any(result is None for result in results):
         cached = _read_cache(cache_path)
         for i, (path, size, mtime) in enumerate(keys):
@@ -229,21 +260,31 @@ def scan_images(records: Sequence[Dict], source: str, workers: Optional[int] = N
         if result is not None:
             _MEMO[key] = result
     if todo:
-        _write_cache(cache_path, source, {path: [size, mtime, *result] for (path, size, mtime),
-                                          result in zip(keys, results) if result is not None})
+        _write_cache(
+            cache_path,
+            source,
+            {
+                path: [size, mtime, *result]
+                for (path, size, mtime), result in zip(keys, results)
+                if result is not None
+            },
+        )
     if failures:
-        raise DataError(f"{source}: {len(failures)} of {len(records)} images cannot be decoded: "
-                        f"{short_list(failures, _NAMED)}. Fix: replace these files with readable "
-                        "images, or remove their entries from the dataset (detectron2 would stop "
-                        "when a loader reaches them)")
+        raise DataError(
+            f"{source}: {len(failures)} of {len(records)} images cannot be decoded: "
+            f"{short_list(failures, _NAMED)}. Fix: replace these files with readable "
+            "images, or remove their entries from the dataset (detectron2 would stop "
+            "when a loader reaches them)"
+        )
     return _compare(records, results, source, len(todo))
 
 
-def _compare(records: Sequence[Dict], results: List, source: str, num_decoded: int) -> ImageScan:
-    mismatched = [_size_problem(r["file_name"], (r["width"], r["height"]), got)
-                  for r, got in zip(records, results)  # detectron2 too checks only given sizes
-                  if "width" in r and "height" in r
-                  and (got[0], got[1]) != (r["width"], r["height"])]
+def _compare(records: Sequence[dict], results: list, source: str, num_decoded: int) -> ImageScan:
+    mismatched = [
+        _size_problem(r["file_name"], (r["width"], r["height"]), got)
+        for r, got in zip(records, results)  # detectron2 too checks only given sizes
+        if "width" in r and "height" in r and (got[0], got[1]) != (r["width"], r["height"])
+    ]
     if mismatched:
         exif = any("EXIF" in text for text in mismatched)
         raise DataError(
@@ -251,23 +292,41 @@ def _compare(records: Sequence[Dict], results: List, source: str, num_decoded: i
             f"gives them (width x height): {short_list(mismatched, _NAMED)}. Fix: write each "
             "file's real width and height in its 'images' entry, or replace the file (detectron2 "
             "raises SizeMismatchError when it loads such an image)"
-            + ("; detectron2 turns an image by its EXIF orientation before use, so record the "
-               "turned size and draw the boxes on the turned image, or save the file without "
-               "the orientation tag" if exif else ""))
+            + (
+                "; detectron2 turns an image by its EXIF orientation before use, so record the "
+                "turned size and draw the boxes on the turned image, or save the file without "
+                "the orientation tag"
+                if exif
+                else ""
+            )
+        )
     oriented = sum(1 for got in results if got[2] not in (0, 1))
     modes = Counter(got[3] for got in results if got[3] != "RGB")
     if oriented:
-        logger.warning("%s: %d of %d images carry an EXIF orientation tag: detectron2 turns them "
-                       "before use, so their boxes must be drawn on the turned image (the "
-                       "recorded sizes already are the turned ones)", source, oriented,
-                       len(records))
+        logger.warning(
+            "%s: %d of %d images carry an EXIF orientation tag: detectron2 turns them "
+            "before use, so their boxes must be drawn on the turned image (the "
+            "recorded sizes already are the turned ones)",
+            source,
+            oriented,
+            len(records),
+        )
     if modes:
-        logger.warning("%s: %d of %d images are not RGB (%s): detectron2 converts them when it "
-                       "reads them", source, sum(modes.values()), len(records),
-                       ", ".join(f"{n} {mode}" for mode, n in sorted(modes.items())))
-    logger.info("%s: %d images decode and match the JSON's sizes (%d decoded now, %d "
-                "unchanged since an earlier scan)", source, len(records), num_decoded,
-                len(records) - num_decoded)
+        logger.warning(
+            "%s: %d of %d images are not RGB (%s): detectron2 converts them when it reads them",
+            source,
+            sum(modes.values()),
+            len(records),
+            ", ".join(f"{n} {mode}" for mode, n in sorted(modes.items())),
+        )
+    logger.info(
+        "%s: %d images decode and match the JSON's sizes (%d decoded now, %d "
+        "unchanged since an earlier scan)",
+        source,
+        len(records),
+        num_decoded,
+        len(records) - num_decoded,
+    )
     return ImageScan(source, len(records), num_decoded, oriented, dict(modes))
 
 

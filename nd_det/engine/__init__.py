@@ -1,4 +1,5 @@
 """Training/evaluation entry points shared by tools/ (kept thin)."""
+
 from .args import distill_argument_parser
 from .setup import setup_cfg, setup_run
 from .trainer import DistillTrainer

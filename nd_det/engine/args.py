@@ -1,4 +1,5 @@
 """Command-line arguments of tools/train_net.py: detectron2's, plus datasets by path."""
+
 import argparse
 
 from detectron2.engine import default_argument_parser

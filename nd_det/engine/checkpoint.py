@@ -19,6 +19,7 @@ intact one (with a warning naming what it skipped), or nothing (iteration 0, wit
 the folder holds a run that was stopped before its first checkpoint, or a clear stop when the
 folder holds no run or only damaged checkpoints.
 """
+
 import glob
 import logging
 import os
@@ -35,8 +36,12 @@ from ..utils.paths import write_failed
 from ..utils.text import first_line
 from .setup import RUN_CONFIG_NAME
 
-__all__ = ["AtomicCheckpointer", "check_checkpoint_file", "resume_checkpoint",
-           "remove_partial_checkpoints"]
+__all__ = [
+    "AtomicCheckpointer",
+    "check_checkpoint_file",
+    "resume_checkpoint",
+    "remove_partial_checkpoints",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +53,11 @@ class AtomicCheckpointer(TorchvisionWeightsMixin, DetectionCheckpointer):
         if not self.save_dir:
             return
         data = {"model": self.model.state_dict()}
-        bad = [k for k, v in data["model"].items() if isinstance(v, torch.Tensor)
-               and v.is_floating_point() and not torch.isfinite(v).all()]
+        bad = [
+            k
+            for k, v in data["model"].items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()
+        ]
         if bad:
             raise NonFiniteError(
                 f"not saving checkpoint {name}: NaN/inf in {len(bad)} weight tensor(s), e.g. "
@@ -77,9 +85,13 @@ class AtomicCheckpointer(TorchvisionWeightsMixin, DetectionCheckpointer):
                 kept = f"{tag} still names {f.read().strip()}, which is intact"
         except (OSError, UnicodeDecodeError):
             kept = "no earlier checkpoint of this run exists"
-        return write_failed("checkpoint", path, error,
-                            f"nothing was replaced ({kept}): free space or fix "
-                            f"{self.save_dir}, then continue with --resume")
+        return write_failed(
+            "checkpoint",
+            path,
+            error,
+            f"nothing was replaced ({kept}): free space or fix "
+            f"{self.save_dir}, then continue with --resume",
+        )
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         atomic_write_text(last_filename_basename, os.path.join(self.save_dir, "last_checkpoint"))
@@ -89,8 +101,10 @@ def check_checkpoint_file(path: str, what: str) -> None:
     """Raise FileError naming ``what`` unless ``path`` is a complete checkpoint."""
     problem = file_problem(path)
     if problem:
-        raise FileError(f"{what} {path} is {problem}: give a complete checkpoint (a "
-                                  "model_final.pth a training run wrote, or a model-zoo .pkl)")
+        raise FileError(
+            f"{what} {path} is {problem}: give a complete checkpoint (a "
+            "model_final.pth a training run wrote, or a model-zoo .pkl)"
+        )
 
 
 def resume_checkpoint(output_dir: str) -> Optional[str]:
@@ -107,30 +121,45 @@ def resume_checkpoint(output_dir: str) -> Optional[str]:
             with open(tag, encoding="utf-8") as f:
                 named = os.path.join(output_dir, f.read().strip())
         except (OSError, UnicodeDecodeError) as e:
-            logger.warning("--resume: %s is unreadable (%s); looking for the newest intact "
-                           "checkpoint instead", tag, first_line(e))
-    files = sorted(glob.glob(os.path.join(output_dir, "model_*.pth")),
-                   key=os.path.getmtime, reverse=True)
+            logger.warning(
+                "--resume: %s is unreadable (%s); looking for the newest intact checkpoint instead",
+                tag,
+                first_line(e),
+            )
+    files = sorted(
+        glob.glob(os.path.join(output_dir, "model_*.pth")), key=os.path.getmtime, reverse=True
+    )
     if named is not None and not os.path.isfile(named):
-        logger.warning("--resume: %s names %s, which does not exist; looking for the newest "
-                       "intact checkpoint instead", tag, named)
+        logger.warning(
+            "--resume: %s names %s, which does not exist; looking for the newest "
+            "intact checkpoint instead",
+            tag,
+            named,
+        )
     order = ([named] if named in files else []) + [f for f in files if f != named]
     for path in order:
         problem = file_problem(path)
         if problem is None:
             if path != named:
-                logger.warning("--resume: continuing from %s, the newest intact checkpoint in %s",
-                               path, output_dir)
+                logger.warning(
+                    "--resume: continuing from %s, the newest intact checkpoint in %s",
+                    path,
+                    output_dir,
+                )
             return path
         logger.warning("--resume: skipping %s: it is %s", path, problem)
     if not files and os.path.isfile(os.path.join(output_dir, RUN_CONFIG_NAME)):
-        logger.warning("--resume: %s holds a run stopped before its first checkpoint; it starts "
-                       "again from iteration 0", output_dir)
+        logger.warning(
+            "--resume: %s holds a run stopped before its first checkpoint; it starts "
+            "again from iteration 0",
+            output_dir,
+        )
         return None
     what = "holds no checkpoint" if not files else "holds no intact checkpoint"
     raise FileError(
         f"--resume: OUTPUT_DIR {output_dir} {what} to resume from: run without --resume to "
-        "start a new run there, or set OUTPUT_DIR to the folder of the run to continue")
+        "start a new run there, or set OUTPUT_DIR to the folder of the run to continue"
+    )
 
 
 def remove_partial_checkpoints(output_dir: str) -> None:

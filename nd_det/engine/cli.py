@@ -6,6 +6,7 @@ parent created (one file per rank) and exits with status 2; the parent, told by 
 worker exited with 2, prints the distinct messages.  Nothing is recognised by parsing
 traceback text.
 """
+
 import os
 import sys
 import tempfile
@@ -58,16 +59,27 @@ def launch_main(main, args, precheck=None) -> None:
             precheck(args)
         world_size = args.num_gpus * args.num_machines
         if world_size == 1:  # no worker processes: a user error surfaces here directly
-            launch(main, 1, num_machines=1, machine_rank=args.machine_rank,
-                   dist_url=args.dist_url, args=(args,))
+            launch(
+                main,
+                1,
+                num_machines=1,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(args,),
+            )
             return
         with tempfile.TemporaryDirectory(prefix="nd_det_errors_") as folder:
             os.environ[_MESSAGES_ENV] = folder
             try:
                 with forward_signals():  # a preemption reaches the workers, which train
-                    launch(_worker, args.num_gpus, num_machines=args.num_machines,
-                           machine_rank=args.machine_rank, dist_url=args.dist_url,
-                           args=(main, args))
+                    launch(
+                        _worker,
+                        args.num_gpus,
+                        num_machines=args.num_machines,
+                        machine_rank=args.machine_rank,
+                        dist_url=args.dist_url,
+                        args=(main, args),
+                    )
             except ProcessExitedException as e:
                 if e.exit_code == EXIT_PREEMPTED or -e.exit_code in PREEMPTION_SIGNALS:
                     sys.exit(EXIT_PREEMPTED)  # the workers saved what there was (preemption.py)

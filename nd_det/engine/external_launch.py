@@ -19,12 +19,14 @@ anything is written.  (detectron2's per-worker set-up, ``_distributed_worker``, 
 takes the rank from a machine rank, hence this module; it calls what detectron2 documents for
 workers started without ``launch``: ``comm.create_local_process_group``.)
 """
+
 import logging
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -78,8 +80,10 @@ def _slurm_tasks_per_node(environ: Mapping[str, str], tasks: int) -> int:
         if value:
             counts = {int(m.group(1)) for m in re.finditer(r"(\d+)(\(x\d+\))?", value)}
             if len(counts) != 1:
-                raise ConfigError(f"srun: {name}={value!r} puts different numbers of tasks on "
-                                  "the nodes; give every node the same (srun --ntasks-per-node N)")
+                raise ConfigError(
+                    f"srun: {name}={value!r} puts different numbers of tasks on "
+                    "the nodes; give every node the same (srun --ntasks-per-node N)"
+                )
             return counts.pop()
     nodes = _int_values(environ, ["SLURM_NNODES"], "srun")[0] if "SLURM_NNODES" in environ else 1
     return max(1, tasks // max(1, nodes))
@@ -90,10 +94,13 @@ def external_launch(environ: Mapping[str, str] = os.environ) -> Optional[Externa
     one task only)."""
     if all(name in environ for name in _TORCHRUN):
         if "LOCAL_WORLD_SIZE" not in environ:
-            raise ConfigError("RANK, WORLD_SIZE and LOCAL_RANK are set but LOCAL_WORLD_SIZE is "
-                              "not: start the tool with torchrun, which sets all four")
+            raise ConfigError(
+                "RANK, WORLD_SIZE and LOCAL_RANK are set but LOCAL_WORLD_SIZE is "
+                "not: start the tool with torchrun, which sets all four"
+            )
         rank, world, local, local_world = _int_values(
-            environ, [*_TORCHRUN, "LOCAL_WORLD_SIZE"], "torchrun")
+            environ, [*_TORCHRUN, "LOCAL_WORLD_SIZE"], "torchrun"
+        )
         launch = ExternalLaunch("torchrun", rank, world, local, local_world)
     elif all(name in environ for name in _SLURM):
         rank, world, local = _int_values(environ, _SLURM, "srun")
@@ -110,13 +117,15 @@ def _check_layout(launch: ExternalLaunch) -> None:
     """Ranks laid out machine by machine, the same number on each (what detectron2's local
     process groups assume)."""
     r, w, lr, lw = launch.rank, launch.world_size, launch.local_rank, launch.local_world_size
-    if not (w >= 1 and 1 <= lw <= w and w % lw == 0 and 0 <= r < w and 0 <= lr < lw
-            and r % lw == lr):
+    if not (
+        w >= 1 and 1 <= lw <= w and w % lw == 0 and 0 <= r < w and 0 <= lr < lw and r % lw == lr
+    ):
         raise ConfigError(
             f"{launch.launcher} started rank {r} of {w} as local rank {lr} of {lw} on its "
             "machine: nd-det needs the same number of processes on every machine, ranks "
             "numbered machine by machine (torchrun does this; with srun use "
-            "--ntasks-per-node N --distribution block)")
+            "--ntasks-per-node N --distribution block)"
+        )
 
 
 def adopt_launch(args, launch: ExternalLaunch) -> None:
@@ -131,7 +140,8 @@ def adopt_launch(args, launch: ExternalLaunch) -> None:
             f"{launch.world_size} processes, {launch.local_world_size} per machine on "
             f"{launch.num_machines} machine(s): leave out --num-gpus / --num-machines / "
             f"--machine-rank (the launcher's numbers are used) or give --num-gpus "
-            f"{wanted[0]} --num-machines {wanted[1]}")
+            f"{wanted[0]} --num-machines {wanted[1]}"
+        )
     args.num_gpus, args.num_machines, args.machine_rank = wanted
 
 
@@ -144,20 +154,33 @@ def _join(launch: ExternalLaunch) -> None:
             f"{launch.launcher} started {launch.world_size} processes but {' and '.join(missing)} "
             f"{'are' if len(missing) > 1 else 'is'} not set: export MASTER_ADDR (the job's "
             "first node, e.g. $(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)) and "
-            "MASTER_PORT (a free port, e.g. 29500) before srun")
+            "MASTER_PORT (a free port, e.g. 29500) before srun"
+        )
     has_gpu = torch.cuda.is_available()
     if has_gpu:
         if launch.local_world_size > torch.cuda.device_count():
             raise ConfigError(
                 f"{launch.launcher} started {launch.local_world_size} processes on this machine "
-                f"but it has {torch.cuda.device_count()} CUDA device(s): start one per device")
+                f"but it has {torch.cuda.device_count()} CUDA device(s): start one per device"
+            )
         torch.cuda.set_device(launch.local_rank)
-    logger.info("Joining the %s process group: rank %d of %d (local rank %d of %d) at %s:%s",
-                launch.launcher, launch.rank, launch.world_size, launch.local_rank,
-                launch.local_world_size, os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"])
-    dist.init_process_group(backend="nccl" if has_gpu else "gloo", init_method="env://",
-                            world_size=launch.world_size, rank=launch.rank,
-                            timeout=DEFAULT_TIMEOUT)
+    logger.info(
+        "Joining the %s process group: rank %d of %d (local rank %d of %d) at %s:%s",
+        launch.launcher,
+        launch.rank,
+        launch.world_size,
+        launch.local_rank,
+        launch.local_world_size,
+        os.environ["MASTER_ADDR"],
+        os.environ["MASTER_PORT"],
+    )
+    dist.init_process_group(
+        backend="nccl" if has_gpu else "gloo",
+        init_method="env://",
+        world_size=launch.world_size,
+        rank=launch.rank,
+        timeout=DEFAULT_TIMEOUT,
+    )
     comm.create_local_process_group(launch.local_world_size)
     comm.synchronize()
 

@@ -1,9 +1,16 @@
 """tools/extract_class_means.py: the teacher's class-mean table of a distillation config."""
+
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..class_means_extraction import (DEFAULT_PROTOCOL, PROTOCOLS, REFERENCE_NUM_IMAGES,
-                                      check_extraction, extract_class_means, parse_max_images)
+from ..class_means_extraction import (
+    DEFAULT_PROTOCOL,
+    PROTOCOLS,
+    REFERENCE_NUM_IMAGES,
+    check_extraction,
+    extract_class_means,
+    parse_max_images,
+)
 from ..utils.seed import seed_argument
 from .args import distill_argument_parser
 from .cli import launch_main
@@ -26,33 +33,55 @@ tools/import_class_means.py instead.  Protocols: see docs/class_means.md.
 
 def parser():
     p = distill_argument_parser(epilog=_EPILOG)
-    p.add_argument("--output", default=None,
-                   help="where to write the table (default: MODEL.DISTILL.CLASS_MEANS)")
-    p.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=list(PROTOCOLS),
-                   help="which teacher RoIs are averaged. 'reference' (default): the RoIs the "
-                   "ROI head samples from the teacher's training-mode RPN proposals, GT appended, "
-                   "background included, under the config's TRAINING augmentation (INPUT."
-                   "MIN_SIZE_TRAIN, MAX_SIZE_TRAIN, MIN_SIZE_TRAIN_SAMPLING, RANDOM_FLIP), as the "
-                   "paper's code did; 'gt-boxes': each ground-truth box once at test scale, "
-                   "background from sampled teacher proposals")
-    p.add_argument("--max-images", default=str(REFERENCE_NUM_IMAGES), metavar="K",
-                   help="use at most K training images: the first K of a permutation seeded by "
-                   f"--seed, or 'all' (default {REFERENCE_NUM_IMAGES}, the reference's 30,000 "
-                   "iterations x 2 images per process; every image of a smaller set)")
-    p.add_argument("--seed", type=seed_argument, default=0,
-                   help="seeds the image subset and, with each image's index, its augmentation "
-                   "and RoI sampling (the table does not depend on --num-gpus or loader workers; "
-                   "default 0)")
-    p.add_argument("--allow-empty-classes", action="store_true",
-                   help="do not fail on classes without samples: zero-fill their rows and flag "
-                   "them in the file's metadata (ND then pulls no direction for them)")
+    p.add_argument(
+        "--output",
+        default=None,
+        help="where to write the table (default: MODEL.DISTILL.CLASS_MEANS)",
+    )
+    p.add_argument(
+        "--protocol",
+        default=DEFAULT_PROTOCOL,
+        choices=list(PROTOCOLS),
+        help="which teacher RoIs are averaged. 'reference' (default): the RoIs the "
+        "ROI head samples from the teacher's training-mode RPN proposals, GT appended, "
+        "background included, under the config's TRAINING augmentation (INPUT."
+        "MIN_SIZE_TRAIN, MAX_SIZE_TRAIN, MIN_SIZE_TRAIN_SAMPLING, RANDOM_FLIP), as the "
+        "paper's code did; 'gt-boxes': each ground-truth box once at test scale, "
+        "background from sampled teacher proposals",
+    )
+    p.add_argument(
+        "--max-images",
+        default=str(REFERENCE_NUM_IMAGES),
+        metavar="K",
+        help="use at most K training images: the first K of a permutation seeded by "
+        f"--seed, or 'all' (default {REFERENCE_NUM_IMAGES}, the reference's 30,000 "
+        "iterations x 2 images per process; every image of a smaller set)",
+    )
+    p.add_argument(
+        "--seed",
+        type=seed_argument,
+        default=0,
+        help="seeds the image subset and, with each image's index, its augmentation "
+        "and RoI sampling (the table does not depend on --num-gpus or loader workers; "
+        "default 0)",
+    )
+    p.add_argument(
+        "--allow-empty-classes",
+        action="store_true",
+        help="do not fail on classes without samples: zero-fill their rows and flag "
+        "them in the file's metadata (ND then pulls no direction for them)",
+    )
     return p
 
 
 def _options(args) -> dict:
-    return dict(output=args.output, max_images=parse_max_images(args.max_images),
-                allow_empty_classes=args.allow_empty_classes, seed=args.seed,
-                protocol=args.protocol)
+    return dict(
+        output=args.output,
+        max_images=parse_max_images(args.max_images),
+        allow_empty_classes=args.allow_empty_classes,
+        seed=args.seed,
+        protocol=args.protocol,
+    )
 
 
 def precheck(args):

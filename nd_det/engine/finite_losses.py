@@ -1,12 +1,11 @@
 """Stop training on the first non-finite loss, naming the loss term and the iteration."""
+
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 
 from ..errors import NonFiniteError
 
-
-__all__ = [ "check_finite_losses", "FiniteLossSimpleTrainer",
-           "FiniteLossAMPTrainer"]
+__all__ = ["check_finite_losses", "FiniteLossSimpleTrainer", "FiniteLossAMPTrainer"]
 
 
 def check_finite_losses(loss_dict, iteration: int) -> None:
@@ -17,8 +16,11 @@ def check_finite_losses(loss_dict, iteration: int) -> None:
     finite = torch.stack([v.detach().float().isfinite().all() for v in values])
     if bool(finite.all()):
         return
-    bad = [f"{k}={float(v.detach().float().mean()):g}"
-           for (k, v), ok in zip(loss_dict.items(), finite.tolist()) if not ok]
+    bad = [
+        f"{k}={float(v.detach().float().mean()):g}"
+        for (k, v), ok in zip(loss_dict.items(), finite.tolist())
+        if not ok
+    ]
     raise NonFiniteError(
         f"non-finite loss at iteration {iteration}: {', '.join(bad)}. Training stopped before "
         "the optimizer step (no NaN weights were written). Lower the learning rate or the "

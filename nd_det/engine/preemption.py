@@ -16,6 +16,7 @@ limit (a job script then typically runs ``scontrol requeue``).  On either signal
 The launcher (:func:`forward_signals`) passes these signals on to the worker processes it
 started, which are what train in a multi-process run.
 """
+
 import contextlib
 import logging
 import multiprocessing
@@ -66,9 +67,12 @@ class PreemptionHook(HookBase):
         if comm.is_main_process():
             logger.warning(
                 "%s received: training stopped after iteration %d, checkpoint %s written; "
-                "continue with --resume (exit status %d)", signal.Signals(received).name,
-                iteration, os.path.join(self.checkpointer.save_dir, name + ".pth"),
-                EXIT_PREEMPTED)
+                "continue with --resume (exit status %d)",
+                signal.Signals(received).name,
+                iteration,
+                os.path.join(self.checkpointer.save_dir, name + ".pth"),
+                EXIT_PREEMPTED,
+            )
         # the handlers stay: a second signal while the process exits changes nothing
         self._previous = {}
         raise SystemExit(EXIT_PREEMPTED)

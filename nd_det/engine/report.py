@@ -1,5 +1,6 @@
 """Printing evaluation results of several models side by side."""
-from typing import Dict, Mapping
+
+from collections.abc import Mapping
 
 from ..utils.text import markdown_table
 
@@ -8,7 +9,7 @@ __all__ = ["side_by_side_table", "print_side_by_side"]
 _METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def side_by_side_table(results: Mapping[str, Mapping[str, Dict]]) -> str:
+def side_by_side_table(results: Mapping[str, Mapping[str, dict]]) -> str:
     """Markdown table: one row per (model, dataset), COCO bbox metrics as columns.
 
     ``results`` maps a model name ("student", "teacher") to detectron2's evaluation output
@@ -18,8 +19,9 @@ def side_by_side_table(results: Mapping[str, Mapping[str, Dict]]) -> str:
     for model, per_dataset in results.items():
         for dataset, tasks in per_dataset.items():
             bbox = tasks.get("bbox", {}) if isinstance(tasks, Mapping) else {}
-            rows.append([model, dataset] + [f"{bbox[m]:.2f}" if m in bbox else "-"
-                                            for m in _METRICS])
+            rows.append(
+                [model, dataset] + [f"{bbox[m]:.2f}" if m in bbox else "-" for m in _METRICS]
+            )
     return "\n".join(markdown_table(["model", "dataset", *_METRICS], rows))
 
 

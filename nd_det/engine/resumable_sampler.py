@@ -1,4 +1,5 @@
 """The training sampler of DistillTrainer: detectron2's TrainingSampler stream, resumable."""
+
 import itertools
 
 import torch

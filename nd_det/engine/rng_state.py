@@ -7,6 +7,7 @@ the checkpoint was taken.  Each process has its own generators (seeded with SEED
 checkpoint holds every rank's states (gathered when it is taken: every rank must call
 ``state_dict``) and each rank restores its own.
 """
+
 import logging
 import random
 
@@ -24,8 +25,13 @@ def _own_state() -> dict:
     state = {
         "python": random.getstate(),
         # plain types only, so the checkpoint loads with torch.load(weights_only=True)
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
-                  float(gauss)],
+        "numpy": [
+            kind,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(gauss),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -53,8 +59,12 @@ class RNGState:
         ranks = state.get("ranks", [state])  # a checkpoint of one process before ranks were kept
         rank = comm.get_rank()
         if rank >= len(ranks):
-            logger.warning("the checkpoint holds the RNG states of %d process(es); rank %d keeps "
-                           "its seeded generators (a resumed run with more processes than the "
-                           "first one draws other random numbers)", len(ranks), rank)
+            logger.warning(
+                "the checkpoint holds the RNG states of %d process(es); rank %d keeps "
+                "its seeded generators (a resumed run with more processes than the "
+                "first one draws other random numbers)",
+                len(ranks),
+                rank,
+            )
             return
         _restore(ranks[rank])

@@ -1,5 +1,6 @@
 """A run's config from the command line (checked, nothing written), and the per-process set-up
 that writes into OUTPUT_DIR (only once every check has passed)."""
+
 import logging
 import os
 
@@ -18,8 +19,7 @@ from ..errors import ConfigError, DataError
 from ..utils.atomic_file import atomic_write_text
 from ..utils.paths import write_failed
 
-__all__ = ["setup_cfg", "setup_run", "check_datasets", "check_dataset_classes",
-           "RUN_CONFIG_NAME"]
+__all__ = ["setup_cfg", "setup_run", "check_datasets", "check_dataset_classes", "RUN_CONFIG_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +36,7 @@ def setup_cfg(args, splits=("TRAIN", "TEST"), setup: bool = False) -> CfgNode:
         setup_run(cfg, args)
     degenerate = "warn" if getattr(args, "allow_degenerate_boxes", False) else "error"
     for name, json_file, image_dir in getattr(args, "dataset", []) or []:
-        register_coco_dataset(name, json_file, image_dir, degenerate_boxes=degenerate,
-                              replace=True)
+        register_coco_dataset(name, json_file, image_dir, degenerate_boxes=degenerate, replace=True)
     check_datasets(cfg, splits, required=())
     check_dataset_classes(cfg, splits)
     cfg.freeze()
@@ -63,8 +62,9 @@ def setup_run(cfg: CfgNode, args) -> None:
         d2_logger = setup_logger(output_dir, distributed_rank=rank)
         setup_logger(output_dir, distributed_rank=rank, name="nd_det")
     except OSError as e:
-        raise write_failed("OUTPUT_DIR", output_dir, e, "choose another OUTPUT_DIR or fix that "
-                           "folder") from None
+        raise write_failed(
+            "OUTPUT_DIR", output_dir, e, "choose another OUTPUT_DIR or fix that folder"
+        ) from None
     d2_logger.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
     d2_logger.info("Environment info:\n%s", collect_env_info())
     d2_logger.info("Command line arguments: %s", args)
@@ -75,8 +75,12 @@ def setup_run(cfg: CfgNode, args) -> None:
         try:
             atomic_write_text(cfg.dump(), path)
         except OSError as e:
-            raise write_failed("the run's config", path, e, "free space or fix OUTPUT_DIR, then "
-                               "start the run again") from None
+            raise write_failed(
+                "the run's config",
+                path,
+                e,
+                "free space or fix OUTPUT_DIR, then start the run again",
+            ) from None
         d2_logger.info("Full config saved to %s", path)
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
     if not getattr(args, "eval_only", False):
@@ -89,14 +93,17 @@ def check_datasets(cfg: CfgNode, splits=("TRAIN", "TEST"), required=("TRAIN",)) 
     for split in splits:
         names = list(cfg.DATASETS[split])
         if split in required and not names:
-            raise ConfigError(f"DATASETS.{split} is empty: name a registered dataset, e.g. "
-                              "--dataset NAME JSON IMAGE_DIR and DATASETS.TRAIN '(\"NAME\",)'")
+            raise ConfigError(
+                f"DATASETS.{split} is empty: name a registered dataset, e.g. "
+                "--dataset NAME JSON IMAGE_DIR and DATASETS.TRAIN '(\"NAME\",)'"
+            )
         for name in names:
             if name not in registered:
                 raise DataError(
                     f"DATASETS.{split} names {name!r}, which is not registered: register it "
                     f"with --dataset {name} path/to/annotations.json path/to/images, or use a "
-                    "detectron2 builtin name such as coco_2017_train / coco_2017_val")
+                    "detectron2 builtin name such as coco_2017_train / coco_2017_val"
+                )
             metadata = MetadataCatalog.get(name)
             for key in ("json_file", "image_root"):
                 path = metadata.get(key, None)
@@ -105,7 +112,8 @@ def check_datasets(cfg: CfgNode, splits=("TRAIN", "TEST"), required=("TRAIN",)) 
                         f"DATASETS.{split} {name!r}: its {key} {path} does not exist. For "
                         "detectron2's builtin datasets set DETECTRON2_DATASETS to the folder "
                         "holding coco/ (default ./datasets); or register your copy with "
-                        f"--dataset {name} JSON IMAGE_DIR")
+                        f"--dataset {name} JSON IMAGE_DIR"
+                    )
 
 
 def check_dataset_classes(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:

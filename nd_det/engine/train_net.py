@@ -1,4 +1,5 @@
 """tools/train_net.py: train a distilled detector, or evaluate the student (and the teacher)."""
+
 from ..errors import UserError
 from .args import distill_argument_parser
 from .cli import launch_main

@@ -23,14 +23,14 @@ same objects in the same order with nd-det's pieces instead, through public name
 The optimizer, DDP and checkpoints see the student (and the distillation terms' trainable
 modules) only; the teacher rides along frozen.
 """
+
 import logging
 import os
 import weakref
 from collections import OrderedDict
 
 import torch
-from detectron2.data import (DatasetMapper, build_detection_train_loader,
-                             get_detection_dataset_dicts)
+from detectron2.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
@@ -85,8 +85,13 @@ class _WriterHook(hooks.PeriodicWriter):
         except OSError as e:
             files = [getattr(getattr(w, "_file_handle", None), "name", None) for w in self._writers]
             where = ", ".join(f for f in files if f) or self.trainer.cfg.OUTPUT_DIR
-            raise write_failed("training metrics", where, e, "free space or fix OUTPUT_DIR, then "
-                               "continue from the last checkpoint with --resume") from None
+            raise write_failed(
+                "training metrics",
+                where,
+                e,
+                "free space or fix OUTPUT_DIR, then "
+                "continue from the last checkpoint with --resume",
+            ) from None
 
     def after_step(self):
         self._guarded(super().after_step)
@@ -129,16 +134,18 @@ class DistillTrainer(DefaultTrainer):
         if cfg.SOLVER.AMP.ENABLED:
             precision = amp_precision(cfg.SOLVER.AMP.PRECISION)
             scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
-            self._trainer = FiniteLossAMPTrainer(model, data_loader, optimizer,
-                                                 grad_scaler=scaler, precision=precision)
+            self._trainer = FiniteLossAMPTrainer(
+                model, data_loader, optimizer, grad_scaler=scaler, precision=precision
+            )
         else:
             self._trainer = FiniteLossSimpleTrainer(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         checkpointables = {"rng": RNGState()}
         if self.train_sampler is not None:
             checkpointables["data_sampler"] = self.train_sampler
-        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR,
-                                               trainer=weakref.proxy(self), **checkpointables)
+        self.checkpointer = AtomicCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), **checkpointables
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -174,9 +181,14 @@ class DistillTrainer(DefaultTrainer):
             loader_cfg.defrost()
             loader_cfg.DATALOADER.NUM_WORKERS = 0  # save some memory and time for PreciseBN
             # a loader of its own (detectron2's stock one): the training stream is not touched
-            ret.append(hooks.PreciseBN(cfg.TEST.EVAL_PERIOD, self.model,
-                                       build_detection_train_loader(loader_cfg),
-                                       cfg.TEST.PRECISE_BN.NUM_ITER))
+            ret.append(
+                hooks.PreciseBN(
+                    cfg.TEST.EVAL_PERIOD,
+                    self.model,
+                    build_detection_train_loader(loader_cfg),
+                    cfg.TEST.PRECISE_BN.NUM_ITER,
+                )
+            )
         # on every rank: a checkpoint gathers every rank's RNG states (rank 0 writes it)
         ret.append(_CheckpointHook(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
         ret.append(PreemptionHook(self.checkpointer))
@@ -190,28 +202,36 @@ class DistillTrainer(DefaultTrainer):
             try:
                 writers = self.build_writers()  # opens metrics.json
             except OSError as e:
-                raise write_failed("training metrics", cfg.OUTPUT_DIR, e,
-                                   "free space or fix OUTPUT_DIR") from None
+                raise write_failed(
+                    "training metrics", cfg.OUTPUT_DIR, e, "free space or fix OUTPUT_DIR"
+                ) from None
             ret.append(_WriterHook(writers, period=20))
         return ret
 
     def build_train_loader(self, cfg):
         """detectron2's train loader, with a resumable sampler for the default TrainingSampler."""
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
-            logger.warning("DATALOADER.SAMPLER_TRAIN=%s: a resumed run restarts that sampler's "
-                           "stream (only TrainingSampler resumes exactly)",
-                           cfg.DATALOADER.SAMPLER_TRAIN)
+            logger.warning(
+                "DATALOADER.SAMPLER_TRAIN=%s: a resumed run restarts that sampler's "
+                "stream (only TrainingSampler resumes exactly)",
+                cfg.DATALOADER.SAMPLER_TRAIN,
+            )
             return build_detection_train_loader(cfg)
         dataset = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            cfg.DATASETS.TRAIN,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
         self.train_sampler = ResumableTrainingSampler(
-            len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None)
+            len(dataset), seed=cfg.SEED if cfg.SEED >= 0 else None
+        )
         # a loader-owned generator: creating the loader's iterator (again, after a resume) then
         # draws nothing from torch's global RNG, whose state the checkpoints restore
         return build_detection_train_loader(
-            cfg, dataset=dataset, sampler=self.train_sampler, mapper=DatasetMapper(cfg, True),
+            cfg,
+            dataset=dataset,
+            sampler=self.train_sampler,
+            mapper=DatasetMapper(cfg, True),
             seed=self.train_sampler.seed + comm.get_rank(),
         )
 
@@ -232,8 +252,11 @@ class DistillTrainer(DefaultTrainer):
         if self.start_iter > 0 and self.train_sampler is not None:
             per_rank = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
             self.train_sampler.skip = self.start_iter * per_rank
-            logger.info("Resumed at iteration %d; the data stream skips %d images per rank",
-                        self.start_iter, self.train_sampler.skip)
+            logger.info(
+                "Resumed at iteration %d; the data stream skips %d images per rank",
+                self.start_iter,
+                self.train_sampler.skip,
+            )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

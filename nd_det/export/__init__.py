@@ -3,7 +3,7 @@
 (``tools/export_model.py``: :mod:`.formats` over :mod:`.program` (torch.export, ``.pt2``),
 :mod:`.onnx_export` (``.onnx``) and :mod:`.torchscript` (legacy), sharing :mod:`.contract`; the
 exported graph is :mod:`.graph` with :mod:`.postprocess`)."""
+
 from .student import EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME, StudentExport, export_student
 
-__all__ = ["EXPORT_CONFIG_NAME", "EXPORT_WEIGHTS_NAME", "StudentExport",
-           "export_student"]
+__all__ = ["EXPORT_CONFIG_NAME", "EXPORT_WEIGHTS_NAME", "StudentExport", "export_student"]

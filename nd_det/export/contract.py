@@ -9,9 +9,11 @@ resized by the test transform (``ResizeShortestEdge`` with ``INPUT.MIN_SIZE_TEST
 under these names: ``boxes`` float32 ``(N, 4)`` (x0, y0, x1, y1 in that resized image's
 pixels), ``scores`` float32 ``(N,)``, ``classes`` int64 ``(N,)``.
 """
+
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Optional
 
 import torch
 import torchvision
@@ -58,10 +60,10 @@ RECORD_SUFFIX = DEPLOY_RECORD_SUFFIX  # model.pt2 -> model.pt2.json
 # (or 1/this larger when the smaller one would be under the format's smallest side)
 SECOND_SIZE_SCALE = 0.75
 
-Detections = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Detections = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def load_exported_student(export_dir: str, device: str = "cpu") -> Tuple[CfgNode, torch.nn.Module]:
+def load_exported_student(export_dir: str, device: str = "cpu") -> tuple[CfgNode, torch.nn.Module]:
     """The config and the eval-mode student of an export folder, its weights loaded strictly."""
     config_file = os.path.join(export_dir, EXPORT_CONFIG_NAME)
     weights_file = os.path.join(export_dir, EXPORT_WEIGHTS_NAME)
@@ -69,7 +71,8 @@ def load_exported_student(export_dir: str, device: str = "cpu") -> Tuple[CfgNode
         if not os.path.isfile(path):
             raise FileError(
                 f"--export-dir {export_dir}: {os.path.basename(path)} not found; give the folder "
-                "tools/export_student.py wrote (config.yaml + model_final.pth)")
+                "tools/export_student.py wrote (config.yaml + model_final.pth)"
+            )
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA device here; use cpu")
     cfg = add_backbone_config(get_cfg())
@@ -77,14 +80,19 @@ def load_exported_student(export_dir: str, device: str = "cpu") -> Tuple[CfgNode
     if cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
         raise ConfigError(
             f"{config_file} has MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE}, not "
-            "GeneralizedRCNN: export the student first with tools/export_student.py")
+            "GeneralizedRCNN: export the student first with tools/export_student.py"
+        )
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = weights_file
     cfg.freeze()
     model = build_model(cfg)
-    load_student_checkpoint(model, weights_file, what=weights_file,
-                            hint="give the folder tools/export_student.py wrote",
-                            error=ConfigError)
+    load_student_checkpoint(
+        model,
+        weights_file,
+        what=weights_file,
+        hint="give the folder tools/export_student.py wrote",
+        error=ConfigError,
+    )
     return cfg, model.eval()
 
 
@@ -98,7 +106,8 @@ def read_deploy_image(image_path: str, channel_order: str):
     except Exception as e:  # noqa: BLE001 - PIL raises many types for files that are not images
         raise DataError(
             f"--image {image_path} cannot be read as an image ({first_line(e)}); give a JPEG or "
-            "PNG file") from None
+            "PNG file"
+        ) from None
 
 
 def deploy_image(cfg: CfgNode, image_path: str, scale: float = 1.0) -> torch.Tensor:
@@ -112,7 +121,7 @@ def deploy_image(cfg: CfgNode, image_path: str, scale: float = 1.0) -> torch.Ten
     return torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
 
 
-def parity_images(cfg: CfgNode, image_path: str, min_side: int = 1) -> List[torch.Tensor]:
+def parity_images(cfg: CfgNode, image_path: str, min_side: int = 1) -> list[torch.Tensor]:
     """The two inputs the parity check runs: the image at the test size, and at a second size
     (``SECOND_SIZE_SCALE`` smaller, or larger if that falls under ``min_side``)."""
     first = deploy_image(cfg, image_path)
@@ -120,7 +129,8 @@ def parity_images(cfg: CfgNode, image_path: str, min_side: int = 1) -> List[torc
         raise DataError(
             f"--image {image_path} is {first.shape[1]}x{first.shape[2]} after the test resize; "
             f"this format needs at least {min_side} pixels a side (the FPN's coarsest level "
-            "must have 2 cells): give an image of a less extreme aspect ratio")
+            "must have 2 cells): give an image of a less extreme aspect ratio"
+        )
     second = deploy_image(cfg, image_path, SECOND_SIZE_SCALE)
     if min(second.shape[1:]) < min_side:
         second = deploy_image(cfg, image_path, 1 / SECOND_SIZE_SCALE)
@@ -133,8 +143,9 @@ def student_detections(model: torch.nn.Module, image: torch.Tensor) -> Detection
     return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
 
 
-def compare_detections(python: Detections, exported: Sequence[torch.Tensor],
-                       what: str = "the exported model") -> Tuple[float, float]:
+def compare_detections(
+    python: Detections, exported: Sequence[torch.Tensor], what: str = "the exported model"
+) -> tuple[float, float]:
     """Largest box and score differences; raises ExportError (one line saying how much) when
     the number of detections, a class, or a value beyond TOLERANCE differs."""
     (boxes, scores, classes), (ex_boxes, ex_scores, ex_classes) = python, tuple(exported)
@@ -142,7 +153,8 @@ def compare_detections(python: Detections, exported: Sequence[torch.Tensor],
         raise ExportError(
             f"{what} gives {len(ex_boxes)} detections (classes {ex_classes.tolist()[:10]}), "
             f"Python {len(boxes)} (classes {classes.tolist()[:10]}): the export lost part of "
-            "the model; nothing was written")
+            "the model; nothing was written"
+        )
     if not len(boxes):
         return 0.0, 0.0
     box_error = (ex_boxes.to(boxes) - boxes).abs()
@@ -152,7 +164,8 @@ def compare_detections(python: Detections, exported: Sequence[torch.Tensor],
         raise ExportError(
             f"{what} and Python detections differ: max |box diff| {box_diff:.3g} px, max "
             f"|score diff| {score_diff:.3g} (tolerance {TOLERANCE} + {BOX_RTOL} x |coordinate| "
-            f"px, {TOLERANCE} for scores); nothing was written")
+            f"px, {TOLERANCE} for scores); nothing was written"
+        )
     return box_diff, score_diff
 
 
@@ -160,14 +173,18 @@ def compare_detections(python: Detections, exported: Sequence[torch.Tensor],
 class SizeCheck:
     """The parity check on one input size."""
 
-    input_size: Tuple[int, int]
+    input_size: tuple[int, int]
     detections: int
     max_box_diff: float
     max_score_diff: float
 
 
-def check_parity(run: Callable[[torch.Tensor], Sequence[torch.Tensor]], model: torch.nn.Module,
-                 images: Sequence[torch.Tensor], what: str) -> List[SizeCheck]:
+def check_parity(
+    run: Callable[[torch.Tensor], Sequence[torch.Tensor]],
+    model: torch.nn.Module,
+    images: Sequence[torch.Tensor],
+    what: str,
+) -> list[SizeCheck]:
     """Run the exported model ``run`` and the Python student on every image and compare
     (:func:`compare_detections`)."""
     checks = []
@@ -175,29 +192,45 @@ def check_parity(run: Callable[[torch.Tensor], Sequence[torch.Tensor]], model: t
         with torch.no_grad():
             python = student_detections(model, image)
             box_diff, score_diff = compare_detections(python, run(image), what)
-        checks.append(SizeCheck((int(image.shape[1]), int(image.shape[2])), len(python[0]),
-                                box_diff, score_diff))
+        checks.append(
+            SizeCheck(
+                (int(image.shape[1]), int(image.shape[2])), len(python[0]), box_diff, score_diff
+            )
+        )
     return checks
 
 
-def deploy_record(cfg: CfgNode, fmt: str, path: str, exporter: str, image_path: str,
-                  checks: Sequence[SizeCheck], sizes: str,
-                  versions: Optional[Dict[str, str]] = None, notes: Sequence[str] = (),
-                  **extra) -> dict:
+def deploy_record(
+    cfg: CfgNode,
+    fmt: str,
+    path: str,
+    exporter: str,
+    image_path: str,
+    checks: Sequence[SizeCheck],
+    sizes: str,
+    versions: Optional[dict[str, str]] = None,
+    notes: Sequence[str] = (),
+    **extra,
+) -> dict:
     """The JSON record written next to an exported file: how it was made, how to feed it,
     what it returns, and the parity check it passed."""
     return {
         "format": fmt,
         "file": os.path.basename(path),
         "exporter": exporter,
-        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
-                     **(versions or {})},
+        "versions": {
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            **(versions or {}),
+        },
         "input": {
             "name": INPUT_NAME,
             "tensor": "float32 (3, H, W), pixel values 0..255 (normalised inside)",
             "channel_order": cfg.INPUT.FORMAT,
-            "resize": {"shortest_side": cfg.INPUT.MIN_SIZE_TEST,
-                       "longest_side_at_most": cfg.INPUT.MAX_SIZE_TEST},
+            "resize": {
+                "shortest_side": cfg.INPUT.MIN_SIZE_TEST,
+                "longest_side_at_most": cfg.INPUT.MAX_SIZE_TEST,
+            },
             "sizes": sizes,
         },
         "outputs": {
@@ -205,10 +238,15 @@ def deploy_record(cfg: CfgNode, fmt: str, path: str, exporter: str, image_path: 
             "scores": "float32 (N,)",
             "classes": "int64 (N,): contiguous class ids 0..NUM_CLASSES-1",
         },
-        "check": {"image": os.path.basename(image_path),
-                  "tolerance": {"boxes": f"{TOLERANCE} px + {BOX_RTOL} x |coordinate|",
-                                "scores": TOLERANCE, "classes": "equal"},
-                  "sizes": [asdict(c) for c in checks]},
+        "check": {
+            "image": os.path.basename(image_path),
+            "tolerance": {
+                "boxes": f"{TOLERANCE} px + {BOX_RTOL} x |coordinate|",
+                "scores": TOLERANCE,
+                "classes": "equal",
+            },
+            "sizes": [asdict(c) for c in checks],
+        },
         "notes": list(notes),
         **extra,
     }

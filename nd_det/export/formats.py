@@ -12,17 +12,25 @@ optional package, an unsupported student) is refused before any work; the file i
 under a temporary name, loaded back with its own runtime and run on the image at two sizes; it
 gets its name only if every detection matches the Python student's (:mod:`.contract`).
 """
+
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 from ..errors import ConfigError
 from ..utils.atomic_file import atomic_write, atomic_write_json
 from ..utils.paths import check_writable, write_failed
 from . import onnx_export, program, torchscript
-from .contract import (RECORD_SUFFIX, SizeCheck, check_parity, deploy_record, load_exported_student,
-                       parity_images, read_deploy_image)
+from .contract import (
+    RECORD_SUFFIX,
+    SizeCheck,
+    check_parity,
+    deploy_record,
+    load_exported_student,
+    parity_images,
+    read_deploy_image,
+)
 
 __all__ = ["FORMATS", "ModelExport", "export_model"]
 
@@ -37,13 +45,13 @@ class ModelExport:
     path: str
     info_path: str
     image: str
-    checks: List[SizeCheck]
+    checks: list[SizeCheck]
     export_seconds: float
-    details: Dict[str, object] = field(default_factory=dict)  # format-specific record entries
-    notes: List[str] = field(default_factory=list)
+    details: dict[str, object] = field(default_factory=dict)  # format-specific record entries
+    notes: list[str] = field(default_factory=list)
 
     @property
-    def input_size(self) -> Tuple[int, int]:
+    def input_size(self) -> tuple[int, int]:
         return self.checks[0].input_size
 
     @property
@@ -59,8 +67,14 @@ class ModelExport:
         return max(c.max_score_diff for c in self.checks)
 
 
-def export_model(export_dir: str, image_path: str, fmt: str, output: Optional[str] = None,
-                 device: str = "cpu", overwrite: bool = False) -> ModelExport:
+def export_model(
+    export_dir: str,
+    image_path: str,
+    fmt: str,
+    output: Optional[str] = None,
+    device: str = "cpu",
+    overwrite: bool = False,
+) -> ModelExport:
     """Export the student of ``export_dir`` as ``fmt`` to ``output`` (default
     ``<export_dir>/model.<ext>``) + ``output + ".json"``, checked on ``image_path``.  Raises a
     UserError (nothing written) for bad input, ExportError when the file does not reproduce
@@ -82,7 +96,7 @@ def export_model(export_dir: str, image_path: str, fmt: str, output: Optional[st
     start = time.perf_counter()
     built, details, notes = kind.build(model, images[0])
     export_seconds = time.perf_counter() - start
-    checks: List[SizeCheck] = []
+    checks: list[SizeCheck] = []
 
     def check_saved(staged: str) -> None:
         checks.extend(check_parity(kind.load(staged, device), model, images, kind.WHAT))
@@ -91,14 +105,34 @@ def export_model(export_dir: str, image_path: str, fmt: str, output: Optional[st
     try:
         atomic_write(output, lambda f: kind.save(built, f), verify=check_saved)
     except OSError as e:  # a full disk: nothing was written
-        raise write_failed("--output", output, e, "nothing was written: free space or fix the "
-                           "folder, then export again") from None
-    record = deploy_record(cfg, fmt, output, kind.EXPORTER, image_path, checks,
-                           kind.sizes(model), kind.versions(), notes, device=device, **details)
+        raise write_failed(
+            "--output",
+            output,
+            e,
+            "nothing was written: free space or fix the folder, then export again",
+        ) from None
+    record = deploy_record(
+        cfg,
+        fmt,
+        output,
+        kind.EXPORTER,
+        image_path,
+        checks,
+        kind.sizes(model),
+        kind.versions(),
+        notes,
+        device=device,
+        **details,
+    )
     try:
         atomic_write_json(record, info_path)
     except OSError as e:
-        raise write_failed("--output", info_path, e, f"{output} was written without this "
-                           "record of it: free space, then export again") from None
-    return ModelExport(fmt, output, info_path, os.path.abspath(image_path), checks,
-                       export_seconds, details, notes)
+        raise write_failed(
+            "--output",
+            info_path,
+            e,
+            f"{output} was written without this record of it: free space, then export again",
+        ) from None
+    return ModelExport(
+        fmt, output, info_path, os.path.abspath(image_path), checks, export_seconds, details, notes
+    )

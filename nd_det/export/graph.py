@@ -17,8 +17,8 @@ by the test transform, and returns ``boxes`` (N, 4, x0 y0 x1 y1 in that image's 
 ``scores`` (N,) and ``classes`` (N,, int64): the same as ``model.inference(...,
 do_postprocess=False)``.
 """
+
 import contextlib
-from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +29,13 @@ from detectron2.modeling.roi_heads import FastRCNNOutputLayers, StandardROIHeads
 from ..errors import ConfigError
 from .postprocess import box_levels, detections_per_class, top_rpn_proposals
 
-__all__ = ["ExportableStudent", "check_exportable", "min_image_side", "dynamic_image_shapes",
-           "exporting"]
+__all__ = [
+    "ExportableStudent",
+    "check_exportable",
+    "min_image_side",
+    "dynamic_image_shapes",
+    "exporting",
+]
 
 
 def check_exportable(cfg: CfgNode, model: torch.nn.Module) -> None:
@@ -48,7 +53,8 @@ def check_exportable(cfg: CfgNode, model: torch.nn.Module) -> None:
     if problems:
         raise ConfigError(
             f"the student uses {', '.join(problems)}: torch.export / ONNX export covers Faster "
-            "R-CNN students (RPN + StandardROIHeads, boxes only); use --format torchscript")
+            "R-CNN students (RPN + StandardROIHeads, boxes only); use --format torchscript"
+        )
 
 
 def min_image_side(model: torch.nn.Module) -> int:
@@ -84,8 +90,9 @@ def dynamic_image_shapes(model: torch.nn.Module) -> dict:
     """``dynamic_shapes`` for torch.export / torch.onnx.export: height and width free from
     :func:`min_image_side` up."""
     side = min_image_side(model)
-    return {"image": {1: torch.export.Dim("height", min=side),
-                      2: torch.export.Dim("width", min=side)}}
+    return {
+        "image": {1: torch.export.Dim("height", min=side), 2: torch.export.Dim("width", min=side)}
+    }
 
 
 class ExportableStudent(torch.nn.Module):
@@ -104,8 +111,15 @@ class ExportableStudent(torch.nn.Module):
         if stride > 1:  # pad bottom/right with 0 (after normalising), as ImageList does
             # written as stride * ceil(size / stride) so that the exporter can prove the sizes
             # of the FPN levels (each twice the next) for every image size
-            image = F.pad(image, [0, stride * ((width + stride - 1) // stride) - width,
-                                  0, stride * ((height + stride - 1) // stride) - height])
+            image = F.pad(
+                image,
+                [
+                    0,
+                    stride * ((width + stride - 1) // stride) - width,
+                    0,
+                    stride * ((height + stride - 1) // stride) - height,
+                ],
+            )
         return image.unsqueeze(0)
 
     def _proposals(self, features, height, width) -> torch.Tensor:
@@ -116,13 +130,26 @@ class ExportableStudent(torch.nn.Module):
         box_dim = rpn.anchor_generator.box_dim
         # RPN.forward's reshapes for image 0: (A, Hi, Wi) -> (Hi*Wi*A,), (A*B, Hi, Wi) -> (.., B)
         logits = [x[0].permute(1, 2, 0).flatten() for x in logits]
-        deltas = [x[0].view(-1, box_dim, x.shape[-2], x.shape[-1]).permute(2, 3, 0, 1)
-                  .reshape(-1, box_dim) for x in deltas]
-        proposals = [rpn.box2box_transform.apply_deltas(d, a.tensor)
-                     for d, a in zip(deltas, anchors)]
+        deltas = [
+            x[0]
+            .view(-1, box_dim, x.shape[-2], x.shape[-1])
+            .permute(2, 3, 0, 1)
+            .reshape(-1, box_dim)
+            for x in deltas
+        ]
+        proposals = [
+            rpn.box2box_transform.apply_deltas(d, a.tensor) for d, a in zip(deltas, anchors)
+        ]
         boxes, _ = top_rpn_proposals(
-            proposals, logits, height, width, rpn.nms_thresh, rpn.pre_nms_topk[False],
-            rpn.post_nms_topk[False], rpn.min_box_size)
+            proposals,
+            logits,
+            height,
+            width,
+            rpn.nms_thresh,
+            rpn.pre_nms_topk[False],
+            rpn.post_nms_topk[False],
+            rpn.min_box_size,
+        )
         return boxes
 
     def _pooled(self, maps, boxes: torch.Tensor) -> torch.Tensor:
@@ -132,8 +159,13 @@ class ExportableStudent(torch.nn.Module):
         rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)  # image index 0
         if len(pooler.level_poolers) == 1:
             return pooler.level_poolers[0](maps[0], rois)
-        levels = box_levels(boxes, pooler.min_level, pooler.max_level,
-                            pooler.canonical_box_size, pooler.canonical_level)
+        levels = box_levels(
+            boxes,
+            pooler.min_level,
+            pooler.max_level,
+            pooler.canonical_box_size,
+            pooler.canonical_level,
+        )
         size = pooler.output_size
         pooled = maps[0].new_zeros(boxes.shape[0], maps[0].shape[1], size[0], size[1])
         for level, level_pooler in enumerate(pooler.level_poolers):
@@ -141,7 +173,7 @@ class ExportableStudent(torch.nn.Module):
             pooled.index_put_((index,), level_pooler(maps[level], rois[index]))
         return pooled
 
-    def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         height, width = image.shape[-2:]
         features = self.model.backbone(self._normalised_padded(image))
         proposals = self._proposals(features, height, width)
@@ -151,5 +183,12 @@ class ExportableStudent(torch.nn.Module):
         scores, deltas = predictor(heads.box_head(pooled))
         probs = scores.sigmoid() if predictor.use_sigmoid_ce else F.softmax(scores, dim=-1)
         boxes = predictor.box2box_transform.apply_deltas(deltas, proposals)
-        return detections_per_class(boxes, probs, height, width, predictor.test_score_thresh,
-                                    predictor.test_nms_thresh, predictor.test_topk_per_image)
+        return detections_per_class(
+            boxes,
+            probs,
+            height,
+            width,
+            predictor.test_score_thresh,
+            predictor.test_nms_thresh,
+            predictor.test_topk_per_image,
+        )

@@ -1,9 +1,10 @@
 """Command line of ``tools/export_model.py`` (and of the legacy ``tools/export_torchscript.py``,
 which is ``export_model.py --format torchscript``): an export folder and an image in, one
 checked deploy file and its JSON record out."""
+
 import argparse
 import time
-from typing import List, Optional
+from typing import Optional
 
 from ..errors import one_line_usage_errors, run_cli
 from .contract import RECORD_SUFFIX
@@ -31,23 +32,40 @@ def export_model_argument_parser(fmt: Optional[str] = None) -> argparse.Argument
     parser = argparse.ArgumentParser(
         description="Export a student (the folder tools/export_student.py wrote) as one deploy "
         "file, checked against the student in Python on an image at two sizes.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--export-dir", required=True, metavar="DIR",
-                        help="folder written by tools/export_student.py (config.yaml + "
-                        "model_final.pth)")
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--export-dir",
+        required=True,
+        metavar="DIR",
+        help="folder written by tools/export_student.py (config.yaml + model_final.pth)",
+    )
     if fmt is None:
-        parser.add_argument("--format", required=True, choices=list(FORMATS),
-                            help="pt2: torch.export program; onnx: ONNX for ONNX Runtime; "
-                            "torchscript: TorchScript trace (legacy)")
-    parser.add_argument("--image", required=True, metavar="FILE",
-                        help="image the export is checked on (JPEG, PNG), at the test size "
-                        "and at a second size")
-    parser.add_argument("--output", default=None, metavar="FILE",
-                        help="file to write (default <export-dir>/model.pt2, model.onnx or "
-                        "model.ts)")
-    parser.add_argument("--device", default="cpu",
-                        help="torchscript only: the device to trace on, which the file then "
-                        "runs on (default cpu)")
+        parser.add_argument(
+            "--format",
+            required=True,
+            choices=list(FORMATS),
+            help="pt2: torch.export program; onnx: ONNX for ONNX Runtime; "
+            "torchscript: TorchScript trace (legacy)",
+        )
+    parser.add_argument(
+        "--image",
+        required=True,
+        metavar="FILE",
+        help="image the export is checked on (JPEG, PNG), at the test size and at a second size",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="file to write (default <export-dir>/model.pt2, model.onnx or model.ts)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="torchscript only: the device to trace on, which the file then runs on (default cpu)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     if fmt is not None:
         parser.set_defaults(format=fmt)
@@ -55,36 +73,47 @@ def export_model_argument_parser(fmt: Optional[str] = None) -> argparse.Argument
 
 
 def _report(result) -> None:
-    sizes = " and ".join(f"{c.input_size[0]}x{c.input_size[1]} ({c.detections} detections)"
-                         for c in result.checks)
-    print(f"Wrote {result.path} and {result.info_path}: {result.format} export of the student "
-          f"in {result.export_seconds:.1f} s, checked against the student in Python on "
-          f"{result.image} at {sizes}: max |box diff| {result.max_box_diff:.2g} px, max "
-          f"|score diff| {result.max_score_diff:.2g}, classes equal")
+    sizes = " and ".join(
+        f"{c.input_size[0]}x{c.input_size[1]} ({c.detections} detections)" for c in result.checks
+    )
+    print(
+        f"Wrote {result.path} and {result.info_path}: {result.format} export of the student "
+        f"in {result.export_seconds:.1f} s, checked against the student in Python on "
+        f"{result.image} at {sizes}: max |box diff| {result.max_box_diff:.2g} px, max "
+        f"|score diff| {result.max_score_diff:.2g}, classes equal"
+    )
     sites = result.details.get("tracer_warnings")
     if sites:
-        print(f"The tracer warned at {len(sites)} places of the model's Python-side shape logic "
-              "(detectron2, torchvision; listed in the .json): expected for detectron2 models, "
-              "and the check above passed; see docs/deploy.md")
+        print(
+            f"The tracer warned at {len(sites)} places of the model's Python-side shape logic "
+            "(detectron2, torchvision; listed in the .json): expected for detectron2 models, "
+            "and the check above passed; see docs/deploy.md"
+        )
     for note in result.notes:
         print(f"NOTE: {note}")
 
 
-def _main(argv: Optional[List[str]], fmt: Optional[str] = None) -> int:
+def _main(argv: Optional[list[str]], fmt: Optional[str] = None) -> int:
     args = export_model_argument_parser(fmt).parse_args(argv)
     start = time.perf_counter()
-    result = export_model(args.export_dir, args.image, args.format, args.output,
-                          device=args.device, overwrite=args.overwrite)
+    result = export_model(
+        args.export_dir,
+        args.image,
+        args.format,
+        args.output,
+        device=args.device,
+        overwrite=args.overwrite,
+    )
     _report(result)
     print(f"({time.perf_counter() - start:.1f} s in all)")
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """tools/export_model.py: returns the exit status (2 for a user error, one line)."""
     return run_cli(_main, argv)
 
 
-def torchscript_main(argv: Optional[List[str]] = None) -> int:
+def torchscript_main(argv: Optional[list[str]] = None) -> int:
     """tools/export_torchscript.py (legacy): export_model.py with --format torchscript."""
     return run_cli(lambda a: _main(a, "torchscript"), argv)

@@ -9,9 +9,11 @@ width]``, both dynamic), outputs ``boxes`` ``[detections, 4]``, ``scores`` ``[de
 
 onnx, onnxscript and onnxruntime are optional dependencies of nd-det (the ``onnx`` extra).
 """
+
 import importlib
 import importlib.metadata
-from typing import BinaryIO, Callable, Dict, List, Sequence, Tuple
+from collections.abc import Sequence
+from typing import BinaryIO, Callable
 
 import torch
 
@@ -21,8 +23,21 @@ from .contract import INPUT_NAME, OUTPUT_NAMES
 from .graph import ExportableStudent, dynamic_image_shapes, exporting
 from .student import DEPLOY_FILE_NAMES
 
-__all__ = ["FILE_NAME", "WHAT", "EXPORTER", "PACKAGES", "require", "check_model", "min_side",
-           "sizes", "versions", "build", "save", "load", "onnx_session"]
+__all__ = [
+    "FILE_NAME",
+    "WHAT",
+    "EXPORTER",
+    "PACKAGES",
+    "require",
+    "check_model",
+    "min_side",
+    "sizes",
+    "versions",
+    "build",
+    "save",
+    "load",
+    "onnx_session",
+]
 
 FILE_NAME = DEPLOY_FILE_NAMES["onnx"]
 WHAT = "ONNX Runtime (CPUExecutionProvider)"
@@ -45,21 +60,28 @@ def require(device: str) -> None:
             raise MissingDependencyError(
                 f"--format onnx needs the Python package {name}, which is not installed: "
                 f"pip install {' '.join(PACKAGES)} (or pip install -e '.[onnx]' in the nd-det "
-                "checkout)") from None
+                "checkout)"
+            ) from None
 
 
-def versions() -> Dict[str, str]:
+def versions() -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in PACKAGES}
 
 
-def build(model: torch.nn.Module, image: torch.Tensor
-          ) -> Tuple[object, Dict[str, object], List[str]]:
+def build(
+    model: torch.nn.Module, image: torch.Tensor
+) -> tuple[object, dict[str, object], list[str]]:
     """(the ONNX ModelProto, what the record says about it, notes)."""
     with exporting():
         exported = torch.onnx.export(
-            ExportableStudent(model).eval(), (image,), dynamo=True,
-            dynamic_shapes=dynamic_image_shapes(model), input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES), verbose=False)
+            ExportableStudent(model).eval(),
+            (image,),
+            dynamo=True,
+            dynamic_shapes=dynamic_image_shapes(model),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            verbose=False,
+        )
     proto = exported.model_proto
     # the exporter names the outputs' length after its symbolic expression (e.g. "Min(100, u21)")
     for output in proto.graph.output:
@@ -84,7 +106,7 @@ def onnx_session(path: str, threads: int = 0):
 def load(path: str, device: str) -> Callable[[torch.Tensor], Sequence[torch.Tensor]]:
     session = onnx_session(path)
 
-    def run(image: torch.Tensor) -> List[torch.Tensor]:
+    def run(image: torch.Tensor) -> list[torch.Tensor]:
         outputs = session.run(list(OUTPUT_NAMES), {INPUT_NAME: image.cpu().numpy()})
         return [torch.from_numpy(x) for x in outputs]
 

@@ -18,13 +18,13 @@ detectron2's detections (``tests/test_export_postprocess.py``):
   trick, the ``topk_per_image`` best kept: what detectron2 runs for up to 1000 candidate
   (box, class) pairs; above that it loops over classes (same boxes up to the rounding above).
 """
-from typing import List, Sequence, Tuple
+
+from collections.abc import Sequence
 
 import torch
 from torchvision.ops import nms
 
-__all__ = ["clip_boxes", "top_rpn_proposals", "box_levels", "nms_per_class",
-           "detections_per_class"]
+__all__ = ["clip_boxes", "top_rpn_proposals", "box_levels", "nms_per_class", "detections_per_class"]
 
 
 def clip_boxes(boxes: torch.Tensor, height, width) -> torch.Tensor:
@@ -37,13 +37,20 @@ def clip_boxes(boxes: torch.Tensor, height, width) -> torch.Tensor:
     return torch.stack((x1, y1, x2, y2), dim=-1)
 
 
-def top_rpn_proposals(proposals: Sequence[torch.Tensor], logits: Sequence[torch.Tensor],
-                      height, width, nms_thresh: float, pre_nms_topk: int, post_nms_topk: int,
-                      min_box_size: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def top_rpn_proposals(
+    proposals: Sequence[torch.Tensor],
+    logits: Sequence[torch.Tensor],
+    height,
+    width,
+    nms_thresh: float,
+    pre_nms_topk: int,
+    post_nms_topk: int,
+    min_box_size: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One image's proposals: ``proposals[l]`` (A_l, 4) and ``logits[l]`` (A_l,) per level
     -> (boxes (R, 4), objectness logits (R,)), best first, R <= ``post_nms_topk``."""
-    kept_boxes: List[torch.Tensor] = []
-    kept_scores: List[torch.Tensor] = []
+    kept_boxes: list[torch.Tensor] = []
+    kept_scores: list[torch.Tensor] = []
     for boxes, scores in zip(proposals, logits):
         # torch.sym_min: the number of anchors depends on the image size, a symbol when exported
         scores, index = scores.topk(torch.sym_min(pre_nms_topk, scores.shape[0]))
@@ -62,19 +69,26 @@ def top_rpn_proposals(proposals: Sequence[torch.Tensor], logits: Sequence[torch.
     return boxes[order], scores[order]
 
 
-def box_levels(boxes: torch.Tensor, min_level: int, max_level: int, canonical_box_size: int,
-               canonical_level: int) -> torch.Tensor:
+def box_levels(
+    boxes: torch.Tensor,
+    min_level: int,
+    max_level: int,
+    canonical_box_size: int,
+    canonical_level: int,
+) -> torch.Tensor:
     """detectron2's ``assign_boxes_to_levels`` for one image's (R, 4) tensor: the FPN level of
     each box, minus ``min_level`` (its ``Boxes`` wrapper reshapes empty tensors after checking
     ``numel() == 0``, a guard on the number of proposals)."""
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    levels = torch.floor(canonical_level + torch.log2(torch.sqrt(areas) / canonical_box_size
-                                                      + 1e-8))
+    levels = torch.floor(
+        canonical_level + torch.log2(torch.sqrt(areas) / canonical_box_size + 1e-8)
+    )
     return torch.clamp(levels, min=min_level, max=max_level).to(torch.int64) - min_level
 
 
-def nms_per_class(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor,
-                  iou_threshold: float) -> torch.Tensor:
+def nms_per_class(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
     """torchvision's ``batched_nms`` by the coordinate trick, also for an empty input (its
     ``boxes.max()`` fails there, and it picks another strategy above 1000 boxes)."""
     # the largest coordinate, 0 for no boxes (boxes are clipped to the image: never negative)
@@ -83,9 +97,15 @@ def nms_per_class(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tens
     return nms(shifted, scores, iou_threshold)
 
 
-def detections_per_class(boxes: torch.Tensor, probs: torch.Tensor, height, width,
-                         score_thresh: float, nms_thresh: float, topk_per_image: int
-                         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def detections_per_class(
+    boxes: torch.Tensor,
+    probs: torch.Tensor,
+    height,
+    width,
+    score_thresh: float,
+    nms_thresh: float,
+    topk_per_image: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """detectron2's ``fast_rcnn_inference_single_image`` for one image: ``boxes`` (R, K*4) or
     (R, 4) decoded per class, ``probs`` (R, K+1) with background last -> boxes (N, 4), scores
     (N,), classes (N,) int64, best first."""

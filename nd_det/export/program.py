@@ -11,18 +11,36 @@ Each format module of ``tools/export_model.py`` (this one, :mod:`.onnx_export`,
 :mod:`.torchscript`) has the same names: FILE_NAME, WHAT, EXPORTER, ``require``,
 ``check_model``, ``min_side``, ``sizes``, ``versions``, ``build``, ``save``, ``load``.
 """
-from typing import BinaryIO, Callable, Dict, List, Sequence, Tuple
+
+from collections.abc import Sequence
+from typing import BinaryIO, Callable
 
 import torch
 from detectron2.config import CfgNode
 
 from ..errors import ConfigError
-from .graph import (ExportableStudent, check_exportable, dynamic_image_shapes, exporting,
-                    min_image_side)
+from .graph import (
+    ExportableStudent,
+    check_exportable,
+    dynamic_image_shapes,
+    exporting,
+    min_image_side,
+)
 from .student import DEPLOY_FILE_NAMES
 
-__all__ = ["FILE_NAME", "WHAT", "EXPORTER", "require", "check_model", "min_side", "sizes",
-           "versions", "build", "save", "load"]
+__all__ = [
+    "FILE_NAME",
+    "WHAT",
+    "EXPORTER",
+    "require",
+    "check_model",
+    "min_side",
+    "sizes",
+    "versions",
+    "build",
+    "save",
+    "load",
+]
 
 FILE_NAME = DEPLOY_FILE_NAMES["pt2"]
 WHAT = "torch.export.load(model.pt2).module()"
@@ -32,8 +50,10 @@ EXPORTER = "torch.export.export(strict=False) of nd_det.export.graph.ExportableS
 def require(device: str) -> None:
     """Refuse what this format cannot do, before any work."""
     if device != "cpu":
-        raise ConfigError(f"--device {device}: .pt2 and .onnx files are exported and checked on "
-                          "the CPU (load them on another device afterwards); leave --device out")
+        raise ConfigError(
+            f"--device {device}: .pt2 and .onnx files are exported and checked on "
+            "the CPU (load them on another device afterwards); leave --device out"
+        )
 
 
 def check_model(cfg: CfgNode, model: torch.nn.Module) -> None:
@@ -48,16 +68,21 @@ def sizes(model: torch.nn.Module) -> str:
     return f"dynamic: any height and width of at least {min_image_side(model)} pixels"
 
 
-def versions() -> Dict[str, str]:
+def versions() -> dict[str, str]:
     return {}
 
 
-def build(model: torch.nn.Module, image: torch.Tensor
-          ) -> Tuple[torch.export.ExportedProgram, Dict[str, object], List[str]]:
+def build(
+    model: torch.nn.Module, image: torch.Tensor
+) -> tuple[torch.export.ExportedProgram, dict[str, object], list[str]]:
     """(the ExportedProgram, what the record says about it, notes)."""
     with exporting():
-        program = torch.export.export(ExportableStudent(model).eval(), (image,), strict=False,
-                                      dynamic_shapes=dynamic_image_shapes(model))
+        program = torch.export.export(
+            ExportableStudent(model).eval(),
+            (image,),
+            strict=False,
+            dynamic_shapes=dynamic_image_shapes(model),
+        )
     return program, {}, []
 
 

@@ -11,11 +11,11 @@ nd-det provides (``build_torchvision_fpn_backbone``: MobileNetV2, MobileNetV3 or
 classifier under FPN): then the config keeps ``MODEL.TORCHVISION`` and the loading process must
 ``import nd_det`` and call ``nd_det.config.add_backbone_config(cfg)`` first.
 """
+
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from typing import Dict, List
 
 import torch
 from detectron2.config import CfgNode, get_cfg
@@ -24,8 +24,12 @@ from detectron2.modeling import build_model
 from ..config import add_backbone_config
 from ..errors import ConfigError, FileError
 from ..modeling.distill_terms import terms_with_modules
-from ..modeling.student_checkpoint import (BACKBONE_CONFIG_NODES, load_student_checkpoint,
-                                           plain_student_cfg, uses_nd_det_backbone)
+from ..modeling.student_checkpoint import (
+    BACKBONE_CONFIG_NODES,
+    load_student_checkpoint,
+    plain_student_cfg,
+    uses_nd_det_backbone,
+)
 from ..modeling.weights import is_url, local_weights_file
 from ..utils.atomic_file import atomic_torch_save, atomic_write_text, current_umask
 from ..utils.paths import check_writable, write_failed
@@ -45,8 +49,9 @@ EXPORT_CONFIG_NAME = "config.yaml"
 EXPORT_WEIGHTS_NAME = "model_final.pth"
 DEPLOY_FILE_NAMES = {"pt2": "model.pt2", "onnx": "model.onnx", "torchscript": "model.ts"}
 DEPLOY_RECORD_SUFFIX = ".json"
-_EXPORT_EXTRAS = tuple(name + suffix for name in DEPLOY_FILE_NAMES.values()
-                       for suffix in ("", DEPLOY_RECORD_SUFFIX))
+_EXPORT_EXTRAS = tuple(
+    name + suffix for name in DEPLOY_FILE_NAMES.values() for suffix in ("", DEPLOY_RECORD_SUFFIX)
+)
 
 
 def _with_model_keys(cfg: CfgNode, **keys) -> CfgNode:
@@ -58,7 +63,7 @@ def _with_model_keys(cfg: CfgNode, **keys) -> CfgNode:
     return changed
 
 
-def _backbone_note(student: CfgNode) -> List[str]:
+def _backbone_note(student: CfgNode) -> list[str]:
     if not uses_nd_det_backbone(student):
         return []
     return [
@@ -79,18 +84,19 @@ def _local_checkpoint(weights: str) -> str:
     if not is_url(weights) and not os.path.isfile(weights):
         raise ConfigError(
             f"--weights {weights}: file not found; give the training checkpoint "
-            "(e.g. <OUTPUT_DIR>/model_final.pth) or a detectron2:// / https:// URL")
+            "(e.g. <OUTPUT_DIR>/model_final.pth) or a detectron2:// / https:// URL"
+        )
     try:
         return local_weights_file("--weights", weights)
     except FileError as e:
         raise ConfigError(str(e)) from None
 
 
-def _config_text(cfg: CfgNode, notes_for_yaml: List[str]) -> str:
+def _config_text(cfg: CfgNode, notes_for_yaml: list[str]) -> str:
     header = [
         "Student exported by nd-det (tools/export_student.py): a plain detectron2 config.",
         "MODEL.WEIGHTS is relative to this file's folder: before building, set it to",
-        f"os.path.join(<this folder>, \"{EXPORT_WEIGHTS_NAME}\") (or pass MODEL.WEIGHTS",
+        f'os.path.join(<this folder>, "{EXPORT_WEIGHTS_NAME}") (or pass MODEL.WEIGHTS',
         f"<this folder>/{EXPORT_WEIGHTS_NAME} on a detectron2 command line).",
     ] + notes_for_yaml
     return "".join(f"# {line}\n" for line in header) + cfg.dump()
@@ -99,8 +105,9 @@ def _config_text(cfg: CfgNode, notes_for_yaml: List[str]) -> str:
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
     """Refuse an output folder the export must not write into (before any work)."""
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ConfigError(f"--output {output_dir} exists and is not a folder; "
-                                 "give a new folder name")
+        raise ConfigError(
+            f"--output {output_dir} exists and is not a folder; give a new folder name"
+        )
     check_writable(output_dir, "--output", folder=True)
     if not os.path.isdir(output_dir) or not os.listdir(output_dir):
         return
@@ -109,8 +116,9 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
             f"--output {output_dir} is not empty; choose a new folder, or pass --overwrite to "
             "replace the export in it"
         )
-    others = sorted(set(os.listdir(output_dir)) - {EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME,
-                                                   *_EXPORT_EXTRAS})
+    others = sorted(
+        set(os.listdir(output_dir)) - {EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME, *_EXPORT_EXTRAS}
+    )
     if others:
         raise ConfigError(
             f"--output {output_dir} holds files that are not an export ({short_list(others, 4)}); "
@@ -148,8 +156,9 @@ def _move_into_place(staging: str, output_dir: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_export(output_dir: str, text: str, state: Dict[str, torch.Tensor],
-                  needs_nd_det: bool) -> None:
+def _write_export(
+    output_dir: str, text: str, state: dict[str, torch.Tensor], needs_nd_det: bool
+) -> None:
     """Write both files into a hidden folder next to ``output_dir``, check the yaml, then
     rename: ``output_dir`` is never seen half-written."""
     parent, base = os.path.split(output_dir)
@@ -175,9 +184,9 @@ class StudentExport:
     weights_file: str
     num_tensors: int
     needs_nd_det: bool
-    dropped_modules: List[str] = field(default_factory=list)  # e.g. distill_terms.* keys
-    dropped_entries: List[str] = field(default_factory=list)  # e.g. optimizer, iteration
-    notes: List[str] = field(default_factory=list)
+    dropped_modules: list[str] = field(default_factory=list)  # e.g. distill_terms.* keys
+    dropped_entries: list[str] = field(default_factory=list)  # e.g. optimizer, iteration
+    notes: list[str] = field(default_factory=list)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -187,28 +196,37 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def _check_distilled(cfg: CfgNode, weights: str, local: str, dropped_modules: List[str]) -> None:
+def _check_distilled(cfg: CfgNode, weights: str, local: str, dropped_modules: list[str]) -> None:
     """Refuse weights that are not those of this distillation run: the teacher's own
     checkpoint, or a checkpoint without the modules this config's terms train."""
     if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN" or not cfg.MODEL.DISTILL.LOSSES:
         return
-    hint = ("give the checkpoint the distillation run wrote (<OUTPUT_DIR>/model_final.pth), or "
-            "pass --allow-non-distilled-weights if you mean to export these weights")
+    hint = (
+        "give the checkpoint the distillation run wrote (<OUTPUT_DIR>/model_final.pth), or "
+        "pass --allow-non-distilled-weights if you mean to export these weights"
+    )
     teacher = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
     if teacher and (weights == teacher or (not is_url(teacher) and _same_file(local, teacher))):
         raise ConfigError(
             f"--weights {weights} is the teacher's checkpoint (MODEL.DISTILL.TEACHER_WEIGHTS), "
-            f"not a distilled student: {hint}")
+            f"not a distilled student: {hint}"
+        )
     expected = terms_with_modules(cfg.MODEL.DISTILL.LOSSES)
     if expected and not dropped_modules:
         raise ConfigError(
             f"--weights {weights} holds no distillation-module tensors (distill_terms.*), but a "
             f"run of this config ({'+'.join(cfg.MODEL.DISTILL.LOSSES)}) trains them for "
-            f"{expected}: it is not a checkpoint of this distillation run; {hint}")
+            f"{expected}: it is not a checkpoint of this distillation run; {hint}"
+        )
 
 
-def export_student(cfg: CfgNode, weights: str, output_dir: str, overwrite: bool = False,
-                   allow_non_distilled: bool = False) -> StudentExport:
+def export_student(
+    cfg: CfgNode,
+    weights: str,
+    output_dir: str,
+    overwrite: bool = False,
+    allow_non_distilled: bool = False,
+) -> StudentExport:
     """Write ``config.yaml`` + ``model_final.pth`` of the student of the distillation config
     ``cfg``, with the weights of the training checkpoint ``weights`` (path or URL), into
     ``output_dir``.  Raises ConfigError (nothing written) on any bad input, including
@@ -221,8 +239,9 @@ def export_student(cfg: CfgNode, weights: str, output_dir: str, overwrite: bool 
     needs_nd_det = bool(notes)
     model = build_model(_with_model_keys(student_cfg, DEVICE="cpu"))  # the export needs no GPU
     # every key must match in name and shape; what else the checkpoint held is reported
-    checkpointer = load_student_checkpoint(model, weights, "--weights", _WEIGHTS_HINT,
-                                           error=ConfigError)
+    checkpointer = load_student_checkpoint(
+        model, weights, "--weights", _WEIGHTS_HINT, error=ConfigError
+    )
     if not allow_non_distilled:
         _check_distilled(cfg, weights, local, checkpointer.training_only_keys)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -231,8 +250,12 @@ def export_student(cfg: CfgNode, weights: str, output_dir: str, overwrite: bool 
     try:
         _write_export(output_dir, _config_text(export_cfg, notes), state, needs_nd_det)
     except OSError as e:
-        raise write_failed("--output", output_dir, e, "the folder was left as it was: free "
-                           "space or fix its permissions, then export again") from None
+        raise write_failed(
+            "--output",
+            output_dir,
+            e,
+            "the folder was left as it was: free space or fix its permissions, then export again",
+        ) from None
     return StudentExport(
         output_dir=output_dir,
         config_file=os.path.join(output_dir, EXPORT_CONFIG_NAME),
@@ -240,7 +263,10 @@ def export_student(cfg: CfgNode, weights: str, output_dir: str, overwrite: bool 
         num_tensors=len(state),
         needs_nd_det=needs_nd_det,
         dropped_modules=checkpointer.training_only_keys,
-        dropped_entries=sorted(k for k in checkpointer.extra  # optimizer, iteration, ...
-                               if k not in ("model", "matching_heuristics", "__author__")),
+        dropped_entries=sorted(
+            k
+            for k in checkpointer.extra  # optimizer, iteration, ...
+            if k not in ("model", "matching_heuristics", "__author__")
+        ),
         notes=notes,
     )

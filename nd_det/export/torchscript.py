@@ -9,10 +9,12 @@ trace keeps the device it was made on (``--device``).
 
 Same names as the other format modules (see :mod:`.program`).
 """
+
 import contextlib
 import os
 import warnings
-from typing import BinaryIO, Callable, Dict, List, Sequence, Tuple
+from collections.abc import Sequence
+from typing import BinaryIO, Callable
 
 import torch
 from detectron2.config import CfgNode
@@ -21,8 +23,19 @@ from detectron2.export import TracingAdapter
 from .contract import student_detections
 from .student import DEPLOY_FILE_NAMES
 
-__all__ = ["FILE_NAME", "WHAT", "EXPORTER", "require", "check_model", "min_side", "sizes",
-           "versions", "build", "save", "load"]
+__all__ = [
+    "FILE_NAME",
+    "WHAT",
+    "EXPORTER",
+    "require",
+    "check_model",
+    "min_side",
+    "sizes",
+    "versions",
+    "build",
+    "save",
+    "load",
+]
 
 FILE_NAME = DEPLOY_FILE_NAMES["torchscript"]
 WHAT = "TorchScript"
@@ -45,12 +58,12 @@ def sizes(model: torch.nn.Module) -> str:
     return "traced on one size; other sizes run the same code (the check runs a second size)"
 
 
-def versions() -> Dict[str, str]:
+def versions() -> dict[str, str]:
     return {}
 
 
 @contextlib.contextmanager
-def _collect_tracer_warnings(sites: List[str]):
+def _collect_tracer_warnings(sites: list[str]):
     """Gather the tracer's warnings instead of printing them: detectron2's inference code turns
     tensors into Python values (box-size and shape checks), which a trace freezes, and says so
     a dozen times per trace; the parity check on two sizes is what tells whether the file is
@@ -61,23 +74,30 @@ def _collect_tracer_warnings(sites: List[str]):
     for warning in caught:
         if issubclass(warning.category, torch.jit.TracerWarning):
             parts = warning.filename.replace(os.sep, "/").split("/")
-            start = max((i for i, part in enumerate(parts) if part in ("detectron2", "torch",
-                                                                       "torchvision", "nd_det")),
-                        default=len(parts) - 1)
+            start = max(
+                (
+                    i
+                    for i, part in enumerate(parts)
+                    if part in ("detectron2", "torch", "torchvision", "nd_det")
+                ),
+                default=len(parts) - 1,
+            )
             site = f"{'/'.join(parts[start:])}:{warning.lineno}"
             if site not in sites:
                 sites.append(site)
         else:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                   warning.lineno)
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
 
 
-def build(model: torch.nn.Module, image: torch.Tensor
-          ) -> Tuple[torch.jit.ScriptModule, Dict[str, object], List[str]]:
+def build(
+    model: torch.nn.Module, image: torch.Tensor
+) -> tuple[torch.jit.ScriptModule, dict[str, object], list[str]]:
     """(the traced module, what the record says about it: the places the tracer warned at,
     notes)."""
     adapter = TracingAdapter(model, image, student_detections)
-    sites: List[str] = []
+    sites: list[str] = []
     with torch.no_grad(), _collect_tracer_warnings(sites):
         # check_trace re-runs with exact comparison; the parity check compares with tolerances
         traced = torch.jit.trace(adapter, (image,), check_trace=False)

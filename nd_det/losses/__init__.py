@@ -3,7 +3,14 @@
 Used by both the detection meta-architecture (``nd_det.modeling``) and the classification
 package (``nd_det.classification``).
 """
-from .class_means import (ClassMeanAccumulator, ClassMeans, load_class_means, metadata_mismatches, save_class_means)
+
+from .class_means import (
+    ClassMeanAccumulator,
+    ClassMeans,
+    load_class_means,
+    metadata_mismatches,
+    save_class_means,
+)
 from .dist import dist_loss
 from .dkd import dkd_loss
 from .group_batch_norm import GroupSyncBatchNorm2d
@@ -14,9 +21,17 @@ from .reviewkd import ABF, ReviewKDFusion, hcl_loss
 
 __all__ = [
     "nd_loss",
-    "kd_loss", "dkd_loss", "dist_loss",
-    "hcl_loss", "ABF", "ReviewKDFusion", "GroupSyncBatchNorm2d",
+    "kd_loss",
+    "dkd_loss",
+    "dist_loss",
+    "hcl_loss",
+    "ABF",
+    "ReviewKDFusion",
+    "GroupSyncBatchNorm2d",
     "EmbeddingProjection",
-    "ClassMeanAccumulator", "ClassMeans",
-    "load_class_means", "save_class_means", "metadata_mismatches",
+    "ClassMeanAccumulator",
+    "ClassMeans",
+    "load_class_means",
+    "save_class_means",
+    "metadata_mismatches",
 ]

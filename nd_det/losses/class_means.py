@@ -17,11 +17,13 @@ finalised, saved or loaded: a non-finite row, a row of zero or near-zero norm
 zero-filled and listed in ``metadata["zero_filled_classes"]`` (ND pulls no direction for them;
 loading the table warns, naming them).
 """
+
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -54,7 +56,7 @@ class ClassMeans:
 
     means: torch.Tensor
     counts: torch.Tensor
-    metadata: Dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -65,7 +67,7 @@ class ClassMeans:
         return int(self.means.shape[1])
 
     @property
-    def zero_filled_classes(self) -> List[int]:
+    def zero_filled_classes(self) -> list[int]:
         """The classes that had no sample: their rows are zeros (flagged at extraction)."""
         return [int(c) for c in self.metadata.get("zero_filled_classes", [])]
 
@@ -123,11 +125,15 @@ class ClassMeanAccumulator:
             dist.all_reduce(self.sums)
             dist.all_reduce(self.counts)
 
-    def empty_classes(self) -> List[int]:
+    def empty_classes(self) -> list[int]:
         return torch.nonzero(self.counts == 0).flatten().tolist()
 
-    def finalize(self, metadata: Optional[Dict] = None, allow_empty: bool = False,
-                 class_names: Optional[Sequence[str]] = None) -> ClassMeans:
+    def finalize(
+        self,
+        metadata: Optional[dict] = None,
+        allow_empty: bool = False,
+        class_names: Optional[Sequence[str]] = None,
+    ) -> ClassMeans:
         """The table of means.  A class without samples, or whose mean has (almost) zero norm
         (:func:`directionless_rows`), is an error naming it unless ``allow_empty``: then its
         row is zero (ND then pulls no direction for it: the loss term is a constant 1) and it is
@@ -136,7 +142,8 @@ class ClassMeanAccumulator:
         metadata = dict(metadata or {})
         if empty and not allow_empty:
             raise DataError(
-                "no samples for class(es) " + ", ".join(class_labels(empty, class_names))
+                "no samples for class(es) "
+                + ", ".join(class_labels(empty, class_names))
                 + ": every class needs at least one sample for its mean. Use more images, or "
                 "allow empty classes (their rows are zero-filled and flagged in the metadata)."
             )
@@ -144,18 +151,21 @@ class ClassMeanAccumulator:
         weak = [c for c in directionless_rows(means) if c not in empty]
         if weak and not allow_empty:
             raise DataError(
-                "the mean of class(es) " + ", ".join(class_labels(weak, class_names))
+                "the mean of class(es) "
+                + ", ".join(class_labels(weak, class_names))
                 + " has (almost) zero norm although they have samples ("
-                + ", ".join(str(int(self.counts[c])) for c in weak) + "): the teacher's "
+                + ", ".join(str(int(self.counts[c])) for c in weak)
+                + "): the teacher's "
                 "embeddings of them are (nearly) all zero, and ND, which normalises each mean, "
                 "can take no direction from it. Check the teacher and its weights, or allow "
-                "empty classes (their rows are zero-filled and flagged in the metadata).")
+                "empty classes (their rows are zero-filled and flagged in the metadata)."
+            )
         means[weak] = 0.0
         metadata["zero_filled_classes"] = sorted(empty + weak)
         return ClassMeans(means.cpu(), self.counts.cpu().clone(), metadata)
 
 
-def directionless_rows(means: torch.Tensor) -> List[int]:
+def directionless_rows(means: torch.Tensor) -> list[int]:
     """The finite rows of ``means`` whose norm is at most ``ND_NORM_FLOOR`` or at most
     ``RELATIVE_MIN_NORM`` times the median norm of the finite rows."""
     norms = means.detach().double().norm(dim=1)
@@ -165,7 +175,7 @@ def directionless_rows(means: torch.Tensor) -> List[int]:
     return torch.nonzero(finite & (norms <= limit)).flatten().tolist()
 
 
-def class_labels(indices: Sequence[int], names: Optional[Sequence[str]]) -> List[str]:
+def class_labels(indices: Sequence[int], names: Optional[Sequence[str]]) -> list[str]:
     """``"3 (dog)"`` for each class index, or ``"3"`` where ``names`` has no name for it."""
     return [f"{i} ({names[i]})" if names and i < len(names) else str(i) for i in indices]
 
@@ -183,8 +193,9 @@ def save_class_means(path: str, table: ClassMeans) -> None:
     atomic_torch_save(payload, path)
 
 
-def load_class_means(path: str, num_classes: Optional[int] = None,
-                     dim: Optional[int] = None) -> ClassMeans:
+def load_class_means(
+    path: str, num_classes: Optional[int] = None, dim: Optional[int] = None
+) -> ClassMeans:
     """Read and validate a class-means file.
 
     Raises :class:`DataError` naming the file and the problem when it is missing, not a
@@ -228,10 +239,13 @@ def load_class_means(path: str, num_classes: Optional[int] = None,
     _validate(table, source=path, num_classes=num_classes, dim=dim)
     if table.zero_filled_classes:
         names = table.metadata.get("class_names") or None
-        logger.warning("%s: ND pulls no direction for class(es) %s: their rows were zero-filled "
-                       "at extraction (--allow-empty-classes); re-extract with more images to "
-                       "give them a mean", path,
-                       short_list(class_labels(table.zero_filled_classes, names), 10))
+        logger.warning(
+            "%s: ND pulls no direction for class(es) %s: their rows were zero-filled "
+            "at extraction (--allow-empty-classes); re-extract with more images to "
+            "give them a mean",
+            path,
+            short_list(class_labels(table.zero_filled_classes, names), 10),
+        )
     return table
 
 
@@ -248,8 +262,9 @@ def _looks_like_json(path: str) -> bool:
     return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[")
 
 
-def _validate(table: ClassMeans, source: str, num_classes: Optional[int] = None,
-              dim: Optional[int] = None) -> None:
+def _validate(
+    table: ClassMeans, source: str, num_classes: Optional[int] = None, dim: Optional[int] = None
+) -> None:
     means, counts = table.means, table.counts
     if not isinstance(means, torch.Tensor) or means.dim() != 2:
         raise DataError(f"{source}: the means must be a 2-D (C, D) tensor")
@@ -295,13 +310,14 @@ def _validate(table: ClassMeans, source: str, num_classes: Optional[int] = None,
         )
 
 
-def metadata_mismatches(table: ClassMeans, expected: Dict) -> List[str]:
+def metadata_mismatches(table: ClassMeans, expected: dict) -> list[str]:
     """Human-readable differences between ``table.metadata`` and ``expected`` (only the keys
     present in ``expected`` are compared; a key absent from the file counts as a difference)."""
     out = []
     for key, want in expected.items():
         got = table.metadata.get(key)
-        if got != want and not (isinstance(got, float) and isinstance(want, float)
-                                and math.isclose(got, want)):
+        if got != want and not (
+            isinstance(got, float) and isinstance(want, float) and math.isclose(got, want)
+        ):
             out.append(f"{key}: file has {got!r}, expected {want!r}")
     return out

@@ -1,4 +1,5 @@
 """DIST (Huang et al., 2022): inter- and intra-class relations via Pearson correlation."""
+
 import torch
 
 from .kd import check_logit_pair

@@ -1,4 +1,5 @@
 """Decoupled knowledge distillation (Zhao et al., 2022): target + non-target class KD."""
+
 import torch
 import torch.nn.functional as F
 

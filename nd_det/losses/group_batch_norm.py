@@ -9,6 +9,7 @@ Written here because torch's ``SyncBatchNorm`` runs on GPUs only (its statistics
 CPU tensors, so gloo runs cannot use it) and detectron2's ``NaiveSyncBatchNorm`` always
 synchronises the whole world, not a group; this module imports torch only (the loss core).
 """
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -28,15 +29,18 @@ class GroupSyncBatchNorm2d(nn.BatchNorm2d):
         self.group = group
 
     def _synchronised(self) -> bool:
-        return (self.group is not None and dist.is_available() and dist.is_initialized()
-                and dist.get_world_size(self.group) > 1)
+        return (
+            self.group is not None
+            and dist.is_available()
+            and dist.is_initialized()
+            and dist.get_world_size(self.group) > 1
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._synchronised():
             return super().forward(x)
         x = x.float()
-        count = torch.tensor([x.shape[0] * x.shape[2] * x.shape[3]], dtype=x.dtype,
-                             device=x.device)
+        count = torch.tensor([x.shape[0] * x.shape[2] * x.shape[3]], dtype=x.dtype, device=x.device)
         totals = all_reduce(torch.cat([x.sum(dim=(0, 2, 3)), count]), group=self.group)
         n = totals[-1]
         mean = totals[:-1] / n

@@ -1,4 +1,5 @@
 """Classic logit distillation (Hinton et al., 2015)."""
+
 import torch
 import torch.nn.functional as F
 

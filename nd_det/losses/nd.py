@@ -9,6 +9,7 @@ When ||s|| >= ||t|| this is 1 - cos(s, c_y); otherwise it also pushes the studen
 towards the teacher's.  The value is 0 at best.  Nothing is detached: the gradient flows into the
 student only because the teacher embedding and the class means carry no graph.
 """
+
 import torch
 
 from .precision import at_least_float32
@@ -77,4 +78,3 @@ def _check_inputs(student, teacher, labels, means):
             f"nd_loss: class_means must be (C, {student.shape[1]}) to match the embedding size; "
             f"got {tuple(means.shape)}"
         )
-

@@ -4,6 +4,7 @@ Losses run in float32 whatever the input (float16/bfloat16 activations from auto
 so no loss is computed in half precision), but float64 inputs stay float64: double-precision
 callers (``torch.autograd.gradcheck``, golden-value tests) get double-precision results.
 """
+
 import torch
 
 __all__ = ["at_least_float32"]

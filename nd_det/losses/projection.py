@@ -1,4 +1,5 @@
 """Projection of student embeddings to the teacher's size, used only for the ND input."""
+
 from torch import nn
 
 __all__ = ["EmbeddingProjection"]

@@ -5,7 +5,9 @@ reduced by a 1x1 conv, fused with the (upsampled) output of the level below it t
 2-channel attention map, and mapped to the teacher's channel count by a 3x3 conv.  HCL compares
 each fused level with the teacher's feature at several pooled resolutions.
 """
-from typing import List, Optional, Sequence, Tuple
+
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +43,15 @@ class ABF(nn.Module):
     next shallower level.
     """
 
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, fuse: bool,
-                 norm: str = "bn", bn_group=None):
+    def __init__(
+        self,
+        in_channels: int,
+        mid_channels: int,
+        out_channels: int,
+        fuse: bool,
+        norm: str = "bn",
+        bn_group=None,
+    ):
         super().__init__()
         self.reduce = nn.Sequential(
             nn.Conv2d(in_channels, mid_channels, kernel_size=1, bias=False),
@@ -60,8 +69,12 @@ class ABF(nn.Module):
         for module in (self.reduce[0], self.output[0]):
             nn.init.kaiming_uniform_(module.weight, a=1)
 
-    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
-                out_size: Optional[Tuple[int, int]] = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        residual: Optional[torch.Tensor] = None,
+        out_size: Optional[tuple[int, int]] = None,
+    ):
         x = self.reduce(x)
         if self.attention is not None:
             if residual is None:
@@ -91,8 +104,14 @@ class ReviewKDFusion(nn.Module):
     the student's.
     """
 
-    def __init__(self, in_channels: Sequence[int], out_channels: Sequence[int],
-                 mid_channels: int, norm: str = "bn", bn_group=None):
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        out_channels: Sequence[int],
+        mid_channels: int,
+        norm: str = "bn",
+        bn_group=None,
+    ):
         super().__init__()
         if len(in_channels) != len(out_channels) or not in_channels:
             raise ValueError(
@@ -105,11 +124,12 @@ class ReviewKDFusion(nn.Module):
             for i, (c_in, c_out) in enumerate(zip(in_channels, out_channels))
         )
 
-    def forward(self, feats: Sequence[torch.Tensor],
-                out_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[torch.Tensor]:
+    def forward(
+        self, feats: Sequence[torch.Tensor], out_sizes: Optional[Sequence[tuple[int, int]]] = None
+    ) -> list[torch.Tensor]:
         if len(feats) != len(self.abfs):
             raise ValueError(f"ReviewKDFusion expects {len(self.abfs)} levels, got {len(feats)}")
-        outs: List[torch.Tensor] = [None] * len(feats)  # type: ignore[list-item]
+        outs: list[torch.Tensor] = [None] * len(feats)  # type: ignore[list-item]
         residual = None
         for i in reversed(range(len(feats))):
             size = None if out_sizes is None else out_sizes[i]
@@ -138,8 +158,9 @@ def _hcl_level(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
     return loss / total
 
 
-def hcl_loss(student_feats: Sequence[torch.Tensor],
-             teacher_feats: Sequence[torch.Tensor]) -> torch.Tensor:
+def hcl_loss(
+    student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tensor]
+) -> torch.Tensor:
     """Hierarchical context loss summed over levels, in float32 (float64 inputs
     stay float64).
 

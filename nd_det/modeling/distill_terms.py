@@ -7,27 +7,42 @@ teacher's RoI head only runs when some term uses it.  No per-method if/elif anyw
 term: subclass :class:`DistillTerm`, set ``name``, decorate with
 ``@register_distill_term``.
 """
+
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Optional
 
 import torch
 from detectron2.config import CfgNode
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from ..losses import (EmbeddingProjection, dkd_loss, hcl_loss, kd_loss, load_class_means,
-                      metadata_mismatches, nd_loss)
+from ..losses import (
+    EmbeddingProjection,
+    dkd_loss,
+    hcl_loss,
+    kd_loss,
+    load_class_means,
+    metadata_mismatches,
+    nd_loss,
+)
 from ..losses.reviewkd import ReviewKDFusion
 from ..utils.registry import Registry, register_as, registered_names
 from .bn_groups import abf_bn_group
 from .shapes import ModelShapes, shapes_of
 from .teacher import FrozenTeacher
 
-__all__ = ["DistillInputs", "DistillTerm", "DISTILL_TERM_REGISTRY", "register_distill_term",
-           "available_distill_terms",
-           "check_distill_loss_names", "check_distill_terms", "terms_with_modules",
-           "build_distill_terms"]
+__all__ = [
+    "DistillInputs",
+    "DistillTerm",
+    "DISTILL_TERM_REGISTRY",
+    "register_distill_term",
+    "available_distill_terms",
+    "check_distill_loss_names",
+    "check_distill_terms",
+    "terms_with_modules",
+    "build_distill_terms",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +54,8 @@ class DistillInputs:
     labels: torch.Tensor  # (R,) int64 RoI labels of the sampled proposals; background = K
     student_embeddings: torch.Tensor  # (R, D) student box-head output
     student_logits: torch.Tensor  # (R, K + 1) student RoI class logits
-    student_features: Dict[str, torch.Tensor]  # student FPN levels
-    teacher_features: Dict[str, torch.Tensor]  # teacher FPN levels (no graph)
+    student_features: dict[str, torch.Tensor]  # student FPN levels
+    teacher_features: dict[str, torch.Tensor]  # teacher FPN levels (no graph)
     teacher_embeddings: Optional[torch.Tensor] = None  # (R, D) teacher box head, same boxes
     teacher_logits: Optional[torch.Tensor] = None  # (R, K + 1)
 
@@ -68,10 +83,13 @@ class DistillTerm(nn.Module):
         if not node.WEIGHT > 0:
             raise ConfigError(
                 f"{key}.WEIGHT {node.WEIGHT}: '{cls.name}' is in MODEL.DISTILL.LOSSES, so give it "
-                f"a positive weight, or remove it from LOSSES")
+                f"a positive weight, or remove it from LOSSES"
+            )
         if "TEMPERATURE" in node and not node.TEMPERATURE > 0:
-            raise ConfigError(f"{key}.TEMPERATURE {node.TEMPERATURE}: give a positive "
-                                     "softmax temperature (1.0 in the reference's detection runs)")
+            raise ConfigError(
+                f"{key}.TEMPERATURE {node.TEMPERATURE}: give a positive "
+                "softmax temperature (1.0 in the reference's detection runs)"
+            )
 
     def forward(self, inputs: DistillInputs) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -87,7 +105,7 @@ def register_distill_term(cls):
     return cls
 
 
-def available_distill_terms() -> List[str]:
+def available_distill_terms() -> list[str]:
     """The names ``MODEL.DISTILL.LOSSES`` may hold."""
     return registered_names(DISTILL_TERM_REGISTRY)
 
@@ -108,7 +126,8 @@ class NDTerm(DistillTerm):
             if shapes.embedding_dim is None:
                 raise ConfigError(
                     f"ND needs a {who} box head that outputs flat RoI embeddings: set its "
-                    "MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead with NUM_FC >= 1")
+                    "MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead with NUM_FC >= 1"
+                )
         if student.embedding_dim != teacher.embedding_dim and not cfg.MODEL.DISTILL.ND.PROJECTOR:
             raise ConfigError(
                 f"ND needs student and teacher RoI embeddings of one size: student box head "
@@ -123,8 +142,11 @@ class NDTerm(DistillTerm):
         """MODEL.DISTILL.CLASS_MEANS, read and checked (NUM_CLASSES + 1 rows of ``dim``
         values); a bad file is one DataError naming the key."""
         try:
-            return load_class_means(cfg.MODEL.DISTILL.CLASS_MEANS,
-                                    num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1, dim=dim)
+            return load_class_means(
+                cfg.MODEL.DISTILL.CLASS_MEANS,
+                num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1,
+                dim=dim,
+            )
         except DataError as e:
             raise DataError(f"MODEL.DISTILL.CLASS_MEANS: {e}") from None
 
@@ -143,14 +165,20 @@ class NDTerm(DistillTerm):
         for line in metadata_mismatches(table, teacher.identity):
             logger.warning(
                 "MODEL.DISTILL.CLASS_MEANS=%s may come from another teacher (%s). Class means "
-                "differ strongly between teachers: re-extract them for this one.", path, line
+                "differ strongly between teachers: re-extract them for this one.",
+                path,
+                line,
             )
         # rebuilt from the file at every start, never checkpointed
         self.register_buffer("class_means", table.means, persistent=False)
 
     def forward(self, inputs: DistillInputs) -> torch.Tensor:
-        args = (self.projection(inputs.student_embeddings), inputs.teacher_embeddings,
-                inputs.labels, self.class_means)
+        args = (
+            self.projection(inputs.student_embeddings),
+            inputs.teacher_embeddings,
+            inputs.labels,
+            self.class_means,
+        )
         if self.include_background:
             return nd_loss(*args, weight=self.weight)
         rows = nd_loss(*args, reduction="none")
@@ -190,8 +218,12 @@ class DKDTerm(DistillTerm):
 
     def forward(self, inputs: DistillInputs) -> torch.Tensor:
         return self.weight * dkd_loss(
-            inputs.student_logits, inputs.teacher_logits, inputs.labels,
-            alpha=self.alpha, beta=self.beta, temperature=self.temperature,
+            inputs.student_logits,
+            inputs.teacher_logits,
+            inputs.labels,
+            alpha=self.alpha,
+            beta=self.beta,
+            temperature=self.temperature,
         )
 
 
@@ -208,8 +240,10 @@ class ReviewKDTerm(DistillTerm):
         c = cfg.MODEL.DISTILL.REVIEWKD
         in_features = list(c.IN_FEATURES)
         if not in_features:
-            raise ConfigError("MODEL.DISTILL.REVIEWKD.IN_FEATURES is empty: name the FPN "
-                                     "levels to compare, e.g. ['p2', 'p3', 'p4', 'p5', 'p6']")
+            raise ConfigError(
+                "MODEL.DISTILL.REVIEWKD.IN_FEATURES is empty: name the FPN "
+                "levels to compare, e.g. ['p2', 'p3', 'p4', 'p5', 'p6']"
+            )
         for who, shapes in (("student", student), ("teacher", teacher)):
             missing = [f for f in in_features if f not in shapes.levels]
             if missing:
@@ -218,11 +252,14 @@ class ReviewKDTerm(DistillTerm):
                     f"no level(s) {missing} (it has {sorted(shapes.levels)})."
                 )
         if c.NORM not in ("bn", "gn", "none"):
-            raise ConfigError(f"MODEL.DISTILL.REVIEWKD.NORM={c.NORM!r}: use 'bn' (the "
-                                     "reference), 'gn' or 'none'")
+            raise ConfigError(
+                f"MODEL.DISTILL.REVIEWKD.NORM={c.NORM!r}: use 'bn' (the reference), 'gn' or 'none'"
+            )
         if int(c.MID_CHANNELS) < 1:
-            raise ConfigError(f"MODEL.DISTILL.REVIEWKD.MID_CHANNELS={c.MID_CHANNELS}: "
-                                     "give a positive width (256 as the reference)")
+            raise ConfigError(
+                f"MODEL.DISTILL.REVIEWKD.MID_CHANNELS={c.MID_CHANNELS}: "
+                "give a positive width (256 as the reference)"
+            )
 
     def __init__(self, cfg: CfgNode, student: nn.Module, teacher: FrozenTeacher):
         super().__init__()
@@ -230,8 +267,11 @@ class ReviewKDTerm(DistillTerm):
         self.weight = float(c.WEIGHT)
         self.in_features = list(c.IN_FEATURES)
         s_shapes, t_shapes = shapes_of(student.backbone, student.roi_heads), teacher.shapes
-        bn_group = (abf_bn_group(int(c.BN_IMAGES), int(cfg.SOLVER.IMS_PER_BATCH))
-                    if c.NORM == "bn" else None)
+        bn_group = (
+            abf_bn_group(int(c.BN_IMAGES), int(cfg.SOLVER.IMS_PER_BATCH))
+            if c.NORM == "bn"
+            else None
+        )
         self.fusion = ReviewKDFusion(
             [s_shapes.levels[f].channels for f in self.in_features],
             [t_shapes.levels[f].channels for f in self.in_features],
@@ -249,7 +289,7 @@ class ReviewKDTerm(DistillTerm):
         return self.weight * hcl_loss(fused, teacher)
 
 
-def check_distill_loss_names(names) -> List[str]:
+def check_distill_loss_names(names) -> list[str]:
     """``MODEL.DISTILL.LOSSES`` as a list, checked: known names, none twice."""
     names = list(names)
     unknown = [n for n in names if n not in DISTILL_TERM_REGISTRY]
@@ -263,10 +303,13 @@ def check_distill_loss_names(names) -> List[str]:
     return names
 
 
-def terms_with_modules(names) -> List[str]:
+def terms_with_modules(names) -> list[str]:
     """The names among ``names`` whose terms own trainable modules."""
-    return [n for n in names
-            if n in DISTILL_TERM_REGISTRY and DISTILL_TERM_REGISTRY.get(n).trains_modules]
+    return [
+        n
+        for n in names
+        if n in DISTILL_TERM_REGISTRY and DISTILL_TERM_REGISTRY.get(n).trains_modules
+    ]
 
 
 def check_distill_terms(cfg: CfgNode, student: ModelShapes, teacher: ModelShapes) -> None:

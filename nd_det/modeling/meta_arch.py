@@ -13,9 +13,10 @@ The teacher is held outside the module tree: it is not in ``state_dict()``, ``pa
 (hence not in the optimizer or DDP) or training checkpoints, yet it follows ``.to(device)``.
 In eval mode DistillRCNN is exactly its student: ``GeneralizedRCNN.inference``.
 """
+
 import logging
 from types import SimpleNamespace
-from typing import Dict, List, Optional
+from typing import Optional
 
 import torch
 from detectron2.config import configurable
@@ -52,8 +53,7 @@ class DistillRCNN(GeneralizedRCNN):
     """Faster/Mask R-CNN student + frozen teacher + distillation terms."""
 
     @configurable
-    def __init__(self, *, teacher: Optional[FrozenTeacher], distill_terms: nn.ModuleList,
-                 **kwargs):
+    def __init__(self, *, teacher: Optional[FrozenTeacher], distill_terms: nn.ModuleList, **kwargs):
         """
         Args:
             teacher: the frozen teacher, or None when no term is configured.
@@ -103,7 +103,7 @@ class DistillRCNN(GeneralizedRCNN):
         return self
 
     # ---------------------------------------------------------------- training step
-    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
+    def forward(self, batched_inputs: list[dict[str, torch.Tensor]]):
         if not self.training:
             return self.inference(batched_inputs)
         if "instances" not in batched_inputs[0]:
@@ -141,7 +141,7 @@ class DistillRCNN(GeneralizedRCNN):
             return images, None
         return images, self.teacher.preprocess(raw)
 
-    def student_box_branch(self, features, sampled: List[Instances]):
+    def student_box_branch(self, features, sampled: list[Instances]):
         """The student's box branch on the sampled RoIs, run once: embeddings, class logits and
         the detector's box losses (what StandardROIHeads._forward_box computes in training)."""
         heads = self.roi_heads
@@ -152,11 +152,13 @@ class DistillRCNN(GeneralizedRCNN):
         predictions = heads.box_predictor(embeddings)
         return embeddings, predictions[0], heads.box_predictor.losses(predictions, sampled)
 
-    def distill_inputs(self, features, embeddings, logits, teacher_images: ImageList,
-                       sampled: List[Instances]) -> DistillInputs:
+    def distill_inputs(
+        self, features, embeddings, logits, teacher_images: ImageList, sampled: list[Instances]
+    ) -> DistillInputs:
         """The student's outputs of this step plus the teacher's on the same images and RoIs."""
         teacher = self.teacher.outputs(
-            teacher_images, [p.proposal_boxes for p in sampled], self.teacher_needs)
+            teacher_images, [p.proposal_boxes for p in sampled], self.teacher_needs
+        )
         return DistillInputs(
             labels=torch.cat([p.gt_classes for p in sampled]),
             student_embeddings=embeddings,

@@ -2,8 +2,9 @@
 levels and the width of its RoI embedding.  Read from built modules, or from a config by
 building the backbone and ROI heads on PyTorch's "meta" device (no memory, no weights, a few
 milliseconds), so a mismatch is found before anything real is built."""
+
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
 from detectron2.config import CfgNode
@@ -19,7 +20,7 @@ __all__ = ["ModelShapes", "shapes_of", "shapes_from_config", "state_shapes_from_
 
 @dataclass
 class ModelShapes:
-    levels: Dict[str, ShapeSpec]  # backbone output name -> channels / stride
+    levels: dict[str, ShapeSpec]  # backbone output name -> channels / stride
     embedding_dim: Optional[int]  # RoI box-head output width; None if it is not flat
 
 
@@ -39,12 +40,14 @@ def shapes_from_config(cfg: CfgNode, what: str) -> ModelShapes:
             backbone = build_backbone(cfg)
             roi_heads = build_roi_heads(cfg, backbone.output_shape())
     except Exception as e:  # noqa: BLE001 - builders reject bad configs with many error types
-        raise ConfigError(f"{what} cannot be built from its config ({first_line(e)}): check its "
-                          "MODEL.BACKBONE / MODEL.RESNETS / MODEL.FPN / MODEL.ROI_* keys") from None
+        raise ConfigError(
+            f"{what} cannot be built from its config ({first_line(e)}): check its "
+            "MODEL.BACKBONE / MODEL.RESNETS / MODEL.FPN / MODEL.ROI_* keys"
+        ) from None
     return shapes_of(backbone, roi_heads)
 
 
-def state_shapes_from_config(cfg: CfgNode, what: str) -> Dict[str, tuple]:
+def state_shapes_from_config(cfg: CfgNode, what: str) -> dict[str, tuple]:
     """``{state-dict key: shape}`` of the whole detector ``cfg`` describes (a plain one, e.g. a
     GeneralizedRCNN), built on the meta device: what a weights file must hold."""
     try:

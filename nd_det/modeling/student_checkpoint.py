@@ -5,9 +5,10 @@ A DistillRCNN checkpoint holds the student (keys identical to a GeneralizedRCNN'
 training-only modules of the distillation terms (``distill_terms.*``, e.g. ReviewKD's ABFs) and
 the trainer's state; it never holds the teacher.
 """
+
 import pickle
 import zipfile
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -58,7 +59,7 @@ def is_distill_module_key(key: str) -> bool:
     return without_ddp_prefix(key).startswith((DISTILL_STATE_PREFIX, "distill_losses."))
 
 
-def student_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def student_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The student's entries of a DistillRCNN state dict (also accepts a DDP ``module.`` one)."""
     return {without_ddp_prefix(k): v for k, v in state.items() if not is_distill_module_key(k)}
 
@@ -99,10 +100,16 @@ class StrictCheckpointer(DetectionCheckpointer):
         state_filter: applied to the file's ``model`` state before loading.
     """
 
-    def __init__(self, model, save_dir: str = "", *,
-                 unreadable: Optional[Callable[[str], Exception]] = None,
-                 allowed_unexpected: Callable[[str], bool] = lambda key: False,
-                 state_filter: Optional[Callable[[Dict], Dict]] = None, **checkpointables):
+    def __init__(
+        self,
+        model,
+        save_dir: str = "",
+        *,
+        unreadable: Optional[Callable[[str], Exception]] = None,
+        allowed_unexpected: Callable[[str], bool] = lambda key: False,
+        state_filter: Optional[Callable[[dict], dict]] = None,
+        **checkpointables,
+    ):
         super().__init__(model, save_dir, **checkpointables)
         self.unreadable = unreadable or (lambda why: ValueError(f"not a checkpoint: {why}"))
         self.allowed_unexpected = allowed_unexpected
@@ -132,22 +139,24 @@ class StrictCheckpointer(DetectionCheckpointer):
         self.mismatch = mismatch_text(
             [k for k in incompatible.missing_keys if k not in wrong_shape],
             [k for k in incompatible.unexpected_keys if not self.allowed_unexpected(k)],
-            incompatible.incorrect_shapes)
+            incompatible.incorrect_shapes,
+        )
         return incompatible
 
     def _log_incompatible_keys(self, incompatible) -> None:
         """Mismatches are the caller's to report (as one error), not warnings."""
 
 
-def read_model_state(path: str) -> Dict:
+def read_model_state(path: str) -> dict:
     """The ``model`` state of a checkpoint file as detectron2 reads it (.pkl: a pickle of numpy
     arrays; otherwise torch.load), without building any model."""
     if path.endswith(".pkl"):
         with open(path, "rb") as f:
             data = pickle.load(f, encoding="latin1")
     else:  # a zip-format file is memory-mapped: checking names and shapes reads no tensor data
-        data = torch.load(path, map_location="cpu", weights_only=True,
-                          mmap=zipfile.is_zipfile(path))
+        data = torch.load(
+            path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
+        )
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         return data["model"]
     if isinstance(data, dict) and data and all(hasattr(v, "shape") for v in data.values()):
@@ -160,21 +169,28 @@ def _optional_model_key(key: str) -> bool:
     return key.endswith(("pixel_mean", "pixel_std")) or "anchor_generator.cell_anchors" in key
 
 
-def model_state_mismatch(model_shapes: Dict[str, tuple], state: Dict,
-                         allowed_unexpected: Callable[[str], bool] = lambda key: False) -> str:
+def model_state_mismatch(
+    model_shapes: dict[str, tuple],
+    state: dict,
+    allowed_unexpected: Callable[[str], bool] = lambda key: False,
+) -> str:
     """The mismatch text (``nd_det.utils.checkpoint_files``) of a detectron2 checkpoint's
     ``state`` against a model's ``{key: shape}``: pixel_mean / pixel_std / cell anchors are
     never missing, ``allowed_unexpected`` keys may be extra."""
-    return state_mismatch(model_shapes, state,
-                          lambda k: _optional_model_key(k) or (k not in model_shapes
-                                                               and allowed_unexpected(k)))
+    return state_mismatch(
+        model_shapes,
+        state,
+        lambda k: _optional_model_key(k) or (k not in model_shapes and allowed_unexpected(k)),
+    )
 
 
 def student_mismatch_message(what: str, weights: str, problems: str) -> str:
     """The message for student weights (named by ``what``) that do not fit the config."""
-    return (f"{what} {weights} does not fit the student of the config ({problems}); give the "
-            "checkpoint trained with this config, or the config and KEY VALUE overrides it was "
-            "trained with")
+    return (
+        f"{what} {weights} does not fit the student of the config ({problems}); give the "
+        "checkpoint trained with this config, or the config and KEY VALUE overrides it was "
+        "trained with"
+    )
 
 
 class StudentCheckpointer(StrictCheckpointer):
@@ -182,19 +198,24 @@ class StudentCheckpointer(StrictCheckpointer):
     a plain GeneralizedRCNN; remembers which ``distill_terms.*`` keys it left out."""
 
     def __init__(self, model, save_dir: str = "", **kwargs):
-        kwargs.setdefault("allowed_unexpected", lambda key: key.endswith(("pixel_mean",
-                                                                          "pixel_std")))
+        kwargs.setdefault(
+            "allowed_unexpected", lambda key: key.endswith(("pixel_mean", "pixel_std"))
+        )
         super().__init__(model, save_dir, state_filter=self._student_only, **kwargs)
-        self.training_only_keys: List[str] = []
+        self.training_only_keys: list[str] = []
 
-    def _student_only(self, state: Dict) -> Dict:
+    def _student_only(self, state: dict) -> dict:
         self.training_only_keys = sorted(k for k in state if is_distill_module_key(k))
         return student_state_dict(state)
 
 
-def load_student_checkpoint(model, weights: str, what: str = "MODEL.WEIGHTS",
-                            hint: str = "give the model_final.pth a training run of this config "
-                            "wrote", error=ConfigError) -> StudentCheckpointer:
+def load_student_checkpoint(
+    model,
+    weights: str,
+    what: str = "MODEL.WEIGHTS",
+    hint: str = "give the model_final.pth a training run of this config wrote",
+    error=ConfigError,
+) -> StudentCheckpointer:
     """Load the student entries of ``weights`` (a path or a URL) into ``model``; raise
     ``error`` naming ``what`` unless every key matched in name and shape.  Returns the
     checkpointer (what it left out, the checkpoint's other entries in ``extra``)."""
@@ -210,7 +231,7 @@ def load_student_checkpoint(model, weights: str, what: str = "MODEL.WEIGHTS",
     return checkpointer
 
 
-def build_plain_student(cfg: CfgNode, weights: str) -> Tuple[CfgNode, torch.nn.Module]:
+def build_plain_student(cfg: CfgNode, weights: str) -> tuple[CfgNode, torch.nn.Module]:
     """``(plain_student_cfg(cfg), its model)`` for a distillation or plain config: built, the
     student entries of ``weights`` loaded strictly (:func:`load_student_checkpoint`), in eval
     mode."""

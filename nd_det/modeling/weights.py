@@ -2,6 +2,7 @@
 a local path is checked, a URL is downloaded once through detectron2's PathManager (into its
 cache, where every later reader finds it), and a failed download is reported as what it is, a
 network failure, with the manual fix."""
+
 import os
 
 from detectron2.utils.file_io import Detectron2Handler, PathManager
@@ -9,7 +10,7 @@ from detectron2.utils.file_io import Detectron2Handler, PathManager
 from ..errors import FileError
 from ..utils.text import first_line
 
-__all__ = [ "is_url", "https_url", "local_weights_file"]
+__all__ = ["is_url", "https_url", "local_weights_file"]
 
 
 def is_url(path: str) -> bool:
@@ -20,7 +21,7 @@ def https_url(url: str) -> str:
     """The https address behind a ``detectron2://`` URL (others are returned as they are)."""
     prefix = Detectron2Handler.PREFIX
     if url.startswith(prefix):
-        return Detectron2Handler.S3_DETECTRON2_PREFIX + url[len(prefix):]
+        return Detectron2Handler.S3_DETECTRON2_PREFIX + url[len(prefix) :]
     return url
 
 
@@ -33,7 +34,8 @@ def local_weights_file(key: str, value: str) -> str:
         if not os.path.isfile(value):
             raise FileError(
                 f"{key} {value}: file not found; point it at an existing weights file "
-                "(.pkl or .pth) or a detectron2:// / https:// URL")
+                "(.pkl or .pth) or a detectron2:// / https:// URL"
+            )
         if not os.access(value, os.R_OK):
             raise FileError(f"{key} {value}: the file is not readable (permissions)")
         return value
@@ -43,9 +45,11 @@ def local_weights_file(key: str, value: str) -> str:
         raise FileError(
             f"{key} {value}: could not download ({first_line(e)}): a network failure. On a "
             f"machine with network access fetch {https_url(value)} by hand, copy it here and set "
-            f"{key} to its local path") from None
+            f"{key} to its local path"
+        ) from None
     if not os.path.isfile(local):
         raise FileError(
             f"{key} {value}: no handler can fetch this URL; use a local path, a detectron2:// "
-            "or an https:// URL")
+            "or an https:// URL"
+        )
     return local

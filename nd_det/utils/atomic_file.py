@@ -3,6 +3,7 @@
 A process killed at any moment leaves either the old file or the complete new one under the
 final name, never a truncated file (the rename is atomic on POSIX file systems).
 """
+
 import json
 import os
 import tempfile
@@ -10,8 +11,13 @@ from typing import BinaryIO, Callable, Optional
 
 import torch
 
-__all__ = ["atomic_write", "atomic_torch_save", "atomic_write_text", "atomic_write_json",
-           "current_umask"]
+__all__ = [
+    "atomic_write",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "atomic_write_json",
+    "current_umask",
+]
 
 
 def current_umask() -> int:
@@ -21,8 +27,9 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write(path: str, write: Callable[[BinaryIO], None],
-                 verify: Optional[Callable[[str], None]] = None) -> None:
+def atomic_write(
+    path: str, write: Callable[[BinaryIO], None], verify: Optional[Callable[[str], None]] = None
+) -> None:
     """Call ``write(f)`` on a temporary binary file next to ``path``, then move it to ``path``.
 
     ``verify(temporary_path)``, when given, runs on the complete temporary file before the move;
@@ -30,8 +37,7 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None],
     ``open()`` would give it (mkstemp makes it private to its owner)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

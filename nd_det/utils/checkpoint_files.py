@@ -5,9 +5,11 @@ keeps a state dict from fitting a model.
 detectron2's checkpointer only logs mismatches as warnings and loads what matches; torch's
 ``load_state_dict(strict=True)`` raises a multi-line error.  nd-det refuses a mismatch with one
 line naming the keys, hence this text."""
+
 import pickle
 import zipfile
-from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
+from typing import Callable, Optional
 
 import torch
 
@@ -47,9 +49,12 @@ def file_problem(path: str) -> Optional[str]:
     return "truncated or not a checkpoint (no zip directory and no torch header)"
 
 
-def mismatch_text(missing: Sequence[str], unexpected: Sequence[str],
-                  wrong_shapes: Iterable[Tuple[str, tuple, tuple]],
-                  unexpected_label: str = "unexpected keys") -> str:
+def mismatch_text(
+    missing: Sequence[str],
+    unexpected: Sequence[str],
+    wrong_shapes: Iterable[tuple[str, tuple, tuple]],
+    unexpected_label: str = "unexpected keys",
+) -> str:
     """``"missing keys: a, b; unexpected keys: c; shape mismatches: k (a) in the file vs (b) in
     the model"`` (the parts that apply; long lists shortened with their count); ``""`` when
     everything matched.  ``wrong_shapes``: ``(key, shape in the file, shape in the model)``."""
@@ -64,15 +69,22 @@ def mismatch_text(missing: Sequence[str], unexpected: Sequence[str],
     return "; ".join(problems)
 
 
-def state_mismatch(model_shapes: Dict[str, tuple], state: Dict,
-                   optional: Callable[[str], bool] = lambda key: False,
-                   unexpected_label: str = "unexpected keys") -> str:
+def state_mismatch(
+    model_shapes: dict[str, tuple],
+    state: dict,
+    optional: Callable[[str], bool] = lambda key: False,
+    unexpected_label: str = "unexpected keys",
+) -> str:
     """:func:`mismatch_text` of a file's ``state`` against a model's ``{key: shape}`` (e.g. of a
     model built on the meta device, or ``module.state_dict()``); keys for which ``optional``
     is true may be missing from either side."""
     missing = [k for k in model_shapes if k not in state and not optional(k)]
     unexpected = [k for k in state if k not in model_shapes and not optional(k)]
-    shapes = [(k, tuple(state[k].shape), tuple(model_shapes[k])) for k in model_shapes
-              if k in state and hasattr(state[k], "shape")
-              and tuple(state[k].shape) != tuple(model_shapes[k])]
+    shapes = [
+        (k, tuple(state[k].shape), tuple(model_shapes[k]))
+        for k in model_shapes
+        if k in state
+        and hasattr(state[k], "shape")
+        and tuple(state[k].shape) != tuple(model_shapes[k])
+    ]
     return mismatch_text(missing, unexpected, shapes, unexpected_label)

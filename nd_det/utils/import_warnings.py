@@ -3,6 +3,7 @@ can act on.  Every tool in ``tools/`` calls :func:`ignore_detectron2_import_warn
 before detectron2 or torch is imported; the library itself leaves the process's filters alone.
 Each filter matches one message of one module and says why it is hidden; anything else, and
 every warning about the user's own config, data or files, still prints."""
+
 import logging
 import warnings
 
@@ -34,16 +35,21 @@ def ignore_detectron2_import_warnings() -> None:
     """Add the filters (nothing else is hidden; calling it again adds nothing)."""
     # detectron2 and fvcore call torch.jit.script at import time, which this torch deprecates
     # (printed twice before every detection tool's first line)
-    warnings.filterwarnings("ignore", category=FutureWarning,
-                            message=r"`torch\.jit\.script` is deprecated")
+    warnings.filterwarnings(
+        "ignore", category=FutureWarning, message=r"`torch\.jit\.script` is deprecated"
+    )
     # detectron2.model_zoo imports pkg_resources, which setuptools deprecates
-    warnings.filterwarnings("ignore", category=UserWarning,
-                            message=r"pkg_resources is deprecated as an API")
+    warnings.filterwarnings(
+        "ignore", category=UserWarning, message=r"pkg_resources is deprecated as an API"
+    )
     # detectron2's anchor generator calls torch.meshgrid without the indexing argument (its
     # default, "ij", is what detectron2 means)
-    warnings.filterwarnings("ignore", category=UserWarning,
-                            message=r"torch\.meshgrid: in an upcoming release, it will be "
-                                    r"required to pass the indexing argument")
+    warnings.filterwarnings(
+        "ignore",
+        category=UserWarning,
+        message=r"torch\.meshgrid: in an upcoming release, it will be "
+        r"required to pass the indexing argument",
+    )
     for name, start in QUIET_LOG_MESSAGES:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessage) and f.start == start for f in logger.filters):

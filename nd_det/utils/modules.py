@@ -1,4 +1,5 @@
 """Helpers on torch modules shared by the detection and classification sides."""
+
 from torch import nn
 
 __all__ = ["freeze"]

@@ -1,10 +1,10 @@
 """Checks that a file or folder can be written, made before any work is done, and the one text
 for a run's file that could not be written (stdlib only)."""
+
 import os
 import tempfile
 
 from ..errors import FileError, os_error_text
-
 
 __all__ = ["nearest_existing_folder", "check_writable", "write_failed"]
 
@@ -43,9 +43,11 @@ def _try_creating(folder: str, what: str, path: str) -> None:
         os.close(handle)
         os.unlink(probe)
     except OSError as error:
-        raise FileError(f"{what} {path} cannot be created: {os_error_text(error)}"
-                        f"{f' ({error.filename})' if error.filename else ''}; choose another "
-                        "path or fix that folder") from None
+        raise FileError(
+            f"{what} {path} cannot be created: {os_error_text(error)}"
+            f"{f' ({error.filename})' if error.filename else ''}; choose another "
+            "path or fix that folder"
+        ) from None
     finally:
         for name in reversed(made):
             try:
@@ -66,14 +68,17 @@ def check_writable(path: str, what: str, folder: bool = False) -> None:
         raise FileError(f"{what} {path} is a folder; give a file path")
     if not folder and os.path.exists(path):
         if not os.access(path, os.W_OK) or not os.access(os.path.dirname(path), os.W_OK):
-            raise FileError(f"{what} {path} exists and cannot be replaced (permissions); "
-                            "choose another path")
+            raise FileError(
+                f"{what} {path} exists and cannot be replaced (permissions); choose another path"
+            )
         return
     existing = nearest_existing_folder(path if folder else os.path.dirname(path))
     blocked = os.path.join(existing, os.path.relpath(path, existing).split(os.sep)[0])
     if os.path.exists(blocked) and not os.path.isdir(blocked):
         raise FileError(f"{what} {path} cannot be created: {blocked} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise FileError(f"{what} {path} cannot be created: {existing} is not writable; choose a "
-                        "folder you can write to")
+        raise FileError(
+            f"{what} {path} cannot be created: {existing} is not writable; choose a "
+            "folder you can write to"
+        )
     _try_creating(path if folder else os.path.dirname(path), what, path)

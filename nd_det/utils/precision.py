@@ -1,9 +1,9 @@
 """The one table of autocast precisions by config name (torch only: the classification package
 uses it too)."""
+
 import torch
 
 from ..errors import ConfigError
-
 
 __all__ = ["AUTOCAST_DTYPES", "autocast_dtype"]
 

@@ -2,6 +2,7 @@
 (classification training, class-mean extraction, the benchmark's rounds).  detectron2's
 trainer prints its own ETA (CommonMetricPrinter); these tools are not detectron2 trainers, and
 the classification package must not import detectron2."""
+
 import time
 from typing import Optional
 

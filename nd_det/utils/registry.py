@@ -5,12 +5,12 @@ fvcore's ``Registry.register`` takes an entry's name from its ``__name__``; thes
 entries by config names ("resnet32x4", "reviewkd", "cifar100") that are not the Python names of the
 registered objects, so ``register_as`` passes the name explicitly.
 """
-from typing import Any, List
+
+from typing import Any
 
 from fvcore.common.registry import Registry
 
 from ..errors import ConfigError
-
 
 __all__ = ["Registry", "register_as", "registered_names", "lookup"]
 
@@ -25,12 +25,12 @@ def register_as(registry: Registry, name: str, obj: Any, kind: str) -> None:
     registry._do_register(name, obj)  # fvcore's own registration, with our name
 
 
-def registered_names(registry: Registry) -> List[str]:
+def registered_names(registry: Registry) -> list[str]:
     return sorted(name for name, _ in registry)
 
 
 def lookup(registry: Registry, name: str, what: str) -> Any:
-    """The entry under ``name``, else ``ConfigError("unknown <what>; available: <sorted names>")``."""
+    """The entry under ``name``, else ``ConfigError("unknown <what>; available: <names>")``."""
     if name not in registry:
         raise ConfigError(f"unknown {what}; available: {', '.join(registered_names(registry))}")
     return registry.get(name)

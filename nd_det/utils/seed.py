@@ -1,6 +1,7 @@
 """The seeds the tools accept: what numpy's legacy seeding takes (0 .. 2**32 - 1), since
 detectron2's ``seed_all_rng``, the demo and the data loaders seed numpy with them; anything
 else would fail deep inside a run, after its output folder was made."""
+
 import argparse
 import random
 
@@ -9,7 +10,7 @@ import torch
 
 __all__ = ["MAX_SEED", "seed_argument", "config_seed_problem", "seed_everything"]
 
-MAX_SEED = 2 ** 32 - 1
+MAX_SEED = 2**32 - 1
 
 
 def seed_argument(text: str) -> int:
@@ -28,8 +29,10 @@ def config_seed_problem(seed: int, processes: int) -> str:
     with ``SEED + r``), or ``""``."""
     top = MAX_SEED - (processes - 1)
     if seed > top:
-        return (f"SEED {seed}: give a seed between 0 and {top} (each of the {processes} "
-                "process(es) adds its rank), or -1 for a random one")
+        return (
+            f"SEED {seed}: give a seed between 0 and {top} (each of the {processes} "
+            "process(es) adds its rank), or -1 for a random one"
+        )
     return ""
 
 
@@ -39,4 +42,4 @@ def seed_everything(seed: int) -> None:
     never imports detectron2."""
     torch.manual_seed(seed)
     random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
+    np.random.seed(seed % (2**32))

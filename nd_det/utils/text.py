@@ -1,6 +1,7 @@
 """Short renderings of lists and exceptions for one-line messages, and Markdown tables
 (stdlib only)."""
-from typing import Iterable, List, Sequence
+
+from collections.abc import Iterable, Sequence
 
 __all__ = ["short_list", "first_line", "markdown_table"]
 
@@ -19,7 +20,8 @@ def first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {line[:200]}"
 
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> List[str]:
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> list[str]:
     """The lines of a Markdown table: the header, its ``|---|`` separator, one line per row."""
-    return (["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-            + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + [
+        "| " + " | ".join(str(cell) for cell in row) + " |" for row in rows
+    ]

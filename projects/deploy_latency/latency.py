@@ -11,6 +11,7 @@ largest box difference); then, for each thread count, it runs the three side by 
 round runs each of them once on the same image, in a rotating order, and the table reports
 the median milliseconds per image and the ratio to eager.
 """
+
 import argparse
 import os
 import platform
@@ -38,10 +39,14 @@ from nd_det.utils.text import markdown_table  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # name -> (config file, what the table calls it); each is measured at its config's test size
 STUDENTS = {
-    "demo": (os.path.join(REPO, "projects", "nd_demo", "configs", "student_MV2x0.5_FPN.yaml"),
-             "demo student (MobileNetV2 x0.5 FPN, GN, 1 class)"),
-    "r50": (os.path.join(REPO, "configs", "COCO-Distill", "R50_student_only.yaml"),
-            "R50-FPN student (FrozenBN, 80 classes)"),  # FrozenBN calibrated: see below
+    "demo": (
+        os.path.join(REPO, "projects", "nd_demo", "configs", "student_MV2x0.5_FPN.yaml"),
+        "demo student (MobileNetV2 x0.5 FPN, GN, 1 class)",
+    ),
+    "r50": (
+        os.path.join(REPO, "configs", "COCO-Distill", "R50_student_only.yaml"),
+        "R50-FPN student (FrozenBN, 80 classes)",
+    ),  # FrozenBN calibrated: see below
 }
 
 
@@ -49,13 +54,17 @@ def calibrate_frozen_bn(model, image) -> None:
     """Toy weights that behave: each FrozenBatchNorm gets the mean and variance of its input on
     ``image`` (in one pass, layer after layer).  With random convolutions and FrozenBN's
     identity statistics the R50's features reach ~1e4 and every box degenerates."""
+
     def calibrate(module, inputs):
         x = inputs[0]
         module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
         module.running_var.copy_(x.var(dim=(0, 2, 3)) + module.eps)
 
-    hooks = [m.register_forward_pre_hook(calibrate) for m in model.modules()
-             if isinstance(m, FrozenBatchNorm2d)]
+    hooks = [
+        m.register_forward_pre_hook(calibrate)
+        for m in model.modules()
+        if isinstance(m, FrozenBatchNorm2d)
+    ]
     with torch.no_grad():
         student_detections(model, image)
     for hook in hooks:
@@ -89,7 +98,7 @@ def export_both(model, image, folder):
     for kind in (program, onnx_export):
         built, _, _ = kind.build(model, image)
         paths[kind] = os.path.join(folder, kind.FILE_NAME)
-        atomic_write(paths[kind], lambda f: kind.save(built, f))
+        atomic_write(paths[kind], lambda f, kind=kind, built=built: kind.save(built, f))
     return program.load(paths[program], "cpu"), paths[onnx_export]
 
 
@@ -113,7 +122,7 @@ def measure(runners, image, runs: int, warmup: int):
             for name in names:
                 runners[name](image)
         for round_index in range(runs):
-            for name in names[round_index % len(names):] + names[:round_index % len(names)]:
+            for name in names[round_index % len(names) :] + names[: round_index % len(names)]:
                 start = time.perf_counter()
                 runners[name](image)
                 times[name].append((time.perf_counter() - start) * 1000)
@@ -137,9 +146,13 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--runs", type=int, default=15, help="timed rounds (default 15)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    parser.add_argument("--opts", nargs="*", default=[],
-                        help="KEY VALUE overrides for every student (e.g. INPUT.MIN_SIZE_TEST "
-                        "128 INPUT.MAX_SIZE_TEST 160 for a quick try)")
+    parser.add_argument(
+        "--opts",
+        nargs="*",
+        default=[],
+        help="KEY VALUE overrides for every student (e.g. INPUT.MIN_SIZE_TEST "
+        "128 INPUT.MAX_SIZE_TEST 160 for a quick try)",
+    )
     parser.add_argument("--output", help="also write the table (Markdown) to this file")
     args = parser.parse_args(argv)
 
@@ -159,27 +172,51 @@ def main(argv=None) -> int:
                 def run_onnx(x, session=session):
                     return [torch.from_numpy(a) for a in session.run(None, {"image": x.numpy()})]
 
-                runners = {"eager": lambda x: student_detections(model, x),
-                           "pt2": run_pt2, "onnx": run_onnx}
+                runners = {
+                    "eager": lambda x, model=model: student_detections(model, x),
+                    "pt2": run_pt2,
+                    "onnx": run_onnx,
+                }
                 with torch.no_grad():
                     expected = student_detections(model, image)
-                    differences = [difference(expected, runners[other](image))
-                                   for other in ("pt2", "onnx")]
+                    differences = [
+                        difference(expected, runners[other](image)) for other in ("pt2", "onnx")
+                    ]
                 median = measure(runners, image, args.runs, args.warmup)
-                rows.append([STUDENTS[name][1], f"{image.shape[1]}x{image.shape[2]}", threads,
-                             len(expected[0]), f"{median['eager']:.1f}",
-                             f"{median['pt2']:.1f} ({median['pt2'] / median['eager']:.2f}x)",
-                             f"{median['onnx']:.1f} ({median['onnx'] / median['eager']:.2f}x)",
-                             " / ".join(differences)])
+                rows.append(
+                    [
+                        STUDENTS[name][1],
+                        f"{image.shape[1]}x{image.shape[2]}",
+                        threads,
+                        len(expected[0]),
+                        f"{median['eager']:.1f}",
+                        f"{median['pt2']:.1f} ({median['pt2'] / median['eager']:.2f}x)",
+                        f"{median['onnx']:.1f} ({median['onnx'] / median['eager']:.2f}x)",
+                        " / ".join(differences),
+                    ]
+                )
                 print(" | ".join(str(cell) for cell in rows[-1]), flush=True)
 
-    lines = [f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; torch {torch.__version__}, "
-             f"onnxruntime {onnxruntime.__version__}; median of {args.runs} rounds after "
-             f"{args.warmup} warm-up rounds; command: python projects/deploy_latency/latency.py "
-             + " ".join(argv if argv is not None else sys.argv[1:]), ""]
-    lines += markdown_table(["student", "input", "threads", "detections", "PyTorch eager ms",
-                             "exported program ms (ratio)", "ONNX Runtime ms (ratio)",
-                             "max box diff px (pt2 / onnx)"], rows)
+    lines = [
+        f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; torch {torch.__version__}, "
+        f"onnxruntime {onnxruntime.__version__}; median of {args.runs} rounds after "
+        f"{args.warmup} warm-up rounds; command: python projects/deploy_latency/latency.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "",
+    ]
+    lines += markdown_table(
+        [
+            "student",
+            "input",
+            "threads",
+            "detections",
+            "PyTorch eager ms",
+            "exported program ms (ratio)",
+            "ONNX Runtime ms (ratio)",
+            "max box diff px (pt2 / onnx)",
+        ],
+        rows,
+    )
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     if args.output:

@@ -2,8 +2,9 @@
 per (method, seed), on the ablation split of the embedded tree-crown data, with the demo's
 models, trainer and evaluation.  Each function is a job for :func:`nd_demo.jobs.run_jobs`: it
 runs in a process of its own and returns a dict."""
+
 import os
-from typing import Dict, List, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -11,63 +12,100 @@ from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from fvcore.nn import parameter_count
+from nd_benchmark.measure import student_step_inputs
+from nd_demo.configs import (
+    DEFAULT_STUDENT_CONFIG,
+    DEFAULT_TEACHER_CONFIG,
+    run_cfg,
+    student_cfg,
+    without_demo_keys,
+)
+from nd_demo.evaluation import box_metrics
+from nd_demo.trainer import log_to_file, train_detector
 
 from nd_det.class_means_extraction import extract_class_means
 from nd_det.modeling import FrozenTeacher, build_plain_student, load_student_checkpoint
-from nd_benchmark.measure import student_step_inputs
-from nd_demo.configs import (DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, run_cfg,
-                             student_cfg, without_demo_keys)
-from nd_demo.evaluation import box_metrics
-from nd_demo.trainer import log_to_file, train_detector
 
 from .plan import Method, Sizes, run_folder, teacher_paths
 from .splits import register_splits
 
 
 def setting(sizes: Sizes) -> str:
-    return (f"embedded tree crowns, ablation split; MobileNetV2-FPN teacher (ImageNet init, "
-            f"{sizes.teacher_iters} iterations) -> half-width MobileNetV2-FPN student "
-            f"(random init, {sizes.student_iters} iterations of 4 images)")
+    return (
+        f"embedded tree crowns, ablation split; MobileNetV2-FPN teacher (ImageNet init, "
+        f"{sizes.teacher_iters} iterations) -> half-width MobileNetV2-FPN student "
+        f"(random init, {sizes.student_iters} iterations of 4 images)"
+    )
 
 
-def input_opts(sizes: Sizes) -> List[str]:
+def input_opts(sizes: Sizes) -> list[str]:
     """KEY VALUE overrides of the input size (the quick run's small images)."""
     if not sizes.det_input_size:
         return []
     s = str(sizes.det_input_size)
-    return ["INPUT.MIN_SIZE_TRAIN", f"({s},)", "INPUT.MAX_SIZE_TRAIN", s,
-            "INPUT.MIN_SIZE_TEST", s, "INPUT.MAX_SIZE_TEST", s]
+    return [
+        "INPUT.MIN_SIZE_TRAIN",
+        f"({s},)",
+        "INPUT.MAX_SIZE_TRAIN",
+        s,
+        "INPUT.MIN_SIZE_TEST",
+        s,
+        "INPUT.MAX_SIZE_TEST",
+        s,
+    ]
 
 
 def _student_cfg(root, method: Method, sizes: Sizes, seed: int, splits):
     paths = teacher_paths(root, "detection")
-    return student_cfg(DEFAULT_STUDENT_CONFIG, run_folder(root, "detection", method, seed),
-                       sizes.student_iters, seed, "cpu", list(method.losses), paths["config"],
-                       paths["weights"], paths["class_means"],
-                       input_opts(sizes) + list(method.overrides), splits)
+    return student_cfg(
+        DEFAULT_STUDENT_CONFIG,
+        run_folder(root, "detection", method, seed),
+        sizes.student_iters,
+        seed,
+        "cpu",
+        list(method.losses),
+        paths["config"],
+        paths["weights"],
+        paths["class_means"],
+        input_opts(sizes) + list(method.overrides),
+        splits,
+    )
 
 
-def teacher_job(root: str, sizes: Sizes, seed: int = 0, dataset_root: Optional[str] = None) -> Dict:
+def teacher_job(root: str, sizes: Sizes, seed: int = 0, dataset_root: Optional[str] = None) -> dict:
     """Train the teacher, extract its class means (the reference protocol, every training
     image), evaluate it; returns its metrics."""
     paths = teacher_paths(root, "detection")
     with log_to_file(os.path.join(paths["folder"], "log.txt"), console_prefix="[teacher] "):
         splits = register_splits(os.path.join(root, "detection"), dataset_root)
-        cfg = run_cfg(DEFAULT_TEACHER_CONFIG, "teacher", paths["folder"], sizes.teacher_iters,
-                      seed, "cpu", input_opts(sizes), splits)
+        cfg = run_cfg(
+            DEFAULT_TEACHER_CONFIG,
+            "teacher",
+            paths["folder"],
+            sizes.teacher_iters,
+            seed,
+            "cpu",
+            input_opts(sizes),
+            splits,
+        )
         train_detector(cfg, seed, log_period=1000)
         # any distillation config with this teacher names it for the extraction
-        distill_cfg = without_demo_keys(_student_cfg(root, Method("KD++", ("kd", "nd")), sizes,
-                                                     seed, splits))
+        distill_cfg = without_demo_keys(
+            _student_cfg(root, Method("KD++", ("kd", "nd")), sizes, seed, splits)
+        )
         table = extract_class_means(distill_cfg, output=paths["class_means"], num_workers=0)
         teacher = FrozenTeacher(distill_cfg)
         metrics, _ = box_metrics(teacher.cfg, teacher.model)
-    return {"metrics": metrics, "params": parameter_count(teacher.model)[""],
-            "class_means_counts": table.counts.tolist()}
+    return {
+        "metrics": metrics,
+        "params": parameter_count(teacher.model)[""],
+        "class_means_counts": table.counts.tolist(),
+    }
 
 
-def student_job(root: str, method: Method, seed: int, sizes: Sizes,
-                dataset_root: Optional[str] = None) -> Dict:
+def student_job(
+    root: str, method: Method, seed: int, sizes: Sizes, dataset_root: Optional[str] = None
+) -> dict:
     """Train the demo's student with ``method`` and ``seed``; its COCO metrics on val and the
     geometry of its RoI embeddings (:func:`embedding_geometry`)."""
     folder = run_folder(root, "detection", method, seed)
@@ -82,7 +120,7 @@ def student_job(root: str, method: Method, seed: int, sizes: Sizes,
 
 
 @torch.no_grad()
-def embedding_geometry(cfg, weights: str, seed: int) -> Dict[str, float]:
+def embedding_geometry(cfg, weights: str, seed: int) -> dict[str, float]:
     """What ND acts on (protocol: docs/ablation.md): on every val image at test scale, the
     student samples its RoIs as in training (its RPN proposals + the ground truth, 25% positive);
     over the sampled RoIs labelled with a ground-truth class, the mean student box-head embedding
@@ -96,8 +134,11 @@ def embedding_geometry(cfg, weights: str, seed: int) -> Dict[str, float]:
     load_student_checkpoint(model, weights)
     model.train()  # training-mode RPN and sampling; no parameter changes (no_grad, GN norms)
     means = model.distill_terms[0].class_means
-    mapper = DatasetMapper(run, is_train=True, augmentations=[T.ResizeShortestEdge(
-        run.INPUT.MIN_SIZE_TEST, run.INPUT.MAX_SIZE_TEST)])
+    mapper = DatasetMapper(
+        run,
+        is_train=True,
+        augmentations=[T.ResizeShortestEdge(run.INPUT.MIN_SIZE_TEST, run.INPUT.MAX_SIZE_TEST)],
+    )
     torch.manual_seed(seed)
     student_norms, teacher_norms, cosines = [], [], []
     for record in DatasetCatalog.get(run.DATASETS.TEST[0]):
@@ -109,5 +150,8 @@ def embedding_geometry(cfg, weights: str, seed: int) -> Dict[str, float]:
         teacher_norms.append(t.norm(dim=1))
         cosines.append(F.cosine_similarity(s, means[inputs.labels[fg]], dim=1))
     s_norm, t_norm = torch.cat(student_norms), torch.cat(teacher_norms)
-    return {"norm_ratio": float(s_norm.mean() / t_norm.mean()),
-            "cosine_to_class_mean": float(torch.cat(cosines).mean()), "rois": int(s_norm.numel())}
+    return {
+        "norm_ratio": float(s_norm.mean() / t_norm.mean()),
+        "cosine_to_class_mean": float(torch.cat(cosines).mean()),
+        "rois": int(s_norm.numel()),
+    }

@@ -7,17 +7,18 @@ pair of the paper closest to the embedded demo's MobileNetV2 student; classifica
 nd-det's CIFAR-100 resnet56 -> resnet20 configs (the reference's published pair of CIFAR ResNets
 closest to the ResNet-20 -> ResNet-8 pair here).
 """
+
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
 
 
 @dataclass(frozen=True)
 class Method:
-    name: str                      # "KD++"
-    losses: Tuple[str, ...]        # MODEL.DISTILL.LOSSES (detection) / distill.losses names
-    overrides: Tuple[str, ...] = ()  # detection: KEY VALUE pairs
-    terms: Dict = field(default_factory=dict)  # classification: distill.losses mapping
+    name: str  # "KD++"
+    losses: tuple[str, ...]  # MODEL.DISTILL.LOSSES (detection) / distill.losses names
+    overrides: tuple[str, ...] = ()  # detection: KEY VALUE pairs
+    terms: dict = field(default_factory=dict)  # classification: distill.losses mapping
 
     @property
     def is_baseline(self) -> bool:
@@ -26,10 +27,16 @@ class Method:
 
 # ---- detection (keys of nd_det/config.py; the demo's student and teacher configs)
 _KD = ("MODEL.DISTILL.KD.WEIGHT", "1.0", "MODEL.DISTILL.KD.TEMPERATURE", "1.0")
-_DKD = ("MODEL.DISTILL.DKD.ALPHA", "1.0", "MODEL.DISTILL.DKD.BETA", "0.25",
-        "MODEL.DISTILL.DKD.TEMPERATURE", "1.0")
+_DKD = (
+    "MODEL.DISTILL.DKD.ALPHA",
+    "1.0",
+    "MODEL.DISTILL.DKD.BETA",
+    "0.25",
+    "MODEL.DISTILL.DKD.TEMPERATURE",
+    "1.0",
+)
 _REVIEWKD = ("MODEL.DISTILL.REVIEWKD.WEIGHT", "2.2")
-DETECTION_METHODS: List[Method] = [
+DETECTION_METHODS: list[Method] = [
     Method("student alone", ()),
     Method("KD", ("kd",), _KD),
     # KD++/MV2-R50.yaml: KD 1.0, ND 1.0
@@ -48,8 +55,9 @@ _CE = {"ce": {"weight": 1.0}}
 _KD_TERM = {"kd": {"weight": 1.0, "temperature": 4.0}}
 _DKD_TERM = {"dkd": {"weight": 1.0, "alpha": 2.5, "beta": 4.0, "temperature": 4.0}}
 _DIST_TERM = {"dist": {"weight": 2.0, "beta": 1.0, "gamma": 1.0, "temperature": 4.0}}
-_REVIEWKD_TERM = {"reviewkd": {"weight": 1.2, "mid_channels": 64, "student_preact": False,
-                               "teacher_preact": True}}
+_REVIEWKD_TERM = {
+    "reviewkd": {"weight": 1.2, "mid_channels": 64, "student_preact": False, "teacher_preact": True}
+}
 
 
 def _cls(name, extra, nd=None):
@@ -59,12 +67,16 @@ def _cls(name, extra, nd=None):
     return Method(name, tuple(terms)[1:], terms=terms)
 
 
-CLASSIFICATION_METHODS: List[Method] = [
+CLASSIFICATION_METHODS: list[Method] = [
     _cls("student alone", {}),
-    _cls("KD", _KD_TERM), _cls("KD++", _KD_TERM, {"weight": 2.0}),
-    _cls("DKD", _DKD_TERM), _cls("DKD++", _DKD_TERM, {"weight": 3.5, "warm_up": False}),
-    _cls("DIST", _DIST_TERM), _cls("DIST++", _DIST_TERM, {"weight": 1.0}),
-    _cls("ReviewKD", _REVIEWKD_TERM), _cls("ReviewKD++", _REVIEWKD_TERM, {"weight": 1.0}),
+    _cls("KD", _KD_TERM),
+    _cls("KD++", _KD_TERM, {"weight": 2.0}),
+    _cls("DKD", _DKD_TERM),
+    _cls("DKD++", _DKD_TERM, {"weight": 3.5, "warm_up": False}),
+    _cls("DIST", _DIST_TERM),
+    _cls("DIST++", _DIST_TERM, {"weight": 1.0}),
+    _cls("ReviewKD", _REVIEWKD_TERM),
+    _cls("ReviewKD++", _REVIEWKD_TERM, {"weight": 1.0}),
 ]
 
 # what a default run runs: DKD / DKD++ detection runs would take the default ablation past its
@@ -75,8 +87,12 @@ DEFAULT_METHODS = {
 }
 
 # (X, X++) pairs whose per-seed difference the report gives
-PAIRS: List[Tuple[str, str]] = [("KD", "KD++"), ("DKD", "DKD++"), ("DIST", "DIST++"),
-                                ("ReviewKD", "ReviewKD++")]
+PAIRS: list[tuple[str, str]] = [
+    ("KD", "KD++"),
+    ("DKD", "DKD++"),
+    ("DIST", "DIST++"),
+    ("ReviewKD", "ReviewKD++"),
+]
 DEFAULT_SEEDS: Sequence[int] = (0, 1, 2)
 QUICK_SEEDS: Sequence[int] = (0, 1)
 # the quick run's methods: one pair per half is enough to exercise every stage of the pipeline
@@ -89,29 +105,47 @@ class Sizes:
 
     teacher_iters: int
     student_iters: int
-    cls_dataset: str            # "fashion_mnist" (default) or "digits" (quick)
-    cls_train_images: int       # a fixed subset of the training split
-    cls_test_images: int        # 0: the whole test split
+    cls_dataset: str  # "fashion_mnist" (default) or "digits" (quick)
+    cls_train_images: int  # a fixed subset of the training split
+    cls_test_images: int  # 0: the whole test split
     cls_epochs: int
     cls_warm_up_epochs: float
     cls_batch_size: int
-    det_input_size: int = 0     # 0: the demo configs' (400 px tiles at native scale)
+    det_input_size: int = 0  # 0: the demo configs' (400 px tiles at native scale)
 
 
-DEFAULT_SIZES = Sizes(teacher_iters=150, student_iters=150, cls_dataset="fashion_mnist",
-                      cls_train_images=4000, cls_test_images=0, cls_epochs=5,
-                      cls_warm_up_epochs=0, cls_batch_size=128)
-QUICK_SIZES = Sizes(teacher_iters=2, student_iters=2, cls_dataset="digits",
-                    cls_train_images=200, cls_test_images=100, cls_epochs=1,
-                    cls_warm_up_epochs=1, cls_batch_size=50, det_input_size=192)
+DEFAULT_SIZES = Sizes(
+    teacher_iters=150,
+    student_iters=150,
+    cls_dataset="fashion_mnist",
+    cls_train_images=4000,
+    cls_test_images=0,
+    cls_epochs=5,
+    cls_warm_up_epochs=0,
+    cls_batch_size=128,
+)
+QUICK_SIZES = Sizes(
+    teacher_iters=2,
+    student_iters=2,
+    cls_dataset="digits",
+    cls_train_images=200,
+    cls_test_images=100,
+    cls_epochs=1,
+    cls_warm_up_epochs=1,
+    cls_batch_size=50,
+    det_input_size=192,
+)
 
 
-def teacher_paths(root: str, domain: str) -> Dict[str, str]:
+def teacher_paths(root: str, domain: str) -> dict[str, str]:
     """Where the teacher of ``domain`` writes its config, weights and class means."""
     folder = os.path.join(root, domain, "teacher")
-    return {"folder": folder, "config": os.path.join(folder, "config.yaml"),
-            "weights": os.path.join(folder, "model_final.pth"),
-            "class_means": os.path.join(folder, "class_means.pth")}
+    return {
+        "folder": folder,
+        "config": os.path.join(folder, "config.yaml"),
+        "weights": os.path.join(folder, "model_final.pth"),
+        "class_means": os.path.join(folder, "class_means.pth"),
+    }
 
 
 def run_folder(root: str, domain: str, method: Method, seed: int) -> str:

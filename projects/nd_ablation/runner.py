@@ -1,43 +1,56 @@
 """One ablation: the teachers, then every (domain, method, seed) run, in parallel processes of
 one torch thread each; each finished run is cached under ``<output>/cache/`` (keyed by what it
 depends on) and skipped on a rerun; a progress line with the ETA after every run."""
+
 import hashlib
 import json
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Optional
 
 from detectron2.data import DatasetCatalog
+from nd_demo.jobs import default_workers, run_jobs
 
-from nd_det.classification.data.fashion_mnist import (DEBIAN_FASHION_MNIST_DIR,
-                                                      check_fashion_mnist_files)
+from nd_det.classification.data.fashion_mnist import (
+    DEBIAN_FASHION_MNIST_DIR,
+    check_fashion_mnist_files,
+)
 from nd_det.errors import ConfigError
 from nd_det.utils.atomic_file import atomic_write_json
 from nd_det.utils.paths import check_writable
 from nd_det.utils.progress import ProgressClock, format_duration
-from nd_demo.jobs import default_workers, run_jobs
 
 from . import classification, detection
-from .plan import (CLASSIFICATION_METHODS, DEFAULT_METHODS, DEFAULT_SEEDS, DEFAULT_SIZES,
-                   DETECTION_METHODS, QUICK_METHODS, QUICK_SIZES)
+from .plan import (
+    CLASSIFICATION_METHODS,
+    DEFAULT_METHODS,
+    DEFAULT_SEEDS,
+    DEFAULT_SIZES,
+    DETECTION_METHODS,
+    QUICK_METHODS,
+    QUICK_SIZES,
+)
 from .report import PRIMARY_METRIC, summarize, write_report
 from .splits import register_splits
 
 DOMAINS = ("detection", "classification")
 OUTPUT_FILES = ("results.json", "results.md", "results.png")
 # each domain's job functions and its methods, in the order of the plan and the report
-_DOMAIN_JOBS = {"detection": (detection, DETECTION_METHODS),
-                "classification": (classification, CLASSIFICATION_METHODS)}
+_DOMAIN_JOBS = {
+    "detection": (detection, DETECTION_METHODS),
+    "classification": (classification, CLASSIFICATION_METHODS),
+}
 
 
 @dataclass
 class AblationOptions:
     output_dir: str = os.path.join("output", "ablation")
     seeds: Sequence[int] = tuple(DEFAULT_SEEDS)
-    workers: int = 0                 # 0: every core this process may use
-    quick: bool = False              # toy sizes (the CI smoke test)
+    workers: int = 0  # 0: every core this process may use
+    quick: bool = False  # toy sizes (the CI smoke test)
     domains: Sequence[str] = DOMAINS
     dataset_root: Optional[str] = None  # the embedded dataset's folder (default: its cache)
     methods: Optional[Sequence[str]] = None  # default DEFAULT_METHODS (quick: QUICK_METHODS);
@@ -63,36 +76,50 @@ def _key(*parts) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _plan(o: AblationOptions, sizes, root: str) -> List[Dict]:
+def _plan(o: AblationOptions, sizes, root: str) -> list[dict]:
     """Every job: the teacher of each domain first, then its students (longest first)."""
     jobs = []
     for domain in (d for d in DOMAINS if d in o.domains):
         module, methods = _DOMAIN_JOBS[domain]
         extra = {"dataset_root": o.dataset_root} if domain == "detection" else {}
         teacher_key = _key(domain, "teacher", sizes)
-        jobs.append(dict(name=f"{domain} teacher", domain=domain, method="teacher", seed=None,
-                         key=teacher_key, call=(module.teacher_job, dict(root=root, sizes=sizes,
-                                                                         **extra))))
+        jobs.append(
+            dict(
+                name=f"{domain} teacher",
+                domain=domain,
+                method="teacher",
+                seed=None,
+                key=teacher_key,
+                call=(module.teacher_job, dict(root=root, sizes=sizes, **extra)),
+            )
+        )
         wanted = DEFAULT_METHODS[domain] if o.methods is None else o.methods
-        students = [dict(name=f"{domain} {m.name} seed {s}", domain=domain, method=m.name, seed=s,
-                         key=_key(domain, m, s, sizes, teacher_key),
-                         call=(module.student_job, dict(root=root, method=m, seed=s,
-                                                        sizes=sizes, **extra)))
-                    for m in methods if m.name in wanted or m.is_baseline for s in o.seeds]
-        # a rough cost order (distillation runs are the longest), so that the last to finish is short
+        students = [
+            dict(
+                name=f"{domain} {m.name} seed {s}",
+                domain=domain,
+                method=m.name,
+                seed=s,
+                key=_key(domain, m, s, sizes, teacher_key),
+                call=(module.student_job, dict(root=root, method=m, seed=s, sizes=sizes, **extra)),
+            )
+            for m in methods
+            if m.name in wanted or m.is_baseline
+            for s in o.seeds
+        ]
+        # a rough cost order (distillation runs are the longest): the last to finish is short
         jobs += sorted(students, key=lambda j: (j["method"] == "student alone", j["name"]))
     return jobs
 
 
-def _timed(function, **kwargs) -> Dict:
+def _timed(function, **kwargs) -> dict:
     """The job's result with its wall and CPU seconds (its own process, one thread)."""
     start, cpu = time.perf_counter(), time.process_time()
     result = function(**kwargs)
-    return dict(result, seconds=time.perf_counter() - start,
-                cpu_seconds=time.process_time() - cpu)
+    return dict(result, seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu)
 
 
-def run_ablation(o: AblationOptions, emit=None) -> Dict:
+def run_ablation(o: AblationOptions, emit=None) -> dict:
     """Run (or complete from the cache) the ablation and write its report; returns it."""
     emit = emit or (lambda line: print(line, flush=True))
     _check(o)
@@ -105,8 +132,10 @@ def run_ablation(o: AblationOptions, emit=None) -> Dict:
     workers = default_workers(o.workers)
     jobs = _plan(o, sizes, root)
     by_name = {j["name"]: j for j in jobs}
-    emit(f"nd-det ablation: {len(jobs)} runs ({', '.join(o.domains)}; seeds {list(o.seeds)}) in "
-         f"{workers} process(es) of one thread; output in {root}")
+    emit(
+        f"nd-det ablation: {len(jobs)} runs ({', '.join(o.domains)}; seeds {list(o.seeds)}) in "
+        f"{workers} process(es) of one thread; output in {root}"
+    )
     for job in jobs:
         path = os.path.join(cache, job["key"] + ".json")
         if os.path.isfile(path):
@@ -117,15 +146,21 @@ def run_ablation(o: AblationOptions, emit=None) -> Dict:
     clock = ProgressClock(sum("result" not in j for j in jobs), skip=0)
     clock.start()
 
-    def todo(selected) -> Dict:
-        return {j["name"]: (_timed, dict(j["call"][1], function=j["call"][0]))
-                for j in selected if "result" not in j}
+    def todo(selected) -> dict:
+        return {
+            j["name"]: (_timed, dict(j["call"][1], function=j["call"][0]))
+            for j in selected
+            if "result" not in j
+        }
 
-    def students_of(name, result=None) -> Dict:
+    def students_of(name, result=None) -> dict:
         """Once a teacher is there, its students can run."""
         domain = by_name[name]["domain"]
-        return todo(j for j in jobs if j["domain"] == domain and j["method"] != "teacher") \
-            if by_name[name]["method"] == "teacher" else {}
+        return (
+            todo(j for j in jobs if j["domain"] == domain and j["method"] != "teacher")
+            if by_name[name]["method"] == "teacher"
+            else {}
+        )
 
     first = todo(j for j in jobs if j["method"] == "teacher")
     for job in jobs:  # a cached teacher's students can start at once
@@ -134,25 +169,29 @@ def run_ablation(o: AblationOptions, emit=None) -> Dict:
     for name, result in run_jobs(first, workers, then=students_of):
         job = by_name[name]
         job["result"] = result
-        atomic_write_json({"key": job["key"], "job": name, "result": result},
-                          os.path.join(cache, job["key"] + ".json"))
+        atomic_write_json(
+            {"key": job["key"], "job": name, "result": result},
+            os.path.join(cache, job["key"] + ".json"),
+        )
         clock.step()
         metric = PRIMARY_METRIC[job["domain"]]
-        emit(f"[ablation {clock.done}/{clock.total}] {name}: {metric} "
-             f"{result['metrics'][metric]:.2f} in {format_duration(result['seconds'])}; elapsed "
-             f"{format_duration(time.perf_counter() - start)}, overall ETA "
-             f"{format_duration(clock.eta_seconds() or 0)}")
+        emit(
+            f"[ablation {clock.done}/{clock.total}] {name}: {metric} "
+            f"{result['metrics'][metric]:.2f} in {format_duration(result['seconds'])}; elapsed "
+            f"{format_duration(time.perf_counter() - start)}, overall ETA "
+            f"{format_duration(clock.eta_seconds() or 0)}"
+        )
     report = _report(o, sizes, jobs, workers, clock.total, time.perf_counter() - start)
     write_report(report, *(os.path.join(root, name) for name in OUTPUT_FILES))
     emit(f"wrote {', '.join(os.path.join(root, n) for n in OUTPUT_FILES)}")
     return report
 
 
-def _report(o, sizes, jobs, workers, ran, seconds) -> Dict:
+def _report(o, sizes, jobs, workers, ran, seconds) -> dict:
     domains = {}
     for domain in (d for d in DOMAINS if d in o.domains):
         teacher = next(j for j in jobs if j["domain"] == domain and j["method"] == "teacher")
-        runs: Dict[str, Dict] = {m.name: {} for m in _DOMAIN_JOBS[domain][1]}  # plan order
+        runs: dict[str, dict] = {m.name: {} for m in _DOMAIN_JOBS[domain][1]}  # plan order
         for job in jobs:
             if job["domain"] == domain and job is not teacher:
                 runs[job["method"]][job["seed"]] = job["result"]
@@ -160,24 +199,42 @@ def _report(o, sizes, jobs, workers, ran, seconds) -> Dict:
         block["setting"] = _DOMAIN_JOBS[domain][0].setting(sizes)
         if domain == "detection":
             names = register_splits(os.path.join(o.output_dir, "detection"), o.dataset_root)
-            block["splits"] = {split: {"tiles": len(records), "boxes": sum(
-                len(r.get("annotations", [])) for r in records)} for split, records in
-                zip(("train", "val"), map(DatasetCatalog.get, names))}
+            block["splits"] = {
+                split: {
+                    "tiles": len(records),
+                    "boxes": sum(len(r.get("annotations", [])) for r in records),
+                }
+                for split, records in zip(("train", "val"), map(DatasetCatalog.get, names))
+            }
             block["setting"] += "; train {} tiles / {} boxes, val {} tiles / {} boxes".format(
-                *(block["splits"][s][k] for s in ("train", "val") for k in ("tiles", "boxes")))
+                *(block["splits"][s][k] for s in ("train", "val") for k in ("tiles", "boxes"))
+            )
         domains[domain] = block
-    pairs = [f"{d} {p['pair']} {p['mean']:+.2f} {b['metric']}" for d, b in domains.items()
-             for p in b["pairs"]]
+    pairs = [
+        f"{d} {p['pair']} {p['mean']:+.2f} {b['metric']}"
+        for d, b in domains.items()
+        for p in b["pairs"]
+    ]
     return {
         "title": "nd-det ablation: what ND adds to KD, DKD, DIST and ReviewKD",
-        "summary_line": ("Mean paired difference X++ - X over seeds: " + "; ".join(pairs) + "."
-                         if pairs else "No X / X++ pair among the methods run."),
-        "options": {"seeds": list(o.seeds), "quick": o.quick, "domains": list(o.domains),
-                    "workers": workers},
-        "sizes": asdict(sizes), "domains": domains, "wall_time_s": round(seconds, 1),
+        "summary_line": (
+            "Mean paired difference X++ - X over seeds: " + "; ".join(pairs) + "."
+            if pairs
+            else "No X / X++ pair among the methods run."
+        ),
+        "options": {
+            "seeds": list(o.seeds),
+            "quick": o.quick,
+            "domains": list(o.domains),
+            "workers": workers,
+        },
+        "sizes": asdict(sizes),
+        "domains": domains,
+        "wall_time_s": round(seconds, 1),
         # the runs' own wall seconds, summed (the same on a rerun from the cache)
         "runs_seconds_total": round(sum(j["result"].get("seconds", 0.0) for j in jobs), 1),
-        "jobs_run": ran, "jobs_cached": len(jobs) - ran,
+        "jobs_run": ran,
+        "jobs_cached": len(jobs) - ran,
         "machine": f"{platform.machine()}, {default_workers()} core(s) usable, "
-                   f"Python {platform.python_version()}",
+        f"Python {platform.python_version()}",
     }

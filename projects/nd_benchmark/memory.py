@@ -5,12 +5,12 @@ are built, which psutil cannot do): docs/benchmarks.md.  A training phase report
 the bare process; the teacher phase the increase over what is held just before the teacher's
 forward (its activations and outputs).
 """
+
 import ctypes
 import gc
 import resource
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from typing import Dict
 
 import torch
 from detectron2.solver import build_optimizer
@@ -34,8 +34,10 @@ def _settle(device: torch.device, from_here: bool, start: int):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        return (torch.cuda.memory_allocated(device) if from_here else start,
-                "cuda: torch.cuda.max_memory_allocated")
+        return (
+            torch.cuda.memory_allocated(device) if from_here else start,
+            "cuda: torch.cuda.max_memory_allocated",
+        )
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
@@ -58,15 +60,20 @@ def _peak(device: torch.device, method: str) -> int:
     return _kib("VmHWM") * 1024
 
 
-def measure_phase(spec: Dict) -> Dict:
+def measure_phase(spec: dict) -> dict:
     """Build and run one phase in THIS process (``spec``: see :func:`.run._memory`)."""
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     cfg, device = spec["cfg"], torch.device(spec["cfg"].MODEL.DEVICE)
     torch.backends.cudnn.benchmark = spec["cudnn_benchmark"]
     start = torch.cuda.memory_allocated(device) if device.type == "cuda" else _kib("VmRSS") * 1024
-    batch = synthetic_batch(spec["batch_size"], spec["height"], spec["width"],
-                            cfg.MODEL.ROI_HEADS.NUM_CLASSES, seed=spec["seed"])
+    batch = synthetic_batch(
+        spec["batch_size"],
+        spec["height"],
+        spec["width"],
+        cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+        seed=spec["seed"],
+    )
     teacher_phase = spec["phase"] == "teacher_distill_forward"
     losses = TEACHER_PHASE_LOSSES if teacher_phase else spec["losses"]
     model = build_distiller(cfg, losses, spec["student_file"])
@@ -82,7 +89,7 @@ def measure_phase(spec: Dict) -> Dict:
         return {"peak_bytes": int(_peak(device, method) - start), "method": method}
 
 
-def measure_phase_in_fresh_process(spec: Dict) -> Dict:
+def measure_phase_in_fresh_process(spec: dict) -> dict:
     """:func:`measure_phase` in a new Python process."""
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         return pool.submit(measure_phase, spec).result()

@@ -7,8 +7,9 @@ activations grow by orders of magnitude through the stages and a step soon gives
 :func:`calibrate_frozen_batchnorm` sets each layer's statistics from one batch, layer by layer
 in forward order, so that each normalises its own input like a trained network.
 """
+
 import os
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -20,20 +21,27 @@ from fvcore.nn import parameter_count
 from nd_det.config import load_config, merge_config
 from nd_det.errors import ConfigError
 from nd_det.losses import ClassMeans, save_class_means
-from nd_det.modeling import (FrozenTeacher, available_distill_terms, is_distill_module_key,
-                             plain_student_cfg, teacher_identity)
+from nd_det.modeling import (
+    FrozenTeacher,
+    available_distill_terms,
+    is_distill_module_key,
+    plain_student_cfg,
+    teacher_identity,
+)
 
 MIN_IMAGE_SIDE = 32  # the smallest side the synthetic images (and their boxes) are made with
 
 
-def parse_loss_set(text: str) -> List[str]:
+def parse_loss_set(text: str) -> list[str]:
     """``"kd+nd"`` -> ``["kd", "nd"]``, checked against the loss names nd-det knows."""
     names = [n.strip() for n in text.split("+")]
     known = available_distill_terms()
     bad = [n for n in names if n not in known]
     if not text or bad:
-        raise ConfigError(f"--losses {text!r}: unknown loss name(s) {bad or [text]}; give sets of "
-                          f"{known} joined by '+', e.g. nd kd+nd dkd+nd reviewkd+nd")
+        raise ConfigError(
+            f"--losses {text!r}: unknown loss name(s) {bad or [text]}; give sets of "
+            f"{known} joined by '+', e.g. nd kd+nd dkd+nd reviewkd+nd"
+        )
     if len(set(names)) != len(names):
         raise ConfigError(f"--losses {text!r} names a loss twice")
     return names
@@ -53,20 +61,30 @@ def build_benchmark_cfg(config_file: str, overrides: Sequence[str], device: str,
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = ""
     if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":
-        raise ConfigError(f"{config_file}: MODEL.META_ARCHITECTURE is "
-                          f"{cfg.MODEL.META_ARCHITECTURE!r}; the benchmark needs a DistillRCNN "
-                          "config (configs/COCO-Distill/*.yaml)")
+        raise ConfigError(
+            f"{config_file}: MODEL.META_ARCHITECTURE is "
+            f"{cfg.MODEL.META_ARCHITECTURE!r}; the benchmark needs a DistillRCNN "
+            "config (configs/COCO-Distill/*.yaml)"
+        )
     return cfg
 
 
-def synthetic_batch(batch_size: int, height: int, width: int, num_classes: int,
-                    boxes_per_image: int = 5, seed: int = 0) -> List[Dict]:
+def synthetic_batch(
+    batch_size: int,
+    height: int,
+    width: int,
+    num_classes: int,
+    boxes_per_image: int = 5,
+    seed: int = 0,
+) -> list[dict]:
     """detectron2 training inputs: random uint8 (3, H, W) images with ``boxes_per_image``
     ground-truth boxes of random classes covering 1/10 to 1/2 of each side."""
     if batch_size < 1 or min(height, width) < MIN_IMAGE_SIDE:
-        raise ValueError(f"synthetic_batch: need batch_size >= 1 and images of at least "
-                         f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels; got batch_size={batch_size}, "
-                         f"height={height}, width={width}")
+        raise ValueError(
+            f"synthetic_batch: need batch_size >= 1 and images of at least "
+            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels; got batch_size={batch_size}, "
+            f"height={height}, width={width}"
+        )
     g = torch.Generator().manual_seed(seed)
     size = torch.tensor([width, height], dtype=torch.float32)
     batch = []
@@ -96,8 +114,11 @@ def calibrate_frozen_batchnorm(module: torch.nn.Module, run_forward) -> int:
         layer.bias.fill_(0.0)
         calibrated.append(layer)
 
-    handles = [m.register_forward_pre_hook(set_from_input) for m in module.modules()
-               if isinstance(m, FrozenBatchNorm2d)]
+    handles = [
+        m.register_forward_pre_hook(set_from_input)
+        for m in module.modules()
+        if isinstance(m, FrozenBatchNorm2d)
+    ]
     try:
         run_forward()
     finally:
@@ -106,10 +127,11 @@ def calibrate_frozen_batchnorm(module: torch.nn.Module, run_forward) -> int:
     return len(calibrated)
 
 
-def prepare_weight_files(cfg, work_dir: str, batch: List[Dict], seed: int = 0) -> str:
+def prepare_weight_files(cfg, work_dir: str, batch: list[dict], seed: int = 0) -> str:
     """Random, calibrated teacher and student weights and a made-up class-means table of the
     right shape, written into ``work_dir``; ``cfg`` then names the teacher and the table (as a
     real run would).  Returns the student weights file."""
+
     def backbone_on(model):
         return lambda: model.backbone(model.preprocess_image(batch).tensor)
 
@@ -128,8 +150,11 @@ def prepare_weight_files(cfg, work_dir: str, batch: List[Dict], seed: int = 0) -
     cfg.MODEL.DISTILL.CLASS_MEANS = os.path.join(work_dir, "class_means_random.pth")
     cfg.freeze()
     g = torch.Generator().manual_seed(seed)  # positive, like post-ReLU box-head features
-    table = ClassMeans(torch.rand(rows, dim, generator=g),
-                       torch.full((rows,), 100, dtype=torch.int64), teacher_identity(cfg))
+    table = ClassMeans(
+        torch.rand(rows, dim, generator=g),
+        torch.full((rows,), 100, dtype=torch.int64),
+        teacher_identity(cfg),
+    )
     save_class_means(cfg.MODEL.DISTILL.CLASS_MEANS, table)
     return student_file
 
@@ -145,8 +170,9 @@ def build_distiller(cfg, losses: Sequence[str], student_file: str) -> torch.nn.M
     model = build_model(run_cfg if losses else plain_student_cfg(run_cfg))
     state = torch.load(student_file, map_location="cpu", weights_only=True)["model"]
     result = model.load_state_dict(state, strict=False)  # the terms' modules keep their init
-    assert not result.unexpected_keys and all(is_distill_module_key(k)
-                                              for k in result.missing_keys), result
+    assert not result.unexpected_keys and all(
+        is_distill_module_key(k) for k in result.missing_keys
+    ), result
     return model.train()
 
 
@@ -155,10 +181,13 @@ def parameter_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
-def student_parameter_counts(model: torch.nn.Module) -> Dict[str, int]:
+def student_parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     """The student's parameters: all, trainable, the backbone's (FPN included), the bottom-up's."""
     counts = parameter_count(model)  # by module name; "": the whole model
     bottom_up = "backbone.bottom_up" if hasattr(model.backbone, "bottom_up") else "backbone"
-    return {"total": counts[""],
-            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "backbone": counts["backbone"], "bottom_up": counts[bottom_up]}
+    return {
+        "total": counts[""],
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "backbone": counts["backbone"],
+        "bottom_up": counts[bottom_up],
+    }

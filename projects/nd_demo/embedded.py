@@ -1,4 +1,5 @@
-"""The embedded dataset: real tree-crown boxes from the deepforest package, as COCO, tiled and split.
+"""The embedded dataset: real tree-crown boxes from the deepforest package, as COCO, tiled and
+split.
 
 Nothing is downloaded: the airborne RGB images and their hand-drawn boxes ship in the ``data/``
 folder of the PyPI package deepforest (MIT licence; ``pip install --no-deps deepforest==2.1.0``
@@ -26,11 +27,12 @@ deepforest version, a source file's content).  Summary of a build::
 
     PYTHONPATH=projects python -m nd_demo.embedded [--root DIR] [--rebuild]
 """
+
 import argparse
 import hashlib
 import importlib.metadata
-import itertools
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -40,7 +42,7 @@ import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional
 
 from fvcore.common.file_io import file_lock
 
@@ -62,8 +64,10 @@ VAL_RESIDUE = 2
 STAMP_FILE = "build_stamp.json"
 SPLIT_FILES = {"train": "train.json", "val": "val.json"}
 IMAGE_DIR = "images"
-SETUP_FIX = ("run `bash scripts/setup_env.sh` from the repository root (it installs it), or "
-             "`pip install --no-deps deepforest==2.1.0` in this Python environment")
+SETUP_FIX = (
+    "run `bash scripts/setup_env.sh` from the repository root (it installs it), or "
+    "`pip install --no-deps deepforest==2.1.0` in this Python environment"
+)
 
 
 @dataclass(frozen=True)
@@ -94,17 +98,21 @@ def deepforest_data_dir() -> Path:
     """The ``data`` folder of the installed deepforest package (the package is not imported)."""
     spec = importlib.util.find_spec("deepforest")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError("the embedded tree-crown dataset needs the data files of the PyPI "
-                        "package deepforest==2.1.0, which is not installed in this Python. "
-                        f"Fix: {SETUP_FIX}")
+        raise DataError(
+            "the embedded tree-crown dataset needs the data files of the PyPI "
+            "package deepforest==2.1.0, which is not installed in this Python. "
+            f"Fix: {SETUP_FIX}"
+        )
     for location in spec.submodule_search_locations:
         if (Path(location) / "data").is_dir():
             return Path(location) / "data"
-    raise DataError(f"the deepforest package at {list(spec.submodule_search_locations)} has no "
-                    f"data/ folder. Fix: reinstall it: {SETUP_FIX}")
+    raise DataError(
+        f"the deepforest package at {list(spec.submodule_search_locations)} has no "
+        f"data/ folder. Fix: reinstall it: {SETUP_FIX}"
+    )
 
 
-def _sources() -> List[Tuple[Path, Path, List[Tuple[int, ...]], List[str]]]:
+def _sources() -> list[tuple[Path, Path, list[tuple[int, ...]], list[str]]]:
     """(xml, image, boxes (x0, y0, x1, y1), labels) of every Pascal-VOC file of deepforest's data
     folder, by file name (the images without one, e.g. SOAP_031.png, are not used)."""
     data_dir = deepforest_data_dir()
@@ -112,30 +120,42 @@ def _sources() -> List[Tuple[Path, Path, List[Tuple[int, ...]], List[str]]]:
     for xml_path in sorted(p for p in data_dir.iterdir() if p.suffix.lower() == ".xml"):
         try:
             root = ElementTree.parse(xml_path).getroot()
-            boxes = [tuple(int(round(float(obj.findtext(f"bndbox/{key}"))))
-                           for key in ("xmin", "ymin", "xmax", "ymax"))
-                     for obj in root.iter("object")]
+            boxes = [
+                tuple(
+                    int(round(float(obj.findtext(f"bndbox/{key}"))))
+                    for key in ("xmin", "ymin", "xmax", "ymax")
+                )
+                for obj in root.iter("object")
+            ]
         except (OSError, ElementTree.ParseError, TypeError, ValueError) as error:
-            raise DataError(f"{xml_path}: not a readable Pascal-VOC file ({error}). Fix: "
-                            f"reinstall deepforest ({SETUP_FIX})") from error
+            raise DataError(
+                f"{xml_path}: not a readable Pascal-VOC file ({error}). Fix: "
+                f"reinstall deepforest ({SETUP_FIX})"
+            ) from error
         image_path = xml_path.parent / (root.findtext("filename") or "").strip()
         if not image_path.is_file():
-            raise DataError(f"{xml_path} names the image {image_path.name}, which is not in "
-                            f"{data_dir}. Fix: reinstall deepforest ({SETUP_FIX})")
+            raise DataError(
+                f"{xml_path} names the image {image_path.name}, which is not in "
+                f"{data_dir}. Fix: reinstall deepforest ({SETUP_FIX})"
+            )
         labels = [(obj.findtext("name") or "").strip() for obj in root.iter("object")]
         sources.append((xml_path, image_path, boxes, labels))
     if not sources:
-        raise DataError(f"no Pascal-VOC .xml file in {data_dir}. Fix: reinstall deepforest "
-                        f"({SETUP_FIX})")
+        raise DataError(
+            f"no Pascal-VOC .xml file in {data_dir}. Fix: reinstall deepforest ({SETUP_FIX})"
+        )
     return sources
 
 
 # ---------------------------------------------------------------- the build
-def _spans(length: int) -> List[Tuple[int, int]]:
+def _spans(length: int) -> list[tuple[int, int]]:
     """(start, end) of the tiles along one side: TILE_SIZE px each from 0, the last one narrower
     where ``length`` is not a multiple of it, and then kept from MIN_EDGE_TILE px."""
-    return [(start, min(start + TILE_SIZE, length)) for start in range(0, length, TILE_SIZE)
-            if start == 0 or length - start >= MIN_EDGE_TILE]
+    return [
+        (start, min(start + TILE_SIZE, length))
+        for start in range(0, length, TILE_SIZE)
+        if start == 0 or length - start >= MIN_EDGE_TILE
+    ]
 
 
 def _sha256(path: Path) -> str:
@@ -155,9 +175,14 @@ def _stamp(sources) -> dict:
         "min_visible_fraction": MIN_VISIBLE_FRACTION,
         "min_box_side": MIN_BOX_SIDE,
         "val_rule": f"(row + 2 * col) % {VAL_PERIOD} == {VAL_RESIDUE}",
-        "sources": {xml.name: {"xml_sha256": _sha256(xml), "image": image.name,
-                               "image_sha256": _sha256(image)}
-                    for xml, image, _, _ in sources},
+        "sources": {
+            xml.name: {
+                "xml_sha256": _sha256(xml),
+                "image": image.name,
+                "image_sha256": _sha256(image),
+            }
+            for xml, image, _, _ in sources
+        },
     }
 
 
@@ -166,9 +191,11 @@ def _is_current(root: Path, stamp: dict) -> bool:
     try:
         if json.loads((root / STAMP_FILE).read_text(encoding="utf-8")) != stamp:
             return False
-        return all((root / IMAGE_DIR / image["file_name"]).is_file()
-                   for split_file in SPLIT_FILES.values() for image in
-                   json.loads((root / split_file).read_text(encoding="utf-8"))["images"])
+        return all(
+            (root / IMAGE_DIR / image["file_name"]).is_file()
+            for split_file in SPLIT_FILES.values()
+            for image in json.loads((root / split_file).read_text(encoding="utf-8"))["images"]
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -185,37 +212,60 @@ def _build(staging: Path, sources, stamp: dict) -> None:
             picture = opened.convert("RGB")
         width, height = picture.size
         # boxes clipped to the image, empty ones dropped
-        clipped = [((max(0, x0), max(0, y0), min(width, x1), min(height, y1)), label)
-                   for (x0, y0, x1, y1), label in zip(boxes, labels)]
+        clipped = [
+            ((max(0, x0), max(0, y0), min(width, x1), min(height, y1)), label)
+            for (x0, y0, x1, y1), label in zip(boxes, labels)
+        ]
         clipped = [(b, label) for b, label in clipped if b[2] > b[0] and b[3] > b[1]]
         rows, cols = _spans(height), _spans(width)
         whole = len(rows) == len(cols) == 1
-        for (row, (ty0, ty1)), (col, (tx0, tx1)) in itertools.product(enumerate(rows),
-                                                                      enumerate(cols)):
-            name = (f"{image_path.stem}.png" if whole
-                    else f"{image_path.stem}_r{row:02d}_c{col:02d}.png")
+        for (row, (ty0, ty1)), (col, (tx0, tx1)) in itertools.product(
+            enumerate(rows), enumerate(cols)
+        ):
+            name = (
+                f"{image_path.stem}.png"
+                if whole
+                else f"{image_path.stem}_r{row:02d}_c{col:02d}.png"
+            )
             picture.crop((tx0, ty0, tx1, ty1)).save(image_dir / name, compress_level=1)
             is_val = not whole and (row + 2 * col) % VAL_PERIOD == VAL_RESIDUE
             split = splits["val" if is_val else "train"]
             image_id = next(image_ids)
-            split["images"].append({"id": image_id, "file_name": name, "width": tx1 - tx0,
-                                    "height": ty1 - ty0, "source": image_path.name,
-                                    "window": [tx0, ty0, tx1, ty1]})
+            split["images"].append(
+                {
+                    "id": image_id,
+                    "file_name": name,
+                    "width": tx1 - tx0,
+                    "height": ty1 - ty0,
+                    "source": image_path.name,
+                    "window": [tx0, ty0, tx1, ty1],
+                }
+            )
             for (x0, y0, x1, y1), label in clipped:
                 cx0, cy0, cx1, cy1 = max(x0, tx0), max(y0, ty0), min(x1, tx1), min(y1, ty1)
                 w, h = cx1 - cx0, cy1 - cy0
                 if min(w, h) < MIN_BOX_SIDE or (
-                        w * h < MIN_VISIBLE_FRACTION * (x1 - x0) * (y1 - y0)):
+                    w * h < MIN_VISIBLE_FRACTION * (x1 - x0) * (y1 - y0)
+                ):
                     continue
-                split["annotations"].append({
-                    "id": next(annotation_ids), "image_id": image_id, "category_id": 1,
-                    "bbox": [cx0 - tx0, cy0 - ty0, w, h], "area": w * h, "iscrowd": 0,
-                    "source_label": label})
+                split["annotations"].append(
+                    {
+                        "id": next(annotation_ids),
+                        "image_id": image_id,
+                        "category_id": 1,
+                        "bbox": [cx0 - tx0, cy0 - ty0, w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                        "source_label": label,
+                    }
+                )
     for name, content in splits.items():
         document = {
-            "info": {"description": f"deepforest tree crowns ({name} split), tiled by nd-det "
-                                    f"(build format {BUILD_FORMAT_VERSION})",
-                     "source": "data files of the PyPI package deepforest (MIT licence)"},
+            "info": {
+                "description": f"deepforest tree crowns ({name} split), tiled by nd-det "
+                f"(build format {BUILD_FORMAT_VERSION})",
+                "source": "data files of the PyPI package deepforest (MIT licence)",
+            },
             "licenses": [{"id": 1, "name": "MIT", "url": "https://opensource.org/licenses/MIT"}],
             **content,
             "categories": [{"id": 1, "name": CLASS_NAME, "supercategory": "plant"}],
@@ -235,8 +285,10 @@ def ensure_embedded_dataset(root=None, force: bool = False) -> EmbeddedDataset:
     root.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(str(root.parent / f".{root.name}")):
         if force or not (root.is_dir() and _is_current(root, stamp)):
-            for leftover in [*root.parent.glob(f".{root.name}.building-*"),
-                             *root.parent.glob(f".{root.name}.old-*")]:
+            for leftover in [
+                *root.parent.glob(f".{root.name}.building-*"),
+                *root.parent.glob(f".{root.name}.old-*"),
+            ]:
                 shutil.rmtree(leftover, ignore_errors=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
             try:
@@ -250,12 +302,15 @@ def ensure_embedded_dataset(root=None, force: bool = False) -> EmbeddedDataset:
                     os.rename(staging, root)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-    return EmbeddedDataset(root=root, image_dir=root / IMAGE_DIR,
-                           train_json=root / SPLIT_FILES["train"],
-                           val_json=root / SPLIT_FILES["val"])
+    return EmbeddedDataset(
+        root=root,
+        image_dir=root / IMAGE_DIR,
+        train_json=root / SPLIT_FILES["train"],
+        val_json=root / SPLIT_FILES["val"],
+    )
 
 
-def register_embedded_dataset(root=None) -> Tuple[str, str]:
+def register_embedded_dataset(root=None) -> tuple[str, str]:
     """Build (if needed) and register the embedded dataset (again: the new registration replaces
     the earlier one); returns (train name, val name)."""
     from nd_det.data import register_coco_dataset
@@ -266,15 +321,17 @@ def register_embedded_dataset(root=None) -> Tuple[str, str]:
     return TRAIN_NAME, VAL_NAME
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[list[str]] = None) -> None:
     """Build (if needed) and print per split: tiles, boxes, tiles without boxes, median box
     side, tiles per source."""
     parser = argparse.ArgumentParser(
         prog="python -m nd_demo.embedded",
         description="Build (if needed) the embedded deepforest tree-crown dataset and print a "
-                    "summary of its splits.")
-    parser.add_argument("--root", default=None,
-                        help=f"dataset folder (default: {default_embedded_root()})")
+        "summary of its splits.",
+    )
+    parser.add_argument(
+        "--root", default=None, help=f"dataset folder (default: {default_embedded_root()})"
+    )
     parser.add_argument("--rebuild", action="store_true", help="rebuild even if it is current")
     args = parser.parse_args(argv)
     try:
@@ -282,15 +339,21 @@ def main(argv: Optional[List[str]] = None) -> None:
     except DataError as error:
         raise SystemExit(f"error: {error}") from None
     print(f"embedded dataset in {dataset.root}")
-    print(f"{'split':6} {'tiles':>6} {'boxes':>6} {'empty':>6} {'median side':>12}  tiles per source")
+    print(
+        f"{'split':6} {'tiles':>6} {'boxes':>6} {'empty':>6} {'median side':>12}  tiles per source"
+    )
     for split, path in (("train", dataset.train_json), ("val", dataset.val_json)):
         coco = json.loads(path.read_text(encoding="utf-8"))
         empty = len(coco["images"]) - len({a["image_id"] for a in coco["annotations"]})
         sides = [max(a["bbox"][2], a["bbox"][3]) for a in coco["annotations"]]
-        sources = ", ".join(f"{name}: {count}" for name, count in
-                            Counter(image["source"] for image in coco["images"]).items())
-        print(f"{split:6} {len(coco['images']):6d} {len(coco['annotations']):6d} {empty:6d} "
-              f"{statistics.median(sides) if sides else 0:10.1f}px  {sources}")
+        sources = ", ".join(
+            f"{name}: {count}"
+            for name, count in Counter(image["source"] for image in coco["images"]).items()
+        )
+        print(
+            f"{split:6} {len(coco['images']):6d} {len(coco['annotations']):6d} {empty:6d} "
+            f"{statistics.median(sides) if sides else 0:10.1f}px  {sources}"
+        )
 
 
 if __name__ == "__main__":

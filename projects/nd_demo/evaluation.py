@@ -2,13 +2,13 @@
 detectron2's COCOEvaluator through ``DistillTrainer.test``, fvcore's parameter count, and the
 mean wall time of ``model([image])`` in eval mode, one image per call, after one warm-up call.
 """
+
 import contextlib
 import io
 import logging
 import math
 import os
 import time
-from typing import Dict, Tuple
 
 import torch
 from detectron2.config import CfgNode
@@ -36,7 +36,7 @@ def inference_ms_per_image(cfg: CfgNode, model: torch.nn.Module) -> float:
     return 1000.0 * sum(times) / len(times)
 
 
-def box_metrics(cfg: CfgNode, model: torch.nn.Module) -> Tuple[Dict[str, float], bool]:
+def box_metrics(cfg: CfgNode, model: torch.nn.Module) -> tuple[dict[str, float], bool]:
     """AP, AP50, AP75 of ``model`` on ``cfg.DATASETS.TEST[0]`` (all 0.0 when it detects
     nothing, where pycocotools gives NaN), and whether it detected nothing.  The evaluator writes
     its files under ``cfg.OUTPUT_DIR``; pycocotools' own prints go to the log, not the console."""
@@ -49,12 +49,16 @@ def box_metrics(cfg: CfgNode, model: torch.nn.Module) -> Tuple[Dict[str, float],
     return {m: (0.0 if no_detections else float(metrics[m])) for m in _METRICS}, no_detections
 
 
-def score_model(cfg: CfgNode, model: torch.nn.Module) -> Dict:
+def score_model(cfg: CfgNode, model: torch.nn.Module) -> dict:
     """AP, AP50, AP75, params, inference_ms_per_image, no_detections and detections_file (the
     COCO results the evaluation wrote) of ``model``, built from ``cfg`` with its weights."""
     metrics, no_detections = box_metrics(cfg, model)
-    return dict(metrics, params=parameter_count(model)[""],
-                inference_ms_per_image=inference_ms_per_image(cfg, model),
-                no_detections=no_detections,
-                detections_file=os.path.join(cfg.OUTPUT_DIR, "inference", cfg.DATASETS.TEST[0],
-                                             "coco_instances_results.json"))
+    return dict(
+        metrics,
+        params=parameter_count(model)[""],
+        inference_ms_per_image=inference_ms_per_image(cfg, model),
+        no_detections=no_detections,
+        detections_file=os.path.join(
+            cfg.OUTPUT_DIR, "inference", cfg.DATASETS.TEST[0], "coco_instances_results.json"
+        ),
+    )

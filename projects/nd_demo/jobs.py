@@ -5,14 +5,16 @@ not depend on how many jobs run beside it: each runs in a fresh process (spawned
 with one intra-op thread, and seeds itself.  (``torch.multiprocessing`` and detectron2's
 launcher serve one distributed job, not a queue of independent ones; concurrent.futures does.)
 """
+
 import os
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Optional
 
 import torch
 
-Jobs = Dict[str, Tuple[Callable, dict]]
+Jobs = dict[str, tuple[Callable, dict]]
 
 
 def default_workers(limit: int = 0) -> int:
@@ -29,8 +31,9 @@ def _one_thread() -> None:
     torch.set_num_interop_threads(1)
 
 
-def run_jobs(jobs: Jobs, workers: int, then: Optional[Callable[[str, object], Jobs]] = None
-             ) -> Iterator[Tuple[str, object]]:
+def run_jobs(
+    jobs: Jobs, workers: int, then: Optional[Callable[[str, object], Jobs]] = None
+) -> Iterator[tuple[str, object]]:
     """Run ``{name: (function, kwargs)}`` (module-level functions) in ``workers`` processes;
     yields ``(name, result)`` as each finishes.  ``then(name, result)`` may return more jobs to
     run once that one is done (jobs that need its result: a teacher's students).  The first job
@@ -50,10 +53,15 @@ def run_jobs(jobs: Jobs, workers: int, then: Optional[Callable[[str, object], Jo
         finally:
             torch.set_num_threads(threads)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                             initializer=_one_thread, max_tasks_per_child=1) as pool:
-        pending = {pool.submit(function, **kwargs): name
-                   for name, (function, kwargs) in jobs.items()}
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=_one_thread,
+        max_tasks_per_child=1,
+    ) as pool:
+        pending = {
+            pool.submit(function, **kwargs): name for name, (function, kwargs) in jobs.items()
+        }
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)

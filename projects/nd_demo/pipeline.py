@@ -4,6 +4,7 @@ student alone and distilled, side by side; export the distilled student; evaluat
 write results.json / results.md / results.png.  The one-process stages use every core, the two
 students one thread each.
 """
+
 import logging
 import os
 import shutil
@@ -25,33 +26,50 @@ from .embedded import register_embedded_dataset
 from .evaluation import score_model
 from .figure import draw_demo_figure, pick_val_images, read_loss_curves
 from .jobs import default_workers, run_jobs
-from .report import (ROW_NAMES, distillation_verdict, format_table_for_console, make_row,
-                     write_report)
+from .report import (
+    ROW_NAMES,
+    distillation_verdict,
+    format_table_for_console,
+    make_row,
+    write_report,
+)
 from .trainer import FINAL_WEIGHTS, METRICS_FILE, log_to_file, train_detector, train_detector_job
 
 logger = logging.getLogger("nd_demo")
 
-FOLDERS = {"teacher": "teacher", "alone": "student_alone", "distilled": "student_distilled",
-           "means": "class_means", "export": "distilled_student_export"}
+FOLDERS = {
+    "teacher": "teacher",
+    "alone": "student_alone",
+    "distilled": "student_distilled",
+    "means": "class_means",
+    "export": "distilled_student_export",
+}
 CLASS_MEANS_FILE = os.path.join(FOLDERS["means"], "teacher_class_means.pth")
 RESULT_FILES = ("results.json", "results.md", "results.png")
 _RUN_FILES = (FINAL_WEIGHTS, METRICS_FILE, "config.yaml")
 # every file a run writes (relative to the output folder); the smoke test checks them all
-OUTPUT_FILES = (("log.txt",) + tuple(os.path.join(FOLDERS[k], f) for k in
-                                     ("teacher", "alone", "distilled") for f in _RUN_FILES)
-                + (CLASS_MEANS_FILE,) + tuple(os.path.join(FOLDERS["export"], f)
-                                              for f in ("config.yaml", FINAL_WEIGHTS))
-                + RESULT_FILES)
+OUTPUT_FILES = (
+    ("log.txt",)
+    + tuple(
+        os.path.join(FOLDERS[k], f) for k in ("teacher", "alone", "distilled") for f in _RUN_FILES
+    )
+    + (CLASS_MEANS_FILE,)
+    + tuple(os.path.join(FOLDERS["export"], f) for f in ("config.yaml", FINAL_WEIGHTS))
+    + RESULT_FILES
+)
 
 
 def check_options(o) -> None:
     """The options argparse does not check, before anything is built or written."""
-    for flag, value, least in (("--threads", o.threads, 0), ("--workers", o.workers, 0),
-                               ("--log-period", o.log_period, 1),
-                               ("--figure-images", o.figure_images, 1),
-                               ("--teacher-iters", o.teacher_iters, 1),
-                               ("--student-iters", o.student_iters, 1),
-                               ("--class-means-images", o.class_means_images, 1)):
+    for flag, value, least in (
+        ("--threads", o.threads, 0),
+        ("--workers", o.workers, 0),
+        ("--log-period", o.log_period, 1),
+        ("--figure-images", o.figure_images, 1),
+        ("--teacher-iters", o.teacher_iters, 1),
+        ("--student-iters", o.student_iters, 1),
+        ("--class-means-images", o.class_means_images, 1),
+    ):
         if value is not None and value < least:
             raise ConfigError(f"{flag} {value}: give {least} or more")
     if o.device != "cpu" and not (o.device.startswith("cuda") and torch.cuda.is_available()):
@@ -66,13 +84,24 @@ def run_demo(o) -> dict:
     out = os.path.abspath(o.output_dir)
     folder = {key: os.path.join(out, name) for key, name in FOLDERS.items()}
     # the configs first: a config mistake stops the demo before it deletes anything
-    teacher = run_cfg(o.teacher_config, "teacher", folder["teacher"], o.teacher_iters, o.seed,
-                      o.device, o.opts)
-    students = {key: student_cfg(o.student_config, folder[key], o.student_iters, o.seed,
-                                 o.device, losses, os.path.join(folder["teacher"], "config.yaml"),
-                                 os.path.join(folder["teacher"], FINAL_WEIGHTS),
-                                 os.path.join(out, CLASS_MEANS_FILE), o.opts)
-                for key, losses in (("alone", []), ("distilled", DISTILL_METHODS[o.method][0]))}
+    teacher = run_cfg(
+        o.teacher_config, "teacher", folder["teacher"], o.teacher_iters, o.seed, o.device, o.opts
+    )
+    students = {
+        key: student_cfg(
+            o.student_config,
+            folder[key],
+            o.student_iters,
+            o.seed,
+            o.device,
+            losses,
+            os.path.join(folder["teacher"], "config.yaml"),
+            os.path.join(folder["teacher"], FINAL_WEIGHTS),
+            os.path.join(out, CLASS_MEANS_FILE),
+            o.opts,
+        )
+        for key, losses in (("alone", []), ("distilled", DISTILL_METHODS[o.method][0]))
+    }
     os.makedirs(out, exist_ok=True)
     for name in list(FOLDERS.values()) + list(RESULT_FILES):  # the demo owns these
         path = os.path.join(out, name)
@@ -93,73 +122,148 @@ def _pipeline(o, out: str, folder: dict, teacher, students: dict) -> dict:
     train_images, val_dicts = len(DatasetCatalog.get(train_name)), DatasetCatalog.get(val_name)
     losses, method_name = DISTILL_METHODS[o.method]
     processes = min(2, default_workers(o.workers or 2))
-    logger.info("nd-det demo: teacher %s (%d iterations), student %s (%d iterations, alone and "
-                "%s); %d train / %d val tiles; %d thread(s), the two students side by side in "
-                "%d process(es); output in %s", describe_backbone(teacher),
-                teacher.SOLVER.MAX_ITER, describe_backbone(students["alone"]),
-                students["alone"].SOLVER.MAX_ITER, method_name, train_images, len(val_dicts),
-                torch.get_num_threads(), processes, out)
+    logger.info(
+        "nd-det demo: teacher %s (%d iterations), student %s (%d iterations, alone and "
+        "%s); %d train / %d val tiles; %d thread(s), the two students side by side in "
+        "%d process(es); output in %s",
+        describe_backbone(teacher),
+        teacher.SOLVER.MAX_ITER,
+        describe_backbone(students["alone"]),
+        students["alone"].SOLVER.MAX_ITER,
+        method_name,
+        train_images,
+        len(val_dicts),
+        torch.get_num_threads(),
+        processes,
+        out,
+    )
 
     def stage(number: int, name: str, work, summary=lambda result: ""):
         logger.info("[demo %d/6] %s ...", number, name)
         began = time.perf_counter()
         result = work()
         seconds[name] = round(time.perf_counter() - began, 1)
-        logger.info("[demo %d/6] %s done in %s%s", number, name,
-                    format_duration(seconds[name]), summary(result))
+        logger.info(
+            "[demo %d/6] %s done in %s%s",
+            number,
+            name,
+            format_duration(seconds[name]),
+            summary(result),
+        )
         return result
 
     stage(1, "train teacher", lambda: train_detector(teacher, o.seed, o.log_period))
     distill_cfg = without_demo_keys(students["distilled"])
     means_images = min(train_images, o.class_means_images or train_images)
-    stage(2, "teacher class means", lambda: extract_class_means(
-        distill_cfg, output=os.path.join(out, CLASS_MEANS_FILE), max_images=means_images,
-        num_workers=0), lambda t: f": {t.num_classes} x {t.dim} table from {means_images} images")
-    jobs = {key: (train_detector_job, dict(
-        cfg=cfg, seed=o.seed, log_period=o.log_period, name=FOLDERS[key],
-        log_file=os.path.join(cfg.OUTPUT_DIR, "log.txt"), dataset_root=o.dataset_root))
-        for key, cfg in students.items()}
+    stage(
+        2,
+        "teacher class means",
+        lambda: extract_class_means(
+            distill_cfg,
+            output=os.path.join(out, CLASS_MEANS_FILE),
+            max_images=means_images,
+            num_workers=0,
+        ),
+        lambda t: f": {t.num_classes} x {t.dim} table from {means_images} images",
+    )
+    jobs = {
+        key: (
+            train_detector_job,
+            dict(
+                cfg=cfg,
+                seed=o.seed,
+                log_period=o.log_period,
+                name=FOLDERS[key],
+                log_file=os.path.join(cfg.OUTPUT_DIR, "log.txt"),
+                dataset_root=o.dataset_root,
+            ),
+        )
+        for key, cfg in students.items()
+    }
     weights = stage(3, "train both students", lambda: dict(run_jobs(jobs, processes)))
-    export = stage(4, "export distilled student", lambda: export_student(
-        distill_cfg, weights["distilled"], folder["export"], overwrite=True),
-        lambda e: f": {e.num_tensors} tensors ({len(e.dropped_modules)} distillation-module "
-                  "tensors left out)")
+    export = stage(
+        4,
+        "export distilled student",
+        lambda: export_student(distill_cfg, weights["distilled"], folder["export"], overwrite=True),
+        lambda e: (
+            f": {e.num_tensors} tensors ({len(e.dropped_modules)} distillation-module "
+            "tensors left out)"
+        ),
+    )
 
     def evaluate():
         frozen = FrozenTeacher(distill_cfg)
-        return [score_model(frozen.cfg, frozen.model),
-                score_model(*build_plain_student(without_demo_keys(students["alone"]),
-                                                 weights["alone"])),
-                # from the export folder alone, as a detectron2 user would load it
-                score_model(*load_exported_student(export.output_dir, o.device))]
+        return [
+            score_model(frozen.cfg, frozen.model),
+            score_model(
+                *build_plain_student(without_demo_keys(students["alone"]), weights["alone"])
+            ),
+            # from the export folder alone, as a detectron2 user would load it
+            score_model(*load_exported_student(export.output_dir, o.device)),
+        ]
 
-    scores = stage(5, "evaluate 3 models", evaluate, lambda s: ": " + ", ".join(
-        f"{name} AP {score['AP']:.2f}" for name, score in zip(ROW_NAMES, s)))
-    rows = [make_row(name, describe_backbone(cfg), score) for name, cfg, score in
-            zip(ROW_NAMES, (teacher, students["alone"], students["distilled"]), scores)]
-    files = {"json": os.path.join(out, "results.json"), "markdown": os.path.join(out, "results.md"),
-             "figure": os.path.join(out, "results.png"), "export": export.output_dir,
-             "log": os.path.join(out, "log.txt")}
-    stage(6, "write report + figure", lambda: draw_demo_figure(
-        files["figure"], *(read_loss_curves(os.path.join(folder[k], METRICS_FILE))
-                           for k in ("alone", "distilled")),
-        rows, pick_val_images(val_dicts, o.figure_images), scores[1]["detections_file"],
-        scores[2]["detections_file"], method_name))
+    scores = stage(
+        5,
+        "evaluate 3 models",
+        evaluate,
+        lambda s: (
+            ": " + ", ".join(f"{name} AP {score['AP']:.2f}" for name, score in zip(ROW_NAMES, s))
+        ),
+    )
+    rows = [
+        make_row(name, describe_backbone(cfg), score)
+        for name, cfg, score in zip(
+            ROW_NAMES, (teacher, students["alone"], students["distilled"]), scores
+        )
+    ]
+    files = {
+        "json": os.path.join(out, "results.json"),
+        "markdown": os.path.join(out, "results.md"),
+        "figure": os.path.join(out, "results.png"),
+        "export": export.output_dir,
+        "log": os.path.join(out, "log.txt"),
+    }
+    stage(
+        6,
+        "write report + figure",
+        lambda: draw_demo_figure(
+            files["figure"],
+            *(
+                read_loss_curves(os.path.join(folder[k], METRICS_FILE))
+                for k in ("alone", "distilled")
+            ),
+            rows,
+            pick_val_images(val_dicts, o.figure_images),
+            scores[1]["detections_file"],
+            scores[2]["detections_file"],
+            method_name,
+        ),
+    )
     report = {
         "title": "nd-det demo: distilling a tree-crown detector on the CPU",
-        "dataset": {"train": train_name, "val": val_name, "train_images": train_images,
-                    "val_images": len(val_dicts),
-                    "val_boxes": sum(len(d.get("annotations", [])) for d in val_dicts)},
-        "method": o.method, "method_name": method_name, "distill_losses": list(losses),
-        "schedule": {"teacher_iters": teacher.SOLVER.MAX_ITER,
-                     "student_iters": students["alone"].SOLVER.MAX_ITER,
-                     "teacher_images_per_iter": teacher.SOLVER.IMS_PER_BATCH,
-                     "student_images_per_iter": students["alone"].SOLVER.IMS_PER_BATCH,
-                     "teacher_optimizer": f"{teacher.DEMO.OPTIMIZER} lr {teacher.SOLVER.BASE_LR:g}",
-                     "student_optimizer": f"{students['alone'].DEMO.OPTIMIZER} lr "
-                                          f"{students['alone'].SOLVER.BASE_LR:g}",
-                     "seed": o.seed, "device": o.device, "threads": torch.get_num_threads(),
-                     "student_processes": processes},
+        "dataset": {
+            "train": train_name,
+            "val": val_name,
+            "train_images": train_images,
+            "val_images": len(val_dicts),
+            "val_boxes": sum(len(d.get("annotations", [])) for d in val_dicts),
+        },
+        "method": o.method,
+        "method_name": method_name,
+        "distill_losses": list(losses),
+        "schedule": {
+            "teacher_iters": teacher.SOLVER.MAX_ITER,
+            "student_iters": students["alone"].SOLVER.MAX_ITER,
+            "teacher_images_per_iter": teacher.SOLVER.IMS_PER_BATCH,
+            "student_images_per_iter": students["alone"].SOLVER.IMS_PER_BATCH,
+            "teacher_optimizer": f"{teacher.DEMO.OPTIMIZER} lr {teacher.SOLVER.BASE_LR:g}",
+            "student_optimizer": f"{students['alone'].DEMO.OPTIMIZER} lr "
+            f"{students['alone'].SOLVER.BASE_LR:g}",
+            "seed": o.seed,
+            "device": o.device,
+            "threads": torch.get_num_threads(),
+            "student_processes": processes,
+        },
         "rows": rows,
         "distillation_gain": {m: round(rows[2][m] - rows[1][m], 3) for m in ("AP", "AP50", "AP75")},
         "teacher_minus_student_alone_AP": round(rows[0]["AP"] - rows[1]["AP"], 3),
@@ -168,7 +272,13 @@ def _pipeline(o, out: str, folder: dict, teacher, students: dict) -> dict:
     }
     report["verdict"] = distillation_verdict(rows, method_name)
     write_report(report, files["json"], files["markdown"])
-    logger.info("\n%s\n\ntotal wall time %s; results in %s, %s, %s; exported student in %s",
-                format_table_for_console(report), format_duration(time.perf_counter() - start),
-                files["json"], files["markdown"], files["figure"], export.output_dir)
+    logger.info(
+        "\n%s\n\ntotal wall time %s; results in %s, %s, %s; exported student in %s",
+        format_table_for_console(report),
+        format_duration(time.perf_counter() - start),
+        files["json"],
+        files["markdown"],
+        files["figure"],
+        export.output_dir,
+    )
     return report

@@ -7,8 +7,9 @@ Rows, in this order: ``teacher``, ``student alone``, ``distilled student``; each
 ``backbone``, ``AP``, ``AP50``, ``AP75`` (COCO box AP in percent on the val split), ``params``
 (an integer) and ``inference_ms_per_image``.
 """
+
 import json
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 from nd_det.utils.atomic_file import atomic_write_json, atomic_write_text
 from nd_det.utils.text import markdown_table
@@ -28,13 +29,16 @@ TABLE_COLUMNS = (
 _SAME_AP = 0.5
 
 
-def make_row(model: str, backbone: str, score: Dict) -> Dict:
+def make_row(model: str, backbone: str, score: dict) -> dict:
     """A table row from a score of :func:`nd_demo.evaluation.score_model`."""
-    return {"model": model, "backbone": backbone,
-            **{m: round(score[m], 3) for m in ("AP", "AP50", "AP75")},
-            "params": int(score["params"]),
-            "inference_ms_per_image": round(score["inference_ms_per_image"], 2),
-            "no_detections": bool(score["no_detections"])}
+    return {
+        "model": model,
+        "backbone": backbone,
+        **{m: round(score[m], 3) for m in ("AP", "AP50", "AP75")},
+        "params": int(score["params"]),
+        "inference_ms_per_image": round(score["inference_ms_per_image"], 2),
+        "no_detections": bool(score["no_detections"]),
+    }
 
 
 # What the ablation measured for these models and this schedule over 3 seeds, on a split with
@@ -45,17 +49,20 @@ SEED_SPREAD_NOTE = (
     "measured a seed-to-seed std of 0.60 AP for the student alone, ReviewKD++ minus the student "
     "alone at +1.59 +- 1.15 AP (paired by seed; ReviewKD alone +1.37 +- 0.21) and ReviewKD++ "
     "minus ReviewKD at +0.22 +- 1.26 AP: a one-seed gain over the student alone of one or two AP "
-    "points is mostly signal, what ND adds on top of ReviewKD is within the noise.")
+    "points is mostly signal, what ND adds on top of ReviewKD is within the noise."
+)
 
 
-def distillation_verdict(rows: Sequence[Dict], method_name: str) -> str:
+def distillation_verdict(rows: Sequence[dict], method_name: str) -> str:
     """One honest sentence on what distillation did to AP (and how the teacher compares)."""
     teacher, alone, distilled = rows  # in ROW_NAMES order
     gain = distilled["AP"] - alone["AP"]
     gap = teacher["AP"] - alone["AP"]
     if gap <= 0:
-        teacher_part = (f"the teacher ({teacher['AP']:.2f} AP) is not better than the student "
-                        f"alone ({alone['AP']:.2f} AP), so this run cannot show distillation")
+        teacher_part = (
+            f"the teacher ({teacher['AP']:.2f} AP) is not better than the student "
+            f"alone ({alone['AP']:.2f} AP), so this run cannot show distillation"
+        )
     else:
         teacher_part = f"the teacher is {gap:.2f} AP above the student alone"
     others = ", ".join(f"{m} {distilled[m] - alone[m]:+.2f}" for m in ("AP50", "AP75"))
@@ -67,16 +74,15 @@ def distillation_verdict(rows: Sequence[Dict], method_name: str) -> str:
             effect += f"; {100.0 * gain / gap:.0f}% of the teacher-student AP gap closed"
         effect += ")"
     else:
-        effect = (f"{method_name} did not help: {gain:+.2f} AP against the student alone "
-                  f"({others})")
+        effect = f"{method_name} did not help: {gain:+.2f} AP against the student alone ({others})"
     return f"{effect}; {teacher_part}."
 
 
-def _cells(row: Dict) -> List[str]:
+def _cells(row: dict) -> list[str]:
     return [fmt.format(row[key]) for _, key, fmt in TABLE_COLUMNS]
 
 
-def render_markdown(report: Dict) -> str:
+def render_markdown(report: dict) -> str:
     """The Markdown page of a report dict (deterministic: same dict, same text)."""
     schedule = report["schedule"]
     lines = [
@@ -89,8 +95,9 @@ def render_markdown(report: Dict) -> str:
         f"{report['distill_losses']}).",
         "",
     ]
-    lines += markdown_table([title for title, _, _ in TABLE_COLUMNS],
-                            [_cells(row) for row in report["rows"]])
+    lines += markdown_table(
+        [title for title, _, _ in TABLE_COLUMNS], [_cells(row) for row in report["rows"]]
+    )
     lines += [
         "",
         f"**{report['verdict']}**",
@@ -105,37 +112,46 @@ def render_markdown(report: Dict) -> str:
         "machine and its load (every other number is reproducible with the same seed on the "
         "same machine).",
         f"- wall time of the whole demo: {report['wall_time_s']['total']:.0f} s ("
-        + ", ".join(f"{name} {seconds:.0f} s"
-                    for name, seconds in report["wall_time_s"]["stages"].items()) + ").",
+        + ", ".join(
+            f"{name} {seconds:.0f} s" for name, seconds in report["wall_time_s"]["stages"].items()
+        )
+        + ").",
         "- how much of this is signal: " + SEED_SPREAD_NOTE,
         "",
     ]
     for row in report["rows"]:
         if row.get("no_detections"):
-            lines.insert(-1, f"- {row['model']} made no detection above the score threshold: its "
-                             "AP is shown as 0.")
+            lines.insert(
+                -1,
+                f"- {row['model']} made no detection above the score threshold: its "
+                "AP is shown as 0.",
+            )
     return "\n".join(lines)
 
 
-def format_table_for_console(report: Dict) -> str:
+def format_table_for_console(report: dict) -> str:
     """The table as aligned plain text, plus the verdict."""
     header = [title for title, _, _ in TABLE_COLUMNS]
     body = [_cells(row) for row in report["rows"]]
     widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
-    out = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
-                     for i, (cell, w) in enumerate(zip(line, widths)))
-           for line in [header] + body]
+    out = [
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths))
+        )
+        for line in [header] + body
+    ]
     out.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(out + ["", report["verdict"]])
 
 
-def write_report(report: Dict, json_path: str, markdown_path: str) -> None:
+def write_report(report: dict, json_path: str, markdown_path: str) -> None:
     """Write ``report`` as JSON, then the Markdown rendered from the JSON just written."""
     atomic_write_json(report, json_path, allow_nan=False)
     atomic_write_text(render_markdown(read_report(json_path)), markdown_path)
 
 
-def read_report(json_path: str) -> Dict:
+def read_report(json_path: str) -> dict:
     """Re-read a ``results.json``; checks it has the three rows."""
     with open(json_path, encoding="utf-8") as stream:
         report = json.load(stream)

@@ -5,6 +5,7 @@ workflow) with DEMO.OPTIMIZER, ``metrics.json`` and detectron2's own progress li
 per iteration, ETA: ``CommonMetricPrinter``) every ``log_period`` iterations, and no evaluation
 hook: the demo evaluates every model itself, after training, with the same code for all three.
 """
+
 import contextlib
 import logging
 import os
@@ -36,14 +37,19 @@ def log_to_file(path: str, console_prefix: str = ""):
     exit.  (detectron2's setup_logger sends everything to the console, hence this.)"""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     to_file = logging.FileHandler(path, mode="w", encoding="utf-8")
-    to_file.setFormatter(logging.Formatter("[%(asctime)s %(name)s %(levelname)s] %(message)s",
-                                           "%H:%M:%S"))
+    to_file.setFormatter(
+        logging.Formatter("[%(asctime)s %(name)s %(levelname)s] %(message)s", "%H:%M:%S")
+    )
     to_console = logging.StreamHandler()
     to_console.setFormatter(logging.Formatter(console_prefix + "%(message)s"))
     # (fvcore's checkpointer warns that an ImageNet backbone file lacks the FPN and the heads:
     # expected, and the backbone itself is loaded strictly; the log file keeps the list)
-    to_console.addFilter(lambda r: r.name in ("nd_demo", "detectron2.utils.events") or (
-        r.levelno >= logging.WARNING and r.name != "fvcore.common.checkpoint"))
+    to_console.addFilter(
+        lambda r: (
+            r.name in ("nd_demo", "detectron2.utils.events")
+            or (r.levelno >= logging.WARNING and r.name != "fvcore.common.checkpoint")
+        )
+    )
     saved = []
     for name in LOGGERS:
         logger = logging.getLogger(name)
@@ -71,19 +77,29 @@ class DemoTrainer(DistillTrainer):
         if cfg.DEMO.OPTIMIZER == "SGD":
             return super().build_optimizer(cfg, model)
         params = get_default_optimizer_params(
-            model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
             bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
-            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS)
-        optimizer = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR,
-                                      weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        optimizer = torch.optim.AdamW(
+            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+        )
         return maybe_add_gradient_clipping(cfg, optimizer)
 
     def build_hooks(self):
-        kept = [h for h in super().build_hooks()
-                if not isinstance(h, (hooks.EvalHook, hooks.PeriodicWriter))]
-        writers = [CommonMetricPrinter(self.cfg.SOLVER.MAX_ITER),
-                   JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, METRICS_FILE),
-                              window_size=self.log_period)]
+        kept = [
+            h
+            for h in super().build_hooks()
+            if not isinstance(h, (hooks.EvalHook, hooks.PeriodicWriter))
+        ]
+        writers = [
+            CommonMetricPrinter(self.cfg.SOLVER.MAX_ITER),
+            JSONWriter(
+                os.path.join(self.cfg.OUTPUT_DIR, METRICS_FILE), window_size=self.log_period
+            ),
+        ]
         return kept + [hooks.PeriodicWriter(writers, period=self.log_period)]
 
 
@@ -106,8 +122,9 @@ def train_detector(cfg, seed: int, log_period: int) -> str:
     return os.path.join(cfg.OUTPUT_DIR, FINAL_WEIGHTS)
 
 
-def train_detector_job(cfg, seed: int, log_period: int, log_file: str, name: str,
-                       dataset_root: Optional[str] = None) -> str:
+def train_detector_job(
+    cfg, seed: int, log_period: int, log_file: str, name: str, dataset_root: Optional[str] = None
+) -> str:
     """:func:`train_detector` in a fresh process started by :func:`nd_demo.jobs.run_jobs`
     (the demo's two students side by side, the ablation's runs): registers the embedded data
     again and logs into its own file, its progress lines prefixed with ``[name]``."""

@@ -1,10 +1,11 @@
 """Small builders shared by the classification tests: tiny configs on real (scikit-learn digits)
 data, a saved teacher, its class means, and CIFAR-100 files in the official pickle format."""
+
 import io
 import os
 import pickle
 import struct
-from typing import Dict, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -12,27 +13,48 @@ import yaml
 
 from nd_det.classification.config import apply_overrides, load_config
 
-DIGITS_TRAIN = 96   # training images used by the tiny runs (all 10 classes present)
+DIGITS_TRAIN = 96  # training images used by the tiny runs (all 10 classes present)
 DIGITS_TEST = 40
 
 
-def write_yaml(path, data: Dict) -> str:
+def write_yaml(path, data: dict) -> str:
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(data, f, sort_keys=False)
     return str(path)
 
 
-def tiny_config(tmp_path, name: str = "run", overrides=(), distill: Optional[Dict] = None,
-                model: str = "resnet8", epochs: int = 1) -> Dict:
+def tiny_config(
+    tmp_path,
+    name: str = "run",
+    overrides=(),
+    distill: Optional[dict] = None,
+    model: str = "resnet8",
+    epochs: int = 1,
+) -> dict:
     """A checked config (through load_config) training ``model`` on a digits subset, on CPU."""
     data = {
         "model": {"name": model},
-        "data": {"name": "digits", "train_subset": DIGITS_TRAIN, "test_subset": DIGITS_TEST,
-                 "num_workers": 0},
-        "solver": {"epochs": epochs, "batch_size": 32, "eval_batch_size": 64, "lr": 0.05,
-                   "lr_schedule": "multistep", "lr_milestones": [1], "lr_gamma": 0.5},
-        "train": {"output_dir": str(tmp_path / name), "device": "cpu", "log_period": 2,
-                  "tensorboard": False},
+        "data": {
+            "name": "digits",
+            "train_subset": DIGITS_TRAIN,
+            "test_subset": DIGITS_TEST,
+            "num_workers": 0,
+        },
+        "solver": {
+            "epochs": epochs,
+            "batch_size": 32,
+            "eval_batch_size": 64,
+            "lr": 0.05,
+            "lr_schedule": "multistep",
+            "lr_milestones": [1],
+            "lr_gamma": 0.5,
+        },
+        "train": {
+            "output_dir": str(tmp_path / name),
+            "device": "cpu",
+            "log_period": 2,
+            "tensorboard": False,
+        },
     }
     if distill:
         data["distill"] = distill
@@ -40,8 +62,9 @@ def tiny_config(tmp_path, name: str = "run", overrides=(), distill: Optional[Dic
     return apply_overrides(load_config(path), overrides)
 
 
-def save_random_teacher(path, name: str = "wrn_16_2", num_classes: int = 10,
-                        in_channels: int = 1, seed: int = 1) -> str:
+def save_random_teacher(
+    path, name: str = "wrn_16_2", num_classes: int = 10, in_channels: int = 1, seed: int = 1
+) -> str:
     """A randomly initialised teacher saved as a raw state dict (a stand-in for trained weights)."""
     from nd_det.classification.models import build_classifier
 
@@ -51,8 +74,9 @@ def save_random_teacher(path, name: str = "wrn_16_2", num_classes: int = 10,
     return str(path)
 
 
-def distill_section(tmp_path, losses: Dict, teacher: str = "wrn_16_2",
-                    warm_up_epochs: int = 0) -> Dict:
+def distill_section(
+    tmp_path, losses: dict, teacher: str = "wrn_16_2", warm_up_epochs: int = 0
+) -> dict:
     """A saved random teacher plus its class means on the tiny digits split, extracted with the
     real tool; returns the ``distill`` config section that uses them."""
     from nd_det.classification.cli import extract_class_means_main
@@ -60,15 +84,32 @@ def distill_section(tmp_path, losses: Dict, teacher: str = "wrn_16_2",
     weights = save_random_teacher(tmp_path / f"teacher_{teacher}.pth", teacher)
     means = tmp_path / f"means_{teacher}.pth"
     if not means.exists():
-        teacher_cfg = write_yaml(tmp_path / f"teacher_{teacher}.yaml", {
-            "model": {"name": teacher},
-            "data": {"name": "digits", "train_subset": DIGITS_TRAIN, "num_workers": 0},
-            "train": {"device": "cpu"},
-        })
-        extract_class_means_main(["--config", teacher_cfg, "--weights", weights,
-                                  "--output", str(means), "--batch-size", "64"])
-    return {"teacher": {"name": teacher, "weights": weights}, "class_means": str(means),
-            "warm_up_epochs": warm_up_epochs, "losses": losses}
+        teacher_cfg = write_yaml(
+            tmp_path / f"teacher_{teacher}.yaml",
+            {
+                "model": {"name": teacher},
+                "data": {"name": "digits", "train_subset": DIGITS_TRAIN, "num_workers": 0},
+                "train": {"device": "cpu"},
+            },
+        )
+        extract_class_means_main(
+            [
+                "--config",
+                teacher_cfg,
+                "--weights",
+                weights,
+                "--output",
+                str(means),
+                "--batch-size",
+                "64",
+            ]
+        )
+    return {
+        "teacher": {"name": teacher, "weights": weights},
+        "class_means": str(means),
+        "warm_up_epochs": warm_up_epochs,
+        "losses": losses,
+    }
 
 
 # ---------------------------------------------------------------- CIFAR-100 python format
@@ -96,8 +137,9 @@ def dump_python2_pickle(obj, path) -> None:
         f.write(buffer.getvalue())
 
 
-def write_tiny_cifar100(root, n_train: int = 6, n_test: int = 4, seed: int = 0,
-                        every_class: bool = False):
+def write_tiny_cifar100(
+    root, n_train: int = 6, n_test: int = 4, seed: int = 0, every_class: bool = False
+):
     """``<root>/cifar-100-python/{train,test,meta}`` with the official keys and layouts:
     b'data' (N, 3072) uint8 in channel-major (R plane, G plane, B plane) order, b'fine_labels',
     b'coarse_labels', b'filenames', b'batch_label'; meta with b'fine_label_names' (100) and
@@ -121,7 +163,9 @@ def write_tiny_cifar100(root, n_train: int = 6, n_test: int = 4, seed: int = 0,
         }
         dump_python2_pickle(entry, os.path.join(folder, split))
         written[split] = (data, fine)
-    meta = {b"fine_label_names": [f"fine{i:02d}".encode() for i in range(100)],
-            b"coarse_label_names": [f"coarse{i:02d}".encode() for i in range(20)]}
+    meta = {
+        b"fine_label_names": [f"fine{i:02d}".encode() for i in range(100)],
+        b"coarse_label_names": [f"coarse{i:02d}".encode() for i in range(20)],
+    }
     dump_python2_pickle(meta, os.path.join(folder, "meta"))
     return written

@@ -1,11 +1,12 @@
 """Class-means extraction equals a slow per-sample reference, in the shared file format."""
+
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from nd_det.errors import DataError
 from nd_det.classification import build_classifier, extract_class_means
 from nd_det.classification.data import ShardSampler, build_dataset
+from nd_det.errors import DataError
 from nd_det.losses import load_class_means, save_class_means
 
 
@@ -24,8 +25,9 @@ def _slow_reference(model, dataset, num_classes):
 
 
 def test_extraction_matches_the_per_sample_reference(tmp_path):
-    dataset, info = build_dataset({"name": "digits", "train_subset": 120}, train=True,
-                                  augment=False)
+    dataset, info = build_dataset(
+        {"name": "digits", "train_subset": 120}, train=True, augment=False
+    )
     torch.manual_seed(0)
     model = build_classifier("wrn_16_1", info.num_classes, info.in_channels)
     model.train()  # extraction must switch to eval mode itself (BatchNorm running statistics)
@@ -34,9 +36,14 @@ def test_extraction_matches_the_per_sample_reference(tmp_path):
             model(images)
     expected_means, expected_counts = _slow_reference(model, dataset, info.num_classes)
     model.train()
-    table = extract_class_means(model, DataLoader(dataset, batch_size=32), info.num_classes,
-                                torch.device("cpu"), {"teacher_model": "wrn_16_1"},
-                                class_names=info.classes)
+    table = extract_class_means(
+        model,
+        DataLoader(dataset, batch_size=32),
+        info.num_classes,
+        torch.device("cpu"),
+        {"teacher_model": "wrn_16_1"},
+        class_names=info.classes,
+    )
     assert model.training  # mode restored
     torch.testing.assert_close(table.means, expected_means, rtol=1e-5, atol=1e-5)
     assert torch.equal(table.counts, expected_counts)
@@ -44,11 +51,15 @@ def test_extraction_matches_the_per_sample_reference(tmp_path):
 
     # two shards (as two ranks would see them) merged give the same table
     from nd_det.losses import ClassMeanAccumulator
+
     merged = ClassMeanAccumulator(info.num_classes, model.embedding_dim)
     for rank in range(2):
-        part = extract_class_means(model, DataLoader(dataset, batch_size=16,
-                                                     sampler=ShardSampler(len(dataset), rank, 2)),
-                                   info.num_classes, torch.device("cpu"))
+        part = extract_class_means(
+            model,
+            DataLoader(dataset, batch_size=16, sampler=ShardSampler(len(dataset), rank, 2)),
+            info.num_classes,
+            torch.device("cpu"),
+        )
         merged.sums += part.means.double() * part.counts[:, None]
         merged.counts += part.counts
     torch.testing.assert_close(merged.finalize().means, table.means, rtol=1e-5, atol=1e-5)
@@ -57,8 +68,11 @@ def test_extraction_matches_the_per_sample_reference(tmp_path):
     save_class_means(str(path), table)
     loaded = load_class_means(str(path), num_classes=10, dim=model.embedding_dim)
     assert torch.equal(loaded.means, table.means) and loaded.metadata == table.metadata
-    with pytest.raises(DataError, match=r"embedding dimension 64 but the teacher's embedding "
-                                              r"has 128"):
+    with pytest.raises(
+        DataError,
+        match=r"embedding dimension 64 but the teacher's embedding "
+        r"has 128",
+    ):
         load_class_means(str(path), num_classes=10, dim=128)
 
 
@@ -66,5 +80,10 @@ def test_a_class_without_samples_is_an_error():
     dataset, info = build_dataset({"name": "digits", "train_subset": 3}, train=True, augment=False)
     model = build_classifier("resnet8", info.num_classes, info.in_channels)
     with pytest.raises(DataError, match=r"no samples for class\(es\) .*\(\d\)"):
-        extract_class_means(model, DataLoader(dataset, batch_size=3), info.num_classes,
-                            torch.device("cpu"), class_names=info.classes)
+        extract_class_means(
+            model,
+            DataLoader(dataset, batch_size=3),
+            info.num_classes,
+            torch.device("cpu"),
+            class_names=info.classes,
+        )

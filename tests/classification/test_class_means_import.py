@@ -3,6 +3,7 @@ tables (center_emb_train.json: {"0": [D numbers], ...}, one row per class, keys 
 classes were first seen, indent 4, values rounded to 4 decimals) imported into the one class-means
 format, tied to the teacher weights file, checked like the detection tables, and used by
 training.  The JSONs are written by the tests in the reference's shape."""
+
 import json
 import os
 import random
@@ -53,24 +54,39 @@ def test_reference_imagenet_tables_are_reproduced(tmp_path, teacher, dim):
     weights = tmp_path / f"{teacher}.pth"
     weights.write_bytes(b"stands for torchvision's weights file: only its sha256 is read")
     out = tmp_path / "class_means.pth"
-    code, lines = _run(["--input", source, "--teacher-model", teacher,
-                        "--teacher-weights", weights, "--output", out])
+    code, lines = _run(
+        [
+            "--input",
+            source,
+            "--teacher-model",
+            teacher,
+            "--teacher-weights",
+            weights,
+            "--output",
+            out,
+        ]
+    )
     assert code == 0, lines
     table = load_class_means(str(out), num_classes=1000, dim=dim)
     # every published number, to float32 rounding, in class order
     assert torch.equal(table.means, published.float())
-    assert torch.allclose(table.means.double(), published, rtol=2 ** -24, atol=0)
+    assert torch.allclose(table.means.double(), published, rtol=2**-24, atol=0)
     assert torch.equal(table.counts, torch.ones(1000, dtype=torch.int64))
     meta = table.metadata
     assert (meta["teacher_model"], meta["teacher_weights"], meta["dataset"], meta["task"]) == (
-        teacher, str(weights), "image_folder", "classification")
+        teacher,
+        str(weights),
+        "image_folder",
+        "classification",
+    )
     assert meta["teacher_weights_sha256"] == file_sha256(str(weights))
     assert meta["protocol"] == "imported" and meta["counts_known"] is False
     assert meta["source_sha256"] == file_sha256(str(source))
     # training with that teacher file (and an ImageNet-style folder) accepts it
     model = build_classifier(teacher, 1000)
-    accepted = load_teacher_class_means(str(out), model, teacher, file_sha256(str(weights)),
-                                        "image_folder")
+    accepted = load_teacher_class_means(
+        str(out), model, teacher, file_sha256(str(weights)), "image_folder"
+    )
     assert torch.equal(accepted.means, table.means)
 
 
@@ -80,12 +96,23 @@ def test_default_output_is_where_the_configs_read(tmp_path, monkeypatch):
     weights = tmp_path / "teacher.pth"
     weights.write_bytes(b"x")
     monkeypatch.chdir(tmp_path)
-    code, lines = _run(["--input", source, "--teacher-model", "resnet56", "--teacher-weights",
-                        weights, "--dataset", "cifar100", "--num-classes", "100"])
+    code, lines = _run(
+        [
+            "--input",
+            source,
+            "--teacher-model",
+            "resnet56",
+            "--teacher-weights",
+            weights,
+            "--dataset",
+            "cifar100",
+            "--num-classes",
+            "100",
+        ]
+    )
     assert code == 0, lines
     written = tmp_path / "output/classification/cifar100/teachers/resnet56/class_means.pth"
-    assert load_class_means(str(written), num_classes=100, dim=64).metadata["dataset"] == \
-        "cifar100"
+    assert load_class_means(str(written), num_classes=100, dim=64).metadata["dataset"] == "cifar100"
 
 
 def test_training_uses_the_imported_table(tmp_path):
@@ -94,67 +121,152 @@ def test_training_uses_the_imported_table(tmp_path):
     source = tmp_path / "table.json"
     published = _reference_table(source, 10, 128)
     means = tmp_path / "imported.pth"
-    code, lines = _run(["--input", source, "--teacher-model", "wrn_16_2", "--teacher-weights",
-                        weights, "--dataset", "digits", "--num-classes", "10", "--output", means])
+    code, lines = _run(
+        [
+            "--input",
+            source,
+            "--teacher-model",
+            "wrn_16_2",
+            "--teacher-weights",
+            weights,
+            "--dataset",
+            "digits",
+            "--num-classes",
+            "10",
+            "--output",
+            means,
+        ]
+    )
     assert code == 0, lines
-    distill = {"teacher": {"name": "wrn_16_2", "weights": weights}, "class_means": str(means),
-               "losses": {"ce": {}, "nd": {}}}
+    distill = {
+        "teacher": {"name": "wrn_16_2", "weights": weights},
+        "class_means": str(means),
+        "losses": {"ce": {}, "nd": {}},
+    }
     trainer = ClassificationTrainer(tiny_config(tmp_path, "student", distill=distill))
     torch.testing.assert_close(trainer.distiller.terms["nd"].class_means, published.float())
     # with another teacher file (the same tensors, one more byte), training refuses the table
     other = tmp_path / "other.pth"
     other.write_bytes(open(weights, "rb").read() + b"\0")
-    with pytest.raises(ValueError, match=r"were not made with this teacher/dataset "
-                                         r"\(teacher_weights_sha256"):
-        train_main(["--config", os.path.join(tmp_path, "student.yaml"),
-                    f"distill.teacher.weights={other}"])
+    with pytest.raises(
+        ValueError,
+        match=r"were not made with this teacher/dataset "
+        r"\(teacher_weights_sha256",
+    ):
+        train_main(
+            ["--config", os.path.join(tmp_path, "student.yaml"), f"distill.teacher.weights={other}"]
+        )
 
 
 def _set(key, value):
     return lambda t: t.__setitem__(key, value)
 
 
-@pytest.mark.parametrize("edit, argv, message", [
-    (lambda t: t.pop("17"), [], r"rows 17 of \"0\"..\"99\" are missing: the keys must be "
-                                r"contiguous, one row per class$"),
-    (lambda t: t.pop("99"), [], r"holds 99 rows \(\"0\"..\"98\"\) but --num-classes 100 needs "
-                                r"100; pass --num-classes 99"),
-    (_set("100", [0.5] * 64), [], r"holds 101 rows .* pass --num-classes 101"),
-    (_set("120", [0.5] * 64), [], r"rows 120 lie beyond \"99\" \(the last row for "
-                                  r"--num-classes 100\)"),
-    (_set("5", [0.5] * 32), [], r"row '5' has 32 values but --dim is 64 \(the teacher's "
-                                r"embedding size\); pass --dim 32"),
-    (_set("3", [0.0] * 64), [], r"row\(s\) 3 are all zeros"),
-    (None, ["--dim", "32"], r"row '\d+' has 64 values but --dim is 32"),
-], ids=["missing-row", "too-few-rows", "too-many-rows", "row-beyond-the-last", "narrow-row",
-        "zero-row", "wrong-dim"])
+@pytest.mark.parametrize(
+    "edit, argv, message",
+    [
+        (
+            lambda t: t.pop("17"),
+            [],
+            r"rows 17 of \"0\"..\"99\" are missing: the keys must be "
+            r"contiguous, one row per class$",
+        ),
+        (
+            lambda t: t.pop("99"),
+            [],
+            r"holds 99 rows \(\"0\"..\"98\"\) but --num-classes 100 needs "
+            r"100; pass --num-classes 99",
+        ),
+        (_set("100", [0.5] * 64), [], r"holds 101 rows .* pass --num-classes 101"),
+        (
+            _set("120", [0.5] * 64),
+            [],
+            r"rows 120 lie beyond \"99\" \(the last row for "
+            r"--num-classes 100\)",
+        ),
+        (
+            _set("5", [0.5] * 32),
+            [],
+            r"row '5' has 32 values but --dim is 64 \(the teacher's "
+            r"embedding size\); pass --dim 32",
+        ),
+        (_set("3", [0.0] * 64), [], r"row\(s\) 3 are all zeros"),
+        (None, ["--dim", "32"], r"row '\d+' has 64 values but --dim is 32"),
+    ],
+    ids=[
+        "missing-row",
+        "too-few-rows",
+        "too-many-rows",
+        "row-beyond-the-last",
+        "narrow-row",
+        "zero-row",
+        "wrong-dim",
+    ],
+)
 def test_malformed_tables_are_refused_in_one_line(tmp_path, edit, argv, message):
     source = tmp_path / "table.json"
     _reference_table(source, 100, 64, edit=edit)
     weights = tmp_path / "teacher.pth"
     weights.write_bytes(b"x")
     out = tmp_path / "out.pth"
-    code, lines = _run(["--input", source, "--teacher-model", "resnet56", "--teacher-weights",
-                        weights, "--num-classes", "100", "--dataset", "cifar100", "--output",
-                        out, *argv])
+    code, lines = _run(
+        [
+            "--input",
+            source,
+            "--teacher-model",
+            "resnet56",
+            "--teacher-weights",
+            weights,
+            "--num-classes",
+            "100",
+            "--dataset",
+            "cifar100",
+            "--output",
+            out,
+            *argv,
+        ]
+    )
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"ERROR: --input {source}: "), lines
     assert re.search(message, lines[0]), lines[0]
     assert not out.exists()
 
 
-@pytest.mark.parametrize("argv, message", [
-    ([], r"--task classification needs --teacher-model \(distill.teacher.name\) and "
-         r"--teacher-weights"),
-    (["--teacher-model", "resnet9", "--teacher-weights", "{weights}"],
-     r"unknown classifier --teacher-model='resnet9'"),
-    (["--teacher-model", "resnet50", "--teacher-weights", "{missing}"],
-     r"--teacher-weights: teacher weights file .*missing.pth' not found"),
-    (["--teacher-model", "resnet50", "--teacher-weights", "{weights}", "--output", "t.json"],
-     r"--output t.json: .* give a .pth path"),
-    (["--teacher-model", "resnet50", "--teacher-weights", "{weights}", "--teacher-opts", "A",
-      "1"], r"--teacher-opts is a flag of --task detection"),
-], ids=["no-teacher", "unknown-teacher", "missing-weights", "json-output", "detection-flag"])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            [],
+            r"--task classification needs --teacher-model \(distill.teacher.name\) and "
+            r"--teacher-weights",
+        ),
+        (
+            ["--teacher-model", "resnet9", "--teacher-weights", "{weights}"],
+            r"unknown classifier --teacher-model='resnet9'",
+        ),
+        (
+            ["--teacher-model", "resnet50", "--teacher-weights", "{missing}"],
+            r"--teacher-weights: teacher weights file .*missing.pth' not found",
+        ),
+        (
+            ["--teacher-model", "resnet50", "--teacher-weights", "{weights}", "--output", "t.json"],
+            r"--output t.json: .* give a .pth path",
+        ),
+        (
+            [
+                "--teacher-model",
+                "resnet50",
+                "--teacher-weights",
+                "{weights}",
+                "--teacher-opts",
+                "A",
+                "1",
+            ],
+            r"--teacher-opts is a flag of --task detection",
+        ),
+    ],
+    ids=["no-teacher", "unknown-teacher", "missing-weights", "json-output", "detection-flag"],
+)
 def test_bad_flags_are_refused_before_anything_is_written(tmp_path, argv, message):
     source = tmp_path / "table.json"
     _reference_table(source, 10, 8)
@@ -169,8 +281,11 @@ def test_bad_flags_are_refused_before_anything_is_written(tmp_path, argv, messag
 
 
 def test_classification_flags_are_refused_for_detection(tmp_path):
-    code, err = run_tool_in_process(IMPORT, ["--input", str(tmp_path / "t.json"),
-                                             "--teacher-model", "resnet50"])
-    assert code == 2 and err.strip() == ("ERROR: --teacher-model is a flag of --task "
-                                         "classification; a detection table's teacher is "
-                                         "--teacher-config / --teacher-weights"), err
+    code, err = run_tool_in_process(
+        IMPORT, ["--input", str(tmp_path / "t.json"), "--teacher-model", "resnet50"]
+    )
+    assert code == 2 and err.strip() == (
+        "ERROR: --teacher-model is a flag of --task "
+        "classification; a detection table's teacher is "
+        "--teacher-config / --teacher-weights"
+    ), err

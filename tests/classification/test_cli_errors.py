@@ -3,6 +3,7 @@
 new on disk.  Each case runs the tool script itself (``python tools/...`` in this process), on the
 tiny digits set-up of the other classification tests; the last test runs two torchrun-style
 processes of which one has the mistake."""
+
 import contextlib
 import multiprocessing
 import os
@@ -30,13 +31,18 @@ def teacher(tmp_path_factory):
     """A (random) teacher's weights and its class means, extracted with the real tool."""
     root = tmp_path_factory.mktemp("teacher")
     weights = save_random_teacher(root / "teacher.pth", TEACHER)
-    config = write_yaml(root / "teacher.yaml", {
-        "model": {"name": TEACHER},
-        "data": {"name": "digits", "train_subset": DIGITS_TRAIN, "num_workers": 0},
-        "train": {"device": "cpu"}})
+    config = write_yaml(
+        root / "teacher.yaml",
+        {
+            "model": {"name": TEACHER},
+            "data": {"name": "digits", "train_subset": DIGITS_TRAIN, "num_workers": 0},
+            "train": {"device": "cpu"},
+        },
+    )
     means = str(root / "means.pth")
-    code, err = run_tool_in_process(EXTRACT, ["--config", config, "--weights", weights,
-                                              "--output", means, "--batch-size", "96"])
+    code, err = run_tool_in_process(
+        EXTRACT, ["--config", config, "--weights", weights, "--output", means, "--batch-size", "96"]
+    )
     assert code == 0, err
     return {"root": str(root), "weights": weights, "config": config, "means": means}
 
@@ -46,14 +52,21 @@ def _config(case, teacher=None, losses=None, **sections):
     section with ``losses`` (KD++ by default)."""
     data = {
         "model": {"name": "resnet8"},
-        "data": {"name": "digits", "train_subset": DIGITS_TRAIN, "test_subset": DIGITS_TEST,
-                 "num_workers": 0},
+        "data": {
+            "name": "digits",
+            "train_subset": DIGITS_TRAIN,
+            "test_subset": DIGITS_TEST,
+            "num_workers": 0,
+        },
         "solver": {"epochs": 1, "batch_size": 32, "lr": 0.05},
         "train": {"output_dir": os.path.join(case, "out"), "device": "cpu", "tensorboard": False},
     }
     if teacher is not None:
-        data["distill"] = {"teacher": {"name": TEACHER, "weights": teacher["weights"]},
-                           "class_means": teacher["means"], "losses": losses or KDPP}
+        data["distill"] = {
+            "teacher": {"name": TEACHER, "weights": teacher["weights"]},
+            "class_means": teacher["means"],
+            "losses": losses or KDPP,
+        }
     elif losses is not None:
         data["distill"] = {"losses": losses}
     for section, values in sections.items():
@@ -76,8 +89,12 @@ def _other_architecture(case):
 
 def _means_of_five_classes(case):
     path = os.path.join(case, "means5.pth")
-    save_class_means(path, ClassMeans(torch.randn(5, 64), torch.ones(5, dtype=torch.int64),
-                                      {"teacher_model": TEACHER}))
+    save_class_means(
+        path,
+        ClassMeans(
+            torch.randn(5, 64), torch.ones(5, dtype=torch.int64), {"teacher_model": TEACHER}
+        ),
+    )
     return path
 
 
@@ -112,151 +129,274 @@ def _write(case, name, text):
 # name -> (case folder, teacher) -> (tool, argv, fragment of the ERROR line[, environment])
 CASES = {
     "config_missing": lambda c, t: (
-        TRAIN, ["--config", os.path.join(c, "nope.yaml")], "nope.yaml not found"),
+        TRAIN,
+        ["--config", os.path.join(c, "nope.yaml")],
+        "nope.yaml not found",
+    ),
     "config_not_yaml": lambda c, t: (
-        TRAIN, ["--config", _write(c, "bad.yaml", "model: [resnet8\n")], "is not valid yaml"),
+        TRAIN,
+        ["--config", _write(c, "bad.yaml", "model: [resnet8\n")],
+        "is not valid yaml",
+    ),
     "config_is_a_weights_file": lambda c, t: (
-        TRAIN, ["--config", t["weights"]], "is not a yaml config"),
+        TRAIN,
+        ["--config", t["weights"]],
+        "is not a yaml config",
+    ),
     "config_unknown_key": lambda c, t: (
-        TRAIN, ["--config", _config(c, solver={"epoch": 3})],
-        "run.yaml: unknown key 'solver.epoch'; valid keys here: batch_size"),
+        TRAIN,
+        ["--config", _config(c, solver={"epoch": 3})],
+        "run.yaml: unknown key 'solver.epoch'; valid keys here: batch_size",
+    ),
     "config_value_type": lambda c, t: (
-        TRAIN, ["--config", _config(c, solver={"epochs": "two"})],
-        "solver.epochs='two' must be an integer (the default is 240)"),
+        TRAIN,
+        ["--config", _config(c, solver={"epochs": "two"})],
+        "solver.epochs='two' must be an integer (the default is 240)",
+    ),
     "override_unknown_key": lambda c, t: (
-        TRAIN, ["--config", _config(c), "solver.lrate=0.1"],
-        "override 'solver.lrate=0.1': unknown key 'solver.lrate'"),
+        TRAIN,
+        ["--config", _config(c), "solver.lrate=0.1"],
+        "override 'solver.lrate=0.1': unknown key 'solver.lrate'",
+    ),
     "override_value_type": lambda c, t: (
-        TRAIN, ["--config", _config(c), "solver.batch_size=big"],
-        "override 'solver.batch_size=big': solver.batch_size='big' must be an integer"),
+        TRAIN,
+        ["--config", _config(c), "solver.batch_size=big"],
+        "override 'solver.batch_size=big': solver.batch_size='big' must be an integer",
+    ),
     "override_not_key_value": lambda c, t: (
-        TRAIN, ["--config", _config(c), "solver.lr"], "must look like section.key=value"),
+        TRAIN,
+        ["--config", _config(c), "solver.lr"],
+        "must look like section.key=value",
+    ),
     "override_bad_choice": lambda c, t: (
-        TRAIN, ["--config", _config(c), "solver.lr_schedule=step"],
-        "solver.lr_schedule='step': use one of multistep, cosine"),
+        TRAIN,
+        ["--config", _config(c), "solver.lr_schedule=step"],
+        "solver.lr_schedule='step': use one of multistep, cosine",
+    ),
     "unknown_model": lambda c, t: (
-        TRAIN, ["--config", _config(c), "model.name=resnet9"],
-        "unknown classifier model.name='resnet9'; available: "),
+        TRAIN,
+        ["--config", _config(c), "model.name=resnet9"],
+        "unknown classifier model.name='resnet9'; available: ",
+    ),
     "unknown_teacher_model": lambda c, t: (
-        TRAIN, ["--config", _config(c, t), "distill.teacher.name=resnet99"],
-        "unknown classifier distill.teacher.name='resnet99'"),
+        TRAIN,
+        ["--config", _config(c, t), "distill.teacher.name=resnet99"],
+        "unknown classifier distill.teacher.name='resnet99'",
+    ),
     "drop_path_without_stochastic_depth": lambda c, t: (
-        TRAIN, ["--config", _config(c), "model.drop_path_rate=0.1"],
-        "model.drop_path_rate=0.1: model.name='resnet8' has no stochastic depth; set it to 0"),
+        TRAIN,
+        ["--config", _config(c), "model.drop_path_rate=0.1"],
+        "model.drop_path_rate=0.1: model.name='resnet8' has no stochastic depth; set it to 0",
+    ),
     "deit_augmentation_not_on_an_image_folder": lambda c, t: (
-        TRAIN, ["--config", _config(c), "data.augment=deit"],
-        "data.augment='deit' applies to data.name=image_folder only"),
+        TRAIN,
+        ["--config", _config(c), "data.augment=deit"],
+        "data.augment='deit' applies to data.name=image_folder only",
+    ),
     "mixed_labels_with_dkd": lambda c, t: (
-        TRAIN, ["--config", _config(c, t, losses={"ce": {}, "dkd": {}, "nd": {}}),
-                "data.mixup_alpha=0.8"],
+        TRAIN,
+        ["--config", _config(c, t, losses={"ce": {}, "dkd": {}, "nd": {}}), "data.mixup_alpha=0.8"],
         "loss term 'dkd' needs each image's own label, but data.mixup_alpha / "
-        "data.cutmix_alpha mix the labels"),
+        "data.cutmix_alpha mix the labels",
+    ),
     "unknown_dataset": lambda c, t: (
-        TRAIN, ["--config", _config(c), "data.name=mnist"],
-        "unknown dataset data.name='mnist'; available: cifar100, digits"),
+        TRAIN,
+        ["--config", _config(c), "data.name=mnist"],
+        "unknown dataset data.name='mnist'; available: cifar100, digits",
+    ),
     "unknown_loss_term": lambda c, t: (
-        TRAIN, ["--config", _config(c, losses={"ce": {}, "fitnet": {}})],
-        "unknown loss term 'fitnet' in distill.losses; available: ce, dist"),
+        TRAIN,
+        ["--config", _config(c, losses={"ce": {}, "fitnet": {}})],
+        "unknown loss term 'fitnet' in distill.losses; available: ce, dist",
+    ),
     "unknown_loss_parameter": lambda c, t: (
-        TRAIN, ["--config", _config(c, t, losses={"ce": {}, "kd": {"temp": 4}})],
-        "loss term 'kd' has no parameter(s) temp; its parameters are: weight, warm_up, "
-        "temperature"),
+        TRAIN,
+        ["--config", _config(c, t, losses={"ce": {}, "kd": {"temp": 4}})],
+        "loss term 'kd' has no parameter(s) temp; its parameters are: weight, warm_up, temperature",
+    ),
     "loss_parameter_type": lambda c, t: (
-        TRAIN, ["--config", _config(c, t), "distill.losses.kd.temperature=hot"],
-        "distill.losses.kd.temperature='hot' must be a number"),
+        TRAIN,
+        ["--config", _config(c, t), "distill.losses.kd.temperature=hot"],
+        "distill.losses.kd.temperature='hot' must be a number",
+    ),
     "loss_weight_zero": lambda c, t: (
-        TRAIN, ["--config", _config(c, t), "distill.losses.nd.weight=0"],
-        "distill.losses.nd.weight=0: give a positive value; to train without 'nd', remove it"),
+        TRAIN,
+        ["--config", _config(c, t), "distill.losses.nd.weight=0"],
+        "distill.losses.nd.weight=0: give a positive value; to train without 'nd', remove it",
+    ),
     "term_needs_teacher": lambda c, t: (
-        TRAIN, ["--config", _config(c, losses={"ce": {}, "kd": {}})],
-        "loss term 'kd' needs a teacher: set distill.teacher.name and distill.teacher.weights"),
+        TRAIN,
+        ["--config", _config(c, losses={"ce": {}, "kd": {}})],
+        "loss term 'kd' needs a teacher: set distill.teacher.name and distill.teacher.weights",
+    ),
     "teacher_without_weights": lambda c, t: (
-        TRAIN, ["--config", _config(c, t), "distill.teacher.weights=null"],
-        "distill.teacher.weights is empty for teacher 'resnet14'"),
+        TRAIN,
+        ["--config", _config(c, t), "distill.teacher.weights=null"],
+        "distill.teacher.weights is empty for teacher 'resnet14'",
+    ),
     "teacher_weights_missing": lambda c, t: (
-        TRAIN, ["--config", _config(c, t), f"distill.teacher.weights={c}/nope.pth"],
-        "distill.teacher.weights: teacher weights file"),
+        TRAIN,
+        ["--config", _config(c, t), f"distill.teacher.weights={c}/nope.pth"],
+        "distill.teacher.weights: teacher weights file",
+    ),
     "teacher_weights_truncated": lambda c, t: (
-        TRAIN, ["--config", _config(c, t),
-                f"distill.teacher.weights={_truncated(c, t['weights'])}"],
-        "cannot read teacher weights"),
+        TRAIN,
+        ["--config", _config(c, t), f"distill.teacher.weights={_truncated(c, t['weights'])}"],
+        "cannot read teacher weights",
+    ),
     "teacher_weights_other_architecture": lambda c, t: (
-        TRAIN, ["--config", _config(c, t), f"distill.teacher.weights={_other_architecture(c)}"],
-        "distill.teacher.weights: teacher weights"),
+        TRAIN,
+        ["--config", _config(c, t), f"distill.teacher.weights={_other_architecture(c)}"],
+        "distill.teacher.weights: teacher weights",
+    ),
     "class_means_not_set": lambda c, t: (
-        TRAIN, ["--config", _config(c, t), "distill.class_means=null"],
-        "loss term 'nd' needs distill.class_means"),
+        TRAIN,
+        ["--config", _config(c, t), "distill.class_means=null"],
+        "loss term 'nd' needs distill.class_means",
+    ),
     "class_means_missing": lambda c, t: (
-        TRAIN, ["--config", _config(c, t), f"distill.class_means={c}/nope.pth"],
-        "distill.class_means: class-means file not found"),
+        TRAIN,
+        ["--config", _config(c, t), f"distill.class_means={c}/nope.pth"],
+        "distill.class_means: class-means file not found",
+    ),
     "class_means_truncated": lambda c, t: (
-        TRAIN, ["--config", _config(c, t), f"distill.class_means={_truncated(c, t['means'])}"],
-        "distill.class_means: cannot read class-means file"),
+        TRAIN,
+        ["--config", _config(c, t), f"distill.class_means={_truncated(c, t['means'])}"],
+        "distill.class_means: cannot read class-means file",
+    ),
     "class_means_wrong_shape": lambda c, t: (
-        TRAIN, ["--config", _config(c, t), f"distill.class_means={_means_of_five_classes(c)}"],
-        "holds 5 class rows but 10 are needed"),
+        TRAIN,
+        ["--config", _config(c, t), f"distill.class_means={_means_of_five_classes(c)}"],
+        "holds 5 class rows but 10 are needed",
+    ),
     "class_means_of_another_teacher": lambda c, t: (
-        TRAIN, ["--config", _config(c, t),
-                f"distill.teacher.weights={_weights_of_another_teacher(c, t)}"],
-        "were not made with this teacher/dataset (teacher_weights_sha256: file has"),
+        TRAIN,
+        ["--config", _config(c, t), f"distill.teacher.weights={_weights_of_another_teacher(c, t)}"],
+        "were not made with this teacher/dataset (teacher_weights_sha256: file has",
+    ),
     "fashion_mnist_not_installed": lambda c, t: (
-        TRAIN, ["--config", _config(c), "data.name=fashion_mnist", f"data.root={c}/nowhere"],
-        "Install it with `apt-get install dataset-fashion-mnist`"),
+        TRAIN,
+        ["--config", _config(c), "data.name=fashion_mnist", f"data.root={c}/nowhere"],
+        "Install it with `apt-get install dataset-fashion-mnist`",
+    ),
     "cifar100_missing": lambda c, t: (
-        TRAIN, ["--config", _config(c), "data.name=cifar100", f"data.root={c}/nowhere"],
-        "CIFAR-100 not found"),
+        TRAIN,
+        ["--config", _config(c), "data.name=cifar100", f"data.root={c}/nowhere"],
+        "CIFAR-100 not found",
+    ),
     "image_folder_missing": lambda c, t: (
-        TRAIN, ["--config", _config(c), "data.name=image_folder", f"data.root={c}/nowhere"],
-        "image folder"),
+        TRAIN,
+        ["--config", _config(c), "data.name=image_folder", f"data.root={c}/nowhere"],
+        "image folder",
+    ),
     "subset_too_large": lambda c, t: (
-        TRAIN, ["--config", _config(c), "data.train_subset=100000"],
-        "data.train_subset must be between 1 and 1438"),
+        TRAIN,
+        ["--config", _config(c), "data.train_subset=100000"],
+        "data.train_subset must be between 1 and 1438",
+    ),
     "eval_only_without_weights": lambda c, t: (
-        TRAIN, ["--config", _config(c), "--eval-only"], "--eval-only needs the weights"),
+        TRAIN,
+        ["--config", _config(c), "--eval-only"],
+        "--eval-only needs the weights",
+    ),
     "eval_only_weights_missing": lambda c, t: (
-        TRAIN, ["--config", _config(c), "--eval-only", "--weights", f"{c}/nope.pth"],
-        "--weights: evaluated weights file"),
+        TRAIN,
+        ["--config", _config(c), "--eval-only", "--weights", f"{c}/nope.pth"],
+        "--weights: evaluated weights file",
+    ),
     "eval_only_weights_truncated": lambda c, t: (
-        TRAIN, ["--config", _config(c, model={"name": TEACHER}), "--eval-only",
-                "--weights", _truncated(c, t["weights"])], "cannot read evaluated weights"),
+        TRAIN,
+        [
+            "--config",
+            _config(c, model={"name": TEACHER}),
+            "--eval-only",
+            "--weights",
+            _truncated(c, t["weights"]),
+        ],
+        "cannot read evaluated weights",
+    ),
     "weights_without_eval_only": lambda c, t: (
-        TRAIN, ["--config", _config(c), "--weights", t["weights"]],
-        "is only read with --eval-only"),
+        TRAIN,
+        ["--config", _config(c), "--weights", t["weights"]],
+        "is only read with --eval-only",
+    ),
     "eval_only_with_resume": lambda c, t: (
-        TRAIN, ["--config", _config(c), "--eval-only", "--weights", t["weights"], "--resume"],
-        "--resume and --eval-only together"),
+        TRAIN,
+        ["--config", _config(c), "--eval-only", "--weights", t["weights"], "--resume"],
+        "--resume and --eval-only together",
+    ),
     "resume_missing": lambda c, t: (
-        TRAIN, ["--config", _config(c), "--resume", f"{c}/nope.pth"], "--resume"),
+        TRAIN,
+        ["--config", _config(c), "--resume", f"{c}/nope.pth"],
+        "--resume",
+    ),
     "output_dir_blocked": lambda c, t: (
-        TRAIN, ["--config", _config(c), "--output-dir", os.path.join(_blocker(c), "run")],
-        "train.output_dir"),
+        TRAIN,
+        ["--config", _config(c), "--output-dir", os.path.join(_blocker(c), "run")],
+        "train.output_dir",
+    ),
     "batch_not_divisible": lambda c, t: (
-        TRAIN, ["--config", _config(c), "solver.batch_size=33"],
-        "solver.batch_size=33 is the total over the 2 processes", {"WORLD_SIZE": "2"}),
+        TRAIN,
+        ["--config", _config(c), "solver.batch_size=33"],
+        "solver.batch_size=33 is the total over the 2 processes",
+        {"WORLD_SIZE": "2"},
+    ),
     "cuda_without_gpu": lambda c, t: (
-        _skip_on_gpu() or TRAIN, ["--config", _config(c), "train.device=cuda"],
-        "train.device is 'cuda' but torch sees no CUDA device"),
+        _skip_on_gpu() or TRAIN,
+        ["--config", _config(c), "train.device=cuda"],
+        "train.device is 'cuda' but torch sees no CUDA device",
+    ),
     "unknown_flag": lambda c, t: (
-        TRAIN, ["--config", _config(c), "--no-such-flag"],
-        "unrecognized arguments: --no-such-flag (see train_cls.py --help)"),
+        TRAIN,
+        ["--config", _config(c), "--no-such-flag"],
+        "unrecognized arguments: --no-such-flag (see train_cls.py --help)",
+    ),
     "extract_weights_missing": lambda c, t: (
-        EXTRACT, ["--config", t["config"], "--weights", f"{c}/nope.pth"],
-        "--weights: teacher weights file"),
+        EXTRACT,
+        ["--config", t["config"], "--weights", f"{c}/nope.pth"],
+        "--weights: teacher weights file",
+    ),
     "extract_weights_truncated": lambda c, t: (
-        EXTRACT, ["--config", t["config"], "--weights", _truncated(c, t["weights"])],
-        "cannot read teacher weights"),
+        EXTRACT,
+        ["--config", t["config"], "--weights", _truncated(c, t["weights"])],
+        "cannot read teacher weights",
+    ),
     "extract_weights_other_architecture": lambda c, t: (
-        EXTRACT, ["--config", t["config"], "--weights", _other_architecture(c)],
-        "--weights: teacher weights"),
+        EXTRACT,
+        ["--config", t["config"], "--weights", _other_architecture(c)],
+        "--weights: teacher weights",
+    ),
     "extract_output_blocked": lambda c, t: (
-        EXTRACT, ["--config", t["config"], "--weights", t["weights"],
-                  "--output", os.path.join(_blocker(c), "means.pth")], "--output"),
+        EXTRACT,
+        [
+            "--config",
+            t["config"],
+            "--weights",
+            t["weights"],
+            "--output",
+            os.path.join(_blocker(c), "means.pth"),
+        ],
+        "--output",
+    ),
     "extract_batch_size": lambda c, t: (
-        EXTRACT, ["--config", t["config"], "--weights", t["weights"], "--batch-size", "0",
-                  "--output", f"{c}/means.pth"], "--batch-size 0: give 1 or more"),
+        EXTRACT,
+        [
+            "--config",
+            t["config"],
+            "--weights",
+            t["weights"],
+            "--batch-size",
+            "0",
+            "--output",
+            f"{c}/means.pth",
+        ],
+        "--batch-size 0: give 1 or more",
+    ),
     "extract_unknown_flag": lambda c, t: (
-        EXTRACT, ["--config", t["config"], "--weights", t["weights"], "--ouput", "x.pth"],
-        "(see extract_cls_means.py --help)"),
+        EXTRACT,
+        ["--config", t["config"], "--weights", t["weights"], "--ouput", "x.pth"],
+        "(see extract_cls_means.py --help)",
+    ),
 }
 
 
@@ -285,7 +425,7 @@ def test_a_mistake_is_one_error_line_and_exit_status_2(case, tmp_path, teacher, 
     assert len(lines) == 1 and lines[0].startswith("ERROR: "), err
     assert fragment in lines[0], lines[0]
     assert "Traceback" not in err
-    assert _snapshot(str(tmp_path), teacher["root"]) == before   # nothing written, not even out/
+    assert _snapshot(str(tmp_path), teacher["root"]) == before  # nothing written, not even out/
 
 
 def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch, capsys):
@@ -311,8 +451,13 @@ def _free_port() -> int:
 
 def _rank(rank: int, port: int, argv, err_path: str) -> None:
     """One process as torchrun starts it: the tool's command line, stderr into ``err_path``."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     from nd_det.classification.cli import train_cli
 
@@ -347,7 +492,9 @@ def test_a_mistake_on_one_of_two_processes_stops_both(tmp_path, teacher):
     assert [p.exitcode for p in procs] == [2, 2], lines
     assert all(len(ls) == 1 and ls[0].startswith("ERROR: ") for ls in lines), lines
     assert "distill.teacher.weights: cannot read teacher weights" in lines[1][0]
-    assert lines[0][0].startswith("ERROR: process 1 of 2 stopped during set-up: "
-                                  "distill.teacher.weights: cannot read teacher weights")
+    assert lines[0][0].startswith(
+        "ERROR: process 1 of 2 stopped during set-up: "
+        "distill.teacher.weights: cannot read teacher weights"
+    )
     assert "Traceback" not in "".join(lines[0] + lines[1])
     assert _snapshot(case) == before

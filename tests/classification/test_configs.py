@@ -1,24 +1,28 @@
 """The shipped configs load, build (models, loss terms, ReviewKD levels) and carry the published
 recipe and weights; config errors name the key and the file."""
+
 import glob
 import os
 
 import pytest
 import torch
 
-from nd_det.errors import ConfigError
 from nd_det.classification.config import apply_overrides, load_config
 from nd_det.classification.data import available_datasets
 from nd_det.classification.loss_terms import TermContext, build_loss_terms
 from nd_det.classification.models import available_classifiers, build_classifier
+from nd_det.errors import ConfigError
 from nd_det.losses import ClassMeans
 
 from .helpers import write_yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_DIR = os.path.join(REPO, "configs", "classification")
-CONFIGS = sorted(p for p in glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True)
-                 if not os.path.basename(p).startswith("Base"))
+CONFIGS = sorted(
+    p
+    for p in glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True)
+    if not os.path.basename(p).startswith("Base")
+)
 
 # METHOD.md, CIFAR-100: KD++ (kd / nd), DKD++ (alpha / beta / nd), ReviewKD++ (kd / nd);
 # DIST++ (dist / nd) from the reference code's DIST++ script (METHOD.md has none).
@@ -64,8 +68,10 @@ def test_config_loads_and_builds(path):
     means = None
     if teacher is not None:
         assert cfg["distill"]["teacher"]["weights"] and cfg["distill"]["class_means"]
-        means = ClassMeans(torch.randn(num_classes, teacher.embedding_dim),
-                           torch.ones(num_classes, dtype=torch.int64))
+        means = ClassMeans(
+            torch.randn(num_classes, teacher.embedding_dim),
+            torch.ones(num_classes, dtype=torch.int64),
+        )
     terms = build_loss_terms(cfg["distill"]["losses"], TermContext(student, teacher, means))
     assert list(terms)[0] == "ce"
     if "reviewkd" in terms:  # every pair's stage levels line up
@@ -77,15 +83,22 @@ def test_config_loads_and_builds(path):
 @pytest.mark.parametrize("pair", sorted(CIFAR_WEIGHTS))
 def test_cifar_configs_carry_the_published_recipe(pair):
     kdpp, dkdpp, rkdpp, distpp = CIFAR_WEIGHTS[pair]
-    cfgs = {m: load_config(os.path.join(CONFIG_DIR, "cifar100", pair, f"{m}.yaml"))
-            for m in ("kdpp", "dkdpp", "reviewkdpp", "distpp")}
+    cfgs = {
+        m: load_config(os.path.join(CONFIG_DIR, "cifar100", pair, f"{m}.yaml"))
+        for m in ("kdpp", "dkdpp", "reviewkdpp", "distpp")
+    }
     for cfg in cfgs.values():
         solver = cfg["solver"]
         light = cfg["model"]["name"] in LIGHT_STUDENTS
         assert solver["lr"] == (0.02 if light else 0.1)
-        assert (solver["epochs"], solver["batch_size"], solver["lr_milestones"],
-                solver["weight_decay"], solver["nesterov"], solver["momentum"]) == (
-            240, 128, [150, 180, 210], 5e-4, True, 0.9)
+        assert (
+            solver["epochs"],
+            solver["batch_size"],
+            solver["lr_milestones"],
+            solver["weight_decay"],
+            solver["nesterov"],
+            solver["momentum"],
+        ) == (240, 128, [150, 180, 210], 5e-4, True, 0.9)
         assert cfg["distill"]["warm_up_epochs"] == 20
         assert cfg["distill"]["losses"]["ce"]["weight"] == 1.0
     losses = {m: c["distill"]["losses"] for m, c in cfgs.items()}
@@ -94,8 +107,11 @@ def test_cifar_configs_carry_the_published_recipe(pair):
     dkd = losses["dkdpp"]["dkd"]
     assert (dkd["alpha"], dkd["beta"], losses["dkdpp"]["nd"]["weight"]) == dkdpp
     assert (dkd["weight"], dkd["temperature"]) == (1.0, 4.0)
-    assert (losses["reviewkdpp"]["reviewkd"]["weight"], losses["reviewkdpp"]["nd"]["weight"]) == rkdpp
-    assert "kd" not in losses["reviewkdpp"]   # ReviewKD++ has no logit KD
+    assert (
+        losses["reviewkdpp"]["reviewkd"]["weight"],
+        losses["reviewkdpp"]["nd"]["weight"],
+    ) == rkdpp
+    assert "kd" not in losses["reviewkdpp"]  # ReviewKD++ has no logit KD
     assert (losses["distpp"]["dist"]["weight"], losses["distpp"]["nd"]["weight"]) == distpp
 
 
@@ -107,7 +123,12 @@ def test_imagenet_configs_carry_the_published_recipe():
         cfg = load_config(path)
         s = cfg["solver"]
         assert (s["epochs"], s["batch_size"], s["lr"], s["lr_milestones"], s["weight_decay"]) == (
-            100, 512, 0.2, [30, 60, 90], 1e-4)
+            100,
+            512,
+            0.2,
+            [30, 60, 90],
+            1e-4,
+        )
         assert cfg["distill"]["warm_up_epochs"] == 5
         for term in cfg["distill"]["losses"].values():
             assert term.get("temperature", 1.0) == 1.0
@@ -115,10 +136,15 @@ def test_imagenet_configs_carry_the_published_recipe():
 
 def test_unknown_keys_and_bad_files_are_named(tmp_path):
     bad = write_yaml(tmp_path / "bad.yaml", {"solver": {"epoch": 3}})
-    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key 'solver\.epoch'; valid keys "
-                                          r"here: batch_size, betas, clip_grad_norm, epochs"):
+    with pytest.raises(
+        ConfigError,
+        match=r"bad\.yaml: unknown key 'solver\.epoch'; valid keys "
+        r"here: batch_size, betas, clip_grad_norm, epochs",
+    ):
         load_config(bad)
-    with pytest.raises(ConfigError, match=r"missing\.yaml not found \(the _BASE_ of .*child\.yaml\)"):
+    with pytest.raises(
+        ConfigError, match=r"missing\.yaml not found \(the _BASE_ of .*child\.yaml\)"
+    ):
         load_config(write_yaml(tmp_path / "child.yaml", {"_BASE_": "missing.yaml"}))
     write_yaml(tmp_path / "a.yaml", {"_BASE_": "b.yaml"})
     write_yaml(tmp_path / "b.yaml", {"_BASE_": "a.yaml"})
@@ -127,23 +153,35 @@ def test_unknown_keys_and_bad_files_are_named(tmp_path):
     cfg = load_config(write_yaml(tmp_path / "ok.yaml", {"model": {"name": "resnet8"}}))
     with pytest.raises(ConfigError, match=r"unknown key 'solver\.lrate'; valid keys here: "):
         apply_overrides(cfg, ["solver.lrate=0.1"])
-    with pytest.raises(ConfigError, match=r"override 'solver\.lr' must look like section\.key=value"):
+    with pytest.raises(
+        ConfigError, match=r"override 'solver\.lr' must look like section\.key=value"
+    ):
         apply_overrides(cfg, ["solver.lr"])
 
 
 def test_base_chain_overrides_and_loss_lists(tmp_path):
-    write_yaml(tmp_path / "base.yaml", {
-        "solver": {"lr": 0.5, "epochs": 3},
-        "distill": {"losses": {"ce": {"weight": 1.0}, "kd": {"weight": 2.0}}}})
-    child = write_yaml(tmp_path / "child.yaml", {
-        "_BASE_": "base.yaml", "solver": {"epochs": 7},
-        "distill": {"losses": {"ce": {"weight": 1.0}, "dkd": {"alpha": 1.0}}}})
+    write_yaml(
+        tmp_path / "base.yaml",
+        {
+            "solver": {"lr": 0.5, "epochs": 3},
+            "distill": {"losses": {"ce": {"weight": 1.0}, "kd": {"weight": 2.0}}},
+        },
+    )
+    child = write_yaml(
+        tmp_path / "child.yaml",
+        {
+            "_BASE_": "base.yaml",
+            "solver": {"epochs": 7},
+            "distill": {"losses": {"ce": {"weight": 1.0}, "dkd": {"alpha": 1.0}}},
+        },
+    )
     cfg = load_config(child)
     assert (cfg["solver"]["lr"], cfg["solver"]["epochs"]) == (0.5, 7)
-    assert cfg["solver"]["weight_decay"] == 5e-4                    # from DEFAULTS
-    assert list(cfg["distill"]["losses"]) == ["ce", "dkd"]          # replaced, not merged
-    cfg = apply_overrides(cfg, ["solver.lr=0.01", "distill.losses.dkd.beta=2",
-                                "solver.lr_milestones=[1, 2]"])
+    assert cfg["solver"]["weight_decay"] == 5e-4  # from DEFAULTS
+    assert list(cfg["distill"]["losses"]) == ["ce", "dkd"]  # replaced, not merged
+    cfg = apply_overrides(
+        cfg, ["solver.lr=0.01", "distill.losses.dkd.beta=2", "solver.lr_milestones=[1, 2]"]
+    )
     assert cfg["solver"]["lr"] == 0.01 and cfg["solver"]["lr_milestones"] == [1, 2]
     assert cfg["distill"]["losses"]["dkd"] == {"alpha": 1.0, "beta": 2}
 
@@ -161,10 +199,20 @@ REFERENCE_KDPP = {
     "resnet101_resnet18": ("resnet101", "resnet101-63fe2227.pth", "resnet18", 3.5, 4.0),
     "resnet50_resnet18": ("resnet50", "resnet50-0676ba61.pth", "resnet18", 4.0, 1.0),
     "vit_b_16_resnet18": ("vit_b_16", "vit_b_16-c867db91.pth", "resnet18", 2.0, 1.0),
-    "vit_s_16_resnet18": ("vit_s_16", "vit_small_patch16_224.augreg_in21k_ft_in1k.pth",
-                          "resnet18", 1.5, 1.0),
-    "regnet_y_16gf_deit_b_distilled": ("regnet_y_16gf", "regnet_y_16gf-3e4a00f9.pth",
-                                       "deit_b_distilled", 0.5, 1.5),
+    "vit_s_16_resnet18": (
+        "vit_s_16",
+        "vit_small_patch16_224.augreg_in21k_ft_in1k.pth",
+        "resnet18",
+        1.5,
+        1.0,
+    ),
+    "regnet_y_16gf_deit_b_distilled": (
+        "regnet_y_16gf",
+        "regnet_y_16gf-3e4a00f9.pth",
+        "deit_b_distilled",
+        0.5,
+        1.5,
+    ),
 }
 
 
@@ -173,8 +221,11 @@ def test_new_imagenet_configs_carry_the_reference_numbers(pair):
     teacher, weights, student, kd, nd = REFERENCE_KDPP[pair]
     cfg = load_config(os.path.join(CONFIG_DIR, "imagenet", pair, "kdpp.yaml"))
     t = cfg["distill"]["teacher"]
-    assert (t["name"], t["weights"], cfg["model"]["name"]) == (teacher, f"pretrained/{weights}",
-                                                               student)
+    assert (t["name"], t["weights"], cfg["model"]["name"]) == (
+        teacher,
+        f"pretrained/{weights}",
+        student,
+    )
     assert os.path.isfile(os.path.join(REPO, t["config"]))
     losses = cfg["distill"]["losses"]
     assert list(losses) == ["ce", "kd", "nd"]
@@ -187,7 +238,12 @@ def test_new_imagenet_configs_carry_the_reference_numbers(pair):
     # ImageNet/DeiT: train.sh and the defaults of train_launch_distilled.py
     assert losses["kd"]["hard"] and losses["ce"]["label_smoothing"] == 0.1
     assert (s["optimizer"], s["betas"], s["weight_decay"], s["batch_size"], s["epochs"]) == (
-        "adamw", [0.9, 0.95], 0.3, 2048, 300)
+        "adamw",
+        [0.9, 0.95],
+        0.3,
+        2048,
+        300,
+    )
     assert s["lr"] == pytest.approx(1e-4 * 2048 / 256)
     assert (s["lr_schedule"], s["warmup_epochs"], s["min_lr"]) == ("warmup_cosine", 20, 1e-6)
     assert (data["augment"], data["mixup_alpha"], data["cutmix_alpha"]) == ("deit", 0.8, 1.0)
@@ -238,8 +294,9 @@ def _built_terms(pair, method):
     num_classes = 100 if pair.startswith("cifar100") else 1000
     student = _model(cfg["model"]["name"], num_classes)
     teacher = _model(cfg["distill"]["teacher"]["name"], num_classes)
-    means = ClassMeans(torch.randn(num_classes, teacher.embedding_dim),
-                       torch.ones(num_classes, dtype=torch.int64))
+    means = ClassMeans(
+        torch.randn(num_classes, teacher.embedding_dim), torch.ones(num_classes, dtype=torch.int64)
+    )
     terms = build_loss_terms(cfg["distill"]["losses"], TermContext(student, teacher, means))
     return cfg, terms
 
@@ -265,6 +322,11 @@ def test_dkdpp_configs_build_the_reference_terms(pair):
     assert list(terms) == ["ce", "dkd", "nd"]
     dkd = terms["dkd"]
     assert (dkd.weight, dkd.alpha, dkd.beta, dkd.temperature, dkd.warm_up) == (
-        1.0, alpha, beta, temperature, True)
+        1.0,
+        alpha,
+        beta,
+        temperature,
+        True,
+    )
     assert (terms["nd"].weight, terms["nd"].warm_up) == (nd_weight, nd_warm_up)
     assert cfg["distill"]["warm_up_epochs"] == REFERENCE_WARM_UP[pair.split("/")[0]]

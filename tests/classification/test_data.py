@@ -1,5 +1,6 @@
 """Dataset readers: CIFAR-100 official pickle files, ImageNet-style folders, Fashion-MNIST IDX
 files, scikit-learn digits; subsets and the evaluation shard sampler."""
+
 import gzip
 import os
 import pickle
@@ -10,10 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
-from nd_det.errors import ConfigError, FileError
 from nd_det.classification.data import (
-    CIFAR100Dataset, ShardSampler, build_dataset, load_digits_split, load_fashion_mnist, read_idx)
+    CIFAR100Dataset,
+    ShardSampler,
+    build_dataset,
+    load_digits_split,
+    load_fashion_mnist,
+    read_idx,
+)
 from nd_det.classification.data.transforms import CIFAR100_MEAN, CIFAR100_STD
+from nd_det.errors import ConfigError, FileError
 
 from .helpers import write_tiny_cifar100
 
@@ -37,24 +44,34 @@ def test_cifar100_reads_the_official_pickle_format(tmp_path):
             assert label == fine[i]
 
     # through the config builder: normalised tensors of the test split
-    test_set, info = build_dataset({"name": "cifar100", "root": str(tmp_path),
-                                    "verify_checksums": False}, train=False, augment=False)
+    test_set, info = build_dataset(
+        {"name": "cifar100", "root": str(tmp_path), "verify_checksums": False},
+        train=False,
+        augment=False,
+    )
     image, label = test_set[1]
     data, fine = written["test"]
     expected = torch.from_numpy(data[1].reshape(3, 32, 32)).float() / 255
-    expected = (expected - torch.tensor(CIFAR100_MEAN)[:, None, None]) / torch.tensor(
-        CIFAR100_STD)[:, None, None]
+    expected = (expected - torch.tensor(CIFAR100_MEAN)[:, None, None]) / torch.tensor(CIFAR100_STD)[
+        :, None, None
+    ]
     torch.testing.assert_close(image, expected)
     assert (label, info.num_classes, info.in_channels) == (fine[1], 100, 3)
 
 
 def test_cifar100_errors_name_the_file_and_the_fix(tmp_path):
-    with pytest.raises(FileError, match=r"cifar-100-python/train, .*meta missing\. "
-                                                r"Download cifar-100-python\.tar\.gz"):
+    with pytest.raises(
+        FileError,
+        match=r"cifar-100-python/train, .*meta missing\. "
+        r"Download cifar-100-python\.tar\.gz",
+    ):
         CIFAR100Dataset(str(tmp_path), True)
     write_tiny_cifar100(tmp_path)
-    with pytest.raises(FileError, match=r"cifar-100-python/(train|test|meta) is not the official "
-                                         r"CIFAR-100 file .*verify_checksums: false"):
+    with pytest.raises(
+        FileError,
+        match=r"cifar-100-python/(train|test|meta) is not the official "
+        r"CIFAR-100 file .*verify_checksums: false",
+    ):
         CIFAR100Dataset(str(tmp_path), True, verify_checksums=True)
 
 
@@ -66,10 +83,14 @@ def test_image_folder(tmp_path):
             for i in range(per_class):
                 pixels = rng.randint(0, 256, size=(40, 50, 3)).astype(np.uint8)
                 Image.fromarray(pixels).save(tmp_path / split / cls / f"{i}.png")
-    train, info = build_dataset({"name": "image_folder", "root": str(tmp_path),
-                                 "image_size": 32}, train=True, augment=True)
-    val, _ = build_dataset({"name": "image_folder", "root": str(tmp_path), "image_size": 32},
-                           train=False, augment=False)
+    train, info = build_dataset(
+        {"name": "image_folder", "root": str(tmp_path), "image_size": 32}, train=True, augment=True
+    )
+    val, _ = build_dataset(
+        {"name": "image_folder", "root": str(tmp_path), "image_size": 32},
+        train=False,
+        augment=False,
+    )
     assert (len(train), len(val), info.classes, info.num_classes) == (6, 4, ["ant", "cat"], 2)
     image, label = val[3]
     assert image.shape == (3, 32, 32) and label == 1
@@ -95,8 +116,11 @@ def test_fashion_mnist_idx_files(tmp_path):
     image, label = dataset[2]
     assert torch.equal(image, torch.from_numpy(images[2])[None]) and label == 9
 
-    with pytest.raises(FileError, match=r"train-images-idx3-ubyte\(\.gz\) not found.*"
-                                                r"apt-get install dataset-fashion-mnist"):
+    with pytest.raises(
+        FileError,
+        match=r"train-images-idx3-ubyte\(\.gz\) not found.*"
+        r"apt-get install dataset-fashion-mnist",
+    ):
         load_fashion_mnist(str(tmp_path), train=True)
     bad = tmp_path / "bad.gz"
     with gzip.open(bad, "wb") as f:
@@ -105,8 +129,11 @@ def test_fashion_mnist_idx_files(tmp_path):
         read_idx(str(bad))
     with gzip.open(bad, "wb") as f:
         f.write(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + b"\x00" * 7)
-    with pytest.raises(FileError, match=r"truncated or padded: .*shape \(10,\) \(10 bytes\) but "
-                                         r"7 bytes follow"):
+    with pytest.raises(
+        FileError,
+        match=r"truncated or padded: .*shape \(10,\) \(10 bytes\) but "
+        r"7 bytes follow",
+    ):
         read_idx(str(bad))
 
 
@@ -115,7 +142,7 @@ def test_digits_split_is_stratified_disjoint_and_fixed():
     assert (len(train), len(test)) == (1438, 359)
     assert train.images.shape[1:] == (1, 8, 8) and train.images.dtype == torch.uint8
     counts = torch.bincount(test.targets, minlength=10)
-    assert counts.min() >= 35 and counts.max() <= 37   # 20 % of each class
+    assert counts.min() >= 35 and counts.max() <= 37  # 20 % of each class
     all_images = torch.cat([train.images, test.images]).flatten(1)
     assert torch.unique(all_images, dim=0).shape[0] >= 1797 - 20  # (sklearn has a few duplicates)
     assert torch.equal(load_digits_split(False).images, test.images)
@@ -128,8 +155,11 @@ def test_subset_is_fixed_and_checked():
     assert len(a) == 50 and a.indices == b.indices
     with pytest.raises(ValueError, match=r"data.train_subset must be between 1 and 1438"):
         build_dataset(dict(cfg, train_subset=5000), True, False)
-    with pytest.raises(ConfigError, match=r"unknown dataset data.name='mnist'; available: cifar100, "
-                                       r"digits, fashion_mnist, image_folder"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown dataset data.name='mnist'; available: cifar100, "
+        r"digits, fashion_mnist, image_folder",
+    ):
         build_dataset({"name": "mnist"}, True, False)
 
 

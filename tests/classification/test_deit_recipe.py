@@ -2,6 +2,7 @@
 formulas: mixed targets in the ce and nd terms (the reference's timm Mixup targets and its
 mixed class means, computed per sample), hard distillation through the distillation head,
 AdamW without weight decay on 1-D parameters, and the batch mixer."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ def _output(logits, embedding, distill_logits=None):
 
 
 def _terms(losses, student_dim=D, means=None):
-    student = build_classifier("resnet8", C, 1)   # only its sizes are read
+    student = build_classifier("resnet8", C, 1)  # only its sizes are read
     student.embedding_dim = student_dim
     teacher = build_classifier("resnet8", C, 1)
     teacher.embedding_dim = D
@@ -46,8 +47,13 @@ def test_mixed_targets_in_ce_and_nd_equal_the_reference():
     # the reference's ND (DeiT/utils.py project_center_v2), one sample at a time, on its mixed
     # class means (Dataset/data.py mixup_center without smoothing)
     centres = lam * means[labels] + (1 - lam) * means[labels.flip(0)]
-    expected_nd = sum(1 - torch.dot(s, c / c.norm()) / max(s.norm(), t.norm())
-                      for s, t, c in zip(s_emb, t_emb, centres)) / N
+    expected_nd = (
+        sum(
+            1 - torch.dot(s, c / c.norm()) / max(s.norm(), t.norm())
+            for s, t, c in zip(s_emb, t_emb, centres)
+        )
+        / N
+    )
     torch.testing.assert_close(terms["nd"].compute(student, teacher, mixed), expected_nd)
 
 
@@ -63,8 +69,9 @@ def test_hard_distillation_reads_the_distillation_head():
     # soft terms read it too: the same value as for a student whose only logits are those
     labels = torch.randint(0, C, (N,))
     alone = _output(distill_logits, student.embedding)
-    assert torch.equal(terms["dkd"].compute(student, teacher, labels),
-                       terms["dkd"].compute(alone, teacher, labels))
+    assert torch.equal(
+        terms["dkd"].compute(student, teacher, labels), terms["dkd"].compute(alone, teacher, labels)
+    )
 
 
 def test_adamw_leaves_biases_and_norm_layers_undecayed():
@@ -89,7 +96,7 @@ def test_batch_mixer_gives_mixed_one_hot_targets(mixup, cutmix):
     torch.manual_seed(2)
     mixer = build_batch_mixer({"mixup_alpha": mixup, "cutmix_alpha": cutmix}, C)
     images = torch.rand(N, 3, 16, 16)
-    labels = torch.tensor([0, 1, 2, 3, 4, 1])   # each differs from its partner (rolled by one)
+    labels = torch.tensor([0, 1, 2, 3, 4, 1])  # each differs from its partner (rolled by one)
     mixed_images, targets = mixer(images, labels)
     # one lambda for the batch: every row lam * its own label + (1 - lam) * its partner's
     lam = targets[0, 0]

@@ -1,12 +1,13 @@
 """The distiller composes named loss terms from nd_det.losses with weights, warm-up and the ND
 projection; the teacher stays frozen and outside the student's state."""
+
 import pytest
 import torch
 
-from nd_det.errors import ConfigError
 from nd_det.classification import Distiller, TermContext, build_classifier, build_loss_terms
 from nd_det.classification.distiller import warm_up_factor
-from nd_det.losses import ClassMeans, dkd_loss, dist_loss, hcl_loss, kd_loss, nd_loss
+from nd_det.errors import ConfigError
+from nd_det.losses import ClassMeans, dist_loss, dkd_loss, hcl_loss, kd_loss, nd_loss
 
 NUM_CLASSES = 5
 
@@ -15,8 +16,9 @@ def _setup(losses, student="resnet8", teacher="wrn_16_2", warm_up=0):
     torch.manual_seed(0)
     s = build_classifier(student, NUM_CLASSES)
     t = build_classifier(teacher, NUM_CLASSES)
-    means = ClassMeans(torch.randn(NUM_CLASSES, t.embedding_dim),
-                       torch.ones(NUM_CLASSES, dtype=torch.int64))
+    means = ClassMeans(
+        torch.randn(NUM_CLASSES, t.embedding_dim), torch.ones(NUM_CLASSES, dtype=torch.int64)
+    )
     terms = build_loss_terms(losses, TermContext(s, t, means))
     return Distiller(s, t, terms, warm_up), means
 
@@ -32,10 +34,14 @@ def test_warm_up_factor():
 
 
 def test_each_term_equals_the_loss_core_times_its_weight():
-    losses = {"ce": {"weight": 0.5}, "kd": {"weight": 2.0, "temperature": 3.0},
-              "dkd": {"weight": 1.5, "alpha": 0.7, "beta": 5.0, "temperature": 2.0},
-              "dist": {"weight": 3.0, "beta": 2.0, "gamma": 0.5, "temperature": 4.0},
-              "reviewkd": {"weight": 1.2, "mid_channels": 16}, "nd": {"weight": 2.5}}
+    losses = {
+        "ce": {"weight": 0.5},
+        "kd": {"weight": 2.0, "temperature": 3.0},
+        "dkd": {"weight": 1.5, "alpha": 0.7, "beta": 5.0, "temperature": 2.0},
+        "dist": {"weight": 3.0, "beta": 2.0, "gamma": 0.5, "temperature": 4.0},
+        "reviewkd": {"weight": 1.2, "mid_channels": 16},
+        "nd": {"weight": 2.5},
+    }
     distiller, means = _setup(losses)
     distiller.eval()  # no dropout in the projection, so every value is reproducible
     images, labels = _batch()
@@ -70,7 +76,7 @@ def test_warm_up_scales_only_the_warmed_up_terms():
     assert at[0]["loss_kd"].item() == 0.0
     torch.testing.assert_close(at[2]["loss_kd"], 0.5 * at[4]["loss_kd"])
     torch.testing.assert_close(at[7]["loss_kd"], at[4]["loss_kd"])
-    for key in ("loss_ce", "loss_nd", "loss_dist"):   # not warmed up
+    for key in ("loss_ce", "loss_nd", "loss_dist"):  # not warmed up
         torch.testing.assert_close(at[0][key], at[7][key])
         assert at[0][key].item() > 0
 
@@ -104,20 +110,32 @@ def test_teacher_is_frozen_and_outside_the_student_state():
 def test_bad_loss_lists_are_explained():
     s, t = build_classifier("resnet8", NUM_CLASSES), build_classifier("resnet18", NUM_CLASSES)
     ctx = TermContext(s, t, None)
-    with pytest.raises(ConfigError, match=r"unknown loss term 'kd\+\+' in distill.losses; available: "
-                                       r"ce, dist, dkd, kd, nd, reviewkd"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown loss term 'kd\+\+' in distill.losses; available: "
+        r"ce, dist, dkd, kd, nd, reviewkd",
+    ):
         build_loss_terms({"kd++": {}}, ctx)
-    with pytest.raises(ConfigError, match=r"loss term 'kd' has no parameter\(s\) temp; its parameters "
-                                       r"are: weight, warm_up, temperature"):
+    with pytest.raises(
+        ConfigError,
+        match=r"loss term 'kd' has no parameter\(s\) temp; its parameters "
+        r"are: weight, warm_up, temperature",
+    ):
         build_loss_terms({"kd": {"temp": 4}}, ctx)
     with pytest.raises(ValueError, match=r"loss term 'kd' needs a teacher: set distill.teacher"):
         build_loss_terms({"kd": {}}, TermContext(s))
-    with pytest.raises(ValueError, match=r"reviewkd: the student gives 4 feature levels .* but the "
-                                         r"teacher gives 5"):
+    with pytest.raises(
+        ValueError,
+        match=r"reviewkd: the student gives 4 feature levels .* but the "
+        r"teacher gives 5",
+    ):
         build_loss_terms({"reviewkd": {}}, ctx)
     with pytest.raises(ValueError, match=r"loss term 'nd' needs the teacher's class means"):
         build_loss_terms({"nd": {}}, ctx)
     wrong = ClassMeans(torch.randn(NUM_CLASSES, 64), torch.ones(NUM_CLASSES, dtype=torch.int64))
-    with pytest.raises(ValueError, match=r"class means are \(5, 64\) but the teacher embedding has "
-                                         r"512 dimensions"):
+    with pytest.raises(
+        ValueError,
+        match=r"class means are \(5, 64\) but the teacher embedding has "
+        r"512 dimensions",
+    ):
         build_loss_terms({"nd": {}}, TermContext(s, t, wrong))

@@ -1,6 +1,7 @@
 """Two-process DistributedDataParallel training on CPU (gloo), set up exactly as torchrun does
 (RANK / WORLD_SIZE / LOCAL_RANK / MASTER_* in the environment): both ranks end with identical
 weights, the per-process batch is half the total and each test image is evaluated once."""
+
 import json
 import os
 import socket
@@ -20,8 +21,13 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, port: int, cfg: dict, dump_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD_SIZE), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(WORLD_SIZE),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     from nd_det.classification.distributed import cleanup_distributed
     from nd_det.classification.trainer import ClassificationTrainer
@@ -33,14 +39,21 @@ def _ddp_worker(rank: int, port: int, cfg: dict, dump_dir: str) -> None:
     state = {k: v.detach().clone() for k, v in result.distiller.state_dict().items()}
     torch.save(state, os.path.join(dump_dir, f"rank{rank}.pth"))
     with open(os.path.join(dump_dir, f"rank{rank}.json"), "w") as f:
-        json.dump({"eval": result.last_eval, "batch": trainer.batch_per_process,
-                   "iters": len(trainer.train_loader)}, f)
+        json.dump(
+            {
+                "eval": result.last_eval,
+                "batch": trainer.batch_per_process,
+                "iters": len(trainer.train_loader),
+            },
+            f,
+        )
     cleanup_distributed()
 
 
 def test_two_gloo_processes_end_with_identical_weights(tmp_path):
-    distill = distill_section(tmp_path, {"ce": {}, "reviewkd": {"mid_channels": 16},
-                                         "nd": {"weight": 1.0}})
+    distill = distill_section(
+        tmp_path, {"ce": {}, "reviewkd": {"mid_channels": 16}, "nd": {"weight": 1.0}}
+    )
     cfg = tiny_config(tmp_path, "ddp", distill=distill, epochs=2)
     dump = tmp_path / "dump"
     dump.mkdir()
@@ -54,7 +67,7 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     infos = [json.load(open(dump / f"rank{r}.json")) for r in range(WORLD_SIZE)]
     assert infos[0] == infos[1]
     assert infos[0]["batch"] == 16 and infos[0]["iters"] == 96 // 32
-    assert infos[0]["eval"]["samples"] == 40          # every test image once over both ranks
+    assert infos[0]["eval"]["samples"] == 40  # every test image once over both ranks
     # rank 0 wrote the run's files; the saved student is the one both ranks hold
     out = cfg["train"]["output_dir"]
     saved = torch.load(os.path.join(out, "model_final.pth"), weights_only=False)["model"]

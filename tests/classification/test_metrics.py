@@ -1,15 +1,16 @@
 """Top-k counting, learning-rate schedule, ETA, checkpoints written atomically, weight loading."""
+
 import os
 
 import pytest
 import torch
 
-from nd_det.errors import FileError
 from nd_det.classification.checkpoint import load_checkpoint, load_model_weights
 from nd_det.classification.metrics import topk_correct
-from nd_det.utils.progress import ProgressClock
 from nd_det.classification.solver import learning_rate_at
+from nd_det.errors import FileError
 from nd_det.utils.atomic_file import atomic_torch_save
+from nd_det.utils.progress import ProgressClock
 
 
 def test_topk_correct_against_a_loop():
@@ -26,8 +27,13 @@ def test_topk_correct_against_a_loop():
 
 
 def test_learning_rate_schedules():
-    solver = {"lr": 0.1, "lr_schedule": "multistep", "lr_milestones": [150, 180, 210],
-              "lr_gamma": 0.1, "epochs": 240}
+    solver = {
+        "lr": 0.1,
+        "lr_schedule": "multistep",
+        "lr_milestones": [150, 180, 210],
+        "lr_gamma": 0.1,
+        "epochs": 240,
+    }
     got = [learning_rate_at(e, solver) for e in (0, 149, 150, 179, 180, 210, 239)]
     assert got == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 1e-4, 1e-4])
     cosine = dict(solver, lr_schedule="cosine", epochs=10)
@@ -35,12 +41,17 @@ def test_learning_rate_schedules():
     assert learning_rate_at(5, cosine) == pytest.approx(0.05)
     # the MAE / DeiT schedule of the reference's DeiT code: linear warm-up from 0 over 20
     # epochs, then half a cosine from lr to min_lr over the other 280, at fractional epochs
-    deit = dict(solver, lr_schedule="warmup_cosine", lr=8e-4, epochs=300, warmup_epochs=20,
-                min_lr=1e-6)
+    deit = dict(
+        solver, lr_schedule="warmup_cosine", lr=8e-4, epochs=300, warmup_epochs=20, min_lr=1e-6
+    )
     assert [learning_rate_at(e, deit) for e in (0, 5.5, 20, 160, 300)] == pytest.approx(
-        [0.0, 8e-4 * 5.5 / 20, 8e-4, 1e-6 + (8e-4 - 1e-6) / 2, 1e-6])
-    with pytest.raises(ValueError, match=r"solver.lr_schedule must be multistep, cosine or "
-                                         r"warmup_cosine; got 'step'"):
+        [0.0, 8e-4 * 5.5 / 20, 8e-4, 1e-6 + (8e-4 - 1e-6) / 2, 1e-6]
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"solver.lr_schedule must be multistep, cosine or "
+        r"warmup_cosine; got 'step'",
+    ):
         learning_rate_at(0, dict(solver, lr_schedule="step"))
 
 
@@ -49,7 +60,7 @@ def test_eta_from_the_mean_iteration_time(monkeypatch):
     monkeypatch.setattr("nd_det.utils.progress.time.perf_counter", lambda: now[0])
     clock = ProgressClock(total_iters=20, done_iters=10, skip=1)
     clock.start()
-    for duration in (5.0, 1.0, 3.0):   # the first (start-up) one is not timed
+    for duration in (5.0, 1.0, 3.0):  # the first (start-up) one is not timed
         now[0] += duration
         clock.step()
     assert clock.seconds_per_iter == pytest.approx(2.0)
@@ -60,7 +71,7 @@ def test_checkpoints_and_weight_loading_errors(tmp_path):
     path = tmp_path / "ckpt.pth"
     atomic_torch_save({"format": "nd_det.classification.checkpoint", "epoch": 3}, str(path))
     assert load_checkpoint(str(path))["epoch"] == 3
-    assert os.listdir(tmp_path) == ["ckpt.pth"]   # no temporary file left behind
+    assert os.listdir(tmp_path) == ["ckpt.pth"]  # no temporary file left behind
 
     class Unpicklable:
         def __reduce__(self):
@@ -74,15 +85,20 @@ def test_checkpoints_and_weight_loading_errors(tmp_path):
     with pytest.raises(FileError, match=r"raw\.pth is not a training checkpoint"):
         load_checkpoint(str(tmp_path / "raw.pth"))
     model = torch.nn.Linear(2, 2)
-    with pytest.raises(FileError, match=r"teacher weights .*raw\.pth do not match the Linear "
-                                         r"architecture: missing keys: bias; shape mismatches: weight "
-                                         r"\(2,\) in the file vs \(2, 2\) in the model\. Is the "
-                                         r"model name right\?"):
+    with pytest.raises(
+        FileError,
+        match=r"teacher weights .*raw\.pth do not match the Linear "
+        r"architecture: missing keys: bias; shape mismatches: weight "
+        r"\(2,\) in the file vs \(2, 2\) in the model\. Is the "
+        r"model name right\?",
+    ):
         load_model_weights(model, str(tmp_path / "raw.pth"), what="teacher")
     with pytest.raises(FileError, match=r"teacher weights file '.*nope\.pth' not found"):
         load_model_weights(model, str(tmp_path / "nope.pth"), what="teacher")
-    torch.save({"model": {"module." + k: v for k, v in model.state_dict().items()}},
-               tmp_path / "wrapped.pth")
+    torch.save(
+        {"model": {"module." + k: v for k, v in model.state_dict().items()}},
+        tmp_path / "wrapped.pth",
+    )
     other = torch.nn.Linear(2, 2)
     load_model_weights(other, str(tmp_path / "wrapped.pth"))
     assert torch.equal(other.weight, model.weight) and torch.equal(other.bias, model.bias)

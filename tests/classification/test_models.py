@@ -1,10 +1,11 @@
 """Every registered classifier: logits, embedding and ReviewKD stage features of the documented
 shapes, on a CIFAR-sized and an ImageNet-sized input."""
+
 import pytest
 import torch
 
-from nd_det.errors import ConfigError
 from nd_det.classification.models import available_classifiers, build_classifier, classifier_info
+from nd_det.errors import ConfigError
 
 NUM_CLASSES = 7
 
@@ -53,8 +54,9 @@ def _check(model, out, batch):
     return sizes
 
 
-@pytest.mark.parametrize("name", [n for n in available_classifiers()
-                                  if classifier_info(n).family != "vit"])
+@pytest.mark.parametrize(
+    "name", [n for n in available_classifiers() if classifier_info(n).family != "vit"]
+)
 def test_shapes_on_cifar_and_imagenet_sized_inputs(name):
     """CIFAR designs at 32x32 (documented shapes) and 64x64 (every map twice as large);
     ImageNet designs at 112x112 (the documented 224x224 maps halved, rounded up; a quarter of the
@@ -104,12 +106,20 @@ def test_torchvision_state_dict_loads_into_the_wrapper():
 # resnet_cifar, wrn_cifar, resnetv2_cifar, mobilenetv2_cifar, shufflenetv1, shufflenetv2) and
 # ImageNet/Models/{resnet,mobilenet}.py (1000 classes).  ShuffleNetV2's count pins its 1x1 stem.
 REFERENCE_PARAMETERS = {
-    "resnet20": (100, 278_324), "resnet56": (100, 861_620), "resnet8x4": (100, 1_233_540),
-    "resnet32x4": (100, 7_433_860), "wrn_40_1": (100, 569_780), "wrn_40_2": (100, 2_255_156),
-    "resnet50_cifar": (100, 23_705_252), "mobilenet_v2_cifar": (100, 812_836),
-    "shufflenet_v1": (100, 949_258), "shufflenet_v2": (100, 1_355_528),
-    "resnet18": (1000, 11_689_512), "resnet34": (1000, 21_797_672),
-    "resnet50": (1000, 25_557_032), "mobilenet_v1": (1000, 4_231_976),
+    "resnet20": (100, 278_324),
+    "resnet56": (100, 861_620),
+    "resnet8x4": (100, 1_233_540),
+    "resnet32x4": (100, 7_433_860),
+    "wrn_40_1": (100, 569_780),
+    "wrn_40_2": (100, 2_255_156),
+    "resnet50_cifar": (100, 23_705_252),
+    "mobilenet_v2_cifar": (100, 812_836),
+    "shufflenet_v1": (100, 949_258),
+    "shufflenet_v2": (100, 1_355_528),
+    "resnet18": (1000, 11_689_512),
+    "resnet34": (1000, 21_797_672),
+    "resnet50": (1000, 25_557_032),
+    "mobilenet_v1": (1000, 4_231_976),
 }
 
 

@@ -2,6 +2,7 @@
 counts against the published ones, one forward of a small batch (on the meta device: shapes
 without the arithmetic), and the transformers' and RegNet's outputs equal to their libraries'
 own forward on the same weights (small inputs on the CPU)."""
+
 import pytest
 import timm
 import torch
@@ -12,17 +13,29 @@ from nd_det.classification.models import build_classifier
 # name -> (torchvision's weights enum whose meta documents the count, or the published count
 # rounded to 0.1 M where torchvision has no such model)
 PUBLISHED = {
-    "resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",
-    "resnet50": "ResNet50_Weights", "resnet101": "ResNet101_Weights",
-    "resnet152": "ResNet152_Weights", "vit_b_16": "ViT_B_16_Weights",
+    "resnet18": "ResNet18_Weights",
+    "resnet34": "ResNet34_Weights",
+    "resnet50": "ResNet50_Weights",
+    "resnet101": "ResNet101_Weights",
+    "resnet152": "ResNet152_Weights",
+    "vit_b_16": "ViT_B_16_Weights",
     "regnet_y_16gf": "RegNet_Y_16GF_Weights",
-    "mobilenet_v1": 4.2e6,        # Howard et al. 2017, Table 8: 1.0 MobileNet-224
-    "vit_s_16": 22.1e6,           # timm's vit_small_patch16_224 model card
-    "deit_b_distilled": 87.3e6,   # timm's deit_base_distilled_patch16_224 model card (DeiT: 87M)
+    "mobilenet_v1": 4.2e6,  # Howard et al. 2017, Table 8: 1.0 MobileNet-224
+    "vit_s_16": 22.1e6,  # timm's vit_small_patch16_224 model card
+    "deit_b_distilled": 87.3e6,  # timm's deit_base_distilled_patch16_224 model card (DeiT: 87M)
 }
-EMBEDDING = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048,
-             "resnet152": 2048, "mobilenet_v1": 1024, "vit_b_16": 768, "vit_s_16": 384,
-             "deit_b_distilled": 768, "regnet_y_16gf": 3024}
+EMBEDDING = {
+    "resnet18": 512,
+    "resnet34": 512,
+    "resnet50": 2048,
+    "resnet101": 2048,
+    "resnet152": 2048,
+    "mobilenet_v1": 1024,
+    "vit_b_16": 768,
+    "vit_s_16": 384,
+    "deit_b_distilled": 768,
+    "regnet_y_16gf": 3024,
+}
 
 
 def _real_size(name):
@@ -50,13 +63,23 @@ def test_parameter_count_and_one_forward_at_real_size(name):
     assert (out.distill_logits is not None) == (name == "deit_b_distilled")
 
 
-@pytest.mark.parametrize("name,library", [
-    ("vit_s_16", lambda: timm.create_model("vit_small_patch16_224", num_classes=5, img_size=32)),
-    ("deit_b_distilled", lambda: timm.create_model("deit_base_distilled_patch16_224",
-                                                   num_classes=5, img_size=32)),
-    ("vit_b_16", lambda: torchvision.models.vit_b_16(num_classes=5, image_size=32)),
-    ("regnet_y_16gf", lambda: torchvision.models.regnet_y_16gf(num_classes=5)),
-])
+@pytest.mark.parametrize(
+    "name,library",
+    [
+        (
+            "vit_s_16",
+            lambda: timm.create_model("vit_small_patch16_224", num_classes=5, img_size=32),
+        ),
+        (
+            "deit_b_distilled",
+            lambda: timm.create_model(
+                "deit_base_distilled_patch16_224", num_classes=5, img_size=32
+            ),
+        ),
+        ("vit_b_16", lambda: torchvision.models.vit_b_16(num_classes=5, image_size=32)),
+        ("regnet_y_16gf", lambda: torchvision.models.regnet_y_16gf(num_classes=5)),
+    ],
+)
 def test_outputs_equal_the_library_forward(name, library):
     torch.manual_seed(0)
     model = build_classifier(name, 5, image_size=32)

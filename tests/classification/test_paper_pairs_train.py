@@ -1,9 +1,11 @@
 """The config of every classification row of the paper (docs/paper_rows.md) trains two steps
 through tools/train_cls.py: the real architectures with random weights, at toy size (32x32
 images: three classes of random images in an image folder, or CIFAR-100 files of one random image
-per class in the official format, both written here; two steps of batch 2), the teacher's class means
+per class in the official format, both written here; two steps of batch 2), the teacher's class
+means
 extracted with tools/extract_cls_means.py from the teacher config the row's config names.  Only
 the data, sizes, files and device are overridden."""
+
 import json
 import os
 
@@ -60,10 +62,10 @@ def data(tmp_path_factory):
                 Image.fromarray(pixels).save(folder / f"{i}.png")
     write_tiny_cifar100(root / "cifar", n_train=100, n_test=3, every_class=True)
     common = ["data.num_workers=0", "train.device=cpu"]
-    return {"image_folder": ([f"data.root={root / 'folder'}", f"data.image_size={SIZE}",
-                              *common], 3),
-            "cifar100": ([f"data.root={root / 'cifar'}", "data.verify_checksums=false",
-                          *common], 100)}
+    return {
+        "image_folder": ([f"data.root={root / 'folder'}", f"data.image_size={SIZE}", *common], 3),
+        "cifar100": ([f"data.root={root / 'cifar'}", "data.verify_checksums=false", *common], 100),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +81,21 @@ def teachers(tmp_path_factory, data):
             name = load_config(os.path.join(REPO, config))["model"]["name"]
             stem = os.path.join(root, f"{len(made)}_{name}")
             torch.manual_seed(0)
-            torch.save(build_classifier(name, classes, image_size=SIZE).state_dict(),
-                       f"{stem}.pth")
-            code, err = run_tool_in_process(EXTRACT, [
-                "--config", os.path.join(REPO, config), "--weights", f"{stem}.pth",
-                "--output", f"{stem}_means.pth", "--batch-size", "6", *toy])
+            torch.save(build_classifier(name, classes, image_size=SIZE).state_dict(), f"{stem}.pth")
+            code, err = run_tool_in_process(
+                EXTRACT,
+                [
+                    "--config",
+                    os.path.join(REPO, config),
+                    "--weights",
+                    f"{stem}.pth",
+                    "--output",
+                    f"{stem}_means.pth",
+                    "--batch-size",
+                    "6",
+                    *toy,
+                ],
+            )
             assert code == 0, err
             made[config] = f"{stem}.pth", f"{stem}_means.pth"
         return made[config]
@@ -98,19 +110,34 @@ def test_row_config_trains_two_steps(row_config, data, teachers, tmp_path):
     toy, classes = data[cfg["data"]["name"]]
     weights, means = teachers(cfg["distill"]["teacher"]["config"], cfg["data"]["name"])
     out = tmp_path / "run"
-    code, err = run_tool_in_process(TRAIN, [
-        "--config", path, *toy, "data.train_subset=4", "solver.batch_size=2",
-        "solver.eval_batch_size=3", "solver.epochs=1", f"distill.teacher.weights={weights}",
-        f"distill.class_means={means}", f"train.output_dir={out}", "train.log_period=1",
-        "train.tensorboard=false"])
+    code, err = run_tool_in_process(
+        TRAIN,
+        [
+            "--config",
+            path,
+            *toy,
+            "data.train_subset=4",
+            "solver.batch_size=2",
+            "solver.eval_batch_size=3",
+            "solver.epochs=1",
+            f"distill.teacher.weights={weights}",
+            f"distill.class_means={means}",
+            f"train.output_dir={out}",
+            "train.log_period=1",
+            "train.tensorboard=false",
+        ],
+    )
     assert code == 0, err
     records = [json.loads(line) for line in open(out / "metrics.jsonl")]
     steps = [r for r in records if r["type"] == "iter"]
     assert [r["iter"] for r in steps] == [1, 2]
     terms = cfg["distill"]["losses"]
     assert tuple(terms) == ROW_CONFIGS[row_config]
-    warmed = {t for t, params in terms.items()
-              if (params or {}).get("warm_up", loss_term_class(t).warm_up_by_default)}
+    warmed = {
+        t
+        for t, params in terms.items()
+        if (params or {}).get("warm_up", loss_term_class(t).warm_up_by_default)
+    }
     for step in steps:  # every term computed and finite; a warmed-up one is 0 in epoch 1
         losses = {t: step[f"loss_{t}"] for t in terms}
         assert all(np.isfinite(list(losses.values()))), step
@@ -119,5 +146,4 @@ def test_row_config_trains_two_steps(row_config, data, teachers, tmp_path):
     final = torch.load(out / "model_final.pth", weights_only=False)
     assert final["model_name"] == cfg["model"]["name"] and final["epoch"] == 1
     # strict: every key and shape of the student
-    build_classifier(cfg["model"]["name"], classes, image_size=SIZE).load_state_dict(
-        final["model"])
+    build_classifier(cfg["model"]["name"], classes, image_size=SIZE).load_state_dict(final["model"])

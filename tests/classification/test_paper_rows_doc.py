@@ -1,6 +1,7 @@
 """docs/paper_rows.md: one line per result row of the paper's listing (20 rows, 26 results), each
 naming config files that exist and tests that exist; its classification configs are the ones
 test_paper_pairs_train.py trains."""
+
 import os
 import re
 
@@ -37,7 +38,7 @@ def _rows():
     lines = open(DOC, encoding="utf-8").read().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| # | task |"))
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append([cell.strip() for cell in line.strip("|").split("|")])
@@ -51,8 +52,9 @@ def test_one_line_per_row_of_the_listing():
     for number, (row, (dataset, value, method)) in enumerate(zip(rows, LISTING), 1):
         assert row[0] == str(number) and row[2] == dataset and row[4] == value, row
         assert row[5].startswith(method), row
-        assert row[9].startswith("config builds and runs 2 steps on CPU in the suite") or \
-            row[9].startswith("both configs build and run 2 steps on CPU in the suite"), row
+        assert row[9].startswith("config builds and runs 2 steps on CPU in the suite") or row[
+            9
+        ].startswith("both configs build and run 2 steps on CPU in the suite"), row
         assert row[9].endswith("not trained here"), row
         results += len(value.split(" / "))
     assert results == 26
@@ -66,7 +68,7 @@ def test_every_named_config_and_test_exists():
         for config in configs:
             assert os.path.isfile(os.path.join(REPO, config)), config
             if config.startswith("configs/classification/"):
-                classification.add(config[len("configs/classification/"):])
+                classification.add(config[len("configs/classification/") :])
         tests = re.findall(r"`((?:cls/)?test_\w+\.py)::(\w+)(?:\[([^\]]+)\])?`", row[8])
         assert tests, row
         for path, function, parameter in tests:

@@ -6,6 +6,7 @@ logits, so exposing the pre-activation maps changed nothing else.
 Every model runs in eval mode with random BatchNorm statistics and affine parameters, so a
 BatchNorm is not the identity and pre-activation maps really have negative values.
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -162,8 +163,14 @@ SLOW = {
 
 # families whose stage outputs end with a ReLU (WRN stages end with a residual sum, MobileNetV2
 # groups with a linear bottleneck)
-POST_RELU_STAGES = {"resnet20", "resnet8x4", "resnet50_cifar", "shufflenet_v1", "shufflenet_v2",
-                    "mobilenet_v1"}
+POST_RELU_STAGES = {
+    "resnet20",
+    "resnet8x4",
+    "resnet50_cifar",
+    "shufflenet_v1",
+    "shufflenet_v2",
+    "mobilenet_v1",
+}
 
 
 @pytest.mark.parametrize("name", sorted(SLOW))
@@ -208,13 +215,16 @@ def test_torchvision_resnets_preact_maps_are_the_last_block_sums(arch):
         return lambda module, args: seen.__setitem__(key, args[0].clone())
 
     handles = []
-    for index, layer in enumerate((reference.layer1, reference.layer2, reference.layer3,
-                                   reference.layer4)):
+    for index, layer in enumerate(
+        (reference.layer1, reference.layer2, reference.layer3, reference.layer4)
+    ):
         last = layer[-1]
         final_bn = last.bn3 if hasattr(last, "bn3") else last.bn2
-        handles += [last.register_forward_pre_hook(keep_input(("in", index))),
-                    final_bn.register_forward_hook(keep_output(("bn", index))),
-                    layer.register_forward_hook(keep_output(("out", index)))]
+        handles += [
+            last.register_forward_pre_hook(keep_input(("in", index))),
+            final_bn.register_forward_hook(keep_output(("bn", index))),
+            layer.register_forward_hook(keep_output(("out", index))),
+        ]
         if last.downsample is not None:
             handles.append(last.downsample.register_forward_hook(keep_output(("ds", index))))
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))

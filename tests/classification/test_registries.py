@@ -1,20 +1,30 @@
 """The classification registries are fvcore registries keyed by config names: unknown names get
 one message listing the known ones, a name registered twice is refused, and a new entry works
 through the public functions."""
+
 import pytest
 import torch
 from fvcore.common.registry import Registry
 
-from nd_det.errors import ConfigError
 from nd_det.classification.data import available_datasets, build_dataset
 from nd_det.classification.data.registry import DATASET_REGISTRY
 from nd_det.classification.loss_terms import (
-    LossTerm, TermContext, available_loss_terms, build_loss_terms, register_loss_term)
+    LossTerm,
+    TermContext,
+    available_loss_terms,
+    build_loss_terms,
+    register_loss_term,
+)
 from nd_det.classification.loss_terms.registry import LOSS_TERM_REGISTRY
 from nd_det.classification.models import (
-    available_classifiers, build_classifier, classifier_info, register_classifier)
+    available_classifiers,
+    build_classifier,
+    classifier_info,
+    register_classifier,
+)
 from nd_det.classification.models.cifar_resnet import CifarResNet
 from nd_det.classification.models.registry import CLASSIFIER_REGISTRY
+from nd_det.errors import ConfigError
 
 
 def test_the_registries_are_fvcore_registries_with_every_entry():
@@ -23,24 +33,34 @@ def test_the_registries_are_fvcore_registries_with_every_entry():
     assert available_loss_terms() == ["ce", "dist", "dkd", "kd", "nd", "reviewkd"]
     assert available_datasets() == ["cifar100", "digits", "fashion_mnist", "image_folder"]
     assert {"resnet20", "wrn_40_2", "shufflenet_v2", "resnet50", "mobilenet_v1"} <= set(
-        available_classifiers())
+        available_classifiers()
+    )
     assert available_classifiers() == sorted(name for name, _ in CLASSIFIER_REGISTRY)
     info = classifier_info("wrn_40_2")
     assert (info.family, info.description) == ("cifar", "Wide ResNet-40-2")
 
 
 def test_unknown_names_list_the_available_ones():
-    with pytest.raises(ConfigError, match=r"unknown classifier 'resnet9'; available: "
-                                       r"deit_b_distilled, mobilenet_v1, mobilenet_v2_cifar, "
-                                       r"regnet_y_16gf, resnet101, "):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown classifier 'resnet9'; available: "
+        r"deit_b_distilled, mobilenet_v1, mobilenet_v2_cifar, "
+        r"regnet_y_16gf, resnet101, ",
+    ):
         build_classifier("resnet9", 10)
     with pytest.raises(ConfigError, match=r"unknown classifier 'vgg'; available: .*, wrn_40_2"):
         classifier_info("vgg")
-    with pytest.raises(ConfigError, match=r"unknown loss term 'crd' in distill.losses; available: "
-                                       r"ce, dist, dkd, kd, nd, reviewkd"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown loss term 'crd' in distill.losses; available: "
+        r"ce, dist, dkd, kd, nd, reviewkd",
+    ):
         build_loss_terms({"crd": {}}, TermContext(build_classifier("resnet8", 3)))
-    with pytest.raises(ConfigError, match=r"unknown dataset data.name=None; available: cifar100, "
-                                       r"digits, fashion_mnist, image_folder"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown dataset data.name=None; available: cifar100, "
+        r"digits, fashion_mnist, image_folder",
+    ):
         build_dataset({}, True, False)
 
 

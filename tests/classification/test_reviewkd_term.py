@@ -1,6 +1,7 @@
 """The ReviewKD term pairs the maps as the reference code does: the student's stage outputs are
 fused, the teacher's maps before the final ReLU are the HCL targets (CIFAR/ReviewKD++/
 train_reviewkd.py calls the teacher with preact=True); the flags pick the other list per side."""
+
 import pytest
 import torch
 
@@ -22,7 +23,8 @@ def _observe(monkeypatch, term, student_out, teacher_out):
     """Runs the term, recording what its fusion got and what hcl_loss compared."""
     seen = {}
     handle = term.fusion.register_forward_pre_hook(
-        lambda m, args, kwargs: seen.__setitem__("fused_inputs", args[0]), with_kwargs=True)
+        lambda m, args, kwargs: seen.__setitem__("fused_inputs", args[0]), with_kwargs=True
+    )
 
     def recording_hcl(fused, targets):
         seen["targets"] = targets
@@ -36,8 +38,9 @@ def _observe(monkeypatch, term, student_out, teacher_out):
 
 def test_default_fuses_student_outputs_and_targets_teacher_pre_relu_maps(monkeypatch):
     student, teacher = _pair()
-    term = build_loss_terms({"reviewkd": {"mid_channels": 16}},
-                            TermContext(student, teacher))["reviewkd"]
+    term = build_loss_terms({"reviewkd": {"mid_channels": 16}}, TermContext(student, teacher))[
+        "reviewkd"
+    ]
     assert (term.student_preact, term.teacher_preact) == (False, True)
     x = torch.randn(4, 3, 16, 16)
     s_out = student(x)
@@ -57,7 +60,8 @@ def test_flags_select_the_other_maps(monkeypatch):
     student, teacher = _pair()
     term = build_loss_terms(
         {"reviewkd": {"mid_channels": 16, "student_preact": True, "teacher_preact": False}},
-        TermContext(student, teacher))["reviewkd"]
+        TermContext(student, teacher),
+    )["reviewkd"]
     x = torch.randn(4, 3, 16, 16)
     s_out = student(x)
     with torch.no_grad():
@@ -70,9 +74,13 @@ def test_flags_select_the_other_maps(monkeypatch):
 
 def test_mid_channels_is_the_abf_width_and_flags_must_be_booleans():
     student, teacher = _pair()
-    term = build_loss_terms({"reviewkd": {"mid_channels": 24}},
-                            TermContext(student, teacher))["reviewkd"]
+    term = build_loss_terms({"reviewkd": {"mid_channels": 24}}, TermContext(student, teacher))[
+        "reviewkd"
+    ]
     assert {abf.reduce[0].out_channels for abf in term.fusion.abfs} == {24}
-    with pytest.raises(ValueError, match=r"distill\.losses\.reviewkd\.teacher_preact='yes' must "
-                                         r"be true or false"):
+    with pytest.raises(
+        ValueError,
+        match=r"distill\.losses\.reviewkd\.teacher_preact='yes' must "
+        r"be true or false",
+    ):
         build_loss_terms({"reviewkd": {"teacher_preact": "yes"}}, TermContext(student, teacher))

@@ -1,6 +1,7 @@
 """Training with the real trainer on tiny real data (scikit-learn digits): one epoch of each ++
 method lowers the training objective, a resumed run repeats an uninterrupted one exactly, AMP
 runs, and the command lines write and re-read their files."""
+
 import json
 import os
 import shutil
@@ -12,8 +13,8 @@ from nd_det.classification.checkpoint import file_sha256, load_checkpoint
 from nd_det.classification.cli import extract_class_means_main, train_main
 from nd_det.classification.data import build_dataset
 from nd_det.classification.trainer import ClassificationTrainer
-from nd_det.utils.progress import ProgressClock
 from nd_det.losses import load_class_means
+from nd_det.utils.progress import ProgressClock
 
 from .helpers import DIGITS_TRAIN, distill_section, tiny_config, write_yaml
 
@@ -72,8 +73,10 @@ def test_resume_repeats_an_uninterrupted_run(tmp_path):
     assert resumed_trainer.start_epoch == 1
     resumed = resumed_trainer.fit()
 
-    for a, b in ((reference.distiller.student, resumed.distiller.student),
-                 (reference.distiller.terms, resumed.distiller.terms)):
+    for a, b in (
+        (reference.distiller.student, resumed.distiller.student),
+        (reference.distiller.terms, resumed.distiller.terms),
+    ):
         sa, sb = a.state_dict(), b.state_dict()
         assert sa.keys() == sb.keys()
         for key in sa:
@@ -93,22 +96,35 @@ def test_amp_bfloat16_on_cpu(tmp_path):
     start = {k: v.clone() for k, v in trainer.distiller.student.state_dict().items()}
     losses = trainer.train_one_epoch(0, ProgressClock(len(trainer.train_loader)))
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
-    changed = [k for k, v in trainer.distiller.student.state_dict().items()
-               if v.is_floating_point() and not torch.equal(v, start[k])]
+    changed = [
+        k
+        for k, v in trainer.distiller.student.state_dict().items()
+        if v.is_floating_point() and not torch.equal(v, start[k])
+    ]
     assert changed
 
 
 def test_command_lines_teacher_means_student_and_evaluation(tmp_path, capsys):
     data = {"name": "digits", "train_subset": DIGITS_TRAIN, "test_subset": 40, "num_workers": 0}
     solver = {"epochs": 1, "batch_size": 32, "lr": 0.05}
-    teacher_cfg = write_yaml(tmp_path / "teacher.yaml", {
-        "model": {"name": "resnet14"}, "data": data, "solver": solver,
-        "train": {"output_dir": str(tmp_path / "teacher"), "device": "cpu", "log_period": 1}})
+    teacher_cfg = write_yaml(
+        tmp_path / "teacher.yaml",
+        {
+            "model": {"name": "resnet14"},
+            "data": data,
+            "solver": solver,
+            "train": {"output_dir": str(tmp_path / "teacher"), "device": "cpu", "log_period": 1},
+        },
+    )
     train_main(["--config", teacher_cfg])
     teacher_dir = tmp_path / "teacher"
-    assert {"last_checkpoint.pth", "model_final.pth", "model_best.pth", "metrics.jsonl",
-            "config.yaml"} <= set(
-        os.listdir(teacher_dir))
+    assert {
+        "last_checkpoint.pth",
+        "model_final.pth",
+        "model_best.pth",
+        "metrics.jsonl",
+        "config.yaml",
+    } <= set(os.listdir(teacher_dir))
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(teacher_dir / "tensorboard"))
     records = [json.loads(line) for line in open(teacher_dir / "metrics.jsonl")]
     iters = [r for r in records if r["type"] == "iter"]
@@ -116,6 +132,7 @@ def test_command_lines_teacher_means_student_and_evaluation(tmp_path, capsys):
     epoch = [r for r in records if r["type"] == "epoch"][-1]
     assert {"train_loss", "train_loss_ce", "test_top1", "test_top5", "lr"} <= set(epoch)
     from nd_det.classification.config import load_config
+
     assert load_config(str(teacher_dir / "config.yaml"))["model"]["name"] == "resnet14"
     out = capsys.readouterr().out
     assert "eta 0:00:00" in out and "test top-1" in out
@@ -128,13 +145,24 @@ def test_command_lines_teacher_means_student_and_evaluation(tmp_path, capsys):
     assert table.metadata["teacher_config"] == os.path.abspath(teacher_cfg)
     assert int(table.counts.sum()) == DIGITS_TRAIN
 
-    student_cfg = write_yaml(tmp_path / "student.yaml", {
-        "model": {"name": "resnet8"}, "data": data, "solver": solver,
-        "distill": {"teacher": {"name": "resnet14", "weights": weights},
-                    "class_means": str(teacher_dir / "class_means.pth"),
-                    "losses": METHODS["kdpp"]},
-        "train": {"output_dir": str(tmp_path / "student"), "device": "cpu",
-                  "tensorboard": False}})
+    student_cfg = write_yaml(
+        tmp_path / "student.yaml",
+        {
+            "model": {"name": "resnet8"},
+            "data": data,
+            "solver": solver,
+            "distill": {
+                "teacher": {"name": "resnet14", "weights": weights},
+                "class_means": str(teacher_dir / "class_means.pth"),
+                "losses": METHODS["kdpp"],
+            },
+            "train": {
+                "output_dir": str(tmp_path / "student"),
+                "device": "cpu",
+                "tensorboard": False,
+            },
+        },
+    )
     result = train_main(["--config", student_cfg])
     final = str(tmp_path / "student" / "model_final.pth")
     evaluated = train_main(["--config", student_cfg, "--eval-only", "--weights", final])
@@ -145,6 +173,9 @@ def test_command_lines_teacher_means_student_and_evaluation(tmp_path, capsys):
     shutil.copy(weights, other)
     with open(other, "ab") as f:
         f.write(b"\0")
-    with pytest.raises(ValueError, match=r"class means .*class_means\.pth were not made with this "
-                                         r"teacher/dataset \(teacher_weights_sha256: file has"):
+    with pytest.raises(
+        ValueError,
+        match=r"class means .*class_means\.pth were not made with this "
+        r"teacher/dataset \(teacher_weights_sha256: file has",
+    ):
         train_main(["--config", student_cfg, f"distill.teacher.weights={other}"])

@@ -1,5 +1,6 @@
 """The classification package needs no detectron2: its sources never import it, and
 tools/train_cls.py trains in a child interpreter where detectron2 cannot be imported."""
+
 import glob
 import os
 import re
@@ -56,17 +57,28 @@ def test_sources_never_import_detectron2():
 
 
 def test_train_cls_runs_without_detectron2(tmp_path):
-    cfg = write_yaml(tmp_path / "cfg.yaml", {
-        "model": {"name": "resnet8"},
-        "data": {"name": "digits", "train_subset": 64, "test_subset": 20, "num_workers": 0},
-        "solver": {"epochs": 1, "batch_size": 32},
-        "train": {"output_dir": str(tmp_path / "out"), "device": "cpu", "tensorboard": False},
-    })
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+    cfg = write_yaml(
+        tmp_path / "cfg.yaml",
+        {
+            "model": {"name": "resnet8"},
+            "data": {"name": "digits", "train_subset": 64, "test_subset": 20, "num_workers": 0},
+            "solver": {"epochs": 1, "batch_size": 32},
+            "train": {"output_dir": str(tmp_path / "out"), "device": "cpu", "tensorboard": False},
+        },
+    )
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
+    )
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, os.path.join(REPO, "tools", "train_cls.py"), cfg],
-        capture_output=True, text=True, timeout=300, cwd=str(tmp_path), env=env)
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(tmp_path),
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "TRAINED-WITHOUT-DETECTRON2" in proc.stdout
     assert "epoch 1/1: test top-1" in proc.stdout

@@ -5,6 +5,7 @@ Used by the multi-process tests: ``python -m tests.helpers.ddp_train --num-gpus 
 --num-gpus) checks and trains like tools/train_net.py, then every rank writes its student state
 dict to DIR/rank<r>.pth and rank 0 writes the final evaluation to DIR/eval.json.
 """
+
 import json
 import os
 import sys

@@ -24,6 +24,7 @@ then, its seconds, and what the output folder held when it ended: the files, whi
 files are intact (:func:`nd_det.utils.checkpoint_files.file_problem`) and what
 ``last_checkpoint`` named.
 """
+
 import errno
 import glob
 import io
@@ -46,6 +47,7 @@ _POLL_S = 0.001
 
 def _full_disk(fault: str) -> None:
     """Make the faulty write fail with ENOSPC after half of its bytes (in this process)."""
+
     def no_space():
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -148,17 +150,26 @@ def _run(argv, run, delay):
         time.sleep(_POLL_S)
     seconds = time.perf_counter() - start
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    return {"status": code, "killed": killed, "during_write": during_write,
-            "seconds": seconds, "started_training_after": started_at, **_folder(run["output"])}
+    return {
+        "status": code,
+        "killed": killed,
+        "during_write": during_write,
+        "seconds": seconds,
+        "started_training_after": started_at,
+        **_folder(run["output"]),
+    }
 
 
 def _folder(output: str) -> dict:
     files = sorted(os.listdir(output)) if os.path.isdir(output) else []
     tag = os.path.join(output, "last_checkpoint")
-    return {"files": files,
-            "intact": [f for f in files if f.endswith(".pth")
-                       and file_problem(os.path.join(output, f)) is None],
-            "last_checkpoint": open(tag).read() if os.path.isfile(tag) else None}
+    return {
+        "files": files,
+        "intact": [
+            f for f in files if f.endswith(".pth") and file_problem(os.path.join(output, f)) is None
+        ],
+        "last_checkpoint": open(tag).read() if os.path.isfile(tag) else None,
+    }
 
 
 def execute(plan):

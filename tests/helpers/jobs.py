@@ -1,5 +1,6 @@
 """Job functions for the parallel runner's tests, in a module of their own so that the spawned
 worker processes import only this (not the test module and the detectron2 it pulls in)."""
+
 import os
 
 from nd_det.errors import UserError

@@ -1,13 +1,13 @@
 """Run a tools/*.py script in this process (as ``python tools/x.py ...`` would) and capture its
 exit status and stderr: the same code path as the command line, without a new interpreter."""
+
 import contextlib
 import io
 import runpy
 import sys
-from typing import List, Tuple
 
 
-def run_tool_in_process(script: str, argv: List[str]) -> Tuple[int, str]:
+def run_tool_in_process(script: str, argv: list[str]) -> tuple[int, str]:
     """(exit status, stderr text) of ``script`` run as __main__ with ``argv``."""
     err = io.StringIO()
     saved = sys.argv

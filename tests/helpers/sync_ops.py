@@ -6,7 +6,8 @@ so the check runs on CPU too.  Flagged: the ops of :data:`SYNC_OPS` (each with t
 indexing with a boolean mask (a data-dependent output size) and copies between CPU and another
 device.
 """
-from typing import Callable, Dict, List
+
+from typing import Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -39,7 +40,7 @@ def _tensors(values):
 class _SyncOpRecorder(TorchDispatchMode):
     def __init__(self):
         super().__init__()
-        self.found: List[Dict[str, str]] = []
+        self.found: list[dict[str, str]] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -58,7 +59,7 @@ class _SyncOpRecorder(TorchDispatchMode):
         return out
 
 
-def find_sync_ops(fn: Callable[[], object]) -> List[Dict[str, str]]:
+def find_sync_ops(fn: Callable[[], object]) -> list[dict[str, str]]:
     """Run ``fn()`` and list the synchronising / Python-data operations it executed."""
     recorder = _SyncOpRecorder()
     with recorder:

@@ -14,10 +14,12 @@ arguments write byte-identical files.  Usage::
     json_path, image_dir = write_tiny_coco(tmp_path, num_images=8, size=(96, 128), num_classes=2)
     register_coco_dataset("tiny_train", json_path, image_dir)
 """
+
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -25,15 +27,23 @@ from PIL import Image, ImageDraw
 __all__ = ["CLASS_NAMES", "write_tiny_coco"]
 
 _COLOURS = {
-    "red": (210, 40, 40), "green": (40, 190, 60), "blue": (50, 70, 220),
-    "yellow": (225, 210, 40), "magenta": (200, 50, 200), "cyan": (40, 200, 210),
+    "red": (210, 40, 40),
+    "green": (40, 190, 60),
+    "blue": (50, 70, 220),
+    "yellow": (225, 210, 40),
+    "magenta": (200, 50, 200),
+    "cyan": (40, 200, 210),
 }
 _SHAPES = ("rectangle", "ellipse", "triangle")
 CLASS_NAMES = tuple(f"{colour}_{_SHAPES[index % 3]}" for index, colour in enumerate(_COLOURS))
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Tuple[int, int, int, int],
-                colour: Tuple[int, int, int]) -> None:
+def _draw_shape(
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    box: tuple[int, int, int, int],
+    colour: tuple[int, int, int],
+) -> None:
     """Fill ``shape`` so that it touches all four sides of the pixel box [x0, x1) x [y0, y1)."""
     x0, y0, x1, y1 = box
     corners = [x0, y0, x1 - 1, y1 - 1]  # PIL's corners are inclusive pixels
@@ -45,8 +55,9 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Tuple[int, int, int,
         draw.polygon([((x0 + x1 - 1) / 2, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=colour)
 
 
-def _place(rng: np.random.RandomState, height: int, width: int, taken: list,
-           min_side: int, max_side: int) -> Optional[Tuple[int, int, int, int]]:
+def _place(
+    rng: np.random.RandomState, height: int, width: int, taken: list, min_side: int, max_side: int
+) -> Optional[tuple[int, int, int, int]]:
     """A random box (x0, y0, x1, y1) inside the image that overlaps no box in ``taken``."""
     for _ in range(50):
         box_w = int(rng.randint(min_side, max_side + 1))
@@ -54,18 +65,24 @@ def _place(rng: np.random.RandomState, height: int, width: int, taken: list,
         x0 = int(rng.randint(0, width - box_w + 1))
         y0 = int(rng.randint(0, height - box_h + 1))
         box = (x0, y0, x0 + box_w, y0 + box_h)
-        if all(box[2] <= o[0] or o[2] <= box[0] or box[3] <= o[1] or o[3] <= box[1]
-               for o in taken):
+        if all(box[2] <= o[0] or o[2] <= box[0] or box[3] <= o[1] or o[3] <= box[1] for o in taken):
             return box
     return None
 
 
-def write_tiny_coco(root, num_images: int = 8, size: Tuple[int, int] = (96, 128),
-                    num_classes: int = 2, seed: int = 0, empty_images: int = 0,
-                    objects_per_image: Tuple[int, int] = (1, 3),
-                    category_ids: Optional[Sequence[int]] = None, image_format: str = "png",
-                    json_name: str = "annotations.json",
-                    image_dirname: str = "images") -> Tuple[Path, Path]:
+def write_tiny_coco(
+    root,
+    num_images: int = 8,
+    size: tuple[int, int] = (96, 128),
+    num_classes: int = 2,
+    seed: int = 0,
+    empty_images: int = 0,
+    objects_per_image: tuple[int, int] = (1, 3),
+    category_ids: Optional[Sequence[int]] = None,
+    image_format: str = "png",
+    json_name: str = "annotations.json",
+    image_dirname: str = "images",
+) -> tuple[Path, Path]:
     """Write ``num_images`` images and a COCO instances JSON under ``root``.
 
     Args:
@@ -109,8 +126,11 @@ def write_tiny_coco(root, num_images: int = 8, size: Tuple[int, int] = (96, 128)
         canvas = Image.fromarray(pixels)
         draw = ImageDraw.Draw(canvas)
         taken = []
-        wanted = 0 if index >= num_images - empty_images else \
-            int(rng.randint(objects_per_image[0], objects_per_image[1] + 1))
+        wanted = (
+            0
+            if index >= num_images - empty_images
+            else int(rng.randint(objects_per_image[0], objects_per_image[1] + 1))
+        )
         for _ in range(wanted):
             box = _place(rng, height, width, taken, min_side, max_side)
             if box is None:
@@ -120,24 +140,35 @@ def write_tiny_coco(root, num_images: int = 8, size: Tuple[int, int] = (96, 128)
             colour = _COLOURS[CLASS_NAMES[label].split("_")[0]]
             _draw_shape(draw, _SHAPES[label % 3], box, colour)
             x0, y0, x1, y1 = box
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": index + 1,
-                "category_id": category_ids[label], "bbox": [x0, y0, x1 - x0, y1 - y0],
-                "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": category_ids[label],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
         # light noise over the shapes too, so that they are not flat colour
         noisy = np.asarray(canvas).astype(np.int16) + rng.randint(-12, 13, size=(height, width, 3))
         file_name = f"{index:04d}.{image_format}"
         Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(
-            image_dir / file_name, **({"quality": 95} if image_format == "jpg" else {}))
+            image_dir / file_name, **({"quality": 95} if image_format == "jpg" else {})
+        )
         images.append({"id": index + 1, "file_name": file_name, "height": height, "width": width})
 
-    categories = [{"id": cat_id, "name": CLASS_NAMES[label], "supercategory": "shape"}
-                  for label, cat_id in enumerate(category_ids)]
+    categories = [
+        {"id": cat_id, "name": CLASS_NAMES[label], "supercategory": "shape"}
+        for label, cat_id in enumerate(category_ids)
+    ]
     json_path = root / json_name
     tmp_path = json_path.with_name(json_path.name + ".tmp")
     with open(tmp_path, "w", encoding="utf-8") as stream:
-        json.dump({"images": images, "annotations": annotations, "categories": categories},
-                  stream, indent=1)
+        json.dump(
+            {"images": images, "annotations": annotations, "categories": categories},
+            stream,
+            indent=1,
+        )
     os.replace(tmp_path, json_path)
     return json_path, image_dir

@@ -4,8 +4,10 @@
 teacher with overrides, writes a (random-init) teacher checkpoint and a matching class-means file
 into ``tmp_dir`` and returns the frozen-able cfg.
 """
+
 import os
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -20,45 +22,78 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIG_DIR = os.path.join(REPO, "configs", "COCO-Distill")
 
 # Overrides that make any ResNet-FPN Faster R-CNN tiny and finite from random init.
-TINY_MODEL_OPTS: List[str] = [
-    "MODEL.RESNETS.DEPTH", "18",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
-    "MODEL.RESNETS.NORM", "GN",
-    "MODEL.FPN.NORM", "GN",
-    "MODEL.FPN.OUT_CHANNELS", "32",
-    "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "200",
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100",
-    "MODEL.RPN.PRE_NMS_TOPK_TEST", "100",
-    "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
-    "MODEL.ANCHOR_GENERATOR.SIZES", "[[8], [16], [32], [64], [128]]",
-    "MODEL.BACKBONE.FREEZE_AT", "0",
+TINY_MODEL_OPTS: list[str] = [
+    "MODEL.RESNETS.DEPTH",
+    "18",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "64",
+    "MODEL.RESNETS.NORM",
+    "GN",
+    "MODEL.FPN.NORM",
+    "GN",
+    "MODEL.FPN.OUT_CHANNELS",
+    "32",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "64",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
+    "200",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "100",
+    "MODEL.RPN.PRE_NMS_TOPK_TEST",
+    "100",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "50",
+    "MODEL.ANCHOR_GENERATOR.SIZES",
+    "[[8], [16], [32], [64], [128]]",
+    "MODEL.BACKBONE.FREEZE_AT",
+    "0",
 ]
 
 
-def _opts_with_classes(num_classes: int, extra: Sequence[str] = ()) -> List[str]:
+def _opts_with_classes(num_classes: int, extra: Sequence[str] = ()) -> list[str]:
     return TINY_MODEL_OPTS + ["MODEL.ROI_HEADS.NUM_CLASSES", str(num_classes)] + list(extra)
 
 
-def tiny_distill_opts(tmp_dir: str, num_classes: int = 2, extra_opts: Sequence[str] = (),
-                      teacher_opts: Sequence[str] = ()) -> List[str]:
+def tiny_distill_opts(
+    tmp_dir: str,
+    num_classes: int = 2,
+    extra_opts: Sequence[str] = (),
+    teacher_opts: Sequence[str] = (),
+) -> list[str]:
     """Command-line style overrides (KEY VALUE ...) that shrink a COCO-Distill config for CPU
     tests and point the teacher weights / class means into ``tmp_dir``."""
-    return _opts_with_classes(num_classes) + [
-        "MODEL.DEVICE", "cpu",
-        "MODEL.WEIGHTS", "",
-        "MODEL.DISTILL.REVIEWKD.MID_CHANNELS", "32",
-        "MODEL.DISTILL.TEACHER_OPTS", repr(_opts_with_classes(num_classes, teacher_opts)),
-        "MODEL.DISTILL.TEACHER_WEIGHTS", os.path.join(tmp_dir, "teacher.pth"),
-        "MODEL.DISTILL.CLASS_MEANS", os.path.join(tmp_dir, "class_means.pth"),
-        "INPUT.MIN_SIZE_TRAIN", "(96,)",
-        "INPUT.MAX_SIZE_TRAIN", "160",
-        "INPUT.MIN_SIZE_TEST", "96",
-        "INPUT.MAX_SIZE_TEST", "160",
-        "SOLVER.IMS_PER_BATCH", "2",
-        "OUTPUT_DIR", os.path.join(tmp_dir, "output"),
-    ] + list(extra_opts)
+    return (
+        _opts_with_classes(num_classes)
+        + [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.DISTILL.REVIEWKD.MID_CHANNELS",
+            "32",
+            "MODEL.DISTILL.TEACHER_OPTS",
+            repr(_opts_with_classes(num_classes, teacher_opts)),
+            "MODEL.DISTILL.TEACHER_WEIGHTS",
+            os.path.join(tmp_dir, "teacher.pth"),
+            "MODEL.DISTILL.CLASS_MEANS",
+            os.path.join(tmp_dir, "class_means.pth"),
+            "INPUT.MIN_SIZE_TRAIN",
+            "(96,)",
+            "INPUT.MAX_SIZE_TRAIN",
+            "160",
+            "INPUT.MIN_SIZE_TEST",
+            "96",
+            "INPUT.MAX_SIZE_TEST",
+            "160",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "OUTPUT_DIR",
+            os.path.join(tmp_dir, "output"),
+        ]
+        + list(extra_opts)
+    )
 
 
 def tiny_distill_cfg(
@@ -109,8 +144,13 @@ def write_random_class_means(cfg, seed: int = 0, dim: Optional[int] = None) -> s
     return cfg.MODEL.DISTILL.CLASS_MEANS
 
 
-def random_batch(num_images: int = 2, size=(96, 128), num_classes: int = 2, seed: int = 0,
-                 empty: Sequence[int] = ()):
+def random_batch(
+    num_images: int = 2,
+    size=(96, 128),
+    num_classes: int = 2,
+    seed: int = 0,
+    empty: Sequence[int] = (),
+):
     """detectron2-style training inputs with random images and a few GT boxes each (none for
     the indices in ``empty``)."""
     from detectron2.structures import Boxes, Instances

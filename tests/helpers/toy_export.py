@@ -1,5 +1,6 @@
 """Toy students exported as tools/export_student.py does, for the deploy-format tests
 (tools/export_model.py with every format)."""
+
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer

@@ -1,5 +1,6 @@
 """Datasets of the classification package: CIFAR-100, ImageNet-style folders, Fashion-MNIST
 (IDX files) and scikit-learn digits, all built by name from a config's ``data`` section."""
+
 from .cifar100 import CIFAR100Dataset
 from .digits import load_digits_split
 from .fashion_mnist import load_fashion_mnist
@@ -11,7 +12,17 @@ from .registry import DatasetInfo, available_datasets, build_dataset, check_data
 from .samplers import ShardSampler
 
 __all__ = [
-    "build_dataset", "check_dataset", "available_datasets", "DatasetInfo", "CIFAR100Dataset",
-    "build_image_folder", "load_fashion_mnist", "load_digits_split", "read_idx", "InMemoryImages",
-    "ShardSampler", "build_batch_mixer", "mixes_labels",
+    "build_dataset",
+    "check_dataset",
+    "available_datasets",
+    "DatasetInfo",
+    "CIFAR100Dataset",
+    "build_image_folder",
+    "load_fashion_mnist",
+    "load_digits_split",
+    "read_idx",
+    "InMemoryImages",
+    "ShardSampler",
+    "build_batch_mixer",
+    "mixes_labels",
 ]

@@ -6,13 +6,13 @@ Expected layout (what ``cifar-100-python.tar.gz`` extracts to)::
     <root>/cifar-100-python/test
     <root>/cifar-100-python/meta    pickle: b'fine_label_names', b'coarse_label_names'
 """
+
 import os
 
 from torchvision.datasets import CIFAR100
 from torchvision.datasets.utils import check_md5
 
 from ...errors import FileError
-
 
 __all__ = ["CIFAR100Dataset", "CIFAR100_FILES", "check_cifar100_files"]
 
@@ -40,8 +40,14 @@ class CIFAR100Dataset(CIFAR100):
     wrote yourself in the same pickle format); the format itself is still required.
     """
 
-    def __init__(self, root: str, train: bool, transform=None, download: bool = False,
-                 verify_checksums: bool = True):
+    def __init__(
+        self,
+        root: str,
+        train: bool,
+        transform=None,
+        download: bool = False,
+        verify_checksums: bool = True,
+    ):
         folder = os.path.join(root, self.base_folder)
         if not download:
             check_cifar100_files(root)

@@ -3,6 +3,7 @@
 Pixel values 0..16 are rescaled to 0..255 uint8, so the in-memory pipeline treats them like any
 other image.  The split is stratified and fixed (seeded), identical on every machine.
 """
+
 import numpy as np
 import torch
 
@@ -31,6 +32,9 @@ def load_digits_split(train: bool, transform=None) -> InMemoryImages:
     bunch = load_digits()
     keep = _split_indices(bunch.target, train)
     pixels = np.round(bunch.images[keep] * (255.0 / 16.0)).astype(np.uint8)
-    return InMemoryImages(torch.from_numpy(pixels).unsqueeze(1),
-                          torch.from_numpy(bunch.target[keep].astype(np.int64)), transform,
-                          [str(d) for d in range(10)])
+    return InMemoryImages(
+        torch.from_numpy(pixels).unsqueeze(1),
+        torch.from_numpy(bunch.target[keep].astype(np.int64)),
+        transform,
+        [str(d) for d in range(10)],
+    )

@@ -1,5 +1,6 @@
 """Fashion-MNIST (Xiao et al., 2017) from its IDX files, e.g. the Debian package
 ``dataset-fashion-mnist`` (``dpkg -L dataset-fashion-mnist`` shows where they are)."""
+
 import os
 
 import torch
@@ -8,11 +9,25 @@ from ...errors import FileError
 from .idx_format import read_idx
 from .in_memory import InMemoryImages
 
-__all__ = ["FASHION_MNIST_CLASSES", "DEBIAN_FASHION_MNIST_DIR", "load_fashion_mnist",
-           "check_fashion_mnist_files"]
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "DEBIAN_FASHION_MNIST_DIR",
+    "load_fashion_mnist",
+    "check_fashion_mnist_files",
+]
 
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                         "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 # where the Debian/Ubuntu package installs the files
 DEBIAN_FASHION_MNIST_DIR = os.path.join(os.sep, "usr", "share", "datasets", "fashion-mnist")
 _PREFIX = {True: "train", False: "t10k"}
@@ -46,6 +61,9 @@ def load_fashion_mnist(root: str, train: bool, transform=None) -> InMemoryImages
             f"labels {labels.shape}; "
             "reinstall them (apt-get install --reinstall dataset-fashion-mnist)"
         )
-    return InMemoryImages(torch.from_numpy(images.copy()).unsqueeze(1),
-                          torch.from_numpy(labels.astype("int64")), transform,
-                          FASHION_MNIST_CLASSES)
+    return InMemoryImages(
+        torch.from_numpy(images.copy()).unsqueeze(1),
+        torch.from_numpy(labels.astype("int64")),
+        transform,
+        FASHION_MNIST_CLASSES,
+    )

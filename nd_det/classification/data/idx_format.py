@@ -3,13 +3,13 @@
 Layout: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions, then one
 big-endian uint32 per dimension and the data in C order.
 """
+
 import gzip
 import struct
 
 import numpy as np
 
 from ...errors import FileError
-
 
 __all__ = ["read_idx"]
 
@@ -35,4 +35,8 @@ def read_idx(path: str) -> np.ndarray:
             f"{path} is truncated or padded: the header announces shape {shape} "
             f"({expected} bytes) but {len(data) - header} bytes follow"
         )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(data, dtype=dtype, offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )

@@ -1,10 +1,10 @@
 """ImageNet-style folders: ``<root>/<split>/<class name>/<image>``, classes sorted by name."""
+
 import os
 
 from torchvision.datasets import ImageFolder
 
 from ...errors import FileError
-
 
 __all__ = ["build_image_folder", "check_image_folder"]
 
@@ -26,5 +26,7 @@ def build_image_folder(root: str, split_dir: str, transform) -> ImageFolder:
     try:
         return ImageFolder(path, transform=transform)
     except FileNotFoundError as e:  # torchvision: no class sub-folder, or a class without images
-        raise FileError(f"image folder {path}: {e}. Expected <class>/<image> files "
-                               "inside (one sub-folder per class).") from None
+        raise FileError(
+            f"image folder {path}: {e}. Expected <class>/<image> files "
+            "inside (one sub-folder per class)."
+        ) from None

@@ -1,5 +1,7 @@
 """A dataset of uint8 images held in memory as one (N, C, H, W) tensor."""
-from typing import Optional, Sequence
+
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from torch.utils.data import Dataset
@@ -8,11 +10,17 @@ __all__ = ["InMemoryImages"]
 
 
 class InMemoryImages(Dataset):
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None,
-                 classes: Optional[Sequence[str]] = None):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform=None,
+        classes: Optional[Sequence[str]] = None,
+    ):
         if images.dim() != 4 or images.dtype != torch.uint8:
-            raise ValueError(f"expected uint8 images (N, C, H, W); got {images.dtype} "
-                             f"{tuple(images.shape)}")
+            raise ValueError(
+                f"expected uint8 images (N, C, H, W); got {images.dtype} {tuple(images.shape)}"
+            )
         if labels.shape != images.shape[:1]:
             raise ValueError(f"expected {images.shape[0]} labels; got {tuple(labels.shape)}")
         self.images = images

@@ -1,4 +1,5 @@
 """Samplers for distributed training and evaluation."""
+
 from torch.utils.data import Sampler
 
 __all__ = ["ShardSampler"]

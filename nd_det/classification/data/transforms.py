@@ -1,12 +1,18 @@
 """Train / evaluation transforms of each dataset family."""
-from typing import Sequence
+
+from collections.abc import Sequence
 
 import torch
 from torchvision import transforms as T
 
 __all__ = [
-    "CIFAR100_MEAN", "CIFAR100_STD", "IMAGENET_MEAN", "IMAGENET_STD",
-    "cifar_transform", "imagenet_transform", "small_tensor_transform",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "cifar_transform",
+    "imagenet_transform",
+    "small_tensor_transform",
 ]
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -21,8 +27,7 @@ def cifar_transform(augment: bool) -> T.Compose:
     return T.Compose(steps + [T.ToTensor(), T.Normalize(CIFAR100_MEAN, CIFAR100_STD)])
 
 
-def imagenet_transform(augment: bool, image_size: int = 224,
-                       recipe: str = "standard") -> T.Compose:
+def imagenet_transform(augment: bool, image_size: int = 224, recipe: str = "standard") -> T.Compose:
     """The standard ImageNet recipe: random-resized crop + flip for training; resize to
     image_size * 256 / 224 and centre crop for evaluation.  ``recipe="deit"``: the DeiT recipe
     of the reference's ImageNet/DeiT code, timm's training transform (bicubic random-resized
@@ -32,10 +37,18 @@ def imagenet_transform(augment: bool, image_size: int = 224,
     if augment and recipe == "deit":
         from timm.data import create_transform  # the optional extra, checked by check_dataset
 
-        return create_transform(image_size, is_training=True, color_jitter=None,
-                                auto_augment="rand-m9-mstd0.5-inc1", interpolation="bicubic",
-                                re_prob=0.25, re_mode="pixel", re_count=1,
-                                mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return create_transform(
+            image_size,
+            is_training=True,
+            color_jitter=None,
+            auto_augment="rand-m9-mstd0.5-inc1",
+            interpolation="bicubic",
+            re_prob=0.25,
+            re_mode="pixel",
+            re_count=1,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+        )
     if augment:
         steps = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
     else:
@@ -43,8 +56,9 @@ def imagenet_transform(augment: bool, image_size: int = 224,
     return T.Compose(steps + [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def small_tensor_transform(augment: bool, size: int, padding: int, flip: bool,
-                           mean: Sequence[float], std: Sequence[float]) -> T.Compose:
+def small_tensor_transform(
+    augment: bool, size: int, padding: int, flip: bool, mean: Sequence[float], std: Sequence[float]
+) -> T.Compose:
     """For uint8 (C, H, W) tensors already in memory (Fashion-MNIST, digits)."""
     steps = []
     if augment:

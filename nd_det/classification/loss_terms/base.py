@@ -1,6 +1,7 @@
 """A loss term of the classification distiller: one named, weighted piece of the objective."""
+
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import nn
@@ -29,21 +30,22 @@ class LossTerm(nn.Module):
 
     name: str = ""
     needs_teacher: bool = True
-    needs_hard_labels: bool = False   # refuses the mixed targets of data.mixup/cutmix_alpha
+    needs_hard_labels: bool = False  # refuses the mixed targets of data.mixup/cutmix_alpha
     warm_up_by_default: bool = False
     # the ranges of the config parameters, checked by the registry before any model is built
     # (their types come from the defaults)
-    positive_params: Tuple[str, ...] = ("weight",)
-    fraction_params: Tuple[str, ...] = ()           # in [0, 1)
-    param_choices: Dict[str, Tuple] = {}
+    positive_params: tuple[str, ...] = ("weight",)
+    fraction_params: tuple[str, ...] = ()  # in [0, 1)
+    param_choices: dict[str, tuple] = {}
 
     def __init__(self, weight: float = 1.0, warm_up: Optional[bool] = None):
         super().__init__()
         self.weight = float(weight)
         self.warm_up = self.warm_up_by_default if warm_up is None else bool(warm_up)
 
-    def compute(self, student: ClassifierOutput, teacher: Optional[ClassifierOutput],
-                labels: torch.Tensor) -> torch.Tensor:
+    def compute(
+        self, student: ClassifierOutput, teacher: Optional[ClassifierOutput], labels: torch.Tensor
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def extra_repr(self) -> str:

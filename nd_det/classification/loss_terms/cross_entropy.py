@@ -1,4 +1,5 @@
 """Cross-entropy with the ground-truth labels."""
+
 import torch.nn.functional as F
 
 from .base import LossTerm

@@ -2,6 +2,7 @@
 
 A student with a distillation head (DeiT's distillation token) is distilled through that head
 (``ClassifierOutput.distill_logits``), its class-token head learning from the labels alone."""
+
 import torch.nn.functional as F
 
 from ...losses import dist_loss, dkd_loss, kd_loss
@@ -21,8 +22,14 @@ class KDTerm(LossTerm):
     warm_up_by_default = True
     positive_params = ("weight", "temperature")
 
-    def __init__(self, context, weight: float = 1.0, warm_up=None, temperature: float = 4.0,
-                 hard: bool = False):
+    def __init__(
+        self,
+        context,
+        weight: float = 1.0,
+        warm_up=None,
+        temperature: float = 4.0,
+        hard: bool = False,
+    ):
         super().__init__(weight, warm_up)
         self.temperature = float(temperature)
         self.hard = bool(hard)  # DeiT's hard distillation: CE with the teacher's top class
@@ -40,14 +47,27 @@ class DKDTerm(LossTerm):
     needs_hard_labels = True
     positive_params = ("weight", "temperature")
 
-    def __init__(self, context, weight: float = 1.0, warm_up=None, alpha: float = 1.0,
-                 beta: float = 8.0, temperature: float = 4.0):
+    def __init__(
+        self,
+        context,
+        weight: float = 1.0,
+        warm_up=None,
+        alpha: float = 1.0,
+        beta: float = 8.0,
+        temperature: float = 4.0,
+    ):
         super().__init__(weight, warm_up)
         self.alpha, self.beta, self.temperature = float(alpha), float(beta), float(temperature)
 
     def compute(self, student, teacher, labels):
-        return dkd_loss(_student_logits(student), teacher.logits, labels, self.alpha, self.beta,
-                        self.temperature)
+        return dkd_loss(
+            _student_logits(student),
+            teacher.logits,
+            labels,
+            self.alpha,
+            self.beta,
+            self.temperature,
+        )
 
 
 @register_loss_term
@@ -56,11 +76,19 @@ class DISTTerm(LossTerm):
     warm_up_by_default = True
     positive_params = ("weight", "temperature")
 
-    def __init__(self, context, weight: float = 1.0, warm_up=None, beta: float = 1.0,
-                 gamma: float = 1.0, temperature: float = 4.0):
+    def __init__(
+        self,
+        context,
+        weight: float = 1.0,
+        warm_up=None,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        temperature: float = 4.0,
+    ):
         super().__init__(weight, warm_up)
         self.beta, self.gamma, self.temperature = float(beta), float(gamma), float(temperature)
 
     def compute(self, student, teacher, labels):
-        return dist_loss(_student_logits(student), teacher.logits, self.beta, self.gamma,
-                         self.temperature)
+        return dist_loss(
+            _student_logits(student), teacher.logits, self.beta, self.gamma, self.temperature
+        )

@@ -4,6 +4,7 @@ When the student's embedding size differs from the teacher's, a projection (Batc
 Dropout -> Linear) maps the student embedding to the teacher's size for this term only; the
 student's classifier keeps its own embedding.  Mixed targets (data.mixup/cutmix_alpha) mix
 the class means with the same weights, as the reference's DeiT code does."""
+
 import torch
 from torch import nn
 
@@ -26,16 +27,19 @@ class NDTerm(LossTerm):
         s_dim = context.student.embedding_dim
         t_dim = context.teacher.embedding_dim
         if means is None:
-            raise ConfigError("loss term 'nd' needs the teacher's class means: set "
-                             "distill.class_means to a file made by tools/extract_cls_means.py")
+            raise ConfigError(
+                "loss term 'nd' needs the teacher's class means: set "
+                "distill.class_means to a file made by tools/extract_cls_means.py"
+            )
         if means.dim != t_dim or means.num_classes != context.student.num_classes:
             raise DataError(
                 f"class means are ({means.num_classes}, {means.dim}) but the teacher embedding "
                 f"has {t_dim} dimensions and the student {context.student.num_classes} classes; "
                 "re-extract them for this teacher and dataset"
             )
-        self.projection = (EmbeddingProjection(s_dim, t_dim, dropout) if s_dim != t_dim
-                           else nn.Identity())
+        self.projection = (
+            EmbeddingProjection(s_dim, t_dim, dropout) if s_dim != t_dim else nn.Identity()
+        )
         # rebuilt from the file at every start, never checkpointed
         self.register_buffer("class_means", means.means, persistent=False)
 

@@ -8,6 +8,7 @@ teacher's outputs before the stages' final ReLU (``preact_features``, its ``prea
 targets (CIFAR/ReviewKD++/train_reviewkd.py).  ``student_preact`` / ``teacher_preact`` pick the
 other list per side, for the ImageNet pairs whose reference models return other maps.
 """
+
 from ...errors import ConfigError
 from ...losses import ReviewKDFusion, hcl_loss
 from .base import LossTerm
@@ -23,8 +24,16 @@ class ReviewKDTerm(LossTerm):
     positive_params = ("weight", "mid_channels")
     param_choices = {"norm": ("bn", "gn", "none")}
 
-    def __init__(self, context, weight: float = 1.0, warm_up=None, mid_channels: int = 256,
-                 norm: str = "bn", student_preact: bool = False, teacher_preact: bool = True):
+    def __init__(
+        self,
+        context,
+        weight: float = 1.0,
+        warm_up=None,
+        mid_channels: int = 256,
+        norm: str = "bn",
+        student_preact: bool = False,
+        teacher_preact: bool = True,
+    ):
         super().__init__(weight, warm_up)
         s_channels = context.student.feature_channels
         t_channels = context.teacher.feature_channels
@@ -48,5 +57,7 @@ class ReviewKDTerm(LossTerm):
         return hcl_loss(fused, t_feats)
 
     def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, student_preact={self.student_preact}, "
-                f"teacher_preact={self.teacher_preact}")
+        return (
+            f"{super().extra_repr()}, student_preact={self.student_preact}, "
+            f"teacher_preact={self.teacher_preact}"
+        )

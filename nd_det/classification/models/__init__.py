@@ -2,6 +2,7 @@
 
 Importing this package registers every model; build one with ``build_classifier(name, ...)``.
 """
+
 from . import (  # noqa: F401  (imported to register the models)
     cifar_bottleneck_resnet,
     cifar_resnet,
@@ -24,6 +25,10 @@ from .registry import (
 )
 
 __all__ = [
-    "Classifier", "build_classifier", "available_classifiers", "classifier_info",
-    "check_classifier_name", "register_classifier",
+    "Classifier",
+    "build_classifier",
+    "available_classifiers",
+    "classifier_info",
+    "check_classifier_name",
+    "register_classifier",
 ]

@@ -1,5 +1,6 @@
 """Common head of every classifier: global average pooling, linear layer, ClassifierOutput."""
-from typing import List, Sequence, Tuple
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,17 +26,19 @@ class Classifier(nn.Module):
 
     num_classes: int
     embedding_dim: int
-    feature_channels: List[int]
+    feature_channels: list[int]
 
-    def _init_head(self, stage_channels: Sequence[int], embedding_dim: int,
-                   num_classes: int) -> None:
+    def _init_head(
+        self, stage_channels: Sequence[int], embedding_dim: int, num_classes: int
+    ) -> None:
         self.num_classes = int(num_classes)
         self.embedding_dim = int(embedding_dim)
         self.feature_channels = [int(c) for c in stage_channels] + [self.embedding_dim]
         self.fc = nn.Linear(self.embedding_dim, self.num_classes)
 
     def forward_features(
-            self, x: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor], torch.Tensor]:
+        self, x: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         x = self.stem(x)
         feats, preacts = [], []
         for stage in self.stages:
@@ -54,24 +57,37 @@ class Classifier(nn.Module):
         logits = self.fc(embedding)
         # the last level of both lists is the embedding (the reference's pooled map)
         level = embedding[:, :, None, None]
-        return ClassifierOutput(logits=logits, embedding=embedding,
-                                features=list(stages) + [level],
-                                preact_features=list(preacts) + [level])
+        return ClassifierOutput(
+            logits=logits,
+            embedding=embedding,
+            features=list(stages) + [level],
+            preact_features=list(preacts) + [level],
+        )
 
 
-def conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1,
-            relu: bool = True) -> nn.Sequential:
+def conv_bn(
+    in_channels: int,
+    out_channels: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
+    relu: bool = True,
+) -> nn.Sequential:
     """Convolution (no bias, padding ``kernel // 2``) + BatchNorm (+ in-place ReLU)."""
-    layers = [nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups,
-                        bias=False),
-              nn.BatchNorm2d(out_channels)]
+    layers = [
+        nn.Conv2d(
+            in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False
+        ),
+        nn.BatchNorm2d(out_channels),
+    ]
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 
-def make_stage(block, in_channels: int, out_channels: int, count: int, stride: int,
-               **kwargs) -> nn.Sequential:
+def make_stage(
+    block, in_channels: int, out_channels: int, count: int, stride: int, **kwargs
+) -> nn.Sequential:
     """``count`` blocks ``block(in, out, stride, **kwargs)``: the first one changes the width and
     strides, the others keep both."""
     layers = [block(in_channels, out_channels, stride, **kwargs)]

@@ -2,6 +2,7 @@
 max-pool, so 32x32 inputs give stages of 32, 16, 8 and 4 pixels.  Embedding: 2048.
 Pre-activation features: each stage's last block output before its final ReLU (the reference's
 ``f1_pre``..``f4_pre``, CIFAR/ReviewKD++/models/resnetv2_cifar.py)."""
+
 from functools import partial
 
 from torch import nn
@@ -41,8 +42,11 @@ class CifarBottleneckResNet(Classifier):
         self.stem = conv_bn(in_channels, 64, 3)
         widths = [width * EXPANSION for width in (64, 128, 256, 512)]
         self.stages = nn.ModuleList(
-            make_stage(Bottleneck, c_in, c_out, blocks, stride) for c_in, c_out, blocks, stride
-            in zip([64] + widths[:-1], widths, blocks_per_stage, (1, 2, 2, 2)))
+            make_stage(Bottleneck, c_in, c_out, blocks, stride)
+            for c_in, c_out, blocks, stride in zip(
+                [64] + widths[:-1], widths, blocks_per_stage, (1, 2, 2, 2)
+            )
+        )
         init_conv_bn(self)
         for m in self.modules():
             if isinstance(m, Bottleneck):
@@ -51,4 +55,5 @@ class CifarBottleneckResNet(Classifier):
 
 
 register_classifier("resnet50_cifar", "cifar", "ResNet-50 (bottleneck) with a CIFAR stem")(
-    partial(CifarBottleneckResNet, (3, 4, 6, 3)))
+    partial(CifarBottleneckResNet, (3, 4, 6, 3))
+)

@@ -6,8 +6,9 @@ Three stages of BasicBlocks at strides 1, 2, 2 after a 3x3 stem (no max-pool):
 Pre-activation features: each stage's last block output before its final ReLU (the reference's
 ``f1_pre``..``f3_pre``, CIFAR/ReviewKD++/models/resnet_cifar.py).
 """
+
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 from torch import nn
 
@@ -45,7 +46,8 @@ class CifarResNet(Classifier):
         self.stem = conv_bn(in_channels, widths[0], 3)
         self.stages = nn.ModuleList(
             make_stage(BasicBlock, c_in, c_out, blocks, stride)
-            for c_in, c_out, stride in zip(widths[:-1], widths[1:], (1, 2, 2)))
+            for c_in, c_out, stride in zip(widths[:-1], widths[1:], (1, 2, 2))
+        )
         init_conv_bn(self)
         self._init_head(widths[1:], widths[-1], num_classes)
 
@@ -53,7 +55,8 @@ class CifarResNet(Classifier):
 def _register(depth: int, widths: Sequence[int], suffix: str = "") -> None:
     description = f"CIFAR ResNet-{depth}, stage widths {list(widths[1:])}"
     register_classifier(f"resnet{depth}{suffix}", "cifar", description)(
-        partial(CifarResNet, depth, widths))
+        partial(CifarResNet, depth, widths)
+    )
 
 
 for _depth in (8, 14, 20, 32, 44, 56, 110):

@@ -1,4 +1,5 @@
-"""MobileNetV2 for CIFAR as used in the KD literature (Sandler et al., 2018): width 0.5, expansion 6.
+"""MobileNetV2 for CIFAR as used in the KD literature (Sandler et al., 2018): width 0.5,
+expansion 6.
 
 A 3x3 stride-2 stem, the seven inverted-residual groups of the paper with strides 1, 1, 2, 2, 1,
 2, 1, then a 1x1 conv to 1280 channels; 32x32 inputs end at 2x2.  ReviewKD taps the outputs of
@@ -6,6 +7,7 @@ groups 2, 3, 5 and 7 (12, 16, 48 and 160 channels), as the reference does
 (CIFAR/ReviewKD++/models/mobilenetv2_cifar.py, ``f1``..``f4``).  Embedding: 1280.  The groups end
 with a linear bottleneck (no activation), so the pre-activation features are the same maps.
 """
+
 from torch import nn
 
 from .base import Classifier, conv_bn, init_conv_bn, make_stage
@@ -14,8 +16,15 @@ from .registry import register_classifier
 __all__ = ["MobileNetV2Cifar"]
 
 # expansion t, output channels c (before width scaling), repeats n, first stride s
-_GROUPS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-           (6, 160, 3, 2), (6, 320, 1, 1))
+_GROUPS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 _TAPPED_GROUPS = (1, 2, 4, 6)
 
 
@@ -37,8 +46,9 @@ class InvertedResidual(nn.Module):
 
 @register_classifier("mobilenet_v2_cifar", "cifar", "MobileNetV2 x0.5 for CIFAR")
 class MobileNetV2Cifar(Classifier):
-    def __init__(self, num_classes: int, in_channels: int = 3, width: float = 0.5,
-                 last_channels: int = 1280):
+    def __init__(
+        self, num_classes: int, in_channels: int = 3, width: float = 0.5, last_channels: int = 1280
+    ):
         super().__init__()
         channels = int(32 * width)
         self.stem = conv_bn(in_channels, channels, 3, 2)

@@ -4,7 +4,6 @@ ReviewKD's reference code compares the teacher's stage outputs before the last R
 stage ("preact" features); these helpers give both maps from one pass, without running any layer
 twice, so the logits are exactly those of the plain forward.
 """
-from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +22,12 @@ class ReluOutputBlock(nn.Module):
         # in place: nothing else holds the pre-activation map here
         return F.relu(self.preact(x), inplace=True)
 
-    def forward_with_preact(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_preact(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pre = self.preact(x)
         return F.relu(pre), pre
 
 
-def run_stage(stage: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def run_stage(stage: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs ``stage`` and returns ``(output, pre-activation output)``.  A module with
     ``forward_with_preact`` gives both itself; an ``nn.Sequential`` runs its blocks and asks its
     last block the same way; for any other module the output also stands for its pre-activation

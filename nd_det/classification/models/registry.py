@@ -1,15 +1,21 @@
 """Classifiers by name: ``build_classifier("resnet32x4", num_classes=100)``."""
+
 import importlib.util
 from dataclasses import dataclass
-from typing import Callable, List, Tuple
+from typing import Callable
 
 from ...errors import ConfigError, MissingDependencyError
-from ...utils.registry import Registry, register_as, registered_names
-from ...utils.registry import lookup
+from ...utils.registry import Registry, lookup, register_as, registered_names
 from .base import Classifier
 
-__all__ = ["CLASSIFIER_REGISTRY", "register_classifier", "build_classifier",
-           "available_classifiers", "classifier_info", "check_classifier_name"]
+__all__ = [
+    "CLASSIFIER_REGISTRY",
+    "register_classifier",
+    "build_classifier",
+    "available_classifiers",
+    "classifier_info",
+    "check_classifier_name",
+]
 
 CLASSIFIER_REGISTRY = Registry("CLASSIFIER")
 
@@ -17,29 +23,33 @@ CLASSIFIER_REGISTRY = Registry("CLASSIFIER")
 @dataclass(frozen=True)
 class ClassifierEntry:
     builder: Callable[..., Classifier]
-    family: str          # "cifar" (32x32 designs), "imagenet" (224x224 CNNs) or "vit"
+    family: str  # "cifar" (32x32 designs), "imagenet" (224x224 CNNs) or "vit"
     description: str
-    options: Tuple[str, ...] = ()   # build options it takes: image_size, drop_path_rate
-    requires: str = ""              # an optional package it needs (imported when built)
+    options: tuple[str, ...] = ()  # build options it takes: image_size, drop_path_rate
+    requires: str = ""  # an optional package it needs (imported when built)
 
 
-def register_classifier(name: str, family: str, description: str,
-                        options: Tuple[str, ...] = (), requires: str = ""):
+def register_classifier(
+    name: str, family: str, description: str, options: tuple[str, ...] = (), requires: str = ""
+):
     """Decorator registering ``builder(num_classes, in_channels, **options) -> Classifier``
     under ``name``."""
 
     def wrap(builder):
         # the registry holds the whole entry: fvcore keeps one object per name, and a builder
         # alone would not carry its family, description, options and requirement
-        register_as(CLASSIFIER_REGISTRY, name,
-                    ClassifierEntry(builder, family, description, options, requires),
-                    "classifier")
+        register_as(
+            CLASSIFIER_REGISTRY,
+            name,
+            ClassifierEntry(builder, family, description, options, requires),
+            "classifier",
+        )
         return builder
 
     return wrap
 
 
-def available_classifiers() -> List[str]:
+def available_classifiers() -> list[str]:
     return registered_names(CLASSIFIER_REGISTRY)
 
 
@@ -51,8 +61,10 @@ def check_classifier_name(name, key: str, drop_path_rate: float = 0.0) -> None:
     """A config's classifier name (``key``: the config key that gave it) must be registered,
     the optional package it needs installed, and ``drop_path_rate`` 0 unless it has one."""
     if not name:
-        raise ConfigError(f"{key} is empty: name a classifier, e.g. resnet20; available: "
-                          f"{', '.join(available_classifiers())}")
+        raise ConfigError(
+            f"{key} is empty: name a classifier, e.g. resnet20; available: "
+            f"{', '.join(available_classifiers())}"
+        )
     entry = lookup(CLASSIFIER_REGISTRY, name, f"classifier {key}={name!r}")
     _check_entry(entry, f"{key}={name!r}", drop_path_rate)
 
@@ -61,14 +73,21 @@ def _check_entry(entry: ClassifierEntry, what: str, drop_path_rate: float) -> No
     if entry.requires and importlib.util.find_spec(entry.requires) is None:
         raise MissingDependencyError(
             f"{what} ({entry.description}) needs {entry.requires}, which is not installed: "
-            f"pip install 'nd-det[{entry.requires}]' (or pip install {entry.requires})")
+            f"pip install 'nd-det[{entry.requires}]' (or pip install {entry.requires})"
+        )
     if drop_path_rate and "drop_path_rate" not in entry.options:
-        raise ConfigError(f"model.drop_path_rate={drop_path_rate}: {what} has no stochastic "
-                          "depth; set it to 0")
+        raise ConfigError(
+            f"model.drop_path_rate={drop_path_rate}: {what} has no stochastic depth; set it to 0"
+        )
 
 
-def build_classifier(name: str, num_classes: int, in_channels: int = 3, image_size: int = 224,
-                     drop_path_rate: float = 0.0) -> Classifier:
+def build_classifier(
+    name: str,
+    num_classes: int,
+    in_channels: int = 3,
+    image_size: int = 224,
+    drop_path_rate: float = 0.0,
+) -> Classifier:
     """A randomly initialised classifier (``image_size``: the input size, for the models whose
     weights depend on it; ``drop_path_rate``: stochastic depth, for those that have it).  An
     unknown name raises ``ConfigError`` (a ``KeyError`` and a ``UserError``) listing the known
@@ -78,5 +97,6 @@ def build_classifier(name: str, num_classes: int, in_channels: int = 3, image_si
     entry = classifier_info(name)
     _check_entry(entry, f"classifier {name!r}", drop_path_rate)
     options = {"image_size": image_size, "drop_path_rate": drop_path_rate}
-    return entry.builder(num_classes=num_classes, in_channels=in_channels,
-                         **{k: options[k] for k in entry.options})
+    return entry.builder(
+        num_classes=num_classes, in_channels=in_channels, **{k: options[k] for k in entry.options}
+    )

@@ -6,6 +6,7 @@ so 32x32 inputs give 16, 8 and 4 pixels.  As in the reference (not in the paper'
 depthwise convolution is followed by a ReLU.  Embedding: 960.  Pre-activation features: each
 stage's last unit output before its final ReLU (the reference's ``preact``).
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,12 +50,19 @@ class ShuffleUnit(ReluOutputBlock):
 
 @register_classifier("shufflenet_v1", "cifar", "ShuffleNetV1 (g=3) for CIFAR")
 class ShuffleNetV1(Classifier):
-    def __init__(self, num_classes: int, in_channels: int = 3, widths=(240, 480, 960),
-                 units=(4, 8, 4), groups: int = 3):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        widths=(240, 480, 960),
+        units=(4, 8, 4),
+        groups: int = 3,
+    ):
         super().__init__()
         self.stem = conv_bn(in_channels, STEM_CHANNELS, 1)
         self.stages = nn.ModuleList(
             make_stage(ShuffleUnit, c_in, c_out, count, 2, groups=groups)
-            for c_in, c_out, count in zip((STEM_CHANNELS,) + tuple(widths[:-1]), widths, units))
+            for c_in, c_out, count in zip((STEM_CHANNELS,) + tuple(widths[:-1]), widths, units)
+        )
         init_conv_bn(self)
         self._init_head(widths, widths[-1], num_classes)

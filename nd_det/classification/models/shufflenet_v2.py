@@ -6,6 +6,7 @@ stages each opened by a stride-2 unit and followed by 3, 7 and 3 split units; 32
 with its branch taken before the branch's final ReLU, concatenated with the untouched half and
 NOT channel-shuffled, exactly the reference's ``preact`` (CIFAR/ReviewKD++/models/shufflenetv2.py).
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,13 +66,20 @@ class DownUnit(nn.Module):
 
 @register_classifier("shufflenet_v2", "cifar", "ShuffleNetV2 1.0x for CIFAR")
 class ShuffleNetV2(Classifier):
-    def __init__(self, num_classes: int, in_channels: int = 3, widths=(116, 232, 464),
-                 units=(3, 7, 3), last_channels: int = 1024):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        widths=(116, 232, 464),
+        units=(3, 7, 3),
+        last_channels: int = 1024,
+    ):
         super().__init__()
         self.stem = conv_bn(in_channels, 24, 1)
         self.stages = nn.ModuleList(
             nn.Sequential(DownUnit(c_in, c_out), *[SplitUnit(c_out) for _ in range(count)])
-            for c_in, c_out, count in zip((24,) + tuple(widths[:-1]), widths, units))
+            for c_in, c_out, count in zip((24,) + tuple(widths[:-1]), widths, units)
+        )
         self.last = conv_bn(widths[-1], last_channels, 1)
         init_conv_bn(self)
         self._init_head(widths, last_channels, num_classes)

@@ -6,6 +6,7 @@ state dict (e.g. ``regnet_y_16gf-3e4a00f9.pth``) loads with every key matched.  
 the four stages (224, 448, 1232 and 3024 channels at strides 4, 8, 16, 32).  Embedding: 3024.
 Pre-activation features: each stage's last block output before its final ReLU.
 """
+
 import torch.nn.functional as F
 import torchvision
 from torch import nn

@@ -6,6 +6,7 @@ ReviewKD taps layer1..layer4.  Embedding: 512 (18/34) or 2048 (50/101/152).  Pre
 features: each layer's last block output before its final ReLU, the maps the reference's
 ImageNet ResNet was written to return (ImageNet/ReviewKD++/models/resnet.py, ``is_last``).
 """
+
 from functools import partial
 
 import torch.nn.functional as F
@@ -28,7 +29,11 @@ class TorchvisionResNet(Classifier):
             nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
-            net.layer1, net.layer2, net.layer3, net.layer4)
+            net.layer1,
+            net.layer2,
+            net.layer3,
+            net.layer4,
+        )
         stage_channels = [self._out_channels(layer) for layer in self._layers()]
         self._init_head(stage_channels, net.fc.in_features, num_classes)
         self.fc = net.fc  # keep torchvision's initialisation and key names
@@ -70,4 +75,5 @@ def _block_with_preact(block: nn.Module, x):
 
 for _depth in (18, 34, 50, 101, 152):
     register_classifier(f"resnet{_depth}", "imagenet", f"torchvision ResNet-{_depth}")(
-        partial(TorchvisionResNet, f"resnet{_depth}"))
+        partial(TorchvisionResNet, f"resnet{_depth}")
+    )

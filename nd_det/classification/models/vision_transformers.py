@@ -8,6 +8,7 @@ and distillation tokens, the reference's DeiT student); a transformer has no sta
 feature lists hold the embedding level only (ReviewKD does not apply).  The position embedding
 is sized for ``image_size`` (224 for the published weights).
 """
+
 from functools import partial
 
 import torch
@@ -36,8 +37,9 @@ class TorchvisionViT(_TokenClassifier):
         super().__init__()
         if in_channels != 3:
             raise ConfigError(f"{arch} takes RGB images; got a dataset of {in_channels} channel(s)")
-        net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes,
-                                                image_size=image_size)
+        net = getattr(torchvision.models, arch)(
+            weights=None, num_classes=num_classes, image_size=image_size
+        )
         self.conv_proj, self.class_token = net.conv_proj, net.class_token
         self.encoder, self.heads = net.encoder, net.heads
         self._init_dims(net.hidden_dim, num_classes)
@@ -50,14 +52,25 @@ class TorchvisionViT(_TokenClassifier):
 
 
 class TimmViT(_TokenClassifier):
-    def __init__(self, arch: str, num_classes: int, in_channels: int = 3, image_size: int = 224,
-                 drop_path_rate: float = 0.0):
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int,
+        in_channels: int = 3,
+        image_size: int = 224,
+        drop_path_rate: float = 0.0,
+    ):
         super().__init__()
         import timm  # the optional extra: only these models need it
 
-        net = timm.create_model(arch, pretrained=False, num_classes=num_classes,
-                                in_chans=in_channels, img_size=image_size,
-                                drop_path_rate=drop_path_rate)
+        net = timm.create_model(
+            arch,
+            pretrained=False,
+            num_classes=num_classes,
+            in_chans=in_channels,
+            img_size=image_size,
+            drop_path_rate=drop_path_rate,
+        )
         # timm's modules and parameters under timm's names (this class runs the forward)
         for name, child in net.named_children():
             self.add_module(name, child)
@@ -83,10 +96,16 @@ class TimmViT(_TokenClassifier):
 
 
 register_classifier("vit_b_16", "vit", "torchvision ViT-B/16", options=("image_size",))(
-    partial(TorchvisionViT, "vit_b_16"))
+    partial(TorchvisionViT, "vit_b_16")
+)
 _TIMM_OPTIONS = ("image_size", "drop_path_rate")
-register_classifier("vit_s_16", "vit", "timm vit_small_patch16_224 (ViT-S/16)", _TIMM_OPTIONS,
-                    "timm")(partial(TimmViT, "vit_small_patch16_224"))
-register_classifier("deit_b_distilled", "vit",
-                    "timm deit_base_distilled_patch16_224 (DeiT-B with its distillation token)",
-                    _TIMM_OPTIONS, "timm")(partial(TimmViT, "deit_base_distilled_patch16_224"))
+register_classifier(
+    "vit_s_16", "vit", "timm vit_small_patch16_224 (ViT-S/16)", _TIMM_OPTIONS, "timm"
+)(partial(TimmViT, "vit_small_patch16_224"))
+register_classifier(
+    "deit_b_distilled",
+    "vit",
+    "timm deit_base_distilled_patch16_224 (DeiT-B with its distillation token)",
+    _TIMM_OPTIONS,
+    "timm",
+)(partial(TimmViT, "deit_base_distilled_patch16_224"))

@@ -9,6 +9,7 @@ the next stage's first block, and the final BN after the last stage), before its
 reference's ``preact`` maps (CIFAR/ReviewKD++/models/wrn_cifar.py).  That BN is computed once
 and reused by the block it belongs to.
 """
+
 from functools import partial
 
 import torch.nn.functional as F
@@ -53,7 +54,8 @@ class WideResNet(Classifier):
         self.stem = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         self.stages = nn.ModuleList(
             make_stage(PreActBlock, c_in, c_out, blocks, stride)
-            for c_in, c_out, stride in zip([16] + widths[:-1], widths, (1, 2, 2)))
+            for c_in, c_out, stride in zip([16] + widths[:-1], widths, (1, 2, 2))
+        )
         # the final BN (its ReLU is applied in forward_features); a Sequential for the key names
         # final.0.* of existing checkpoints
         self.final = nn.Sequential(nn.BatchNorm2d(widths[-1]))
@@ -69,8 +71,9 @@ class WideResNet(Classifier):
             for block in stage[1:]:
                 x = block(x)
             feats.append(x)
-            following = self.stages[index + 1][0].bn1 if index + 1 < len(self.stages) \
-                else self.final[0]
+            following = (
+                self.stages[index + 1][0].bn1 if index + 1 < len(self.stages) else self.final[0]
+            )
             normalised = following(x)
             preacts.append(normalised)
         return feats, preacts, F.relu(normalised)  # not in place: ``normalised`` is a feature
@@ -78,4 +81,5 @@ class WideResNet(Classifier):
 
 for _depth, _widen in ((16, 1), (16, 2), (40, 1), (40, 2)):
     register_classifier(f"wrn_{_depth}_{_widen}", "cifar", f"Wide ResNet-{_depth}-{_widen}")(
-        partial(WideResNet, _depth, _widen))
+        partial(WideResNet, _depth, _widen)
+    )

@@ -4,6 +4,7 @@ torchvision classification model, MobileNetV2 and MobileNetV3 included, ``MODEL.
 :func:`check_torchvision_config` validates its keys).  ResNet-18/34 students use detectron2's own
 ``build_resnet_fpn_backbone``; :func:`check_resnet_basic_config` names the keys they need.
 Their config keys are added by :func:`nd_det.config.add_backbone_config`."""
+
 from .norm_conversion import BATCH_NORM_CHOICES, convert_batch_norms
 from .resnet_basic import check_resnet_basic_config
 from .torchvision_bottom_up import TorchvisionBottomUp

@@ -6,6 +6,7 @@ BatchNorm to FrozenBatchNorm2d (``FrozenBatchNorm2d.convert_frozen_batchnorm``) 
 ``nn.SyncBatchNorm`` (``convert_sync_batchnorm``), and those are used here.  Neither converts to
 GroupNorm, so that one conversion is written here.
 """
+
 import math
 
 from detectron2.layers import FrozenBatchNorm2d

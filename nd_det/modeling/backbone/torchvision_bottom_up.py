@@ -14,7 +14,8 @@ State-dict keys are ``body.`` + torchvision's key (``body.features.0.0.weight``)
 ImageNet file maps onto the student by adding the prefix ``backbone.bottom_up.body.``
 (:mod:`nd_det.modeling.torchvision_weights`).
 """
-from typing import Dict, List, Sequence, Set, Tuple
+
+from collections.abc import Sequence
 
 import torch
 from detectron2.layers import FrozenBatchNorm2d
@@ -31,18 +32,18 @@ __all__ = ["TorchvisionBottomUp", "BODY_NAME"]
 BODY_NAME = "body"
 
 
-def _graphs(body: fx.GraphModule) -> List[fx.Graph]:
+def _graphs(body: fx.GraphModule) -> list[fx.Graph]:
     # create_feature_extractor traces train and eval mode separately (dropout, stochastic depth)
     graphs = [getattr(body, name) for name in ("train_graph", "eval_graph") if hasattr(body, name)]
     return graphs or [body.graph]
 
 
-def _used_by_output(graph: fx.Graph, output_name: str) -> Tuple[Set[str], Set[str]]:
+def _used_by_output(graph: fx.Graph, output_name: str) -> tuple[set[str], set[str]]:
     """(module targets, attribute targets) of every node the output ``output_name`` depends
     on."""
     output = next(node for node in graph.nodes if node.op == "output")
     todo = [output.args[0][output_name]]
-    seen: Set[fx.Node] = set()
+    seen: set[fx.Node] = set()
     while todo:
         node = todo.pop()
         if node not in seen:
@@ -65,12 +66,21 @@ class TorchvisionBottomUp(Backbone):
         arch: the torchvision architecture name (kept for messages and weight loading).
     """
 
-    def __init__(self, model: nn.Module, stages: Sequence[str], out_features: Sequence[str],
-                 norm: str = "FrozenBN", freeze_at: int = 0, arch: str = ""):
+    def __init__(
+        self,
+        model: nn.Module,
+        stages: Sequence[str],
+        out_features: Sequence[str],
+        norm: str = "FrozenBN",
+        freeze_at: int = 0,
+        arch: str = "",
+    ):
         super().__init__()
         if len(stages) != len(out_features) or not stages:
-            raise ValueError(f"give one out_feature per stage; got stages {list(stages)} and "
-                             f"out_features {list(out_features)}")
+            raise ValueError(
+                f"give one out_feature per stage; got stages {list(stages)} and "
+                f"out_features {list(out_features)}"
+            )
         if not 0 <= freeze_at <= len(stages):
             raise ValueError(f"freeze_at must be in 0..{len(stages)}, got {freeze_at!r}")
         self.arch = arch or type(model).__name__
@@ -92,8 +102,8 @@ class TorchvisionBottomUp(Backbone):
         BatchNorm layers into FrozenBatchNorm2d."""
         # detectron2's ResNet.freeze walks its own stage blocks; a torchvision model has no such
         # blocks, so its graph says which layers a stage needs
-        modules: Set[str] = set()
-        attributes: Set[str] = set()
+        modules: set[str] = set()
+        attributes: set[str] = set()
         for name in self._out_features[:freeze_at]:
             for graph in _graphs(self.body):
                 used_modules, used_attributes = _used_by_output(graph, name)
@@ -115,5 +125,5 @@ class TorchvisionBottomUp(Backbone):
                 pass
         return self
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.body(x)

@@ -12,6 +12,7 @@ level follows the deepest one (p2..p5).  Example::
       TORCHVISION: {ARCH: "mobilenet_v3_large"}
       FPN: {IN_FEATURES: ["c2", "c3", "c4", "c5"]}
 """
+
 import math
 
 from detectron2.layers import ShapeSpec
@@ -68,5 +69,6 @@ def build_torchvision_backbone(cfg, input_shape: ShapeSpec) -> TorchvisionBottom
 @BACKBONE_REGISTRY.register()
 def build_torchvision_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     """torchvision classifier (``MODEL.TORCHVISION``) + FPN + p6 max-pool."""
-    return fpn_over(build_torchvision_backbone(cfg, input_shape), cfg,
-                    "MODEL.TORCHVISION.OUT_FEATURES")
+    return fpn_over(
+        build_torchvision_backbone(cfg, input_shape), cfg, "MODEL.TORCHVISION.OUT_FEATURES"
+    )

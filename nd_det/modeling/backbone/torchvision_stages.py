@@ -12,8 +12,9 @@ For MobileNetV2 they return 24/32/96/320 channels at width 1.0 (16/16/48/160 at 
 Shapes are measured, not tabulated: the model runs once on a meta-device input (no memory, no
 arithmetic) through ``torch.func.functional_call`` with meta copies of its tensors.
 """
+
 import functools
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torchvision
@@ -32,7 +33,7 @@ __all__ = [
     "stage_shapes",
 ]
 
-TORCHVISION_DEFAULT_STAGES: Dict[str, Tuple[str, ...]] = {
+TORCHVISION_DEFAULT_STAGES: dict[str, tuple[str, ...]] = {
     "mobilenet_v2": ("features.3", "features.6", "features.13", "features.17"),
     "mobilenet_v3_large": ("features.3", "features.6", "features.12", "features.15"),
     "mobilenet_v3_small": ("features.1", "features.3", "features.8", "features.11"),
@@ -51,14 +52,15 @@ WIDTH_MULT_ARCHS = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 _MEASURE_SIZE = 512
 
 
-@functools.lru_cache(maxsize=None)
-def torchvision_classifiers() -> Tuple[str, ...]:
+@functools.cache
+def torchvision_classifiers() -> tuple[str, ...]:
     """Names of torchvision's classification model builders (``torchvision.models.<name>``)."""
     return tuple(torchvision.models.list_models(module=torchvision.models))
 
 
-def build_torchvision_classifier(arch: str, width_mult: float = 1.0,
-                                 device: str = "cpu") -> nn.Module:
+def build_torchvision_classifier(
+    arch: str, width_mult: float = 1.0, device: str = "cpu"
+) -> nn.Module:
     """torchvision's ``arch`` with random weights (nothing is downloaded)."""
     kwargs = {"width_mult": float(width_mult)} if arch in WIDTH_MULT_ARCHS else {}
     if device != "meta":
@@ -71,8 +73,8 @@ def build_torchvision_classifier(arch: str, width_mult: float = 1.0,
         return torchvision.models.get_model(arch, weights=None, **kwargs).to("meta")
 
 
-@functools.lru_cache(maxsize=None)
-def graph_node_names(arch: str, width_mult: float = 1.0) -> Tuple[str, ...]:
+@functools.cache
+def graph_node_names(arch: str, width_mult: float = 1.0) -> tuple[str, ...]:
     """The eval-mode graph node names of ``arch`` (as ``get_graph_node_names`` lists them)."""
     model = build_torchvision_classifier(arch, width_mult, device="meta")
     _, eval_nodes = get_graph_node_names(model)
@@ -85,13 +87,15 @@ def is_graph_node(name: str, nodes: Sequence[str]) -> bool:
     return name in nodes or any(node.startswith(name + ".") for node in nodes)
 
 
-def measure_stage_shapes(body: nn.Module) -> Dict[str, ShapeSpec]:
+def measure_stage_shapes(body: nn.Module) -> dict[str, ShapeSpec]:
     """Channels and stride of each output of the feature extractor ``body``, from one eval-mode
     run on the meta device (``body``'s own tensors, training mode and statistics are not
     touched).  (torchvision's own detection backbones list channels per model by hand; this
     works for any model.)"""
-    meta = {name: torch.empty_like(t, device="meta")
-            for name, t in list(body.named_parameters()) + list(body.named_buffers())}
+    meta = {
+        name: torch.empty_like(t, device="meta")
+        for name, t in list(body.named_parameters()) + list(body.named_buffers())
+    }
     image = torch.empty(1, 3, _MEASURE_SIZE, _MEASURE_SIZE, device="meta")
     was_training = body.training
     body.eval()
@@ -100,13 +104,16 @@ def measure_stage_shapes(body: nn.Module) -> Dict[str, ShapeSpec]:
             outputs = torch.func.functional_call(body, meta, (image,))
     finally:
         body.train(was_training)
-    return {name: ShapeSpec(channels=int(out.shape[1]), stride=_MEASURE_SIZE // int(out.shape[-1]))
-            for name, out in outputs.items()}
+    return {
+        name: ShapeSpec(channels=int(out.shape[1]), stride=_MEASURE_SIZE // int(out.shape[-1]))
+        for name, out in outputs.items()
+    }
 
 
-@functools.lru_cache(maxsize=None)
-def stage_shapes(arch: str, stages: Tuple[str, ...], width_mult: float = 1.0
-                 ) -> List[Tuple[str, int, int]]:
+@functools.cache
+def stage_shapes(
+    arch: str, stages: tuple[str, ...], width_mult: float = 1.0
+) -> list[tuple[str, int, int]]:
     """``[(stage, channels, stride), ...]`` of ``arch`` at the given stage nodes (measured on
     the meta device; every node must exist, see :func:`is_graph_node`)."""
     model = build_torchvision_classifier(arch, width_mult, device="meta")

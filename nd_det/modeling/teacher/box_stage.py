@@ -9,7 +9,6 @@ cascade's final boxes: its embeddings are the most class-discriminative of the t
 head runs on the student's sampled boxes as they are (no refinement by the earlier stages), so
 that teacher and student describe the same regions.
 """
-from typing import Tuple
 
 from detectron2.modeling.roi_heads import StandardROIHeads
 from torch import nn
@@ -26,17 +25,21 @@ def num_box_stages(roi_heads: StandardROIHeads) -> int:
     return len(roi_heads.box_head) if isinstance(roi_heads.box_head, nn.ModuleList) else 1
 
 
-def box_stage(roi_heads: StandardROIHeads, stage: int) -> Tuple[nn.Module, nn.Module, int]:
+def box_stage(roi_heads: StandardROIHeads, stage: int) -> tuple[nn.Module, nn.Module, int]:
     """(box head, box predictor, stage index) of ``stage``; an index the teacher does not have is
     one ConfigError."""
     count = num_box_stages(roi_heads)
     if count == 1:
         if stage not in (LAST_STAGE, 0):
-            raise ConfigError(f"{_KEY} {stage}: the teacher has one box head (it is not a Cascade "
-                              f"R-CNN); leave {_KEY} at -1")
+            raise ConfigError(
+                f"{_KEY} {stage}: the teacher has one box head (it is not a Cascade "
+                f"R-CNN); leave {_KEY} at -1"
+            )
         return roi_heads.box_head, roi_heads.box_predictor, 0
     if not (stage == LAST_STAGE or 0 <= stage < count):
-        raise ConfigError(f"{_KEY} {stage}: the Cascade teacher has {count} stages; give 0 .. "
-                          f"{count - 1} (counted from the first) or -1 for the last")
+        raise ConfigError(
+            f"{_KEY} {stage}: the Cascade teacher has {count} stages; give 0 .. "
+            f"{count - 1} (counted from the first) or -1 for the last"
+        )
     index = count - 1 if stage == LAST_STAGE else stage
     return roi_heads.box_head[index], roi_heads.box_predictor[index], index

@@ -21,12 +21,13 @@
 DistillRCNN, the class-mean extraction, teacher evaluation, the pre-flight checks, the benchmark
 and the demo all use this class.
 """
+
 import contextlib
 import functools
 import logging
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 import torch
 from detectron2.config import CfgNode
@@ -45,8 +46,13 @@ from ..weights import local_weights_file
 from .box_stage import box_stage, num_box_stages
 from .input_size import check_input_size
 from .source import TeacherSource
-from .weights import (allowed_unexpected, resolve_teacher_weights, teacher_identity,
-                      unreadable_weights, weights_mismatch_message)
+from .weights import (
+    allowed_unexpected,
+    resolve_teacher_weights,
+    teacher_identity,
+    unreadable_weights,
+    weights_mismatch_message,
+)
 
 __all__ = ["TeacherNeeds", "TeacherOutputs", "FrozenTeacher"]
 
@@ -72,7 +78,7 @@ class TeacherNeeds:
 class TeacherOutputs:
     """The teacher's side of one step (no autograd graph)."""
 
-    features: Dict[str, torch.Tensor]
+    features: dict[str, torch.Tensor]
     embeddings: Optional[torch.Tensor] = None
     logits: Optional[torch.Tensor] = None
 
@@ -152,15 +158,18 @@ class FrozenTeacher:
         self.weights = resolve_teacher_weights(self._source_cfg)
         local = local_weights_file("MODEL.DISTILL.TEACHER_WEIGHTS", self.weights)
         checkpointer = StrictCheckpointer(
-            self.model, unreadable=functools.partial(unreadable_weights, self.weights),
-            allowed_unexpected=allowed_unexpected)
+            self.model,
+            unreadable=functools.partial(unreadable_weights, self.weights),
+            allowed_unexpected=allowed_unexpected,
+        )
         checkpointer.load(local)
         if checkpointer.mismatch:
             raise ConfigError(weights_mismatch_message(self.weights, checkpointer.mismatch))
         freeze(self.model)
         self.weights_loaded = True
-        logger.info("Teacher loaded from %s (config %s)", self.weights,
-                    self.identity["teacher_config"])
+        logger.info(
+            "Teacher loaded from %s (config %s)", self.weights, self.identity["teacher_config"]
+        )
 
     # ------------------------------------------------------------------ device and precision
     @property
@@ -209,7 +218,8 @@ class FrozenTeacher:
         if dim is None:
             raise ConfigError(
                 "the teacher's box head does not output flat RoI embeddings; ND needs "
-                "MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead in the teacher's config")
+                "MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead in the teacher's config"
+            )
         return dim
 
     @property
@@ -217,7 +227,7 @@ class FrozenTeacher:
         """Backbone levels and RoI embedding width (what the distillation terms check)."""
         return shapes_of(self.model.backbone, self.model.roi_heads, self.box_head)
 
-    def preprocess(self, images: List[torch.Tensor]) -> ImageList:
+    def preprocess(self, images: list[torch.Tensor]) -> ImageList:
         """The teacher's ImageList from images in the STUDENT's channel order, already on the
         teacher's device: channels reversed when the formats differ, its own mean/std and
         padding."""
@@ -228,13 +238,13 @@ class FrozenTeacher:
         return GeneralizedRCNN.preprocess_image(self.model, [{"image": x} for x in images])
 
     @torch.no_grad()
-    def features(self, images: ImageList) -> Dict[str, torch.Tensor]:
+    def features(self, images: ImageList) -> dict[str, torch.Tensor]:
         """Backbone (FPN) levels."""
         with self.precision():
             return self.model.backbone(images.tensor)
 
     @torch.no_grad()
-    def box_embeddings(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
+    def box_embeddings(self, features: dict[str, torch.Tensor], boxes: list[Boxes]) -> torch.Tensor:
         """Output of the chosen box head (after its last fc + ReLU) on ``boxes`` (one Boxes per
         image)."""
         heads = self.model.roi_heads
@@ -243,7 +253,7 @@ class FrozenTeacher:
             return self.box_head(pooled)
 
     @torch.no_grad()
-    def outputs(self, images: ImageList, boxes: List[Boxes], needs: TeacherNeeds) -> TeacherOutputs:
+    def outputs(self, images: ImageList, boxes: list[Boxes], needs: TeacherNeeds) -> TeacherOutputs:
         """What a distillation step needs of the teacher on ``images`` and the sampled
         ``boxes``: its features, and box-head embeddings / logits when ``needs`` says so."""
         features = self.features(images)
@@ -271,19 +281,23 @@ def _checked_source(cfg: CfgNode) -> TeacherSource:
     return source
 
 
-def _checked_model(cfg: CfgNode, model: nn.Module) -> Tuple[nn.Module, nn.Module, int]:
+def _checked_model(cfg: CfgNode, model: nn.Module) -> tuple[nn.Module, nn.Module, int]:
     """The checks of the built teacher (real or on the meta device): a two-stage R-CNN with the
     student's classes, the chosen box stage, its square padding against the student's images.
     Returns (box head, box predictor, stage) of the chosen stage."""
     name = cfg.MODEL.DISTILL.TEACHER_CONFIG
     heads = getattr(model, "roi_heads", None)
-    if not (isinstance(model, GeneralizedRCNN) and model.proposal_generator is not None
-            and isinstance(heads, StandardROIHeads)):
+    if not (
+        isinstance(model, GeneralizedRCNN)
+        and model.proposal_generator is not None
+        and isinstance(heads, StandardROIHeads)
+    ):
         raise ConfigError(
             f"the teacher ({name}) builds a {type(model).__name__} with ROI heads "
             f"{type(heads).__name__}: nd-det distils from two-stage R-CNN detectors (a "
             "GeneralizedRCNN with an RPN and StandardROIHeads or CascadeROIHeads: Faster, Mask "
-            "or Cascade R-CNN)")
+            "or Cascade R-CNN)"
+        )
     _check_classes(cfg, int(heads.num_classes))
     head, predictor, stage = box_stage(heads, int(cfg.MODEL.DISTILL.TEACHER_CASCADE_STAGE))
     check_input_size(cfg, model.backbone, name)

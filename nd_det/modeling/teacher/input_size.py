@@ -1,6 +1,7 @@
 """Whether the teacher can take the student's images: a backbone that pads every image to a
 fixed square (ViTDet's ``SimpleFeaturePyramid(square_pad=1024)``) crops an image larger than that
 square without a word, so such a teacher is refused when the student's images can be larger."""
+
 from detectron2.config import CfgNode
 
 from ...errors import ConfigError
@@ -23,4 +24,5 @@ def check_input_size(cfg: CfgNode, backbone, teacher_name: str) -> None:
                 f"but the student's images reach {size} pixels on their longer side (INPUT.{key} "
                 f"{size}): the teacher would see them cropped. Set INPUT.MAX_SIZE_TRAIN and "
                 f"INPUT.MAX_SIZE_TEST to {square} or less, or use a teacher without square "
-                "padding")
+                "padding"
+            )

@@ -13,8 +13,8 @@ Either way the result is a plain detector on the student's device; :class:`Teach
 builds it on PyTorch's meta device (no weights, no memory) for the checks made before anything
 real is built.
 """
+
 import os
-from typing import List
 
 import torch
 from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
@@ -96,8 +96,10 @@ class TeacherSource:
         try:
             return self._build_plain()
         except Exception as e:  # noqa: BLE001 - builders reject bad configs with many types
-            raise ConfigError(f"the teacher ({_KEY} {self.name}) cannot be built from its config "
-                              f"({first_line(e)}): check its keys and {_OPTS}") from None
+            raise ConfigError(
+                f"the teacher ({_KEY} {self.name}) cannot be built from its config "
+                f"({first_line(e)}): check its keys and {_OPTS}"
+            ) from None
 
     def _build_plain(self) -> nn.Module:
         # the meta-architecture's constructor, without build_model's move to MODEL.DEVICE
@@ -108,12 +110,14 @@ class TeacherSource:
     def _instantiate(self) -> nn.Module:
         model = instantiate(self.config.model)
         if not isinstance(model, nn.Module):
-            raise ConfigError(f"{_KEY} {self.name}: its `model` builds a "
-                              f"{type(model).__name__}, not a detector module")
+            raise ConfigError(
+                f"{_KEY} {self.name}: its `model` builds a "
+                f"{type(model).__name__}, not a detector module"
+            )
         return model
 
 
-def _yacs_config(cfg: CfgNode, opts: List) -> CfgNode:
+def _yacs_config(cfg: CfgNode, opts: list) -> CfgNode:
     """The teacher's yaml + TEACHER_OPTS (KEY VALUE pairs), on the student's device."""
     # the teacher file may use nd-det backbones' keys
     teacher_cfg = add_distill_config(get_cfg())
@@ -131,34 +135,41 @@ def _yacs_config(cfg: CfgNode, opts: List) -> CfgNode:
     return teacher_cfg
 
 
-def _lazy_config(name: str, overrides: List) -> DictConfig:
+def _lazy_config(name: str, overrides: list) -> DictConfig:
     """The teacher's LazyConfig file + TEACHER_OPTS (dotted ``key=value`` overrides, every key
     one the file already has)."""
     path = teacher_config_file(name)
     try:
         root = LazyConfig.load(path)
     except Exception as e:  # noqa: BLE001 - a Python file fails to load in many ways
-        raise ConfigError(f"{_KEY} {name}: the LazyConfig file cannot be loaded "
-                          f"({first_line(e)})") from None
+        raise ConfigError(
+            f"{_KEY} {name}: the LazyConfig file cannot be loaded ({first_line(e)})"
+        ) from None
     if not isinstance(OmegaConf.select(root, "model", default=None), DictConfig):
         raise ConfigError(
             f"{_KEY} {name} is a LazyConfig without a `model` entry (it has "
             f"{short_list(sorted(root.keys()), 8)}): name a file that defines "
             "`model = L(GeneralizedRCNN)(...)`, e.g. "
-            "new_baselines/mask_rcnn_R_101_FPN_400ep_LSJ.py")
+            "new_baselines/mask_rcnn_R_101_FPN_400ep_LSJ.py"
+        )
     for override in overrides:
         key = str(override).split("=", 1)[0].strip()
         if not isinstance(override, str) or "=" not in override or not key:
             raise ConfigError(
                 f"{_OPTS} {override!r}: a LazyConfig teacher takes dotted overrides KEY=VALUE, "
-                "e.g. ['model.roi_heads.num_classes=3']")
+                "e.g. ['model.roi_heads.num_classes=3']"
+            )
         if OmegaConf.select(root, key, default=_MISSING) is _MISSING:
             parent, _, _ = key.rpartition(".")
             node = OmegaConf.select(root, parent, default=None) if parent else root
-            known = (f"; {parent or 'the file'} has {short_list(sorted(map(str, node.keys())), 12)}"
-                     if isinstance(node, DictConfig) else "")
-            raise ConfigError(f"{_OPTS} {override!r}: the teacher's LazyConfig ({name}) has no "
-                              f"key {key!r}{known}")
+            known = (
+                f"; {parent or 'the file'} has {short_list(sorted(map(str, node.keys())), 12)}"
+                if isinstance(node, DictConfig)
+                else ""
+            )
+            raise ConfigError(
+                f"{_OPTS} {override!r}: the teacher's LazyConfig ({name}) has no key {key!r}{known}"
+            )
     try:
         LazyConfig.apply_overrides(root, overrides)
     except Exception as e:  # noqa: BLE001 - hydra's parser and OmegaConf raise many types

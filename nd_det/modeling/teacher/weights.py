@@ -2,6 +2,7 @@
 model-zoo TEACHER_CONFIG, yacs or LazyConfig alike), the keys a teacher file may carry beyond the
 model, the messages for a file that does not fit, and the identity that ties a class-means table
 to the teacher."""
+
 import os
 
 from detectron2.config import CfgNode
@@ -9,28 +10,38 @@ from detectron2.config import CfgNode
 from ...errors import ConfigError
 from ..student_checkpoint import DISTILL_STATE_PREFIX
 
-__all__ = ["resolve_teacher_weights", "teacher_identity", "allowed_unexpected",
-           "unreadable_weights", "weights_mismatch_message"]
+__all__ = [
+    "resolve_teacher_weights",
+    "teacher_identity",
+    "allowed_unexpected",
+    "unreadable_weights",
+    "weights_mismatch_message",
+]
 
 
 def allowed_unexpected(key: str) -> bool:
     """Keys a teacher file may carry that the built model does not have: old buffers and the
     training-only modules of an nd-det student checkpoint (a distilled model used as teacher)."""
-    return (key.startswith(DISTILL_STATE_PREFIX)
-            or key.endswith(("num_batches_tracked", "pixel_mean", "pixel_std"))
-            or "anchor_generator.cell_anchors" in key)
+    return (
+        key.startswith(DISTILL_STATE_PREFIX)
+        or key.endswith(("num_batches_tracked", "pixel_mean", "pixel_std"))
+        or "anchor_generator.cell_anchors" in key
+    )
 
 
 def unreadable_weights(weights: str, why: str) -> ConfigError:
     return ConfigError(
         f"cannot load teacher weights MODEL.DISTILL.TEACHER_WEIGHTS={weights!r}: {why}. Check "
-        "that the file is a complete detectron2 checkpoint.")
+        "that the file is a complete detectron2 checkpoint."
+    )
 
 
 def weights_mismatch_message(weights: str, problems: str) -> str:
-    return (f"teacher weights {weights!r} do not match the teacher built from "
-            f"MODEL.DISTILL.TEACHER_CONFIG ({problems}). Use the checkpoint of that exact "
-            "architecture, or fix TEACHER_CONFIG / TEACHER_OPTS to describe it.")
+    return (
+        f"teacher weights {weights!r} do not match the teacher built from "
+        f"MODEL.DISTILL.TEACHER_CONFIG ({problems}). Use the checkpoint of that exact "
+        "architecture, or fix TEACHER_CONFIG / TEACHER_OPTS to describe it."
+    )
 
 
 def resolve_teacher_weights(cfg: CfgNode) -> str:
