@@ -22,6 +22,7 @@ classification package use it too.
 """
 
 import argparse
+import contextlib
 import sys
 from typing import Callable, Optional
 
@@ -39,6 +40,8 @@ __all__ = [
     "run_cli",
     "one_line_usage_errors",
     "os_error_text",
+    "input_stage",
+    "FOREIGN_INPUT_ERRORS",
 ]
 
 EXIT_USER_ERROR = 2
@@ -71,6 +74,36 @@ class ExportError(UserError, RuntimeError):
 
 class MissingDependencyError(UserError, ImportError):
     """An optional package a command needs is not installed (the message gives the pip line)."""
+
+
+# What detectron2, yacs, fvcore, pycocotools, omegaconf and torch raise for a bad value or file
+# while a config is read, a dataset registered or a model built, before any work starts: their
+# messages name the value.  Inside ``input_stage(what)`` such an exception becomes one
+# ConfigError "<what>: <Type>: <message>; <fix>" (the one table of foreign errors; nd-det's own
+# checks raise UserError directly).  Searched in order: the first matching type gives the fix.
+FOREIGN_INPUT_ERRORS = (
+    (FileNotFoundError, "check the path (a relative one is taken from the current folder)"),
+    (OSError, "check that the file is complete and readable"),
+    (KeyError, "check the name's spelling against the config or the registry"),
+    (TypeError, "give the value the type its default has"),
+    ((AssertionError, ValueError, IndexError, RuntimeError), "fix the value the message names"),
+)
+
+
+@contextlib.contextmanager
+def input_stage(what: str):
+    """Reading or building from the user's input: a foreign exception of
+    :data:`FOREIGN_INPUT_ERRORS` becomes one :class:`ConfigError` naming ``what``."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:
+        fix = next((f for kinds, f in FOREIGN_INPUT_ERRORS if isinstance(error, kinds)), None)
+        if fix is None:
+            raise
+        message = " ".join(str(error).split()).strip("'\"")[:300]
+        raise ConfigError(f"{what}: {type(error).__name__}: {message}; {fix}") from error
 
 
 def os_error_text(error: OSError) -> str:

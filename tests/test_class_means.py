@@ -6,14 +6,14 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from nd_det.errors import DataError
-from nd_det.losses import (
+from nd_det.class_means import (
     ClassMeanAccumulator,
     ClassMeans,
     load_class_means,
     metadata_mismatches,
     save_class_means,
 )
+from nd_det.errors import DataError
 
 NUM_CLASSES, DIM = 5, 7
 METADATA = {
@@ -429,7 +429,7 @@ def test_extraction_never_writes_a_directionless_row_without_flagging_it(tmp_pat
     assert table.zero_filled_classes == [1] and torch.equal(table.means[1], torch.zeros(DIM))
     path = tmp_path / "means.pth"
     save_class_means(str(path), table)
-    with caplog.at_level("WARNING", logger="nd_det.losses.class_means"):
+    with caplog.at_level("WARNING", logger="nd_det.class_means.table"):
         assert load_class_means(str(path)).zero_filled_classes == [1]
     assert (
         f"{path}: ND pulls no direction for class(es) 1 (dog): their rows were zero-filled "

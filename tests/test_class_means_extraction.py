@@ -16,7 +16,8 @@ from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_p
 from detectron2.structures import Boxes, pairwise_iou
 from PIL import Image
 
-from nd_det.class_means_extraction import (
+from nd_det.class_means import load_class_means
+from nd_det.class_means.detection import (
     PROTOCOLS,
     REFERENCE_NUM_IMAGES,
     check_extraction,
@@ -25,7 +26,6 @@ from nd_det.class_means_extraction import (
 )
 from nd_det.data import register_coco_dataset
 from nd_det.errors import DataError
-from nd_det.losses import load_class_means
 from nd_det.modeling import FrozenTeacher
 
 from .helpers.tiny_coco import write_tiny_coco

@@ -14,10 +14,10 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from nd_det.class_means_import import main
+from nd_det.class_means import load_class_means, metadata_mismatches
+from nd_det.class_means.import_cli import main
 from nd_det.config import load_config
 from nd_det.errors import DataError
-from nd_det.losses import load_class_means, metadata_mismatches
 from nd_det.modeling import teacher_identity
 
 from .helpers.tiny_distill import CONFIG_DIR, REPO, tiny_distill_cfg

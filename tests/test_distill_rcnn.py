@@ -10,8 +10,8 @@ from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
+from nd_det.class_means import ClassMeanAccumulator, save_class_means
 from nd_det.errors import ConfigError, DataError
-from nd_det.losses import ClassMeanAccumulator, save_class_means
 from nd_det.modeling import DistillRCNN, plain_student_cfg, student_state_dict
 
 from .helpers.tiny_distill import random_batch, tiny_distill_cfg

@@ -231,8 +231,8 @@ def test_simulated_srun_mistake_is_one_line_from_rank_zero(tmp_path):
 
 
 def test_torchrun_class_mean_extraction_equals_one_process(tmp_path):
-    from nd_det.class_means_extraction import extract_class_means
-    from nd_det.losses import load_class_means
+    from nd_det.class_means import load_class_means
+    from nd_det.class_means.detection import extract_class_means
 
     from .helpers.tiny_distill import config_path, tiny_distill_opts
     from .test_class_means_extraction import TOOL, _cfg, _dataset, _dataset_opts

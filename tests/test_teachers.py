@@ -15,19 +15,19 @@ from detectron2.solver import build_optimizer
 from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 
-from nd_det.class_means_extraction import extract_class_means
+from nd_det.class_means import (
+    ClassMeanAccumulator,
+    load_class_means,
+    metadata_mismatches,
+    save_class_means,
+)
+from nd_det.class_means.detection import extract_class_means
 from nd_det.config import load_config
 from nd_det.data import register_coco_dataset
 from nd_det.engine import DistillTrainer
 from nd_det.engine.preflight import preflight_distill
 from nd_det.errors import ConfigError
 from nd_det.export.student import export_student
-from nd_det.losses import (
-    ClassMeanAccumulator,
-    load_class_means,
-    metadata_mismatches,
-    save_class_means,
-)
 from nd_det.modeling import FrozenTeacher, TeacherNeeds
 from nd_det.modeling.shapes import shapes_from_config
 from nd_det.modeling.student_checkpoint import plain_student_cfg

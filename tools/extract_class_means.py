@@ -15,7 +15,7 @@ Writes to MODEL.DISTILL.CLASS_MEANS unless --output is given: extract once, then
 from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
 
 ignore_detectron2_import_warnings()  # before detectron2 is imported
-from nd_det.engine.extract_class_means import main  # noqa: E402
+from nd_det.class_means.extract_cli import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

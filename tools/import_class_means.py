@@ -21,7 +21,7 @@ import sys
 from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
 
 ignore_detectron2_import_warnings()  # before detectron2 is imported
-from nd_det.class_means_import import main  # noqa: E402
+from nd_det.class_means.import_cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

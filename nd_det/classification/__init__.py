@@ -9,10 +9,9 @@ Torch, torchvision and fvcore's registries only (no detectron2); the losses come
 - ``data``: CIFAR-100, ImageNet-style folders, Fashion-MNIST (IDX) and scikit-learn digits.
 - ``loss_terms`` + :class:`Distiller`: CE plus any of kd / dkd / reviewkd / dist / nd by name.
 - ``trainer``: the training loop (torchrun/DDP, AMP, checkpoints, TensorBoard + JSON lines).
-- :func:`extract_class_means`: teacher class means in the format shared with detection.
+- the teacher's class means: :mod:`nd_det.class_means` (one home for both tasks).
 """
 
-from .class_means_extraction import extract_class_means
 from .config import apply_overrides, load_config
 from .distiller import Distiller, warm_up_factor
 from .loss_terms import TermContext, available_loss_terms, build_loss_terms
@@ -29,7 +28,6 @@ __all__ = [
     "TermContext",
     "build_loss_terms",
     "available_loss_terms",
-    "extract_class_means",
     "load_config",
     "apply_overrides",
     "ClassificationTrainer",

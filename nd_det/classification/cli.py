@@ -1,31 +1,20 @@
-"""Command lines behind tools/train_cls.py and tools/extract_cls_means.py (kept here so the tools
-stay thin and the logic is importable and tested).
+"""The command line behind tools/train_cls.py (kept here so the tool stays thin and the logic is
+importable and tested).
 
-``train_main`` / ``extract_class_means_main`` return what they made and raise a ``UserError`` for
-a mistake; ``train_cli`` / ``extract_class_means_cli`` are the tools: a mistake (a bad flag
-included) is one ``ERROR:`` line on stderr and exit status 2, without a traceback.
+``train_main`` returns what it made and raises a ``UserError`` for a mistake; ``train_cli`` is
+the tool: a mistake (a bad flag included) is one ``ERROR:`` line on stderr and exit status 2,
+without a traceback.  (The teacher's class means: :mod:`nd_det.class_means.extract_cli`.)
 """
 
 import argparse
-import os
-import time
 from typing import Optional
 
-from torch.utils.data import DataLoader
-
 from ..errors import ConfigError, one_line_usage_errors, run_cli
-from ..losses import save_class_means
-from .checkpoint import file_sha256, load_model_weights
-from .class_means_extraction import extract_class_means
 from .config import apply_overrides, load_config
-from .data import ShardSampler, build_dataset
-from .distributed import cleanup_distributed, init_distributed, stop_if_any_rank_fails
-from .models import build_classifier
-from .preflight import check_extraction_setup
-from .teacher import class_means_metadata
-from .trainer import amp_dtype_for, run_evaluation, run_training
+from .distributed import cleanup_distributed
+from .trainer import run_evaluation, run_training
 
-__all__ = ["train_main", "extract_class_means_main", "train_cli", "extract_class_means_cli"]
+__all__ = ["train_main", "train_cli"]
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -89,88 +78,6 @@ def train_main(argv: Optional[list[str]] = None):
         cleanup_distributed()
 
 
-def _extract_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="extract_cls_means.py",
-        description="Compute a trained teacher's class means (mean penultimate embedding per "
-        "class over the training set, teacher in eval mode, no augmentation) for the ND loss.",
-    )
-    p.add_argument(
-        "--config",
-        required=True,
-        help="the TEACHER's training config (gives the model and the dataset)",
-    )
-    p.add_argument(
-        "--weights", required=True, help="the trained teacher (model_final.pth or a raw state dict)"
-    )
-    p.add_argument("--output", help="class-means file (default: class_means.pth next to --weights)")
-    p.add_argument("--batch-size", type=int, default=256, help="per process")
-    p.add_argument("--amp", action="store_true", help="autocast the teacher's forward pass")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    return one_line_usage_errors(p)
-
-
-def extract_class_means_main(argv: Optional[list[str]] = None):
-    """Extract and save the class means; returns the table."""
-    args = _extract_parser().parse_args(argv)
-    cfg = apply_overrides(load_config(args.config), args.overrides)
-    output = args.output or os.path.join(
-        os.path.dirname(os.path.abspath(args.weights)), "class_means.pth"
-    )
-    check_extraction_setup(
-        cfg,
-        args.weights,
-        output,
-        args.batch_size,
-        "--output" if args.output else "--output (default: class_means.pth next to --weights)",
-    )
-    ctx = init_distributed(cfg["train"]["device"])
-    try:
-        # this process's pieces; then one collective says whether every process has them
-        with stop_if_any_rank_fails(ctx):
-            dataset, info = build_dataset(cfg["data"], train=True, augment=False)
-            model = build_classifier(
-                cfg["model"]["name"], info.num_classes, info.in_channels, info.image_size
-            )
-            load_model_weights(model, args.weights, what="teacher", key="--weights")
-        model.to(ctx.device)
-        loader = DataLoader(
-            dataset,
-            batch_size=args.batch_size,
-            sampler=ShardSampler(len(dataset), ctx.rank, ctx.world_size),
-            num_workers=int(cfg["data"]["num_workers"]),
-            pin_memory=ctx.device.type == "cuda",
-        )
-        metadata = class_means_metadata(
-            cfg["model"]["name"],
-            args.weights,
-            file_sha256(args.weights),
-            cfg.get("_source"),
-            cfg["data"]["name"],
-        )
-        start = time.time()
-        table = extract_class_means(
-            model,
-            loader,
-            info.num_classes,
-            ctx.device,
-            metadata,
-            amp_dtype_for(ctx.device, args.amp),
-            info.classes,
-        )
-        if ctx.is_main:
-            save_class_means(output, table)
-            print(
-                f"class means of {cfg['model']['name']} ({table.num_classes} x {table.dim}) "
-                f"from {int(table.counts.sum())} training images in {time.time() - start:.1f} s "
-                f"-> {output}",
-                flush=True,
-            )
-        return table
-    finally:
-        cleanup_distributed()
-
-
 def _tool(main):
     def run(argv: Optional[list[str]]) -> int:
         main(argv)
@@ -182,8 +89,3 @@ def _tool(main):
 def train_cli(argv: Optional[list[str]] = None) -> int:
     """tools/train_cls.py: exit status 0, or 2 with one ``ERROR:`` line for a user mistake."""
     return run_cli(_tool(train_main), argv)
-
-
-def extract_class_means_cli(argv: Optional[list[str]] = None) -> int:
-    """tools/extract_cls_means.py: exit status 0, or 2 with one ``ERROR:`` line."""
-    return run_cli(_tool(extract_class_means_main), argv)

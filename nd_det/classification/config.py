@@ -72,7 +72,9 @@ _C.distill.teacher = CfgNode()
 _C.distill.teacher.name = None  # registered classifier of the teacher; null = no teacher
 _C.distill.teacher.weights = None  # the trained teacher (train_cls.py output or raw state dict)
 _C.distill.teacher.config = None  # the teacher's training config (recorded for provenance)
-_C.distill.class_means = None  # file from tools/extract_cls_means.py (needed by 'nd')
+_C.distill.class_means = (
+    None  # file from tools/extract_class_means.py --task classification (needed by 'nd')
+)
 _C.distill.warm_up_epochs = 0.0  # warmed-up terms are scaled by min(1, epoch / warm_up_epochs)
 # term name -> parameters (free-form, see loss_terms)
 _C.distill.losses = CfgNode({"ce": {"weight": 1.0}}, new_allowed=True)

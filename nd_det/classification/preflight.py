@@ -103,8 +103,8 @@ def check_training_setup(
 def check_extraction_setup(
     cfg: dict, weights: str, output: str, batch_size: int, output_flag: str = "--output"
 ) -> None:
-    """The same for tools/extract_cls_means.py: the teacher's model and dataset, ``--weights``,
-    ``--batch-size`` and that ``output`` can be written."""
+    """The same for ``tools/extract_class_means.py --task classification``: the teacher's model
+    and dataset, ``--weights``, ``--batch-size`` and that ``output`` can be written."""
     _check_model_and_data(cfg)
     check_weights_file(weights, "teacher", "--weights")
     if batch_size < 1:

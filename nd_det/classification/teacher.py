@@ -2,8 +2,8 @@
 
 from typing import Optional
 
+from ..class_means import ClassMeans, load_class_means, metadata_mismatches
 from ..errors import ConfigError, DataError
-from ..losses import ClassMeans, load_class_means, metadata_mismatches
 from ..utils.modules import freeze
 from .checkpoint import check_weights_file, file_sha256, load_model_weights
 from .data import DatasetInfo
@@ -80,7 +80,8 @@ def read_class_means_file(
     if not path:
         raise ConfigError(
             "loss term 'nd' needs distill.class_means: make the file with tools/"
-            "extract_cls_means.py --config <teacher config> --weights <teacher>"
+            "extract_class_means.py --task classification --config <teacher config> "
+            "--weights <teacher>"
         )
     try:
         return load_class_means(path, num_classes=num_classes, dim=dim)
@@ -102,6 +103,7 @@ def load_teacher_class_means(
         raise DataError(
             f"distill.class_means: class means {path} were not made with this teacher/dataset "
             f"({'; '.join(problems)}). "
-            "Re-extract them with tools/extract_cls_means.py for distill.teacher.weights."
+            "Re-extract them with tools/extract_class_means.py --task classification for "
+            "distill.teacher.weights."
         )
     return table

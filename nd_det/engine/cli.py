@@ -16,11 +16,14 @@ from detectron2.engine import launch
 from detectron2.utils import comm
 from torch.multiprocessing import ProcessExitedException
 
-from ..errors import EXIT_USER_ERROR, UserError, report_user_error
+from ..errors import EXIT_USER_ERROR, UserError, input_stage, report_user_error
 from .external_launch import run_in_external_group
 from .preemption import EXIT_PREEMPTED, PREEMPTION_SIGNALS, forward_signals
 
-__all__ = ["launch_main"]
+__all__ = ["launch_main", "PRECHECK_STAGE"]
+
+# how a foreign error of the checks before the run is named (nd_det.errors.input_stage)
+PRECHECK_STAGE = "checking the run before it starts"
 
 _MESSAGES_ENV = "ND_DET_WORKER_ERRORS"
 
@@ -56,7 +59,8 @@ def launch_main(main, args, precheck=None) -> None:
         return
     try:
         if precheck is not None:
-            precheck(args)
+            with input_stage(PRECHECK_STAGE):
+                precheck(args)
         world_size = args.num_gpus * args.num_machines
         if world_size == 1:  # no worker processes: a user error surfaces here directly
             launch(

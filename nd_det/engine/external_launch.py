@@ -33,7 +33,7 @@ import torch.distributed as dist
 from detectron2.engine.launch import DEFAULT_TIMEOUT
 from detectron2.utils import comm
 
-from ..errors import EXIT_USER_ERROR, ConfigError, UserError, report_user_error
+from ..errors import EXIT_USER_ERROR, ConfigError, UserError, input_stage, report_user_error
 
 __all__ = ["ExternalLaunch", "external_launch", "adopt_launch", "run_in_external_group"]
 
@@ -217,7 +217,9 @@ def run_in_external_group(main, args, precheck=None) -> bool:
     verdict = None
     if main_rank and precheck is not None:
         try:
-            precheck(args)  # rank 0 checks once: no two ranks race on OUTPUT_DIR or downloads
+            # rank 0 checks once: no two ranks race on OUTPUT_DIR or downloads
+            with input_stage("checking the run before it starts"):
+                precheck(args)
         except UserError as error:
             verdict = ("user", " ".join(str(error).split()))
         except BaseException:

@@ -4,13 +4,6 @@ Used by both the detection meta-architecture (``nd_det.modeling``) and the class
 package (``nd_det.classification``).
 """
 
-from .class_means import (
-    ClassMeanAccumulator,
-    ClassMeans,
-    load_class_means,
-    metadata_mismatches,
-    save_class_means,
-)
 from .dist import dist_loss
 from .dkd import dkd_loss
 from .group_batch_norm import GroupSyncBatchNorm2d
@@ -29,9 +22,4 @@ __all__ = [
     "ReviewKDFusion",
     "GroupSyncBatchNorm2d",
     "EmbeddingProjection",
-    "ClassMeanAccumulator",
-    "ClassMeans",
-    "load_class_means",
-    "save_class_means",
-    "metadata_mismatches",
 ]

@@ -16,16 +16,9 @@ import torch
 from detectron2.config import CfgNode
 from torch import nn
 
+from ..class_means import load_class_means, metadata_mismatches
 from ..errors import ConfigError, DataError
-from ..losses import (
-    EmbeddingProjection,
-    dkd_loss,
-    hcl_loss,
-    kd_loss,
-    load_class_means,
-    metadata_mismatches,
-    nd_loss,
-)
+from ..losses import EmbeddingProjection, dkd_loss, hcl_loss, kd_loss, nd_loss
 from ..losses.reviewkd import ReviewKDFusion
 from ..utils.registry import Registry, register_as, registered_names
 from .bn_groups import abf_bn_group

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from nd_det.class_means import load_class_means
+from nd_det.class_means.classification import extract_classification_main
 from nd_det.classification import build_classifier, run_training
 from nd_det.classification.checkpoint import load_model_weights
-from nd_det.classification.cli import extract_class_means_main
 from nd_det.classification.config import DEFAULTS, check_values, merge_config
 from nd_det.classification.data import build_dataset
-from nd_det.losses import load_class_means
 
 from .plan import Method, Sizes, run_folder, teacher_paths
 
@@ -80,7 +80,7 @@ def teacher_job(root: str, sizes: Sizes, seed: int = 0) -> dict:
     """Train the teacher, then its class means over the same training subset."""
     paths = teacher_paths(root, "classification")
     _, top1 = _train(TEACHER_MODEL, paths["folder"], sizes, seed)
-    extract_class_means_main(
+    extract_classification_main(
         [
             "--config",
             paths["config"],

@@ -23,7 +23,7 @@ from nd_demo.configs import (
 from nd_demo.evaluation import box_metrics
 from nd_demo.trainer import log_to_file, train_detector
 
-from nd_det.class_means_extraction import extract_class_means
+from nd_det.class_means.detection import extract_class_means
 from nd_det.modeling import FrozenTeacher, build_plain_student, load_student_checkpoint
 
 from .plan import Method, Sizes, run_folder, teacher_paths

@@ -18,9 +18,9 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from fvcore.nn import parameter_count
 
+from nd_det.class_means import ClassMeans, save_class_means
 from nd_det.config import load_config, merge_config
 from nd_det.errors import ConfigError
-from nd_det.losses import ClassMeans, save_class_means
 from nd_det.modeling import (
     FrozenTeacher,
     available_distill_terms,

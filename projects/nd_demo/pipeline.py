@@ -13,7 +13,7 @@ import time
 import torch
 from detectron2.data import DatasetCatalog
 
-from nd_det.class_means_extraction import extract_class_means
+from nd_det.class_means.detection import extract_class_means
 from nd_det.errors import ConfigError
 from nd_det.export import export_student
 from nd_det.export.contract import load_exported_student

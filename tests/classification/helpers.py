@@ -79,7 +79,7 @@ def distill_section(
 ) -> dict:
     """A saved random teacher plus its class means on the tiny digits split, extracted with the
     real tool; returns the ``distill`` config section that uses them."""
-    from nd_det.classification.cli import extract_class_means_main
+    from nd_det.class_means.classification import extract_classification_main
 
     weights = save_random_teacher(tmp_path / f"teacher_{teacher}.pth", teacher)
     means = tmp_path / f"means_{teacher}.pth"
@@ -92,7 +92,7 @@ def distill_section(
                 "train": {"device": "cpu"},
             },
         )
-        extract_class_means_main(
+        extract_classification_main(
             [
                 "--config",
                 teacher_cfg,

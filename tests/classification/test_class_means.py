@@ -4,10 +4,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from nd_det.classification import build_classifier, extract_class_means
+from nd_det.class_means import load_class_means, save_class_means
+from nd_det.class_means.classification import extract_class_means
+from nd_det.classification import build_classifier
 from nd_det.classification.data import ShardSampler, build_dataset
 from nd_det.errors import DataError
-from nd_det.losses import load_class_means, save_class_means
 
 
 def _slow_reference(model, dataset, num_classes):
@@ -50,7 +51,7 @@ def test_extraction_matches_the_per_sample_reference(tmp_path):
     assert table.metadata["num_samples"] == 120 and table.metadata["teacher_model"] == "wrn_16_1"
 
     # two shards (as two ranks would see them) merged give the same table
-    from nd_det.losses import ClassMeanAccumulator
+    from nd_det.class_means import ClassMeanAccumulator
 
     merged = ClassMeanAccumulator(info.num_classes, model.embedding_dim)
     for rank in range(2):

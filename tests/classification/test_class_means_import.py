@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from nd_det.class_means import load_class_means
 from nd_det.classification.checkpoint import file_sha256
 from nd_det.classification.cli import train_main
 from nd_det.classification.models import build_classifier
 from nd_det.classification.teacher import load_teacher_class_means
 from nd_det.classification.trainer import ClassificationTrainer
-from nd_det.losses import load_class_means
 
 from ..helpers.run_tool import run_tool_in_process
 from .helpers import save_random_teacher, tiny_config

@@ -1,8 +1,8 @@
-"""Every mistake a user can make with tools/train_cls.py and tools/extract_cls_means.py is one
-``ERROR:`` line on stderr naming the key / file / flag, exit status 2, no traceback, and nothing
-new on disk.  Each case runs the tool script itself (``python tools/...`` in this process), on the
-tiny digits set-up of the other classification tests; the last test runs two torchrun-style
-processes of which one has the mistake."""
+"""Every mistake a user can make with tools/train_cls.py and tools/extract_class_means.py --task
+classification is one ``ERROR:`` line on stderr naming the key / file / flag, exit status 2, no
+traceback, and nothing new on disk. Each case runs the tool script itself (``python tools/...`` in
+this process), on the tiny digits set-up of the other classification tests; the last test runs two
+torchrun-style processes of which one has the mistake."""
 
 import contextlib
 import multiprocessing
@@ -14,14 +14,14 @@ import sys
 import pytest
 import torch
 
-from nd_det.losses import ClassMeans, save_class_means
+from nd_det.class_means import ClassMeans, save_class_means
 
 from ..helpers.run_tool import run_tool_in_process
 from .helpers import DIGITS_TEST, DIGITS_TRAIN, save_random_teacher, write_yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "tools", "train_cls.py")
-EXTRACT = os.path.join(REPO, "tools", "extract_cls_means.py")
+EXTRACT = os.path.join(REPO, "tools", "extract_class_means.py")
 TEACHER = "resnet14"
 KDPP = {"ce": {}, "kd": {"temperature": 4.0}, "nd": {}}
 
@@ -41,7 +41,19 @@ def teacher(tmp_path_factory):
     )
     means = str(root / "means.pth")
     code, err = run_tool_in_process(
-        EXTRACT, ["--config", config, "--weights", weights, "--output", means, "--batch-size", "96"]
+        EXTRACT,
+        [
+            "--task",
+            "classification",
+            "--config",
+            config,
+            "--weights",
+            weights,
+            "--output",
+            means,
+            "--batch-size",
+            "96",
+        ],
     )
     assert code == 0, err
     return {"root": str(root), "weights": weights, "config": config, "means": means}
@@ -353,22 +365,31 @@ CASES = {
     ),
     "extract_weights_missing": lambda c, t: (
         EXTRACT,
-        ["--config", t["config"], "--weights", f"{c}/nope.pth"],
+        ["--task", "classification", "--config", t["config"], "--weights", f"{c}/nope.pth"],
         "--weights: teacher weights file",
     ),
     "extract_weights_truncated": lambda c, t: (
         EXTRACT,
-        ["--config", t["config"], "--weights", _truncated(c, t["weights"])],
+        [
+            "--task",
+            "classification",
+            "--config",
+            t["config"],
+            "--weights",
+            _truncated(c, t["weights"]),
+        ],
         "cannot read teacher weights",
     ),
     "extract_weights_other_architecture": lambda c, t: (
         EXTRACT,
-        ["--config", t["config"], "--weights", _other_architecture(c)],
+        ["--task", "classification", "--config", t["config"], "--weights", _other_architecture(c)],
         "--weights: teacher weights",
     ),
     "extract_output_blocked": lambda c, t: (
         EXTRACT,
         [
+            "--task",
+            "classification",
             "--config",
             t["config"],
             "--weights",
@@ -381,6 +402,8 @@ CASES = {
     "extract_batch_size": lambda c, t: (
         EXTRACT,
         [
+            "--task",
+            "classification",
             "--config",
             t["config"],
             "--weights",
@@ -394,8 +417,17 @@ CASES = {
     ),
     "extract_unknown_flag": lambda c, t: (
         EXTRACT,
-        ["--config", t["config"], "--weights", t["weights"], "--ouput", "x.pth"],
-        "(see extract_cls_means.py --help)",
+        [
+            "--task",
+            "classification",
+            "--config",
+            t["config"],
+            "--weights",
+            t["weights"],
+            "--ouput",
+            "x.pth",
+        ],
+        "(see tools/extract_class_means.py --task classification --help)",
     ),
 }
 

@@ -7,12 +7,12 @@ import os
 import pytest
 import torch
 
+from nd_det.class_means import ClassMeans
 from nd_det.classification.config import apply_overrides, load_config
 from nd_det.classification.data import available_datasets
 from nd_det.classification.loss_terms import TermContext, build_loss_terms
 from nd_det.classification.models import available_classifiers, build_classifier
 from nd_det.errors import ConfigError
-from nd_det.losses import ClassMeans
 
 from .helpers import write_yaml
 

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
 
+from nd_det.class_means import ClassMeans
 from nd_det.classification.data import build_batch_mixer
 from nd_det.classification.loss_terms import TermContext, build_loss_terms
 from nd_det.classification.models import build_classifier
 from nd_det.classification.outputs import ClassifierOutput
 from nd_det.classification.solver import build_optimizer
-from nd_det.losses import ClassMeans
 
 N, C, D = 6, 5, 8
 

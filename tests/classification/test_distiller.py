@@ -4,10 +4,11 @@ projection; the teacher stays frozen and outside the student's state."""
 import pytest
 import torch
 
+from nd_det.class_means import ClassMeans
 from nd_det.classification import Distiller, TermContext, build_classifier, build_loss_terms
 from nd_det.classification.distiller import warm_up_factor
 from nd_det.errors import ConfigError
-from nd_det.losses import ClassMeans, dist_loss, dkd_loss, hcl_loss, kd_loss, nd_loss
+from nd_det.losses import dist_loss, dkd_loss, hcl_loss, kd_loss, nd_loss
 
 NUM_CLASSES = 5
 

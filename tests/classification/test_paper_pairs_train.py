@@ -3,7 +3,8 @@ through tools/train_cls.py: the real architectures with random weights, at toy s
 images: three classes of random images in an image folder, or CIFAR-100 files of one random image
 per class in the official format, both written here; two steps of batch 2), the teacher's class
 means
-extracted with tools/extract_cls_means.py from the teacher config the row's config names.  Only
+extracted with tools/extract_class_means.py --task classification from the teacher config the
+row's config names.  Only
 the data, sizes, files and device are overridden."""
 
 import json
@@ -23,7 +24,7 @@ from .helpers import write_tiny_cifar100
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "tools", "train_cls.py")
-EXTRACT = os.path.join(REPO, "tools", "extract_cls_means.py")
+EXTRACT = os.path.join(REPO, "tools", "extract_class_means.py")
 SIZE = 32
 # the config of each classification row, with the loss terms it trains
 ROW_CONFIGS = {
@@ -85,6 +86,8 @@ def teachers(tmp_path_factory, data):
             code, err = run_tool_in_process(
                 EXTRACT,
                 [
+                    "--task",
+                    "classification",
                     "--config",
                     os.path.join(REPO, config),
                     "--weights",

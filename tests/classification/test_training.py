@@ -9,11 +9,12 @@ import shutil
 import pytest
 import torch
 
+from nd_det.class_means import load_class_means
+from nd_det.class_means.classification import extract_classification_main
 from nd_det.classification.checkpoint import file_sha256, load_checkpoint
-from nd_det.classification.cli import extract_class_means_main, train_main
+from nd_det.classification.cli import train_main
 from nd_det.classification.data import build_dataset
 from nd_det.classification.trainer import ClassificationTrainer
-from nd_det.losses import load_class_means
 from nd_det.utils.progress import ProgressClock
 
 from .helpers import DIGITS_TRAIN, distill_section, tiny_config, write_yaml
@@ -138,7 +139,7 @@ def test_command_lines_teacher_means_student_and_evaluation(tmp_path, capsys):
     assert "eta 0:00:00" in out and "test top-1" in out
 
     weights = str(teacher_dir / "model_final.pth")
-    extract_class_means_main(["--config", teacher_cfg, "--weights", weights])
+    extract_classification_main(["--config", teacher_cfg, "--weights", weights])
     table = load_class_means(str(teacher_dir / "class_means.pth"), num_classes=10, dim=64)
     assert table.metadata["teacher_weights_sha256"] == file_sha256(weights)
     assert table.metadata["teacher_model"] == "resnet14"

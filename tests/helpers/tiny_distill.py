@@ -15,7 +15,7 @@ from detectron2.config import get_cfg
 
 import nd_det  # noqa: F401  (registers DistillRCNN and backbones)
 from nd_det import add_distill_config
-from nd_det.losses import ClassMeanAccumulator, save_class_means
+from nd_det.class_means import ClassMeanAccumulator, save_class_means
 from nd_det.modeling import FrozenTeacher, teacher_identity
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ...losses import ClassMeans
+from ...class_means import ClassMeans
 from ..models.base import Classifier
 from ..outputs import ClassifierOutput
 

@@ -29,7 +29,8 @@ class NDTerm(LossTerm):
         if means is None:
             raise ConfigError(
                 "loss term 'nd' needs the teacher's class means: set "
-                "distill.class_means to a file made by tools/extract_cls_means.py"
+                "distill.class_means to a file made by tools/extract_class_means.py "
+                "--task classification"
             )
         if means.dim != t_dim or means.num_classes != context.student.num_classes:
             raise DataError(

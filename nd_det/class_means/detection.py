@@ -20,7 +20,7 @@ with background as class index NUM_CLASSES.  Which RoIs are averaged is the *pro
 Randomness (augmentation, ROI sampling) is seeded from (seed, image index), and the image subset
 (``max_images``) is the first K of a permutation seeded by ``seed``: the table does not depend on
 the number of processes or loader workers.  Sums and counts are accumulated in float64 and
-all-reduced across processes; rank 0 writes the file (``nd_det.losses.class_means`` format) with
+all-reduced across processes; rank 0 writes the file (``nd_det.class_means.table`` format) with
 the per-class counts, the teacher identity and the protocol's settings.
 
 :func:`check_extraction` runs every check that needs no model (the output path, the datasets,
@@ -46,16 +46,15 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import log_every_n_seconds
 
-from .data.image_scan import scan_registered_datasets
-from .engine.setup import check_datasets
-from .errors import DataError
-from .losses import ClassMeanAccumulator, ClassMeans, save_class_means
-from .losses.class_means import class_labels
-from .modeling.teacher import FrozenTeacher
-from .utils.paths import check_writable
-from .utils.progress import ProgressClock, format_duration
-from .utils.text import short_list
-from .utils.values import is_int
+from ..data.image_scan import scan_registered_datasets
+from ..engine.setup import check_datasets
+from ..errors import DataError
+from ..modeling.teacher import FrozenTeacher
+from ..utils.paths import check_writable
+from ..utils.progress import ProgressClock, format_duration
+from ..utils.text import short_list
+from ..utils.values import is_int
+from .table import ClassMeanAccumulator, ClassMeans, class_labels, save_class_means
 
 __all__ = [
     "extract_class_means",

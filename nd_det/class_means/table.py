@@ -205,8 +205,8 @@ def load_class_means(
     if not os.path.isfile(path):
         raise DataError(
             f"class-means file not found: {path}. Create it with tools/extract_class_means.py "
-            "(detection) or tools/extract_cls_means.py (classification), or point the config at "
-            "an existing file."
+            "(add --task classification for a classifier), or point the config at an existing "
+            "file."
         )
     if _looks_like_json(path):
         raise DataError(

@@ -1,9 +1,15 @@
-"""tools/extract_class_means.py: the teacher's class-mean table of a distillation config."""
+"""``tools/extract_class_means.py --task detection`` (the default): the teacher's class-mean
+table of a detection distillation config (:mod:`.detection`)."""
 
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..class_means_extraction import (
+from ..engine.args import distill_argument_parser
+from ..engine.cli import launch_main
+from ..engine.preflight import preflight_distill
+from ..engine.setup import setup_cfg
+from ..utils.seed import seed_argument
+from .detection import (
     DEFAULT_PROTOCOL,
     PROTOCOLS,
     REFERENCE_NUM_IMAGES,
@@ -11,11 +17,6 @@ from ..class_means_extraction import (
     extract_class_means,
     parse_max_images,
 )
-from ..utils.seed import seed_argument
-from .args import distill_argument_parser
-from .cli import launch_main
-from .preflight import preflight_distill
-from .setup import setup_cfg
 
 __all__ = ["parser", "precheck", "run", "main"]
 
@@ -33,6 +34,13 @@ tools/import_class_means.py instead.  Protocols: see docs/class_means.md.
 
 def parser():
     p = distill_argument_parser(epilog=_EPILOG)
+    p.add_argument(
+        "--task",
+        choices=("detection",),
+        default="detection",
+        help="detection (default); --task classification takes a trained classifier "
+        "(see --task classification --help)",
+    )
     p.add_argument(
         "--output",
         default=None,

@@ -4,12 +4,13 @@
 key order, no background row, values rounded to 4 decimals, no sample counts.
 
 The JSON is read and checked by the detection importer's reader
-(:func:`nd_det.class_means_import.read_published_table`, without a background row) and written
+(:func:`nd_det.class_means.reference.read_published_table`, without a background row) and written
 in the one class-means format, tied to the teacher weights file by its sha256 with the metadata
-tools/extract_cls_means.py writes, so a training config whose ``distill.teacher.name`` /
-``weights`` and ``data.name`` equal the flags uses it (and refuses it otherwise).  Import a table
-only with the weights it was made from: the reference's ImageNet ResNet tables come from
-torchvision's IMAGENET1K_V1 files.  ``tools/import_class_means.py --task classification``.
+``tools/extract_class_means.py --task classification`` writes, so a training config whose
+``distill.teacher.name`` / ``weights`` and ``data.name`` equal the flags uses it (and refuses it
+otherwise). Import a table only with the weights it was made from: the reference's ImageNet ResNet
+tables come from torchvision's IMAGENET1K_V1 files. ``tools/import_class_means.py --task
+classification``.
 """
 
 import os
@@ -17,12 +18,12 @@ from typing import Optional
 
 import torch
 
-from ..class_means_import import check_output, imported_metadata, read_published_table
+from ..classification.checkpoint import check_weights_file, file_sha256
+from ..classification.models import build_classifier, check_classifier_name
+from ..classification.teacher import class_means_metadata
 from ..errors import DataError
-from ..losses import ClassMeans, save_class_means
-from .checkpoint import check_weights_file, file_sha256
-from .models import build_classifier, check_classifier_name
-from .teacher import class_means_metadata
+from .reference import check_output, imported_metadata, read_published_table
+from .table import ClassMeans, save_class_means
 
 __all__ = ["import_classification_class_means", "default_output", "classification_main"]
 

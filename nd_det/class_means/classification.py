@@ -1,0 +1,140 @@
+"""Teacher class means for ND: the mean penultimate embedding of each class over a dataset
+(the training set, without augmentation), with the teacher in eval mode.
+
+Works in one process or distributed (each rank takes a disjoint shard, sums are all-reduced), and
+writes the class-means file format shared with detection (``nd_det.class_means.table``).
+"""
+
+import argparse
+import os
+import time
+from typing import Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..classification.checkpoint import file_sha256, load_model_weights
+from ..classification.config import apply_overrides, load_config
+from ..classification.data import ShardSampler, build_dataset
+from ..classification.distributed import (
+    cleanup_distributed,
+    init_distributed,
+    stop_if_any_rank_fails,
+)
+from ..classification.models import build_classifier
+from ..classification.preflight import check_extraction_setup
+from ..classification.teacher import class_means_metadata
+from ..classification.trainer import amp_dtype_for
+from ..errors import one_line_usage_errors
+from .table import ClassMeanAccumulator, ClassMeans, save_class_means
+
+__all__ = ["extract_class_means", "extract_classification_main"]
+
+
+@torch.no_grad()
+def extract_class_means(
+    model: torch.nn.Module,
+    loader,
+    num_classes: int,
+    device: torch.device,
+    metadata: Optional[dict] = None,
+    amp_dtype=None,
+    class_names=None,
+) -> ClassMeans:
+    was_training = model.training
+    model.eval()
+    accumulator = ClassMeanAccumulator(num_classes, model.embedding_dim, device=device)
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            embedding = model(images).embedding
+        accumulator.update(embedding.float(), labels)
+    accumulator.all_reduce()
+    model.train(was_training)
+    metadata = dict(metadata or {})
+    metadata.setdefault("num_samples", int(accumulator.counts.sum()))
+    metadata.setdefault("embedding", "penultimate (global average pool) of the teacher, eval mode")
+    return accumulator.finalize(metadata, class_names=class_names)
+
+
+def _extract_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tools/extract_class_means.py --task classification",
+        description="Compute a trained teacher's class means (mean penultimate embedding per "
+        "class over the training set, teacher in eval mode, no augmentation) for the ND loss.",
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        help="the TEACHER's training config (gives the model and the dataset)",
+    )
+    p.add_argument(
+        "--weights", required=True, help="the trained teacher (model_final.pth or a raw state dict)"
+    )
+    p.add_argument("--output", help="class-means file (default: class_means.pth next to --weights)")
+    p.add_argument("--batch-size", type=int, default=256, help="per process")
+    p.add_argument("--amp", action="store_true", help="autocast the teacher's forward pass")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    return one_line_usage_errors(p)
+
+
+def extract_classification_main(argv: Optional[list[str]] = None):
+    """Extract and save the class means; returns the table."""
+    args = _extract_parser().parse_args(argv)
+    cfg = apply_overrides(load_config(args.config), args.overrides)
+    output = args.output or os.path.join(
+        os.path.dirname(os.path.abspath(args.weights)), "class_means.pth"
+    )
+    check_extraction_setup(
+        cfg,
+        args.weights,
+        output,
+        args.batch_size,
+        "--output" if args.output else "--output (default: class_means.pth next to --weights)",
+    )
+    ctx = init_distributed(cfg["train"]["device"])
+    try:
+        # this process's pieces; then one collective says whether every process has them
+        with stop_if_any_rank_fails(ctx):
+            dataset, info = build_dataset(cfg["data"], train=True, augment=False)
+            model = build_classifier(
+                cfg["model"]["name"], info.num_classes, info.in_channels, info.image_size
+            )
+            load_model_weights(model, args.weights, what="teacher", key="--weights")
+        model.to(ctx.device)
+        loader = DataLoader(
+            dataset,
+            batch_size=args.batch_size,
+            sampler=ShardSampler(len(dataset), ctx.rank, ctx.world_size),
+            num_workers=int(cfg["data"]["num_workers"]),
+            pin_memory=ctx.device.type == "cuda",
+        )
+        metadata = class_means_metadata(
+            cfg["model"]["name"],
+            args.weights,
+            file_sha256(args.weights),
+            cfg.get("_source"),
+            cfg["data"]["name"],
+        )
+        start = time.time()
+        table = extract_class_means(
+            model,
+            loader,
+            info.num_classes,
+            ctx.device,
+            metadata,
+            amp_dtype_for(ctx.device, args.amp),
+            info.classes,
+        )
+        if ctx.is_main:
+            save_class_means(output, table)
+            print(
+                f"class means of {cfg['model']['name']} ({table.num_classes} x {table.dim}) "
+                f"from {int(table.counts.sum())} training images in {time.time() - start:.1f} s "
+                f"-> {output}",
+                flush=True,
+            )
+        return table
+    finally:
+        cleanup_distributed()
