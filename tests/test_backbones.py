@@ -21,8 +21,7 @@ from detectron2.utils.events import EventStorage
 
 from nd_det.config import add_backbone_config, load_config
 from nd_det.engine.checkpoint import AtomicCheckpointer
-from nd_det.errors import ConfigError
-from nd_det.modeling.backbone import check_resnet_basic_config
+from nd_det.errors import ConfigError, input_stage
 from nd_det.modeling.torchvision_weights import find_offline_mobilenet_v2_weights
 
 STUDENT_CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "Base-Students")
@@ -211,19 +210,20 @@ def test_fpn_over_fewer_stages_pools_its_deepest_level():
 
 
 def test_resnet_basic_config_errors_name_keys_and_fixes():
+    """detectron2 asserts the keys a BasicBlock ResNet-18/34 needs; the pre-flight's meta build
+    turns its assertion into one line naming the key."""
     cfg = student_cfg("R18")
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 256
-    cfg.MODEL.RESNETS.RES5_DILATION = 2
-    with pytest.raises(ValueError) as error:
-        check_resnet_basic_config(cfg)
-    message = str(error.value)
-    assert "MODEL.RESNETS.RES2_OUT_CHANNELS is 256; set 64" in message
-    assert "MODEL.RESNETS.RES5_DILATION is 2; set 1" in message
+    with pytest.raises(ConfigError) as error, input_stage("building the student"):
+        with torch.device("meta"):
+            build_backbone(cfg)
+    assert "Must set MODEL.RESNETS.RES2_OUT_CHANNELS = 64 for R18/R34" in str(error.value)
 
     cfg = student_cfg("R34")
     cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, True, False, False]
-    with pytest.raises(ValueError, match=r"MODEL.RESNETS.DEFORM_ON_PER_STAGE is .*; set \[False"):
-        check_resnet_basic_config(cfg)
+    with pytest.raises(ConfigError, match="MODEL.RESNETS.DEFORM_ON_PER_STAGE unsupported"):
+        with input_stage("building the student"), torch.device("meta"):
+            build_backbone(cfg)
 
 
 def test_old_mobilenetv2_keys_are_one_config_error_line(tmp_path):

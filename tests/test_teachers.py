@@ -29,8 +29,7 @@ from nd_det.engine.preflight import preflight_distill
 from nd_det.errors import ConfigError
 from nd_det.export.student import export_student
 from nd_det.modeling import FrozenTeacher, TeacherNeeds
-from nd_det.modeling.shapes import shapes_from_config
-from nd_det.modeling.student_checkpoint import plain_student_cfg
+from nd_det.modeling.shapes import shapes_of
 
 from .helpers.run_tool import run_tool_in_process
 from .helpers.tiny_coco import write_tiny_coco
@@ -179,7 +178,8 @@ def test_vitdet_style_teacher_keeps_its_format_statistics_and_square(tmp_path):
     cfg = tiny_distill_cfg(
         str(tmp_path), write_class_means=False, extra_opts=_lazy_opts(str(config), [])
     )
-    assert FrozenTeacher.shapes_from_config(cfg).embedding_dim == 64  # built off the meta device
+    with torch.device("meta"):  # built off the meta device
+        assert FrozenTeacher(cfg, load_weights=False).embedding_dim == 64
     teacher = FrozenTeacher(cfg)
     assert teacher.flip_channels  # BGR student, RGB teacher
     raw = [x["image"].float() for x in random_batch()]
@@ -338,9 +338,11 @@ def test_new_configs_load_and_build_on_the_meta_device(name):
         assert cfg.MODEL.ROI_MASK_HEAD.NUM_CONV == 4
         assert cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION == 14
     assert cfg.SOLVER.MAX_ITER == 180000 and cfg.SOLVER.IMS_PER_BATCH == 8
-    preflight_distill(cfg, need_class_means=False)  # teacher and student on the meta device
-    teacher = FrozenTeacher.shapes_from_config(cfg)
-    student = shapes_from_config(plain_student_cfg(cfg), "the student")
+    cfg = cfg.clone()  # the ND term's class means are not there: built without it
+    cfg.defrost()
+    cfg.MODEL.DISTILL.LOSSES = [n for n in losses if n != "nd"]
+    model = preflight_distill(cfg)  # teacher and student on the meta device, once
+    teacher, student = model.teacher.shapes, shapes_of(model.backbone, model.roi_heads)
     assert teacher.embedding_dim == student.embedding_dim == 1024
     assert sorted(teacher.levels) == ["p2", "p3", "p4", "p5", "p6"]
     assert all(teacher.levels[f].channels == 256 for f in teacher.levels)
@@ -385,13 +387,12 @@ def bad_input_world(tmp_path_factory):
 TEACHER_CASES = {
     "lazy_no_model": (
         lambda root: _lazy_opts(str(root / "no_model.py"), []),
-        "no_model.py is a LazyConfig without a `model` entry (it has train)",
+        "no_model.py has no key 'model'; fix TEACHER_OPTS or the file",
     ),
     "lazy_unknown_key": (
         lambda root: _lazy_opts(LSJ_R50, ["model.roi_heads.num_clases=2"]),
-        "MODEL.DISTILL.TEACHER_OPTS 'model.roi_heads.num_clases=2': the "
-        "teacher's LazyConfig (new_baselines/mask_rcnn_R_50_FPN_400ep_LSJ.py) "
-        "has no key 'model.roi_heads.num_clases'; model.roi_heads has",
+        "MODEL.DISTILL.TEACHER_CONFIG new_baselines/mask_rcnn_R_50_FPN_400ep_LSJ.py has no "
+        "key 'model.roi_heads.num_clases'; fix TEACHER_OPTS or the file",
     ),
     "cascade_stage": (
         lambda root: [
@@ -400,13 +401,12 @@ TEACHER_CASES = {
             "MODEL.DISTILL.TEACHER_CASCADE_STAGE",
             "3",
         ],
-        "MODEL.DISTILL.TEACHER_CASCADE_STAGE 3: the Cascade teacher has 3 stages; "
-        "give 0 .. 2 (counted from the first) or -1 for the last",
+        "MODEL.DISTILL.TEACHER_CASCADE_STAGE 3: the teacher has 3 box stage(s); give -1 .. 2",
     ),
     "vit_input_size": (
         lambda root: _lazy_opts(str(root / "vit_toy.py"), []),
-        "pads every image to a 128 x 128 square, but the student's images reach "
-        "160 pixels on their longer side (INPUT.MAX_SIZE_TRAIN 160)",
+        "pads images to 128 px squares but INPUT.MAX_SIZE_TRAIN/TEST reach 160: set both to 128 "
+        "or less",
     ),
 }
 

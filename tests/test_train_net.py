@@ -123,11 +123,11 @@ def test_eval_only_student_and_teacher_side_by_side(trained):
     [
         (
             ["MODEL.ROI_HEADS.NUM_CLASSES", "3"],
-            "dataset 'tiny_train' has 2 classes but MODEL.ROI_HEADS.NUM_CLASSES is 3",
+            "has 2 classes: set MODEL.ROI_HEADS.NUM_CLASSES 2",
         ),
         (
             ["MODEL.DISTILL.TEACHER_WEIGHTS", "missing/teacher.pkl"],
-            "MODEL.DISTILL.TEACHER_WEIGHTS='missing/teacher.pkl': file not found",
+            "MODEL.DISTILL.TEACHER_WEIGHTS missing/teacher.pkl: file not found",
         ),
         (
             ["MODEL.DISTILL.NO_SUCH_KEY", "1"],

@@ -277,9 +277,10 @@ def check_extraction(
     seed: int = 0,
     protocol: str = DEFAULT_PROTOCOL,
 ) -> tuple[str, list[dict], int]:
-    """Every check of an extraction that needs no model, in the order of their cost: the
-    protocol, the output path (writable, not .json), the teacher's config and weights file, the
-    datasets, classes without ground truth in the selected images (unless allowed).
+    """Every check of an extraction before the pass, in the order of their cost: the protocol,
+    the output path (writable, not .json), the teacher (built on the meta device) and its
+    weights file, the datasets, classes without ground truth in the selected images (unless
+    allowed).
 
     Returns (output path, the selected dataset dicts with their INDEX_KEY, images in the set)."""
     if protocol not in PROTOCOLS:
@@ -292,7 +293,8 @@ def check_extraction(
             "file), not JSON; give a .pth path"
         )
     check_writable(path, what)
-    FrozenTeacher.check(cfg)
+    with torch.device("meta"):  # the teacher's checks, no weights, no memory
+        FrozenTeacher(cfg, load_weights=False).check_weights_file()
     dicts = _training_dicts(cfg)
     scan_registered_datasets(cfg.DATASETS.TRAIN)  # every image decodes, at its JSON size
     chosen = [dict(dicts[i], **{INDEX_KEY: i}) for i in select_images(len(dicts), max_images, seed)]

@@ -6,7 +6,6 @@ from detectron2.utils.logger import setup_logger
 
 from ..engine.args import distill_argument_parser
 from ..engine.cli import launch_main
-from ..engine.preflight import preflight_distill
 from ..engine.setup import setup_cfg
 from ..utils.seed import seed_argument
 from .detection import (
@@ -97,7 +96,6 @@ def precheck(args):
     output path, classes without ground truth in the selected images."""
     options = _options(args)  # the flags' own values first: nothing to load for them
     cfg = setup_cfg(args, splits=("TRAIN",))
-    preflight_distill(cfg, need_class_means=False)
     check_extraction(cfg, **options)
 
 

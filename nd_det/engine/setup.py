@@ -88,32 +88,32 @@ def setup_run(cfg: CfgNode, args) -> None:
 
 
 def check_datasets(cfg: CfgNode, splits=("TRAIN", "TEST"), required=("TRAIN",)) -> None:
-    """Every name of DATASETS.<split> is registered and its files exist."""
-    registered = set(DatasetCatalog.list())
+    """Every name of DATASETS.<split> is registered and its files exist (detectron2 would find
+    out in a worker, after OUTPUT_DIR is written)."""
     for split in splits:
         names = list(cfg.DATASETS[split])
         if split in required and not names:
             raise ConfigError(
-                f"DATASETS.{split} is empty: name a registered dataset, e.g. "
-                "--dataset NAME JSON IMAGE_DIR and DATASETS.TRAIN '(\"NAME\",)'"
+                f"DATASETS.{split} is empty: name a dataset; register yours with "
+                "--dataset NAME JSON IMAGE_DIR"
             )
         for name in names:
-            if name not in registered:
+            if name not in DatasetCatalog:
                 raise DataError(
-                    f"DATASETS.{split} names {name!r}, which is not registered: register it "
-                    f"with --dataset {name} path/to/annotations.json path/to/images, or use a "
-                    "detectron2 builtin name such as coco_2017_train / coco_2017_val"
+                    f"DATASETS.{split} {name!r} is not registered: add --dataset "
+                    f"{name} JSON IMAGE_DIR, or use a builtin such as coco_2017_val"
                 )
-            metadata = MetadataCatalog.get(name)
-            for key in ("json_file", "image_root"):
-                path = metadata.get(key, None)
-                if path is not None and not os.path.exists(path):
-                    raise DataError(
-                        f"DATASETS.{split} {name!r}: its {key} {path} does not exist. For "
-                        "detectron2's builtin datasets set DETECTRON2_DATASETS to the folder "
-                        "holding coco/ (default ./datasets); or register your copy with "
-                        f"--dataset {name} JSON IMAGE_DIR"
-                    )
+            meta = MetadataCatalog.get(name)
+            missing = [
+                p
+                for p in (meta.get("json_file", ""), meta.get("image_root", ""))
+                if p and not os.path.exists(p)
+            ]
+            if missing:
+                raise DataError(
+                    f"DATASETS.{split} {name!r}: {missing[0]} does not exist (builtin "
+                    "sets are under $DETECTRON2_DATASETS, default ./datasets)"
+                )
 
 
 def check_dataset_classes(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:
@@ -123,7 +123,6 @@ def check_dataset_classes(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:
         classes = MetadataCatalog.get(name).get("thing_classes", None)
         if classes is not None and len(classes) != want:
             raise ConfigError(
-                f"dataset {name!r} has {len(classes)} classes but MODEL.ROI_HEADS.NUM_CLASSES is "
-                f"{want}: set MODEL.ROI_HEADS.NUM_CLASSES {len(classes)} (and use a teacher "
-                "trained on these classes)."
+                f"dataset {name!r} has {len(classes)} classes: set "
+                f"MODEL.ROI_HEADS.NUM_CLASSES {len(classes)} (and a teacher of them)"
             )

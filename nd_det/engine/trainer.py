@@ -114,6 +114,21 @@ if not any(isinstance(f, _NoTracebackForUserErrors) for f in _LOOP_LOGGER.filter
     _LOOP_LOGGER.addFilter(_NoTracebackForUserErrors())
 
 
+class _DistilledFrom:
+    """A checkpoint's record of the teacher its student was distilled from: the teacher's
+    pre-flight refuses such a file as the weights of that same teacher (issue: the student's own
+    checkpoint given as the teacher's trained without a word)."""
+
+    def __init__(self, identity: dict):
+        self.identity = dict(identity)
+
+    def state_dict(self) -> dict:
+        return self.identity
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore: the record describes the run's teacher, which the config names."""
+
+
 class DistillTrainer(DefaultTrainer):
     """DefaultTrainer's workflow for DistillRCNN (see the module docstring)."""
 
@@ -141,6 +156,8 @@ class DistillTrainer(DefaultTrainer):
             self._trainer = FiniteLossSimpleTrainer(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         checkpointables = {"rng": RNGState()}
+        if getattr(model, "teacher", None) is not None:
+            checkpointables["distilled_from"] = _DistilledFrom(model.teacher.identity)
         if self.train_sampler is not None:
             checkpointables["data_sampler"] = self.train_sampler
         self.checkpointer = AtomicCheckpointer(

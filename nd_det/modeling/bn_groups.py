@@ -21,27 +21,13 @@ logger = logging.getLogger(__name__)
 
 def bn_group_size(bn_images: int, ims_per_batch: int, world_size: int) -> int:
     """How many consecutive ranks share ABF BatchNorm statistics (1: none)."""
-    if bn_images < 0:
-        raise ConfigError(
-            f"MODEL.DISTILL.REVIEWKD.BN_IMAGES={bn_images}: give 0 (each process alone) or the "
-            "number of images the ABF BatchNorm statistics cover (2, as the reference)"
-        )
     per_process = max(1, ims_per_batch // max(1, world_size))
-    if bn_images == 0 or world_size == 1 or per_process >= bn_images:
-        return 1
-    if bn_images % per_process:
+    single = bn_images == 0 or world_size == 1 or per_process >= bn_images
+    size = 1 if single else bn_images // per_process
+    if bn_images < 0 or bn_images % per_process and not single or world_size % size:
         raise ConfigError(
-            f"MODEL.DISTILL.REVIEWKD.BN_IMAGES={bn_images} is not a multiple of the "
-            f"{per_process} images each of the {world_size} processes holds "
-            f"(SOLVER.IMS_PER_BATCH {ims_per_batch}): set BN_IMAGES to a multiple of "
-            f"{per_process}, or 0"
-        )
-    size = bn_images // per_process
-    if world_size % size:
-        raise ConfigError(
-            f"MODEL.DISTILL.REVIEWKD.BN_IMAGES={bn_images} groups {size} processes of "
-            f"{per_process} image(s), which does not divide the {world_size} processes: use a "
-            f"number of processes divisible by {size}, or set BN_IMAGES 0"
+            f"MODEL.DISTILL.REVIEWKD.BN_IMAGES {bn_images}: give 0 or a multiple of the "
+            f"{per_process} image(s) per process that groups the {world_size} processes evenly"
         )
     return size
 

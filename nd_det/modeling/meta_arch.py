@@ -25,9 +25,11 @@ from detectron2.structures import ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
+from ..distill import DistillInputs
 from ..errors import ConfigError
-from .distill_terms import DistillInputs, build_distill_terms
+from .distill_terms import build_detection_terms
 from .teacher import FrozenTeacher, TeacherNeeds
+from .teacher.source import on_meta_device
 
 __all__ = ["DistillRCNN", "check_student_heads"]
 
@@ -35,16 +37,12 @@ logger = logging.getLogger(__name__)
 
 
 def check_student_heads(cfg) -> None:
-    """The student's ROI heads must be ones DistillRCNN can feed to the teacher."""
-    if cfg.MODEL.ROI_HEADS.NAME != "StandardROIHeads":
+    """The student's ROI heads must be ones DistillRCNN can feed to the teacher: the sampled
+    proposals as they are (no Cascade stages, no training on predicted boxes)."""
+    if cfg.MODEL.ROI_HEADS.NAME != "StandardROIHeads" or cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES:
         raise ConfigError(
-            f"MODEL.ROI_HEADS.NAME={cfg.MODEL.ROI_HEADS.NAME}: DistillRCNN supports "
-            "StandardROIHeads (Faster/Mask R-CNN); use MODEL.ROI_HEADS.NAME StandardROIHeads."
-        )
-    if cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES:
-        raise ConfigError(
-            "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES=True is not supported by DistillRCNN "
-            "(the teacher must see the sampled proposals); set it to False."
+            "DistillRCNN students need MODEL.ROI_HEADS.NAME StandardROIHeads and "
+            "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES False"
         )
 
 
@@ -63,7 +61,7 @@ class DistillRCNN(GeneralizedRCNN):
         """
         super().__init__(**kwargs)
         if distill_terms and teacher is None:
-            raise ConfigError("distillation terms were given without a teacher")
+            raise ConfigError("DistillRCNN: distillation terms need a teacher; give teacher=")
         # not an nn.Module: the teacher stays out of state_dict, parameters and DDP
         self.teacher = teacher
         self.distill_terms = distill_terms
@@ -74,17 +72,19 @@ class DistillRCNN(GeneralizedRCNN):
 
     @classmethod
     def from_config(cls, cfg):
+        if cfg.MODEL.DISTILL.LOSSES:
+            check_student_heads(cfg)  # before detectron2's heads assert their own details
         ret = super().from_config(cfg)
         if not cfg.MODEL.DISTILL.LOSSES:
             ret.update(teacher=None, distill_terms=nn.ModuleList())
             return ret
-        check_student_heads(cfg)
         teacher = FrozenTeacher(cfg, load_weights=False)
         student = SimpleNamespace(backbone=ret["backbone"], roi_heads=ret["roi_heads"])
         # builds every term; the ND term loads and validates the class-means file now, before
         # the (possibly downloaded) teacher weights are read
-        terms = build_distill_terms(cfg, student, teacher)
-        teacher.load_weights()
+        terms = build_detection_terms(cfg, student, teacher)
+        if not on_meta_device():  # the checks before a run build everything on the meta device
+            teacher.load_weights()
         logger.info("Distillation terms: %s", list(cfg.MODEL.DISTILL.LOSSES))
         ret.update(teacher=teacher, distill_terms=terms)
         return ret

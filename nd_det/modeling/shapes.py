@@ -1,7 +1,7 @@
 """What the distillation terms need to know of a model before any weight exists: its backbone
-levels and the width of its RoI embedding.  Read from built modules, or from a config by
-building the backbone and ROI heads on PyTorch's "meta" device (no memory, no weights, a few
-milliseconds), so a mismatch is found before anything real is built."""
+levels and the width of its RoI embedding, read from built modules; and the one way to build a
+config's model on PyTorch's "meta" device (no memory, no weights, a fraction of a second), so a
+mismatch is found before anything real is built or written."""
 
 from dataclasses import dataclass
 from typing import Optional
@@ -9,13 +9,12 @@ from typing import Optional
 import torch
 from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
-from detectron2.modeling.roi_heads import build_roi_heads
+from detectron2.modeling import META_ARCH_REGISTRY
+from torch import nn
 
-from ..errors import ConfigError
-from ..utils.text import first_line
+from ..errors import input_stage
 
-__all__ = ["ModelShapes", "shapes_of", "shapes_from_config", "state_shapes_from_config"]
+__all__ = ["ModelShapes", "shapes_of", "build_on_meta"]
 
 
 @dataclass
@@ -32,27 +31,10 @@ def shapes_of(backbone, roi_heads, box_head=None) -> ModelShapes:
     return ModelShapes(dict(backbone.output_shape()), int(shape.channels) if flat else None)
 
 
-def shapes_from_config(cfg: CfgNode, what: str) -> ModelShapes:
-    """The shapes of the model ``cfg`` describes; a config detectron2 cannot build is a
-    ConfigError naming ``what`` ("the student", "the teacher")."""
-    try:
-        with torch.device("meta"):
-            backbone = build_backbone(cfg)
-            roi_heads = build_roi_heads(cfg, backbone.output_shape())
-    except Exception as e:  # noqa: BLE001 - builders reject bad configs with many error types
-        raise ConfigError(
-            f"{what} cannot be built from its config ({first_line(e)}): check its "
-            "MODEL.BACKBONE / MODEL.RESNETS / MODEL.FPN / MODEL.ROI_* keys"
-        ) from None
-    return shapes_of(backbone, roi_heads)
-
-
-def state_shapes_from_config(cfg: CfgNode, what: str) -> dict[str, tuple]:
-    """``{state-dict key: shape}`` of the whole detector ``cfg`` describes (a plain one, e.g. a
-    GeneralizedRCNN), built on the meta device: what a weights file must hold."""
-    try:
-        with torch.device("meta"):
-            model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
-    except Exception as e:  # noqa: BLE001 - builders reject bad configs with many error types
-        raise ConfigError(f"{what} cannot be built from its config ({first_line(e)})") from None
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+def build_on_meta(cfg: CfgNode, what: str = "the model of this config") -> nn.Module:
+    """The detector ``cfg`` describes, built by its META_ARCHITECTURE on the meta device: every
+    builder's own check runs, a DistillRCNN builds its teacher (without weights) and its
+    distillation terms (the class-means table read), and what detectron2 refuses is one line
+    naming ``what``."""
+    with input_stage(f"building {what}"), torch.device("meta"):
+        return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)

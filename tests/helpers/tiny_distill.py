@@ -137,7 +137,9 @@ def write_random_class_means(cfg, seed: int = 0, dim: Optional[int] = None) -> s
     """A class-means file of the right shape for ``cfg`` (random positive means)."""
     g = torch.Generator().manual_seed(seed)
     k = cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1
-    dim = dim or FrozenTeacher.teacher_config(cfg).MODEL.ROI_BOX_HEAD.FC_DIM
+    if dim is None:
+        with torch.device("meta"):
+            dim = FrozenTeacher(cfg, load_weights=False).embedding_dim
     acc = ClassMeanAccumulator(k, dim)
     acc.update(torch.rand(4 * k, dim, generator=g), torch.arange(k).repeat(4))
     save_class_means(cfg.MODEL.DISTILL.CLASS_MEANS, acc.finalize(teacher_identity(cfg)))

@@ -19,8 +19,9 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
+from ...errors import ConfigError, input_stage
 from .torchvision_bottom_up import TorchvisionBottomUp
-from .torchvision_config import check_torchvision_config, torchvision_stages
+from .torchvision_config import torchvision_stages
 from .torchvision_stages import build_torchvision_classifier
 
 __all__ = ["fpn_over", "build_torchvision_backbone", "build_torchvision_fpn_backbone"]
@@ -28,14 +29,11 @@ __all__ = ["fpn_over", "build_torchvision_backbone", "build_torchvision_fpn_back
 
 def fpn_over(bottom_up: Backbone, cfg, out_features_key: str) -> FPN:
     """detectron2's FPN (``MODEL.FPN``) over ``bottom_up``, with a max-pooled extra level."""
-    available = list(bottom_up.output_shape().keys())
+    available = list(bottom_up.output_shape())
     in_features = list(cfg.MODEL.FPN.IN_FEATURES)
-    missing = [name for name in in_features if name not in available]
-    if not in_features or missing:
-        raise ValueError(
-            f"MODEL.FPN.IN_FEATURES is {in_features!r}, but the bottom-up network returns "
-            f"{available} ({out_features_key}); set MODEL.FPN.IN_FEATURES to a non-empty subset "
-            f"of {out_features_key} (missing: {missing})."
+    if not in_features or not set(in_features) <= set(available):
+        raise ConfigError(
+            f"MODEL.FPN.IN_FEATURES {in_features}: take them from {out_features_key} {available}"
         )
     # the extra max-pooled level comes from the deepest FPN level, whichever stage that is
     top_block = LastLevelMaxPool()
@@ -54,16 +52,16 @@ def fpn_over(bottom_up: Backbone, cfg, out_features_key: str) -> FPN:
 @BACKBONE_REGISTRY.register()
 def build_torchvision_backbone(cfg, input_shape: ShapeSpec) -> TorchvisionBottomUp:
     """The bottom-up network alone (random weights; MODEL.WEIGHTS loads afterwards)."""
-    check_torchvision_config(cfg)
     tv = cfg.MODEL.TORCHVISION
-    return TorchvisionBottomUp(
-        build_torchvision_classifier(tv.ARCH, float(tv.WIDTH_MULT)),
-        stages=torchvision_stages(cfg),
-        out_features=tv.OUT_FEATURES,
-        norm=tv.NORM,
-        freeze_at=tv.FREEZE_AT,
-        arch=tv.ARCH,
-    )
+    with input_stage("MODEL.TORCHVISION"):
+        return TorchvisionBottomUp(
+            build_torchvision_classifier(tv.ARCH, float(tv.WIDTH_MULT)),
+            stages=torchvision_stages(cfg),
+            out_features=tv.OUT_FEATURES,
+            norm=tv.NORM,
+            freeze_at=tv.FREEZE_AT,
+            arch=tv.ARCH,
+        )
 
 
 @BACKBONE_REGISTRY.register()

@@ -29,17 +29,12 @@ def box_stage(roi_heads: StandardROIHeads, stage: int) -> tuple[nn.Module, nn.Mo
     """(box head, box predictor, stage index) of ``stage``; an index the teacher does not have is
     one ConfigError."""
     count = num_box_stages(roi_heads)
-    if count == 1:
-        if stage not in (LAST_STAGE, 0):
-            raise ConfigError(
-                f"{_KEY} {stage}: the teacher has one box head (it is not a Cascade "
-                f"R-CNN); leave {_KEY} at -1"
-            )
-        return roi_heads.box_head, roi_heads.box_predictor, 0
-    if not (stage == LAST_STAGE or 0 <= stage < count):
+    if not -1 <= stage < count:
         raise ConfigError(
-            f"{_KEY} {stage}: the Cascade teacher has {count} stages; give 0 .. "
-            f"{count - 1} (counted from the first) or -1 for the last"
+            f"{_KEY} {stage}: the teacher has {count} box stage(s); give -1 .. {count - 1}"
         )
+    heads, predictors = roi_heads.box_head, roi_heads.box_predictor
+    if count == 1:
+        return heads, predictors, 0
     index = count - 1 if stage == LAST_STAGE else stage
-    return roi_heads.box_head[index], roi_heads.box_predictor[index], index
+    return heads[index], predictors[index], index

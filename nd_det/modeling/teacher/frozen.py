@@ -7,8 +7,8 @@
   model-zoo name or file; :mod:`.source`) + ``TEACHER_OPTS``, on the student's device, as a plain
   R-CNN (Faster, Mask or Cascade); same number of classes as the student; an input format the
   student's images can be converted to; a square padding (ViTDet) no smaller than the student's
-  images (:mod:`.input_size`); ``TEACHER_AUTOCAST``.  :meth:`FrozenTeacher.check` runs all of it
-  on the meta device, before anything real is built;
+  images (:mod:`.input_size`); ``TEACHER_AUTOCAST``.  Built inside ``torch.device("meta")``
+  the same class runs all of it with no weights and no memory, before anything real is built;
 * the weights check, the build, the freeze (eval mode, no gradients) and the strict load: a
   missing key, an unexpected key (beyond a small allowed set) or a shape mismatch stops the run,
   because a silently half-loaded teacher distils noise for days before anyone notices;
@@ -48,6 +48,7 @@ from .input_size import check_input_size
 from .source import TeacherSource
 from .weights import (
     allowed_unexpected,
+    distilled_from,
     resolve_teacher_weights,
     teacher_identity,
     unreadable_weights,
@@ -58,7 +59,6 @@ __all__ = ["TeacherNeeds", "TeacherOutputs", "FrozenTeacher"]
 
 logger = logging.getLogger(__name__)
 
-_CHANNEL_ORDERS = {"RGB", "BGR"}
 _AUTOCAST_VALUES = ("", "float32", *AUTOCAST_DTYPES)
 
 
@@ -86,18 +86,24 @@ class TeacherOutputs:
 class FrozenTeacher:
     """The frozen teacher of a distillation config (see the module docstring).
 
-    ``FrozenTeacher(cfg)`` validates, builds, freezes and loads; ``load_weights=False`` leaves
-    the random weights (call :meth:`load_weights` later: DistillRCNN first checks the class
-    means, so that a wrong table is reported before large weights are read).  The teacher is not
-    an ``nn.Module``: whoever holds one keeps it out of ``state_dict()``, ``parameters()`` and
-    DDP, and moves it with :meth:`apply`.
+    ``FrozenTeacher(cfg)`` reads the teacher's config once, builds, checks, freezes and loads;
+    ``load_weights=False`` leaves the random weights (call :meth:`load_weights` later:
+    DistillRCNN first builds the terms, so that a wrong class-means table is reported before
+    large weights are read).  Built inside ``with torch.device("meta")`` it has shapes and
+    state-dict keys but no memory: the checks before a run.  The teacher is not an
+    ``nn.Module``: whoever holds one keeps it out of ``state_dict()``, ``parameters()`` and DDP,
+    and moves it with :meth:`apply`.
     """
 
     def __init__(self, cfg: CfgNode, load_weights: bool = True):
-        self.source = _checked_source(cfg)
+        self.source = TeacherSource(cfg)
         self.cfg = self.source.config  # a yacs CfgNode, or the LazyConfig of a .py teacher
-        self.flip_channels = _needs_flip(cfg, self.source)
+        self.flip_channels = _needs_flip(cfg.INPUT.FORMAT, self.source.input_format)
         self.autocast = cfg.MODEL.DISTILL.TEACHER_AUTOCAST
+        if self.autocast not in _AUTOCAST_VALUES:
+            raise ConfigError(
+                f"MODEL.DISTILL.TEACHER_AUTOCAST {self.autocast!r}: use one of {_AUTOCAST_VALUES}"
+            )
         self._source_cfg = cfg
         self.weights = ""  # resolved by load_weights
         self.model = freeze(self.source.build())
@@ -109,47 +115,29 @@ class FrozenTeacher:
         if load_weights:
             self.load_weights()
 
-    # ------------------------------------------------------------------ configuration
-    @staticmethod
-    def check(cfg: CfgNode):
-        """Every check of the teacher that needs no real model (its config, the model it builds
-        on the meta device, its weights file's name); returns the teacher's config."""
-        source = _checked_source(cfg)
-        _checked_model(cfg, source.build_meta())
-        resolve_teacher_weights(cfg)
-        return source.config
-
-    @staticmethod
-    def teacher_config(cfg: CfgNode):
-        """The teacher's validated config (a yacs CfgNode, or the LazyConfig of a .py teacher),
-        from its file + TEACHER_OPTS, on the student's device; nothing is built."""
-        return _checked_source(cfg).config
-
-    @staticmethod
-    def shapes_from_config(cfg: CfgNode) -> ModelShapes:
-        """Backbone levels and RoI embedding width of the teacher (its chosen box stage), from
-        the model built on the meta device, after every check of that model."""
-        model = _checked_source(cfg).build_meta()
-        head, _, _ = _checked_model(cfg, model)
-        return shapes_of(model.backbone, model.roi_heads, head)
-
     # ------------------------------------------------------------------ weights
-    @staticmethod
-    def check_weights_file(cfg: CfgNode) -> str:
-        """The teacher's weights file, before any model is built: downloaded now if a URL
-        (detectron2's cache keeps it for the workers), read, and compared key by key with the
-        teacher TEACHER_CONFIG describes (built on the meta device).  Returns the local path."""
-        weights = resolve_teacher_weights(cfg)
+    def check_weights_file(self) -> str:
+        """The teacher's weights file, before any real model is built: downloaded now if a URL
+        (detectron2's cache keeps it for the workers), read, and compared key by key with this
+        teacher (which may live on the meta device).  A student checkpoint distilled from this
+        very teacher (its ``distilled_from`` record) is refused: it is no teacher of this run.
+        Returns the local path."""
+        weights = resolve_teacher_weights(self._source_cfg)
         local = local_weights_file("MODEL.DISTILL.TEACHER_WEIGHTS", weights)
         try:
             state = read_model_state(local)
         except Exception as e:  # noqa: BLE001 - unreadable files fail in many exception types
             raise unreadable_weights(weights, first_line(e)) from None
-        model = _checked_source(cfg).build_meta()
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         problems = model_state_mismatch(expected, state, allowed_unexpected)
         if problems:
             raise ConfigError(weights_mismatch_message(weights, problems))
+        record = distilled_from(local) or {}
+        if record.get("teacher_config") == self.identity["teacher_config"]:
+            raise ConfigError(
+                f"MODEL.DISTILL.TEACHER_WEIGHTS {weights} is a student distilled from this very "
+                "teacher, not the teacher: give the teacher's own checkpoint"
+            )
         return local
 
     def load_weights(self) -> None:
@@ -216,10 +204,7 @@ class FrozenTeacher:
         """Width of the box-head output (the RoI embedding ND compares)."""
         dim = self.shapes.embedding_dim
         if dim is None:
-            raise ConfigError(
-                "the teacher's box head does not output flat RoI embeddings; ND needs "
-                "MODEL.ROI_BOX_HEAD.NAME FastRCNNConvFCHead in the teacher's config"
-            )
+            raise ConfigError("the teacher's box head gives no flat RoI embedding: use a FC head")
         return dim
 
     @property
@@ -267,62 +252,32 @@ class FrozenTeacher:
 
 
 # ---------------------------------------------------------------------- the checks
-def _checked_source(cfg: CfgNode) -> TeacherSource:
-    """The teacher's config, with every check that needs no model."""
-    source = TeacherSource(cfg)
-    if not source.lazy:  # a LazyConfig's classes are read from its model (_checked_model)
-        _check_classes(cfg, int(source.config.MODEL.ROI_HEADS.NUM_CLASSES))
-    _needs_flip(cfg, source)
-    value = cfg.MODEL.DISTILL.TEACHER_AUTOCAST
-    if value not in _AUTOCAST_VALUES:
-        raise ConfigError(
-            f"MODEL.DISTILL.TEACHER_AUTOCAST={value!r}: use one of {sorted(_AUTOCAST_VALUES)}"
-        )
-    return source
-
-
 def _checked_model(cfg: CfgNode, model: nn.Module) -> tuple[nn.Module, nn.Module, int]:
     """The checks of the built teacher (real or on the meta device): a two-stage R-CNN with the
     student's classes, the chosen box stage, its square padding against the student's images.
     Returns (box head, box predictor, stage) of the chosen stage."""
     name = cfg.MODEL.DISTILL.TEACHER_CONFIG
     heads = getattr(model, "roi_heads", None)
-    if not (
-        isinstance(model, GeneralizedRCNN)
-        and model.proposal_generator is not None
-        and isinstance(heads, StandardROIHeads)
-    ):
+    if not (isinstance(heads, StandardROIHeads) and model.proposal_generator is not None):
         raise ConfigError(
-            f"the teacher ({name}) builds a {type(model).__name__} with ROI heads "
-            f"{type(heads).__name__}: nd-det distils from two-stage R-CNN detectors (a "
-            "GeneralizedRCNN with an RPN and StandardROIHeads or CascadeROIHeads: Faster, Mask "
-            "or Cascade R-CNN)"
+            f"the teacher ({name}) is a {type(model).__name__}: use a Faster, Mask "
+            "or Cascade R-CNN (an RPN and StandardROIHeads or CascadeROIHeads)"
         )
-    _check_classes(cfg, int(heads.num_classes))
+    if heads.num_classes != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+        raise ConfigError(
+            f"the teacher ({name}) has {heads.num_classes} classes, MODEL.ROI_HEADS.NUM_CLASSES "
+            f"{cfg.MODEL.ROI_HEADS.NUM_CLASSES}: use a teacher of these classes (TEACHER_OPTS)"
+        )
     head, predictor, stage = box_stage(heads, int(cfg.MODEL.DISTILL.TEACHER_CASCADE_STAGE))
     check_input_size(cfg, model.backbone, name)
     return head, predictor, stage
 
 
-def _check_classes(cfg: CfgNode, teacher_classes: int) -> None:
-    s = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    if s != teacher_classes:
-        raise ConfigError(
-            f"the student has MODEL.ROI_HEADS.NUM_CLASSES={s} but the teacher "
-            f"({cfg.MODEL.DISTILL.TEACHER_CONFIG}) has {teacher_classes}: they must predict the "
-            "same classes. Use a teacher trained on this dataset, or fix NUM_CLASSES "
-            "(MODEL.DISTILL.TEACHER_OPTS overrides the teacher's config)."
-        )
-
-
-def _needs_flip(cfg: CfgNode, source: TeacherSource) -> bool:
+def _needs_flip(student_format: str, teacher_format: str) -> bool:
     """True when the teacher needs the channel order reversed (RGB <-> BGR)."""
-    s, t = cfg.INPUT.FORMAT, source.input_format
-    if s == t:
-        return False
-    if {s, t} <= _CHANNEL_ORDERS:
-        return True
-    raise ConfigError(
-        f"INPUT.FORMAT {s!r} (student) and {t!r} (teacher): only RGB/BGR differences can be "
-        "bridged; give both models the same input format."
-    )
+    if student_format != teacher_format and {student_format, teacher_format} != {"RGB", "BGR"}:
+        raise ConfigError(
+            f"INPUT.FORMAT {student_format} (student) vs {teacher_format} (teacher):"
+            " only RGB and BGR can be bridged; give both the same format"
+        )
+    return student_format != teacher_format

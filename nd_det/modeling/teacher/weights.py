@@ -1,10 +1,14 @@
 """The teacher's weights file: which one (TEACHER_WEIGHTS, or the model-zoo weights of a
 model-zoo TEACHER_CONFIG, yacs or LazyConfig alike), the keys a teacher file may carry beyond the
-model, the messages for a file that does not fit, and the identity that ties a class-means table
-to the teacher."""
+model, the message for a file that does not fit, and the identity that ties a class-means table
+(and a student's checkpoints) to the teacher."""
 
+import contextlib
 import os
+import zipfile
+from typing import Optional
 
+import torch
 from detectron2.config import CfgNode
 
 from ...errors import ConfigError
@@ -16,6 +20,7 @@ __all__ = [
     "allowed_unexpected",
     "unreadable_weights",
     "weights_mismatch_message",
+    "distilled_from",
 ]
 
 
@@ -31,52 +36,34 @@ def allowed_unexpected(key: str) -> bool:
 
 def unreadable_weights(weights: str, why: str) -> ConfigError:
     return ConfigError(
-        f"cannot load teacher weights MODEL.DISTILL.TEACHER_WEIGHTS={weights!r}: {why}. Check "
-        "that the file is a complete detectron2 checkpoint."
+        f"MODEL.DISTILL.TEACHER_WEIGHTS {weights}: not a detectron2 checkpoint ({why})"
     )
 
 
 def weights_mismatch_message(weights: str, problems: str) -> str:
     return (
-        f"teacher weights {weights!r} do not match the teacher built from "
-        f"MODEL.DISTILL.TEACHER_CONFIG ({problems}). Use the checkpoint of that exact "
-        "architecture, or fix TEACHER_CONFIG / TEACHER_OPTS to describe it."
+        f"MODEL.DISTILL.TEACHER_WEIGHTS {weights} does not fit the teacher of TEACHER_CONFIG "
+        f"({problems}); give that architecture's checkpoint or fix TEACHER_CONFIG / TEACHER_OPTS"
     )
 
 
 def resolve_teacher_weights(cfg: CfgNode) -> str:
-    """TEACHER_WEIGHTS, or the model-zoo URL of TEACHER_CONFIG when that is empty; a local path
-    must exist and be readable."""
+    """TEACHER_WEIGHTS, or the model-zoo URL of TEACHER_CONFIG when that is empty."""
     weights = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
     name = cfg.MODEL.DISTILL.TEACHER_CONFIG
     if not weights and not os.path.isfile(name):
         from detectron2 import model_zoo
 
-        try:
+        with contextlib.suppress(RuntimeError):  # not a model-zoo name: no weights known
             weights = model_zoo.get_checkpoint_url(name)  # a .yaml or a .py name
-        except RuntimeError:
-            weights = ""
     if not weights:
-        raise ConfigError(
-            "MODEL.DISTILL.TEACHER_WEIGHTS is empty and TEACHER_CONFIG "
-            f"({name!r}) is not a model-zoo config with known weights: set TEACHER_WEIGHTS to the "
-            "teacher's checkpoint (a path or a detectron2:// URL)."
-        )
-    if "://" not in weights:
-        if not os.path.isfile(weights):
-            raise ConfigError(
-                f"MODEL.DISTILL.TEACHER_WEIGHTS={weights!r}: file not found. Point it at the "
-                "teacher checkpoint (.pkl from the detectron2 model zoo or a .pth written by "
-                "detectron2), or use a detectron2:// URL."
-            )
-        if not os.access(weights, os.R_OK):
-            raise ConfigError(f"MODEL.DISTILL.TEACHER_WEIGHTS={weights!r}: file is not readable.")
+        raise ConfigError("MODEL.DISTILL.TEACHER_WEIGHTS is empty: set the teacher's checkpoint")
     return weights
 
 
 def teacher_identity(cfg: CfgNode) -> dict:
-    """The metadata that ties a class-means file to the teacher of ``cfg`` (FrozenTeacher adds
-    the box stage of a Cascade teacher)."""
+    """The metadata that ties a class-means file, and a student's checkpoints, to the teacher
+    of ``cfg`` (FrozenTeacher adds the box stage of a Cascade teacher)."""
     try:
         weights = resolve_teacher_weights(cfg)
     except ConfigError:
@@ -86,3 +73,12 @@ def teacher_identity(cfg: CfgNode) -> dict:
         "teacher_weights": weights,
         "teacher_opts": [str(x) for x in cfg.MODEL.DISTILL.TEACHER_OPTS],
     }
+
+
+def distilled_from(path: str) -> Optional[dict]:
+    """The teacher identity a DistillTrainer checkpoint records (``distilled_from``), or None
+    for any other file.  Memory-mapped: no tensor data is read."""
+    if not zipfile.is_zipfile(path):  # DistillTrainer writes zip-format files only
+        return None
+    data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return data.get("distilled_from") if isinstance(data, dict) else None
