@@ -142,6 +142,16 @@ def _prepare(world, tmp_path, case):
         return [], ["OUTPUT_DIR", str(tmp_path / "a_file" / "run")]
     if case == "builtin_dataset_missing":
         return [], ["DATASETS.TRAIN", "('coco_2017_train',)"]
+    if case == "teacher_is_own_student":  # a checkpoint DistillTrainer wrote for this config
+        from nd_det.data import register_coco_dataset
+        from nd_det.engine import DistillTrainer
+
+        register_coco_dataset("matrix_own", str(world["train_json"]), str(world["train_dir"]))
+        cfg = world["cfg"].clone()
+        cfg.defrost()
+        cfg.DATASETS.TRAIN, cfg.OUTPUT_DIR = ("matrix_own",), str(tmp_path / "run")
+        DistillTrainer(cfg).checkpointer.save("model_final")
+        return [], ["MODEL.DISTILL.TEACHER_WEIGHTS", str(tmp_path / "run" / "model_final.pth")]
     if case in ("student_url", "teacher_url"):
         key = "MODEL.WEIGHTS" if case == "student_url" else "MODEL.DISTILL.TEACHER_WEIGHTS"
         return [], [key, _closed_port_url("model.pkl")]
@@ -218,6 +228,7 @@ TRAIN_CASES = {
         "r34_teacher.pth does not fit the teacher of TEACHER_CONFIG "
         "(unexpected keys: backbone.bottom_up.res2.2",
     ),
+    "teacher_is_own_student": ([], [], "is a student distilled from this very teacher"),
     "teacher_classes": (
         [],
         ["MODEL.ROI_HEADS.NUM_CLASSES", "3"],
