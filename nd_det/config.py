@@ -18,6 +18,7 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from .errors import ConfigError
+from .utils.paths import not_found
 
 __all__ = ["add_distill_config", "add_backbone_config", "merge_config", "load_config"]
 
@@ -169,29 +170,29 @@ def add_distill_config(cfg: CN) -> CN:
 
 
 def merge_config(cfg: CN, source, what: str) -> None:
-    """Merge a yaml file (str) or KEY VALUE overrides (list) into ``cfg``; mistakes raise one
-    ConfigError naming ``what`` and the problem."""
-    if isinstance(source, str):
-        if not os.path.isfile(source):
-            raise ConfigError(f"{what}: file not found")
-        merge = cfg.merge_from_file
-    else:
-        source = list(source)
-        if len(source) % 2:
-            raise ConfigError(f"{what} must be KEY VALUE pairs; got an odd list: {source}")
-        merge = cfg.merge_from_list
+    """Merge a yaml file (str) or KEY VALUE overrides (list) into ``cfg``; what yacs refuses is
+    one ConfigError naming ``what``.  A relative ``_BASE_`` is taken from the folder of the yaml
+    that names it, as detectron2 does."""
+    if isinstance(source, str) and not os.path.isfile(source):
+        raise ConfigError(f"{what}: {not_found(source)}")
     try:
-        merge(source)
+        if isinstance(source, str):
+            cfg.merge_from_file(source)
+        else:
+            cfg.merge_from_list(list(source))
+    except FileNotFoundError as e:  # a _BASE_ of the file
+        raise ConfigError(
+            f"{what}: its _BASE_ {not_found(e.filename)} (a _BASE_ is relative to "
+            "the yaml that names it)"
+        ) from None
     except (AssertionError, KeyError, ValueError, TypeError) as e:
         message = str(e).strip().strip("'")
-        if message.startswith("Type mismatch"):
-            hint = "Give the key a value of the type its default has."
-        else:
-            hint = (
-                "Check the spelling against nd_det/config.py (MODEL.DISTILL keys) and "
-                "detectron2's config reference."
-            )
-        raise ConfigError(f"{what}: {message}. {hint}") from None
+        hint = (
+            "give the key a value of the type its default has"
+            if "Type mismatch" in message
+            else "check it against nd_det/config.py and detectron2's config reference"
+        )
+        raise ConfigError(f"{what}: {message}; {hint}") from None
 
 
 def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True) -> CN:

@@ -204,7 +204,7 @@ TRAIN_CASES = {
     "teacher_opts_odd": (
         [],
         ["MODEL.DISTILL.TEACHER_OPTS", "['MODEL.ROI_HEADS.NUM_CLASSES']"],
-        "MODEL.DISTILL.TEACHER_OPTS must be KEY VALUE pairs",
+        "MODEL.DISTILL.TEACHER_OPTS: Override list has odd length",
     ),
     "teacher_config_name": (
         [],
