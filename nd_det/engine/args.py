@@ -1,4 +1,4 @@
-"""Command-line arguments of tools/train_net.py: detectron2's, plus datasets by path."""
+"""Command-line arguments of the detection tools: detectron2's, plus datasets by path."""
 
 import argparse
 
@@ -19,7 +19,40 @@ Standard COCO is found under $DETECTRON2_DATASETS/coco (default ./datasets/coco)
 """
 
 
-def distill_argument_parser(epilog: str = _EPILOG) -> argparse.ArgumentParser:
+def _flags_after_overrides(parser: argparse.ArgumentParser) -> None:
+    """detectron2's ``opts`` (``nargs=REMAINDER``) takes everything after the first KEY: a flag
+    given after the overrides (``... SOLVER.MAX_ITER 10 --resume``) is parsed as a flag here, not
+    merged as a config key; required flags are looked for once all are parsed."""
+    parse = parser.parse_args
+
+    def parse_args(args=None, namespace=None):
+        required = [a for a in parser._actions if a.required and a.option_strings]
+        for action in required:
+            action.required = False
+        try:
+            namespace, head = parse(args, namespace), []
+            while any(o.startswith("--") for o in namespace.opts[::2]):
+                at = 2 * next(i for i, o in enumerate(namespace.opts[::2]) if o.startswith("--"))
+                head += namespace.opts[:at]
+                namespace = parse(namespace.opts[at:], namespace)
+        finally:
+            for action in required:
+                action.required = True
+        namespace.opts = head + namespace.opts
+        missing = [a.option_strings[0] for a in required if not getattr(namespace, a.dest)]
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)}")
+        return namespace
+
+    parser.parse_args = parse_args
+
+
+def distill_argument_parser(
+    epilog: str = _EPILOG, require_config: bool = True
+) -> argparse.ArgumentParser:
+    """detectron2's ``default_argument_parser`` with ``--config-file`` required (unless
+    ``require_config`` is False), flags accepted after the ``KEY VALUE`` overrides, one-line
+    usage errors, and nd-det's flags for the training data and the teacher's evaluation."""
     parser = one_line_usage_errors(default_argument_parser(epilog))
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
@@ -43,4 +76,6 @@ def distill_argument_parser(epilog: str = _EPILOG) -> argparse.ArgumentParser:
         help="with --eval-only: also evaluate the teacher of MODEL.DISTILL on the same test sets "
         "and print teacher and student AP side by side",
     )
+    parser._option_string_actions["--config-file"].required = require_config
+    _flags_after_overrides(parser)
     return parser

@@ -1,23 +1,14 @@
-"""Checks that a file or folder can be written, made before any work is done, and the one text
-for a run's file that could not be written (stdlib only)."""
+"""Paths a tool is about to write, checked before any work is done, and the one text for a run's
+file that could not be written (stdlib only)."""
 
+import contextlib
 import os
 import tempfile
 
 from ..errors import FileError, os_error_text
+from .text import short_list
 
-__all__ = ["nearest_existing_folder", "check_writable", "write_failed"]
-
-
-def nearest_existing_folder(path: str) -> str:
-    """``path`` itself if it is a folder, else its nearest ancestor that exists."""
-    folder = os.path.abspath(path)
-    while not os.path.isdir(folder):
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
-    return folder
+__all__ = ["check_writable", "check_overwrite", "write_failed", "not_found"]
 
 
 def write_failed(what: str, path: str, error: OSError, fix: str) -> FileError:
@@ -25,60 +16,62 @@ def write_failed(what: str, path: str, error: OSError, fix: str) -> FileError:
     return FileError(f"{what} {path} could not be written: {os_error_text(error)}; {fix}")
 
 
-def _try_creating(folder: str, what: str, path: str) -> None:
+def not_found(path: str) -> str:
+    """``"<path> not found in <folder>"``: the folder it was looked for in (a relative path is
+    taken from the current folder)."""
+    return f"{path} not found in {os.path.dirname(os.path.abspath(path))}"
+
+
+def _probe(folder: str) -> None:
     """Make the missing folders up to ``folder`` and a file in it, then remove all of it: every
-    reason the system has to refuse (a link to nowhere, a name too long, a read-only or full
-    file system, a quota) is found now, with its ``[Errno N]`` text, and nothing is left."""
-    missing = []
-    current = folder
-    while not os.path.isdir(current):
-        missing.append(current)
-        current = os.path.dirname(current)
+    reason the system has to refuse (a link to nowhere, a name too long, a read-only or full file
+    system, a quota) is an OSError now, with its ``[Errno N]``, and nothing is left."""
     made = []
     try:
-        for name in reversed(missing):
+        for name in reversed(list(_ancestors(folder))):
             os.mkdir(name)
             made.append(name)
         handle, probe = tempfile.mkstemp(prefix=".nd_det_write_check.", dir=folder)
         os.close(handle)
         os.unlink(probe)
-    except OSError as error:
-        raise FileError(
-            f"{what} {path} cannot be created: {os_error_text(error)}"
-            f"{f' ({error.filename})' if error.filename else ''}; choose another "
-            "path or fix that folder"
-        ) from None
     finally:
         for name in reversed(made):
-            try:
+            with contextlib.suppress(OSError):
                 os.rmdir(name)
-            except OSError:
-                pass
 
 
 def check_writable(path: str, what: str, folder: bool = False) -> None:
-    """Raise FileError naming ``what`` (a key or flag) unless ``path`` can be created or
-    rewritten: a folder (``folder=True``) or a file whose folder may not exist yet.  The common
-    mistakes get their own words; for any other reason the folders are made and a file written
-    in them for a moment (then removed), and the system's refusal is the message."""
+    """Raise FileError naming ``what`` (a key or flag) unless ``path`` (a folder when ``folder``,
+    else a file) can be created or replaced, found by :func:`_probe`."""
     path = os.path.abspath(path)
-    if folder and os.path.exists(path) and not os.path.isdir(path):
-        raise FileError(f"{what} {path} exists and is not a folder; give a folder path")
-    if not folder and os.path.isdir(path):
-        raise FileError(f"{what} {path} is a folder; give a file path")
-    if not folder and os.path.exists(path):
-        if not os.access(path, os.W_OK) or not os.access(os.path.dirname(path), os.W_OK):
-            raise FileError(
-                f"{what} {path} exists and cannot be replaced (permissions); choose another path"
-            )
-        return
-    existing = nearest_existing_folder(path if folder else os.path.dirname(path))
-    blocked = os.path.join(existing, os.path.relpath(path, existing).split(os.sep)[0])
-    if os.path.exists(blocked) and not os.path.isdir(blocked):
-        raise FileError(f"{what} {path} cannot be created: {blocked} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    kind, target = ("folder", path) if folder else ("file", os.path.dirname(path))
+    if os.path.exists(path) and os.path.isdir(path) != folder:
+        raise FileError(f"{what} {path} exists and is not a {kind}; give a new {kind} name")
+    blocker = next((p for p in _ancestors(target) if os.path.isfile(p)), None)
+    if blocker:
+        raise FileError(f"{what} {path} cannot be created: {blocker} is a file")
+    try:
+        _probe(target)
+    except OSError as error:
+        cause = f"{os_error_text(error)}{f' ({error.filename})' if error.filename else ''}"
         raise FileError(
-            f"{what} {path} cannot be created: {existing} is not writable; choose a "
-            "folder you can write to"
-        )
-    _try_creating(path if folder else os.path.dirname(path), what, path)
+            f"{what} {path} cannot be created: {cause}; choose another path or fix that folder"
+        ) from None
+
+
+def _ancestors(folder: str):
+    """``folder`` and its parents, up to the first that exists."""
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        yield folder
+        folder = os.path.dirname(folder)
+
+
+def check_overwrite(path: str, what: str, overwrite: bool) -> None:
+    """A tool's output that exists (a file, or a folder with files in it) is refused unless
+    ``overwrite`` (its ``--overwrite`` flag); with it, the tool says on stdout what it replaces."""
+    held = sorted(os.listdir(path)) if os.path.isdir(path) else [""] * os.path.exists(path)
+    if held and not overwrite:
+        raise FileError(f"{what} {path} exists; pass --overwrite to replace it, or choose another")
+    if held:
+        inside = f" ({short_list(held, 6)})" if held != [""] else ""
+        print(f"--overwrite: replacing {what} {path}{inside}", flush=True)
