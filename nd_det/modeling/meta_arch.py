@@ -109,15 +109,9 @@ class DistillRCNN(GeneralizedRCNN):
         if "instances" not in batched_inputs[0]:
             raise ValueError("DistillRCNN training needs 'instances' (ground truth) in the inputs")
 
-        images, teacher_images = self.preprocess_pair(batched_inputs)
-        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-        features = self.backbone(images.tensor)
-        proposals, losses = self.proposal_generator(images, features, gt_instances)
-        losses = dict(losses)
-
-        sampled = self.roi_heads.label_and_sample_proposals(proposals, gt_instances)
-        embeddings, logits, box_losses = self.student_box_branch(features, sampled)
-        losses.update(box_losses)
+        teacher_images, features, sampled, embeddings, logits, losses = self._student_step(
+            batched_inputs
+        )
         losses.update(self.roi_heads._forward_mask(features, sampled))
         losses.update(self.roi_heads._forward_keypoint(features, sampled))
 
@@ -131,6 +125,29 @@ class DistillRCNN(GeneralizedRCNN):
             if storage.iter % self.vis_period == 0:
                 self.visualize_training(batched_inputs, sampled)
         return losses
+
+    @torch.no_grad()
+    def distill_step_inputs(self, batched_inputs: list[dict[str, torch.Tensor]]):
+        """What one training step hands its distillation terms, without computing them: the
+        teacher's ImageList, the sampled RoIs and the :class:`DistillInputs` (no autograd
+        graph).  For measuring a step (the benchmark, ND's mechanism); call it in training mode
+        inside an EventStorage (detectron2's RPN and RoI sampling log to it)."""
+        teacher_images, features, sampled, embeddings, logits, _ = self._student_step(
+            batched_inputs
+        )
+        inputs = self.distill_inputs(features, embeddings, logits, teacher_images, sampled)
+        return teacher_images, sampled, inputs
+
+    def _student_step(self, batched_inputs):
+        """The student's part of a training step: its RPN, RoI sampling and box branch (run
+        once) with their losses, and the teacher's ImageList of the same images."""
+        images, teacher_images = self.preprocess_pair(batched_inputs)
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        features = self.backbone(images.tensor)
+        proposals, losses = self.proposal_generator(images, features, gt_instances)
+        sampled = self.roi_heads.label_and_sample_proposals(proposals, gt_instances)
+        embeddings, logits, box_losses = self.student_box_branch(features, sampled)
+        return teacher_images, features, sampled, embeddings, logits, {**losses, **box_losses}
 
     def preprocess_pair(self, batched_inputs):
         """Student and teacher ImageLists from ONE host-to-device copy of each image (the
