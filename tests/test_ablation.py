@@ -7,7 +7,7 @@ import os
 import pytest
 from nd_ablation import OUTPUT_FILES, AblationOptions, run_ablation
 from nd_ablation.report import render_markdown
-from nd_demo.jobs import run_jobs
+from nd_common.jobs import run_jobs
 
 from nd_det.errors import UserError
 

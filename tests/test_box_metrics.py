@@ -1,11 +1,11 @@
-"""nd_demo.evaluation.box_metrics: pycocotools' AP of a model on DATASETS.TEST[0]; a model
+"""nd_common.evaluation.box_metrics: pycocotools' AP of a model on DATASETS.TEST[0]; a model
 that detects nothing scores 0.0 (not NaN) and says so."""
 
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
-from nd_demo.evaluation import box_metrics
+from nd_common.evaluation import box_metrics
 
 from nd_det.data import register_coco_dataset
 

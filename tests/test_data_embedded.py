@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from nd_demo import embedded
-from nd_demo.embedded import deepforest_data_dir
+from nd_common import embedded
+from nd_common.embedded import deepforest_data_dir
 from PIL import Image
 
 from nd_det.errors import DataError

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The embedded demo: distil a detector on real data, offline, on the CPU, in one command.
 
-  python tools/demo.py                         # defaults: 6-7.5 min on a 2-core CPU
+  python tools/demo.py                         # the defaults (wall times: docs/demo_results.md)
   python tools/demo.py --method kd_nd --output-dir output/demo_kdpp
   python tools/demo.py --help
 

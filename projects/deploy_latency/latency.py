@@ -40,7 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # name -> (config file, what the table calls it); each is measured at its config's test size
 STUDENTS = {
     "demo": (
-        os.path.join(REPO, "projects", "nd_demo", "configs", "student_MV2x0.5_FPN.yaml"),
+        os.path.join(REPO, "projects", "nd_common", "configs", "student_MV2x0.5_FPN.yaml"),
         "demo student (MobileNetV2 x0.5 FPN, GN, 1 class)",
     ),
     "r50": (

@@ -2,7 +2,7 @@
 ResNet-8 student run per (method, seed), on a fixed subset of Fashion-MNIST (the Debian package
 dataset-fashion-mnist; scikit-learn's digits for the quick run), through
 ``nd_det.classification``'s own trainer.  Each function is a job for
-:func:`nd_demo.jobs.run_jobs`."""
+:func:`nd_common.jobs.run_jobs`."""
 
 import os
 

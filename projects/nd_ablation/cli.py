@@ -12,7 +12,7 @@ from .runner import DOMAINS, AblationOptions, run_ablation
 _EPILOG = """
 Examples:
   python tools/ablation.py                          # the default protocol (docs/ablation.md)
-  python tools/ablation.py --quick --output-dir output/ablation_quick   # toy sizes, ~1 min
+  python tools/ablation.py --quick --output-dir output/ablation_quick   # toy sizes
   python tools/ablation.py --only detection --seeds 0 1 2 3 4
 
 A rerun with the same options reuses every finished run (cached under <output-dir>/cache).

@@ -1,6 +1,6 @@
 """The detection half of the ablation: one teacher with its class means, then one student run
 per (method, seed), on the ablation split of the embedded tree-crown data, with the demo's
-models, trainer and evaluation.  Each function is a job for :func:`nd_demo.jobs.run_jobs`: it
+models, trainer and evaluation.  Each function is a job for :func:`nd_common.jobs.run_jobs`: it
 runs in a process of its own and returns a dict."""
 
 import os
@@ -12,16 +12,16 @@ from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from fvcore.nn import parameter_count
-from nd_benchmark.measure import student_step_inputs
-from nd_demo.configs import (
+from nd_common.configs import (
     DEFAULT_STUDENT_CONFIG,
     DEFAULT_TEACHER_CONFIG,
     run_cfg,
     student_cfg,
     without_demo_keys,
 )
-from nd_demo.evaluation import box_metrics
-from nd_demo.trainer import log_to_file, train_detector
+from nd_common.evaluation import box_metrics
+from nd_common.step_inputs import student_step_inputs
+from nd_common.trainer import log_to_file, train_detector
 
 from nd_det.class_means.detection import extract_class_means
 from nd_det.modeling import FrozenTeacher, build_plain_student, load_student_checkpoint

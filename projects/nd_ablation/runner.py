@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from detectron2.data import DatasetCatalog
-from nd_demo.jobs import default_workers, run_jobs
+from nd_common.jobs import default_workers, run_jobs
 
 from nd_det.classification.data.fashion_mnist import (
     DEBIAN_FASHION_MNIST_DIR,

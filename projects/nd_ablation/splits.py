@@ -11,7 +11,7 @@ results; the images stay in the embedded dataset's folder.
 import json
 import os
 
-from nd_demo.embedded import TILE_SIZE, ensure_embedded_dataset
+from nd_common.embedded import TILE_SIZE, ensure_embedded_dataset
 
 from nd_det.data import register_coco_dataset
 from nd_det.utils.atomic_file import atomic_write_json

@@ -5,7 +5,6 @@ so that the drifts of a shared machine hit all variants alike (torch.utils.bench
 Timer time one statement at a time, hence this loop); wall and CPU time are read.
 """
 
-import contextlib
 import dataclasses
 import logging
 import statistics
@@ -14,20 +13,14 @@ from collections.abc import Sequence
 from typing import Callable
 
 import torch
-from detectron2.utils.events import EventStorage
+from nd_common.step_inputs import precision_context
 
 from nd_det.losses import nd_loss
 from nd_det.utils.progress import ProgressClock, format_duration
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-
-
-def precision_context(device: torch.device, precision: str):
-    dtype = PRECISIONS[precision]
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 class TrainStep:
@@ -45,21 +38,6 @@ class TrainStep:
         total.backward()
         self.optimizer.step()
         self.last_losses = {k: v.detach() for k, v in losses.items()}
-
-
-@torch.no_grad()
-def student_step_inputs(model, batch: list[dict], precision: str):
-    """What one DistillRCNN step computes before its terms, through its own public steps: the
-    teacher's ImageList, the sampled RoIs and the terms' inputs (student tensors detached)."""
-    with EventStorage(0), precision_context(model.device, precision):
-        images, teacher_images = model.preprocess_pair(batch)
-        gt = [x["instances"].to(model.device) for x in batch]
-        features = model.backbone(images.tensor)
-        proposals, _ = model.proposal_generator(images, features, gt)
-        sampled = model.roi_heads.label_and_sample_proposals(proposals, gt)
-        embeddings, logits, _ = model.student_box_branch(features, sampled)
-        inputs = model.distill_inputs(features, embeddings, logits, teacher_images, sampled)
-    return teacher_images, sampled, inputs
 
 
 def teacher_distill_forward(model, batch: list[dict], sampled) -> Callable[[], None]:

@@ -3,10 +3,15 @@
 import argparse
 from typing import Optional
 
+from nd_common.configs import (
+    DEFAULT_METHOD,
+    DEFAULT_STUDENT_CONFIG,
+    DEFAULT_TEACHER_CONFIG,
+    DISTILL_METHODS,
+)
+
 from nd_det.errors import one_line_usage_errors, run_cli
 from nd_det.utils.seed import seed_argument
-
-from .configs import DEFAULT_METHOD, DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, DISTILL_METHODS
 
 _EPILOG = """
 Examples:
@@ -40,13 +45,13 @@ def demo_argument_parser() -> argparse.ArgumentParser:
         "--teacher-config",
         default=DEFAULT_TEACHER_CONFIG,
         metavar="YAML",
-        help="the teacher's config (default: projects/nd_demo/configs/teacher_MV2_FPN.yaml)",
+        help="the teacher's config (default: projects/nd_common/configs/teacher_MV2_FPN.yaml)",
     )
     add(
         "--student-config",
         default=DEFAULT_STUDENT_CONFIG,
         metavar="YAML",
-        help="the student's config (default: projects/nd_demo/configs/student_MV2x0.5_FPN.yaml)",
+        help="the student's config (default: projects/nd_common/configs/student_MV2x0.5_FPN.yaml)",
     )
     add(
         "--method",
@@ -107,7 +112,7 @@ def demo_argument_parser() -> argparse.ArgumentParser:
         "--dataset-root",
         default=None,
         metavar="DIR",
-        help="folder of the embedded dataset (default: its cache, see nd_demo/embedded.py)",
+        help="folder of the embedded dataset (default: its cache, see nd_common/embedded.py)",
     )
     add(
         "opts",

@@ -1,12 +1,8 @@
-"""What the demo measures of each model (the columns of docs/demo.md's table): COCO box AP of
-detectron2's COCOEvaluator through ``DistillTrainer.test``, fvcore's parameter count, and the
-mean wall time of ``model([image])`` in eval mode, one image per call, after one warm-up call.
+"""What the demo measures of each model (the columns of docs/demo.md's table): COCO box AP
+(:func:`nd_common.evaluation.box_metrics`), fvcore's parameter count, and the mean wall time of
+``model([image])`` in eval mode, one image per call, after one warm-up call.
 """
 
-import contextlib
-import io
-import logging
-import math
 import os
 import time
 
@@ -15,12 +11,7 @@ from detectron2.config import CfgNode
 from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import inference_context
 from fvcore.nn import parameter_count
-
-from nd_det.engine import DistillTrainer
-
-logger = logging.getLogger(__name__)
-
-_METRICS = ("AP", "AP50", "AP75")
+from nd_common.evaluation import box_metrics
 
 
 @torch.no_grad()
@@ -34,19 +25,6 @@ def inference_ms_per_image(cfg: CfgNode, model: torch.nn.Module) -> float:
             if index > 0:  # the first call is a warm-up
                 times.append(time.perf_counter() - start)
     return 1000.0 * sum(times) / len(times)
-
-
-def box_metrics(cfg: CfgNode, model: torch.nn.Module) -> tuple[dict[str, float], bool]:
-    """AP, AP50, AP75 of ``model`` on ``cfg.DATASETS.TEST[0]`` (all 0.0 when it detects
-    nothing, where pycocotools gives NaN), and whether it detected nothing.  The evaluator writes
-    its files under ``cfg.OUTPUT_DIR``; pycocotools' own prints go to the log, not the console."""
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        results = DistillTrainer.test_per_dataset(cfg, model)
-    logger.info("pycocotools output:\n%s", captured.getvalue())
-    metrics = dict(results[cfg.DATASETS.TEST[0]]["bbox"])
-    no_detections = all(not math.isfinite(metrics.get(m, float("nan"))) for m in _METRICS)
-    return {m: (0.0 if no_detections else float(metrics[m])) for m in _METRICS}, no_detections
 
 
 def score_model(cfg: CfgNode, model: torch.nn.Module) -> dict:

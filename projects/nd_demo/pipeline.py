@@ -12,6 +12,22 @@ import time
 
 import torch
 from detectron2.data import DatasetCatalog
+from nd_common.configs import (
+    DISTILL_METHODS,
+    describe_backbone,
+    run_cfg,
+    student_cfg,
+    without_demo_keys,
+)
+from nd_common.embedded import register_embedded_dataset
+from nd_common.jobs import default_workers, run_jobs
+from nd_common.trainer import (
+    FINAL_WEIGHTS,
+    METRICS_FILE,
+    log_to_file,
+    train_detector,
+    train_detector_job,
+)
 
 from nd_det.class_means.detection import extract_class_means
 from nd_det.errors import ConfigError
@@ -21,11 +37,8 @@ from nd_det.modeling import FrozenTeacher, build_plain_student
 from nd_det.utils.paths import check_writable
 from nd_det.utils.progress import format_duration
 
-from .configs import DISTILL_METHODS, describe_backbone, run_cfg, student_cfg, without_demo_keys
-from .embedded import register_embedded_dataset
 from .evaluation import score_model
 from .figure import draw_demo_figure, pick_val_images, read_loss_curves
-from .jobs import default_workers, run_jobs
 from .report import (
     ROW_NAMES,
     distillation_verdict,
@@ -33,7 +46,6 @@ from .report import (
     make_row,
     write_report,
 )
-from .trainer import FINAL_WEIGHTS, METRICS_FILE, log_to_file, train_detector, train_detector_job
 
 logger = logging.getLogger("nd_demo")
 
@@ -77,13 +89,12 @@ def check_options(o) -> None:
     check_writable(o.output_dir, "--output-dir", folder=True)
 
 
-def run_demo(o) -> dict:
-    """Run the whole demo (``o``: tools/demo.py's parsed options); returns the report (also
-    written to results.json)."""
-    check_options(o)
+def run_configs(o) -> tuple[dict, object, dict]:
+    """The output folders and the frozen run configs of the teacher and of the two students
+    (keys "alone", "distilled") of the options ``o``; nothing is written."""
     out = os.path.abspath(o.output_dir)
     folder = {key: os.path.join(out, name) for key, name in FOLDERS.items()}
-    # the configs first: a config mistake stops the demo before it deletes anything
+    folder["out"] = out
     teacher = run_cfg(
         o.teacher_config, "teacher", folder["teacher"], o.teacher_iters, o.seed, o.device, o.opts
     )
@@ -102,6 +113,39 @@ def run_demo(o) -> dict:
         )
         for key, losses in (("alone", []), ("distilled", DISTILL_METHODS[o.method][0]))
     }
+    return folder, teacher, students
+
+
+def student_processes(workers: int) -> int:
+    """Processes for the two students: ``--workers``, or 2 where 2 cores are usable (0)."""
+    return min(2, default_workers(workers or 2))
+
+
+def student_jobs(o, students: dict) -> dict:
+    """The two student trainings as jobs of :func:`nd_common.jobs.run_jobs`."""
+    return {
+        key: (
+            train_detector_job,
+            dict(
+                cfg=cfg,
+                seed=o.seed,
+                log_period=o.log_period,
+                name=FOLDERS[key],
+                log_file=os.path.join(cfg.OUTPUT_DIR, "log.txt"),
+                dataset_root=o.dataset_root,
+            ),
+        )
+        for key, cfg in students.items()
+    }
+
+
+def run_demo(o) -> dict:
+    """Run the whole demo (``o``: tools/demo.py's parsed options); returns the report (also
+    written to results.json)."""
+    check_options(o)
+    # the configs first: a config mistake stops the demo before it deletes anything
+    folder, teacher, students = run_configs(o)
+    out = folder.pop("out")
     os.makedirs(out, exist_ok=True)
     for name in list(FOLDERS.values()) + list(RESULT_FILES):  # the demo owns these
         path = os.path.join(out, name)
@@ -109,7 +153,7 @@ def run_demo(o) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(o.threads or default_workers())
     try:
-        with log_to_file(os.path.join(out, "log.txt")):
+        with log_to_file(os.path.join(out, "log.txt"), app="nd_demo"):
             return _pipeline(o, out, folder, teacher, students)
     finally:
         torch.set_num_threads(threads)
@@ -121,7 +165,7 @@ def _pipeline(o, out: str, folder: dict, teacher, students: dict) -> dict:
     train_name, val_name = register_embedded_dataset(o.dataset_root)
     train_images, val_dicts = len(DatasetCatalog.get(train_name)), DatasetCatalog.get(val_name)
     losses, method_name = DISTILL_METHODS[o.method]
-    processes = min(2, default_workers(o.workers or 2))
+    processes = student_processes(o.workers)
     logger.info(
         "nd-det demo: teacher %s (%d iterations), student %s (%d iterations, alone and "
         "%s); %d train / %d val tiles; %d thread(s), the two students side by side in "
@@ -166,21 +210,9 @@ def _pipeline(o, out: str, folder: dict, teacher, students: dict) -> dict:
         ),
         lambda t: f": {t.num_classes} x {t.dim} table from {means_images} images",
     )
-    jobs = {
-        key: (
-            train_detector_job,
-            dict(
-                cfg=cfg,
-                seed=o.seed,
-                log_period=o.log_period,
-                name=FOLDERS[key],
-                log_file=os.path.join(cfg.OUTPUT_DIR, "log.txt"),
-                dataset_root=o.dataset_root,
-            ),
-        )
-        for key, cfg in students.items()
-    }
-    weights = stage(3, "train both students", lambda: dict(run_jobs(jobs, processes)))
+    weights = stage(
+        3, "train both students", lambda: dict(run_jobs(student_jobs(o, students), processes))
+    )
     export = stage(
         4,
         "export distilled student",

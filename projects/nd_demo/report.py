@@ -41,18 +41,6 @@ def make_row(model: str, backbone: str, score: dict) -> dict:
     }
 
 
-# What the ablation measured for these models and this schedule over 3 seeds, on a split with
-# twice the val tiles (docs/ablation.md, default run of 2026-12-01, 2-core x86_64 CPU): the
-# spread that tells how far a one-seed difference of the demo can be trusted.
-SEED_SPREAD_NOTE = (
-    "the ablation (docs/ablation.md: these models, this schedule, 3 seeds, 18 val tiles) "
-    "measured a seed-to-seed std of 0.60 AP for the student alone, ReviewKD++ minus the student "
-    "alone at +1.59 +- 1.15 AP (paired by seed; ReviewKD alone +1.37 +- 0.21) and ReviewKD++ "
-    "minus ReviewKD at +0.22 +- 1.26 AP: a one-seed gain over the student alone of one or two AP "
-    "points is mostly signal, what ND adds on top of ReviewKD is within the noise."
-)
-
-
 def distillation_verdict(rows: Sequence[dict], method_name: str) -> str:
     """One honest sentence on what distillation did to AP (and how the teacher compares)."""
     teacher, alone, distilled = rows  # in ROW_NAMES order
@@ -116,7 +104,6 @@ def render_markdown(report: dict) -> str:
             f"{name} {seconds:.0f} s" for name, seconds in report["wall_time_s"]["stages"].items()
         )
         + ").",
-        "- how much of this is signal: " + SEED_SPREAD_NOTE,
         "",
     ]
     for row in report["rows"]:

@@ -1,5 +1,6 @@
-"""The demo's configs: the teacher's, the student-alone's and the distilled student's, from two
-yaml files (``projects/nd_demo/configs/*.yaml`` by default) plus what the run decides (folders,
+"""The configs of the embedded tree-crown detectors (the demo's, which the ablation reuses): the
+teacher's, the student-alone's and the distilled student's, from two yaml files
+(``projects/nd_common/configs/*.yaml`` by default) plus what the run decides (folders,
 iterations, seed, device, the teacher it just trained, the method).
 
 One config node of the demo's own, read only by its trainer and by :func:`run_cfg`::

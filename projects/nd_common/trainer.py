@@ -27,13 +27,14 @@ METRICS_FILE = "metrics.json"
 FINAL_WEIGHTS = "model_final.pth"
 # detectron2's, fvcore's and ours: their INFO lines go to the log file; the console shows the
 # demo's own lines, detectron2's training progress (d2.utils.events) and every warning
-LOGGERS = ("detectron2", "fvcore", "iopath", "nd_det", "nd_demo", "py.warnings")
+LOGGERS = ("detectron2", "fvcore", "iopath", "nd_det", "nd_common", "py.warnings")
 
 
 @contextlib.contextmanager
-def log_to_file(path: str, console_prefix: str = ""):
-    """INFO logs of :data:`LOGGERS` into ``path``; on the console only the demo's lines,
-    detectron2's progress lines (prefixed with ``console_prefix``) and warnings.  Put back on
+def log_to_file(path: str, console_prefix: str = "", app: str = ""):
+    """INFO logs of :data:`LOGGERS` and of the application's logger ``app`` into ``path``; on the
+    console only the ``app`` logger's lines, detectron2's progress lines (prefixed with
+    ``console_prefix``) and warnings.  Put back on
     exit.  (detectron2's setup_logger sends everything to the console, hence this.)"""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     to_file = logging.FileHandler(path, mode="w", encoding="utf-8")
@@ -46,12 +47,12 @@ def log_to_file(path: str, console_prefix: str = ""):
     # expected, and the backbone itself is loaded strictly; the log file keeps the list)
     to_console.addFilter(
         lambda r: (
-            r.name in ("nd_demo", "detectron2.utils.events")
+            r.name in (app, "detectron2.utils.events")
             or (r.levelno >= logging.WARNING and r.name != "fvcore.common.checkpoint")
         )
     )
     saved = []
-    for name in LOGGERS:
+    for name in LOGGERS + ((app,) if app else ()):
         logger = logging.getLogger(name)
         saved.append((logger, logger.level, logger.propagate, logger.handlers[:]))
         logger.handlers = [to_file, to_console]
@@ -125,7 +126,7 @@ def train_detector(cfg, seed: int, log_period: int) -> str:
 def train_detector_job(
     cfg, seed: int, log_period: int, log_file: str, name: str, dataset_root: Optional[str] = None
 ) -> str:
-    """:func:`train_detector` in a fresh process started by :func:`nd_demo.jobs.run_jobs`
+    """:func:`train_detector` in a fresh process started by :func:`nd_common.jobs.run_jobs`
     (the demo's two students side by side, the ablation's runs): registers the embedded data
     again and logs into its own file, its progress lines prefixed with ``[name]``."""
     register_embedded_dataset(dataset_root)

@@ -25,7 +25,7 @@ once (in a temporary sibling folder, renamed into place under a lock: a reader n
 build) and rebuilt when a file is missing or the stamp differs (build format, parameters,
 deepforest version, a source file's content).  Summary of a build::
 
-    PYTHONPATH=projects python -m nd_demo.embedded [--root DIR] [--rebuild]
+    PYTHONPATH=projects python -m nd_common.embedded [--root DIR] [--rebuild]
 """
 
 import argparse
@@ -87,7 +87,7 @@ def default_embedded_root() -> Path:
     data_home = os.environ.get("ND_DET_DATA")
     if data_home:
         return Path(data_home).expanduser() / FOLDER_NAME
-    checkout = Path(__file__).resolve().parents[2]  # projects/nd_demo/ -> the checkout
+    checkout = Path(__file__).resolve().parents[2]  # projects/nd_common/ -> the checkout
     if (checkout / "setup.py").is_file() and (checkout / "nd_det").is_dir():
         return checkout / "datasets" / FOLDER_NAME
     return Path.home() / ".cache" / "nd_det" / FOLDER_NAME
@@ -325,7 +325,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     """Build (if needed) and print per split: tiles, boxes, tiles without boxes, median box
     side, tiles per source."""
     parser = argparse.ArgumentParser(
-        prog="python -m nd_demo.embedded",
+        prog="python -m nd_common.embedded",
         description="Build (if needed) the embedded deepforest tree-crown dataset and print a "
         "summary of its splits.",
     )
