@@ -34,6 +34,7 @@ from ..utils.paths import check_writable
 from ..utils.seed import MAX_SEED
 from ..utils.text import first_line
 from .checkpoint import check_checkpoint_file, resume_checkpoint
+from .evaluators import evaluator_kind
 from .setup import check_datasets
 from .trainer import amp_precision
 
@@ -136,6 +137,8 @@ def check_train_run(cfg: CfgNode, args) -> None:
             cfg.SOLVER.IMS_PER_BATCH,
             args.num_gpus * args.num_machines,
         )
+    for name in cfg.DATASETS.TEST:
+        evaluator_kind(name)
     scan_registered_datasets([*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST])
     if args.resume:
         resume_checkpoint(cfg.OUTPUT_DIR)  # names the file it will use, or stops
@@ -156,4 +159,6 @@ def check_eval_run(cfg: CfgNode, args) -> None:
     if args.eval_teacher:
         with torch.device("meta"):
             FrozenTeacher(cfg, load_weights=False).check_weights_file()
+    for name in cfg.DATASETS.TEST:
+        evaluator_kind(name)
     scan_registered_datasets(cfg.DATASETS.TEST)

@@ -32,7 +32,6 @@ from collections import OrderedDict
 import torch
 from detectron2.data import DatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
-from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from fvcore.nn.precise_bn import get_bn_modules
@@ -43,6 +42,7 @@ from ..modeling.teacher import FrozenTeacher
 from ..utils.paths import write_failed
 from ..utils.precision import autocast_dtype
 from .checkpoint import AtomicCheckpointer, remove_partial_checkpoints, resume_checkpoint
+from .evaluators import build_evaluator
 from .finite_losses import FiniteLossAMPTrainer, FiniteLossSimpleTrainer
 from .preemption import PreemptionHook
 from .resumable_sampler import ResumableTrainingSampler
@@ -277,12 +277,10 @@ class DistillTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """The dataset's evaluator by its ``evaluator_type`` (:mod:`.evaluators`)."""
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        # the tasks the config's heads predict (detectron2 would take them from the predictions:
-        # a Mask R-CNN teacher's masks on a dataset without masks)
-        tasks = ("bbox",) + (("segm",) if cfg.MODEL.MASK_ON else ())
-        return COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder)
+        return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
     def evaluate_student(cls, cfg, weights: str) -> OrderedDict:
