@@ -286,10 +286,64 @@ def test_non_contiguous_categories_and_empty_images_train(tmp_path):
     assert (tmp_path / "output" / "model_final.pth").is_file()
 
 
-def test_missing_config_file():
-    code, stderr = run_tool_in_process(TRAIN_NET, ["--config-file", "no/such.yaml"])
-    assert code == 2
-    assert "ERROR: --config-file no/such.yaml: file not found" in stderr
+TOOLS = {
+    name: os.path.join(REPO, "tools", f"{name}.py")
+    for name in ("train_net", "extract_class_means", "export_student")
+}
+
+
+def _one_error(code, stderr):
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("ERROR: "), stderr[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("tool", ["train_net", "extract_class_means"])
+def test_a_tool_without_config_file_says_so_first(tool, tmp_path, monkeypatch):
+    """Issue 35.6: before, train_net.py said "MODEL.DEVICE cuda: torch sees no CUDA device" and
+    extract_class_means.py "MODEL.ROI_HEADS.NAME=Res5ROIHeads..."."""
+    monkeypatch.chdir(tmp_path)
+    line = _one_error(*run_tool_in_process(TOOLS[tool], []))
+    assert line == (
+        f"ERROR: the following arguments are required: --config-file (see {tool}.py --help)"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_flag_after_the_overrides_is_a_flag():
+    """Issue 35.6: before, ``... KEY VALUE --flag`` merged "--flag" as a config key."""
+    line = _one_error(
+        *run_tool_in_process(TRAIN_NET, ["--config-file", CONFIG, "SEED", "1", "--eval-teacher"])
+    )
+    assert line == "ERROR: --eval-teacher works with --eval-only"
+    line = _one_error(
+        *run_tool_in_process(TRAIN_NET, ["--config-file", CONFIG, "SEED", "1", "--outptu", "x"])
+    )
+    assert line.startswith("ERROR: unrecognized arguments: --outptu")
+
+
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_a_missing_config_or_base_names_the_folder_it_was_looked_for_in(
+    tool, tmp_path, monkeypatch
+):
+    """Issue 35.3: a user's yaml with ``_BASE_: configs/...`` run from another folder; a relative
+    --config-file that is not there.  detectron2 takes a _BASE_ from the yaml's own folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "my.yaml").write_text(
+        "_BASE_: configs/COCO-Distill/Base-Distill-RCNN-FPN.yaml\n"
+    )
+    extra = ["--weights", "w.pth", "--output", "out"] if tool == "export_student" else []
+    line = _one_error(*run_tool_in_process(TOOLS[tool], ["--config-file", "mine/my.yaml", *extra]))
+    assert line == (
+        "ERROR: --config-file mine/my.yaml: its _BASE_ "
+        "mine/configs/COCO-Distill/Base-Distill-RCNN-FPN.yaml "
+        f"not found in {tmp_path}/mine/configs/COCO-Distill (a _BASE_ is relative to the yaml "
+        "that names it)"
+    )
+    line = _one_error(*run_tool_in_process(TOOLS[tool], ["--config-file", "no/such.yaml", *extra]))
+    assert line == f"ERROR: --config-file no/such.yaml: no/such.yaml not found in {tmp_path}/no"
+    assert sorted(os.listdir(tmp_path)) == ["mine"]
 
 
 def test_teacher_config_is_checked_before_weights_download(tmp_path):

@@ -7,6 +7,7 @@ from detectron2.utils.logger import setup_logger
 from ..engine.args import distill_argument_parser
 from ..engine.cli import launch_main
 from ..engine.setup import setup_cfg
+from ..utils.paths import check_overwrite
 from ..utils.seed import seed_argument
 from .detection import (
     DEFAULT_PROTOCOL,
@@ -25,9 +26,9 @@ _EPILOG = """
   python tools/extract_class_means.py --config-file CFG --max-images 2000   # a quick table
   python tools/extract_class_means.py --config-file CFG --protocol gt-boxes --max-images all
 
-Writes to MODEL.DISTILL.CLASS_MEANS unless --output is given: extract once, then train.
-The paper's own tables (R101_emb.json / R50_emb.json) are converted with
-tools/import_class_means.py instead.  Protocols: see docs/class_means.md.
+Writes to MODEL.DISTILL.CLASS_MEANS unless --output is given (an existing table only with
+--overwrite): extract once, then train.  The paper's own tables (R101_emb.json / R50_emb.json)
+are converted with tools/import_class_means.py instead.  Protocols: see docs/class_means.md.
 """
 
 
@@ -44,6 +45,11 @@ def parser():
         "--output",
         default=None,
         help="where to write the table (default: MODEL.DISTILL.CLASS_MEANS)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the table at the output path (without it, an existing file is refused)",
     )
     p.add_argument(
         "--protocol",
@@ -96,6 +102,8 @@ def precheck(args):
     output path, classes without ground truth in the selected images."""
     options = _options(args)  # the flags' own values first: nothing to load for them
     cfg = setup_cfg(args, splits=("TRAIN",))
+    what = "--output" if args.output else "MODEL.DISTILL.CLASS_MEANS (the default --output)"
+    check_overwrite(args.output or cfg.MODEL.DISTILL.CLASS_MEANS, what, args.overwrite)
     check_extraction(cfg, **options)
 
 
