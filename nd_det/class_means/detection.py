@@ -293,8 +293,8 @@ def check_extraction(
             "file), not JSON; give a .pth path"
         )
     check_writable(path, what)
-    with torch.device("meta"):  # the teacher's checks, no weights, no memory
-        FrozenTeacher(cfg, load_weights=False).check_weights_file()
+    with torch.device("meta"):  # the teacher's checks and its weights' names and shapes
+        FrozenTeacher(cfg)
     dicts = _training_dicts(cfg)
     scan_registered_datasets(cfg.DATASETS.TRAIN)  # every image decodes, at its JSON size
     chosen = [dict(dicts[i], **{INDEX_KEY: i}) for i in select_images(len(dicts), max_images, seed)]

@@ -21,19 +21,12 @@ from ..data.image_scan import scan_registered_datasets
 from ..errors import ConfigError, UserError
 from ..modeling.bn_groups import bn_group_size
 from ..modeling.shapes import build_on_meta
-from ..modeling.student_checkpoint import (
-    model_state_mismatch,
-    plain_student_cfg,
-    read_model_state,
-    student_mismatch_message,
-    student_state_dict,
-)
+from ..modeling.student_checkpoint import load_student_checkpoint, plain_student_cfg
 from ..modeling.teacher import FrozenTeacher
 from ..modeling.weights import local_weights_file
 from ..utils.paths import check_writable
 from ..utils.seed import MAX_SEED
-from ..utils.text import first_line
-from .checkpoint import check_checkpoint_file, resume_checkpoint
+from .checkpoint import resume_checkpoint
 from .evaluators import evaluator_kind
 from .setup import check_datasets
 from .trainer import amp_precision
@@ -107,24 +100,6 @@ def preflight_distill(cfg: CfgNode):
     return build_on_meta(cfg)
 
 
-def check_student_weights_file(cfg: CfgNode, student) -> None:
-    """MODEL.WEIGHTS to evaluate: present (downloaded now if a URL), complete, and holding
-    exactly ``student`` (built on the meta device; a DistillRCNN checkpoint's distill_terms.*
-    are dropped)."""
-    local = local_weights_file("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS)
-    check_checkpoint_file(local, "MODEL.WEIGHTS")
-    try:
-        state = student_state_dict(read_model_state(local))
-    except Exception as e:  # noqa: BLE001 - unreadable files fail in many exception types
-        raise ConfigError(
-            f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}: not a detectron2 checkpoint ({first_line(e)})"
-        ) from None
-    expected = {k: tuple(v.shape) for k, v in student.state_dict().items()}
-    problems = model_state_mismatch(expected, state)
-    if problems:
-        raise ConfigError(student_mismatch_message("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS, problems))
-
-
 def check_train_run(cfg: CfgNode, args) -> None:
     """tools/train_net.py without --eval-only."""
     check_run_keys(cfg, args)
@@ -145,7 +120,7 @@ def check_train_run(cfg: CfgNode, args) -> None:
     elif cfg.MODEL.WEIGHTS:
         local_weights_file("MODEL.WEIGHTS", cfg.MODEL.WEIGHTS)
     if teacher is not None:  # downloaded now if a URL: a network failure is one line
-        teacher.check_weights_file()
+        teacher.load_weights()  # on the meta device: names and shapes
 
 
 def check_eval_run(cfg: CfgNode, args) -> None:
@@ -155,10 +130,11 @@ def check_eval_run(cfg: CfgNode, args) -> None:
     check_writable(cfg.OUTPUT_DIR, "OUTPUT_DIR", folder=True)
     if not cfg.MODEL.WEIGHTS:
         raise ConfigError("--eval-only needs MODEL.WEIGHTS (the student checkpoint to evaluate)")
-    check_student_weights_file(cfg, build_on_meta(plain_student_cfg(cfg), "the student"))
+    # on the meta device: names and shapes, the student entries of any checkpoint
+    load_student_checkpoint(build_on_meta(plain_student_cfg(cfg), "the student"), cfg.MODEL.WEIGHTS)
     if args.eval_teacher:
         with torch.device("meta"):
-            FrozenTeacher(cfg, load_weights=False).check_weights_file()
+            FrozenTeacher(cfg)
     for name in cfg.DATASETS.TEST:
         evaluator_kind(name)
     scan_registered_datasets(cfg.DATASETS.TEST)

@@ -3,6 +3,7 @@ levels and the width of its RoI embedding, read from built modules; and the one 
 config's model on PyTorch's "meta" device (no memory, no weights, a fraction of a second), so a
 mismatch is found before anything real is built or written."""
 
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,6 +16,14 @@ from torch import nn
 from ..errors import input_stage
 
 __all__ = ["ModelShapes", "shapes_of", "build_on_meta"]
+
+# Loading a weights file into a model on the meta device checks its names and shapes only (the
+# checks before a run); torch warns once per module that the copy is a no-op: that is the point.
+warnings.filterwarnings(
+    "ignore",
+    message=".*copying from a non-meta parameter.*to a meta parameter",
+    category=UserWarning,
+)
 
 
 @dataclass

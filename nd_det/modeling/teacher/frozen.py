@@ -39,16 +39,14 @@ from torch import nn
 from ...errors import ConfigError
 from ...utils.modules import freeze
 from ...utils.precision import AUTOCAST_DTYPES
-from ...utils.text import first_line
 from ..shapes import ModelShapes, shapes_of
-from ..student_checkpoint import StrictCheckpointer, model_state_mismatch, read_model_state
+from ..student_checkpoint import StrictCheckpointer
 from ..weights import local_weights_file
 from .box_stage import box_stage, num_box_stages
 from .input_size import check_input_size
 from .source import TeacherSource
 from .weights import (
     allowed_unexpected,
-    distilled_from,
     resolve_teacher_weights,
     teacher_identity,
     unreadable_weights,
@@ -116,33 +114,11 @@ class FrozenTeacher:
             self.load_weights()
 
     # ------------------------------------------------------------------ weights
-    def check_weights_file(self) -> str:
-        """The teacher's weights file, before any real model is built: downloaded now if a URL
-        (detectron2's cache keeps it for the workers), read, and compared key by key with this
-        teacher (which may live on the meta device).  A student checkpoint distilled from this
-        very teacher (its ``distilled_from`` record) is refused: it is no teacher of this run.
-        Returns the local path."""
-        weights = resolve_teacher_weights(self._source_cfg)
-        local = local_weights_file("MODEL.DISTILL.TEACHER_WEIGHTS", weights)
-        try:
-            state = read_model_state(local)
-        except Exception as e:  # noqa: BLE001 - unreadable files fail in many exception types
-            raise unreadable_weights(weights, first_line(e)) from None
-        expected = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-        problems = model_state_mismatch(expected, state, allowed_unexpected)
-        if problems:
-            raise ConfigError(weights_mismatch_message(weights, problems))
-        record = distilled_from(local) or {}
-        if record.get("teacher_config") == self.identity["teacher_config"]:
-            raise ConfigError(
-                f"MODEL.DISTILL.TEACHER_WEIGHTS {weights} is a student distilled from this very "
-                "teacher, not the teacher: give the teacher's own checkpoint"
-            )
-        return local
-
     def load_weights(self) -> None:
-        """Load the teacher's weights (downloaded once if a URL) and fail unless every key
-        matched; the model stays frozen."""
+        """Load the teacher's weights (downloaded once if a URL); fail unless every key matched
+        in name and shape, or when the file is a student distilled from this very teacher (the
+        ``distilled_from`` record of its DistillTrainer checkpoint): no teacher of this run.  On
+        the meta device this checks names and shapes only: the checks before a run."""
         self.weights = resolve_teacher_weights(self._source_cfg)
         local = local_weights_file("MODEL.DISTILL.TEACHER_WEIGHTS", self.weights)
         checkpointer = StrictCheckpointer(
@@ -150,9 +126,14 @@ class FrozenTeacher:
             unreadable=functools.partial(unreadable_weights, self.weights),
             allowed_unexpected=allowed_unexpected,
         )
-        checkpointer.load(local)
+        record = checkpointer.load(local).get("distilled_from") or {}
         if checkpointer.mismatch:
             raise ConfigError(weights_mismatch_message(self.weights, checkpointer.mismatch))
+        if record.get("teacher_config") == self.identity["teacher_config"]:
+            raise ConfigError(
+                f"MODEL.DISTILL.TEACHER_WEIGHTS {self.weights} is a student distilled from this "
+                "very teacher, not the teacher: give the teacher's own checkpoint"
+            )
         freeze(self.model)
         self.weights_loaded = True
         logger.info(

@@ -5,10 +5,7 @@ model, the message for a file that does not fit, and the identity that ties a cl
 
 import contextlib
 import os
-import zipfile
-from typing import Optional
 
-import torch
 from detectron2.config import CfgNode
 
 from ...errors import ConfigError
@@ -20,7 +17,6 @@ __all__ = [
     "allowed_unexpected",
     "unreadable_weights",
     "weights_mismatch_message",
-    "distilled_from",
 ]
 
 
@@ -73,12 +69,3 @@ def teacher_identity(cfg: CfgNode) -> dict:
         "teacher_weights": weights,
         "teacher_opts": [str(x) for x in cfg.MODEL.DISTILL.TEACHER_OPTS],
     }
-
-
-def distilled_from(path: str) -> Optional[dict]:
-    """The teacher identity a DistillTrainer checkpoint records (``distilled_from``), or None
-    for any other file.  Memory-mapped: no tensor data is read."""
-    if not zipfile.is_zipfile(path):  # DistillTrainer writes zip-format files only
-        return None
-    data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return data.get("distilled_from") if isinstance(data, dict) else None
