@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from nd_det.losses import dist_loss, dkd_loss, kd_loss, nd_loss
+from nd_det.losses import dist_loss, dkd_loss, kd_loss, nd_loss, nd_mechanism
 
 
 # ----------------------------------------------------------------------------- plain-math helpers
@@ -505,3 +505,45 @@ def test_dist_loss_keeps_the_correlation_of_low_spread_classes():
     want = reference_dist(student, teacher, 0.0, 1.0, 1.0)
     assert want == pytest.approx(0.0, abs=1e-9)
     assert dist_loss(student, teacher, beta=0.0, gamma=1.0).item() == pytest.approx(want, abs=1e-4)
+
+
+# ---------------------------------------------------------------- ND's mechanism, the terms
+def test_nd_mechanism_over_the_foreground_rows_equals_its_definition():
+    """The norm ratio (mean student norm over mean teacher norm) and the mean cosine to the class
+    mean of each row's label, over the foreground rows (background label 3 left out)."""
+    g = torch.Generator().manual_seed(0)
+    s, t, means = torch.randn(9, 6, generator=g), torch.randn(9, 6, generator=g), torch.randn(4, 6)
+    labels = torch.tensor([0, 3, 1, 2, 3, 3, 0, 1, 2])
+    fg = labels < 3
+    out = nd_mechanism(s, t, labels, means, fg)
+    ratio = s[fg].norm(dim=1).mean() / t[fg].norm(dim=1).mean()
+    torch.testing.assert_close(out["norm_ratio"], ratio)
+    cosine = F.cosine_similarity(s[fg], means[labels[fg]], dim=1).mean()
+    torch.testing.assert_close(out["cosine_to_class_mean"], cosine)
+    every = nd_mechanism(s, t, labels, means)
+    torch.testing.assert_close(every["norm_ratio"], s.norm(dim=1).mean() / t.norm(dim=1).mean())
+    none = nd_mechanism(s, t, labels, means, torch.zeros(9, dtype=torch.bool))
+    assert float(none["norm_ratio"]) == float(none["cosine_to_class_mean"]) == 0.0
+
+
+def test_one_term_registry_and_the_nd_term_of_a_detector():
+    """Detection and classification share nd_det.distill's registry; ND's term of a detector
+    (background rows left out) gives the masked mean of nd_loss and the foreground mechanism."""
+    from nd_det.distill import DISTILL_TERM_REGISTRY, DistillInputs, TermContext
+    from nd_det.distill.nd import NDTerm
+    from nd_det.modeling import DISTILL_TERM_REGISTRY as detection_registry
+
+    assert detection_registry is DISTILL_TERM_REGISTRY
+    assert DISTILL_TERM_REGISTRY.get("nd") is NDTerm
+    means = torch.randn(4, 6)
+    context = TermContext("MODEL.DISTILL", 6, 6, class_means=means, num_classes=3)
+    term = NDTerm(context, weight=2.0, include_background=False)
+    s, t = torch.randn(5, 6), torch.randn(5, 6)
+    labels = torch.tensor([0, 3, 2, 3, 1])
+    inputs = DistillInputs(labels, s, torch.randn(5, 4), {}, {}, t)
+    fg = labels < 3
+    torch.testing.assert_close(term(inputs), nd_loss(s[fg], t[fg], labels[fg], means, 2.0))
+    for key, value in term.mechanism(inputs).items():
+        torch.testing.assert_close(value, nd_mechanism(s, t, labels, means, fg)[key])
+    with pytest.raises(ValueError, match=r"MODEL.DISTILL.ND.WEIGHT 0.0: 'nd' is in "):
+        NDTerm(context, weight=0.0)

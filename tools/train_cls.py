@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Train or evaluate a classifier with nd_det.classification (teacher, student, KD++/DKD++/
-ReviewKD++/DIST++ student).  See docs/classification.md.
+ReviewKD++/DIST++ student), in detectron2's grammar.  See docs/classification.md.
 
-    python tools/train_cls.py --config configs/classification/quick/teacher.yaml
-    torchrun --nproc_per_node 8 tools/train_cls.py --config <cfg> [--amp] [--resume]
+    python tools/train_cls.py --config-file configs/classification/quick/teacher.yaml
+    python tools/train_cls.py --config-file CFG --eval-only model.weights RUN/model_final.pth
+    torchrun --nproc_per_node 8 tools/train_cls.py --config-file CFG [--resume] [KEY VALUE ...]
 """
 
 import sys

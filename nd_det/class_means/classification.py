@@ -5,7 +5,6 @@ Works in one process or distributed (each rank takes a disjoint shard, sums are 
 writes the class-means file format shared with detection (``nd_det.class_means.table``).
 """
 
-import argparse
 import os
 import time
 from typing import Optional
@@ -13,8 +12,8 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader
 
-from ..classification.checkpoint import file_sha256, load_model_weights
-from ..classification.config import apply_overrides, load_config
+from ..classification.checkpoint import file_sha256, load_weights
+from ..classification.cli import argument_parser, parse_config
 from ..classification.data import ShardSampler, build_dataset
 from ..classification.distributed import (
     cleanup_distributed,
@@ -22,10 +21,10 @@ from ..classification.distributed import (
     stop_if_any_rank_fails,
 )
 from ..classification.models import build_classifier
-from ..classification.preflight import check_extraction_setup
 from ..classification.teacher import class_means_metadata
 from ..classification.trainer import amp_dtype_for
-from ..errors import one_line_usage_errors
+from ..errors import FileError, input_stage
+from ..utils.paths import check_writable
 from .table import ClassMeanAccumulator, ClassMeans, save_class_means
 
 __all__ = ["extract_class_means", "extract_classification_main"]
@@ -58,64 +57,50 @@ def extract_class_means(
     return accumulator.finalize(metadata, class_names=class_names)
 
 
-def _extract_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tools/extract_class_means.py --task classification",
-        description="Compute a trained teacher's class means (mean penultimate embedding per "
-        "class over the training set, teacher in eval mode, no augmentation) for the ND loss.",
-    )
-    p.add_argument(
-        "--config",
-        required=True,
-        help="the TEACHER's training config (gives the model and the dataset)",
-    )
-    p.add_argument(
-        "--weights", required=True, help="the trained teacher (model_final.pth or a raw state dict)"
-    )
-    p.add_argument("--output", help="class-means file (default: class_means.pth next to --weights)")
-    p.add_argument("--batch-size", type=int, default=256, help="per process")
-    p.add_argument("--amp", action="store_true", help="autocast the teacher's forward pass")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    return one_line_usage_errors(p)
-
-
 def extract_classification_main(argv: Optional[list[str]] = None):
     """Extract and save the class means; returns the table."""
-    args = _extract_parser().parse_args(argv)
-    cfg = apply_overrides(load_config(args.config), args.overrides)
+    p = argument_parser(
+        "tools/extract_class_means.py --task classification",
+        "A trained classifier's class means (mean penultimate embedding per class over the "
+        "training set, eval mode, no augmentation) for the ND loss: the config is the "
+        "teacher's training config, model.weights its trained weights.",
+    )
+    p.add_argument(
+        "--output", help="class-means file (default: class_means.pth next to the weights)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    args = p.parse_args(argv)
+    cfg = parse_config(args)
+    weights = cfg.model.weights
+    if not weights:
+        raise FileError("model.weights is empty: give the trained teacher's weights")
     output = args.output or os.path.join(
-        os.path.dirname(os.path.abspath(args.weights)), "class_means.pth"
+        os.path.dirname(os.path.abspath(weights)), "class_means.pth"
     )
-    check_extraction_setup(
-        cfg,
-        args.weights,
-        output,
-        args.batch_size,
-        "--output" if args.output else "--output (default: class_means.pth next to --weights)",
-    )
-    ctx = init_distributed(cfg["train"]["device"])
+    replaced = os.path.exists(output)
+    if replaced and not args.overwrite:
+        raise FileError(f"--output {output} exists: pass --overwrite to replace it")
+    check_writable(output, "--output")
+    with input_stage(f"train.device {cfg.train.device}"):
+        ctx = init_distributed(cfg.train.device)
     try:
         # this process's pieces; then one collective says whether every process has them
-        with stop_if_any_rank_fails(ctx):
-            dataset, info = build_dataset(cfg["data"], train=True, augment=False)
+        with stop_if_any_rank_fails(ctx), input_stage("the config"):
+            dataset, info = build_dataset(cfg.data, train=True, augment=False)
             model = build_classifier(
-                cfg["model"]["name"], info.num_classes, info.in_channels, info.image_size
+                cfg.model.name, info.num_classes, info.in_channels, info.image_size
             )
-            load_model_weights(model, args.weights, what="teacher", key="--weights")
+            load_weights(model, weights)
+            loader = DataLoader(
+                dataset,
+                batch_size=cfg.solver.eval_batch_size,
+                sampler=ShardSampler(len(dataset), ctx.rank, ctx.world_size),
+                num_workers=cfg.data.num_workers,
+                pin_memory=ctx.device.type == "cuda",
+            )
         model.to(ctx.device)
-        loader = DataLoader(
-            dataset,
-            batch_size=args.batch_size,
-            sampler=ShardSampler(len(dataset), ctx.rank, ctx.world_size),
-            num_workers=int(cfg["data"]["num_workers"]),
-            pin_memory=ctx.device.type == "cuda",
-        )
         metadata = class_means_metadata(
-            cfg["model"]["name"],
-            args.weights,
-            file_sha256(args.weights),
-            cfg.get("_source"),
-            cfg["data"]["name"],
+            cfg.model.name, weights, file_sha256(weights), args.config_file, cfg.data.name
         )
         start = time.time()
         table = extract_class_means(
@@ -124,15 +109,15 @@ def extract_classification_main(argv: Optional[list[str]] = None):
             info.num_classes,
             ctx.device,
             metadata,
-            amp_dtype_for(ctx.device, args.amp),
+            amp_dtype_for(ctx.device, cfg.train.amp),
             info.classes,
         )
         if ctx.is_main:
             save_class_means(output, table)
             print(
-                f"class means of {cfg['model']['name']} ({table.num_classes} x {table.dim}) "
-                f"from {int(table.counts.sum())} training images in {time.time() - start:.1f} s "
-                f"-> {output}",
+                f"class means of {cfg.model.name} ({table.num_classes} x {table.dim}) from "
+                f"{int(table.counts.sum())} training images in {time.time() - start:.1f} s -> "
+                f"{output}{' (the file there was replaced)' if replaced else ''}",
                 flush=True,
             )
         return table

@@ -1,49 +1,75 @@
-"""Build the pieces of a run from a checked config: student, teacher, distiller."""
+"""Build the pieces of a run from its config: student, teacher, distillation terms, distiller."""
 
+from torch import nn
+
+from ..distill import (
+    DISTILL_TERM_REGISTRY,
+    TermContext,
+    available_distill_terms,
+    build_distill_terms,
+)
 from ..errors import ConfigError
-from .checkpoint import load_model_weights
-from .data import DatasetInfo
+from .checkpoint import load_weights
+from .data import DatasetInfo, mixes_labels
 from .distiller import Distiller
-from .loss_terms import TermContext, build_loss_terms
 from .models import Classifier, build_classifier
 from .teacher import build_teacher, load_teacher_class_means
 
-__all__ = ["build_student", "build_distiller"]
+__all__ = ["build_student", "build_distiller", "build_terms", "term_context"]
 
 
-def build_student(cfg: dict, info: DatasetInfo) -> Classifier:
-    name = cfg["model"]["name"]
-    if not name:
-        raise ConfigError(
-            "model.name is empty: name a classifier, e.g. resnet20 "
-            "(see nd_det.classification.models.available_classifiers())"
-        )
+def build_student(cfg, info: DatasetInfo) -> Classifier:
+    """``model.name`` for the dataset, with ``model.weights`` when set."""
+    m = cfg.model
     model = build_classifier(
-        name,
-        info.num_classes,
-        info.in_channels,
-        info.image_size,
-        float(cfg["model"].get("drop_path_rate", 0.0)),
+        m.name, info.num_classes, info.in_channels, info.image_size, m.drop_path_rate
     )
-    if cfg["model"].get("weights"):
-        load_model_weights(model, cfg["model"]["weights"], what="initial", key="model.weights")
+    load_weights(model, m.weights)  # nothing when empty
     return model
 
 
-def build_distiller(cfg: dict, info: DatasetInfo) -> tuple[Distiller, dict]:
-    """The distiller (student + frozen teacher + loss terms) and provenance facts for the log."""
-    student = build_student(cfg, info)
-    distill = cfg["distill"]
-    teacher, teacher_sha = build_teacher(distill["teacher"], info)
-    class_means = None
-    if teacher is not None and "nd" in distill["losses"]:
-        class_means = load_teacher_class_means(
-            distill.get("class_means"),
-            teacher,
-            distill["teacher"]["name"],
-            teacher_sha,
-            cfg["data"]["name"],
+def term_context(student: Classifier, teacher: Classifier, class_means=None) -> TermContext:
+    """What the distillation terms know of a classifier pair: embedding widths, the stage maps
+    by index (shallow to deep, the embedding last) and the class means."""
+    return TermContext(
+        config_prefix="distill",
+        student_embedding_dim=student.embedding_dim,
+        teacher_embedding_dim=teacher.embedding_dim,
+        student_levels=dict(enumerate(student.feature_channels)),
+        teacher_levels=dict(enumerate(teacher.feature_channels)),
+        class_means=class_means,
+        num_classes=student.num_classes,
+        embedding_key="model.name",
+    )
+
+
+def build_distiller(cfg, info: DatasetInfo) -> tuple[Distiller, dict]:
+    """The distiller (student + frozen teacher + terms) and provenance facts for checkpoints."""
+    student, names = build_student(cfg, info), list(cfg.distill.losses)
+    if not names:
+        return Distiller(student, None, nn.ModuleDict(), 0, cfg.model.label_smoothing), {}
+    hard = [
+        n
+        for n in names
+        if n in DISTILL_TERM_REGISTRY and DISTILL_TERM_REGISTRY.get(n).needs_hard_labels
+    ]
+    if hard and mixes_labels(cfg.data):
+        raise ConfigError(
+            f"distill.losses {hard[0]!r} needs each image's own label, but data.mixup_alpha / "
+            f"data.cutmix_alpha mix the labels: set both to 0 or remove {hard[0]!r}"
         )
-    terms = build_loss_terms(distill["losses"], TermContext(student, teacher, class_means))
-    facts = {"teacher_weights_sha256": teacher_sha} if teacher_sha else {}
-    return Distiller(student, teacher, terms, distill.get("warm_up_epochs", 0)), facts
+    teacher, sha = build_teacher(cfg, info)
+    means = load_teacher_class_means(cfg, teacher, sha).means if "nd" in names else None
+    terms = build_terms(cfg, student, teacher, means)
+    distiller = Distiller(
+        student, teacher, terms, cfg.distill.warm_up_epochs, cfg.model.label_smoothing
+    )
+    return distiller, {"teacher_weights_sha256": sha}
+
+
+def build_terms(cfg, student: Classifier, teacher: Classifier, class_means=None) -> nn.ModuleDict:
+    """The terms ``distill.losses`` names, each from its node ``distill.<name>``, by name."""
+    names = list(cfg.distill.losses)
+    nodes = {n: cfg.distill[n] for n in available_distill_terms() if n in cfg.distill}
+    terms = build_distill_terms(names, nodes, term_context(student, teacher, class_means))
+    return nn.ModuleDict(zip(names, terms))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError, UserError
+from ..errors import UserError
 
 __all__ = [
     "DistContext",
@@ -20,8 +20,6 @@ __all__ = [
     "all_reduce_sum",
     "average_buffers",
     "cleanup_distributed",
-    "world_size_from_env",
-    "check_device",
     "stop_if_any_rank_fails",
 ]
 
@@ -42,32 +40,18 @@ class DistContext:
         return self.rank == 0
 
 
-def world_size_from_env() -> int:
-    """The number of processes torchrun started (1 without torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def check_device(requested: str) -> None:
-    """ConfigError unless ``train.device`` names a device this machine has."""
-    if requested not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"train.device must be auto, cpu or cuda; got {requested!r}")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "train.device is 'cuda' but torch sees no CUDA device on this machine; "
-            "set train.device=cpu (or auto)"
-        )
-
-
 def init_distributed(requested_device: str = "auto") -> DistContext:
-    world_size = world_size_from_env()
+    """This process's rank and device (``train.device``: auto, cpu or cuda), its process group
+    joined when torchrun started several."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    check_device(requested_device)
-    device = torch.device("cpu")
-    if requested_device != "cpu" and torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
+    if requested_device == "auto":
+        requested_device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested_device)
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)  # raises without a CUDA device
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)

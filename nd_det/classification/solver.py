@@ -16,6 +16,8 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], solver: dict) -> torch
     """SGD, or AdamW without weight decay on biases and norm layers (the 1-D parameters), as the
     MAE / DeiT recipe of the reference's ImageNet/DeiT code."""
     params = [p for p in params if p.requires_grad]
+    if solver["optimizer"] not in ("sgd", "adamw"):
+        raise ConfigError(f"solver.optimizer {solver['optimizer']!r}: use sgd or adamw")
     if solver["optimizer"] == "adamw":
         groups = [
             {"params": [p for p in params if p.ndim > 1]},
@@ -53,9 +55,7 @@ def learning_rate_at(epoch: float, solver: dict) -> float:
         return base * float(solver["lr_gamma"]) ** passed
     if schedule == "cosine":
         return 0.5 * base * (1.0 + math.cos(math.pi * epoch / max(1, int(solver["epochs"]))))
-    raise ConfigError(
-        f"solver.lr_schedule must be multistep, cosine or warmup_cosine; got {schedule!r}"
-    )
+    raise ConfigError(f"solver.lr_schedule {schedule!r}: use multistep, cosine or warmup_cosine")
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -1,64 +1,29 @@
 """The teacher of a distillation config, and the class means that must belong to it."""
 
-from typing import Optional
-
 from ..class_means import ClassMeans, load_class_means, metadata_mismatches
 from ..errors import ConfigError, DataError
-from ..utils.modules import freeze
-from .checkpoint import check_weights_file, file_sha256, load_model_weights
+from .checkpoint import file_sha256, load_weights
 from .data import DatasetInfo
-from .models import Classifier, build_classifier, check_classifier_name
+from .models import Classifier, build_classifier
 
-__all__ = [
-    "build_teacher",
-    "check_teacher_config",
-    "load_teacher_class_means",
-    "read_class_means_file",
-    "class_means_metadata",
-]
+__all__ = ["build_teacher", "class_means_metadata", "load_teacher_class_means"]
 
 
-def check_teacher_config(teacher_cfg: dict) -> None:
-    """``distill.teacher`` names a registered classifier and an existing weights file, or no
-    teacher at all (checked without building anything)."""
-    name, weights = teacher_cfg.get("name"), teacher_cfg.get("weights")
-    if not name:
-        if weights:
-            raise ConfigError(
-                f"distill.teacher.weights is set ({weights}) but distill.teacher.name is empty, "
-                "so no teacher would be used: set distill.teacher.name to the teacher's "
-                "classifier, or remove the weights"
-            )
-        return
-    check_classifier_name(name, "distill.teacher.name")
-    if not weights:
+def build_teacher(cfg, info: DatasetInfo) -> tuple[Classifier, str]:
+    """``(teacher with its weights, sha256 of its weights file)`` of ``distill.teacher``."""
+    name, weights = cfg.distill.teacher.name, cfg.distill.teacher.weights
+    if not (name and weights):
         raise ConfigError(
-            f"distill.teacher.weights is empty for teacher {name!r}: distillation needs a trained "
-            "teacher. Train one with tools/train_cls.py --config <teacher config> and point "
-            "distill.teacher.weights at its model_final.pth."
+            f"distill.losses {list(cfg.distill.losses)} need a teacher: set distill.teacher.name "
+            "and distill.teacher.weights (the model_final.pth of its training run)"
         )
-    check_weights_file(weights, "teacher", "distill.teacher.weights")
-
-
-def build_teacher(
-    teacher_cfg: dict, info: DatasetInfo
-) -> tuple[Optional[Classifier], Optional[str]]:
-    """``(frozen teacher, sha256 of its weights file)``, or ``(None, None)`` without a teacher."""
-    check_teacher_config(teacher_cfg)
-    name, weights = teacher_cfg.get("name"), teacher_cfg.get("weights")
-    if not name:
-        return None, None
     teacher = build_classifier(name, info.num_classes, info.in_channels, info.image_size)
-    load_model_weights(teacher, weights, what="teacher", key="distill.teacher.weights")
-    return freeze(teacher), file_sha256(weights)
+    load_weights(teacher, weights, "distill.teacher.weights")
+    return teacher, file_sha256(weights)
 
 
 def class_means_metadata(
-    teacher_name: str,
-    teacher_weights: str,
-    weights_sha256: str,
-    teacher_config: Optional[str],
-    dataset: str,
+    teacher_name: str, teacher_weights: str, weights_sha256: str, teacher_config, dataset: str
 ) -> dict:
     """The metadata written into (and later checked against) a classification class-means file."""
     return {
@@ -72,38 +37,24 @@ def class_means_metadata(
     }
 
 
-def read_class_means_file(
-    path: Optional[str], num_classes: Optional[int] = None, dim: Optional[int] = None
-) -> ClassMeans:
-    """The class-means file ``distill.class_means`` names (its shape checked when ``num_classes``
-    / ``dim`` are given); errors name the key."""
+def load_teacher_class_means(cfg, teacher: Classifier, weights_sha256: str) -> ClassMeans:
+    """``distill.class_means``, of the teacher's shape and made with its weights and dataset."""
+    path = cfg.distill.class_means
     if not path:
         raise ConfigError(
-            "loss term 'nd' needs distill.class_means: make the file with tools/"
-            "extract_class_means.py --task classification --config <teacher config> "
-            "--weights <teacher>"
+            "distill.class_means is empty: ND needs the teacher's class means, made by "
+            "tools/extract_class_means.py --task classification"
         )
-    try:
-        return load_class_means(path, num_classes=num_classes, dim=dim)
-    except DataError as e:  # the same error, naming the config key the file came from
-        raise DataError(f"distill.class_means: {e}") from None
-
-
-def load_teacher_class_means(
-    path: Optional[str], teacher: Classifier, teacher_name: str, weights_sha256: str, dataset: str
-) -> ClassMeans:
-    table = read_class_means_file(path, teacher.num_classes, teacher.embedding_dim)
+    table = load_class_means(path, teacher.num_classes, teacher.embedding_dim)
     expected = {
-        "teacher_model": teacher_name,
+        "teacher_model": cfg.distill.teacher.name,
         "teacher_weights_sha256": weights_sha256,
-        "dataset": dataset,
+        "dataset": cfg.data.name,
     }
     problems = metadata_mismatches(table, expected)
     if problems:
         raise DataError(
-            f"distill.class_means: class means {path} were not made with this teacher/dataset "
-            f"({'; '.join(problems)}). "
-            "Re-extract them with tools/extract_class_means.py --task classification for "
-            "distill.teacher.weights."
+            f"distill.class_means {path} was not made with this teacher/dataset "
+            f"({'; '.join(problems)}): re-extract it for distill.teacher.weights"
         )
     return table

@@ -1,36 +1,44 @@
 """Training loop of the classification package: one process or many (torchrun + DDP).
 
-``run_training(cfg, resume=None | "auto" | path)`` trains the config's student (alone when the
-config names no teacher), evaluates top-1/top-5 on the test split, writes
-``<output_dir>/last_checkpoint.pth`` (atomically, every epoch), ``model_best.pth`` and
-``model_final.pth`` (student weights only), ``metrics.jsonl`` and TensorBoard events, and prints
-progress lines with an ETA.  Per-epoch re-seeding makes a resumed run repeat an uninterrupted
-one exactly (same data order, augmentation and dropout).
+``run_training(cfg, resume=False)`` trains the config's student (alone when ``distill.losses``
+is empty), evaluates top-1/top-5 on the test split and writes into ``train.output_dir``:
+``model_last.pth`` after every epoch and ``model_final.pth`` at the end (fvcore checkpoints,
+tagged in ``last_checkpoint``, written all or nothing), ``model_best.pth`` (the student's
+weights), ``config.yaml``, ``metrics.jsonl`` and TensorBoard events; progress lines carry an ETA.
+
+As detectron2's trainer does: every step stops on a non-finite loss before the optimizer step
+(one ``ERROR:`` line naming the term); SIGTERM / SIGUSR1 end the run after the running step with
+a checkpoint of it and exit status 3 (:mod:`nd_det.utils.preemption`); ``--resume`` continues
+from the tagged checkpoint.  Each epoch re-seeds the generators, and a checkpoint within an epoch
+holds every rank's RNG states and the data position, so a resumed run repeats the uninterrupted
+one (exactly with ``data.num_workers`` 0; loader workers draw their own augmentations).
 """
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..errors import ConfigError, FileError
-from ..utils.atomic_file import atomic_torch_save
+from ..errors import ConfigError, input_stage
+from ..utils.atomic_file import atomic_torch_save, atomic_write_text
+from ..utils.finite_losses import check_finite_losses
+from ..utils.paths import check_writable
 from ..utils.precision import AUTOCAST_DTYPES
+from ..utils.preemption import EXIT_PREEMPTED, PreemptionSignals
 from ..utils.progress import ProgressClock, format_duration
+from ..utils.rng_state import RNGState
 from ..utils.seed import seed_everything
-from .builders import build_distiller
-from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_model_weights, module_mismatch
-from .config import config_dict, merge_config
+from .builders import build_distiller, build_student
+from .checkpoint import ClassifierCheckpointer
 from .data import ShardSampler, build_batch_mixer, build_dataset
 from .distiller import Distiller
 from .distributed import all_reduce_sum, average_buffers, init_distributed, stop_if_any_rank_fails
 from .metrics import evaluate
-from .preflight import check_batch_split, check_training_setup
 from .run_logger import RunLogger
 from .solver import build_optimizer, learning_rate_at, set_learning_rate
 
@@ -42,9 +50,7 @@ __all__ = [
     "amp_dtype_for",
 ]
 
-LAST_CHECKPOINT = "last_checkpoint.pth"
-BEST_WEIGHTS = "model_best.pth"
-FINAL_WEIGHTS = "model_final.pth"
+LAST, BEST, FINAL = "model_last", "model_best.pth", "model_final"
 
 
 @dataclass
@@ -63,230 +69,209 @@ def amp_dtype_for(device: torch.device, enabled: bool):
     return AUTOCAST_DTYPES["float16" if device.type == "cuda" else "bfloat16"]
 
 
+def _plain(cfg) -> dict:
+    """The config as plain dicts and lists (what a weights-only torch.load reads back)."""
+    return json.loads(json.dumps(cfg))
+
+
 class ClassificationTrainer:
-    """``ClassificationTrainer(cfg)`` builds a run; ``fit()`` trains it.
+    """``ClassificationTrainer(cfg, resume=False)`` builds a run; ``fit()`` trains it.
 
-    Set-up is in two parts.  First each process builds its own pieces (datasets, student,
-    teacher, loss terms, optimizer; with ``resume``, the checkpoint is read and compared with
-    them; with ``weights=(path, key)``, the student's weights are loaded): a mistake there is a
-    UserError.  Then one collective tells every process whether any of them failed
-    (:func:`~.distributed.stop_if_any_rank_fails`), so no process waits for one that stopped.
-    Only then are DDP and the data loaders made.  Nothing is written before ``fit()``.
-    """
+    Each process builds its pieces (datasets, student, teacher, terms, optimizer, the checkpoint
+    to resume); a mistake there is a UserError, and one collective then tells every process
+    whether any of them failed (:func:`~.distributed.stop_if_any_rank_fails`), so no process
+    waits for one that stopped.  Nothing is written before ``fit()``."""
 
-    def __init__(
-        self,
-        cfg: dict,
-        stream=None,
-        resume: Optional[str] = None,
-        weights: Optional[tuple[str, str]] = None,
-    ):
+    def __init__(self, cfg, stream=None, resume: bool = False):
         self.cfg = cfg
-        self.ctx = init_distributed(cfg["train"]["device"])
-        self.output_dir = cfg["train"]["output_dir"]
-        self.seed = int(cfg["train"]["seed"])
-        self.start_epoch = 0
-        self.best_top1: Optional[float] = None
-        with stop_if_any_rank_fails(self.ctx):
-            self._build(stream, weights)
-            resume_state = self._read_resume_state(resume)
-
-        device = self.ctx.device
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        with input_stage(f"train.device {cfg.train.device}"):
+            self.ctx = init_distributed(cfg.train.device)
+        self.output_dir, self.seed = cfg.train.output_dir, cfg.train.seed
+        self.start_epoch, self.start_iter, self.best_top1 = 0, 0, None
+        self.resumed: dict = {}
+        with stop_if_any_rank_fails(self.ctx), input_stage("the config"):
+            self._build(stream)
+            if resume and self.checkpointer.has_checkpoint():
+                self._resume(self.checkpointer.get_checkpoint_file())
         self.model = self.distiller
         if self.ctx.distributed:
-            self.model = DistributedDataParallel(
-                self.distiller, device_ids=[device.index] if device.type == "cuda" else None
-            )
-        self._build_loaders()
-        if resume_state is not None:
-            self._apply_resume_state(*resume_state)
+            device = self.ctx.device
+            ids = [device.index] if device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.distiller, device_ids=ids)
 
     # ------------------------------------------------------------------ set-up
-    def _build(self, stream, weights: Optional[tuple[str, str]]) -> None:
-        """This process's pieces; raises a UserError for a set-up mistake, writes nothing."""
-        cfg, train_cfg, solver = self.cfg, self.cfg["train"], self.cfg["solver"]
+    def _build(self, stream) -> None:
+        cfg, world = self.cfg, self.ctx.world_size
+        check_writable(self.output_dir, "train.output_dir", folder=True)
         self.logger = RunLogger(
-            self.output_dir,
-            enabled=self.ctx.is_main,
-            tensorboard=bool(train_cfg["tensorboard"]),
-            stream=stream,
+            self.output_dir, self.ctx.is_main, cfg.train.tensorboard, stream=stream
         )
-        world = self.ctx.world_size
-        self.batch_per_process = check_batch_split(solver, world)
-        self.train_set, self.info = build_dataset(cfg["data"], train=True, augment=True)
-        self.test_set, _ = build_dataset(cfg["data"], train=False, augment=False)
-        per_process = math.ceil(len(self.train_set) / world)
-        if per_process < self.batch_per_process:
+        if cfg.solver.batch_size % world:
             raise ConfigError(
-                f"the training set gives {per_process} samples per process, fewer than one batch "
-                f"of {self.batch_per_process}; lower solver.batch_size or use more data "
-                "(data.train_subset)"
+                f"solver.batch_size {cfg.solver.batch_size} is the total over the {world} "
+                f"processes torchrun started: give a multiple of {world}"
+            )
+        self.batch = cfg.solver.batch_size // world
+        self.train_set, self.info = build_dataset(cfg.data, train=True, augment=True)
+        self.test_set, _ = build_dataset(cfg.data, train=False, augment=False)
+        if math.ceil(len(self.train_set) / world) < self.batch:
+            raise ConfigError(
+                f"the training set gives each process fewer samples than one batch of "
+                f"{self.batch}: lower solver.batch_size or use more data (data.train_subset)"
             )
         seed_everything(self.seed)  # identical initial weights on every rank
         self.distiller, self.facts = build_distiller(cfg, self.info)
-        self.mixer = build_batch_mixer(cfg["data"], self.info.num_classes)
-        if weights is not None:
-            path, key = weights
-            load_model_weights(self.distiller.student, path, what="evaluated", key=key)
+        self.mixer = build_batch_mixer(cfg.data, self.info.num_classes)
         self.distiller.to(self.ctx.device)
         self.distiller.teacher_to(self.ctx.device)
-        self.optimizer = build_optimizer(self.distiller.parameters(), solver)
-        self.amp_dtype = amp_dtype_for(self.ctx.device, bool(train_cfg["amp"]))
+        self.optimizer = build_optimizer(self.distiller.parameters(), cfg.solver)
+        learning_rate_at(0, cfg.solver)  # an unknown schedule stops here
+        self.amp_dtype = amp_dtype_for(self.ctx.device, cfg.train.amp)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.amp_dtype == torch.float16 and self.ctx.device.type == "cuda"
         )
-
-    def _build_loaders(self) -> None:
-        solver, data = self.cfg["solver"], self.cfg["data"]
-        world, rank = self.ctx.world_size, self.ctx.rank
-        pin = self.ctx.device.type == "cuda"
-        workers = int(data["num_workers"])
-        self.train_sampler = DistributedSampler(
-            self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
+        extra = {"scaler": self.scaler} if self.scaler.is_enabled() else {}
+        self.checkpointer = ClassifierCheckpointer(
+            self.distiller.student,
+            self.output_dir,
+            what="--resume",
+            save_to_disk=self.ctx.is_main,
+            terms=self.distiller.terms,
+            optimizer=self.optimizer,
+            rng=RNGState(),
+            **extra,
         )
-        self.train_loader = DataLoader(
-            self.train_set,
-            batch_size=self.batch_per_process,
-            sampler=self.train_sampler,
-            num_workers=workers,
-            pin_memory=pin,
-            drop_last=True,
+        self.sampler = DistributedSampler(
+            self.train_set, world, self.ctx.rank, shuffle=True, seed=self.seed
         )
-        # (no persistent workers: fresh workers per epoch draw their seeds from the per-epoch
-        # re-seeded generator, which is what makes a resumed run repeat an uninterrupted one)
-        self.test_loader = DataLoader(
+        self.iters = len(self.sampler) // self.batch  # drop_last: a batch of 1 breaks BatchNorm
+        self.test_loader = self._loader(
             self.test_set,
-            batch_size=int(solver["eval_batch_size"]),
-            sampler=ShardSampler(len(self.test_set), rank, world),
-            num_workers=workers,
-            pin_memory=pin,
+            ShardSampler(len(self.test_set), self.ctx.rank, world),
+            cfg.solver.eval_batch_size,
         )
 
-    def _read_resume_state(self, resume: Optional[str]) -> Optional[tuple[str, dict]]:
-        """``(path, checkpoint)`` to continue from, checked against the built pieces; None to
-        start fresh (``resume`` None, or ``"auto"`` without a checkpoint in the output folder)."""
-        if resume is None:
-            return None
-        path = resume
-        if resume == "auto":
-            path = os.path.join(self.output_dir, LAST_CHECKPOINT)
-            if not os.path.isfile(path):
-                self.logger.info(f"no checkpoint at {path}: starting from scratch")
-                return None
-        state = load_checkpoint(path)
-        if state.get("model_name") != self.cfg["model"]["name"]:
-            raise FileError(
-                f"--resume: checkpoint {path} holds a {state.get('model_name')!r} "
-                f"model but the config trains {self.cfg['model']['name']!r}; "
-                "resume with the config of that run"
-            )
-        for what, module, key in (
-            ("student", self.distiller.student, "model"),
-            ("loss terms", self.distiller.terms, "loss_terms"),
-        ):
-            problems = module_mismatch(module, state.get(key) or {})
-            if problems:
-                raise FileError(
-                    f"--resume: the {what} in checkpoint {path} do not fit this "
-                    f"config ({problems}); resume with the config of "
-                    "that run (same model, dataset and distill.losses)"
-                )
-        return path, state
+    def _loader(self, dataset, sampler, batch_size: int, drop_last: bool = False) -> DataLoader:
+        pin = self.ctx.device.type == "cuda"
+        workers = self.cfg.data.num_workers
+        return DataLoader(
+            dataset,
+            batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=pin,
+            drop_last=drop_last,
+        )
 
-    def _apply_resume_state(self, path: str, state: dict) -> None:
-        self.distiller.student.load_state_dict(state["model"])
-        self.distiller.terms.load_state_dict(state["loss_terms"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.start_epoch = int(state["epoch"])
-        self.best_top1 = state.get("best_top1")
-        self.logger.info(f"resumed from {path} after epoch {self.start_epoch}")
-
-    def resume(self, resume: Optional[str]) -> None:
-        """``None``: start fresh; ``"auto"``: the output folder's last checkpoint if there is one;
-        otherwise a checkpoint path that must exist.  (``ClassificationTrainer(cfg, resume=...)``
-        does the same during set-up, before any collective.)"""
-        found = self._read_resume_state(resume)
-        if found is not None:
-            self._apply_resume_state(*found)
+    def _resume(self, path: str) -> None:
+        """Continue from the checkpoint ``path``: weights, terms, optimizer and scaler now; the
+        RNG states when its epoch's data loader exists (:meth:`train_one_epoch`)."""
+        keys = [k for k in self.checkpointer.checkpointables if k != "rng"]
+        self.resumed = self.checkpointer.load(path, checkpointables=keys)
+        self.start_epoch = self.resumed["epoch"]
+        self.start_iter = self.resumed["iteration"]
+        self.best_top1 = self.resumed["best_top1"]
+        self.logger.info(
+            f"resumed from {path}: epoch {self.start_epoch + 1}, iteration {self.start_iter}"
+        )
 
     def _prepare_output(self) -> None:
-        """The output folder, TensorBoard writer and resolved ``config.yaml`` (main process)."""
-        if not self.ctx.is_main:
-            return
-        self.logger.start()
-        resolved = config_dict(self.cfg)
-        with open(os.path.join(self.output_dir, "config.yaml"), "w", encoding="utf-8") as f:
-            f.write(f"# resolved from {resolved.pop('_source', '(no file)')}\n")
-            yaml.safe_dump(resolved, f, sort_keys=False)
+        """The output folder, TensorBoard writer and ``config.yaml`` (main process)."""
+        if self.ctx.is_main:
+            self.logger.start()
+            atomic_write_text(self.cfg.dump(), os.path.join(self.output_dir, "config.yaml"))
 
     # ------------------------------------------------------------------ steps
-    def train_one_epoch(self, epoch: int, clock: ProgressClock) -> dict[str, float]:
-        cfg_train, solver = self.cfg["train"], self.cfg["solver"]
-        epochs = int(solver["epochs"])
+    def train_one_epoch(
+        self,
+        epoch: int,
+        clock: ProgressClock,
+        signals: Optional[PreemptionSignals] = None,
+        start_iter: int = 0,
+    ) -> dict[str, float]:
+        """One epoch from iteration ``start_iter``; the mean of each loss (and of ND's
+        mechanism) over the epoch's training images."""
+        cfg_train, solver = self.cfg.train, self.cfg.solver
         device = self.ctx.device
-        self.train_sampler.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
         seed_everything(self.seed * 100_003 + epoch * 1_009 + self.ctx.rank)
+        indices = list(self.sampler)[start_iter * self.batch :]
+        batches = iter(self._loader(self.train_set, indices, self.batch, drop_last=True))
+        partial = self.resumed.pop("partial", None) if start_iter else None
+        if start_iter:  # the generators as they were after that iteration
+            RNGState().load_state_dict(self.resumed.pop("rng"))
         lr = learning_rate_at(epoch, solver)
         set_learning_rate(self.optimizer, lr)
-        per_iteration = solver["lr_schedule"] == "warmup_cosine"
         self.model.train()
-        sums: dict[str, torch.Tensor] = {}
-        seen = torch.zeros((), dtype=torch.float64, device=device)
-        iters = len(self.train_loader)
-        log_period = max(1, int(cfg_train["log_period"]))
-        clip = solver.get("clip_grad_norm")
+        sums = {
+            k: torch.tensor(v, dtype=torch.float64, device=device)
+            for k, v in (partial or {}).items()
+        }
         clock.start()
-        for it, (images, labels) in enumerate(self.train_loader):
+        for it, (images, labels) in enumerate(batches, start_iter):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             if self.mixer is not None:
                 images, labels = self.mixer(images, labels)
-            if per_iteration:
-                lr = learning_rate_at(epoch + it / iters, solver)
+            if solver.lr_schedule == "warmup_cosine":
+                lr = learning_rate_at(epoch + it / self.iters, solver)
                 set_learning_rate(self.optimizer, lr)
             with torch.autocast(
                 device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
             ):
                 losses, _ = self.model(images, labels, epoch)
-            total = losses["loss"]
+            check_finite_losses(losses, epoch * self.iters + it, "distill.<term>.weight")
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(total).backward()
-            if clip:
+            self.scaler.scale(losses["loss"]).backward()
+            if solver.clip_grad_norm:
                 self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.distiller.parameters(), float(clip))
+                torch.nn.utils.clip_grad_norm_(self.distiller.parameters(), solver.clip_grad_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             clock.step()
 
+            values = {**losses, **self.distiller.mechanism}
             n = labels.shape[0]
-            seen += n
-            for key, value in losses.items():
+            sums["seen"] = sums.get("seen", 0.0) + n
+            for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value.detach().double() * n
-            if (it + 1) % log_period == 0 or it + 1 == iters:
-                current = {k: float(v.detach()) for k, v in losses.items()}
-                if not all(math.isfinite(v) for v in current.values()):
-                    raise FloatingPointError(
-                        f"non-finite loss at epoch {epoch + 1}, iteration {it + 1}: {current}. "
-                        "Lower solver.lr, check the loss weights, or set solver.clip_grad_norm."
-                    )
-                self._log_iteration(epoch, epochs, it, iters, lr, current, clock)
-        keys = sorted(sums)
-        packed = torch.stack([sums[k] for k in keys] + [seen])
+            if (it + 1) % cfg_train.log_period == 0 or it + 1 == self.iters:
+                current = {k: float(v.detach()) for k, v in values.items()}
+                self._log_iteration(epoch, it, lr, current, clock)
+            if signals is not None and self._preempted(signals):
+                self._stop(epoch, it + 1, sums, signals.received)
+        keys = sorted(k for k in sums if k != "seen")
+        packed = torch.stack(
+            [torch.as_tensor(sums[k], dtype=torch.float64, device=device) for k in keys + ["seen"]]
+        )
         all_reduce_sum(packed)
         average_buffers(self.distiller)
         return {k: float(packed[i] / packed[-1]) for i, k in enumerate(keys)}
 
-    def _log_iteration(self, epoch, epochs, it, iters, lr, current, clock) -> None:
-        eta = clock.eta_seconds()
-        per = clock.seconds_per_iter
-        terms = " ".join(f"{k[5:]} {v:.4f}" for k, v in current.items() if k != "loss")
+    def _preempted(self, signals: PreemptionSignals) -> bool:
+        """Whether any process has received a preemption signal (all of them stop together)."""
+        if not self.ctx.distributed:
+            return bool(signals.received)
+        flag = torch.tensor([float(signals.received)], device=self.ctx.device)
+        return bool(all_reduce_sum(flag).item())
+
+    def _stop(self, epoch: int, iteration: int, sums: dict, signum: int) -> None:
+        partial = {k: float(v) for k, v in sums.items()}
+        self._save(LAST, epoch, iteration, partial=partial)
         self.logger.info(
-            f"epoch {epoch + 1}/{epochs} iter {it + 1}/{iters} loss {current['loss']:.4f} "
-            f"({terms}) lr {lr:.4g} "
+            f"signal {signum} received: training stopped after epoch {epoch + 1} iteration "
+            f"{iteration}, checkpoint {LAST}.pth written; continue with --resume "
+            f"(exit status {EXIT_PREEMPTED})"
+        )
+        self.logger.close()
+        raise SystemExit(EXIT_PREEMPTED)
+
+    def _log_iteration(self, epoch, it, lr, current, clock) -> None:
+        eta, per = clock.eta_seconds(), clock.seconds_per_iter
+        terms = " ".join(f"{k[5:]} {v:.4f}" for k, v in current.items() if k.startswith("loss_"))
+        self.logger.info(
+            f"epoch {epoch + 1}/{self.cfg.solver.epochs} iter {it + 1}/{self.iters} loss "
+            f"{current['loss']:.4f} ({terms}) lr {lr:.4g} "
             f"{'' if per is None else f'{per * 1000:.0f} ms/it '}"
             f"eta {'?' if eta is None else format_duration(eta)}"
         )
@@ -298,116 +283,118 @@ class ClassificationTrainer:
         return evaluate(self.distiller.student, self.test_loader, self.ctx.device, self.amp_dtype)
 
     # ------------------------------------------------------------------ saving
-    def _student_payload(self, epochs_done: int, metrics: dict) -> dict:
-        return {
-            "model": self.distiller.student.state_dict(),
-            "model_name": self.cfg["model"]["name"],
-            "num_classes": self.info.num_classes,
-            "in_channels": self.info.in_channels,
-            "epoch": epochs_done,
-            "metrics": metrics,
-            "config": config_dict(self.cfg),
-        }
-
-    def save_checkpoint(self, epochs_done: int, metrics: dict) -> None:
-        if not self.ctx.is_main:
-            return
-        payload = self._student_payload(epochs_done, metrics)
-        payload.update(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "loss_terms": self.distiller.terms.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                "best_top1": self.best_top1,
-                **self.facts,
-            }
+    def _save(self, name: str, epoch: int, iteration: int, **extra) -> None:
+        """A checkpoint (every rank takes part: the RNG states are gathered)."""
+        self.checkpointer.save(
+            name,
+            epoch=epoch,
+            iteration=iteration,
+            best_top1=self.best_top1,
+            model_name=self.cfg.model.name,
+            config=_plain(self.cfg),
+            **self.facts,
+            **extra,
         )
-        atomic_torch_save(payload, os.path.join(self.output_dir, LAST_CHECKPOINT))
-
-    def save_weights(self, name: str, epochs_done: int, metrics: dict) -> None:
-        if self.ctx.is_main:
-            atomic_torch_save(
-                self._student_payload(epochs_done, metrics), os.path.join(self.output_dir, name)
-            )
 
     # ------------------------------------------------------------------ the run
     def fit(self) -> TrainingResult:
-        solver, cfg_train = self.cfg["solver"], self.cfg["train"]
-        epochs = int(solver["epochs"])
-        iters = len(self.train_loader)
+        epochs = self.cfg.solver.epochs
         self._prepare_output()
         self._describe()
-        clock = ProgressClock(epochs * iters, self.start_epoch * iters)
+        clock = ProgressClock(epochs * self.iters, self.start_epoch * self.iters + self.start_iter)
+        signals = PreemptionSignals()
+        signals.install()
         last_eval: dict = {}
-        for epoch in range(self.start_epoch, epochs):
-            train_losses = self.train_one_epoch(epoch, clock)
-            record = {
-                "epoch": epoch + 1,
-                "lr": learning_rate_at(epoch, solver),
-                **{f"train_{k}": v for k, v in train_losses.items()},
-            }
-            period = max(1, int(cfg_train["eval_period"]))
-            if (epoch + 1) % period == 0 or epoch + 1 == epochs:
-                last_eval = self.evaluate()
-                record.update({f"test_{k}": v for k, v in last_eval.items()})
-                if self.best_top1 is None or last_eval["top1"] > self.best_top1:
-                    self.best_top1 = last_eval["top1"]
-                    self.save_weights(BEST_WEIGHTS, epoch + 1, last_eval)
-                self.logger.info(
-                    f"epoch {epoch + 1}/{epochs}: test top-1 {last_eval['top1']:.2f} "
-                    f"top-5 {last_eval['top5']:.2f} loss {last_eval['loss']:.4f} "
-                    f"(best top-1 {self.best_top1:.2f})"
-                )
-            self.logger.record("epoch", record, step=epoch + 1)
-            self.save_checkpoint(epoch + 1, last_eval)
-        self.save_weights(FINAL_WEIGHTS, epochs, last_eval)
+        try:
+            for epoch in range(self.start_epoch, epochs):
+                start, self.start_iter = self.start_iter, 0
+                last_eval = self._epoch(epoch, clock, signals, start) or last_eval
+        finally:
+            signals.restore()
+        self._save(FINAL, epochs, 0)
+        if self.ctx.is_main and os.path.exists(os.path.join(self.output_dir, LAST + ".pth")):
+            os.unlink(os.path.join(self.output_dir, LAST + ".pth"))  # model_final has it all
         self.logger.close()
         return TrainingResult(self.distiller, self.output_dir, epochs, self.best_top1, last_eval)
 
+    def _epoch(self, epoch, clock, signals, start_iter) -> dict:
+        """Train one epoch, evaluate when due, log and save; the evaluation (or {})."""
+        solver, period = self.cfg.solver, self.cfg.train.eval_period
+        train = self.train_one_epoch(epoch, clock, signals, start_iter)
+        record = {"epoch": epoch + 1, "lr": learning_rate_at(epoch, solver)}
+        record.update({f"train_{k}": v for k, v in train.items()})
+        result = {}
+        if (epoch + 1) % period == 0 or epoch + 1 == solver.epochs:
+            result = self.evaluate()
+            record.update({f"test_{k}": v for k, v in result.items()})
+            if self.best_top1 is None or result["top1"] > self.best_top1:
+                self.best_top1 = result["top1"]
+                if self.ctx.is_main:
+                    student = self.distiller.student.state_dict()
+                    best = {"model": student, "epoch": epoch + 1, "metrics": result}
+                    atomic_torch_save(best, os.path.join(self.output_dir, BEST))
+            self.logger.info(
+                f"epoch {epoch + 1}/{solver.epochs}: test top-1 {result['top1']:.2f} "
+                f"top-5 {result['top5']:.2f} loss {result['loss']:.4f} "
+                f"(best top-1 {self.best_top1:.2f})"
+            )
+        self.logger.record("epoch", record, step=epoch + 1)
+        self._save(LAST, epoch + 1, 0)
+        return result
+
     def _describe(self) -> None:
-        teacher = self.cfg["distill"]["teacher"]["name"]
+        teacher = self.cfg.distill.teacher.name
         terms = ", ".join(
             f"{n}(w={t.weight}{', warm-up' if t.warm_up else ''})"
             for n, t in self.distiller.terms.items()
         )
         self.logger.info(
-            f"student {self.cfg['model']['name']} | teacher {teacher or '-'} | losses {terms} | "
-            f"{len(self.train_set)} train / {len(self.test_set)} test images, "
-            f"{self.info.num_classes} classes | {self.ctx.world_size} process(es) on "
-            f"{self.ctx.device.type} | batch {self.batch_per_process} per process | "
-            f"amp {self.amp_dtype or 'off'} | output {self.output_dir}"
+            f"student {self.cfg.model.name} | teacher {teacher or '-'} | losses ce"
+            f"{', ' + terms if terms else ''} | {len(self.train_set)} train / "
+            f"{len(self.test_set)} test images, {self.info.num_classes} classes | "
+            f"{self.ctx.world_size} process(es) on {self.ctx.device.type} | batch {self.batch} "
+            f"per process | amp {self.amp_dtype or 'off'} | output {self.output_dir}"
         )
 
 
-def run_training(cfg: dict, resume: Optional[str] = None, stream=None) -> TrainingResult:
-    """Check the set-up (:func:`~.preflight.check_training_setup`), build and train."""
-    check_training_setup(cfg, resume=resume)
-    trainer = ClassificationTrainer(cfg, stream=stream, resume=resume)
-    return trainer.fit()
+def run_training(cfg, resume: bool = False, stream=None) -> TrainingResult:
+    """Build and train (``resume``: from ``train.output_dir``'s last checkpoint, if any)."""
+    return ClassificationTrainer(cfg, stream=stream, resume=resume).fit()
 
 
-def run_evaluation(cfg: dict, weights: Optional[str] = None, stream=None) -> dict[str, float]:
-    """Top-1/top-5 of the config's model on the test split, with ``weights`` (a training output
-    or raw state dict) or else ``model.weights``."""
-    check_training_setup(cfg, eval_only=True, weights=weights)
-    source = weights or cfg["model"].get("weights")
-    key = "--weights" if weights else "model.weights"
-    # only the student is evaluated: no teacher, class means or distillation terms are built
-    cfg = merge_config(
-        cfg,
-        {
-            "model": {"weights": None},
-            "distill": {"teacher": {"name": None, "weights": None}, "losses": {"ce": {}}},
-        },
+def run_evaluation(cfg, resume: bool = False, stream=None) -> dict[str, float]:
+    """Top-1/top-5 of ``model.weights`` (with ``resume``: of ``train.output_dir``'s last
+    checkpoint) on the test split; only the student and the test split are built."""
+    with input_stage(f"train.device {cfg.train.device}"):
+        ctx = init_distributed(cfg.train.device)
+    with stop_if_any_rank_fails(ctx), input_stage("the config"):
+        test_set, info = build_dataset(cfg.data, train=False, augment=False)
+        weights = cfg.model.weights
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.model.weights = ""
+        student = build_student(cfg, info)
+        checkpointer = ClassifierCheckpointer(student, cfg.train.output_dir, what="model.weights")
+        if resume and checkpointer.has_checkpoint():
+            weights = checkpointer.get_checkpoint_file()
+        if not weights:
+            raise ConfigError(
+                "--eval-only evaluates model.weights: give it (e.g. model.weights "
+                "output/<run>/model_final.pth), or --resume for train.output_dir's last checkpoint"
+            )
+        checkpointer.load(weights, checkpointables=[])
+    student.to(ctx.device)
+    loader = DataLoader(
+        test_set,
+        cfg.solver.eval_batch_size,
+        sampler=ShardSampler(len(test_set), ctx.rank, ctx.world_size),
+        num_workers=cfg.data.num_workers,
     )
-    trainer = ClassificationTrainer(cfg, stream=stream, weights=(source, key))
-    result = trainer.evaluate()
-    trainer.logger.info(
-        f"{cfg['model']['name']} from {source}: top-1 {result['top1']:.2f} "
-        f"top-5 {result['top5']:.2f} loss {result['loss']:.4f} "
-        f"on {result['samples']} test images"
+    result = evaluate(student, loader, ctx.device, amp_dtype_for(ctx.device, cfg.train.amp))
+    logger = RunLogger(cfg.train.output_dir, ctx.is_main, False, stream=stream)
+    logger.info(
+        f"{cfg.model.name} from {weights}: top-1 {result['top1']:.2f} top-5 "
+        f"{result['top5']:.2f} loss {result['loss']:.4f} on {result['samples']} test images"
     )
-    trainer.logger.record("eval", {"weights": source, **result})
-    trainer.logger.close()
+    logger.record("eval", {"weights": weights, **result})
     return result

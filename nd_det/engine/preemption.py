@@ -1,8 +1,5 @@
-"""Preemption: SIGTERM or SIGUSR1 stops training after the running step, with a checkpoint of it.
-
-SLURM sends SIGTERM before it stops a job (``scancel``, a preemption, the time limit; SIGKILL
-follows after its KillWait), and the signal ``--signal=USR1@<seconds>`` asks for, ahead of the
-limit (a job script then typically runs ``scontrol requeue``).  On either signal:
+"""Preemption of a detectron2 training (:mod:`nd_det.utils.preemption`): SIGTERM or SIGUSR1
+stops training after the running step, with a checkpoint of it.
 
 1. the step that is running finishes (a step is never cut in half);
 2. every process agrees to stop after that same iteration (a tiny all-gather of the flag after
@@ -27,12 +24,11 @@ import threading
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from ..utils.preemption import EXIT_PREEMPTED, PREEMPTION_SIGNALS, PreemptionSignals
+
 __all__ = ["EXIT_PREEMPTED", "PREEMPTION_SIGNALS", "PreemptionHook", "forward_signals"]
 
 logger = logging.getLogger(__name__)
-
-EXIT_PREEMPTED = 3
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class PreemptionHook(HookBase):
@@ -42,20 +38,13 @@ class PreemptionHook(HookBase):
 
     def __init__(self, checkpointer):
         self.checkpointer = checkpointer
-        self.received = 0
-        self._previous = {}
-
-    def _on_signal(self, signum, _frame):
-        self.received = signum
+        self.signals = PreemptionSignals()
 
     def before_train(self):
-        if threading.current_thread() is not threading.main_thread():
-            return  # Python delivers signals to the main thread only
-        for signum in PREEMPTION_SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._on_signal)
+        self.signals.install()
 
     def after_step(self):
-        received = self.received
+        received = self.signals.received
         if comm.get_world_size() > 1:
             received = max(comm.all_gather(received))
         if not received:
@@ -73,14 +62,13 @@ class PreemptionHook(HookBase):
                 os.path.join(self.checkpointer.save_dir, name + ".pth"),
                 EXIT_PREEMPTED,
             )
-        # the handlers stay: a second signal while the process exits changes nothing
-        self._previous = {}
+        # the handlers stay (after_train restores nothing): a second signal while the process
+        # exits changes nothing
+        self.signals = PreemptionSignals()
         raise SystemExit(EXIT_PREEMPTED)
 
     def after_train(self):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
+        self.signals.restore()
 
 
 @contextlib.contextmanager

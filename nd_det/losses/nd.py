@@ -10,11 +10,14 @@ towards the teacher's.  The value is 0 at best.  Nothing is detached: the gradie
 student only because the teacher embedding and the class means carry no graph.
 """
 
+from typing import Optional
+
 import torch
+import torch.nn.functional as F
 
 from .precision import at_least_float32
 
-__all__ = ["nd_loss"]
+__all__ = ["nd_loss", "nd_mechanism"]
 
 _EPS = 1e-12
 _REDUCTIONS = ("mean", "none")
@@ -61,6 +64,28 @@ def nd_loss(
     if rows.shape[0] == 0:
         return s.sum() * 0.0
     return weight * rows.mean()
+
+
+@torch.no_grad()
+def nd_mechanism(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor,
+    class_means: torch.Tensor,
+    foreground: Optional[torch.Tensor] = None,
+) -> dict[str, torch.Tensor]:
+    """What ND acts on, for logs and reports, over the rows where ``foreground`` (a (N,) bool
+    mask; every row when None): ``norm_ratio``, the student's mean embedding norm over the
+    teacher's, and ``cosine_to_class_mean``, the mean cosine between each student embedding and
+    the class mean of its label.  Arguments as :func:`nd_loss`'s; 0-d float tensors (0 without
+    rows), no host-device sync."""
+    s, t = at_least_float32(student), at_least_float32(teacher)
+    keep = s.new_ones(len(s)) if foreground is None else foreground.to(s.dtype)
+    cosines = F.cosine_similarity(s, at_least_float32(class_means).index_select(0, labels), dim=1)
+    return {
+        "norm_ratio": (s.norm(dim=1) * keep).sum() / (t.norm(dim=1) * keep).sum().clamp_min(_EPS),
+        "cosine_to_class_mean": (cosines * keep).sum() / keep.sum().clamp_min(1.0),
+    }
 
 
 def _check_inputs(student, teacher, labels, means):

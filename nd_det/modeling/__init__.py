@@ -1,14 +1,14 @@
 """Detection modeling: importing this registers DistillRCNN and the student backbones."""
 
-from . import backbone  # noqa: F401  (registers the backbones in BACKBONE_REGISTRY)
-from .distill_terms import (
+from ..distill import (
     DISTILL_TERM_REGISTRY,
     DistillInputs,
     DistillTerm,
     available_distill_terms,
-    check_distill_loss_names,
     register_distill_term,
 )
+from . import backbone  # noqa: F401  (registers the backbones in BACKBONE_REGISTRY)
+from .distill_terms import check_distill_loss_names
 from .meta_arch import DistillRCNN
 from .student_checkpoint import (
     DISTILL_STATE_PREFIX,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import yaml
 
-from nd_det.classification.config import apply_overrides, load_config
+from nd_det.classification.config import load_config
 
 DIGITS_TRAIN = 96  # training images used by the tiny runs (all 10 classes present)
 DIGITS_TEST = 40
@@ -30,8 +30,9 @@ def tiny_config(
     distill: Optional[dict] = None,
     model: str = "resnet8",
     epochs: int = 1,
-) -> dict:
-    """A checked config (through load_config) training ``model`` on a digits subset, on CPU."""
+):
+    """A config (through load_config, ``overrides`` as KEY VALUE pairs) training ``model`` on a
+    digits subset, on CPU."""
     data = {
         "model": {"name": model},
         "data": {
@@ -59,7 +60,7 @@ def tiny_config(
     if distill:
         data["distill"] = distill
     path = write_yaml(tmp_path / f"{name}.yaml", data)
-    return apply_overrides(load_config(path), overrides)
+    return load_config(path, list(overrides))
 
 
 def save_random_teacher(
@@ -78,7 +79,8 @@ def distill_section(
     tmp_path, losses: dict, teacher: str = "wrn_16_2", warm_up_epochs: int = 0
 ) -> dict:
     """A saved random teacher plus its class means on the tiny digits split, extracted with the
-    real tool; returns the ``distill`` config section that uses them."""
+    real tool; returns the ``distill`` config section that uses them with the terms ``losses``
+    (name -> parameters)."""
     from nd_det.class_means.classification import extract_classification_main
 
     weights = save_random_teacher(tmp_path / f"teacher_{teacher}.pth", teacher)
@@ -89,26 +91,19 @@ def distill_section(
             {
                 "model": {"name": teacher},
                 "data": {"name": "digits", "train_subset": DIGITS_TRAIN, "num_workers": 0},
+                "solver": {"eval_batch_size": 64},
                 "train": {"device": "cpu"},
             },
         )
         extract_classification_main(
-            [
-                "--config",
-                teacher_cfg,
-                "--weights",
-                weights,
-                "--output",
-                str(means),
-                "--batch-size",
-                "64",
-            ]
+            ["--config-file", teacher_cfg, "--output", str(means), "model.weights", weights]
         )
     return {
         "teacher": {"name": teacher, "weights": weights},
         "class_means": str(means),
         "warm_up_epochs": warm_up_epochs,
-        "losses": losses,
+        "losses": [name for name in losses if name != "ce"],
+        **{name: params for name, params in losses.items() if params and name != "ce"},
     }
 
 
@@ -169,3 +164,27 @@ def write_tiny_cifar100(
     }
     dump_python2_pickle(meta, os.path.join(folder, "meta"))
     return written
+
+
+def terms_config(losses: dict, label_smoothing: float = 0.0):
+    """The defaults with ``losses`` (term name -> parameters, "ce" -> its label smoothing)
+    set as a config file would set them."""
+    from nd_det.classification.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.distill.losses = [n for n in losses if n != "ce"]
+    cfg.model.label_smoothing = (losses.get("ce") or {}).get("label_smoothing", label_smoothing)
+    for name, params in losses.items():
+        for key, value in (params or {}).items():
+            if name != "ce":
+                cfg.distill[name][key] = value
+    return cfg
+
+
+def data_cfg(**values):
+    """The defaults' ``data`` section with ``values`` set."""
+    from nd_det.classification.config import get_cfg
+
+    data = get_cfg().data
+    data.update(values)
+    return data

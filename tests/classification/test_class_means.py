@@ -7,8 +7,15 @@ from torch.utils.data import DataLoader
 from nd_det.class_means import load_class_means, save_class_means
 from nd_det.class_means.classification import extract_class_means
 from nd_det.classification import build_classifier
+from nd_det.classification.config import get_cfg
 from nd_det.classification.data import ShardSampler, build_dataset
 from nd_det.errors import DataError
+
+
+def _digits(train_subset: int):
+    cfg = get_cfg()
+    cfg.data.name, cfg.data.train_subset = "digits", train_subset
+    return cfg.data
 
 
 def _slow_reference(model, dataset, num_classes):
@@ -26,9 +33,7 @@ def _slow_reference(model, dataset, num_classes):
 
 
 def test_extraction_matches_the_per_sample_reference(tmp_path):
-    dataset, info = build_dataset(
-        {"name": "digits", "train_subset": 120}, train=True, augment=False
-    )
+    dataset, info = build_dataset(_digits(120), train=True, augment=False)
     torch.manual_seed(0)
     model = build_classifier("wrn_16_1", info.num_classes, info.in_channels)
     model.train()  # extraction must switch to eval mode itself (BatchNorm running statistics)
@@ -78,7 +83,7 @@ def test_extraction_matches_the_per_sample_reference(tmp_path):
 
 
 def test_a_class_without_samples_is_an_error():
-    dataset, info = build_dataset({"name": "digits", "train_subset": 3}, train=True, augment=False)
+    dataset, info = build_dataset(_digits(3), train=True, augment=False)
     model = build_classifier("resnet8", info.num_classes, info.in_channels)
     with pytest.raises(DataError, match=r"no samples for class\(es\) .*\(\d\)"):
         extract_class_means(

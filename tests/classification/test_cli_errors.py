@@ -16,6 +16,7 @@ import torch
 
 from nd_det.class_means import ClassMeans, save_class_means
 
+from ..helpers.crafted_files import marker_torch
 from ..helpers.run_tool import run_tool_in_process
 from .helpers import DIGITS_TEST, DIGITS_TRAIN, save_random_teacher, write_yaml
 
@@ -23,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TRAIN = os.path.join(REPO, "tools", "train_cls.py")
 EXTRACT = os.path.join(REPO, "tools", "extract_class_means.py")
 TEACHER = "resnet14"
-KDPP = {"ce": {}, "kd": {"temperature": 4.0}, "nd": {}}
+KDPP = {"losses": ["kd", "nd"], "kd": {"temperature": 4.0}}
 
 
 @pytest.fixture(scope="module")
@@ -36,32 +37,23 @@ def teacher(tmp_path_factory):
         {
             "model": {"name": TEACHER},
             "data": {"name": "digits", "train_subset": DIGITS_TRAIN, "num_workers": 0},
+            "solver": {"eval_batch_size": 96},
             "train": {"device": "cpu"},
         },
     )
     means = str(root / "means.pth")
     code, err = run_tool_in_process(
         EXTRACT,
-        [
-            "--task",
-            "classification",
-            "--config",
-            config,
-            "--weights",
-            weights,
-            "--output",
-            means,
-            "--batch-size",
-            "96",
-        ],
+        ["--task", "classification", "--config-file", config, "--output", means]
+        + ["model.weights", weights],
     )
     assert code == 0, err
     return {"root": str(root), "weights": weights, "config": config, "means": means}
 
 
-def _config(case, teacher=None, losses=None, **sections):
+def _config(case, teacher=None, distill=None, **sections):
     """A tiny digits run (its sections updated by ``sections``); ``teacher`` adds a distillation
-    section with ``losses`` (KD++ by default)."""
+    section (KD++ unless ``distill`` says otherwise)."""
     data = {
         "model": {"name": "resnet8"},
         "data": {
@@ -77,10 +69,9 @@ def _config(case, teacher=None, losses=None, **sections):
         data["distill"] = {
             "teacher": {"name": TEACHER, "weights": teacher["weights"]},
             "class_means": teacher["means"],
-            "losses": losses or KDPP,
+            **KDPP,
         }
-    elif losses is not None:
-        data["distill"] = {"losses": losses}
+    data.setdefault("distill", {}).update(distill or {})
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
     return write_yaml(os.path.join(case, "run.yaml"), data)
@@ -97,6 +88,12 @@ def _truncated(case, source):
 
 def _other_architecture(case):
     return save_random_teacher(os.path.join(case, "resnet20.pth"), "resnet20")
+
+
+def _crafted(case, teacher):
+    """The teacher's weights in a file that would create ``marker`` when unpickled."""
+    state = torch.load(teacher["weights"], weights_only=True)
+    return marker_torch(os.path.join(case, "crafted.pth"), os.path.join(case, "marker"), state)
 
 
 def _means_of_five_classes(case):
@@ -119,6 +116,15 @@ def _weights_of_another_teacher(case, teacher):
     return path
 
 
+def _run_of_another_model(case, teacher):
+    """An output folder whose last checkpoint holds the teacher's architecture (resnet14)."""
+    out = os.path.join(case, "out")
+    os.makedirs(out)
+    shutil.copy(teacher["weights"], os.path.join(out, "model_last.pth"))
+    _write(out, "last_checkpoint", "model_last.pth")
+    return out
+
+
 def _blocker(case):
     path = os.path.join(case, "a_file")
     with open(path, "w") as f:
@@ -138,309 +144,291 @@ def _write(case, name, text):
     return path
 
 
-# name -> (case folder, teacher) -> (tool, argv, fragment of the ERROR line[, environment])
+def _extract(t, *opts, output=None):
+    """The extraction tool's command line for the fixture's teacher config."""
+    flags = ["--output", output] if output else []
+    return ["--task", "classification", "--config-file", t["config"], *flags, *opts]
+
+
+# name -> (case folder, teacher) -> (tool, argv, fragment of the ERROR line)
 CASES = {
+    "config_file_not_given": lambda c, t: (
+        TRAIN,
+        [],
+        "the following arguments are required: --config-file",
+    ),
     "config_missing": lambda c, t: (
         TRAIN,
-        ["--config", os.path.join(c, "nope.yaml")],
-        "nope.yaml not found",
+        ["--config-file", os.path.join(c, "nope.yaml")],
+        "nope.yaml: FileNotFoundError: [Errno 2] No such file or directory",
     ),
     "config_not_yaml": lambda c, t: (
         TRAIN,
-        ["--config", _write(c, "bad.yaml", "model: [resnet8\n")],
-        "is not valid yaml",
+        ["--config-file", _write(c, "bad.yaml", "model: [resnet8\n")],
+        "bad.yaml: not a yaml config (ParserError",
     ),
     "config_is_a_weights_file": lambda c, t: (
         TRAIN,
-        ["--config", t["weights"]],
-        "is not a yaml config",
+        ["--config-file", t["weights"]],
+        "teacher.pth: not a yaml config (UnicodeDecodeError",
     ),
     "config_unknown_key": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, solver={"epoch": 3})],
-        "run.yaml: unknown key 'solver.epoch'; valid keys here: batch_size",
+        ["--config-file", _config(c, solver={"epoch": 3})],
+        "run.yaml: KeyError: Non-existent config key: solver.epoch",
     ),
     "config_value_type": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, solver={"epochs": "two"})],
-        "solver.epochs='two' must be an integer (the default is 240)",
+        ["--config-file", _config(c, solver={"epochs": "two"})],
+        "with values (240 vs. two) for config key: solver.epochs",
     ),
     "override_unknown_key": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "solver.lrate=0.1"],
-        "override 'solver.lrate=0.1': unknown key 'solver.lrate'",
+        ["--config-file", _config(c), "solver.lrate", "0.1"],
+        "the KEY VALUE overrides: AssertionError: Non-existent key: solver.lrate",
     ),
     "override_value_type": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "solver.batch_size=big"],
-        "override 'solver.batch_size=big': solver.batch_size='big' must be an integer",
+        ["--config-file", _config(c), "solver.batch_size", "big"],
+        "with values (32 vs. big) for config key: solver.batch_size",
     ),
-    "override_not_key_value": lambda c, t: (
+    "override_without_value": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "solver.lr"],
-        "must look like section.key=value",
+        ["--config-file", _config(c), "solver.lr"],
+        "Override list has odd length",
     ),
-    "override_bad_choice": lambda c, t: (
+    "flag_after_the_overrides": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "solver.lr_schedule=step"],
-        "solver.lr_schedule='step': use one of multistep, cosine",
+        ["--config-file", _config(c), "solver.epochs", "2", "--resume"],
+        "--resume comes after the KEY VALUE overrides: put flags first",
+    ),
+    "unknown_schedule": lambda c, t: (
+        TRAIN,
+        ["--config-file", _config(c), "solver.lr_schedule", "step"],
+        "solver.lr_schedule 'step': use multistep, cosine or warmup_cosine",
+    ),
+    "unknown_optimizer": lambda c, t: (
+        TRAIN,
+        ["--config-file", _config(c), "solver.optimizer", "adam"],
+        "solver.optimizer 'adam': use sgd or adamw",
+    ),
+    "negative_learning_rate": lambda c, t: (
+        TRAIN,
+        ["--config-file", _config(c), "solver.lr", "-0.1"],
+        "the config: ValueError: Invalid learning rate: -0.1",
     ),
     "unknown_model": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "model.name=resnet9"],
-        "unknown classifier model.name='resnet9'; available: ",
+        ["--config-file", _config(c), "model.name", "resnet9"],
+        "unknown classifier 'resnet9'; available: ",
     ),
     "unknown_teacher_model": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, t), "distill.teacher.name=resnet99"],
-        "unknown classifier distill.teacher.name='resnet99'",
+        ["--config-file", _config(c, t), "distill.teacher.name", "resnet99"],
+        "unknown classifier 'resnet99'",
     ),
     "drop_path_without_stochastic_depth": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "model.drop_path_rate=0.1"],
-        "model.drop_path_rate=0.1: model.name='resnet8' has no stochastic depth; set it to 0",
-    ),
-    "deit_augmentation_not_on_an_image_folder": lambda c, t: (
-        TRAIN,
-        ["--config", _config(c), "data.augment=deit"],
-        "data.augment='deit' applies to data.name=image_folder only",
+        ["--config-file", _config(c), "model.drop_path_rate", "0.1"],
+        "model.drop_path_rate 0.1: 'resnet8' has none; set it to 0",
     ),
     "mixed_labels_with_dkd": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, t, losses={"ce": {}, "dkd": {}, "nd": {}}), "data.mixup_alpha=0.8"],
-        "loss term 'dkd' needs each image's own label, but data.mixup_alpha / "
+        ["--config-file", _config(c, t, {"losses": ["dkd", "nd"]}), "data.mixup_alpha", "0.8"],
+        "distill.losses 'dkd' needs each image's own label, but data.mixup_alpha / "
         "data.cutmix_alpha mix the labels",
     ),
     "unknown_dataset": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "data.name=mnist"],
+        ["--config-file", _config(c), "data.name", "mnist"],
         "unknown dataset data.name='mnist'; available: cifar100, digits",
     ),
     "unknown_loss_term": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, losses={"ce": {}, "fitnet": {}})],
-        "unknown loss term 'fitnet' in distill.losses; available: ce, dist",
+        ["--config-file", _config(c, t, {"losses": ["fitnet"]})],
+        "distill.losses has unknown name(s) ['fitnet']; choose from ['dist', 'dkd', 'kd', 'nd'",
     ),
     "unknown_loss_parameter": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, t, losses={"ce": {}, "kd": {"temp": 4}})],
-        "loss term 'kd' has no parameter(s) temp; its parameters are: weight, warm_up, temperature",
+        ["--config-file", _config(c, t), "distill.kd.temp", "4.0"],
+        "Non-existent key: distill.kd.temp",
     ),
     "loss_parameter_type": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, t), "distill.losses.kd.temperature=hot"],
-        "distill.losses.kd.temperature='hot' must be a number",
+        ["--config-file", _config(c, t), "distill.kd.temperature", "hot"],
+        "with values (4.0 vs. hot) for config key: distill.kd.temperature",
     ),
     "loss_weight_zero": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, t), "distill.losses.nd.weight=0"],
-        "distill.losses.nd.weight=0: give a positive value; to train without 'nd', remove it",
+        ["--config-file", _config(c, t), "distill.nd.weight", "0.0"],
+        "distill.nd.weight 0.0: 'nd' is in distill.losses, so give it a positive weight",
+    ),
+    "loss_temperature_zero": lambda c, t: (
+        TRAIN,
+        ["--config-file", _config(c, t), "distill.kd.temperature", "0.0"],
+        "distill.kd.temperature 0.0: give a positive temperature",
     ),
     "term_needs_teacher": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, losses={"ce": {}, "kd": {}})],
-        "loss term 'kd' needs a teacher: set distill.teacher.name and distill.teacher.weights",
+        ["--config-file", _config(c, distill={"losses": ["kd"]})],
+        "distill.losses ['kd'] need a teacher: set distill.teacher.name and "
+        "distill.teacher.weights",
     ),
     "teacher_without_weights": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, t), "distill.teacher.weights=null"],
-        "distill.teacher.weights is empty for teacher 'resnet14'",
+        ["--config-file", _config(c, t), "distill.teacher.weights", ""],
+        "distill.losses ['kd', 'nd'] need a teacher",
     ),
     "teacher_weights_missing": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, t), f"distill.teacher.weights={c}/nope.pth"],
-        "distill.teacher.weights: teacher weights file",
+        ["--config-file", _config(c, t), "distill.teacher.weights", f"{c}/nope.pth"],
+        "nope.pth: AssertionError: Checkpoint",
     ),
     "teacher_weights_truncated": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, t), f"distill.teacher.weights={_truncated(c, t['weights'])}"],
-        "cannot read teacher weights",
+        ["--config-file", _config(c, t), "distill.teacher.weights", _truncated(c, t["weights"])],
+        "truncated.pth: RuntimeError: PytorchStreamReader failed",
     ),
     "teacher_weights_other_architecture": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, t), f"distill.teacher.weights={_other_architecture(c)}"],
-        "distill.teacher.weights: teacher weights",
+        ["--config-file", _config(c, t), "distill.teacher.weights", _other_architecture(c)],
+        "resnet20.pth does not fit CifarResNet (unexpected keys",
+    ),
+    "teacher_weights_that_run_code": lambda c, t: (
+        TRAIN,
+        ["--config-file", _config(c, t), "distill.teacher.weights", _crafted(c, t)],
+        "crafted.pth asks to load",
     ),
     "class_means_not_set": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, t), "distill.class_means=null"],
-        "loss term 'nd' needs distill.class_means",
+        ["--config-file", _config(c, t), "distill.class_means", ""],
+        "distill.class_means is empty: ND needs the teacher's class means",
     ),
     "class_means_missing": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, t), f"distill.class_means={c}/nope.pth"],
-        "distill.class_means: class-means file not found",
+        ["--config-file", _config(c, t), "distill.class_means", f"{c}/nope.pth"],
+        "class-means file not found",
     ),
     "class_means_truncated": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, t), f"distill.class_means={_truncated(c, t['means'])}"],
-        "distill.class_means: cannot read class-means file",
+        ["--config-file", _config(c, t), "distill.class_means", _truncated(c, t["means"])],
+        "cannot read class-means file",
     ),
     "class_means_wrong_shape": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, t), f"distill.class_means={_means_of_five_classes(c)}"],
+        ["--config-file", _config(c, t), "distill.class_means", _means_of_five_classes(c)],
         "holds 5 class rows but 10 are needed",
     ),
     "class_means_of_another_teacher": lambda c, t: (
         TRAIN,
-        ["--config", _config(c, t), f"distill.teacher.weights={_weights_of_another_teacher(c, t)}"],
-        "were not made with this teacher/dataset (teacher_weights_sha256: file has",
+        ["--config-file", _config(c, t)]
+        + ["distill.teacher.weights", _weights_of_another_teacher(c, t)],
+        "was not made with this teacher/dataset (teacher_weights_sha256: file has",
     ),
     "fashion_mnist_not_installed": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "data.name=fashion_mnist", f"data.root={c}/nowhere"],
+        ["--config-file", _config(c), "data.name", "fashion_mnist", "data.root", f"{c}/nowhere"],
         "Install it with `apt-get install dataset-fashion-mnist`",
     ),
     "cifar100_missing": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "data.name=cifar100", f"data.root={c}/nowhere"],
-        "CIFAR-100 not found",
+        ["--config-file", _config(c), "data.name", "cifar100", "data.root", f"{c}/nowhere"],
+        "is missing or not the official CIFAR-100 file",
     ),
     "image_folder_missing": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "data.name=image_folder", f"data.root={c}/nowhere"],
-        "image folder",
+        ["--config-file", _config(c), "data.name", "image_folder", "data.root", f"{c}/nowhere"],
+        "nowhere/train",
     ),
     "subset_too_large": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "data.train_subset=100000"],
-        "data.train_subset must be between 1 and 1438",
+        ["--config-file", _config(c), "data.train_subset", "100000"],
+        "data.train_subset 100000: give 1 to 1438",
     ),
     "eval_only_without_weights": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "--eval-only"],
-        "--eval-only needs the weights",
+        ["--config-file", _config(c), "--eval-only"],
+        "--eval-only evaluates model.weights: give it",
     ),
     "eval_only_weights_missing": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "--eval-only", "--weights", f"{c}/nope.pth"],
-        "--weights: evaluated weights file",
+        ["--config-file", _config(c), "--eval-only", "model.weights", f"{c}/nope.pth"],
+        "model.weights",
     ),
     "eval_only_weights_truncated": lambda c, t: (
         TRAIN,
-        [
-            "--config",
-            _config(c, model={"name": TEACHER}),
-            "--eval-only",
-            "--weights",
-            _truncated(c, t["weights"]),
-        ],
-        "cannot read evaluated weights",
+        ["--config-file", _config(c, model={"name": TEACHER}), "--eval-only"]
+        + ["model.weights", _truncated(c, t["weights"])],
+        "truncated.pth: RuntimeError: PytorchStreamReader failed",
     ),
-    "weights_without_eval_only": lambda c, t: (
+    "resume_a_run_of_another_model": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "--weights", t["weights"]],
-        "is only read with --eval-only",
-    ),
-    "eval_only_with_resume": lambda c, t: (
-        TRAIN,
-        ["--config", _config(c), "--eval-only", "--weights", t["weights"], "--resume"],
-        "--resume and --eval-only together",
-    ),
-    "resume_missing": lambda c, t: (
-        TRAIN,
-        ["--config", _config(c), "--resume", f"{c}/nope.pth"],
-        "--resume",
+        ["--config-file", _config(c), "--resume", "train.output_dir", _run_of_another_model(c, t)],
+        "--resume ",
     ),
     "output_dir_blocked": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "--output-dir", os.path.join(_blocker(c), "run")],
+        ["--config-file", _config(c), "train.output_dir", os.path.join(_blocker(c), "run")],
         "train.output_dir",
-    ),
-    "batch_not_divisible": lambda c, t: (
-        TRAIN,
-        ["--config", _config(c), "solver.batch_size=33"],
-        "solver.batch_size=33 is the total over the 2 processes",
-        {"WORLD_SIZE": "2"},
     ),
     "cuda_without_gpu": lambda c, t: (
         _skip_on_gpu() or TRAIN,
-        ["--config", _config(c), "train.device=cuda"],
-        "train.device is 'cuda' but torch sees no CUDA device",
+        ["--config-file", _config(c), "train.device", "cuda"],
+        "train.device cuda: ",
     ),
     "unknown_flag": lambda c, t: (
         TRAIN,
-        ["--config", _config(c), "--no-such-flag"],
+        ["--config-file", _config(c), "--no-such-flag"],
         "unrecognized arguments: --no-such-flag (see train_cls.py --help)",
+    ),
+    "extract_without_weights": lambda c, t: (
+        EXTRACT,
+        _extract(t),
+        "model.weights is empty: give the trained teacher's weights",
     ),
     "extract_weights_missing": lambda c, t: (
         EXTRACT,
-        ["--task", "classification", "--config", t["config"], "--weights", f"{c}/nope.pth"],
-        "--weights: teacher weights file",
+        _extract(t, "model.weights", f"{c}/nope.pth"),
+        "model.weights ",
     ),
     "extract_weights_truncated": lambda c, t: (
         EXTRACT,
-        [
-            "--task",
-            "classification",
-            "--config",
-            t["config"],
-            "--weights",
-            _truncated(c, t["weights"]),
-        ],
-        "cannot read teacher weights",
+        _extract(t, "model.weights", _truncated(c, t["weights"])),
+        "truncated.pth: RuntimeError: PytorchStreamReader failed",
     ),
     "extract_weights_other_architecture": lambda c, t: (
         EXTRACT,
-        ["--task", "classification", "--config", t["config"], "--weights", _other_architecture(c)],
-        "--weights: teacher weights",
+        _extract(t, "model.weights", _other_architecture(c)),
+        "resnet20.pth does not fit CifarResNet",
     ),
     "extract_output_blocked": lambda c, t: (
         EXTRACT,
-        [
-            "--task",
-            "classification",
-            "--config",
-            t["config"],
-            "--weights",
-            t["weights"],
-            "--output",
-            os.path.join(_blocker(c), "means.pth"),
-        ],
+        _extract(t, "model.weights", t["weights"], output=os.path.join(_blocker(c), "m.pth")),
         "--output",
     ),
-    "extract_batch_size": lambda c, t: (
+    "extract_output_exists": lambda c, t: (
         EXTRACT,
-        [
-            "--task",
-            "classification",
-            "--config",
-            t["config"],
-            "--weights",
-            t["weights"],
-            "--batch-size",
-            "0",
-            "--output",
-            f"{c}/means.pth",
-        ],
-        "--batch-size 0: give 1 or more",
+        _extract(t, "model.weights", t["weights"], output=t["means"]),
+        "means.pth exists: pass --overwrite to replace it",
     ),
     "extract_unknown_flag": lambda c, t: (
         EXTRACT,
-        [
-            "--task",
-            "classification",
-            "--config",
-            t["config"],
-            "--weights",
-            t["weights"],
-            "--ouput",
-            "x.pth",
-        ],
+        ["--task", "classification", "--config-file", t["config"], "--ouput", "x.pth"],
         "(see tools/extract_class_means.py --task classification --help)",
     ),
 }
 
 
 def _snapshot(*folders):
-    """Every file and folder under ``folders`` with its size and modification time."""
+    """Every folder under ``folders``, and every file with its size and modification time (a
+    folder's own time changes when a write check probes it)."""
     seen = set()
     for folder in folders:
         for where, dirs, files in os.walk(folder):
-            for name in dirs + files:
-                path = os.path.join(where, name)
-                info = os.stat(path)
-                seen.add((path, info.st_size, info.st_mtime_ns))
+            seen.update(os.path.join(where, name) for name in dirs)
+            for name in files:
+                info = os.stat(os.path.join(where, name))
+                seen.add((os.path.join(where, name), info.st_size, info.st_mtime_ns))
     return seen
 
 
@@ -458,19 +446,21 @@ def test_a_mistake_is_one_error_line_and_exit_status_2(case, tmp_path, teacher, 
     assert fragment in lines[0], lines[0]
     assert "Traceback" not in err
     assert _snapshot(str(tmp_path), teacher["root"]) == before  # nothing written, not even out/
+    assert not os.path.exists(tmp_path / "marker")  # nothing a crafted file carries ran
 
 
 def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch, capsys):
-    """Only UserErrors become one line: any other exception leaves the tool as it was raised
+    """Only UserErrors, and the foreign exceptions of nd_det.errors.FOREIGN_INPUT_ERRORS while
+    the input is read, become one line: any other exception leaves the tool as it was raised
     (Python prints its traceback, exit status 1), with no ERROR line."""
     from nd_det.classification import trainer
 
     def broken(*args, **kwargs):
-        raise RuntimeError("a bug, not a user mistake")
+        raise ZeroDivisionError("a bug, not a user mistake")
 
     monkeypatch.setattr(trainer, "build_distiller", broken)
-    with pytest.raises(RuntimeError, match="a bug, not a user mistake"):
-        run_tool_in_process(TRAIN, ["--config", _config(str(tmp_path))])
+    with pytest.raises(ZeroDivisionError, match="a bug, not a user mistake"):
+        run_tool_in_process(TRAIN, ["--config-file", _config(str(tmp_path))])
     assert "ERROR: " not in capsys.readouterr().err
 
 
@@ -506,7 +496,10 @@ def test_a_mistake_on_one_of_two_processes_stops_both(tmp_path, teacher):
     os.makedirs(case)
     config = _config(case, teacher)
     truncated = _truncated(case, teacher["weights"])
-    argvs = [["--config", config], ["--config", config, f"distill.teacher.weights={truncated}"]]
+    argvs = [
+        ["--config-file", config],
+        ["--config-file", config, "distill.teacher.weights", truncated],
+    ]
     before = _snapshot(case)
     spawn = multiprocessing.get_context("spawn")
     port = _free_port()
@@ -523,10 +516,9 @@ def test_a_mistake_on_one_of_two_processes_stops_both(tmp_path, teacher):
     lines = [open(log).read().strip().splitlines() for log in logs]
     assert [p.exitcode for p in procs] == [2, 2], lines
     assert all(len(ls) == 1 and ls[0].startswith("ERROR: ") for ls in lines), lines
-    assert "distill.teacher.weights: cannot read teacher weights" in lines[1][0]
+    assert f"distill.teacher.weights {truncated}: RuntimeError: " in lines[1][0]
     assert lines[0][0].startswith(
-        "ERROR: process 1 of 2 stopped during set-up: "
-        "distill.teacher.weights: cannot read teacher weights"
+        f"ERROR: process 1 of 2 stopped during set-up: distill.teacher.weights {truncated}: "
     )
     assert "Traceback" not in "".join(lines[0] + lines[1])
     assert _snapshot(case) == before

@@ -7,10 +7,9 @@ import os
 import pytest
 import torch
 
-from nd_det.class_means import ClassMeans
-from nd_det.classification.config import apply_overrides, load_config
+from nd_det.classification.builders import build_terms
+from nd_det.classification.config import load_config
 from nd_det.classification.data import available_datasets
-from nd_det.classification.loss_terms import TermContext, build_loss_terms
 from nd_det.classification.models import available_classifiers, build_classifier
 from nd_det.errors import ConfigError
 
@@ -65,15 +64,13 @@ def test_config_loads_and_builds(path):
     teacher_name = cfg["distill"]["teacher"]["name"]
     student = _model(cfg["model"]["name"], num_classes)
     teacher = _model(teacher_name, num_classes) if teacher_name else None
-    means = None
-    if teacher is not None:
-        assert cfg["distill"]["teacher"]["weights"] and cfg["distill"]["class_means"]
-        means = ClassMeans(
-            torch.randn(num_classes, teacher.embedding_dim),
-            torch.ones(num_classes, dtype=torch.int64),
-        )
-    terms = build_loss_terms(cfg["distill"]["losses"], TermContext(student, teacher, means))
-    assert list(terms)[0] == "ce"
+    if teacher is None:
+        assert not cfg.distill.losses
+        return
+    assert cfg["distill"]["teacher"]["weights"] and cfg["distill"]["class_means"]
+    means = torch.randn(num_classes, teacher.embedding_dim)
+    terms = build_terms(cfg, student, teacher, means)
+    assert list(terms) == list(cfg.distill.losses) and "nd" in terms
     if "reviewkd" in terms:  # every pair's stage levels line up
         assert len(student.feature_channels) == len(teacher.feature_channels)
     if "nd" in terms and student.embedding_dim != teacher.embedding_dim:
@@ -100,8 +97,8 @@ def test_cifar_configs_carry_the_published_recipe(pair):
             solver["momentum"],
         ) == (240, 128, [150, 180, 210], 5e-4, True, 0.9)
         assert cfg["distill"]["warm_up_epochs"] == 20
-        assert cfg["distill"]["losses"]["ce"]["weight"] == 1.0
-    losses = {m: c["distill"]["losses"] for m, c in cfgs.items()}
+        assert cfg.model.label_smoothing == 0.0
+    losses = {m: {n: c.distill[n] for n in c.distill.losses} for m, c in cfgs.items()}
     assert (losses["kdpp"]["kd"]["weight"], losses["kdpp"]["nd"]["weight"]) == kdpp
     assert losses["kdpp"]["kd"]["temperature"] == 4.0
     dkd = losses["dkdpp"]["dkd"]
@@ -130,60 +127,67 @@ def test_imagenet_configs_carry_the_published_recipe():
             1e-4,
         )
         assert cfg["distill"]["warm_up_epochs"] == 5
-        for term in cfg["distill"]["losses"].values():
-            assert term.get("temperature", 1.0) == 1.0
+        for name in cfg.distill.losses:
+            assert cfg.distill[name].get("temperature", 1.0) == 1.0
 
 
-def test_unknown_keys_and_bad_files_are_named(tmp_path):
-    bad = write_yaml(tmp_path / "bad.yaml", {"solver": {"epoch": 3}})
-    with pytest.raises(
-        ConfigError,
-        match=r"bad\.yaml: unknown key 'solver\.epoch'; valid keys "
-        r"here: batch_size, betas, clip_grad_norm, epochs",
-    ):
-        load_config(bad)
-    with pytest.raises(
-        ConfigError, match=r"missing\.yaml not found \(the _BASE_ of .*child\.yaml\)"
-    ):
+def test_unknown_keys_and_bad_values_are_named(tmp_path):
+    """fvcore's checks, each one ConfigError line naming the key (or the file)."""
+    cases = {
+        "unknown key": (
+            {"solver": {"epoch": 3}},
+            [],
+            r"--config-file .*bad\.yaml: KeyError: Non-existent config key: solver\.epoch",
+        ),
+        "wrong type": (
+            {"solver": {"epochs": "two"}},
+            [],
+            r"Type mismatch .* with values \(240 vs. two\) for config key: solver.epochs",
+        ),
+        "unknown override": ({}, ["solver.lrate", "0.1"], r"Non-existent key: solver.lrate"),
+        "odd overrides": ({}, ["solver.lr"], r"the KEY VALUE overrides: .*odd length"),
+    }
+    for data, opts, message in cases.values():
+        path = write_yaml(tmp_path / "bad.yaml", data)
+        with pytest.raises(ConfigError, match=message):
+            load_config(path, opts)
+    with pytest.raises(ConfigError, match=r"missing\.yaml"):
         load_config(write_yaml(tmp_path / "child.yaml", {"_BASE_": "missing.yaml"}))
-    write_yaml(tmp_path / "a.yaml", {"_BASE_": "b.yaml"})
-    write_yaml(tmp_path / "b.yaml", {"_BASE_": "a.yaml"})
-    with pytest.raises(ConfigError, match=r"_BASE_ cycle: .*a\.yaml -> .*b\.yaml -> .*a\.yaml"):
-        load_config(str(tmp_path / "a.yaml"))
-    cfg = load_config(write_yaml(tmp_path / "ok.yaml", {"model": {"name": "resnet8"}}))
-    with pytest.raises(ConfigError, match=r"unknown key 'solver\.lrate'; valid keys here: "):
-        apply_overrides(cfg, ["solver.lrate=0.1"])
-    with pytest.raises(
-        ConfigError, match=r"override 'solver\.lr' must look like section\.key=value"
-    ):
-        apply_overrides(cfg, ["solver.lr"])
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml: not a yaml config"):
+        load_config(str(tmp_path / "list.yaml"))
 
 
-def test_base_chain_overrides_and_loss_lists(tmp_path):
+def test_base_chain_overrides_and_term_nodes(tmp_path):
+    """As detectron2's configs: _BASE_ relative to the file, sections and term nodes merge key by
+    key, a list (distill.losses) is replaced, overrides are KEY VALUE pairs."""
+    os.makedirs(tmp_path / "sub")
     write_yaml(
         tmp_path / "base.yaml",
         {
             "solver": {"lr": 0.5, "epochs": 3},
-            "distill": {"losses": {"ce": {"weight": 1.0}, "kd": {"weight": 2.0}}},
+            "distill": {"losses": ["kd", "nd"], "kd": {"weight": 2.0, "temperature": 1.0}},
         },
     )
     child = write_yaml(
-        tmp_path / "child.yaml",
+        tmp_path / "sub" / "child.yaml",
         {
-            "_BASE_": "base.yaml",
+            "_BASE_": "../base.yaml",
             "solver": {"epochs": 7},
-            "distill": {"losses": {"ce": {"weight": 1.0}, "dkd": {"alpha": 1.0}}},
+            "distill": {"losses": ["dkd", "nd"], "kd": {"weight": 3.0}, "dkd": {"alpha": 2.0}},
         },
     )
     cfg = load_config(child)
-    assert (cfg["solver"]["lr"], cfg["solver"]["epochs"]) == (0.5, 7)
-    assert cfg["solver"]["weight_decay"] == 5e-4  # from DEFAULTS
-    assert list(cfg["distill"]["losses"]) == ["ce", "dkd"]  # replaced, not merged
-    cfg = apply_overrides(
-        cfg, ["solver.lr=0.01", "distill.losses.dkd.beta=2", "solver.lr_milestones=[1, 2]"]
+    assert (cfg.solver.lr, cfg.solver.epochs, cfg.solver.weight_decay) == (0.5, 7, 5e-4)
+    assert cfg.distill.losses == ["dkd", "nd"]  # replaced, not merged
+    assert (cfg.distill.kd.weight, cfg.distill.kd.temperature) == (3.0, 1.0)  # merged
+    assert (cfg.distill.dkd.alpha, cfg.distill.dkd.beta) == (2.0, 8.0)
+    cfg = load_config(
+        child,
+        ["solver.lr", "1e-3", "distill.dkd.beta", "2.0", "solver.lr_milestones", "[1, 2]"],
     )
-    assert cfg["solver"]["lr"] == 0.01 and cfg["solver"]["lr_milestones"] == [1, 2]
-    assert cfg["distill"]["losses"]["dkd"] == {"alpha": 1.0, "beta": 2}
+    assert cfg.solver.lr == 1e-3 and cfg.solver.lr_milestones == [1, 2]
+    assert cfg.distill.dkd.beta == 2.0
 
 
 # The reference code's KD++ numbers of the ImageNet pairs added for the paper's rows, as
@@ -227,8 +231,8 @@ def test_new_imagenet_configs_carry_the_reference_numbers(pair):
         student,
     )
     assert os.path.isfile(os.path.join(REPO, t["config"]))
-    losses = cfg["distill"]["losses"]
-    assert list(losses) == ["ce", "kd", "nd"]
+    losses = cfg.distill
+    assert cfg.distill.losses == ["kd", "nd"]
     assert (losses["kd"]["weight"], losses["nd"]["weight"]) == (kd, nd)
     assert cfg["distill"]["warm_up_epochs"] == 5
     s, data = cfg["solver"], cfg["data"]
@@ -236,7 +240,7 @@ def test_new_imagenet_configs_carry_the_reference_numbers(pair):
         assert losses["kd"]["temperature"] == 1.0 and not losses["kd"].get("hard", False)
         return
     # ImageNet/DeiT: train.sh and the defaults of train_launch_distilled.py
-    assert losses["kd"]["hard"] and losses["ce"]["label_smoothing"] == 0.1
+    assert losses["kd"]["hard"] and cfg.model.label_smoothing == 0.1
     assert (s["optimizer"], s["betas"], s["weight_decay"], s["batch_size"], s["epochs"]) == (
         "adamw",
         [0.9, 0.95],
@@ -294,10 +298,7 @@ def _built_terms(pair, method):
     num_classes = 100 if pair.startswith("cifar100") else 1000
     student = _model(cfg["model"]["name"], num_classes)
     teacher = _model(cfg["distill"]["teacher"]["name"], num_classes)
-    means = ClassMeans(
-        torch.randn(num_classes, teacher.embedding_dim), torch.ones(num_classes, dtype=torch.int64)
-    )
-    terms = build_loss_terms(cfg["distill"]["losses"], TermContext(student, teacher, means))
+    terms = build_terms(cfg, student, teacher, torch.randn(num_classes, teacher.embedding_dim))
     return cfg, terms
 
 
@@ -305,13 +306,12 @@ def _built_terms(pair, method):
 def test_reviewkdpp_configs_build_the_reference_terms(pair):
     weight, nd_weight, mid, student_preact, teacher_preact = REFERENCE_REVIEWKDPP[pair]
     cfg, terms = _built_terms(pair, "reviewkdpp")
-    assert list(terms) == ["ce", "reviewkd", "nd"]
+    assert list(terms) == ["reviewkd", "nd"]
     review = terms["reviewkd"]
     assert (review.weight, review.warm_up) == (weight, True)
     assert {abf.reduce[0].out_channels for abf in review.fusion.abfs} == {mid}
     assert (review.student_preact, review.teacher_preact) == (student_preact, teacher_preact)
     assert (terms["nd"].weight, terms["nd"].warm_up) == (nd_weight, False)
-    assert (terms["ce"].weight, terms["ce"].warm_up) == (1.0, False)
     assert cfg["distill"]["warm_up_epochs"] == REFERENCE_WARM_UP[pair.split("/")[0]]
 
 
@@ -319,7 +319,7 @@ def test_reviewkdpp_configs_build_the_reference_terms(pair):
 def test_dkdpp_configs_build_the_reference_terms(pair):
     alpha, beta, temperature, nd_weight, nd_warm_up = REFERENCE_DKDPP[pair]
     cfg, terms = _built_terms(pair, "dkdpp")
-    assert list(terms) == ["ce", "dkd", "nd"]
+    assert list(terms) == ["dkd", "nd"]
     dkd = terms["dkd"]
     assert (dkd.weight, dkd.alpha, dkd.beta, dkd.temperature, dkd.warm_up) == (
         1.0,

@@ -1,6 +1,6 @@
 """The pieces of the DeiT recipe (configs/classification/Base-DeiT.yaml) against the reference's
-formulas: mixed targets in the ce and nd terms (the reference's timm Mixup targets and its
-mixed class means, computed per sample), hard distillation through the distillation head,
+formulas: mixed targets in the cross-entropy and the nd term (the reference's timm Mixup targets
+and its mixed class means, computed per sample), hard distillation through the distillation head,
 AdamW without weight decay on 1-D parameters, and the batch mixer."""
 
 import pytest
@@ -8,13 +8,16 @@ import torch
 import torch.nn.functional as F
 from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
+from torch import nn
 
-from nd_det.class_means import ClassMeans
+from nd_det.classification.builders import build_terms
 from nd_det.classification.data import build_batch_mixer
-from nd_det.classification.loss_terms import TermContext, build_loss_terms
+from nd_det.classification.distiller import Distiller
 from nd_det.classification.models import build_classifier
 from nd_det.classification.outputs import ClassifierOutput
 from nd_det.classification.solver import build_optimizer
+
+from .helpers import terms_config
 
 N, C, D = 6, 5, 8
 
@@ -23,12 +26,27 @@ def _output(logits, embedding, distill_logits=None):
     return ClassifierOutput(logits, embedding, [], [], distill_logits)
 
 
-def _terms(losses, student_dim=D, means=None):
-    student = build_classifier("resnet8", C, 1)  # only its sizes are read
-    student.embedding_dim = student_dim
-    teacher = build_classifier("resnet8", C, 1)
-    teacher.embedding_dim = D
-    return build_loss_terms(losses, TermContext(student, teacher, means))
+class _Fixed(nn.Module):
+    """A model whose forward returns the given output (the distiller's view of a classifier)."""
+
+    def __init__(self, out: ClassifierOutput):
+        super().__init__()
+        self.out = out
+
+    def forward(self, images):
+        return self.out
+
+
+def _losses(losses, student, teacher, labels, means=None, student_dim=D):
+    """The distiller's losses for fixed student and teacher outputs."""
+    s_model = build_classifier("resnet8", C, 1)  # only its sizes are read
+    s_model.embedding_dim = student_dim
+    t_model = build_classifier("resnet8", C, 1)
+    t_model.embedding_dim = D
+    cfg = terms_config(losses)
+    terms = build_terms(cfg, s_model, t_model, means)
+    distiller = Distiller(_Fixed(student), _Fixed(teacher), terms, 0, cfg.model.label_smoothing)
+    return distiller(torch.zeros(N, 1, 8, 8), labels)[0]
 
 
 def test_mixed_targets_in_ce_and_nd_equal_the_reference():
@@ -37,13 +55,12 @@ def test_mixed_targets_in_ce_and_nd_equal_the_reference():
     lam = 0.7
     logits, s_emb, t_emb = torch.randn(N, C), torch.randn(N, D), torch.randn(N, D)
     means = torch.randn(C, D)
-    table = ClassMeans(means, torch.ones(C, dtype=torch.int64))
-    terms = _terms({"ce": {"label_smoothing": 0.1}, "nd": {}}, means=table)
     # the reference's targets: timm's mixup_target (partner: the batch flipped), smoothing 0.1
     mixed = mixup_target(labels, C, lam, smoothing=0.0)
     student, teacher = _output(logits, s_emb), _output(torch.randn(N, C), t_emb)
+    losses = _losses({"ce": {"label_smoothing": 0.1}, "nd": {}}, student, teacher, mixed, means)
     expected_ce = SoftTargetCrossEntropy()(logits, mixup_target(labels, C, lam, smoothing=0.1))
-    torch.testing.assert_close(terms["ce"].compute(student, teacher, mixed), expected_ce)
+    torch.testing.assert_close(losses["loss_ce"], expected_ce)
     # the reference's ND (DeiT/utils.py project_center_v2), one sample at a time, on its mixed
     # class means (Dataset/data.py mixup_center without smoothing)
     centres = lam * means[labels] + (1 - lam) * means[labels.flip(0)]
@@ -54,7 +71,7 @@ def test_mixed_targets_in_ce_and_nd_equal_the_reference():
         )
         / N
     )
-    torch.testing.assert_close(terms["nd"].compute(student, teacher, mixed), expected_nd)
+    torch.testing.assert_close(losses["loss_nd"], expected_nd)
 
 
 def test_hard_distillation_reads_the_distillation_head():
@@ -62,16 +79,18 @@ def test_hard_distillation_reads_the_distillation_head():
     logits, distill_logits, teacher_logits = torch.randn(N, C), torch.randn(N, C), torch.randn(N, C)
     student = _output(logits, torch.randn(N, D), distill_logits)
     teacher = _output(teacher_logits, torch.randn(N, D))
-    terms = _terms({"kd": {"hard": True}, "dkd": {}})
+    labels = torch.randint(0, C, (N,))
+    losses = _losses({"kd": {"hard": True}, "dkd": {}}, student, teacher, labels)
     # DeiT/utils.py KDLoss: cross_entropy(s_out, t_out.argmax(dim=1)) on the distillation head
     expected = F.cross_entropy(distill_logits, teacher_logits.argmax(1))
-    torch.testing.assert_close(terms["kd"].compute(student, teacher, None), expected)
-    # soft terms read it too: the same value as for a student whose only logits are those
-    labels = torch.randint(0, C, (N,))
+    torch.testing.assert_close(losses["loss_kd"], expected)
+    # the cross-entropy with the labels reads the class-token head
+    torch.testing.assert_close(losses["loss_ce"], F.cross_entropy(logits, labels))
+    # soft terms read the distillation head too: the same value as for a student whose only
+    # logits are those
     alone = _output(distill_logits, student.embedding)
-    assert torch.equal(
-        terms["dkd"].compute(student, teacher, labels), terms["dkd"].compute(alone, teacher, labels)
-    )
+    dkd_alone = _losses({"kd": {"hard": True}, "dkd": {}}, alone, teacher, labels)["loss_dkd"]
+    assert torch.equal(losses["loss_dkd"], dkd_alone)
 
 
 def test_adamw_leaves_biases_and_norm_layers_undecayed():

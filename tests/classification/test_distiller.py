@@ -1,14 +1,18 @@
-"""The distiller composes named loss terms from nd_det.losses with weights, warm-up and the ND
-projection; the teacher stays frozen and outside the student's state."""
+"""The distiller adds the distillation terms of nd_det.distill (the losses of nd_det.losses with
+weights, warm-up and the ND projection) to the cross-entropy; the teacher stays frozen and outside
+the student's state."""
 
 import pytest
 import torch
 
 from nd_det.class_means import ClassMeans
-from nd_det.classification import Distiller, TermContext, build_classifier, build_loss_terms
+from nd_det.classification import Distiller, build_classifier
+from nd_det.classification.builders import build_terms
 from nd_det.classification.distiller import warm_up_factor
 from nd_det.errors import ConfigError
-from nd_det.losses import dist_loss, dkd_loss, hcl_loss, kd_loss, nd_loss
+from nd_det.losses import dist_loss, dkd_loss, hcl_loss, kd_loss, nd_loss, nd_mechanism
+
+from .helpers import terms_config
 
 NUM_CLASSES = 5
 
@@ -20,8 +24,9 @@ def _setup(losses, student="resnet8", teacher="wrn_16_2", warm_up=0):
     means = ClassMeans(
         torch.randn(NUM_CLASSES, t.embedding_dim), torch.ones(NUM_CLASSES, dtype=torch.int64)
     )
-    terms = build_loss_terms(losses, TermContext(s, t, means))
-    return Distiller(s, t, terms, warm_up), means
+    cfg = terms_config(losses)
+    terms = build_terms(cfg, s, t, means.means)
+    return Distiller(s, t, terms, warm_up, cfg.model.label_smoothing), means
 
 
 def _batch(n=6, size=16):
@@ -36,7 +41,7 @@ def test_warm_up_factor():
 
 def test_each_term_equals_the_loss_core_times_its_weight():
     losses = {
-        "ce": {"weight": 0.5},
+        "ce": {"label_smoothing": 0.1},
         "kd": {"weight": 2.0, "temperature": 3.0},
         "dkd": {"weight": 1.5, "alpha": 0.7, "beta": 5.0, "temperature": 2.0},
         "dist": {"weight": 3.0, "beta": 2.0, "gamma": 0.5, "temperature": 4.0},
@@ -54,7 +59,7 @@ def test_each_term_equals_the_loss_core_times_its_weight():
         # the reference's pairing: student stage outputs fused, teacher pre-ReLU maps as targets
         fused = terms["reviewkd"].fusion(s.features, [f.shape[-2:] for f in t.preact_features])
         expected = {
-            "loss_ce": 0.5 * torch.nn.functional.cross_entropy(s.logits, labels),
+            "loss_ce": torch.nn.functional.cross_entropy(s.logits, labels, label_smoothing=0.1),
             "loss_kd": 2.0 * kd_loss(s.logits, t.logits, 3.0),
             "loss_dkd": 1.5 * dkd_loss(s.logits, t.logits, labels, 0.7, 5.0, 2.0),
             "loss_dist": 3.0 * dist_loss(s.logits, t.logits, 2.0, 0.5, 4.0),
@@ -108,35 +113,47 @@ def test_teacher_is_frozen_and_outside_the_student_state():
     assert distiller.terms["nd"].projection[2].weight.grad.abs().sum() > 0
 
 
-def test_bad_loss_lists_are_explained():
+def test_the_nd_mechanism_is_recorded_in_training():
+    """Each training forward leaves ND's mechanism of its batch (the projected student embedding
+    against the teacher's), the numbers the trainer logs."""
+    distiller, means = _setup({"nd": {}}, student="resnet8", teacher="resnet14")
+    images, labels = _batch()
+    distiller.train()
+    distiller(images, labels)
+    with torch.no_grad():
+        s, t = distiller.student(images).embedding, distiller.teacher(images).embedding
+    expected = nd_mechanism(s, t, labels, means.means)
+    assert set(distiller.mechanism) == {"norm_ratio", "cosine_to_class_mean"}
+    for key, value in expected.items():
+        torch.testing.assert_close(distiller.mechanism[key], value)
+    ratio = s.norm(dim=1).mean() / t.norm(dim=1).mean()
+    torch.testing.assert_close(distiller.mechanism["norm_ratio"], ratio)
+
+
+def test_bad_term_lists_and_parameters_are_explained():
     s, t = build_classifier("resnet8", NUM_CLASSES), build_classifier("resnet18", NUM_CLASSES)
-    ctx = TermContext(s, t, None)
     with pytest.raises(
         ConfigError,
-        match=r"unknown loss term 'kd\+\+' in distill.losses; available: "
-        r"ce, dist, dkd, kd, nd, reviewkd",
+        match=r"distill.losses has unknown name\(s\) \['kd\+\+'\]; choose from "
+        r"\['dist', 'dkd', 'kd', 'nd', 'reviewkd'\]",
     ):
-        build_loss_terms({"kd++": {}}, ctx)
+        build_terms(terms_config({"kd++": {}}), s, t)
+    with pytest.raises(ConfigError, match=r"distill.losses lists a loss twice"):
+        cfg = terms_config({"kd": {}})
+        cfg.distill.losses = ["kd", "kd"]
+        build_terms(cfg, s, t)
+    with pytest.raises(
+        ConfigError, match=r"distill.kd.weight 0.0: 'kd' is in distill.losses, so give it a"
+    ):
+        build_terms(terms_config({"kd": {"weight": 0.0}}), s, t)
+    with pytest.raises(ConfigError, match=r"distill.dist.temperature -1.0: give a positive"):
+        build_terms(terms_config({"dist": {"temperature": -1.0}}), s, t)
     with pytest.raises(
         ConfigError,
-        match=r"loss term 'kd' has no parameter\(s\) temp; its parameters "
-        r"are: weight, warm_up, temperature",
+        match=r"distill.reviewkd.in_features=\[0, 1, 2, 3, 4\]: the student backbone has no "
+        r"level\(s\) \[4\] \(it has \[0, 1, 2, 3\]\)",
     ):
-        build_loss_terms({"kd": {"temp": 4}}, ctx)
-    with pytest.raises(ValueError, match=r"loss term 'kd' needs a teacher: set distill.teacher"):
-        build_loss_terms({"kd": {}}, TermContext(s))
-    with pytest.raises(
-        ValueError,
-        match=r"reviewkd: the student gives 4 feature levels .* but the "
-        r"teacher gives 5",
-    ):
-        build_loss_terms({"reviewkd": {}}, ctx)
-    with pytest.raises(ValueError, match=r"loss term 'nd' needs the teacher's class means"):
-        build_loss_terms({"nd": {}}, ctx)
-    wrong = ClassMeans(torch.randn(NUM_CLASSES, 64), torch.ones(NUM_CLASSES, dtype=torch.int64))
-    with pytest.raises(
-        ValueError,
-        match=r"class means are \(5, 64\) but the teacher embedding has "
-        r"512 dimensions",
-    ):
-        build_loss_terms({"nd": {}}, TermContext(s, t, wrong))
+        build_terms(terms_config({"reviewkd": {}}), s, t)
+    with pytest.raises(ConfigError, match=r"distill.reviewkd.norm='ln': use 'bn'"):
+        s14 = build_classifier("resnet14", NUM_CLASSES)
+        build_terms(terms_config({"reviewkd": {"norm": "ln"}}), s, s14)

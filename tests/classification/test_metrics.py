@@ -1,16 +1,18 @@
-"""Top-k counting, learning-rate schedule, ETA, checkpoints written atomically, weight loading."""
+"""Top-k counting, learning-rate schedule, ETA, checkpoints written atomically, weight loading
+(strict, as data)."""
 
 import os
 
 import pytest
 import torch
 
-from nd_det.classification.checkpoint import load_checkpoint, load_model_weights
+from nd_det.classification.checkpoint import ClassifierCheckpointer, load_weights
 from nd_det.classification.metrics import topk_correct
 from nd_det.classification.solver import learning_rate_at
-from nd_det.errors import FileError
-from nd_det.utils.atomic_file import atomic_torch_save
+from nd_det.errors import ConfigError, FileError, NonFiniteError
 from nd_det.utils.progress import ProgressClock
+
+from ..helpers.crafted_files import marker_torch
 
 
 def test_topk_correct_against_a_loop():
@@ -49,8 +51,7 @@ def test_learning_rate_schedules():
     )
     with pytest.raises(
         ValueError,
-        match=r"solver.lr_schedule must be multistep, cosine or "
-        r"warmup_cosine; got 'step'",
+        match=r"solver.lr_schedule 'step': use multistep, cosine or warmup_cosine",
     ):
         learning_rate_at(0, dict(solver, lr_schedule="step"))
 
@@ -67,38 +68,51 @@ def test_eta_from_the_mean_iteration_time(monkeypatch):
     assert clock.eta_seconds() == pytest.approx(2.0 * 7)
 
 
-def test_checkpoints_and_weight_loading_errors(tmp_path):
-    path = tmp_path / "ckpt.pth"
-    atomic_torch_save({"format": "nd_det.classification.checkpoint", "epoch": 3}, str(path))
-    assert load_checkpoint(str(path))["epoch"] == 3
-    assert os.listdir(tmp_path) == ["ckpt.pth"]  # no temporary file left behind
+def test_checkpoints_are_atomic_and_refuse_nan_weights(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    checkpointer = ClassifierCheckpointer(
+        model, str(tmp_path), optimizer=torch.optim.SGD(model.parameters(), lr=0.1)
+    )
+    checkpointer.save("model_last", epoch=3)
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_last.pth"]
+    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_last.pth")
 
     class Unpicklable:
         def __reduce__(self):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        atomic_torch_save({"x": Unpicklable()}, str(path))
-    assert load_checkpoint(str(path))["epoch"] == 3 and os.listdir(tmp_path) == ["ckpt.pth"]
+        checkpointer.save("model_last", epoch=4, extra=Unpicklable())
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"not saving checkpoint model_last: NaN/inf in 1"):
+        checkpointer.save("model_last", epoch=5)
+    # the file of epoch 3 is intact, no temporary file is left behind
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_last.pth"]
+    assert load_weights(torch.nn.Linear(2, 2), str(tmp_path / "model_last.pth"))["epoch"] == 3
 
-    torch.save({"weight": torch.zeros(2)}, tmp_path / "raw.pth")
-    with pytest.raises(FileError, match=r"raw\.pth is not a training checkpoint"):
-        load_checkpoint(str(tmp_path / "raw.pth"))
+
+def test_weight_loading_is_strict_and_reads_files_as_data(tmp_path):
     model = torch.nn.Linear(2, 2)
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "raw.pth")
     with pytest.raises(
         FileError,
-        match=r"teacher weights .*raw\.pth do not match the Linear "
-        r"architecture: missing keys: bias; shape mismatches: weight "
-        r"\(2,\) in the file vs \(2, 2\) in the model\. Is the "
+        match=r"distill.teacher.weights .*raw\.pth does not fit Linear \(missing keys: bias; "
+        r"shape mismatches: weight \(2,\) in the file vs \(2, 2\) in the model\): is the "
         r"model name right\?",
     ):
-        load_model_weights(model, str(tmp_path / "raw.pth"), what="teacher")
-    with pytest.raises(FileError, match=r"teacher weights file '.*nope\.pth' not found"):
-        load_model_weights(model, str(tmp_path / "nope.pth"), what="teacher")
+        load_weights(model, str(tmp_path / "raw.pth"), "distill.teacher.weights")
+    with pytest.raises(ConfigError, match=r"model.weights .*nope\.pth: .*not found"):
+        load_weights(model, str(tmp_path / "nope.pth"))
+    # a file that would run code when unpickled is refused, and nothing of it ran
+    crafted = marker_torch(tmp_path / "crafted.pth", tmp_path / "marker", model.state_dict())
+    with pytest.raises(FileError, match=r"crafted\.pth asks to load .* refused"):
+        load_weights(model, crafted)
+    assert not (tmp_path / "marker").exists()
     torch.save(
         {"model": {"module." + k: v for k, v in model.state_dict().items()}},
         tmp_path / "wrapped.pth",
     )
     other = torch.nn.Linear(2, 2)
-    load_model_weights(other, str(tmp_path / "wrapped.pth"))
+    load_weights(other, str(tmp_path / "wrapped.pth"))
     assert torch.equal(other.weight, model.weight) and torch.equal(other.bias, model.bias)

@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 from nd_det.classification.config import load_config
-from nd_det.classification.loss_terms import loss_term_class
 from nd_det.classification.models import build_classifier
 
 from ..helpers.run_tool import run_tool_in_process
@@ -28,24 +27,24 @@ EXTRACT = os.path.join(REPO, "tools", "extract_class_means.py")
 SIZE = 32
 # the config of each classification row, with the loss terms it trains
 ROW_CONFIGS = {
-    "cifar100/resnet32x4_shufflenet_v2/reviewkdpp.yaml": ("ce", "reviewkd", "nd"),
-    "cifar100/resnet32x4_shufflenet_v1/reviewkdpp.yaml": ("ce", "reviewkd", "nd"),
-    "cifar100/resnet32x4_resnet8x4/dkdpp.yaml": ("ce", "dkd", "nd"),
-    "cifar100/wrn_40_2_wrn_40_1/reviewkdpp.yaml": ("ce", "reviewkd", "nd"),
-    "cifar100/resnet56_resnet20/kdpp.yaml": ("ce", "kd", "nd"),
-    "cifar100/resnet50_mobilenet_v2/dkdpp.yaml": ("ce", "dkd", "nd"),
-    "imagenet/regnet_y_16gf_deit_b_distilled/kdpp.yaml": ("ce", "kd", "nd"),
-    "imagenet/resnet152_resnet101/kdpp.yaml": ("ce", "kd", "nd"),
-    "imagenet/resnet152_resnet50/kdpp.yaml": ("ce", "kd", "nd"),
-    "imagenet/resnet152_resnet34/kdpp.yaml": ("ce", "kd", "nd"),
-    "imagenet/resnet50_mobilenet_v1/reviewkdpp.yaml": ("ce", "reviewkd", "nd"),
-    "imagenet/resnet152_resnet18/kdpp.yaml": ("ce", "kd", "nd"),
-    "imagenet/resnet101_resnet18/kdpp.yaml": ("ce", "kd", "nd"),
-    "imagenet/resnet50_resnet18/kdpp.yaml": ("ce", "kd", "nd"),
-    "imagenet/resnet34_resnet18/kdpp.yaml": ("ce", "kd", "nd"),
-    "imagenet/resnet34_resnet18/dkdpp.yaml": ("ce", "dkd", "nd"),
-    "imagenet/vit_b_16_resnet18/kdpp.yaml": ("ce", "kd", "nd"),
-    "imagenet/vit_s_16_resnet18/kdpp.yaml": ("ce", "kd", "nd"),
+    "cifar100/resnet32x4_shufflenet_v2/reviewkdpp.yaml": ("reviewkd", "nd"),
+    "cifar100/resnet32x4_shufflenet_v1/reviewkdpp.yaml": ("reviewkd", "nd"),
+    "cifar100/resnet32x4_resnet8x4/dkdpp.yaml": ("dkd", "nd"),
+    "cifar100/wrn_40_2_wrn_40_1/reviewkdpp.yaml": ("reviewkd", "nd"),
+    "cifar100/resnet56_resnet20/kdpp.yaml": ("kd", "nd"),
+    "cifar100/resnet50_mobilenet_v2/dkdpp.yaml": ("dkd", "nd"),
+    "imagenet/regnet_y_16gf_deit_b_distilled/kdpp.yaml": ("kd", "nd"),
+    "imagenet/resnet152_resnet101/kdpp.yaml": ("kd", "nd"),
+    "imagenet/resnet152_resnet50/kdpp.yaml": ("kd", "nd"),
+    "imagenet/resnet152_resnet34/kdpp.yaml": ("kd", "nd"),
+    "imagenet/resnet50_mobilenet_v1/reviewkdpp.yaml": ("reviewkd", "nd"),
+    "imagenet/resnet152_resnet18/kdpp.yaml": ("kd", "nd"),
+    "imagenet/resnet101_resnet18/kdpp.yaml": ("kd", "nd"),
+    "imagenet/resnet50_resnet18/kdpp.yaml": ("kd", "nd"),
+    "imagenet/resnet34_resnet18/kdpp.yaml": ("kd", "nd"),
+    "imagenet/resnet34_resnet18/dkdpp.yaml": ("dkd", "nd"),
+    "imagenet/vit_b_16_resnet18/kdpp.yaml": ("kd", "nd"),
+    "imagenet/vit_s_16_resnet18/kdpp.yaml": ("kd", "nd"),
 }
 
 
@@ -62,11 +61,10 @@ def data(tmp_path_factory):
                 pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i}.png")
     write_tiny_cifar100(root / "cifar", n_train=100, n_test=3, every_class=True)
-    common = ["data.num_workers=0", "train.device=cpu"]
-    return {
-        "image_folder": ([f"data.root={root / 'folder'}", f"data.image_size={SIZE}", *common], 3),
-        "cifar100": ([f"data.root={root / 'cifar'}", "data.verify_checksums=false", *common], 100),
-    }
+    common = ["data.num_workers", "0", "train.device", "cpu"]
+    folder = ["data.root", str(root / "folder"), "data.image_size", str(SIZE)]
+    cifar = ["data.root", str(root / "cifar"), "data.verify_checksums", "False"]
+    return {"image_folder": ([*folder, *common], 3), "cifar100": ([*cifar, *common], 100)}
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +86,13 @@ def teachers(tmp_path_factory, data):
                 [
                     "--task",
                     "classification",
-                    "--config",
+                    "--config-file",
                     os.path.join(REPO, config),
-                    "--weights",
-                    f"{stem}.pth",
                     "--output",
                     f"{stem}_means.pth",
-                    "--batch-size",
+                    "model.weights",
+                    f"{stem}.pth",
+                    "solver.eval_batch_size",
                     "6",
                     *toy,
                 ],
@@ -116,37 +114,29 @@ def test_row_config_trains_two_steps(row_config, data, teachers, tmp_path):
     code, err = run_tool_in_process(
         TRAIN,
         [
-            "--config",
+            "--config-file",
             path,
             *toy,
-            "data.train_subset=4",
-            "solver.batch_size=2",
-            "solver.eval_batch_size=3",
-            "solver.epochs=1",
-            f"distill.teacher.weights={weights}",
-            f"distill.class_means={means}",
-            f"train.output_dir={out}",
-            "train.log_period=1",
-            "train.tensorboard=false",
+            *("data.train_subset", "4", "solver.batch_size", "2", "solver.eval_batch_size", "3"),
+            *("solver.epochs", "1", "distill.teacher.weights", weights),
+            *("distill.class_means", means, "train.output_dir", str(out)),
+            *("train.log_period", "1", "train.tensorboard", "False"),
         ],
     )
     assert code == 0, err
     records = [json.loads(line) for line in open(out / "metrics.jsonl")]
     steps = [r for r in records if r["type"] == "iter"]
     assert [r["iter"] for r in steps] == [1, 2]
-    terms = cfg["distill"]["losses"]
+    terms = cfg.distill.losses
     assert tuple(terms) == ROW_CONFIGS[row_config]
-    warmed = {
-        t
-        for t, params in terms.items()
-        if (params or {}).get("warm_up", loss_term_class(t).warm_up_by_default)
-    }
+    warmed = {t for t in terms if cfg.distill[t].warm_up}
     for step in steps:  # every term computed and finite; a warmed-up one is 0 in epoch 1
-        losses = {t: step[f"loss_{t}"] for t in terms}
+        losses = {t: step[f"loss_{t}"] for t in ["ce", *terms]}
         assert all(np.isfinite(list(losses.values()))), step
         assert {t for t, v in losses.items() if v == 0} == warmed, step
+        assert 0 < step["norm_ratio"] and -1 <= step["cosine_to_class_mean"] <= 1
         assert step["loss"] == pytest.approx(sum(losses.values()), rel=1e-5)
-    final = torch.load(out / "model_final.pth", weights_only=False)
+    final = torch.load(out / "model_final.pth", weights_only=True)
     assert final["model_name"] == cfg["model"]["name"] and final["epoch"] == 1
     # strict: every key and shape of the student
     build_classifier(cfg["model"]["name"], classes, image_size=SIZE).load_state_dict(final["model"])

@@ -6,16 +6,9 @@ import pytest
 import torch
 from fvcore.common.registry import Registry
 
+from nd_det.classification.config import get_cfg
 from nd_det.classification.data import available_datasets, build_dataset
 from nd_det.classification.data.registry import DATASET_REGISTRY
-from nd_det.classification.loss_terms import (
-    LossTerm,
-    TermContext,
-    available_loss_terms,
-    build_loss_terms,
-    register_loss_term,
-)
-from nd_det.classification.loss_terms.registry import LOSS_TERM_REGISTRY
 from nd_det.classification.models import (
     available_classifiers,
     build_classifier,
@@ -24,13 +17,21 @@ from nd_det.classification.models import (
 )
 from nd_det.classification.models.cifar_resnet import CifarResNet
 from nd_det.classification.models.registry import CLASSIFIER_REGISTRY
+from nd_det.distill import (
+    DISTILL_TERM_REGISTRY,
+    DistillTerm,
+    available_distill_terms,
+    register_distill_term,
+)
 from nd_det.errors import ConfigError
 
 
 def test_the_registries_are_fvcore_registries_with_every_entry():
-    for registry in (CLASSIFIER_REGISTRY, LOSS_TERM_REGISTRY, DATASET_REGISTRY):
+    for registry in (CLASSIFIER_REGISTRY, DISTILL_TERM_REGISTRY, DATASET_REGISTRY):
         assert isinstance(registry, Registry)
-    assert available_loss_terms() == ["ce", "dist", "dkd", "kd", "nd", "reviewkd"]
+    # one registry of distillation terms for both tasks; the config has a node for each term
+    assert available_distill_terms() == ["dist", "dkd", "kd", "nd", "reviewkd"]
+    assert all(name in get_cfg().distill for name in available_distill_terms())
     assert available_datasets() == ["cifar100", "digits", "fashion_mnist", "image_folder"]
     assert {"resnet20", "wrn_40_2", "shufflenet_v2", "resnet50", "mobilenet_v1"} <= set(
         available_classifiers()
@@ -52,33 +53,29 @@ def test_unknown_names_list_the_available_ones():
         classifier_info("vgg")
     with pytest.raises(
         ConfigError,
-        match=r"unknown loss term 'crd' in distill.losses; available: "
-        r"ce, dist, dkd, kd, nd, reviewkd",
-    ):
-        build_loss_terms({"crd": {}}, TermContext(build_classifier("resnet8", 3)))
-    with pytest.raises(
-        ConfigError,
-        match=r"unknown dataset data.name=None; available: cifar100, "
+        match=r"unknown dataset data.name='mnist'; available: cifar100, "
         r"digits, fashion_mnist, image_folder",
     ):
-        build_dataset({}, True, False)
+        cfg = get_cfg()
+        cfg.data.name = "mnist"
+        build_dataset(cfg.data, True, False)
 
 
 def test_a_name_registered_twice_is_refused():
     with pytest.raises(ValueError, match=r"classifier 'resnet20' is registered twice"):
         register_classifier("resnet20", "cifar", "again")(lambda num_classes, in_channels: None)
 
-    class Twice(LossTerm):
+    class Twice(DistillTerm):
         name = "kd"
 
-    with pytest.raises(ValueError, match=r"loss term \(class Twice\) 'kd' is registered twice"):
-        register_loss_term(Twice)
+    with pytest.raises(ValueError, match=r"distillation term 'kd' is registered twice"):
+        register_distill_term(Twice)
 
-    class Nameless(LossTerm):
+    class Nameless(DistillTerm):
         pass
 
-    with pytest.raises(ValueError, match=r"loss term \(class Nameless\) needs a non-empty name"):
-        register_loss_term(Nameless)
+    with pytest.raises(ValueError, match=r"distillation term needs a non-empty name"):
+        register_distill_term(Nameless)
 
 
 def test_a_registered_classifier_builds_by_name():

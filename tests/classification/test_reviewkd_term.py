@@ -5,9 +5,15 @@ train_reviewkd.py calls the teacher with preact=True); the flags pick the other 
 import pytest
 import torch
 
-from nd_det.classification import TermContext, build_classifier, build_loss_terms
-from nd_det.classification.loss_terms import reviewkd as reviewkd_module
+from nd_det.classification import build_classifier
+from nd_det.classification.builders import build_terms
+from nd_det.classification.config import get_cfg
+from nd_det.distill import DistillInputs
+from nd_det.distill import reviewkd as reviewkd_module
+from nd_det.errors import ConfigError, input_stage
 from nd_det.losses import hcl_loss
+
+from .helpers import terms_config
 
 NUM_CLASSES = 5
 
@@ -31,14 +37,23 @@ def _observe(monkeypatch, term, student_out, teacher_out):
         return hcl_loss(fused, targets)
 
     monkeypatch.setattr(reviewkd_module, "hcl_loss", recording_hcl)
-    value = term.compute(student_out, teacher_out, None)
+    inputs = DistillInputs(
+        labels=None,
+        student_embeddings=student_out.embedding,
+        student_logits=student_out.logits,
+        student_features=student_out.features,
+        teacher_features=teacher_out.features,
+        student_preact_features=student_out.preact_features,
+        teacher_preact_features=teacher_out.preact_features,
+    )
+    value = term(inputs)
     handle.remove()
     return value, seen
 
 
 def test_default_fuses_student_outputs_and_targets_teacher_pre_relu_maps(monkeypatch):
     student, teacher = _pair()
-    term = build_loss_terms({"reviewkd": {"mid_channels": 16}}, TermContext(student, teacher))[
+    term = build_terms(terms_config({"reviewkd": {"mid_channels": 16}}), student, teacher)[
         "reviewkd"
     ]
     assert (term.student_preact, term.teacher_preact) == (False, True)
@@ -58,10 +73,8 @@ def test_default_fuses_student_outputs_and_targets_teacher_pre_relu_maps(monkeyp
 
 def test_flags_select_the_other_maps(monkeypatch):
     student, teacher = _pair()
-    term = build_loss_terms(
-        {"reviewkd": {"mid_channels": 16, "student_preact": True, "teacher_preact": False}},
-        TermContext(student, teacher),
-    )["reviewkd"]
+    losses = {"reviewkd": {"mid_channels": 16, "student_preact": True, "teacher_preact": False}}
+    term = build_terms(terms_config(losses), student, teacher)["reviewkd"]
     x = torch.randn(4, 3, 16, 16)
     s_out = student(x)
     with torch.no_grad():
@@ -74,13 +87,14 @@ def test_flags_select_the_other_maps(monkeypatch):
 
 def test_mid_channels_is_the_abf_width_and_flags_must_be_booleans():
     student, teacher = _pair()
-    term = build_loss_terms({"reviewkd": {"mid_channels": 24}}, TermContext(student, teacher))[
+    term = build_terms(terms_config({"reviewkd": {"mid_channels": 24}}), student, teacher)[
         "reviewkd"
     ]
     assert {abf.reduce[0].out_channels for abf in term.fusion.abfs} == {24}
     with pytest.raises(
-        ValueError,
-        match=r"distill\.losses\.reviewkd\.teacher_preact='yes' must "
-        r"be true or false",
+        ConfigError,
+        match=r"Type mismatch \(<class 'bool'> vs. <class 'str'>\) with values \(True vs. yes\) "
+        r"for config key: distill.reviewkd.teacher_preact",
     ):
-        build_loss_terms({"reviewkd": {"teacher_preact": "yes"}}, TermContext(student, teacher))
+        with input_stage("overrides"):
+            get_cfg().merge_from_list(["distill.reviewkd.teacher_preact", "yes"])

@@ -1,5 +1,6 @@
-"""The classification package needs no detectron2: its sources never import it, and
-tools/train_cls.py trains in a child interpreter where detectron2 cannot be imported."""
+"""The classification package and the distillation terms it shares with detection need no
+detectron2: their sources never import it, and tools/train_cls.py trains in a child interpreter
+where detectron2 cannot be imported."""
 
 import glob
 import os
@@ -35,20 +36,24 @@ _CHILD = textwrap.dedent(
         raise SystemExit("the blocker did not stop `import detectron2`")
 
     tool, config = sys.argv[1], sys.argv[2]
-    sys.argv = [tool, "--config", config]
+    sys.argv = [tool, "--config-file", config]
     try:
         runpy.run_path(tool, run_name="__main__")
     except SystemExit as done:  # the tool ends with sys.exit(status)
         assert done.code == 0, done.code
     loaded = sorted(m for m in sys.modules if m.split(".")[0] == "detectron2")
     assert not loaded, loaded
+    assert "nd_det.distill.nd" in sys.modules  # the terms of both tasks
     print("TRAINED-WITHOUT-DETECTRON2")
     """
 )
 
 
 def test_sources_never_import_detectron2():
-    files = glob.glob(os.path.join(REPO, "nd_det", "classification", "**", "*.py"), recursive=True)
+    files = []
+    for package in ("classification", "distill", "losses"):
+        files += glob.glob(os.path.join(REPO, "nd_det", package, "**", "*.py"), recursive=True)
+    files += glob.glob(os.path.join(REPO, "nd_det", "utils", "*.py"))
     files += [os.path.join(REPO, "tools", n) for n in ("train_cls.py", "extract_class_means.py")]
     files += [
         os.path.join(REPO, "nd_det", "class_means", n)

@@ -5,19 +5,16 @@ from .cifar100 import CIFAR100Dataset
 from .digits import load_digits_split
 from .fashion_mnist import load_fashion_mnist
 from .idx_format import read_idx
-from .image_folder import build_image_folder
 from .in_memory import InMemoryImages
 from .mixing import build_batch_mixer, mixes_labels
-from .registry import DatasetInfo, available_datasets, build_dataset, check_dataset
+from .registry import DatasetInfo, available_datasets, build_dataset
 from .samplers import ShardSampler
 
 __all__ = [
     "build_dataset",
-    "check_dataset",
     "available_datasets",
     "DatasetInfo",
     "CIFAR100Dataset",
-    "build_image_folder",
     "load_fashion_mnist",
     "load_digits_split",
     "read_idx",

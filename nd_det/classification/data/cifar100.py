@@ -14,27 +14,13 @@ from torchvision.datasets.utils import check_md5
 
 from ...errors import FileError
 
-__all__ = ["CIFAR100Dataset", "CIFAR100_FILES", "check_cifar100_files"]
+__all__ = ["CIFAR100Dataset", "CIFAR100_FILES"]
 
 CIFAR100_FILES = ("train", "test", "meta")
-_HOME = "https://www.cs.toronto.edu/~kriz/cifar.html"
-
-
-def check_cifar100_files(root: str) -> None:
-    """FileError naming the files of ``<root>/cifar-100-python`` that are not there."""
-    folder = os.path.join(root, CIFAR100.base_folder)
-    missing = [f for f in CIFAR100_FILES if not os.path.isfile(os.path.join(folder, f))]
-    if missing:
-        raise FileError(
-            f"CIFAR-100 not found: {', '.join(os.path.join(folder, f) for f in missing)} "
-            f"missing. Download cifar-100-python.tar.gz from {_HOME} and extract it into "
-            f"{root} (giving {folder}/), set data.root to where it is, or set "
-            "data.download: true."
-        )
 
 
 class CIFAR100Dataset(CIFAR100):
-    """torchvision's CIFAR100 with errors that name the missing or corrupt file.
+    """torchvision's CIFAR100 with errors that name the missing or changed file.
 
     ``verify_checksums=False`` accepts files that differ from the official release (a subset you
     wrote yourself in the same pickle format); the format itself is still required.
@@ -49,20 +35,16 @@ class CIFAR100Dataset(CIFAR100):
         verify_checksums: bool = True,
     ):
         folder = os.path.join(root, self.base_folder)
-        if not download:
-            check_cifar100_files(root)
-        if verify_checksums:
-            expected = dict(self.train_list + self.test_list)
-            expected[self.meta["filename"]] = self.meta["md5"]
-            for name, md5 in expected.items():
-                path = os.path.join(folder, name)
-                if os.path.isfile(path) and not check_md5(path, md5):
-                    raise FileError(
-                        f"{path} is not the official CIFAR-100 file (md5 differs from {md5}). "
-                        "Re-extract cifar-100-python.tar.gz, or set data.verify_checksums: false "
-                        "to use your own files in the same format."
-                    )
-        else:
+        official = {**dict(self.train_list + self.test_list), "meta": self.meta["md5"]}
+        for name, md5 in official.items() if not download else ():
+            path = os.path.join(folder, name)
+            if not os.path.isfile(path) or (verify_checksums and not check_md5(path, md5)):
+                raise FileError(
+                    f"{path} is missing or not the official CIFAR-100 file: extract "
+                    "cifar-100-python.tar.gz (www.cs.toronto.edu/~kriz/cifar.html) into data.root, "
+                    "set data.download true, or data.verify_checksums false for your own files"
+                )
+        if not verify_checksums:
             # instance-level copies without checksums: torchvision then only checks existence
             self.train_list = [(name, None) for name, _ in self.train_list]
             self.test_list = [(name, None) for name, _ in self.test_list]

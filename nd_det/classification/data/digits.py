@@ -7,6 +7,7 @@ other image.  The split is stratified and fixed (seeded), identical on every mac
 import numpy as np
 import torch
 
+from ...errors import MissingDependencyError
 from .in_memory import InMemoryImages
 
 __all__ = ["load_digits_split"]
@@ -27,7 +28,12 @@ def _split_indices(labels: np.ndarray, train: bool) -> np.ndarray:
 
 
 def load_digits_split(train: bool, transform=None) -> InMemoryImages:
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise MissingDependencyError(
+            "data.name digits needs scikit-learn: pip install scikit-learn"
+        ) from None
 
     bunch = load_digits()
     keep = _split_indices(bunch.target, train)

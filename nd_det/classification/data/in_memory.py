@@ -17,12 +17,6 @@ class InMemoryImages(Dataset):
         transform=None,
         classes: Optional[Sequence[str]] = None,
     ):
-        if images.dim() != 4 or images.dtype != torch.uint8:
-            raise ValueError(
-                f"expected uint8 images (N, C, H, W); got {images.dtype} {tuple(images.shape)}"
-            )
-        if labels.shape != images.shape[:1]:
-            raise ValueError(f"expected {images.shape[0]} labels; got {tuple(labels.shape)}")
         self.images = images
         self.targets = labels.to(torch.int64)
         self.transform = transform

@@ -5,6 +5,8 @@ from collections.abc import Sequence
 import torch
 from torchvision import transforms as T
 
+from ...errors import MissingDependencyError
+
 __all__ = [
     "CIFAR100_MEAN",
     "CIFAR100_STD",
@@ -35,7 +37,12 @@ def imagenet_transform(augment: bool, image_size: int = 224, recipe: str = "stan
     resize for evaluation."""
     resize_mode = T.InterpolationMode.BICUBIC if recipe == "deit" else T.InterpolationMode.BILINEAR
     if augment and recipe == "deit":
-        from timm.data import create_transform  # the optional extra, checked by check_dataset
+        try:
+            from timm.data import create_transform
+        except ImportError:
+            raise MissingDependencyError(
+                "data.augment deit is timm's DeiT augmentation: pip install 'nd-det[timm]'"
+            ) from None
 
         return create_transform(
             image_size,

@@ -19,7 +19,6 @@ from .base import Classifier
 from .registry import (
     available_classifiers,
     build_classifier,
-    check_classifier_name,
     classifier_info,
     register_classifier,
 )
@@ -29,6 +28,5 @@ __all__ = [
     "build_classifier",
     "available_classifiers",
     "classifier_info",
-    "check_classifier_name",
     "register_classifier",
 ]

@@ -14,7 +14,6 @@ __all__ = [
     "build_classifier",
     "available_classifiers",
     "classifier_info",
-    "check_classifier_name",
 ]
 
 CLASSIFIER_REGISTRY = Registry("CLASSIFIER")
@@ -57,30 +56,6 @@ def classifier_info(name: str) -> ClassifierEntry:
     return lookup(CLASSIFIER_REGISTRY, name, f"classifier {name!r}")
 
 
-def check_classifier_name(name, key: str, drop_path_rate: float = 0.0) -> None:
-    """A config's classifier name (``key``: the config key that gave it) must be registered,
-    the optional package it needs installed, and ``drop_path_rate`` 0 unless it has one."""
-    if not name:
-        raise ConfigError(
-            f"{key} is empty: name a classifier, e.g. resnet20; available: "
-            f"{', '.join(available_classifiers())}"
-        )
-    entry = lookup(CLASSIFIER_REGISTRY, name, f"classifier {key}={name!r}")
-    _check_entry(entry, f"{key}={name!r}", drop_path_rate)
-
-
-def _check_entry(entry: ClassifierEntry, what: str, drop_path_rate: float) -> None:
-    if entry.requires and importlib.util.find_spec(entry.requires) is None:
-        raise MissingDependencyError(
-            f"{what} ({entry.description}) needs {entry.requires}, which is not installed: "
-            f"pip install 'nd-det[{entry.requires}]' (or pip install {entry.requires})"
-        )
-    if drop_path_rate and "drop_path_rate" not in entry.options:
-        raise ConfigError(
-            f"model.drop_path_rate={drop_path_rate}: {what} has no stochastic depth; set it to 0"
-        )
-
-
 def build_classifier(
     name: str,
     num_classes: int,
@@ -92,10 +67,13 @@ def build_classifier(
     weights depend on it; ``drop_path_rate``: stochastic depth, for those that have it).  An
     unknown name raises ``ConfigError`` (a ``KeyError`` and a ``UserError``) listing the known
     names."""
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1; got {num_classes}")
     entry = classifier_info(name)
-    _check_entry(entry, f"classifier {name!r}", drop_path_rate)
+    if entry.requires and importlib.util.find_spec(entry.requires) is None:
+        raise MissingDependencyError(
+            f"classifier {name!r} needs {entry.requires}: pip install 'nd-det[{entry.requires}]'"
+        )
+    if drop_path_rate and "drop_path_rate" not in entry.options:
+        raise ConfigError(f"model.drop_path_rate {drop_path_rate}: {name!r} has none; set it to 0")
     options = {"image_size": image_size, "drop_path_rate": drop_path_rate}
     return entry.builder(
         num_classes=num_classes, in_channels=in_channels, **{k: options[k] for k in entry.options}
