@@ -13,9 +13,25 @@ synchronises the whole world, not a group; this module imports torch only (the l
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.nn.functional import all_reduce
 
 __all__ = ["GroupSyncBatchNorm2d"]
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """The sum over the processes of ``group``, with its gradient (the sum of the processes'
+    gradients): ``torch.distributed.nn.functional.all_reduce``, which torch deprecates (a
+    FutureWarning at every call site of every process) for an API without CPU autograd."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, group=group)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return _AllReduceSum.apply(grad.contiguous(), ctx.group), None
 
 
 class GroupSyncBatchNorm2d(nn.BatchNorm2d):
@@ -41,10 +57,10 @@ class GroupSyncBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         x = x.float()
         count = torch.tensor([x.shape[0] * x.shape[2] * x.shape[3]], dtype=x.dtype, device=x.device)
-        totals = all_reduce(torch.cat([x.sum(dim=(0, 2, 3)), count]), group=self.group)
+        totals = _AllReduceSum.apply(torch.cat([x.sum(dim=(0, 2, 3)), count]), self.group)
         n = totals[-1]
         mean = totals[:-1] / n
         centered = x - mean[None, :, None, None]
-        var = all_reduce(centered.square().sum(dim=(0, 2, 3)), group=self.group) / n
+        var = _AllReduceSum.apply(centered.square().sum(dim=(0, 2, 3)), self.group) / n
         scale = torch.rsqrt(var + self.eps) * self.weight
         return centered * scale[None, :, None, None] + self.bias[None, :, None, None]
