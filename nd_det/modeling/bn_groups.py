@@ -13,6 +13,7 @@ import torch.distributed as dist
 from detectron2.utils import comm
 
 from ..errors import ConfigError
+from .teacher.source import on_meta_device
 
 __all__ = ["bn_group_size", "abf_bn_group"]
 
@@ -38,6 +39,8 @@ def abf_bn_group(bn_images: int, ims_per_batch: int):
     world = comm.get_world_size()
     size = bn_group_size(bn_images, ims_per_batch, world)
     per_process = max(1, ims_per_batch // world)
+    if on_meta_device():  # the checks before a run, on rank 0 alone: no collective here
+        return None
     if size == 1:
         if per_process > bn_images > 0:
             logger.info(
