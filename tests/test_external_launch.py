@@ -65,13 +65,12 @@ def test_launcher_environments_are_read_and_checked():
         is None
     )
     assert external_launch({}) is None
-    with pytest.raises(ConfigError, match="puts different numbers of tasks on the nodes"):
-        external_launch({**slurm, "SLURM_TASKS_PER_NODE": "4,3"})
-    with pytest.raises(ConfigError, match="ranks numbered machine by machine"):
+    layout = "needs as many processes on every machine, numbered machine by machine"
+    with pytest.raises(ConfigError, match=layout):  # 4 tasks on one node, 3 on the other
+        external_launch({**slurm, "SLURM_NTASKS": "7", "SLURM_TASKS_PER_NODE": "4,3"})
+    with pytest.raises(ConfigError, match=layout):
         external_launch({**slurm, "SLURM_PROCID": "4"})  # cyclic: rank 4 as local rank 1
-    with pytest.raises(ConfigError, match="LOCAL_WORLD_SIZE is not"):
-        external_launch({k: v for k, v in TORCHRUN_ENV.items() if k != "LOCAL_WORLD_SIZE"})
-    with pytest.raises(ConfigError, match="must be a whole number"):
+    with pytest.raises(ValueError, match="invalid literal for int"):  # input_stage's one line
         external_launch({**TORCHRUN_ENV, "RANK": "zero"})
 
 
@@ -167,7 +166,7 @@ def test_torchrun_trains_one_run_on_world_size_two(tmp_path):
             *args,
         ],
         cwd=REPO,
-        env=_clean_env(),
+        env={k: v for k, v in _clean_env().items() if k != "PYTHONWARNINGS"},
         capture_output=True,
         text=True,
         timeout=300,
@@ -175,6 +174,9 @@ def test_torchrun_trains_one_run_on_world_size_two(tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     _assert_one_run_on_two_ranks(log, out, dump)
+    # the ReviewKD BatchNorms synchronise pairs of ranks: no deprecated torch call of ours warns
+    # (issue 35.8: 8 of 10 FutureWarning lines came from nd_det/losses/group_batch_norm.py)
+    assert [line for line in log.splitlines() if "Warning" in line and "nd_det" in line] == []
 
 
 def _srun(tmp_path, argv, port):
@@ -272,3 +274,42 @@ def test_torchrun_class_mean_extraction_equals_one_process(tmp_path):
     two = load_class_means(str(tmp_path / "two.pth"), num_classes=3, dim=64)
     assert torch.equal(one.counts, two.counts)
     torch.testing.assert_close(one.means, two.means, rtol=1e-5, atol=1e-5)
+
+
+def test_torchrun_user_error_is_one_line_and_nothing_else_of_ours(tmp_path):
+    """Issue 35.8: under torchrun a mistake is rank 0's one ERROR line, every rank exits with 2,
+    and nothing else comes from nd-det (no traceback, no abort of a rank leaving its gloo group,
+    no FutureWarning: warnings are not silenced here); what follows is torchrun's own report of
+    the exit statuses (ChildFailedError, docs/reliability.md)."""
+    out = tmp_path / "run"
+    args = _setup(tmp_path, out, 2, ["MODEL.DISTILL.LOSSES", "['fitnet']"])
+    env = {k: v for k, v in _clean_env().items() if k != "PYTHONWARNINGS"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            TRAIN_NET,
+            "--config-file",
+            CONFIG,
+            *args,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = proc.stdout + proc.stderr
+    errors = [line for line in log.splitlines() if line.startswith("ERROR: ")]
+    assert proc.returncode == 1 and len(errors) == 1, log[-4000:]
+    assert "MODEL.DISTILL.LOSSES has unknown name(s) ['fitnet']" in errors[0]
+    ours = [line for line in log.splitlines() if "nd_det" in line or f'File "{REPO}/tools' in line]
+    assert ours == [], log[-4000:]  # torchrun names the script once: "<script> FAILED"
+    assert "Warning" not in log and "terminate called" not in log, log[-4000:]
+    assert "ChildFailedError" in log and "exitcode  : 2" in log and "exitcode  : -6" not in log
+    assert not out.exists()

@@ -15,9 +15,11 @@ The local rank picks the CUDA device, one process per device, as in detectron2's
 when CUDA is available, gloo otherwise (detectron2's rule).  ``--num-gpus`` / ``--num-machines``
 left at 1 take the launcher's numbers; other values must equal them.  Rank 0 runs the tool's
 checks and tells the other ranks the verdict, so a mistake is one ``ERROR:`` line (exit 2) before
-anything is written.  (detectron2's per-worker set-up, ``_distributed_worker``, is private and
-takes the rank from a machine rank, hence this module; it calls what detectron2 documents for
-workers started without ``launch``: ``comm.create_local_process_group``.)
+anything is written; then every rank exits with status 2 (torchrun itself then prints its
+``ChildFailedError`` summary of the exit statuses).  (detectron2's per-worker set-up,
+``_distributed_worker``, is private and takes the rank from a machine rank, hence this module;
+it calls what detectron2 documents for workers started without ``launch``:
+``comm.create_local_process_group``.)
 """
 
 import logging
@@ -39,7 +41,7 @@ __all__ = ["ExternalLaunch", "external_launch", "adopt_launch", "run_in_external
 
 logger = logging.getLogger(__name__)
 
-_TORCHRUN = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+_TORCHRUN = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 _SLURM = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")
 
 
@@ -62,70 +64,34 @@ class ExternalLaunch:
         return self.rank // self.local_world_size
 
 
-def _int_values(environ: Mapping[str, str], names, launcher: str) -> list:
-    try:
-        return [int(environ[name]) for name in names]
-    except ValueError:
-        shown = ", ".join(f"{name}={environ[name]!r}" for name in names)
-        raise ConfigError(f"{launcher} environment {shown}: each must be a whole number") from None
-
-
 def _slurm_tasks_per_node(environ: Mapping[str, str], tasks: int) -> int:
-    """SLURM_NTASKS_PER_NODE, else SLURM_(STEP_)TASKS_PER_NODE ("4(x2)" = 4 on each of 2 nodes;
-    uneven counts are refused), else all tasks on SLURM_NNODES nodes (default 1)."""
-    if environ.get("SLURM_NTASKS_PER_NODE"):
-        return _int_values(environ, ["SLURM_NTASKS_PER_NODE"], "srun")[0]
-    for name in ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE"):
-        value = environ.get(name)
-        if value:
-            counts = {int(m.group(1)) for m in re.finditer(r"(\d+)(\(x\d+\))?", value)}
-            if len(counts) != 1:
-                raise ConfigError(
-                    f"srun: {name}={value!r} puts different numbers of tasks on "
-                    "the nodes; give every node the same (srun --ntasks-per-node N)"
-                )
-            return counts.pop()
-    nodes = _int_values(environ, ["SLURM_NNODES"], "srun")[0] if "SLURM_NNODES" in environ else 1
-    return max(1, tasks // max(1, nodes))
+    """SLURM_NTASKS_PER_NODE, else the first count of SLURM_(STEP_)TASKS_PER_NODE ("4(x2)" = 4
+    on each of 2 nodes), else all tasks on SLURM_NNODES nodes (default 1)."""
+    for name in ("SLURM_NTASKS_PER_NODE", "SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE"):
+        if environ.get(name):
+            return int(re.match(r"\d+", environ[name]).group())
+    return max(1, tasks // int(environ.get("SLURM_NNODES", 1)))
 
 
 def external_launch(environ: Mapping[str, str] = os.environ) -> Optional[ExternalLaunch]:
     """Where torchrun or srun put this process; None when neither started it (or srun started
-    one task only)."""
+    one task only).  Their variables are read as detectron2 would read them: a value that is
+    not a number raises ValueError."""
     if all(name in environ for name in _TORCHRUN):
-        if "LOCAL_WORLD_SIZE" not in environ:
-            raise ConfigError(
-                "RANK, WORLD_SIZE and LOCAL_RANK are set but LOCAL_WORLD_SIZE is "
-                "not: start the tool with torchrun, which sets all four"
-            )
-        rank, world, local, local_world = _int_values(
-            environ, [*_TORCHRUN, "LOCAL_WORLD_SIZE"], "torchrun"
-        )
-        launch = ExternalLaunch("torchrun", rank, world, local, local_world)
-    elif all(name in environ for name in _SLURM):
-        rank, world, local = _int_values(environ, _SLURM, "srun")
-        if world <= 1:
-            return None
+        launch = ExternalLaunch("torchrun", *(int(environ[name]) for name in _TORCHRUN))
+    elif all(name in environ for name in _SLURM) and int(environ["SLURM_NTASKS"]) > 1:
+        rank, world, local = (int(environ[name]) for name in _SLURM)
         launch = ExternalLaunch("srun", rank, world, local, _slurm_tasks_per_node(environ, world))
     else:
         return None
-    _check_layout(launch)
-    return launch
-
-
-def _check_layout(launch: ExternalLaunch) -> None:
-    """Ranks laid out machine by machine, the same number on each (what detectron2's local
-    process groups assume)."""
     r, w, lr, lw = launch.rank, launch.world_size, launch.local_rank, launch.local_world_size
-    if not (
-        w >= 1 and 1 <= lw <= w and w % lw == 0 and 0 <= r < w and 0 <= lr < lw and r % lw == lr
-    ):
+    if w % lw or r % lw != lr:  # what detectron2's per-machine process groups assume
         raise ConfigError(
-            f"{launch.launcher} started rank {r} of {w} as local rank {lr} of {lw} on its "
-            "machine: nd-det needs the same number of processes on every machine, ranks "
-            "numbered machine by machine (torchrun does this; with srun use "
+            f"{launch.launcher} started rank {r} of {w} as local rank {lr} of {lw}: nd-det needs "
+            "as many processes on every machine, numbered machine by machine (srun "
             "--ntasks-per-node N --distribution block)"
         )
+    return launch
 
 
 def adopt_launch(args, launch: ExternalLaunch) -> None:
@@ -139,8 +105,7 @@ def adopt_launch(args, launch: ExternalLaunch) -> None:
             f"({given[0] * given[1]} processes), but {launch.launcher} started "
             f"{launch.world_size} processes, {launch.local_world_size} per machine on "
             f"{launch.num_machines} machine(s): leave out --num-gpus / --num-machines / "
-            f"--machine-rank (the launcher's numbers are used) or give --num-gpus "
-            f"{wanted[0]} --num-machines {wanted[1]}"
+            f"--machine-rank (the launcher's numbers are used)"
         )
     args.num_gpus, args.num_machines, args.machine_rank = wanted
 
@@ -152,17 +117,12 @@ def _join(launch: ExternalLaunch) -> None:
     if missing:
         raise ConfigError(
             f"{launch.launcher} started {launch.world_size} processes but {' and '.join(missing)} "
-            f"{'are' if len(missing) > 1 else 'is'} not set: export MASTER_ADDR (the job's "
-            "first node, e.g. $(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)) and "
+            f"{'are' if len(missing) > 1 else 'is'} not set: export MASTER_ADDR (the job's first "
+            "node, e.g. $(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)) and "
             "MASTER_PORT (a free port, e.g. 29500) before srun"
         )
     has_gpu = torch.cuda.is_available()
     if has_gpu:
-        if launch.local_world_size > torch.cuda.device_count():
-            raise ConfigError(
-                f"{launch.launcher} started {launch.local_world_size} processes on this machine "
-                f"but it has {torch.cuda.device_count()} CUDA device(s): start one per device"
-            )
         torch.cuda.set_device(launch.local_rank)
     logger.info(
         "Joining the %s process group: rank %d of %d (local rank %d of %d) at %s:%s",
@@ -185,17 +145,19 @@ def _join(launch: ExternalLaunch) -> None:
     comm.synchronize()
 
 
-def _leave_group() -> None:
-    # a process leaving with its group alive can abort in gloo's threads once a peer has gone
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def _exit_with(error: UserError, printing: bool) -> None:
+    """End this rank with the user error's status, printed by one rank only.  A rank in the
+    group leaves without tearing the group down: gloo's threads can abort the interpreter
+    ("terminate called without an active exception", SIGABRT) when a peer has gone first, and
+    the launcher stops the other ranks anyway."""
     if printing:
         report_user_error(error)
-    _leave_group()
-    sys.exit(EXIT_USER_ERROR)
+    if not dist.is_initialized():
+        sys.exit(EXIT_USER_ERROR)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_USER_ERROR)
 
 
 def run_in_external_group(main, args, precheck=None) -> bool:
@@ -204,13 +166,15 @@ def run_in_external_group(main, args, precheck=None) -> bool:
     then hold its numbers, and the caller launches as usual)."""
     launch = None
     try:
-        launch = external_launch()
+        with input_stage("the torchrun / srun environment"):
+            launch = external_launch()
         if launch is None:
             return False
         adopt_launch(args, launch)
         if launch.world_size == 1:
             return False
-        _join(launch)
+        with input_stage("joining the torchrun / srun process group"):
+            _join(launch)
     except UserError as error:  # the same on every rank (same environment and flags)
         _exit_with(error, printing=launch is None or launch.rank == 0)
     main_rank = launch.rank == 0
@@ -228,12 +192,12 @@ def run_in_external_group(main, args, precheck=None) -> bool:
     verdict = comm.all_gather(verdict)[0]
     if verdict is not None:
         if verdict[0] == "crash":
-            _leave_group()
-            sys.exit(1)  # rank 0 prints the traceback
+            os._exit(1)  # rank 0 prints the traceback
         _exit_with(UserError(verdict[1]), printing=main_rank)
     try:
         main(args)
     except UserError as error:
         _exit_with(error, printing=True)
-    _leave_group()
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return True
