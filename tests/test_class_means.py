@@ -74,18 +74,17 @@ def test_two_halves_merged_equal_one_pass_and_the_plain_per_class_mean():
         assert torch.allclose(a.means[c].double(), rows.mean(dim=0), rtol=0, atol=1e-5)
 
 
-def test_update_ignores_empty_batches_and_rejects_bad_shapes():
+def test_update_ignores_empty_batches_and_torch_refuses_bad_shapes():
     acc = ClassMeanAccumulator(NUM_CLASSES, DIM)
     acc.update(torch.zeros(0, DIM), torch.zeros(0, dtype=torch.long))
     assert acc.counts.sum().item() == 0
-    with pytest.raises(ValueError, match=r"expected features \(N, 7\); got \(3, 6\)"):
+    with pytest.raises(RuntimeError, match=r"source tensor shape must match self tensor shape"):
         acc.update(torch.zeros(3, 6), torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"expected labels \(3,\); got \(2,\)"):
+    with pytest.raises((RuntimeError, IndexError)):
         acc.update(torch.zeros(3, DIM), torch.zeros(2, dtype=torch.long))
-    with pytest.raises(
-        ValueError, match=r"cannot merge accumulators of shapes \(5, 7\) and \(4, 7\)"
-    ):
+    with pytest.raises(RuntimeError, match=r"size of tensor a \(5\) must match"):
         acc.merge(ClassMeanAccumulator(4, DIM))
+    assert acc.counts.sum().item() == 0
 
 
 def test_finalize_names_the_empty_classes():
@@ -219,7 +218,7 @@ def test_a_json_table_names_the_importer(tmp_path, name, text):
         load_class_means(str(path))
     message = str(error.value)
     assert message.startswith(f"{path} is a JSON table (like the reference code's R101_emb.json)")
-    assert f"python tools/import_class_means.py --input {path} --output" in message
+    assert message.endswith(f"python tools/import_class_means.py --input {path}")
     assert "weights_only" not in message
 
 
@@ -235,9 +234,7 @@ def test_truncated_file(tmp_path):
 def test_wrong_number_of_classes(tmp_path):
     path = tmp_path / "means.pth"
     save_class_means(str(path), _table())
-    with pytest.raises(
-        DataError, match=r"holds 5 class rows but 81 are needed \(wrong number of classes"
-    ):
+    with pytest.raises(DataError, match=r"means.pth holds 5 class rows but 81 are needed"):
         load_class_means(str(path), num_classes=81, dim=DIM)
 
 
@@ -246,8 +243,7 @@ def test_wrong_dimension(tmp_path):
     save_class_means(str(path), _table())
     with pytest.raises(
         DataError,
-        match=r"embedding dimension 7 but the teacher's embedding has 1024 "
-        r"\(wrong dimension",
+        match=r"means.pth has embedding dimension 7 but the teacher's embedding has 1024",
     ):
         load_class_means(str(path), num_classes=NUM_CLASSES, dim=1024)
 
@@ -271,8 +267,7 @@ def test_missing_unflagged_row(tmp_path):
     path = _write(tmp_path / "means.pth", _raw_payload(table, means=means, counts=counts))
     with pytest.raises(
         DataError,
-        match=r"missing class row\(s\) 1 "
-        r"\(zero samples and not flagged as filled\)",
+        match=r"missing class row\(s\) 1 \(zero samples, not flagged as filled\)",
     ):
         load_class_means(path)
     # the same row flagged as filled is accepted
@@ -284,7 +279,9 @@ def test_missing_unflagged_row(tmp_path):
 
 def test_wrong_version(tmp_path):
     path = _write(tmp_path / "means.pth", _raw_payload(_table(), version=2))
-    with pytest.raises(DataError, match=r"format version 2; this nd-det reads version 1"):
+    with pytest.raises(
+        DataError, match=r"is not an nd-det class-means file \('nd_det.class_means' version 1\)"
+    ):
         load_class_means(path)
 
 
@@ -293,14 +290,14 @@ def test_missing_entry(tmp_path, key):
     payload = _raw_payload(_table())
     del payload[key]
     path = _write(tmp_path / "means.pth", payload)
-    with pytest.raises(DataError, match=f"lacks the '{key}' entry"):
+    with pytest.raises(DataError, match=f"\\(KeyError: '{key}'\\): truncated or not a class-means"):
         load_class_means(path)
 
 
 def test_counts_of_the_wrong_length(tmp_path):
     table = _table()
     path = _write(tmp_path / "means.pth", _raw_payload(table, counts=table.counts[:3]))
-    with pytest.raises(DataError, match=r"counts must be a \(5,\) tensor"):
+    with pytest.raises(DataError, match=r"not a \(C, D\) tensor of means with \(C,\) counts"):
         load_class_means(path)
 
 
@@ -422,7 +419,7 @@ def test_extraction_never_writes_a_directionless_row_without_flagging_it(tmp_pat
     with pytest.raises(
         DataError,
         match=r"the mean of class\(es\) 1 \(dog\) has \(almost\) zero "
-        r"norm although they have samples \(\d+\)",
+        r"norm although they have samples: ND needs a direction for each class",
     ):
         acc.finalize(METADATA, class_names=NAMES)
     table = acc.finalize({**METADATA, "class_names": NAMES}, allow_empty=True, class_names=NAMES)

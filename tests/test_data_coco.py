@@ -1,14 +1,15 @@
-"""COCO-format registration: validation errors (exact messages), detectron2 loading, tiny_coco."""
+"""COCO-format files read once (nd_det.data.coco): detectron2's records, the refusals (one line
+naming the file and the entry), registration; the tiny_coco writer."""
 
 import hashlib
 import json
 import logging
-import os
 
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
 
-from nd_det.data import register_coco_dataset, validate_coco_json
+from nd_det.data import load_coco_records, register_coco_dataset
 from nd_det.errors import DataError
 
 from .helpers.tiny_coco import CLASS_NAMES, write_tiny_coco
@@ -46,11 +47,11 @@ def _rewrite(json_path, data):
 
 
 def _error(json_path, image_dir, **kwargs) -> str:
+    """The one line a bad file ends in: a DataError naming the file first."""
     with pytest.raises(DataError) as caught:
-        validate_coco_json(json_path, image_dir, **kwargs)
-    assert isinstance(caught.value, ValueError)
+        load_coco_records(json_path, image_dir, **kwargs)
     message = str(caught.value)
-    assert message.startswith(f"{json_path}: ") and "Fix: " in message
+    assert message.startswith(str(json_path)) and "\n" not in message, message
     return message
 
 
@@ -97,31 +98,24 @@ def test_tiny_coco_is_deterministic_and_its_boxes_match_the_drawn_shapes(tmp_pat
         assert (outside > 60).sum() <= 2  # background noise only
 
 
-# ---------------------------------------------------------------- valid data through detectron2
+# ------------------------------------------------------------ valid data, as detectron2 reads it
 
 
-def test_valid_dataset_registers_and_loads_every_record(tmp_path, names):
+def test_records_equal_detectron2s_and_registration_reads_the_file_once(tmp_path, names):
     json_path, image_dir = write_tiny_coco(
         tmp_path, num_images=6, num_classes=2, seed=1, empty_images=2
     )
     name = names()
-    summary = register_coco_dataset(name, json_path, image_dir)
-    assert (summary.num_images, summary.num_images_without_boxes, summary.num_classes) == (6, 2, 2)
-
-    records = DatasetCatalog.get(name)
-    data = json.loads(json_path.read_text())
-    assert len(records) == 6
-    assert sum(1 for r in records if not r["annotations"]) == 2  # images without boxes are kept
-    assert sum(len(r["annotations"]) for r in records) == len(data["annotations"])
-    for record in records:
-        assert os.path.isfile(record["file_name"])
-        assert (record["height"], record["width"]) == (96, 128)
-        assert all(a["category_id"] in (0, 1) for a in record["annotations"])
+    records = register_coco_dataset(name, json_path, image_dir)
+    assert records == load_coco_json(str(json_path), str(image_dir), names("detectron2"))
+    assert DatasetCatalog.get(name) is records  # the first get: what registration read
+    again = DatasetCatalog.get(name)  # later ones: detectron2's own reading of the file
+    assert again == records and again is not records
+    assert len(records) == 6 and sum(1 for r in records if not r["annotations"]) == 2
     metadata = MetadataCatalog.get(name)
     assert metadata.thing_classes == list(CLASS_NAMES[:2])
-    assert metadata.evaluator_type == "coco"
-    assert metadata.json_file == str(json_path)
-    assert len(MetadataCatalog.get(name).thing_classes) == 2
+    assert metadata.thing_dataset_id_to_contiguous_id == {1: 0, 2: 1}
+    assert (metadata.evaluator_type, metadata.json_file) == ("coco", str(json_path))
 
 
 def test_non_contiguous_category_ids_map_to_contiguous_ids(tmp_path, names):
@@ -129,14 +123,8 @@ def test_non_contiguous_category_ids_map_to_contiguous_ids(tmp_path, names):
         tmp_path, num_images=6, num_classes=3, seed=2, category_ids=(3, 7, 20)
     )
     name = names()
-    summary = register_coco_dataset(name, json_path, image_dir)
-    assert summary.category_ids == (3, 7, 20) and not summary.category_ids_contiguous
-    # detectron2 recomputes this metadata while loading and asserts it equals what we set
-    records = DatasetCatalog.get(name)
-    metadata = MetadataCatalog.get(name)
-    assert metadata.thing_dataset_id_to_contiguous_id == {3: 0, 7: 1, 20: 2}
-    assert metadata.thing_classes == list(CLASS_NAMES[:3])
-
+    records = register_coco_dataset(name, json_path, image_dir)
+    assert MetadataCatalog.get(name).thing_dataset_id_to_contiguous_id == {3: 0, 7: 1, 20: 2}
     data = json.loads(json_path.read_text())
     expected = {}
     for annotation in data["annotations"]:
@@ -145,8 +133,8 @@ def test_non_contiguous_category_ids_map_to_contiguous_ids(tmp_path, names):
         )
     got = {r["image_id"]: [a["category_id"] for a in r["annotations"]] for r in records}
     assert got == {image_id: expected.get(image_id, []) for image_id in got}
-    assert set(sum(got.values(), [])) == {0, 1, 2}
-    assert len(MetadataCatalog.get(name).thing_classes) == 3
+    DatasetCatalog.get(name)  # detectron2 recomputes the metadata and asserts it equals ours
+    DatasetCatalog.get(name)
 
 
 def test_images_without_boxes_are_logged_kept_and_filtered_by_detectron2(tmp_path, names, caplog):
@@ -160,12 +148,10 @@ def test_images_without_boxes_are_logged_kept_and_filtered_by_detectron2(tmp_pat
     assert "3 of 5 images have no box" in caplog.text
     assert len(get_detection_dataset_dicts([name], filter_empty=False)) == 5
     assert len(get_detection_dataset_dicts([name], filter_empty=True)) == 2
-
-    # an empty image goes through detectron2's training mapper: zero boxes, no crash
     empty = [r for r in DatasetCatalog.get(name) if not r["annotations"]][0]
     cfg = get_cfg()
     cfg.INPUT.MIN_SIZE_TRAIN = (96,)
-    mapped = DatasetMapper(cfg, is_train=True)(empty)
+    mapped = DatasetMapper(cfg, is_train=True)(empty)  # zero boxes, no crash
     assert len(mapped["instances"]) == 0 and mapped["image"].shape[0] == 3
 
 
@@ -175,17 +161,13 @@ def test_register_same_files_twice_and_name_collisions(tmp_path, names, tiny):
     name = names()
     register_coco_dataset(name, json_path, image_dir)
     register_coco_dataset(name, json_path, image_dir)  # same files: fine
-    with pytest.raises(
-        DataError,
-        match=f"dataset name '{name}' is already registered "
-        f"\\(with {json_path} and {image_dir}\\).*replace=True",
-    ):
-        register_coco_dataset(name, other_json, other_dir)
+    with pytest.raises(AssertionError, match=f"Dataset '{name}' is already registered"):
+        register_coco_dataset(name, other_json, other_dir)  # detectron2's own refusal
     register_coco_dataset(name, other_json, other_dir, replace=True)
     assert len(DatasetCatalog.get(name)) == 3 and len(MetadataCatalog.get(name).thing_classes) == 1
 
 
-def test_failed_validation_registers_nothing(tiny, names):
+def test_a_refused_file_registers_nothing(tiny, names):
     json_path, image_dir, data = tiny
     data["annotations"][0]["category_id"] = 99
     _rewrite(json_path, data)
@@ -195,81 +177,46 @@ def test_failed_validation_registers_nothing(tiny, names):
     assert name not in DatasetCatalog.list()
 
 
-def test_missing_json(tmp_path):
-    missing = tmp_path / "nope.json"
-    message = _error(missing, tmp_path)
-    assert message == (
-        f"{missing}: COCO annotation file not found. Fix: pass the path of an "
-        "existing COCO-format instances JSON (e.g. "
-        "annotations/instances_train2017.json)."
+def test_annotations_key_may_be_absent(tiny):
+    json_path, image_dir, data = tiny
+    del data["annotations"]
+    _rewrite(json_path, data)
+    records = load_coco_records(json_path, image_dir)
+    assert len(records) == 8 and not any(r["annotations"] for r in records)
+
+
+# ---------------------------------------------------------------- refused, in one line
+
+
+def test_files_that_are_not_coco_json(tmp_path, tiny):
+    json_path, image_dir, _ = tiny
+    assert "is not valid JSON or cannot be read (FileNotFoundError" in _error(
+        tmp_path / "nope.json", image_dir
     )
-
-
-def test_json_that_is_a_folder(tmp_path):
-    assert "is a folder, not a COCO annotation file" in _error(tmp_path, tmp_path)
-
-
-def test_unreadable_json(tiny, monkeypatch):
-    import nd_det.data.coco_validation as coco_validation
-
-    json_path, image_dir, _ = tiny
-
-    def refuse(path, *args, **kwargs):  # what open() does on a file without read permission
-        raise PermissionError(13, "Permission denied", str(path))
-
-    monkeypatch.setattr(coco_validation, "open", refuse, raising=False)
-    assert (
-        "cannot read the annotation file (Permission denied). Fix: check the file's permissions"
-    ) in _error(json_path, image_dir)
-
-
-def test_truncated_json(tiny):
-    json_path, image_dir, _ = tiny
+    assert "(IsADirectoryError" in _error(tmp_path, image_dir)
     text = json_path.read_text()
     json_path.write_text(text[: len(text) // 2])
-    message = _error(json_path, image_dir)
-    assert (
-        "is not valid JSON (" in message and "regenerate the file (it may be truncated)" in message
-    )
-
-
-def test_json_that_is_not_coco(tmp_path, tiny):
-    json_path, image_dir, _ = tiny
+    assert "is not valid JSON or cannot be read (JSONDecodeError" in _error(json_path, image_dir)
     json_path.write_text("[1, 2, 3]")
-    assert "is JSON but its top level is a list, not a COCO dict" in _error(json_path, image_dir)
+    assert "the top level is malformed (TypeError: list indices" in _error(json_path, image_dir)
     json_path.write_text(json.dumps({"info": {}, "annotations": []}))
-    assert (
-        "is not a COCO instances file: no 'images' or 'categories' key (top-level keys: "
-        "['annotations', 'info'])" in _error(json_path, image_dir)
+    assert "the top level is malformed (KeyError: 'categories'); COCO's instances format" in (
+        _error(json_path, image_dir)
     )
-    json_path.write_text(json.dumps({"images": {}, "categories": []}))
-    assert "'images' is a dict, not a list" in _error(json_path, image_dir)
+    json_path.write_text(json.dumps({"images": 5, "categories": [{"id": 1, "name": "x"}]}))
+    assert "'images' is malformed (TypeError: 'int' object is not iterable)" in (
+        _error(json_path, image_dir)
+    )
 
 
-def test_missing_image_files_are_named_and_counted(tiny):
+def test_missing_image_files_are_named_and_counted(tiny, tmp_path):
     json_path, image_dir, _ = tiny
     for index in (1, 3, 5):
         (image_dir / f"{index:04d}.png").unlink()
     message = _error(json_path, image_dir)
-    assert (
-        f"3 of 8 image files listed in it are missing under {image_dir}: 0001.png, 0003.png, "
-        "0005.png. Fix: pass the folder that holds these files as the image folder"
-    ) in message
-    for index in (0, 2, 4, 6):
-        (image_dir / f"{index:04d}.png").unlink()
-    assert (
-        "7 of 8 image files listed in it are missing under "
-        f"{image_dir}: 0000.png, 0001.png, 0002.png, 0003.png, 0004.png and 2 more."
-    ) in _error(json_path, image_dir)
-
-
-def test_wrong_image_folder(tiny, tmp_path):
-    json_path, _, _ = tiny
-    message = _error(json_path, tmp_path / "imgs")
-    assert (
-        f"image folder not found: {tmp_path / 'imgs'}. Fix: pass the folder that holds "
-        "the images" in message
-    )
+    assert "3 of 8 image files listed in it are missing or unreadable: " in message
+    assert f"{image_dir / '0001.png'} ([Errno 2] No such file or directory)" in message
+    assert "8 of 8 image files listed in it are missing" in _error(json_path, tmp_path / "imgs")
 
 
 def test_box_outside_the_image_names_the_annotation(tiny):
@@ -279,16 +226,13 @@ def test_box_outside_the_image_names_the_annotation(tiny):
     x, y, w, h = annotation["bbox"]
     annotation["bbox"] = [x, y, image["width"] - x + 1, h]  # within the 2 px tolerance: legal
     _rewrite(json_path, data)
-    validate_coco_json(json_path, image_dir)
+    load_coco_records(json_path, image_dir)
     annotation["bbox"] = [x, y, image["width"] - x + 3, h]
     _rewrite(json_path, data)
-    message = _error(json_path, image_dir)
     assert (
         f"annotation id {annotation['id']}: box [x, y, width, height] = {annotation['bbox']} "
-        f"lies outside its image {image['file_name']} (width 128, height 96) by more than "
-        "2 px. Fix: check the box format (COCO boxes are [x, y, width, height], not "
-        "[x1, y1, x2, y2])"
-    ) in message
+        f"lies outside its image {image_dir / image['file_name']} (128 x 96) by > 2 px"
+    ) in _error(json_path, image_dir)
     annotation["bbox"] = [-5, y, 10, h]
     _rewrite(json_path, data)
     assert f"annotation id {annotation['id']}: box" in _error(json_path, image_dir)
@@ -301,88 +245,91 @@ def test_zero_or_negative_area_box_names_the_annotation(tiny, width, height, cap
     annotation["bbox"] = annotation["bbox"][:2] + [width, height]
     _rewrite(json_path, data)
     message = _error(json_path, image_dir)
-    image = data["images"][annotation["image_id"] - 1]["file_name"]
     assert (
-        f"1 annotation(s) have a box with zero or negative width or height: annotation id "
-        f"{annotation['id']} (bbox {annotation['bbox']} in {image}). Fix: "
+        f"annotation id {annotation['id']} has a box with zero or negative width or height "
+        "(1 in all)"
     ) in message
     assert "pass --allow-degenerate-boxes" in message
     with caplog.at_level(logging.WARNING, logger="nd_det.data"):
-        summary = validate_coco_json(json_path, image_dir, degenerate_boxes="warn")
-    assert summary.num_degenerate_boxes == 1
-    assert f"annotation id {annotation['id']}" in caplog.text
+        records = load_coco_records(json_path, image_dir, degenerate_boxes="warn")
+    assert "1 boxes of zero or negative width or height: detectron2 drops them" in caplog.text
+    assert records == load_coco_json(str(json_path), str(image_dir), "test_data_coco_flat")
 
 
-def test_unknown_category_in_an_annotation(tiny):
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda d: d["annotations"][4].update(category_id=99),
+            "annotation id 5 has category_id 99, which 'categories' does not list",
+        ),
+        (lambda d: d["images"][2].update(id=2), "'images' list an image id twice"),
+        (lambda d: d["annotations"][3].update(id=1), "'annotations' list an annotation id twice"),
+        (
+            lambda d: d["categories"].append({"id": 1, "name": "again"}),
+            "'categories' list a category id twice",
+        ),
+        (lambda d: d["categories"].clear(), "'categories' list no category"),
+        (lambda d: d["images"][0].pop("height"), "image id 1 is malformed (KeyError: 'height')"),
+        (
+            lambda d: d["annotations"][0].update(bbox=[1, 2, 3]),
+            "annotation id 1 has bbox [1, 2, 3], not four finite numbers",
+        ),
+        (
+            lambda d: d["annotations"][0].update(bbox=[1, 2, "3", 4]),
+            "annotation id 1 has bbox [1, 2, '3', 4], not four finite numbers",
+        ),
+        (
+            lambda d: d["annotations"][0].pop("bbox"),
+            "annotation id 1 is malformed (KeyError: 'bbox')",
+        ),
+        (
+            lambda d: d["annotations"][0].update(ignore=1),
+            'annotation id 1 has an "ignore" flag, which detectron2 does not support',
+        ),
+        (
+            lambda d: d["annotations"][0].update(segmentation=5),
+            "annotation id 1 is malformed (TypeError: 'int' object is not iterable)",
+        ),
+    ],
+    ids=[
+        "unknown-category",
+        "image-id-twice",
+        "annotation-id-twice",
+        "category-id-twice",
+        "no-categories",
+        "no-height",
+        "three-numbers",
+        "a-string",
+        "no-bbox",
+        "ignore",
+        "segmentation-int",
+    ],
+)
+def test_entries_detectron2_would_refuse_or_trip_on_are_named(tiny, edit, message):
     json_path, image_dir, data = tiny
-    data["annotations"][4]["category_id"] = 99
+    edit(data)
     _rewrite(json_path, data)
-    assert (
-        f"annotation id {data['annotations'][4]['id']} has category_id 99, which is not in "
-        "'categories' (known ids: 1, 2). Fix: add that category to 'categories' or correct "
-        "the annotation's category_id."
-    ) in _error(json_path, image_dir)
+    assert message in _error(json_path, image_dir)
 
 
-def test_duplicate_image_ids(tiny):
+def test_non_finite_numbers_in_boxes_and_sizes(tiny):
     json_path, image_dir, data = tiny
-    data["images"][2]["id"] = data["images"][1]["id"]
+    data["annotations"][0]["bbox"][2] = float("nan")  # json writes NaN, and reads it back
     _rewrite(json_path, data)
-    assert (
-        "duplicate image id 2: used by '0001.png' and '0002.png'. Fix: give every image its "
-        "own 'id'"
-    ) in _error(json_path, image_dir)
-
-
-def test_duplicate_annotation_ids(tiny):
-    json_path, image_dir, data = tiny
-    data["annotations"][3]["id"] = data["annotations"][0]["id"]
+    assert "annotation id 1 has bbox [" in _error(json_path, image_dir)
+    data["annotations"][0]["bbox"][2] = 10
+    data["images"][0]["width"] = float("inf")
     _rewrite(json_path, data)
-    assert f"annotation id {data['annotations'][0]['id']} is used twice" in _error(
-        json_path, image_dir
-    )
-
-
-def test_bad_categories_and_images(tiny):
-    json_path, image_dir, data = tiny
-    _rewrite(json_path, dict(data, categories=[]))
-    assert "'categories' is empty: a detector needs at least one class" in _error(
-        json_path, image_dir
-    )
-    _rewrite(json_path, dict(data, categories=data["categories"] + [{"id": 1, "name": "again"}]))
-    assert f"category id 1 is listed twice ('{CLASS_NAMES[0]}' and 'again')" in _error(
-        json_path, image_dir
-    )
-    del data["images"][0]["height"]
-    _rewrite(json_path, data)
-    assert (
-        "image id 1 (0000.png) has height=None. Fix: write the image's height in pixels"
-        in _error(json_path, image_dir)
-    )
-
-
-def test_bad_box_values_and_ignore_flag(tiny):
-    json_path, image_dir, data = tiny
-    saved = data["annotations"][0]["bbox"]
-    data["annotations"][0]["bbox"] = [1, 2, 3]
-    _rewrite(json_path, data)
-    assert "annotation id 1 has bbox [1, 2, 3], not four finite numbers" in _error(
-        json_path, image_dir
-    )
-    data["annotations"][0]["bbox"] = saved
-    data["annotations"][0]["ignore"] = 1
-    _rewrite(json_path, data)
-    assert 'annotation id 1 has "ignore": 1, which detectron2 does not support' in _error(
-        json_path, image_dir
-    )
+    assert "0000.png is 128x96, the JSON says infx96" in _error(json_path, image_dir)
 
 
 def test_every_image_is_decoded_and_compared_with_its_json_size(tiny):
-    """Validation opens every image (nd_det.data.image_scan): a size the JSON gets wrong, which
+    """Every image is opened (nd_det.data.image_scan): a size the JSON gets wrong, which
     detectron2 would raise on when a loader reaches the image, and a file that does not decode
     are each one DataError naming the file, before any model exists."""
     json_path, image_dir, data = tiny
-    validate_coco_json(json_path, image_dir)
+    load_coco_records(json_path, image_dir)
     data["images"][0]["width"] = 130
     _rewrite(json_path, data)
     assert (
@@ -396,11 +343,3 @@ def test_every_image_is_decoded_and_compared_with_its_json_size(tiny):
         f"1 of 8 images cannot be decoded: {image_dir / '0004.png'} "
         "(UnidentifiedImageError: cannot identify image file"
     ) in _error(json_path, image_dir)
-
-
-def test_annotations_key_may_be_absent(tiny):
-    json_path, image_dir, data = tiny
-    del data["annotations"]
-    _rewrite(json_path, data)
-    summary = validate_coco_json(json_path, image_dir)
-    assert (summary.num_annotations, summary.num_images_without_boxes) == (0, 8)

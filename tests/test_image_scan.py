@@ -11,7 +11,7 @@ import pytest
 from detectron2.data.detection_utils import SizeMismatchError, check_image_size, read_image
 from PIL import Image
 
-from nd_det.data import image_scan, validate_coco_json
+from nd_det.data import image_scan, load_coco_records
 from nd_det.data.image_scan import cache_folder, scan_images
 from nd_det.errors import DataError
 
@@ -142,7 +142,7 @@ def test_the_cache_makes_a_second_scan_decode_nothing_until_a_file_changes(tmp_p
     monkeypatch.setattr(image_scan, "_MEMO", {})
     Image.new("RGB", (128, 90)).save(changed)  # replaced by an image of another size
     with pytest.raises(DataError, match=r"0002.png is 128x90, the JSON says 128x96"):
-        validate_coco_json(json_path, image_dir)
+        load_coco_records(json_path, image_dir)
 
 
 def test_an_unwritable_cache_only_warns(tmp_path, monkeypatch, caplog):

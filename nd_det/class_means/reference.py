@@ -25,10 +25,9 @@ from typing import Optional
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, input_stage
 from ..utils.paths import check_writable
-from ..utils.text import short_list
-from ..utils.values import is_number
+from ..utils.text import first_line, short_list
 from .table import ClassMeans, directionless_rows, save_class_means
 
 __all__ = [
@@ -64,13 +63,8 @@ def model_zoo_weights(teacher_config: str) -> Optional[str]:
     from detectron2 import model_zoo  # needs pkg_resources: loaded only for a model-zoo name
     from detectron2.utils.file_io import Detectron2Handler
 
-    try:
+    with input_stage(f"--teacher-config {teacher_config!r} (a file or a model-zoo name)"):
         model_zoo.get_config_file(teacher_config)
-    except RuntimeError:
-        raise DataError(
-            f"--teacher-config {teacher_config!r} is neither an existing file nor a detectron2 "
-            f"model-zoo config name (e.g. {DEFAULT_TEACHER_CONFIG!r})"
-        ) from None
     try:
         url = model_zoo.get_checkpoint_url(teacher_config)
     except RuntimeError:
@@ -92,9 +86,8 @@ def _teacher_identity(
     teacher_weights = teacher_weights or zoo_weights
     if teacher_weights is None:
         raise DataError(
-            f"--teacher-config {teacher_config!r} is not a model-zoo config with known "
-            "weights: give --teacher-weights, exactly as MODEL.DISTILL.TEACHER_WEIGHTS of "
-            "the config that will train with this table"
+            f"--teacher-config {teacher_config!r} is not a model-zoo config with known weights: "
+            "give --teacher-weights (the training config's MODEL.DISTILL.TEACHER_WEIGHTS)"
         )
     cfg = add_distill_config(get_cfg())
     cfg.MODEL.DISTILL.TEACHER_CONFIG = teacher_config
@@ -111,72 +104,15 @@ def default_output(teacher_config: str) -> str:
 
 
 # ---------------------------------------------------------------------- the JSON table
-def _refuse(path: str, problem: str) -> DataError:
-    return DataError(f"--input {path}: {problem}")
+class _Bad(Exception):
+    """What keeps a JSON table from being read (the reader names the file)."""
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    seen = {}
-    for key, value in pairs:
-        if key in seen:
-            raise ValueError(f"key {key!r} appears twice")
-        seen[key] = value
-    return seen
-
-
-def _row_indices(path: str, table: dict, num_classes: int, background: bool = True) -> list[int]:
-    """The class index of each key; exactly 0..num_classes - 1 (and num_classes, the background
-    row, when ``background``) must be present."""
-    rows = num_classes + int(background)
-    last = f'"{rows - 1}"' + (" (background last)" if background else "")
-    indices = {}
-    for key in table:
-        if not (key.isdigit() and key.isascii() and (key == "0" or not key.startswith("0"))):
-            raise _refuse(path, f'key {key!r} is not a class index; the keys must be "0" .. {last}')
-        indices[int(key)] = key
-    present = sorted(indices)
-    if present == list(range(len(present))) and len(present) != rows:
-        raise _refuse(
-            path,
-            f'holds {len(present)} rows ("0".."{len(present) - 1}") but '
-            f"--num-classes {num_classes} needs {rows}"
-            f"{' (classes + background)' if background else ''}; pass "
-            f"--num-classes {len(present) - int(background)} if that is the "
-            "dataset's number of classes",
-        )
-    missing = [k for k in range(rows) if k not in indices]
-    if missing:
-        raise _refuse(
-            path,
-            f'rows {short_list(missing, 10)} of "0".."{rows - 1}" are '
-            "missing: the keys must be contiguous, one row per class"
-            f"{' and the background last' if background else ''}",
-        )
-    extra = [k for k in present if k >= rows]
-    if extra:
-        raise _refuse(
-            path,
-            f'rows {short_list(extra, 10)} lie beyond "{rows - 1}" (the '
-            f"{'background' if background else 'last'} row for --num-classes "
-            f"{num_classes})",
-        )
-    return list(range(rows))
-
-
-def _row_values(path: str, key: str, row, dim: int) -> list[float]:
-    if not isinstance(row, list):
-        raise _refuse(path, f"row {key!r} is a {type(row).__name__}, not a list of {dim} numbers")
-    if len(row) != dim:
-        raise _refuse(
-            path,
-            f"row {key!r} has {len(row)} values but --dim is {dim} (the "
-            f"teacher's embedding size); pass --dim {len(row)} if that is the "
-            "teacher's",
-        )
-    for position, value in enumerate(row):
-        if not is_number(value):
-            raise _refuse(path, f"row {key!r} holds {value!r} at position {position}, not a number")
-    return row
+    table = dict(pairs)
+    if len(table) != len(pairs):
+        raise _Bad("a class index appears twice as a key; each class has one row")
+    return table
 
 
 def read_published_table(
@@ -186,50 +122,32 @@ def read_published_table(
     background: bool = True,
 ) -> tuple[torch.Tensor, str]:
     """The (num_classes + 1, dim) float32 table of a JSON like the reference's (num_classes
-    rows without ``background``), and the file's sha256; raises DataError naming the first
-    problem."""
-    if not os.path.isfile(path):
-        raise _refuse(
-            path,
-            "file not found"
-            if not os.path.exists(path)
-            else "is not a file; give the JSON table (e.g. R101_emb.json)",
-        )
+    rows without ``background``), and the file's sha256; one DataError naming the file and
+    the problem otherwise."""
+    keys = [str(k) for k in range(num_classes + int(background))]
     try:
         with open(path, "rb") as stream:
             raw = stream.read()
-    except OSError as e:
-        raise _refuse(path, f"cannot be read ({e.strerror})") from None
-    try:
         table = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_unique_keys)
-    except UnicodeDecodeError:
-        raise _refuse(
-            path, "is not a JSON text file (not UTF-8); give the JSON table such as R101_emb.json"
-        ) from None
-    except json.JSONDecodeError as e:
-        raise _refuse(
-            path, f"is not valid JSON (line {e.lineno} column {e.colno}: {e.msg})"
-        ) from None
-    except ValueError as e:  # a key twice
-        raise _refuse(path, f"{e}: each class must have exactly one row") from None
-    if not isinstance(table, dict):
-        raise _refuse(
-            path, f"the top level is a {type(table).__name__}, expected an object {_SOURCE_FORMAT}"
-        )
-    rows = _row_indices(path, table, num_classes, background)
-    means = torch.tensor(
-        [_row_values(path, str(k), table[str(k)], dim) for k in rows], dtype=torch.float64
-    )
+        if sorted(table) != sorted(keys):
+            missing, extra = sorted(set(keys) - set(table)), sorted(set(table) - set(keys), key=str)
+            raise _Bad(
+                f'keys must be "0".."{keys[-1]}"{" (background last)" * background}: missing '
+                f"{short_list(missing, 5) or 'none'}, unexpected {short_list(extra, 5) or 'none'}"
+                f" ({len(table)} rows: --num-classes {len(table) - int(background)}?)"
+            )
+        means = torch.tensor([table[k] for k in keys], dtype=torch.float64)
+        if means.shape[1:] != (dim,):
+            raise _Bad(f"its rows have shape {tuple(means.shape[1:])} but --dim is {dim}")
+    except (_Bad, OSError, ValueError, TypeError, AttributeError, RuntimeError) as e:
+        why = str(e) if isinstance(e, _Bad) else f"{first_line(e)}; the format: {_SOURCE_FORMAT}"
+        raise DataError(f"--input {path}: {why}") from None
     bad = torch.nonzero(~torch.isfinite(means).all(dim=1)).flatten().tolist()
+    bad += directionless_rows(means)
     if bad:
-        raise _refuse(path, f"NaN/inf in row(s) {short_list(bad, 10)}; every mean must be finite")
-    zero = directionless_rows(means)
-    if zero:
-        raise _refuse(
-            path,
-            f"row(s) {short_list(zero, 10)} are all zeros or of (almost) zero "
-            "norm: ND needs a direction for every class (was the table cut or "
-            "made without samples?)",
+        raise DataError(
+            f"--input {path}: row(s) {short_list(bad, 10)} are NaN/inf or all zeros (ND needs a "
+            "direction for every class)"
         )
     return means.float(), hashlib.sha256(raw).hexdigest()
 
@@ -245,10 +163,7 @@ def _coco_class_names(num_classes: int) -> list[str]:
 def check_output(output: str) -> None:
     """``--output`` names a torch file that can be written."""
     if str(output).lower().endswith(".json"):
-        raise DataError(
-            f"--output {output}: the imported table is written in nd-det's "
-            "class-means format (a torch file); give a .pth path"
-        )
+        raise DataError(f"--output {output}: a class-means file is a torch file: give a .pth path")
     check_writable(output, "--output")
 
 
@@ -280,12 +195,6 @@ def import_class_means(
     nd-det's class-means format for the given teacher (``teacher_weights`` None: the model-zoo
     weights of ``teacher_config``).  Everything is checked before anything is written.
     Returns (the path written, the table)."""
-    if num_classes < 1:
-        raise DataError(
-            f"--num-classes {num_classes}: give the number of foreground classes (80 for COCO)"
-        )
-    if dim < 1:
-        raise DataError(f"--dim {dim}: give the teacher's box-head width (1024)")
     output = output or default_output(teacher_config)
     check_output(output)
     identity = _teacher_identity(teacher_config, teacher_weights, teacher_opts)

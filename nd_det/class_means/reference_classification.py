@@ -18,10 +18,10 @@ from typing import Optional
 
 import torch
 
-from ..classification.checkpoint import check_weights_file, file_sha256
-from ..classification.models import build_classifier, check_classifier_name
+from ..classification.checkpoint import file_sha256
+from ..classification.models import build_classifier, classifier_info
 from ..classification.teacher import class_means_metadata
-from ..errors import DataError
+from ..errors import DataError, FileError
 from .reference import check_output, imported_metadata, read_published_table
 from .table import ClassMeans, save_class_means
 
@@ -55,17 +55,11 @@ def import_classification_class_means(
     """Check ``json_path`` and write it to ``output`` (default :func:`default_output`) for the
     teacher ``teacher_model`` with the weights file ``teacher_weights`` (``dim`` None: the
     teacher's embedding size).  Everything is checked before anything is written."""
-    check_classifier_name(teacher_model, "--teacher-model")
-    check_weights_file(teacher_weights, "teacher", "--teacher-weights")
-    if num_classes < 1:
-        raise DataError(
-            f"--num-classes {num_classes}: give the number of classes (1000 for "
-            "ImageNet, 100 for CIFAR-100)"
-        )
+    classifier_info(teacher_model)  # an unknown name is one line listing the known ones
+    if not os.path.isfile(teacher_weights):
+        raise FileError(f"--teacher-weights {teacher_weights}: file not found")
     if dim is None:  # built on the CPU: torchvision's RegNet cannot be built on the meta device
         dim = build_classifier(teacher_model, num_classes).embedding_dim
-    if dim < 1:
-        raise DataError(f"--dim {dim}: give the teacher's embedding size")
     output = output or default_output(teacher_model, dataset)
     check_output(output)
     means, sha256 = read_published_table(json_path, num_classes, dim, background=False)
@@ -92,11 +86,7 @@ def import_classification_class_means(
 def classification_main(args) -> int:
     """``tools/import_class_means.py --task classification`` (``args`` from its parser)."""
     if args.teacher_model is None or args.teacher_weights is None:
-        raise DataError(
-            "--task classification needs --teacher-model (distill.teacher.name) and "
-            "--teacher-weights (the file of distill.teacher.weights) of the configs "
-            "that will train with the table"
-        )
+        raise DataError("--task classification needs --teacher-model and --teacher-weights")
     if args.teacher_opts:
         raise DataError("--teacher-opts is a flag of --task detection")
     path, table = import_classification_class_means(

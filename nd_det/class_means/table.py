@@ -20,16 +20,16 @@ loading the table warns, naming them).
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, UserError
 from ..utils.atomic_file import atomic_torch_save
-from ..utils.text import short_list
+from ..utils.safe_pickle import load_torch
+from ..utils.text import first_line, short_list
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +82,6 @@ class ClassMeanAccumulator:
     """
 
     def __init__(self, num_classes: int, dim: int, device="cpu"):
-        if num_classes <= 0 or dim <= 0:
-            raise ValueError(f"num_classes and dim must be positive; got {num_classes}, {dim}")
         self.sums = torch.zeros(num_classes, dim, dtype=torch.float64, device=device)
         self.counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
 
@@ -97,22 +95,12 @@ class ClassMeanAccumulator:
 
     @torch.no_grad()
     def update(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
-        if feats.dim() != 2 or feats.shape[1] != self.dim:
-            raise ValueError(f"expected features (N, {self.dim}); got {tuple(feats.shape)}")
-        if labels.shape != feats.shape[:1]:
-            raise ValueError(f"expected labels ({feats.shape[0]},); got {tuple(labels.shape)}")
-        if labels.numel() == 0:
-            return
+        """Add ``feats`` (N, D) under ``labels`` (N,) (``index_add_`` refuses other shapes)."""
         labels = labels.to(self.counts.device, torch.int64)
         self.sums.index_add_(0, labels, feats.to(self.sums.device, torch.float64))
         self.counts += torch.bincount(labels, minlength=self.num_classes)
 
     def merge(self, other: "ClassMeanAccumulator") -> "ClassMeanAccumulator":
-        if other.sums.shape != self.sums.shape:
-            raise ValueError(
-                f"cannot merge accumulators of shapes {tuple(self.sums.shape)} and "
-                f"{tuple(other.sums.shape)}"
-            )
         self.sums += other.sums.to(self.sums.device)
         self.counts += other.counts.to(self.counts.device)
         return self
@@ -140,25 +128,17 @@ class ClassMeanAccumulator:
         listed in ``metadata["zero_filled_classes"]``."""
         empty = self.empty_classes()
         metadata = dict(metadata or {})
-        if empty and not allow_empty:
-            raise DataError(
-                "no samples for class(es) "
-                + ", ".join(class_labels(empty, class_names))
-                + ": every class needs at least one sample for its mean. Use more images, or "
-                "allow empty classes (their rows are zero-filled and flagged in the metadata)."
-            )
         means = (self.sums / self.counts.clamp_min(1).unsqueeze(1).to(self.sums.dtype)).float()
         weak = [c for c in directionless_rows(means) if c not in empty]
-        if weak and not allow_empty:
+        if (empty or weak) and not allow_empty:
+            names = ", ".join(class_labels(empty or weak, class_names))
+            what = (
+                f"no samples for class(es) {names}" if empty else f"the mean of class(es) {names}"
+            )
+            what += "" if empty else " has (almost) zero norm although they have samples"
             raise DataError(
-                "the mean of class(es) "
-                + ", ".join(class_labels(weak, class_names))
-                + " has (almost) zero norm although they have samples ("
-                + ", ".join(str(int(self.counts[c])) for c in weak)
-                + "): the teacher's "
-                "embeddings of them are (nearly) all zero, and ND, which normalises each mean, "
-                "can take no direction from it. Check the teacher and its weights, or allow "
-                "empty classes (their rows are zero-filled and flagged in the metadata)."
+                f"{what}: ND needs a direction for each class; use more images, check the teacher, "
+                "or allow empty classes (their rows are zero-filled and flagged in the metadata)"
             )
         means[weak] = 0.0
         metadata["zero_filled_classes"] = sorted(empty + weak)
@@ -196,47 +176,38 @@ def save_class_means(path: str, table: ClassMeans) -> None:
 def load_class_means(
     path: str, num_classes: Optional[int] = None, dim: Optional[int] = None
 ) -> ClassMeans:
-    """Read and validate a class-means file.
-
-    Raises :class:`DataError` naming the file and the problem when it is missing, not a
-    class-means file, truncated, of the wrong number of classes or dimension, or has NaN/inf rows
-    or rows without samples that are not flagged as filled.
-    """
-    if not os.path.isfile(path):
-        raise DataError(
-            f"class-means file not found: {path}. Create it with tools/extract_class_means.py "
-            "(add --task classification for a classifier), or point the config at an existing "
-            "file."
-        )
+    """Read a class-means file (as data: :func:`~nd_det.utils.safe_pickle.load_torch`) and
+    check it: one :class:`DataError` naming the file when it is missing, a JSON table (the
+    reference's), not a class-means file, truncated, of the wrong number of classes or
+    dimension, or has rows ND cannot take a direction from that are not flagged as filled."""
     if _looks_like_json(path):
         raise DataError(
-            f"{path} is a JSON table (like the reference code's R101_emb.json), not an nd-det "
-            "class-means file: convert it once with python tools/import_class_means.py --input "
-            f"{path} --output class_means/<name>.pth (add --teacher-config/--teacher-weights when "
-            "its teacher is not the model-zoo R101-FPN 3x), then point the config at the .pth."
+            f"{path} is a JSON table (like the reference code's R101_emb.json), not a class-means "
+            f"file: convert it once with python tools/import_class_means.py --input {path}"
         )
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any read failure is reported the same way
+        payload = load_torch(path)
+        tag = (payload.get("format"), payload.get("version")) if isinstance(payload, dict) else None
+        if tag != (FORMAT, VERSION):
+            raise DataError(
+                f"{path} is not an nd-det class-means file ({FORMAT!r} version {VERSION})"
+            )
+        metadata = dict(payload.get("metadata", {}))
+        table = ClassMeans(payload["means"].float(), payload["counts"].long(), metadata)
+        _validate(table, path, num_classes, dim)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - missing, truncated, not a torch file, malformed
+        why = (
+            f"class-means file not found: {path}"
+            if isinstance(e, FileNotFoundError)
+            else f"cannot read class-means file {path} ({first_line(e)}): truncated or not a "
+            "class-means file"
+        )
         raise DataError(
-            f"cannot read class-means file {path}: {type(e).__name__}: {e}. The file is truncated "
-            "or not a class-means file; re-create it with the extraction tool."
+            f"{why}. Create it with tools/extract_class_means.py (add --task classification for "
+            "a classifier)"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise DataError(
-            f"{path} is not an nd-det class-means file (no 'format': '{FORMAT}' entry); "
-            "re-create it with the extraction tool."
-        )
-    if payload.get("version") != VERSION:
-        raise DataError(
-            f"{path} has class-means format version {payload.get('version')!r}; this nd-det reads "
-            f"version {VERSION}."
-        )
-    try:
-        table = ClassMeans(payload["means"], payload["counts"], dict(payload.get("metadata", {})))
-    except KeyError as e:
-        raise DataError(f"{path} lacks the {e.args[0]!r} entry of a class-means file") from None
-    _validate(table, source=path, num_classes=num_classes, dim=dim)
     if table.zero_filled_classes:
         names = table.metadata.get("class_names") or None
         logger.warning(
@@ -252,72 +223,51 @@ def load_class_means(
 def _looks_like_json(path: str) -> bool:
     """A ``.json`` name, or text starting with ``{`` / ``[`` (a torch file starts with a zip or
     pickle header, never with these)."""
-    if str(path).lower().endswith(".json"):
-        return True
     try:
         with open(path, "rb") as stream:
             head = stream.read(64)
     except OSError:
-        return False  # the torch.load below reports the unreadable file
-    return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[")
+        head = b""  # reading the file reports it
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    return str(path).lower().endswith(".json") or start in (b"{", b"[")
 
 
-def _validate(
-    table: ClassMeans, source: str, num_classes: Optional[int] = None, dim: Optional[int] = None
-) -> None:
-    means, counts = table.means, table.counts
-    if not isinstance(means, torch.Tensor) or means.dim() != 2:
-        raise DataError(f"{source}: the means must be a 2-D (C, D) tensor")
-    if not isinstance(counts, torch.Tensor) or tuple(counts.shape) != (means.shape[0],):
+def _validate(table: ClassMeans, source: str, num_classes=None, dim=None) -> None:
+    means, counts, filled = table.means, table.counts, set(table.zero_filled_classes)
+    if not (torch.is_tensor(means) and means.dim() == 2 and torch.is_tensor(counts)) or (
+        counts.shape != means.shape[:1]
+    ):
+        raise DataError(f"{source}: not a (C, D) tensor of means with (C,) counts")
+    if num_classes not in (None, means.shape[0]):
+        raise DataError(f"{source} holds {means.shape[0]} class rows but {num_classes} are needed")
+    if dim not in (None, means.shape[1]):
         raise DataError(
-            f"{source}: the counts must be a ({means.shape[0]},) tensor, one per class row"
+            f"{source} has embedding dimension {means.shape[1]} but the teacher's embedding "
+            f"has {dim}"
         )
-    C, D = means.shape
-    if num_classes is not None and C != num_classes:
-        raise DataError(
-            f"{source} holds {C} class rows but {num_classes} are needed (wrong number of "
-            "classes: was it made for another dataset or teacher?). Re-extract it for this "
-            "teacher and dataset."
-        )
-    if dim is not None and D != dim:
-        raise DataError(
-            f"{source} has embedding dimension {D} but the teacher's embedding has {dim} "
-            "(wrong dimension: made with another teacher?). Re-extract it for this teacher."
-        )
-    names = table.metadata.get("class_names") or None
-    bad = torch.nonzero(~torch.isfinite(means).all(dim=1)).flatten().tolist()
-    if bad:
-        raise DataError(
-            f"{source}: NaN/inf in class-mean row(s) {short_list(class_labels(bad, names), 10)}; "
-            "re-extract the file."
-        )
-    filled = set(table.zero_filled_classes)
+    nonfinite = torch.nonzero(~torch.isfinite(means).all(dim=1)).flatten().tolist()
     missing = [c for c in torch.nonzero(counts == 0).flatten().tolist() if c not in filled]
-    if missing:
-        raise DataError(
-            f"{source}: missing class row(s) {short_list(class_labels(missing, names), 10)} (zero "
-            "samples and not flagged as filled); re-extract with more images or allow empty "
-            "classes explicitly (--allow-empty-classes)."
-        )
     weak = [c for c in directionless_rows(means) if c not in filled]
-    if weak:
-        raise DataError(
-            f"{source}: class-mean row(s) {short_list(class_labels(weak, names), 10)} have "
-            "(almost) zero norm and are not flagged as zero-filled: ND normalises each mean and "
-            "can take no direction from them. Re-extract the file with this teacher, or extract "
-            "with --allow-empty-classes to train without ND's pull for these classes (their "
-            "rows are then zero-filled and flagged)."
-        )
+    for kind, bad in (
+        ("NaN/inf in class-mean row(s) {}", nonfinite),
+        ("missing class row(s) {} (zero samples, not flagged as filled)", missing),
+        ("class-mean row(s) {} have (almost) zero norm and are not flagged as zero-filled", weak),
+    ):
+        if bad:
+            names = short_list(class_labels(bad, table.metadata.get("class_names") or None), 10)
+            raise DataError(f"{source}: {kind.format(names)}; ND needs a direction: re-extract it")
 
 
 def metadata_mismatches(table: ClassMeans, expected: dict) -> list[str]:
     """Human-readable differences between ``table.metadata`` and ``expected`` (only the keys
     present in ``expected`` are compared; a key absent from the file counts as a difference)."""
-    out = []
-    for key, want in expected.items():
-        got = table.metadata.get(key)
-        if got != want and not (
-            isinstance(got, float) and isinstance(want, float) and math.isclose(got, want)
-        ):
-            out.append(f"{key}: file has {got!r}, expected {want!r}")
-    return out
+
+    def same(got, want) -> bool:
+        floats = isinstance(got, float) and isinstance(want, float)
+        return got == want or (floats and math.isclose(got, want))
+
+    return [
+        f"{key}: file has {table.metadata.get(key)!r}, expected {want!r}"
+        for key, want in expected.items()
+        if not same(table.metadata.get(key), want)
+    ]

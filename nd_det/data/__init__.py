@@ -1,15 +1,10 @@
-"""Dataset registration for nd-det: COCO-format datasets by path, checked first.
+"""Datasets for nd-det: COCO-format files by path, read once and checked as they are read
+(:mod:`.coco`); every image decoded once before any model is built (:mod:`.image_scan`).
 
-- ``register_coco_dataset(name, json_file, image_root)``: validate, then register with detectron2;
-- ``validate_coco_json(json_file, image_root)``: the checks alone; raises ``DataError``;
+- ``register_coco_dataset(name, json_file, image_root)``: read, check, register with detectron2;
+- ``load_coco_records(json_file, image_root)``: detectron2's records of the file, checked.
 """
 
-from .coco_paths import register_coco_dataset
-from .coco_validation import BOX_TOLERANCE_PX, CocoSummary, validate_coco_json
+from .coco import BOX_TOLERANCE_PX, load_coco_records, register_coco_dataset
 
-__all__ = [
-    "register_coco_dataset",
-    "validate_coco_json",
-    "CocoSummary",
-    "BOX_TOLERANCE_PX",
-]
+__all__ = ["register_coco_dataset", "load_coco_records", "BOX_TOLERANCE_PX"]

@@ -207,16 +207,6 @@ def _stat(path: str):
     return info.st_size, info.st_mtime_ns
 
 
-def _size_problem(path: str, want: tuple, got: tuple) -> str:
-    width, height, orientation, _ = got
-    if orientation in _TRANSPOSING:
-        return (
-            f"{path} is {width}x{height} after its EXIF orientation {orientation} (stored "
-            f"{height}x{width}), the JSON says {want[0]}x{want[1]}"
-        )
-    return f"{path} is {width}x{height}, the JSON says {want[0]}x{want[1]}"
-
-
 def scan_images(records: Sequence[dict], source: str, workers: Optional[int] = None) -> ImageScan:
     """Check every image of ``records`` (detectron2's dataset dicts: ``file_name``, and
     ``width`` and ``height`` where the dataset gives them) as the module docstring says.
@@ -224,18 +214,12 @@ def scan_images(records: Sequence[dict], source: str, workers: Optional[int] = N
     ``workers``: decoding processes (default: one per CPU core, up to 16, for 64 images or
     more).  Raises one :class:`DataError` naming the files; returns an :class:`ImageScan`."""
     source = os.fspath(source)
-    unreadable: list[str] = []
-    stats = []
-    for record in records:
-        stat = _stat(record["file_name"])
-        if isinstance(stat, str):
-            unreadable.append(f"{record['file_name']} ({stat})")
-        stats.append(stat)
+    stats = [_stat(record["file_name"]) for record in records]
+    unreadable = [f"{r['file_name']} ({s})" for r, s in zip(records, stats) if isinstance(s, str)]
     if unreadable:
         raise DataError(
-            f"{source}: {len(unreadable)} of {len(records)} image files cannot be "
-            f"read: {short_list(unreadable, _NAMED)}. Fix: check that the files exist "
-            "and are readable, or remove their entries from the dataset"
+            f"{source}: {len(unreadable)} of {len(records)} image files listed in it are missing "
+            f"or unreadable: {short_list(unreadable, _NAMED)}; check the image folder"
         )
     keys = [(r["file_name"], s[0], s[1]) for r, s in zip(records, stats)]
     results: list = [_MEMO.get(key) for key in keys]
@@ -272,33 +256,31 @@ def scan_images(records: Sequence[dict], source: str, workers: Optional[int] = N
     if failures:
         raise DataError(
             f"{source}: {len(failures)} of {len(records)} images cannot be decoded: "
-            f"{short_list(failures, _NAMED)}. Fix: replace these files with readable "
-            "images, or remove their entries from the dataset (detectron2 would stop "
-            "when a loader reaches them)"
+            f"{short_list(failures, _NAMED)}; replace or remove them (detectron2 would stop there)"
         )
     return _compare(records, results, source, len(todo))
 
 
 def _compare(records: Sequence[dict], results: list, source: str, num_decoded: int) -> ImageScan:
-    mismatched = [
-        _size_problem(r["file_name"], (r["width"], r["height"]), got)
-        for r, got in zip(records, results)  # detectron2 too checks only given sizes
+    mismatched = [  # detectron2 too compares only the sizes a record gives
+        f"{r['file_name']} is {got[0]}x{got[1]}"
+        + (
+            f" after its EXIF orientation {got[2]} (stored {got[1]}x{got[0]})"
+            if got[2] in _TRANSPOSING
+            else ""
+        )
+        + f", the JSON says {r['width']!r}x{r['height']!r}"
+        for r, got in zip(records, results)
         if "width" in r and "height" in r and (got[0], got[1]) != (r["width"], r["height"])
     ]
+    turned = (
+        "; for an EXIF-turned image, record the turned size and draw the boxes on the turned image"
+    )
     if mismatched:
-        exif = any("EXIF" in text for text in mismatched)
         raise DataError(
             f"{source}: {len(mismatched)} of {len(records)} images are not the size the JSON "
-            f"gives them (width x height): {short_list(mismatched, _NAMED)}. Fix: write each "
-            "file's real width and height in its 'images' entry, or replace the file (detectron2 "
-            "raises SizeMismatchError when it loads such an image)"
-            + (
-                "; detectron2 turns an image by its EXIF orientation before use, so record the "
-                "turned size and draw the boxes on the turned image, or save the file without "
-                "the orientation tag"
-                if exif
-                else ""
-            )
+            f"gives them (width x height): {short_list(mismatched, _NAMED)}; write their real "
+            "sizes (detectron2 raises SizeMismatchError)" + turned * ("EXIF" in str(mismatched))
         )
     oriented = sum(1 for got in results if got[2] not in (0, 1))
     modes = Counter(got[3] for got in results if got[3] != "RGB")

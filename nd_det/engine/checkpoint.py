@@ -2,6 +2,9 @@
 
 ``AtomicCheckpointer`` is detectron2's DetectionCheckpointer with these guarantees:
 
+* every file it loads is read as data (:class:`~nd_det.modeling.weights.SafeCheckpointer`):
+  a ``.pkl`` or torch file that asks to run code is refused in one line, before it is used;
+
 * a checkpoint file, and the ``last_checkpoint`` tag, appear under their final name only when
   complete (written to a temporary file in the same folder, flushed, fsynced, then renamed), so a
   run killed at any moment leaves either the previous or the new checkpoint, never half of one;
@@ -26,10 +29,10 @@ import os
 from typing import Optional
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 
 from ..errors import FileError, NonFiniteError
 from ..modeling.torchvision_weights import TorchvisionWeightsMixin
+from ..modeling.weights import SafeCheckpointer
 from ..utils.atomic_file import atomic_torch_save, atomic_write_text
 from ..utils.checkpoint_files import file_problem
 from ..utils.paths import write_failed
@@ -46,7 +49,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class AtomicCheckpointer(TorchvisionWeightsMixin, DetectionCheckpointer):
+class AtomicCheckpointer(TorchvisionWeightsMixin, SafeCheckpointer):
     """DetectionCheckpointer with the guarantees of the module docstring."""
 
     def save(self, name: str, **kwargs) -> None:
@@ -61,8 +64,8 @@ class AtomicCheckpointer(TorchvisionWeightsMixin, DetectionCheckpointer):
         if bad:
             raise NonFiniteError(
                 f"not saving checkpoint {name}: NaN/inf in {len(bad)} weight tensor(s), e.g. "
-                f"{', '.join(bad[:5])}. The last good checkpoint in {self.save_dir} is kept; "
-                "lower the learning rate or the distillation loss weights and resume from it."
+                f"{', '.join(bad[:5])}; lower the learning rate or the distillation loss weights "
+                f"and resume from the last good checkpoint in {self.save_dir}"
             )
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()  # on every rank (see the module docstring)
@@ -101,10 +104,7 @@ def check_checkpoint_file(path: str, what: str) -> None:
     """Raise FileError naming ``what`` unless ``path`` is a complete checkpoint."""
     problem = file_problem(path)
     if problem:
-        raise FileError(
-            f"{what} {path} is {problem}: give a complete checkpoint (a "
-            "model_final.pth a training run wrote, or a model-zoo .pkl)"
-        )
+        raise FileError(f"{what} {path} is {problem}: give a complete checkpoint")
 
 
 def resume_checkpoint(output_dir: str) -> Optional[str]:

@@ -6,19 +6,18 @@ training-only modules of the distillation terms (``distill_terms.*``, e.g. Revie
 the trainer's state; it never holds the teacher.
 """
 
-import pickle
 import zipfile
 from typing import Callable, Optional
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.modeling import BACKBONE_REGISTRY, build_model
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 from ..utils.checkpoint_files import mismatch_text, state_mismatch
+from ..utils.safe_pickle import load_pickle, load_torch
 from ..utils.text import first_line, short_list
-from .weights import local_weights_file
+from .weights import SafeCheckpointer, local_weights_file
 
 __all__ = [
     "DISTILL_STATE_PREFIX",
@@ -89,9 +88,10 @@ def plain_student_cfg(cfg: CfgNode) -> CfgNode:
     return plain
 
 
-class StrictCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer (paths, detectron2:// and https URLs, .pkl/.pth) that keeps what
-    its last load did not match instead of logging warnings, for the caller to refuse.
+class StrictCheckpointer(SafeCheckpointer):
+    """DetectionCheckpointer read as data (:class:`SafeCheckpointer`: paths, detectron2:// and
+    https URLs, .pkl/.pth) that keeps what its last load did not match instead of logging
+    warnings, for the caller to refuse.
 
     Args:
         unreadable: turns a reason ("it holds a list", an exception's first line) into the
@@ -119,19 +119,18 @@ class StrictCheckpointer(DetectionCheckpointer):
     def _load_file(self, filename):
         try:
             loaded = super()._load_file(filename)
+            state = loaded["model"]
+            bad = [k for k, v in state.items() if not (torch.is_tensor(v) or hasattr(v, "shape"))]
+        except UserError:
+            raise
         except Exception as e:  # noqa: BLE001 - unreadable files fail in many exception types
             raise self.unreadable(first_line(e)) from None
-        if not isinstance(loaded, dict):
-            raise self.unreadable(f"it holds a {type(loaded).__name__}")
+        if not state or bad:
+            raise self.unreadable(f"no 'model' state dict of tensors ({short_list(bad, 3)})")
         return loaded
 
     def _load_model(self, checkpoint):
-        state = checkpoint.get("model")
-        if not isinstance(state, dict) or not state:
-            raise self.unreadable("no 'model' state dict")
-        bad = [k for k, v in state.items() if not (torch.is_tensor(v) or hasattr(v, "shape"))]
-        if bad:
-            raise self.unreadable(f"'model' entries that are not tensors: {short_list(bad, 3)}")
+        state = checkpoint["model"]
         if self.state_filter is not None:
             checkpoint["model"] = self.state_filter(state)
         incompatible = super()._load_model(checkpoint)
@@ -149,14 +148,11 @@ class StrictCheckpointer(DetectionCheckpointer):
 
 def read_model_state(path: str) -> dict:
     """The ``model`` state of a checkpoint file as detectron2 reads it (.pkl: a pickle of numpy
-    arrays; otherwise torch.load), without building any model."""
+    arrays; otherwise a torch file), read as data, without building any model."""
     if path.endswith(".pkl"):
-        with open(path, "rb") as f:
-            data = pickle.load(f, encoding="latin1")
+        data = load_pickle(path)
     else:  # a zip-format file is memory-mapped: checking names and shapes reads no tensor data
-        data = torch.load(
-            path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
-        )
+        data = load_torch(path, mmap=zipfile.is_zipfile(path))
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         return data["model"]
     if isinstance(data, dict) and data and all(hasattr(v, "shape") for v in data.values()):

@@ -47,8 +47,10 @@ from typing import Optional
 
 import torch
 
-from ..errors import ConfigError
-from ..utils.checkpoint_files import mismatch_text
+from ..errors import ConfigError, UserError
+from ..utils.checkpoint_files import state_mismatch
+from ..utils.safe_pickle import load_torch
+from ..utils.text import first_line
 from .backbone.torchvision_stages import TORCHVISION_DEFAULT_STAGES, build_torchvision_classifier
 
 __all__ = [
@@ -59,7 +61,6 @@ __all__ = [
     "DEFAULT_KEY_PREFIX",
     "load_torchvision_state_dict",
     "torchvision_reference_shapes",
-    "check_torchvision_keys",
     "convert_torchvision_state_dict",
     "save_converted_weights",
     "convert_torchvision_file",
@@ -70,124 +71,51 @@ TORCHVISION_INPUT_FORMAT = "RGB"
 TORCHVISION_PIXEL_MEAN = (123.675, 116.28, 103.53)
 TORCHVISION_PIXEL_STD = (58.395, 57.12, 57.375)
 DEFAULT_KEY_PREFIX = "backbone.bottom_up."
-_OUTPUT_SUFFIXES = (".pkl", ".pth")
-_LISTED_KEYS = 8
-
-
-def _check_architecture(arch: str) -> None:
-    if arch not in SUPPORTED_ARCHITECTURES and arch in TORCHVISION_DEFAULT_STAGES:
-        raise ConfigError(
-            f"torchvision's {arch} file needs no conversion: give it as it is as MODEL.WEIGHTS "
-            f"of a student with MODEL.BACKBONE.NAME build_torchvision_fpn_backbone and "
-            f"MODEL.TORCHVISION.ARCH {arch} (this converter is for detectron2's ResNet: "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)})."
-        )
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise ConfigError(
-            f"Unknown architecture {arch!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}."
-        )
-
-
-def _check_output_path(path: str) -> None:
-    if not path.endswith(_OUTPUT_SUFFIXES):
-        raise ConfigError(
-            f"Output {path!r} must end in .pkl (detectron2 model-zoo layout) or .pth."
-        )
 
 
 def load_torchvision_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
-    """Read a torchvision weight file (a plain ``state_dict()`` saved with ``torch.save``)."""
-    if not os.path.isfile(path):
-        raise ConfigError(
-            f"Weight file {path!r} does not exist; pass the path of a torchvision .pth file."
-        )
+    """A torchvision weight file (``torch.save(model.state_dict())``), read as data."""
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for files that are not torch pickles
-        raise ConfigError(
-            f"Cannot read {path!r} as a torch state dict ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); pass the .pth file written by "
-            "torch.save(model.state_dict(), path), e.g. torchvision's ImageNet download."
-        ) from None
-    if not isinstance(loaded, Mapping) or not loaded:
-        raise ConfigError(
-            f"{path!r} holds a {type(loaded).__name__}, not a state dict (a non-empty mapping of "
-            "parameter names to tensors); save model.state_dict() instead."
-        )
-    not_tensors = [
-        key
-        for key, value in loaded.items()
-        if not (isinstance(key, str) and isinstance(value, torch.Tensor))
-    ]
-    if not_tensors:
-        raise ConfigError(
-            f"{path!r} is not a state dict: entries {not_tensors[:_LISTED_KEYS]} are not "
-            "name -> tensor pairs (a training checkpoint? extract its model state_dict first)."
-        )
+        loaded = load_torch(path)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - missing, truncated, not a torch file
+        raise ConfigError(f"--input {path} cannot be read ({first_line(e)})") from None
+    if not isinstance(loaded, Mapping) or not all(torch.is_tensor(v) for v in loaded.values()):
+        raise ConfigError(f"--input {path} is not a state dict: give torchvision's ImageNet file")
     return OrderedDict(loaded)
 
 
 def torchvision_reference_shapes(arch: str) -> dict[str, tuple[int, ...]]:
     """Key -> shape of torchvision's ``arch`` state dict (built on the meta device: no memory,
     no download)."""
-    _check_architecture(arch)
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ConfigError(
+            f"torchvision's {arch} file needs no conversion: give it as it is as MODEL.WEIGHTS "
+            "of a student with MODEL.BACKBONE.NAME build_torchvision_fpn_backbone and "
+            f"MODEL.TORCHVISION.ARCH {arch}"
+            if arch in TORCHVISION_DEFAULT_STAGES
+            else f"Unknown architecture {arch!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}."
+        )
     model = build_torchvision_classifier(arch, device="meta")
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
-def check_torchvision_keys(
-    state_dict: Mapping[str, torch.Tensor], arch: str, source: str = "the state dict"
-) -> None:
-    """Raise a ConfigError naming the missing keys, unexpected keys and shape
-    mismatches of ``state_dict`` against torchvision's ``arch``.  ``num_batches_tracked``
-    counters may be absent, and the classifier may have any number of classes (it is dropped)."""
-    reference = torchvision_reference_shapes(arch)
-    given = set(state_dict)
-    missing = [
-        key for key in reference if key not in given and not key.endswith("num_batches_tracked")
-    ]
-    unexpected = [key for key in given if key not in reference]
-    wrong_shapes = [
-        (key, tuple(state_dict[key].shape), reference[key])
-        for key in given
-        if key in reference
-        and tuple(state_dict[key].shape) != reference[key]
-        and _resnet_key(key) is not None
-    ]
-    if not (missing or unexpected or wrong_shapes):
-        return
-    problems = mismatch_text(sorted(missing), sorted(unexpected), sorted(wrong_shapes))
-    hint = f"pass the torchvision {arch} ImageNet file"
-    for other in SUPPORTED_ARCHITECTURES:
-        if other != arch and _matches_exactly(state_dict, other):
-            hint = f"its keys are those of torchvision's {other}: convert it with arch {other!r}"
-            break
-    raise ConfigError(
-        f"The keys of {source} do not match torchvision's {arch}: " + problems + f". ({hint})"
-    )
-
-
-def _matches_exactly(state_dict: Mapping[str, torch.Tensor], arch: str) -> bool:
-    reference = torchvision_reference_shapes(arch)
-    required = {key for key in reference if not key.endswith("num_batches_tracked")}
-    return required <= set(state_dict) <= set(reference) and all(
-        tuple(state_dict[key].shape) == reference[key]
-        for key in state_dict
-        if _resnet_key(key) is not None
-    )
+def _optional(key: str) -> bool:
+    # BN counters may be absent; the classifier is dropped, whatever its number of classes
+    return key.endswith("num_batches_tracked") or key.startswith("fc.")
 
 
 def _resnet_key(key: str) -> Optional[str]:
+    """detectron2's name of a torchvision ResNet key (None for the classifier)."""
+    stem = re.fullmatch(r"(conv1|bn1)\.(\w+)", key)
     if key.startswith("fc."):
         return None
-    match = re.fullmatch(r"(conv1|bn1)\.(\w+)", key)
-    if match:
-        layer, leaf = match.groups()
-        return "stem.conv1." + ("norm." if layer == "bn1" else "") + leaf
-    match = re.fullmatch(r"layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[01])\.(\w+)", key)
-    if match is None:
-        raise ConfigError(f"No detectron2 name for torchvision ResNet key {key!r}.")
-    stage, block, layer, leaf = match.groups()
+    if stem:
+        return "stem.conv1." + ("norm." if stem[1] == "bn1" else "") + stem[2]
+    stage, block, layer, leaf = re.fullmatch(
+        r"layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[01])\.(\w+)", key
+    ).groups()
     target = {"downsample.0": "shortcut", "downsample.1": "shortcut.norm"}.get(layer)
     if target is None:
         target = layer if layer.startswith("conv") else f"conv{layer[2:]}.norm"
@@ -200,9 +128,20 @@ def convert_torchvision_state_dict(
     prefix: str = DEFAULT_KEY_PREFIX,
     source: str = "the state dict",
 ) -> "OrderedDict[str, torch.Tensor]":
-    """Check ``state_dict`` against torchvision's ``arch`` and return it under detectron2 names
-    (each prefixed with ``prefix``), without the classifier and ``num_batches_tracked``."""
-    check_torchvision_keys(state_dict, arch, source)
+    """``state_dict`` under detectron2 names (each prefixed with ``prefix``), without the
+    classifier and ``num_batches_tracked``, once its keys and shapes are torchvision's ``arch``'s
+    (else one ConfigError naming the mismatches, and the architecture it fits, if another)."""
+    shapes = {  # every supported architecture's, to name the one the file fits
+        a: {k: v for k, v in torchvision_reference_shapes(a).items() if not _optional(k)}
+        for a in SUPPORTED_ARCHITECTURES
+    }
+    fits = [a for a in shapes if not state_mismatch(shapes[a], state_dict, _optional)]
+    if arch not in fits:
+        hint = f"convert it with arch {fits[0]!r}" if fits else f"pass torchvision's {arch} file"
+        problems = state_mismatch(shapes[arch], dict(sorted(state_dict.items())), _optional)
+        raise ConfigError(
+            f"The keys of {source} do not match torchvision's {arch}: {problems} ({hint})"
+        )
     converted = OrderedDict()
     for key, value in state_dict.items():
         if key.endswith("num_batches_tracked"):
@@ -217,7 +156,8 @@ def save_converted_weights(
     converted: Mapping[str, torch.Tensor], path: str, arch: str, source_name: str = ""
 ) -> str:
     """Write converted weights as a detectron2-loadable ``.pkl`` (numpy) or ``.pth`` (torch)."""
-    _check_output_path(path)
+    if not path.endswith((".pkl", ".pth")):
+        raise ConfigError(f"--output {path} must end in .pkl (detectron2's model zoo) or .pth")
     conversion = {
         "arch": arch,
         "source": source_name,
@@ -254,9 +194,8 @@ def convert_torchvision_file(
     arch: str, input_path: str, output_path: str, prefix: str = DEFAULT_KEY_PREFIX
 ) -> int:
     """Convert one torchvision weight file; returns the number of tensors written."""
-    _check_architecture(arch)
-    _check_output_path(output_path)
+    torchvision_reference_shapes(arch)  # refuses an architecture before anything is read
     state_dict = load_torchvision_state_dict(input_path)
-    converted = convert_torchvision_state_dict(state_dict, arch, prefix, source=repr(input_path))
+    converted = convert_torchvision_state_dict(state_dict, arch, prefix, source=input_path)
     save_converted_weights(converted, output_path, arch, os.path.basename(input_path))
     return len(converted)

@@ -13,6 +13,8 @@ from typing import Callable, Optional
 
 import torch
 
+from ..errors import FileError
+from .safe_pickle import load_pickle
 from .text import first_line, short_list
 
 __all__ = ["file_problem", "mismatch_text", "state_mismatch"]
@@ -22,31 +24,26 @@ _LEGACY_TORCH_HEADER = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2
 
 
 def file_problem(path: str) -> Optional[str]:
-    """None if ``path`` reads as a complete checkpoint, else what is wrong with it.  A torch (zip)
-    file is checked entry by entry against its CRCs without unpickling (a cut-off file has no
-    central directory); a ``.pkl`` (detectron2 model zoo) is unpickled whole; an old-style torch
-    file is recognised by its header."""
+    """None if ``path`` reads as a complete checkpoint, else what is wrong with it.  A ``.pkl``
+    (detectron2 model zoo) is read whole, as data (a file that asks to run code is a
+    FileError); a torch (zip) file is checked entry by entry against its CRCs without unpickling
+    (a cut-off file has no central directory); an old-style torch file by its header."""
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-                damaged = archive.testzip()
-            if damaged is not None:
-                return f"damaged (entry {damaged} fails its CRC)"
-            if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
-                return "a zip archive without the data.pkl entry of a torch file"
-            return None
         if path.endswith(".pkl"):
+            load_pickle(path)
+        elif zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+            return None if damaged is None else f"damaged (entry {damaged} fails its CRC)"
+        else:
             with open(path, "rb") as f:
-                pickle.load(f, encoding="latin1")
-            return None
-        with open(path, "rb") as f:
-            head = f.read(len(_LEGACY_TORCH_HEADER))
+                legacy = f.read(len(_LEGACY_TORCH_HEADER)) == _LEGACY_TORCH_HEADER
+            return None if legacy else "truncated or not a checkpoint (no zip directory)"
+    except FileError:
+        raise
     except Exception as e:  # noqa: BLE001 - a damaged file fails in many exception types
         return f"truncated or not a checkpoint ({first_line(e)})"
-    if head == _LEGACY_TORCH_HEADER:
-        return None
-    return "truncated or not a checkpoint (no zip directory and no torch header)"
+    return None
 
 
 def mismatch_text(
@@ -58,15 +55,10 @@ def mismatch_text(
     """``"missing keys: a, b; unexpected keys: c; shape mismatches: k (a) in the file vs (b) in
     the model"`` (the parts that apply; long lists shortened with their count); ``""`` when
     everything matched.  ``wrong_shapes``: ``(key, shape in the file, shape in the model)``."""
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {short_list(missing, 6)}")
-    if unexpected:
-        problems.append(f"{unexpected_label}: {short_list(unexpected, 6)}")
     shapes = [f"{k} {tuple(a)} in the file vs {tuple(b)} in the model" for k, a, b in wrong_shapes]
-    if shapes:
-        problems.append(f"shape mismatches: {short_list(shapes, 3)}")
-    return "; ".join(problems)
+    parts = (("missing keys", missing, 6), (unexpected_label, unexpected, 6))
+    parts += (("shape mismatches", shapes, 3),)
+    return "; ".join(f"{label}: {short_list(keys, n)}" for label, keys, n in parts if keys)
 
 
 def state_mismatch(
