@@ -91,6 +91,9 @@ def test_jobs_run_in_separate_processes_and_a_user_error_keeps_its_message():
         (["--methods", "FitNet"], "--methods ['FitNet']: unknown"),
         (["--workers", "-1"], "--workers -1: give 1 or more"),
         (["--only", "segmentation"], "argument --only: invalid choice: 'segmentation'"),
+        (["--split", "selection"], "--split: only with --demo-settings"),
+        (["MODEL.DISTILL.ND.WEIGHT", "0.5"], "KEY VALUE overrides: only with --demo-settings"),
+        (["--demo-settings", "--quick"], "--demo-settings runs the demo's recipe: drop --quick"),
     ],
 )
 def test_bad_options_are_one_line(tmp_path, argv, fragment):

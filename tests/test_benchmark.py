@@ -207,9 +207,9 @@ def test_bad_settings_give_one_clear_error(tmp_path):
     assert parse_loss_set("reviewkd+nd") == ["reviewkd", "nd"]
     with pytest.raises(ConfigError, match="names a loss twice"):
         parse_loss_set("nd+nd")
-    with pytest.raises(ConfigError, match="KEY VALUE pairs; got an odd list"):
+    with pytest.raises(ConfigError, match="Override list has odd length"):
         build_benchmark_cfg(config_path("R50_from_R101_nd.yaml"), ["MODEL.DEVICE"], "cpu", "fp32")
-    with pytest.raises(ConfigError, match="no_such.yaml'?: file not found"):
+    with pytest.raises(ConfigError, match="no_such.yaml not found in "):
         build_benchmark_cfg(str(tmp_path / "no_such.yaml"), [], "cpu", "fp32")
     cfg = build_benchmark_cfg(config_path("R50_from_R101_nd.yaml"), [], "cpu", "bf16")
     assert cfg.MODEL.DISTILL.TEACHER_AUTOCAST == "bfloat16" and cfg.MODEL.WEIGHTS == ""

@@ -1,9 +1,11 @@
 """The embedded demo (tools/demo.py): a toy-size end-to-end run, and its parts.
 
-The end-to-end test runs the real command with two iterations per model on small images; it
-checks every output file, the three rows of the printed and written tables, that the JSON re-reads
-and renders to exactly the Markdown written, and that the exported student is a plain detectron2
-model.  It does not check AP values (two iterations learn nothing): the full-size numbers are in
+The end-to-end test first runs the ablation at the demo's (toy) settings over two seeds, then
+the real command with two iterations per model on small images; it checks every output file, the
+three rows of the printed and written tables, that the JSON re-reads and renders to exactly the
+Markdown written, that the exported student is a plain detectron2 model, that the verdict quotes
+the ablation's seed spread, and that the ablation's seed 0 trained the demo's very models.  It
+does not check AP values (two iterations learn nothing): the full-size numbers are in
 docs/demo_results.md.
 """
 
@@ -15,30 +17,33 @@ import sys
 import pytest
 import torch
 from detectron2.config import get_cfg
+from nd_ablation.demo_settings import plan_seed, run_demo_settings
 from nd_common.configs import (
     DEFAULT_STUDENT_CONFIG,
     DEFAULT_TEACHER_CONFIG,
+    Recipe,
     describe_backbone,
     load_demo_cfg,
     run_cfg,
     student_cfg,
     without_demo_keys,
 )
-from nd_common.jobs import run_jobs
 from nd_common.trainer import DemoTrainer
 from nd_demo.cli import demo_argument_parser
 from nd_demo.cli import main as demo_main
 from nd_demo.figure import pick_val_images, read_loss_curves
-from nd_demo.pipeline import OUTPUT_FILES, run_configs, student_jobs, student_processes
+from nd_demo.pipeline import OUTPUT_FILES, run_configs, student_processes
 from nd_demo.report import (
     ROW_NAMES,
     TABLE_COLUMNS,
     distillation_verdict,
     read_report,
+    read_seed_spread,
     render_markdown,
     write_report,
 )
 
+from nd_det.class_means import load_class_means
 from nd_det.config import add_backbone_config
 from nd_det.errors import ConfigError
 
@@ -46,7 +51,7 @@ from .helpers.markdown import parse_markdown_table
 from .helpers.tiny_distill import REPO
 
 DEMO = os.path.join(REPO, "tools", "demo.py")
-# toy size: 192 px images, two iterations per model, class means from two images, one thread
+# toy size: 192 px images, two iterations per model, one thread
 TOY_ARGS = [
     "--teacher-iters",
     "2",
@@ -54,8 +59,6 @@ TOY_ARGS = [
     "2",
     "--log-period",
     "1",
-    "--class-means-images",
-    "2",
     "--figure-images",
     "2",
     "--threads",
@@ -77,10 +80,28 @@ def _formatted(row, key):
 
 
 def test_demo_end_to_end_at_toy_size(tmp_path):
+    # first the ablation at the demo's (toy) settings, seeds 0 and 1: the seed spread to quote
+    recipe = Recipe.from_args(demo_argument_parser().parse_args(TOY_ARGS))
+    spread_file = tmp_path / "spread.json"
+    try:
+        run_demo_settings(
+            recipe,
+            (0, 1),
+            "val",
+            str(tmp_path / "ablation"),
+            workers=1,
+            spread_file=str(spread_file),
+            emit=lambda line: None,
+        )
+    finally:
+        torch.use_deterministic_algorithms(False)  # train_detector asks for it
+    spread = json.loads(spread_file.read_text())
+
     out = tmp_path / "demo"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run(
-        [sys.executable, DEMO, "--output-dir", str(out)] + TOY_ARGS,
+        [sys.executable, DEMO, "--output-dir", str(out), "--seed-spread", str(spread_file)]
+        + TOY_ARGS,
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -143,23 +164,40 @@ def test_demo_end_to_end_at_toy_size(tmp_path):
     assert "loss_nd" in distilled_curves and "loss_reviewkd" in distilled_curves
     assert "loss_nd" not in alone_curves
 
-    # the two students trained side by side (two processes); one after the other (as
-    # --workers 1 runs them: in the demo's process) they end with the same weights
+    # the verdict quotes the seed spread measured at these settings
+    assert report["settings_fingerprint"] == spread["settings_fingerprint"]
+    assert report["seed_spread"] == spread
+    gain = spread["gain"]
+    assert f"(2 seeds: {gain['mean']:+.2f} +- {gain['std']:.2f} AP" in report["verdict"]
+    assert gain["mean"] == pytest.approx(
+        sum(v["distilled"] - v["alone"] for v in spread["per_seed"].values()) / 2
+    )
+
+    # the ablation at the demo's settings is the demo's recipe: at one thread its seed 0 is
+    # this run, bit for bit (teacher, class means, both students), although it trained the
+    # students one after the other in this process and the demo side by side in two processes
     assert report["schedule"]["student_processes"] == 2
     assert student_processes(1) == 1 and student_processes(2) == 2
-    options = demo_argument_parser().parse_args(["--output-dir", str(out)] + TOY_ARGS)
-    _, _, students = run_configs(options)
-    side_by_side = {
-        key: torch.load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"), weights_only=True)
-        for key, cfg in students.items()
-    }
-    try:
-        one_by_one = dict(run_jobs(student_jobs(options, students), workers=1))
-    finally:
-        torch.use_deterministic_algorithms(False)  # train_detector asks for it
-    for key, state in side_by_side.items():
-        again = torch.load(one_by_one[key], weights_only=True)["model"]
-        assert all(torch.equal(v, again[k]) for k, v in state["model"].items()), key
+    runs = plan_seed(recipe, 0, "val", str(tmp_path / "ablation" / "cache"))
+    for folder, kind in (
+        ("teacher", "teacher"),
+        ("student_alone", "alone"),
+        ("student_distilled", "distilled"),
+    ):
+        demo = torch.load(out / folder / "model_final.pth", weights_only=True)["model"]
+        ablation = torch.load(
+            os.path.join(runs[kind]["folder"], "model_final.pth"), weights_only=True
+        )["model"]
+        assert demo.keys() == ablation.keys()
+        assert all(torch.equal(v, ablation[k]) for k, v in demo.items()), folder
+    means = [
+        load_class_means(str(path)).means
+        for path in (
+            out / "class_means" / "teacher_class_means.pth",
+            os.path.join(runs["teacher"]["folder"], "class_means.pth"),
+        )
+    ]
+    assert torch.equal(*means)
 
 
 # --------------------------------------------------------------------------- parts
@@ -182,17 +220,74 @@ def _score_rows(teacher, alone, distilled):
 def test_verdict_is_honest_both_ways():
     rows = _score_rows(30.0, 20.0, 25.0)
     rows[2]["AP75"] = 19.0
+    one_seed = "one seed; no seed spread measured at these settings"
     assert distillation_verdict(rows, "ReviewKD++") == (
         "ReviewKD++ helped: +5.00 AP over the student alone (AP50 +5.00, AP75 -1.00; 50% of the "
-        "teacher-student AP gap closed); the teacher is 10.00 AP above the student alone."
+        f"teacher-student AP gap closed; {one_seed}); the teacher is 10.00 AP above the student "
+        "alone."
     )
     assert distillation_verdict(_score_rows(30.0, 20.0, 18.0), "KD++").startswith(
-        "KD++ did not help: -2.00 AP against the student alone (AP50 -2.00, AP75 -2.00)"
+        "KD++ did not help: -2.00 AP against the student alone (AP50 -2.00, AP75 -2.00; " + one_seed
     )
     assert distillation_verdict(_score_rows(30.0, 20.0, 20.2), "ND").startswith(
-        "ND left AP about the same (+0.20; AP50 +0.20, AP75 +0.20)"
+        f"ND left AP about the same (+0.20; AP50 +0.20, AP75 +0.20; {one_seed})"
     )
     assert "cannot show distillation" in distillation_verdict(_score_rows(10.0, 20.0, 21.0), "ND")
+
+
+def test_verdict_quotes_the_seed_spread_and_says_when_the_gain_is_within_it():
+    rows = _score_rows(30.0, 20.0, 25.0)
+
+    def spread(mean, std):
+        return {"gain": {"mean": mean, "std": std, "n": 3}, "gap_closed_percent": 40.0}
+
+    assert distillation_verdict(rows, "ReviewKD++", spread(4.0, 1.5)) == (
+        "ReviewKD++ helped: +5.00 AP over the student alone (3 seeds: +4.00 +- 1.50 AP, 40% of "
+        "the teacher-student gap closed; AP50 +5.00, AP75 +5.00); the teacher is 10.00 AP above "
+        "the student alone."
+    )
+    assert distillation_verdict(rows, "ReviewKD++", spread(2.0, 1.5)) == (
+        "ReviewKD++: +5.00 AP over the student alone in this run (AP50 +5.00, AP75 +5.00), "
+        "within the seed noise (3 seeds: +2.00 +- 1.50 AP, 40% of the teacher-student gap "
+        "closed: the mean gain is less than twice its spread); the teacher is 10.00 AP above the "
+        "student alone."
+    )
+    assert distillation_verdict(rows, "KD++", spread(-4.0, 1.0)).startswith(
+        "KD++ did not help: +5.00 AP against the student alone (3 seeds: -4.00 +- 1.00 AP"
+    )
+
+
+def test_the_seed_spread_is_quoted_only_at_the_settings_it_was_measured_at(tmp_path):
+    """The demo's settings fingerprint and the ablation's (--demo-settings) agree for the same
+    options on the demo's split, and differ with another method, weight, schedule or split."""
+    from nd_ablation.demo_settings import plan_seed, register_split
+    from nd_common.configs import Recipe, recipe_cfgs, recipe_fingerprint
+
+    options = demo_argument_parser().parse_args(["--output-dir", str(tmp_path / "demo")])
+    _, teacher, students = run_configs(options)
+    demo = recipe_fingerprint(teacher, students, None)
+
+    def ablation(recipe, split="val", seed=1):
+        names = register_split(split, str(tmp_path / "cache"))
+        runs = plan_seed(recipe, seed, split, str(tmp_path / "cache"))
+        folders = {k: runs[k]["folder"] for k in runs}
+        teacher, students = recipe_cfgs(recipe, seed, dict(folders, class_means="m.pth"), names)
+        return recipe_fingerprint(teacher, students, None)
+
+    assert ablation(Recipe()) == demo
+    others = [
+        ablation(Recipe(method="reviewkd_kd_nd")),
+        ablation(Recipe(opts=("MODEL.DISTILL.ND.WEIGHT", "0.5"))),
+        ablation(Recipe(student_iters=140)),
+        ablation(Recipe(), split="selection"),
+    ]
+    assert demo not in others and len(set(others)) == 4
+    assert recipe_fingerprint(teacher, students, 5) != demo  # class means from 5 images
+    spread = {"settings_fingerprint": demo, "gain": {"mean": 1.0, "std": 0.1, "n": 3}}
+    (tmp_path / "spread.json").write_text(json.dumps(spread))
+    assert read_seed_spread(str(tmp_path / "spread.json"), demo) == spread
+    assert read_seed_spread(str(tmp_path / "spread.json"), others[0]) is None
+    assert read_seed_spread(str(tmp_path / "missing.json"), demo) is None
 
 
 def test_report_json_and_markdown_agree(tmp_path):
@@ -235,11 +330,13 @@ def test_report_json_and_markdown_agree(tmp_path):
 
 
 def test_config_errors_name_the_key_and_the_fix(tmp_path):
-    with pytest.raises(ConfigError, match="file not found"):
+    with pytest.raises(ConfigError, match="missing.yaml not found in "):
         load_demo_cfg(str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match=r"DEMO.OPTIMIZER='Adam'; use one of"):
         load_demo_cfg(DEFAULT_STUDENT_CONFIG, ["DEMO.OPTIMIZER", "Adam"])
-    with pytest.raises(ConfigError, match=r"overrides: Non-existent key: MODEL.NOPE\. Check"):
+    with pytest.raises(
+        ConfigError, match=r"overrides: Non-existent key: MODEL.NOPE; check it against"
+    ):
         load_demo_cfg(DEFAULT_STUDENT_CONFIG, ["MODEL.NOPE", "1"])
     with pytest.raises(ConfigError, match="NUM_CLASSES=3; the embedded dataset has one"):
         load_demo_cfg(DEFAULT_STUDENT_CONFIG, ["MODEL.ROI_HEADS.NUM_CLASSES", "3"])
@@ -259,7 +356,7 @@ def test_cli_reports_bad_options_in_one_line(tmp_path, capsys):
         demo_main(["--output-dir", str(tmp_path), "--student-config", str(tmp_path / "nope.yaml")])
         == 2
     )
-    assert "nope.yaml: file not found" in capsys.readouterr().err
+    assert "nope.yaml not found in " in capsys.readouterr().err
 
 
 def test_student_cfg_run_settings_and_without_demo_keys(tmp_path):

@@ -5,7 +5,7 @@ Python data (each would stall a GPU step)."""
 import pytest
 import torch
 from detectron2.modeling import build_model
-from nd_benchmark.measure import student_step_inputs
+from detectron2.utils.events import EventStorage
 
 from .helpers.sync_ops import find_sync_ops
 from .helpers.tiny_distill import random_batch, tiny_distill_cfg
@@ -16,7 +16,8 @@ def test_distillation_loss_path_has_no_host_device_sync(tmp_path, config_file):
     """(DKD is not listed: torch's F.one_hot checks the label range with .item() on CPU only;
     on CUDA it relies on a device-side assert.)"""
     model = build_model(tiny_distill_cfg(str(tmp_path), config_file)).train()
-    inputs = student_step_inputs(model, random_batch(seed=1), "fp32")[2]
+    with EventStorage(0):
+        inputs = model.distill_step_inputs(random_batch(seed=1))[2]
     inputs.student_embeddings.requires_grad_(True)
     for f in inputs.student_features.values():
         f.requires_grad_(True)

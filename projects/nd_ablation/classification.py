@@ -7,15 +7,15 @@ dataset-fashion-mnist; scikit-learn's digits for the quick run), through
 import os
 
 import torch
-import torch.nn.functional as F
+from fvcore.common.config import CfgNode
 from torch.utils.data import DataLoader
 
 from nd_det.class_means import load_class_means
 from nd_det.class_means.classification import extract_classification_main
-from nd_det.classification import build_classifier, run_training
-from nd_det.classification.checkpoint import load_model_weights
-from nd_det.classification.config import DEFAULTS, check_values, merge_config
+from nd_det.classification import build_classifier, get_cfg, run_training
+from nd_det.classification.checkpoint import load_weights
 from nd_det.classification.data import build_dataset
+from nd_det.losses import nd_mechanism
 
 from .plan import Method, Sizes, run_folder, teacher_paths
 
@@ -31,40 +31,27 @@ def setting(sizes: Sizes) -> str:
 
 
 def run_config(model: str, output_dir: str, sizes: Sizes, seed: int, distill=None):
-    """A checked training config of the ablation's recipe: SGD (Nesterov, momentum 0.9, weight
-    decay 5e-4), LR 0.1 with a cosine schedule, ``sizes.cls_epochs`` epochs, one evaluation on
-    the test split at the end."""
-    cfg = merge_config(
-        DEFAULTS,
-        {
-            "model": {"name": model},
-            "data": {
-                "name": sizes.cls_dataset,
-                "train_subset": sizes.cls_train_images,
-                "test_subset": sizes.cls_test_images or None,
-                "subset_seed": 0,
-                "num_workers": 0,
-            },
-            "solver": {
-                "epochs": sizes.cls_epochs,
-                "batch_size": sizes.cls_batch_size,
-                "eval_batch_size": 500,
-                "lr": 0.1,
-                "lr_schedule": "cosine",
-                "weight_decay": 5.0e-4,
-            },
-            "distill": distill or {},
-            "train": {
-                "output_dir": output_dir,
-                "seed": seed,
-                "device": "cpu",
-                "eval_period": sizes.cls_epochs,
-                "log_period": 1000,
-                "tensorboard": False,
-            },
-        },
+    """A training config of the ablation's recipe: SGD (Nesterov, momentum 0.9, weight decay
+    5e-4), LR 0.1 with a cosine schedule, ``sizes.cls_epochs`` epochs, one evaluation on the
+    test split at the end; ``distill``: the ``distill`` node's values."""
+    cfg = get_cfg()
+    cfg.model.name = model
+    cfg.data.name = sizes.cls_dataset
+    cfg.data.train_subset = sizes.cls_train_images
+    cfg.data.test_subset = sizes.cls_test_images or None
+    cfg.data.subset_seed = cfg.data.num_workers = 0
+    cfg.solver.epochs = sizes.cls_epochs
+    cfg.solver.batch_size = sizes.cls_batch_size
+    cfg.solver.eval_batch_size = 500
+    cfg.solver.lr, cfg.solver.lr_schedule, cfg.solver.weight_decay = 0.1, "cosine", 5.0e-4
+    # fvcore checks each key and type (a float where the default is a float)
+    cfg.merge_from_other_cfg(CfgNode({"distill": distill or {}}))
+    cfg.train.output_dir, cfg.train.seed, cfg.train.device = output_dir, seed, "cpu"
+    cfg.train.eval_period, cfg.train.log_period, cfg.train.tensorboard = (
+        sizes.cls_epochs,
+        1000,
+        False,
     )
-    check_values(cfg, "the ablation's classification recipe")
     return cfg
 
 
@@ -82,12 +69,13 @@ def teacher_job(root: str, sizes: Sizes, seed: int = 0) -> dict:
     _, top1 = _train(TEACHER_MODEL, paths["folder"], sizes, seed)
     extract_classification_main(
         [
-            "--config",
+            "--config-file",
             paths["config"],
-            "--weights",
-            paths["weights"],
             "--output",
             paths["class_means"],
+            "--overwrite",
+            "model.weights",
+            paths["weights"],
         ]
     )
     return {"metrics": {"top1": top1}}
@@ -96,7 +84,7 @@ def teacher_job(root: str, sizes: Sizes, seed: int = 0) -> dict:
 def student_job(root: str, method: Method, seed: int, sizes: Sizes) -> dict:
     """Train ResNet-8 with ``method`` and ``seed``; its test top-1 and embedding geometry."""
     paths = teacher_paths(root, "classification")
-    distill = {"losses": dict(method.terms)}
+    distill = {"losses": list(method.losses), **method.terms}
     if not method.is_baseline:
         distill.update(
             teacher={"name": TEACHER_MODEL, "weights": paths["weights"], "config": paths["config"]},
@@ -113,10 +101,10 @@ def student_job(root: str, method: Method, seed: int, sizes: Sizes) -> dict:
 
 @torch.no_grad()
 def embedding_geometry(cfg, student_weights: str, paths: dict) -> dict[str, float]:
-    """What ND acts on (protocol: docs/ablation.md): over the test images, the mean penultimate
-    feature norm of the student over the teacher's, and the mean cosine between each student
-    feature and the teacher's class mean of its label."""
-    dataset, info = build_dataset(cfg["data"], train=False, augment=False)
+    """What ND acts on (protocol: docs/ablation.md; ``nd_det.losses.nd_mechanism``): over the
+    test images, the mean penultimate feature norm of the student over the teacher's, and the
+    mean cosine between each student feature and the teacher's class mean of its label."""
+    dataset, info = build_dataset(cfg.data, train=False, augment=False)
     models = {}
     for name, model, weights in (
         ("student", STUDENT_MODEL, student_weights),
@@ -125,19 +113,15 @@ def embedding_geometry(cfg, student_weights: str, paths: dict) -> dict[str, floa
         models[name] = build_classifier(
             model, info.num_classes, info.in_channels, info.image_size
         ).eval()
-        load_model_weights(models[name], weights, what=name)
-    means = load_class_means(paths["class_means"]).means
-    norms = {"student": [], "teacher": []}
-    cosines = []
+        load_weights(models[name], weights, what=name)
+    parts = {"student": [], "teacher": [], "labels": []}
     for images, labels in DataLoader(dataset, batch_size=500):
-        s, t = models["student"](images).embedding, models["teacher"](images).embedding
-        norms["student"].append(s.norm(dim=1))
-        norms["teacher"].append(t.norm(dim=1))
-        cosines.append(F.cosine_similarity(s, means[labels], dim=1))
+        for name in ("student", "teacher"):
+            parts[name].append(models[name](images).embedding)
+        parts["labels"].append(labels)
+    s, t, labels = (torch.cat(parts[k]) for k in ("student", "teacher", "labels"))
+    means = load_class_means(paths["class_means"]).means
     return {
-        "norm_ratio": float(
-            torch.cat(norms["student"]).mean() / torch.cat(norms["teacher"]).mean()
-        ),
-        "cosine_to_class_mean": float(torch.cat(cosines).mean()),
-        "samples": int(sum(c.numel() for c in cosines)),
+        **{k: float(v) for k, v in nd_mechanism(s, t, labels, means).items()},
+        "samples": len(labels),
     }

@@ -7,10 +7,10 @@ import os
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
 from fvcore.nn import parameter_count
 from nd_common.configs import (
     DEFAULT_STUDENT_CONFIG,
@@ -20,10 +20,10 @@ from nd_common.configs import (
     without_demo_keys,
 )
 from nd_common.evaluation import box_metrics
-from nd_common.step_inputs import student_step_inputs
 from nd_common.trainer import log_to_file, train_detector
 
 from nd_det.class_means.detection import extract_class_means
+from nd_det.losses import nd_mechanism
 from nd_det.modeling import FrozenTeacher, build_plain_student, load_student_checkpoint
 
 from .plan import Method, Sizes, run_folder, teacher_paths
@@ -121,11 +121,10 @@ def student_job(
 
 @torch.no_grad()
 def embedding_geometry(cfg, weights: str, seed: int) -> dict[str, float]:
-    """What ND acts on (protocol: docs/ablation.md): on every val image at test scale, the
-    student samples its RoIs as in training (its RPN proposals + the ground truth, 25% positive);
-    over the sampled RoIs labelled with a ground-truth class, the mean student box-head embedding
-    norm over the teacher's on the same boxes, and the mean cosine between each student
-    embedding and the teacher's class mean of its label."""
+    """What ND acts on (protocol: docs/ablation.md), ``nd_det.losses.nd_mechanism`` of: on every
+    val image at test scale, the RoIs the student samples as in training (its RPN proposals +
+    the ground truth, 25% positive) that are labelled with a ground-truth class; the student's
+    and the teacher's box-head embeddings of them, and the teacher's class mean of each label."""
     run = cfg.clone()
     run.defrost()
     run.MODEL.DISTILL.LOSSES = ["nd"]  # the teacher on the same boxes, and its class means
@@ -140,18 +139,17 @@ def embedding_geometry(cfg, weights: str, seed: int) -> dict[str, float]:
         augmentations=[T.ResizeShortestEdge(run.INPUT.MIN_SIZE_TEST, run.INPUT.MAX_SIZE_TEST)],
     )
     torch.manual_seed(seed)
-    student_norms, teacher_norms, cosines = [], [], []
+    parts = {"student": [], "teacher": [], "labels": []}
     for record in DatasetCatalog.get(run.DATASETS.TEST[0]):
-        # the training step's own pieces, as the benchmark times them
-        inputs = student_step_inputs(model, [mapper(record)], "fp32")[2]
+        # what the training step hands its terms (the student's RoIs, the teacher on them)
+        with EventStorage(0):
+            inputs = model.distill_step_inputs([mapper(record)])[2]
         fg = inputs.labels < run.MODEL.ROI_HEADS.NUM_CLASSES
-        s, t = inputs.student_embeddings[fg], inputs.teacher_embeddings[fg]
-        student_norms.append(s.norm(dim=1))
-        teacher_norms.append(t.norm(dim=1))
-        cosines.append(F.cosine_similarity(s, means[inputs.labels[fg]], dim=1))
-    s_norm, t_norm = torch.cat(student_norms), torch.cat(teacher_norms)
+        parts["student"].append(inputs.student_embeddings[fg])
+        parts["teacher"].append(inputs.teacher_embeddings[fg])
+        parts["labels"].append(inputs.labels[fg])
+    s, t, labels = (torch.cat(parts[k]) for k in ("student", "teacher", "labels"))
     return {
-        "norm_ratio": float(s_norm.mean() / t_norm.mean()),
-        "cosine_to_class_mean": float(torch.cat(cosines).mean()),
-        "rois": int(s_norm.numel()),
+        **{k: float(v) for k, v in nd_mechanism(s, t, labels, means).items()},
+        "rois": len(labels),
     }

@@ -18,7 +18,7 @@ class Method:
     name: str  # "KD++"
     losses: tuple[str, ...]  # MODEL.DISTILL.LOSSES (detection) / distill.losses names
     overrides: tuple[str, ...] = ()  # detection: KEY VALUE pairs
-    terms: dict = field(default_factory=dict)  # classification: distill.losses mapping
+    terms: dict = field(default_factory=dict)  # classification: each term's parameters
 
     @property
     def is_baseline(self) -> bool:
@@ -49,9 +49,8 @@ DETECTION_METHODS: list[Method] = [
     Method("DKD++", ("dkd", "nd"), _DKD + ("MODEL.DISTILL.ND.WEIGHT", "1.0")),
 ]
 
-# ---- classification (nd_det.classification distill.losses; configs/classification/cifar100/
-# resnet56_resnet20/*.yaml)
-_CE = {"ce": {"weight": 1.0}}
+# ---- classification (nd_det.classification's distill node: the terms' names, each term's
+# parameters; configs/classification/cifar100/resnet56_resnet20/*.yaml)
 _KD_TERM = {"kd": {"weight": 1.0, "temperature": 4.0}}
 _DKD_TERM = {"dkd": {"weight": 1.0, "alpha": 2.5, "beta": 4.0, "temperature": 4.0}}
 _DIST_TERM = {"dist": {"weight": 2.0, "beta": 1.0, "gamma": 1.0, "temperature": 4.0}}
@@ -61,10 +60,10 @@ _REVIEWKD_TERM = {
 
 
 def _cls(name, extra, nd=None):
-    terms = dict(_CE, **extra)
+    terms = dict(extra)
     if nd is not None:
         terms["nd"] = dict(nd)
-    return Method(name, tuple(terms)[1:], terms=terms)
+    return Method(name, tuple(terms), terms=terms)
 
 
 CLASSIFICATION_METHODS: list[Method] = [
@@ -111,7 +110,7 @@ class Sizes:
     cls_epochs: int
     cls_warm_up_epochs: float
     cls_batch_size: int
-    det_input_size: int = 0  # 0: the demo configs' (400 px tiles at native scale)
+    det_input_size: int = 0  # 0: the demo configs' own
 
 
 DEFAULT_SIZES = Sizes(
@@ -123,6 +122,7 @@ DEFAULT_SIZES = Sizes(
     cls_epochs=5,
     cls_warm_up_epochs=0,
     cls_batch_size=128,
+    det_input_size=400,  # the tiles' native size, whatever the demo's configs say
 )
 QUICK_SIZES = Sizes(
     teacher_iters=2,

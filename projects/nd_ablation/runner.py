@@ -3,6 +3,7 @@ one torch thread each; each finished run is cached under ``<output>/cache/`` (ke
 depends on) and skipped on a rerun; a progress line with the ETA after every run."""
 
 import hashlib
+import importlib
 import json
 import os
 import platform
@@ -14,16 +15,11 @@ from typing import Optional
 from detectron2.data import DatasetCatalog
 from nd_common.jobs import default_workers, run_jobs
 
-from nd_det.classification.data.fashion_mnist import (
-    DEBIAN_FASHION_MNIST_DIR,
-    check_fashion_mnist_files,
-)
 from nd_det.errors import ConfigError
 from nd_det.utils.atomic_file import atomic_write_json
 from nd_det.utils.paths import check_writable
 from nd_det.utils.progress import ProgressClock, format_duration
 
-from . import classification, detection
 from .plan import (
     CLASSIFICATION_METHODS,
     DEFAULT_METHODS,
@@ -38,11 +34,14 @@ from .splits import register_splits
 
 DOMAINS = ("detection", "classification")
 OUTPUT_FILES = ("results.json", "results.md", "results.png")
-# each domain's job functions and its methods, in the order of the plan and the report
-_DOMAIN_JOBS = {
-    "detection": (detection, DETECTION_METHODS),
-    "classification": (classification, CLASSIFICATION_METHODS),
-}
+# each domain's methods, in the order of the plan and the report
+_DOMAIN_METHODS = {"detection": DETECTION_METHODS, "classification": CLASSIFICATION_METHODS}
+
+
+def _jobs_module(domain: str):
+    """The module of ``domain``'s job functions (imported when that half runs: the detection
+    half never needs nd_det.classification)."""
+    return importlib.import_module(f".{domain}", __package__)
 
 
 @dataclass
@@ -67,8 +66,6 @@ def _check(o: AblationOptions) -> None:
     if bad:
         raise ConfigError(f"--methods {bad}: unknown; choose among {sorted(known)}")
     check_writable(o.output_dir, "--output-dir", folder=True)
-    if "classification" in o.domains and not o.quick:
-        check_fashion_mnist_files(DEBIAN_FASHION_MNIST_DIR)
 
 
 def _key(*parts) -> str:
@@ -80,7 +77,7 @@ def _plan(o: AblationOptions, sizes, root: str) -> list[dict]:
     """Every job: the teacher of each domain first, then its students (longest first)."""
     jobs = []
     for domain in (d for d in DOMAINS if d in o.domains):
-        module, methods = _DOMAIN_JOBS[domain]
+        module, methods = _jobs_module(domain), _DOMAIN_METHODS[domain]
         extra = {"dataset_root": o.dataset_root} if domain == "detection" else {}
         teacher_key = _key(domain, "teacher", sizes)
         jobs.append(
@@ -90,6 +87,8 @@ def _plan(o: AblationOptions, sizes, root: str) -> list[dict]:
                 method="teacher",
                 seed=None,
                 key=teacher_key,
+                needs=None,
+                metric=PRIMARY_METRIC[domain],
                 call=(module.teacher_job, dict(root=root, sizes=sizes, **extra)),
             )
         )
@@ -101,6 +100,8 @@ def _plan(o: AblationOptions, sizes, root: str) -> list[dict]:
                 method=m.name,
                 seed=s,
                 key=_key(domain, m, s, sizes, teacher_key),
+                needs=f"{domain} teacher",
+                metric=PRIMARY_METRIC[domain],
                 call=(module.student_job, dict(root=root, method=m, seed=s, sizes=sizes, **extra)),
             )
             for m in methods
@@ -119,6 +120,51 @@ def _timed(function, **kwargs) -> dict:
     return dict(result, seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu)
 
 
+def run_cached(jobs: list[dict], cache: str, workers: int, emit, label: str) -> tuple[int, float]:
+    """Run every job of ``jobs`` (dicts: ``name``, ``key``, ``call`` = (function, kwargs),
+    ``needs`` = the name of a job that must finish first, or None; ``metric``: the metric of its
+    progress line) that has no result in ``cache`` yet; each job gets its ``result`` (from the
+    cache or run, then cached).  Returns how many ran and the wall seconds."""
+    by_name = {j["name"]: j for j in jobs}
+    for job in jobs:
+        path = os.path.join(cache, job["key"] + ".json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                job["result"] = json.load(f)["result"]
+    start = time.perf_counter()
+    # the ETA from the mean time between finished runs (workers in parallel included)
+    clock = ProgressClock(sum("result" not in j for j in jobs), skip=0)
+    clock.start()
+
+    def ready(done: Optional[str]) -> dict:
+        """The jobs still to run that wait for ``done`` (None: those that can start now)."""
+        return {
+            j["name"]: (_timed, dict(j["call"][1], function=j["call"][0]))
+            for j in jobs
+            if "result" not in j
+            and (
+                j.get("needs") == done
+                or (done is None and "result" in by_name.get(j.get("needs"), {"result": 1}))
+            )
+        }
+
+    for name, result in run_jobs(ready(None), workers, then=lambda name, _: ready(name)):
+        job = by_name[name]
+        job["result"] = result
+        atomic_write_json(
+            {"key": job["key"], "job": name, "result": result},
+            os.path.join(cache, job["key"] + ".json"),
+        )
+        clock.step()
+        emit(
+            f"[{label} {clock.done}/{clock.total}] {name}: {job['metric']} "
+            f"{result['metrics'][job['metric']]:.2f} in {format_duration(result['seconds'])}; "
+            f"elapsed {format_duration(time.perf_counter() - start)}, overall ETA "
+            f"{format_duration(clock.eta_seconds() or 0)}"
+        )
+    return clock.total, time.perf_counter() - start
+
+
 def run_ablation(o: AblationOptions, emit=None) -> dict:
     """Run (or complete from the cache) the ablation and write its report; returns it."""
     emit = emit or (lambda line: print(line, flush=True))
@@ -131,57 +177,12 @@ def run_ablation(o: AblationOptions, emit=None) -> dict:
     os.makedirs(cache, exist_ok=True)
     workers = default_workers(o.workers)
     jobs = _plan(o, sizes, root)
-    by_name = {j["name"]: j for j in jobs}
     emit(
         f"nd-det ablation: {len(jobs)} runs ({', '.join(o.domains)}; seeds {list(o.seeds)}) in "
         f"{workers} process(es) of one thread; output in {root}"
     )
-    for job in jobs:
-        path = os.path.join(cache, job["key"] + ".json")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                job["result"] = json.load(f)["result"]
-    start = time.perf_counter()
-    # the ETA from the mean time between finished runs (workers in parallel included)
-    clock = ProgressClock(sum("result" not in j for j in jobs), skip=0)
-    clock.start()
-
-    def todo(selected) -> dict:
-        return {
-            j["name"]: (_timed, dict(j["call"][1], function=j["call"][0]))
-            for j in selected
-            if "result" not in j
-        }
-
-    def students_of(name, result=None) -> dict:
-        """Once a teacher is there, its students can run."""
-        domain = by_name[name]["domain"]
-        return (
-            todo(j for j in jobs if j["domain"] == domain and j["method"] != "teacher")
-            if by_name[name]["method"] == "teacher"
-            else {}
-        )
-
-    first = todo(j for j in jobs if j["method"] == "teacher")
-    for job in jobs:  # a cached teacher's students can start at once
-        if job["method"] == "teacher" and "result" in job:
-            first.update(students_of(job["name"]))
-    for name, result in run_jobs(first, workers, then=students_of):
-        job = by_name[name]
-        job["result"] = result
-        atomic_write_json(
-            {"key": job["key"], "job": name, "result": result},
-            os.path.join(cache, job["key"] + ".json"),
-        )
-        clock.step()
-        metric = PRIMARY_METRIC[job["domain"]]
-        emit(
-            f"[ablation {clock.done}/{clock.total}] {name}: {metric} "
-            f"{result['metrics'][metric]:.2f} in {format_duration(result['seconds'])}; elapsed "
-            f"{format_duration(time.perf_counter() - start)}, overall ETA "
-            f"{format_duration(clock.eta_seconds() or 0)}"
-        )
-    report = _report(o, sizes, jobs, workers, clock.total, time.perf_counter() - start)
+    ran, seconds = run_cached(jobs, cache, workers, emit, "ablation")
+    report = _report(o, sizes, jobs, workers, ran, seconds)
     write_report(report, *(os.path.join(root, name) for name in OUTPUT_FILES))
     emit(f"wrote {', '.join(os.path.join(root, n) for n in OUTPUT_FILES)}")
     return report
@@ -191,12 +192,12 @@ def _report(o, sizes, jobs, workers, ran, seconds) -> dict:
     domains = {}
     for domain in (d for d in DOMAINS if d in o.domains):
         teacher = next(j for j in jobs if j["domain"] == domain and j["method"] == "teacher")
-        runs: dict[str, dict] = {m.name: {} for m in _DOMAIN_JOBS[domain][1]}  # plan order
+        runs: dict[str, dict] = {m.name: {} for m in _DOMAIN_METHODS[domain]}  # plan order
         for job in jobs:
             if job["domain"] == domain and job is not teacher:
                 runs[job["method"]][job["seed"]] = job["result"]
         block = summarize(domain, teacher["result"], {k: v for k, v in runs.items() if v})
-        block["setting"] = _DOMAIN_JOBS[domain][0].setting(sizes)
+        block["setting"] = _jobs_module(domain).setting(sizes)
         if domain == "detection":
             names = register_splits(os.path.join(o.output_dir, "detection"), o.dataset_root)
             block["splits"] = {

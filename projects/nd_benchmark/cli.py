@@ -7,13 +7,13 @@ from types import SimpleNamespace
 from typing import Optional
 
 import torch
-from nd_common.step_inputs import PRECISIONS
 
 from nd_det.errors import ConfigError, one_line_usage_errors, run_cli
 from nd_det.utils.atomic_file import atomic_write_json, atomic_write_text
 from nd_det.utils.paths import check_writable
 from nd_det.utils.seed import seed_argument
 
+from .measure import PRECISIONS
 from .models import MIN_IMAGE_SIDE
 
 DEFAULT_LOSS_SETS = ("nd", "kd+nd", "dkd+nd", "reviewkd+nd")

@@ -5,6 +5,7 @@ so that the drifts of a shared machine hit all variants alike (torch.utils.bench
 Timer time one statement at a time, hence this loop); wall and CPU time are read.
 """
 
+import contextlib
 import dataclasses
 import logging
 import statistics
@@ -13,14 +14,20 @@ from collections.abc import Sequence
 from typing import Callable
 
 import torch
-from nd_common.step_inputs import precision_context
+from detectron2.utils.events import EventStorage
 
 from nd_det.losses import nd_loss
 from nd_det.utils.progress import ProgressClock, format_duration
 
 logger = logging.getLogger(__name__)
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def precision_context(device: torch.device, precision: str):
+    dtype = PRECISIONS[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 class TrainStep:
@@ -38,6 +45,13 @@ class TrainStep:
         total.backward()
         self.optimizer.step()
         self.last_losses = {k: v.detach() for k, v in losses.items()}
+
+
+def student_step_inputs(model, batch: list[dict], precision: str):
+    """The teacher's ImageList, the sampled RoIs and the terms' inputs of one step
+    (``DistillRCNN.distill_step_inputs``) at ``precision``."""
+    with EventStorage(0), precision_context(model.device, precision):
+        return model.distill_step_inputs(batch)
 
 
 def teacher_distill_forward(model, batch: list[dict], sampled) -> Callable[[], None]:

@@ -15,9 +15,8 @@ from multiprocessing import get_context
 import torch
 from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
-from nd_common.step_inputs import student_step_inputs
 
-from .measure import TrainStep, teacher_distill_forward
+from .measure import TrainStep, student_step_inputs, teacher_distill_forward
 from .models import build_distiller, synthetic_batch
 
 # the teacher phase runs the box head AND the predictor (KD/DKD): the most a step asks of it

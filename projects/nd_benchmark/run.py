@@ -17,7 +17,6 @@ from detectron2.data.benchmark import iter_benchmark
 from detectron2.solver import build_optimizer
 from detectron2.utils.collect_env import collect_env_info
 from detectron2.utils.events import EventStorage
-from nd_common.step_inputs import student_step_inputs
 from PIL import Image
 
 from nd_det.data import register_coco_dataset
@@ -29,6 +28,7 @@ from .measure import (
     interleaved_samples,
     nd_benchmark_inputs,
     nd_forward_backward,
+    student_step_inputs,
     summarize_ms,
     teacher_distill_forward,
     teacher_inference,

@@ -17,8 +17,12 @@ Every config the demo hands to other tools is written without the DEMO node
 (:func:`without_demo_keys`), so plain detectron2 loads it.
 """
 
+import argparse
+import hashlib
+import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Optional
 
 from detectron2.config import CfgNode, get_cfg
@@ -35,6 +39,7 @@ DEFAULT_STUDENT_CONFIG = os.path.join(DEMO_CONFIG_DIR, "student_MV2x0.5_FPN.yaml
 # --method name -> (MODEL.DISTILL.LOSSES of the distilled student, how the results call it)
 DISTILL_METHODS = {
     "reviewkd_nd": (["reviewkd", "nd"], "ReviewKD++"),
+    "reviewkd_kd_nd": (["reviewkd", "kd", "nd"], "ReviewKD++ with KD"),
     "kd_nd": (["kd", "nd"], "KD++"),
     "dkd_nd": (["dkd", "nd"], "DKD++"),
     "nd": (["nd"], "ND"),
@@ -175,3 +180,137 @@ def describe_backbone(cfg: CfgNode) -> str:
         else "random init"
     )
     return f"{network} ({cfg.MODEL.FPN.OUT_CHANNELS} ch), {init}"
+
+
+# ---------------------------------------------------------------- the recipe: demo and ablation
+@dataclass(frozen=True)
+class Recipe:
+    """What decides a demo run's numbers besides its seed: the two yaml files, the method of the
+    distilled student, the iterations (None: the configs' MAX_ITER), KEY VALUE overrides of both
+    configs, the device."""
+
+    teacher_config: str = DEFAULT_TEACHER_CONFIG
+    student_config: str = DEFAULT_STUDENT_CONFIG
+    method: str = DEFAULT_METHOD
+    teacher_iters: Optional[int] = None
+    student_iters: Optional[int] = None
+    opts: tuple[str, ...] = ()
+    device: str = "cpu"
+
+    @classmethod
+    def from_args(cls, args) -> "Recipe":
+        """From options of :func:`add_recipe_arguments` (plus ``opts`` and, if any, ``device``)."""
+        return cls(
+            args.teacher_config,
+            args.student_config,
+            args.method,
+            args.teacher_iters,
+            args.student_iters,
+            tuple(args.opts),
+            getattr(args, "device", "cpu"),
+        )
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a :class:`Recipe` (tools/demo.py's, also tools/ablation.py --demo-settings);
+    the KEY VALUE overrides are the caller's last positional argument."""
+    add = parser.add_argument
+    add(
+        "--teacher-config",
+        default=DEFAULT_TEACHER_CONFIG,
+        metavar="YAML",
+        help="the teacher's config (default: projects/nd_common/configs/teacher_MV2_FPN.yaml)",
+    )
+    add(
+        "--student-config",
+        default=DEFAULT_STUDENT_CONFIG,
+        metavar="YAML",
+        help="the student's config (default: projects/nd_common/configs/student_MV2x0.5_FPN.yaml)",
+    )
+    add(
+        "--method",
+        default=DEFAULT_METHOD,
+        choices=sorted(DISTILL_METHODS),
+        help="distillation of the second student: "
+        + ", ".join(f"{k} = {v[1]}" for k, v in sorted(DISTILL_METHODS.items()))
+        + " (default: %(default)s)",
+    )
+    add(
+        "--teacher-iters",
+        type=int,
+        default=None,
+        metavar="N",
+        help="teacher training iterations (default: the config's MAX_ITER)",
+    )
+    add(
+        "--student-iters",
+        type=int,
+        default=None,
+        metavar="N",
+        help="iterations of each student run (default: the config's MAX_ITER)",
+    )
+
+
+def recipe_cfgs(
+    recipe: Recipe, seed: int, folders: dict[str, str], datasets=(TRAIN_NAME, VAL_NAME)
+) -> tuple[CfgNode, dict[str, CfgNode]]:
+    """The frozen run configs of ``recipe`` with ``seed``: the teacher's and the students'
+    (keys "alone", "distilled"); ``folders``: the OUTPUT_DIR of "teacher", "alone" and
+    "distilled", and the "class_means" file the teacher's class means go to."""
+    teacher = run_cfg(
+        recipe.teacher_config,
+        "teacher",
+        folders["teacher"],
+        recipe.teacher_iters,
+        seed,
+        recipe.device,
+        recipe.opts,
+        datasets,
+    )
+    students = {
+        key: student_cfg(
+            recipe.student_config,
+            folders[key],
+            recipe.student_iters,
+            seed,
+            recipe.device,
+            losses,
+            os.path.join(folders["teacher"], "config.yaml"),
+            os.path.join(folders["teacher"], "model_final.pth"),
+            folders["class_means"],
+            recipe.opts,
+            datasets,
+        )
+        for key, losses in (("alone", []), ("distilled", DISTILL_METHODS[recipe.method][0]))
+    }
+    return teacher, students
+
+
+# the keys that say where a run writes and reads, not what it computes
+_WHERE = ("OUTPUT_DIR", "MODEL.WEIGHTS")
+
+
+def settings_dump(cfg: CfgNode) -> str:
+    """``cfg`` as yaml without where it writes or reads (OUTPUT_DIR, MODEL.WEIGHTS: the
+    ImageNet file's path is DEMO.IMAGENET_INIT's), without its SEED, and with MODEL.DISTILL only
+    where it distils (the teacher and the student alone ignore it): equal dumps, equal numbers
+    for equal seeds."""
+    c = cfg.clone()
+    c.defrost()
+    c.OUTPUT_DIR, c.MODEL.WEIGHTS, c.SEED = "", "", -1
+    if c.MODEL.META_ARCHITECTURE == "DistillRCNN" and c.MODEL.DISTILL.LOSSES:
+        c.MODEL.DISTILL.TEACHER_CONFIG = c.MODEL.DISTILL.TEACHER_WEIGHTS = ""
+        c.MODEL.DISTILL.CLASS_MEANS = ""
+    else:
+        c.MODEL.pop("DISTILL")
+    return c.dump()
+
+
+def recipe_fingerprint(teacher: CfgNode, students: dict[str, CfgNode], means_images) -> str:
+    """A short hash of a demo run's settings (its three configs without their seed and folders,
+    and how many training images the class means use, None: all)."""
+    text = json.dumps(
+        [settings_dump(teacher), *(settings_dump(students[k]) for k in ("alone", "distilled"))]
+        + [means_images]
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -1,18 +1,19 @@
 """Command line of the embedded demo (``python tools/demo.py``)."""
 
 import argparse
+import os
 from typing import Optional
 
-from nd_common.configs import (
-    DEFAULT_METHOD,
-    DEFAULT_STUDENT_CONFIG,
-    DEFAULT_TEACHER_CONFIG,
-    DISTILL_METHODS,
-)
+from nd_common.configs import add_recipe_arguments
 
 from nd_det.errors import one_line_usage_errors, run_cli
 from nd_det.utils.seed import seed_argument
 
+DEFAULT_SEED_SPREAD = os.path.normpath(
+    os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "demo_seed_spread.json"
+    )
+)
 _EPILOG = """
 Examples:
   python tools/demo.py                                  # the defaults (see README.md)
@@ -41,40 +42,7 @@ def demo_argument_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where everything is written (default: %(default)s)",
     )
-    add(
-        "--teacher-config",
-        default=DEFAULT_TEACHER_CONFIG,
-        metavar="YAML",
-        help="the teacher's config (default: projects/nd_common/configs/teacher_MV2_FPN.yaml)",
-    )
-    add(
-        "--student-config",
-        default=DEFAULT_STUDENT_CONFIG,
-        metavar="YAML",
-        help="the student's config (default: projects/nd_common/configs/student_MV2x0.5_FPN.yaml)",
-    )
-    add(
-        "--method",
-        default=DEFAULT_METHOD,
-        choices=sorted(DISTILL_METHODS),
-        help="distillation of the second student: "
-        + ", ".join(f"{k} = {v[1]}" for k, v in sorted(DISTILL_METHODS.items()))
-        + " (default: %(default)s)",
-    )
-    add(
-        "--teacher-iters",
-        type=int,
-        default=None,
-        metavar="N",
-        help="teacher training iterations (default: the config's MAX_ITER)",
-    )
-    add(
-        "--student-iters",
-        type=int,
-        default=None,
-        metavar="N",
-        help="iterations of each student run (default: the config's MAX_ITER)",
-    )
+    add_recipe_arguments(p)
     add("--seed", type=seed_argument, default=0, help="seed of everything (default: 0)")
     add("--device", default="cpu", help="cpu (default) or cuda")
     add(
@@ -113,6 +81,13 @@ def demo_argument_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="folder of the embedded dataset (default: its cache, see nd_common/embedded.py)",
+    )
+    add(
+        "--seed-spread",
+        default=DEFAULT_SEED_SPREAD,
+        metavar="JSON",
+        help="the seed spread of the gain that tools/ablation.py --demo-settings measured; "
+        "quoted when it was measured at this run's settings (default: docs/demo_seed_spread.json)",
     )
     add(
         "opts",

@@ -14,9 +14,10 @@ import torch
 from detectron2.data import DatasetCatalog
 from nd_common.configs import (
     DISTILL_METHODS,
+    Recipe,
     describe_backbone,
-    run_cfg,
-    student_cfg,
+    recipe_cfgs,
+    recipe_fingerprint,
     without_demo_keys,
 )
 from nd_common.embedded import register_embedded_dataset
@@ -44,6 +45,7 @@ from .report import (
     distillation_verdict,
     format_table_for_console,
     make_row,
+    read_seed_spread,
     write_report,
 )
 
@@ -94,26 +96,12 @@ def run_configs(o) -> tuple[dict, object, dict]:
     (keys "alone", "distilled") of the options ``o``; nothing is written."""
     out = os.path.abspath(o.output_dir)
     folder = {key: os.path.join(out, name) for key, name in FOLDERS.items()}
-    folder["out"] = out
-    teacher = run_cfg(
-        o.teacher_config, "teacher", folder["teacher"], o.teacher_iters, o.seed, o.device, o.opts
+    teacher, students = recipe_cfgs(
+        Recipe.from_args(o),
+        o.seed,
+        dict(folder, class_means=os.path.join(out, CLASS_MEANS_FILE)),
     )
-    students = {
-        key: student_cfg(
-            o.student_config,
-            folder[key],
-            o.student_iters,
-            o.seed,
-            o.device,
-            losses,
-            os.path.join(folder["teacher"], "config.yaml"),
-            os.path.join(folder["teacher"], FINAL_WEIGHTS),
-            os.path.join(out, CLASS_MEANS_FILE),
-            o.opts,
-        )
-        for key, losses in (("alone", []), ("distilled", DISTILL_METHODS[o.method][0]))
-    }
-    return folder, teacher, students
+    return dict(folder, out=out), teacher, students
 
 
 def student_processes(workers: int) -> int:
@@ -302,7 +290,11 @@ def _pipeline(o, out: str, folder: dict, teacher, students: dict) -> dict:
         "wall_time_s": {"total": round(time.perf_counter() - start, 1), "stages": seconds},
         "files": {k: os.path.relpath(v, out) for k, v in files.items()},
     }
-    report["verdict"] = distillation_verdict(rows, method_name)
+    report["settings_fingerprint"] = recipe_fingerprint(
+        teacher, students, None if means_images == train_images else means_images
+    )
+    report["seed_spread"] = read_seed_spread(o.seed_spread, report["settings_fingerprint"])
+    report["verdict"] = distillation_verdict(rows, method_name, report["seed_spread"])
     write_report(report, files["json"], files["markdown"])
     logger.info(
         "\n%s\n\ntotal wall time %s; results in %s, %s, %s; exported student in %s",

@@ -9,7 +9,9 @@ Rows, in this order: ``teacher``, ``student alone``, ``distilled student``; each
 """
 
 import json
+import os
 from collections.abc import Sequence
+from typing import Optional
 
 from nd_det.utils.atomic_file import atomic_write_json, atomic_write_text
 from nd_det.utils.text import markdown_table
@@ -41,8 +43,21 @@ def make_row(model: str, backbone: str, score: dict) -> dict:
     }
 
 
-def distillation_verdict(rows: Sequence[dict], method_name: str) -> str:
-    """One honest sentence on what distillation did to AP (and how the teacher compares)."""
+def read_seed_spread(path: str, fingerprint: str) -> Optional[dict]:
+    """The seed spread that ``tools/ablation.py --demo-settings --spread-file`` wrote to
+    ``path``, if it was measured at the settings of ``fingerprint``
+    (:func:`nd_common.configs.recipe_fingerprint`); else None."""
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as stream:
+        spread = json.load(stream)
+    return spread if spread.get("settings_fingerprint") == fingerprint else None
+
+
+def distillation_verdict(rows: Sequence[dict], method_name: str, spread=None) -> str:
+    """One honest sentence on what distillation did to AP: this run's gain over the student
+    alone, with the seed spread of that gain measured at the same settings (``spread``, from
+    :func:`read_seed_spread`) when there is one, saying plainly when the gain is within it."""
     teacher, alone, distilled = rows  # in ROW_NAMES order
     gain = distilled["AP"] - alone["AP"]
     gap = teacher["AP"] - alone["AP"]
@@ -54,20 +69,66 @@ def distillation_verdict(rows: Sequence[dict], method_name: str) -> str:
     else:
         teacher_part = f"the teacher is {gap:.2f} AP above the student alone"
     others = ", ".join(f"{m} {distilled[m] - alone[m]:+.2f}" for m in ("AP50", "AP75"))
+    if spread is not None:
+        g = spread["gain"]
+        seeds = f"{g['n']} seeds: {g['mean']:+.2f} +- {g['std']:.2f} AP"
+        if spread.get("gap_closed_percent") is not None:
+            seeds += f", {spread['gap_closed_percent']:.0f}% of the teacher-student gap closed"
+        if abs(g["mean"]) < 2 * g["std"]:
+            effect = (
+                f"{method_name}: {gain:+.2f} AP over the student alone in this run ({others}), "
+                f"within the seed noise ({seeds}: the mean gain is less than twice its spread)"
+            )
+        elif g["mean"] > 0:
+            effect = (
+                f"{method_name} helped: {gain:+.2f} AP over the student alone ({seeds}; {others})"
+            )
+        else:
+            effect = (
+                f"{method_name} did not help: {gain:+.2f} AP against the student alone "
+                f"({seeds}; {others})"
+            )
+        return f"{effect}; {teacher_part}."
+    one_seed = "one seed; no seed spread measured at these settings"
     if abs(gain) < _SAME_AP:
-        effect = f"{method_name} left AP about the same ({gain:+.2f}; {others})"
+        effect = f"{method_name} left AP about the same ({gain:+.2f}; {others}; {one_seed})"
     elif gain > 0:
         effect = f"{method_name} helped: {gain:+.2f} AP over the student alone ({others}"
         if gap > 0:
             effect += f"; {100.0 * gain / gap:.0f}% of the teacher-student AP gap closed"
-        effect += ")"
+        effect += f"; {one_seed})"
     else:
-        effect = f"{method_name} did not help: {gain:+.2f} AP against the student alone ({others})"
+        effect = (
+            f"{method_name} did not help: {gain:+.2f} AP against the student alone "
+            f"({others}; {one_seed})"
+        )
     return f"{effect}; {teacher_part}."
 
 
 def _cells(row: dict) -> list[str]:
     return [fmt.format(row[key]) for _, key, fmt in TABLE_COLUMNS]
+
+
+def seed_spread_note(spread: Optional[dict], fingerprint: Optional[str]) -> str:
+    """Where the seed spread of the verdict comes from, or how to measure it."""
+    if spread is None:
+        return (
+            f"seed spread: none measured at these settings (fingerprint {fingerprint}); "
+            "`python tools/ablation.py --demo-settings` with this run's options measures it "
+            "(docs/demo.md)."
+        )
+    seeds = ", ".join(str(s) for s in spread["seeds"])
+    return (
+        f"seed spread: the ablation at these settings (fingerprint {fingerprint}; seeds "
+        f"{seeds}, a teacher and two students per seed, {spread['split_description']}), "
+        f"measured on {spread['machine']}: student alone {_mean_sd(spread['alone'])}, "
+        f"distilled {_mean_sd(spread['distilled'])}, teacher {_mean_sd(spread['teacher'])} AP; "
+        f"gain {spread['gain']['mean']:+.2f} +- {spread['gain']['std']:.2f} AP (paired by seed)."
+    )
+
+
+def _mean_sd(stat: dict) -> str:
+    return f"{stat['mean']:.2f} +- {stat['std']:.2f}"
 
 
 def render_markdown(report: dict) -> str:
@@ -104,6 +165,7 @@ def render_markdown(report: dict) -> str:
             f"{name} {seconds:.0f} s" for name, seconds in report["wall_time_s"]["stages"].items()
         )
         + ").",
+        "- " + seed_spread_note(report.get("seed_spread"), report.get("settings_fingerprint")),
         "",
     ]
     for row in report["rows"]:
