@@ -263,3 +263,19 @@ def test_training_given_the_json_names_the_importer_then_uses_the_import(tmp_pat
     assert metadata_mismatches(table, teacher_identity(cfg)) == []
     assert table.metadata["class_names"] == []  # not COCO: no names known
     torch.testing.assert_close(model.distill_terms[1].class_means, expected)
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(tmp_path, capsys):
+    source, out = tmp_path / "R101_emb.json", tmp_path / "means.pth"
+    _published_table(source, rows=3, dim=4)
+    argv = ["--input", source, "--output", out, "--num-classes", "2", "--dim", "4"]
+    assert _run(argv, capsys)[0] == 0
+    before = out.read_bytes()
+    _published_table(source, rows=3, dim=4, seed=5)
+    status, lines = _run(argv, capsys)
+    assert status == 2 and lines == [
+        f"ERROR: --output {out} exists; pass --overwrite to replace it, or choose another path"
+    ]
+    assert out.read_bytes() == before
+    assert _run([*argv, "--overwrite"], capsys)[0] == 0
+    assert torch.equal(load_class_means(str(out)).means, _published_table(source, 3, 4, seed=5))

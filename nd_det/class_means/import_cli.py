@@ -104,6 +104,7 @@ def parser() -> argparse.ArgumentParser:
         help=f"numbers per row, the teacher's box-head width (default {DEFAULT_DIM}); "
         "classification: its embedding size (default: that of --teacher-model)",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     return one_line_usage_errors(p)
 
 
@@ -127,6 +128,7 @@ def _main(argv: Optional[list[str]] = None) -> int:
         args.teacher_opts,
         DEFAULT_NUM_CLASSES if args.num_classes is None else args.num_classes,
         DEFAULT_DIM if args.dim is None else args.dim,
+        args.overwrite,
     )
     print(
         f"wrote {path}: {table.num_classes} x {table.dim} class means from "

@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 
 from ..errors import DataError, input_stage
-from ..utils.paths import check_writable
+from ..utils.paths import check_overwrite, check_writable
 from ..utils.text import first_line, short_list
 from .table import ClassMeans, directionless_rows, save_class_means
 
@@ -160,11 +160,13 @@ def _coco_class_names(num_classes: int) -> list[str]:
     return list(MetadataCatalog.get("coco_2017_train").thing_classes) + ["background"]
 
 
-def check_output(output: str) -> None:
-    """``--output`` names a torch file that can be written."""
+def check_output(output: str, overwrite: bool = False) -> None:
+    """``--output`` names a torch file that can be written (an existing one: with
+    ``overwrite``)."""
     if str(output).lower().endswith(".json"):
         raise DataError(f"--output {output}: a class-means file is a torch file: give a .pth path")
     check_writable(output, "--output")
+    check_overwrite(output, "--output", overwrite)
 
 
 def imported_metadata(json_path: str, sha256: str, source_format: str, how_made: str) -> dict:
@@ -190,13 +192,14 @@ def import_class_means(
     teacher_opts: Sequence[str] = (),
     num_classes: int = DEFAULT_NUM_CLASSES,
     dim: int = DEFAULT_DIM,
+    overwrite: bool = False,
 ) -> tuple[str, ClassMeans]:
-    """Check ``json_path`` and write it to ``output`` (default :func:`default_output`) in
-    nd-det's class-means format for the given teacher (``teacher_weights`` None: the model-zoo
-    weights of ``teacher_config``).  Everything is checked before anything is written.
-    Returns (the path written, the table)."""
+    """Check ``json_path`` and write it to ``output`` (default :func:`default_output`; an
+    existing file only with ``overwrite``) in nd-det's class-means format for the given teacher
+    (``teacher_weights`` None: the model-zoo weights of ``teacher_config``).  Everything is
+    checked before anything is written.  Returns (the path written, the table)."""
     output = output or default_output(teacher_config)
-    check_output(output)
+    check_output(output, overwrite)
     identity = _teacher_identity(teacher_config, teacher_weights, teacher_opts)
     means, sha256 = read_published_table(json_path, num_classes, dim)
     metadata = dict(identity)

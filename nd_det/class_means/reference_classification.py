@@ -51,6 +51,7 @@ def import_classification_class_means(
     num_classes: int = DEFAULT_NUM_CLASSES,
     dim: Optional[int] = None,
     teacher_config: Optional[str] = None,
+    overwrite: bool = False,
 ) -> tuple[str, ClassMeans]:
     """Check ``json_path`` and write it to ``output`` (default :func:`default_output`) for the
     teacher ``teacher_model`` with the weights file ``teacher_weights`` (``dim`` None: the
@@ -61,7 +62,7 @@ def import_classification_class_means(
     if dim is None:  # built on the CPU: torchvision's RegNet cannot be built on the meta device
         dim = build_classifier(teacher_model, num_classes).embedding_dim
     output = output or default_output(teacher_model, dataset)
-    check_output(output)
+    check_output(output, overwrite)
     means, sha256 = read_published_table(json_path, num_classes, dim, background=False)
     metadata = class_means_metadata(
         teacher_model, teacher_weights, file_sha256(teacher_weights), teacher_config, dataset
@@ -98,6 +99,7 @@ def classification_main(args) -> int:
         DEFAULT_NUM_CLASSES if args.num_classes is None else args.num_classes,
         args.dim,
         args.teacher_config,
+        args.overwrite,
     )
     meta = table.metadata
     print(

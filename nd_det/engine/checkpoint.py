@@ -1,10 +1,10 @@
 """Crash-safe training checkpoints.
 
-``AtomicCheckpointer`` is detectron2's DetectionCheckpointer with these guarantees:
+``AtomicCheckpointer`` is detectron2's DetectionCheckpointer with these guarantees (the saves:
+:class:`nd_det.utils.checkpointer.AtomicCheckpointer`, shared with the classification trainer):
 
 * every file it loads is read as data (:class:`~nd_det.modeling.weights.SafeCheckpointer`):
   a ``.pkl`` or torch file that asks to run code is refused in one line, before it is used;
-
 * a checkpoint file, and the ``last_checkpoint`` tag, appear under their final name only when
   complete (written to a temporary file in the same folder, flushed, fsynced, then renamed), so a
   run killed at any moment leaves either the previous or the new checkpoint, never half of one;
@@ -28,20 +28,16 @@ import logging
 import os
 from typing import Optional
 
-import torch
-
-from ..errors import FileError, NonFiniteError
+from ..errors import FileError
 from ..modeling.torchvision_weights import TorchvisionWeightsMixin
 from ..modeling.weights import SafeCheckpointer
-from ..utils.atomic_file import atomic_torch_save, atomic_write_text
+from ..utils import checkpointer
 from ..utils.checkpoint_files import file_problem
-from ..utils.paths import write_failed
 from ..utils.text import first_line
 from .setup import RUN_CONFIG_NAME
 
 __all__ = [
     "AtomicCheckpointer",
-    "check_checkpoint_file",
     "resume_checkpoint",
     "remove_partial_checkpoints",
 ]
@@ -49,62 +45,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class AtomicCheckpointer(TorchvisionWeightsMixin, SafeCheckpointer):
-    """DetectionCheckpointer with the guarantees of the module docstring."""
-
-    def save(self, name: str, **kwargs) -> None:
-        if not self.save_dir:
-            return
-        data = {"model": self.model.state_dict()}
-        bad = [
-            k
-            for k, v in data["model"].items()
-            if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()
-        ]
-        if bad:
-            raise NonFiniteError(
-                f"not saving checkpoint {name}: NaN/inf in {len(bad)} weight tensor(s), e.g. "
-                f"{', '.join(bad[:5])}; lower the learning rate or the distillation loss weights "
-                f"and resume from the last good checkpoint in {self.save_dir}"
-            )
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()  # on every rank (see the module docstring)
-        if not self.save_to_disk:
-            return
-        data.update(kwargs)
-        basename = f"{name}.pth"
-        path = os.path.join(self.save_dir, basename)
-        self.logger.info("Saving checkpoint to %s", path)
-        try:
-            atomic_torch_save(data, path)  # makes save_dir when missing
-            self.tag_last_checkpoint(basename)
-        except OSError as e:
-            raise self._not_written(path, e) from None
-
-    def _not_written(self, path: str, error: OSError) -> FileError:
-        tag = os.path.join(self.save_dir, "last_checkpoint")
-        try:
-            with open(tag, encoding="utf-8") as f:
-                kept = f"{tag} still names {f.read().strip()}, which is intact"
-        except (OSError, UnicodeDecodeError):
-            kept = "no earlier checkpoint of this run exists"
-        return write_failed(
-            "checkpoint",
-            path,
-            error,
-            f"nothing was replaced ({kept}): free space or fix "
-            f"{self.save_dir}, then continue with --resume",
-        )
-
-    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        atomic_write_text(last_filename_basename, os.path.join(self.save_dir, "last_checkpoint"))
-
-
-def check_checkpoint_file(path: str, what: str) -> None:
-    """Raise FileError naming ``what`` unless ``path`` is a complete checkpoint."""
-    problem = file_problem(path)
-    if problem:
-        raise FileError(f"{what} {path} is {problem}: give a complete checkpoint")
+class AtomicCheckpointer(
+    TorchvisionWeightsMixin, checkpointer.AtomicCheckpointer, SafeCheckpointer
+):
+    """detectron2's checkpointer (its file formats, read as data: :class:`SafeCheckpointer`)
+    with the crash-safe saves of :class:`nd_det.utils.checkpointer.AtomicCheckpointer` and
+    torchvision files routed to a torchvision bottom-up (the module docstring)."""
 
 
 def resume_checkpoint(output_dir: str) -> Optional[str]:

@@ -6,7 +6,6 @@ training-only modules of the distillation terms (``distill_terms.*``, e.g. Revie
 the trainer's state; it never holds the teacher.
 """
 
-import zipfile
 from typing import Callable, Optional
 
 import torch
@@ -14,8 +13,7 @@ from detectron2.config import CfgNode
 from detectron2.modeling import BACKBONE_REGISTRY, build_model
 
 from ..errors import ConfigError, UserError
-from ..utils.checkpoint_files import mismatch_text, state_mismatch
-from ..utils.safe_pickle import load_pickle, load_torch
+from ..utils.checkpoint_files import mismatch_text
 from ..utils.text import first_line, short_list
 from .weights import SafeCheckpointer, local_weights_file
 
@@ -32,8 +30,6 @@ __all__ = [
     "load_student_checkpoint",
     "build_plain_student",
     "without_ddp_prefix",
-    "read_model_state",
-    "model_state_mismatch",
     "student_mismatch_message",
 ]
 
@@ -144,40 +140,6 @@ class StrictCheckpointer(SafeCheckpointer):
 
     def _log_incompatible_keys(self, incompatible) -> None:
         """Mismatches are the caller's to report (as one error), not warnings."""
-
-
-def read_model_state(path: str) -> dict:
-    """The ``model`` state of a checkpoint file as detectron2 reads it (.pkl: a pickle of numpy
-    arrays; otherwise a torch file), read as data, without building any model."""
-    if path.endswith(".pkl"):
-        data = load_pickle(path)
-    else:  # a zip-format file is memory-mapped: checking names and shapes reads no tensor data
-        data = load_torch(path, mmap=zipfile.is_zipfile(path))
-    if isinstance(data, dict) and isinstance(data.get("model"), dict):
-        return data["model"]
-    if isinstance(data, dict) and data and all(hasattr(v, "shape") for v in data.values()):
-        return data  # a bare state dict
-    raise ValueError("no 'model' state dict in it")
-
-
-def _optional_model_key(key: str) -> bool:
-    # buffers detectron2 rebuilds from the config, never required in a file
-    return key.endswith(("pixel_mean", "pixel_std")) or "anchor_generator.cell_anchors" in key
-
-
-def model_state_mismatch(
-    model_shapes: dict[str, tuple],
-    state: dict,
-    allowed_unexpected: Callable[[str], bool] = lambda key: False,
-) -> str:
-    """The mismatch text (``nd_det.utils.checkpoint_files``) of a detectron2 checkpoint's
-    ``state`` against a model's ``{key: shape}``: pixel_mean / pixel_std / cell anchors are
-    never missing, ``allowed_unexpected`` keys may be extra."""
-    return state_mismatch(
-        model_shapes,
-        state,
-        lambda k: _optional_model_key(k) or (k not in model_shapes and allowed_unexpected(k)),
-    )
 
 
 def student_mismatch_message(what: str, weights: str, problems: str) -> str:
