@@ -280,7 +280,7 @@ def test_missing_unflagged_row(tmp_path):
 def test_wrong_version(tmp_path):
     path = _write(tmp_path / "means.pth", _raw_payload(_table(), version=2))
     with pytest.raises(
-        DataError, match=r"is not an nd-det class-means file \('nd_det.class_means' version 1\)"
+        DataError, match=r"is not an nd-det class-means file \(nd_det.class_means v1\)"
     ):
         load_class_means(path)
 

@@ -136,10 +136,8 @@ class ClassMeanAccumulator:
                 f"no samples for class(es) {names}" if empty else f"the mean of class(es) {names}"
             )
             what += "" if empty else " has (almost) zero norm although they have samples"
-            raise DataError(
-                f"{what}: ND needs a direction for each class; use more images, check the teacher, "
-                "or allow empty classes (their rows are zero-filled and flagged in the metadata)"
-            )
+            hint = "use more images, check the teacher, or allow empty classes (zero-filled rows)"
+            raise DataError(f"{what}: ND needs a direction for each class; {hint}")
         means[weak] = 0.0
         metadata["zero_filled_classes"] = sorted(empty + weak)
         return ClassMeans(means.cpu(), self.counts.cpu().clone(), metadata)
@@ -189,9 +187,7 @@ def load_class_means(
         payload = load_torch(path)
         tag = (payload.get("format"), payload.get("version")) if isinstance(payload, dict) else None
         if tag != (FORMAT, VERSION):
-            raise DataError(
-                f"{path} is not an nd-det class-means file ({FORMAT!r} version {VERSION})"
-            )
+            raise DataError(f"{path} is not an nd-det class-means file ({FORMAT} v{VERSION})")
         metadata = dict(payload.get("metadata", {}))
         table = ClassMeans(payload["means"].float(), payload["counts"].long(), metadata)
         _validate(table, path, num_classes, dim)
@@ -204,10 +200,8 @@ def load_class_means(
             else f"cannot read class-means file {path} ({first_line(e)}): truncated or not a "
             "class-means file"
         )
-        raise DataError(
-            f"{why}. Create it with tools/extract_class_means.py (add --task classification for "
-            "a classifier)"
-        ) from None
+        fix = "Create it with tools/extract_class_means.py (--task classification for a classifier)"
+        raise DataError(f"{why}. {fix}") from None
     if table.zero_filled_classes:
         names = table.metadata.get("class_names") or None
         logger.warning(
@@ -241,10 +235,8 @@ def _validate(table: ClassMeans, source: str, num_classes=None, dim=None) -> Non
     if num_classes not in (None, means.shape[0]):
         raise DataError(f"{source} holds {means.shape[0]} class rows but {num_classes} are needed")
     if dim not in (None, means.shape[1]):
-        raise DataError(
-            f"{source} has embedding dimension {means.shape[1]} but the teacher's embedding "
-            f"has {dim}"
-        )
+        dims = f"embedding dimension {means.shape[1]} but the teacher's embedding has {dim}"
+        raise DataError(f"{source} has {dims}")
     nonfinite = torch.nonzero(~torch.isfinite(means).all(dim=1)).flatten().tolist()
     missing = [c for c in torch.nonzero(counts == 0).flatten().tolist() if c not in filled]
     weak = [c for c in directionless_rows(means) if c not in filled]

@@ -191,10 +191,8 @@ def _read_once(json_file: str, image_root: str, degenerate_boxes: str):
         flat = (w <= 0) | (h <= 0)  # detectron2 drops such boxes from training
         if flat.any() and degenerate_boxes != "warn":
             item = ("annotation", kept[int(np.argmax(flat))])
-            raise _Bad(
-                f" has a box with zero or negative width or height ({flat.sum()} in all): check "
-                "the box format, or pass --allow-degenerate-boxes to train without such boxes"
-            )
+            why = f" has a box with zero or negative width or height ({flat.sum()} in all)"
+            raise _Bad(f"{why}: check it, or train without such boxes: --allow-degenerate-boxes")
         width, height = _image_sizes(records, positions)
         tol = BOX_TOLERANCE_PX
         far = ~flat & ((x < -tol) | (y < -tol) | (x + w > width + tol) | (y + h > height + tol))
