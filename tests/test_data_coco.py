@@ -4,6 +4,7 @@ naming the file and the entry), registration; the tiny_coco writer."""
 import hashlib
 import json
 import logging
+import os
 
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -159,8 +160,15 @@ def test_register_same_files_twice_and_name_collisions(tmp_path, names, tiny):
     json_path, image_dir, _ = tiny
     other_json, other_dir = write_tiny_coco(tmp_path / "other", num_images=3, num_classes=1)
     name = names()
-    register_coco_dataset(name, json_path, image_dir)
-    register_coco_dataset(name, json_path, image_dir)  # same files: fine
+    first = register_coco_dataset(name, json_path, image_dir)
+    # same files, unchanged, records not handed out yet (a tool's check, then one training
+    # process): not read again; once handed out, or once the file changed: read again
+    assert register_coco_dataset(name, json_path, image_dir) is first
+    assert DatasetCatalog.get(name) is first
+    second = register_coco_dataset(name, json_path, image_dir)
+    assert second == first and second is not first
+    os.utime(json_path, ns=(1, 1))
+    assert register_coco_dataset(name, json_path, image_dir) is not second
     with pytest.raises(AssertionError, match=f"Dataset '{name}' is already registered"):
         register_coco_dataset(name, other_json, other_dir)  # detectron2's own refusal
     register_coco_dataset(name, other_json, other_dir, replace=True)

@@ -274,14 +274,23 @@ def _log(json_file: str, records: list, orphans: int, flat: int, no_segmentation
 
 
 class _ReadOnce:
-    """A registered dataset's loader: the records read at registration, then the file again."""
+    """A registered dataset's loader: the records read at registration, then the file again.
+    ``source`` identifies what was read (paths, policy, the JSON's size and mtime)."""
 
-    def __init__(self, records: list, json_file: str, image_root: str, name: str):
-        self.records, self.args = records, (json_file, image_root, name)
+    def __init__(self, records: list, source: tuple, name: str):
+        self.records, self.source, self.name = records, source, name
 
     def __call__(self) -> list[dict]:
         records, self.records = self.records, None
-        return records if records is not None else load_coco_json(*self.args)
+        return records if records is not None else load_coco_json(*self.source[:2], self.name)
+
+
+def _source(json_file: str, image_root: str, degenerate_boxes: str) -> tuple:
+    try:
+        stat = os.stat(json_file)
+    except OSError:
+        return None
+    return json_file, image_root, degenerate_boxes, stat.st_size, stat.st_mtime_ns
 
 
 def _registered_files(name: str):
@@ -295,15 +304,21 @@ def register_coco_dataset(
     """Read and check a COCO instances JSON (:func:`load_coco_records`), then register it under
     ``name`` (what ``DATASETS.TRAIN`` / ``TEST`` name) as detectron2's ``register_coco_instances``
     would: its records, ``thing_classes``, ``thing_dataset_id_to_contiguous_id``, and the
-    ``json_file`` COCOEvaluator reads.  The same name may be registered again with the same files;
+    ``json_file`` COCOEvaluator reads.  The same name may be registered again with the same files
+    (unchanged files whose records this process read and has not handed out yet are not read
+    again: the tools check in the parent, then a single training process registers again);
     ``replace``: also with others (else detectron2 refuses the name).  Returns the records."""
     json_file = os.path.abspath(os.path.expanduser(os.fspath(json_file)))
     image_root = os.path.abspath(os.path.expanduser(os.fspath(image_root)))
+    source = _source(json_file, image_root, degenerate_boxes)
+    loader = DatasetCatalog[name] if name in DatasetCatalog else None
+    if isinstance(loader, _ReadOnce) and loader.records is not None and loader.source == source:
+        return loader.records
     records, names = _read(json_file, image_root, degenerate_boxes)
     if replace or _registered_files(name) == (json_file, image_root):
         DatasetCatalog.pop(name, None)
         MetadataCatalog.pop(name, None)
-    DatasetCatalog.register(name, _ReadOnce(records, json_file, image_root, name))
+    DatasetCatalog.register(name, _ReadOnce(records, source, name))
     MetadataCatalog.get(name).set(
         json_file=json_file,
         image_root=image_root,
