@@ -193,3 +193,22 @@ def test_a_crafted_class_means_file_is_refused(world, tmp_path):
     _refused(caught.value, path)
     assert not (tmp_path / "ran").exists()
     assert load_class_means(world["cfg"].MODEL.DISTILL.CLASS_MEANS).num_classes == 3
+
+
+def test_classification_weights_and_checkpoints_refuse_a_crafted_file(tmp_path):
+    """The classification side's one reader (ClassifierCheckpointer: model.weights, the
+    teacher's weights, --resume) reads as data too."""
+    from nd_det.classification.checkpoint import ClassifierCheckpointer, load_weights
+
+    model, marker = torch.nn.Linear(3, 2), tmp_path / "ran"
+    path = marker_torch(tmp_path / "model_final.pth", marker, {"model": model.state_dict()})
+    with pytest.raises(UserError) as caught:
+        load_weights(model, path)
+    _refused(caught.value, path)
+    (tmp_path / "last_checkpoint").write_text("model_final.pth")
+    with pytest.raises(UserError) as caught:
+        ClassifierCheckpointer(model, str(tmp_path)).resume_or_load("", resume=True)
+    _refused(caught.value, path)
+    assert not marker.exists()
+    torch.save({"model": model.state_dict()}, path)  # the real format loads
+    assert load_weights(torch.nn.Linear(3, 2), path) == {}
