@@ -23,6 +23,7 @@ classification package use it too.
 
 import argparse
 import contextlib
+import pickle
 import sys
 from typing import Callable, Optional
 
@@ -83,7 +84,7 @@ class MissingDependencyError(UserError, ImportError):
 # checks raise UserError directly).  Searched in order: the first matching type gives the fix.
 FOREIGN_INPUT_ERRORS = (
     (FileNotFoundError, "check the path (a relative one is taken from the current folder)"),
-    (OSError, "check that the file is complete and readable"),
+    ((OSError, EOFError, pickle.UnpicklingError), "check that the file is complete and readable"),
     (KeyError, "check the name's spelling against the config or the registry"),
     (TypeError, "give the value the type its default has"),
     ((AssertionError, ValueError, IndexError, RuntimeError), "fix the value the message names"),
