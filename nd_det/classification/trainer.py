@@ -17,6 +17,7 @@ one (exactly with ``data.num_workers`` 0; loader workers draw their own augmenta
 import json
 import math
 import os
+import signal
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -259,8 +260,8 @@ class ClassificationTrainer:
         partial = {k: float(v) for k, v in sums.items()}
         self._save(LAST, epoch, iteration, partial=partial)
         self.logger.info(
-            f"signal {signum} received: training stopped after epoch {epoch + 1} iteration "
-            f"{iteration}, checkpoint {LAST}.pth written; continue with --resume "
+            f"{signal.Signals(signum).name} received: training stopped after epoch {epoch + 1} "
+            f"iteration {iteration}, checkpoint {LAST}.pth written; continue with --resume "
             f"(exit status {EXIT_PREEMPTED})"
         )
         self.logger.close()

@@ -24,6 +24,8 @@ from nd_det.utils.progress import ProgressClock
 
 from .helpers import DIGITS_TRAIN, distill_section, tiny_config, write_yaml
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 METHODS = {
     "kdpp": {"kd": {"weight": 1.0, "temperature": 4.0}, "nd": {"weight": 2.0}},
     "dkdpp": {"dkd": {"alpha": 1.0, "beta": 2.0, "temperature": 4.0}, "nd": {}},
@@ -249,3 +251,34 @@ def test_command_lines_teacher_means_student_and_evaluation(tmp_path, capsys):
         r"teacher/dataset \(teacher_weights_sha256: file has",
     ):
         train_main(["--config-file", student_cfg, "distill.teacher.weights", str(other)])
+
+
+def test_eval_only_on_a_quick_config_reads_the_test_split_only(tmp_path):
+    """--eval-only builds the student and the test split, nothing of the training split (the
+    folder holds Fashion-MNIST's test files only), and the KEY VALUE pairs after the flags are
+    overrides."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    from .helpers import save_random_teacher
+
+    rng = np.random.RandomState(0)
+    for name, array in (
+        ("t10k-images-idx3-ubyte.gz", rng.randint(0, 256, (20, 28, 28)).astype(np.uint8)),
+        ("t10k-labels-idx1-ubyte.gz", (np.arange(20) % 10).astype(np.uint8)),
+    ):
+        header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+        with gzip.open(tmp_path / name, "wb") as f:
+            f.write(header + array.tobytes())
+    weights = save_random_teacher(tmp_path / "student.pth", "resnet8")
+    result = train_main(
+        [
+            *("--config-file", os.path.join(REPO, "configs/classification/quick/student.yaml")),
+            *("--eval-only", "data.root", str(tmp_path), "model.weights", weights),
+            *("train.device", "cpu", "train.output_dir", str(tmp_path / "out")),
+        ]
+    )
+    assert result["samples"] == 20 and 0 <= result["top1"] <= 100
+    assert _jsonl(tmp_path / "out", "eval")[0]["weights"] == weights
