@@ -48,12 +48,11 @@ from detectron2.utils.logger import log_every_n_seconds
 
 from ..data.image_scan import scan_registered_datasets
 from ..engine.setup import check_datasets
-from ..errors import DataError
+from ..errors import DataError, input_stage
 from ..modeling.teacher import FrozenTeacher
 from ..utils.paths import check_writable
 from ..utils.progress import ProgressClock, format_duration
 from ..utils.text import short_list
-from ..utils.values import is_int
 from .table import ClassMeanAccumulator, ClassMeans, class_labels, save_class_means
 
 __all__ = [
@@ -100,18 +99,11 @@ def image_seed(seed: int, index: int) -> int:
 
 def parse_max_images(value: Union[None, int, str]) -> Optional[int]:
     """``--max-images``: a positive number, or ``"all"`` / None (every image)."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+    if value is None or str(value).strip().lower() == "all":
         return None
-    try:
-        number = int(value) if is_int(value) or isinstance(value, str) else 0
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise DataError(
-            f"--max-images {value!r}: give a positive number of images, or "
-            "'all' for the whole training set"
-        )
-    return number
+    if not str(value).strip().isdigit() or int(value) < 1:
+        raise DataError(f"--max-images {value!r}: give a positive number of images, or 'all'")
+    return int(value)
 
 
 def select_images(num_images: int, max_images: Optional[int], seed: int) -> list[int]:
@@ -217,28 +209,10 @@ class TeacherEmbedder:
 
 
 # ---------------------------------------------------------------------- checks before the pass
-def _output_path(cfg: CfgNode, output: Optional[str]) -> tuple[str, str]:
-    if output:
-        return output, "--output"
-    if not cfg.MODEL.DISTILL.CLASS_MEANS:
-        raise DataError(
-            "MODEL.DISTILL.CLASS_MEANS is empty and no --output is given: "
-            "name the file to write (e.g. --output class_means/teacher.pth)"
-        )
-    return cfg.MODEL.DISTILL.CLASS_MEANS, "MODEL.DISTILL.CLASS_MEANS"
-
-
 def _training_dicts(cfg: CfgNode) -> list[dict]:
     check_datasets(cfg, splits=("TRAIN",), required=("TRAIN",))  # registered, files present
-    names = list(cfg.DATASETS.TRAIN)
-    try:
-        return get_detection_dataset_dicts(names, filter_empty=False)
-    except (OSError, AssertionError) as e:
-        raise DataError(
-            f"DATASETS.TRAIN {tuple(names)}: cannot load its records "
-            f"({type(e).__name__}: {e}). Fix: check the annotation files (COCO is "
-            "read from $DETECTRON2_DATASETS/coco)"
-        ) from None
+    with input_stage(f"DATASETS.TRAIN {tuple(cfg.DATASETS.TRAIN)}"):
+        return get_detection_dataset_dicts(list(cfg.DATASETS.TRAIN), filter_empty=False)
 
 
 def _class_names(cfg: CfgNode) -> Optional[list[str]]:
@@ -277,21 +251,22 @@ def check_extraction(
     seed: int = 0,
     protocol: str = DEFAULT_PROTOCOL,
 ) -> tuple[str, list[dict], int]:
-    """Every check of an extraction before the pass, in the order of their cost: the protocol,
-    the output path (writable, not .json), the teacher (built on the meta device) and its
-    weights file, the datasets, classes without ground truth in the selected images (unless
-    allowed).
+    """Every check of an extraction before the pass, in the order of their cost: the output path
+    (writable; an existing table only with ``overwrite``), the teacher (built on the meta device)
+    and its weights file, the datasets, classes without ground truth in the selected images
+    (unless allowed).
 
     Returns (output path, the selected dataset dicts with their INDEX_KEY, images in the set)."""
     if protocol not in PROTOCOLS:
         raise DataError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
     max_images = parse_max_images(max_images)
-    path, what = _output_path(cfg, output)
-    if str(path).lower().endswith(".json"):
-        raise DataError(
-            f"{what} {path}: nd-det writes its class-means format (a torch "
-            "file), not JSON; give a .pth path"
-        )
+    path, what = (
+        (output, "--output")
+        if output
+        else (cfg.MODEL.DISTILL.CLASS_MEANS, "MODEL.DISTILL.CLASS_MEANS")
+    )
+    if str(path).lower().endswith(".json"):  # the reference's tables are JSON; ours are not
+        raise DataError(f"{what} {path}: the class-means format is a torch file; give a .pth path")
     check_writable(path, what)
     with torch.device("meta"):  # the teacher's checks and its weights' names and shapes
         FrozenTeacher(cfg)
