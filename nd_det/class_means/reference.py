@@ -136,7 +136,7 @@ def read_published_table(
                 f"{short_list(missing, 5) or 'none'}, unexpected {short_list(extra, 5) or 'none'}"
                 f" ({len(table)} rows: --num-classes {len(table) - int(background)}?)"
             )
-        means = torch.tensor([table[k] for k in keys], dtype=torch.float64)
+        means = torch.tensor([table[k] for k in keys], dtype=torch.float64).float()
         if means.shape[1:] != (dim,):
             raise _Bad(f"its rows have shape {tuple(means.shape[1:])} but --dim is {dim}")
     except (_Bad, OSError, ValueError, TypeError, AttributeError, RuntimeError) as e:
@@ -149,7 +149,7 @@ def read_published_table(
             f"--input {path}: row(s) {short_list(bad, 10)} are NaN/inf or all zeros (ND needs a "
             "direction for every class)"
         )
-    return means.float(), hashlib.sha256(raw).hexdigest()
+    return means, hashlib.sha256(raw).hexdigest()
 
 
 def _coco_class_names(num_classes: int) -> list[str]:

@@ -155,7 +155,8 @@ def directionless_rows(means: torch.Tensor) -> list[int]:
 
 def class_labels(indices: Sequence[int], names: Optional[Sequence[str]]) -> list[str]:
     """``"3 (dog)"`` for each class index, or ``"3"`` where ``names`` has no name for it."""
-    return [f"{i} ({names[i]})" if names and i < len(names) else str(i) for i in indices]
+    name = {i: " ".join(str(names[i]).split())[:40] for i in indices if names and i < len(names)}
+    return [f"{i} ({name[i]})" if i in name else str(i) for i in indices]
 
 
 def save_class_means(path: str, table: ClassMeans) -> None:
