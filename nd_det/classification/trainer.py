@@ -103,7 +103,8 @@ class ClassificationTrainer:
     # ------------------------------------------------------------------ set-up
     def _build(self, stream) -> None:
         cfg, world = self.cfg, self.ctx.world_size
-        check_writable(self.output_dir, "train.output_dir", folder=True)
+        if self.ctx.is_main:  # the only process that writes (a probe on several would race)
+            check_writable(self.output_dir, "train.output_dir", folder=True)
         self.logger = RunLogger(
             self.output_dir, self.ctx.is_main, cfg.train.tensorboard, stream=stream
         )
