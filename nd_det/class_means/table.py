@@ -155,7 +155,7 @@ def directionless_rows(means: torch.Tensor) -> list[int]:
 
 def class_labels(indices: Sequence[int], names: Optional[Sequence[str]]) -> list[str]:
     """``"3 (dog)"`` for each class index, or ``"3"`` where ``names`` has no name for it."""
-    name = {i: " ".join(str(names[i]).split())[:40] for i in indices if names and i < len(names)}
+    name = {i: " ".join(str(names[i]).split())[:40] for i in indices if 0 <= i < len(names or [])}
     return [f"{i} ({name[i]})" if i in name else str(i) for i in indices]
 
 
@@ -192,6 +192,7 @@ def load_class_means(
         metadata = dict(payload.get("metadata", {}))
         table = ClassMeans(payload["means"].float(), payload["counts"].long(), metadata)
         _validate(table, path, num_classes, dim)
+        filled = class_labels(table.zero_filled_classes, metadata.get("class_names") or None)
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - missing, truncated, not a torch file, malformed
@@ -203,14 +204,13 @@ def load_class_means(
         )
         fix = "Create it with tools/extract_class_means.py (--task classification for a classifier)"
         raise DataError(f"{why}. {fix}") from None
-    if table.zero_filled_classes:
-        names = table.metadata.get("class_names") or None
+    if filled:
         logger.warning(
             "%s: ND pulls no direction for class(es) %s: their rows were zero-filled "
             "at extraction (--allow-empty-classes); re-extract with more images to "
             "give them a mean",
             path,
-            short_list(class_labels(table.zero_filled_classes, names), 10),
+            short_list(filled, 10),
         )
     return table
 
