@@ -47,7 +47,7 @@ from .helpers.tiny_coco import write_tiny_coco
 EXAMPLES = int(os.environ.get("ND_DET_FUZZ_EXAMPLES", "0"))
 LONG = EXAMPLES > 0
 FUZZ = settings(
-    max_examples=EXAMPLES or 30,
+    max_examples=EXAMPLES or 100,
     deadline=None,
     derandomize=not LONG,
     database=None,
