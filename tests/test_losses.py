@@ -524,6 +524,9 @@ def test_nd_mechanism_over_the_foreground_rows_equals_its_definition():
     torch.testing.assert_close(every["norm_ratio"], s.norm(dim=1).mean() / t.norm(dim=1).mean())
     none = nd_mechanism(s, t, labels, means, torch.zeros(9, dtype=torch.bool))
     assert float(none["norm_ratio"]) == float(none["cosine_to_class_mean"]) == 0.0
+    # without a class-means table (a run without ND): the norm ratio alone
+    assert nd_mechanism(s, t, foreground=fg).keys() == {"norm_ratio"}
+    torch.testing.assert_close(nd_mechanism(s, t, foreground=fg)["norm_ratio"], ratio)
 
 
 def test_one_term_registry_and_the_nd_term_of_a_detector():

@@ -24,7 +24,7 @@ from ..classification.models import build_classifier
 from ..classification.teacher import class_means_metadata
 from ..classification.trainer import amp_dtype_for
 from ..errors import FileError, input_stage
-from ..utils.paths import check_writable
+from ..utils.paths import check_overwrite, check_writable
 from .table import ClassMeanAccumulator, ClassMeans, save_class_means
 
 __all__ = ["extract_class_means", "extract_classification_main"]
@@ -77,10 +77,8 @@ def extract_classification_main(argv: Optional[list[str]] = None):
     output = args.output or os.path.join(
         os.path.dirname(os.path.abspath(weights)), "class_means.pth"
     )
-    replaced = os.path.exists(output)
-    if replaced and not args.overwrite:
-        raise FileError(f"--output {output} exists: pass --overwrite to replace it")
     check_writable(output, "--output")
+    check_overwrite(output, "--output", args.overwrite)
     with input_stage(f"train.device {cfg.train.device}"):
         ctx = init_distributed(cfg.train.device)
     try:
@@ -117,7 +115,7 @@ def extract_classification_main(argv: Optional[list[str]] = None):
             print(
                 f"class means of {cfg.model.name} ({table.num_classes} x {table.dim}) from "
                 f"{int(table.counts.sum())} training images in {time.time() - start:.1f} s -> "
-                f"{output}{' (the file there was replaced)' if replaced else ''}",
+                f"{output}",
                 flush=True,
             )
         return table

@@ -70,20 +70,24 @@ def nd_loss(
 def nd_mechanism(
     student: torch.Tensor,
     teacher: torch.Tensor,
-    labels: torch.Tensor,
-    class_means: torch.Tensor,
+    labels: Optional[torch.Tensor] = None,
+    class_means: Optional[torch.Tensor] = None,
     foreground: Optional[torch.Tensor] = None,
 ) -> dict[str, torch.Tensor]:
     """What ND acts on, for logs and reports, over the rows where ``foreground`` (a (N,) bool
     mask; every row when None): ``norm_ratio``, the student's mean embedding norm over the
-    teacher's, and ``cosine_to_class_mean``, the mean cosine between each student embedding and
-    the class mean of its label.  Arguments as :func:`nd_loss`'s; 0-d float tensors (0 without
-    rows), no host-device sync."""
+    teacher's, and, given ``labels`` and ``class_means``, ``cosine_to_class_mean``, the mean
+    cosine between each student embedding and the class mean of its label.  Arguments as
+    :func:`nd_loss`'s; 0-d float tensors (0 without rows), no host-device sync."""
     s, t = at_least_float32(student), at_least_float32(teacher)
     keep = s.new_ones(len(s)) if foreground is None else foreground.to(s.dtype)
-    cosines = F.cosine_similarity(s, at_least_float32(class_means).index_select(0, labels), dim=1)
+    ratio = (s.norm(dim=1) * keep).sum() / (t.norm(dim=1) * keep).sum().clamp_min(_EPS)
+    if class_means is None:
+        return {"norm_ratio": ratio}
+    centres = at_least_float32(class_means).index_select(0, labels)
+    cosines = F.cosine_similarity(s, centres, dim=1)
     return {
-        "norm_ratio": (s.norm(dim=1) * keep).sum() / (t.norm(dim=1) * keep).sum().clamp_min(_EPS),
+        "norm_ratio": ratio,
         "cosine_to_class_mean": (cosines * keep).sum() / keep.sum().clamp_min(1.0),
     }
 

@@ -409,7 +409,7 @@ CASES = {
     "extract_output_exists": lambda c, t: (
         EXTRACT,
         _extract(t, "model.weights", t["weights"], output=t["means"]),
-        "means.pth exists: pass --overwrite to replace it",
+        "means.pth exists; pass --overwrite to replace it",
     ),
     "extract_unknown_flag": lambda c, t: (
         EXTRACT,
