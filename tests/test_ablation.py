@@ -150,3 +150,62 @@ def test_report_of_one_seed_no_pair_and_a_teacher_below_the_student():
     assert "No X / X++ pair among the methods run: nothing to pair." in text
     assert "| pair |" not in text and "the teacher is not above the student alone" in text
     assert "| KD++ | 51.00 ± 2.83 | - |" in text
+
+
+def test_selection_split_holds_out_a_fold_of_the_demo_training_tiles(tmp_path):
+    """The split that chooses the demo's settings never holds a demo val tile: its train and
+    held-out parts partition the demo's training tiles, the held-out fold is the lattice's
+    residue 4 (no two side by side), the two whole images train."""
+    from detectron2.data import DatasetCatalog
+    from nd_ablation.splits import register_selection_split
+    from nd_common.embedded import register_embedded_dataset
+
+    demo_train, demo_val = (
+        {r["file_name"] for r in DatasetCatalog.get(n)} for n in register_embedded_dataset()
+    )
+    train, held_out = (DatasetCatalog.get(n) for n in register_selection_split(str(tmp_path)))
+    names = [{r["file_name"] for r in part} for part in (train, held_out)]
+    assert names[0] | names[1] == demo_train and not names[0] & names[1]
+    assert not (names[0] | names[1]) & demo_val
+    assert (len(train), len(held_out)) == (29, 9)
+    assert sum(len(r["annotations"]) for r in held_out) == 169
+    coco = {p: json.loads((tmp_path / f"{p}.json").read_text()) for p in ("train", "val")}
+    residues = {
+        part: {(im["window"][1] // 400 + 2 * (im["window"][0] // 400)) % 5 for im in c["images"]}
+        for part, c in coco.items()
+    }
+    assert residues == {"train": {0, 1, 3}, "val": {4}}
+    sources = {im["source"] for im in coco["train"]["images"]}
+    assert {"OSBS_029.tif", "SOAP_061.png"} <= sources  # the two whole images train
+
+
+def test_demo_settings_report_applies_the_criterion(tmp_path):
+    """--demo-settings: per seed the paired gain; its mean +- sample std, the gap share, and the
+    criterion of docs/demo.md (mean >= 2 std and >= 30 % of the gap), both ways."""
+    from nd_ablation.demo_settings import render_markdown, summarize
+    from nd_common.configs import Recipe
+
+    def report(alone, distilled, teacher=(20.0, 21.0, 22.0)):
+        jobs = [
+            dict(kind=kind, seed=seed, result={"metrics": {"AP": ap, "AP50": ap, "AP75": ap}})
+            for kind, values in (("teacher", teacher), ("alone", alone), ("distilled", distilled))
+            for seed, ap in zip((0, 1, 2), values)
+        ]
+        r = summarize(Recipe(), [0, 1, 2], "val", jobs, str(tmp_path))
+        return dict(r, wall_time_s=1.0, jobs_run=9, jobs_cached=0)
+
+    met = report(alone=(10.0, 11.0, 12.0), distilled=(14.0, 14.5, 16.5))
+    assert [met["per_seed"][s]["gain"] for s in "012"] == [4.0, 3.5, 4.5]
+    assert met["gain"]["mean"] == pytest.approx(4.0) and met["gain"]["std"] == pytest.approx(0.5)
+    assert met["gap"] == pytest.approx(10.0) and met["gap_closed_percent"] == pytest.approx(40.0)
+    assert met["above_noise"] and met["meets_issue_33"]
+    assert "**met** (the gain is above its noise)" in render_markdown(met)
+    assert (
+        met["settings"]["method_name"] == "ReviewKD++" and met["split_sizes"]["eval"]["tiles"] == 9
+    )
+
+    noisy = report(alone=(10.0, 11.0, 12.0), distilled=(16.0, 11.0, 13.0))
+    assert noisy["gain"]["mean"] == pytest.approx(7 / 3) and not noisy["above_noise"]
+    assert "**not met** (the gain is within its noise)" in render_markdown(noisy)
+    small = report(alone=(10.0, 11.0, 12.0), distilled=(11.0, 12.1, 12.9))  # 10 % of the gap
+    assert small["above_noise"] and not small["meets_issue_33"]

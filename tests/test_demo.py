@@ -51,7 +51,7 @@ from .helpers.markdown import parse_markdown_table
 from .helpers.tiny_distill import REPO
 
 DEMO = os.path.join(REPO, "tools", "demo.py")
-# toy size: 192 px images, two iterations per model, one thread
+# toy size: 128 px images, two iterations per model, one thread
 TOY_ARGS = [
     "--teacher-iters",
     "2",
@@ -64,13 +64,13 @@ TOY_ARGS = [
     "--threads",
     "1",
     "INPUT.MIN_SIZE_TRAIN",
-    "(192,)",
+    "(128,)",
     "INPUT.MAX_SIZE_TRAIN",
-    "192",
+    "128",
     "INPUT.MIN_SIZE_TEST",
-    "192",
+    "128",
     "INPUT.MAX_SIZE_TEST",
-    "192",
+    "128",
 ]
 
 

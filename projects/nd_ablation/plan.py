@@ -133,7 +133,7 @@ QUICK_SIZES = Sizes(
     cls_epochs=1,
     cls_warm_up_epochs=1,
     cls_batch_size=50,
-    det_input_size=192,
+    det_input_size=128,
 )
 
 
