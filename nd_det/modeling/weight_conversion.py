@@ -47,10 +47,9 @@ from typing import Optional
 
 import torch
 
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, input_stage
 from ..utils.checkpoint_files import state_mismatch
 from ..utils.safe_pickle import load_torch
-from ..utils.text import first_line
 from .backbone.torchvision_stages import TORCHVISION_DEFAULT_STAGES, build_torchvision_classifier
 
 __all__ = [
@@ -75,12 +74,8 @@ DEFAULT_KEY_PREFIX = "backbone.bottom_up."
 
 def load_torchvision_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
     """A torchvision weight file (``torch.save(model.state_dict())``), read as data."""
-    try:
+    with input_stage(f"--input {path}"):  # missing, truncated, not a torch file: one line
         loaded = load_torch(path)
-    except UserError:
-        raise
-    except Exception as e:  # noqa: BLE001 - missing, truncated, not a torch file
-        raise ConfigError(f"--input {path} cannot be read ({first_line(e)})") from None
     if not isinstance(loaded, Mapping) or not all(torch.is_tensor(v) for v in loaded.values()):
         raise ConfigError(f"--input {path} is not a state dict: give torchvision's ImageNet file")
     return OrderedDict(loaded)
