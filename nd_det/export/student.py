@@ -23,7 +23,7 @@ from detectron2.modeling import build_model
 
 from ..config import add_backbone_config
 from ..errors import ConfigError, FileError
-from ..modeling.distill_terms import terms_with_modules
+from ..distill import terms_with_modules
 from ..modeling.student_checkpoint import (
     BACKBONE_CONFIG_NODES,
     load_student_checkpoint,
