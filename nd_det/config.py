@@ -17,10 +17,16 @@ from collections.abc import Sequence
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-from .errors import ConfigError
+from .errors import ConfigError, input_stage
 from .utils.paths import not_found
 
-__all__ = ["add_distill_config", "add_backbone_config", "merge_config", "load_config"]
+__all__ = [
+    "add_distill_config",
+    "add_backbone_config",
+    "merge_config",
+    "load_config",
+    "load_lazy_config",
+]
 
 
 def add_backbone_config(cfg: CN) -> CN:
@@ -112,8 +118,15 @@ def add_distill_config(cfg: CN) -> CN:
     # in LOSSES; checked against the teacher before training starts.
     _C.MODEL.DISTILL.CLASS_MEANS = "class_means/teacher_class_means.pth"
 
+    # --- ND's mechanism, live -------------------------------------------------------------------
+    # Every this many iterations (with detectron2's writers: metrics.json, the console,
+    # TensorBoard) the run logs nd/norm_ratio (the student's mean RoI-embedding norm over the
+    # teacher's on the same foreground RoIs) and, with ND, nd/cosine_to_class_mean (the mean
+    # cosine of each foreground embedding to the teacher's class mean of its label).  0: never.
+    _C.MODEL.DISTILL.MECHANISM_PERIOD = 20
+
     # --- which losses ---------------------------------------------------------------------------
-    # Names from ("nd", "kd", "dkd", "reviewkd"); each adds "loss_<name>" to the loss dict.
+    # Names from ("nd", "kd", "dkd", "dist", "reviewkd"); each adds "loss_<name>" to the loss dict.
     # ReviewKD++ = ["reviewkd", "nd"]; KD++ = ["kd", "nd"]; DKD++ = ["dkd", "nd"]; [] = no
     # distillation (the student trains alone and the teacher is not built).
     _C.MODEL.DISTILL.LOSSES = ["reviewkd", "nd"]
@@ -150,6 +163,18 @@ def add_distill_config(cfg: CN) -> CN:
     _C.MODEL.DISTILL.DKD.BETA = 0.25
     # Softmax temperature T (both terms are scaled by T^2).
     _C.MODEL.DISTILL.DKD.TEMPERATURE = 1.0
+
+    # DIST (Huang et al., 2022) on the RoI logits: inter- and intra-class Pearson relations
+    # (DIST++ = ["dist", "nd"]).  No published detection recipe: the paper's defaults.
+    _C.MODEL.DISTILL.DIST = CN()
+    # Weight of loss_dist.
+    _C.MODEL.DISTILL.DIST.WEIGHT = 1.0
+    # Weight of the inter-class (per RoI, across classes) relation.
+    _C.MODEL.DISTILL.DIST.BETA = 1.0
+    # Weight of the intra-class (per class, across RoIs) relation.
+    _C.MODEL.DISTILL.DIST.GAMMA = 1.0
+    # Softmax temperature T.
+    _C.MODEL.DISTILL.DIST.TEMPERATURE = 1.0
 
     # ReviewKD: ABF fusion of the student FPN levels + HCL against the teacher's levels.
     _C.MODEL.DISTILL.REVIEWKD = CN()
@@ -205,3 +230,31 @@ def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True)
     if freeze:
         cfg.freeze()
     return cfg
+
+
+_MISSING = object()
+
+
+def load_lazy_config(
+    path: str, overrides: Sequence[str] = (), what: str = "", fix="the override", required=()
+):
+    """A LazyConfig (``LazyConfig.load``) with detectron2's dotted overrides (``key=value``),
+    each naming a key the file has (OmegaConf would silently add a misspelt one), as must the
+    ``required`` keys; what detectron2, omegaconf or hydra refuse is one ConfigError naming
+    ``what`` (default ``--config-file <path>``; ``fix``: what to change instead of the file)."""
+    from detectron2.config import LazyConfig
+    from omegaconf import OmegaConf
+
+    what = what or f"--config-file {path}"
+    with input_stage(what):
+        root = LazyConfig.load(path)
+        keys = [*required, *(str(o).split("=", 1)[0].strip() for o in overrides)]
+        unknown = [k for k in keys if OmegaConf.select(root, k, default=_MISSING) is _MISSING]
+        if unknown:
+            raise ConfigError(f"{what} has no key {unknown[0]!r}; fix {fix} or the file")
+        try:
+            LazyConfig.apply_overrides(root, list(overrides))
+        except Exception as e:  # noqa: BLE001 - hydra's parse errors share no type of the table
+            message = " ".join(str(e).split("\n")[:2])
+            raise ConfigError(f"{what}: {message}; write each override as key=value") from None
+    return root

@@ -100,12 +100,13 @@ def preflight_distill(cfg: CfgNode):
     return build_on_meta(cfg)
 
 
-def check_train_run(cfg: CfgNode, args) -> None:
-    """tools/train_net.py without --eval-only."""
+def check_train_run(cfg: CfgNode, args, build=preflight_distill) -> None:
+    """tools/train_net.py without --eval-only (``build(cfg)``: the run's model on the meta
+    device; a LazyConfig run's is built from its own file)."""
     check_run_keys(cfg, args)
     check_datasets(cfg)
     check_writable(cfg.OUTPUT_DIR, "OUTPUT_DIR", folder=True)
-    teacher = getattr(preflight_distill(cfg), "teacher", None)
+    teacher = getattr(build(cfg), "teacher", None)
     if teacher is not None and cfg.MODEL.DISTILL.REVIEWKD.NORM == "bn":
         bn_group_size(
             cfg.MODEL.DISTILL.REVIEWKD.BN_IMAGES,
@@ -123,18 +124,23 @@ def check_train_run(cfg: CfgNode, args) -> None:
         teacher.load_weights()  # on the meta device: names and shapes
 
 
-def check_eval_run(cfg: CfgNode, args) -> None:
-    """tools/train_net.py --eval-only [--eval-teacher]."""
+def _student_on_meta(cfg: CfgNode):
+    return build_on_meta(plain_student_cfg(cfg), "the student")
+
+
+def check_eval_run(cfg: CfgNode, args, build_student=_student_on_meta, teacher=None) -> None:
+    """tools/train_net.py --eval-only [--eval-teacher] (``build_student(cfg)``: the student on
+    the meta device, ``teacher``: its TeacherSpec; a LazyConfig run's come from its file)."""
     check_run_keys(cfg, args, train=False)
     check_datasets(cfg, splits=("TEST",), required=("TEST",))
     check_writable(cfg.OUTPUT_DIR, "OUTPUT_DIR", folder=True)
     if not cfg.MODEL.WEIGHTS:
         raise ConfigError("--eval-only needs MODEL.WEIGHTS (the student checkpoint to evaluate)")
     # on the meta device: names and shapes, the student entries of any checkpoint
-    load_student_checkpoint(build_on_meta(plain_student_cfg(cfg), "the student"), cfg.MODEL.WEIGHTS)
+    load_student_checkpoint(build_student(cfg), cfg.MODEL.WEIGHTS)
     if args.eval_teacher:
         with torch.device("meta"):
-            FrozenTeacher(cfg)
+            FrozenTeacher(teacher or cfg)
     for name in cfg.DATASETS.TEST:
         evaluator_kind(name)
     scan_registered_datasets(cfg.DATASETS.TEST)

@@ -3,6 +3,7 @@ that writes into OUTPUT_DIR (only once every check has passed)."""
 
 import logging
 import os
+from typing import Optional
 
 import torch
 from detectron2.config import CfgNode
@@ -43,7 +44,7 @@ def setup_cfg(args, splits=("TRAIN", "TEST"), setup: bool = False) -> CfgNode:
     return cfg
 
 
-def setup_run(cfg: CfgNode, args) -> None:
+def setup_run(cfg: CfgNode, args, config_text: Optional[str] = None) -> None:
     """What detectron2's ``default_setup`` does, in each process of a run that passed its
     checks: loggers into OUTPUT_DIR, the environment and command line in the log, the full config
     saved as OUTPUT_DIR/config.yaml, seeding, cuDNN benchmark.
@@ -51,6 +52,7 @@ def setup_run(cfg: CfgNode, args) -> None:
     A resumed run (``--resume``) keeps the config.yaml of the run it continues (the record of
     the settings the checkpoints were trained with) and writes its own next to it as
     config.resume.yaml.  (``default_setup`` would overwrite it, hence this copy of its steps.)
+    ``config_text``: what the file holds instead of ``cfg.dump()`` (a LazyConfig run's own).
     The config is written atomically (a run killed then leaves no half record); a folder or file
     the system refuses is one FileError naming it and the ``[Errno N]`` cause."""
     output_dir = cfg.OUTPUT_DIR
@@ -73,7 +75,7 @@ def setup_run(cfg: CfgNode, args) -> None:
         if getattr(args, "resume", False) and os.path.isfile(path):
             path = os.path.join(output_dir, "config.resume.yaml")
         try:
-            atomic_write_text(cfg.dump(), path)
+            atomic_write_text(config_text or cfg.dump(), path)
         except OSError as e:
             raise write_failed(
                 "the run's config",

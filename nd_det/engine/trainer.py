@@ -132,6 +132,9 @@ class _DistilledFrom:
 class DistillTrainer(DefaultTrainer):
     """DefaultTrainer's workflow for DistillRCNN (see the module docstring)."""
 
+    ddp_options: dict = {}  # DistributedDataParallel's options beyond broadcast_buffers=False
+    log_period = 20  # iterations between metrics.json / console lines
+
     def __init__(self, cfg):
         TrainerBase.__init__(self)  # the objects DefaultTrainer.__init__ makes are built below
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
@@ -142,7 +145,7 @@ class DistillTrainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        ddp_options = {"broadcast_buffers": False}
+        ddp_options = {"broadcast_buffers": False, **self.ddp_options}
         if model.device.type == "cpu":
             ddp_options["device_ids"] = None  # gloo: DDP on CPU takes no device ids
         model = create_ddp_model(model, **ddp_options)
@@ -222,7 +225,7 @@ class DistillTrainer(DefaultTrainer):
                 raise write_failed(
                     "training metrics", cfg.OUTPUT_DIR, e, "free space or fix OUTPUT_DIR"
                 ) from None
-            ret.append(_WriterHook(writers, period=20))
+            ret.append(_WriterHook(writers, period=self.log_period))
         return ret
 
     def build_train_loader(self, cfg):

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..distill import DistillInputs
 from ..errors import ConfigError
+from ..losses import nd_mechanism
 from .distill_terms import build_detection_terms
 from .teacher import FrozenTeacher, TeacherNeeds
 from .teacher.source import on_meta_device
@@ -51,20 +52,38 @@ class DistillRCNN(GeneralizedRCNN):
     """Faster/Mask R-CNN student + frozen teacher + distillation terms."""
 
     @configurable
-    def __init__(self, *, teacher: Optional[FrozenTeacher], distill_terms: nn.ModuleList, **kwargs):
+    def __init__(
+        self,
+        *,
+        teacher: Optional[FrozenTeacher],
+        distill_terms,
+        mechanism_period: int = 20,
+        **kwargs,
+    ):
         """
         Args:
-            teacher: the frozen teacher, or None when no term is configured.
+            teacher: the frozen teacher, or None when no term is configured; its weights are
+                loaded here, after the terms (a wrong class-means table is named before large
+                weights are read), unless loaded already or built on the meta device.
             distill_terms: the distillation terms (their trainable parts, e.g. ReviewKD's ABF
-                modules, belong to the student side and are saved in its checkpoints).
+                modules, belong to the student side and are saved in its checkpoints), or a
+                builder of them called with the built student and the teacher (a LazyConfig's
+                terms: they need both models' shapes; :mod:`nd_det.modeling.lazy`).
+            mechanism_period: every this many iterations ND's mechanism goes into the
+                EventStorage (:meth:`put_mechanism`); 0 never.
             kwargs: GeneralizedRCNN's arguments, for the student.
         """
         super().__init__(**kwargs)
         if distill_terms and teacher is None:
             raise ConfigError("DistillRCNN: distillation terms need a teacher; give teacher=")
+        if not isinstance(distill_terms, nn.Module):
+            distill_terms = distill_terms(self, teacher)
+        if teacher is not None and not teacher.weights_loaded and not on_meta_device():
+            teacher.load_weights()  # the checks before a run build everything on the meta device
         # not an nn.Module: the teacher stays out of state_dict, parameters and DDP
         self.teacher = teacher
         self.distill_terms = distill_terms
+        self.mechanism_period = mechanism_period
         self.teacher_needs = TeacherNeeds(
             embeddings=any(t.needs_teacher_embeddings for t in distill_terms),
             logits=any(t.needs_teacher_logits for t in distill_terms),
@@ -76,17 +95,19 @@ class DistillRCNN(GeneralizedRCNN):
             check_student_heads(cfg)  # before detectron2's heads assert their own details
         ret = super().from_config(cfg)
         if not cfg.MODEL.DISTILL.LOSSES:
-            ret.update(teacher=None, distill_terms=nn.ModuleList())
+            ret.update(teacher=None, distill_terms=nn.ModuleList(), mechanism_period=0)
             return ret
         teacher = FrozenTeacher(cfg, load_weights=False)
         student = SimpleNamespace(backbone=ret["backbone"], roi_heads=ret["roi_heads"])
         # builds every term; the ND term loads and validates the class-means file now, before
         # the (possibly downloaded) teacher weights are read
         terms = build_detection_terms(cfg, student, teacher)
-        if not on_meta_device():  # the checks before a run build everything on the meta device
-            teacher.load_weights()
         logger.info("Distillation terms: %s", list(cfg.MODEL.DISTILL.LOSSES))
-        ret.update(teacher=teacher, distill_terms=terms)
+        ret.update(
+            teacher=teacher,
+            distill_terms=terms,
+            mechanism_period=cfg.MODEL.DISTILL.MECHANISM_PERIOD,
+        )
         return ret
 
     # ---------------------------------------------------------------- teacher bookkeeping
@@ -119,12 +140,39 @@ class DistillRCNN(GeneralizedRCNN):
             inputs = self.distill_inputs(features, embeddings, logits, teacher_images, sampled)
             for term in self.distill_terms:
                 losses["loss_" + term.name] = term(inputs)
+            period = self.mechanism_period
+            if period and (get_event_storage().iter + 1) % period == 0:
+                self.put_mechanism(inputs, sampled)
 
         if self.vis_period > 0:
             storage = get_event_storage()
             if storage.iter % self.vis_period == 0:
                 self.visualize_training(batched_inputs, sampled)
         return losses
+
+    @torch.no_grad()
+    def put_mechanism(self, inputs: DistillInputs, sampled: list[Instances]) -> None:
+        """ND's mechanism in this step, into detectron2's EventStorage (metrics.json, the
+        console, TensorBoard): ``nd/norm_ratio``, the student's mean RoI-embedding norm over the
+        teacher's on the same foreground RoIs, and with the ND term ``nd/cosine_to_class_mean``
+        (:meth:`NDTerm.mechanism <nd_det.distill.nd.NDTerm.mechanism>`).  A run without ND runs
+        the teacher's box head on the sampled boxes for it."""
+        nd = next((term for term in self.distill_terms if term.name == "nd"), None)
+        if nd is not None:
+            values = nd.mechanism(inputs)
+        else:
+            teacher = inputs.teacher_embeddings
+            if teacher is None:
+                boxes = [p.proposal_boxes for p in sampled]
+                teacher = self.teacher.box_embeddings(inputs.teacher_features, boxes)
+            foreground = inputs.labels < self.roi_heads.num_classes
+            values = nd_mechanism(
+                inputs.student_embeddings, teacher, inputs.labels, None, foreground
+            )
+        storage = get_event_storage()
+        storage.put_scalars(
+            smoothing_hint=False, **{f"nd/{k}": float(v) for k, v in values.items()}
+        )
 
     @torch.no_grad()
     def distill_step_inputs(self, batched_inputs: list[dict[str, torch.Tensor]]):

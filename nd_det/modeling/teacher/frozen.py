@@ -45,6 +45,7 @@ from ..weights import local_weights_file
 from .box_stage import box_stage, num_box_stages
 from .input_size import check_input_size
 from .source import TeacherSource
+from .spec import TeacherSpec, as_teacher_spec
 from .weights import (
     allowed_unexpected,
     resolve_teacher_weights,
@@ -84,7 +85,8 @@ class TeacherOutputs:
 class FrozenTeacher:
     """The frozen teacher of a distillation config (see the module docstring).
 
-    ``FrozenTeacher(cfg)`` reads the teacher's config once, builds, checks, freezes and loads;
+    ``FrozenTeacher(cfg)`` (a yacs distillation config, or a :class:`TeacherSpec` of explicit
+    values: :meth:`from_values`) reads the teacher's config once, builds, checks, freezes and loads;
     ``load_weights=False`` leaves the random weights (call :meth:`load_weights` later:
     DistillRCNN first builds the terms, so that a wrong class-means table is reported before
     large weights are read).  Built inside ``with torch.device("meta")`` it has shapes and
@@ -93,25 +95,34 @@ class FrozenTeacher:
     and moves it with :meth:`apply`.
     """
 
-    def __init__(self, cfg: CfgNode, load_weights: bool = True):
-        self.source = TeacherSource(cfg)
+    def __init__(self, cfg: "CfgNode | TeacherSpec", load_weights: bool = True):
+        spec = self.spec = as_teacher_spec(cfg)  # a yacs config: its MODEL.DISTILL values
+        self.source = TeacherSource(spec)
         self.cfg = self.source.config  # a yacs CfgNode, or the LazyConfig of a .py teacher
-        self.flip_channels = _needs_flip(cfg.INPUT.FORMAT, self.source.input_format)
-        self.autocast = cfg.MODEL.DISTILL.TEACHER_AUTOCAST
+        self.flip_channels = _needs_flip(spec.student_format, self.source.input_format)
+        self.autocast = spec.autocast
         if self.autocast not in _AUTOCAST_VALUES:
             raise ConfigError(
                 f"MODEL.DISTILL.TEACHER_AUTOCAST {self.autocast!r}: use one of {_AUTOCAST_VALUES}"
             )
-        self._source_cfg = cfg
         self.weights = ""  # resolved by load_weights
         self.model = freeze(self.source.build())
-        self.box_head, self.box_predictor, self.box_stage = _checked_model(cfg, self.model)
-        self.identity = teacher_identity(cfg)
+        self.box_head, self.box_predictor, self.box_stage = _checked_model(spec, self.model)
+        self.identity = teacher_identity(spec)
         if num_box_stages(self.model.roi_heads) > 1:  # class means are per stage
             self.identity["teacher_box_stage"] = self.box_stage
         self.weights_loaded = False
         if load_weights:
             self.load_weights()
+
+    @classmethod
+    def from_values(cls, load_weights: bool = False, **values) -> "FrozenTeacher":
+        """The teacher of explicit values (the fields of :class:`TeacherSpec`): what a LazyConfig
+        names, ``L(FrozenTeacher.from_values)(config=..., weights=...,
+        student_format="${..input_format}", num_classes="${..roi_heads.num_classes}")``.  Its
+        weights are not loaded unless ``load_weights``: the DistillRCNN holding it loads them
+        once its terms are built."""
+        return cls(TeacherSpec(**values), load_weights=load_weights)
 
     # ------------------------------------------------------------------ weights
     def load_weights(self) -> None:
@@ -119,7 +130,7 @@ class FrozenTeacher:
         in name and shape, or when the file is a student distilled from this very teacher (the
         ``distilled_from`` record of its DistillTrainer checkpoint): no teacher of this run.  On
         the meta device this checks names and shapes only: the checks before a run."""
-        self.weights = resolve_teacher_weights(self._source_cfg)
+        self.weights = resolve_teacher_weights(self.spec)
         local = local_weights_file("MODEL.DISTILL.TEACHER_WEIGHTS", self.weights)
         checkpointer = StrictCheckpointer(
             self.model,
@@ -233,24 +244,24 @@ class FrozenTeacher:
 
 
 # ---------------------------------------------------------------------- the checks
-def _checked_model(cfg: CfgNode, model: nn.Module) -> tuple[nn.Module, nn.Module, int]:
+def _checked_model(spec: TeacherSpec, model: nn.Module) -> tuple[nn.Module, nn.Module, int]:
     """The checks of the built teacher (real or on the meta device): a two-stage R-CNN with the
     student's classes, the chosen box stage, its square padding against the student's images.
     Returns (box head, box predictor, stage) of the chosen stage."""
-    name = cfg.MODEL.DISTILL.TEACHER_CONFIG
+    name = spec.config
     heads = getattr(model, "roi_heads", None)
     if not (isinstance(heads, StandardROIHeads) and model.proposal_generator is not None):
         raise ConfigError(
             f"the teacher ({name}) is a {type(model).__name__}: use a Faster, Mask "
             "or Cascade R-CNN (an RPN and StandardROIHeads or CascadeROIHeads)"
         )
-    if heads.num_classes != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+    if heads.num_classes != spec.num_classes:
         raise ConfigError(
             f"the teacher ({name}) has {heads.num_classes} classes, MODEL.ROI_HEADS.NUM_CLASSES "
-            f"{cfg.MODEL.ROI_HEADS.NUM_CLASSES}: use a teacher of these classes (TEACHER_OPTS)"
+            f"{spec.num_classes}: use a teacher of these classes (TEACHER_OPTS)"
         )
-    head, predictor, stage = box_stage(heads, int(cfg.MODEL.DISTILL.TEACHER_CASCADE_STAGE))
-    check_input_size(cfg, model.backbone, name)
+    head, predictor, stage = box_stage(heads, spec.cascade_stage)
+    check_input_size(spec.max_input_size, model.backbone, name)
     return head, predictor, stage
 
 

@@ -3,16 +3,14 @@ fixed square (ViTDet's ``SimpleFeaturePyramid(square_pad=1024)``) crops an image
 square without a word, so such a teacher is refused when the student's images can be larger
 (INPUT.MAX_SIZE_TRAIN: the training step; INPUT.MAX_SIZE_TEST: the gt-boxes class means)."""
 
-from detectron2.config import CfgNode
-
 from ...errors import ConfigError
 
 __all__ = ["check_input_size"]
 
 
-def check_input_size(cfg: CfgNode, backbone, teacher_name: str) -> None:
+def check_input_size(size: int, backbone, teacher_name: str) -> None:
+    """``size``: the largest image side of the student (0: unknown, nothing checked)."""
     square = int(backbone.padding_constraints.get("square_size", 0) or 0)
-    size = max(int(cfg.INPUT.MAX_SIZE_TRAIN), int(cfg.INPUT.MAX_SIZE_TEST))
     if 0 < square < size:
         raise ConfigError(
             f"the teacher ({teacher_name}) pads images to {square} px squares but INPUT.MAX_SIZE_"

@@ -18,18 +18,18 @@ refuse while reading or building it is one line naming the key (``input_stage``)
 import os
 
 import torch
-from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
+from detectron2.config import CfgNode, get_cfg, instantiate
 from detectron2.modeling import META_ARCH_REGISTRY
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ...config import add_distill_config, merge_config
-from ...errors import ConfigError, input_stage
+from ...config import add_distill_config, load_lazy_config, merge_config
+from ...errors import input_stage
+from .spec import TeacherSpec, as_teacher_spec
 
 __all__ = ["TeacherSource", "teacher_config_file", "is_lazy_config", "on_meta_device"]
 
 _KEY = "MODEL.DISTILL.TEACHER_CONFIG"
-_MISSING = object()
 
 
 def is_lazy_config(name: str) -> bool:
@@ -56,13 +56,14 @@ class TeacherSource:
     """The teacher's config (yacs ``CfgNode`` or LazyConfig ``DictConfig`` in ``config``), read
     once, its input format, and its builder."""
 
-    def __init__(self, cfg: CfgNode):
-        self.name = cfg.MODEL.DISTILL.TEACHER_CONFIG
-        self.device = str(cfg.MODEL.DEVICE)
+    def __init__(self, cfg: "CfgNode | TeacherSpec"):
+        spec = as_teacher_spec(cfg)
+        self.name = spec.config
+        self.device = spec.device
         self.lazy = is_lazy_config(self.name)
-        opts = list(cfg.MODEL.DISTILL.TEACHER_OPTS)
+        opts = list(spec.opts)
         with input_stage(f"{_KEY} {self.name}"):
-            self.config = _lazy_config(self.name, opts) if self.lazy else _yacs_config(cfg, opts)
+            self.config = _lazy_config(self.name, opts) if self.lazy else _yacs_config(spec, opts)
 
     @property
     def input_format(self) -> str:
@@ -91,15 +92,15 @@ class TeacherSource:
         return instantiate(self.config.model)
 
 
-def _yacs_config(cfg: CfgNode, opts: list) -> CfgNode:
+def _yacs_config(spec: TeacherSpec, opts: list) -> CfgNode:
     """The teacher's yaml + TEACHER_OPTS (KEY VALUE pairs), on the student's device."""
     teacher_cfg = add_distill_config(get_cfg())  # the teacher file may use nd-det backbones' keys
     teacher_cfg.set_new_allowed(True)  # a teacher yaml from another project may carry its keys
-    path = teacher_config_file(cfg.MODEL.DISTILL.TEACHER_CONFIG)
+    path = teacher_config_file(spec.config)
     merge_config(teacher_cfg, path, f"{_KEY} {path}")
     teacher_cfg.set_new_allowed(False)
     merge_config(teacher_cfg, opts, "MODEL.DISTILL.TEACHER_OPTS")
-    teacher_cfg.MODEL.DEVICE = cfg.MODEL.DEVICE
+    teacher_cfg.MODEL.DEVICE = spec.device
     teacher_cfg.MODEL.WEIGHTS = ""
     if teacher_cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":  # a teacher is a plain detector
         teacher_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
@@ -109,11 +110,6 @@ def _yacs_config(cfg: CfgNode, opts: list) -> CfgNode:
 
 def _lazy_config(name: str, overrides: list) -> DictConfig:
     """The teacher's LazyConfig file + TEACHER_OPTS (dotted ``key=value`` overrides of keys the
-    file has: OmegaConf would silently add a misspelt one)."""
-    root = LazyConfig.load(teacher_config_file(name))
-    keys = ["model"] + [str(o).split("=", 1)[0].strip() for o in overrides]
-    unknown = [k for k in keys if OmegaConf.select(root, k, default=_MISSING) is _MISSING]
-    if unknown:  # `model` is what is built; TEACHER_OPTS may only set keys the file has
-        raise ConfigError(f"{_KEY} {name} has no key {unknown[0]!r}; fix TEACHER_OPTS or the file")
-    LazyConfig.apply_overrides(root, overrides)
-    return root
+    file has); ``model`` is what is built."""
+    path = teacher_config_file(name)
+    return load_lazy_config(path, overrides, f"{_KEY} {name}", "TEACHER_OPTS", required=["model"])

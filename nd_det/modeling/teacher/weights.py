@@ -10,6 +10,7 @@ from detectron2.config import CfgNode
 
 from ...errors import ConfigError
 from ..student_checkpoint import DISTILL_STATE_PREFIX
+from .spec import TeacherSpec, as_teacher_spec
 
 __all__ = [
     "resolve_teacher_weights",
@@ -43,10 +44,10 @@ def weights_mismatch_message(weights: str, problems: str) -> str:
     )
 
 
-def resolve_teacher_weights(cfg: CfgNode) -> str:
+def resolve_teacher_weights(cfg: "CfgNode | TeacherSpec") -> str:
     """TEACHER_WEIGHTS, or the model-zoo URL of TEACHER_CONFIG when that is empty."""
-    weights = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
-    name = cfg.MODEL.DISTILL.TEACHER_CONFIG
+    spec = as_teacher_spec(cfg)
+    weights, name = spec.weights, spec.config
     if not weights and not os.path.isfile(name):
         from detectron2 import model_zoo
 
@@ -57,15 +58,16 @@ def resolve_teacher_weights(cfg: CfgNode) -> str:
     return weights
 
 
-def teacher_identity(cfg: CfgNode) -> dict:
+def teacher_identity(cfg: "CfgNode | TeacherSpec") -> dict:
     """The metadata that ties a class-means file, and a student's checkpoints, to the teacher
     of ``cfg`` (FrozenTeacher adds the box stage of a Cascade teacher)."""
+    spec = as_teacher_spec(cfg)
     try:
-        weights = resolve_teacher_weights(cfg)
+        weights = resolve_teacher_weights(spec)
     except ConfigError:
-        weights = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
+        weights = spec.weights
     return {
-        "teacher_config": cfg.MODEL.DISTILL.TEACHER_CONFIG,
+        "teacher_config": spec.config,
         "teacher_weights": weights,
-        "teacher_opts": [str(x) for x in cfg.MODEL.DISTILL.TEACHER_OPTS],
+        "teacher_opts": [str(x) for x in spec.opts],
     }
