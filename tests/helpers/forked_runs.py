@@ -3,20 +3,23 @@ run, each killed (SIGKILL) at a chosen moment or given a simulated full disk.
 
 ``python -m tests.helpers.forked_runs PLAN.json REPORT.json`` with PLAN::
 
-    {"argv": [train_net arguments, without OUTPUT_DIR], "seed": 0, "timing": null | REPORT ENTRY,
-     "runs": [{"output": DIR, "resume": false, "log": FILE, "signal": 9,
+    {"argv": [the tool's arguments, without its output folder], "seed": 0,
+     "tool": "train_net" | "lazy_train_net", "timing": null | REPORT ENTRY,
+     "runs": [{"output": DIR, "resume": false, "log": FILE, "signal": 9, "args": [...],
                "kill": null | "setup" | "training" | "during_write",
                "fault": null | "enospc_checkpoint:<name>.pth" | "enospc_metrics"}, ...]}
 
-A run is a real process running the tool's own code (``nd_det.engine.train_net.main``) from
-the start; forking from a process that has only imported the modules saves the ~3 s import
-per run.  ``kill`` sends SIGKILL at a moment drawn from a seeded generator: ``"setup"``, between
-the start and the time the first (unkilled) run needed to start training; ``"training"``, once
-the run's log says that training started, after up to an eighth of the first run's training
-time; ``"during_write"``, as soon as the temporary file of this run's second checkpoint appears
-in the output folder (the first one completes: each such run moves the training on).
-``timing``: the report entry of an earlier unkilled run, to time the kills instead of the first
-run.  ``signal``: another signal than SIGKILL (e.g. 10, SIGUSR1, for a preemption).  A
+A run is a real process running the tool's own code (``nd_det.engine.train_net.main``, or
+``nd_det.engine.lazy_train_net.main`` with ``"tool": "lazy_train_net"``) from the start; forking
+from a process that has only imported the modules saves the ~3 s import per run.  ``kill``
+sends SIGKILL at a moment drawn from a seeded generator: ``"setup"``, between the start and the
+time the first (unkilled) run needed to start training; ``"training"``, once the run's log says
+that training started, after up to an eighth of the first run's training time;
+``"during_write"``, as soon as the temporary file of this run's second checkpoint appears in
+the output folder (the first one completes: each such run moves the training on).  ``args``:
+more arguments of that run.  ``timing``: the report entry of an earlier unkilled run, to time
+the kills instead of the first run.  ``signal``: another signal than SIGKILL (e.g. 10, SIGUSR1,
+for a preemption).  A
 ``fault`` makes the run's writes fail with ENOSPC half-way: the temporary file of the named
 checkpoint, or metrics.json, as a full disk would.  REPORT lists, per run, its exit
 status (negative: the signal), whether it was killed, whether a checkpoint write was under way
@@ -39,7 +42,7 @@ from nd_det.utils.import_warnings import ignore_detectron2_import_warnings
 ignore_detectron2_import_warnings()
 import torch  # noqa: E402
 
-from nd_det.engine.train_net import main  # noqa: E402
+from nd_det.engine import lazy_train_net, train_net  # noqa: E402
 from nd_det.utils.checkpoint_files import file_problem  # noqa: E402
 
 _POLL_S = 0.001
@@ -79,7 +82,14 @@ def _full_disk(fault: str) -> None:
         events.JSONWriter.write = write
 
 
-def _child(argv, run) -> None:
+# each tool's main and how its output folder is given
+TOOLS = {
+    "train_net": (train_net.main, lambda output: ["OUTPUT_DIR", output]),
+    "lazy_train_net": (lazy_train_net.main, lambda output: [f"train.output_dir={output}"]),
+}
+
+
+def _child(argv, run, tool) -> None:
     code = 1
     try:
         with open(run["log"], "wb", buffering=0) as log:
@@ -89,7 +99,8 @@ def _child(argv, run) -> None:
         sys.stderr = open(2, "w", buffering=1, closefd=False)
         if run.get("fault"):
             _full_disk(run["fault"])
-        args = list(argv) + ["OUTPUT_DIR", run["output"]]
+        main, output = TOOLS[tool]
+        args = list(argv) + list(run.get("args", ())) + output(run["output"])
         if run.get("resume"):
             args = ["--resume"] + args
         try:
@@ -111,14 +122,14 @@ def _temporary_checkpoints(output: str):
     return glob.glob(os.path.join(output, ".model_*.tmp"))
 
 
-def _run(argv, run, delay):
+def _run(argv, run, delay, tool="train_net"):
     """Fork one run; kill it per ``run["kill"]`` (``delay``: seconds from the start, or from the
     start of training for "training"); returns its report entry."""
     left_before = set(_temporary_checkpoints(run["output"]))  # by a run killed earlier
     start = time.perf_counter()
     pid = os.fork()
     if pid == 0:
-        _child(argv, run)
+        _child(argv, run, tool)
     kill = run.get("kill")
     killed, during_write, started_at = False, False, None
 
@@ -183,7 +194,7 @@ def execute(plan):
         if run.get("kill"):
             assert setup is not None, "the first run, unkilled, times the others' kill moments"
             delay = rng.uniform(0.0, setup if run["kill"] == "setup" else training / 8)
-        entry = _run(plan["argv"], run, delay)
+        entry = _run(plan["argv"], run, delay, plan.get("tool", "train_net"))
         if setup is None and entry["started_training_after"] is not None:
             setup = entry["started_training_after"]
             training = entry["seconds"] - setup
