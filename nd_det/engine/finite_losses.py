@@ -1,4 +1,12 @@
-"""Stop training on the first non-finite loss, naming the loss term and the iteration."""
+"""Stop training on the first non-finite loss, naming the loss term and the iteration, on every
+rank before its optimizer step.
+
+detectron2's trainers check the summed loss too, but only on the main process, after gathering
+every rank's metrics (with ``async_write_metrics`` in a thread), and raise a FloatingPointError
+traceback: the other ranks step on with the non-finite gradients and wait in the next
+collective.  Their ``_write_metrics`` is the one point every rank passes after ``backward`` and
+before ``optimizer.step``, hence the override (detectron2 has no public hook there that sees the
+losses)."""
 
 from detectron2.engine import AMPTrainer, SimpleTrainer
 
