@@ -195,6 +195,11 @@ def tiny_sets(tmp_path_factory):
         (["model.teacher=null"], "DistillRCNN: distillation terms need a teacher; give teacher="),
         (["train.max_iter=0"], "train.max_iter 0: give 1 or more"),
         (
+            ["train.max_iter"],  # hydra's parse error: before, a traceback
+            "Error parsing override 'train.max_iter' missing EQUAL at '<EOF>'; write each "
+            "override as key=value",
+        ),
+        (
             ["dataloader.train.dataset.names=my_set"],
             "dataloader.train.dataset.names 'my_set' is not registered: add --dataset my_set",
         ),
@@ -203,7 +208,15 @@ def tiny_sets(tmp_path_factory):
             "--eval-only needs train.init_checkpoint (the student checkpoint to evaluate)",
         ),
     ],
-    ids=["unknown_key", "unknown_term_key", "no_teacher", "run_key", "dataset", "eval_weights"],
+    ids=[
+        "unknown_key",
+        "unknown_term_key",
+        "no_teacher",
+        "run_key",
+        "override_syntax",
+        "dataset",
+        "eval_weights",
+    ],
 )
 def test_lazyconfig_mistake_is_one_line_before_anything_is_written(
     tmp_path, capsys, tiny_sets, extra, expected
