@@ -1,6 +1,7 @@
 """tools/train_net.py end to end on a tiny COCO-format dataset, on CPU (real runs in
 subprocesses; set-up errors in process, through the same command-line code)."""
 
+import json
 import os
 import re
 import subprocess
@@ -46,6 +47,8 @@ def _prepare(tmp_path, config_file="R50_from_R101_nd.yaml", suffix=""):
         "1",
         "SOLVER.BASE_LR",
         "0.001",
+        "MODEL.DISTILL.MECHANISM_PERIOD",
+        "2",
     ]
     cfg = get_cfg()
     add_distill_config(cfg)
@@ -99,6 +102,13 @@ def test_train_then_coco_eval_on_cpu(trained):
     assert any(k.startswith("distill_terms.") for k in keys)  # ABFs are resumed, too
     assert not any("teacher" in k for k in keys)
     assert (out / "inference" / "tiny_val" / "coco_instances_results.json").is_file()
+    # ND's mechanism, live (MODEL.DISTILL.MECHANISM_PERIOD 2: iteration 1) in metrics.json and
+    # TensorBoard's event file, both written by detectron2's writers
+    records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    logged = [r for r in records if "nd/norm_ratio" in r]
+    assert [r["iteration"] for r in logged] == [1]
+    assert logged[0]["nd/norm_ratio"] > 0 and -1 <= logged[0]["nd/cosine_to_class_mean"] <= 1
+    assert list(out.glob("events.out.tfevents.*"))
 
 
 def test_eval_only_student_and_teacher_side_by_side(trained):
