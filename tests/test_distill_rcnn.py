@@ -266,3 +266,36 @@ def test_unknown_loss_name_is_refused(tmp_path):
     cfg.MODEL.DISTILL.LOSSES = ["nd", "fitnet"]
     with pytest.raises(ValueError, match=r"unknown name\(s\) \['fitnet'\]"):
         build_model(cfg)
+
+
+@pytest.mark.parametrize("losses", [["kd"], ["kd", "nd"]])
+def test_nd_mechanism_is_logged_every_period_with_or_without_nd(tmp_path, losses):
+    """ND's mechanism goes into the EventStorage every MECHANISM_PERIOD iterations: the norm ratio
+    (the teacher's box head run for it when no term needs its embeddings) for any distillation,
+    the cosine to the class means only with the ND term (the run's table); the values against
+    nd_mechanism on the step's own inputs."""
+    from nd_det.losses import nd_mechanism
+
+    cfg = tiny_distill_cfg(str(tmp_path))
+    cfg.MODEL.DISTILL.LOSSES = losses
+    cfg.MODEL.DISTILL.MECHANISM_PERIOD = 2
+    model = build_model(cfg).train()
+    batch = random_batch()
+    with EventStorage(0) as storage:
+        model(batch)  # iteration 0: nothing logged
+        assert not any(k.startswith("nd/") for k in storage.latest())
+        storage.iter = 1
+        torch.manual_seed(0)
+        model(batch)
+        logged = {k: v for k, (v, _) in storage.latest().items() if k.startswith("nd/")}
+        torch.manual_seed(0)
+        _, sampled, inputs = model.distill_step_inputs(batch)
+    boxes = [p.proposal_boxes for p in sampled]
+    teacher = model.teacher.box_embeddings(inputs.teacher_features, boxes)
+    foreground = inputs.labels < cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    means = model.distill_terms[-1].class_means if "nd" in losses else None
+    expected = nd_mechanism(inputs.student_embeddings, teacher, inputs.labels, means, foreground)
+    assert sorted(logged) == sorted(f"nd/{k}" for k in expected)
+    for key, value in expected.items():
+        assert logged[f"nd/{key}"] == pytest.approx(float(value), rel=1e-5)
+    assert logged["nd/norm_ratio"] > 0
