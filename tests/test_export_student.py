@@ -27,7 +27,7 @@ from detectron2.utils.events import EventStorage
 
 from nd_det.config import add_backbone_config
 from nd_det.config import load_config as load_distill_cfg
-from nd_det.errors import ConfigError, FileError
+from nd_det.errors import FileError
 from nd_det.export import export_student
 from nd_det.export.cli import main
 from nd_det.modeling import DistillRCNN
@@ -346,8 +346,8 @@ def test_missing_checkpoint_is_one_line_exit_2_from_the_tool(trained, deployed):
     proc = deployed["missing_cli"]
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"ERROR: --weights {deployed['missing']}: file not found; give the training checkpoint "
-        "(e.g. <OUTPUT_DIR>/model_final.pth) or a detectron2:// / https:// URL"
+        f"ERROR: --weights {deployed['missing']}: file not found; point it at an existing "
+        "weights file (.pkl or .pth) or a detectron2:// / https:// URL"
     )
     assert "Traceback" not in proc.stderr
     assert not (trained["root"] / "never").exists()
@@ -389,10 +389,10 @@ def test_mobilenetv2_student_keeps_its_keys_and_says_so(trained, tmp_path, capsy
         "NOTE: the student's backbone build_torchvision_fpn_backbone exists only in nd-det"
         in printed
     )
-    assert "`import nd_det`" in printed
+    assert "`import nd_det.modeling` (registers the backbone)" in printed
 
     text = (out / "config.yaml").read_text()
-    assert "import nd_det" in text.split("CUDNN_BENCHMARK")[0]  # the yaml's header says it too
+    assert "import nd_det.modeling" in text.split("CUDNN_BENCHMARK")[0]  # the yaml's header too
     plain = yaml.safe_load(text)
     assert plain["MODEL"]["BACKBONE"]["NAME"] == "build_torchvision_fpn_backbone"
     assert plain["MODEL"]["TORCHVISION"]["ARCH"] == "mobilenet_v2"
@@ -446,10 +446,7 @@ def test_files_that_are_not_checkpoints(trained, tmp_path, capsys):
 
     means = trained["root"] / "class_means.pth"  # a torch file, but a class-means table
     line = _error_of(capsys, _export_args(trained, tmp_path / "out", str(means)))
-    assert line.startswith(
-        f"ERROR: --weights {means} is not a detectron2 checkpoint ('model' "
-        "entries that are not tensors: "
-    )
+    assert line.startswith(f"ERROR: --weights {means} is not a detectron2 checkpoint (")
     assert not (tmp_path / "out").exists()
 
 
@@ -459,14 +456,15 @@ def test_config_mistakes(trained, tmp_path, capsys):
         _export_args(trained, tmp_path / "out", overrides=["MODEL.DISTILL.NO_SUCH_KEY", "1"]),
     )
     assert line == (
-        "ERROR: command-line overrides: Non-existent key: MODEL.DISTILL.NO_SUCH_KEY. "
-        "Check the spelling against nd_det/config.py (MODEL.DISTILL keys) and "
-        "detectron2's config reference."
+        "ERROR: command-line overrides: Non-existent key: MODEL.DISTILL.NO_SUCH_KEY; "
+        "check it against nd_det/config.py and detectron2's config reference"
     )
     missing = str(tmp_path / "no_such.yaml")
     args = _export_args(trained, tmp_path / "out")
     args[args.index(CONFIG)] = missing
-    assert _error_of(capsys, args) == f"ERROR: --config-file {missing}: file not found"
+    assert _error_of(capsys, args) == (
+        f"ERROR: --config-file {missing}: {missing} not found in {tmp_path}"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -514,28 +512,32 @@ def test_checkpoint_of_another_student_names_every_mismatch(trained, tmp_path, c
 
 def test_output_folder_rules(trained, deployed, tmp_path, capsys):
     out = tmp_path / "out"
-    shutil.copytree(trained["root"] / "export_api", out)  # a previous export
+    shutil.copytree(trained["root"] / "export_api", out)  # a previous export, with deploy files
     first = torch.load(out / "model_final.pth", weights_only=True)
     (out / "config.yaml").write_text("stale\n")
+    for name in ("model.pt2", "model.pt2.json", "model.onnx"):
+        (out / name).write_text("an earlier deploy file\n")
 
     line = _error_of(capsys, _export_args(trained, out))
     assert line == (
-        f"ERROR: --output {out} is not empty; choose a new folder, or pass "
-        "--overwrite to replace the export in it"
+        f"ERROR: --output {out} exists; pass --overwrite to replace it, or choose another path"
     )
     assert (out / "config.yaml").read_text() == "stale\n"
 
+    # issue 35.1: --overwrite deleted the deploy files of the folder without a word
     assert main(_export_args(trained, out, flags=["--overwrite"])) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"--overwrite: replacing --output {out} (config.yaml, model.onnx, model.pt2, "
+        "model.pt2.json, model_final.pth)"
+    )
+    assert sorted(os.listdir(out)) == ["config.yaml", "model_final.pth"]
     assert (out / "config.yaml").read_text().startswith("# Student exported by nd-det")
     second = torch.load(out / "model_final.pth", weights_only=True)
     assert all(torch.equal(v, second["model"][k]) for k, v in first["model"].items())
 
     (out / "train_log.txt").write_text("not part of an export\n")
     line = _error_of(capsys, _export_args(trained, out, flags=["--overwrite"]))
-    assert line == (
-        f"ERROR: --output {out} holds files that are not an export (train_log.txt); "
-        "--overwrite replaces only a previous export folder: choose another folder"
-    )
+    assert line == f"ERROR: --output {out} holds files not of an export (train_log.txt)"
     assert (out / "train_log.txt").exists() and (out / "model_final.pth").exists()
 
     a_file = tmp_path / "a_file"
@@ -543,6 +545,29 @@ def test_output_folder_rules(trained, deployed, tmp_path, capsys):
     line = _error_of(capsys, _export_args(trained, a_file))
     assert line == f"ERROR: --output {a_file} exists and is not a folder; give a new folder name"
     assert sorted(os.listdir(tmp_path)) == ["a_file", "out"]  # no temporary folder left behind
+
+
+def test_the_run_folder_is_enough(trained, deployed, tmp_path, capsys):
+    """Issue 35.4: the training config without the run's overrides does not fit its checkpoint;
+    the run's own config.yaml (written by the trainer, overrides included) is read when
+    --config-file is left out, and --weights may be the run folder itself."""
+    run = trained["root"] / "train"  # model_0000001.pth and detectron2's last_checkpoint tag
+    (run / "config.yaml").write_text(load_distill_cfg(CONFIG, trained["opts"]).dump())
+    line = _error_of(
+        capsys,
+        ["--config-file", CONFIG, "--weights", trained["weights"], "--output", str(tmp_path / "o")],
+    )
+    assert line.startswith(f"ERROR: --weights {trained['weights']} does not fit the student")
+    expected = torch.load(trained["root"] / "export_api" / "model_final.pth", weights_only=True)
+    for weights in (str(run), trained["weights"]):
+        out = tmp_path / os.path.basename(weights)
+        assert main(["--weights", weights, "--output", str(out)]) == 0
+        assert f"Config: {run / 'config.yaml'} (the run's own)" in capsys.readouterr().out
+        exported = torch.load(out / "model_final.pth", weights_only=True)["model"]
+        assert all(torch.equal(v, exported[k]) for k, v in expected["model"].items())
+    assert _error_of(
+        capsys, ["--weights", str(tmp_path / "x.pth"), "--output", str(tmp_path / "o")]
+    ) == (f"ERROR: --config-file is required: no config.yaml of a run next to {tmp_path / 'x.pth'}")
 
 
 def test_a_failed_write_leaves_nothing_half_written(trained, deployed, tmp_path, monkeypatch):
@@ -600,6 +625,6 @@ def test_weights_from_a_url(trained, tmp_path, monkeypatch):
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
     dead = f"http://127.0.0.1:{closed_port}/model_final.pth"
-    with pytest.raises(ConfigError, match=rf"--weights {dead}: could not download \("):
+    with pytest.raises(FileError, match=rf"--weights {dead}: could not download \("):
         export_student(cfg, dead, str(tmp_path / "never"))
     assert not (tmp_path / "never").exists()

@@ -1,8 +1,8 @@
-"""tools/export_torchscript.py (legacy; tools/export_model.py --format torchscript): the folder
-export_student writes becomes a TorchScript file
-(detectron2's TracingAdapter + torch.jit.trace) that gives the distilled student's boxes,
-scores and classes on the same images, also at another image size and in a process that
-imports neither nd_det nor detectron2; bad input is one ERROR line, exit status 2."""
+"""tools/export_model.py --format torchscript (legacy): the folder export_student writes
+becomes a TorchScript file (detectron2's TracingAdapter + torch.jit.trace) that gives the
+distilled student's boxes, scores and classes on the same images, also at another image size
+and in a process that imports neither nd_det nor detectron2; bad input is one ERROR line, exit
+status 2."""
 
 import json
 import os
@@ -18,6 +18,7 @@ from nd_det.errors import ExportError
 from nd_det.export.contract import (
     compare_detections,
     deploy_image,
+    in_python_order,
     load_exported_student,
     student_detections,
 )
@@ -28,7 +29,7 @@ from .helpers.threads import one_torch_thread  # noqa: F401  (autouse fixture)
 from .helpers.tiny_distill import REPO
 from .helpers.toy_export import distilled_export, write_image
 
-TOOL = os.path.join(REPO, "tools", "export_torchscript.py")
+TOOL = os.path.join(REPO, "tools", "export_model.py")
 STUDENTS = {
     # torchvision MobileNetV3-Large (nd-det's builder) and detectron2's own ResNet-18 FPN
     "mv3": (
@@ -137,7 +138,9 @@ def test_tool_writes_the_file_and_refuses_bad_input(tmp_path, capsys):
     image = write_image(tmp_path / "a.png", 120, 160, seed=0)
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
-        code, err = run_tool_in_process(TOOL, ["--export-dir", export_dir, "--image", image])
+        code, err = run_tool_in_process(
+            TOOL, ["--export-dir", export_dir, "--format", "torchscript", "--image", image]
+        )
     assert code == 0, err
     printed = capsys.readouterr().out
     assert f"Wrote {os.path.join(export_dir, 'model.ts')} and " in printed
@@ -151,7 +154,7 @@ def test_tool_writes_the_file_and_refuses_bad_input(tmp_path, capsys):
     assert f"The tracer warned at {len(sites)} places" in printed
 
     def refused(argv, expected):
-        code, err = run_tool_in_process(TOOL, argv)
+        code, err = run_tool_in_process(TOOL, ["--format", "torchscript", *argv])
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("ERROR: "), err
         assert expected in lines[0], lines[0]
@@ -162,11 +165,11 @@ def test_tool_writes_the_file_and_refuses_bad_input(tmp_path, capsys):
     )
     refused(
         ["--export-dir", str(tmp_path / "nowhere"), "--image", image],
-        "config.yaml not found; give the folder tools/export_student.py wrote",
+        f"{tmp_path / 'nowhere'}/config.yaml not found in {tmp_path / 'nowhere'}",
     )
     refused(
         ["--export-dir", export_dir, "--image", str(tmp_path / "missing.png"), "--overwrite"],
-        "missing.png: file not found",
+        f"--image {tmp_path / 'missing.png'}: FileNotFoundError",
     )
     refused(
         [
@@ -176,11 +179,12 @@ def test_tool_writes_the_file_and_refuses_bad_input(tmp_path, capsys):
             os.path.join(export_dir, "config.yaml"),
             "--overwrite",
         ],
-        "cannot be read as an image",
+        "UnidentifiedImageError: cannot identify image file",
     )
-    refused(
-        ["--export-dir", str(tmp_path / "train"), "--image", image], "config.yaml not found"
-    )  # a training folder is not an export
+    refused(  # a training folder (with its DistillRCNN config.yaml) is not an export
+        ["--export-dir", str(tmp_path / "train"), "--image", image],
+        "(tools/export_student.py's folder): Non-existent config key: MODEL.DISTILL",
+    )
 
 
 def test_round_trip_check_refuses_different_detections():
@@ -195,6 +199,11 @@ def test_round_trip_check_refuses_different_detections():
         compare_detections(python, (boxes[:1], python[1][:1], python[2][:1]))
     with pytest.raises(ExportError, match="classes"):
         compare_detections(python, (boxes, python[1], torch.tensor([0, 0])))
+    # two detections of (almost) the same score may come in either order: not a difference
+    tied = (boxes, torch.tensor([0.7, 0.7 + 1e-6]), torch.tensor([1, 1]))
+    swapped = (boxes.flip(0), tied[1].flip(0), tied[2])
+    assert in_python_order(tied, swapped)[0].equal(boxes)
+    assert compare_detections(tied, swapped) == (0.0, 0.0)
 
 
 def test_a_failed_round_trip_writes_nothing(tmp_path, monkeypatch):

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Export a student (tools/export_student.py's folder) as one deploy file, checked on an image.
+"""Export a student (tools/export_student.py's folder) as deploy files, checked on an image.
 
-  python tools/export_model.py --export-dir deploy/R50_nd --format pt2 --image image.jpg
-  python tools/export_model.py --export-dir deploy/R50_nd --format onnx --image image.jpg
+  python tools/export_model.py --export-dir deploy/R50_nd --format pt2 onnx --image image.jpg
+  python tools/export_model.py --export-dir deploy/R50_nd --format torchscript --image image.jpg
 
-Writes <export-dir>/model.pt2 (torch.export), model.onnx (ONNX Runtime) or model.ts
-(TorchScript, legacy) and a .json record beside it (input contract, parity check).  See
+Writes <export-dir>/model.pt2 (torch.export), model.onnx (ONNX Runtime) and/or model.ts
+(TorchScript, legacy), each with a .json record beside it (input contract, parity check).  See
 docs/deploy.md.
 """
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Export the student of a distillation run for plain detectron2.
 
+  python tools/export_student.py --weights output/R50_from_R101_nd --output deploy/R50_nd
   python tools/export_student.py --config-file configs/COCO-Distill/R50_from_R101_nd.yaml \
-      --weights output/R50_from_R101_nd/model_final.pth --output deploy/R50_nd [KEY VALUE ...]
+      --weights elsewhere/model_final.pth --output deploy/R50_nd [KEY VALUE ...]
 
+A run folder (or a checkpoint in one) brings its own config.yaml, overrides included.
 Writes <output>/config.yaml (a plain GeneralizedRCNN config, MODEL.WEIGHTS relative to its
 folder) and <output>/model_final.pth (the student's weights only).  See docs/deploy.md.
 """

@@ -9,7 +9,8 @@
 Default protocol 'reference': the RoIs the teacher's ROI head samples from its own training-mode
 RPN proposals, under training augmentation, on up to 60,000 images (the paper's code's protocol);
 'gt-boxes': each ground-truth box once at test scale.  See docs/class_means.md.
-Writes to MODEL.DISTILL.CLASS_MEANS unless --output is given: extract once, then train.
+Writes to MODEL.DISTILL.CLASS_MEANS unless --output is given (an existing table is replaced only
+with --overwrite): extract once, then train.
 """
 
 from nd_det.utils.import_warnings import ignore_detectron2_import_warnings

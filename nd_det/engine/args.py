@@ -1,6 +1,7 @@
 """Command-line arguments of the detection tools: detectron2's, plus datasets by path."""
 
 import argparse
+import sys
 
 from detectron2.engine import default_argument_parser
 
@@ -26,7 +27,9 @@ def _flags_after_overrides(parser: argparse.ArgumentParser) -> None:
     parse = parser.parse_args
 
     def parse_args(args=None, namespace=None):
-        required = [a for a in parser._actions if a.required and a.option_strings]
+        asks_help = {"-h", "--help"} & set(sys.argv[1:] if args is None else args)
+        # --help shows the required flags as such: they stay required for it
+        required = [a for a in parser._actions if a.required and a.option_strings and not asks_help]
         for action in required:
             action.required = False
         try:

@@ -116,10 +116,9 @@ def _join(launch: ExternalLaunch) -> None:
     missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
     if missing:
         raise ConfigError(
-            f"{launch.launcher} started {launch.world_size} processes but {' and '.join(missing)} "
-            f"{'are' if len(missing) > 1 else 'is'} not set: export MASTER_ADDR (the job's first "
-            "node, e.g. $(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)) and "
-            "MASTER_PORT (a free port, e.g. 29500) before srun"
+            f"{launch.launcher} started {launch.world_size} processes but "
+            f"{' and '.join(missing)} {'are' if len(missing) > 1 else 'is'} not set: export "
+            "MASTER_ADDR (the job's first node, from scontrol show hostnames) and MASTER_PORT"
         )
     has_gpu = torch.cuda.is_available()
     if has_gpu:
@@ -168,10 +167,9 @@ def run_in_external_group(main, args, precheck=None) -> bool:
     try:
         with input_stage("the torchrun / srun environment"):
             launch = external_launch()
-        if launch is None:
-            return False
-        adopt_launch(args, launch)
-        if launch.world_size == 1:
+        if launch is not None:
+            adopt_launch(args, launch)
+        if launch is None or launch.world_size == 1:
             return False
         with input_stage("joining the torchrun / srun process group"):
             _join(launch)

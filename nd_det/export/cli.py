@@ -1,20 +1,26 @@
-"""Command line of ``tools/export_student.py``: the training command's arguments (config file,
-``--dataset`` entries, KEY VALUE overrides) plus where the weights come from and go."""
+"""Command line of ``tools/export_student.py``: a run folder (or a checkpoint and the training
+command's arguments: config file, ``--dataset`` entries, KEY VALUE overrides) in, an export
+folder out."""
 
 import argparse
+import os
 from typing import Optional
 
 from ..config import load_config
 from ..engine.args import distill_argument_parser
-from ..errors import UserError, run_cli
+from ..engine.checkpoint import resume_checkpoint
+from ..engine.setup import RUN_CONFIG_NAME
+from ..errors import ConfigError, run_cli
 from .student import EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME, export_student
 
 __all__ = ["export_argument_parser", "main"]
 
 _EPILOG = """
-Example (the training command's arguments, plus --weights and --output):
+Examples: the run folder (its config.yaml, overrides included, and its last checkpoint), or a
+checkpoint with the training command's config and overrides:
+  tools/export_student.py --weights output/R50_from_R101_nd --output deploy/R50_nd
   tools/export_student.py --config-file configs/COCO-Distill/R50_from_R101_nd.yaml \\
-      --weights output/R50_from_R101_nd/model_final.pth --output deploy/R50_nd
+      --weights output/R50_from_R101_nd/model_final.pth --output deploy/R50_nd [KEY VALUE ...]
 
 Then, in plain detectron2 (no nd_det import):
   cfg = get_cfg(); cfg.merge_from_file("deploy/R50_nd/config.yaml")
@@ -27,7 +33,7 @@ training command are accepted and ignored; --dataset entries are accepted (no da
 
 
 def export_argument_parser() -> argparse.ArgumentParser:
-    parser = distill_argument_parser(epilog=_EPILOG)
+    parser = distill_argument_parser(epilog=_EPILOG, require_config=False)
     parser.description = (
         "Export the student of a distillation run as a plain detectron2 "
         "config and a student-only checkpoint."
@@ -35,9 +41,10 @@ def export_argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights",
         required=True,
-        metavar="CHECKPOINT",
-        help="training checkpoint (.pth written by the trainer), a path or a "
-        "detectron2:// / https:// URL",
+        metavar="RUN_OR_CHECKPOINT",
+        help="the run's OUTPUT_DIR (its last checkpoint), or a training checkpoint (.pth written "
+        "by the trainer: a path or a detectron2:// / https:// URL); without --config-file, the "
+        f"{RUN_CONFIG_NAME} the run wrote next to it is the config",
     )
     parser.add_argument(
         "--output",
@@ -58,16 +65,30 @@ def export_argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_files(weights: str, config_file: str) -> tuple[str, str]:
+    """(checkpoint, config file) of ``--weights`` and ``--config-file``: a run folder gives its
+    last intact checkpoint; the config defaults to the run's own record next to the checkpoint
+    (every override of the training command included)."""
+    if os.path.isdir(weights):
+        weights = resume_checkpoint(weights) or weights
+    run_config = os.path.join(os.path.dirname(weights), RUN_CONFIG_NAME)
+    if config_file:
+        return weights, config_file
+    if not os.path.isfile(run_config):
+        raise ConfigError(
+            f"--config-file is required: no {RUN_CONFIG_NAME} of a run next to {weights}"
+        )
+    print(f"Config: {run_config} (the run's own)")
+    return weights, run_config
+
+
 def _main(argv: Optional[list[str]]) -> int:
     args = export_argument_parser().parse_args(argv)
-    if not args.config_file:
-        raise UserError(
-            "--config-file is required: the distillation config the student was trained with"
-        )
-    cfg = load_config(args.config_file, args.opts)
+    weights, config_file = run_files(args.weights, args.config_file)
+    cfg = load_config(config_file, args.opts)
     result = export_student(
         cfg,
-        args.weights,
+        weights,
         args.output,
         overwrite=args.overwrite,
         allow_non_distilled=args.allow_non_distilled_weights,

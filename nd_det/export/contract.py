@@ -23,10 +23,9 @@ from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 
 from ..config import add_backbone_config, merge_config
-from ..errors import ConfigError, DataError, ExportError, FileError
+from ..errors import DataError, ExportError, input_stage
 from ..modeling import backbone as _backbones  # noqa: F401  (registers nd-det's backbones)
 from ..modeling.student_checkpoint import load_student_checkpoint
-from ..utils.text import first_line
 from .student import DEPLOY_RECORD_SUFFIX, EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME
 
 __all__ = [
@@ -41,6 +40,7 @@ __all__ = [
     "deploy_image",
     "parity_images",
     "student_detections",
+    "in_python_order",
     "compare_detections",
     "check_parity",
     "deploy_record",
@@ -67,47 +67,23 @@ def load_exported_student(export_dir: str, device: str = "cpu") -> tuple[CfgNode
     """The config and the eval-mode student of an export folder, its weights loaded strictly."""
     config_file = os.path.join(export_dir, EXPORT_CONFIG_NAME)
     weights_file = os.path.join(export_dir, EXPORT_WEIGHTS_NAME)
-    for path in (config_file, weights_file):
-        if not os.path.isfile(path):
-            raise FileError(
-                f"--export-dir {export_dir}: {os.path.basename(path)} not found; give the folder "
-                "tools/export_student.py wrote (config.yaml + model_final.pth)"
-            )
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device here; use cpu")
     cfg = add_backbone_config(get_cfg())
-    merge_config(cfg, config_file, config_file)
-    if cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
-        raise ConfigError(
-            f"{config_file} has MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE}, not "
-            "GeneralizedRCNN: export the student first with tools/export_student.py"
-        )
+    merge_config(cfg, config_file, f"--export-dir {export_dir} (tools/export_student.py's folder)")
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = weights_file
     cfg.freeze()
-    model = build_model(cfg)
+    with input_stage(f"--export-dir {export_dir}"):
+        model = build_model(cfg)
     load_student_checkpoint(
-        model,
-        weights_file,
-        what=weights_file,
-        hint="give the folder tools/export_student.py wrote",
-        error=ConfigError,
+        model, weights_file, weights_file, "give the folder tools/export_student.py wrote"
     )
     return cfg, model.eval()
 
 
 def read_deploy_image(image_path: str, channel_order: str):
-    """The image file as an HxWx3 uint8 array in ``channel_order`` (one ERROR line if it
-    cannot be read)."""
-    if not os.path.isfile(image_path):
-        raise FileError(f"--image {image_path}: file not found; give an image file")
-    try:
+    """The image file as an HxWx3 uint8 array in ``channel_order``."""
+    with input_stage(f"--image {image_path}"):
         return read_image(image_path, format=channel_order)
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for files that are not images
-        raise DataError(
-            f"--image {image_path} cannot be read as an image ({first_line(e)}); give a JPEG or "
-            "PNG file"
-        ) from None
 
 
 def deploy_image(cfg: CfgNode, image_path: str, scale: float = 1.0) -> torch.Tensor:
@@ -127,9 +103,8 @@ def parity_images(cfg: CfgNode, image_path: str, min_side: int = 1) -> list[torc
     first = deploy_image(cfg, image_path)
     if min(first.shape[1:]) < min_side:
         raise DataError(
-            f"--image {image_path} is {first.shape[1]}x{first.shape[2]} after the test resize; "
-            f"this format needs at least {min_side} pixels a side (the FPN's coarsest level "
-            "must have 2 cells): give an image of a less extreme aspect ratio"
+            f"--image {image_path} is {tuple(first.shape[1:])} after the test resize, under the "
+            f"{min_side} pixels a side this format takes: give a less elongated image"
         )
     second = deploy_image(cfg, image_path, SECOND_SIZE_SCALE)
     if min(second.shape[1:]) < min_side:
@@ -143,23 +118,41 @@ def student_detections(model: torch.nn.Module, image: torch.Tensor) -> Detection
     return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
 
 
+def in_python_order(python: Detections, exported: Sequence[torch.Tensor]) -> Detections:
+    """The exported detections in the order of Python's where their scores tie (within
+    TOLERANCE, same class): both sort by score, and float rounding may order such detections
+    either way.  Each Python detection takes the closest unmatched box among its ties."""
+    boxes, scores, classes = python
+    ex_boxes, ex_scores, ex_classes = (t.to(r) for t, r in zip(exported, python))
+    if len(ex_boxes) != len(boxes) or not len(boxes):
+        return ex_boxes, ex_scores, ex_classes
+    ties = (ex_scores[None] - scores[:, None]).abs() <= TOLERANCE
+    ties &= ex_classes[None] == classes[:, None]
+    cost = (ex_boxes[None] - boxes[:, None]).abs().amax(-1).masked_fill(~ties, float("inf"))
+    order, free = [], torch.ones(len(boxes), dtype=torch.bool)
+    for row in cost:
+        order.append(int(row.masked_fill(~free, float("inf")).argmin()))
+        free[order[-1]] = False
+    return ex_boxes[order], ex_scores[order], ex_classes[order]
+
+
 def compare_detections(
     python: Detections, exported: Sequence[torch.Tensor], what: str = "the exported model"
 ) -> tuple[float, float]:
     """Largest box and score differences; raises ExportError (one line saying how much) when
     the number of detections, a class, or a value beyond TOLERANCE differs."""
-    (boxes, scores, classes), (ex_boxes, ex_scores, ex_classes) = python, tuple(exported)
+    boxes, scores, classes = python
+    ex_boxes, ex_scores, ex_classes = in_python_order(python, exported)
     if len(ex_boxes) != len(boxes) or not torch.equal(ex_classes.to(classes), classes):
         raise ExportError(
             f"{what} gives {len(ex_boxes)} detections (classes {ex_classes.tolist()[:10]}), "
-            f"Python {len(boxes)} (classes {classes.tolist()[:10]}): the export lost part of "
-            "the model; nothing was written"
+            f"Python {len(boxes)} (classes {classes.tolist()[:10]}); nothing was written"
         )
     if not len(boxes):
         return 0.0, 0.0
-    box_error = (ex_boxes.to(boxes) - boxes).abs()
+    box_error = (ex_boxes - boxes).abs()
     box_diff = float(box_error.max())
-    score_diff = float((ex_scores.to(scores) - scores).abs().max())
+    score_diff = float((ex_scores - scores).abs().max())
     if (box_error > TOLERANCE + BOX_RTOL * boxes.abs()).any() or score_diff > TOLERANCE:
         raise ExportError(
             f"{what} and Python detections differ: max |box diff| {box_diff:.3g} px, max "

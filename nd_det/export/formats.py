@@ -15,12 +15,13 @@ gets its name only if every detection matches the Python student's (:mod:`.contr
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import ConfigError
 from ..utils.atomic_file import atomic_write, atomic_write_json
-from ..utils.paths import check_writable, write_failed
+from ..utils.paths import check_overwrite, check_writable, write_failed
 from . import onnx_export, program, torchscript
 from .contract import (
     RECORD_SUFFIX,
@@ -32,7 +33,7 @@ from .contract import (
     read_deploy_image,
 )
 
-__all__ = ["FORMATS", "ModelExport", "export_model"]
+__all__ = ["FORMATS", "ModelExport", "export_models", "export_model"]
 
 FORMATS = {"pt2": program, "onnx": onnx_export, "torchscript": torchscript}
 
@@ -67,34 +68,44 @@ class ModelExport:
         return max(c.max_score_diff for c in self.checks)
 
 
-def export_model(
+def export_models(
     export_dir: str,
     image_path: str,
-    fmt: str,
+    formats: Sequence[str],
     output: Optional[str] = None,
     device: str = "cpu",
     overwrite: bool = False,
-) -> ModelExport:
-    """Export the student of ``export_dir`` as ``fmt`` to ``output`` (default
-    ``<export_dir>/model.<ext>``) + ``output + ".json"``, checked on ``image_path``.  Raises a
-    UserError (nothing written) for bad input, ExportError when the file does not reproduce
-    the student."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt}: no such format; give one of {', '.join(FORMATS)}")
-    kind = FORMATS[fmt]
-    output = os.path.abspath(output or os.path.join(export_dir, kind.FILE_NAME))
-    info_path = output + RECORD_SUFFIX
-    check_writable(output, "--output")
-    if os.path.exists(output) and not overwrite:
-        raise ConfigError(f"--output {output} exists; pass --overwrite to replace it")
-    kind.require(device)
+) -> list[ModelExport]:
+    """Export the student of ``export_dir`` in each of ``formats`` to ``<export_dir>/model.<ext>``
+    (or ``output``, for one format) + ``<file>.json``, each checked on ``image_path``; ``pt2``
+    and ``onnx`` in one call share one torch.export of the student.  Raises a UserError
+    (nothing written) for bad input, ExportError when a file does not reproduce the student."""
+    formats = list(dict.fromkeys(formats))
+    outputs = [output or os.path.join(export_dir, FORMATS[fmt].FILE_NAME) for fmt in formats]
+    outputs = [os.path.abspath(path) for path in outputs]
+    if len(outputs) > 1 and output:
+        raise ConfigError("--output names one file: give one --format with it")
+    for fmt, path in zip(formats, outputs):
+        check_writable(path, "--output")
+        check_overwrite(path, "--output", overwrite)
+        FORMATS[fmt].require(device)
     read_deploy_image(image_path, "RGB")  # an unreadable image fails before the model is built
     cfg, model = load_exported_student(export_dir, device)
+    shared: dict[str, object] = {}  # what one format's export leaves to the next (the program)
+    return [
+        _export(cfg, model, fmt, path, image_path, device, shared)
+        for fmt, path in zip(formats, outputs)
+    ]
+
+
+def _export(cfg, model, fmt: str, output: str, image_path: str, device: str, shared: dict):
+    """One format: build, save under a temporary name, check the reloaded file on two sizes,
+    give it its name, write its record."""
+    kind = FORMATS[fmt]
     kind.check_model(cfg, model)
     images = [image.to(device) for image in parity_images(cfg, image_path, kind.min_side(model))]
-
     start = time.perf_counter()
-    built, details, notes = kind.build(model, images[0])
+    built, details, notes = kind.build(model, images[0], shared)
     export_seconds = time.perf_counter() - start
     checks: list[SizeCheck] = []
 
@@ -105,12 +116,7 @@ def export_model(
     try:
         atomic_write(output, lambda f: kind.save(built, f), verify=check_saved)
     except OSError as e:  # a full disk: nothing was written
-        raise write_failed(
-            "--output",
-            output,
-            e,
-            "nothing was written: free space or fix the folder, then export again",
-        ) from None
+        raise write_failed("--output", output, e, "nothing was written") from None
     record = deploy_record(
         cfg,
         fmt,
@@ -124,15 +130,16 @@ def export_model(
         device=device,
         **details,
     )
+    info_path = output + RECORD_SUFFIX
     try:
         atomic_write_json(record, info_path)
     except OSError as e:
-        raise write_failed(
-            "--output",
-            info_path,
-            e,
-            f"{output} was written without this record of it: free space, then export again",
-        ) from None
+        raise write_failed("--output", info_path, e, f"{output} has no record") from None
     return ModelExport(
         fmt, output, info_path, os.path.abspath(image_path), checks, export_seconds, details, notes
     )
+
+
+def export_model(export_dir: str, image_path: str, fmt: str, **options) -> ModelExport:
+    """:func:`export_models` for one format."""
+    return export_models(export_dir, image_path, [fmt], **options)[0]

@@ -40,20 +40,17 @@ __all__ = [
 
 def check_exportable(cfg: CfgNode, model: torch.nn.Module) -> None:
     """Refuse a detector :class:`ExportableStudent` does not cover (one line naming it)."""
-    roi_heads = getattr(model, "roi_heads", None)
-    problems = []
-    if type(getattr(model, "proposal_generator", None)) is not RPN:
-        problems.append(f"MODEL.PROPOSAL_GENERATOR.NAME {cfg.MODEL.PROPOSAL_GENERATOR.NAME}")
-    if type(roi_heads) is not StandardROIHeads:  # Cascade heads run three box stages
-        problems.append(f"MODEL.ROI_HEADS.NAME {cfg.MODEL.ROI_HEADS.NAME}")
-    elif roi_heads.mask_on or roi_heads.keypoint_on:
-        problems.append("MODEL.MASK_ON / MODEL.KEYPOINT_ON")
-    elif type(roi_heads.box_predictor) is not FastRCNNOutputLayers:
-        problems.append(f"box predictor {type(roi_heads.box_predictor).__name__}")
-    if problems:
+    heads, m = getattr(model, "roi_heads", None), cfg.MODEL
+    if not (
+        type(getattr(model, "proposal_generator", None)) is RPN
+        and type(heads) is StandardROIHeads  # Cascade heads run three box stages
+        and not (heads.mask_on or heads.keypoint_on)
+        and type(heads.box_predictor) is FastRCNNOutputLayers
+    ):
         raise ConfigError(
-            f"the student uses {', '.join(problems)}: torch.export / ONNX export covers Faster "
-            "R-CNN students (RPN + StandardROIHeads, boxes only); use --format torchscript"
+            f"the student ({m.PROPOSAL_GENERATOR.NAME}, {m.ROI_HEADS.NAME}, MASK_ON {m.MASK_ON}, "
+            f"KEYPOINT_ON {m.KEYPOINT_ON}) is not a Faster R-CNN (RPN + StandardROIHeads, boxes "
+            "only), which torch.export / ONNX cover: use --format torchscript"
         )
 
 

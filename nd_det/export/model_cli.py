@@ -1,6 +1,5 @@
-"""Command line of ``tools/export_model.py`` (and of the legacy ``tools/export_torchscript.py``,
-which is ``export_model.py --format torchscript``): an export folder and an image in, one
-checked deploy file and its JSON record out."""
+"""Command line of ``tools/export_model.py``: an export folder and an image in, checked deploy
+files (one per ``--format``) and their JSON records out."""
 
 import argparse
 import time
@@ -8,18 +7,19 @@ from typing import Optional
 
 from ..errors import one_line_usage_errors, run_cli
 from .contract import RECORD_SUFFIX
-from .formats import FORMATS, export_model
+from .formats import FORMATS, export_models
 
-__all__ = ["export_model_argument_parser", "main", "torchscript_main"]
+__all__ = ["export_model_argument_parser", "main"]
 
 _EPILOG = f"""
 Example (after tools/export_student.py wrote deploy/R50_nd):
   tools/export_model.py --export-dir deploy/R50_nd --format pt2 --image image.jpg
   tools/export_model.py --export-dir deploy/R50_nd --format onnx --image image.jpg
+  tools/export_model.py --export-dir deploy/R50_nd --format pt2 onnx --image image.jpg  # both
 
 Writes deploy/R50_nd/model.pt2 (or model.onnx, model.ts) and model.pt2{RECORD_SUFFIX}.  Then:
   program = torch.export.load("deploy/R50_nd/model.pt2").module()
-  boxes, scores, classes = program(image)   # float32 (3, H, W), 0..255, resized: see the .json
+  boxes, scores, classes = program(image)  # float32 (3, H, W), 0..255, as the .json says
   session = onnxruntime.InferenceSession("deploy/R50_nd/model.onnx")
   boxes, scores, classes = session.run(None, {{"image": image.numpy()}})
 
@@ -27,11 +27,10 @@ Writes deploy/R50_nd/model.pt2 (or model.onnx, model.ts) and model.pt2{RECORD_SU
 """
 
 
-def export_model_argument_parser(fmt: Optional[str] = None) -> argparse.ArgumentParser:
-    """The parser; with ``fmt`` (the legacy TorchScript tool) --format is fixed to it."""
+def export_model_argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Export a student (the folder tools/export_student.py wrote) as one deploy "
-        "file, checked against the student in Python on an image at two sizes.",
+        description="Export a student (the folder tools/export_student.py wrote) as deploy files, "
+        "each checked against the student in Python on an image at two sizes.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -41,14 +40,14 @@ def export_model_argument_parser(fmt: Optional[str] = None) -> argparse.Argument
         metavar="DIR",
         help="folder written by tools/export_student.py (config.yaml + model_final.pth)",
     )
-    if fmt is None:
-        parser.add_argument(
-            "--format",
-            required=True,
-            choices=list(FORMATS),
-            help="pt2: torch.export program; onnx: ONNX for ONNX Runtime; "
-            "torchscript: TorchScript trace (legacy)",
-        )
+    parser.add_argument(
+        "--format",
+        required=True,
+        nargs="+",
+        choices=list(FORMATS),
+        help="pt2: torch.export program; onnx: ONNX for ONNX Runtime; torchscript: TorchScript "
+        "trace (legacy); several at once: pt2 and onnx then share one torch.export",
+    )
     parser.add_argument(
         "--image",
         required=True,
@@ -59,16 +58,15 @@ def export_model_argument_parser(fmt: Optional[str] = None) -> argparse.Argument
         "--output",
         default=None,
         metavar="FILE",
-        help="file to write (default <export-dir>/model.pt2, model.onnx or model.ts)",
+        help="file to write, with one --format (default <export-dir>/model.pt2, model.onnx or "
+        "model.ts)",
     )
     parser.add_argument(
         "--device",
         default="cpu",
         help="torchscript only: the device to trace on, which the file then runs on (default cpu)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    if fmt is not None:
-        parser.set_defaults(format=fmt)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     return one_line_usage_errors(parser)
 
 
@@ -93,18 +91,18 @@ def _report(result) -> None:
         print(f"NOTE: {note}")
 
 
-def _main(argv: Optional[list[str]], fmt: Optional[str] = None) -> int:
-    args = export_model_argument_parser(fmt).parse_args(argv)
+def _main(argv: Optional[list[str]]) -> int:
+    args = export_model_argument_parser().parse_args(argv)
     start = time.perf_counter()
-    result = export_model(
+    for result in export_models(
         args.export_dir,
         args.image,
         args.format,
         args.output,
         device=args.device,
         overwrite=args.overwrite,
-    )
-    _report(result)
+    ):
+        _report(result)
     print(f"({time.perf_counter() - start:.1f} s in all)")
     return 0
 
@@ -112,8 +110,3 @@ def _main(argv: Optional[list[str]], fmt: Optional[str] = None) -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     """tools/export_model.py: returns the exit status (2 for a user error, one line)."""
     return run_cli(_main, argv)
-
-
-def torchscript_main(argv: Optional[list[str]] = None) -> int:
-    """tools/export_torchscript.py (legacy): export_model.py with --format torchscript."""
-    return run_cli(lambda a: _main(a, "torchscript"), argv)

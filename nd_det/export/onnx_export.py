@@ -10,10 +10,10 @@ width]``, both dynamic), outputs ``boxes`` ``[detections, 4]``, ``scores`` ``[de
 onnx, onnxscript and onnxruntime are optional dependencies of nd-det (the ``onnx`` extra).
 """
 
-import importlib
 import importlib.metadata
+import importlib.util
 from collections.abc import Sequence
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Optional
 
 import torch
 
@@ -53,15 +53,12 @@ check_model, min_side, sizes = program.check_model, program.min_side, program.si
 def require(device: str) -> None:
     """The optional packages are installed and the device is the CPU (one line otherwise)."""
     program.require(device)
-    for name in PACKAGES:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            raise MissingDependencyError(
-                f"--format onnx needs the Python package {name}, which is not installed: "
-                f"pip install {' '.join(PACKAGES)} (or pip install -e '.[onnx]' in the nd-det "
-                "checkout)"
-            ) from None
+    missing = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingDependencyError(
+            f"--format onnx needs the Python package {missing[0]}, which is not installed: pip "
+            f"install {' '.join(PACKAGES)} (or pip install -e '.[onnx]' in the nd-det checkout)"
+        )
 
 
 def versions() -> dict[str, str]:
@@ -69,21 +66,25 @@ def versions() -> dict[str, str]:
 
 
 def build(
-    model: torch.nn.Module, image: torch.Tensor
-) -> tuple[object, dict[str, object], list[str]]:
-    """(the ONNX ModelProto, what the record says about it, notes)."""
+    model: torch.nn.Module, image: torch.Tensor, shared: Optional[dict] = None
+) -> tuple[object, dict, list]:
+    """(the ONNX ModelProto, what the record says about it, notes).  The torch.export program of
+    the ``.pt2`` export of the same run (``shared``) is translated when there is one."""
+    shared = shared or {}
     with exporting():
         exported = torch.onnx.export(
-            ExportableStudent(model).eval(),
+            shared.get("program") or ExportableStudent(model).eval(),
             (image,),
             dynamo=True,
-            dynamic_shapes=dynamic_image_shapes(model),
+            dynamic_shapes=None if "program" in shared else dynamic_image_shapes(model),
             input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES),
             verbose=False,
         )
     proto = exported.model_proto
-    # the exporter names the outputs' length after its symbolic expression (e.g. "Min(100, u21)")
+    # the exporter names the dimensions after its symbols ("s62", "Min(100, u21)")
+    image_dims = proto.graph.input[0].type.tensor_type.shape.dim
+    image_dims[1].dim_param, image_dims[2].dim_param = "height", "width"
     for output in proto.graph.output:
         output.type.tensor_type.shape.dim[0].dim_param = DETECTIONS_DIM
     opsets = {entry.domain or "ai.onnx": entry.version for entry in proto.opset_import}

@@ -13,7 +13,7 @@ Each format module of ``tools/export_model.py`` (this one, :mod:`.onnx_export`,
 """
 
 from collections.abc import Sequence
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Optional
 
 import torch
 from detectron2.config import CfgNode
@@ -51,8 +51,7 @@ def require(device: str) -> None:
     """Refuse what this format cannot do, before any work."""
     if device != "cpu":
         raise ConfigError(
-            f"--device {device}: .pt2 and .onnx files are exported and checked on "
-            "the CPU (load them on another device afterwards); leave --device out"
+            f"--device {device}: .pt2 and .onnx are exported on the CPU; leave it out"
         )
 
 
@@ -73,17 +72,19 @@ def versions() -> dict[str, str]:
 
 
 def build(
-    model: torch.nn.Module, image: torch.Tensor
+    model: torch.nn.Module, image: torch.Tensor, shared: Optional[dict] = None
 ) -> tuple[torch.export.ExportedProgram, dict[str, object], list[str]]:
-    """(the ExportedProgram, what the record says about it, notes)."""
+    """(the ExportedProgram, what the record says about it, notes); the program is also left in
+    ``shared`` for the ONNX export of the same run."""
+    shared = {} if shared is None else shared
     with exporting():
-        program = torch.export.export(
+        shared["program"] = torch.export.export(
             ExportableStudent(model).eval(),
             (image,),
             strict=False,
             dynamic_shapes=dynamic_image_shapes(model),
         )
-    return program, {}, []
+    return shared["program"], {}, []
 
 
 def save(program: torch.export.ExportedProgram, file: BinaryIO) -> None:

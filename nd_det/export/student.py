@@ -9,7 +9,8 @@ The pair loads in stock detectron2 (``get_cfg().merge_from_file``, ``DefaultPred
 ``DefaultTrainer.test``) without importing nd_det, unless the student's backbone is one only
 nd-det provides (``build_torchvision_fpn_backbone``: MobileNetV2, MobileNetV3 or any torchvision
 classifier under FPN): then the config keeps ``MODEL.TORCHVISION`` and the loading process must
-``import nd_det`` and call ``nd_det.config.add_backbone_config(cfg)`` first.
+``import nd_det.modeling`` (which registers it) and call ``nd_det.config.add_backbone_config(cfg)``
+first.
 """
 
 import os
@@ -22,8 +23,8 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.modeling import build_model
 
 from ..config import add_backbone_config
-from ..errors import ConfigError, FileError
 from ..distill import terms_with_modules
+from ..errors import ConfigError, input_stage
 from ..modeling.student_checkpoint import (
     BACKBONE_CONFIG_NODES,
     load_student_checkpoint,
@@ -32,7 +33,7 @@ from ..modeling.student_checkpoint import (
 )
 from ..modeling.weights import is_url, local_weights_file
 from ..utils.atomic_file import atomic_torch_save, atomic_write_text, current_umask
-from ..utils.paths import check_writable, write_failed
+from ..utils.paths import check_overwrite, check_writable, write_failed
 from ..utils.text import short_list
 
 __all__ = [
@@ -49,9 +50,9 @@ EXPORT_CONFIG_NAME = "config.yaml"
 EXPORT_WEIGHTS_NAME = "model_final.pth"
 DEPLOY_FILE_NAMES = {"pt2": "model.pt2", "onnx": "model.onnx", "torchscript": "model.ts"}
 DEPLOY_RECORD_SUFFIX = ".json"
-_EXPORT_EXTRAS = tuple(
+_EXPORT_FILES = {EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME} | {
     name + suffix for name in DEPLOY_FILE_NAMES.values() for suffix in ("", DEPLOY_RECORD_SUFFIX)
-)
+}
 
 
 def _with_model_keys(cfg: CfgNode, **keys) -> CfgNode:
@@ -70,26 +71,13 @@ def _backbone_note(student: CfgNode) -> list[str]:
         f"the student's backbone {student.MODEL.BACKBONE.NAME} exists only in nd-det: "
         f"config.yaml keeps nd-det's backbone keys "
         f"(MODEL.{BACKBONE_CONFIG_NODES.get(student.MODEL.BACKBONE.NAME, '?')}), and the process "
-        "that loads it must run `import nd_det` and `nd_det.config.add_backbone_config(cfg)` "
-        "before cfg.merge_from_file (everything else is plain detectron2)."
+        "that loads it must run `import nd_det.modeling` (registers the backbone) and "
+        "`nd_det.config.add_backbone_config(cfg)` before cfg.merge_from_file (everything else "
+        "is plain detectron2)."
     ]
 
 
-# ------------------------------------------------------------------------------ weights
 _WEIGHTS_HINT = "give the .pth a detectron2 trainer wrote (e.g. <OUTPUT_DIR>/model_final.pth)"
-
-
-def _local_checkpoint(weights: str) -> str:
-    """The local file of ``weights`` (a path or a URL, downloaded once)."""
-    if not is_url(weights) and not os.path.isfile(weights):
-        raise ConfigError(
-            f"--weights {weights}: file not found; give the training checkpoint "
-            "(e.g. <OUTPUT_DIR>/model_final.pth) or a detectron2:// / https:// URL"
-        )
-    try:
-        return local_weights_file("--weights", weights)
-    except FileError as e:
-        raise ConfigError(str(e)) from None
 
 
 def _config_text(cfg: CfgNode, notes_for_yaml: list[str]) -> str:
@@ -103,40 +91,17 @@ def _config_text(cfg: CfgNode, notes_for_yaml: list[str]) -> str:
 
 
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
-    """Refuse an output folder the export must not write into (before any work)."""
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ConfigError(
-            f"--output {output_dir} exists and is not a folder; give a new folder name"
-        )
+    """The export's folder: new, empty, or (with ``overwrite``) a previous export, whose files
+    are named as replaced; never a folder with other files (a training run's)."""
     check_writable(output_dir, "--output", folder=True)
-    if not os.path.isdir(output_dir) or not os.listdir(output_dir):
-        return
-    if not overwrite:
-        raise ConfigError(
-            f"--output {output_dir} is not empty; choose a new folder, or pass --overwrite to "
-            "replace the export in it"
-        )
     others = sorted(
-        set(os.listdir(output_dir)) - {EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME, *_EXPORT_EXTRAS}
+        set(os.listdir(output_dir) if os.path.isdir(output_dir) else ()) - _EXPORT_FILES
     )
     if others:
         raise ConfigError(
-            f"--output {output_dir} holds files that are not an export ({short_list(others, 4)}); "
-            "--overwrite replaces only a previous export folder: choose another folder"
+            f"--output {output_dir} holds files not of an export ({short_list(others, 4)})"
         )
-
-
-def _check_yaml_loads_in_stock_detectron2(path: str, needs_nd_det: bool) -> None:
-    stock = get_cfg()
-    if needs_nd_det:
-        add_backbone_config(stock)
-    try:
-        stock.merge_from_file(path)
-    except (AssertionError, KeyError, ValueError, TypeError) as e:
-        raise ConfigError(
-            f"the exported config would not load in detectron2 ({str(e).strip()}); it holds keys "
-            "of another detectron2 extension: remove them from the config"
-        ) from None
+    check_overwrite(output_dir, "--output", overwrite)
 
 
 def _move_into_place(staging: str, output_dir: str) -> None:
@@ -168,7 +133,10 @@ def _write_export(
         os.chmod(staging, 0o777 & ~current_umask())
         config_path = os.path.join(staging, EXPORT_CONFIG_NAME)
         atomic_write_text(text, config_path)
-        _check_yaml_loads_in_stock_detectron2(config_path, needs_nd_det)
+        with input_stage("the exported config, read by plain detectron2"):
+            (add_backbone_config(get_cfg()) if needs_nd_det else get_cfg()).merge_from_file(
+                config_path
+            )
         atomic_torch_save({"model": state}, os.path.join(staging, EXPORT_WEIGHTS_NAME))
         _move_into_place(staging, output_dir)
     finally:  # nothing is left there once the folder has been moved into place
@@ -199,24 +167,18 @@ def _same_file(a: str, b: str) -> bool:
 def _check_distilled(cfg: CfgNode, weights: str, local: str, dropped_modules: list[str]) -> None:
     """Refuse weights that are not those of this distillation run: the teacher's own
     checkpoint, or a checkpoint without the modules this config's terms train."""
-    if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN" or not cfg.MODEL.DISTILL.LOSSES:
-        return
-    hint = (
-        "give the checkpoint the distillation run wrote (<OUTPUT_DIR>/model_final.pth), or "
-        "pass --allow-non-distilled-weights if you mean to export these weights"
-    )
-    teacher = cfg.MODEL.DISTILL.TEACHER_WEIGHTS
+    losses = list(cfg.MODEL.DISTILL.LOSSES) if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN" else []
+    teacher = cfg.MODEL.DISTILL.TEACHER_WEIGHTS if losses else ""
+    hint = "give the run's checkpoint, or pass --allow-non-distilled-weights"
     if teacher and (weights == teacher or (not is_url(teacher) and _same_file(local, teacher))):
         raise ConfigError(
             f"--weights {weights} is the teacher's checkpoint (MODEL.DISTILL.TEACHER_WEIGHTS), "
             f"not a distilled student: {hint}"
         )
-    expected = terms_with_modules(cfg.MODEL.DISTILL.LOSSES)
-    if expected and not dropped_modules:
+    if losses and terms_with_modules(losses) and not dropped_modules:
         raise ConfigError(
             f"--weights {weights} holds no distillation-module tensors (distill_terms.*), but a "
-            f"run of this config ({'+'.join(cfg.MODEL.DISTILL.LOSSES)}) trains them for "
-            f"{expected}: it is not a checkpoint of this distillation run; {hint}"
+            f"run of this config ({'+'.join(losses)}) trains them: {hint}"
         )
 
 
@@ -233,8 +195,8 @@ def export_student(
     weights that are not those of a run of ``cfg`` (unless ``allow_non_distilled``)."""
     output_dir = os.path.abspath(output_dir)
     check_output_dir(output_dir, overwrite)
-    local = _local_checkpoint(weights)  # a missing file or unreachable URL fails before any
-    student_cfg = plain_student_cfg(cfg)  # model is built
+    local = local_weights_file("--weights", weights)  # before any model is built
+    student_cfg = plain_student_cfg(cfg)
     notes = _backbone_note(student_cfg)
     needs_nd_det = bool(notes)
     model = build_model(_with_model_keys(student_cfg, DEVICE="cpu"))  # the export needs no GPU
@@ -250,12 +212,7 @@ def export_student(
     try:
         _write_export(output_dir, _config_text(export_cfg, notes), state, needs_nd_det)
     except OSError as e:
-        raise write_failed(
-            "--output",
-            output_dir,
-            e,
-            "the folder was left as it was: free space or fix its permissions, then export again",
-        ) from None
+        raise write_failed("--output", output_dir, e, "the folder was left as it was") from None
     return StudentExport(
         output_dir=output_dir,
         config_file=os.path.join(output_dir, EXPORT_CONFIG_NAME),

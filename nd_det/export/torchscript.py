@@ -14,7 +14,7 @@ import contextlib
 import os
 import warnings
 from collections.abc import Sequence
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Optional
 
 import torch
 from detectron2.config import CfgNode
@@ -92,7 +92,7 @@ def _collect_tracer_warnings(sites: list[str]):
 
 
 def build(
-    model: torch.nn.Module, image: torch.Tensor
+    model: torch.nn.Module, image: torch.Tensor, shared: Optional[dict] = None
 ) -> tuple[torch.jit.ScriptModule, dict[str, object], list[str]]:
     """(the traced module, what the record says about it: the places the tracer warned at,
     notes)."""
