@@ -491,7 +491,8 @@ def test_a_pkl_student_for_eval_is_read_without_building_a_model(world, tmp_path
     state = torch.load(world["student"], weights_only=True)["model"]
     path = tmp_path / "student.pkl"
     with open(path, "wb") as f:
-        pickle.dump({"model": {k: v.numpy() for k, v in state.items()}}, f)
+        # a detectron2 .pkl names its author (without it detectron2 reads a Caffe2 blob file)
+        pickle.dump({"model": {k: v.numpy() for k, v in state.items()}, "__author__": "me"}, f)
     cfg = world["cfg"].clone()
     cfg.defrost()
     cfg.MODEL.WEIGHTS = str(path)

@@ -562,7 +562,7 @@ def test_checkpoint_write_interrupted_midway_leaves_no_partial_file(tmp_path, mo
         f.write(b"half a checkpoint")
         raise KeyboardInterrupt  # e.g. the job is cancelled while writing
 
-    monkeypatch.setattr(ckpt_module.torch, "save", dying_save)
+    monkeypatch.setattr(torch, "save", dying_save)  # what the atomic write calls
     with torch.no_grad():
         model.weight.add_(1.0)  # newer weights that never make it to disk
     try:
