@@ -164,10 +164,14 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def _check_distilled(cfg: CfgNode, weights: str, local: str, dropped_modules: list[str]) -> None:
-    """Refuse weights that are not those of this distillation run: the teacher's own
-    checkpoint, or a checkpoint without the modules this config's terms train."""
-    losses = list(cfg.MODEL.DISTILL.LOSSES) if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN" else []
+def _check_distilled(
+    cfg: CfgNode, student: CfgNode, weights: str, local: str, dropped_modules: list[str]
+) -> None:
+    """Refuse weights that are not those of this distillation run (``cfg``, whose plain student
+    is ``student``): the teacher's own checkpoint, or a checkpoint without the modules this
+    config's terms train."""
+    distilled = cfg.MODEL.META_ARCHITECTURE != student.MODEL.META_ARCHITECTURE
+    losses = list(cfg.MODEL.DISTILL.LOSSES) if distilled else []
     teacher = cfg.MODEL.DISTILL.TEACHER_WEIGHTS if losses else ""
     hint = "give the run's checkpoint, or pass --allow-non-distilled-weights"
     if teacher and (weights == teacher or (not is_url(teacher) and _same_file(local, teacher))):
@@ -205,7 +209,7 @@ def export_student(
         model, weights, "--weights", _WEIGHTS_HINT, error=ConfigError
     )
     if not allow_non_distilled:
-        _check_distilled(cfg, weights, local, checkpointer.training_only_keys)
+        _check_distilled(cfg, student_cfg, weights, local, checkpointer.training_only_keys)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     export_cfg = _with_model_keys(student_cfg, WEIGHTS=EXPORT_WEIGHTS_NAME)
