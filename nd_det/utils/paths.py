@@ -71,7 +71,9 @@ def check_overwrite(path: str, what: str, overwrite: bool) -> None:
     ``overwrite`` (its ``--overwrite`` flag); with it, the tool says on stdout what it replaces."""
     held = sorted(os.listdir(path)) if os.path.isdir(path) else [""] * os.path.exists(path)
     if held and not overwrite:
-        raise FileError(f"{what} {path} exists; pass --overwrite to replace it, or choose another")
+        raise FileError(
+            f"{what} {path} exists; pass --overwrite to replace it, or choose another path"
+        )
     if held:
         inside = f" ({short_list(held, 6)})" if held != [""] else ""
         print(f"--overwrite: replacing {what} {path}{inside}", flush=True)
