@@ -31,7 +31,7 @@ from nd_common.configs import (
 from nd_common.trainer import DemoTrainer
 from nd_demo.cli import demo_argument_parser
 from nd_demo.cli import main as demo_main
-from nd_demo.figure import pick_val_images, read_loss_curves
+from nd_demo.figure import pick_val_images, read_loss_curves, read_mechanism_curves
 from nd_demo.pipeline import OUTPUT_FILES, run_configs, student_processes
 from nd_demo.report import (
     ROW_NAMES,
@@ -71,6 +71,8 @@ TOY_ARGS = [
     "128",
     "INPUT.MAX_SIZE_TEST",
     "128",
+    "MODEL.DISTILL.MECHANISM_PERIOD",  # ND's mechanism logged at every iteration
+    "1",
 ]
 
 
@@ -163,6 +165,11 @@ def test_demo_end_to_end_at_toy_size(tmp_path):
     assert alone_curves["iteration"] == distilled_curves["iteration"] == [1, 2]
     assert "loss_nd" in distilled_curves and "loss_reviewkd" in distilled_curves
     assert "loss_nd" not in alone_curves
+    # ND's mechanism (the figure's panel c): logged by the distilled student only
+    mechanism = read_mechanism_curves(str(out / "student_distilled" / "metrics.json"))
+    assert mechanism["iteration"] == [1, 2] and all(v > 0 for v in mechanism["norm_ratio"])
+    assert all(-1 <= v <= 1 for v in mechanism["cosine_to_class_mean"])
+    assert read_mechanism_curves(str(out / "student_alone" / "metrics.json"))["iteration"] == []
 
     # the verdict quotes the seed spread measured at these settings
     assert report["settings_fingerprint"] == spread["settings_fingerprint"]
@@ -403,6 +410,7 @@ def test_loss_curves_and_image_choice(tmp_path):
                     "loss_nd": 1.0,
                 },
                 {"iteration": 1, "bbox/AP": 3.0},  # not a loss record
+                {"iteration": 4, "nd/norm_ratio": 0.5, "nd/cosine_to_class_mean": 0.25},
                 {
                     "iteration": 9,
                     "total_loss": 2.0,
@@ -418,6 +426,11 @@ def test_loss_curves_and_image_choice(tmp_path):
     )
     curves = read_loss_curves(str(metrics))
     assert curves == {"iteration": [1, 10], "detection": [2.0, 1.5], "loss_nd": [1.0, 0.5]}
+    assert read_mechanism_curves(str(metrics)) == {
+        "iteration": [5],
+        "norm_ratio": [0.5],
+        "cosine_to_class_mean": [0.25],
+    }
     records = [{"image_id": i, "annotations": [{}] * n} for i, n in ((1, 2), (2, 5), (3, 5))]
     assert [r["image_id"] for r in pick_val_images(records, 2)] == [2, 3]
 

@@ -292,15 +292,16 @@ _WHERE = ("OUTPUT_DIR", "MODEL.WEIGHTS")
 
 def settings_dump(cfg: CfgNode) -> str:
     """``cfg`` as yaml without where it writes or reads (OUTPUT_DIR, MODEL.WEIGHTS: the
-    ImageNet file's path is DEMO.IMAGENET_INIT's), without its SEED, and with MODEL.DISTILL only
-    where it distils (the teacher and the student alone ignore it): equal dumps, equal numbers
-    for equal seeds."""
+    ImageNet file's path is DEMO.IMAGENET_INIT's), without its SEED and how often it logs ND's
+    mechanism, and with MODEL.DISTILL only where it distils (the teacher and the student alone
+    ignore it): equal dumps, equal numbers for equal seeds."""
     c = cfg.clone()
     c.defrost()
     c.OUTPUT_DIR, c.MODEL.WEIGHTS, c.SEED = "", "", -1
     if c.MODEL.META_ARCHITECTURE == "DistillRCNN" and c.MODEL.DISTILL.LOSSES:
         c.MODEL.DISTILL.TEACHER_CONFIG = c.MODEL.DISTILL.TEACHER_WEIGHTS = ""
         c.MODEL.DISTILL.CLASS_MEANS = ""
+        c.MODEL.DISTILL.MECHANISM_PERIOD = 0  # what is logged, not what is computed
     else:
         c.MODEL.pop("DISTILL")
     return c.dump()

@@ -1,6 +1,7 @@
 """The demo's PNG figure (matplotlib's Agg canvas, no display needed; its panels: docs/demo.md):
-loss curves from the students' ``metrics.json``, AP bars, and the val tiles with the most trees
-with the detections the evaluation wrote (COCO results files) over the ground truth.
+loss curves and ND's mechanism from the students' ``metrics.json``, AP bars, and the val tiles
+with the most trees with the detections the evaluation wrote (COCO results files) over the
+ground truth.
 """
 
 import json
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from nd_det.utils.atomic_file import atomic_write
 
 DETECTION_LOSSES = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")
+MECHANISM = ("norm_ratio", "cosine_to_class_mean")
 _ALONE_COLOUR = "tab:blue"
 _DISTILLED_COLOUR = "tab:orange"
 _TEACHER_COLOUR = "tab:green"
@@ -29,6 +31,20 @@ def read_loss_curves(metrics_file: str) -> dict[str, list]:
                 if key.startswith("loss_") and key not in DETECTION_LOSSES:
                     curves[key].append(value)
     return dict(curves)
+
+
+def read_mechanism_curves(metrics_file: str) -> dict[str, list]:
+    """{"iteration": [...], "norm_ratio": [...], "cosine_to_class_mean": [...]}: ND's mechanism
+    as a distillation run logs it (``nd/*`` in ``metrics.json`` every
+    MODEL.DISTILL.MECHANISM_PERIOD iterations); empty lists for a run without a teacher."""
+    curves: dict[str, list] = {"iteration": [], **{k: [] for k in MECHANISM}}
+    with open(metrics_file, encoding="utf-8") as stream:
+        for record in map(json.loads, stream):
+            if all(f"nd/{k}" in record for k in MECHANISM):
+                curves["iteration"].append(record["iteration"] + 1)
+                for key in MECHANISM:
+                    curves[key].append(record[f"nd/{key}"])
+    return curves
 
 
 def pick_val_images(dataset_dicts: Sequence[dict], count: int) -> list[dict]:
@@ -74,6 +90,7 @@ def draw_demo_figure(
     detections_alone: str,
     detections_distilled: str,
     method_name: str,
+    mechanism: dict,
     score_threshold: float = 0.5,
 ) -> str:
     """Write the figure (see the module docstring) to ``path``; returns ``path``."""
@@ -84,8 +101,9 @@ def draw_demo_figure(
     figure = Figure(figsize=(4.6 * columns, 13.5), dpi=90)
     FigureCanvasAgg(figure)
     grid = figure.add_gridspec(3, columns, height_ratios=[1.0, 1.25, 1.25])
+    top = grid[0, :].subgridspec(1, 4)
 
-    ax = figure.add_subplot(grid[0, 0])
+    ax = figure.add_subplot(top[0, 0])
     ax.plot(
         curves_alone["iteration"],
         curves_alone["detection"],
@@ -102,7 +120,7 @@ def draw_demo_figure(
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
 
-    ax = figure.add_subplot(grid[0, 1])
+    ax = figure.add_subplot(top[0, 1])
     distill_terms = [k for k in curves_distilled if k.startswith("loss_") and k != "detection"]
     for name in distill_terms:
         ax.plot(curves_distilled["iteration"], curves_distilled[name], label=name)
@@ -115,7 +133,25 @@ def draw_demo_figure(
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
 
-    ax = figure.add_subplot(grid[0, 2])
+    ax = figure.add_subplot(top[0, 2])
+    ax.plot(mechanism["iteration"], mechanism["norm_ratio"], color=_DISTILLED_COLOUR, marker=".")
+    ax.set(
+        title="(c) ND's mechanism in the distilled student",
+        xlabel="iteration",
+        ylabel="RoI embedding norm: student / teacher",
+    )
+    ax.grid(alpha=0.3)
+    cosine = ax.twinx()
+    cosine.plot(
+        mechanism["iteration"],
+        mechanism["cosine_to_class_mean"],
+        color="tab:purple",
+        marker=".",
+        linestyle="--",
+    )
+    cosine.set_ylabel("cosine to the teacher's class mean (dashed)", color="tab:purple")
+
+    ax = figure.add_subplot(top[0, 3])
     metrics = ("AP", "AP50", "AP75")
     width = 0.26
     for offset, row, colour in zip(
@@ -125,7 +161,7 @@ def draw_demo_figure(
         bars = ax.bar(positions, [row[m] for m in metrics], width, color=colour, label=row["model"])
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(range(len(metrics)), metrics)
-    ax.set(title="(c) COCO box AP on the val split", ylabel="AP (%)")
+    ax.set(title="(d) COCO box AP on the val split", ylabel="AP (%)")
     ax.legend(fontsize=8)
 
     alone = _detections_by_image(detections_alone, score_threshold)

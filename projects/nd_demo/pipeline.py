@@ -39,7 +39,7 @@ from nd_det.utils.paths import check_writable
 from nd_det.utils.progress import format_duration
 
 from .evaluation import score_model
-from .figure import draw_demo_figure, pick_val_images, read_loss_curves
+from .figure import draw_demo_figure, pick_val_images, read_loss_curves, read_mechanism_curves
 from .report import (
     ROW_NAMES,
     distillation_verdict,
@@ -257,6 +257,7 @@ def _pipeline(o, out: str, folder: dict, teacher, students: dict) -> dict:
             scores[1]["detections_file"],
             scores[2]["detections_file"],
             method_name,
+            read_mechanism_curves(os.path.join(folder["distilled"], METRICS_FILE)),
         ),
     )
     report = {
