@@ -17,6 +17,7 @@ import math
 import torch
 from detectron2.config import CfgNode
 
+from ..config import DISTILL_META_ARCHITECTURES
 from ..data.image_scan import scan_registered_datasets
 from ..errors import ConfigError, UserError
 from ..modeling.bn_groups import bn_group_size
@@ -34,14 +35,25 @@ from .trainer import amp_precision
 __all__ = ["preflight_distill", "check_run_keys", "check_train_run", "check_eval_run"]
 
 _INPUT_FORMATS = ("BGR", "RGB", "L", "YUV-BT.601")
-# keys detectron2 only trips over inside a worker, after OUTPUT_DIR is written, or never (a
-# run that silently does nothing): (key, least value)
-_LEAST = (
-    ("SOLVER.MAX_ITER", 1),
-    ("SOLVER.CHECKPOINT_PERIOD", 1),
-    ("TEST.EVAL_PERIOD", 0),
-    ("DATALOADER.NUM_WORKERS", 0),
-)
+
+
+def _run_bounds(world: int) -> tuple:
+    """(key, whether its value is valid, what to give) for the keys detectron2 only trips over
+    inside a worker, after OUTPUT_DIR is written, or never (a run that silently does nothing)."""
+    top_seed = MAX_SEED - world + 1  # each process seeds numpy with SEED + its rank
+    return (
+        ("SOLVER.MAX_ITER", lambda v: v >= 1, "1 or more"),
+        ("SOLVER.CHECKPOINT_PERIOD", lambda v: v >= 1, "1 or more"),
+        ("TEST.EVAL_PERIOD", lambda v: v >= 0, "0 (at the end) or more"),
+        ("DATALOADER.NUM_WORKERS", lambda v: v >= 0, "0 or more"),
+        (
+            "SOLVER.IMS_PER_BATCH",
+            lambda v: v >= world and v % world == 0,
+            f"a multiple of the {world} processes",
+        ),
+        ("SOLVER.BASE_LR", lambda v: math.isfinite(v) and v > 0, "a positive learning rate"),
+        ("SEED", lambda v: -1 <= v <= top_seed, f"0 .. {top_seed}, or -1 (random)"),
+    )
 
 
 def _get(cfg: CfgNode, key: str):
@@ -72,18 +84,10 @@ def check_run_keys(cfg: CfgNode, args, train: bool = True) -> None:
         )
     if not train:
         return
-    for key, least in _LEAST:
-        if _get(cfg, key) < least:
-            raise ConfigError(f"{key} {_get(cfg, key)}: give {least} or more")
+    for key, valid, need in _run_bounds(world):
+        if not valid(_get(cfg, key)):
+            raise ConfigError(f"{key} {_get(cfg, key)}: give {need}")
     solver = cfg.SOLVER
-    if solver.IMS_PER_BATCH % world or solver.IMS_PER_BATCH < world:
-        raise ConfigError(
-            f"SOLVER.IMS_PER_BATCH {solver.IMS_PER_BATCH}: give a multiple of the {world} processes"
-        )
-    if not (math.isfinite(solver.BASE_LR) and solver.BASE_LR > 0):
-        raise ConfigError(f"SOLVER.BASE_LR {solver.BASE_LR}: give a positive learning rate")
-    if not -1 <= cfg.SEED <= MAX_SEED - world + 1:  # each process seeds numpy with SEED + rank
-        raise ConfigError(f"SEED {cfg.SEED}: give 0 .. {MAX_SEED - world + 1}, or -1 (random)")
     if solver.AMP.ENABLED and device.type != "cuda":
         raise ConfigError("SOLVER.AMP.ENABLED True needs MODEL.DEVICE cuda; set it False here")
     amp_precision(solver.AMP.PRECISION)
@@ -92,10 +96,11 @@ def check_run_keys(cfg: CfgNode, args, train: bool = True) -> None:
 def preflight_distill(cfg: CfgNode):
     """The whole model of ``cfg`` on the meta device, once (student, and for a distillation
     config the teacher and the terms, the class-means table read); returns it."""
-    if cfg.MODEL.DISTILL.LOSSES and cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":
+    if cfg.MODEL.DISTILL.LOSSES and cfg.MODEL.META_ARCHITECTURE not in DISTILL_META_ARCHITECTURES:
         raise ConfigError(
             f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} trains no distillation "
-            "(MODEL.DISTILL.LOSSES is set): set DistillRCNN, or MODEL.DISTILL.LOSSES '[]'"
+            "(MODEL.DISTILL.LOSSES is set): set DistillRCNN (DistillRetinaNet for a RetinaNet), "
+            "or MODEL.DISTILL.LOSSES '[]'"
         )
     return build_on_meta(cfg)
 
