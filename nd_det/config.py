@@ -21,12 +21,45 @@ from .errors import ConfigError, input_stage
 from .utils.paths import not_found
 
 __all__ = [
+    "DISTILL_META_ARCHITECTURES",
+    "plain_meta_architecture",
+    "num_classes_key",
+    "num_classes",
     "add_distill_config",
     "add_backbone_config",
     "merge_config",
     "load_config",
     "load_lazy_config",
 ]
+
+# nd-det's distillation meta-architectures -> the plain detectron2 one of their student (what an
+# export and an --eval-only run build).  DistillFCOS is a LazyConfig only, as detectron2's FCOS;
+# it is here for the yacs view of such a run (its classes at MODEL.RETINANET.NUM_CLASSES).
+DISTILL_META_ARCHITECTURES = {
+    "DistillRCNN": "GeneralizedRCNN",
+    "DistillRetinaNet": "RetinaNet",
+    "DistillFCOS": "FCOS",
+}
+
+
+def plain_meta_architecture(cfg: CN) -> str:
+    """The plain detectron2 META_ARCHITECTURE of the student of ``cfg``."""
+    name = cfg.MODEL.META_ARCHITECTURE
+    return DISTILL_META_ARCHITECTURES.get(name, name)
+
+
+def num_classes_key(cfg: CN) -> str:
+    """The key holding the student's number of classes: a one-stage student's (RetinaNet's; the
+    FCOS of a LazyConfig in its yacs view), else the R-CNN's."""
+    if plain_meta_architecture(cfg) in ("RetinaNet", "FCOS"):
+        return "MODEL.RETINANET.NUM_CLASSES"
+    return "MODEL.ROI_HEADS.NUM_CLASSES"
+
+
+def num_classes(cfg: CN) -> int:
+    """The student's number of classes (at :func:`num_classes_key`)."""
+    one_stage = num_classes_key(cfg) == "MODEL.RETINANET.NUM_CLASSES"
+    return int((cfg.MODEL.RETINANET if one_stage else cfg.MODEL.ROI_HEADS).NUM_CLASSES)
 
 
 def add_backbone_config(cfg: CN) -> CN:

@@ -17,6 +17,13 @@ with background as class index NUM_CLASSES.  Which RoIs are averaged is the *pro
   (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``, no flip); the background row from the teacher's
   test-time proposals that match no ground truth, sampled by the same ROI-head sampler.
 
+A one-stage teacher (RetinaNet, FCOS: the teacher of a one-stage student) has no box head and
+no RoIs: its embedding is its classification tower's output, and under the ``reference``
+protocol (its only one) every anchor its own ``label_anchors`` counts is averaged under its
+label (positive anchors under their class, background anchors under the background row, ignored
+ones left out), the tower's output taken at the anchor's location: the rows a training step of
+the student hands ND, at the training augmentation (docs/one_stage.md).
+
 Randomness (augmentation, ROI sampling) is seeded from (seed, image index), and the image subset
 (``max_images``) is the first K of a permutation seeded by ``seed``: the table does not depend on
 the number of processes or loader workers.  Sums and counts are accumulated in float64 and
@@ -46,9 +53,11 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import log_every_n_seconds
 
+from ..config import num_classes
 from ..data.image_scan import scan_registered_datasets
 from ..engine.setup import check_datasets
 from ..errors import DataError, input_stage
+from ..modeling.anchor_rows import AnchorRows, anchors_per_location
 from ..modeling.teacher import FrozenTeacher
 from ..utils.paths import check_writable
 from ..utils.progress import ProgressClock, format_duration
@@ -190,6 +199,8 @@ class TeacherEmbedder:
         features = teacher.features(images)
         gt = inputs["instances"].to(teacher.device)
 
+        if teacher.one_stage:
+            return self._anchors(features, gt)
         if self.protocol == "reference":
             with self._own_rng():  # its training-mode anchor sampling draws random numbers
                 proposals = training_proposals(teacher, images, features, gt)
@@ -206,6 +217,17 @@ class TeacherEmbedder:
             embeddings.append(teacher.box_embeddings(features, [background.proposal_boxes]))
             labels.append(background.gt_classes)
         return torch.cat(embeddings), torch.cat(labels)
+
+    def _anchors(self, features, gt: Instances) -> tuple[torch.Tensor, torch.Tensor]:
+        """A one-stage teacher: the tower's output at every anchor its ``label_anchors`` counts
+        (label >= 0), under that label (background = NUM_CLASSES)."""
+        model = self.teacher.model
+        towers = self.teacher.dense_head(features)[0]
+        anchors = model.anchor_generator([features[f] for f in model.head_in_features])
+        labels = torch.stack(model.label_anchors(anchors, [gt])[0])
+        # NUM_CLASSES + 1 "classes": the background anchors are rows too
+        rows = AnchorRows(labels, self.teacher.num_classes + 1, anchors_per_location(model))
+        return rows.embeddings(towers), rows.positive_labels
 
 
 # ---------------------------------------------------------------------- checks before the pass
@@ -269,14 +291,16 @@ def check_extraction(
         raise DataError(f"{what} {path}: the class-means format is a torch file; give a .pth path")
     check_writable(path, what)
     with torch.device("meta"):  # the teacher's checks and its weights' names and shapes
-        FrozenTeacher(cfg)
+        one_stage = FrozenTeacher(cfg).one_stage
+    if one_stage and protocol != "reference":
+        raise DataError(f"--protocol {protocol}: a {one_stage} teacher has only 'reference'")
     dicts = _training_dicts(cfg)
     scan_registered_datasets(cfg.DATASETS.TRAIN)  # every image decodes, at its JSON size
     chosen = [dict(dicts[i], **{INDEX_KEY: i}) for i in select_images(len(dicts), max_images, seed)]
     if not allow_empty_classes:
         _check_ground_truth(
             chosen,
-            int(cfg.MODEL.ROI_HEADS.NUM_CLASSES),
+            num_classes(cfg),
             _class_names(cfg),
             list(cfg.DATASETS.TRAIN),
         )
@@ -285,9 +309,10 @@ def check_extraction(
 
 # ---------------------------------------------------------------------- the pass
 def _protocol_metadata(teacher: FrozenTeacher, cfg: CfgNode, protocol: str) -> dict:
-    """What the file records of the protocol: resizing / flipping, RPN top-k, ROI sampling
-    (read from the teacher's modules: a yacs or a LazyConfig teacher alike)."""
-    rpn, heads, inp = teacher.model.proposal_generator, teacher.model.roi_heads, cfg.INPUT
+    """What the file records of the protocol: resizing / flipping, RPN top-k, ROI sampling, or
+    a one-stage teacher's anchor labelling (read from the teacher's modules: a yacs or a
+    LazyConfig teacher alike)."""
+    inp = cfg.INPUT
     reference = protocol == "reference"
     mode = "train" if reference else "test"
     if reference:
@@ -304,10 +329,22 @@ def _protocol_metadata(teacher: FrozenTeacher, cfg: CfgNode, protocol: str) -> d
             "sampling": "choice",
             "flip": "none",
         }
-    return {
+    described = {
         "protocol": protocol,
         "protocol_description": PROTOCOLS[protocol],
         "augmentation": augmentation,
+    }
+    if teacher.one_stage:
+        matcher = getattr(teacher.model, "anchor_matcher", None)  # RetinaNet's; FCOS: centres
+        described["anchor_labelling"] = {
+            "by": f"{type(teacher.model).__name__}.label_anchors",
+            "iou_thresholds": [float(x) for x in matcher.thresholds[1:-1]] if matcher else [],
+            "rows": "every anchor it counts (label >= 0), at its location",
+        }
+        return described
+    rpn, heads = teacher.model.proposal_generator, teacher.model.roi_heads
+    return {
+        **described,
         "rpn_topk": {
             "mode": mode,  # detectron2's RPN keys its top-k by its training flag
             "pre_nms": int(rpn.pre_nms_topk[reference]),
@@ -400,7 +437,11 @@ def extract_class_means(
         seed=int(seed),
         counts_known=True,
         background_row=num_classes,
-        embedding="teacher box head output (RoI embeddings)",
+        embedding=(
+            "teacher classification-tower output at its anchors"
+            if teacher.one_stage
+            else "teacher box head output (RoI embeddings)"
+        ),
         class_names=names or [],
     )
     table = acc.finalize(metadata, allow_empty=allow_empty_classes, class_names=names)

@@ -16,8 +16,11 @@ class DistillInputs:
     """The student's outputs keep their graph; the teacher's have none.
 
     Detection: one row per sampled RoI (labels: the RoI classes, background = NUM_CLASSES),
-    features by FPN level name.  Classification: one row per image (labels: class indices, or
-    (N, C) mixed targets of mixup / cutmix), features by stage index, shallow to deep."""
+    features by FPN level name; a one-stage detector (RetinaNet, FCOS): labels and embeddings
+    one row per positive anchor (its classification tower's output at the anchor's location),
+    logits one row per anchor its classification loss counts.  Classification: one row per
+    image (labels: class indices, or (N, C) mixed targets of mixup / cutmix), features by stage
+    index, shallow to deep."""
 
     labels: torch.Tensor  # (N,) int64, or (N, C) mixed targets
     student_embeddings: torch.Tensor  # (N, D) the student's embeddings (box head / penultimate)

@@ -36,6 +36,8 @@ class TermContext:
     num_classes: Optional[int] = None  # labels below it are foreground (detection: bg = K)
     embedding_key: str = ""  # the key that sets the student's embedding width
     bn_group: Optional[Callable[[int], Any]] = None  # images -> process group of ABF BatchNorms
+    # the logits are K independent per-class sigmoids (RetinaNet, FCOS), not one softmax
+    sigmoid_logits: bool = False
 
     def key(self, *parts: str) -> str:
         """The config key of ``parts`` below the prefix, in the task's case."""
@@ -52,9 +54,13 @@ class DistillTerm(nn.Module):
     needs_teacher_logits: bool = False
     needs_hard_labels: bool = False  # refuses the (N, C) mixed targets of mixup / cutmix
     trains_modules: bool = False  # owns trainable modules whatever the models (saved with them)
+    takes_sigmoid_logits: bool = False  # has a form for per-class sigmoid logits
 
     def __init__(self, context: TermContext, weight: float = 1.0, warm_up: bool = False):
         super().__init__()
+        if context.sigmoid_logits and self.needs_teacher_logits and not self.takes_sigmoid_logits:
+            who = f"{context.key('losses')} '{self.name}'"
+            raise ConfigError(f"{who}: no form for per-class sigmoid logits (one-stage); use 'kd'")
         if not weight > 0:  # 0 would silently train without it; < 0 pushes away
             losses = context.key("losses")
             raise ConfigError(

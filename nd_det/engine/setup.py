@@ -14,7 +14,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
-from ..config import load_config
+from ..config import load_config, num_classes, num_classes_key
 from ..data import register_coco_dataset
 from ..errors import ConfigError, DataError
 from ..utils.atomic_file import atomic_write_text
@@ -120,11 +120,11 @@ def check_datasets(cfg: CfgNode, splits=("TRAIN", "TEST"), required=("TRAIN",)) 
 
 def check_dataset_classes(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:
     """Every registered dataset of DATASETS.<split> must have NUM_CLASSES classes."""
-    want = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    want = num_classes(cfg)
     for name in [n for split in splits for n in cfg.DATASETS[split]]:
         classes = MetadataCatalog.get(name).get("thing_classes", None)
         if classes is not None and len(classes) != want:
             raise ConfigError(
                 f"dataset {name!r} has {len(classes)} classes: set "
-                f"MODEL.ROI_HEADS.NUM_CLASSES {len(classes)} (and a teacher of them)"
+                f"{num_classes_key(cfg)} {len(classes)} (and a teacher of them)"
             )

@@ -7,7 +7,7 @@ package (``nd_det.classification``).
 from .dist import dist_loss
 from .dkd import dkd_loss
 from .group_batch_norm import GroupSyncBatchNorm2d
-from .kd import kd_loss
+from .kd import kd_loss, sigmoid_kd_loss
 from .nd import nd_loss, nd_mechanism
 from .projection import EmbeddingProjection
 from .reviewkd import ABF, ReviewKDFusion, hcl_loss
@@ -16,6 +16,7 @@ __all__ = [
     "nd_loss",
     "nd_mechanism",
     "kd_loss",
+    "sigmoid_kd_loss",
     "dkd_loss",
     "dist_loss",
     "hcl_loss",

@@ -1,4 +1,5 @@
-"""Detection modeling: importing this registers DistillRCNN and the student backbones."""
+"""Detection modeling: importing this registers DistillRCNN, the one-stage students
+(DistillRetinaNet, DistillFCOS) and the student backbones."""
 
 from ..distill import (
     DISTILL_TERM_REGISTRY,
@@ -8,6 +9,7 @@ from ..distill import (
     register_distill_term,
 )
 from . import backbone  # noqa: F401  (registers the backbones in BACKBONE_REGISTRY)
+from .dense_meta_arch import DistillFCOS, DistillRetinaNet
 from .distill_terms import check_distill_loss_names
 from .meta_arch import DistillRCNN
 from .student_checkpoint import (
@@ -32,6 +34,8 @@ from .weights import local_weights_file
 
 __all__ = [
     "DistillRCNN",
+    "DistillRetinaNet",
+    "DistillFCOS",
     "DistillInputs",
     "DistillTerm",
     "DISTILL_TERM_REGISTRY",

@@ -12,6 +12,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import BACKBONE_REGISTRY, build_model
 
+from ..config import plain_meta_architecture
 from ..errors import ConfigError, UserError
 from ..utils.checkpoint_files import mismatch_text
 from ..utils.text import first_line, short_list
@@ -74,8 +75,7 @@ def plain_student_cfg(cfg: CfgNode) -> CfgNode:
     plain = cfg.clone()
     plain.defrost()
     plain.SOLVER.AMP.pop("PRECISION", None)
-    if plain.MODEL.META_ARCHITECTURE == "DistillRCNN":
-        plain.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    plain.MODEL.META_ARCHITECTURE = plain_meta_architecture(plain)
     keep = BACKBONE_CONFIG_NODES.get(plain.MODEL.BACKBONE.NAME)
     for node in ND_DET_MODEL_NODES:
         if node != keep:

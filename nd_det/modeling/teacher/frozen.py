@@ -5,18 +5,21 @@
 
 * the teacher's validated config: ``TEACHER_CONFIG`` (a yacs ``.yaml`` or a LazyConfig ``.py``,
   model-zoo name or file; :mod:`.source`) + ``TEACHER_OPTS``, on the student's device, as a plain
-  R-CNN (Faster, Mask or Cascade); same number of classes as the student; an input format the
-  student's images can be converted to; a square padding (ViTDet) no smaller than the student's
-  images (:mod:`.input_size`); ``TEACHER_AUTOCAST``.  Built inside ``torch.device("meta")``
-  the same class runs all of it with no weights and no memory, before anything real is built;
+  R-CNN (Faster, Mask or Cascade), or for a one-stage student a one-stage detector of its kind
+  (RetinaNet, FCOS: :mod:`..anchor_rows`); same number of classes as the student; an input
+  format the student's images can be converted to; a square padding (ViTDet) no smaller than
+  the student's images (:mod:`.input_size`); ``TEACHER_AUTOCAST``.  Built inside
+  ``torch.device("meta")`` the same class runs all of it with no weights and no memory, before
+  anything real is built;
 * the weights check, the build, the freeze (eval mode, no gradients) and the strict load: a
   missing key, an unexpected key (beyond a small allowed set) or a shape mismatch stops the run,
   because a silently half-loaded teacher distils noise for days before anyone notices;
 * its identity (the metadata that ties a class-means table to it);
 * its own preprocessing of the student's images (pixel mean/std, RGB <-> BGR, padding);
 * its backbone features and, from ONE box head (a Cascade's stage: :mod:`.box_stage`), the
-  RoI embeddings / class logits on given boxes, under its precision context, always without
-  autograd.  A Mask R-CNN teacher is used for its boxes: its mask head never runs here.
+  RoI embeddings / class logits on given boxes, or for a one-stage teacher its classification
+  tower's output / per-class logits at given anchors, under its precision context, always
+  without autograd.  A Mask R-CNN teacher is used for its boxes: its mask head never runs here.
 
 DistillRCNN, the class-mean extraction, teacher evaluation, the pre-flight checks, the benchmark
 and the demo all use this class.
@@ -32,6 +35,7 @@ from typing import Optional
 import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import GeneralizedRCNN
+from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.modeling.roi_heads import StandardROIHeads
 from detectron2.structures import Boxes, ImageList
 from torch import nn
@@ -39,6 +43,7 @@ from torch import nn
 from ...errors import ConfigError
 from ...utils.modules import freeze
 from ...utils.precision import AUTOCAST_DTYPES
+from ..anchor_rows import AnchorRows, dense_head_outputs, dense_shapes
 from ..shapes import ModelShapes, shapes_of
 from ..student_checkpoint import StrictCheckpointer
 from ..weights import local_weights_file
@@ -65,8 +70,8 @@ _AUTOCAST_VALUES = ("", "float32", *AUTOCAST_DTYPES)
 class TeacherNeeds:
     """Which teacher outputs beyond its backbone features a step needs."""
 
-    embeddings: bool = False  # box-head output on the sampled boxes (ND)
-    logits: bool = False  # box-predictor class logits on them (KD, DKD)
+    embeddings: bool = False  # box-head output on the sampled boxes (ND); one-stage: tower
+    logits: bool = False  # box-predictor class logits on them (KD, DKD); one-stage: per anchor
 
     @property
     def box_head(self) -> bool:
@@ -107,9 +112,10 @@ class FrozenTeacher:
             )
         self.weights = ""  # resolved by load_weights
         self.model = freeze(self.source.build())
+        self.one_stage = spec.one_stage  # "" (an R-CNN), or its one-stage class
         self.box_head, self.box_predictor, self.box_stage = _checked_model(spec, self.model)
         self.identity = teacher_identity(spec)
-        if num_box_stages(self.model.roi_heads) > 1:  # class means are per stage
+        if not self.one_stage and num_box_stages(self.model.roi_heads) > 1:  # means per stage
             self.identity["teacher_box_stage"] = self.box_stage
         self.weights_loaded = False
         if load_weights:
@@ -189,11 +195,12 @@ class FrozenTeacher:
     # ------------------------------------------------------------------ what it computes
     @property
     def num_classes(self) -> int:
-        return int(self.model.roi_heads.num_classes)
+        return int((self.model if self.one_stage else self.model.roi_heads).num_classes)
 
     @property
     def embedding_dim(self) -> int:
-        """Width of the box-head output (the RoI embedding ND compares)."""
+        """Width of the box-head output (the RoI embedding ND compares); of a one-stage
+        teacher, of its classification tower."""
         dim = self.shapes.embedding_dim
         if dim is None:
             raise ConfigError("the teacher's box head gives no flat RoI embedding: use a FC head")
@@ -202,6 +209,8 @@ class FrozenTeacher:
     @property
     def shapes(self) -> ModelShapes:
         """Backbone levels and RoI embedding width (what the distillation terms check)."""
+        if self.one_stage:
+            return dense_shapes(self.model.backbone, self.model.head)
         return shapes_of(self.model.backbone, self.model.roi_heads, self.box_head)
 
     def preprocess(self, images: list[torch.Tensor]) -> ImageList:
@@ -230,13 +239,31 @@ class FrozenTeacher:
             return self.box_head(pooled)
 
     @torch.no_grad()
-    def outputs(self, images: ImageList, boxes: list[Boxes], needs: TeacherNeeds) -> TeacherOutputs:
-        """What a distillation step needs of the teacher on ``images`` and the sampled
-        ``boxes``: its features, and box-head embeddings / logits when ``needs`` says so."""
+    def dense_head(self, features: dict[str, torch.Tensor]):
+        """A one-stage teacher's classification branch on its head's levels: the tower's
+        output and the class logits, per level (the box branch never runs)."""
+        maps = [features[f] for f in self.model.head_in_features]
+        with self.precision():
+            return dense_head_outputs(self.model.head, maps)
+
+    @torch.no_grad()
+    def outputs(
+        self, images: ImageList, where: "list[Boxes] | AnchorRows", needs: TeacherNeeds
+    ) -> TeacherOutputs:
+        """What a distillation step needs of the teacher on ``images``: its features, and when
+        ``needs`` says so the box-head embeddings / logits on the sampled boxes ``where`` (an
+        R-CNN), or the tower's output at the positive anchors / the logits of the counted
+        anchors of :class:`AnchorRows` ``where`` (a one-stage teacher)."""
         features = self.features(images)
         out = TeacherOutputs(features=features)
+        if self.one_stage:
+            if needs.box_head:
+                towers, logits = self.dense_head(features)
+                out.embeddings = where.embeddings(towers) if needs.embeddings else None
+                out.logits = where.logits(logits) if needs.logits else None
+            return out
         if needs.box_head:
-            out.embeddings = self.box_embeddings(features, boxes)
+            out.embeddings = self.box_embeddings(features, where)
             if needs.logits:  # (R, NUM_CLASSES + 1) class logits of the chosen box predictor
                 with self.precision():
                     out.logits = self.box_predictor(out.embeddings)[0]
@@ -244,25 +271,38 @@ class FrozenTeacher:
 
 
 # ---------------------------------------------------------------------- the checks
-def _checked_model(spec: TeacherSpec, model: nn.Module) -> tuple[nn.Module, nn.Module, int]:
-    """The checks of the built teacher (real or on the meta device): a two-stage R-CNN with the
-    student's classes, the chosen box stage, its square padding against the student's images.
-    Returns (box head, box predictor, stage) of the chosen stage."""
-    name = spec.config
+_CLASSES_KEY = {  # the key of the student's classes, by kind
+    "": "MODEL.ROI_HEADS.NUM_CLASSES",
+    "RetinaNet": "MODEL.RETINANET.NUM_CLASSES",
+    "FCOS": "model.num_classes",
+}
+
+
+def _checked_model(spec: TeacherSpec, model: nn.Module):
+    """The checks of the built teacher (real or on the meta device): a two-stage R-CNN (a
+    one-stage detector of the student's class for a one-stage student) with the student's
+    classes, the chosen box stage, its square padding against the student's images.  Returns
+    (box head, box predictor, stage) of the chosen stage (None, None, 0 for a one-stage one)."""
+    name, kind = spec.config, spec.one_stage
     heads = getattr(model, "roi_heads", None)
-    if not (isinstance(heads, StandardROIHeads) and model.proposal_generator is not None):
+    if kind:  # the terms compare their anchors, classification towers and logits
+        kinds = {c.__name__ for c in type(model).__mro__}
+        fits = kind in kinds and isinstance(getattr(model, "head", None), RetinaNetHead)
+        need = f"a {kind} teacher for a {kind} student"
+    else:
+        fits = isinstance(heads, StandardROIHeads) and model.proposal_generator is not None
+        need = "a Faster, Mask or Cascade R-CNN (an RPN and StandardROIHeads or CascadeROIHeads)"
+    if not fits:
+        raise ConfigError(f"the teacher ({name}) is a {type(model).__name__}: use {need}")
+    classes = int((model if kind else heads).num_classes)
+    if classes != spec.num_classes:
         raise ConfigError(
-            f"the teacher ({name}) is a {type(model).__name__}: use a Faster, Mask "
-            "or Cascade R-CNN (an RPN and StandardROIHeads or CascadeROIHeads)"
-        )
-    if heads.num_classes != spec.num_classes:
-        raise ConfigError(
-            f"the teacher ({name}) has {heads.num_classes} classes, MODEL.ROI_HEADS.NUM_CLASSES "
+            f"the teacher ({name}) has {classes} classes, {_CLASSES_KEY.get(kind, kind)} "
             f"{spec.num_classes}: use a teacher of these classes (TEACHER_OPTS)"
         )
-    head, predictor, stage = box_stage(heads, spec.cascade_stage)
+    picked = (None, None, 0) if kind else box_stage(heads, spec.cascade_stage)
     check_input_size(spec.max_input_size, model.backbone, name)
-    return head, predictor, stage
+    return picked
 
 
 def _needs_flip(student_format: str, teacher_format: str) -> bool:

@@ -23,7 +23,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ...config import add_distill_config, load_lazy_config, merge_config
+from ...config import add_distill_config, load_lazy_config, merge_config, plain_meta_architecture
 from ...errors import input_stage
 from .spec import TeacherSpec, as_teacher_spec
 
@@ -102,8 +102,8 @@ def _yacs_config(spec: TeacherSpec, opts: list) -> CfgNode:
     merge_config(teacher_cfg, opts, "MODEL.DISTILL.TEACHER_OPTS")
     teacher_cfg.MODEL.DEVICE = spec.device
     teacher_cfg.MODEL.WEIGHTS = ""
-    if teacher_cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":  # a teacher is a plain detector
-        teacher_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    # a teacher is a plain detector (a distilled student used as teacher too)
+    teacher_cfg.MODEL.META_ARCHITECTURE = plain_meta_architecture(teacher_cfg)
     teacher_cfg.freeze()
     return teacher_cfg
 

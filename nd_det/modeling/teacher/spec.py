@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from detectron2.config import CfgNode
 
+from ...config import num_classes, plain_meta_architecture
+
 __all__ = ["TeacherSpec", "as_teacher_spec"]
 
 
@@ -17,7 +19,9 @@ __all__ = ["TeacherSpec", "as_teacher_spec"]
 class TeacherSpec:
     """The teacher's own values (``config`` .. ``device``) and the student's values it is
     checked against (``student_format``, ``num_classes``, ``max_input_size``: the largest image
-    side the student trains or is tested on, 0 when unknown)."""
+    side the student trains or is tested on, 0 when unknown; ``one_stage``: the detectron2
+    class of a one-stage student, "RetinaNet" or "FCOS", whose teacher must be one too, "" for
+    an R-CNN student)."""
 
     config: str  # a yacs .yaml or LazyConfig .py: a file or a detectron2 model-zoo name
     weights: str = ""  # "": the model-zoo weights of ``config``
@@ -28,6 +32,7 @@ class TeacherSpec:
     student_format: str = "BGR"
     num_classes: int = 80
     max_input_size: int = 0
+    one_stage: str = ""
 
     def __post_init__(self):  # overrides as strings (a LazyConfig gives a ListConfig)
         object.__setattr__(self, "opts", tuple(str(o) for o in self.opts))
@@ -36,6 +41,7 @@ class TeacherSpec:
     def from_cfg(cls, cfg: CfgNode) -> "TeacherSpec":
         """The values of a yacs distillation config (``MODEL.DISTILL`` and the student's keys)."""
         distill = cfg.MODEL.DISTILL
+        plain = plain_meta_architecture(cfg)
         return cls(
             config=distill.TEACHER_CONFIG,
             weights=distill.TEACHER_WEIGHTS,
@@ -44,8 +50,9 @@ class TeacherSpec:
             autocast=distill.TEACHER_AUTOCAST,
             device=str(cfg.MODEL.DEVICE),
             student_format=cfg.INPUT.FORMAT,
-            num_classes=int(cfg.MODEL.ROI_HEADS.NUM_CLASSES),
+            num_classes=num_classes(cfg),
             max_input_size=max(int(cfg.INPUT.MAX_SIZE_TRAIN), int(cfg.INPUT.MAX_SIZE_TEST)),
+            one_stage="" if plain == "GeneralizedRCNN" else plain,
         )
 
 
