@@ -15,7 +15,7 @@ from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 from detectron2.utils.events import EventStorage
-from nd_demo.configs import DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, load_demo_cfg
+from nd_common.configs import DEFAULT_STUDENT_CONFIG, DEFAULT_TEACHER_CONFIG, load_demo_cfg
 from torch import nn
 
 from nd_det.config import add_backbone_config, load_config
@@ -203,7 +203,7 @@ def _build_error(cfg) -> str:
         (
             "STAGES",
             ["features.3", "features.4", "features.6", "features.15"],
-            "Strides 4 8 are not log2 contiguous",
+            "Strides 8 8 are not log2 contiguous",
         ),
         ("NORM", "LN", "MODEL.TORCHVISION: ValueError: norm 'LN' is not one of"),
         ("FREEZE_AT", 5, "MODEL.TORCHVISION: ValueError: freeze_at must be in 0..4, got 5"),
