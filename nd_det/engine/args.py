@@ -21,9 +21,10 @@ Standard COCO is found under $DETECTRON2_DATASETS/coco (default ./datasets/coco)
 
 
 def _flags_after_overrides(parser: argparse.ArgumentParser) -> None:
-    """detectron2's ``opts`` (``nargs=REMAINDER``) takes everything after the first KEY: a flag
-    given after the overrides (``... SOLVER.MAX_ITER 10 --resume``) is parsed as a flag here, not
-    merged as a config key; required flags are looked for once all are parsed."""
+    """detectron2's ``opts`` (``nargs=REMAINDER``) takes everything after the first override: a
+    flag given after the overrides (``... SOLVER.MAX_ITER 10 --resume``, a LazyConfig's
+    ``... train.max_iter=10 --resume``) is parsed as a flag here, not merged as a config key (no
+    override starts with ``--``); required flags are looked for once all are parsed."""
     parse = parser.parse_args
 
     def parse_args(args=None, namespace=None):
@@ -34,8 +35,8 @@ def _flags_after_overrides(parser: argparse.ArgumentParser) -> None:
             action.required = False
         try:
             namespace, head = parse(args, namespace), []
-            while any(o.startswith("--") for o in namespace.opts[::2]):
-                at = 2 * next(i for i, o in enumerate(namespace.opts[::2]) if o.startswith("--"))
+            while any(o.startswith("--") for o in namespace.opts):
+                at = next(i for i, o in enumerate(namespace.opts) if o.startswith("--"))
                 head += namespace.opts[:at]
                 namespace = parse(namespace.opts[at:], namespace)
         finally:

@@ -9,6 +9,8 @@ from typing import Optional
 from ..config import load_config
 from ..engine.args import distill_argument_parser
 from ..engine.checkpoint import resume_checkpoint
+from ..engine.lazy_config import load_run_config
+from ..engine.lazy_export import export_lazy_student, is_lazy_run_config
 from ..engine.setup import RUN_CONFIG_NAME
 from ..errors import ConfigError, run_cli
 from .student import EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME, export_student
@@ -85,14 +87,17 @@ def run_files(weights: str, config_file: str) -> tuple[str, str]:
 def _main(argv: Optional[list[str]]) -> int:
     args = export_argument_parser().parse_args(argv)
     weights, config_file = run_files(args.weights, args.config_file)
-    cfg = load_config(config_file, args.opts)
-    result = export_student(
-        cfg,
-        weights,
-        args.output,
-        overwrite=args.overwrite,
-        allow_non_distilled=args.allow_non_distilled_weights,
-    )
+    if os.path.isfile(config_file) and is_lazy_run_config(config_file):  # a LazyConfig run
+        lazy = load_run_config(config_file, args.opts, "eval")
+        result = export_lazy_student(lazy, weights, args.output, overwrite=args.overwrite)
+    else:
+        result = export_student(
+            load_config(config_file, args.opts),
+            weights,
+            args.output,
+            overwrite=args.overwrite,
+            allow_non_distilled=args.allow_non_distilled_weights,
+        )
     print(
         f"Exported the student to {result.output_dir}: {EXPORT_CONFIG_NAME}, "
         f"{EXPORT_WEIGHTS_NAME} ({result.num_tensors} tensors)"

@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import torch
 from detectron2.config import CfgNode, get_cfg
@@ -42,6 +43,7 @@ __all__ = [
     "StudentExport",
     "export_student",
     "check_output_dir",
+    "write_export_folder",
 ]
 
 # the two files of an export folder, and the deploy files tools/export_model.py may add to it
@@ -121,11 +123,16 @@ def _move_into_place(staging: str, output_dir: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_export(
-    output_dir: str, text: str, state: dict[str, torch.Tensor], needs_nd_det: bool
+def write_export_folder(
+    output_dir: str,
+    text: str,
+    state: dict[str, torch.Tensor],
+    check_config: Optional[Callable[[str], None]] = None,
 ) -> None:
-    """Write both files into a hidden folder next to ``output_dir``, check the yaml, then
-    rename: ``output_dir`` is never seen half-written."""
+    """Write ``config.yaml`` (``text``) and ``model_final.pth`` (``{"model": state}``) into a
+    hidden folder next to ``output_dir``, run ``check_config(its config.yaml)``, then rename
+    the folder into place (a previous export there is swapped out and deleted only after):
+    ``output_dir`` is never seen half-written."""
     parent, base = os.path.split(output_dir)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{base}.partial-", dir=parent)
@@ -133,14 +140,23 @@ def _write_export(
         os.chmod(staging, 0o777 & ~current_umask())
         config_path = os.path.join(staging, EXPORT_CONFIG_NAME)
         atomic_write_text(text, config_path)
-        with input_stage("the exported config, read by plain detectron2"):
-            (add_backbone_config(get_cfg()) if needs_nd_det else get_cfg()).merge_from_file(
-                config_path
-            )
+        if check_config is not None:
+            check_config(config_path)
         atomic_torch_save({"model": state}, os.path.join(staging, EXPORT_WEIGHTS_NAME))
         _move_into_place(staging, output_dir)
     finally:  # nothing is left there once the folder has been moved into place
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _loads_in_detectron2(needs_nd_det: bool) -> Callable[[str], None]:
+    """The check of an exported yaml: plain detectron2 (with nd-det's backbone keys if the
+    student needs them) merges it."""
+
+    def merge(path: str) -> None:
+        with input_stage("the exported config, read by plain detectron2"):
+            (add_backbone_config(get_cfg()) if needs_nd_det else get_cfg()).merge_from_file(path)
+
+    return merge
 
 
 @dataclass
@@ -214,7 +230,9 @@ def export_student(
 
     export_cfg = _with_model_keys(student_cfg, WEIGHTS=EXPORT_WEIGHTS_NAME)
     try:
-        _write_export(output_dir, _config_text(export_cfg, notes), state, needs_nd_det)
+        write_export_folder(
+            output_dir, _config_text(export_cfg, notes), state, _loads_in_detectron2(needs_nd_det)
+        )
     except OSError as e:
         raise write_failed("--output", output_dir, e, "the folder was left as it was") from None
     return StudentExport(
