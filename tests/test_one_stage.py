@@ -15,22 +15,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
 from detectron2.data import detection_utils
 from detectron2.data.transforms import ResizeShortestEdge
-from detectron2.modeling import RetinaNet, build_model
+from detectron2.modeling import FCOS, RetinaNet, build_model
 from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils.events import EventStorage
 from PIL import Image
 
 from nd_det.class_means.detection import extract_class_means
 from nd_det.data import register_coco_dataset
+from nd_det.engine.lazy_config import run_view
+from nd_det.engine.lazy_export import export_lazy_student
 from nd_det.errors import ConfigError, DataError
 from nd_det.export import export_student
 from nd_det.losses import sigmoid_kd_loss
-from nd_det.modeling import DistillRetinaNet, plain_student_cfg, student_state_dict
+from nd_det.modeling import DistillFCOS, DistillRetinaNet, plain_student_cfg, student_state_dict
+from nd_det.modeling.lazy import plain_student_model
 
 from .helpers.tiny_coco import write_tiny_coco
-from .helpers.tiny_dense import tiny_retinanet_cfg
+from .helpers.tiny_dense import tiny_retinanet_cfg, write_tiny_fcos
 from .helpers.tiny_distill import random_batch
 
 TERMS = ["MODEL.DISTILL.LOSSES", "['reviewkd', 'kd', 'nd']", "MODEL.DISTILL.MECHANISM_PERIOD", "1"]
@@ -77,6 +81,12 @@ def _towers(model, images):
 def retinanet(tmp_path_factory):
     root = tmp_path_factory.mktemp("retinanet")
     return root, tiny_retinanet_cfg(str(root), extra_opts=TERMS)
+
+
+@pytest.fixture(scope="module")
+def fcos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fcos")
+    return root, LazyConfig.load(write_tiny_fcos(str(root)))
 
 
 def _steps(model, steps=2, lr=0.01):
@@ -147,6 +157,57 @@ def test_retinanet_student_two_steps_then_eval_is_plain_retinanet(retinanet):
         assert len(a) > 0
         assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
         assert torch.equal(a.scores, b.scores) and torch.equal(a.pred_classes, b.pred_classes)
+
+
+def test_fcos_lazyconfig_student_two_steps_then_eval_is_plain_fcos(fcos):
+    _, cfg = fcos
+    model = instantiate(cfg.model)
+    assert isinstance(model, DistillFCOS) and type(model.teacher.model) is FCOS
+    history, storage = _steps(model)
+    for losses in history:
+        assert set(losses) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"} | DISTILL_KEYS
+        for key, value in losses.items():
+            assert math.isfinite(value) and value > 0, (key, value)
+    assert len(storage.history("nd/cosine_to_class_mean").values()) == 2
+    plain = instantiate(plain_student_model(cfg.model))
+    assert type(plain) is FCOS
+    plain.load_state_dict(student_state_dict(model.state_dict()))
+    batch = random_batch(seed=9, size=(144, 176))
+    with torch.no_grad():
+        ours, theirs = model.eval()(batch), plain.eval()(batch)
+    for a, b in zip(ours, theirs):
+        a, b = a["instances"], b["instances"]
+        assert len(a) > 0 and torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        assert torch.equal(a.scores, b.scores)
+
+
+def test_fcos_class_means_average_every_anchor(fcos, tmp_path):
+    """An FCOS teacher (a LazyConfig file) labels every anchor (no ignored band): the table
+    counts each anchor of each training image once, positives under their class."""
+    _, cfg = fcos
+    _dataset(tmp_path, "fcos_means")
+    run = cfg.copy()
+    run.dataloader.train.dataset.names = "fcos_means"
+    view = run_view(run).clone()
+    view.defrost()
+    view.merge_from_list(
+        ["INPUT.MIN_SIZE_TRAIN", "(112,)", "INPUT.RANDOM_FLIP", "none", "MODEL.DEVICE", "cpu"]
+        + ["DATALOADER.NUM_WORKERS", 0]
+    )
+    assert (view.MODEL.META_ARCHITECTURE, view.MODEL.RETINANET.NUM_CLASSES) == ("DistillFCOS", 2)
+    table = extract_class_means(view, output=str(tmp_path / "fcos_means.pth"))
+    teacher = instantiate(plain_student_model(cfg.model))  # the same architecture
+    with torch.no_grad():  # 96x128 tiles at a 112 short side: 112x149, padded as in training
+        padded = teacher.preprocess_image([{"image": torch.zeros(3, 112, 149)}]).tensor
+        features = teacher.backbone(padded)
+    anchors = sum(features[f].shape[-2] * features[f].shape[-1] for f in teacher.head_in_features)
+    assert int(table.counts.sum()) == 4 * anchors and table.counts[:2].min() > 0
+    assert table.means.shape == (3, 32) and torch.isfinite(table.means).all()
+    assert table.metadata["anchor_labelling"] == {
+        "by": "FCOS.label_anchors",
+        "iou_thresholds": [],
+        "rows": "every anchor it counts (label >= 0), at its location",
+    }
 
 
 def test_rows_are_the_positive_anchors_at_their_locations(retinanet):
@@ -250,8 +311,9 @@ def test_retinanet_class_means_equal_a_slow_per_image_reference(tmp_path):
 
 
 # ----------------------------------------------------------------------------- export
+# plain detectron2 only: a yacs export (config.yaml + weights) and a LazyConfig one
 STOCK = r"""
-import importlib.abc, json, os, sys
+import importlib.abc, os, sys
 class RefuseNdDet(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] == "nd_det":
@@ -259,55 +321,77 @@ class RefuseNdDet(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, RefuseNdDet())
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
+from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
-folder, batch_file, out_file = sys.argv[1:]
+yacs_folder, lazy_folder, batch_file, out_file = sys.argv[1:]
 cfg = get_cfg()
-cfg.merge_from_file(os.path.join(folder, "config.yaml"))
-model = build_model(cfg).eval()
-DetectionCheckpointer(model).load(os.path.join(folder, cfg.MODEL.WEIGHTS))
-with torch.no_grad():
-    found = [x["instances"] for x in model(torch.load(batch_file))]
-torch.save({"type": type(model).__name__, "detections": [
-    (x.pred_boxes.tensor, x.scores, x.pred_classes) for x in found]}, out_file)
+cfg.merge_from_file(os.path.join(yacs_folder, "config.yaml"))
+models = {"yacs": (build_model(cfg), os.path.join(yacs_folder, cfg.MODEL.WEIGHTS))}
+lazy = instantiate(LazyConfig.load(os.path.join(lazy_folder, "config.yaml")).model)
+models["lazy"] = (lazy, os.path.join(lazy_folder, "model_final.pth"))
+out = {}
+for name, (model, weights) in models.items():
+    DetectionCheckpointer(model).load(weights)
+    with torch.no_grad():
+        found = [x["instances"] for x in model.eval()(torch.load(batch_file))]
+    found = [(x.pred_boxes.tensor, x.scores, x.pred_classes) for x in found]
+    out[name] = (type(model).__name__, found)
+torch.save(out, out_file)
 """
 
 
-def test_export_student_gives_the_same_detections_in_plain_detectron2(retinanet, tmp_path):
-    root, cfg = retinanet
-    model = build_model(cfg)
+def _save_trained(model, folder) -> str:
     _steps(model, steps=1)
-    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model_final")
-    weights = str(tmp_path / "model_final.pth")
-    result = export_student(cfg, weights, str(tmp_path / "export"))
-    assert result.dropped_modules and all(
-        k.startswith("distill_terms.") for k in result.dropped_modules
+    folder.mkdir()
+    DetectionCheckpointer(model, save_dir=str(folder)).save("model_final")
+    return str(folder / "model_final.pth")
+
+
+def test_exports_give_the_same_detections_in_plain_detectron2(retinanet, fcos, tmp_path):
+    """RetinaNet through tools/export_student.py's export (yacs), FCOS through the LazyConfig
+    export, both loaded in a process that refuses to import nd_det."""
+    _, retinanet_cfg = retinanet
+    _, fcos_cfg = fcos
+    students = {"yacs": build_model(retinanet_cfg), "lazy": instantiate(fcos_cfg.model)}
+    weights = {k: _save_trained(m, tmp_path / k) for k, m in students.items()}
+    exported = export_student(retinanet_cfg, weights["yacs"], str(tmp_path / "yacs_export"))
+    assert exported.dropped_modules and all(
+        k.startswith("distill_terms.") for k in exported.dropped_modules
     )
-    text = (tmp_path / "export" / "config.yaml").read_text()
+    text = (tmp_path / "yacs_export" / "config.yaml").read_text()
     assert "META_ARCHITECTURE: RetinaNet" in text and "DISTILL" not in text
+    lazy = export_lazy_student(fcos_cfg, weights["lazy"], str(tmp_path / "lazy_export"))
+    assert (
+        lazy.dropped_modules
+        and "teacher" not in (tmp_path / "lazy_export" / "config.yaml").read_text()
+    )
 
     batch = [{"image": x["image"]} for x in random_batch(seed=7, size=(144, 176))]
     torch.save(batch, tmp_path / "batch.pt")
-    with torch.no_grad():
-        ours = [x["instances"] for x in model.eval()(batch)]
     script = tmp_path / "stock.py"
     script.write_text(STOCK)
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    args = [str(tmp_path / "export"), str(tmp_path / "batch.pt"), str(tmp_path / "out.pt")]
+    folders = [tmp_path / "yacs_export", tmp_path / "lazy_export"]
+    args = [str(f) for f in folders] + [str(tmp_path / "batch.pt"), str(tmp_path / "out.pt")]
     proc = subprocess.run(
         [sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     stock = torch.load(tmp_path / "out.pt", weights_only=False)
-    assert stock["type"] == "RetinaNet"
-    for a, (boxes, scores, classes) in zip(ours, stock["detections"]):
-        assert len(a) > 0
-        assert len(a) == len(boxes) and torch.equal(a.pred_classes, classes)
-        torch.testing.assert_close(a.pred_boxes.tensor, boxes, rtol=1e-5, atol=1e-4)
-        torch.testing.assert_close(a.scores, scores, rtol=1e-5, atol=1e-6)
+    assert {k: v[0] for k, v in stock.items()} == {"yacs": "RetinaNet", "lazy": "FCOS"}
+    for name, model in students.items():
+        with torch.no_grad():
+            ours = [x["instances"] for x in model.eval()(batch)]
+        for a, (boxes, scores, classes) in zip(ours, stock[name][1]):
+            assert len(a) > 0
+            assert len(a) == len(boxes) and torch.equal(a.pred_classes, classes), name
+            torch.testing.assert_close(a.pred_boxes.tensor, boxes, rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(a.scores, scores, rtol=1e-5, atol=1e-6)
 
     with pytest.raises(ConfigError, match=r"is the teacher's checkpoint"):
-        export_student(cfg, cfg.MODEL.DISTILL.TEACHER_WEIGHTS, str(tmp_path / "export2"))
+        export_student(
+            retinanet_cfg, retinanet_cfg.MODEL.DISTILL.TEACHER_WEIGHTS, str(tmp_path / "again")
+        )
 
 
 # ----------------------------------------------------------------------------- bad input

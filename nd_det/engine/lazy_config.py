@@ -19,8 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import add_distill_config, load_lazy_config
 from ..errors import ConfigError, UserError, input_stage
-from ..modeling.lazy import DistillTerms, distill_model_target, plain_student_model
-from ..modeling.meta_arch import DistillRCNN
+from ..modeling.lazy import PLAIN_TARGETS, DistillTerms, distill_model_target, plain_student_model
 
 __all__ = [
     "LAZY_KEYS",
@@ -143,15 +142,17 @@ def run_view(cfg: DictConfig) -> CfgNode:
     :data:`LAZY_KEYS`): the train settings, the datasets, the student's input and classes, and
     ``MODEL.DISTILL`` (the teacher's values and the terms, empty for a plain model)."""
     model = cfg.model
-    distill = distill_model_target(model) is DistillRCNN
+    target = distill_model_target(model)
+    distill = target in PLAIN_TARGETS  # DistillRCNN, or a one-stage DistillRetinaNet / DistillFCOS
     missing = [k for k in ("teacher", "distill_terms") if distill and k not in model]
     if missing:
         raise ConfigError(
-            f"model is a DistillRCNN without model.{missing[0]}: give model.teacher = "
+            f"model is a {target.__name__} without model.{missing[0]}: give model.teacher = "
             "L(FrozenTeacher.from_values)(...) and model.distill_terms = distill_terms(...) "
             "(nd_det.modeling.lazy; configs/COCO-Distill/*.py)"
         )
-    num_classes = int(OmegaConf.select(model, "roi_heads.num_classes", default=0) or 0)
+    classes = OmegaConf.select(model, "roi_heads.num_classes", default=None)
+    num_classes = int(classes or OmegaConf.select(model, "num_classes", default=0) or 0)
     with input_stage("model.distill_terms"):
         terms = instantiate(model.distill_terms) if distill else DistillTerms()
     view = terms.distill_cfg(num_classes).clone() if distill else add_distill_config(get_cfg())
@@ -168,9 +169,9 @@ def run_view(cfg: DictConfig) -> CfgNode:
         if key in teacher:
             value = teacher[key]
             view.MODEL.DISTILL[name] = list(value) if key == "opts" else value
-    view.MODEL.META_ARCHITECTURE = "DistillRCNN" if distill else "GeneralizedRCNN"
+    view.MODEL.META_ARCHITECTURE = target.__name__ if distill else "GeneralizedRCNN"
     view.MODEL.MASK_ON = OmegaConf.select(model, "roi_heads.mask_head", default=None) is not None
-    view.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
+    view.MODEL.ROI_HEADS.NUM_CLASSES = view.MODEL.RETINANET.NUM_CLASSES = num_classes
     view.MODEL.WEIGHTS = _get(cfg, "train.init_checkpoint") or ""
     view.MODEL.DEVICE = str(_get(cfg, "train.device"))
     view.MODEL.PIXEL_MEAN = [float(x) for x in model.get("pixel_mean", view.MODEL.PIXEL_MEAN)]

@@ -29,7 +29,7 @@ import copy
 import inspect
 
 from detectron2.config import CfgNode, LazyCall, get_cfg
-from detectron2.modeling import GeneralizedRCNN
+from detectron2.modeling import FCOS, GeneralizedRCNN, RetinaNet
 from detectron2.modeling.roi_heads import StandardROIHeads
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, OmegaConf
@@ -37,6 +37,7 @@ from torch import nn
 
 from ..config import add_distill_config, merge_config
 from ..errors import ConfigError
+from .dense_meta_arch import DistillFCOS, DistillRetinaNet
 from .distill_terms import build_detection_terms
 from .meta_arch import DistillRCNN
 
@@ -46,9 +47,12 @@ __all__ = [
     "distill_model_target",
     "plain_student_model",
     "TERMS_KEY",
+    "PLAIN_TARGETS",
 ]
 
 TERMS_KEY = "model.distill_terms"
+# the distillation models and the plain detectron2 model of their student
+PLAIN_TARGETS = {DistillRCNN: GeneralizedRCNN, DistillRetinaNet: RetinaNet, DistillFCOS: FCOS}
 
 
 class DistillTerms:
@@ -95,7 +99,10 @@ class DistillTerms:
         return cfg
 
     def __call__(self, student: nn.Module, teacher) -> nn.ModuleList:
-        """The terms for the built ``student`` (its backbone and ROI heads) and ``teacher``."""
+        """The terms for the built ``student`` (its backbone and ROI heads, or a one-stage
+        student's head) and ``teacher``."""
+        if hasattr(student, "head"):  # DistillRetinaNet, DistillFCOS
+            return build_detection_terms(self.distill_cfg(student.num_classes), student, teacher)
         heads = student.roi_heads
         if type(heads) is not StandardROIHeads or heads.train_on_pred_boxes:
             raise ConfigError(
@@ -133,14 +140,16 @@ def distill_model_target(model_cfg: DictConfig):
 
 
 def plain_student_model(model_cfg: DictConfig) -> DictConfig:
-    """The student of a LazyConfig DistillRCNN as plain detectron2 builds it: a copy of the
-    ``model`` node with GeneralizedRCNN as its target, without DistillRCNN's own arguments
-    (``teacher``, ``distill_terms``, ...), its interpolations resolved (it stands alone)."""
+    """The student of a LazyConfig DistillRCNN (DistillRetinaNet, DistillFCOS) as plain
+    detectron2 builds it: a copy of the ``model`` node with GeneralizedRCNN (RetinaNet, FCOS) as
+    its target, without the distillation model's own arguments (``teacher``,
+    ``distill_terms``, ...), its interpolations resolved (it stands alone)."""
     student = copy.deepcopy(model_cfg)
-    if distill_model_target(student) is DistillRCNN:
-        student._target_ = GeneralizedRCNN
-        plain = set(inspect.signature(GeneralizedRCNN.__init__).parameters)
-        for key in set(inspect.signature(DistillRCNN.__init__).parameters) - plain:
+    target = distill_model_target(student)
+    if target in PLAIN_TARGETS:
+        student._target_ = PLAIN_TARGETS[target]
+        plain = set(inspect.signature(student._target_.__init__).parameters)
+        for key in set(inspect.signature(target.__init__).parameters) - plain:
             student.pop(key, None)  # teacher, distill_terms, mechanism_period, ...
     OmegaConf.resolve(student)  # values taken from the rest of the config, e.g. ${..num_classes}
     return student

@@ -113,3 +113,71 @@ def write_random_means(path: str, rows: int, dim: int, identity: dict, seed: int
     acc.update(torch.rand(4 * rows, dim, generator=g), torch.arange(rows).repeat(4))
     save_class_means(path, acc.finalize(identity))
     return path
+
+
+FCOS_CONFIG = os.path.join(
+    os.path.dirname(config_path(RETINANET_CONFIG)), "FCOS_R50_from_R101_nd.py"
+)
+# detectron2's FCOS recipe shrunk as TINY_RETINANET_OPTS shrinks a RetinaNet (its head keeps
+# detectron2's GroupNorm: the test images keep the 1x1 p7 map of one image away from it)
+_TINY_FCOS = """from detectron2.config import LazyCall as L
+from detectron2.config import LazyConfig
+from detectron2.layers import ShapeSpec
+from detectron2.model_zoo import get_config
+from detectron2.modeling import ResNet
+
+{load}
+_bottom_up = model.backbone.bottom_up
+_bottom_up.stem.norm = "GN"
+_bottom_up.stages = L(ResNet.make_default_stages)(depth=18, norm="GN")
+_bottom_up.freeze_at = 0
+model.backbone.norm = "GN"
+model.backbone.out_channels = 32
+model.backbone.top_block.in_channels = 32
+model.head.input_shape = [ShapeSpec(channels=32)] * 5
+model.head.conv_dims = [32]
+model.num_classes = 2
+model.test_score_thresh = 0.05
+model.test_topk_candidates = 100
+{extra}
+"""
+
+
+def write_tiny_fcos(root: str, num_classes: int = 2) -> str:
+    """A tiny FCOS teacher config (a LazyConfig file), its random-init checkpoint and class-means
+    table, and the tiny LazyConfig of configs/COCO-Distill/FCOS_R50_from_R101_nd.py distilled
+    from it, under ``root``; returns the student's config file."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from nd_det.modeling import FrozenTeacher
+
+    teacher_file = os.path.join(root, "tiny_fcos_teacher.py")
+    with open(teacher_file, "w", encoding="utf-8") as f:
+        load = 'model = get_config("COCO-Detection/fcos_R_50_FPN_1x.py").model'
+        f.write(_TINY_FCOS.format(load=load, extra=""))
+    weights = os.path.join(root, "fcos_teacher.pth")
+    means = os.path.join(root, "fcos_class_means.pth")
+    torch.manual_seed(0)
+    teacher = FrozenTeacher.from_values(
+        config=teacher_file, num_classes=num_classes, one_stage="FCOS", weights=weights
+    )
+    DetectionCheckpointer(teacher.model, save_dir=root).save("fcos_teacher")
+    write_random_means(means, num_classes + 1, 32, dict(teacher.identity))
+    student_file = os.path.join(root, "tiny_fcos_student.py")
+    extra = "\n".join(
+        [
+            f"model.teacher.config = {teacher_file!r}",
+            f"model.teacher.weights = {weights!r}",
+            "model.teacher.opts = []",
+            "model.teacher.max_input_size = 160",
+            f"model.distill_terms.class_means = {means!r}",
+            "model.distill_terms.reviewkd.mid_channels = 32",
+            "model.distill_terms.losses = ['reviewkd', 'kd', 'nd']",
+            "model.mechanism_period = 1",
+        ]
+    )
+    with open(student_file, "w", encoding="utf-8") as f:
+        load = f"_cfg = LazyConfig.load({FCOS_CONFIG!r})\n"
+        load += "model, dataloader = _cfg.model, _cfg.dataloader"
+        f.write(_TINY_FCOS.format(load=load, extra=extra))
+    return student_file
