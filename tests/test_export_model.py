@@ -309,3 +309,49 @@ def test_a_file_that_differs_from_the_student_is_not_written(
         "0 (tolerance 0.001 + 1e-05 x |coordinate| px, 0.001 for scores); nothing was written",
     )
     assert os.listdir(tmp_path) == []
+
+
+def test_a_one_stage_student_exports_too(tmp_path, capsys):
+    """A distilled RetinaNet (issue 32.2): its graph is export.dense_graph's; the tool checks both
+    files at two sizes against detectron2's own inference, and the ONNX file detects as the
+    DistillRetinaNet does on another image."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from nd_det.export import export_student
+
+    from .helpers.tiny_dense import tiny_retinanet_cfg
+    from .helpers.toy_export import write_image
+
+    sizes = ["INPUT.MIN_SIZE_TEST", "144", "INPUT.MAX_SIZE_TEST", "200"]  # p7: 129 px at least
+    cfg = tiny_retinanet_cfg(str(tmp_path), extra_opts=sizes)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model, str(tmp_path)).save("model_final")
+    export_student(cfg, str(tmp_path / "model_final.pth"), str(tmp_path / "deploy"))
+    images = [
+        write_image(tmp_path / f"{i}.png", h, w, seed=i)
+        for i, (h, w) in enumerate(((150, 200), (210, 160)))
+    ]
+    code, err = run_tool_in_process(
+        TOOL,
+        ["--export-dir", str(tmp_path / "deploy"), "--format", "pt2", "onnx", "--image", images[0]],
+    )
+    assert code == 0, err
+    printed = capsys.readouterr().out
+    for fmt in ("pt2", "onnx"):
+        with open(tmp_path / "deploy" / f"model.{fmt}.json", encoding="utf-8") as f:
+            record = json.load(f)
+        assert [c["input_size"] for c in record["check"]["sizes"]] == [[144, 192], [192, 256]]
+        assert f"model.{fmt}.json: {fmt} export" in printed
+    export_cfg, _ = load_exported_student(str(tmp_path / "deploy"))
+    tensor = deploy_image(export_cfg, images[1])
+    with torch.no_grad():
+        expected = student_detections(model, tensor)
+    boxes, scores, classes = in_python_order(
+        expected, load_onnx(str(tmp_path / "deploy" / "model.onnx"))(tensor)
+    )
+    assert len(expected[0]) > 0
+    torch.testing.assert_close(boxes, expected[0], rtol=BOX_RTOL, atol=TOLERANCE)
+    torch.testing.assert_close(scores, expected[1], rtol=0, atol=TOLERANCE)
+    assert torch.equal(classes, expected[2])

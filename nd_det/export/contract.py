@@ -114,6 +114,10 @@ def parity_images(cfg: CfgNode, image_path: str, min_side: int = 1) -> list[torc
 
 def student_detections(model: torch.nn.Module, image: torch.Tensor) -> Detections:
     """(boxes, scores, classes) of one image, in that image's pixels: the reference."""
+    from .dense_graph import dense_student_detections, is_dense_student
+
+    if is_dense_student(model):
+        return dense_student_detections(model, image)
     instances = model.inference([{"image": image}], do_postprocess=False)[0]
     return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
 

@@ -31,6 +31,7 @@ from .postprocess import box_levels, detections_per_class, top_rpn_proposals
 
 __all__ = [
     "ExportableStudent",
+    "exportable",
     "check_exportable",
     "min_image_side",
     "dynamic_image_shapes",
@@ -38,10 +39,21 @@ __all__ = [
 ]
 
 
+def exportable(model: torch.nn.Module) -> torch.nn.Module:
+    """The module torch.export and the ONNX exporter see for ``model``, in eval mode:
+    :class:`ExportableStudent`, or a one-stage student's
+    :class:`~nd_det.export.dense_graph.ExportableDenseStudent`."""
+    from .dense_graph import ExportableDenseStudent, is_dense_student  # it builds on this module
+
+    return (ExportableDenseStudent if is_dense_student(model) else ExportableStudent)(model).eval()
+
+
 def check_exportable(cfg: CfgNode, model: torch.nn.Module) -> None:
-    """Refuse a detector :class:`ExportableStudent` does not cover (one line naming it)."""
+    """Refuse a detector :func:`exportable` does not cover (one line naming it)."""
+    from .dense_graph import is_dense_student
+
     heads, m = getattr(model, "roi_heads", None), cfg.MODEL
-    if not (
+    if not is_dense_student(model) and not (
         type(getattr(model, "proposal_generator", None)) is RPN
         and type(heads) is StandardROIHeads  # Cascade heads run three box stages
         and not (heads.mask_on or heads.keypoint_on)

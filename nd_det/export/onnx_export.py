@@ -20,7 +20,7 @@ import torch
 from ..errors import MissingDependencyError
 from . import program
 from .contract import INPUT_NAME, OUTPUT_NAMES
-from .graph import ExportableStudent, dynamic_image_shapes, exporting
+from .graph import dynamic_image_shapes, exportable, exporting
 from .student import DEPLOY_FILE_NAMES
 
 __all__ = [
@@ -73,7 +73,7 @@ def build(
     shared = shared or {}
     with exporting():
         exported = torch.onnx.export(
-            shared.get("program") or ExportableStudent(model).eval(),
+            shared.get("program") or exportable(model),
             (image,),
             dynamo=True,
             dynamic_shapes=None if "program" in shared else dynamic_image_shapes(model),

@@ -20,9 +20,9 @@ from detectron2.config import CfgNode
 
 from ..errors import ConfigError
 from .graph import (
-    ExportableStudent,
     check_exportable,
     dynamic_image_shapes,
+    exportable,
     exporting,
     min_image_side,
 )
@@ -79,7 +79,7 @@ def build(
     shared = {} if shared is None else shared
     with exporting():
         shared["program"] = torch.export.export(
-            ExportableStudent(model).eval(),
+            exportable(model),
             (image,),
             strict=False,
             dynamic_shapes=dynamic_image_shapes(model),
