@@ -29,6 +29,7 @@ from nd_det.engine.lazy_config import run_view
 from nd_det.engine.lazy_export import export_lazy_student
 from nd_det.errors import ConfigError, DataError
 from nd_det.export import export_student
+from nd_det.export.dense_graph import ExportableDenseStudent, dense_student_detections
 from nd_det.losses import sigmoid_kd_loss
 from nd_det.modeling import DistillFCOS, DistillRetinaNet, plain_student_cfg, student_state_dict
 from nd_det.modeling.lazy import plain_student_model
@@ -179,6 +180,12 @@ def test_fcos_lazyconfig_student_two_steps_then_eval_is_plain_fcos(fcos):
         a, b = a["instances"], b["instances"]
         assert len(a) > 0 and torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
         assert torch.equal(a.scores, b.scores)
+    # the graph torch.export / ONNX see (export/dense_graph.py), centerness included
+    image = batch[0]["image"].float()
+    with torch.no_grad():
+        graph = ExportableDenseStudent(plain)(image)
+    for got, want in zip(graph, dense_student_detections(plain, image)):
+        assert torch.equal(got, want)
 
 
 def test_fcos_class_means_average_every_anchor(fcos, tmp_path):
