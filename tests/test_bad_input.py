@@ -230,14 +230,14 @@ def _drop_first_image_file(data, image_dir):
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("missing_image", "1 of 4 image files listed in it are missing under"),
+        ("missing_image", "1 of 4 image files listed in it are missing or unreadable: "),
         (
             "box_outside",
             "annotation id 1: box [x, y, width, height] = [500, 10, 20, 20] lies outside its image",
         ),
         (
             "zero_area",
-            "annotation(s) have a box with zero or negative width or height: annotation id 1",
+            "annotation id 1 has a box with zero or negative width or height (1 in all)",
         ),
         ("unknown_category", "annotation id 1 has category_id 42"),
         ("not_json", "is not valid JSON"),
