@@ -172,8 +172,6 @@ class TeacherEmbedder:
     """The (embeddings, labels) of one mapped image under a protocol (see the module docstring)."""
 
     def __init__(self, teacher: FrozenTeacher, seed: int = 0, protocol: str = DEFAULT_PROTOCOL):
-        if protocol not in PROTOCOLS:
-            raise DataError(f"protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
         self.teacher = teacher
         self.seed = seed
         self.protocol = protocol
@@ -258,10 +256,9 @@ def _check_ground_truth(
     if missing:
         named = class_labels(missing, class_names)
         raise DataError(
-            f"no samples for class(es) {short_list(named, 10)}: no ground-truth box of them in "
-            f"the {len(dicts)} images selected from DATASETS.TRAIN {tuple(datasets)}. Use more "
-            "images (--max-images), or pass --allow-empty-classes to zero-fill their rows and "
-            "flag them in the file's metadata (ND then pulls no direction for them)."
+            f"no ground-truth box of class(es) {short_list(named, 10)} in the {len(dicts)} images "
+            f"chosen from DATASETS.TRAIN {tuple(datasets)}: give more (--max-images), or pass "
+            "--allow-empty-classes (their rows zero-filled and flagged: ND pulls nothing there)"
         )
 
 
