@@ -33,7 +33,7 @@ from ..export.student import (
 from ..modeling.lazy import plain_student_model
 from ..modeling.student_checkpoint import load_student_checkpoint
 from ..utils.atomic_file import atomic_torch_save, atomic_write_text, current_umask
-from ..utils.paths import write_failed
+from ..utils.paths import writing
 from .lazy_config import lazy_config_text
 
 __all__ = ["export_lazy_student", "is_lazy_run_config"]
@@ -94,12 +94,8 @@ def export_lazy_student(
     text = _HEADER + lazy_config_text(
         OmegaConf.create({"model": node}, flags={"allow_objects": True})
     )
-    try:
+    with writing("--output", output_dir, "free space or fix its permissions, then export again"):
         _write(output_dir, text, state)
-    except OSError as e:
-        raise write_failed(
-            "--output", output_dir, e, "free space or fix its permissions, then export again"
-        ) from None
     return StudentExport(
         output_dir=output_dir,
         config_file=os.path.join(output_dir, EXPORT_CONFIG_NAME),

@@ -18,7 +18,7 @@ from ..config import load_config, num_classes, num_classes_key
 from ..data import register_coco_dataset
 from ..errors import ConfigError, DataError
 from ..utils.atomic_file import atomic_write_text
-from ..utils.paths import write_failed
+from ..utils.paths import writing
 
 __all__ = ["setup_cfg", "setup_run", "check_datasets", "check_dataset_classes", "RUN_CONFIG_NAME"]
 
@@ -57,16 +57,12 @@ def setup_run(cfg: CfgNode, args, config_text: Optional[str] = None) -> None:
     the system refuses is one FileError naming it and the ``[Errno N]`` cause."""
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
-    try:
+    with writing("OUTPUT_DIR", output_dir, "choose another OUTPUT_DIR or fix that folder"):
         if comm.is_main_process() and output_dir:
             PathManager.mkdirs(output_dir)
         setup_logger(output_dir, distributed_rank=rank, name="fvcore")
         d2_logger = setup_logger(output_dir, distributed_rank=rank)
         setup_logger(output_dir, distributed_rank=rank, name="nd_det")
-    except OSError as e:
-        raise write_failed(
-            "OUTPUT_DIR", output_dir, e, "choose another OUTPUT_DIR or fix that folder"
-        ) from None
     d2_logger.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
     d2_logger.info("Environment info:\n%s", collect_env_info())
     d2_logger.info("Command line arguments: %s", args)
@@ -74,15 +70,8 @@ def setup_run(cfg: CfgNode, args, config_text: Optional[str] = None) -> None:
         path = os.path.join(output_dir, RUN_CONFIG_NAME)
         if getattr(args, "resume", False) and os.path.isfile(path):
             path = os.path.join(output_dir, "config.resume.yaml")
-        try:
+        with writing("the run's config", path, "free space or fix OUTPUT_DIR, then run again"):
             atomic_write_text(config_text or cfg.dump(), path)
-        except OSError as e:
-            raise write_failed(
-                "the run's config",
-                path,
-                e,
-                "free space or fix OUTPUT_DIR, then start the run again",
-            ) from None
         d2_logger.info("Full config saved to %s", path)
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
     if not getattr(args, "eval_only", False):

@@ -21,7 +21,7 @@ from typing import Optional
 
 from ..errors import ConfigError
 from ..utils.atomic_file import atomic_write, atomic_write_json
-from ..utils.paths import check_overwrite, check_writable, write_failed
+from ..utils.paths import check_overwrite, check_writable, writing
 from . import onnx_export, program, torchscript
 from .contract import (
     RECORD_SUFFIX,
@@ -113,10 +113,8 @@ def _export(cfg, model, fmt: str, output: str, image_path: str, device: str, sha
         checks.extend(check_parity(kind.load(staged, device), model, images, kind.WHAT))
 
     # check_parity raises ExportError before the file reaches its name
-    try:
+    with writing("--output", output, "nothing was written"):  # a full disk, say
         atomic_write(output, lambda f: kind.save(built, f), verify=check_saved)
-    except OSError as e:  # a full disk: nothing was written
-        raise write_failed("--output", output, e, "nothing was written") from None
     record = deploy_record(
         cfg,
         fmt,
@@ -131,10 +129,8 @@ def _export(cfg, model, fmt: str, output: str, image_path: str, device: str, sha
         **details,
     )
     info_path = output + RECORD_SUFFIX
-    try:
+    with writing("--output", info_path, f"{output} has no record"):
         atomic_write_json(record, info_path)
-    except OSError as e:
-        raise write_failed("--output", info_path, e, f"{output} has no record") from None
     return ModelExport(
         fmt, output, info_path, os.path.abspath(image_path), checks, export_seconds, details, notes
     )

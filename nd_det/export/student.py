@@ -34,7 +34,7 @@ from ..modeling.student_checkpoint import (
 )
 from ..modeling.weights import is_url, local_weights_file
 from ..utils.atomic_file import atomic_torch_save, atomic_write_text, current_umask
-from ..utils.paths import check_overwrite, check_writable, write_failed
+from ..utils.paths import check_overwrite, check_writable, writing
 from ..utils.text import short_list
 
 __all__ = [
@@ -229,12 +229,10 @@ def export_student(
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     export_cfg = _with_model_keys(student_cfg, WEIGHTS=EXPORT_WEIGHTS_NAME)
-    try:
+    with writing("--output", output_dir, "the folder was left as it was"):
         write_export_folder(
             output_dir, _config_text(export_cfg, notes), state, _loads_in_detectron2(needs_nd_det)
         )
-    except OSError as e:
-        raise write_failed("--output", output_dir, e, "the folder was left as it was") from None
     return StudentExport(
         output_dir=output_dir,
         config_file=os.path.join(output_dir, EXPORT_CONFIG_NAME),

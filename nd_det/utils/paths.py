@@ -8,12 +8,22 @@ import tempfile
 from ..errors import FileError, os_error_text
 from .text import short_list
 
-__all__ = ["check_writable", "check_overwrite", "write_failed", "not_found"]
+__all__ = ["check_writable", "check_overwrite", "write_failed", "writing", "not_found"]
 
 
 def write_failed(what: str, path: str, error: OSError, fix: str) -> FileError:
     """``FileError("<what> <path> could not be written: [Errno N] <cause>; <fix>")``."""
     return FileError(f"{what} {path} could not be written: {os_error_text(error)}; {fix}")
+
+
+@contextlib.contextmanager
+def writing(what: str, path: str, fix: str):
+    """Writing ``path`` (named by ``what``): an OSError the system raises there (a full disk, a
+    folder it refuses) becomes one :func:`write_failed` line with ``fix``."""
+    try:
+        yield
+    except OSError as e:
+        raise write_failed(what, path, e, fix) from None
 
 
 def not_found(path: str) -> str:
