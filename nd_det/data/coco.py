@@ -273,12 +273,24 @@ def _log(json_file: str, records: list, orphans: int, flat: int, no_segmentation
         )
 
 
+class _Notes(logging.Handler):
+    """Keeps the log records of a read (a tool reads in its parent before a run's log exists)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 class _ReadOnce:
     """A registered dataset's loader: the records read at registration, then the file again.
-    ``source`` identifies what was read (paths, policy, the JSON's size and mtime)."""
+    ``source`` identifies what was read (paths, policy, the JSON's size and mtime); ``notes``
+    what the read logged."""
 
-    def __init__(self, records: list, source: tuple, name: str):
-        self.records, self.source, self.name = records, source, name
+    def __init__(self, records: list, source: tuple, name: str, notes=()):
+        self.records, self.source, self.name, self.notes = records, source, name, list(notes)
 
     def __call__(self) -> list[dict]:
         records, self.records = self.records, None
@@ -313,12 +325,21 @@ def register_coco_dataset(
     source = _source(json_file, image_root, degenerate_boxes)
     loader = DatasetCatalog[name] if name in DatasetCatalog else None
     if isinstance(loader, _ReadOnce) and loader.records is not None and loader.source == source:
+        for note in loader.notes:  # what the first read logged, for this run's log as well
+            logger.handle(note)
         return loader.records
-    records, names = _read(json_file, image_root, degenerate_boxes)
+    notes, level = _Notes(), logger.level
+    logger.addHandler(notes)
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))  # kept even before a log exists
+    try:
+        records, names = _read(json_file, image_root, degenerate_boxes)
+    finally:
+        logger.removeHandler(notes)
+        logger.setLevel(level)
     if replace or _registered_files(name) == (json_file, image_root):
         DatasetCatalog.pop(name, None)
         MetadataCatalog.pop(name, None)
-    DatasetCatalog.register(name, _ReadOnce(records, source, name))
+    DatasetCatalog.register(name, _ReadOnce(records, source, name, notes.records))
     MetadataCatalog.get(name).set(
         json_file=json_file,
         image_root=image_root,
