@@ -25,8 +25,6 @@ def check_finite_losses(
         if not ok
     ]
     raise NonFiniteError(
-        f"non-finite loss at iteration {iteration}: {', '.join(bad)}. Training stopped before "
-        "the optimizer step (no NaN weights were written). Lower the learning rate or the "
-        f"weight of that loss ({weight_key}), check the class-means file, and resume from the "
-        "last checkpoint with --resume."
+        f"non-finite loss at iteration {iteration}: {', '.join(bad)}; stopped before the optimizer "
+        f"step: lower the learning rate or that loss's weight ({weight_key}), then --resume"
     )
