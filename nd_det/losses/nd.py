@@ -93,17 +93,9 @@ def nd_mechanism(
 
 
 def _check_inputs(student, teacher, labels, means):
-    if student.dim() != 2 or teacher.shape != student.shape:
+    shapes = [tuple(x.shape) for x in (student, teacher, labels, means)]
+    d = shapes[0][-1] if student.dim() == 2 else None
+    if shapes[1] != shapes[0] or shapes[2] != shapes[0][:1] or shapes[3][1:] != (d,):
         raise ValueError(
-            f"nd_loss: student and teacher must both be (N, D); got {tuple(student.shape)} and "
-            f"{tuple(teacher.shape)}"
-        )
-    if labels.shape != student.shape[:1]:
-        raise ValueError(
-            f"nd_loss: labels must be (N,) = ({student.shape[0]},); got {tuple(labels.shape)}"
-        )
-    if means.dim() != 2 or means.shape[1] != student.shape[1]:
-        raise ValueError(
-            f"nd_loss: class_means must be (C, {student.shape[1]}) to match the embedding size; "
-            f"got {tuple(means.shape)}"
+            f"nd_loss: student and teacher (N, D), labels (N,), class_means (C, D); got {shapes}"
         )

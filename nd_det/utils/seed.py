@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["MAX_SEED", "seed_argument", "config_seed_problem", "seed_everything"]
+__all__ = ["MAX_SEED", "seed_argument", "seed_everything"]
 
 MAX_SEED = 2**32 - 1
 
@@ -22,18 +22,6 @@ def seed_argument(text: str) -> int:
     if value is None or not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"{text!r}: give a seed between 0 and {MAX_SEED}")
     return value
-
-
-def config_seed_problem(seed: int, processes: int) -> str:
-    """What is wrong with a detectron2 ``SEED`` (negative: a random seed; process ``r`` seeds
-    with ``SEED + r``), or ``""``."""
-    top = MAX_SEED - (processes - 1)
-    if seed > top:
-        return (
-            f"SEED {seed}: give a seed between 0 and {top} (each of the {processes} "
-            "process(es) adds its rank), or -1 for a random one"
-        )
-    return ""
 
 
 def seed_everything(seed: int) -> None:
