@@ -101,7 +101,7 @@ def precheck(args):
     """Fail fast, before any worker starts: config, datasets, teacher config and weights, the
     output path, classes without ground truth in the selected images."""
     options = _options(args)  # the flags' own values first: nothing to load for them
-    cfg = setup_cfg(args, splits=("TRAIN",))
+    cfg = setup_cfg(args)
     what = "--output" if args.output else "MODEL.DISTILL.CLASS_MEANS (the default --output)"
     check_overwrite(args.output or cfg.MODEL.DISTILL.CLASS_MEANS, what, args.overwrite)
     check_extraction(cfg, **options)
@@ -110,7 +110,7 @@ def precheck(args):
 def run(args):
     setup_logger(distributed_rank=comm.get_rank())
     setup_logger(distributed_rank=comm.get_rank(), name="nd_det")
-    cfg = setup_cfg(args, splits=("TRAIN",))
+    cfg = setup_cfg(args)
     extract_class_means(cfg, **_options(args))
 
 

@@ -9,7 +9,6 @@ import os
 
 from omegaconf import DictConfig
 
-from ..data import register_coco_dataset
 from ..errors import UserError
 from ..modeling.teacher import TeacherSpec
 from .args import distill_argument_parser
@@ -26,7 +25,7 @@ from .lazy_config import (
 from .lazy_trainer import LazyDistillTrainer, evaluate_lazy_student, evaluate_lazy_teacher
 from .preflight import check_eval_run, check_train_run
 from .report import print_side_by_side
-from .setup import check_dataset_classes, check_datasets, setup_run
+from .setup import register_datasets, setup_run
 
 __all__ = ["setup_lazy", "precheck", "run", "main"]
 
@@ -52,12 +51,7 @@ def setup_lazy(args, setup: bool = False) -> tuple[DictConfig, object]:
     view = run_view(cfg)
     if setup:
         setup_run(view, args, config_text=lazy_config_text(cfg))
-    degenerate = "warn" if args.allow_degenerate_boxes else "error"
-    for name, json_file, image_dir in args.dataset:
-        register_coco_dataset(name, json_file, image_dir, degenerate_boxes=degenerate, replace=True)
-    splits = ("TEST",) if args.eval_only else ("TRAIN", "TEST")
-    check_datasets(view, splits, required=())
-    check_dataset_classes(view, splits)
+    register_datasets(args)  # checked by the pre-flight (check_train_run / check_eval_run)
     return cfg, view
 
 

@@ -20,28 +20,31 @@ from ..errors import ConfigError, DataError
 from ..utils.atomic_file import atomic_write_text
 from ..utils.paths import writing
 
-__all__ = ["setup_cfg", "setup_run", "check_datasets", "check_dataset_classes", "RUN_CONFIG_NAME"]
+__all__ = ["setup_cfg", "setup_run", "register_datasets", "check_datasets", "RUN_CONFIG_NAME"]
 
 logger = logging.getLogger(__name__)
 
 RUN_CONFIG_NAME = "config.yaml"
 
 
-def setup_cfg(args, splits=("TRAIN", "TEST"), setup: bool = False) -> CfgNode:
+def setup_cfg(args, setup: bool = False) -> CfgNode:
     """get_cfg + nd-det keys + --config-file + overrides, frozen; registers the --dataset entries
-    and checks that the datasets of ``splits`` (DATASETS.TRAIN / TEST) have NUM_CLASSES classes.
-    Writes nothing, unless ``setup``: then :func:`setup_run` runs once the config is loaded (so
-    the dataset registration is logged)."""
+    (the datasets are checked by the run's pre-flight: :func:`check_datasets`).  Writes nothing,
+    unless ``setup``: then :func:`setup_run` runs once the config is loaded (so the dataset
+    registration is logged)."""
     cfg = load_config(args.config_file, args.opts, freeze=False)
     if setup:
         setup_run(cfg, args)
+    register_datasets(args)
+    cfg.freeze()
+    return cfg
+
+
+def register_datasets(args) -> None:
+    """The COCO-format datasets of ``--dataset NAME JSON IMAGE_DIR`` (read and checked once)."""
     degenerate = "warn" if getattr(args, "allow_degenerate_boxes", False) else "error"
     for name, json_file, image_dir in getattr(args, "dataset", []) or []:
         register_coco_dataset(name, json_file, image_dir, degenerate_boxes=degenerate, replace=True)
-    check_datasets(cfg, splits, required=())
-    check_dataset_classes(cfg, splits)
-    cfg.freeze()
-    return cfg
 
 
 def setup_run(cfg: CfgNode, args, config_text: Optional[str] = None) -> None:
@@ -79,14 +82,14 @@ def setup_run(cfg: CfgNode, args, config_text: Optional[str] = None) -> None:
 
 
 def check_datasets(cfg: CfgNode, splits=("TRAIN", "TEST"), required=("TRAIN",)) -> None:
-    """Every name of DATASETS.<split> is registered and its files exist (detectron2 would find
-    out in a worker, after OUTPUT_DIR is written)."""
+    """Every name of DATASETS.<split> is registered, its files exist and it has the model's
+    classes (detectron2 would find out in a worker, after OUTPUT_DIR is written, or never)."""
+    want = num_classes(cfg)
     for split in splits:
         names = list(cfg.DATASETS[split])
         if split in required and not names:
             raise ConfigError(
-                f"DATASETS.{split} is empty: name a dataset; register yours with "
-                "--dataset NAME JSON IMAGE_DIR"
+                f"DATASETS.{split} is empty: name a dataset (--dataset NAME JSON DIR)"
             )
         for name in names:
             if name not in DatasetCatalog:
@@ -95,25 +98,16 @@ def check_datasets(cfg: CfgNode, splits=("TRAIN", "TEST"), required=("TRAIN",)) 
                     f"{name} JSON IMAGE_DIR, or use a builtin such as coco_2017_val"
                 )
             meta = MetadataCatalog.get(name)
-            missing = [
-                p
-                for p in (meta.get("json_file", ""), meta.get("image_root", ""))
-                if p and not os.path.exists(p)
-            ]
+            files = (meta.get("json_file", ""), meta.get("image_root", ""))
+            missing = [p for p in files if p and not os.path.exists(p)]
             if missing:
                 raise DataError(
                     f"DATASETS.{split} {name!r}: {missing[0]} does not exist (builtin "
                     "sets are under $DETECTRON2_DATASETS, default ./datasets)"
                 )
-
-
-def check_dataset_classes(cfg: CfgNode, splits=("TRAIN", "TEST")) -> None:
-    """Every registered dataset of DATASETS.<split> must have NUM_CLASSES classes."""
-    want = num_classes(cfg)
-    for name in [n for split in splits for n in cfg.DATASETS[split]]:
-        classes = MetadataCatalog.get(name).get("thing_classes", None)
-        if classes is not None and len(classes) != want:
-            raise ConfigError(
-                f"dataset {name!r} has {len(classes)} classes: set "
-                f"{num_classes_key(cfg)} {len(classes)} (and a teacher of them)"
-            )
+            classes = meta.get("thing_classes", None)
+            if classes is not None and len(classes) != want:
+                raise ConfigError(
+                    f"dataset {name!r} has {len(classes)} classes: set "
+                    f"{num_classes_key(cfg)} {len(classes)} (and a teacher of them)"
+                )
