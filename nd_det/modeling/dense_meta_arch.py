@@ -28,9 +28,9 @@ from torch import nn
 
 from ..distill import DistillInputs
 from ..errors import ConfigError
-from ..losses import nd_mechanism
 from .anchor_rows import AnchorRows, anchor_layout, anchors_per_location, recorded_outputs
 from .distill_terms import build_detection_terms
+from .mechanism import put_mechanism
 from .teacher import FrozenTeacher, TeacherNeeds
 from .teacher.source import on_meta_device
 
@@ -137,20 +137,12 @@ class DenseDistillMixin:
             teacher_logits=teacher.logits,
         )
 
-    @torch.no_grad()
     def put_mechanism(self, inputs: DistillInputs, rows: AnchorRows) -> None:
-        """ND's mechanism in this step (as DistillRCNN's ``put_mechanism``), over the positive
-        anchors: ``nd/norm_ratio`` and, with the ND term, ``nd/cosine_to_class_mean``."""
-        nd = next((term for term in self.distill_terms if term.name == "nd"), None)
-        if nd is not None:
-            values = nd.mechanism(inputs)
-        else:
-            teacher = inputs.teacher_embeddings
-            if teacher is None:
-                teacher = rows.embeddings(self.teacher.dense_head(inputs.teacher_features)[0])
-            values = nd_mechanism(inputs.student_embeddings, teacher, inputs.labels)
-        get_event_storage().put_scalars(
-            smoothing_hint=False, **{f"nd/{k}": float(v) for k, v in values.items()}
+        """ND's mechanism in this step over the positive anchors (:mod:`.mechanism`)."""
+        put_mechanism(
+            self.distill_terms,
+            inputs,
+            lambda: rows.embeddings(self.teacher.dense_head(inputs.teacher_features)[0]),
         )
 
 

@@ -27,8 +27,8 @@ from torch import nn
 
 from ..distill import DistillInputs
 from ..errors import ConfigError
-from ..losses import nd_mechanism
 from .distill_terms import build_detection_terms
+from .mechanism import put_mechanism
 from .teacher import FrozenTeacher, TeacherNeeds
 from .teacher.source import on_meta_device
 
@@ -150,28 +150,15 @@ class DistillRCNN(GeneralizedRCNN):
                 self.visualize_training(batched_inputs, sampled)
         return losses
 
-    @torch.no_grad()
     def put_mechanism(self, inputs: DistillInputs, sampled: list[Instances]) -> None:
-        """ND's mechanism in this step, into detectron2's EventStorage (metrics.json, the
-        console, TensorBoard): ``nd/norm_ratio``, the student's mean RoI-embedding norm over the
-        teacher's on the same foreground RoIs, and with the ND term ``nd/cosine_to_class_mean``
-        (:meth:`NDTerm.mechanism <nd_det.distill.nd.NDTerm.mechanism>`).  A run without ND runs
-        the teacher's box head on the sampled boxes for it."""
-        nd = next((term for term in self.distill_terms if term.name == "nd"), None)
-        if nd is not None:
-            values = nd.mechanism(inputs)
-        else:
-            teacher = inputs.teacher_embeddings
-            if teacher is None:
-                boxes = [p.proposal_boxes for p in sampled]
-                teacher = self.teacher.box_embeddings(inputs.teacher_features, boxes)
-            foreground = inputs.labels < self.roi_heads.num_classes
-            values = nd_mechanism(
-                inputs.student_embeddings, teacher, inputs.labels, None, foreground
-            )
-        storage = get_event_storage()
-        storage.put_scalars(
-            smoothing_hint=False, **{f"nd/{k}": float(v) for k, v in values.items()}
+        """ND's mechanism in this step over the foreground RoIs (:mod:`.mechanism`); a run
+        without ND runs the teacher's box head on the sampled boxes for it."""
+        boxes = [p.proposal_boxes for p in sampled]
+        put_mechanism(
+            self.distill_terms,
+            inputs,
+            lambda: self.teacher.box_embeddings(inputs.teacher_features, boxes),
+            inputs.labels < self.roi_heads.num_classes,
         )
 
     @torch.no_grad()
