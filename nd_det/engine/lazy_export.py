@@ -16,8 +16,6 @@ as :func:`nd_det.export.student.export_student` does for a yacs run.
 """
 
 import os
-import shutil
-import tempfile
 
 import torch
 from detectron2.config import LazyConfig, instantiate
@@ -29,10 +27,10 @@ from ..export.student import (
     EXPORT_WEIGHTS_NAME,
     StudentExport,
     check_output_dir,
+    write_export_folder,
 )
 from ..modeling.lazy import plain_student_model
 from ..modeling.student_checkpoint import load_student_checkpoint
-from ..utils.atomic_file import atomic_torch_save, atomic_write_text, current_umask
 from ..utils.paths import writing
 from .lazy_config import lazy_config_text
 
@@ -55,26 +53,10 @@ def is_lazy_run_config(path: str) -> bool:
     return "_target_" in head and any(line.startswith("model:") for line in head.splitlines())
 
 
-def _write(output_dir: str, text: str, state: dict) -> None:
-    parent, base = os.path.split(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{base}.partial-", dir=parent)
-    try:
-        os.chmod(staging, 0o777 & ~current_umask())
-        config = os.path.join(staging, EXPORT_CONFIG_NAME)
-        atomic_write_text(text, config)
-        with input_stage("the exported config, read by plain detectron2"), torch.device("meta"):
-            instantiate(LazyConfig.load(config).model)
-        atomic_torch_save({"model": state}, os.path.join(staging, EXPORT_WEIGHTS_NAME))
-        old = None
-        if os.path.isdir(output_dir) and os.listdir(output_dir):  # a previous export (--overwrite)
-            old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
-            os.replace(output_dir, old)
-        os.replace(staging, output_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def _loads_in_plain_detectron2(config: str) -> None:
+    """The written config.yaml builds its model in plain detectron2's LazyConfig path."""
+    with input_stage("the exported config, read by plain detectron2"), torch.device("meta"):
+        instantiate(LazyConfig.load(config).model)
 
 
 def export_lazy_student(
@@ -95,7 +77,7 @@ def export_lazy_student(
         OmegaConf.create({"model": node}, flags={"allow_objects": True})
     )
     with writing("--output", output_dir, "free space or fix its permissions, then export again"):
-        _write(output_dir, text, state)
+        write_export_folder(output_dir, text, state, _loads_in_plain_detectron2)
     return StudentExport(
         output_dir=output_dir,
         config_file=os.path.join(output_dir, EXPORT_CONFIG_NAME),
