@@ -17,7 +17,8 @@ from detectron2.structures import Boxes
 from nd_det.errors import ConfigError
 from nd_det.export import export_student
 from nd_det.export.contract import load_exported_student, student_detections
-from nd_det.export.graph import ExportableStudent, check_exportable, min_image_side
+from nd_det.export.exportable import check_exportable
+from nd_det.export.graph import ExportableStudent, min_image_side
 from nd_det.export.postprocess import (
     box_levels,
     detections_per_class,

@@ -35,6 +35,7 @@ from detectron2.data.datasets import load_coco_json  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from nd_det.data import image_scan, register_coco_dataset  # noqa: E402
+from nd_det.errors import one_line_usage_errors  # noqa: E402
 
 
 def write_dataset(folder: str, images: int, boxes: int, size: tuple[int, int]) -> tuple[str, str]:
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, nargs=2, default=(640, 480), metavar=("W", "H"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-first", action="store_true", help="keep the scan's cache")
-    args = parser.parse_args(argv)
+    args = one_line_usage_errors(parser).parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ["XDG_CACHE_HOME"] = os.path.join(args.folder, "cache")
     start = time.perf_counter()

@@ -2,7 +2,8 @@
 (:func:`export_student`, ``tools/export_student.py``), and from that folder one deploy file
 (``tools/export_model.py``: :mod:`.formats` over :mod:`.program` (torch.export, ``.pt2``),
 :mod:`.onnx_export` (``.onnx``) and :mod:`.torchscript` (legacy), sharing :mod:`.contract`; the
-exported graph is :mod:`.graph` with :mod:`.postprocess`)."""
+exported graph is :mod:`.graph` or :mod:`.dense_graph`, picked by :mod:`.exportable`, with
+:mod:`.postprocess`)."""
 
 from .student import EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME, StudentExport, export_student
 

@@ -26,6 +26,7 @@ from ..config import add_backbone_config, merge_config
 from ..errors import DataError, ExportError, input_stage
 from ..modeling import backbone as _backbones  # noqa: F401  (registers nd-det's backbones)
 from ..modeling.student_checkpoint import load_student_checkpoint
+from .dense_graph import dense_student_detections, is_dense_student
 from .student import DEPLOY_RECORD_SUFFIX, EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME
 
 __all__ = [
@@ -114,8 +115,6 @@ def parity_images(cfg: CfgNode, image_path: str, min_side: int = 1) -> list[torc
 
 def student_detections(model: torch.nn.Module, image: torch.Tensor) -> Detections:
     """(boxes, scores, classes) of one image, in that image's pixels: the reference."""
-    from .dense_graph import dense_student_detections, is_dense_student
-
     if is_dense_student(model):
         return dense_student_detections(model, image)
     instances = model.inference([{"image": image}], do_postprocess=False)[0]

@@ -22,48 +22,15 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from detectron2.config import CfgNode
-from detectron2.modeling.proposal_generator import RPN
-from detectron2.modeling.roi_heads import FastRCNNOutputLayers, StandardROIHeads
 
-from ..errors import ConfigError
 from .postprocess import box_levels, detections_per_class, top_rpn_proposals
 
 __all__ = [
     "ExportableStudent",
-    "exportable",
-    "check_exportable",
     "min_image_side",
     "dynamic_image_shapes",
     "exporting",
 ]
-
-
-def exportable(model: torch.nn.Module) -> torch.nn.Module:
-    """The module torch.export and the ONNX exporter see for ``model``, in eval mode:
-    :class:`ExportableStudent`, or a one-stage student's
-    :class:`~nd_det.export.dense_graph.ExportableDenseStudent`."""
-    from .dense_graph import ExportableDenseStudent, is_dense_student  # it builds on this module
-
-    return (ExportableDenseStudent if is_dense_student(model) else ExportableStudent)(model).eval()
-
-
-def check_exportable(cfg: CfgNode, model: torch.nn.Module) -> None:
-    """Refuse a detector :func:`exportable` does not cover (one line naming it)."""
-    from .dense_graph import is_dense_student
-
-    heads, m = getattr(model, "roi_heads", None), cfg.MODEL
-    if not is_dense_student(model) and not (
-        type(getattr(model, "proposal_generator", None)) is RPN
-        and type(heads) is StandardROIHeads  # Cascade heads run three box stages
-        and not (heads.mask_on or heads.keypoint_on)
-        and type(heads.box_predictor) is FastRCNNOutputLayers
-    ):
-        raise ConfigError(
-            f"the student ({m.PROPOSAL_GENERATOR.NAME}, {m.ROI_HEADS.NAME}, MASK_ON {m.MASK_ON}, "
-            f"KEYPOINT_ON {m.KEYPOINT_ON}) is not a Faster R-CNN (RPN + StandardROIHeads, boxes "
-            "only), which torch.export / ONNX cover: use --format torchscript"
-        )
 
 
 def min_image_side(model: torch.nn.Module) -> int:

@@ -20,7 +20,8 @@ import torch
 from ..errors import MissingDependencyError
 from . import program
 from .contract import INPUT_NAME, OUTPUT_NAMES
-from .graph import dynamic_image_shapes, exportable, exporting
+from .exportable import exportable
+from .graph import dynamic_image_shapes, exporting
 from .student import DEPLOY_FILE_NAMES
 
 __all__ = [

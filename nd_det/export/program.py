@@ -19,13 +19,8 @@ import torch
 from detectron2.config import CfgNode
 
 from ..errors import ConfigError
-from .graph import (
-    check_exportable,
-    dynamic_image_shapes,
-    exportable,
-    exporting,
-    min_image_side,
-)
+from .exportable import check_exportable, exportable
+from .graph import dynamic_image_shapes, exporting, min_image_side
 from .student import DEPLOY_FILE_NAMES
 
 __all__ = [

@@ -12,7 +12,7 @@ from typing import Optional
 
 from nd_common.jobs import run_jobs
 
-from nd_det.errors import run_cli
+from nd_det.errors import one_line_usage_errors, run_cli
 from nd_det.utils.atomic_file import atomic_write_json, atomic_write_text
 from nd_det.utils.progress import format_duration
 
@@ -35,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2")
     p.add_argument("--workers", type=int, default=1, help="runs side by side (default 1)")
     p.add_argument("--quick", action="store_true", help="toy sizes: a smoke test")
-    return p
+    return one_line_usage_errors(p)
 
 
 def _cached(folder: str, sizes, job, **kwargs) -> tuple[dict, bool]:
