@@ -30,6 +30,7 @@ __all__ = [
     "merge_config",
     "load_config",
     "load_lazy_config",
+    "is_lazy_run_config",
 ]
 
 # nd-det's distillation meta-architectures -> the plain detectron2 one of their student (what an
@@ -291,3 +292,13 @@ def load_lazy_config(
             message = " ".join(str(e).split("\n")[:2])
             raise ConfigError(f"{what}: {message}; write each override as key=value") from None
     return root
+
+
+def is_lazy_run_config(path: str) -> bool:
+    """A LazyConfig file: a ``.py`` one, or the yaml ``LazyConfig.save`` wrote (a run's
+    config.yaml: a ``model`` node with a ``_target_``)."""
+    if path.endswith(".py"):
+        return True
+    with open(path, encoding="utf-8") as f:
+        head = f.read(1 << 16)
+    return "_target_" in head and any(line.startswith("model:") for line in head.splitlines())

@@ -132,9 +132,9 @@ def test_exportable_student_detects_what_the_student_detects(tiny_student, pre_n
 def test_smallest_side_and_unsupported_students(tiny_student):
     cfg, model = tiny_student
     assert min_image_side(model) == 65  # p6 of the FPN: stride 64
-    check_exportable(cfg, model)
+    check_exportable(model)
     heads = model.roi_heads
     heads.mask_on = True
     with pytest.raises(ConfigError, match="is not a Faster R-CNN .*use --format torchscript"):
-        check_exportable(cfg, model)
+        check_exportable(model)
     heads.mask_on = False

@@ -6,11 +6,11 @@ import argparse
 import os
 from typing import Optional
 
-from ..config import load_config
+from ..config import is_lazy_run_config, load_config
 from ..engine.args import distill_argument_parser
 from ..engine.checkpoint import resume_checkpoint
 from ..engine.lazy_config import load_run_config
-from ..engine.lazy_export import export_lazy_student, is_lazy_run_config
+from ..engine.lazy_export import export_lazy_student
 from ..engine.setup import RUN_CONFIG_NAME
 from ..errors import ConfigError, run_cli
 from .student import EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME, export_student

@@ -17,13 +17,14 @@ from typing import Callable, Optional
 
 import torch
 import torchvision
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
+from omegaconf import OmegaConf
 
-from ..config import add_backbone_config, merge_config
-from ..errors import DataError, ExportError, input_stage
+from ..config import add_backbone_config, is_lazy_run_config, merge_config
+from ..errors import ConfigError, DataError, ExportError, input_stage
 from ..modeling import backbone as _backbones  # noqa: F401  (registers nd-det's backbones)
 from ..modeling.student_checkpoint import load_student_checkpoint
 from .dense_graph import dense_student_detections, is_dense_student
@@ -65,16 +66,37 @@ Detections = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def load_exported_student(export_dir: str, device: str = "cpu") -> tuple[CfgNode, torch.nn.Module]:
-    """The config and the eval-mode student of an export folder, its weights loaded strictly."""
+    """The config and the eval-mode student of an export folder, its weights loaded strictly.
+    The folder of a LazyConfig run's export (``LazyConfig.load`` + ``instantiate``, as plain
+    detectron2 loads it) gives a yacs view of what deploying reads: the model's class name and
+    the ``input`` node (channel order, test sizes) that export recorded."""
     config_file = os.path.join(export_dir, EXPORT_CONFIG_NAME)
     weights_file = os.path.join(export_dir, EXPORT_WEIGHTS_NAME)
+    what = f"--export-dir {export_dir} (tools/export_student.py's folder)"
     cfg = add_backbone_config(get_cfg())
-    merge_config(cfg, config_file, f"--export-dir {export_dir} (tools/export_student.py's folder)")
+    if os.path.isfile(config_file) and is_lazy_run_config(config_file):
+        with input_stage(what):
+            lazy = LazyConfig.load(config_file)
+            model = instantiate(lazy.model)
+        recorded = OmegaConf.select(lazy, "input", default=None)
+        if recorded is None:
+            raise ConfigError(
+                f"{what}: its {EXPORT_CONFIG_NAME} records no test input: export it again "
+                "with tools/export_student.py"
+            )
+        cfg.INPUT.FORMAT = str(recorded.format)
+        cfg.INPUT.MIN_SIZE_TEST = int(recorded.min_size_test)
+        cfg.INPUT.MAX_SIZE_TEST = int(recorded.max_size_test)
+        cfg.MODEL.META_ARCHITECTURE = type(model).__name__
+    else:
+        merge_config(cfg, config_file, what)
+        cfg.MODEL.DEVICE = device
+        with input_stage(f"--export-dir {export_dir}"):
+            model = build_model(cfg)
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = weights_file
     cfg.freeze()
-    with input_stage(f"--export-dir {export_dir}"):
-        model = build_model(cfg)
+    model.to(device)
     load_student_checkpoint(
         model, weights_file, weights_file, "give the folder tools/export_student.py wrote"
     )

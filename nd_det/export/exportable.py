@@ -3,7 +3,6 @@ Faster R-CNN, :class:`~nd_det.export.dense_graph.ExportableDenseStudent` for a R
 (its own module, since the dense graph builds on the two-stage one)."""
 
 import torch
-from detectron2.config import CfgNode
 from detectron2.modeling.proposal_generator import RPN
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers, StandardROIHeads
 
@@ -21,17 +20,20 @@ def exportable(model: torch.nn.Module) -> torch.nn.Module:
     return (ExportableDenseStudent if is_dense_student(model) else ExportableStudent)(model).eval()
 
 
-def check_exportable(cfg: CfgNode, model: torch.nn.Module) -> None:
+def check_exportable(model: torch.nn.Module) -> None:
     """Refuse a detector :func:`exportable` does not cover (one line naming it)."""
-    heads, m = getattr(model, "roi_heads", None), cfg.MODEL
+    heads, proposals = getattr(model, "roi_heads", None), getattr(model, "proposal_generator", None)
     if not is_dense_student(model) and not (
-        type(getattr(model, "proposal_generator", None)) is RPN
+        type(proposals) is RPN
         and type(heads) is StandardROIHeads  # Cascade heads run three box stages
         and not (heads.mask_on or heads.keypoint_on)
         and type(heads.box_predictor) is FastRCNNOutputLayers
     ):
+        masks = ", with masks" if getattr(heads, "mask_on", False) else ""
+        keypoints = ", with keypoints" if getattr(heads, "keypoint_on", False) else ""
         raise ConfigError(
-            f"the student ({m.PROPOSAL_GENERATOR.NAME}, {m.ROI_HEADS.NAME}, MASK_ON {m.MASK_ON}, "
-            f"KEYPOINT_ON {m.KEYPOINT_ON}) is not a Faster R-CNN (RPN + StandardROIHeads, boxes "
-            "only), which torch.export / ONNX cover: use --format torchscript"
+            f"the student ({type(model).__name__}: {type(proposals).__name__}, "
+            f"{type(heads).__name__}{masks}{keypoints}) is not a Faster R-CNN (RPN + "
+            "StandardROIHeads, boxes only) nor a RetinaNet / FCOS, which torch.export / ONNX "
+            "cover: use --format torchscript"
         )

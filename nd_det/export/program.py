@@ -51,7 +51,7 @@ def require(device: str) -> None:
 
 
 def check_model(cfg: CfgNode, model: torch.nn.Module) -> None:
-    check_exportable(cfg, model)
+    check_exportable(model)
 
 
 def min_side(model: torch.nn.Module) -> int:
