@@ -434,7 +434,7 @@ def test_a_lazyconfig_fcos_export_goes_through_export_model(fcos, tmp_path, caps
 
     text = (folder / "config.yaml").read_text()
     (folder / "config.yaml").write_text(text[: text.index("input:")] + text[text.index("model:") :])
-    with pytest.raises(ConfigError, match=r"records no test input: export it again"):
+    with pytest.raises(ConfigError, match=r"no test input in its config.yaml: export again"):
         load_exported_student(str(folder))
 
 

@@ -78,12 +78,8 @@ def load_exported_student(export_dir: str, device: str = "cpu") -> tuple[CfgNode
         with input_stage(what):
             lazy = LazyConfig.load(config_file)
             model = instantiate(lazy.model)
-        recorded = OmegaConf.select(lazy, "input", default=None)
-        if recorded is None:
-            raise ConfigError(
-                f"{what}: its {EXPORT_CONFIG_NAME} records no test input: export it again "
-                "with tools/export_student.py"
-            )
+        if (recorded := OmegaConf.select(lazy, "input", default=None)) is None:
+            raise ConfigError(f"{what}: no test input in its {EXPORT_CONFIG_NAME}: export again")
         cfg.INPUT.FORMAT = str(recorded.format)
         cfg.INPUT.MIN_SIZE_TEST = int(recorded.min_size_test)
         cfg.INPUT.MAX_SIZE_TEST = int(recorded.max_size_test)

@@ -29,11 +29,9 @@ def check_exportable(model: torch.nn.Module) -> None:
         and not (heads.mask_on or heads.keypoint_on)
         and type(heads.box_predictor) is FastRCNNOutputLayers
     ):
-        masks = ", with masks" if getattr(heads, "mask_on", False) else ""
-        keypoints = ", with keypoints" if getattr(heads, "keypoint_on", False) else ""
         raise ConfigError(
-            f"the student ({type(model).__name__}: {type(proposals).__name__}, "
-            f"{type(heads).__name__}{masks}{keypoints}) is not a Faster R-CNN (RPN + "
-            "StandardROIHeads, boxes only) nor a RetinaNet / FCOS, which torch.export / ONNX "
-            "cover: use --format torchscript"
+            f"the student ({type(proposals).__name__}, {type(heads).__name__}"
+            f", mask_on {getattr(heads, 'mask_on', None)}) is not a Faster R-CNN (RPN + StandardROI"
+            "Heads, boxes only) nor a RetinaNet / FCOS, which torch.export / ONNX cover: use "
+            "--format torchscript"
         )
