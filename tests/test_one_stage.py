@@ -24,6 +24,7 @@ from detectron2.utils.events import EventStorage
 from PIL import Image
 
 from nd_det.class_means.detection import extract_class_means
+from nd_det.class_means.table import load_class_means
 from nd_det.data import register_coco_dataset
 from nd_det.engine.lazy_config import run_view
 from nd_det.engine.lazy_export import export_lazy_student
@@ -34,6 +35,7 @@ from nd_det.losses import sigmoid_kd_loss
 from nd_det.modeling import DistillFCOS, DistillRetinaNet, plain_student_cfg, student_state_dict
 from nd_det.modeling.lazy import plain_student_model
 
+from .helpers.run_tool import run_tool_in_process
 from .helpers.tiny_coco import write_tiny_coco
 from .helpers.tiny_dense import tiny_retinanet_cfg, write_tiny_fcos
 from .helpers.tiny_distill import random_batch
@@ -214,6 +216,31 @@ def test_fcos_class_means_average_every_anchor(fcos, tmp_path):
         "by": "FCOS.label_anchors",
         "iou_thresholds": [],
         "rows": "every anchor it counts (label >= 0), at its location",
+    }
+
+    # the same table through tools/extract_class_means.py on the LazyConfig file itself (the
+    # augmentation: its train mapper's, here the same resize as above)
+    wrapper = tmp_path / "fcos_extract.py"
+    wrapper.write_text(
+        "from detectron2.config import LazyCall as L\n"
+        "from detectron2.config import LazyConfig\n"
+        "from detectron2.data import transforms as T\n"
+        f"_cfg = LazyConfig.load({str(fcos[0] / 'tiny_fcos_student.py')!r})\n"
+        "model, dataloader = _cfg.model, _cfg.dataloader\n"
+        "dataloader.train.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=112)]\n"
+        "dataloader.train.num_workers = 0\n"
+        "train = dict(device='cpu')\n"
+    )
+    code, err = run_tool_in_process(
+        os.path.join(os.path.dirname(__file__), "..", "tools", "extract_class_means.py"),
+        ["--config-file", str(wrapper), "--output", str(tmp_path / "cli.pth")]
+        + ["dataloader.train.dataset.names=fcos_means"],
+    )
+    assert code == 0, err
+    cli = load_class_means(str(tmp_path / "cli.pth"))
+    assert torch.equal(cli.means, table.means) and torch.equal(cli.counts, table.counts)
+    assert cli.metadata["augmentation"] == {
+        "augmentations": ["ResizeShortestEdge(short_edge_length=(112, 112))"]
     }
 
 

@@ -127,14 +127,16 @@ def select_images(num_images: int, max_images: Optional[int], seed: int) -> list
 
 class SeededMapper:
     """detectron2's DatasetMapper with the protocol's augmentation (training or test resizing,
-    built by detectron2 from cfg.INPUT), the student's image format (the teacher converts it as
-    in training) and the annotations kept; its random augmentation is seeded from (seed, the
-    image's INDEX_KEY)."""
+    built by detectron2 from cfg.INPUT, or a LazyConfig mapper's own), the student's image
+    format (the teacher converts it as in training) and the annotations kept; its random
+    augmentation is seeded from (seed, the image's INDEX_KEY)."""
 
-    def __init__(self, cfg: CfgNode, protocol: str, seed: int):
+    def __init__(self, cfg: CfgNode, protocol: str, seed: int, augmentations=None):
+        if augmentations is None:
+            augmentations = build_augmentation(cfg, is_train=protocol == "reference")
         self.mapper = DatasetMapper(
             is_train=True,  # keeps the (transformed, non-crowd) annotations
-            augmentations=build_augmentation(cfg, is_train=protocol == "reference"),
+            augmentations=augmentations,
             image_format=cfg.INPUT.FORMAT,
             use_instance_mask=False,
         )
@@ -305,7 +307,7 @@ def check_extraction(
 
 
 # ---------------------------------------------------------------------- the pass
-def _protocol_metadata(teacher: FrozenTeacher, cfg: CfgNode, protocol: str) -> dict:
+def _protocol_metadata(teacher: FrozenTeacher, cfg: CfgNode, protocol: str, augmentations) -> dict:
     """What the file records of the protocol: resizing / flipping, RPN top-k, ROI sampling, or
     a one-stage teacher's anchor labelling (read from the teacher's modules: a yacs or a
     LazyConfig teacher alike)."""
@@ -326,6 +328,8 @@ def _protocol_metadata(teacher: FrozenTeacher, cfg: CfgNode, protocol: str) -> d
             "sampling": "choice",
             "flip": "none",
         }
+    if augmentations is not None:  # a LazyConfig mapper's: detectron2's own description of each
+        augmentation = {"augmentations": [repr(a) for a in augmentations]}
     described = {
         "protocol": protocol,
         "protocol_description": PROTOCOLS[protocol],
@@ -367,12 +371,15 @@ def extract_class_means(
     num_workers: Optional[int] = None,
     seed: int = 0,
     protocol: str = DEFAULT_PROTOCOL,
+    augmentations: Optional[list] = None,
 ) -> ClassMeans:
     """Run the teacher of ``cfg.MODEL.DISTILL`` over ``cfg.DATASETS.TRAIN`` and write the class
     means to ``output`` (default: ``cfg.MODEL.DISTILL.CLASS_MEANS``) on rank 0.
 
-    ``protocol``: a key of :data:`PROTOCOLS`; ``max_images``: at most this many images (the
-    first of a permutation seeded by ``seed``; None = all).  Works in a single process and under
+    ``protocol``: a key of :data:`PROTOCOLS`; ``augmentations``: the images' augmentation
+    (default: detectron2's from cfg.INPUT, training or test as the protocol says);
+    ``max_images``: at most this many images (the first of a permutation seeded by ``seed``;
+    None = all).  Works in a single process and under
     detectron2's ``launch`` (each rank takes a shard; sums and counts are all-reduced).  Raises
     DataError naming the classes without samples unless ``allow_empty_classes`` (their
     rows are then zero-filled and flagged in the metadata), before the pass when the ground
@@ -385,7 +392,7 @@ def extract_class_means(
     num_classes = teacher.num_classes
     loader = build_detection_test_loader(  # InferenceSampler: one shard per process
         dicts,
-        mapper=SeededMapper(cfg, protocol, seed),
+        mapper=SeededMapper(cfg, protocol, seed, augmentations),
         num_workers=cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers,
     )
     embedder = TeacherEmbedder(teacher, seed=seed, protocol=protocol)
@@ -421,7 +428,7 @@ def extract_class_means(
     class_names = _class_names(cfg)
     names = class_names + ["background"] if class_names else None
     metadata = dict(teacher.identity)
-    metadata.update(_protocol_metadata(teacher, cfg, protocol))
+    metadata.update(_protocol_metadata(teacher, cfg, protocol, augmentations))
     metadata.update(
         datasets=list(cfg.DATASETS.TRAIN),
         num_images=len(dicts),

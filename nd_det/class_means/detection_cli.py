@@ -1,12 +1,19 @@
 """``tools/extract_class_means.py --task detection`` (the default): the teacher's class-mean
 table of a detection distillation config (:mod:`.detection`)."""
 
+import os
+
+from detectron2.config import instantiate
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+from omegaconf import OmegaConf
 
+from ..config import is_lazy_run_config, load_lazy_config
 from ..engine.args import distill_argument_parser
 from ..engine.cli import launch_main
-from ..engine.setup import setup_cfg
+from ..engine.lazy_config import run_view
+from ..engine.setup import register_datasets, setup_cfg
+from ..errors import input_stage
 from ..utils.paths import check_overwrite
 from ..utils.seed import seed_argument
 from .detection import (
@@ -25,6 +32,8 @@ _EPILOG = """
   python tools/extract_class_means.py --config-file CFG --num-gpus 8 --output means.pth
   python tools/extract_class_means.py --config-file CFG --max-images 2000   # a quick table
   python tools/extract_class_means.py --config-file CFG --protocol gt-boxes --max-images all
+  python tools/extract_class_means.py --config-file configs/COCO-Distill/FCOS_R50_from_R101_nd.py \
+      model.teacher.weights=output/fcos_R101/model_final.pth     # a LazyConfig run
 
 Writes to MODEL.DISTILL.CLASS_MEANS unless --output is given (an existing table only with
 --overwrite): extract once, then train.  The paper's own tables (R101_emb.json / R50_emb.json)
@@ -87,6 +96,20 @@ def parser():
     return p
 
 
+def _config(args):
+    """The yacs config the extraction reads, and the augmentation of a LazyConfig run's mapper
+    (``dataloader.train`` for the reference protocol, ``dataloader.test`` for gt-boxes; None for
+    a yacs config: detectron2 builds it from cfg.INPUT)."""
+    if not (os.path.isfile(args.config_file) and is_lazy_run_config(args.config_file)):
+        return setup_cfg(args), None
+    register_datasets(args)
+    lazy = load_lazy_config(args.config_file, args.opts, required=("model", "dataloader.train"))
+    node = f"dataloader.{'train' if args.protocol == 'reference' else 'test'}.mapper.augmentations"
+    with input_stage(node):
+        augmentations = list(instantiate(OmegaConf.select(lazy, node, default=[])))
+    return run_view(lazy), augmentations
+
+
 def _options(args) -> dict:
     return dict(
         output=args.output,
@@ -101,7 +124,7 @@ def precheck(args):
     """Fail fast, before any worker starts: config, datasets, teacher config and weights, the
     output path, classes without ground truth in the selected images."""
     options = _options(args)  # the flags' own values first: nothing to load for them
-    cfg = setup_cfg(args)
+    cfg, _ = _config(args)
     what = "--output" if args.output else "MODEL.DISTILL.CLASS_MEANS (the default --output)"
     check_overwrite(args.output or cfg.MODEL.DISTILL.CLASS_MEANS, what, args.overwrite)
     check_extraction(cfg, **options)
@@ -110,8 +133,8 @@ def precheck(args):
 def run(args):
     setup_logger(distributed_rank=comm.get_rank())
     setup_logger(distributed_rank=comm.get_rank(), name="nd_det")
-    cfg = setup_cfg(args)
-    extract_class_means(cfg, **_options(args))
+    cfg, augmentations = _config(args)
+    extract_class_means(cfg, augmentations=augmentations, **_options(args))
 
 
 def main(argv=None) -> None:
