@@ -13,7 +13,7 @@ from nd_det import add_distill_config
 from nd_det.class_means import ClassMeanAccumulator, save_class_means
 from nd_det.modeling import teacher_identity
 
-from .tiny_distill import config_path, write_teacher_checkpoint
+from .tiny_distill import config_path, tiny_run_opts, write_teacher_checkpoint
 
 RETINANET_CONFIG = "RetinaNet_R50_from_R101_nd.yaml"
 
@@ -52,35 +52,8 @@ def tiny_retinanet_opts(
     """KEY VALUE overrides that shrink a one-stage COCO-Distill config and point the teacher
     weights / class means into ``tmp_dir``."""
     classes = ["MODEL.RETINANET.NUM_CLASSES", str(num_classes)]
-    return [
-        *TINY_RETINANET_OPTS,
-        *classes,
-        "MODEL.DEVICE",
-        "cpu",
-        "MODEL.WEIGHTS",
-        "",
-        "MODEL.DISTILL.REVIEWKD.MID_CHANNELS",
-        "32",
-        "MODEL.DISTILL.TEACHER_OPTS",
-        repr([*TINY_RETINANET_OPTS, *classes, *teacher_opts]),
-        "MODEL.DISTILL.TEACHER_WEIGHTS",
-        os.path.join(tmp_dir, "teacher.pth"),
-        "MODEL.DISTILL.CLASS_MEANS",
-        os.path.join(tmp_dir, "class_means.pth"),
-        "INPUT.MIN_SIZE_TRAIN",
-        "(96,)",
-        "INPUT.MAX_SIZE_TRAIN",
-        "160",
-        "INPUT.MIN_SIZE_TEST",
-        "96",
-        "INPUT.MAX_SIZE_TEST",
-        "160",
-        "SOLVER.IMS_PER_BATCH",
-        "2",
-        "OUTPUT_DIR",
-        os.path.join(tmp_dir, "output"),
-        *extra_opts,
-    ]
+    teacher = [*TINY_RETINANET_OPTS, *classes, *teacher_opts]
+    return [*TINY_RETINANET_OPTS, *classes, *tiny_run_opts(tmp_dir, teacher), *extra_opts]
 
 
 def tiny_retinanet_cfg(

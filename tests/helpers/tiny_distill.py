@@ -56,6 +56,37 @@ def _opts_with_classes(num_classes: int, extra: Sequence[str] = ()) -> list[str]
     return TINY_MODEL_OPTS + ["MODEL.ROI_HEADS.NUM_CLASSES", str(num_classes)] + list(extra)
 
 
+def tiny_run_opts(tmp_dir: str, teacher_opts: Sequence[str]) -> list[str]:
+    """The tiny configs' run overrides: CPU, no student weights, the teacher (``teacher_opts``,
+    weights) and class means in ``tmp_dir``, small images, 2 images per step."""
+    return [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.WEIGHTS",
+        "",
+        "MODEL.DISTILL.REVIEWKD.MID_CHANNELS",
+        "32",
+        "MODEL.DISTILL.TEACHER_OPTS",
+        repr(list(teacher_opts)),
+        "MODEL.DISTILL.TEACHER_WEIGHTS",
+        os.path.join(tmp_dir, "teacher.pth"),
+        "MODEL.DISTILL.CLASS_MEANS",
+        os.path.join(tmp_dir, "class_means.pth"),
+        "INPUT.MIN_SIZE_TRAIN",
+        "(96,)",
+        "INPUT.MAX_SIZE_TRAIN",
+        "160",
+        "INPUT.MIN_SIZE_TEST",
+        "96",
+        "INPUT.MAX_SIZE_TEST",
+        "160",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "OUTPUT_DIR",
+        os.path.join(tmp_dir, "output"),
+    ]
+
+
 def tiny_distill_opts(
     tmp_dir: str,
     num_classes: int = 2,
@@ -66,32 +97,7 @@ def tiny_distill_opts(
     tests and point the teacher weights / class means into ``tmp_dir``."""
     return (
         _opts_with_classes(num_classes)
-        + [
-            "MODEL.DEVICE",
-            "cpu",
-            "MODEL.WEIGHTS",
-            "",
-            "MODEL.DISTILL.REVIEWKD.MID_CHANNELS",
-            "32",
-            "MODEL.DISTILL.TEACHER_OPTS",
-            repr(_opts_with_classes(num_classes, teacher_opts)),
-            "MODEL.DISTILL.TEACHER_WEIGHTS",
-            os.path.join(tmp_dir, "teacher.pth"),
-            "MODEL.DISTILL.CLASS_MEANS",
-            os.path.join(tmp_dir, "class_means.pth"),
-            "INPUT.MIN_SIZE_TRAIN",
-            "(96,)",
-            "INPUT.MAX_SIZE_TRAIN",
-            "160",
-            "INPUT.MIN_SIZE_TEST",
-            "96",
-            "INPUT.MAX_SIZE_TEST",
-            "160",
-            "SOLVER.IMS_PER_BATCH",
-            "2",
-            "OUTPUT_DIR",
-            os.path.join(tmp_dir, "output"),
-        ]
+        + tiny_run_opts(tmp_dir, _opts_with_classes(num_classes, teacher_opts))
         + list(extra_opts)
     )
 
