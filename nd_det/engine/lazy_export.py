@@ -26,7 +26,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError, input_stage
 from ..export.student import (
-    EXPORT_CONFIG_NAME,
     EXPORT_WEIGHTS_NAME,
     StudentExport,
     check_output_dir,
@@ -89,14 +88,4 @@ def export_lazy_student(
     )
     with writing("--output", output_dir, "free space or fix its permissions, then export again"):
         write_export_folder(output_dir, text, state, _loads_in_plain_detectron2)
-    return StudentExport(
-        output_dir=output_dir,
-        config_file=os.path.join(output_dir, EXPORT_CONFIG_NAME),
-        weights_file=os.path.join(output_dir, EXPORT_WEIGHTS_NAME),
-        num_tensors=len(state),
-        needs_nd_det=False,
-        dropped_modules=checkpointer.training_only_keys,
-        dropped_entries=sorted(
-            k for k in checkpointer.extra if k not in ("model", "matching_heuristics", "__author__")
-        ),
-    )
+    return StudentExport.written(output_dir, state, checkpointer, needs_nd_det=False)

@@ -172,6 +172,25 @@ class StudentExport:
     dropped_entries: list[str] = field(default_factory=list)  # e.g. optimizer, iteration
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def written(cls, output_dir: str, state: dict, checkpointer, needs_nd_det: bool, notes=()):
+        """The record of a folder :func:`write_export_folder` wrote with ``state``, from the
+        training checkpoint ``checkpointer`` (a StudentCheckpointer) read."""
+        return cls(
+            output_dir=output_dir,
+            config_file=os.path.join(output_dir, EXPORT_CONFIG_NAME),
+            weights_file=os.path.join(output_dir, EXPORT_WEIGHTS_NAME),
+            num_tensors=len(state),
+            needs_nd_det=needs_nd_det,
+            dropped_modules=checkpointer.training_only_keys,
+            dropped_entries=sorted(  # optimizer, iteration, ...
+                k
+                for k in checkpointer.extra
+                if k not in ("model", "matching_heuristics", "__author__")
+            ),
+            notes=list(notes),
+        )
+
 
 def _same_file(a: str, b: str) -> bool:
     try:
@@ -233,17 +252,4 @@ def export_student(
         write_export_folder(
             output_dir, _config_text(export_cfg, notes), state, _loads_in_detectron2(needs_nd_det)
         )
-    return StudentExport(
-        output_dir=output_dir,
-        config_file=os.path.join(output_dir, EXPORT_CONFIG_NAME),
-        weights_file=os.path.join(output_dir, EXPORT_WEIGHTS_NAME),
-        num_tensors=len(state),
-        needs_nd_det=needs_nd_det,
-        dropped_modules=checkpointer.training_only_keys,
-        dropped_entries=sorted(
-            k
-            for k in checkpointer.extra  # optimizer, iteration, ...
-            if k not in ("model", "matching_heuristics", "__author__")
-        ),
-        notes=notes,
-    )
+    return StudentExport.written(output_dir, state, checkpointer, needs_nd_det, notes)

@@ -13,22 +13,17 @@ from nd_det import add_distill_config
 from nd_det.class_means import ClassMeanAccumulator, save_class_means
 from nd_det.modeling import teacher_identity
 
-from .tiny_distill import config_path, tiny_run_opts, write_teacher_checkpoint
+from .tiny_distill import (
+    TINY_BACKBONE_OPTS,
+    config_path,
+    tiny_run_opts,
+    write_teacher_checkpoint,
+)
 
 RETINANET_CONFIG = "RetinaNet_R50_from_R101_nd.yaml"
 
 # any ResNet-FPN RetinaNet, tiny and finite from random init
-TINY_RETINANET_OPTS: list[str] = [
-    "MODEL.RESNETS.DEPTH",
-    "18",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS",
-    "64",
-    "MODEL.RESNETS.NORM",
-    "GN",
-    "MODEL.FPN.NORM",
-    "GN",
-    "MODEL.FPN.OUT_CHANNELS",
-    "32",
+TINY_RETINANET_OPTS: list[str] = TINY_BACKBONE_OPTS + [
     "MODEL.RETINANET.NUM_CONVS",
     "1",
     "MODEL.RETINANET.NORM",

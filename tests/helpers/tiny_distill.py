@@ -21,8 +21,8 @@ from nd_det.modeling import FrozenTeacher, teacher_identity
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_DIR = os.path.join(REPO, "configs", "COCO-Distill")
 
-# Overrides that make any ResNet-FPN Faster R-CNN tiny and finite from random init.
-TINY_MODEL_OPTS: list[str] = [
+# A ResNet-18-FPN with GroupNorm and 32 channels: tiny, and sane from random init.
+TINY_BACKBONE_OPTS: list[str] = [
     "MODEL.RESNETS.DEPTH",
     "18",
     "MODEL.RESNETS.RES2_OUT_CHANNELS",
@@ -33,6 +33,10 @@ TINY_MODEL_OPTS: list[str] = [
     "GN",
     "MODEL.FPN.OUT_CHANNELS",
     "32",
+]
+
+# Overrides that make any ResNet-FPN Faster R-CNN tiny and finite from random init.
+TINY_MODEL_OPTS: list[str] = TINY_BACKBONE_OPTS + [
     "MODEL.ROI_BOX_HEAD.FC_DIM",
     "64",
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
