@@ -431,7 +431,7 @@ def test_exports_give_the_same_detections_in_plain_detectron2(retinanet, fcos, t
 def test_a_lazyconfig_fcos_export_goes_through_export_model(fcos, tmp_path, capsys):
     """The LazyConfig export records the test input (the model's input_format, the test
     mapper's resize); tools/export_model.py reads it and checks the pt2 file at two sizes against
-    detectron2's FCOS inference; a folder without that record is one line."""
+    detectron2's FCOS inference (pt2 and ONNX); a folder without that record is one line."""
     import copy
 
     from nd_det.export.contract import load_exported_student
@@ -448,16 +448,18 @@ def test_a_lazyconfig_fcos_export_goes_through_export_model(fcos, tmp_path, caps
     image = write_image(tmp_path / "tile.png", 150, 200, seed=3)
     tool = os.path.join(os.path.dirname(__file__), "..", "tools", "export_model.py")
     code, err = run_tool_in_process(
-        tool, ["--export-dir", str(folder), "--format", "pt2", "--image", image]
+        tool, ["--export-dir", str(folder), "--format", "pt2", "onnx", "--image", image]
     )
     assert code == 0, err
-    assert "model.pt2.json: pt2 export" in capsys.readouterr().out
-    with open(folder / "model.pt2.json", encoding="utf-8") as f:
-        record = json.load(f)
-    assert record["input"]["channel_order"] == cfg.dataloader.test.mapper.image_format == "BGR"
-    assert record["input"]["resize"] == {"shortest_side": 144, "longest_side_at_most": 200}
-    assert [c["input_size"] for c in record["check"]["sizes"]] == [[144, 192], [192, 256]]
-    assert all(c["detections"] > 0 for c in record["check"]["sizes"])
+    printed = capsys.readouterr().out
+    for fmt in ("pt2", "onnx"):
+        assert f"model.{fmt}.json: {fmt} export" in printed
+        with open(folder / f"model.{fmt}.json", encoding="utf-8") as f:
+            record = json.load(f)
+        assert record["input"]["channel_order"] == cfg.dataloader.test.mapper.image_format == "BGR"
+        assert record["input"]["resize"] == {"shortest_side": 144, "longest_side_at_most": 200}
+        assert [c["input_size"] for c in record["check"]["sizes"]] == [[144, 192], [192, 256]]
+        assert all(c["detections"] > 0 for c in record["check"]["sizes"])
 
     text = (folder / "config.yaml").read_text()
     (folder / "config.yaml").write_text(text[: text.index("input:")] + text[text.index("model:") :])
