@@ -242,6 +242,26 @@ def test_a_one_process_run_makes_no_worker_message_folder(tmp_path, monkeypatch,
     assert os.listdir(tmp_path) == []
 
 
+def test_one_machine_takes_a_free_port_unless_a_url_is_given(monkeypatch):
+    """detectron2's default --dist-url is one port per user: two runs of one user on one machine
+    at once (two students side by side, tests in parallel) collided on it (EADDRINUSE). On one
+    machine that default becomes detectron2's "auto" (a free port); a given URL, or several
+    machines, keep the URL as it is."""
+    from types import SimpleNamespace
+
+    from detectron2.engine import default_argument_parser
+
+    from nd_det.engine import cli
+
+    default = default_argument_parser().parse_args([]).dist_url
+    calls = []
+    monkeypatch.setattr(cli, "launch", lambda *a, **k: calls.append(k["dist_url"]))
+    for machines, url in ((1, default), (1, "tcp://127.0.0.1:23456"), (2, default)):
+        args = SimpleNamespace(num_gpus=2, num_machines=machines, machine_rank=0, dist_url=url)
+        cli.launch_main(lambda a: None, args)
+    assert calls == ["auto", "tcp://127.0.0.1:23456", default]
+
+
 WORKER_FAILS = r"""
 import sys
 from nd_det.engine.cli import launch_main

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from detectron2.engine import launch
+from detectron2.engine import default_argument_parser, launch
 from detectron2.utils import comm
 from torch.multiprocessing import ProcessExitedException
 
@@ -26,6 +26,7 @@ __all__ = ["launch_main", "PRECHECK_STAGE"]
 PRECHECK_STAGE = "checking the run before it starts"
 
 _MESSAGES_ENV = "ND_DET_WORKER_ERRORS"
+_D2_DIST_URL = default_argument_parser().get_default("dist_url")
 
 
 def _worker(main, args):
@@ -62,13 +63,17 @@ def launch_main(main, args, precheck=None) -> None:
             with input_stage(PRECHECK_STAGE):
                 precheck(args)
         world_size = args.num_gpus * args.num_machines
+        # detectron2's default URL is one port per user: two runs of one user on one machine
+        # (tests side by side, two students) would collide; "auto" takes a free port instead
+        one_machine_default = args.num_machines == 1 and args.dist_url == _D2_DIST_URL
+        dist_url = "auto" if one_machine_default else args.dist_url
         if world_size == 1:  # no worker processes: a user error surfaces here directly
             launch(
                 main,
                 1,
                 num_machines=1,
                 machine_rank=args.machine_rank,
-                dist_url=args.dist_url,
+                dist_url=dist_url,
                 args=(args,),
             )
             return
@@ -81,7 +86,7 @@ def launch_main(main, args, precheck=None) -> None:
                         args.num_gpus,
                         num_machines=args.num_machines,
                         machine_rank=args.machine_rank,
-                        dist_url=args.dist_url,
+                        dist_url=dist_url,
                         args=(main, args),
                     )
             except ProcessExitedException as e:
