@@ -286,8 +286,8 @@ def _pipeline(o, out: str, folder: dict, teacher, students: dict) -> dict:
             "student_processes": processes,
         },
         "rows": rows,
-        "distillation_gain": {m: round(rows[2][m] - rows[1][m], 3) for m in ("AP", "AP50", "AP75")},
-        "teacher_minus_student_alone_AP": round(rows[0]["AP"] - rows[1]["AP"], 3),
+        "distillation_gain": {m: rows[2][m] - rows[1][m] for m in ("AP", "AP50", "AP75")},
+        "teacher_minus_student_alone_AP": rows[0]["AP"] - rows[1]["AP"],
         "wall_time_s": {"total": round(time.perf_counter() - start, 1), "stages": seconds},
         "files": {k: os.path.relpath(v, out) for k, v in files.items()},
     }

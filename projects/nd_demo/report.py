@@ -36,7 +36,7 @@ def make_row(model: str, backbone: str, score: dict) -> dict:
     return {
         "model": model,
         "backbone": backbone,
-        **{m: round(score[m], 3) for m in ("AP", "AP50", "AP75")},
+        **{m: float(score[m]) for m in ("AP", "AP50", "AP75")},  # rounded where shown only
         "params": int(score["params"]),
         "inference_ms_per_image": round(score["inference_ms_per_image"], 2),
         "no_detections": bool(score["no_detections"]),
