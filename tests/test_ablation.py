@@ -201,7 +201,8 @@ def test_demo_settings_report_applies_the_criterion(tmp_path):
     assert met["above_noise"] and met["meets_issue_33"]
     assert "**met** (the gain is above its noise)" in render_markdown(met)
     assert (
-        met["settings"]["method_name"] == "ReviewKD++" and met["split_sizes"]["eval"]["tiles"] == 9
+        met["settings"]["method_name"] == "ReviewKD++ with KD"
+        and met["split_sizes"]["eval"]["tiles"] == 9
     )
 
     noisy = report(alone=(10.0, 11.0, 12.0), distilled=(16.0, 11.0, 13.0))

@@ -143,7 +143,7 @@ def test_demo_end_to_end_at_toy_size(tmp_path):
         assert f"{row['model']}  " in console
     teacher, alone, distilled = report["rows"]
     assert teacher["params"] > alone["params"] == distilled["params"]
-    assert report["distill_losses"] == ["reviewkd", "nd"]
+    assert report["distill_losses"] == ["reviewkd", "kd", "nd"]  # the default --method
     assert report["schedule"]["student_iters"] == 2
     assert report["verdict"] in console
 
