@@ -112,6 +112,28 @@ def tiny_student(tmp_path_factory):
     return load_exported_student(str(tmp / "deploy"))
 
 
+def test_a_torchvision_mobilenet_v3_student_graph_detects_what_it_detects(tmp_path):
+    """The exportable graph around torchvision's MobileNetV3 under FPN (hardswish, squeeze-and-
+    excitation; the Small one of configs/COCO-Distill/MV3_from_R50_nd.yaml), from its export
+    folder: detectron2's detections, bit for bit, at two sizes."""
+    opts = ["MODEL.TORCHVISION.ARCH", "mobilenet_v3_small", "MODEL.TORCHVISION.NORM", "GN"]
+    cfg = tiny_distill_cfg(str(tmp_path), "MV3_from_R50_nd.yaml", extra_opts=opts)
+    torch.manual_seed(0)
+    DetectionCheckpointer(build_model(cfg), str(tmp_path)).save("model_final")
+    export_student(cfg, str(tmp_path / "model_final.pth"), str(tmp_path / "deploy"))
+    _, model = load_exported_student(str(tmp_path / "deploy"))
+    check_exportable(model)
+    graph = ExportableStudent(model).eval()
+    g = torch.Generator().manual_seed(3)
+    for height, width in ((96, 128), (130, 70)):
+        image = torch.rand(3, height, width, generator=g) * 255
+        with torch.no_grad():
+            expected, found = student_detections(model, image), graph(image)
+        assert len(found[0]) == len(expected[0]) > 0
+        for ours, theirs in zip(found, expected):
+            assert torch.equal(ours, theirs)
+
+
 @pytest.mark.parametrize("pre_nms_topk", [100, 1000])  # RPN NMS over <= 1000 / > 1000 boxes
 def test_exportable_student_detects_what_the_student_detects(tiny_student, pre_nms_topk):
     _, model = tiny_student

@@ -31,24 +31,11 @@ EXPORT_MODEL = os.path.join(REPO, "tools", "export_model.py")
 SHARED_STUDENTS = {
     # detectron2's ResNet under FPN (the tiny test sizes: depth 18, GroupNorm): BGR input
     "r50": ("R50_from_R101_nd.yaml", []),
-    # torchvision's MobileNetV3 under FPN (nd-det's builder; the Small one of the Large config:
-    # the same blocks, fewer to export): RGB input
-    "mv3": (
-        "MV3_from_R50_nd.yaml",
-        [
-            "MODEL.TORCHVISION.ARCH",
-            "mobilenet_v3_small",
-            "MODEL.TORCHVISION.NORM",
-            "GN",
-            "MODEL.TORCHVISION.FREEZE_AT",
-            "0",
-        ],
-    ),
     # the demo's student (MobileNetV2 x0.5 FPN, 400 px, one class), random init
     "demo": None,
 }
 # the image each is checked on, and a second one of another size and aspect ratio, (h, w)
-SHARED_IMAGES = {"r50": ((120, 160), (150, 100)), "mv3": ((120, 160), (150, 100))}
+SHARED_IMAGES = {"r50": ((120, 160), (150, 100))}
 SHARED_IMAGES["demo"] = ((300, 400), (520, 338))
 _PROGRAMS: dict[str, torch.export.ExportedProgram] = {}  # loaded by the tool in this process
 
