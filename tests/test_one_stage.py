@@ -92,6 +92,18 @@ def fcos(tmp_path_factory):
     return root, LazyConfig.load(write_tiny_fcos(str(root)))
 
 
+def _assert_same_detections(model, plain):
+    """The distillation model in eval mode detects exactly what the plain detector does."""
+    batch = random_batch(seed=9, size=(144, 176))
+    with torch.no_grad():
+        ours, theirs = model.eval()(batch), plain.eval()(batch)
+    for a, b in zip(ours, theirs):
+        a, b = a["instances"], b["instances"]
+        assert len(a) > 0
+        assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        assert torch.equal(a.scores, b.scores) and torch.equal(a.pred_classes, b.pred_classes)
+
+
 def _steps(model, steps=2, lr=0.01):
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()
@@ -152,14 +164,7 @@ def test_retinanet_student_two_steps_then_eval_is_plain_retinanet(retinanet):
     plain = build_model(plain_student_cfg(cfg))
     assert type(plain) is RetinaNet
     plain.load_state_dict(student_state_dict(model.state_dict()))
-    batch = random_batch(seed=9, size=(144, 176))
-    with torch.no_grad():
-        ours, theirs = model.eval()(batch), plain.eval()(batch)
-    for a, b in zip(ours, theirs):
-        a, b = a["instances"], b["instances"]
-        assert len(a) > 0
-        assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
-        assert torch.equal(a.scores, b.scores) and torch.equal(a.pred_classes, b.pred_classes)
+    _assert_same_detections(model, plain)
 
 
 def test_fcos_lazyconfig_student_two_steps_then_eval_is_plain_fcos(fcos):
@@ -175,15 +180,9 @@ def test_fcos_lazyconfig_student_two_steps_then_eval_is_plain_fcos(fcos):
     plain = instantiate(plain_student_model(cfg.model))
     assert type(plain) is FCOS
     plain.load_state_dict(student_state_dict(model.state_dict()))
-    batch = random_batch(seed=9, size=(144, 176))
-    with torch.no_grad():
-        ours, theirs = model.eval()(batch), plain.eval()(batch)
-    for a, b in zip(ours, theirs):
-        a, b = a["instances"], b["instances"]
-        assert len(a) > 0 and torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
-        assert torch.equal(a.scores, b.scores)
+    _assert_same_detections(model, plain)
     # the graph torch.export / ONNX see (export/dense_graph.py), centerness included
-    image = batch[0]["image"].float()
+    image = random_batch(seed=9, size=(144, 176))[0]["image"].float()  # the batch just checked
     with torch.no_grad():
         graph = ExportableDenseStudent(plain)(image)
     for got, want in zip(graph, dense_student_detections(plain, image)):

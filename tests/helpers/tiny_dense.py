@@ -6,16 +6,15 @@ import os
 from collections.abc import Sequence
 
 import torch
-from detectron2.config import get_cfg
 
 import nd_det  # noqa: F401  (registers the meta-architectures)
-from nd_det import add_distill_config
 from nd_det.class_means import ClassMeanAccumulator, save_class_means
 from nd_det.modeling import teacher_identity
 
 from .tiny_distill import (
     TINY_BACKBONE_OPTS,
     config_path,
+    tiny_cfg,
     tiny_run_opts,
     write_teacher_checkpoint,
 )
@@ -61,11 +60,8 @@ def tiny_retinanet_cfg(
 ):
     """configs/COCO-Distill/RetinaNet_R50_from_R101_nd.yaml shrunk for CPU tests, with a teacher
     checkpoint (and a random class-means table) written under ``tmp_dir``."""
-    os.makedirs(tmp_dir, exist_ok=True)
-    cfg = get_cfg()
-    add_distill_config(cfg)
-    cfg.merge_from_file(config_path(RETINANET_CONFIG))
-    cfg.merge_from_list(tiny_retinanet_opts(tmp_dir, num_classes, extra_opts, teacher_opts))
+    opts = tiny_retinanet_opts(tmp_dir, num_classes, extra_opts, teacher_opts)
+    cfg = tiny_cfg(tmp_dir, RETINANET_CONFIG, opts)
     write_teacher_checkpoint(cfg, seed=seed)
     if write_class_means:
         write_random_means(

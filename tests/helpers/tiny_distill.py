@@ -106,6 +106,16 @@ def tiny_distill_opts(
     )
 
 
+def tiny_cfg(tmp_dir: str, config_file: str, opts: Sequence[str]):
+    """detectron2's defaults + nd-det's keys + ``configs/COCO-Distill/<config_file>`` + the
+    tiny ``opts``; ``tmp_dir`` made."""
+    os.makedirs(tmp_dir, exist_ok=True)
+    cfg = add_distill_config(get_cfg())
+    cfg.merge_from_file(config_path(config_file))
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
 def tiny_distill_cfg(
     tmp_dir: str,
     config_file: str = "R50_from_R101_nd.yaml",
@@ -117,11 +127,9 @@ def tiny_distill_cfg(
 ):
     """A cfg from ``configs/COCO-Distill/<config_file>`` shrunk for CPU tests, with a teacher
     checkpoint and class-means file written under ``tmp_dir``."""
-    os.makedirs(tmp_dir, exist_ok=True)
-    cfg = get_cfg()
-    add_distill_config(cfg)
-    cfg.merge_from_file(config_path(config_file))
-    cfg.merge_from_list(tiny_distill_opts(tmp_dir, num_classes, extra_opts, teacher_opts))
+    cfg = tiny_cfg(
+        tmp_dir, config_file, tiny_distill_opts(tmp_dir, num_classes, extra_opts, teacher_opts)
+    )
     write_teacher_checkpoint(cfg, seed=seed)
     if write_class_means:
         write_random_class_means(cfg, seed=seed)
