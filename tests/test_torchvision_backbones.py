@@ -82,6 +82,31 @@ def test_backbone_returns_p2_to_p6(arch):
         assert torch.isfinite(features[name]).all()
 
 
+def test_shapes_known_per_architecture_are_the_measured_ones():
+    """build_torchvision_backbone takes each stage's channels and stride from stage_shapes
+    (measured once per architecture and process): the bottom-up measuring its own body (a
+    model of another width, stages of its own) reports the same."""
+    from nd_det.modeling.backbone import TorchvisionBottomUp
+    from nd_det.modeling.backbone.torchvision_stages import build_torchvision_classifier
+
+    cfg = torchvision_cfg("mobilenet_v2")
+    cfg.MODEL.TORCHVISION.WIDTH_MULT = 0.5
+    cfg.MODEL.TORCHVISION.STAGES = ["features.3", "features.6", "features.13", "features.17"]
+    built = build_backbone(cfg, ShapeSpec(channels=3)).bottom_up.output_shape()
+    measured = TorchvisionBottomUp(
+        build_torchvision_classifier("mobilenet_v2", 0.5),
+        stages=cfg.MODEL.TORCHVISION.STAGES,
+        out_features=["c2", "c3", "c4", "c5"],
+    ).output_shape()
+    assert built == measured
+    assert [(s.channels, s.stride) for s in measured.values()] == [
+        (16, 4),
+        (16, 8),
+        (48, 16),
+        (160, 32),
+    ]
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("config_file", ["MV3_from_R50_nd.yaml", "MV3_from_R50_kd_nd.yaml"])
 def test_distill_train_and_eval_step(tmp_path, arch, config_file):

@@ -341,7 +341,8 @@ class ClassificationTrainer:
                 f"(best top-1 {self.best_top1:.2f})"
             )
         self.logger.record("epoch", record, step=epoch + 1)
-        self._save(LAST, epoch + 1, 0)
+        if epoch + 1 < solver.epochs:  # after the last epoch, fit writes model_final instead
+            self._save(LAST, epoch + 1, 0)
         return result
 
     def _describe(self) -> None:

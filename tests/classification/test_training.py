@@ -91,7 +91,14 @@ def test_resume_after_an_epoch_and_after_sigterm_repeats_an_uninterrupted_run(tm
     metrics and the epoch's mean losses equal those of the uninterrupted run."""
     distill = distill_section(tmp_path, METHODS["kdpp"], warm_up_epochs=2)
     straight = tiny_config(tmp_path, "straight", distill=distill, epochs=2)
-    reference = ClassificationTrainer(straight).fit()
+    straight_trainer, written = ClassificationTrainer(straight), []
+    save = straight_trainer.checkpointer.save
+    straight_trainer.checkpointer.save = lambda name, **data: (
+        written.append(name),
+        save(name, **data),
+    )
+    reference = straight_trainer.fit()
+    assert written == ["model_last", "model_final"]  # the last epoch's state is written once
 
     first = tiny_config(tmp_path, "resumed", distill=distill, epochs=1)
     ClassificationTrainer(first).fit()

@@ -8,7 +8,9 @@ nodes need, under torchvision's own module names), then
 * freezes every layer that computes the first ``freeze_at`` stage outputs (found by walking the
   graph back from each output: it works for any architecture, with no per-model stage list):
   parameters fixed, BatchNorm turned into FrozenBatchNorm2d, as detectron2's ResNet freezes;
-* reads each output's channels and stride from one meta-device run.
+* reads each output's channels and stride from one meta-device run (or takes them from the
+  caller, who may know them: :func:`.torchvision_stages.stage_shapes` keeps them per
+  architecture, so that building the same backbone again costs no second run).
 
 State-dict keys are ``body.`` + torchvision's key (``body.features.0.0.weight``): a torchvision
 ImageNet file maps onto the student by adding the prefix ``backbone.bottom_up.body.``
@@ -16,6 +18,7 @@ ImageNet file maps onto the student by adding the prefix ``backbone.bottom_up.bo
 """
 
 from collections.abc import Sequence
+from typing import Optional
 
 import torch
 from detectron2.layers import FrozenBatchNorm2d
@@ -64,6 +67,7 @@ class TorchvisionBottomUp(Backbone):
         norm: "FrozenBN", "BN", "SyncBN" or "GN" for the model's BatchNorm layers.
         freeze_at: 0 trains everything; k freezes every layer the first k stages need.
         arch: the torchvision architecture name (kept for messages and weight loading).
+        shapes: (channels, stride) of each stage, when known; measured otherwise.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class TorchvisionBottomUp(Backbone):
         norm: str = "FrozenBN",
         freeze_at: int = 0,
         arch: str = "",
+        shapes: Optional[Sequence[tuple[int, int]]] = None,
     ):
         super().__init__()
         if len(stages) != len(out_features) or not stages:
@@ -93,9 +98,11 @@ class TorchvisionBottomUp(Backbone):
         self.unused_torchvision_keys = frozenset(full_keys - set(body.state_dict()))
         self.freeze(freeze_at)
         # Backbone.output_shape() reads these two
-        shapes = measure_stage_shapes(body)
-        self._out_feature_channels = {name: shapes[name].channels for name in out_features}
-        self._out_feature_strides = {name: shapes[name].stride for name in out_features}
+        if shapes is None:
+            measured = measure_stage_shapes(body)
+            shapes = [(measured[n].channels, measured[n].stride) for n in out_features]
+        self._out_feature_channels = {n: c for n, (c, _) in zip(out_features, shapes)}
+        self._out_feature_strides = {n: s for n, (_, s) in zip(out_features, shapes)}
 
     def freeze(self, freeze_at: int) -> "TorchvisionBottomUp":
         """Fix the weights of every layer the first ``freeze_at`` stages need and turn their

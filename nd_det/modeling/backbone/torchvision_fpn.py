@@ -22,7 +22,7 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from ...errors import ConfigError, input_stage
 from .torchvision_bottom_up import TorchvisionBottomUp
 from .torchvision_config import torchvision_stages
-from .torchvision_stages import build_torchvision_classifier
+from .torchvision_stages import build_torchvision_classifier, stage_shapes
 
 __all__ = ["fpn_over", "build_torchvision_backbone", "build_torchvision_fpn_backbone"]
 
@@ -54,13 +54,18 @@ def build_torchvision_backbone(cfg, input_shape: ShapeSpec) -> TorchvisionBottom
     """The bottom-up network alone (random weights; MODEL.WEIGHTS loads afterwards)."""
     tv = cfg.MODEL.TORCHVISION
     with input_stage("MODEL.TORCHVISION"):
+        model = build_torchvision_classifier(tv.ARCH, float(tv.WIDTH_MULT))
+        stages = torchvision_stages(cfg)
+        # measured once per architecture in a process (a student and its runs build it often)
+        known = stage_shapes(tv.ARCH, tuple(stages), float(tv.WIDTH_MULT))
         return TorchvisionBottomUp(
-            build_torchvision_classifier(tv.ARCH, float(tv.WIDTH_MULT)),
-            stages=torchvision_stages(cfg),
+            model,
+            stages=stages,
             out_features=tv.OUT_FEATURES,
             norm=tv.NORM,
             freeze_at=tv.FREEZE_AT,
             arch=tv.ARCH,
+            shapes=[(channels, stride) for _, channels, stride in known],
         )
 
 
