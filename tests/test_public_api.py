@@ -62,6 +62,28 @@ def test_frozen_teacher_builds_freezes_and_loads_exactly(setup):
     assert teacher.embedding_dim == 64
 
 
+def test_a_teacher_loaded_at_once_draws_no_random_values(setup):
+    """The random values a strict load replaces are not drawn: the generator's state is the
+    same before and after; every tensor, the computed buffers (anchors) included, is that of the
+    teacher built the long way."""
+    cfg, _ = setup
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    teacher = FrozenTeacher(cfg)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    initializer = torch.nn.init.kaiming_uniform_
+    long_way = FrozenTeacher(cfg, load_weights=False)  # random values, then the file
+    assert not torch.equal(torch.random.get_rng_state(), before)
+    long_way.load_weights()
+    assert torch.nn.init.kaiming_uniform_ is initializer  # nothing left patched
+    ours, theirs = (
+        dict(t.model.named_buffers()) | dict(t.model.named_parameters())
+        for t in (teacher, long_way)
+    )
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(v, theirs[k]) for k, v in ours.items())
+
+
 def test_frozen_teacher_preprocess_and_outputs_equal_a_hand_computation(setup):
     cfg, model = setup
     teacher = model.teacher

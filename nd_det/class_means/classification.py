@@ -25,6 +25,7 @@ from ..classification.teacher import class_means_metadata
 from ..classification.trainer import amp_dtype_for
 from ..errors import FileError, input_stage
 from ..utils.paths import check_overwrite, check_writable
+from ..utils.skip_init import without_random_init
 from .table import ClassMeanAccumulator, ClassMeans, save_class_means
 
 __all__ = ["extract_class_means", "extract_classification_main"]
@@ -85,9 +86,10 @@ def extract_classification_main(argv: Optional[list[str]] = None):
         # this process's pieces; then one collective says whether every process has them
         with stop_if_any_rank_fails(ctx), input_stage("the config"):
             dataset, info = build_dataset(cfg.data, train=True, augment=False)
-            model = build_classifier(
-                cfg.model.name, info.num_classes, info.in_channels, info.image_size
-            )
+            with without_random_init():  # the strict load replaces every value
+                model = build_classifier(
+                    cfg.model.name, info.num_classes, info.in_channels, info.image_size
+                )
             load_weights(model, weights)
             loader = DataLoader(
                 dataset,

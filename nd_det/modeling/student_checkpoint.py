@@ -15,6 +15,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, build_model
 from ..config import plain_meta_architecture
 from ..errors import ConfigError, UserError
 from ..utils.checkpoint_files import mismatch_text
+from ..utils.skip_init import without_random_init
 from ..utils.text import first_line, short_list
 from .weights import SafeCheckpointer, local_weights_file
 
@@ -194,6 +195,7 @@ def build_plain_student(cfg: CfgNode, weights: str) -> tuple[CfgNode, torch.nn.M
     student entries of ``weights`` loaded strictly (:func:`load_student_checkpoint`), in eval
     mode."""
     student_cfg = plain_student_cfg(cfg)
-    model = build_model(student_cfg)
+    with without_random_init():  # the strict load replaces every value
+        model = build_model(student_cfg)
     load_student_checkpoint(model, weights)
     return student_cfg, model.eval()

@@ -15,6 +15,7 @@ The file is read once per :class:`TeacherSource`; what detectron2, yacs, hydra o
 refuse while reading or building it is one line naming the key (``input_stage``).
 """
 
+import contextlib
 import os
 
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 
 from ...config import add_distill_config, load_lazy_config, merge_config, plain_meta_architecture
 from ...errors import input_stage
+from ...utils.skip_init import without_random_init
 from .spec import TeacherSpec, as_teacher_spec
 
 __all__ = ["TeacherSource", "teacher_config_file", "is_lazy_config", "on_meta_device"]
@@ -73,13 +75,17 @@ class TeacherSource:
             return self.config.INPUT.FORMAT
         return OmegaConf.select(self.config, "model.input_format", default=None) or "BGR"
 
-    def build(self) -> nn.Module:
+    def build(self, initialize: bool = True) -> nn.Module:
         """The detector, randomly initialised: on the student's device, or on the meta device
         inside ``torch.device("meta")``.  A model whose constructor reads tensor values (ViT's
-        drop-path schedule) cannot be built there: it is built on the CPU instead."""
+        drop-path schedule) cannot be built there: it is built on the CPU instead.
+        ``initialize=False`` skips the random initialisation (the tensors hold whatever their
+        memory held): only for a caller that loads every weight strictly next."""
         with input_stage(f"the teacher ({_KEY} {self.name})"):
             if not on_meta_device():
-                return self._build().to(torch.device(self.device))
+                with contextlib.nullcontext() if initialize else without_random_init():
+                    model = self._build()
+                return model.to(torch.device(self.device))
             try:
                 return self._build()
             except Exception:  # noqa: BLE001 - a real error is reported by the CPU build
