@@ -34,6 +34,7 @@ from ..export.student import (
 from ..modeling.lazy import plain_student_model
 from ..modeling.student_checkpoint import load_student_checkpoint
 from ..utils.paths import writing
+from ..utils.skip_init import without_random_init
 from .lazy_config import lazy_config_text
 
 __all__ = ["export_lazy_student", "test_input"]
@@ -77,8 +78,8 @@ def export_lazy_student(
     output_dir = os.path.abspath(output_dir)
     check_output_dir(output_dir, overwrite)
     node = plain_student_model(cfg.model)
-    with input_stage("the student (model)"):
-        model = instantiate(node)
+    with input_stage("the student (model)"), without_random_init():
+        model = instantiate(node)  # the strict load replaces every value
     checkpointer = load_student_checkpoint(
         model, weights, "--weights", "give the .pth the training run wrote", error=ConfigError
     )

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..modeling.lazy import distill_model_target, plain_student_model
 from ..modeling.student_checkpoint import load_student_checkpoint
+from ..utils.skip_init import without_random_init
 from .resumable_sampler import ResumableTrainingSampler
 from .trainer import DistillTrainer
 
@@ -105,7 +106,8 @@ def lazy_test(cfg: DictConfig, model, image_format=None) -> OrderedDict:
 def evaluate_lazy_student(cfg: DictConfig, weights: str, device: str) -> OrderedDict:
     """The student alone (plain detectron2's model of ``cfg.model``), the student entries of
     ``weights`` loaded strictly."""
-    model = instantiate(plain_student_model(cfg.model)).to(torch.device(device))
+    with without_random_init():  # the strict load replaces every value
+        model = instantiate(plain_student_model(cfg.model)).to(torch.device(device))
     load_student_checkpoint(model, weights, "train.init_checkpoint")
     logger.info("Evaluating the student from %s", weights)
     return lazy_test(cfg, model.eval())

@@ -27,6 +27,7 @@ from ..config import add_backbone_config, is_lazy_run_config, merge_config
 from ..errors import ConfigError, DataError, ExportError, input_stage
 from ..modeling import backbone as _backbones  # noqa: F401  (registers nd-det's backbones)
 from ..modeling.student_checkpoint import load_student_checkpoint
+from ..utils.skip_init import without_random_init
 from .dense_graph import dense_student_detections, is_dense_student
 from .student import DEPLOY_RECORD_SUFFIX, EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME
 
@@ -77,7 +78,8 @@ def load_exported_student(export_dir: str, device: str = "cpu") -> tuple[CfgNode
     if os.path.isfile(config_file) and is_lazy_run_config(config_file):
         with input_stage(what):
             lazy = LazyConfig.load(config_file)
-            model = instantiate(lazy.model)
+            with without_random_init():  # the strict load replaces every value
+                model = instantiate(lazy.model)
         if (recorded := OmegaConf.select(lazy, "input", default=None)) is None:
             raise ConfigError(f"{what}: no test input in its {EXPORT_CONFIG_NAME}: export again")
         cfg.INPUT.FORMAT = str(recorded.format)
@@ -87,8 +89,8 @@ def load_exported_student(export_dir: str, device: str = "cpu") -> tuple[CfgNode
     else:
         merge_config(cfg, config_file, what)
         cfg.MODEL.DEVICE = device
-        with input_stage(f"--export-dir {export_dir}"):
-            model = build_model(cfg)
+        with input_stage(f"--export-dir {export_dir}"), without_random_init():
+            model = build_model(cfg)  # the strict load replaces every value
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = weights_file
     cfg.freeze()

@@ -35,6 +35,7 @@ from ..modeling.student_checkpoint import (
 from ..modeling.weights import is_url, local_weights_file
 from ..utils.atomic_file import atomic_torch_save, atomic_write_text, current_umask
 from ..utils.paths import check_overwrite, check_writable, writing
+from ..utils.skip_init import without_random_init
 from ..utils.text import short_list
 
 __all__ = [
@@ -238,7 +239,8 @@ def export_student(
     student_cfg = plain_student_cfg(cfg)
     notes = _backbone_note(student_cfg)
     needs_nd_det = bool(notes)
-    model = build_model(_with_model_keys(student_cfg, DEVICE="cpu"))  # the export needs no GPU
+    with without_random_init():  # every value comes from the checkpoint; no GPU needed
+        model = build_model(_with_model_keys(student_cfg, DEVICE="cpu"))
     # every key must match in name and shape; what else the checkpoint held is reported
     checkpointer = load_student_checkpoint(
         model, weights, "--weights", _WEIGHTS_HINT, error=ConfigError
