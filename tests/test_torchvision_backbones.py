@@ -82,29 +82,47 @@ def test_backbone_returns_p2_to_p6(arch):
         assert torch.isfinite(features[name]).all()
 
 
-def test_shapes_known_per_architecture_are_the_measured_ones():
+@pytest.mark.parametrize(
+    "arch, width, stages, expected",
+    [
+        # a model of another width, stages of its own
+        (
+            "mobilenet_v2",
+            0.5,
+            ["features.3", "features.6", "features.13", "features.17"],
+            [(16, 4), (16, 8), (48, 16), (160, 32)],
+        ),
+        # built on the CPU before the meta device (its widths are computed with tensors)
+        ("regnet_x_400mf", 1.0, [], [(32, 4), (64, 8), (160, 16), (400, 32)]),
+    ],
+)
+def test_shapes_known_per_architecture_are_the_measured_ones(arch, width, stages, expected):
     """build_torchvision_backbone takes each stage's channels and stride from stage_shapes
-    (measured once per architecture and process): the bottom-up measuring its own body (a
-    model of another width, stages of its own) reports the same."""
-    from nd_det.modeling.backbone import TorchvisionBottomUp
+    (measured once per architecture and process, drawing no random values): the bottom-up
+    measuring its own body reports the same, and both draw the same initial weights."""
+    from nd_det.modeling.backbone import TorchvisionBottomUp, build_torchvision_backbone
     from nd_det.modeling.backbone.torchvision_stages import build_torchvision_classifier
 
-    cfg = torchvision_cfg("mobilenet_v2")
-    cfg.MODEL.TORCHVISION.WIDTH_MULT = 0.5
-    cfg.MODEL.TORCHVISION.STAGES = ["features.3", "features.6", "features.13", "features.17"]
-    built = build_backbone(cfg, ShapeSpec(channels=3)).bottom_up.output_shape()
+    cfg = torchvision_cfg(arch)
+    cfg.MODEL.TORCHVISION.WIDTH_MULT = width
+    cfg.MODEL.TORCHVISION.STAGES = stages
+    stage_shapes.cache_clear()  # measured here, not by an earlier test
+    torch.manual_seed(0)
+    built = build_torchvision_backbone(cfg, ShapeSpec(channels=3))
+    after_built = torch.random.get_rng_state()
+    torch.manual_seed(0)
     measured = TorchvisionBottomUp(
-        build_torchvision_classifier("mobilenet_v2", 0.5),
-        stages=cfg.MODEL.TORCHVISION.STAGES,
+        build_torchvision_classifier(arch, width),
+        stages=stages or TORCHVISION_DEFAULT_STAGES[arch],
         out_features=["c2", "c3", "c4", "c5"],
-    ).output_shape()
-    assert built == measured
-    assert [(s.channels, s.stride) for s in measured.values()] == [
-        (16, 4),
-        (16, 8),
-        (48, 16),
-        (160, 32),
-    ]
+        norm="GN",
+    )
+    assert torch.equal(torch.random.get_rng_state(), after_built)
+    assert built.output_shape() == measured.output_shape()
+    assert [(s.channels, s.stride) for s in measured.output_shape().values()] == expected
+    ours, theirs = built.state_dict(), measured.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(v, theirs[k]) for k, v in ours.items())
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -2,7 +2,6 @@
 
 from ..class_means import ClassMeans, load_class_means, metadata_mismatches
 from ..errors import ConfigError, DataError
-from ..utils.skip_init import without_random_init
 from .checkpoint import file_sha256, load_weights
 from .data import DatasetInfo
 from .models import Classifier, build_classifier
@@ -18,8 +17,8 @@ def build_teacher(cfg, info: DatasetInfo) -> tuple[Classifier, str]:
             f"distill.losses {list(cfg.distill.losses)} need a teacher: set distill.teacher.name "
             "and distill.teacher.weights (the model_final.pth of its training run)"
         )
-    with without_random_init():  # the strict load replaces every value
-        teacher = build_classifier(name, info.num_classes, info.in_channels, info.image_size)
+    # randomly initialised first: the terms built next draw their initial values after these
+    teacher = build_classifier(name, info.num_classes, info.in_channels, info.image_size)
     load_weights(teacher, weights, "distill.teacher.weights")
     return teacher, file_sha256(weights)
 

@@ -150,7 +150,7 @@ def _distill_arguments(cfg, ret: dict) -> dict:
     """DistillRetinaNet's own arguments from a yacs distillation config."""
     if not cfg.MODEL.DISTILL.LOSSES:
         return dict(teacher=None, distill_terms=nn.ModuleList(), mechanism_period=0)
-    teacher = FrozenTeacher(cfg, load_weights=False, initialize=False)  # loaded in __init__
+    teacher = FrozenTeacher(cfg, load_weights=False)
     student = SimpleNamespace(backbone=ret["backbone"], head=ret["head"])
     terms = build_detection_terms(cfg, student, teacher)  # reads the class means first
     logger.info("Distillation terms: %s", list(cfg.MODEL.DISTILL.LOSSES))

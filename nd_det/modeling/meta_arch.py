@@ -97,7 +97,7 @@ class DistillRCNN(GeneralizedRCNN):
         if not cfg.MODEL.DISTILL.LOSSES:
             ret.update(teacher=None, distill_terms=nn.ModuleList(), mechanism_period=0)
             return ret
-        teacher = FrozenTeacher(cfg, load_weights=False, initialize=False)  # loaded in __init__
+        teacher = FrozenTeacher(cfg, load_weights=False)
         student = SimpleNamespace(backbone=ret["backbone"], roi_heads=ret["roi_heads"])
         # builds every term; the ND term loads and validates the class-means file now, before
         # the (possibly downloaded) teacher weights are read

@@ -94,16 +94,15 @@ class FrozenTeacher:
     values: :meth:`from_values`) reads the teacher's config once, builds, checks, freezes and loads;
     ``load_weights=False`` leaves the random weights (call :meth:`load_weights` later:
     DistillRCNN first builds the terms, so that a wrong class-means table is reported before
-    large weights are read; ``initialize=False`` then skips even the random values, for a
-    holder that loads the weights before any use).  Built inside ``with torch.device("meta")``
+    large weights are read; the terms built next draw their random values after the teacher's,
+    as every published run did).  Loaded at once, it draws no random values (the strict load
+    replaces them all).  Built inside ``with torch.device("meta")``
     it has shapes and state-dict keys but no memory: the checks before a run.  The teacher is not an
     ``nn.Module``: whoever holds one keeps it out of ``state_dict()``, ``parameters()`` and DDP,
     and moves it with :meth:`apply`.
     """
 
-    def __init__(
-        self, cfg: "CfgNode | TeacherSpec", load_weights: bool = True, initialize: bool = True
-    ):
+    def __init__(self, cfg: "CfgNode | TeacherSpec", load_weights: bool = True):
         spec = self.spec = as_teacher_spec(cfg)  # a yacs config: its MODEL.DISTILL values
         self.source = TeacherSource(spec)
         self.cfg = self.source.config  # a yacs CfgNode, or the LazyConfig of a .py teacher
@@ -114,9 +113,7 @@ class FrozenTeacher:
                 f"MODEL.DISTILL.TEACHER_AUTOCAST {self.autocast!r}: use one of {_AUTOCAST_VALUES}"
             )
         self.weights = ""  # resolved by load_weights
-        # random values that the strict load replaces are not drawn (``initialize=False``: the
-        # holder loads the weights before any use, as DistillRCNN does)
-        self.model = freeze(self.source.build(initialize=initialize and not load_weights))
+        self.model = freeze(self.source.build(initialize=not load_weights))
         self.one_stage = spec.one_stage  # "" (an R-CNN), or its one-stage class
         self.box_head, self.box_predictor, self.box_stage = _checked_model(spec, self.model)
         self.identity = teacher_identity(spec)
