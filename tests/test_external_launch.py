@@ -156,8 +156,7 @@ def test_torchrun_trains_one_run_on_world_size_two(tmp_path):
             "torch.distributed.run",
             "--nproc_per_node",
             "2",
-            "--master_port",
-            str(_free_port()),
+            "--standalone",  # its rendezvous port from the OS: no race with other tests
             *HELPER,
             "--dump",
             str(dump),
@@ -248,8 +247,7 @@ def test_torchrun_class_mean_extraction_equals_one_process(tmp_path):
             "torch.distributed.run",
             "--nproc_per_node",
             "2",
-            "--master_port",
-            str(_free_port()),
+            "--standalone",  # its rendezvous port from the OS: no race with other tests
             TOOL,
             "--config-file",
             config_path("R50_from_R101_nd.yaml"),
@@ -291,8 +289,7 @@ def test_torchrun_user_error_is_one_line_and_nothing_else_of_ours(tmp_path):
             "torch.distributed.run",
             "--nproc_per_node",
             "2",
-            "--master_port",
-            str(_free_port()),
+            "--standalone",  # its rendezvous port from the OS: no race with other tests
             TRAIN_NET,
             "--config-file",
             CONFIG,
