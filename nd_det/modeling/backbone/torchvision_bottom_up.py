@@ -9,8 +9,8 @@ nodes need, under torchvision's own module names), then
   graph back from each output: it works for any architecture, with no per-model stage list):
   parameters fixed, BatchNorm turned into FrozenBatchNorm2d, as detectron2's ResNet freezes;
 * reads each output's channels and stride from one meta-device run (or takes them from the
-  caller, who may know them: :func:`.torchvision_stages.stage_shapes` keeps them per
-  architecture, so that building the same backbone again costs no second run).
+  caller, who may know them: ``build_torchvision_backbone`` keeps those of its first build of
+  an architecture, so that building it again costs no second run).
 
 State-dict keys are ``body.`` + torchvision's key (``body.features.0.0.weight``): a torchvision
 ImageNet file maps onto the student by adding the prefix ``backbone.bottom_up.body.``

@@ -22,9 +22,12 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from ...errors import ConfigError, input_stage
 from .torchvision_bottom_up import TorchvisionBottomUp
 from .torchvision_config import torchvision_stages
-from .torchvision_stages import build_torchvision_classifier, stage_shapes
+from .torchvision_stages import build_torchvision_classifier
 
 __all__ = ["fpn_over", "build_torchvision_backbone", "build_torchvision_fpn_backbone"]
+
+# (arch, width, stages) -> (channels, stride) of each stage, measured by a first build
+_MEASURED: dict[tuple, list[tuple[int, int]]] = {}
 
 
 def fpn_over(bottom_up: Backbone, cfg, out_features_key: str) -> FPN:
@@ -56,17 +59,19 @@ def build_torchvision_backbone(cfg, input_shape: ShapeSpec) -> TorchvisionBottom
     with input_stage("MODEL.TORCHVISION"):
         model = build_torchvision_classifier(tv.ARCH, float(tv.WIDTH_MULT))
         stages = torchvision_stages(cfg)
-        # measured once per architecture in a process (a student and its runs build it often)
-        known = stage_shapes(tv.ARCH, tuple(stages), float(tv.WIDTH_MULT))
-        return TorchvisionBottomUp(
+        key = (tv.ARCH, float(tv.WIDTH_MULT), tuple(stages))
+        bottom_up = TorchvisionBottomUp(
             model,
             stages=stages,
             out_features=tv.OUT_FEATURES,
             norm=tv.NORM,
             freeze_at=tv.FREEZE_AT,
             arch=tv.ARCH,
-            shapes=[(channels, stride) for _, channels, stride in known],
+            shapes=_MEASURED.get(key),
         )
+        # the first build of an architecture in a process measures; later ones reuse it
+        _MEASURED[key] = [(s.channels, s.stride) for s in bottom_up.output_shape().values()]
+        return bottom_up
 
 
 @BACKBONE_REGISTRY.register()

@@ -22,8 +22,6 @@ from detectron2.layers import ShapeSpec
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
-from ...utils.skip_init import without_random_init
-
 __all__ = [
     "TORCHVISION_DEFAULT_STAGES",
     "WIDTH_MULT_ARCHS",
@@ -117,10 +115,8 @@ def stage_shapes(
     arch: str, stages: tuple[str, ...], width_mult: float = 1.0
 ) -> list[tuple[str, int, int]]:
     """``[(stage, channels, stride), ...]`` of ``arch`` at the given stage nodes (measured on
-    the meta device; every node must exist, see :func:`is_graph_node`).  It draws no random
-    values: a model built for its shapes leaves the generator as it was."""
-    with without_random_init():  # RegNet is built on the CPU first (see above)
-        model = build_torchvision_classifier(arch, width_mult, device="meta")
+    the meta device; every node must exist, see :func:`is_graph_node`)."""
+    model = build_torchvision_classifier(arch, width_mult, device="meta")
     body = create_feature_extractor(model, {stage: stage for stage in stages})
     shapes = measure_stage_shapes(body)
     return [(stage, shapes[stage].channels, shapes[stage].stride) for stage in stages]

@@ -96,8 +96,8 @@ class FrozenTeacher:
     DistillRCNN first builds the terms, so that a wrong class-means table is reported before
     large weights are read; the terms built next draw their random values after the teacher's,
     as every published run did).  Loaded at once, it draws no random values (the strict load
-    replaces them all).  Built inside ``with torch.device("meta")``
-    it has shapes and state-dict keys but no memory: the checks before a run.  The teacher is not an
+    replaces them all).  Built inside ``with torch.device("meta")`` it has shapes and
+    state-dict keys but no memory: the checks before a run.  The teacher is not an
     ``nn.Module``: whoever holds one keeps it out of ``state_dict()``, ``parameters()`` and DDP,
     and moves it with :meth:`apply`.
     """
